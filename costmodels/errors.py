@@ -1,0 +1,63 @@
+"""Exceptions raised by costmodels. Each message says what is wrong and what to do."""
+
+from __future__ import annotations
+
+
+class CostModelError(Exception):
+    """Base class of every error this toolkit raises on purpose."""
+
+
+class OnnxImportError(CostModelError, ValueError):
+    """An ONNX file cannot be read into the IR (malformed, truncated, dynamic shape...)."""
+
+
+class UnsupportedOperator(OnnxImportError):
+    """An ONNX node whose cost the importer cannot reason about."""
+
+    def __init__(self, node: str, op_type: str, source: str = "") -> None:
+        self.node = node
+        self.op_type = op_type
+        where = f"{source}: " if source else ""
+        super().__init__(
+            f"{where}node {node!r} has operator {op_type!r}, which costmodels cannot cost; "
+            "open an issue with the model, or replace the op before export"
+        )
+
+
+class UnknownArchitecture(CostModelError, ValueError):
+    """An architecture string or index that is not in the search space."""
+
+    def __init__(self, arch: object, reason: str) -> None:
+        self.arch = arch
+        self.reason = reason
+        super().__init__(f"unknown architecture {arch!r}: {reason}")
+
+
+class UnknownBackend(CostModelError, ValueError):
+    """A registry spec that names no backend."""
+
+
+class TableError(CostModelError, ValueError):
+    """A latency table (CSV) that is malformed: names the file, row and field."""
+
+
+class MissingKernel(CostModelError, KeyError):
+    """A lookup table has no entry for some kernels of a network."""
+
+    def __init__(self, keys: list[str], network: str = "") -> None:
+        self.keys = list(keys)
+        where = f" of {network}" if network else ""
+        shown = "\n  ".join(self.keys[:10])
+        more = f"\n  ... and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        super().__init__(
+            f"{len(self.keys)} kernel(s){where} are missing from the lookup table:\n  {shown}{more}\n"
+            "Measure them (`costmodels lut build ...` on these networks) or pass best_effort=True "
+            "(`--best-effort`) to report them instead of raising."
+        )
+
+    def __str__(self) -> str:  # KeyError quotes its message; keep it readable
+        return self.args[0]
+
+
+class ModelFileError(CostModelError, ValueError):
+    """A saved model or store that is corrupt, foreign or incompatible; left untouched."""
