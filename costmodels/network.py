@@ -31,7 +31,13 @@ DTYPE_BYTES: dict[str, int] = {
 MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 POOL_OPS = frozenset({"MaxPool", "AveragePool"})
 GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax",
-                             "ReduceSum"})
+                             "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL2", "ArgMax",
+                             "ArgMin"})
+# Ops that only move or relabel data: no arithmetic (their bytes still count).
+DATA_MOVEMENT_OPS = frozenset({
+    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
+    "Split", "Slice", "Gather", "Pad", "Expand", "Tile", "Cast", "Shape", "DepthToSpace",
+    "SpaceToDepth", "ConstantOfShape", "Range"})
 
 
 class Layer(NamedTuple):
@@ -125,6 +131,8 @@ def make_layer(
         elem_ops = numel(input_shapes[0]) if input_shapes else out_elems
     elif op == "BatchNormalization":
         elem_ops = 2 * out_elems
+    elif op in DATA_MOVEMENT_OPS:
+        elem_ops = 0
     else:
         elem_ops = out_elems
     if op == "BatchNormalization":

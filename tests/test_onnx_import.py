@@ -1,0 +1,116 @@
+"""The ONNX importer: supported ops costed, bad inputs refused with clear errors."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+from costmodels.errors import OnnxImportError, UnsupportedOperator
+from costmodels.onnx_import import import_onnx, parse_input_shapes
+
+
+def _model(nodes, inputs, outputs, inits=(), opset=17):
+    g = helper.make_graph(nodes, "g", inputs, outputs, list(inits))
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
+    m.ir_version = 8
+    return m
+
+
+def _vi(name, shape):
+    return helper.make_tensor_value_info(name, TensorProto.FLOAT, shape)
+
+
+def _w(name, shape):
+    return numpy_helper.from_array(np.ones(shape, np.float32), name)
+
+
+def test_tiny_model_costs(tiny_onnx):
+    net = import_onnx(tiny_onnx)
+    conv = net.layers[0]
+    assert conv.op == "Conv" and conv.macs == 8 * 16 * 16 * 3 * 9
+    assert conv.params == 8 * 3 * 9 and conv.pads == (1, 1, 1, 1)
+    assert [layer.op for layer in net.layers] == ["Conv", "Relu", "GlobalAveragePool"]
+    assert net.meta["source"].endswith("tiny.onnx")
+
+
+def test_depthwise_dilation_stride_and_auto_pad():
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="dw", group=8, strides=[2, 2],
+                                 dilations=[2, 2], auto_pad="SAME_UPPER")],
+               [_vi("x", [1, 8, 15, 15])], [_vi("y", [1, 8, 8, 8])], [_w("w", [8, 1, 3, 3])])
+    (dw,) = import_onnx(m).layers
+    assert dw.is_depthwise and dw.groups == 8 and dw.dilation == (2, 2)
+    assert dw.output_shape == (1, 8, 8, 8) and dw.macs == 8 * 8 * 8 * 9
+    assert sum(dw.pads) == 2 * (7 * 2 + 2 * 2 + 1 - 15)
+
+
+def test_converter_style_ops():
+    """Constant nodes, HardSwish, Resize, ReduceMean, Softmax, attention-style MatMul."""
+    shape_c = helper.make_node("Constant", [], ["shape"], name="cst",
+                               value=numpy_helper.from_array(np.array([1, 4, 16], np.int64)))
+    scales = helper.make_node("Constant", [], ["scales"], name="scales",
+                              value=numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32)))
+    nodes = [
+        shape_c, scales,
+        helper.make_node("HardSwish", ["x"], ["h"], name="hs"),
+        helper.make_node("Resize", ["h", "", "scales"], ["r"], name="up", mode="nearest"),
+        helper.make_node("ReduceMean", ["r"], ["m"], name="rm", axes=[1], keepdims=1),
+        helper.make_node("Reshape", ["x", "shape"], ["q"], name="rs"),
+        helper.make_node("Transpose", ["q"], ["kt"], name="tr", perm=[0, 2, 1]),
+        helper.make_node("MatMul", ["q", "kt"], ["att"], name="mm"),
+        helper.make_node("Softmax", ["att"], ["p"], name="sm", axis=-1),
+        helper.make_node("Cast", ["p"], ["pc"], name="cast", to=TensorProto.FLOAT),
+    ]
+    m = _model(nodes, [_vi("x", [1, 4, 4, 4])], [_vi("m", None), _vi("pc", None)])
+    net = import_onnx(m)
+    ops = [layer.op for layer in net.layers]
+    assert ops == ["HardSwish", "Resize", "ReduceMean", "Reshape", "Transpose", "MatMul",
+                   "Softmax", "Cast"]
+    mm = net.layers[5]
+    assert mm.output_shape == (1, 4, 4) and mm.macs == 4 * 4 * 16
+    assert net.layers[1].output_shape == (1, 4, 8, 8)
+
+
+def test_unknown_op_names_node():
+    m = _model([helper.make_node("Relu", ["x"], ["a"], name="r"),
+                helper.make_node("NonMaxSuppression", ["a", "a"], ["y"], name="nms_1")],
+               [_vi("x", [1, 4])], [helper.make_tensor_value_info("y", TensorProto.INT64, None)])
+    with pytest.raises(UnsupportedOperator, match="nms_1.*NonMaxSuppression") as e:
+        import_onnx(m)
+    assert e.value.node == "nms_1" and e.value.op_type == "NonMaxSuppression"
+
+
+def test_dynamic_batch_needs_input_shape(tmp_path):
+    m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [_vi("x", ["batch", 3, 8, 8])], [_vi("y", ["batch", 3, 8, 8])])
+    path = tmp_path / "dyn.onnx"
+    onnx.save(m, path)
+    with pytest.raises(OnnxImportError, match=r"dyn.onnx.*'x'.*--input-shape x="):
+        import_onnx(path)
+    net = import_onnx(path, input_shapes=parse_input_shapes(["x=2x3x8x8"]))
+    assert net.layers[0].output_shape == (2, 3, 8, 8)
+    assert import_onnx(path, input_shapes=[(4, 3, 8, 8)]).inputs[0][1] == (4, 3, 8, 8)
+    with pytest.raises(OnnxImportError, match="rank"):
+        import_onnx(path, input_shapes=[(4, 3)])
+
+
+def test_malformed_and_truncated_files(tmp_path, tiny_onnx):
+    junk = tmp_path / "junk.onnx"
+    junk.write_bytes(b"this is not a protobuf \x00\xff\xfe")
+    with pytest.raises(OnnxImportError, match="junk.onnx"):
+        import_onnx(junk)
+    cut = tmp_path / "cut.onnx"
+    cut.write_bytes(tiny_onnx.read_bytes()[:60])
+    with pytest.raises(OnnxImportError, match="cut.onnx"):
+        import_onnx(cut)
+    with pytest.raises(OnnxImportError, match="cannot read"):
+        import_onnx(tmp_path / "missing.onnx")
+
+
+def test_parse_input_shapes_errors():
+    assert parse_input_shapes(["1x3x224x224"]) == [(1, 3, 224, 224)]
+    with pytest.raises(OnnxImportError, match="expected"):
+        parse_input_shapes(["1xAx2"])
+    with pytest.raises(OnnxImportError, match="name every shape"):
+        parse_input_shapes(["a=1x2", "1x2"])
