@@ -1,0 +1,122 @@
+"""``costmodels roofline ...``: calibrate this machine's roofline, list specs, explain a network.
+
+Handlers import their backend lazily so ``costmodels --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+CALIBRATE_EPILOG = """\
+examples:
+  costmodels roofline calibrate                 # writes the default local spec
+  costmodels roofline calibrate -o my_cpu.toml --cpu 1 --repeats 40
+  costmodels estimate roofline:my_cpu.toml -o roofline.csv
+The default output is $COSTMODELS_ROOFLINE_SPEC, else
+$XDG_CONFIG_HOME/costmodels/roofline-local.toml (~/.config/...); `roofline` with no
+spec argument uses that file when it exists, x86_generic otherwise.
+"""
+
+LAYERS_EPILOG = """\
+examples:
+  costmodels roofline layers 1462 --backend roofline:x86_generic
+  costmodels roofline layers 1462 --backend eyeriss
+  costmodels roofline layers model.onnx --input-shape 1x3x224x224 --backend fpga
+"""
+
+
+def register(sub) -> None:
+    from costmodels.cli import Formatter, add_space_args
+
+    p = sub.add_parser("roofline", help="analytical models: calibrate, list specs, explain layers",
+                       formatter_class=Formatter,
+                       description="Analytical models from device specs (roofline, eyeriss, "
+                                   "fpga).")
+    rsub = p.add_subparsers(dest="roofline_command", metavar="COMMAND")
+
+    c = rsub.add_parser("calibrate", help="measure this CPU (peak, bandwidth, per-op costs) "
+                                          "-> roofline spec TOML", formatter_class=Formatter,
+                        epilog=CALIBRATE_EPILOG)
+    c.add_argument("-o", "--output", help="spec TOML to write (default: the local spec path)")
+    c.add_argument("--name", default="local", help="spec name written into the file")
+    c.add_argument("--cpu", default="auto",
+                   help="CPU to pin to: an index, 'auto' (the most idle one) or 'none'")
+    c.add_argument("--repeats", type=int, default=25, help="timed runs per micro-benchmark")
+    c.set_defaults(func=cmd_calibrate)
+
+    s = rsub.add_parser("specs", help="list the shipped device specs")
+    s.set_defaults(func=cmd_specs)
+
+    e = rsub.add_parser("layers", help="per-layer (per-kernel) breakdown of one network",
+                        formatter_class=Formatter, epilog=LAYERS_EPILOG)
+    e.add_argument("model", help="MODEL.onnx, a NAS-Bench-201 arch string or a standard index")
+    e.add_argument("--backend", default="roofline",
+                   help="roofline[:SPEC], eyeriss[:SPEC] or fpga[:SPEC]")
+    e.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224")
+    add_space_args(e, archs=False)
+    e.set_defaults(func=cmd_layers)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+def cmd_calibrate(args: argparse.Namespace) -> int:
+    from analytical.calibrate import calibrate, write_spec
+    from analytical.roofline import local_spec_path
+
+    out = args.output or str(local_spec_path())
+    cpu = None if args.cpu == "none" else args.cpu if args.cpu == "auto" else int(args.cpu)
+    cal = calibrate(cpu=cpu, repeats=args.repeats,
+                    log=lambda s: print(s, file=sys.stderr))
+    path = write_spec(cal, out, name=args.name)
+    print(f"wrote {path} in {cal.seconds:.1f} s: peak {cal.peak_gflops:.1f} GFLOP/s, "
+          f"DRAM {cal.dram_bandwidth_gbps:.1f} GB/s, cache {cal.cache_bandwidth_gbps:.1f} GB/s",
+          file=sys.stderr)
+    return 0
+
+
+def cmd_specs(args: argparse.Namespace) -> int:
+    from analytical.roofline import local_spec_path
+    from analytical.specs import _read_toml, spec_dir
+
+    for p in sorted(spec_dir().glob("*.toml")):
+        doc = _read_toml(p)
+        print(f"{p.stem:<14} {doc.get('kind', '?'):<9} {doc.get('description', '')}")
+    local = local_spec_path()
+    print(f"local spec: {local} ({'present' if local.is_file() else 'absent'})")
+    return 0
+
+
+def cmd_layers(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.table import Table
+
+    from costmodels.cli import load_network
+    from costmodels.registry import create
+
+    net = load_network(args.model, args.dataset, args.batch, args.input_shape)
+    model = create(args.backend)
+    est = model.estimate(net)
+    t = Table(title=f"{net.name} on {model.name}")
+    for col in ("layer", "op", "latency ms", "energy mJ", "bound", "detail"):
+        t.add_column(col, justify="right" if col in ("latency ms", "energy mJ") else "left")
+    for lc in est.per_layer:
+        t.add_row(lc.name, lc.op, f"{lc.latency_ms:.5f}",
+                  "" if lc.energy_mj is None else f"{lc.energy_mj:.6f}", lc.bound, _detail(lc.meta))
+    console = Console()
+    console.print(t)
+    energy = "" if est.energy_mj is None else f", {est.energy_mj:.4f} mJ"
+    console.print(f"[bold]total[/]: {est.latency_ms:.4f} ms{energy}")
+    return 0
+
+
+def _detail(meta) -> str:
+    """A short summary of a LayerCost's meta: op class, placement, mapping, utilisation."""
+    parts = []
+    if "op_class" in meta:
+        parts.append(meta["op_class"])
+    for key in ("mapping", "tiling"):
+        m = meta.get(key) or {}
+        parts.append(" ".join(f"{k}{v}" for k, v in m.items() if k not in ("cycles_per_pass",)))
+    if meta.get("utilisation"):
+        parts.append(f"util {meta['utilisation']:.0%}")
+    return ", ".join(p for p in parts if p)

@@ -1,0 +1,330 @@
+"""Device and accelerator specs: versioned TOML files -> validated, frozen dataclasses.
+
+A spec is data, never code: every hardware number the analytical models use lives
+in a TOML file under ``analytical/specs/`` (or a file the user names), with its
+source stated in a comment next to it. Units are part of every field name
+(``peak_gflops``, ``clock_mhz``, ``glb_bytes``, ``mac_pj``); a field whose name
+carries another unit (``peak_tflops``) is refused, not converted.
+
+Loading validates types, ranges and choices and refuses a bad spec with
+:class:`SpecError`, whose message names the file and the field::
+
+    eyeriss.toml: field 'glb_bytes' must be > 0 (got -4)
+
+Three kinds of spec: :class:`RooflineSpec` (CPU, GPU: one roofline per op class),
+:class:`EyerissSpec` (row-stationary ASIC) and :class:`FpgaSpec` (layer-wise FPGA
+accelerator). Each file says its ``kind``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import types
+import typing
+from dataclasses import MISSING, dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import tomllib
+
+from costmodels.errors import CostModelError
+
+SCHEMA_VERSION = 1
+T = TypeVar("T")
+
+
+class SpecError(CostModelError, ValueError):
+    """A spec file that is missing, malformed, or has a bad field; names the file and field."""
+
+
+def _pos(**kw: Any) -> dict[str, Any]:
+    """Field metadata: ``gt``/``ge``/``le`` bounds checked at load."""
+    return kw
+
+
+# ----------------------------------------------------------------------------- roofline
+@dataclass(frozen=True)
+class OpClassCost:
+    """How one class of operator uses the machine.
+
+    ``compute_efficiency``: fraction of ``peak_gflops`` the kernel reaches;
+    ``memory_efficiency``: fraction of the bandwidth it reaches; ``launch_us``:
+    fixed cost per kernel (dispatch, threading, setup), microseconds;
+    ``traffic_factor``: bytes actually moved / bytes the IR counts (0 for views
+    such as Flatten, which move nothing).
+    """
+
+    compute_efficiency: float = field(metadata=_pos(gt=0, le=1))
+    memory_efficiency: float = field(metadata=_pos(gt=0, le=1))
+    launch_us: float = field(metadata=_pos(ge=0))
+    traffic_factor: float = field(default=1.0, metadata=_pos(ge=0))
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    """``anchor`` op absorbs, in this order and each at most once, the consumers in ``absorb``.
+
+    A consumer is absorbed only when it reads the group's output and is that
+    output's only reader (the graph optimiser's condition for fusing).
+    """
+
+    anchor: str
+    absorb: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Fusion:
+    """What the runtime's graph optimiser does before running (data, not code).
+
+    ``drop``: ops removed (their output aliases their input); ``dedupe``: weightless
+    ops with identical inputs and attributes run once (common-subexpression
+    elimination); ``rules``: fused kernels.
+    """
+
+    drop: tuple[str, ...] = ()
+    dedupe: bool = False
+    rules: tuple[FusionRule, ...] = ()
+
+
+@dataclass(frozen=True)
+class RooflineSpec:
+    """A processor as a roofline: peak compute, two bandwidths, per-op-class efficiencies.
+
+    FLOPs are 2 per MAC plus one per element op. Memory traffic uses
+    ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
+    ``dram_bandwidth_gbps``. ``ops`` must define every class of
+    :data:`analytical.roofline.OP_CLASSES`.
+    """
+
+    kind: Literal["roofline"]
+    schema_version: int
+    name: str
+    description: str
+    peak_gflops: float = field(metadata=_pos(gt=0))
+    dram_bandwidth_gbps: float = field(metadata=_pos(gt=0))
+    cache_bandwidth_gbps: float = field(metadata=_pos(gt=0))
+    cache_bytes: int = field(metadata=_pos(ge=0))
+    ops: dict[str, OpClassCost]
+    fusion: Fusion = Fusion()
+    calibration: dict[str, Any] = field(default_factory=dict)
+
+
+# ----------------------------------------------------------------------------- eyeriss
+@dataclass(frozen=True)
+class EyerissEnergy:
+    """Energy per action, picojoules: one MAC, one value read or written in a scratchpad,
+    one value moved one hop on the array network, one value read or written in the
+    global buffer, one byte to or from DRAM, one post-processing op, one host op."""
+
+    mac_pj: float = field(metadata=_pos(ge=0))
+    spad_access_pj: float = field(metadata=_pos(ge=0))
+    noc_transfer_pj: float = field(metadata=_pos(ge=0))
+    glb_access_pj: float = field(metadata=_pos(ge=0))
+    dram_byte_pj: float = field(metadata=_pos(ge=0))
+    post_op_pj: float = field(metadata=_pos(ge=0))
+    host_op_pj: float = field(metadata=_pos(ge=0))
+
+
+@dataclass(frozen=True)
+class EyerissSpec:
+    """An Eyeriss-like row-stationary accelerator (Chen et al., ISCA 2016 / JSSC 2017)."""
+
+    kind: Literal["eyeriss"]
+    schema_version: int
+    name: str
+    description: str
+    pe_rows: int = field(metadata=_pos(gt=0))
+    pe_cols: int = field(metadata=_pos(gt=0))
+    spad_ifmap_entries: int = field(metadata=_pos(gt=0))
+    spad_weight_entries: int = field(metadata=_pos(gt=0))
+    spad_psum_entries: int = field(metadata=_pos(gt=0))
+    spad_word_bits: int = field(metadata=_pos(gt=0))
+    glb_bytes: int = field(metadata=_pos(gt=0))
+    glb_word_bits: int = field(metadata=_pos(gt=0))
+    glb_words_per_cycle: float = field(metadata=_pos(gt=0))
+    data_bits: int = field(metadata=_pos(gt=0))
+    psum_bits: int = field(metadata=_pos(gt=0))
+    clock_mhz: float = field(metadata=_pos(gt=0))
+    dram_bandwidth_gbps: float = field(metadata=_pos(gt=0))
+    layer_setup_cycles: int = field(metadata=_pos(ge=0))
+    weights_in_glb: bool
+    objective: Literal["energy", "latency", "edp"]
+    pooling_on: Literal["pe_array", "post_processing", "host"]
+    elementwise_on: Literal["pe_array", "post_processing", "host"]
+    batchnorm: Literal["fold", "pe_array", "post_processing", "host"]
+    activation_fused: bool
+    post_processing_ops_per_cycle: float = field(metadata=_pos(gt=0))
+    host_gops: float = field(metadata=_pos(gt=0))
+    energy: EyerissEnergy
+
+
+# ----------------------------------------------------------------------------- fpga
+@dataclass(frozen=True)
+class FpgaEnergy:
+    """Dynamic energy per action (picojoules) and static power (watts)."""
+
+    mac_pj: float = field(metadata=_pos(ge=0))
+    bram_byte_pj: float = field(metadata=_pos(ge=0))
+    ddr_byte_pj: float = field(metadata=_pos(ge=0))
+    vector_op_pj: float = field(metadata=_pos(ge=0))
+    static_power_w: float = field(metadata=_pos(ge=0))
+
+
+@dataclass(frozen=True)
+class FpgaSpec:
+    """A layer-wise FPGA CNN accelerator (Zhang et al., FPGA 2015 style ``Tm x Tn`` array)."""
+
+    kind: Literal["fpga"]
+    schema_version: int
+    name: str
+    description: str
+    dsp_count: int = field(metadata=_pos(gt=0))
+    dsps_per_mac: float = field(metadata=_pos(gt=0))
+    unroll_out_channels: int = field(metadata=_pos(gt=0))
+    unroll_in_channels: int = field(metadata=_pos(gt=0))
+    clock_mhz: float = field(metadata=_pos(gt=0))
+    bram_bytes: int = field(metadata=_pos(gt=0))
+    bram_usable_fraction: float = field(metadata=_pos(gt=0, le=1))
+    data_bits: int = field(metadata=_pos(gt=0))
+    ddr_bandwidth_gbps: float = field(metadata=_pos(gt=0))
+    ddr_efficiency: float = field(metadata=_pos(gt=0, le=1))
+    vector_lanes: int = field(metadata=_pos(gt=0))
+    layer_overhead_cycles: int = field(metadata=_pos(ge=0))
+    fused_post_ops: tuple[str, ...]
+    energy: FpgaEnergy
+
+    def __post_init__(self) -> None:
+        used = self.unroll_out_channels * self.unroll_in_channels * self.dsps_per_mac
+        if used > self.dsp_count:
+            raise ValueError(f"unroll {self.unroll_out_channels} x {self.unroll_in_channels} "
+                             f"needs {used:g} DSPs but dsp_count is {self.dsp_count}")
+
+
+KINDS: dict[str, type] = {"roofline": RooflineSpec, "eyeriss": EyerissSpec, "fpga": FpgaSpec}
+
+
+# ----------------------------------------------------------------------------- loading
+def spec_dir() -> Path:
+    """The folder of the specs shipped with the package."""
+    return Path(__file__).resolve().parent / "specs"
+
+
+def available_specs(kind: str | None = None) -> list[str]:
+    """Names of the shipped specs (of one ``kind`` if given), sorted."""
+    out = []
+    for p in sorted(spec_dir().glob("*.toml")):
+        if kind is None or _read_toml(p).get("kind") == kind:
+            out.append(p.stem)
+    return out
+
+
+def resolve_spec_path(name_or_path: str) -> Path:
+    """A shipped spec name (``x86_generic``) or a path to a TOML file -> the file's path."""
+    p = Path(os.path.expanduser(name_or_path))
+    if p.suffix == ".toml" or p.exists() or os.sep in name_or_path:
+        if not p.is_file():
+            raise SpecError(f"{p}: no such spec file")
+        return p
+    shipped = spec_dir() / f"{name_or_path}.toml"
+    if not shipped.is_file():
+        raise SpecError(f"unknown spec {name_or_path!r}; shipped specs: "
+                        f"{', '.join(available_specs())} (or give a path to a .toml file)")
+    return shipped
+
+
+def load_spec(name_or_path: str, cls: type[T]) -> T:
+    """Load and validate a spec of class ``cls`` (e.g. :class:`RooflineSpec`)."""
+    path = resolve_spec_path(name_or_path)
+    doc = _read_toml(path)
+    kind = doc.get("kind")
+    want = next(k for k, c in KINDS.items() if c is cls)
+    if kind != want:
+        raise SpecError(f"{path.name}: field 'kind' must be {want!r} for this model "
+                        f"(got {kind!r})")
+    if doc.get("schema_version") != SCHEMA_VERSION:
+        raise SpecError(f"{path.name}: field 'schema_version' must be {SCHEMA_VERSION} "
+                        f"(got {doc.get('schema_version')!r})")
+    return build(cls, doc, path.name)
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise SpecError(f"{path.name}: not valid TOML: {exc}") from None
+
+
+def build(cls: type[T], doc: dict[str, Any], source: str, prefix: str = "") -> T:
+    """Validate the mapping ``doc`` into dataclass ``cls``; errors name ``source`` and field."""
+    hints = typing.get_type_hints(cls)
+    known = {f.name for f in fields(cls)}
+    for key in doc:
+        if key not in known:
+            close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+            hint = (f"; did you mean {close[0]!r}? (units are part of field names)"
+                    if close else f"; expected one of {', '.join(sorted(known))}")
+            raise SpecError(f"{source}: unknown field {prefix + key!r}{hint}")
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        name = prefix + f.name
+        if f.name not in doc:
+            if f.default is MISSING and f.default_factory is MISSING:
+                raise SpecError(f"{source}: missing field {name!r}")
+            continue
+        values[f.name] = _convert(hints[f.name], doc[f.name], source, name)
+        _check_bounds(f.metadata, values[f.name], source, name)
+    try:
+        return cls(**values)
+    except (TypeError, ValueError) as exc:
+        raise SpecError(f"{source}: {prefix or 'spec'}: {exc}") from None
+
+
+def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
+    origin = typing.get_origin(tp)
+    if is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise SpecError(f"{source}: field {name!r} must be a table")
+        return build(tp, value, source, name + ".")
+    if origin is Literal:
+        if value not in typing.get_args(tp):
+            choices = ", ".join(repr(a) for a in typing.get_args(tp))
+            raise SpecError(f"{source}: field {name!r} must be one of {choices} (got {value!r})")
+        return value
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise SpecError(f"{source}: field {name!r} must be a table")
+        _, vt = typing.get_args(tp)
+        return types.MappingProxyType(
+            {k: _convert(vt, v, source, f"{name}.{k}") for k, v in value.items()})
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise SpecError(f"{source}: field {name!r} must be an array")
+        et = typing.get_args(tp)[0]
+        return tuple(_convert(et, v, source, f"{name}[{i}]") for i, v in enumerate(value))
+    if tp is Any:
+        return value
+    if tp is bool:
+        ok = isinstance(value, bool)
+    elif tp is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    else:
+        ok = isinstance(value, tp)
+    if not ok:
+        raise SpecError(f"{source}: field {name!r} must be {tp.__name__} (got {value!r})")
+    return value
+
+
+def _check_bounds(meta: Any, value: Any, source: str, name: str) -> None:
+    if "gt" in meta and not value > meta["gt"]:
+        raise SpecError(f"{source}: field {name!r} must be > {meta['gt']} (got {value!r})")
+    if "ge" in meta and not value >= meta["ge"]:
+        raise SpecError(f"{source}: field {name!r} must be >= {meta['ge']} (got {value!r})")
+    if "le" in meta and not value <= meta["le"]:
+        raise SpecError(f"{source}: field {name!r} must be <= {meta['le']} (got {value!r})")
