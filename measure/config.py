@@ -19,6 +19,10 @@ class MeasureConfig:
     ``max_cv``: a result whose coefficient of variation exceeds it is re-measured,
     up to ``max_retries`` times (flagged ``noisy`` if it stays high).
     ``isolate``: run each network in a fresh worker process with ``timeout_s``.
+    ``drop_preempted``: on a shared machine another process can take the CPU in the
+    middle of a timed run; with one thread (ONNX Runtime runs it in the calling
+    thread) such runs are detected (wall time minus the thread's CPU time) and
+    replaced by new runs, up to ``5 * repeat`` runs in all.
     """
 
     runtime: str = "ort"
@@ -38,6 +42,7 @@ class MeasureConfig:
     tvm_work_dir: str = ""
     rpc_tracker: str = ""            # "HOST:PORT" for remote devices
     rpc_key: str = ""
+    drop_preempted: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -86,3 +91,25 @@ class MeasureResult:
         d = asdict(self)
         d.pop("times_ms")
         return d
+
+
+@dataclass(frozen=True)
+class BuildResult:
+    """What a Builder made: a runnable artifact (an ONNX Runtime session, a TVM
+    executable, an exported library path for RPC), or the error that stopped it.
+
+    ``build_s`` is the wall time of the build in seconds (tuning included).
+    """
+
+    artifact: Any = None
+    artifact_path: str = ""
+    error: str = ""
+    build_s: float = 0.0
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return not self.error
+
+
+DEFAULT_CONFIG = MeasureConfig()

@@ -1,0 +1,92 @@
+"""The harness: rank cost estimators against measured latency, and report.
+
+Modules (each usable alone):
+
+- :mod:`~costmodels.harness.metrics`: Kendall, Spearman, Pearson, RMSE, MAPE,
+  RMSPE, ±p% accuracy, top-k overlap, :func:`~metrics.summary`;
+- :mod:`~costmodels.harness.compare`: :func:`~compare.compare` (NAS-Bench-201
+  truth table) and :func:`~compare.compare_models` (a folder of ONNX models);
+- :mod:`~costmodels.harness.report`: terminal table, ``report.md``,
+  ``metrics.csv``, ``predictions.csv``, PNG figures;
+- :mod:`~costmodels.harness.models`: generated non-NAS-Bench-201 ONNX models;
+- :mod:`~costmodels.harness.cli`: ``costmodels compare`` and ``gen-models``.
+
+:func:`run` does what ``costmodels compare`` does, for scripts such as the demo.
+Nothing heavy is imported until used.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from costmodels.harness.compare import ComparisonResult, ModelsResult
+
+__all__ = ["run", "machine_line"]
+
+
+def machine_line() -> str | None:
+    """This machine in one line (CPU, cores, OS, runtime versions), via the measure package."""
+    try:
+        from measure.fingerprint import fingerprint
+
+        fp = fingerprint()
+    except Exception:  # noqa: BLE001 - a report without a machine line is still a report
+        return None
+    versions = ", ".join(f"{k} {fp[k]}" for k in ("python", "onnxruntime", "tvm", "numpy")
+                         if fp.get(k))
+    return (f"{fp.get('cpu_model') or 'unknown CPU'}, {fp.get('cores')} cores, "
+            f"{fp.get('os')} {fp.get('os_kernel')} {fp.get('machine')}; {versions}")
+
+
+def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
+        dataset: str = "cifar10", train_samples: int | None = None, seed: int = 0,
+        sources: Sequence[str] = (), max_cells: int | None = None,
+        reference_only: Sequence[str] = (), notes: Mapping[str, str] | None = None,
+        curve_csvs: Sequence[str | Path] = (), models_dir: str | Path | None = None,
+        models_truth: Any = "measure:ort", fingerprint: str | None = None,
+        duplicates: str = "error", title: str | None = None, console: Any = None,
+        ) -> tuple[ComparisonResult, ModelsResult | None, dict[str, Path]]:
+    """Read the truth table, compare the backends, print the ranked table, write the report.
+
+    ``truth`` is a latency-table CSV (validated: a bad row raises ``TableError``
+    naming file, line and field). ``backends`` are registry specs or CostModel
+    objects; see :func:`costmodels.harness.compare.compare` for
+    ``train_samples``/``seed``/``sources``/``max_cells``/``reference_only``/``notes``.
+    With ``models_dir``, the ONNX models there are measured with ``models_truth``
+    and every backend built here is scored on them too. ``fingerprint``: the
+    machine line of the report (default: :func:`machine_line`). Progress goes
+    to stderr, the table to ``console`` (stdout by default).
+    Returns (comparison, models comparison or None, {what: file written}).
+    """
+    import time
+
+    from rich.console import Console
+
+    from costmodels.harness.compare import compare, compare_models
+    from costmodels.harness.report import print_table, write_report
+    from costmodels.tables import read_table
+
+    err = Console(stderr=True)
+    t0 = time.perf_counter()
+
+    def say(name: str) -> None:
+        err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/]  {name}", highlight=False)
+
+    table = read_table(truth, duplicates=duplicates)
+    result = compare(table, backends, dataset=dataset, train_samples=train_samples, seed=seed,
+                     sources=sources, max_cells=max_cells, notes=notes,
+                     reference_only=reference_only, on_progress=say)
+    models = None
+    if models_dir:
+        say(f"models in {models_dir}")
+        models = compare_models(models_dir, result.results, truth=models_truth, notes=notes,
+                                on_progress=say)
+    print_table(result, console or Console())
+    files = write_report(result, out_dir, fingerprint=fingerprint or machine_line(),
+                         curve_csvs=curve_csvs, models=models, truth_table=table, title=title)
+    err.print(f"wrote {', '.join(str(p) for p in files.values())} "
+              f"in {time.perf_counter() - t0:.1f} s", highlight=False)
+    return result, models, files

@@ -1,0 +1,96 @@
+"""``costmodels compare`` and ``costmodels gen-models``: the harness on the command line."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+COMPARE_EPILOG = """\
+examples:
+  # the MACs proxy against a phone's table measured elsewhere (Kendall tau ~0.68)
+  costmodels compare --truth ../shared/refdata/nb201_pixel3.csv flops params -o report/
+  # every backend against this CPU's measured sample; learned ones fitted on 100 rows
+  costmodels compare --truth datasets/nb201/truth.csv flops lut:lut.sqlite \\
+      roofline:x86_generic gbdt gnn --train-samples 100 --seed 0 -o report/
+  # few-shot transfer from other devices' tables, plus the curve from `costmodels fewshot`
+  costmodels compare --truth pixel3.csv transfer --train-samples 20 \\
+      --source gold_6240.csv --source titanx_1.csv --curve curve.csv -o report/
+  # also off NAS-Bench-201: generated ONNX models, measured with ONNX Runtime
+  costmodels gen-models -o models/ && costmodels compare --truth truth.csv flops \\
+      --models models/ -o report/
+
+A BACKEND is a registry spec (see `costmodels backends`: flops, params, lut:PATH,
+roofline:SPEC, eyeriss, fpga, gbdt:DIR, gnn:DIR, measure:ort) or a latency-table
+CSV measured elsewhere. gbdt, gnn and transfer without :DIR are fitted on
+--train-samples rows; with --train-samples, flops and params are fitted too
+(slope + intercept) and every backend is scored on the remaining rows only.
+Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
+"""
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    from costmodels.cli import Formatter
+
+    p = sub.add_parser("compare", help="rank estimators against measured latency -> report",
+                       formatter_class=Formatter, epilog=COMPARE_EPILOG,
+                       description="Score cost estimators against a measured latency table "
+                                   "(Kendall, Spearman, Pearson, MAPE, ±10%, top-k; build and "
+                                   "query cost) and write a report.")
+    p.add_argument("backends", nargs="+", metavar="BACKEND", help="registry spec or table CSV")
+    p.add_argument("--truth", required=True, metavar="TABLE.csv",
+                   help="measured latency table (arch_index,arch_str,latency_ms)")
+    p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
+                   help="what to do with a cell listed twice in the truth table")
+    p.add_argument("--space", default="nb201", choices=["nb201"], help="search space")
+    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100",
+                                                            "ImageNet16-120"],
+                   help="NAS-Bench-201 dataset the networks are built for")
+    p.add_argument("--train-samples", type=int, metavar="K",
+                   help="fit learned backends on K truth rows, score all on the rest")
+    p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
+    p.add_argument("--source", action="append", default=[], metavar="TABLE.csv",
+                   help="other devices' tables for few-shot transfer (repeatable)")
+    p.add_argument("--max-cells", type=int, metavar="N",
+                   help="score a random N of the truth cells (for slow backends, e.g. measure:ort)")
+    p.add_argument("--reference-only", action="append", default=[], metavar="BACKEND",
+                   help="shown but never recommended (a model of other hardware); repeatable")
+    p.add_argument("--curve", action="append", default=[], metavar="CURVE.csv",
+                   help="few-shot curve CSV (k,seed,spearman,...) to plot; repeatable")
+    p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
+    p.add_argument("--models-truth", default="measure:ort", metavar="SPEC",
+                   help="backend that measures the --models networks")
+    p.add_argument("--fingerprint", metavar="TEXT",
+                   help="machine line for the report; unset: this machine's, from the measure "
+                        "package")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
+    p.set_defaults(func=cmd_compare)
+
+    g = sub.add_parser("gen-models", help="write the generated non-NAS-Bench-201 ONNX models",
+                       formatter_class=Formatter,
+                       epilog="example:\n  costmodels gen-models -o models/\n"
+                              "  costmodels compare --truth truth.csv flops --models models/ "
+                              "-o report/")
+    g.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for *.onnx")
+    g.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    g.set_defaults(func=cmd_gen_models)
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from costmodels.harness import run
+
+    result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
+                       train_samples=args.train_samples, seed=args.seed, sources=args.source,
+                       max_cells=args.max_cells, reference_only=args.reference_only,
+                       curve_csvs=args.curve, models_dir=args.models,
+                       models_truth=args.models_truth, fingerprint=args.fingerprint,
+                       duplicates=args.duplicates)
+    return 0 if any(r.n_covered for r in result.results) else 1
+
+
+def cmd_gen_models(args: argparse.Namespace) -> int:
+    from costmodels.harness.models import generate_models
+
+    paths = generate_models(args.output, seed=args.seed)
+    print(f"wrote {len(paths)} models to {args.output}: {', '.join(p.stem for p in paths)}",
+          file=sys.stderr)
+    return 0

@@ -1,0 +1,483 @@
+"""Rank cost estimators against ground truth on NAS-Bench-201 cells.
+
+:func:`compare` takes a measured latency table (the truth) and a list of
+backends (registry specs or CostModel objects) and returns, for each backend,
+its build cost, query cost, predictions and metrics. Nothing a backend does
+stops the comparison: a backend that cannot be created, or that fails on some
+networks, is recorded with its coverage and first error.
+
+Train/test mode (``train_samples=K``): K truth rows are drawn with ``seed``;
+learned backends (``gbdt``, ``gnn``, ``transfer`` given without a model path,
+and ``flops``/``params`` which are then fitted by least squares) are fitted on
+them, and *every* backend is scored on the other rows only, so all rows of the
+table are comparable and no backend is scored on its training data.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+
+from costmodels.harness import metrics
+from costmodels.interface import CostModel
+from costmodels.network import Network
+from costmodels.tables import LatencyTable
+
+#: specs that, given without ``:PATH``, mean "fit this estimator on the training rows"
+LEARNED = ("gbdt", "gnn", "transfer")
+#: proxies that are fitted (slope, intercept) in train/test mode
+PROXIES = {"flops": "macs", "params": "params"}
+#: backends that need no measurement at all to build
+NO_MEASUREMENTS = ("flops", "params", "roofline", "eyeriss", "fpga", "measure")
+
+
+@dataclass
+class BackendResult:
+    """What one backend achieved on the scored truth cells.
+
+    ``rows`` index the truth table (cells the backend covered); ``y_pred`` and
+    ``y_true`` (and the ``connected`` mask) are aligned with them, in ms. ``metrics`` is
+    :func:`metrics.summary` over those cells (empty when fewer than 2 were
+    covered). ``build_measurements``: networks or kernels measured to build it
+    (``None`` when unknown); ``build_s``: seconds to create or fit it here;
+    ``query_us``: microseconds per network for ``estimate_many`` on the scored
+    cells (network construction excluded). ``calibrated`` is False for
+    estimators whose scale is arbitrary (raw MACs): rank metrics hold,
+    absolute errors do not. ``reference_only`` backends (models of other
+    hardware, shown for illustration) are left out of the recommendation.
+    """
+
+    spec: str
+    name: str
+    n_total: int
+    n_covered: int = 0
+    first_error: str | None = None
+    build_s: float = 0.0
+    build_measurements: int | None = None
+    query_us: float = math.nan
+    fitted: bool = False
+    calibrated: bool = True
+    note: str = ""
+    reference_only: bool = False
+    rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
+    y_true: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    y_pred: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    connected: np.ndarray = field(default_factory=lambda: np.zeros(0, bool), repr=False)
+    metrics: dict[str, float] = field(default_factory=dict)
+    model: Any = field(default=None, repr=False)
+
+    @property
+    def coverage(self) -> float:
+        return self.n_covered / self.n_total if self.n_total else 0.0
+
+    def metric(self, key: str) -> float:
+        return float(self.metrics.get(key, math.nan))
+
+    def by_row(self) -> dict[int, float]:
+        """{row: estimated latency_ms} for the covered rows."""
+        return dict(zip(self.rows.tolist(), self.y_pred.tolist(), strict=True))
+
+
+@dataclass
+class ComparisonResult:
+    """All backends on one truth table; :meth:`ranked` orders them by Kendall tau."""
+
+    truth_source: str
+    device: str
+    dataset: str
+    n_truth: int
+    train_rows: np.ndarray
+    test_rows: np.ndarray
+    seed: int
+    results: list[BackendResult]
+    train_samples: int | None = None
+
+    def ranked(self, key: str = "kendall") -> list[BackendResult]:
+        """Best first by ``key``: see :func:`rank`."""
+        return rank(self.results, key)
+
+
+def rank(results: Sequence[BackendResult], key: str = "kendall") -> list[BackendResult]:
+    """Order backends best first by ``key`` (higher is better).
+
+    Backends that covered every scored cell come first, then those with partial
+    coverage (their metric is over fewer, possibly easier cells), then those
+    with no value at all.
+    """
+    def order(r: BackendResult) -> tuple[int, float]:
+        v = r.metric(key)
+        if math.isnan(v):
+            return (2, 0.0)
+        return (0 if r.n_covered == r.n_total else 1, -v)
+    return sorted(results, key=order)
+
+
+# ----------------------------------------------------------------------------- helpers
+def display_name(spec: str) -> str:
+    """A spec as shown in tables: paths shortened to their file name."""
+    name, sep, arg = spec.partition(":")
+    if spec.lower().endswith(".csv") and not sep or (sep and name not in _backend_names()):
+        return Path(spec).name
+    return f"{name}:{Path(arg).name}" if sep and ("/" in arg or "\\" in arg) else spec
+
+
+def _backend_names() -> tuple[str, ...]:
+    from costmodels.registry import BACKENDS
+    return tuple(BACKENDS)
+
+
+def _spec_name(spec: str | CostModel) -> str:
+    if isinstance(spec, str):
+        from costmodels.registry import split_spec
+        return split_spec(spec)[0]
+    return str(getattr(spec, "name", type(spec).__name__))
+
+
+def _is_learned(spec: str | CostModel, train: bool) -> bool:
+    """Does this backend get fitted on the training rows?"""
+    if not isinstance(spec, str):
+        # an estimator object with fit() and no learned state (scikit-learn's rule: no attr_)
+        return train and hasattr(spec, "fit") and not any(
+            k.endswith("_") and not k.startswith("_") for k in vars(spec))
+    if ":" in spec or spec.lower().endswith(".csv"):
+        return False
+    return spec in LEARNED or (train and spec in PROXIES)
+
+
+def make_estimator(name: str, sources: Sequence[str] = ()) -> Any:
+    """An unfitted estimator for a learned backend name (``fit(nets, lat)`` -> self).
+
+    ``flops``/``params`` are least-squares proxies (:class:`ProxyModel`); every
+    other name comes from the predictors package's ``make(name, sources=...)``.
+    """
+    if name in PROXIES:
+        from costmodels.baselines import ProxyModel
+        return ProxyModel(PROXIES[name])
+    try:
+        from predictors import make
+    except ImportError as exc:
+        raise RuntimeError(
+            f"backend {name!r} is a learned predictor, but the predictors package cannot "
+            f"provide it ({exc}); install it (pip install -e '.[gnn]') or give a fitted "
+            f"model directory as {name}:DIR") from exc
+    return make(name, sources=tuple(sources))
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
+
+
+class Estimated(NamedTuple):
+    """What :func:`estimate_all` got: aligned with the networks given."""
+
+    ok: np.ndarray            # bool: a finite latency came back
+    latency_ms: np.ndarray    # nan where not ok
+    errors: list[str | None]  # why not ok (exception or the backend's meta['error'])
+    first_error: str | None   # the first of them, with the network's name
+    seconds: float            # time spent in the backend
+
+
+def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
+    """Estimate ``nets`` with ``model``, never raising for a network.
+
+    ``estimate_many`` is tried first; if it raises, networks are estimated one
+    by one and each failure recorded. A non-finite latency counts as not
+    covered (backends that report errors as data give ``nan`` and
+    ``meta['error']``).
+    """
+    n = len(nets)
+    lat = np.full(n, math.nan)
+    errors: list[str | None] = [None] * n
+    batch_error = None
+    t0 = time.perf_counter()
+    try:
+        ests = model.estimate_many(list(nets))
+        if len(ests) != n:
+            raise RuntimeError(f"estimate_many returned {len(ests)} estimates for {n} networks")
+        lat[:] = [e.latency_ms for e in ests]
+        errors = [e.meta.get("error") for e in ests]
+    except Exception as exc:  # noqa: BLE001 - any backend failure is data here
+        batch_error = _first_line(exc)
+        t0 = time.perf_counter()
+        for i, net in enumerate(nets):
+            try:
+                est = model.estimate(net)
+                lat[i], errors[i] = est.latency_ms, est.meta.get("error")
+            except Exception as exc1:  # noqa: BLE001
+                errors[i] = _first_line(exc1)
+    seconds = time.perf_counter() - t0
+    ok = np.isfinite(lat)
+    for i in np.flatnonzero(~ok):
+        errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
+            f"non-finite latency {lat[i]}"
+    bad = np.flatnonzero(~ok)
+    first = f"{nets[bad[0]].name}: {errors[bad[0]]}" if bad.size else None
+    if batch_error and first is None:  # only the batched call failed; say so
+        first = f"estimate_many failed ({batch_error}); estimated one by one"
+    return Estimated(ok, lat, errors, first, seconds)
+
+
+def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,
+               quick_s: float = 0.5, repeats: int = 2) -> float:
+    """Query time, re-timed ``repeats`` more times (minimum kept) when the first pass was quick.
+
+    A microsecond backend timed once on a shared machine is mostly noise; a slow
+    one (measurement) is timed once. Only when the first pass raised nothing.
+    """
+    if not clean or seconds > quick_s:
+        return seconds
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        model.estimate_many(list(nets))
+        seconds = min(seconds, time.perf_counter() - t0)
+    return seconds
+
+
+def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
+                        ) -> int | None:
+    """How many measurements stand behind a backend, where it can be known."""
+    if fitted_on is not None:
+        return fitted_on
+    for attr in ("n_measurements_", "n_measurements"):
+        v = getattr(model, attr, None)
+        if isinstance(v, (int, np.integer)):
+            return int(v)
+    table = getattr(model, "table_", None)
+    if isinstance(table, LatencyTable):
+        return len(table)
+    return 0 if _spec_name(spec) in NO_MEASUREMENTS else None
+
+
+def _calibrated(model: Any, sample: Sequence[Network]) -> bool:
+    """False when the backend's scale is arbitrary: an unfitted proxy (raw MACs/params).
+
+    Read from the estimate's meta: ``scale == "arbitrary"``, or a ``proxy``
+    value with ``fitted`` False (:class:`~costmodels.baselines.ProxyModel`).
+    A LUT without its overhead term is still in milliseconds: calibrated here.
+    """
+    try:
+        meta = model.estimate(sample[0]).meta if sample else {}
+    except Exception:  # noqa: BLE001 - coverage is reported elsewhere
+        return True
+    return not (meta.get("scale") == "arbitrary"
+                or ("proxy" in meta and meta.get("fitted") is False))
+
+
+def split_rows(n: int, train_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, test rows) of a table of ``n`` rows; all rows are test rows without K."""
+    if not train_samples:
+        return np.zeros(0, np.int64), np.arange(n)
+    if not 1 <= train_samples < n:
+        raise ValueError(f"train_samples must be between 1 and {n - 1} (the truth table has "
+                         f"{n} rows; some must be left to score on), got {train_samples}")
+    rng = np.random.default_rng(seed)
+    train = np.sort(rng.choice(n, size=train_samples, replace=False))
+    return train, np.setdiff1d(np.arange(n), train)
+
+
+# ----------------------------------------------------------------------------- compare
+def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[Network],
+                  train_y: np.ndarray, sources: Sequence[str]) -> tuple[Any, float]:
+    """Create (or fit) one backend; returns (model, seconds)."""
+    t0 = time.perf_counter()
+    if learned:
+        est = spec if not isinstance(spec, str) else make_estimator(spec, sources)
+        if not len(train_nets):
+            raise ValueError(f"{_spec_name(spec)} must be fitted: give --train-samples K, or "
+                             "a fitted model as NAME:DIR")
+        model = est.fit(list(train_nets), train_y) or est
+    elif isinstance(spec, str):
+        from costmodels.registry import create
+        model = create(spec)
+    else:
+        model = spec
+    return model, time.perf_counter() - t0
+
+
+def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: str = "cifar10",
+            train_samples: int | None = None, seed: int = 0, sources: Sequence[str] = (),
+            *, max_cells: int | None = None, notes: Mapping[str, str] | None = None,
+            reference_only: Sequence[str] = (),
+            on_progress: Callable[[str], None] | None = None) -> ComparisonResult:
+    """Score every backend on the truth table's cells; see the module docstring.
+
+    ``max_cells`` scores a seeded random subset of the test rows (for slow
+    backends such as ``measure:ort``). ``notes`` maps a backend spec (or name)
+    to a caveat printed beside it in the report (e.g. "different device:
+    illustration only"). Backends named in ``reference_only`` are scored and
+    shown but never recommended. ``on_progress`` is called with a message per backend.
+    """
+    from costmodels.registry import BACKENDS, split_spec
+    from costmodels.spaces import nb201
+
+    for spec in backends:  # a typo should fail before minutes of work
+        if isinstance(spec, str) and split_spec(spec)[0] not in (*BACKENDS, *LEARNED):
+            from costmodels.registry import resolve
+            resolve(split_spec(spec)[0])
+    for src in sources:
+        if truth.source and Path(src).resolve() == Path(truth.source).resolve():
+            raise ValueError(f"{src} is the truth table itself; a source device must be another "
+                             "device, or the comparison would score predictors on their inputs")
+    train_rows, test_rows = split_rows(len(truth), train_samples, seed)
+    if max_cells and max_cells < len(test_rows):
+        rng = np.random.default_rng(seed + 1)
+        test_rows = np.sort(rng.choice(test_rows, size=max_cells, replace=False))
+    nets = [nb201.build_network(int(truth.arch_index[r]), dataset) for r in range(len(truth))]
+    train_nets = [nets[r] for r in train_rows]
+    test_nets = [nets[r] for r in test_rows]
+    train_y = truth.latency_ms[train_rows]
+    y_true_all = truth.latency_ms[test_rows]
+    connected = np.array([bool(n.meta.get("connected", True)) for n in test_nets])
+    notes = dict(notes or {})
+
+    results = []
+    for spec in backends:
+        label = display_name(spec) if isinstance(spec, str) else _spec_name(spec)
+        if on_progress:
+            on_progress(label)
+        learned = _is_learned(spec, train_samples is not None)
+        keys = {label, _spec_name(spec)} | ({spec} if isinstance(spec, str) else set())
+        res = BackendResult(spec=spec if isinstance(spec, str) else label, name=label,
+                            n_total=len(test_rows), fitted=learned,
+                            note=next((notes[k] for k in keys if k in notes), ""),
+                            reference_only=bool(keys & set(reference_only)))
+        try:
+            model, res.build_s = build_backend(spec, learned=learned, train_nets=train_nets,
+                                               train_y=train_y, sources=sources)
+        except Exception as exc:  # noqa: BLE001 - recorded, the comparison goes on
+            res.first_error = _first_line(exc)
+            results.append(res)
+            continue
+        res.model = model
+        if learned:
+            with_sources = f", {len(sources)} source devices" if label == "transfer" else ""
+            res.name = f"{label} (fit on {len(train_rows)}{with_sources})"
+        res.build_measurements = _build_measurements(spec, model,
+                                                     len(train_rows) if learned else None)
+        ok, lat, _, res.first_error, secs = estimate_all(model, test_nets)
+        secs = _best_time(model, test_nets, secs, res.first_error is None)
+        res.n_covered = int(ok.sum())
+        res.query_us = secs / len(test_nets) * 1e6 if res.n_covered else math.nan
+        res.rows = test_rows[ok]
+        res.y_true, res.y_pred, res.connected = y_true_all[ok], lat[ok], connected[ok]
+        res.calibrated = _calibrated(model, [n for n, o in zip(test_nets, ok, strict=True) if o][:1])
+        if not res.calibrated and not res.note:
+            res.note = "uncalibrated proxy: scale arbitrary, only rank metrics are meaningful"
+        if res.n_covered >= 2:
+            res.metrics = metrics.summary(res.y_true, res.y_pred, connected[ok])
+        results.append(res)
+    return ComparisonResult(truth_source=truth.source, device=truth.device, dataset=dataset,
+                            n_truth=len(truth), train_rows=train_rows, test_rows=test_rows,
+                            seed=seed, results=results, train_samples=train_samples)
+
+
+# ----------------------------------------------------------------------------- ONNX models
+@dataclass
+class ModelsResult:
+    """Backends on a folder of ONNX models, against a measuring backend as truth.
+
+    ``truth_ms[i]`` is nan where the truth backend failed on model i (its error
+    in ``truth_errors``); ``rows`` of each :class:`BackendResult` index ``names``.
+    """
+
+    folder: str
+    truth_spec: str
+    names: list[str]
+    macs: np.ndarray
+    truth_ms: np.ndarray
+    truth_errors: dict[str, str]
+    results: list[BackendResult]
+
+    def ranked(self, key: str = "spearman") -> list[BackendResult]:
+        return rank(self.results, key)
+
+
+def load_models(folder: str | Path, input_shapes: Any = None) -> tuple[list[str], list[Network]]:
+    """Every ``*.onnx`` in ``folder`` (sorted) imported into the IR."""
+    from costmodels.onnx_import import import_onnx
+
+    paths = sorted(Path(folder).glob("*.onnx"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no .onnx models there; write the generated set with "
+                                f"`costmodels gen-models -o {folder}`")
+    return [p.stem for p in paths], [import_onnx(str(p), input_shapes=input_shapes) for p in paths]
+
+
+def compare_models(folder: str | Path,
+                   backends: Sequence[str | CostModel | BackendResult | tuple[str, CostModel]],
+                   truth: str | CostModel = "measure:ort", *, input_shapes: Any = None,
+                   notes: Mapping[str, str] | None = None,
+                   on_progress: Callable[[str], None] | None = None) -> ModelsResult:
+    """Measure every ONNX model of ``folder`` with ``truth`` and score each backend on them.
+
+    ``backends`` may hold the :class:`BackendResult` objects of :func:`compare`
+    (their built or fitted models are reused, with their build cost), or
+    ``(label, model)`` pairs, so that a predictor fitted on NAS-Bench-201 is
+    tested off that space.
+    Learned specs without a path cannot be fitted here (no training rows) and
+    are recorded as failed.
+    """
+    from costmodels.registry import create
+
+    names, nets = load_models(folder, input_shapes)
+    if on_progress:
+        on_progress(f"truth: {truth if isinstance(truth, str) else _spec_name(truth)}")
+    truth_model = create(truth) if isinstance(truth, str) else truth
+    ok, truth_ms, errors, _, _ = estimate_all(truth_model, nets)
+    truth_errors = {names[i]: str(errors[i]) for i in np.flatnonzero(~ok)}
+    scored = np.flatnonzero(ok)
+    scored_nets = [nets[i] for i in scored]
+    notes = dict(notes or {})
+    results = []
+    for spec in backends:
+        prior = None
+        if isinstance(spec, BackendResult):  # a backend built (maybe fitted) by compare()
+            prior, label, spec = spec, spec.name, spec.model
+            if spec is None:
+                continue  # it could not be built there; nothing to test here
+        elif isinstance(spec, tuple):  # (label, fitted model)
+            label, spec = spec
+        else:
+            label = display_name(spec) if isinstance(spec, str) else _spec_name(spec)
+        if on_progress:
+            on_progress(label)
+        res = BackendResult(spec=spec if isinstance(spec, str) else label, name=label,
+                            n_total=len(scored),
+                            note=notes.get(label, prior.note if prior else ""))
+        if prior:
+            res.build_measurements, res.build_s = prior.build_measurements, prior.build_s
+            res.fitted, res.reference_only = prior.fitted, prior.reference_only
+        try:
+            if isinstance(spec, str) and _is_learned(spec, False):
+                raise ValueError(f"{spec} must be fitted first: give {spec}:DIR, or pass the "
+                                 "model fitted by compare()")
+            model, build_s = build_backend(spec, learned=False, train_nets=(),
+                                           train_y=np.zeros(0), sources=())
+            res.build_s = res.build_s or build_s
+        except Exception as exc:  # noqa: BLE001
+            res.first_error = _first_line(exc)
+            results.append(res)
+            continue
+        res.model = model
+        if res.build_measurements is None:
+            res.build_measurements = _build_measurements(spec, model, None)
+        hit, lat, _, res.first_error, secs = estimate_all(model, scored_nets)
+        secs = _best_time(model, scored_nets, secs, res.first_error is None)
+        res.n_covered = int(hit.sum())
+        res.query_us = secs / len(scored_nets) * 1e6 if res.n_covered else math.nan
+        res.rows = scored[hit]
+        res.y_true, res.y_pred = truth_ms[scored][hit], lat[hit]
+        res.calibrated = _calibrated(model, [n for n, h in zip(scored_nets, hit, strict=True) if h][:1])
+        if res.n_covered >= 2:
+            res.metrics = metrics.summary(res.y_true, res.y_pred, k=max(1, res.n_covered // 4))
+        results.append(res)
+    return ModelsResult(str(folder), truth if isinstance(truth, str) else _spec_name(truth),
+                        names, np.array([n.macs for n in nets], dtype=np.float64), truth_ms,
+                        truth_errors, results)

@@ -1,0 +1,124 @@
+"""``measure:ort`` / ``measure:tvm`` as a CostModel: the ground truth, by running the network.
+
+Spec: ``measure:RUNTIME[,key=value...]`` where the keys are
+:class:`~measure.config.MeasureConfig` fields (``measure:ort,threads=2,repeat=50``,
+``measure:tvm,tvm_trials=64``) plus ``db=PATH`` to read and write a measurement
+store (a network already stored for this config and device is not run again).
+
+A network is built as ONNX from ``net.meta``: NAS-Bench-201 networks from
+``arch_str``/``dataset``/``batch``, imported ones from ``meta['source']`` (the
+ONNX path). A failed measurement gives ``latency_ms = nan`` with ``meta['error']``
+(errors are data: one bad network does not stop ``costmodels estimate``).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import fields, replace
+from typing import Any
+
+from costmodels.interface import BaseCostModel, Estimate
+from costmodels.network import Network
+from measure.config import MeasureConfig, MeasureResult
+
+
+def onnx_for(net: Network) -> Any:
+    """The ONNX model (proto or path) a Network came from."""
+    meta = net.meta
+    if meta.get("space") == "nb201" and meta.get("arch_str"):
+        from costmodels.spaces import nb201
+
+        return nb201.build_onnx(meta["arch_str"], meta.get("dataset", "cifar10"),
+                                int(meta.get("batch", 1)))
+    if meta.get("source"):
+        return str(meta["source"])
+    raise ValueError(f"{net.name}: cannot measure a network without an ONNX source; it needs "
+                     "meta['arch_str'] (NAS-Bench-201) or meta['source'] (an ONNX path)")
+
+
+class MeasureModel(BaseCostModel):
+    """Runs each network with ONNX Runtime or TVM; ``latency_ms`` is the median."""
+
+    def __init__(self, runtime: str = "ort", config: MeasureConfig | None = None,
+                 db: str | None = None) -> None:
+        self.runtime = runtime
+        self.config = replace(config or MeasureConfig(), runtime=runtime)
+        self.db = db
+        self.name = f"measure:{runtime}"
+
+    def estimate(self, net: Network) -> Estimate:
+        res = self._measure(net)
+        meta: dict[str, Any] = {
+            "backend": self.name, "runtime": res.runtime, "ok": res.ok,
+            "p10_ms": res.p10_ms, "p90_ms": res.p90_ms, "mean_ms": res.mean_ms, "cv": res.cv,
+            "repeat": res.repeat, "noisy": res.noisy, "fingerprint": res.fingerprint,
+        }
+        if not res.ok:
+            meta["error"] = res.error
+        return Estimate(res.median_ms if res.ok else math.nan, meta=meta)
+
+    def _measure(self, net: Network) -> MeasureResult:
+        from measure import measure
+
+        try:
+            model = onnx_for(net)
+        except ValueError as exc:
+            return MeasureResult.failure(str(exc), self.runtime)
+        if not self.db:
+            return measure(model, self.config)
+        return self._measure_stored(net, model)
+
+    def _measure_stored(self, net: Network, model: Any) -> MeasureResult:
+        from measure import measure
+        from measure.fingerprint import config_hash, device_hash, fingerprint
+        from measure.store import MeasureStore, NetKey
+
+        ch, dh = config_hash(self.config), device_hash(fingerprint(self.config))
+        key = NetKey(net.fingerprint, net.name, net.meta.get("arch_str"),
+                     net.meta.get("arch_index"), net.meta.get("dataset"))
+        with MeasureStore(self.db) as store:
+            for rec in store.records(ch, dh, keys=[key.key]):
+                return rec.result
+            res = measure(model, self.config)
+            store.put(key, self.config, ch, dh, res)
+        return res
+
+
+def parse_options(arg: str | None) -> tuple[str, MeasureConfig, str | None]:
+    """``"tvm,repeat=50,db=runs.sqlite"`` -> ("tvm", MeasureConfig(repeat=50), "runs.sqlite")."""
+    parts = [p.strip() for p in (arg or "ort").split(",") if p.strip()]
+    runtime = parts[0] if parts and "=" not in parts[0] else "ort"
+    types = {f.name: f.type for f in fields(MeasureConfig)}
+    kw: dict[str, Any] = {}
+    db = None
+    for part in parts[1 if parts and "=" not in parts[0] else 0:]:
+        key, sep, value = part.partition("=")
+        key = key.strip().replace("-", "_")
+        if key == "db":
+            db = value
+            continue
+        if not sep or key not in types:
+            raise ValueError(f"measure spec option {part!r}: expected KEY=VALUE with KEY one of "
+                             f"db, {', '.join(types)}")
+        kw[key] = _convert(value, types[key])
+    if runtime not in ("ort", "tvm"):
+        raise ValueError(f"measure backend runtime must be 'ort' or 'tvm', not {runtime!r} "
+                         "(e.g. measure:ort)")
+    return runtime, MeasureConfig(**kw, runtime=runtime), db
+
+
+def _convert(value: str, typ: Any) -> Any:
+    name = typ if isinstance(typ, str) else getattr(typ, "__name__", str(typ))
+    if name == "bool":
+        return value.lower() in ("1", "true", "yes", "on")
+    if name == "int":
+        return int(value)
+    if name == "float":
+        return float(value)
+    return value
+
+
+def from_spec(arg: str | None) -> MeasureModel:
+    """Registry factory: ``measure:ort``, ``measure:tvm``, with ``,key=value`` options."""
+    runtime, config, db = parse_options(arg)
+    return MeasureModel(runtime, config, db)

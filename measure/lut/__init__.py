@@ -1,0 +1,38 @@
+"""Lookup tables: measure each unique kernel once, estimate any network by summation.
+
+Fusion-aware: a network is split into the kernels the runtime really executes
+(rules as data in ``measure/fusion/<runtime>.json``), summed from the LUT file,
+plus per-network overhead terms fitted on a few end-to-end measurements.
+
+>>> from measure.lut import LookupTable                      # doctest: +SKIP
+>>> LookupTable("datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite").estimate(net)  # doctest: +SKIP
+
+Modules: :mod:`~measure.lut.keys` (kernel keys), :mod:`~measure.lut.fusion`
+(rules -> kernels), :mod:`~measure.lut.models` (one-kernel ONNX models),
+:mod:`~measure.lut.table` (the SQLite file, CSV, merge), :mod:`~measure.lut.build`,
+:mod:`~measure.lut.calibrate`, :mod:`~measure.lut.model` (the CostModel).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from measure.lut.model import LookupTable
+
+__all__ = ["LookupTable", "from_spec"]
+
+
+def from_spec(arg: str | None) -> LookupTable:
+    """Registry factory for ``lut:PATH[?best-effort][&uncalibrated]``."""
+    from measure.lut.model import from_spec as _from_spec
+
+    return _from_spec(arg)
+
+
+def __getattr__(name: str) -> Any:
+    if name == "LookupTable":
+        from measure.lut.model import LookupTable
+
+        return LookupTable
+    raise AttributeError(name)

@@ -1,0 +1,236 @@
+"""``LookupTable``: a CostModel that sums measured kernels, fusion-aware, plus overhead terms.
+
+    latency_ms = intercept_ms + scale * sum(entry of each kernel) + per_kernel_ms * n_kernels
+
+Kernels come from the runtime's fusion rules stored in the LUT itself (so a LUT
+keeps estimating as it was built even if the shipped rules change). A kernel
+without an entry raises :class:`MissingKernel` listing the keys; with
+``best_effort=True`` the estimate leaves them out and lists them in
+``Estimate.meta['missing_kernels']`` (never a silent zero).
+
+NAS-Bench-201 cells are estimated from the LUT's space index (per-cell kernel
+counts) when it has one for the cell's dataset and batch: all 15,625 cells in
+one matrix product. Other networks go through the rules, cached by fingerprint.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from costmodels.errors import MissingKernel
+from costmodels.interface import BaseCostModel, Estimate, LayerCost
+from costmodels.network import Network
+from measure.lut.fusion import FusionRules, kernels, rules_from_json
+from measure.lut.keys import NULL_KEY, null_key, parse_key
+from measure.lut.table import LutFile
+
+MIN_KERNEL_MS = 1e-4  # 0.1 us: the floor of a kernel's time once the overheads are taken off
+
+
+def wrappers(text: str, rules: FusionRules) -> list[str] | None:
+    """Keys of the extra kernels the one-kernel model of ``text`` runs (reorders, residual pool).
+
+    None when the rules do not find the kernel itself in its own model (it is then
+    used as measured).
+    """
+    from measure.lut.models import key_network
+
+    try:
+        ks = kernels(key_network(parse_key(text)), rules)
+    except (ValueError, IndexError, KeyError):
+        return None
+    if sum(k.text == text for k in ks) != 1:
+        return None
+    return [k.text for k in ks if k.text != text]
+
+
+def kernel_values(raw: dict[str, float], rules: FusionRules) -> dict[str, float]:
+    """Per-kernel times (ms) from one-kernel measurements (ms).
+
+    Each measurement carried one empty run at its output shape (``null_key``, else
+    ``NULL_KEY``) and its wrappers, so
+    ``value(k) = raw(k) - null - sum(value(w) for w in wrappers(k))`` (wrappers
+    resolved the same way), floored at ``MIN_KERNEL_MS``. Without a null entry
+    (an imported table of kernel times) the values are used as they are.
+    """
+    if NULL_KEY not in raw:
+        return dict(raw)
+    out: dict[str, float] = {}
+
+    def value(text: str, depth: int = 0) -> float:
+        if text not in out:
+            extra = 0.0
+            if depth < 4:
+                extra = sum(value(w, depth + 1) for w in wrappers(text, rules) or ()
+                            if w in raw)
+            key = parse_key(text)
+            null = raw.get(null_key(key.output_shape, key.dtype), raw[NULL_KEY])
+            out[text] = max(raw[text] - null - extra, MIN_KERNEL_MS)
+        return out[text]
+
+    for text in raw:
+        if not text.startswith("Null|"):
+            value(text)
+    return out
+
+
+class LookupTable(BaseCostModel):
+    """Sum of per-kernel latencies from a LUT file (``lut:PATH``).
+
+    ``best_effort``: report missing kernels in ``meta`` instead of raising.
+    ``calibrated``: add the fitted overhead terms (False: the bare sum). The
+    naive baseline (one kernel per IR layer, nothing fused or removed, no
+    overhead) is a LUT built with the ``naive`` rules, used uncalibrated.
+    """
+
+    def __init__(self, path: str | Path, best_effort: bool = False,
+                 calibrated: bool = True) -> None:
+        self.path = str(path)
+        self.best_effort = best_effort
+        self.calibrated = calibrated
+        with LutFile(self.path, readonly=True) as lut:
+            self._load(lut)
+
+    @classmethod
+    def from_file(cls, lut: LutFile, best_effort: bool = False,
+                  calibrated: bool = True) -> LookupTable:
+        """A model over an already open :class:`LutFile` (used while building)."""
+        self = cls.__new__(cls)
+        self.path, self.best_effort, self.calibrated = str(lut.path), best_effort, calibrated
+        self._load(lut)
+        return self
+
+    def _load(self, lut: LutFile) -> None:
+        meta = lut.meta()
+        self.runtime_ = meta.get("runtime", "")
+        self.rules_ = rules_from_json(meta.get("rules", ""), f"{self.path} (stored rules)")
+        self.raw_values_ = lut.values()
+        self.values_ = kernel_values(self.raw_values_, self.rules_)
+        cal = lut.calibration if self.calibrated else {}
+        self.intercept_ms_ = float(cal.get("intercept_ms", 0.0))
+        self.per_kernel_ms_ = float(cal.get("per_kernel_ms", 0.0))
+        self.scale_ = float(cal.get("scale", 1.0))
+        self.calibration_ = cal
+        self.fingerprint_ = lut.fingerprint
+        self._index: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, list[list[str]]]] = {}
+        self._raw_index: dict[tuple[str, int], tuple[list[str], np.ndarray] | None] = {}
+        for ds in ("cifar10", "cifar100", "ImageNet16-120"):
+            self._raw_index[(ds, 1)] = lut.get_index("nb201", ds, 1, self.rules_.hash)
+        self._cache: dict[str, tuple[float, int, tuple[str, ...]]] = {}
+        self.name = f"lut:{Path(self.path).stem}"
+
+    # ------------------------------------------------------------------ kernels
+    def kernels(self, net: Network):
+        """The kernels this LUT sums for ``net`` (after the stored fusion rules)."""
+        return kernels(net, self.rules_)
+
+    def _sum(self, net: Network) -> tuple[float, int, tuple[str, ...]]:
+        """(sum of entries in ms, number of kernels, missing keys), cached by structure."""
+        fp = net.fingerprint
+        hit = self._cache.get(fp)
+        if hit is None:
+            total, missing = 0.0, []
+            ks = self.kernels(net)
+            for k in ks:
+                v = self.values_.get(k.text)
+                if v is None:
+                    missing.append(k.text)
+                else:
+                    total += v
+            hit = (total, len(ks), tuple(dict.fromkeys(missing)))
+            self._cache[fp] = hit
+        return hit
+
+    def _space_index(self, dataset: str, batch: int):
+        """(per-cell sums, per-cell kernel counts, per-cell missing) from the stored index."""
+        key = (dataset, batch)
+        if key in self._index:
+            return self._index[key]
+        raw = self._raw_index.get(key)
+        if raw is None:
+            return None
+        keys, counts = raw
+        vec = np.array([self.values_.get(k, np.nan) for k in keys])
+        miss_cols = np.flatnonzero(np.isnan(vec))
+        sums = counts @ np.nan_to_num(vec)
+        nk = counts.sum(axis=1).astype(np.int64)
+        missing: list[list[str]] = [[] for _ in range(len(counts))]
+        if len(miss_cols):
+            for r, c in zip(*np.nonzero(counts[:, miss_cols]), strict=True):
+                missing[r].append(keys[miss_cols[c]])
+        self._index[key] = (sums, nk, missing)
+        return self._index[key]
+
+    def raw_sums(self, nets: Sequence[Network]) -> tuple[list[float], list[int], list[tuple]]:
+        """Bare sums (ms), kernel counts and missing keys of each network, vectorised for NB201."""
+        from costmodels.spaces import nb201
+
+        sums, counts, missing = [], [], []
+        for net in nets:
+            m = net.meta
+            idx = (self._space_index(m.get("dataset", ""), int(m.get("batch", 1)))
+                   if m.get("space") == "nb201" and "arch_index" in m else None)
+            if idx is not None and 0 <= int(m["arch_index"]) < nb201.NUM_ARCHS:
+                r = int(m["arch_index"])
+                sums.append(float(idx[0][r]))
+                counts.append(int(idx[1][r]))
+                missing.append(tuple(idx[2][r]))
+            else:
+                s, n, miss = self._sum(net)
+                sums.append(s)
+                counts.append(n)
+                missing.append(miss)
+        return sums, counts, missing
+
+    # ------------------------------------------------------------------ CostModel
+    def _latency(self, s: float, n: int) -> float:
+        return self.intercept_ms_ + self.scale_ * s + self.per_kernel_ms_ * n
+
+    def _finish(self, net: Network, s: float, n: int, missing: tuple[str, ...],
+                per_layer: tuple[LayerCost, ...] = ()) -> Estimate:
+        if missing and not self.best_effort:
+            raise MissingKernel(list(missing), net.name)
+        lat = self._latency(s, n)
+        meta = {"backend": self.name, "runtime": self.runtime_, "rules": self.rules_.name,
+                "kernels": n, "kernel_sum_ms": s, "overhead_ms": lat - s,
+                "missing_kernels": tuple(missing)}
+        return Estimate(lat, per_layer=per_layer, meta=meta)
+
+    def estimate(self, net: Network) -> Estimate:
+        """Estimate with a per-kernel breakdown (``per_layer``: one LayerCost per kernel)."""
+        ks = self.kernels(net)
+        per, s, missing = [], 0.0, []
+        for k in ks:
+            v = self.values_.get(k.text)
+            if v is None:
+                missing.append(k.text)
+                continue
+            per.append(LayerCost("+".join(k.layers) or k.ops[0], "+".join(k.ops),
+                                 self.scale_ * v + self.per_kernel_ms_,
+                                 meta={"key": k.text, "layout": k.layout}))
+            s += v
+        return self._finish(net, s, len(ks), tuple(dict.fromkeys(missing)), tuple(per))
+
+    def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
+        """Vectorised: NB201 cells from the space index, others cached by structure."""
+        sums, counts, missing = self.raw_sums(nets)
+        return [self._finish(net, s, n, miss) for net, s, n, miss in
+                zip(nets, sums, counts, missing, strict=True)]
+
+
+def from_spec(arg: str | None) -> LookupTable:
+    """Registry factory: ``lut:PATH`` (append ``?best-effort`` to report missing kernels)."""
+    if not arg:
+        raise ValueError("the lut backend needs a LUT file: lut:PATH.sqlite "
+                         "(build one with `costmodels lut build`)")
+    path, _, opts = arg.partition("?")
+    flags = {o.strip() for o in opts.split("&") if o.strip()}
+    unknown = flags - {"best-effort", "uncalibrated"}
+    if unknown:
+        raise ValueError(f"unknown lut option(s) {sorted(unknown)}; use lut:PATH?best-effort "
+                         "or lut:PATH?uncalibrated (both: ?best-effort&uncalibrated)")
+    return LookupTable(path, best_effort="best-effort" in flags,
+                       calibrated="uncalibrated" not in flags)

@@ -1,0 +1,413 @@
+"""The LUT file: an open, versioned SQLite schema (WAL), plus CSV export/import and merge.
+
+Tables (schema 1)::
+
+    meta(name PRIMARY KEY, value)      format='costmodels-lut', schema_version, runtime,
+                                       fingerprint (JSON), config (JSON), rules (JSON text),
+                                       rules_hash, calibration (JSON), created_at
+    entries(key PRIMARY KEY, ops, ok, median_ms, p10_ms, p90_ms, cv, count, noisy,
+            uses, error, source, measured_at)
+    calibration_points(name PRIMARY KEY, arch_str, dataset, latency_ms, p10_ms, p90_ms,
+                       cv, kernel_sum_ms, n_kernels, measured_at)
+    space_index(space, dataset, batch, rules_hash, keys, counts)   per-cell kernel counts
+
+Times are milliseconds; ``count`` is the number of timed runs behind an entry,
+``uses`` how many networks of the build set contain the kernel. A file that is
+not a LUT of a known schema is refused untouched (:class:`ModelFileError`).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import sqlite3
+import time
+import zlib
+from collections.abc import Iterable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costmodels.errors import ModelFileError
+
+FORMAT = "costmodels-lut"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+CSV_COLUMNS = ("key", "ops", "median_ms", "p10_ms", "p90_ms", "cv", "count", "uses", "noisy",
+               "source")
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, ops TEXT NOT NULL, ok INTEGER NOT NULL,
+    median_ms REAL, p10_ms REAL, p90_ms REAL, cv REAL, count INTEGER NOT NULL DEFAULT 0,
+    noisy INTEGER NOT NULL DEFAULT 0, uses INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL
+    DEFAULT '', source TEXT NOT NULL DEFAULT '', measured_at TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS calibration_points (
+    name TEXT PRIMARY KEY, arch_str TEXT, dataset TEXT, latency_ms REAL NOT NULL,
+    p10_ms REAL, p90_ms REAL, cv REAL, kernel_sum_ms REAL, n_kernels INTEGER,
+    measured_at TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS space_index (
+    space TEXT NOT NULL, dataset TEXT NOT NULL, batch INTEGER NOT NULL, rules_hash TEXT NOT NULL,
+    keys TEXT NOT NULL, counts BLOB NOT NULL, PRIMARY KEY (space, dataset, batch, rules_hash));
+"""
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One measured kernel. ``ok=False`` entries keep the error and count as missing."""
+
+    key: str
+    ops: str
+    ok: bool = True
+    median_ms: float = math.nan
+    p10_ms: float = math.nan
+    p90_ms: float = math.nan
+    cv: float = math.nan
+    count: int = 0
+    noisy: bool = False
+    uses: int = 0
+    error: str = ""
+    source: str = ""
+    measured_at: str = ""
+
+
+@dataclass(frozen=True)
+class CalibrationPoint:
+    """One network measured end to end, used to fit the overhead terms."""
+
+    name: str
+    arch_str: str
+    dataset: str
+    latency_ms: float
+    p10_ms: float = math.nan
+    p90_ms: float = math.nan
+    cv: float = math.nan
+    kernel_sum_ms: float = math.nan
+    n_kernels: int = 0
+    measured_at: str = ""
+
+
+def now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def check_file(path: Path) -> None:
+    """Refuse (``ModelFileError``) a file that is not a LUT of a known schema; never writes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the LUT file: {exc.strerror}") from None
+    if head != SQLITE_MAGIC:
+        raise ModelFileError(f"{path}: not a LUT (not an SQLite database: corrupt or another "
+                             "kind of file); it was left untouched. Rebuild it with "
+                             "`costmodels lut build` or import a CSV with `costmodels lut import`")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(con.execute("SELECT name, value FROM meta").fetchall())
+            con.execute("SELECT key FROM entries LIMIT 1").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ModelFileError(f"{path}: not a costmodels LUT ({exc}); it was left untouched. "
+                             "Rebuild it with `costmodels lut build`") from None
+    if rows.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: an SQLite file, but not a costmodels LUT "
+                             f"(format={rows.get('format')!r}); it was left untouched")
+    version = rows.get("schema_version")
+    if version != str(SCHEMA_VERSION):
+        raise ModelFileError(f"{path}: LUT schema version {version!r}, but this costmodels reads "
+                             f"version {SCHEMA_VERSION}; upgrade costmodels or rebuild the LUT")
+
+
+class LutFile:
+    """An open LUT. ``LutFile.create(...)`` makes a new one; ``LutFile(path)`` opens one.
+
+    Writes commit at once (one transaction per entry, WAL journal while open), so
+    an interrupted build keeps what it measured. Use as a context manager or call
+    :meth:`close`.
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: no such LUT file; build one with "
+                                 "`costmodels lut build` or `costmodels lut import`")
+        check_file(self.path)
+        uri = f"{self.path.resolve().as_uri()}{'?mode=ro' if readonly else ''}"
+        self._con = sqlite3.connect(uri, uri=True)
+        if not readonly:
+            self._con.execute("PRAGMA journal_mode=WAL")
+        self.readonly = readonly
+
+    @classmethod
+    def create(cls, path: str | Path, runtime: str, rules_json: str, rules_hash: str,
+               fingerprint: dict[str, Any] | None = None,
+               config: dict[str, Any] | None = None) -> LutFile:
+        """A new, empty LUT at ``path`` (refuses to overwrite an existing file)."""
+        path = Path(path)
+        if path.exists():
+            raise ModelFileError(f"{path}: already exists; open it to resume, or remove it first")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        con = sqlite3.connect(path)
+        try:
+            con.execute("PRAGMA journal_mode=WAL")
+            con.executescript(_DDL)
+            meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "runtime": runtime,
+                    "rules": rules_json, "rules_hash": rules_hash,
+                    "fingerprint": json.dumps(fingerprint or {}, sort_keys=True),
+                    "config": json.dumps(config or {}, sort_keys=True), "calibration": "",
+                    "created_at": now()}
+            con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            con.commit()
+        finally:
+            con.close()
+        return cls(path)
+
+    # ------------------------------------------------------------------ meta
+    def meta(self) -> dict[str, str]:
+        return dict(self._con.execute("SELECT name, value FROM meta").fetchall())
+
+    def get_meta(self, name: str, default: str = "") -> str:
+        row = self._con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._con:
+            self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    @property
+    def runtime(self) -> str:
+        return self.get_meta("runtime")
+
+    @property
+    def fingerprint(self) -> dict[str, Any]:
+        return json.loads(self.get_meta("fingerprint", "{}") or "{}")
+
+    @property
+    def calibration(self) -> dict[str, Any]:
+        text = self.get_meta("calibration")
+        return json.loads(text) if text else {}
+
+    # ------------------------------------------------------------------ entries
+    def put(self, entry: Entry) -> None:
+        """Insert or replace one entry and commit."""
+        with self._con:
+            self._con.execute(
+                "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
+                (entry.key, entry.ops, int(entry.ok), _num(entry.median_ms), _num(entry.p10_ms),
+                 _num(entry.p90_ms), _num(entry.cv), int(entry.count), int(entry.noisy),
+                 int(entry.uses), entry.error, entry.source, entry.measured_at))
+
+    def entries(self) -> Iterator[Entry]:
+        cur = self._con.execute("SELECT * FROM entries ORDER BY key")
+        for row in cur:
+            yield _entry(row)
+
+    def get(self, key: str) -> Entry | None:
+        row = self._con.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
+        return _entry(row) if row else None
+
+    def keys(self, ok_only: bool = True) -> set[str]:
+        q = "SELECT key FROM entries" + (" WHERE ok = 1" if ok_only else "")
+        return {r[0] for r in self._con.execute(q)}
+
+    def values(self) -> dict[str, float]:
+        """key -> median_ms of the usable (ok) entries."""
+        return {k: float(v) for k, v in self._con.execute(
+            "SELECT key, median_ms FROM entries WHERE ok = 1 AND median_ms IS NOT NULL")}
+
+    def __len__(self) -> int:
+        return int(self._con.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
+
+    def clear_measurements(self) -> None:
+        """Drop every entry, calibration point and the calibration (keeps the space index)."""
+        with self._con:
+            self._con.execute("DELETE FROM entries")
+            self._con.execute("DELETE FROM calibration_points")
+            self._con.execute("UPDATE meta SET value = '' WHERE name = 'calibration'")
+
+    # ------------------------------------------------------------------ calibration
+    def put_point(self, p: CalibrationPoint) -> None:
+        with self._con:
+            self._con.execute("INSERT OR REPLACE INTO calibration_points VALUES "
+                              "(?,?,?,?,?,?,?,?,?,?)",
+                              (p.name, p.arch_str, p.dataset, p.latency_ms, _num(p.p10_ms),
+                               _num(p.p90_ms), _num(p.cv), _num(p.kernel_sum_ms), p.n_kernels,
+                               p.measured_at))
+
+    def points(self) -> list[CalibrationPoint]:
+        rows = self._con.execute("SELECT * FROM calibration_points ORDER BY name").fetchall()
+        return [CalibrationPoint(*[math.nan if v is None else v for v in r]) for r in rows]
+
+    # ------------------------------------------------------------------ space index
+    def put_index(self, space: str, dataset: str, batch: int, rules_hash: str,
+                  keys: list[str], counts: np.ndarray) -> None:
+        blob = zlib.compress(np.ascontiguousarray(counts, dtype=np.uint16).tobytes(), 6)
+        with self._con:
+            self._con.execute("INSERT OR REPLACE INTO space_index VALUES (?,?,?,?,?,?)",
+                              (space, dataset, batch, rules_hash, json.dumps(keys), blob))
+
+    def get_index(self, space: str, dataset: str, batch: int,
+                  rules_hash: str) -> tuple[list[str], np.ndarray] | None:
+        row = self._con.execute(
+            "SELECT keys, counts FROM space_index WHERE space=? AND dataset=? AND batch=? AND "
+            "rules_hash=?", (space, dataset, batch, rules_hash)).fetchone()
+        if row is None:
+            return None
+        keys = json.loads(row[0])
+        counts = np.frombuffer(zlib.decompress(row[1]), dtype=np.uint16)
+        return keys, counts.reshape(-1, len(keys)) if keys else counts.reshape(0, 0)
+
+    def close(self) -> None:
+        """Close; a writer leaves the file in rollback-journal mode, self-contained at rest
+        (no -wal/-shm files beside it, readable from a read-only checkout)."""
+        if not self.readonly:
+            try:
+                self._con.execute("PRAGMA journal_mode=DELETE")
+            except sqlite3.OperationalError:  # another connection is open: stays WAL
+                pass
+        self._con.close()
+
+    def __enter__(self) -> LutFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+def _entry(row: tuple) -> Entry:
+    vals = [math.nan if v is None else v for v in row]
+    return Entry(key=vals[0], ops=vals[1], ok=bool(vals[2]), median_ms=vals[3], p10_ms=vals[4],
+                 p90_ms=vals[5], cv=vals[6], count=int(vals[7]), noisy=bool(vals[8]),
+                 uses=int(vals[9]), error=row[10] or "", source=row[11] or "",
+                 measured_at=row[12] or "")
+
+
+# ----------------------------------------------------------------------------- CSV and merge
+def export_csv(lut: LutFile, path: str | Path) -> int:
+    """Write the usable entries as CSV (``CSV_COLUMNS``); returns the row count."""
+    path = Path(path)
+    n = 0
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(CSV_COLUMNS)
+        for e in lut.entries():
+            if not e.ok:
+                continue
+            w.writerow([e.key, e.ops, repr(e.median_ms), repr(e.p10_ms), repr(e.p90_ms),
+                        repr(e.cv), e.count, e.uses, int(e.noisy), e.source])
+            n += 1
+    return n
+
+
+def read_csv(path: str | Path) -> list[Entry]:
+    """Entries from a CSV of the exported form; only ``key`` and ``median_ms`` are required.
+
+    Every key is parsed (:func:`measure.lut.keys.parse_key`); a bad row raises
+    ``ModelFileError`` naming the file and line.
+    """
+    from measure.lut.keys import parse_key
+
+    path = Path(path)
+    out = []
+    try:
+        fh = open(path, newline="")
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot open: {exc.strerror}") from None
+    with fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        if "key" not in cols or "median_ms" not in cols:
+            raise ModelFileError(f"{path}: a LUT CSV needs the columns key and median_ms "
+                                 f"(found {','.join(cols) or 'nothing'}); see `lut export`")
+        for line, row in enumerate(reader, start=2):
+            try:
+                key = parse_key(row["key"])
+                med = float(row["median_ms"])
+                if not math.isfinite(med) or med <= 0:
+                    raise ValueError(f"median_ms must be a positive number, got {med}")
+                out.append(Entry(
+                    key=key.text, ops="+".join(key.ops), ok=True, median_ms=med,
+                    p10_ms=_opt(row, "p10_ms"), p90_ms=_opt(row, "p90_ms"), cv=_opt(row, "cv"),
+                    count=int(_opt(row, "count", 0)), uses=int(_opt(row, "uses", 0)),
+                    noisy=bool(int(_opt(row, "noisy", 0))),
+                    source=row.get("source") or f"csv:{path.name}", measured_at=now()))
+            except ValueError as exc:
+                raise ModelFileError(f"{path}:{line}: {exc}") from None
+    return out
+
+
+def _opt(row: dict, name: str, default: float = math.nan) -> float:
+    v = row.get(name)
+    return float(v) if v not in (None, "") else default
+
+
+def merge_entries(dst: LutFile, src: Iterable[Entry], policy: str = "lower-cv") -> dict[str, int]:
+    """Merge entries into ``dst``: new keys are added; on a clash ``policy`` decides.
+
+    ``"lower-cv"`` (default) keeps the quieter measurement (an entry with a
+    CV beats one without); ``"keep"`` keeps ``dst``'s; ``"replace"`` takes the new one.
+    Failed (``ok=False``) entries never replace usable ones.
+    """
+    if policy not in ("lower-cv", "keep", "replace"):
+        raise ValueError(f"merge policy must be lower-cv, keep or replace, not {policy!r}")
+    stats = {"added": 0, "replaced": 0, "kept": 0}
+    for e in src:
+        old = dst.get(e.key)
+        if old is None:
+            dst.put(e)
+            stats["added"] += 1
+            continue
+        take = (e.ok and (not old.ok or policy == "replace"
+                          or (policy == "lower-cv" and _cv(e) < _cv(old))))
+        if take:
+            dst.put(e)
+            stats["replaced"] += 1
+        else:
+            stats["kept"] += 1
+    return stats
+
+
+def _cv(e: Entry) -> float:
+    return math.inf if e.cv is None or math.isnan(e.cv) else e.cv
+
+
+def entry_dict(e: Entry) -> dict[str, Any]:
+    return asdict(e)
+
+
+def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str, int]:
+    """Merge ``src`` into ``dst``: entries (``policy``), calibration points, space indices.
+
+    Refuses (``ModelFileError``, nothing written) LUTs of another runtime, other
+    fusion rules or another device: their numbers do not mix.
+    """
+    for name in ("runtime", "rules_hash"):
+        if dst.get_meta(name) != src.get_meta(name):
+            raise ModelFileError(f"cannot merge {src.path} into {dst.path}: {name} differs "
+                                 f"({src.get_meta(name)!r} vs {dst.get_meta(name)!r})")
+    a, b = dst.fingerprint, src.fingerprint
+    for name in ("cpu_model", "cores", "runtime_version"):
+        if a.get(name) and b.get(name) and a.get(name) != b.get(name):
+            raise ModelFileError(f"cannot merge {src.path} into {dst.path}: measured on another "
+                                 f"device ({name} {b.get(name)!r} vs {a.get(name)!r})")
+    stats = merge_entries(dst, src.entries(), policy)
+    have = {p.name for p in dst.points()}
+    new_points = [p for p in src.points() if p.name not in have]
+    for p in new_points:
+        dst.put_point(p)
+    stats["points"] = len(new_points)
+    rows = src._con.execute("SELECT * FROM space_index").fetchall()
+    with dst._con:
+        dst._con.executemany("INSERT OR IGNORE INTO space_index VALUES (?,?,?,?,?,?)", rows)
+    return stats

@@ -1,0 +1,283 @@
+"""``costmodels lut ...``: build, inspect, export, import and merge lookup tables.
+
+Registered by :mod:`costmodels.cli` through ``register(subparsers)``; handlers
+import the LUT modules lazily.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+
+LUT_EPILOG = """\
+examples:
+  costmodels lut build --space nb201 --dataset cifar10 --runtime ort --db lut.sqlite
+  costmodels lut build --rules naive --db naive.sqlite --calibrate 0     # the naive baseline
+  costmodels lut show lut.sqlite
+  costmodels lut export lut.sqlite -o lut.csv
+  costmodels lut import lut.csv --db other.sqlite --runtime ort
+  costmodels lut merge --into lut.sqlite more.sqlite
+  costmodels estimate lut:lut.sqlite --space nb201 --dataset cifar10 -o lut.csv
+  costmodels estimate 'lut:lut.sqlite?best-effort' -o lut.csv   # report missing kernels
+"""
+
+
+def _progress_callback(bar):
+    tasks: dict[str, int] = {}
+
+    def cb(stage: str, done: int, total: int) -> None:
+        if stage not in tasks:
+            tasks[stage] = bar.add_task(stage, total=total)
+        bar.update(tasks[stage], completed=done, total=total)
+
+    return cb
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    from costmodels.cli import progress, selected_indices
+    from measure.cli import config_from_args
+    from measure.lut.build import build_nb201
+    from measure.lut.fusion import load_rules
+
+    config = config_from_args(args)
+    rules = load_rules(args.rules or config.runtime)
+    indices = selected_indices(args)
+    t0 = time.perf_counter()
+    with progress("lut build") as bar:
+        rep = build_nb201(args.db, indices, args.dataset, args.batch, config,
+                          calibrate=args.calibrate, rounds=args.rounds, rules=rules,
+                          remeasure=args.remeasure, progress=_progress_callback(bar))
+    dt = time.perf_counter() - t0
+    print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {rep.networks} networks "
+          f"({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
+          f"{len(rep.failed)} failed, {len(rep.noisy)} noisy (CV > {config.max_cv}); "
+          f"{dt:.1f} s", file=sys.stderr)
+    if rep.calibration:
+        c = rep.calibration
+        print(f"calibration on {c['n_points']} networks: intercept {c['intercept_ms']:.4f} ms, "
+              f"per kernel {c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} "
+              f"(fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
+    for line in rep.failed[:10]:
+        print(f"failed: {line}", file=sys.stderr)
+    fp_path = write_fingerprint(args.db, rep, config, rules, args.dataset, args.batch)
+    print(f"wrote {fp_path}", file=sys.stderr)
+    return 1 if rep.failed else 0
+
+
+def write_fingerprint(db: str, rep, config, rules, dataset: str, batch: int) -> str:
+    """``<db stem>.fingerprint.json`` beside the LUT: device, settings, CVs, build times."""
+    from pathlib import Path
+
+    from measure.fingerprint import config_hash, device_hash, device_slug
+    from measure.lut.table import LutFile
+
+    with LutFile(db, readonly=True) as lut:
+        fp = lut.fingerprint
+        ok = [e for e in lut.entries() if e.ok]
+        cal = lut.calibration
+        n_points = len(lut.points())
+    cvs = sorted(e.cv for e in ok if not math.isnan(e.cv))
+    doc = {
+        "device": device_slug(fp.get("cpu_model"), fp.get("cores")), "fingerprint": fp,
+        "config": config.to_dict(), "config_hash": config_hash(config),
+        "device_hash": device_hash(fp), "rules": rules.name, "rules_hash": rules.hash,
+        "space": "nb201", "dataset": dataset, "batch": batch, "networks": rep.networks,
+        "unique_kernels": rep.unique_kernels, "entries": len(ok), "failed": len(rep.failed),
+        "noisy": sum(e.noisy for e in ok), "cv_median": cvs[len(cvs) // 2] if cvs else None,
+        "cv_max": cvs[-1] if cvs else None, "calibration_points": n_points,
+        "calibration": cal,
+        "last_run_seconds": {k: round(v, 2) for k, v in rep.seconds.items()},
+    }
+    path = Path(db)
+    out = path.with_name(path.name.removesuffix(".sqlite") + ".fingerprint.json")
+    out.write_text(json.dumps(doc, indent=1, default=str) + "\n")
+    return str(out)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from measure.lut.table import LutFile
+
+    with LutFile(args.db, readonly=True) as lut:
+        meta = lut.meta()
+        entries = list(lut.entries())
+        points = lut.points()
+        cal = lut.calibration
+        fp = lut.fingerprint
+    ok = [e for e in entries if e.ok]
+    cvs = sorted(e.cv for e in ok if not math.isnan(e.cv))
+    doc = {
+        "path": args.db, "runtime": meta.get("runtime"), "schema_version":
+        meta.get("schema_version"), "rules": json.loads(meta.get("rules", "{}")).get("name"),
+        "rules_hash": meta.get("rules_hash"), "device": fp.get("cpu_model"),
+        "cores": fp.get("cores"), "runtime_version": fp.get("runtime_version"),
+        "created_at": meta.get("created_at"), "entries": len(entries), "ok": len(ok),
+        "failed": len(entries) - len(ok), "noisy": sum(e.noisy for e in ok),
+        "cv_median": cvs[len(cvs) // 2] if cvs else None, "cv_max": cvs[-1] if cvs else None,
+        "calibration_points": len(points), "calibration": cal,
+    }
+    if args.json:
+        if args.entries:
+            doc["entries_list"] = [e.__dict__ for e in entries]
+        json.dump(doc, sys.stdout, indent=1, default=str)
+        sys.stdout.write("\n")
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    for k, v in doc.items():
+        if k != "calibration":
+            console.print(f"[bold]{k}[/]: {v}")
+    if cal:
+        console.print(f"[bold]calibration[/]: intercept {cal['intercept_ms']:.4f} ms, per kernel "
+                      f"{cal['per_kernel_ms'] * 1000:.2f} us, scale {cal['scale']:.3f}, "
+                      f"{cal['n_points']} points, fit MAPE {cal['mape'] * 100:.1f}%")
+    if args.entries:
+        t = Table(title="entries (raw one-kernel times)")
+        for col in ("key", "median us", "p10 us", "p90 us", "CV", "runs", "uses", "ok"):
+            t.add_column(col, justify="left" if col == "key" else "right")
+        for e in entries:
+            t.add_row(e.key, f"{e.median_ms * 1e3:.2f}", f"{e.p10_ms * 1e3:.2f}",
+                      f"{e.p90_ms * 1e3:.2f}", f"{e.cv:.3f}", str(e.count), str(e.uses),
+                      "yes" if e.ok else f"no: {e.error[:60]}")
+        console.print(t)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from measure.lut.table import LutFile, export_csv
+
+    with LutFile(args.db, readonly=True) as lut:
+        n = export_csv(lut, args.output)
+    print(f"wrote {args.output}: {n} entries", file=sys.stderr)
+    return 0
+
+
+def _open_for_write(path: str, runtime: str, rules_name: str):
+    from pathlib import Path
+
+    from costmodels.errors import ModelFileError
+    from measure.lut.fusion import load_rules
+    from measure.lut.table import LutFile
+
+    rules = load_rules(rules_name or runtime)
+    if not Path(path).exists():
+        return LutFile.create(path, runtime, rules.doc, rules.hash, {"source": "import"}, {})
+    lut = LutFile(path)
+    if lut.runtime != runtime or lut.get_meta("rules_hash") != rules.hash:
+        lut.close()
+        raise ModelFileError(f"{path}: a LUT for runtime {lut.runtime!r} (rules "
+                             f"{lut.get_meta('rules_hash')}); it cannot take entries for "
+                             f"{runtime!r} with rules {rules.hash}")
+    return lut
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from measure.lut.table import merge_entries, read_csv
+
+    entries = read_csv(args.csv)
+    with _open_for_write(args.db, args.runtime, args.rules) as lut:
+        stats = merge_entries(lut, entries, args.policy)
+    print(f"{args.db}: {stats['added']} added, {stats['replaced']} replaced, {stats['kept']} "
+          f"kept from {args.csv}", file=sys.stderr)
+    return 0
+
+
+def cmd_merge(args: argparse.Namespace) -> int:
+    from measure.lut.table import LutFile, merge_luts
+
+    with LutFile(args.into) as dst:
+        for src_path in args.sources:
+            with LutFile(src_path, readonly=True) as src:
+                stats = merge_luts(dst, src, args.policy)
+            print(f"{args.into} <- {src_path}: {stats['added']} added, {stats['replaced']} "
+                  f"replaced, {stats['kept']} kept, {stats['points']} calibration points",
+                  file=sys.stderr)
+        if args.refit:
+            from measure.lut.calibrate import refit
+
+            refit(dst)
+    return 0
+
+
+def cmd_refit(args: argparse.Namespace) -> int:
+    from measure.lut.calibrate import refit
+    from measure.lut.table import LutFile
+
+    with LutFile(args.db) as lut:
+        c = refit(lut, tuple(args.terms.split(",")))
+    if not c:
+        print(f"{args.db}: no calibration points; measure some with `lut build --calibrate N`",
+              file=sys.stderr)
+        return 1
+    print(f"{args.db}: intercept {c['intercept_ms']:.4f} ms, per kernel "
+          f"{c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} on {c['n_points']} "
+          f"networks (fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
+    return 0
+
+
+def register(sub) -> None:
+    from costmodels.cli import Formatter, add_space_args
+    from measure.cli import add_measure_args
+
+    lut = sub.add_parser("lut", help="lookup tables: build, show, export, import, merge",
+                         formatter_class=Formatter, epilog=LUT_EPILOG,
+                         description="Fusion-aware lookup tables: each unique kernel measured "
+                                     "once, networks estimated by summation plus a calibrated "
+                                     "overhead.")
+    lsub = lut.add_subparsers(dest="lut_command", metavar="COMMAND")
+
+    p = lsub.add_parser("build", help="measure the unique kernels of a set of networks",
+                        formatter_class=Formatter, epilog=LUT_EPILOG)
+    add_space_args(p)
+    add_measure_args(p)
+    p.add_argument("--db", required=True, help="LUT file (SQLite; resumed if it exists)")
+    p.add_argument("--rules", default="",
+                   help="fusion rules: ort, tvm, naive or a JSON path (default: the runtime's)")
+    p.add_argument("--calibrate", type=int, default=10, metavar="N",
+                   help="networks measured end to end to fit the overhead terms (0: none)")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="measure each kernel this many times (round-robin); the quietest round is kept")
+    p.add_argument("--remeasure", action="store_true",
+                   help="drop the stored measurements of --db first (e.g. after a noisy build)")
+    p.set_defaults(func=cmd_build)
+
+    p = lsub.add_parser("show", help="summary of a LUT file (runtime, device, CVs, calibration)")
+    p.add_argument("db", help="LUT file")
+    p.add_argument("--entries", action="store_true", help="list every entry")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_show)
+
+    p = lsub.add_parser("export", help="write the entries as CSV")
+    p.add_argument("db", help="LUT file")
+    p.add_argument("-o", "--output", required=True, help="CSV path")
+    p.set_defaults(func=cmd_export)
+
+    p = lsub.add_parser("import", help="read entries from a CSV (the export form) into a LUT",
+                        formatter_class=Formatter)
+    p.add_argument("csv", help="CSV with at least key,median_ms")
+    p.add_argument("--db", required=True, help="LUT file (created if missing)")
+    p.add_argument("--runtime", default="ort", help="runtime the times were measured with")
+    p.add_argument("--rules", default="", help="fusion rules the keys follow (default: runtime's)")
+    p.add_argument("--policy", default="lower-cv", choices=["lower-cv", "keep", "replace"],
+                   help="which entry wins when a key is already there")
+    p.set_defaults(func=cmd_import)
+
+    p = lsub.add_parser("merge", help="merge LUT files into one", formatter_class=Formatter)
+    p.add_argument("sources", nargs="+", help="LUT files to merge in")
+    p.add_argument("--into", required=True, help="the LUT that receives them (must exist)")
+    p.add_argument("--policy", default="lower-cv", choices=["lower-cv", "keep", "replace"],
+                   help="which entry wins when both have a key")
+    p.add_argument("--refit", action="store_true",
+                   help="refit the overhead terms on all calibration points afterwards")
+    p.set_defaults(func=cmd_merge)
+    p = lsub.add_parser("refit", help="refit the overhead terms on the stored calibration points",
+                        formatter_class=Formatter)
+    p.add_argument("db", help="LUT file")
+    p.add_argument("--terms", default="intercept,per_kernel,scale",
+                   help="comma-separated terms: intercept, per_kernel, scale")
+    p.set_defaults(func=cmd_refit)
+    lut.set_defaults(func=lambda a: (lut.print_help(), 2)[1])

@@ -1,0 +1,264 @@
+"""Sample-efficiency curves: how many measured networks a predictor needs on a device.
+
+Protocol (the one the issue fixes, used by the CLI, the benchmark and the
+tests): for a target table, choose k training cells with a seed (``random`` or
+``diverse``, :mod:`predictors.sampling`), fit, predict *every other cell* of
+the table, and score Spearman, Kendall tau, MAPE and ±10% accuracy; average
+over seeds. A source table of the target's own device (same device name) is
+never used.
+
+``curve(...)`` returns rows (dicts); ``write_curve(rows, path)`` writes the CSV
+and a PNG plot next to it; ``benchmark(refdata_dir)`` is the leave-one-out
+study over a directory of tables, returned as markdown.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from costmodels.harness import metrics
+from costmodels.network import Network
+from costmodels.spaces import nb201
+from costmodels.tables import LatencyTable, read_table
+from predictors import features as F
+from predictors import make, sampling
+
+CURVE_COLUMNS = ("model", "target", "select", "k", "seeds", "spearman", "spearman_std",
+                 "kendall", "mape", "acc10", "n_test", "fit_s")
+# HELP (Lee et al., NeurIPS 2021), Spearman with 10 samples, by device type.
+HELP_10 = {"titan_rtx_256": 0.987, "gold_6226": 0.989, "fpga": 0.985, "pixel2": 0.802,
+           "raspi4": 0.890, "eyeriss": 0.940}
+
+
+@dataclass
+class Target:
+    """A target table with its networks, features and the sources' latencies of its cells."""
+
+    table: LatencyTable
+    nets: list[Network]
+    x: np.ndarray             # (n, len(FEATURE_NAMES))
+    sources: list[LatencyTable]
+    source_lat: np.ndarray | None  # (n, m) ms, NaN where a source lacks the cell
+
+    @property
+    def y(self) -> np.ndarray:
+        return self.table.latency_ms
+
+
+def _as_table(t: str | Path | LatencyTable) -> LatencyTable:
+    return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean")
+
+
+def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
+            dataset: str = "cifar10") -> Target:
+    """Load the tables, build the target's networks and their features once."""
+    table = _as_table(target)
+    srcs = [s for s in (_as_table(s) for s in sources) if s.device != table.device]
+    nets = [nb201.build_network(int(i), dataset) for i in table.arch_index]
+    source_lat = None
+    if srcs:
+        from predictors.transfer import source_matrix
+
+        source_lat = source_matrix(srcs)[table.arch_index]
+    return Target(table, nets, F.features(nets), srcs, source_lat)
+
+
+def _fit_predict(model: str, tgt: Target, train: np.ndarray, test: np.ndarray, seed: int,
+                 params: dict) -> np.ndarray:
+    """Fit ``model`` on rows ``train`` of the target, predict rows ``test`` (ms)."""
+    from predictors.gbdt import GBDTModel
+    from predictors.transfer import TransferModel
+
+    est = make(model, sources=tgt.sources, **params)
+    if "random_state" in getattr(est, "get_params", dict)():
+        est.set_params(random_state=seed)
+    y = tgt.y
+    if isinstance(est, GBDTModel):
+        return est.fit_features(tgt.x[train], y[train]).predict_features(tgt.x[test])
+    if isinstance(est, TransferModel):
+        idx = tgt.table.arch_index
+        est.use_tables(tgt.sources)
+        return est.fit_arrays(idx[train], tgt.x[train], y[train]).predict_arrays(idx[test],
+                                                                                 tgt.x[test])
+    est.fit([tgt.nets[i] for i in train], y[train])
+    return np.array([e.latency_ms for e in est.estimate_many([tgt.nets[i] for i in test])])
+
+
+def score(y_true: np.ndarray, y_pred: np.ndarray) -> dict[str, float]:
+    """Spearman, Kendall tau, MAPE (%) and ±10% accuracy (0..1)."""
+    return {"spearman": metrics.spearman(y_true, y_pred),
+            "kendall": metrics.kendall(y_true, y_pred),
+            "mape": metrics.mape(y_true, y_pred),
+            "acc10": metrics.acc_within(y_true, y_pred, 10)}
+
+
+def point(tgt: Target, model: str, k: int, seeds: int = 5, select: str = "random",
+          params: dict | None = None) -> dict:
+    """One point of the curve: ``model`` with ``k`` training cells, averaged over ``seeds``."""
+    n = len(tgt.y)
+    if k >= n:
+        raise ValueError(f"k={k} leaves no test cell in a table of {n}")
+    runs = []
+    fit_s = 0.0
+    for seed in range(seeds):
+        train = sampling.select(select, k, seed, tgt.x, tgt.source_lat)
+        test = np.setdiff1d(np.arange(n), train)
+        t0 = time.perf_counter()
+        pred = _fit_predict(model, tgt, train, test, seed, dict(params or {}))
+        fit_s += time.perf_counter() - t0
+        runs.append(score(tgt.y[test], pred))
+    sp = np.array([r["spearman"] for r in runs])
+    row = {"model": model, "target": tgt.table.device, "select": select, "k": k,
+           "seeds": seeds, "spearman_std": float(sp.std()), "n_test": n - k,
+           "fit_s": fit_s / seeds}
+    for key in ("spearman", "kendall", "mape", "acc10"):
+        row[key] = float(np.mean([r[key] for r in runs]))
+    return {c: row[c] for c in CURVE_COLUMNS}
+
+
+def curve(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
+          model: str = "transfer", samples: Sequence[int] = (10, 20, 50, 100, 1000),
+          seeds: int = 5, select: str = "random", dataset: str = "cifar10",
+          params: dict | None = None) -> list[dict]:
+    """The sample-efficiency curve of ``model`` on ``target``: one row per k (see CURVE_COLUMNS)."""
+    tgt = prepare(target, sources if model == "transfer" else (), dataset)
+    return [point(tgt, model, int(k), seeds, select, params) for k in samples]
+
+
+def write_curve(rows: Sequence[dict], path: str | Path) -> Path:
+    """Write the rows as CSV at ``path`` and a plot at ``path`` with suffix ``.png``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: (f"{r[c]:.6g}" if isinstance(r[c], float) else r[c])
+                        for c in CURVE_COLUMNS})
+    return plot_curve(rows, path.with_suffix(".png"))
+
+
+def plot_curve(rows: Sequence[dict], png: str | Path) -> Path:
+    """Spearman and ±10% accuracy against k (log axis), one line per model/target/select."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4))
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["model"], r["target"], r["select"]), []).append(r)
+    for (m, t, s), rs in groups.items():
+        rs = sorted(rs, key=lambda r: r["k"])
+        k = [r["k"] for r in rs]
+        axes[0].errorbar(k, [r["spearman"] for r in rs], yerr=[r["spearman_std"] for r in rs],
+                         marker="o", capsize=3, label=f"{m} on {t} ({s})")
+        axes[1].plot(k, [100 * r["acc10"] for r in rs], marker="o", label=f"{m} on {t} ({s})")
+    for ax, lab in zip(axes, ("Spearman (untrained cells)", "±10% accuracy (%)"), strict=True):
+        ax.set_xscale("log")
+        ax.set_xlabel("k measured networks")
+        ax.set_ylabel(lab)
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    png = Path(png)
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png
+
+
+# ------------------------------------------------------------------ benchmark
+def _help_type(device: str) -> str:
+    d = device.lower()
+    if any(s in d for s in ("titan", "1080", "gpu", "rtx", "v100", "a100")):
+        return "titan_rtx_256"
+    if any(s in d for s in ("gold", "silver", "xeon", "cpu", "i7", "epyc")):
+        return "gold_6226"
+    if "fpga" in d:
+        return "fpga"
+    if "rasp" in d:
+        return "raspi4"
+    if "eyeriss" in d:
+        return "eyeriss"
+    return "pixel2"  # phones and anything else: HELP's weakest published figure
+
+
+def predict_all_timing(model: str, train_k: int = 1000, dataset: str = "cifar10",
+                       table: LatencyTable | None = None) -> dict[str, float]:
+    """Seconds to build all 15,625 networks, and to predict them all (features included)."""
+    t0 = time.perf_counter()
+    nets = [nb201.build_network(i, dataset) for i in range(nb201.NUM_ARCHS)]
+    build_s = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    train = rng.choice(nb201.NUM_ARCHS, train_k, replace=False)
+    if table is not None:
+        y = table.latency_ms[np.searchsorted(table.arch_index, train)]
+    else:
+        y = np.array([nets[i].macs for i in train]) * 1e-7 + 1.0
+    est = make(model)
+    t0 = time.perf_counter()
+    est.fit([nets[i] for i in train], y)
+    fit_s = time.perf_counter() - t0
+    F.clear_caches()
+    t0 = time.perf_counter()
+    est.estimate_many(nets)
+    return {"build_s": build_s, "fit_s": fit_s, "predict_all_s": time.perf_counter() - t0}
+
+
+def benchmark(refdata_dir: str | Path, seeds: int = 5, k_transfer: int = 10,
+              k_scratch: int = 100, dataset: str = "cifar10", timings: bool = True,
+              progress: bool = False) -> str:
+    """Leave-one-out over every table in ``refdata_dir``: markdown with the numbers.
+
+    Per target: ``transfer`` with k_transfer cells (random and diverse
+    selection) from all other tables, GBDT from scratch with k_transfer and
+    k_scratch cells; then predict-all-15,625 timings of GBDT and GNN.
+    ``progress``: one line per device on stderr. Takes about 5 minutes on 2 cores.
+    """
+    paths = sorted(Path(refdata_dir).glob("*.csv"))
+    tables = [read_table(p, duplicates="mean") for p in paths]
+    lines = [f"### Few-shot latency prediction, leave-one-out over {len(tables)} devices "
+             f"({seeds} seeds; Spearman on all untrained cells)", "",
+             f"| target | transfer k={k_transfer} random | transfer k={k_transfer} diverse | "
+             f"HELP k=10 (type) | GBDT k={k_transfer} | GBDT k={k_scratch} | "
+             f"±10% acc GBDT k={k_scratch} | ±10% acc transfer k={k_scratch} |",
+             "|---|---|---|---|---|---|---|---|"]
+    acc = {"tr": [], "trd": [], "g10": [], "g100": []}
+    for tab in tables:
+        tgt = prepare(tab, tables, dataset)
+        tr = point(tgt, "transfer", k_transfer, seeds, "random")
+        trd = point(tgt, "transfer", k_transfer, seeds, "diverse")
+        g10 = point(tgt, "gbdt", k_transfer, seeds, "random")
+        g100 = point(tgt, "gbdt", k_scratch, seeds, "random")
+        t100 = point(tgt, "transfer", k_scratch, seeds, "random")
+        ht = _help_type(tab.device)
+        if progress:
+            print(f"{tab.device}: transfer k={k_transfer} {tr['spearman']:.3f}, GBDT k={k_scratch} "
+                  f"{g100['spearman']:.3f}", file=sys.stderr, flush=True)
+        for key, r in zip(acc, (tr, trd, g10, g100), strict=True):
+            acc[key].append(r["spearman"])
+        lines.append(f"| {tab.device} | {tr['spearman']:.3f} ± {tr['spearman_std']:.3f} | "
+                     f"{trd['spearman']:.3f} | {HELP_10[ht]:.3f} ({ht}) | {g10['spearman']:.3f} | "
+                     f"{g100['spearman']:.3f} | {100 * g100['acc10']:.1f}% | "
+                     f"{100 * t100['acc10']:.1f}% |")
+    lines.append(f"| **mean** | {np.mean(acc['tr']):.3f} | {np.mean(acc['trd']):.3f} | "
+                 f"{np.mean(list(HELP_10.values())):.3f} (HELP mean) | {np.mean(acc['g10']):.3f} | "
+                 f"{np.mean(acc['g100']):.3f} | | |")
+    if timings:
+        lines += ["", "### Predicting all 15,625 NAS-Bench-201 cells (this machine, fresh "
+                  "feature caches; fitted on 1,000 cells)", "",
+                  "| model | build networks (s) | fit 1,000 (s) | features + predict all (s) |",
+                  "|---|---|---|---|"]
+        for m in ("gbdt", "gnn"):
+            t = predict_all_timing(m, table=tables[0] if tables else None, dataset=dataset)
+            lines.append(f"| {m} | {t['build_s']:.2f} | {t['fit_s']:.1f} | "
+                         f"{t['predict_all_s']:.2f} |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,176 @@
+"""GBDT latency predictor: XGBoost on the :mod:`predictors.features` schema.
+
+:class:`GBDTModel` is a scikit-learn-style estimator and a ``CostModel``::
+
+    model = GBDTModel().fit(nets, latencies_ms)
+    model.predict(other_nets)            # ndarray of ms
+    model.save("models/gbdt-pixel3")     # manifest.json + model.json (XGBoost JSON)
+    GBDTModel.load("models/gbdt-pixel3")
+
+Defaults suit small training sets (tens to a few thousand networks): shallow
+trees, shrinkage, a log-latency target, and a linear base (ridge with
+leave-one-out alpha on a few well-conditioned features, :func:`features.compact`)
+that the trees correct; with 5 training networks the model is mostly that
+linear base, with 1,000 mostly trees.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from costmodels.errors import ModelFileError
+from costmodels.network import Network
+from predictors import features as F
+from predictors import persistence as P
+from predictors.transfer import Ridge, ridge_loo
+
+CLASS = "predictors.gbdt.GBDTModel"
+
+
+class GBDTModel(P.Predictor):
+    """Gradient-boosted trees (XGBoost) on network features; latency in ms.
+
+    Parameters
+    ----------
+    n_estimators, max_depth, learning_rate, subsample, colsample_bytree,
+    min_child_weight, reg_lambda:
+        XGBoost's, with defaults for small training sets.
+    log_target:
+        fit log(latency) (relative errors count alike on fast and slow networks).
+    linear_base:
+        start the trees from a ridge fit on :func:`features.compact` columns.
+    random_state, n_jobs:
+        XGBoost seed and threads (results are deterministic for a seed).
+    device:
+        name of the target device, recorded in the saved manifest.
+    """
+
+    name = "gbdt"
+
+    def __init__(self, n_estimators: int = 150, max_depth: int = 4, learning_rate: float = 0.05,
+                 subsample: float = 0.8, colsample_bytree: float = 0.8,
+                 min_child_weight: float = 1.0, reg_lambda: float = 1.0, log_target: bool = True,
+                 linear_base: bool = True, random_state: int = 0, n_jobs: int = 1,
+                 device: str = "") -> None:
+        self.n_estimators = n_estimators
+        self.max_depth = max_depth
+        self.learning_rate = learning_rate
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.min_child_weight = min_child_weight
+        self.reg_lambda = reg_lambda
+        self.log_target = log_target
+        self.linear_base = linear_base
+        self.random_state = random_state
+        self.n_jobs = n_jobs
+        self.device = device
+
+    # ------------------------------------------------------------------ fit / predict
+    def _target(self, y: np.ndarray) -> np.ndarray:
+        return np.log(y) if self.log_target else y
+
+    def _untarget(self, t: np.ndarray) -> np.ndarray:
+        return np.exp(t) if self.log_target else t
+
+    def _booster_params(self) -> dict:
+        return {"n_estimators": self.n_estimators, "max_depth": self.max_depth,
+                "learning_rate": self.learning_rate, "subsample": self.subsample,
+                "colsample_bytree": self.colsample_bytree,
+                "min_child_weight": self.min_child_weight, "reg_lambda": self.reg_lambda,
+                "random_state": self.random_state, "n_jobs": self.n_jobs,
+                "tree_method": "hist", "objective": "reg:squarederror"}
+
+    def fit_features(self, x: np.ndarray, y: np.ndarray, data_sha256: str = "",
+                     margin: np.ndarray | None = None) -> GBDTModel:
+        """Fit on a precomputed feature matrix (rows of :data:`features.FEATURE_NAMES`).
+
+        ``margin``: a starting prediction in target units (log ms with ``log_target``)
+        for each row, used instead of the linear base (few-shot transfer passes its prior).
+        """
+        import xgboost as xgb
+
+        t = self._target(y)
+        self.base_ = (ridge_loo(F.compact(x), t) if self.linear_base and margin is None
+                      else None)
+        if margin is None:
+            margin = self._margin(x)
+        self.booster_ = xgb.XGBRegressor(**self._booster_params())
+        self.booster_.fit(x, t, base_margin=margin)
+        self.n_train_ = len(y)
+        self.device_ = self.device
+        self.training_data_sha256_ = data_sha256
+        return self
+
+    def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> GBDTModel:
+        y = P.check_training_data(nets, latencies_ms)
+        return self.fit_features(F.features(nets), y, P.data_hash(nets, y))
+
+    def _margin(self, x: np.ndarray) -> np.ndarray:
+        if self.base_ is None:
+            return np.zeros(len(x))
+        return self.base_.predict(F.compact(x))
+
+    def predict_features(self, x: np.ndarray, margin: np.ndarray | None = None) -> np.ndarray:
+        """Latency in ms for precomputed feature rows (``margin`` as given to ``fit_features``)."""
+        self._check_fitted()
+        if len(x) == 0:
+            return np.zeros(0)
+        t = self.booster_.predict(x, base_margin=self._margin(x) if margin is None else margin)
+        return self._untarget(np.asarray(t, dtype=np.float64))
+
+    def predict(self, nets: Sequence[Network]) -> np.ndarray:
+        """Latency in ms of each network, shape (len(nets),)."""
+        return self.predict_features(F.features(nets))
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, model_dir: str | Path) -> Path:
+        """Write ``manifest.json``, ``model.json`` (XGBoost) and ``arrays.npz`` (linear base)."""
+        self._check_fitted()
+        d = Path(model_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        self.booster_.get_booster().save_model(str(d / "model.json"))
+        arrays = self.base_.arrays("base_") if self.base_ is not None else {}
+        P.save_arrays(d / "arrays.npz", arrays)
+        P.write_manifest(d, CLASS, self.get_params(), libraries=("xgboost", "numpy"),
+                         training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         device=self.device_)
+        return d
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> GBDTModel:
+        import xgboost as xgb
+
+        d = Path(model_dir)
+        doc = P.read_manifest(d, CLASS)
+        try:
+            model = cls(**doc["params"])
+        except TypeError as exc:
+            raise ModelFileError(f"{d / P.MANIFEST}: parameters do not fit GBDTModel ({exc}); "
+                                 "fit the model again") from None
+        model.booster_ = xgb.XGBRegressor(**model._booster_params())
+        try:
+            model.booster_.load_model(str(d / "model.json"))
+        except xgb.core.XGBoostError as exc:
+            raise ModelFileError(f"{d / 'model.json'}: XGBoost cannot read it ({exc}); fit the "
+                                 "model again") from None
+        arrays = P.load_arrays(d / "arrays.npz")
+        model.base_ = Ridge.from_arrays(arrays, "base_") if "base_coef" in arrays else None
+        model.n_train_ = int(doc.get("n_train", 0))
+        model.device_ = doc.get("device", "")
+        model.training_data_sha256_ = doc.get("training_data_sha256", "")
+        return model
+
+
+def from_spec(arg: str | None):
+    """Registry factory for ``gbdt:MODEL_DIR`` (a GBDT or a few-shot transfer model)."""
+    if not arg:
+        raise ModelFileError("the gbdt backend needs a model directory: gbdt:MODEL_DIR (make one "
+                             "with `costmodels fit gbdt --train TABLE.csv -o MODEL_DIR`)")
+    doc = P.read_manifest(arg)
+    if doc["class"] not in (CLASS, "predictors.transfer.TransferModel"):
+        raise ModelFileError(f"{Path(arg) / P.MANIFEST}: holds a {doc['class']}; load it with "
+                             "gnn:DIR")
+    return P.load(arg)

@@ -1,0 +1,112 @@
+"""`costmodels compare` and `costmodels gen-models` end to end, including bad truth tables."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+from test_harness_compare import make_truth
+
+from costmodels.cli import main
+from costmodels.spaces import nb201
+
+A0, A1 = nb201.SPACE[0], nb201.SPACE[1]
+
+
+def _write(path, header, rows):
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(header)
+        w.writerows(rows)
+    return str(path)
+
+
+def test_compare_writes_report(tmp_path, capsys):
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=50)
+    out = tmp_path / "report"
+    rc = main(["compare", "--truth", truth.source, "flops", "params", "--train-samples", "10",
+               "--fingerprint", "fake machine", "-o", str(out)])
+    assert rc == 0
+    for name in ("report.md", "metrics.csv", "predictions.csv", "scatter.png",
+                 "rank_correlation.png"):
+        assert (out / name).stat().st_size > 0, name
+    text = capsys.readouterr().out
+    assert "flops (fit on 10)" in text and "40/40" in text
+    assert "fake machine" in (out / "report.md").read_text()
+
+
+def test_compare_partial_coverage_table_backend(tmp_path, capsys):
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=40)
+    part = _write(tmp_path / "part.csv", ["arch_index", "arch_str", "latency_ms"],
+                  [[int(truth.arch_index[i]), truth.arch_str[i], 1.0 + i] for i in range(10)])
+    rc = main(["compare", "--truth", truth.source, part, "flops", "-o", str(tmp_path / "r")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "10/40" in out and "first error" in out
+    rows = {r["backend"]: r for r in csv.DictReader(open(tmp_path / "r" / "metrics.csv"))}
+    assert rows["part.csv"]["n_covered"] == "10"
+
+
+@pytest.mark.parametrize("header,rows,expect", [
+    (["arch_index", "latency_ms"], [[0, 1.0]], "missing column(s) arch_str"),
+    (["arch_index", "arch_str", "latency_ms"], [[0, A0, 1.0], [0, A0, 2.0]], "appears twice"),
+    (["arch_index", "arch_str", "latency_ms"], [[0, A0, "nan"], [1, A1, 1.0]], "finite"),
+    (["arch_index", "arch_str", "latency_ms"], [[0, A0, -1.0], [1, A1, 1.0]], "> 0"),
+    (["arch_index", "arch_str", "latency_ms"], [[0, A0, 0], [1, A1, 1.0]], "> 0"),
+    (["arch_index", "arch_str", "latency_ms"], [[0, "", 1.0]], "arch_str"),
+    (["arch_index", "arch_str", "latency_ms"], [[1, A0, 1.0]], "does not match"),
+    (["arch_index", "arch_str", "latency_ms"], [], "no rows"),
+])
+def test_bad_truth_table_is_a_clear_error(tmp_path, capsys, header, rows, expect):
+    path = _write(tmp_path / "truth.csv", header, rows)
+    rc = main(["compare", "--truth", path, "flops", "-o", str(tmp_path / "r")])
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert "truth.csv" in err and expect in err
+    assert not (tmp_path / "r").exists()
+
+
+def test_duplicates_mean_policy(tmp_path, capsys):
+    rows = [[i, nb201.SPACE[i], 1.0 + i] for i in range(6)] + [[0, A0, 3.0]]
+    path = _write(tmp_path / "truth.csv", ["arch_index", "arch_str", "latency_ms"], rows)
+    rc = main(["compare", "--truth", path, "flops", "--duplicates", "mean",
+               "-o", str(tmp_path / "r")])
+    assert rc == 0
+    preds = list(csv.DictReader(open(tmp_path / "r" / "predictions.csv")))
+    assert len(preds) == 6 and float(preds[0]["latency_ms"]) == pytest.approx(2.0)
+
+
+def test_unknown_backend_is_a_clear_error(tmp_path, capsys):
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=10)
+    rc = main(["compare", "--truth", truth.source, "nosuch", "-o", str(tmp_path / "r")])
+    assert rc == 2 and "unknown backend 'nosuch'" in capsys.readouterr().err
+
+
+def test_gen_models(tmp_path):
+    from costmodels.harness.models import ZOO
+    from costmodels.onnx_import import import_onnx
+
+    assert main(["gen-models", "-o", str(tmp_path / "zoo")]) == 0
+    paths = sorted((tmp_path / "zoo").glob("*.onnx"))
+    assert len(paths) == len(ZOO)
+    ops = set()
+    for p in paths:
+        net = import_onnx(str(p))
+        assert net.macs > 0
+        ops |= {layer.op for layer in net.layers}
+    assert {"Conv", "HardSwish", "MatMul", "Softmax", "Transpose", "Reshape",
+            "LayerNormalization", "Add"} <= ops
+    assert any(layer.groups > 1 for p in paths for layer in import_onnx(str(p)).layers)
+
+
+def test_generated_models_run_in_onnxruntime(tmp_path):
+    import numpy as np
+    import onnxruntime as ort
+
+    from costmodels.harness.models import generate_models
+
+    for p in generate_models(tmp_path, names=["mobilenet_w050_r96", "attention_d64_t64"]):
+        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        x = np.random.default_rng(0).random(sess.get_inputs()[0].shape, dtype=np.float32)
+        (y,) = sess.run(None, {"input": x})
+        assert y.shape == (1, 10) and np.isfinite(y).all()

@@ -1,0 +1,129 @@
+"""costmodels.harness.report: files written, table contents, recommendation, figures."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import numpy as np
+from rich.console import Console
+from test_harness_compare import AlwaysFails, OddFails, make_truth
+
+from costmodels.harness import report
+from costmodels.harness.compare import compare
+
+
+def _result(tmp_path, **kw):
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=60)
+    return truth, compare(truth, ["flops", "params", OddFails(), AlwaysFails()], **kw)
+
+
+def test_report_files_written(tmp_path):
+    truth, res = _result(tmp_path, train_samples=15)
+    curve = tmp_path / "curve.csv"
+    with open(curve, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "k", "seed", "spearman", "kendall"])
+        for model in ("gbdt", "gnn"):
+            for k in (10, 20, 50):
+                for seed in range(3):
+                    w.writerow([model, k, seed, 0.5 + k / 200 + seed / 100, 0.4 + k / 200])
+    files = report.write_report(res, tmp_path / "out", fingerprint="test CPU, 2 cores",
+                                curve_csvs=[curve], truth_table=truth)
+    for key in ("report", "metrics", "predictions", "scatter", "rank_correlation",
+                "sample_efficiency"):
+        assert files[key].exists() and files[key].stat().st_size > 0, key
+    for png in ("scatter", "rank_correlation", "sample_efficiency"):
+        assert files[png].read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    md = files["report"].read_text()
+    assert "test CPU, 2 cores" in md and "nb201_fake.csv" in md
+    assert "## Which estimator to use" in md and "![" in md
+    assert "odd-fails" in md and "always-fails" in md and "first error" in md
+    rows = list(csv.DictReader(open(files["metrics"])))
+    assert [r["backend"] for r in rows][0].startswith("flops")  # ranked by Kendall
+    by_name = {r["backend"]: r for r in rows}
+    assert by_name["always-fails"]["n_covered"] == "0"
+    assert 0 < float(by_name["odd-fails"]["coverage"]) < 1
+    preds = list(csv.DictReader(open(files["predictions"])))
+    assert len(preds) == len(res.test_rows)
+
+
+def test_terminal_table_shows_coverage_and_errors(tmp_path):
+    _, res = _result(tmp_path)
+    buf = io.StringIO()
+    report.print_table(res, Console(file=buf, width=200))
+    text = buf.getvalue()
+    assert "0/60" in text and "device unreachable" in text and "⚠" in text
+    assert "—†" in text  # uncalibrated proxies: no absolute errors shown
+
+
+def test_recommendation_follows_the_numbers(tmp_path):
+    _, res = _result(tmp_path, train_samples=15)
+    text = report.recommend(res)
+    best = max((r for r in res.results if r.coverage >= 0.99), key=lambda r: r.metric("kendall"))
+    assert f"**{best.name}** ranks networks best" in text
+    assert "odd-fails covered only part" in text
+    # flip the numbers: the recommendation flips with them
+    for r in res.results:
+        if r.spec == "params":
+            r.metrics["kendall"] = 0.999
+    assert "**params (fit on 15)** ranks networks best" in report.recommend(res)
+
+
+def test_log_scale_factor():
+    t = np.array([1.0, 2.0, 4.0])
+    assert report.log_scale_factor(t, t / 5) == np.float64(5.0).item() or \
+        abs(report.log_scale_factor(t, t / 5) - 5.0) < 1e-12
+
+
+def test_curve_csv_as_fewshot_writes_it(tmp_path):
+    """One row per k, averaged over seeds (costmodels fewshot's format)."""
+    path = tmp_path / "curve.csv"
+    path.write_text("model,target,select,k,seeds,spearman,spearman_std,kendall,mape,acc10\n"
+                    "gbdt,dev,random,10,5,0.80,0.05,0.6,20,0.3\n"
+                    "gbdt,dev,random,100,5,0.90,0.01,0.7,10,0.6\n"
+                    "gbdt,dev,diverse,10,5,0.85,0.02,0.65,18,0.35\n")
+    curves = report.read_curve(path)
+    assert set(curves) == {"gbdt / random", "gbdt / diverse"}
+    assert curves["gbdt / random"][10]["spearman"] == (0.80, 0.05, 5)
+    assert curves["gbdt / random"][100]["kendall"][2] == 5
+    png = report.plot_curves([path], tmp_path / "se.png", device="dev")
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_curve_csv_needs_k_and_spearman(tmp_path):
+    import pytest
+
+    path = tmp_path / "bad.csv"
+    path.write_text("k,seed\n10,0\n")
+    with pytest.raises(ValueError, match="k and spearman"):
+        report.read_curve(path)
+
+
+def test_report_with_generated_models_section(tmp_path):
+    from costmodels.harness.compare import compare_models
+    from costmodels.harness.models import generate_models
+
+    truth, res = _result(tmp_path, train_samples=15)
+    generate_models(tmp_path / "zoo", names=["mobilenet_w050_r96", "resnet_w16_r32",
+                                             "attention_d64_t64"])
+    models = compare_models(tmp_path / "zoo", res.results, truth=_MacsTruth())
+    files = report.write_report(res, tmp_path / "out", models=models)
+    md = files["report"].read_text()
+    assert "## Off NAS-Bench-201" in md and "resnet_w16_r32" in md
+    assert "Off the space, **" in md
+    assert files["models"].read_bytes()[:4] == b"\x89PNG"
+
+
+class _MacsTruth:
+    """A stand-in for measure:ort: 1 ms per 10 MMACs plus 0.1 ms."""
+
+    name = "fake-measure"
+
+    def estimate(self, net):
+        from costmodels.interface import Estimate
+
+        return Estimate(net.macs * 1e-7 + 0.1)
+
+    def estimate_many(self, nets):
+        return [self.estimate(n) for n in nets]

@@ -1,0 +1,130 @@
+"""Building a LUT with real ORT measurements (slow; short with COSTMODELS_SHORT=1)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+
+import pytest
+
+from measure.config import MeasureConfig
+from tests.conftest import SHORT
+
+pytestmark = pytest.mark.slow
+
+CELLS = [1462, 5000] if not SHORT else [1462]
+CONFIG = MeasureConfig(warmup=2, repeat=10 if SHORT else 30, max_retries=0)
+
+
+def test_kernel_models_run_under_ort():
+    from costmodels.spaces import nb201
+    from measure.lut.fusion import kernels, load_rules
+    from measure.lut.models import kernel_model
+    from measure.ort import measure_model
+
+    rules = load_rules("ort")
+    net = nb201.build_network(CELLS[0])
+    seen = {}
+    for k in kernels(net, rules):
+        seen.setdefault(k.ops, k.key)
+    for key in seen.values():
+        res = measure_model(kernel_model(key), MeasureConfig(warmup=1, repeat=3))
+        assert res.ok, (key.text, res.error)
+
+
+def test_build_resume_and_estimate(tmp_path):
+    from costmodels.spaces import nb201
+    from measure.lut.build import build_nb201
+    from measure.lut.model import LookupTable
+    from measure.lut.table import LutFile
+
+    db = str(tmp_path / "lut.sqlite")
+    rep = build_nb201(db, CELLS, config=CONFIG, calibrate=3, rounds=1)
+    assert rep.unique_kernels > 10 and not rep.failed
+    assert rep.measured > rep.unique_kernels  # + reorders around one-kernel models + empty runs
+    with LutFile(db, readonly=True) as lut:
+        assert len(lut.points()) == len(CELLS)  # as many as there are distinct cells
+        e = next(iter(lut.entries()))
+        assert e.count == CONFIG.repeat and e.p10_ms <= e.median_ms <= e.p90_ms
+        assert lut.calibration["n_points"] == len(CELLS)
+        assert lut.calibration["terms"] == ["intercept"]  # too few points for more
+    again = build_nb201(db, CELLS, config=CONFIG, calibrate=3, rounds=1)
+    assert again.measured == 0 and again.reused == rep.measured
+    est = LookupTable(db).estimate(nb201.build_network(CELLS[0]))
+    assert math.isfinite(est.latency_ms) and est.latency_ms > 0
+    with pytest.raises(Exception, match="other settings"):
+        build_nb201(db, CELLS, config=MeasureConfig(repeat=7), calibrate=0, rounds=1)
+
+
+def test_cli_build_show_export_import_merge(tmp_path, capsys):
+    from measure import lut_cli
+
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+
+    def run(*argv):
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    db = str(tmp_path / "lut.sqlite")
+    assert run("lut", "build", "--archs", str(_arch_csv(tmp_path)), "--db", db, "--repeat",
+               str(CONFIG.repeat), "--warmup", "2", "--max-retries", "0", "--calibrate", "0",
+               "--rounds", "1") == 0
+    assert json.loads((tmp_path / "lut.fingerprint.json").read_text())["unique_kernels"] > 10
+    capsys.readouterr()
+    assert run("lut", "show", db, "--json") == 0
+    shown = json.loads(capsys.readouterr().out)
+    assert shown["runtime"] == "ort" and shown["ok"] == shown["entries"] > 10
+    assert run("lut", "export", db, "-o", str(tmp_path / "lut.csv")) == 0
+    assert run("lut", "import", str(tmp_path / "lut.csv"), "--db", str(tmp_path / "b.sqlite")) == 0
+    assert run("lut", "merge", "--into", str(tmp_path / "b.sqlite"), db) == 0
+
+
+def _arch_csv(tmp_path):
+    from costmodels.spaces import nb201
+
+    p = tmp_path / "cells.csv"
+    p.write_text("arch_index,arch_str\n" + "".join(f"{i},{nb201.SPACE[i]}\n" for i in CELLS))
+    return p
+
+
+def test_committed_lut_estimates_the_whole_space_fast():
+    """The shipped NAS-Bench-201 CIFAR-10 LUT: complete, calibrated, all cells in < 10 s."""
+    import time
+
+    import numpy as np
+
+    from costmodels.spaces import nb201
+    from measure.lut.model import from_spec
+    from tests.conftest import ROOT
+
+    path = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite"
+    if not path.exists():
+        pytest.skip(f"{path} not built")
+    n = 2000 if SHORT else nb201.NUM_ARCHS
+    t0 = time.perf_counter()
+    model = from_spec(str(path))
+    nets = [nb201.build_network(i, "cifar10") for i in range(n)]
+    lat = np.array([e.latency_ms for e in model.estimate_many(nets)])
+    dt = time.perf_counter() - t0
+    assert np.isfinite(lat).all() and (lat > 0).all()
+    assert model.calibration_["n_points"] >= 5
+    assert dt < 10.0 * n / nb201.NUM_ARCHS + 1.0, f"{n} cells took {dt:.1f} s"
+
+
+def test_any_onnx_network(tmp_path, tiny_onnx):
+    from costmodels.errors import MissingKernel
+    from costmodels.onnx_import import import_onnx
+    from costmodels.spaces import nb201
+    from measure.lut.build import build_networks
+    from measure.lut.model import LookupTable
+
+    net = import_onnx(str(tiny_onnx))
+    db = str(tmp_path / "lut.sqlite")
+    rep = build_networks(db, [net], CONFIG, rounds=1)
+    assert rep.unique_kernels >= 2 and not rep.failed
+    est = LookupTable(db).estimate(net)
+    assert est.latency_ms > 0 and est.meta["kernels"] == rep.unique_kernels
+    with pytest.raises(MissingKernel):  # it knows nothing of NAS-Bench-201's kernels
+        LookupTable(db).estimate(nb201.build_network(1462))

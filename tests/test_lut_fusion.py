@@ -1,0 +1,184 @@
+"""Fusion rules (data) -> kernels: hand-made graphs, the shipped rule files, and ORT itself."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+
+import pytest
+
+from costmodels.errors import ModelFileError
+from costmodels.network import Network, make_layer
+from measure.lut.fusion import kernels, load_rules, rules_from_json
+from measure.lut.keys import KernelKey, parse_key
+
+X = (1, 16, 8, 8)
+
+
+def conv(name, src, k=3, cin=16, cout=16):
+    return make_layer(name, "Conv", [src], [name], [(1, cin, 8, 8)], (1, cout, 8, 8),
+                      [(cout, cin, k, k)], kernel=(k, k), stride=(1, 1),
+                      pads=(k // 2,) * 4, dilation=(1, 1))
+
+
+def bn(name, src):
+    return make_layer(name, "BatchNormalization", [src], [name], [X], X, [(16,)] * 4)
+
+
+def unary(name, op, src, weights=()):
+    return make_layer(name, op, [src], [name], [X], X, weights)
+
+
+def add(name, a, b):
+    return make_layer(name, "Add", [a, b], [name], [X, X], X)
+
+
+def net(*layers, out=None):
+    return Network("hand", (("x", X),), tuple(layers), (out or layers[-1].name,))
+
+
+def ops_of(ks):
+    return [k.ops for k in ks]
+
+
+@pytest.fixture(scope="module")
+def ort_rules():
+    return load_rules("ort")
+
+
+def test_conv_bn_relu_is_one_kernel_and_identity_is_removed(ort_rules):
+    n = net(conv("c", "x"), bn("b", "c"), unary("r", "Relu", "b"), unary("i", "Identity", "r"),
+            conv("c2", "i"))
+    ks = kernels(n, ort_rules)
+    assert ops_of(ks) == [("ReorderInput",), ("Conv", "BatchNormalization", "Relu"), ("Conv",),
+                          ("ReorderOutput",)]
+    assert ks[1].layers == ("c", "b", "r")
+    assert ks[1].layout == "nchwc"
+
+
+def test_relu_shared_by_two_consumers_is_not_fused(ort_rules):
+    n = net(conv("c", "x"), unary("r", "Relu", "c"), conv("c2", "r"), conv("c3", "c"),
+            add("a", "c2", "c3"))
+    ks = kernels(n, ort_rules)
+    assert ("Conv", "Relu") not in ops_of(ks)
+    assert ("Relu",) in ops_of(ks)
+
+
+def test_identical_relus_are_merged_then_fused(ort_rules):
+    # CSE: two Relu(c) become one, which then has a single use and fuses into the conv.
+    n = net(conv("c", "x"), unary("r1", "Relu", "c"), unary("r2", "Relu", "c"),
+            conv("c2", "r1"), conv("c3", "r2"), add("a", "c2", "c3"))
+    ks = kernels(n, ort_rules)
+    assert ops_of(ks).count(("Conv", "Relu")) == 1
+    assert not any(k.ops == ("Relu",) for k in ks)
+
+
+def test_add_fuses_into_first_conv_only_when_other_input_is_blocked(ort_rules):
+    n = net(conv("c1", "x"), bn("b1", "c1"), conv("c2", "x"), bn("b2", "c2"),
+            add("a", "b1", "b2"), unary("r", "Relu", "a"))
+    ks = kernels(n, ort_rules)
+    fused = [k for k in ks if "Add" in k.ops]
+    assert [k.ops for k in fused] == [("Conv", "BatchNormalization", "Add", "Relu")]
+    assert fused[0].layers[0] == "c1"  # pick: first
+    assert fused[0].key.input_shapes == (X, X)
+    # the other input plain (a zero node is not NCHWc): no fusion, reorders instead
+    z = unary("z", "Mul", "x", [()])
+    n2 = net(conv("c1", "x"), bn("b1", "c1"), z, add("a", "b1", "z"))
+    ks2 = kernels(n2, ort_rules)
+    assert ("Add",) in ops_of(ks2)
+    assert ("ReorderOutput",) in ops_of(ks2)
+
+
+def test_zero_nodes_are_merged_and_cost_reorders(ort_rules):
+    n = net(conv("c", "x"), unary("r", "Relu", "c"), conv("c2", "r"),
+            unary("z1", "Mul", "c2", [()]), unary("z2", "Mul", "c2", [()]),
+            unary("r2", "Relu", "c2"), add("a", "z1", "z2"), add("a2", "a", "r2"))
+    c = Counter(k.ops for k in kernels(n, ort_rules))
+    assert c[("Mul",)] == 1  # CSE of equal scalar multiplications
+    # c2 (to the plain Mul) and r2 (to the plain Add) leave NCHWc, once per tensor
+    assert c[("ReorderOutput",)] == 2
+    assert c[("Conv",)] == 1 and c[("Conv", "Relu")] == 1
+
+
+def test_mul_by_constant_folds_into_a_single_use_conv(ort_rules):
+    n = net(conv("c", "x"), bn("b", "c"), unary("z", "Mul", "b", [()]), conv("c2", "z"))
+    assert ("Conv", "BatchNormalization", "Mul") in ops_of(kernels(n, ort_rules))
+
+
+def test_naive_rules_keep_one_kernel_per_layer():
+    n = net(conv("c", "x"), bn("b", "c"), unary("r", "Relu", "b"), unary("i", "Identity", "r"))
+    ks = kernels(n, load_rules("naive"))
+    assert ops_of(ks) == [("Conv",), ("BatchNormalization",), ("Relu",), ("Identity",)]
+
+
+def test_tvm_rules_prune_dead_branches():
+    n = net(conv("c", "x"), unary("dead", "Relu", "x"), bn("b", "c"), out="b")
+    ks = kernels(n, load_rules("tvm"))
+    assert ops_of(ks) == [("Conv", "BatchNormalization")]
+    assert len(kernels(n, load_rules("ort"))) > 1  # ORT runs dead nodes
+
+
+def test_rules_are_data_and_validated(tmp_path):
+    doc = json.loads(load_rules("ort").doc)
+    doc["fusion"] = []
+    custom = tmp_path / "nofuse.json"
+    custom.write_text(json.dumps(doc))
+    rules = load_rules(str(custom))
+    n = net(conv("c", "x"), bn("b", "c"))
+    assert ops_of(kernels(n, rules))[1:3] == [("Conv",), ("BatchNormalization",)]
+    assert rules.hash != load_rules("ort").hash
+    with pytest.raises(ModelFileError, match="not a costmodels fusion-rules"):
+        rules_from_json('{"format": "other"}')
+    with pytest.raises(ModelFileError, match="no fusion rules"):
+        load_rules("nosuchruntime")
+
+
+def test_key_text_round_trip():
+    key = KernelKey(("Conv", "BatchNormalization", "Add"), (X, X), X, ((16, 16, 3, 3),),
+                    (3, 3), (1, 1), (1, 1, 1, 1), (1, 1), 1, "float32")
+    assert parse_key(key.text) == KernelKey(key.ops, key.input_shapes, key.output_shape,
+                                            key.weight_shapes, key.kernel, key.stride,
+                                            key.pads, (), 1, "float32")
+    assert "," not in key.text
+    with pytest.raises(ValueError, match="not a kernel key"):
+        parse_key("Conv")
+    with pytest.raises(ValueError, match="unknown field"):
+        parse_key("Conv|in=1x2|out=1x2|zz=3")
+
+
+@pytest.mark.parametrize("arch", [
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "|none~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+    "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|skip_connect~2|",
+    "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",
+])
+def test_ort_rules_match_what_ort_executes(arch, tmp_path, ort_rules):
+    """The kernels of a cell equal the nodes of ORT's optimized graph (op, Sum input, Relu)."""
+    import onnx
+    import onnxruntime as ort
+
+    from costmodels.spaces import nb201
+
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.intra_op_num_threads = 1
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    ort.InferenceSession(nb201.build_onnx(arch).SerializeToString(), so,
+                         providers=["CPUExecutionProvider"])
+    opt = onnx.load(str(tmp_path / "opt.onnx"))
+    theirs = Counter()
+    for node in opt.graph.node:
+        if node.op_type == "Conv":
+            has_sum = len([i for i in node.input if i]) >= 4
+            has_act = any(a.name == "activation" for a in node.attribute)
+            theirs[("Conv", has_sum, has_act)] += 1
+        else:
+            theirs[(node.op_type,)] += 1
+    mine = Counter()
+    for k in kernels(nb201.build_network(arch), ort_rules):
+        if k.ops[0] == "Conv" or (k.ops[0] == "BatchNormalization" and k.layout == "nchwc"):
+            mine[("Conv", "Add" in k.ops, "Relu" in k.ops)] += 1
+        else:
+            mine[(k.ops[0],)] += 1
+    assert mine == theirs

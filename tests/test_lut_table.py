@@ -1,0 +1,187 @@
+"""The LUT file and the LookupTable model, without measuring anything (fast)."""
+
+from __future__ import annotations
+
+import math
+import os
+import sqlite3
+
+import numpy as np
+import pytest
+
+from costmodels.errors import MissingKernel, ModelFileError
+from costmodels.spaces import nb201
+from measure.lut.fusion import kernels, load_rules
+from measure.lut.model import LookupTable, from_spec
+from measure.lut.table import (
+    CalibrationPoint,
+    Entry,
+    LutFile,
+    export_csv,
+    merge_entries,
+    merge_luts,
+    read_csv,
+)
+
+ARCHS = ("|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|none~2|",
+         "|none~0|+|none~0|none~1|+|none~0|nor_conv_3x3~1|nor_conv_3x3~2|")
+
+
+def fake_value(text: str) -> float:
+    """A deterministic, key-dependent time in ms."""
+    return 0.001 + (sum(map(ord, text)) % 97) / 10000
+
+
+def make_lut(path, archs=ARCHS, drop: set[str] = frozenset(), runtime="ort",
+             cpu="Test CPU") -> tuple[str, set[str]]:
+    rules = load_rules("ort")
+    keys = {k.text for a in archs for k in kernels(nb201.build_network(a), rules)}
+    with LutFile.create(path, runtime, rules.doc, rules.hash,
+                        {"cpu_model": cpu, "cores": 2}, {}) as lut:
+        for t in sorted(keys - set(drop)):
+            lut.put(Entry(t, t.split("|")[0], median_ms=fake_value(t), p10_ms=0.0009,
+                          p90_ms=0.002, cv=0.05, count=100))
+    return str(path), keys
+
+
+def test_sum_of_entries_and_per_kernel_breakdown(tmp_path):
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    model = LookupTable(path)
+    net = nb201.build_network(ARCHS[0])
+    est = model.estimate(net)
+    ks = kernels(net, load_rules("ort"))
+    assert est.latency_ms == pytest.approx(sum(fake_value(k.text) for k in ks))
+    assert len(est.per_layer) == len(ks)
+    assert est.meta["missing_kernels"] == ()
+    [many] = model.estimate_many([net])
+    assert many.latency_ms == pytest.approx(est.latency_ms)
+
+
+def test_missing_kernel_raises_or_is_reported(tmp_path):
+    net = nb201.build_network(ARCHS[0])
+    gone = kernels(net, load_rules("ort"))[3].text
+    path, _ = make_lut(tmp_path / "a.sqlite", drop={gone})
+    with pytest.raises(MissingKernel) as err:
+        LookupTable(path).estimate(net)
+    assert gone in str(err.value) and err.value.keys == [gone]
+    with pytest.raises(MissingKernel):
+        LookupTable(path).estimate_many([net])
+    est = from_spec(f"{path}?best-effort").estimate_many([net])[0]
+    assert est.meta["missing_kernels"] == (gone,)
+    assert math.isfinite(est.latency_ms) and est.latency_ms > 0
+    with pytest.raises(ValueError, match="unknown lut option"):
+        from_spec(f"{path}?bogus")
+
+
+def test_space_index_gives_the_same_sums(tmp_path):
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    rules = load_rules("ort")
+    nets = [nb201.build_network(a) for a in ARCHS]
+    slow = [e.latency_ms for e in LookupTable(path).estimate_many(nets)]
+    keys = sorted({k.text for n in nets for k in kernels(n, rules)})
+    counts = np.zeros((nb201.NUM_ARCHS, len(keys)), dtype=np.uint16)
+    for n in nets:
+        for k in kernels(n, rules):
+            counts[n.meta["arch_index"], keys.index(k.text)] += 1
+    with LutFile(path) as lut:
+        lut.put_index("nb201", "cifar10", 1, rules.hash, keys, counts)
+    model = LookupTable(path)
+    assert model._space_index("cifar10", 1) is not None
+    fast = [e.latency_ms for e in model.estimate_many(nets)]
+    assert fast == pytest.approx(slow)
+
+
+def test_calibration_terms_are_applied(tmp_path):
+    import json
+
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    with LutFile(path) as lut:
+        lut.set_meta("calibration", json.dumps({"intercept_ms": 0.5, "per_kernel_ms": 0.001,
+                                                "scale": 1.0}))
+    net = nb201.build_network(ARCHS[0])
+    bare = from_spec(f"{path}?uncalibrated").estimate(net)
+    cal = LookupTable(path).estimate(net)
+    assert cal.latency_ms == pytest.approx(bare.latency_ms + 0.5 + 0.001 * bare.meta["kernels"])
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a database" * 10,
+                                     b"SQLite format 3\x00" + b"\x00" * 200])
+def test_corrupt_file_is_refused_untouched(tmp_path, content):
+    path = tmp_path / "bad.sqlite"
+    path.write_bytes(content)
+    before = (path.read_bytes(), os.stat(path).st_mtime_ns)
+    with pytest.raises(ModelFileError, match="left untouched|not a"):
+        LookupTable(str(path))
+    with pytest.raises(ModelFileError):
+        LutFile(path)
+    assert (path.read_bytes(), os.stat(path).st_mtime_ns) == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.sqlite"]
+
+
+def test_foreign_sqlite_and_newer_schema_are_refused(tmp_path):
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE meta (name TEXT, value TEXT)")
+    con.execute("INSERT INTO meta VALUES ('format', 'something-else')")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    with pytest.raises(ModelFileError, match="not a costmodels LUT"):
+        LutFile(other)
+    assert other.read_bytes() == before
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    con = sqlite3.connect(path)
+    con.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    con.commit()
+    con.close()
+    with pytest.raises(ModelFileError, match="schema version '99'"):
+        LookupTable(path)
+    with pytest.raises(ModelFileError, match="no such LUT"):
+        LookupTable(str(tmp_path / "missing.sqlite"))
+
+
+def test_csv_round_trip(tmp_path):
+    path, keys = make_lut(tmp_path / "a.sqlite")
+    with LutFile(path, readonly=True) as lut:
+        n = export_csv(lut, tmp_path / "a.csv")
+        original = {e.key: e for e in lut.entries()}
+    assert n == len(keys)
+    back = read_csv(tmp_path / "a.csv")
+    assert {e.key for e in back} == set(original)
+    for e in back:
+        o = original[e.key]
+        assert (e.median_ms, e.p10_ms, e.p90_ms, e.cv, e.count) == (
+            o.median_ms, o.p10_ms, o.p90_ms, o.cv, o.count)
+    rules = load_rules("ort")
+    with LutFile.create(tmp_path / "b.sqlite", "ort", rules.doc, rules.hash) as lut:
+        merge_entries(lut, back)
+    net = nb201.build_network(ARCHS[1])
+    assert LookupTable(tmp_path / "b.sqlite").estimate(net).latency_ms == pytest.approx(
+        LookupTable(path).estimate(net).latency_ms)
+    (tmp_path / "bad.csv").write_text("key,median_ms\nConv|in=1x2|out=1x2,abc\n")
+    with pytest.raises(ModelFileError, match="bad.csv:2"):
+        read_csv(tmp_path / "bad.csv")
+
+
+def test_merge_luts(tmp_path):
+    net0, net1 = (nb201.build_network(a) for a in ARCHS)
+    a, _ = make_lut(tmp_path / "a.sqlite", archs=ARCHS[:1])
+    b, _ = make_lut(tmp_path / "b.sqlite", archs=ARCHS[1:])
+    with pytest.raises(MissingKernel):
+        LookupTable(a).estimate(net1)
+    shared = kernels(net0, load_rules("ort"))[0].text  # the stem: in both
+    with LutFile(b) as lut:
+        lut.put(Entry(shared, "Conv", median_ms=9.0, cv=0.01, count=100))
+        lut.put_point(CalibrationPoint("p1", ARCHS[1], "cifar10", 1.0))
+    with LutFile(a) as dst, LutFile(b, readonly=True) as src:
+        stats = merge_luts(dst, src)
+    assert stats["added"] > 0 and stats["replaced"] == 1 and stats["points"] == 1
+    model = LookupTable(a)
+    assert model.estimate(net1).latency_ms > 0  # now complete
+    assert model.values_[shared] == 9.0  # lower CV won
+    c, _ = make_lut(tmp_path / "c.sqlite", runtime="tvm")
+    d, _ = make_lut(tmp_path / "d.sqlite", cpu="Other CPU")
+    for other in (c, d):
+        with LutFile(a) as dst, LutFile(other, readonly=True) as src:
+            with pytest.raises(ModelFileError, match="cannot merge"):
+                merge_luts(dst, src)

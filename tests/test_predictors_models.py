@@ -1,0 +1,109 @@
+"""GBDT and GNN predictors: fitting, persistence, refusal of foreign model files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from costmodels.errors import ModelFileError
+from costmodels.registry import create
+from costmodels.spaces import nb201
+from predictors import load, make
+
+FAST_GNN = {"epochs": 5, "min_steps": 20, "hidden": 16}
+
+
+@pytest.fixture(scope="module")
+def data():
+    idx = nb201.SPACE.sample(120, seed=3)
+    nets = [nb201.build_network(i) for i in idx]
+    # A synthetic device: MAC-bound with a per-kernel overhead, positive.
+    y = np.array([1.0 + n.macs * 2e-8 + 0.01 * len(n) for n in nets])
+    return nets, y
+
+
+@pytest.mark.parametrize("name,params", [("gbdt", {"n_estimators": 30}), ("gnn", FAST_GNN)])
+def test_round_trip_gives_identical_predictions(tmp_path, data, name, params):
+    nets, y = data
+    est = make(name, device="synthetic", **params).fit(nets[:80], y[:80])
+    before = est.predict(nets[80:])
+    est.save(tmp_path / name)
+    again = load(str(tmp_path / name))
+    np.testing.assert_array_equal(before, again.predict(nets[80:]))
+    via_registry = create(f"{name}:{tmp_path / name}")
+    got = [e.latency_ms for e in via_registry.estimate_many(nets[80:])]
+    np.testing.assert_array_equal(before, got)
+    manifest = json.loads((tmp_path / name / "manifest.json").read_text())
+    assert manifest["device"] == "synthetic" and manifest["n_train"] == 80
+    assert manifest["feature_schema"]["name"] == "costmodels-ir"
+
+
+@pytest.mark.parametrize("name,params", [("gbdt", {"n_estimators": 30}), ("gnn", FAST_GNN)])
+def test_small_k_fits(data, name, params):
+    nets, y = data
+    est = make(name, **params).fit(nets[:5], y[:5])
+    pred = est.predict(nets[5:])
+    assert pred.shape == (len(nets) - 5,) and np.all(np.isfinite(pred)) and np.all(pred > 0)
+
+
+def test_gnn_is_deterministic_for_a_seed(data):
+    nets, y = data
+    a = make("gnn", **FAST_GNN).fit(nets[:40], y[:40]).predict(nets[40:])
+    b = make("gnn", **FAST_GNN).fit(nets[:40], y[:40]).predict(nets[40:])
+    np.testing.assert_array_equal(a, b)
+
+
+def test_gbdt_learns_the_ranking(data):
+    from scipy.stats import spearmanr
+
+    nets, y = data
+    pred = make("gbdt").fit(nets[:100], y[:100]).predict(nets[100:])
+    assert spearmanr(pred, y[100:]).correlation > 0.9
+
+
+@pytest.fixture
+def saved_gbdt(tmp_path, data):
+    nets, y = data
+    d = tmp_path / "gbdt"
+    make("gbdt", n_estimators=10).fit(nets[:30], y[:30]).save(d)
+    return d
+
+
+def _edit_manifest(d, fn):
+    path = d / "manifest.json"
+    doc = json.loads(path.read_text())
+    fn(doc)
+    path.write_text(json.dumps(doc))
+
+
+def test_tampered_model_file_is_refused(saved_gbdt):
+    path = saved_gbdt / "model.json"
+    path.write_text(path.read_text().replace('"', '"', 1) + " ")
+    with pytest.raises(ModelFileError, match="model.json: checksum differs"):
+        load(str(saved_gbdt))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda d: d["feature_schema"].update(version=99), "feature schema"),
+    (lambda d: d["feature_schema"]["features"].pop(), "feature names differ"),
+    (lambda d: d["libraries"].update(xgboost="1.7.6"), "different major version"),
+    (lambda d: d.update({"class": "predictors.gnn.GNNModel"}), "parameters do not fit GNNModel"),
+    (lambda d: d.update({"class": "os.system"}), "unknown model class"),
+])
+def test_mismatched_manifest_is_refused(saved_gbdt, edit, match):
+    _edit_manifest(saved_gbdt, edit)
+    with pytest.raises(ModelFileError, match=match) as err:
+        load(str(saved_gbdt))
+    assert "manifest.json" in str(err.value) or "safetensors" in str(err.value)
+
+
+def test_not_a_model_directory(tmp_path):
+    with pytest.raises(ModelFileError, match="no manifest"):
+        create(f"gbdt:{tmp_path}")
+
+
+def test_gnn_loader_refuses_a_gbdt_directory(saved_gbdt):
+    with pytest.raises(ModelFileError, match="not a predictors.gnn.GNNModel"):
+        create(f"gnn:{saved_gbdt}")

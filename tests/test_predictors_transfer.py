@@ -1,0 +1,80 @@
+"""Few-shot transfer and sample selection."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from costmodels.spaces import nb201
+from costmodels.tables import LatencyTable
+from predictors import features as F
+from predictors import fewshot, load, make, sampling
+
+
+def _table(idx, lat, name):
+    return LatencyTable(np.asarray(idx, dtype=np.int64), tuple(nb201.SPACE[i] for i in idx),
+                        np.asarray(lat, dtype=float), None, f"nb201_{name}.csv")
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    """Three devices with different per-op costs; the target mixes two of them plus noise."""
+    idx = nb201.SPACE.sample(600, seed=1)
+    x = F.features([nb201.build_network(i) for i in idx])
+    counts = np.stack([x[:, F.FEATURE_NAMES.index(f"n_live_{op}")] for op in nb201.OPS[1:]], 1)
+    rng = np.random.default_rng(0)
+    costs = {"gpu": [0.1, 1.0, 2.5, 0.4], "cpu": [0.2, 3.0, 9.0, 1.5], "npu": [0.05, 0.5, 0.8, 2.0]}
+    devs = {k: 2.0 + counts @ np.array(c) + rng.normal(0, 0.05, len(idx)) for k, c in costs.items()}
+    target = 0.7 * devs["gpu"] + 0.4 * devs["cpu"] + rng.normal(0, 0.05, len(idx))
+    return _table(idx, target, "target"), [_table(idx, v, k) for k, v in devs.items()]
+
+
+def test_transfer_beats_scratch_on_synthetic_devices(synthetic):
+    target, sources = synthetic
+    tgt = fewshot.prepare(target, sources)
+    tr = fewshot.point(tgt, "transfer", 5, seeds=3)
+    gb = fewshot.point(tgt, "gbdt", 5, seeds=3, params={"n_estimators": 30})
+    assert tr["spearman"] > gb["spearman"] and tr["spearman"] > 0.95
+
+
+def test_transfer_round_trip(tmp_path, synthetic):
+    target, sources = synthetic
+    nets = [nb201.build_network(int(i)) for i in target.arch_index[:40]]
+    est = make("transfer", sources=sources, device="target").fit(nets[:10], target.latency_ms[:10])
+    before = est.predict(nets[10:])
+    est.save(tmp_path / "tr")
+    np.testing.assert_array_equal(before, load(str(tmp_path / "tr")).predict(nets[10:]))
+
+
+def test_transfer_beats_scratch_on_refdata(refdata):
+    srcs = [refdata / f"nb201_{d}.csv" for d in ("1080ti_1", "titanx_32", "silver_4210r")]
+    target = fewshot._as_table(refdata / "nb201_titanx_1.csv").subset(np.arange(0, 15625, 10))
+    tgt = fewshot.prepare(target, srcs)
+    tr = fewshot.point(tgt, "transfer", 10, seeds=2)
+    gb = fewshot.point(tgt, "gbdt", 10, seeds=2, params={"n_estimators": 50})
+    assert tr["spearman"] > gb["spearman"] and tr["spearman"] > 0.9
+
+
+def test_sampling_is_deterministic_and_diverse_spans_the_range(synthetic):
+    target, sources = synthetic
+    tgt = fewshot.prepare(target, sources)
+    for method in sampling.METHODS:
+        a = sampling.select(method, 10, 7, tgt.x, tgt.source_lat)
+        assert np.array_equal(a, sampling.select(method, 10, 7, tgt.x, tgt.source_lat))
+        assert len(set(a.tolist())) == 10
+        assert not np.array_equal(a, sampling.select(method, 10, 8, tgt.x, tgt.source_lat))
+    cons = sampling.consensus(tgt.source_lat, tgt.x)
+    d = sampling.select("diverse", 10, 0, tgt.x, tgt.source_lat)
+    q = np.searchsorted(np.sort(cons), cons[d]) / len(cons)
+    assert q.min() < 0.1 and q.max() > 0.9  # both ends of the latency range are measured
+
+
+def test_transfer_refuses_networks_outside_nb201(synthetic):
+    from costmodels.network import Network, make_layer
+
+    target, sources = synthetic
+    nets = [nb201.build_network(int(i)) for i in target.arch_index[:10]]
+    est = make("transfer", sources=sources).fit(nets, target.latency_ms[:10])
+    relu = make_layer("relu", "Relu", ["x"], ["y"], [(1, 4, 8, 8)], (1, 4, 8, 8))
+    with pytest.raises(ValueError, match="not a NAS-Bench-201 cell"):
+        est.predict([Network("t", (("x", (1, 4, 8, 8)),), (relu,), ("y",))])
