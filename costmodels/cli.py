@@ -18,7 +18,8 @@ from pathlib import Path
 from costmodels.errors import CostModelError
 
 # Packages that add subcommands: module with `register(subparsers)`.
-PLUGINS = ("measure.cli", "analytical.cli", "predictors.cli", "costmodels.harness.cli")
+PLUGINS = ("measure.cli", "measure.lut_cli", "analytical.cli", "predictors.cli",
+           "costmodels.harness.cli", "costmodels.demo")
 
 EPILOG = """\
 examples:
