@@ -15,7 +15,7 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-from costmodels.errors import CostModelError
+from costmodels.errors import CostModelError, UnknownBackend
 
 # Packages that add subcommands: module with `register(subparsers)`.
 PLUGINS = ("measure.cli", "measure.lut_cli", "analytical.cli", "predictors.cli",
@@ -187,7 +187,12 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 
     t0 = time.perf_counter()
     indices = selected_indices(args)
-    model = create(args.backend)
+    spec = args.backend
+    if args.best_effort:
+        if not spec.startswith("lut:"):
+            raise UnknownBackend("--best-effort applies to lut:PATH backends only")
+        spec += "&best-effort" if "?" in spec else "?best-effort"
+    model = create(spec)
     lat, energy, missing = [], [], 0
     chunk = 1024
     with progress(f"estimate {args.backend}") as bar:
@@ -258,6 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("backend", help="registry spec, e.g. flops, lut:PATH, roofline:SPEC, eyeriss, "
                                    "gbdt:DIR")
     p.add_argument("-o", "--output", required=True, help="output latency-table CSV")
+    p.add_argument("--best-effort", action="store_true",
+                   help="lut: report kernels missing from the table instead of failing")
     add_space_args(p)
     p.set_defaults(func=cmd_estimate)
 

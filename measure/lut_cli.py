@@ -237,7 +237,7 @@ def register(sub) -> None:
     p.add_argument("--db", required=True, help="LUT file (SQLite; resumed if it exists)")
     p.add_argument("--rules", default="",
                    help="fusion rules: ort, tvm, naive or a JSON path (default: the runtime's)")
-    p.add_argument("--calibrate", type=int, default=10, metavar="N",
+    p.add_argument("--calibrate", type=int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
     p.add_argument("--rounds", type=int, default=5,
                    help="measure each kernel this many times (round-robin); the quietest round is kept")

@@ -225,7 +225,7 @@ def measure_points(lut: LutFile, cells: Sequence[int], dataset: str, batch: int,
 
 
 def build_nb201(path: str, indices: Sequence[int], dataset: str = "cifar10", batch: int = 1,
-                config: MeasureConfig | None = None, calibrate: int = 10,
+                config: MeasureConfig | None = None, calibrate: int = 30,
                 rounds: int = 5, rules: FusionRules | None = None,
                 remeasure: bool = False, progress: Progress | None = None) -> BuildReport:
     """Build (or resume) the LUT at ``path`` for NAS-Bench-201 cells ``indices``.

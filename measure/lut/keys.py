@@ -14,7 +14,7 @@ Example::
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 Shape = tuple[int, ...]
 
@@ -85,7 +85,6 @@ class Kernel:
     key: KernelKey
     layers: tuple[str, ...] = ()
     layout: str = "nchw"
-    meta: dict = field(default_factory=dict, compare=False)
 
     @property
     def text(self) -> str:

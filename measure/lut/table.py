@@ -25,7 +25,7 @@ import sqlite3
 import time
 import zlib
 from collections.abc import Iterable, Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -381,9 +381,6 @@ def merge_entries(dst: LutFile, src: Iterable[Entry], policy: str = "lower-cv") 
 def _cv(e: Entry) -> float:
     return math.inf if e.cv is None or math.isnan(e.cv) else e.cv
 
-
-def entry_dict(e: Entry) -> dict[str, Any]:
-    return asdict(e)
 
 
 def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str, int]:
