@@ -114,6 +114,9 @@ class LookupTable(BaseCostModel):
         self.per_kernel_ms_ = float(cal.get("per_kernel_ms", 0.0))
         self.scale_ = float(cal.get("scale", 1.0))
         self.calibration_ = cal
+        # what it cost to build: one measurement per stored kernel entry, plus the
+        # end-to-end networks its overhead terms were fitted on (read by the harness)
+        self.n_measurements_ = len(self.raw_values_) + (len(lut.points()) if cal else 0)
         self.fingerprint_ = lut.fingerprint
         self._index: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, list[list[str]]]] = {}
         self._raw_index: dict[tuple[str, int], tuple[list[str], np.ndarray] | None] = {}
