@@ -32,26 +32,9 @@ def make(name: str, sources: Sequence[Any] = (), **params: Any):
     :class:`costmodels.tables.LatencyTable`); ``flops`` is the MACs baseline
     (slope and intercept fitted).
     """
-    if name == "gbdt":
-        from predictors.gbdt import GBDTModel
+    from predictors.persistence import make as _make
 
-        return GBDTModel(**params)
-    if name == "gnn":
-        from predictors.gnn import GNNModel
-
-        return GNNModel(**params)
-    if name == "transfer":
-        from predictors.transfer import TransferModel
-
-        if not sources:
-            raise ValueError("the transfer model needs source tables: make('transfer', "
-                             "sources=[...]) / --source TABLE.csv")
-        return TransferModel(sources=list(sources), **params)
-    if name == "flops":
-        from costmodels.baselines import ProxyModel
-
-        return ProxyModel("macs", **params)
-    raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(MODELS)}")
+    return _make(name, sources, **params)
 
 
 def load(model_dir: str):

@@ -107,7 +107,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
 
     from costmodels.cli import build_networks
     from costmodels.tables import read_table
-    from predictors import make
+    from predictors.persistence import make
 
     table = read_table(args.train, duplicates="mean")
     rows = np.arange(len(table))

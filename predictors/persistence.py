@@ -173,6 +173,33 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path}: unreadable arrays ({exc}); fit the model again") from None
 
 
+MODELS = ("gbdt", "gnn", "transfer", "flops")
+
+
+def make(name: str, sources: Sequence[Any] = (), **params: Any):
+    """An unfitted estimator by name (see :func:`predictors.make`, which calls this)."""
+    if name == "gbdt":
+        from predictors.gbdt import GBDTModel
+
+        return GBDTModel(**params)
+    if name == "gnn":
+        from predictors.gnn import GNNModel
+
+        return GNNModel(**params)
+    if name == "transfer":
+        from predictors.transfer import TransferModel
+
+        if not sources:
+            raise ValueError("the transfer model needs source tables: make('transfer', "
+                             "sources=[...]) / --source TABLE.csv")
+        return TransferModel(sources=list(sources), **params)
+    if name == "flops":
+        from costmodels.baselines import ProxyModel
+
+        return ProxyModel("macs", **params)
+    raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(MODELS)}")
+
+
 def load(model_dir: str | Path):
     """Load any predictor directory (class from its manifest)."""
     doc = read_manifest(model_dir)

@@ -245,19 +245,32 @@ class TransferModel(P.Predictor):
         self.residual_kind_ = kind
         self.ridge_ = None
         self.gbdt_ = None
+        self.gbase_ = None
         if kind == "ridge":
             self.ridge_ = ridge_loo(F.compact(x), y - prior, RESIDUAL_ALPHAS)
         self.floor_ = float(np.min(y)) * 0.5
         if kind == "gbdt":
             from predictors.gbdt import GBDTModel
 
-            logp = np.log(np.maximum(prior, self.floor_))
+            # Trees on log latency, started from a ridge fit on the log prior and the
+            # compact features (so a poor prior, e.g. a device that prunes dead graph
+            # parts when the sources do not, is outweighed by the features).
+            xg = self._gbdt_x(x, prior)
+            self.gbase_ = ridge_loo(xg[:, -(len(F.COMPACT_NAMES) + 1):], np.log(y))
             self.gbdt_ = GBDTModel(random_state=self.random_state, linear_base=False)
-            self.gbdt_.fit_features(np.hstack([x, logp[:, None]]), y, margin=logp)
+            self.gbdt_.fit_features(xg, y, margin=self._gbdt_margin(xg))
         self.n_train_ = len(y)
         self.device_ = self.device
         self.training_data_sha256_ = ""
         return self
+
+    def _gbdt_x(self, x: np.ndarray, prior: np.ndarray) -> np.ndarray:
+        """Features of the GBDT residual: the schema's, compact ones, log prior (last)."""
+        logp = np.log(np.maximum(prior, self.floor_))
+        return np.hstack([x, F.compact(x), logp[:, None]])
+
+    def _gbdt_margin(self, xg: np.ndarray) -> np.ndarray:
+        return self.gbase_.predict(xg[:, -(len(F.COMPACT_NAMES) + 1):])
 
     def predict_arrays(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
         self._check_fitted()
@@ -266,8 +279,8 @@ class TransferModel(P.Predictor):
         if self.ridge_ is not None:
             pred = pred + self.ridge_.predict(F.compact(x))
         elif self.gbdt_ is not None:
-            logp = np.log(np.maximum(pred, self.floor_))
-            pred = self.gbdt_.predict_features(np.hstack([x, logp[:, None]]), margin=logp)
+            xg = self._gbdt_x(x, pred)
+            pred = self.gbdt_.predict_features(xg, margin=self._gbdt_margin(xg))
         return np.maximum(pred, self.floor_)
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
@@ -291,6 +304,8 @@ class TransferModel(P.Predictor):
                   "weights": self.weights_, "floor": np.array([self.floor_])}
         if self.ridge_ is not None:
             arrays.update(self.ridge_.arrays("ridge_"))
+        if self.gbdt_ is not None:
+            arrays.update(self.gbase_.arrays("gbase_"))
         P.save_arrays(d / "arrays.npz", arrays)
         if self.gbdt_ is not None:
             self.gbdt_.booster_.get_booster().save_model(str(d / "model.json"))
@@ -333,6 +348,7 @@ class TransferModel(P.Predictor):
             g.base_ = None
             g.n_train_ = int(doc.get("n_train", 0))
             model.gbdt_ = g
+            model.gbase_ = Ridge.from_arrays(a, "gbase_")
         model.n_train_ = int(doc.get("n_train", 0))
         model.device_ = doc.get("device", "")
         model.training_data_sha256_ = doc.get("training_data_sha256", "")

@@ -10,7 +10,7 @@ import pytest
 from costmodels.errors import ModelFileError
 from costmodels.registry import create
 from costmodels.spaces import nb201
-from predictors import load, make
+from predictors.persistence import load, make
 
 FAST_GNN = {"epochs": 5, "min_steps": 20, "hidden": 16}
 

@@ -8,7 +8,8 @@ import pytest
 from costmodels.spaces import nb201
 from costmodels.tables import LatencyTable
 from predictors import features as F
-from predictors import fewshot, load, make, sampling
+from predictors import fewshot, sampling
+from predictors.persistence import load, make
 
 
 def _table(idx, lat, name):
@@ -37,13 +38,17 @@ def test_transfer_beats_scratch_on_synthetic_devices(synthetic):
     assert tr["spearman"] > gb["spearman"] and tr["spearman"] > 0.95
 
 
-def test_transfer_round_trip(tmp_path, synthetic):
+@pytest.mark.parametrize("residual", ["ridge", "gbdt", "none"])
+def test_transfer_round_trip(tmp_path, synthetic, residual):
     target, sources = synthetic
-    nets = [nb201.build_network(int(i)) for i in target.arch_index[:40]]
-    est = make("transfer", sources=sources, device="target").fit(nets[:10], target.latency_ms[:10])
-    before = est.predict(nets[10:])
+    nets = [nb201.build_network(int(i)) for i in target.arch_index[:60]]
+    est = make("transfer", sources=sources, device="target", residual=residual)
+    est.fit(nets[:30], target.latency_ms[:30])
+    before = est.predict(nets[30:])
     est.save(tmp_path / "tr")
-    np.testing.assert_array_equal(before, load(str(tmp_path / "tr")).predict(nets[10:]))
+    again = load(str(tmp_path / "tr"))
+    np.testing.assert_array_equal(before, again.predict(nets[30:]))
+    assert again.residual_kind_ == residual
 
 
 def test_transfer_beats_scratch_on_refdata(refdata):
