@@ -110,7 +110,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
         seen.add(job.net.key)
     skipped = len(seen) - len(todo)
     measured = failed = 0
-    bar = _progress(show_progress, config, len(seen), skipped)
+    bar = _Progress(show_progress, config, len(seen), skipped)
     try:
         for job in todo:
             res = measure_job(job, config)
@@ -129,7 +129,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
                            records)
 
 
-class _progress:
+class _Progress:
     """The rich progress bar of costmodels.cli (done / total, ETA), or nothing."""
 
     def __init__(self, show: bool, config: MeasureConfig, total: int, done: int) -> None:

@@ -44,6 +44,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-cv", type=float, default=d.max_cv,
                    help="re-measure when the coefficient of variation is above this")
     g.add_argument("--max-retries", type=int, default=d.max_retries)
+    g.add_argument("--keep-preempted", action="store_true",
+                   help="keep timed runs during which another process took the CPU "
+                        "(by default they are detected and replaced; one thread only)")
     g.add_argument("--isolate", action="store_true",
                    help="measure each network in a fresh worker process")
     g.add_argument("--timeout", type=float, default=d.timeout_s,
@@ -76,7 +79,8 @@ def config_from_args(args: argparse.Namespace):
         pin_cpu=args.pin_cpu, max_cv=args.max_cv, max_retries=args.max_retries,
         isolate=args.isolate, timeout_s=args.timeout, seed=args.input_seed,
         graph_opt=args.graph_opt, tvm_target=args.target, tvm_trials=args.trials,
-        tvm_work_dir=args.work_dir, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key)
+        tvm_work_dir=args.work_dir, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
+        drop_preempted=not args.keep_preempted)
 
 
 def _model_for(target: str, dataset: str, batch: int):

@@ -10,8 +10,6 @@ import numpy as np
 if TYPE_CHECKING:
     import onnx
 
-ModelLike = "onnx.ModelProto | bytes | str | Path"
-
 # ONNX TensorProto element type -> numpy dtype (the ones a model input can sensibly have).
 _ONNX_DTYPES = {1: np.float32, 2: np.uint8, 3: np.int8, 5: np.int16, 6: np.int32, 7: np.int64,
                 9: np.bool_, 10: np.float16, 11: np.float64, 12: np.uint32, 13: np.uint64}

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -31,8 +32,10 @@ def between_process_spread(indices: Sequence[int], runtime: str = "ort", n_proc:
 
     Returns ``{"runtime", "n_proc", "dataset", "config", "seconds", "cells": [{"arch_index",
     "arch_str", "medians_ms", "cv_within" (median over processes), "cv_within_max",
-    "spread" ((max-min)/median of the medians), "failures"}], "median_spread",
-    "max_spread", "median_cv"}``. Times in ms; spreads and CVs are fractions.
+    "spread" ((max-min)/median of the medians), "p10s_ms", "spread_p10" (the same for
+    the 10th percentiles), "off_cpu_frac", "failures"}], "median_spread", "max_spread",
+    "median_cv", "median_spread_p10", "loadavg"}``. Times in ms; spreads and CVs are
+    fractions; ``loadavg`` (1, 5, 15 min) says how busy the machine was.
     """
     from costmodels.spaces import nb201
     from measure.worker import measure_isolated
@@ -48,17 +51,21 @@ def between_process_spread(indices: Sequence[int], runtime: str = "ort", n_proc:
     for i in indices:
         ok = [r for r in runs[i] if r.ok]
         medians = [r.median_ms for r in ok]
+        p10s = [r.p10_ms for r in ok]
         cvs = [r.cv for r in ok]
-        mid = statistics.median(medians) if medians else float("nan")
         cells.append({
             "arch_index": int(i), "arch_str": nb201.SPACE[int(i)],
             "medians_ms": medians,
             "cv_within": statistics.median(cvs) if cvs else None,
             "cv_within_max": max(cvs) if cvs else None,
-            "spread": (max(medians) - min(medians)) / mid if len(medians) > 1 else None,
+            "spread": _spread(medians),
+            "p10s_ms": p10s,
+            "spread_p10": _spread(p10s),
+            "off_cpu_frac": [r.meta.get("off_cpu_frac") for r in ok],
             "failures": [r.error for r in runs[i] if not r.ok],
         })
     spreads = [c["spread"] for c in cells if c["spread"] is not None]
+    spreads_p10 = [c["spread_p10"] for c in cells if c["spread_p10"] is not None]
     cvs = [c["cv_within"] for c in cells if c["cv_within"] is not None]
     return {
         "runtime": runtime, "n_proc": n_proc, "dataset": dataset, "config": config.to_dict(),
@@ -66,7 +73,16 @@ def between_process_spread(indices: Sequence[int], runtime: str = "ort", n_proc:
         "median_spread": statistics.median(spreads) if spreads else None,
         "max_spread": max(spreads) if spreads else None,
         "median_cv": statistics.median(cvs) if cvs else None,
+        "median_spread_p10": statistics.median(spreads_p10) if spreads_p10 else None,
+        "loadavg": [round(x, 2) for x in os.getloadavg()],
     }
+
+
+def _spread(values: Sequence[float]) -> float | None:
+    """(max - min) / median, or None with fewer than two values."""
+    if len(values) < 2:
+        return None
+    return (max(values) - min(values)) / statistics.median(values)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -118,7 +118,8 @@ def timed_runs(run_once: Callable[[], Any], warmup: int, repeat: int, drop: bool
 def with_retries(measure_once: Callable[[int], Sample | np.ndarray], config: MeasureConfig,
                  runtime: str, **kw: Any) -> MeasureResult:
     """Call ``measure_once(attempt)`` until quiet (CV <= ``max_cv``, not contended) or retries
-    run out; return the quietest attempt (fewest problems, then lowest CV).
+    run out; return the quietest attempt (not noisy first, then least contended, then
+    lowest CV).
 
     ``meta``: ``attempts``, ``dropped_preempted`` (runs replaced in the kept attempt),
     ``off_cpu_frac``, and ``cpu_median_ms`` when per-run CPU times were taken.
@@ -138,7 +139,8 @@ def with_retries(measure_once: Callable[[int], Sample | np.ndarray], config: Mea
         if len(sample.cpu_ms):
             meta["cpu_median_ms"] = float(np.median(sample.cpu_ms))
         res = replace(res, noisy=res.noisy or sample.contended, meta={**res.meta, **meta})
-        rank = (res.noisy, res.cv)
+        # Quiet attempts first (lowest CV); among contended ones, the least contended.
+        rank = (res.noisy, sample.off_cpu_frac if sample.contended else 0.0, res.cv)
         if best is None or rank < best[0]:
             best = (rank, res)
         if not res.noisy:
