@@ -12,6 +12,10 @@ install: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --disable-pip-version-check -q -e '.[tvm,gnn,dev]'
+	@# a half-extracted apache-tvm-ffi (no compiled core) was seen once: check, repair once
+	$(PY) -c "import tvm" 2>/dev/null || $(PY) -m pip install --disable-pip-version-check -q \
+		--force-reinstall --no-deps "apache-tvm-ffi==0.1.14.post1"
+	$(PY) -c "import tvm, onnxruntime, xgboost, torch"
 	touch $(STAMP)
 
 demo: install            ## measure a NAS-Bench-201 sample here, build LUT, fit, compare -> report/
