@@ -76,11 +76,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "demo", help="measure a sample here, build a LUT, fit, compare -> report/",
         formatter_class=Formatter, description=__doc__,
-        epilog="example:\n  costmodels demo --out report --sample 120 --train 60")
+        epilog="example:\n  costmodels demo --out report --sample 300 --train 100")
     p.add_argument("--out", default="report", help="report folder (work files in OUT/work)")
-    p.add_argument("--sample", type=int, default=120,
+    p.add_argument("--sample", type=int, default=300,
                    help="NAS-Bench-201 cells to measure as ground truth")
-    p.add_argument("--train", type=int, default=60,
+    p.add_argument("--train", type=int, default=100,
                    help="of which the learned predictors are fitted on this many")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and the split")
     p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100",

@@ -93,8 +93,12 @@ class GBDTModel(P.Predictor):
         import xgboost as xgb
 
         t = self._target(y)
-        self.base_ = (ridge_loo(F.compact(x), t) if self.linear_base and margin is None
+        # Latency is a sum of kernel costs: the linear base is fitted in milliseconds
+        # (additive in the counts), then taken to the target's units; fitted on
+        # log(latency) it would extrapolate exponentially past the training range.
+        self.base_ = (ridge_loo(F.compact(x), y) if self.linear_base and margin is None
                       else None)
+        self.base_floor_ms_ = float(np.min(y)) / 2
         if margin is None:
             margin = self._margin(x)
         self.booster_ = xgb.XGBRegressor(**self._booster_params())
@@ -111,7 +115,8 @@ class GBDTModel(P.Predictor):
     def _margin(self, x: np.ndarray) -> np.ndarray:
         if self.base_ is None:
             return np.zeros(len(x))
-        return self.base_.predict(F.compact(x))
+        ms = np.maximum(self.base_.predict(F.compact(x)), self.base_floor_ms_)
+        return self._target(ms)
 
     def predict_features(self, x: np.ndarray, margin: np.ndarray | None = None) -> np.ndarray:
         """Latency in ms for precomputed feature rows (``margin`` as given to ``fit_features``)."""
@@ -133,6 +138,7 @@ class GBDTModel(P.Predictor):
         d.mkdir(parents=True, exist_ok=True)
         self.booster_.get_booster().save_model(str(d / "model.json"))
         arrays = self.base_.arrays("base_") if self.base_ is not None else {}
+        arrays["base_floor_ms"] = np.array([self.base_floor_ms_])
         P.save_arrays(d / "arrays.npz", arrays)
         P.write_manifest(d, CLASS, self.get_params(), libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
@@ -158,6 +164,10 @@ class GBDTModel(P.Predictor):
                                  "model again") from None
         arrays = P.load_arrays(d / "arrays.npz")
         model.base_ = Ridge.from_arrays(arrays, "base_") if "base_coef" in arrays else None
+        if "base_floor_ms" not in arrays:
+            raise ModelFileError(f"{d / 'arrays.npz'} lacks base_floor_ms (saved by an older "
+                                 "costmodels); fit the model again")
+        model.base_floor_ms_ = float(arrays["base_floor_ms"][0])
         model.n_train_ = int(doc.get("n_train", 0))
         model.device_ = doc.get("device", "")
         model.training_data_sha256_ = doc.get("training_data_sha256", "")
