@@ -7,8 +7,9 @@ or reuses what is there, so a rerun only does what is missing.
 1. measure a NAS-Bench-201 sample with ONNX Runtime (the ground truth);
 2. build the lookup table of every unique kernel of the space;
 3. calibrate the roofline of this CPU (micro-benchmarks, no network latencies);
-4. fit GBDT and GNN on part of the sample; run Eyeriss and FPGA models (models of
-   other hardware: shown for illustration, never recommended);
+4. fit GBDT, GNN and the hybrid (GBDT correcting the roofline and LUT) on part of
+   the sample; run Eyeriss and FPGA models (models of other hardware: shown for
+   illustration, never recommended);
 5. compare everything against the held-out part of the sample and write the report.
 """
 
@@ -39,7 +40,8 @@ def steps(out: Path, sample: int, train: int, seed: int, dataset: str) -> list[t
     plan.append(
         ("compare every estimator",
          ["compare", "--truth", str(truth), "--dataset", dataset,
-          "flops", "params", f"lut:{lut}", f"roofline:{spec}", "gbdt", "gnn", "eyeriss", "fpga",
+          "flops", "params", f"lut:{lut}", f"roofline:{spec}", "gbdt", "gnn", "hybrid",
+          "eyeriss", "fpga", "--prior", f"roofline:{spec}", "--prior", f"lut:{lut}",
           "--reference-only", "eyeriss", "--reference-only", "fpga",
           "--train-samples", str(train), "--seed", str(seed), "-o", str(out)]))
     return plan

@@ -29,8 +29,9 @@ def make(name: str, sources: Sequence[Any] = (), **params: Any):
 
     ``gbdt`` and ``gnn`` learn from the target's measurements alone (``sources``
     are ignored); ``transfer`` needs ``sources`` (latency-table paths or
-    :class:`costmodels.tables.LatencyTable`); ``flops`` is the MACs baseline
-    (slope and intercept fitted).
+    :class:`costmodels.tables.LatencyTable`); ``hybrid`` is GBDT correcting a
+    blend of analytical estimators given as ``prior=["roofline:SPEC", "lut:PATH"]``;
+    ``flops`` is the MACs baseline (slope and intercept fitted).
     """
     from predictors.persistence import make as _make
 

@@ -46,6 +46,13 @@ class GBDTModel(P.Predictor):
         XGBoost seed and threads (results are deterministic for a seed).
     device:
         name of the target device, recorded in the saved manifest.
+    prior:
+        registry specs of estimators that need no training data on this device
+        (``"roofline:SPEC"``, ``"lut:PATH"``). When given, the trees start from a
+        least-squares blend of their estimates (in ms, plus an intercept) instead
+        of the linear base: a learned correction of an analytical model (the
+        ``hybrid`` predictor). The specs are saved in the manifest and the
+        estimators are created again when the model is loaded.
     """
 
     name = "gbdt"
@@ -54,7 +61,7 @@ class GBDTModel(P.Predictor):
                  subsample: float = 0.8, colsample_bytree: float = 0.8,
                  min_child_weight: float = 1.0, reg_lambda: float = 1.0, log_target: bool = True,
                  linear_base: bool = True, random_state: int = 0, n_jobs: int = 1,
-                 device: str = "") -> None:
+                 device: str = "", prior: Sequence[str] = ()) -> None:
         self.n_estimators = n_estimators
         self.max_depth = max_depth
         self.learning_rate = learning_rate
@@ -67,6 +74,7 @@ class GBDTModel(P.Predictor):
         self.random_state = random_state
         self.n_jobs = n_jobs
         self.device = device
+        self.prior = prior
 
     # ------------------------------------------------------------------ fit / predict
     def _target(self, y: np.ndarray) -> np.ndarray:
@@ -110,7 +118,34 @@ class GBDTModel(P.Predictor):
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> GBDTModel:
         y = P.check_training_data(nets, latencies_ms)
-        return self.fit_features(F.features(nets), y, P.data_hash(nets, y))
+        margin = None
+        if self.prior:
+            est = np.c_[self._prior_estimates(nets), np.ones(len(y))]
+            self.prior_coef_ = np.linalg.lstsq(est, y, rcond=None)[0]
+            self.base_floor_ms_ = float(np.min(y)) / 2
+            margin = self._prior_margin(nets)
+        return self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
+
+    # ------------------------------------------------------------------ analytical prior
+    def _prior_models(self) -> list:
+        if getattr(self, "priors_", None) is None:
+            from costmodels.registry import create
+
+            self.priors_ = [create(spec) for spec in self.prior]
+        return self.priors_
+
+    def _prior_estimates(self, nets: Sequence[Network]) -> np.ndarray:
+        """(n, len(prior)) latencies in ms from the prior estimators."""
+        cols = [[e.latency_ms for e in m.estimate_many(nets)] for m in self._prior_models()]
+        out = np.asarray(cols, dtype=np.float64).T
+        if not np.isfinite(out).all():
+            raise ValueError(f"a prior estimator ({', '.join(self.prior)}) gave a non-finite "
+                             "latency; check that it covers these networks")
+        return out
+
+    def _prior_margin(self, nets: Sequence[Network]) -> np.ndarray:
+        est = np.c_[self._prior_estimates(nets), np.ones(len(nets))]
+        return self._target(np.maximum(est @ self.prior_coef_, self.base_floor_ms_))
 
     def _margin(self, x: np.ndarray) -> np.ndarray:
         if self.base_ is None:
@@ -128,7 +163,8 @@ class GBDTModel(P.Predictor):
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
         """Latency in ms of each network, shape (len(nets),)."""
-        return self.predict_features(F.features(nets))
+        margin = self._prior_margin(nets) if self.prior and len(nets) else None
+        return self.predict_features(F.features(nets), margin)
 
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> Path:
@@ -139,6 +175,8 @@ class GBDTModel(P.Predictor):
         self.booster_.get_booster().save_model(str(d / "model.json"))
         arrays = self.base_.arrays("base_") if self.base_ is not None else {}
         arrays["base_floor_ms"] = np.array([self.base_floor_ms_])
+        if self.prior:
+            arrays["prior_coef"] = self.prior_coef_
         P.save_arrays(d / "arrays.npz", arrays)
         P.write_manifest(d, CLASS, self.get_params(), libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
@@ -168,6 +206,17 @@ class GBDTModel(P.Predictor):
             raise ModelFileError(f"{d / 'arrays.npz'} lacks base_floor_ms (saved by an older "
                                  "costmodels); fit the model again")
         model.base_floor_ms_ = float(arrays["base_floor_ms"][0])
+        if model.prior:
+            if "prior_coef" not in arrays:
+                raise ModelFileError(f"{d / 'arrays.npz'} lacks prior_coef; fit the model again")
+            model.prior_coef_ = arrays["prior_coef"]
+            try:
+                model._prior_models()
+            except Exception as exc:  # noqa: BLE001 - say which prior and what to do
+                raise ModelFileError(
+                    f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
+                    f"created here ({exc}); put those files back or fit the model again"
+                ) from None
         model.n_train_ = int(doc.get("n_train", 0))
         model.device_ = doc.get("device", "")
         model.training_data_sha256_ = doc.get("training_data_sha256", "")

@@ -173,7 +173,7 @@ def load_arrays(path: Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{path}: unreadable arrays ({exc}); fit the model again") from None
 
 
-MODELS = ("gbdt", "gnn", "transfer", "flops")
+MODELS = ("gbdt", "gnn", "transfer", "hybrid", "flops")
 
 
 def make(name: str, sources: Sequence[Any] = (), **params: Any):
@@ -181,6 +181,13 @@ def make(name: str, sources: Sequence[Any] = (), **params: Any):
     if name == "gbdt":
         from predictors.gbdt import GBDTModel
 
+        return GBDTModel(**params)
+    if name == "hybrid":
+        from predictors.gbdt import GBDTModel
+
+        if not params.get("prior"):
+            raise ValueError("the hybrid model needs prior estimators: make('hybrid', "
+                             "prior=['roofline:SPEC', 'lut:PATH']) / --prior SPEC")
         return GBDTModel(**params)
     if name == "gnn":
         from predictors.gnn import GNNModel

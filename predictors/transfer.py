@@ -4,14 +4,22 @@ The method (:class:`TransferModel`): latency on the target device is modelled
 as a non-negative combination of the source devices' latencies of the same
 network, plus an intercept and a connectivity term (either sign), fitted by
 non-negative least squares on the k measured target networks, with a penalty
-pulling the source weights toward the "mean source" (equal weights) whose
-strength is chosen by leave-one-out on those k networks. Non-negative weights
+pulling the source weights toward a *prior mix* whose strength is chosen by
+leave-one-out on those k networks. The prior mix weights each source by the
+inverse of its own leave-one-out error on the k networks (a one-source linear
+fit), so sources that already track the target well get a larger share of the
+prior; with equal errors it is the equal "mean source". Non-negative weights
 are what physics suggests (each target kernel costs some positive mix of what
 it costs elsewhere) and, with the shrinkage, regularise the fit: a few
 well-matching sources are picked out of many without a tuned constant. A residual model on
 network features then corrects what the sources cannot explain (ridge with
-leave-one-out alpha for small k, GBDT for k >= 100). Nothing is tuned per
-device.
+leave-one-out alpha for small k, GBDT for k >= 100). The ridge residual also
+sees the *dead-op cost* of each cell: the sources' (scaled, averaged) latency
+of the cell minus that of the same cell with its dead edges removed (edges
+whose result never reaches the output, :func:`dce_index`). A runtime that
+eliminates dead code (e.g. a mobile graph compiler) is then fitted from the k
+cells by a negative weight; one that executes everything by a weight near 0.
+Nothing is tuned per device.
 
 Also here: the small linear fits shared by the predictors (:func:`ridge_loo`,
 :class:`Ridge`, :func:`nnls_fit`).
@@ -21,6 +29,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -106,19 +115,52 @@ def nnls_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     return w
 
 
-def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float) -> np.ndarray:
+def _loo_residuals(z: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Exact leave-one-out residuals of the least-squares fit ``y ~ z``."""
+    h = z @ np.linalg.pinv(z)
+    return (y - h @ y) / np.maximum(1.0 - np.diag(h), 1e-6)
+
+
+def source_prior(x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
+    """Prior mix of the m source columns of the design ``x``: shares summing to 1.
+
+    Each source's share is proportional to 1 / (leave-one-out mean squared error
+    of ``y ~ 1 + source [+ connected]`` on these rows), i.e. inverse-variance
+    weighting estimated from the target's own measured networks only. Equal
+    shares when there are too few rows to validate a one-source fit.
+    """
+    n = len(y)
+    conn = x[:, m + 2] if x.shape[1] > m + 2 else np.ones(n)
+    extra = [conn] if np.ptp(conn) > 0 else []
+    if n < 3 + len(extra):
+        return np.full(m, 1.0 / m)
+    err = np.empty(m)
+    for j in range(m):
+        z = np.stack([np.ones(n), x[:, j], *extra], axis=1)
+        err[j] = float(np.mean(_loo_residuals(z, y) ** 2))
+    if not np.all(np.isfinite(err)):
+        return np.full(m, 1.0 / m)
+    inv = 1.0 / np.maximum(err, 1e-12 * max(float(np.max(err)), 1e-300))
+    return inv / inv.sum()
+
+
+def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float,
+                 prior: np.ndarray | None = None) -> np.ndarray:
     """NNLS with a penalty ``lam * n * |w[:m] - w0|^2`` pulling the first m weights to w0.
 
-    ``w0`` spreads the slope of y on the mean of the m source columns equally
-    over them (the "mean source"); ``y`` is expected scaled to mean 1.
+    ``w0`` spreads the slope of y on the prior-mixed source (``prior``: shares of
+    the m source columns summing to 1; equal shares, the "mean source", when
+    None) over the sources in those shares; ``y`` is expected scaled to mean 1.
     """
     n = len(y)
     if lam <= 0:
         return nnls_fit(x, y)
-    mean_src = x[:, :m].mean(axis=1)
-    a = float(np.polyfit(mean_src, y, 1)[0]) if n > 1 and np.ptp(mean_src) > 0 else 1.0
+    if prior is None:
+        prior = np.full(m, 1.0 / m)
+    mixed = x[:, :m] @ prior
+    a = float(np.polyfit(mixed, y, 1)[0]) if n > 1 and np.ptp(mixed) > 0 else 1.0
     w0 = np.zeros(x.shape[1])
-    w0[:m] = max(a, 0.0) / m
+    w0[:m] = max(a, 0.0) * prior
     reg = np.zeros((m, x.shape[1]))
     reg[:, :m] = np.sqrt(lam * n) * np.eye(m)
     return nnls_fit(np.vstack([x, reg]), np.concatenate([y, reg @ w0]))
@@ -127,10 +169,12 @@ def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float) -> np.ndarray
 def shrunk_nnls_cv(x: np.ndarray, y: np.ndarray, m: int,
                    lams: Sequence[float] = SHRINK) -> tuple[np.ndarray, float]:
     """:func:`_shrunk_nnls` with the penalty chosen by cross-validation (leave-one-out up
-    to 20 points, else 10 folds). Returns weights (for ``y`` in its own units) and lam."""
+    to 20 points, else 10 folds), toward the :func:`source_prior` mix estimated from
+    all rows. Returns weights (for ``y`` in its own units) and lam."""
     scale = float(np.mean(y))
     ys = y / scale
     n = len(y)
+    prior = source_prior(x, ys, m)
     folds = np.arange(n) % 10 if n > 20 else np.arange(n)
     best: tuple[float, float] | None = None
     if n >= 3:
@@ -138,12 +182,12 @@ def shrunk_nnls_cv(x: np.ndarray, y: np.ndarray, m: int,
             err = 0.0
             for f in np.unique(folds):
                 test = folds == f
-                w = _shrunk_nnls(x[~test], ys[~test], m, lam)
+                w = _shrunk_nnls(x[~test], ys[~test], m, lam, prior)
                 err += float(np.sum((x[test] @ w - ys[test]) ** 2))
             if best is None or err < best[0] - 1e-12:
                 best = (err, lam)
     lam = best[1] if best else max(lams)
-    return _shrunk_nnls(x, ys, m, lam) * scale, lam
+    return _shrunk_nnls(x, ys, m, lam, prior) * scale, lam
 
 
 # ------------------------------------------------------------------ sources
@@ -153,6 +197,31 @@ def source_matrix(tables: Sequence[LatencyTable]) -> np.ndarray:
     for j, t in enumerate(tables):
         out[t.arch_index, j] = t.latency_ms
     return out
+
+
+@cache
+def _dce_table() -> np.ndarray:
+    """Index of every cell's dead-code-eliminated equivalent (all 15,625 cells)."""
+    out = np.empty(nb201.NUM_ARCHS, dtype=np.int64)
+    for i in range(nb201.NUM_ARCHS):
+        ops = nb201.parse_arch(nb201.SPACE[i])
+        reach = {3}  # nodes whose value reaches the output
+        for (dst, src), o in reversed(list(zip(nb201.EDGES, ops, strict=True))):
+            if o and dst in reach:
+                reach.add(src)
+        out[i] = nb201.SPACE.index(tuple(o if dst in reach else 0
+                                         for (dst, _), o in zip(nb201.EDGES, ops, strict=True)))
+    return out
+
+
+def dce_index(idx: np.ndarray) -> np.ndarray:
+    """Standard index of each cell with its dead edges set to ``none``.
+
+    An edge is dead when its destination node never reaches the cell output
+    (what a dead-code-eliminating runtime drops). Cells without dead edges map
+    to themselves.
+    """
+    return _dce_table()[np.asarray(idx, dtype=np.int64)]
 
 
 def cell_indices(nets: Sequence[Network]) -> np.ndarray:
@@ -214,6 +283,24 @@ class TransferModel(P.Predictor):
         c = connected[:, None].astype(np.float64)
         return np.hstack([s, one, -one, c, -c])
 
+    def _dead_cost(self, idx: np.ndarray) -> np.ndarray:
+        """Sources' mean scaled latency of each cell minus that of its :func:`dce_index` cell.
+
+        0 for cells without dead edges (and where no source has both cells).
+        """
+        dead = dce_index(idx)
+        diff = (self.source_lat_[idx] - self.source_lat_[dead]) / self.source_scale_
+        ok = np.isfinite(diff)
+        total = np.where(ok, diff, 0.0).sum(axis=1)
+        count = ok.sum(axis=1)
+        return np.where(count > 0, total / np.maximum(count, 1), 0.0)
+
+    def _residual_x(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        """Features of the ridge residual: the compact ones [+ the dead-op cost]."""
+        if getattr(self, "residual_features_", "compact") == "compact":
+            return F.compact(x)
+        return np.hstack([F.compact(x), self._dead_cost(idx)[:, None]])
+
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> TransferModel:
         y = P.check_training_data(nets, latencies_ms)
         self.use_tables(_load_sources(self.sources))
@@ -246,8 +333,9 @@ class TransferModel(P.Predictor):
         self.ridge_ = None
         self.gbdt_ = None
         self.gbase_ = None
+        self.residual_features_ = "compact+dead"
         if kind == "ridge":
-            self.ridge_ = ridge_loo(F.compact(x), y - prior, RESIDUAL_ALPHAS)
+            self.ridge_ = ridge_loo(self._residual_x(idx, x), y - prior, RESIDUAL_ALPHAS)
         self.floor_ = float(np.min(y)) * 0.5
         if kind == "gbdt":
             from predictors.gbdt import GBDTModel
@@ -277,7 +365,7 @@ class TransferModel(P.Predictor):
         connected = x[:, F.FEATURE_NAMES.index("connected")]
         pred = self._design(idx, connected) @ self.weights_
         if self.ridge_ is not None:
-            pred = pred + self.ridge_.predict(F.compact(x))
+            pred = pred + self.ridge_.predict(self._residual_x(idx, x))
         elif self.gbdt_ is not None:
             xg = self._gbdt_x(x, pred)
             pred = self.gbdt_.predict_features(xg, margin=self._gbdt_margin(xg))
@@ -309,7 +397,8 @@ class TransferModel(P.Predictor):
         P.save_arrays(d / "arrays.npz", arrays)
         if self.gbdt_ is not None:
             self.gbdt_.booster_.get_booster().save_model(str(d / "model.json"))
-        state = {"source_names": self.source_names_, "residual_kind": self.residual_kind_}
+        state = {"source_names": self.source_names_, "residual_kind": self.residual_kind_,
+                 "residual_features": self.residual_features_}
         P.write_manifest(d, CLASS, self._params_json(), libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
                          device=self.device_, state=state)
@@ -324,6 +413,10 @@ class TransferModel(P.Predictor):
             state = doc["state"]
             model.source_names_ = list(state["source_names"])
             model.residual_kind_ = state["residual_kind"]
+            # Models saved before the dead-op cost feature have no entry: compact only.
+            model.residual_features_ = state.get("residual_features", "compact")
+            if model.residual_features_ not in ("compact", "compact+dead"):
+                raise KeyError(f"residual_features {model.residual_features_!r}")
         except (TypeError, KeyError) as exc:
             raise ModelFileError(f"{d / P.MANIFEST}: does not describe a TransferModel ({exc}); "
                                  "fit the model again") from None

@@ -83,3 +83,50 @@ def test_transfer_refuses_networks_outside_nb201(synthetic):
     relu = make_layer("relu", "Relu", ["x"], ["y"], [(1, 4, 8, 8)], (1, 4, 8, 8))
     with pytest.raises(ValueError, match="not a NAS-Bench-201 cell"):
         est.predict([Network("t", (("x", (1, 4, 8, 8)),), (relu,), ("y",))])
+
+
+def test_dce_index_drops_edges_that_never_reach_the_output():
+    from predictors.transfer import dce_index
+
+    dead = nb201.SPACE.index("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+                             "+|skip_connect~0|none~1|none~2|")
+    pruned = nb201.SPACE.index("|none~0|+|none~0|none~1|+|skip_connect~0|none~1|none~2|")
+    live = nb201.SPACE.index("|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+                             "+|skip_connect~0|none~1|avg_pool_3x3~2|")
+    assert dce_index(np.array([dead, live, pruned])).tolist() == [pruned, live, pruned]
+
+
+def test_source_prior_favours_the_source_that_tracks_the_target():
+    from predictors.transfer import source_prior
+
+    rng = np.random.default_rng(3)
+    s = rng.uniform(1, 3, size=(10, 3))
+    y = 0.5 + 2.0 * s[:, 1] + rng.normal(0, 0.01, 10)
+    one = np.ones((10, 1))
+    x = np.hstack([s, one, -one, one, -one])
+    w = source_prior(x, y / y.mean(), 3)
+    assert w.sum() == pytest.approx(1.0) and np.argmax(w) == 1 and w[1] > 0.9
+    assert np.allclose(source_prior(x[:2], y[:2], 3), 1 / 3)  # too few rows: equal shares
+
+
+def test_transfer_learns_a_dead_code_eliminating_target():
+    """Sources run every edge; the target skips edges whose result never reaches the output."""
+    from predictors.transfer import dce_index
+
+    idx = np.arange(nb201.NUM_ARCHS)
+    ops = np.array([nb201.parse_arch(nb201.SPACE[i]) for i in idx])
+    rng = np.random.default_rng(0)
+
+    def lat(costs):
+        return 2.0 + np.array([0.0, *costs])[ops].sum(axis=1) + rng.normal(0, 0.05, len(idx))
+
+    def table(lat_ms, name):
+        return LatencyTable(idx, tuple(nb201.SPACE[i] for i in idx), lat_ms, None,
+                            f"nb201_{name}.csv")
+
+    gpu, cpu, npu = lat([0.1, 1.0, 2.5, 0.4]), lat([0.2, 3.0, 9.0, 1.5]), lat([0.05, 0.5, 0.8, 2.0])
+    pruned = dce_index(idx)
+    target = 0.7 * gpu[pruned] + 0.4 * cpu[pruned] + rng.normal(0, 0.05, len(idx))
+    tgt = fewshot.prepare(table(target, "dce").subset(np.arange(0, nb201.NUM_ARCHS, 5)),
+                          [table(gpu, "gpu"), table(cpu, "cpu"), table(npu, "npu")])
+    assert fewshot.point(tgt, "transfer", 20, seeds=2)["spearman"] > 0.98

@@ -43,7 +43,7 @@ def machine_line() -> str | None:
 
 def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
         dataset: str = "cifar10", train_samples: int | None = None, seed: int = 0,
-        sources: Sequence[str] = (), max_cells: int | None = None,
+        sources: Sequence[str] = (), priors: Sequence[str] = (), max_cells: int | None = None,
         reference_only: Sequence[str] = (), notes: Mapping[str, str] | None = None,
         curve_csvs: Sequence[str | Path] = (), models_dir: str | Path | None = None,
         models_truth: Any = "measure:ort", fingerprint: str | None = None,
@@ -78,7 +78,7 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
     table = read_table(truth, duplicates=duplicates)
     result = compare(table, backends, dataset=dataset, train_samples=train_samples, seed=seed,
                      sources=sources, max_cells=max_cells, notes=notes,
-                     reference_only=reference_only, on_progress=say)
+                     reference_only=reference_only, priors=priors, on_progress=say)
     models = None
     if models_dir:
         say(f"models in {models_dir}")

@@ -21,8 +21,8 @@ examples:
 
 A BACKEND is a registry spec (see `costmodels backends`: flops, params, lut:PATH,
 roofline:SPEC, eyeriss, fpga, gbdt:DIR, gnn:DIR, measure:ort) or a latency-table
-CSV measured elsewhere. gbdt, gnn and transfer without :DIR are fitted on
---train-samples rows; with --train-samples, flops and params are fitted too
+CSV measured elsewhere. gbdt, gnn, transfer and hybrid (GBDT correcting the
+--prior estimators) without :DIR are fitted on --train-samples rows; with --train-samples, flops and params are fitted too
 (slope + intercept) and every backend is scored on the remaining rows only.
 Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 """
@@ -50,6 +50,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--source", action="append", default=[], metavar="TABLE.csv",
                    help="other devices' tables for few-shot transfer (repeatable)")
+    p.add_argument("--prior", action="append", default=[], metavar="SPEC",
+                   help="analytical estimator the hybrid backend corrects, e.g. "
+                        "roofline:SPEC or lut:PATH (repeatable)")
     p.add_argument("--max-cells", type=int, metavar="N",
                    help="score a random N of the truth cells (for slow backends, e.g. measure:ort)")
     p.add_argument("--reference-only", action="append", default=[], metavar="BACKEND",
@@ -80,6 +83,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
                        train_samples=args.train_samples, seed=args.seed, sources=args.source,
+                       priors=args.prior,
                        max_cells=args.max_cells, reference_only=args.reference_only,
                        curve_csvs=args.curve, models_dir=args.models,
                        models_truth=args.models_truth, fingerprint=args.fingerprint,

@@ -30,7 +30,7 @@ from costmodels.network import Network
 from costmodels.tables import LatencyTable
 
 #: specs that, given without ``:PATH``, mean "fit this estimator on the training rows"
-LEARNED = ("gbdt", "gnn", "transfer")
+LEARNED = ("gbdt", "gnn", "transfer", "hybrid")
 #: proxies that are fitted (slope, intercept) in train/test mode
 PROXIES = {"flops": "macs", "params": "params"}
 #: backends that need no measurement at all to build
@@ -150,11 +150,12 @@ def _is_learned(spec: str | CostModel, train: bool) -> bool:
     return spec in LEARNED or (train and spec in PROXIES)
 
 
-def make_estimator(name: str, sources: Sequence[str] = ()) -> Any:
+def make_estimator(name: str, sources: Sequence[str] = (), priors: Sequence[str] = ()) -> Any:
     """An unfitted estimator for a learned backend name (``fit(nets, lat)`` -> self).
 
     ``flops``/``params`` are least-squares proxies (:class:`ProxyModel`); every
-    other name comes from the predictors package's ``make(name, sources=...)``.
+    other name comes from the predictors package's ``make(name, sources=...)``;
+    ``hybrid`` gets ``priors`` (registry specs of the analytical models it corrects).
     """
     if name in PROXIES:
         from costmodels.baselines import ProxyModel
@@ -166,6 +167,8 @@ def make_estimator(name: str, sources: Sequence[str] = ()) -> Any:
             f"backend {name!r} is a learned predictor, but the predictors package cannot "
             f"provide it ({exc}); install it (pip install -e '.[gnn]') or give a fitted "
             f"model directory as {name}:DIR") from exc
+    if name == "hybrid":
+        return make(name, sources=tuple(sources), prior=tuple(priors))
     return make(name, sources=tuple(sources))
 
 
@@ -242,9 +245,14 @@ def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean:
 
 def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
                         ) -> int | None:
-    """How many measurements stand behind a backend, where it can be known."""
+    """How many measurements stand behind a backend, where it can be known.
+
+    A model fitted on top of other estimators (the hybrid's priors) counts theirs too.
+    """
     if fitted_on is not None:
-        return fitted_on
+        priors = getattr(model, "priors_", None) or []
+        inner = [_build_measurements(p.name, p, None) for p in priors]
+        return None if None in inner else fitted_on + sum(inner)
     for attr in ("n_measurements_", "n_measurements"):
         v = getattr(model, attr, None)
         if isinstance(v, (int, np.integer)):
@@ -284,11 +292,12 @@ def split_rows(n: int, train_samples: int | None, seed: int) -> tuple[np.ndarray
 
 # ----------------------------------------------------------------------------- compare
 def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[Network],
-                  train_y: np.ndarray, sources: Sequence[str]) -> tuple[Any, float]:
+                  train_y: np.ndarray, sources: Sequence[str],
+                  priors: Sequence[str] = ()) -> tuple[Any, float]:
     """Create (or fit) one backend; returns (model, seconds)."""
     t0 = time.perf_counter()
     if learned:
-        est = spec if not isinstance(spec, str) else make_estimator(spec, sources)
+        est = spec if not isinstance(spec, str) else make_estimator(spec, sources, priors)
         if not len(train_nets):
             raise ValueError(f"{_spec_name(spec)} must be fitted: give --train-samples K, or "
                              "a fitted model as NAME:DIR")
@@ -304,7 +313,7 @@ def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[
 def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: str = "cifar10",
             train_samples: int | None = None, seed: int = 0, sources: Sequence[str] = (),
             *, max_cells: int | None = None, notes: Mapping[str, str] | None = None,
-            reference_only: Sequence[str] = (),
+            reference_only: Sequence[str] = (), priors: Sequence[str] = (),
             on_progress: Callable[[str], None] | None = None) -> ComparisonResult:
     """Score every backend on the truth table's cells; see the module docstring.
 
@@ -312,7 +321,9 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
     backends such as ``measure:ort``). ``notes`` maps a backend spec (or name)
     to a caveat printed beside it in the report (e.g. "different device:
     illustration only"). Backends named in ``reference_only`` are scored and
-    shown but never recommended. ``on_progress`` is called with a message per backend.
+    shown but never recommended. ``priors``: registry specs the ``hybrid`` backend
+    corrects (e.g. ``roofline:SPEC``, ``lut:PATH``). ``on_progress`` is called with a
+    message per backend.
     """
     from costmodels.registry import BACKENDS, split_spec
     from costmodels.spaces import nb201
@@ -350,7 +361,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
                             reference_only=bool(keys & set(reference_only)))
         try:
             model, res.build_s = build_backend(spec, learned=learned, train_nets=train_nets,
-                                               train_y=train_y, sources=sources)
+                                               train_y=train_y, sources=sources, priors=priors)
         except Exception as exc:  # noqa: BLE001 - recorded, the comparison goes on
             res.first_error = _first_line(exc)
             results.append(res)
