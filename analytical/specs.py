@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import difflib
 import os
+import tomllib
 import types
 import typing
 from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
-
-import tomllib
 
 from costmodels.errors import CostModelError
 

@@ -110,7 +110,7 @@ def _fix_inputs(proto: Any, source: str, graph_inputs: list[Any],
         if len(shapes) > len(graph_inputs):
             raise OnnxImportError(f"{source}: {len(shapes)} --input-shape given for "
                                   f"{len(graph_inputs)} model input(s)")
-        given = {vi.name: s for vi, s in zip(graph_inputs, shapes)}
+        given = {vi.name: s for vi, s in zip(graph_inputs, shapes, strict=False)}
     for vi in graph_inputs:
         dims = _dims(vi)
         if vi.name in given:
@@ -231,7 +231,7 @@ def _pads(a: Mapping[str, Any], spatial: Shape, kernel: Shape, stride: Shape,
     auto = auto.decode() if isinstance(auto, bytes) else auto
     if auto in ("SAME_UPPER", "SAME_LOWER"):
         begin, end = [], []
-        for n, k, s, d in zip(spatial, kernel, stride, dilation):
+        for n, k, s, d in zip(spatial, kernel, stride, dilation, strict=True):
             out = -(-n // s)
             total = max((out - 1) * s + (k - 1) * d + 1 - n, 0)
             small, big = total // 2, total - total // 2

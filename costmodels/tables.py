@@ -145,7 +145,7 @@ def write_table(path: str | Path, arch_index: Iterable[int], arch_strs: Iterable
         cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else [])
         w.writerow(cols)
         energies = energy_mj if energy_mj is not None else iter(lambda: None, 0)
-        for i, s, lat, en in zip(arch_index, arch_strs, latency_ms, energies):
+        for i, s, lat, en in zip(arch_index, arch_strs, latency_ms, energies, strict=False):
             row = [int(i), s, repr(float(lat))]
             if energy_mj is not None:
                 row.append("" if en is None else repr(float(en)))

@@ -187,13 +187,7 @@ class GBDTModel(P.Predictor):
     def load(cls, model_dir: str | Path) -> GBDTModel:
         import xgboost as xgb
 
-        d = Path(model_dir)
-        doc = P.read_manifest(d, CLASS)
-        try:
-            model = cls(**doc["params"])
-        except TypeError as exc:
-            raise ModelFileError(f"{d / P.MANIFEST}: parameters do not fit GBDTModel ({exc}); "
-                                 "fit the model again") from None
+        model, _, d = P.restore(cls, model_dir, CLASS)
         model.booster_ = xgb.XGBRegressor(**model._booster_params())
         try:
             model.booster_.load_model(str(d / "model.json"))
@@ -217,9 +211,6 @@ class GBDTModel(P.Predictor):
                     f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
                     f"created here ({exc}); put those files back or fit the model again"
                 ) from None
-        model.n_train_ = int(doc.get("n_train", 0))
-        model.device_ = doc.get("device", "")
-        model.training_data_sha256_ = doc.get("training_data_sha256", "")
         return model
 
 

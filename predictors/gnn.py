@@ -235,13 +235,7 @@ class GNNModel(P.Predictor):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        d = Path(model_dir)
-        doc = P.read_manifest(d, CLASS)
-        try:
-            model = cls(**doc["params"])
-        except TypeError as exc:
-            raise ModelFileError(f"{d / P.MANIFEST}: parameters do not fit GNNModel ({exc}); "
-                                 "fit the model again") from None
+        model, _, d = P.restore(cls, model_dir, CLASS)
         try:
             tensors = load_file(str(d / "model.safetensors"))
             model.g_mean_ = tensors["norm.g_mean"].numpy()
@@ -254,9 +248,6 @@ class GNNModel(P.Predictor):
             raise ModelFileError(f"{d / 'model.safetensors'}: does not hold this GNN ({exc}); "
                                  "fit the model again") from None
         model.module_.eval()
-        model.n_train_ = int(doc.get("n_train", 0))
-        model.device_ = doc.get("device", "")
-        model.training_data_sha256_ = doc.get("training_data_sha256", "")
         return model
 
 

@@ -207,6 +207,25 @@ def make(name: str, sources: Sequence[Any] = (), **params: Any):
     raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(MODELS)}")
 
 
+def restore(cls: type, model_dir: str | Path, class_name: str) -> tuple[Any, dict, Path]:
+    """A new ``cls`` with the manifest's parameters and common learned state.
+
+    Returns ``(model, manifest, directory)``; the caller reads its own model files.
+    Parameters that no longer fit ``cls`` raise :class:`ModelFileError`.
+    """
+    d = Path(model_dir)
+    doc = read_manifest(d, class_name)
+    try:
+        model = cls(**doc["params"])
+    except TypeError as exc:
+        raise ModelFileError(f"{d / MANIFEST}: parameters do not fit {cls.__name__} ({exc}); "
+                             "fit the model again") from None
+    model.n_train_ = int(doc.get("n_train", 0))
+    model.device_ = doc.get("device", "")
+    model.training_data_sha256_ = doc.get("training_data_sha256", "")
+    return model, doc, d
+
+
 def load(model_dir: str | Path):
     """Load any predictor directory (class from its manifest)."""
     doc = read_manifest(model_dir)

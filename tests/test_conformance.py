@@ -28,9 +28,8 @@ NETS = [nb201.build_network(i) for i in (BIG, SMALL, 0, 4711, 10)]  # 10 is disc
 @pytest.fixture(scope="module")
 def fitted_dirs(tmp_path_factory):
     """GBDT and GNN fitted on the committed ground truth, saved as model directories."""
-    from predictors import make
-
     from costmodels.tables import read_table
+    from predictors import make
 
     truth = read_table(TRUTH)
     nets = [nb201.build_network(s) for s in truth.arch_str]

@@ -96,7 +96,7 @@ def arch_str(ops: Sequence[int]) -> str:
     """6 op indices -> the standard arch string."""
     if len(ops) != 6 or any(not 0 <= o < len(OPS) for o in ops):
         raise UnknownArchitecture(tuple(ops), "expected 6 op indices in 0..4")
-    names = [f"{OPS[o]}~{src}" for o, (_, src) in zip(ops, EDGES)]
+    names = [f"{OPS[o]}~{src}" for o, (_, src) in zip(ops, EDGES, strict=True)]
     return f"|{names[0]}|+|{names[1]}|{names[2]}|+|{names[3]}|{names[4]}|{names[5]}|"
 
 
@@ -169,14 +169,14 @@ SPACE = NB201Space()
 def live_edges(ops: Sequence[int]) -> tuple[bool, ...]:
     """For each edge: is it a non-``none`` edge on a path from node 0 to node 3?"""
     fwd = {0}
-    for (dst, src), o in zip(EDGES, ops):
+    for (dst, src), o in zip(EDGES, ops, strict=True):
         if o and src in fwd:
             fwd.add(dst)
     bwd = {3}
-    for (dst, src), o in reversed(list(zip(EDGES, ops))):
+    for (dst, src), o in reversed(list(zip(EDGES, ops, strict=True))):
         if o and dst in bwd:
             bwd.add(src)
-    return tuple(bool(o) and src in fwd and dst in bwd for (dst, src), o in zip(EDGES, ops))
+    return tuple(bool(o) and src in fwd and dst in bwd for (dst, src), o in zip(EDGES, ops, strict=True))
 
 
 def is_connected(ops: Sequence[int]) -> bool:
@@ -200,7 +200,7 @@ def canonical(ops: Sequence[int], rule: str = "function") -> str:
         nodes = {0: "0"}
         for node in (1, 2, 3):
             cur = []
-            for (dst, src), o in zip(EDGES, ops):
+            for (dst, src), o in zip(EDGES, ops, strict=True):
                 if dst != node:
                     continue
                 if o == 0 or nodes[src] == "#":
@@ -217,7 +217,7 @@ def canonical(ops: Sequence[int], rule: str = "function") -> str:
     expr: dict[int, str] = {0: "x"}
     for node in (1, 2, 3):
         terms = sorted(expr[src] if OPS[o] == "skip_connect" else f"{OPS[o]}({expr[src]})"
-                       for (dst, src), o, ok in zip(EDGES, ops, live) if dst == node and ok)
+                       for (dst, src), o, ok in zip(EDGES, ops, live, strict=True) if dst == node and ok)
         expr[node] = "+".join(terms) if terms else "zero"
     return expr[3]
 
@@ -298,7 +298,7 @@ def _cell(prefix: str, x: str, ops: Sequence[int], shape: Shape) -> tuple[list[N
     values: dict[int, str] = {0: x}
     for node in (1, 2, 3):
         terms: list[str] = []
-        for (dst, src), o in zip(EDGES, ops):
+        for (dst, src), o in zip(EDGES, ops, strict=True):
             if dst == node and o:
                 frag = _edge(f"{prefix}_n{node}e{src}", values[src], o, shape)
                 nodes.extend(frag)
