@@ -5,7 +5,9 @@ then runs it in-process. Work files live in ``OUT/work/`` and every step resumes
 or reuses what is there, so a rerun only does what is missing.
 
 1. measure a NAS-Bench-201 sample with ONNX Runtime (the ground truth);
-2. build the lookup table of every unique kernel of the space;
+2. build the lookup table of every unique kernel of the space (starting from the
+   LUT committed in ``datasets/nb201/`` when it was measured on this same device
+   and runtime, so only what it lacks is measured);
 3. calibrate the roofline of this CPU (micro-benchmarks, no network latencies);
 4. fit GBDT, GNN and the hybrid (GBDT correcting the roofline and LUT) on part of
    the sample; run Eyeriss and FPGA models (models of other hardware: shown for
@@ -17,8 +19,25 @@ from __future__ import annotations
 
 import argparse
 import shlex
+import shutil
 import time
 from pathlib import Path
+
+DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "nb201"
+
+
+def committed_lut(dataset: str) -> Path | None:
+    """The project's LUT for this device and runtime, if one is committed; else None."""
+    from measure.config import MeasureConfig
+    from measure.fingerprint import device_hash, device_slug, fingerprint
+    from measure.lut.table import LutFile
+
+    path = DATASETS / f"{device_slug()}-ort-{dataset}-lut.sqlite"
+    if not path.is_file():
+        return None
+    with LutFile(path, readonly=True) as lut:
+        theirs = lut.fingerprint
+    return path if device_hash(theirs) == device_hash(fingerprint(MeasureConfig())) else None
 
 
 def steps(out: Path, sample: int, train: int, seed: int, dataset: str) -> list[tuple[str, list[str]]]:
@@ -55,6 +74,11 @@ def run(args: argparse.Namespace) -> int:
     console = Console(stderr=True)
     out = Path(args.out)
     (out / "work").mkdir(parents=True, exist_ok=True)
+    lut = out / "work" / f"lut-{args.dataset}.sqlite"
+    seed_lut = None if lut.exists() else committed_lut(args.dataset)
+    if seed_lut:
+        shutil.copyfile(seed_lut, lut)
+        console.print(f"starting the LUT from {seed_lut} (measured on this device and runtime)")
     t0 = time.perf_counter()
     for i, (title, argv) in enumerate(steps(out, args.sample, args.train, args.seed,
                                             args.dataset), start=1):
