@@ -100,8 +100,8 @@ def accuracy_here(work: Path) -> list[str]:
     truth = read_table(TRUTH)
     log("accuracy against this CPU's ground truth (k=100 train / rest test)")
     res = compare(truth, ["flops", "params", f"lut:{LUT}", "roofline:xeon_2c", "gbdt", "gnn",
-                          "eyeriss", "fpga"], train_samples=100, seed=0,
-                  reference_only=["eyeriss", "fpga"])
+                          "hybrid", "eyeriss", "fpga"], train_samples=100, seed=0,
+                  reference_only=["eyeriss", "fpga"], priors=["roofline:xeon_2c", f"lut:{LUT}"])
     rows = [f"### Accuracy on this CPU ({TRUTH.name}: {len(truth)} cells measured with ONNX "
             "Runtime; learned backends fitted on 100, all scored on the other "
             f"{len(truth) - 100})", "",
@@ -114,7 +114,28 @@ def accuracy_here(work: Path) -> list[str]:
                     f"{'' if r.build_measurements is None else r.build_measurements} |")
     rows += ["", "eyeriss and fpga model other hardware: ranked against this CPU for "
              "illustration only. flops/params are fitted (slope, intercept) on the 100 "
-             "training cells here.", ""]
+             "training cells here; hybrid is GBDT correcting roofline:xeon_2c and the LUT.", ""]
+    return rows
+
+
+def curves_here(out_dir: Path, quick: bool) -> list[str]:
+    """How many cells must be measured on this CPU: sample-efficiency curves on its table."""
+    from predictors.fewshot import curve, write_curve
+
+    sources = sorted(REFDATA.glob("nb201_*.csv")) if REFDATA.is_dir() else []
+    seeds = 2 if quick else 5
+    rows = [f"### How many measurements on this CPU? ({TRUTH.name}; Spearman / ±10% accuracy "
+            f"on the cells not used for training, mean of {seeds} seeds)", "",
+            "| model | " + " | ".join(f"k={k}" for k in (5, 10, 20, 50, 100)) + " |",
+            "|---|" + "---|" * 5]
+    for model in (["transfer"] if sources else []) + ["gbdt", "gnn"]:
+        log(f"sample-efficiency curve on this CPU: {model}")
+        pts = curve(TRUTH, sources, model, samples=(5, 10, 20, 50, 100), seeds=seeds)
+        write_curve(pts, out_dir / f"curve-xeon-2c-{model}.csv")
+        rows.append(f"| {model} | " + " | ".join(
+            f"{p['spearman']:.3f} / {p['acc10'] * 100:.0f}%" for p in pts) + " |")
+    rows += ["", f"transfer uses the {len(sources)} reference devices as sources (none of them "
+             "this CPU). Curves: `bench/curve-xeon-2c-*.csv` and `.png`.", ""]
     return rows
 
 
@@ -145,7 +166,9 @@ def main(argv: list[str] | None = None) -> int:
                  "cpu_model", "cores", "os", "python", "onnxruntime", "tvm", "loadavg")}), ""]
     with tempfile.TemporaryDirectory() as tmp:
         for section in (lambda: query_costs(Path(tmp)), lambda: measurement_quality(args.quick),
-                        lambda: accuracy_here(Path(tmp)), lambda: fewshot(args.quick)):
+                        lambda: accuracy_here(Path(tmp)),
+                        lambda: curves_here(Path(args.out).parent, args.quick),
+                        lambda: fewshot(args.quick)):
             lines += section()
             Path(args.out).write_text("\n".join(lines) + "\n")  # keep what is done so far
     lines.append(f"Total bench time: {time.perf_counter() - t0:.0f} s.")
