@@ -20,12 +20,18 @@ examples:
       --source ../shared/refdata/nb201_titanx_1.csv --source ../shared/refdata/nb201_gold_6240.csv \\
       -o models/new-device
 
+  # hybrid: GBDT correcting analytical estimates (roofline calibrated here, a LUT)
+  costmodels fit hybrid --train datasets/nb201/xeon-2c-ort-cifar10.csv \
+      --prior roofline:xeon_2c --prior lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite \
+      -o models/hybrid-cpu
+
   # GCN predictor (BRP-NAS style) on NAS-Bench-201 cells
   costmodels fit gnn --train ../shared/refdata/nb201_pixel3.csv --limit 1000 -o models/gnn-pixel3
 
 With --source, `fit gbdt` fits the few-shot transfer model (non-negative
 combination of the source devices' latencies + a residual on features); it
-loads with gbdt:MODEL_DIR like a plain GBDT.
+loads with gbdt:MODEL_DIR like a plain GBDT. A hybrid also loads with
+gbdt:MODEL_DIR; its --prior files must still exist where they were.
 """
 
 FEWSHOT_EPILOG = """\
@@ -60,9 +66,12 @@ def register(sub) -> None:
     """Add ``fit`` and ``fewshot`` to the ``costmodels`` command line."""
     from costmodels.cli import Formatter
 
-    p = sub.add_parser("fit", help="fit a learned predictor (gbdt or gnn) on a latency table",
+    p = sub.add_parser("fit", help="fit a learned predictor (gbdt, gnn, hybrid) on a latency table",
                        formatter_class=Formatter, epilog=FIT_EPILOG)
-    p.add_argument("model", choices=["gbdt", "gnn"], help="predictor to fit")
+    p.add_argument("model", choices=["gbdt", "gnn", "hybrid"], help="predictor to fit")
+    p.add_argument("--prior", action="append", default=[], metavar="SPEC",
+                   help="hybrid: an estimator it corrects, e.g. roofline:SPEC or lut:PATH "
+                        "(repeatable)")
     p.add_argument("--train", required=True, metavar="TABLE.csv",
                    help="measured latency table of the target device (every row is used)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
@@ -130,6 +139,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
                   "from the target's cells alone", file=sys.stderr)
             return 2
         est = make("transfer", sources=sources, device=device, random_state=args.seed)
+    elif args.model == "hybrid":
+        if not args.prior:
+            print("error: fit hybrid needs --prior SPEC (e.g. roofline:xeon_2c, lut:PATH)",
+                  file=sys.stderr)
+            return 2
+        est = make("hybrid", prior=list(args.prior), device=device, random_state=args.seed)
     else:
         est = make(args.model, device=device, random_state=args.seed)
     t0 = time.perf_counter()
@@ -138,7 +153,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     est.save(args.output)
     mode = f"transfer from {len(sources)} source table(s)" if args.source else args.model
     print(f"wrote {args.output}: {mode} on {len(nets)} cells of {device} in {fit_s:.1f} s "
-          f"(use it as {args.model}:{args.output})", file=sys.stderr)
+          f"(use it as {'gbdt' if args.model == 'hybrid' else args.model}:{args.output})",
+          file=sys.stderr)
     return 0
 
 

@@ -55,3 +55,14 @@ def test_hybrid_whose_prior_is_gone_is_refused(data, tmp_path):
     spec.unlink()
     with pytest.raises(ModelFileError, match="prior estimators"):
         load(str(tmp_path / "m"))
+
+
+def test_fit_hybrid_cli(tmp_path, capsys):
+    from costmodels.cli import main
+
+    out = tmp_path / "hyb"
+    assert main(["fit", "hybrid", "--train", str(TRUTH), "--limit", "30", "--prior", PRIOR,
+                 "-o", str(out)]) == 0
+    assert load(str(out)).prior == [PRIOR]
+    assert main(["fit", "hybrid", "--train", str(TRUTH), "-o", str(tmp_path / "x")]) == 2
+    assert "needs --prior" in capsys.readouterr().err
