@@ -19,6 +19,7 @@ one. The whole run takes 5-20 s. The result is written as a roofline TOML spec (
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import time
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import numpy as np
 
-from analytical.specs import Fusion, RooflineSpec, load_spec
+from analytical.specs import RooflineSpec, load_spec
 
 CHAIN = 16
 ROUNDS = 3
@@ -336,22 +337,14 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                        time.perf_counter() - t0)
 
 
-def _fusion_toml(f: Fusion) -> list[str]:
-    def arr(xs):
-        return "[" + ", ".join(f'"{x}"' for x in xs) + "]"
-
-    lines = ["[fusion]", f"drop = {arr(f.drop)}", f"dedupe = {str(f.dedupe).lower()}"]
-    for r in f.rules:
-        lines += ["[[fusion.rules]]", f'anchor = "{r.anchor}"', f"absorb = {arr(r.absorb)}"]
-    return lines
-
-
 def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None = None) -> str:
     """The roofline spec TOML of a calibration.
 
     The fusion rules (what the runtime's graph optimiser does) are not measured;
-    they are copied from ``base`` (default: the shipped ``x86_generic`` spec,
-    ONNX Runtime's CPU optimiser).
+    ``base`` names them (default: the shipped ``x86_generic`` spec, whose rules are
+    ``ort``, ONNX Runtime's CPU optimiser). Layout reorders are not benchmarked:
+    they are copies, so the ``reorder`` class takes the element-wise stream's
+    memory efficiency and launch overhead.
     """
     base = base or load_spec("x86_generic", RooflineSpec)
     stream = cal.ops["elementwise"]["memory_efficiency"]
@@ -364,7 +357,9 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"peak_gflops = {cal.peak_gflops:.3f}   # best MatMul (512..2048)^3 fp32, median",
         f"dram_bandwidth_gbps = {cal.dram_bandwidth_gbps:.3f}   # ORT Add, 3 x 32 MiB streamed",
         f"cache_bandwidth_gbps = {cal.cache_bandwidth_gbps:.3f}   # best of numpy add (3 x 512 KiB) and the ORT Add chain",
-        f"cache_bytes = {cal.cache_bytes}   # L2 per core (sysfs)", "",
+        f"cache_bytes = {cal.cache_bytes}   # L2 per core (sysfs)",
+        f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
+        "",
         "# Per op class: chains of 16 ops at (C, H) in " + str(SIZES) + ";",
         "# launch_us = intercept, efficiency = fitted rate / roof. Compute classes take the",
         "# element-wise stream's memory efficiency; memory classes never bind on compute.",
@@ -378,7 +373,10 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
     lines += ["[ops.view]   # Flatten/Reshape: no data moved; launch as an element-wise op",
               "compute_efficiency = 1.0", "memory_efficiency = 1.0",
               f"launch_us = {cal.ops['elementwise']['launch_us']:.3f}", "traffic_factor = 0.0",
-              "", f"# graph optimiser: as in the {base.name} spec", *_fusion_toml(base.fusion), "",
+              "[ops.reorder]   # layout reorders (copies): not benchmarked, the element-wise figures",
+              "compute_efficiency = 1.0", f"memory_efficiency = {stream:.4f}",
+              f"launch_us = {cal.ops['elementwise']['launch_us']:.3f}",
+              "",
               "[calibration]", f'cpu = "{cal.cpu}"', f'onnxruntime = "{cal.onnxruntime}"',
               f"seconds = {cal.seconds:.1f}", ""]
     return "\n".join(lines)

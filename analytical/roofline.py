@@ -1,36 +1,36 @@
 """Roofline latency model of a CPU or GPU, from a device spec (calibrated or datasheet).
 
-The network is first turned into the kernels the runtime would launch
-(:func:`plan_kernels`): ops the graph optimiser removes are dropped, identical
-weightless ops on the same input run once, and fusion patterns from the spec
-(e.g. ``Conv`` absorbing ``BatchNormalization``, ``Add``, ``Relu``) merge layers
-into one kernel. Each kernel ``k`` of op class ``c`` then costs::
+The network is first turned into the kernels the runtime launches by the core
+planner (:func:`costmodels.fusion.kernels`) with the fusion rules the spec names
+(``fusion = "ort"``: removed ops, merged duplicates, fused chains such as
+``Conv`` absorbing ``BatchNormalization``, ``Add``, ``Relu``, and layout reorders),
+the same kernels the lookup table sums. Each kernel ``k`` of op class ``c`` then costs::
 
     compute_s = flops_k / (peak_gflops * 1e9 * compute_efficiency_c)
     memory_s  = bytes_k * traffic_factor_c / (bandwidth_gbps * 1e9 * memory_efficiency_c)
     time_s    = max(compute_s, memory_s) + launch_us_c * 1e-6
 
-with ``flops = 2 * MACs + element ops`` and ``bytes`` = the kernel's activation
-inputs + weights + output (bandwidth is the cache's when they fit in
-``cache_bytes``, DRAM's otherwise). The network's latency is the sum over kernels
-(one stream, no overlap between kernels).
+with ``flops = 2 * MACs + element ops`` of the layers it covers and ``bytes`` = the
+kernel's activation inputs + weights + output (bandwidth is the cache's when they
+fit in ``cache_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
+is op class ``reorder``, pure data movement (no FLOPs; bytes = its input + its
+output). The network's latency is the sum over kernels (one stream, no overlap).
 """
 
 from __future__ import annotations
 
 import operator
 import os
-from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
 
-from analytical.specs import Fusion, RooflineSpec, load_spec
+from analytical.specs import RooflineSpec, load_spec
+from costmodels.fusion import Kernel, kernels, load_rules
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import DTYPE_BYTES, Layer, Network, numel
 
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
-              "view")
+              "view", "reorder")
 _CLASS_OF_OP = {
     "Gemm": "gemm", "MatMul": "gemm",
     "MaxPool": "pool", "AveragePool": "pool",
@@ -65,109 +65,34 @@ def op_class(layer: Layer) -> str:
     return _CLASS_OF_OP.get(layer.op, "elementwise")
 
 
-@dataclass
-class Kernel:
-    """Layers the runtime runs as one kernel: an anchor plus the consumers it absorbed."""
+def kernel_work(k: Kernel) -> tuple[str, int, int]:
+    """(op class, FLOPs, bytes) of one planned kernel.
 
-    layers: list[Layer]
-    output: str
-    extra_bytes: int = 0
-    next_absorb: int = 0
-    members: list[str] = field(default_factory=list)
-
-    @property
-    def anchor(self) -> Layer:
-        return self.layers[0]
-
-    @property
-    def flops(self) -> int:
-        return sum(2 * x.macs + x.elem_ops for x in self.layers)
-
-    @property
-    def bytes(self) -> int:
-        a = self.anchor
-        out = self.layers[-1].bytes_out
-        return a.bytes_in + sum(x.bytes_weights for x in self.layers) + self.extra_bytes + out
-
-
-def plan_kernels(layers: Sequence[Layer], fusion: Fusion) -> list[Kernel]:
-    """The kernels a runtime with this graph optimiser launches, in order.
-
-    1. ``fusion.drop`` ops vanish (their output aliases their input);
-    2. with ``fusion.dedupe``, a weightless op identical to an earlier one (same op,
-       attributes and inputs) is that op;
-    3. a layer joins the kernel producing one of its inputs when that kernel's
-       anchor has a rule listing the layer's op at or after the kernel's current
-       position, and the input has no other reader.
+    FLOPs: 2 per MAC plus the element ops of every layer it covers. Bytes: its
+    activation inputs (the anchor's and those of absorbed ops read from memory) +
+    the weights of every layer + its output. A reorder (no layer) moves its input
+    into its output: class ``reorder``, no FLOPs.
     """
-    alias: dict[str, str] = {}
-    seen: dict[tuple, str] = {}
-    kept: list[tuple[Layer, tuple[str, ...]]] = []
-    for layer in layers:
-        ins = tuple(_resolve(alias, t) for t in layer.inputs)
-        if layer.op in fusion.drop and ins and len(layer.outputs) == 1:
-            alias[layer.outputs[0]] = ins[0]
-            continue
-        if fusion.dedupe and not layer.weight_shapes and len(layer.outputs) == 1:
-            key = (layer.op, ins, layer.kernel, layer.stride, layer.pads, layer.dilation,
-                   layer.groups, layer.output_shape)
-            if key in seen:
-                alias[layer.outputs[0]] = seen[key]
-                continue
-            seen[key] = layer.outputs[0]
-        kept.append((layer, ins))
-    readers: dict[str, int] = {}
-    for _, ins in kept:
-        for t in set(ins):
-            readers[t] = readers.get(t, 0) + 1
-    rules = {r.anchor: r.absorb for r in fusion.rules}
-    producer: dict[str, Kernel] = {}
-    kernels: list[Kernel] = []
-    for layer, ins in kept:
-        k = _absorber(layer, ins, producer, readers, rules)
-        if k is None:
-            k = Kernel([layer], layer.outputs[0])
-            kernels.append(k)
-        else:
-            absorb = rules[k.anchor.op]
-            k.next_absorb = absorb.index(layer.op, k.next_absorb) + 1
-            itemsize = DTYPE_BYTES.get(layer.dtype, 4)
-            own = numel(k.layers[-1].output_shape) * itemsize
-            k.extra_bytes += max(layer.bytes_in - own, 0)
-            k.layers.append(layer)
-            k.output = layer.outputs[0]
-        producer[k.output] = k
-    return kernels
-
-
-def _resolve(alias: dict[str, str], t: str) -> str:
-    while t in alias:
-        t = alias[t]
-    return t
-
-
-def _absorber(layer: Layer, ins: tuple[str, ...], producer: dict[str, Kernel],
-              readers: dict[str, int], rules: dict[str, tuple[str, ...]]) -> Kernel | None:
-    for t in reversed(ins):
-        k = producer.get(t)
-        if k is None or k.output != t or readers.get(t, 0) != 1:
-            continue
-        absorb = rules.get(k.anchor.op)
-        if absorb and layer.op in absorb[k.next_absorb:]:
-            return k
-    return None
+    key = k.key
+    itemsize = DTYPE_BYTES.get(key.dtype, 4)
+    act = (sum(numel(s) for s in key.input_shapes) + numel(key.output_shape)) * itemsize
+    if not k.layers:
+        return "reorder", 0, act
+    return (op_class(k.layers[0]), sum(2 * x.macs + x.elem_ops for x in k.layers),
+            act + sum(x.bytes_weights for x in k.layers))
 
 
 class RooflineModel(BaseCostModel):
-    """Roofline over fused kernels; ``per_layer`` has one entry per kernel with its bound."""
+    """Roofline over planned kernels; ``per_layer`` has one entry per kernel with its bound."""
 
     def __init__(self, spec: RooflineSpec) -> None:
         self.spec = spec
-        self._costs: dict[tuple, tuple[list[Layer], LayerCost]] = {}
         missing = [c for c in OP_CLASSES if c not in spec.ops]
         if missing:
             from analytical.specs import SpecError
             raise SpecError(f"{spec.name}: field 'ops' lacks op class(es) {', '.join(missing)}")
+        self.rules = load_rules(spec.fusion)
+        self._costs: dict[tuple, tuple[tuple[Layer, ...], LayerCost]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -175,38 +100,37 @@ class RooflineModel(BaseCostModel):
 
     def kernel_cost(self, k: Kernel) -> LayerCost:
         """The cost of one kernel (cached: the same layers fused the same way cost the same)."""
-        key = (tuple(map(id, k.layers)), k.extra_bytes)
-        hit = self._costs.get(key)
+        ck = (k.layout, *map(id, k.layers)) if k.layers else k.key
+        hit = self._costs.get(ck)
         if hit is not None and all(map(operator.is_, hit[0], k.layers)):
             return hit[1]
         cost = self._kernel_cost(k)
-        self._costs[key] = (k.layers, cost)
+        self._costs[ck] = (k.layers, cost)
         return cost
 
     def _kernel_cost(self, k: Kernel) -> LayerCost:
         s = self.spec
-        cls = op_class(k.anchor)
+        cls, flops, nbytes = kernel_work(k)
         c = s.ops[cls]
-        nbytes = k.bytes * c.traffic_factor
-        bw = s.cache_bandwidth_gbps if k.bytes <= s.cache_bytes else s.dram_bandwidth_gbps
-        compute_ms = k.flops / (s.peak_gflops * 1e6 * c.compute_efficiency)
-        memory_ms = nbytes / (bw * 1e6 * c.memory_efficiency)
+        bw = s.cache_bandwidth_gbps if nbytes <= s.cache_bytes else s.dram_bandwidth_gbps
+        compute_ms = flops / (s.peak_gflops * 1e6 * c.compute_efficiency)
+        memory_ms = nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency)
         launch_ms = c.launch_us * 1e-3
         return LayerCost(
-            name=k.anchor.name, op="+".join(x.op for x in k.layers),
+            name=k.layers[0].name if k.layers else k.ops[0], op="+".join(k.ops),
             latency_ms=max(compute_ms, memory_ms) + launch_ms,
             bound="compute" if compute_ms >= memory_ms else "memory",
             meta=MappingProxyType({
                 "op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
-                "launch_ms": launch_ms, "flops": k.flops, "bytes": k.bytes,
-                "fused": tuple(x.name for x in k.layers)}))
+                "launch_ms": launch_ms, "flops": flops, "bytes": nbytes,
+                "fused": k.names, "layout": k.layout}))
 
     def estimate(self, net: Network) -> Estimate:
-        costs = tuple(self.kernel_cost(k) for k in plan_kernels(net.layers, self.spec.fusion))
+        costs = tuple(self.kernel_cost(k) for k in kernels(net, self.rules))
         return Estimate(
             latency_ms=sum(c.latency_ms for c in costs), energy_mj=None, per_layer=costs,
-            meta={"backend": self.name, "device": self.spec.name, "kernels": len(costs),
-                  "layers": len(net.layers),
+            meta={"backend": self.name, "device": self.spec.name, "rules": self.rules.name,
+                  "kernels": len(costs), "layers": len(net.layers),
                   "compute_bound": sum(c.bound == "compute" for c in costs),
                   "memory_bound": sum(c.bound == "memory" for c in costs)})
 

@@ -61,39 +61,15 @@ class OpClassCost:
 
 
 @dataclass(frozen=True)
-class FusionRule:
-    """``anchor`` op absorbs, in this order and each at most once, the consumers in ``absorb``.
-
-    A consumer is absorbed only when it reads the group's output and is that
-    output's only reader (the graph optimiser's condition for fusing).
-    """
-
-    anchor: str
-    absorb: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Fusion:
-    """What the runtime's graph optimiser does before running (data, not code).
-
-    ``drop``: ops removed (their output aliases their input); ``dedupe``: weightless
-    ops with identical inputs and attributes run once (common-subexpression
-    elimination); ``rules``: fused kernels.
-    """
-
-    drop: tuple[str, ...] = ()
-    dedupe: bool = False
-    rules: tuple[FusionRule, ...] = ()
-
-
-@dataclass(frozen=True)
 class RooflineSpec:
     """A processor as a roofline: peak compute, two bandwidths, per-op-class efficiencies.
 
     FLOPs are 2 per MAC plus one per element op. Memory traffic uses
     ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
     ``dram_bandwidth_gbps``. ``ops`` must define every class of
-    :data:`analytical.roofline.OP_CLASSES`.
+    :data:`analytical.roofline.OP_CLASSES`. ``fusion`` names the fusion rules of
+    the runtime (:func:`costmodels.fusion.load_rules`): a shipped name (``"ort"``)
+    or a ``.json`` path, relative to the spec file.
     """
 
     kind: Literal["roofline"]
@@ -105,7 +81,7 @@ class RooflineSpec:
     cache_bandwidth_gbps: float = field(metadata=_pos(gt=0))
     cache_bytes: int = field(metadata=_pos(ge=0))
     ops: dict[str, OpClassCost]
-    fusion: Fusion = Fusion()
+    fusion: str
     calibration: dict[str, Any] = field(default_factory=dict)
 
 
@@ -244,7 +220,30 @@ def load_spec(name_or_path: str, cls: type[T]) -> T:
     if doc.get("schema_version") != SCHEMA_VERSION:
         raise SpecError(f"{path.name}: field 'schema_version' must be {SCHEMA_VERSION} "
                         f"(got {doc.get('schema_version')!r})")
+    if kind == "roofline":
+        _check_fusion_field(doc, path)
     return build(cls, doc, path.name)
+
+
+def _check_fusion_field(doc: dict[str, Any], path: Path) -> None:
+    """Resolve a roofline spec's ``fusion`` (rules name, or a path relative to the spec) in
+    ``doc`` and refuse rules that do not load, naming the file and the field."""
+    from costmodels.fusion import load_rules, shipped_rules
+
+    value = doc.get("fusion")
+    if not isinstance(value, str):
+        was = " (the [fusion] table of older specs is replaced by a rules name)" \
+            if isinstance(value, dict) else ""
+        raise SpecError(f"{path.name}: field 'fusion' must name fusion rules: one of "
+                        f"{', '.join(shipped_rules())} or a .json path, e.g. fusion = \"ort\" "
+                        f"(got {value!r}){was}")
+    rules = Path(os.path.expanduser(value))
+    if (rules.suffix == ".json" or os.sep in value) and not rules.is_absolute():
+        doc["fusion"] = str(path.parent / rules)
+    try:
+        load_rules(doc["fusion"])
+    except CostModelError as exc:
+        raise SpecError(f"{path.name}: field 'fusion': {exc}") from None
 
 
 def _read_toml(path: Path) -> dict[str, Any]:

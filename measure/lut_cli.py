@@ -38,9 +38,9 @@ def _progress_callback(bar):
 
 def cmd_build(args: argparse.Namespace) -> int:
     from costmodels.cli import progress, selected_indices
+    from costmodels.fusion import load_rules
     from measure.cli import config_from_args
     from measure.lut.build import build_nb201
-    from measure.lut.fusion import load_rules
 
     config = config_from_args(args)
     rules = load_rules(args.rules or config.runtime)
@@ -160,7 +160,7 @@ def _open_for_write(path: str, runtime: str, rules_name: str):
     from pathlib import Path
 
     from costmodels.errors import ModelFileError
-    from measure.lut.fusion import load_rules
+    from costmodels.fusion import load_rules
     from measure.lut.table import LutFile
 
     rules = load_rules(rules_name or runtime)
@@ -236,7 +236,8 @@ def register(sub) -> None:
     add_measure_args(p)
     p.add_argument("--db", required=True, help="LUT file (SQLite; resumed if it exists)")
     p.add_argument("--rules", default="",
-                   help="fusion rules: ort, tvm, naive or a JSON path (default: the runtime's)")
+                   help="fusion rules: ort, tvm, naive (costmodels/fusion_rules) or a JSON "
+                        "path (default: the runtime's)")
     p.add_argument("--calibrate", type=int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
     p.add_argument("--rounds", type=int, default=5,

@@ -47,13 +47,21 @@ def test_roofline_single_conv_by_hand(x86):
     Bytes = input 16*32*32*4 = 65,536 + weights 16*16*9*4 = 9,216 + output 65,536
     = 140,288 B <= 1 MiB cache -> 100 GB/s * 0.5: memory = 2.80576 us.
     Time = max(98.304, 2.80576) + launch 5 us = 103.304 us, compute-bound.
+    ONNX Runtime runs the conv in NCHWc (its rules, ``ort``), so the input is reordered
+    in and the output out, each a ``reorder`` copy of 65,536 B in + 65,536 B out at
+    100 GB/s * 0.5 = 2.62144 us, + launch 3 us = 5.62144 us: 114.54688 us in all.
     """
     est = x86.estimate(one_conv(16, 16, 32, 3, 1))
-    (lc,) = est.per_layer
+    reorder_in, lc, reorder_out = est.per_layer
+    assert lc.op == "Conv"
     assert lc.meta["compute_ms"] == pytest.approx(0.098304)
     assert lc.meta["memory_ms"] == pytest.approx(0.00280576)
-    assert est.latency_ms == pytest.approx(0.103304)
+    assert lc.latency_ms == pytest.approx(0.103304)
     assert lc.bound == "compute"
+    assert (reorder_in.op, reorder_out.op) == ("ReorderInput", "ReorderOutput")
+    for r in (reorder_in, reorder_out):
+        assert r.latency_ms == pytest.approx(0.00562144) and r.bound == "memory"
+    assert est.latency_ms == pytest.approx(0.11454688)
 
 
 def test_eyeriss_single_conv_by_hand(eyeriss):

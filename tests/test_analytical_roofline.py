@@ -1,20 +1,23 @@
-"""Roofline kernel planning (fusion rules as data), calibration and the CLI."""
+"""Roofline costing of the core planner's kernels (fusion rules named by the spec),
+calibration and the CLI."""
 
 from __future__ import annotations
+
+from dataclasses import replace
 
 import numpy as np
 import pytest
 
 from analytical.calibrate import SIZES, Calibration, fit_line, spec_toml, write_spec
-from analytical.roofline import RooflineModel, op_class, plan_kernels
-from analytical.specs import Fusion, FusionRule, RooflineSpec, load_spec
+from analytical.roofline import RooflineModel, op_class
+from analytical.specs import RooflineSpec, SpecError, load_spec, spec_dir
 from costmodels.cli import main
-from costmodels.network import make_layer
+from costmodels.fusion import load_rules
+from costmodels.network import Network, make_layer, numel
 from costmodels.spaces import nb201
 
-ORT = Fusion(drop=("Identity",), dedupe=True,
-             rules=(FusionRule("Conv", ("BatchNormalization", "Add", "Relu")),))
 SHAPE = (1, 8, 8, 8)
+XEON = load_spec("xeon_2c", RooflineSpec)
 
 
 def _conv(name, x):
@@ -26,9 +29,19 @@ def _op(name, op, xs, weights=()):
     return make_layer(name, op, xs, [name], [SHAPE] * len(xs), SHAPE, weights)
 
 
-def test_plan_kernels_fuses_drops_and_dedupes():
+def _net(layers, outputs):
+    return Network("t", (("x", SHAPE),), tuple(layers), tuple(outputs))
+
+
+def _kernels(est):
+    """(op, layers covered) of each costed kernel, layout reorders left out."""
+    return [(c.op, c.meta["fused"]) for c in est.per_layer if c.meta["op_class"] != "reorder"]
+
+
+def test_kernels_fuse_drop_and_dedupe_as_the_rules_say():
     """x -> Identity -> {Relu a, Relu b (same input: one kernel)} -> conv1, conv2 with BN;
-    conv2's BN output is added to conv1's BN output and ReLU'd: conv2 absorbs BN, Add, Relu."""
+    the BN outputs are added and ReLU'd: ORT's rules let the first conv absorb Add and Relu
+    (its other input is NCHWc), and the absorbed Add's second input is read from memory."""
     layers = [
         _op("id", "Identity", ["x"]),
         _op("ra", "Relu", ["id"]), _op("rb", "Relu", ["id"]),
@@ -36,24 +49,55 @@ def test_plan_kernels_fuses_drops_and_dedupes():
         _conv("c2", "rb"), _op("bn2", "BatchNormalization", ["c2"], [(8,)] * 4),
         _op("add", "Add", ["bn1", "bn2"]), _op("out", "Relu", ["add"]),
     ]
-    kernels = plan_kernels(layers, ORT)
-    assert [[x.name for x in k.layers] for k in kernels] == [
-        ["ra"], ["c1", "bn1"], ["c2", "bn2", "add", "out"]]
-    # the absorbed Add reads bn1's output from memory: its bytes are charged
-    assert kernels[2].bytes == kernels[2].layers[0].bytes_in + sum(
-        x.bytes_weights for x in kernels[2].layers) + 2 * 8 * 8 * 8 * 4
+    est = RooflineModel(XEON).estimate(_net(layers, ["out"]))
+    assert _kernels(est) == [
+        ("Relu", ("ra",)), ("Conv+BatchNormalization+Add+Relu", ("c1", "bn1", "add", "out")),
+        ("Conv+BatchNormalization", ("c2", "bn2"))]
+    fused = est.per_layer[1]
+    by_name = {x.name: x for x in layers}
+    covered = [by_name[n] for n in fused.meta["fused"]]
+    assert fused.meta["flops"] == sum(2 * x.macs + x.elem_ops for x in covered)
+    assert fused.meta["bytes"] == by_name["c1"].bytes_in + sum(
+        x.bytes_weights for x in covered) + 2 * 8 * 8 * 8 * 4
 
 
-def test_plan_kernels_without_fusion_is_one_kernel_per_layer():
+def test_without_fusion_is_one_kernel_per_layer():
     layers = [_op("r", "Relu", ["x"]), _conv("c", "r"), _op("bn", "BatchNormalization", ["c"])]
-    assert len(plan_kernels(layers, Fusion())) == 3
+    est = RooflineModel(replace(XEON, fusion="naive")).estimate(_net(layers, ["bn"]))
+    assert [c.meta["fused"] for c in est.per_layer] == [("r",), ("c",), ("bn",)]
 
 
 def test_output_read_twice_is_not_fused():
     layers = [_conv("c", "x"), _op("bn", "BatchNormalization", ["c"]),
               _op("r1", "Relu", ["bn"]), _op("p", "AveragePool", ["bn"])]
-    kernels = plan_kernels(layers, ORT)
-    assert [len(k.layers) for k in kernels] == [2, 1, 1]
+    est = RooflineModel(XEON).estimate(_net(layers, ["r1", "p"]))
+    assert [len(f) for _, f in _kernels(est)] == [2, 1, 1]
+
+
+def test_layout_reorders_are_costed_as_data_movement():
+    """Conv runs in NCHWc; its output leaves the blocked layout (8 channels padded to 16)."""
+    est = RooflineModel(XEON).estimate(_net([_conv("c", "x")], ["c"]))
+    (reorder,) = [c for c in est.per_layer if c.meta["op_class"] == "reorder"]
+    assert reorder.op == "ReorderOutput" and reorder.meta["fused"] == ()
+    assert reorder.meta["flops"] == 0
+    assert reorder.meta["bytes"] == (numel((1, 16, 8, 8)) + numel(SHAPE)) * 4
+    r = XEON.ops["reorder"]
+    assert reorder.latency_ms == pytest.approx(
+        reorder.meta["bytes"] / (XEON.cache_bandwidth_gbps * 1e6 * r.memory_efficiency)
+        + r.launch_us * 1e-3)
+
+
+def test_spec_names_its_rules_by_name_or_path(tmp_path):
+    text = (spec_dir() / "xeon_2c.toml").read_text()
+    (tmp_path / "rules").mkdir()
+    (tmp_path / "rules" / "mine.json").write_text(load_rules("naive").doc)
+    spec = tmp_path / "s.toml"
+    spec.write_text(text.replace('fusion = "ort"', 'fusion = "rules/mine.json"'))
+    model = RooflineModel(load_spec(str(spec), RooflineSpec))  # relative to the spec file
+    assert model.rules.name == "naive"
+    spec.write_text(text.replace('fusion = "ort"', "[fusion]\ndrop = []"))
+    with pytest.raises(SpecError, match=r"s\.toml: field 'fusion' must name fusion rules"):
+        load_spec(str(spec), RooflineSpec)
 
 
 def test_op_classes():
@@ -66,11 +110,12 @@ def test_op_classes():
 
 
 def test_fused_kernels_match_ort_on_nb201():
-    """ONNX Runtime (ORT_ENABLE_ALL) turns the all-3x3 cell network's 340 nodes into 106."""
+    """ONNX Runtime (ORT_ENABLE_ALL) turns the all-3x3 cell network's 340 nodes into 106
+    (reorders included); the roofline costs the same 106 kernels."""
     est = RooflineModel(load_spec("x86_generic", RooflineSpec)).estimate(
         nb201.build_network(1462))
-    assert est.meta["layers"] == 340
-    assert 100 <= est.meta["kernels"] <= 110
+    assert est.meta["layers"] == 340 and est.meta["rules"] == "ort"
+    assert est.meta["kernels"] == 106
 
 
 def test_fit_line_recovers_launch_and_rate():
@@ -97,7 +142,8 @@ def test_spec_toml_round_trip(tmp_path):
     assert spec.ops["conv"].compute_efficiency == 0.8
     assert spec.ops["pool"].memory_efficiency == 0.6
     assert spec.ops["view"].traffic_factor == 0.0
-    assert spec.fusion == load_spec("x86_generic", RooflineSpec).fusion
+    assert spec.ops["reorder"].memory_efficiency == spec.ops["elementwise"].memory_efficiency
+    assert spec.fusion == load_spec("x86_generic", RooflineSpec).fusion == "ort"
     assert str(SIZES) in spec_toml(_fake_calibration())
 
 

@@ -49,6 +49,8 @@ def _write_bad(tmp_path: Path, name: str, old: str, new: str) -> Path:
     ("zc706", FpgaSpec, "dsp_count = 900", 'dsp_count = "900"', "dsp_count"),
     ("x86_generic", RooflineSpec, "peak_gflops = 96.0", "peak_tflops = 0.096", "peak_tflops"),
     ("x86_generic", RooflineSpec, "launch_us = 5.0", "launch_us = -1.0", "ops.conv.launch_us"),
+    ("x86_generic", RooflineSpec, 'fusion = "ort"', 'fusion = "nosuch"', "fusion"),
+    ("x86_generic", RooflineSpec, 'fusion = "ort"', 'fusion = "absent.json"', "fusion"),
 ])
 def test_bad_spec_names_file_and_field(tmp_path, name, cls, old, new, field):
     p = _write_bad(tmp_path, name, old, new)

@@ -18,8 +18,8 @@ CONFIG = MeasureConfig(warmup=2, repeat=10 if SHORT else 30, max_retries=0)
 
 
 def test_kernel_models_run_under_ort():
+    from costmodels.fusion import kernels, load_rules
     from costmodels.spaces import nb201
-    from measure.lut.fusion import kernels, load_rules
     from measure.lut.models import kernel_model
     from measure.ort import measure_model
 

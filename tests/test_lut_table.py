@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from costmodels.errors import MissingKernel, ModelFileError
+from costmodels.fusion import kernels, load_rules
 from costmodels.spaces import nb201
-from measure.lut.fusion import kernels, load_rules
 from measure.lut.model import LookupTable, from_spec
 from measure.lut.table import (
     CalibrationPoint,

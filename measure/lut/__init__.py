@@ -1,16 +1,17 @@
 """Lookup tables: measure each unique kernel once, estimate any network by summation.
 
 Fusion-aware: a network is split into the kernels the runtime really executes
-(rules as data in ``measure/fusion/<runtime>.json``), summed from the LUT file,
-plus per-network overhead terms fitted on a few end-to-end measurements.
+(:mod:`costmodels.fusion`, with rules as data in ``costmodels/fusion_rules/``), their
+entries in the LUT file are summed, and per-network overhead terms fitted on a few
+end-to-end measurements are added.
 
 >>> from measure.lut import LookupTable                      # doctest: +SKIP
 >>> LookupTable("datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite").estimate(net)  # doctest: +SKIP
 
-Modules: :mod:`~measure.lut.keys` (kernel keys), :mod:`~measure.lut.fusion`
-(rules -> kernels), :mod:`~measure.lut.models` (one-kernel ONNX models),
-:mod:`~measure.lut.table` (the SQLite file, CSV, merge), :mod:`~measure.lut.build`,
-:mod:`~measure.lut.calibrate`, :mod:`~measure.lut.model` (the CostModel).
+Modules: :mod:`~measure.lut.keys` (the empty-run keys), :mod:`~measure.lut.models`
+(one-kernel ONNX models), :mod:`~measure.lut.table` (the SQLite file, CSV, merge),
+:mod:`~measure.lut.build`, :mod:`~measure.lut.calibrate`, :mod:`~measure.lut.model`
+(the CostModel).
 """
 
 from __future__ import annotations

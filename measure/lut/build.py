@@ -2,7 +2,7 @@
 
 Steps (each resumable: what is in the file is not measured again):
 
-1. index: split every network into kernels (:func:`measure.lut.fusion.kernels`),
+1. index: split every network into kernels (:func:`costmodels.fusion.kernels`),
    count each kernel's uses, and for a whole NAS-Bench-201 space store the
    per-cell kernel counts (what makes estimating all 15,625 cells a matrix product);
 2. measure: one one-kernel model per unique key (:mod:`measure.lut.models`) with
@@ -25,9 +25,16 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from costmodels.errors import ModelFileError
+from costmodels.fusion import (
+    FusionRules,
+    KernelKey,
+    kernels,
+    load_rules,
+    parse_key,
+    rules_from_json,
+)
 from measure.config import MeasureConfig, MeasureResult
-from measure.lut.fusion import FusionRules, kernels, load_rules, rules_from_json
-from measure.lut.keys import NULL_KEY, KernelKey, null_key, parse_key
+from measure.lut.keys import NULL_KEY, null_key
 from measure.lut.table import CalibrationPoint, Entry, LutFile, now
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)

@@ -21,10 +21,10 @@ from pathlib import Path
 import numpy as np
 
 from costmodels.errors import MissingKernel
+from costmodels.fusion import FusionRules, Kernel, kernels, parse_key, rules_from_json
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Network
-from measure.lut.fusion import FusionRules, kernels, rules_from_json
-from measure.lut.keys import NULL_KEY, null_key, parse_key
+from measure.lut.keys import NULL_KEY, null_key
 from measure.lut.table import LutFile
 
 MIN_KERNEL_MS = 1e-4  # 0.1 us: the floor of a kernel's time once the overheads are taken off
@@ -126,7 +126,7 @@ class LookupTable(BaseCostModel):
         self.name = f"lut:{Path(self.path).stem}"
 
     # ------------------------------------------------------------------ kernels
-    def kernels(self, net: Network):
+    def kernels(self, net: Network) -> list[Kernel]:
         """The kernels this LUT sums for ``net`` (after the stored fusion rules)."""
         return kernels(net, self.rules_)
 
@@ -211,7 +211,7 @@ class LookupTable(BaseCostModel):
             if v is None:
                 missing.append(k.text)
                 continue
-            per.append(LayerCost("+".join(k.layers) or k.ops[0], "+".join(k.ops),
+            per.append(LayerCost("+".join(k.names) or k.ops[0], "+".join(k.ops),
                                  self.scale_ * v + self.per_kernel_ms_,
                                  meta={"key": k.text, "layout": k.layout}))
             s += v

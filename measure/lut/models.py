@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from measure.lut.keys import KernelKey
+from costmodels.fusion import KernelKey
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 _DTYPES = {"float32": 1, "float16": 10, "float64": 11}

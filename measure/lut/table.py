@@ -313,10 +313,10 @@ def export_csv(lut: LutFile, path: str | Path) -> int:
 def read_csv(path: str | Path) -> list[Entry]:
     """Entries from a CSV of the exported form; only ``key`` and ``median_ms`` are required.
 
-    Every key is parsed (:func:`measure.lut.keys.parse_key`); a bad row raises
+    Every key is parsed (:func:`costmodels.fusion.parse_key`); a bad row raises
     ``ModelFileError`` naming the file and line.
     """
-    from measure.lut.keys import parse_key
+    from costmodels.fusion import parse_key
 
     path = Path(path)
     out = []

@@ -1,4 +1,5 @@
-"""Fusion rules (data) -> kernels: hand-made graphs, the shipped rule files, and ORT itself."""
+"""The core planner: fusion rules (data) -> kernels, on hand-made graphs, the shipped rule
+files, ORT itself, the committed LUT's index, and both of its users (LUT, roofline)."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ from collections import Counter
 import pytest
 
 from costmodels.errors import ModelFileError
+from costmodels.fusion import (
+    KernelKey,
+    kernels,
+    load_rules,
+    parse_key,
+    rules_from_json,
+    shipped_rules,
+)
 from costmodels.network import Network, make_layer
-from measure.lut.fusion import kernels, load_rules, rules_from_json
-from measure.lut.keys import KernelKey, parse_key
+from tests.conftest import ROOT
+
+LUT = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite"
 
 X = (1, 16, 8, 8)
 
@@ -52,7 +62,7 @@ def test_conv_bn_relu_is_one_kernel_and_identity_is_removed(ort_rules):
     ks = kernels(n, ort_rules)
     assert ops_of(ks) == [("ReorderInput",), ("Conv", "BatchNormalization", "Relu"), ("Conv",),
                           ("ReorderOutput",)]
-    assert ks[1].layers == ("c", "b", "r")
+    assert ks[1].names == ("c", "b", "r")
     assert ks[1].layout == "nchwc"
 
 
@@ -79,7 +89,7 @@ def test_add_fuses_into_first_conv_only_when_other_input_is_blocked(ort_rules):
     ks = kernels(n, ort_rules)
     fused = [k for k in ks if "Add" in k.ops]
     assert [k.ops for k in fused] == [("Conv", "BatchNormalization", "Add", "Relu")]
-    assert fused[0].layers[0] == "c1"  # pick: first
+    assert fused[0].names[0] == "c1"  # pick: first
     assert fused[0].key.input_shapes == (X, X)
     # the other input plain (a zero node is not NCHWc): no fusion, reorders instead
     z = unary("z", "Mul", "x", [()])
@@ -129,8 +139,16 @@ def test_rules_are_data_and_validated(tmp_path):
     assert rules.hash != load_rules("ort").hash
     with pytest.raises(ModelFileError, match="not a costmodels fusion-rules"):
         rules_from_json('{"format": "other"}')
-    with pytest.raises(ModelFileError, match="no fusion rules"):
+    with pytest.raises(ModelFileError, match="no fusion rules named 'nosuchruntime'"):
         load_rules("nosuchruntime")
+    with pytest.raises(ModelFileError, match="cannot read"):
+        load_rules(str(tmp_path / "absent.json"))
+
+
+def test_every_shipped_rules_file_loads():
+    assert {"ort", "ort_arm", "tvm", "eager", "naive"} <= set(shipped_rules())
+    for name in shipped_rules():
+        assert load_rules(name).name == name
 
 
 def test_key_text_round_trip():
@@ -182,3 +200,46 @@ def test_ort_rules_match_what_ort_executes(arch, tmp_path, ort_rules):
         else:
             mine[(k.ops[0],)] += 1
     assert mine == theirs
+
+
+def test_committed_lut_rules_and_index_still_match():
+    """The moved rules file is byte-identical to the text stored in the committed LUT (same
+    hash), and the planner still gives its stored per-cell kernel counts."""
+    import numpy as np
+
+    from costmodels.spaces import nb201
+    from measure.lut.build import index_nb201
+    from measure.lut.table import LutFile
+
+    if not LUT.exists():
+        pytest.skip(f"{LUT} not built")
+    rules = load_rules("ort")
+    with LutFile(LUT, readonly=True) as lut:
+        assert lut.get_meta("rules") == rules.doc
+        assert lut.get_meta("rules_hash") == rules.hash
+        keys, counts = lut.get_index("nb201", "cifar10", 1, rules.hash)
+    cells = list(range(0, nb201.NUM_ARCHS, 157))
+    mine, _, mc = index_nb201(cells, "cifar10", 1, rules)
+    assert set(mine) <= set(keys)
+    col = {k: j for j, k in enumerate(mine)}
+    again = np.stack([mc[:, col[k]] if k in col else np.zeros(len(cells), mc.dtype)
+                      for k in keys], axis=1)
+    assert np.array_equal(again, counts[cells])
+
+
+@pytest.mark.parametrize("arch", [1462, 5000, 12345,
+    "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|skip_connect~2|"])
+def test_roofline_and_lut_plan_identical_kernels(arch):
+    """Both users of the planner see the same kernels: ops, layers covered, layout."""
+    from analytical.roofline import from_spec
+    from costmodels.spaces import nb201
+    from measure.lut.model import LookupTable
+
+    if not LUT.exists():
+        pytest.skip(f"{LUT} not built")
+    net = nb201.build_network(arch)
+    lut_kernels = [("+".join(k.ops), k.names, k.layout) for k in LookupTable(LUT).kernels(net)]
+    est = from_spec("xeon_2c").estimate(net)
+    roof = [(c.op, c.meta["fused"], c.meta["layout"]) for c in est.per_layer]
+    assert roof == lut_kernels
+    assert any(op.startswith("Reorder") for op, _, _ in roof)

@@ -1,0 +1,461 @@
+"""The kernels a runtime executes for a network (the IR), following fusion rules kept as data.
+
+The one planner of "which kernels run": the lookup table sums one measured entry
+per kernel, the roofline costs each kernel from the layers it covers. Rules ship
+in ``costmodels/fusion_rules/<name>.json`` (``ort``, ``ort_arm``, ``tvm``,
+``eager``, ``naive``: each file's ``doc`` states what it assumes and how far it
+was checked; :func:`load_rules` also reads any JSON path). This module only
+interprets them:
+
+1. ``eliminate``: ops the runtime removes (their consumers read their input).
+2. ``cse``: identical weight-free nodes on the same inputs are merged
+   (``scalar_constant_ops``: ops whose only constant is a scalar, e.g. NB201's
+   ``Mul(x, 0)`` zero nodes, are merged too; the IR keeps no constant values).
+3. ``prune_dead``: drop nodes no graph output depends on.
+4. ``layout``: which ops run in the blocked NCHWc layout (``always``; ``follow``
+   = only when every input already is); a ``ReorderInput``/``ReorderOutput``
+   kernel is added once per tensor that crosses between layouts.
+5. ``fusion``: an ``anchor`` op absorbs the ops of its ``chain`` that follow it
+   along single-use edges, in order (``repeat``: may occur several times;
+   ``constant_operand``: the absorbed op's other operands must be constants;
+   ``other_input_layout``: the absorbed op's other input must be in that layout;
+   ``pick``: which producer absorbs an op both inputs could absorb).
+
+A kernel is named by its :class:`KernelKey`: the op sequence fused into it, the
+shapes of its activation inputs and of its output, the anchor op's weight
+shapes, kernel, stride, pads, dilation, groups and dtype. Two kernels with the
+same key cost the same. The key's text (:attr:`KernelKey.text`) has no commas,
+so it sits in CSV cells unquoted, and parses back (:func:`parse_key`)::
+
+    Conv+BatchNormalization+Relu|in=1x16x32x32|out=1x16x32x32|w=16x16x3x3|k=3x3|s=1x1|p=1x1x1x1|g=1|dt=float32
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections import Counter
+from dataclasses import dataclass
+from functools import cached_property
+from importlib import resources
+from pathlib import Path
+from typing import Any, NamedTuple
+
+from costmodels.errors import ModelFileError
+from costmodels.network import Layer, Network, Shape
+
+RULES_FORMAT = "costmodels-fusion-rules"
+RULES_SCHEMA = 1
+RULES_PACKAGE_DIR = "fusion_rules"
+_KEY_FIELDS = ("in", "out", "w", "k", "s", "p", "d", "g", "dt")
+# A layer's attributes that decide its result, input_shapes .. dtype (CSE compares them)
+_ATTRS = slice(Layer._fields.index("input_shapes"), Layer._fields.index("dtype") + 1)
+
+
+# ----------------------------------------------------------------------------- kernels
+def _dims(shape: Shape) -> str:
+    return "x".join(str(int(d)) for d in shape) if shape else "scalar"
+
+
+def _parse_dims(text: str) -> Shape:
+    return () if text == "scalar" else tuple(int(d) for d in text.split("x"))
+
+
+class KernelKey(NamedTuple):
+    """What decides a kernel's cost (what :func:`parse_key` returns and :attr:`text` prints)."""
+
+    ops: tuple[str, ...]
+    input_shapes: tuple[Shape, ...]
+    output_shape: Shape
+    weight_shapes: tuple[Shape, ...] = ()
+    kernel: Shape = ()
+    stride: Shape = ()
+    pads: Shape = ()
+    dilation: Shape = ()
+    groups: int = 1
+    dtype: str = "float32"
+
+    @property
+    def text(self) -> str:
+        parts = ["+".join(self.ops),
+                 "in=" + ";".join(_dims(s) for s in self.input_shapes),
+                 "out=" + _dims(self.output_shape)]
+        if self.weight_shapes:
+            parts.append("w=" + ";".join(_dims(s) for s in self.weight_shapes))
+        for name, val in (("k", self.kernel), ("s", self.stride), ("p", self.pads)):
+            if val:
+                parts.append(f"{name}={_dims(val)}")
+        if self.dilation and any(d != 1 for d in self.dilation):
+            parts.append(f"d={_dims(self.dilation)}")
+        if self.groups != 1 or "Conv" in self.ops:
+            parts.append(f"g={self.groups}")
+        parts.append(f"dt={self.dtype}")
+        return "|".join(parts)
+
+    def __str__(self) -> str:
+        return self.text
+
+
+class Kernel(NamedTuple):
+    """One kernel of a network as the runtime executes it.
+
+    ``layers``: the IR layers it covers, anchor first (empty for a layout reorder
+    the runtime inserts); ``layout``: ``"nchwc"`` or ``"nchw"``.
+    """
+
+    key: KernelKey
+    layers: tuple[Layer, ...] = ()
+    layout: str = "nchw"
+
+    @property
+    def text(self) -> str:
+        return self.key.text
+
+    @property
+    def ops(self) -> tuple[str, ...]:
+        return self.key.ops
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        """The names of the IR layers it covers."""
+        return tuple(layer.name for layer in self.layers)
+
+
+def parse_key(text: str) -> KernelKey:
+    """Key text -> :class:`KernelKey`; raises ``ValueError`` naming the bad part."""
+    parts = text.strip().split("|")
+    if len(parts) < 3 or not parts[0]:
+        raise ValueError(f"not a kernel key: {text!r} (expected 'Op[+Op...]|in=...|out=...|...')")
+    fields: dict[str, str] = {}
+    for part in parts[1:]:
+        name, sep, val = part.partition("=")
+        if not sep or name not in _KEY_FIELDS:
+            raise ValueError(f"kernel key {text!r}: unknown field {part!r}; fields are "
+                             f"{', '.join(_KEY_FIELDS)}")
+        fields[name] = val
+    if "in" not in fields or "out" not in fields:
+        raise ValueError(f"kernel key {text!r} needs in= and out= fields")
+    try:
+        def many(name: str) -> tuple[Shape, ...]:
+            val = fields.get(name, "")
+            return tuple(_parse_dims(s) for s in val.split(";")) if val else ()
+
+        return KernelKey(
+            ops=tuple(parts[0].split("+")),
+            input_shapes=many("in"),
+            output_shape=_parse_dims(fields["out"]),
+            weight_shapes=many("w"),
+            kernel=_parse_dims(fields["k"]) if "k" in fields else (),
+            stride=_parse_dims(fields["s"]) if "s" in fields else (),
+            pads=_parse_dims(fields["p"]) if "p" in fields else (),
+            dilation=_parse_dims(fields["d"]) if "d" in fields else (),
+            groups=int(fields.get("g", 1)),
+            dtype=fields.get("dt", "float32"),
+        )
+    except ValueError as exc:
+        raise ValueError(f"kernel key {text!r}: bad number in a shape ({exc})") from None
+
+
+# ----------------------------------------------------------------------------- rules
+@dataclass(frozen=True)
+class ChainStep:
+    ops: frozenset[str]
+    repeat: bool = False
+    constant_operand: bool = False
+    other_input_layout: str = ""
+    pick: str = "first"
+
+
+@dataclass(frozen=True)
+class FusionRule:
+    anchor: str
+    layout: str  # "any" | "nchwc" | "nchw": the anchor's layout for the rule to apply
+    chain: tuple[ChainStep, ...]
+
+
+@dataclass(frozen=True)
+class LayoutRules:
+    block: int
+    always: frozenset[str]
+    follow: frozenset[str]
+    plain_input_ok: frozenset[str]
+    reorder_input: str
+    reorder_output: str
+
+
+@dataclass(frozen=True)
+class FusionRules:
+    """Parsed rules of one runtime; ``doc`` is the JSON text they came from (stored in a LUT)."""
+
+    runtime: str
+    eliminate: frozenset[str]
+    cse_ops: frozenset[str]
+    cse_scalar_ops: frozenset[str]
+    prune_dead: bool
+    layout: LayoutRules | None
+    fusion: tuple[FusionRule, ...]
+    doc: str
+    name: str = ""
+
+    @property
+    def hash(self) -> str:
+        """16-hex SHA-256 of the canonical JSON: equal rules, equal hash."""
+        canon = json.dumps(json.loads(self.doc), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(canon.encode()).hexdigest()[:16]
+
+    @cached_property
+    def _anchors(self) -> dict[tuple[str, str], FusionRule | None]:
+        """(op, layout) -> the first rule anchored there, for both layouts of every anchor."""
+        table: dict[tuple[str, str], FusionRule | None] = {}
+        for rule in self.fusion:
+            for lay in ("nchw", "nchwc"):
+                if rule.layout in ("any", lay):
+                    table.setdefault((rule.anchor, lay), rule)
+        return table
+
+    def anchor_rule(self, op: str, layout: str) -> FusionRule | None:
+        return self._anchors.get((op, layout))
+
+
+def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
+    """Parse and validate a rules document; ``ModelFileError`` says what is wrong."""
+    try:
+        d: dict[str, Any] = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{source}: fusion rules are not valid JSON ({exc})") from None
+    fmt, schema = (d.get("format"), d.get("schema")) if isinstance(d, dict) else (None, None)
+    if fmt != RULES_FORMAT or schema != RULES_SCHEMA:
+        raise ModelFileError(f"{source}: not a costmodels fusion-rules file of schema "
+                             f"{RULES_SCHEMA} (format={fmt!r}, schema={schema!r})")
+    try:
+        lay = d.get("layout")
+        layout = None if not lay else LayoutRules(
+            block=int(lay["block"]), always=frozenset(lay["always"]),
+            follow=frozenset(lay["follow"]),
+            plain_input_ok=frozenset(lay.get("plain_input_ok_if_channels_not_multiple_of_block",
+                                             ())),
+            reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"])
+        fusion = tuple(
+            FusionRule(r["anchor"], r.get("layout", "any"),
+                       tuple(ChainStep(_op_set(s["op"]), bool(s.get("repeat", False)),
+                                       bool(s.get("constant_operand", False)),
+                                       s.get("other_input_layout", ""), s.get("pick", "first"))
+                             for s in r.get("chain", ())))
+            for r in d.get("fusion", ()))
+        cse = d.get("cse") or {}
+        return FusionRules(
+            runtime=str(d["runtime"]), eliminate=frozenset(d.get("eliminate", ())),
+            cse_ops=frozenset(cse.get("ops", ())),
+            cse_scalar_ops=frozenset(cse.get("scalar_constant_ops", ())),
+            prune_dead=bool(d.get("prune_dead", False)), layout=layout, fusion=fusion,
+            doc=text, name=str(d.get("name", d["runtime"])))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
+                             ) from None
+
+
+def _op_set(op: str | list[str]) -> frozenset[str]:
+    return frozenset([op] if isinstance(op, str) else op)
+
+
+def shipped_rules() -> list[str]:
+    """Names of the rules shipped in ``costmodels/fusion_rules/``, sorted."""
+    folder = resources.files("costmodels").joinpath(RULES_PACKAGE_DIR)
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
+
+
+def load_rules(name_or_path: str | Path) -> FusionRules:
+    """Shipped rules by name (``"ort"``, ``"tvm"``, ... see :func:`shipped_rules`) or a JSON path."""
+    p = Path(name_or_path)
+    if p.suffix == ".json" or p.exists():
+        try:
+            text = p.read_text()
+        except OSError as exc:
+            raise ModelFileError(f"{p}: cannot read fusion rules: {exc.strerror}") from None
+        return rules_from_json(text, str(p))
+    where = f"costmodels/{RULES_PACKAGE_DIR}/{name_or_path}.json"
+    res = resources.files("costmodels").joinpath(f"{RULES_PACKAGE_DIR}/{name_or_path}.json")
+    if not res.is_file():
+        raise ModelFileError(f"no fusion rules named {str(name_or_path)!r} (no {where}); "
+                             f"shipped: {', '.join(shipped_rules())}, or give a .json path")
+    return rules_from_json(res.read_text(), where)
+
+
+# ----------------------------------------------------------------------------- graph passes
+def _simplify(net: Network, rules: FusionRules) -> tuple[list[tuple[Layer, tuple[str, ...]]],
+                                                       list[str]]:
+    """Eliminate, CSE and (if asked) prune: layers kept with their rewired inputs, outputs."""
+    # alias values are always kept tensors (a layer is aliased when it is reached, to
+    # tensors already resolved), so one lookup resolves a name
+    alias: dict[str, str] = {}
+    kept: list[tuple[Layer, tuple[str, ...]]] = []
+    seen: dict[tuple, str] = {}
+    eliminate, cse, cse_scalar = rules.eliminate, rules.cse_ops, rules.cse_scalar_ops
+    for layer in net.layers:
+        ins = layer.inputs
+        if not alias.keys().isdisjoint(ins):
+            ins = tuple([alias.get(t, t) for t in ins])
+        out = layer.outputs[0] if layer.outputs else layer.name
+        op = layer.op
+        if op in eliminate and len(ins) == 1:
+            alias[out] = ins[0]
+            continue
+        if (op in cse and not layer.weight_shapes) or (
+                op in cse_scalar and len(layer.weight_shapes) == 1
+                and not layer.weight_shapes[0]):
+            sig = (op, ins, layer[_ATTRS])
+            hit = seen.get(sig)
+            if hit is not None:
+                alias[out] = hit
+                continue
+            seen[sig] = out
+        kept.append((layer, ins))
+    outputs = [alias.get(t, t) for t in net.outputs]
+    if rules.prune_dead:
+        needed = set(outputs)
+        live = []
+        for layer, ins in reversed(kept):
+            if any(t in needed for t in layer.outputs):
+                live.append((layer, ins))
+                needed.update(ins)
+        kept = live[::-1]
+    return kept, outputs
+
+
+class _Open:
+    """A kernel whose anchor has a fusion rule, being grown by fusion."""
+
+    __slots__ = ("anchor", "layers", "ops", "in_shapes", "out_shape", "layout", "chain", "pos")
+
+    def __init__(self, anchor: Layer, layout: str, rule: FusionRule) -> None:
+        self.anchor = anchor
+        self.layers = [anchor]
+        self.ops = [anchor.op]
+        self.in_shapes = list(anchor.input_shapes)
+        self.out_shape = anchor.output_shape
+        self.layout = layout
+        self.chain = rule.chain
+        self.pos = 0
+
+    def step_for(self, layer: Layer) -> int:
+        """Index of the chain step that can absorb ``layer`` now, or -1."""
+        chain = self.chain
+        for i in range(self.pos, len(chain)):
+            step = chain[i]
+            if layer.op in step.ops and not (step.constant_operand and len(layer.inputs) != 1):
+                return i
+        return -1
+
+    def kernel(self) -> Kernel:
+        a = self.anchor
+        key = KernelKey(tuple(self.ops), tuple(self.in_shapes), self.out_shape, a.weight_shapes,
+                        a.kernel, a.stride, a.pads, a.dilation, a.groups, a.dtype)
+        return Kernel(key, tuple(self.layers), self.layout)
+
+
+def _single(layer: Layer, layout: str) -> Kernel:
+    """The kernel of a layer that absorbs nothing."""
+    key = KernelKey((layer.op,), layer.input_shapes, layer.output_shape, layer.weight_shapes,
+                    layer.kernel, layer.stride, layer.pads, layer.dilation, layer.groups,
+                    layer.dtype)
+    return Kernel(key, (layer,), layout)
+
+
+def _blocked(shape: Shape, block: int) -> Shape:
+    c = -(-shape[1] // block) * block
+    return (shape[0], c, *shape[2:])
+
+
+def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
+    """The kernels ``rules.runtime`` executes for ``net``, in execution order."""
+    kept, outputs = _simplify(net, rules)
+    uses = Counter(t for _, ins in kept for t in ins)
+    uses.update(outputs)
+    lay = rules.layout
+    layout: dict[str, str] = {name: "nchw" for name, _ in net.inputs}
+    shape_of: dict[str, Shape] = dict(net.inputs)
+    # open kernels that may still absorb, by the tensor they output
+    open_by_out: dict[str, _Open] = {}
+    order: list[_Open | Kernel] = []
+    reordered: set[tuple[str, str]] = set()
+
+    def reorder(t: str, to: str, shape: Shape) -> None:
+        if (t, to) in reordered or lay is None:
+            return
+        blocked = _blocked(shape, lay.block)
+        op, ins, out = ((lay.reorder_input, shape, blocked) if to == "nchwc"
+                        else (lay.reorder_output, blocked, shape))
+        reordered.add((t, to))
+        order.append(Kernel(KernelKey((op,), (ins,), out), (), to))
+
+    for layer, ins in kept:
+        out = layer.outputs[0] if layer.outputs else layer.name
+        shape_of[out] = layer.output_shape
+        if (not open_by_out.keys().isdisjoint(ins)
+                and _absorb(layer, ins, out, open_by_out, uses, layout)):
+            continue
+        here = _layout_of(layer, ins, layout, lay)
+        if lay is not None:
+            for t, s in zip(ins, layer.input_shapes, strict=False):
+                src = layout.get(t, "nchw")
+                if src == here:
+                    continue
+                if here == "nchw":
+                    reorder(t, "nchw", shape_of.get(t, s))
+                elif not (layer.op in lay.plain_input_ok and len(s) > 1
+                          and s[1] % lay.block != 0):
+                    reorder(t, "nchwc", shape_of.get(t, s))
+        layout[out] = here
+        rule = rules.anchor_rule(layer.op, here)
+        if rule is None or not rule.chain:
+            order.append(_single(layer, here))
+        else:
+            k = _Open(layer, here, rule)
+            open_by_out[out] = k
+            order.append(k)
+    for t in outputs:
+        if layout.get(t) == "nchwc":
+            reorder(t, "nchw", shape_of[t])
+    return [k.kernel() if isinstance(k, _Open) else k for k in order]
+
+
+def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
+               lay: LayoutRules | None) -> str:
+    if lay is None or len(layer.output_shape) != 4:
+        return "nchw"
+    if layer.op in lay.always:
+        return "nchwc"
+    if layer.op in lay.follow and ins and all(layout.get(t) == "nchwc" for t in ins):
+        return "nchwc"
+    return "nchw"
+
+
+def _absorb(layer: Layer, ins: tuple[str, ...], out: str, open_by_out: dict[str, _Open],
+            uses: Counter, layout: dict[str, str]) -> bool:
+    """Fuse ``layer`` into the open kernel producing one of its inputs, if the rules allow."""
+    cands = []
+    for j, t in enumerate(ins):
+        k = open_by_out.get(t)
+        if k is None or uses[t] != 1:
+            continue
+        step = k.step_for(layer)
+        if step < 0:
+            continue
+        rule = k.chain[step]
+        if rule.other_input_layout and any(layout.get(u) != rule.other_input_layout
+                                           for i, u in enumerate(ins) if i != j):
+            continue
+        cands.append((j, t, k, step, rule))
+    if not cands:
+        return False
+    j, t, k, step, rule = cands[-1] if cands[0][4].pick == "last" else cands[0]
+    k.layers.append(layer)
+    k.ops.append(layer.op)
+    k.in_shapes.extend(s for i, s in enumerate(layer.input_shapes) if i != j)
+    k.out_shape = layer.output_shape
+    k.pos = step if rule.repeat else step + 1
+    del open_by_out[t]
+    if k.pos < len(k.chain):  # a kernel at the end of its chain absorbs nothing more
+        open_by_out[out] = k
+    layout[out] = k.layout
+    return True
