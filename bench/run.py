@@ -17,7 +17,6 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -38,7 +37,7 @@ def timed(fn):
     return out, time.perf_counter() - t
 
 
-def query_costs(work: Path) -> list[str]:
+def query_costs() -> list[str]:
     """Seconds to estimate all 15,625 cells, per backend, with the IR build as the baseline."""
     from costmodels.registry import create
     from costmodels.spaces import nb201
@@ -92,7 +91,7 @@ def measurement_quality(quick: bool) -> list[str]:
     return rows
 
 
-def accuracy_here(work: Path) -> list[str]:
+def accuracy_here() -> list[str]:
     """Every estimator against this CPU's measured table (learned ones: k=100 train)."""
     from costmodels.harness.compare import compare
     from costmodels.tables import read_table
@@ -164,13 +163,11 @@ def main(argv: list[str] | None = None) -> int:
              f"{' --quick' if args.quick else ''}.", "",
              "Machine: " + json.dumps({k: fp.get(k) for k in (
                  "cpu_model", "cores", "os", "python", "onnxruntime", "tvm", "loadavg")}), ""]
-    with tempfile.TemporaryDirectory() as tmp:
-        for section in (lambda: query_costs(Path(tmp)), lambda: measurement_quality(args.quick),
-                        lambda: accuracy_here(Path(tmp)),
-                        lambda: curves_here(Path(args.out).parent, args.quick),
-                        lambda: fewshot(args.quick)):
-            lines += section()
-            Path(args.out).write_text("\n".join(lines) + "\n")  # keep what is done so far
+    for section in (query_costs, lambda: measurement_quality(args.quick), accuracy_here,
+                    lambda: curves_here(Path(args.out).parent, args.quick),
+                    lambda: fewshot(args.quick)):
+        lines += section()
+        Path(args.out).write_text("\n".join(lines) + "\n")  # keep what is done so far
     lines.append(f"Total bench time: {time.perf_counter() - t0:.0f} s.")
     Path(args.out).write_text("\n".join(lines) + "\n")
     log(f"wrote {args.out}")

@@ -123,7 +123,7 @@ class GBDTModel(P.Predictor):
             est = np.c_[self._prior_estimates(nets), np.ones(len(y))]
             self.prior_coef_ = np.linalg.lstsq(est, y, rcond=None)[0]
             self.base_floor_ms_ = float(np.min(y)) / 2
-            margin = self._prior_margin(nets)
+            margin = self._blend(est)
         return self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
 
     # ------------------------------------------------------------------ analytical prior
@@ -144,7 +144,10 @@ class GBDTModel(P.Predictor):
         return out
 
     def _prior_margin(self, nets: Sequence[Network]) -> np.ndarray:
-        est = np.c_[self._prior_estimates(nets), np.ones(len(nets))]
+        return self._blend(np.c_[self._prior_estimates(nets), np.ones(len(nets))])
+
+    def _blend(self, est: np.ndarray) -> np.ndarray:
+        """Starting margin from prior estimates (columns + a ones column), in target units."""
         return self._target(np.maximum(est @ self.prior_coef_, self.base_floor_ms_))
 
     def _margin(self, x: np.ndarray) -> np.ndarray:
