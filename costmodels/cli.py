@@ -18,7 +18,7 @@ from pathlib import Path
 from costmodels.errors import CostModelError, UnknownBackend
 
 # Packages that add subcommands: module with `register(subparsers)`.
-PLUGINS = ("measure.cli", "measure.lut_cli", "analytical.cli", "predictors.cli",
+PLUGINS = ("measure.cli", "measure.lut_cli", "measure.tvm_cli", "analytical.cli", "predictors.cli",
            "costmodels.harness.cli", "costmodels.demo")
 
 EPILOG = """\

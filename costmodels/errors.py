@@ -37,6 +37,10 @@ class UnknownBackend(CostModelError, ValueError):
     """A registry spec that names no backend."""
 
 
+class UnknownSpace(CostModelError, ValueError):
+    """A search-space spec, dataset or sample request the space cannot serve."""
+
+
 class TableError(CostModelError, ValueError):
     """A latency table (CSV) that is malformed: names the file, row and field."""
 

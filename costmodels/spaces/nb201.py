@@ -33,8 +33,9 @@ from typing import Any
 
 import numpy as np
 
-from costmodels.errors import UnknownArchitecture
+from costmodels.errors import UnknownArchitecture, UnknownSpace
 from costmodels.network import Layer, Network, Shape, make_layer
+from costmodels.spaces import SearchSpace
 
 OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 OP_INDEX = {op: i for i, op in enumerate(OPS)}
@@ -381,7 +382,7 @@ def dataset_spec(dataset: str) -> DatasetSpec:
     try:
         return DATASETS[dataset]
     except KeyError:
-        raise ValueError(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of "
+        raise UnknownSpace(f"unknown NAS-Bench-201 dataset {dataset!r}; expected one of "
                          f"{', '.join(DATASETS)}") from None
 
 
@@ -455,3 +456,49 @@ def build_onnx(arch: str | int | Sequence[int], dataset: str = "cifar10", batch:
     model.doc_string = f"NAS-Bench-201 {dataset} {arch_str(ops)}"
     onnx.checker.check_model(model)
     return model
+
+
+# --------------------------------------------------------------------- plug-in
+class NB201SearchSpace(SearchSpace):
+    """NAS-Bench-201 behind the :class:`~costmodels.spaces.SearchSpace` protocol."""
+
+    name = "nb201"
+    spec = "nb201"
+    datasets = tuple(DATASETS)
+    default_dataset = "cifar10"
+    size = NUM_ARCHS
+    has_index = True
+
+    def parse(self, text: str | int | Sequence[int]) -> str:
+        if isinstance(text, str) and text.strip().isdigit():
+            text = int(text.strip())
+        return arch_str(_arch_ops(text))
+
+    def index(self, arch: str) -> int:
+        return SPACE.index(arch)
+
+    def archs(self) -> Iterator[str]:
+        return iter(SPACE)
+
+    def sample(self, n: int, seed: int = 0) -> list[str]:
+        self.check_sample(n)
+        return [SPACE[i] for i in SPACE.sample(n, seed)]
+
+    def build_network(self, arch: str, dataset: str | None = None, batch: int = 1) -> Network:
+        return build_network(arch, self.check_dataset(dataset), batch)
+
+    def build_onnx(self, arch: str, dataset: str | None = None, batch: int = 1, seed: int = 0):
+        return build_onnx(arch, self.check_dataset(dataset), batch, seed=seed)
+
+    def encode(self, arch: str) -> np.ndarray:
+        """One-hot of the 6 edges' operations (30 values)."""
+        out = np.zeros((len(EDGES), len(OPS)), dtype=np.float32)
+        for e, o in enumerate(parse_arch(arch)):
+            out[e, o] = 1.0
+        return out.ravel()
+
+
+def space_from_spec(arg: str | None, **_: Any) -> NB201SearchSpace:
+    if arg:
+        raise UnknownSpace(f"space 'nb201' takes no argument (got 'nb201:{arg}')")
+    return NB201SearchSpace()
