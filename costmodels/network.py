@@ -5,9 +5,15 @@ Every backend consumes this IR. Two front-ends produce it: the ONNX importer
 (:mod:`costmodels.spaces.nb201`). Both compute costs with :func:`make_layer`, so
 the same operator always costs the same, whoever built it.
 
-Units: ``macs`` are multiply-accumulates; ``elem_ops`` are the other arithmetic
-operations (one per output element for element-wise ops, kernel area per output
-element for pooling); every ``bytes_*`` figure is in bytes at the layer's dtype.
+Units: ``macs`` are multiply-accumulates (Conv, Gemm, MatMul, Einsum and their
+quantized forms: :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other
+arithmetic operations, by convention: one per output element for element-wise and
+(de)quantize ops, kernel area per output element for pooling, one per input
+element for global pools and reductions, 2 per element for BatchNormalization
+(scale and shift), 5 for the other normalisations (mean, variance, normalise,
+scale, shift), 3 for softmax (exp, sum, divide), 0 for data movement
+(:data:`~costmodels.ops.DATA_MOVEMENT_OPS`). Every ``bytes_*`` figure is in bytes
+at the tensor's dtype.
 Shapes are tuples of ints in the ONNX layout (NCHW for images).
 """
 
@@ -20,6 +26,17 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, NamedTuple
 
+from costmodels.ops import (
+    CONV_OPS,
+    DATA_MOVEMENT_OPS,
+    GLOBAL_POOL_OPS,
+    MAC_OPS,
+    NORM_OPS,
+    POOL_OPS,
+    SOFTMAX_OPS,
+    VIEW_OPS,
+)
+
 Shape = tuple[int, ...]
 
 DTYPE_BYTES: dict[str, int] = {
@@ -27,17 +44,9 @@ DTYPE_BYTES: dict[str, int] = {
     "int8": 1, "uint8": 1, "int16": 2, "int32": 4, "int64": 8, "bool": 1,
 }
 
-# Ops whose MACs are counted (the NAS-Bench-201 / FLOPs-counter convention).
-MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
-POOL_OPS = frozenset({"MaxPool", "AveragePool"})
-GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "ReduceMean", "ReduceMax",
-                             "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL2", "ArgMax",
-                             "ArgMin"})
-# Ops that only move or relabel data: no arithmetic (their bytes still count).
-DATA_MOVEMENT_OPS = frozenset({
-    "Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze", "Transpose", "Concat",
-    "Split", "Slice", "Gather", "Pad", "Expand", "Tile", "Cast", "Shape", "DepthToSpace",
-    "SpaceToDepth", "ConstantOfShape", "Range"})
+# The op taxonomy lives in costmodels.ops; these names stay importable from here.
+__all__ = ["DATA_MOVEMENT_OPS", "DTYPE_BYTES", "GLOBAL_POOL_OPS", "MAC_OPS", "POOL_OPS",
+           "VIEW_OPS", "Layer", "Network", "Shape", "einsum_macs", "make_layer", "numel"]
 
 
 class Layer(NamedTuple):
@@ -83,11 +92,86 @@ class Layer(NamedTuple):
 
     @property
     def is_depthwise(self) -> bool:
-        return self.op == "Conv" and self.groups > 1 and self.groups == self.in_channels
+        return (self.op in CONV_OPS and self.op != "ConvTranspose" and self.groups > 1
+                and self.groups == self.in_channels)
 
 
 def numel(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
+
+
+def einsum_macs(equation: str, operand_shapes: Sequence[Shape], output_shape: Shape) -> int:
+    """Multiplies of a naive Einsum: output elements x summed-out index sizes x (operands - 1).
+
+    ``"bhqd,bhkd->bhqk"`` with q=k=49, d=32 gives ``numel(out) * 32``. A one-operand
+    equation (transpose, trace, sum) has no multiplies (0). Ellipsis dimensions are
+    counted through the output shape.
+    """
+    lhs, _, rhs = equation.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(operand_shapes) or len(terms) < 2:
+        return 0
+    size: dict[str, int] = {}
+    for term, shape in zip(terms, operand_shapes, strict=True):
+        head, ell, tail = term.partition("...")
+        dims = list(shape)
+        pairs = list(zip(head, dims, strict=False))
+        if ell:
+            pairs += list(zip(tail, dims[len(dims) - len(tail):], strict=False))
+        for letter, d in pairs:
+            size[letter] = max(size.get(letter, 1), int(d))
+    if not rhs and "->" not in equation:  # implicit output: letters used once, sorted
+        rhs = "".join(sorted(c for c in size if lhs.count(c) == 1))
+    summed = numel([d for c, d in size.items() if c not in rhs])
+    return numel(output_shape) * summed * (len(terms) - 1)
+
+
+def _macs(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
+          weight_shapes: Sequence[Shape], operand_shapes: Sequence[Shape] | None,
+          kernel: Shape, groups: int, equation: str) -> int:
+    """Multiply-accumulates of a MAC op (:data:`~costmodels.ops.MAC_OPS`)."""
+    out_elems = numel(output_shape)
+    ops = list(operand_shapes) if operand_shapes else list(input_shapes) + list(weight_shapes)
+    if op in CONV_OPS:
+        if op == "ConvTranspose":
+            return numel(ops[0]) * (output_shape[1] // groups) * numel(kernel)
+        return out_elems * (ops[0][1] // groups) * numel(kernel)
+    if op == "Einsum":
+        return einsum_macs(equation, ops, output_shape)
+    a = ops[0]
+    if op == "Gemm":  # A is (M, K) or, transposed, (K, M)
+        return out_elems * (numel(a) // max(output_shape[0], 1))
+    return out_elems * (a[-1] if a else 1)  # MatMul family: A is [..., M, K] or (K,)
+
+
+def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
+              kernel: Shape) -> int:
+    """Non-MAC arithmetic of a layer (conventions in the module docstring)."""
+    out_elems = numel(output_shape)
+    if op == "Einsum" and len(input_shapes) == 1:  # a transpose or a reduction
+        return numel(input_shapes[0])
+    if op in MAC_OPS:
+        return 0
+    if op in POOL_OPS:
+        return out_elems * numel(kernel)
+    if op in GLOBAL_POOL_OPS:
+        return numel(input_shapes[0]) if input_shapes else out_elems
+    if op == "BatchNormalization":
+        return 2 * out_elems
+    if op in NORM_OPS:
+        return 5 * out_elems
+    if op in SOFTMAX_OPS:
+        return 3 * out_elems
+    if op in DATA_MOVEMENT_OPS:
+        return 0
+    return out_elems
+
+
+def _params(op: str, weight_shapes: Sequence[Shape]) -> int:
+    if op == "BatchNormalization":
+        # Learnable parameters are scale and bias; the running statistics are buffers.
+        return sum(numel(s) for s in weight_shapes[:2])
+    return sum(numel(s) for s in weight_shapes)
 
 
 def make_layer(
@@ -105,41 +189,27 @@ def make_layer(
     dilation: Shape = (),
     groups: int = 1,
     dtype: str = "float32",
+    out_dtype: str | None = None,
+    operand_shapes: Sequence[Shape] | None = None,
+    equation: str = "",
+    bytes_weights: int | None = None,
 ) -> Layer:
     """Build a :class:`Layer` and compute its MACs, element ops, params and bytes.
 
     The one place where operator costs are defined; both front-ends call it.
+    ``dtype`` is the type the layer computes on (its inputs'); ``out_dtype`` that of
+    its output when it differs (quantize, compare, ``MatMulInteger``'s int32).
+    ``operand_shapes`` are the shapes of a MAC op's inputs in ONNX order, weights
+    included (``None``: activations then weights); ``equation`` is an Einsum's.
+    ``bytes_weights`` overrides the weight bytes when weights are stored in another
+    type than ``dtype`` (int8 weights, int32 biases).
     """
     itemsize = DTYPE_BYTES.get(dtype, 4)
-    out_elems = numel(output_shape)
-    macs = 0
-    elem_ops = 0
-    if op == "Conv":
-        cin = input_shapes[0][1]
-        macs = out_elems * (cin // groups) * numel(kernel)
-    elif op == "ConvTranspose":
-        cout = output_shape[1]
-        macs = numel(input_shapes[0]) * (cout // groups) * numel(kernel)
-    elif op in ("Gemm", "MatMul"):
-        a = input_shapes[0] if input_shapes else weight_shapes[0]
-        # MatMul: A is [..., M, K]. Gemm: A is (M, K) or, transposed, (K, M).
-        k = a[-1] if op == "MatMul" else numel(a) // max(output_shape[0], 1)
-        macs = out_elems * k
-    elif op in POOL_OPS:
-        elem_ops = out_elems * numel(kernel)
-    elif op in GLOBAL_POOL_OPS:
-        elem_ops = numel(input_shapes[0]) if input_shapes else out_elems
-    elif op == "BatchNormalization":
-        elem_ops = 2 * out_elems
-    elif op in DATA_MOVEMENT_OPS:
-        elem_ops = 0
-    else:
-        elem_ops = out_elems
-    if op == "BatchNormalization":
-        # Learnable parameters are scale and bias; the running statistics are buffers.
-        params = sum(numel(s) for s in weight_shapes[:2])
-    else:
-        params = sum(numel(s) for s in weight_shapes)
+    out_itemsize = DTYPE_BYTES.get(out_dtype or dtype, 4)
+    macs = (_macs(op, input_shapes, output_shape, weight_shapes, operand_shapes, kernel, groups,
+                  equation) if op in MAC_OPS else 0)
+    if bytes_weights is None:
+        bytes_weights = sum(numel(s) for s in weight_shapes) * itemsize
     return Layer(
         name=name,
         op=op,
@@ -155,11 +225,11 @@ def make_layer(
         groups=groups,
         dtype=dtype,
         macs=int(macs),
-        elem_ops=int(elem_ops),
-        params=int(params),
+        elem_ops=int(_elem_ops(op, input_shapes, output_shape, kernel)),
+        params=int(_params(op, weight_shapes)),
         bytes_in=sum(numel(s) for s in input_shapes) * itemsize,
-        bytes_out=out_elems * itemsize,
-        bytes_weights=sum(numel(s) for s in weight_shapes) * itemsize,
+        bytes_out=numel(output_shape) * out_itemsize,
+        bytes_weights=int(bytes_weights),
     )
 
 
