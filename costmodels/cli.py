@@ -34,107 +34,244 @@ class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsH
     """Keeps the examples' layout and shows defaults."""
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse with the toolkit's one error line: ``error: <what>`` and exit code 2."""
+
+    def error(self, message: str):  # noqa: D401 - argparse API
+        sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
+        raise SystemExit(2)
+
+
+# ----------------------------------------------------------------------------- value types
+def positive_int(text: str) -> int:
+    """argparse type: an integer > 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if v <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (> 0), got {v}")
+    return v
+
+
+def nonneg_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
+def check_output(path: str | Path, what: str = "output file") -> Path:
+    """Fail before any work if ``path`` cannot be written (a file, not a directory).
+
+    Creates nothing: checks that the file (if it exists) is a writable regular
+    file, and that its nearest existing parent is a writable directory.
+    """
+    import os
+
+    from costmodels.errors import InputError
+
+    p = Path(path)
+    if str(path).strip() == "":
+        raise InputError(f"{what}: empty path")
+    if p.exists():
+        if p.is_dir():
+            raise InputError(f"{what} {path}: is a directory; give a file name")
+        if not os.access(p, os.W_OK):
+            raise InputError(f"{what} {path}: not writable (permission denied)")
+        return p
+    parent = p.parent if str(p.parent) else Path(".")
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise InputError(f"{what} {path}: {parent} is a file, not a folder")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise InputError(f"{what} {path}: cannot create it in {parent} (permission denied)")
+    return p
+
+
+def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
+    """Fail before any work if folder ``path`` cannot be created or written."""
+    import os
+
+    from costmodels.errors import InputError
+
+    p = Path(path)
+    if p.exists():
+        if not p.is_dir():
+            raise InputError(f"{what} {path}: exists and is not a folder")
+        if not os.access(p, os.W_OK | os.X_OK):
+            raise InputError(f"{what} {path}: not writable (permission denied)")
+        return p
+    check_output(p, what)
+    return p
+
+
+# ----------------------------------------------------------------------------- spaces
+SPACE_HELP = ("search space: nb201, fbnet, or models:DIR (every *.onnx in DIR is one "
+              "architecture, named by its file stem)")
+DATASET_HELP = ("dataset the networks are built for; nb201: cifar10 (default), cifar100, "
+                "ImageNet16-120; fbnet: cifar100 (default), ImageNet; none for models:DIR")
+INPUT_SHAPE_HELP = ("fix dynamic input shapes of ONNX models: 1x3x224x224, or "
+                    "NAME=1x3x224x224 per input (repeat for several inputs)")
+
+
 def add_space_args(p: argparse.ArgumentParser, archs: bool = True) -> None:
-    """The options that select NAS-Bench-201 networks; shared by every command that takes them."""
-    p.add_argument("--space", default="nb201", choices=["nb201"], help="search space")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100", "ImageNet16-120"],
-                   help="NAS-Bench-201 dataset (sets input size and classes)")
-    p.add_argument("--batch", type=int, default=1, help="batch size of the built networks")
+    """The options that select networks of a search space; shared by every command."""
+    p.add_argument("--space", default="nb201", metavar="SPACE", help=SPACE_HELP)
+    p.add_argument("--dataset", default=None, help=DATASET_HELP)
+    p.add_argument("--batch", type=positive_int, default=1, help="batch size of built networks")
+    if "--input-shape" not in p._option_string_actions:
+        p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
+                       help=INPUT_SHAPE_HELP)
     if archs:
         p.add_argument("--archs", metavar="FILE.csv",
-                       help="only the cells listed in this CSV (needs an arch_str or arch_index "
-                            "column); default: all 15,625")
-        p.add_argument("--sample", type=int, metavar="N", help="a random sample of N cells")
+                       help="only the architectures listed in this CSV (an arch_str or "
+                            "arch_index column); default: the whole space (nb201: 15,625 "
+                            "cells; models:DIR: every file; fbnet must be sampled)")
+        p.add_argument("--sample", type=positive_int, metavar="N",
+                       help="a random sample of N architectures")
         p.add_argument("--seed", type=int, default=0, help="seed of --sample")
 
 
-def selected_indices(args: argparse.Namespace) -> list[int]:
-    """Standard NAS-Bench-201 indices chosen by --archs / --sample (all by default)."""
-    from costmodels.spaces import nb201
+def open_space(args: argparse.Namespace):
+    """The space of ``--space`` (with ``--input-shape``), its dataset checked."""
+    from costmodels.spaces import get_space
 
+    shapes = None
+    if getattr(args, "input_shape", None):
+        from costmodels.onnx_import import parse_input_shapes
+
+        shapes = parse_input_shapes(args.input_shape)
+    space = get_space(getattr(args, "space", "nb201") or "nb201", input_shapes=shapes)
+    args.dataset = space.check_dataset(getattr(args, "dataset", None))
+    return space
+
+
+def selected_archs(args: argparse.Namespace):
+    """``(space, arch_strs)`` chosen by --space / --archs / --sample (all by default)."""
+    space = open_space(args)
     if getattr(args, "archs", None):
-        return read_arch_list(args.archs)
+        return space, read_arch_list(args.archs, space)
     if getattr(args, "sample", None):
-        return nb201.SPACE.sample(args.sample, args.seed)
-    return list(range(len(nb201.SPACE)))
+        return space, space.sample(args.sample, args.seed)
+    return space, list(space.archs())
 
 
-def read_arch_list(path: str) -> list[int]:
-    """Indices from a CSV with an ``arch_str`` or ``arch_index`` column (order kept)."""
-    import csv
+def selected_indices(args: argparse.Namespace) -> list[int]:
+    """Standard indices chosen by --archs / --sample (NB201-style spaces only)."""
+    from costmodels.errors import UnknownSpace
 
+    space, archs = selected_archs(args)
+    if not space.has_index:
+        raise UnknownSpace(f"space {space.spec!r} has no standard index")
+    return [space.index(a) for a in archs]
+
+
+def read_arch_list(path: str, space=None) -> list[str]:
+    """Canonical arch strings from a CSV with an ``arch_str`` or ``arch_index`` column."""
     from costmodels.errors import TableError, UnknownArchitecture
-    from costmodels.spaces import nb201
+    from costmodels.spaces import get_space
+    from costmodels.tables import iter_csv
 
-    try:
-        with open(path, newline="") as fh:
-            reader = csv.DictReader(fh)
-            cols = reader.fieldnames or []
-            if "arch_str" not in cols and "arch_index" not in cols:
-                raise TableError(f"{path}: needs an arch_str or arch_index column "
-                                 f"(found {','.join(cols) or 'nothing'})")
-            out = []
-            for line, row in enumerate(reader, start=2):
-                try:
-                    out.append(nb201.SPACE.index(row["arch_str"]) if row.get("arch_str")
-                               else int(row["arch_index"]))
-                except (UnknownArchitecture, ValueError) as exc:
-                    raise TableError(f"{path}:{line}: {exc}") from None
-    except OSError as exc:
-        raise TableError(f"{path}: {exc.strerror}") from None
+    space = space or get_space("nb201")
+    cols, rows = iter_csv(path, "architecture list")
+    if "arch_str" not in cols and "arch_index" not in cols:
+        raise TableError(f"{path}: needs an arch_str or arch_index column "
+                         f"(found {','.join(c for c in cols if c) or 'nothing'})")
+    out: list[str] = []
+    for line, row in rows:
+        text = (row.get("arch_str") or "").strip() or (row.get("arch_index") or "").strip()
+        if not text:
+            raise TableError(f"{path}:{line}: empty arch_str and arch_index")
+        if not row.get("arch_str") and not text.isdigit():
+            raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: {text!r}")
+        try:
+            out.append(space.parse(int(text) if text.isdigit() and not row.get("arch_str")
+                                   else text))
+        except UnknownArchitecture as exc:
+            raise TableError(f"{path}:{line}: {exc}") from None
+    if not out:
+        raise TableError(f"{path}: lists no architectures")
     return out
 
 
-def build_networks(indices: Sequence[int], dataset: str, batch: int = 1):
-    from costmodels.spaces import nb201
+def build_networks(space, archs: Sequence[str] | None = None, dataset: str | None = None,
+                   batch: int = 1, *, errors: list | None = None):
+    """Networks of ``archs`` in ``space``.
 
-    return [nb201.build_network(i, dataset, batch) for i in indices]
+    With ``errors`` (a list), a model that fails to build is recorded there as
+    ``(arch, exception)`` and yields ``None`` in its place instead of raising.
+    Backwards compatible form: ``build_networks(indices, dataset, batch)`` for NB201.
+    """
+    from costmodels.errors import CostModelError
+    from costmodels.spaces import SearchSpace, get_space
+
+    if not isinstance(space, SearchSpace):  # old call: (indices, dataset, batch)
+        space, archs, dataset, batch = get_space("nb201"), space, archs, dataset or 1
+        archs = [space.parse(int(i)) for i in archs]
+    out = []
+    for a in archs:
+        try:
+            out.append(space.build_network(a, dataset, batch))
+        except CostModelError as exc:
+            if errors is None:
+                raise
+            errors.append((a, exc))
+            out.append(None)
+    return out
 
 
 def progress(description: str = "working"):
-    """A rich progress bar (done/total, rate, ETA) on stderr."""
-    from rich.console import Console
-    from rich.progress import (
-        BarColumn,
-        MofNCompleteColumn,
-        Progress,
-        TextColumn,
-        TimeElapsedColumn,
-        TimeRemainingColumn,
-    )
+    """A rich progress bar on stderr (kept here for the CLI; library code uses costmodels.progress)."""
+    from costmodels.progress import progress as _progress
 
-    return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
+    return _progress(description)
 
 
 # ----------------------------------------------------------------------------- commands
 def cmd_archs(args: argparse.Namespace) -> int:
-    from costmodels.spaces import nb201
-
+    space, archs = selected_archs(args)
     out = sys.stdout
     out.write("arch_index,arch_str\n")
-    idx = nb201.SPACE.sample(args.sample, args.seed) if args.sample else range(len(nb201.SPACE))
-    for i in idx:
-        out.write(f"{i},{nb201.SPACE[i]}\n")
+    for a in archs:
+        i = space.index(a)
+        out.write(f"{'' if i is None else i},{a}\n")
     return 0
 
 
-def load_network(target: str, dataset: str, batch: int, input_shapes: list[str] | None):
-    """An ONNX path, an arch string or a standard index -> Network."""
-    from costmodels.spaces import nb201
+def load_network(target: str, dataset: str | None, batch: int, input_shapes: list[str] | None,
+                 space: str = "nb201"):
+    """An ONNX path, or an architecture of ``space`` (arch string or index) -> Network."""
+    from costmodels.errors import UnknownArchitecture
+    from costmodels.spaces import get_space
 
-    if target.startswith("|"):
-        return nb201.build_network(target, dataset, batch)
-    if target.isdigit():
-        return nb201.build_network(int(target), dataset, batch)
-    from costmodels.onnx_import import import_onnx, parse_input_shapes
+    path = Path(target)
+    if target.lower().endswith(".onnx") or (path.exists() and not path.is_dir()
+                                            and not target.isdigit()):
+        from costmodels.onnx_import import import_onnx, parse_input_shapes
 
-    return import_onnx(target, input_shapes=parse_input_shapes(input_shapes or []))
+        return import_onnx(target, input_shapes=parse_input_shapes(input_shapes or []))
+    shapes = None
+    if input_shapes:
+        from costmodels.onnx_import import parse_input_shapes
+
+        shapes = parse_input_shapes(input_shapes)
+    sp = get_space(space, input_shapes=shapes)
+    try:
+        arch = sp.parse(target)
+    except UnknownArchitecture as exc:
+        raise UnknownArchitecture(target, f"{exc.reason} (space {sp.spec}; an ONNX file must "
+                                          "end in .onnx)") from None
+    return sp.build_network(arch, sp.check_dataset(dataset), batch)
 
 
 def cmd_info(args: argparse.Namespace) -> int:
-    net = load_network(args.model, args.dataset, args.batch, args.input_shape)
+    net = load_network(args.model, args.dataset, args.batch, args.input_shape, args.space)
     if args.json:
         doc = {"name": net.name, **net.totals(),
                "meta": {k: v for k, v in net.meta.items() if k != "ops"},
@@ -165,12 +302,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     import onnx
 
-    from costmodels.spaces import nb201
-
-    model = nb201.build_onnx(args.arch, args.dataset, args.batch, seed=args.seed)
-    Path(args.output).parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, args.output)
-    print(f"wrote {args.output} ({nb201.arch_str(nb201._arch_ops(args.arch))}, {args.dataset})",
+    out = check_output(args.output, "-o")
+    space = open_space(args)
+    arch = space.parse(args.arch)
+    model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    print(f"wrote {args.output} ({arch}{', ' + args.dataset if args.dataset else ''})",
           file=sys.stderr)
     return 0
 
@@ -184,87 +322,155 @@ def cmd_backends(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_spaces(args: argparse.Namespace) -> int:
+    from costmodels.spaces import SPACES
+
+    width = max(map(len, SPACES))
+    for name, (_, text) in SPACES.items():
+        print(f"{name:<{width}}  {text}")
+    return 0
+
+
 def cmd_estimate(args: argparse.Namespace) -> int:
     import math
 
     from costmodels.registry import create
-    from costmodels.spaces import nb201
     from costmodels.tables import write_table
 
     t0 = time.perf_counter()
-    indices = selected_indices(args)
+    check_output(args.output, "-o")
+    space, archs = selected_archs(args)
     spec = args.backend
     if args.best_effort:
         if not spec.startswith("lut:"):
             raise UnknownBackend("--best-effort applies to lut:PATH backends only")
         spec += "&best-effort" if "?" in spec else "?best-effort"
     model = create(spec)
-    lat, energy, missing = [], [], 0
+    lat: list[float] = []
+    energy: list[float | None] = []
+    errors: list[str] = []
+    missing = 0
     chunk = 1024
     with progress(f"estimate {args.backend}") as bar:
-        task = bar.add_task(f"estimate {args.backend}", total=len(indices))
-        for start in range(0, len(indices), chunk):
-            nets = build_networks(indices[start:start + chunk], args.dataset, args.batch)
-            for est in model.estimate_many(nets):
+        task = bar.add_task(f"estimate {args.backend}", total=len(archs))
+        for start in range(0, len(archs), chunk):
+            part = archs[start:start + chunk]
+            build_errors: list = []
+            nets = build_networks(space, part, args.dataset, args.batch, errors=build_errors)
+            failed = {a: exc for a, exc in build_errors}
+            good = [n for n in nets if n is not None]
+            ests = _estimate_each(model, good)
+            it = iter(ests)
+            for a, n in zip(part, nets, strict=True):
+                if n is None:
+                    lat.append(math.nan)
+                    energy.append(None)
+                    errors.append(_one_line(failed[a]))
+                    continue
+                est = next(it)
+                if isinstance(est, Exception):
+                    lat.append(math.nan)
+                    energy.append(None)
+                    errors.append(_one_line(est))
+                    continue
                 lat.append(est.latency_ms)
                 energy.append(est.energy_mj)
+                errors.append("")
                 missing += len(est.meta.get("missing_kernels", ()))
-            bar.advance(task, len(nets))
+            bar.advance(task, len(part))
     has_energy = any(e is not None for e in energy)
-    write_table(args.output, indices, (nb201.SPACE[i] for i in indices), lat,
-                energy if has_energy else None)
+    bad = sum(1 for e in errors if e)
+    write_table(args.output, [space.index(a) for a in archs], archs, lat,
+                energy if has_energy else None, extra={"error": errors} if bad else None)
     dt = time.perf_counter() - t0
-    print(f"wrote {args.output}: {len(indices)} cells with {model.name} in {dt:.1f} s"
-          f"{' (with energy_mj)' if has_energy else ''}", file=sys.stderr)
+    print(f"wrote {args.output}: {len(archs) - bad} of {len(archs)} architectures with "
+          f"{model.name} in {dt:.1f} s{' (with energy_mj)' if has_energy else ''}",
+          file=sys.stderr)
+    if bad:
+        first = next(e for e in errors if e)
+        print(f"warning: {bad} architecture(s) could not be estimated (their rows have an "
+              f"error column); first: {first}", file=sys.stderr)
     if missing:
-        print(f"warning: {missing} kernel lookups were missing (best effort); those totals are "
-              "low", file=sys.stderr)
-    bad = sum(1 for x in lat if not math.isfinite(x))
-    return 1 if bad else 0
+        print(f"warning: {missing} kernel lookups were missing (best effort); those totals "
+              "cover only the kernels the table has", file=sys.stderr)
+    return 1 if bad == len(archs) else 0
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return (text[0] if text else type(exc).__name__)[:300]
+
+
+def _estimate_each(model, nets):
+    """Estimates of ``nets``; a network the backend cannot cost gives its exception."""
+    from costmodels.errors import CostModelError
+
+    if not nets:
+        return []
+    try:
+        return list(model.estimate_many(nets))
+    except CostModelError:
+        out = []
+        for n in nets:
+            try:
+                out.append(model.estimate(n))
+            except CostModelError as exc:
+                out.append(exc)
+        return out
 
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = Parser(
         prog="costmodels", formatter_class=Formatter, epilog=EPILOG,
         description="What does a neural network cost on a device, and how far can each way "
                     "of knowing it be trusted? Measurement, lookup tables, analytical models "
-                    "and learned predictors behind one interface.")
+                    "and learned predictors behind one interface, on NAS-Bench-201, FBNet or "
+                    "a folder of your own ONNX models (--space).")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
-    p = sub.add_parser("archs", help="list NAS-Bench-201 cells as CSV", formatter_class=Formatter,
-                       epilog="example:\n  costmodels archs --space nb201 --sample 100 --seed 1")
-    p.add_argument("--space", default="nb201", choices=["nb201"])
-    p.add_argument("--sample", type=int, metavar="N", help="N random cells (sorted by index)")
-    p.add_argument("--seed", type=int, default=0)
+    p = sub.add_parser("archs", help="list the architectures of a space as CSV",
+                       formatter_class=Formatter,
+                       epilog="examples:\n  costmodels archs --space nb201 --sample 100 --seed 1\n"
+                              "  costmodels archs --space fbnet --sample 100 --seed 1\n"
+                              "  costmodels archs --space models:my_models/")
+    add_space_args(p)
     p.set_defaults(func=cmd_archs)
 
     p = sub.add_parser("info", help="per-layer table and totals of a network",
                        formatter_class=Formatter,
                        epilog="examples:\n  costmodels info model.onnx --input-shape 1x3x224x224\n"
-                              "  costmodels info 1462 --dataset cifar10 --json")
-    p.add_argument("model", help="MODEL.onnx, a NAS-Bench-201 arch string or a standard index")
+                              "  costmodels info 1462 --dataset cifar10 --json\n"
+                              "  costmodels info 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0 "
+                              "--space fbnet --dataset cifar100")
+    p.add_argument("model", help="MODEL.onnx, or an architecture of --space (arch string or "
+                                 "index; fbnet also takes 22 comma-separated block indices)")
     p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
-                   help="fix a dynamic input shape (repeat for several inputs)")
+                   help=INPUT_SHAPE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON (totals and layers)")
     p.add_argument("--totals-only", action="store_true", help="only the totals line")
     add_space_args(p, archs=False)
     p.set_defaults(func=cmd_info)
 
-    p = sub.add_parser("export", help="write a NAS-Bench-201 network as ONNX",
+    p = sub.add_parser("export", help="write an architecture of a space as ONNX",
                        formatter_class=Formatter,
-                       epilog="example:\n  costmodels export 1462 --dataset cifar10 -o net.onnx")
+                       epilog="examples:\n  costmodels export 1462 --dataset cifar10 -o net.onnx\n"
+                              "  costmodels export 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1 "
+                              "--space fbnet -o fbnet.onnx")
     p.add_argument("arch", help="arch string or standard index")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     add_space_args(p, archs=False)
-    p.set_defaults(func=cmd_export, arch_type=str)
+    p.set_defaults(func=cmd_export)
 
-    p = sub.add_parser("estimate", help="estimate every cell with a backend -> latency table CSV",
+    p = sub.add_parser("estimate", help="estimate architectures with a backend -> latency CSV",
                        formatter_class=Formatter,
                        epilog="examples:\n  costmodels estimate flops -o flops.csv\n"
                               "  costmodels estimate lut:datasets/nb201/lut.sqlite -o lut.csv\n"
                               "  costmodels estimate eyeriss --dataset cifar10 -o eyeriss.csv\n"
+                              "  costmodels estimate roofline --space models:my_models/ "
+                              "--input-shape 1x3x224x224 -o est.csv\n"
+                              "A model that cannot be estimated is a row with an error column.\n"
                               "backends: see `costmodels backends`")
     p.add_argument("backend", help="registry spec, e.g. flops, lut:PATH, roofline:SPEC, eyeriss, "
                                    "gbdt:DIR")
@@ -276,6 +482,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("backends", help="list the registered backends")
     p.set_defaults(func=cmd_backends)
+    p = sub.add_parser("spaces", help="list the search spaces")
+    p.set_defaults(func=cmd_spaces)
 
     for module in PLUGINS:
         try:
@@ -289,13 +497,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the CLI. User mistakes print one ``error:`` line and return 2; never a traceback."""
+    import os
+
     parser = build_parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as exc:
+        return int(exc.code or 0) if isinstance(exc.code, int) else 2
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
-    if getattr(args, "arch", None) and str(args.arch).isdigit():
-        args.arch = int(args.arch)
     try:
         return int(args.func(args) or 0)
     except CostModelError as exc:
@@ -304,6 +516,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("interrupted; what was committed is kept (rerun to resume)", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        return 0
+    except OSError as exc:
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+    except MemoryError:
+        print("error: out of memory; use a smaller --sample or --batch", file=sys.stderr)
+        return 2
+    except Exception as exc:  # noqa: BLE001 - last resort: a bug, not a user mistake
+        if os.environ.get("COSTMODELS_DEBUG"):
+            raise
+        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug "
+              "in costmodels, please report it with the command line (COSTMODELS_DEBUG=1 shows "
+              "the traceback)", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

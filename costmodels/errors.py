@@ -45,6 +45,17 @@ class TableError(CostModelError, ValueError):
     """A latency table (CSV) that is malformed: names the file, row and field."""
 
 
+class NotCovered(CostModelError, KeyError):
+    """A backend that answers for some networks only (a table, a LUT) has no answer here."""
+
+    def __str__(self) -> str:
+        return self.args[0] if self.args else ""
+
+
+class InputError(CostModelError, ValueError):
+    """A command-line value or input/output path that cannot be used; checked before work."""
+
+
 class MissingKernel(CostModelError, KeyError):
     """A lookup table has no entry for some kernels of a network."""
 

@@ -9,14 +9,16 @@ file, line and field at fault. Duplicate cells: by default an error; with
 from __future__ import annotations
 
 import csv
+import io
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from costmodels.errors import TableError, UnknownArchitecture
+from costmodels.errors import NotCovered, TableError, UnknownArchitecture, UnknownBackend
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
 
@@ -25,9 +27,14 @@ REQUIRED = ("arch_index", "arch_str", "latency_ms")
 
 @dataclass(frozen=True)
 class LatencyTable:
-    """Rows of a latency table, sorted by ``arch_index``. Arrays are aligned."""
+    """Rows of a latency table, keyed by ``arch_str``. Arrays are aligned.
 
-    arch_index: np.ndarray  # int64
+    ``arch_index`` is the space's standard index, or -1 where the space has none
+    (a model folder, FBNet); rows are sorted by index when every row has one, and
+    kept in file order otherwise.
+    """
+
+    arch_index: np.ndarray  # int64, -1 = no standard index
     arch_str: tuple[str, ...]
     latency_ms: np.ndarray  # float64
     energy_mj: np.ndarray | None = None
@@ -45,6 +52,11 @@ class LatencyTable:
                             self.latency_ms[rows],
                             None if self.energy_mj is None else self.energy_mj[rows],
                             self.source)
+
+    @property
+    def indexed(self) -> bool:
+        """Whether every row carries a standard index."""
+        return bool(len(self) and (self.arch_index >= 0).all())
 
     @property
     def device(self) -> str:
@@ -67,109 +79,171 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
     return x
 
 
-def read_table(path: str | Path, *, duplicates: str = "error", space: str = "nb201",
+DUPLICATE_POLICIES = ("error", "mean", "first")
+
+
+def iter_csv(path: str, what: str = "table") -> tuple[list[str], list[tuple[int, dict]]]:
+    """``(header, rows)`` of a CSV; rows are ``(line, dict)``. Bad bytes name file and line."""
+    try:
+        data = Path(path).read_bytes()
+    except IsADirectoryError:
+        raise TableError(f"{path}: is a directory, not a {what} CSV file") from None
+    except OSError as exc:
+        raise TableError(f"{path}: cannot read {what}: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise TableError(f"{path}:{line}: not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                         f"save the {what} as UTF-8 CSV") from None
+    if "\x00" in text:
+        raise TableError(f"{path}: contains NUL bytes; not a CSV {what}")
+    reader = csv.DictReader(io.StringIO(text, newline=""))
+    try:
+        header = [(h or "").strip() for h in (reader.fieldnames or [])]
+        reader.fieldnames = header
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            if None in row:
+                raise TableError(f"{path}:{line}: more fields than the header has "
+                                 f"({len(header)}); check for an unquoted comma")
+            rows.append((line, row))
+    except csv.Error as exc:
+        raise TableError(f"{path}: malformed CSV: {exc}") from None
+    return header, rows
+
+
+def _resolve_space(space):
+    if space is None or not isinstance(space, str):
+        return space
+    from costmodels.spaces import get_space
+
+    return get_space(space)
+
+
+def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
                check_space: bool = True) -> LatencyTable:
     """Read and validate a latency table.
 
-    Every ``arch_str`` is parsed; with ``check_space`` its ``arch_index`` must be
-    the standard index of that string. ``duplicates``: ``"error"`` (default),
-    ``"mean"`` (average the latencies of repeated cells) or ``"first"``.
+    ``space`` is a :class:`~costmodels.spaces.SearchSpace` or its spec (``None``:
+    arch strings taken as they are). Every ``arch_str`` is parsed into the
+    space's canonical form; with ``check_space`` a given ``arch_index`` must be
+    the space's standard index of that string, and may be empty for a space
+    without one. ``duplicates``: ``"error"`` (default), ``"mean"`` (average the
+    latencies of a repeated ``arch_str``) or ``"first"``.
     """
-    from costmodels.spaces import nb201
-
     path = str(path)
-    if duplicates not in ("error", "mean", "first"):
-        raise ValueError(f"duplicates must be 'error', 'mean' or 'first', not {duplicates!r}")
-    try:
-        fh = open(path, newline="")
-    except OSError as exc:
-        raise TableError(f"{path}: cannot open latency table: {exc.strerror}") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        missing = [c for c in REQUIRED if c not in header]
-        if missing:
-            raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a latency table "
-                             f"has the header {','.join(REQUIRED)}[,energy_mj] (found "
-                             f"{','.join(header) or 'nothing'})")
-        has_energy = "energy_mj" in header
-        rows: dict[int, list[tuple[str, float, float]]] = {}
-        for line, row in enumerate(reader, start=2):
-            s = (row.get("arch_str") or "").strip()
+    if duplicates not in DUPLICATE_POLICIES:
+        raise TableError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not "
+                         f"{duplicates!r}")
+    sp = _resolve_space(space)
+    header, body = iter_csv(path, "latency table")
+    need = ("arch_str", "latency_ms")
+    missing = [c for c in need if c not in header]
+    if missing:
+        raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a latency table "
+                         f"has the header {','.join(REQUIRED)}[,energy_mj] (found "
+                         f"{','.join(h for h in header if h) or 'nothing'})")
+    has_energy = "energy_mj" in header
+    rows: dict[str, list[tuple[int, float, float]]] = {}
+    for line, row in body:
+        s = (row.get("arch_str") or "").strip()
+        if sp is not None:
             try:
-                ops = nb201.parse_arch(s)
+                s = sp.parse(s)
             except UnknownArchitecture as exc:
                 raise TableError(f"{path}:{line}: field 'arch_str': {exc.reason} "
                                  f"(got {s!r})") from None
+        elif not s:
+            raise TableError(f"{path}:{line}: field 'arch_str' is empty")
+        raw_idx = (row.get("arch_index") or "").strip()
+        idx = -1
+        if raw_idx:
             try:
-                idx = int(row["arch_index"])
-            except (TypeError, ValueError):
+                idx = int(raw_idx)
+            except ValueError:
                 raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: "
-                                 f"{row['arch_index']!r}") from None
-            if check_space and nb201.SPACE.index(ops) != idx:
-                raise TableError(f"{path}:{line}: arch_index {idx} does not match arch_str; the "
-                                 f"standard NAS-Bench-201 index of that cell is "
-                                 f"{nb201.SPACE.index(ops)}")
-            lat = _number(row["latency_ms"], path, line, "latency_ms", positive=True)
-            en = (_number(row["energy_mj"], path, line, "energy_mj", positive=True)
-                  if has_energy and row.get("energy_mj", "") != "" else math.nan)
-            if idx in rows and duplicates == "error":
-                raise TableError(f"{path}:{line}: arch_index {idx} appears twice; pass "
-                                 "duplicates='mean' (--duplicates mean) to average repeats")
-            rows.setdefault(idx, []).append((s, lat, en))
+                                 f"{raw_idx!r}") from None
+        if sp is not None and check_space:
+            std = sp.index(s)
+            if raw_idx and std is not None and std != idx and sp.strict_index:
+                raise TableError(f"{path}:{line}: arch_index {idx} does not match arch_str; "
+                                 f"the standard index of that architecture is {std}")
+            if std is not None:
+                idx = std
+            elif raw_idx:
+                raise TableError(f"{path}:{line}: arch_index {idx} given, but space "
+                                 f"{sp.spec!r} has no standard index; leave it empty")
+        lat = _number(row.get("latency_ms"), path, line, "latency_ms", positive=True)
+        en = (_number(row["energy_mj"], path, line, "energy_mj", positive=True)
+              if has_energy and (row.get("energy_mj") or "") != "" else math.nan)
+        if s in rows and duplicates == "error":
+            raise TableError(f"{path}:{line}: architecture {s} appears twice; pass "
+                             "--duplicates mean (average repeats) or --duplicates first")
+        rows.setdefault(s, []).append((idx, lat, en))
     if not rows:
         raise TableError(f"{path}: the table has no rows")
-    order = sorted(rows)
-    pick = (lambda v: v[0]) if duplicates == "first" else None
+    keys = list(rows)
+    if all(rows[k][0][0] >= 0 for k in keys):
+        keys.sort(key=lambda k: rows[k][0][0])
     lat_arr, en_arr = [], []
-    for i in order:
-        vals = rows[i]
-        if pick:
-            vals = [pick(vals)]
+    for k in keys:
+        vals = rows[k][:1] if duplicates == "first" else rows[k]
         lat_arr.append(float(np.mean([v[1] for v in vals])))
         en_arr.append(float(np.mean([v[2] for v in vals])))
     energy = np.array(en_arr) if has_energy else None
-    return LatencyTable(np.array(order, dtype=np.int64), tuple(rows[i][0][0] for i in order),
+    return LatencyTable(np.array([rows[k][0][0] for k in keys], dtype=np.int64), tuple(keys),
                         np.array(lat_arr), energy, path)
 
 
-def write_table(path: str | Path, arch_index: Iterable[int], arch_strs: Iterable[str],
-                latency_ms: Iterable[float], energy_mj: Iterable[float | None] | None = None
-                ) -> None:
-    """Write a latency table; ``energy_mj`` column only when given."""
+def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: Iterable[str],
+                latency_ms: Iterable[float], energy_mj: Iterable[float | None] | None = None,
+                extra: Mapping[str, Sequence[Any]] | None = None) -> None:
+    """Write a latency table; ``energy_mj`` column only when given.
+
+    An ``arch_index`` of ``None`` or < 0 is written empty (a space without a
+    standard index). ``extra`` adds columns after the standard ones (e.g. an
+    ``error`` column for rows that could not be estimated).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "w", newline="") as fh:
+    extra = dict(extra or {})
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
-        cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else [])
+        cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else []) + list(extra)
         w.writerow(cols)
-        energies = energy_mj if energy_mj is not None else iter(lambda: None, 0)
-        for i, s, lat, en in zip(arch_index, arch_strs, latency_ms, energies, strict=False):
-            row = [int(i), s, repr(float(lat))]
-            if energy_mj is not None:
-                row.append("" if en is None else repr(float(en)))
+        energies = list(energy_mj) if energy_mj is not None else None
+        for r, (i, s, lat) in enumerate(zip(arch_index, arch_strs, latency_ms, strict=False)):
+            idx = "" if i is None or int(i) < 0 else int(i)
+            row = [idx, s, "" if lat is None or not math.isfinite(lat) else repr(float(lat))]
+            if energies is not None:
+                en = energies[r]
+                row.append("" if en is None or not math.isfinite(en) else repr(float(en)))
+            row += ["" if v[r] is None else v[r] for v in extra.values()]
             w.writerow(row)
     tmp.replace(path)
 
 
 class TableModel(BaseCostModel):
-    """A latency table as a backend: answers for the NAS-Bench-201 cells it lists.
+    """A latency table as a backend: answers for the architectures it lists (any space).
 
-    A network it does not list raises ``KeyError`` naming the cell (the harness
-    reports that as partial coverage).
+    A network it does not list raises :class:`~costmodels.errors.NotCovered` naming
+    it (the harness reports that as partial coverage).
     """
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, duplicates: str = "error") -> None:
         self.path = path
-        self.table_ = read_table(path, duplicates="mean")
+        self.duplicates = duplicates
+        self.table_ = read_table(path, duplicates=duplicates, space=None)
         self.name = f"table:{Path(path).stem}"
         self._row = self.table_.lookup()
 
     def estimate(self, net: Network) -> Estimate:
         s = net.meta.get("arch_str")
         if s is None or s not in self._row:
-            raise KeyError(f"{self.path} has no row for {net.name} ({s})")
+            raise NotCovered(f"{self.path} has no row for {net.name} (arch_str {s})")
         i = self._row[s]
         en = None if self.table_.energy_mj is None else float(self.table_.energy_mj[i])
         if en is not None and math.isnan(en):
@@ -179,6 +253,13 @@ class TableModel(BaseCostModel):
 
 
 def table_from_spec(arg: str | None) -> TableModel:
+    """``table:PATH.csv[?duplicates=mean]``."""
     if not arg:
-        raise ValueError("the table backend needs a path: table:PATH.csv (or just PATH.csv)")
-    return TableModel(arg)
+        raise UnknownBackend("the table backend needs a path: table:PATH.csv (or just PATH.csv)")
+    path, _, query = arg.partition("?")
+    opts = dict(kv.partition("=")[::2] for kv in query.split("&") if kv)
+    unknown = set(opts) - {"duplicates"}
+    if unknown:
+        raise UnknownBackend(f"table:{arg}: unknown option(s) {', '.join(sorted(unknown))}; "
+                             "the only option is ?duplicates=error|mean|first")
+    return TableModel(path, duplicates=opts.get("duplicates", "error"))

@@ -25,7 +25,7 @@ import importlib
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from costmodels.errors import UnknownArchitecture, UnknownSpace
+from costmodels.errors import UnknownSpace
 
 if TYPE_CHECKING:
     from costmodels.network import Network, Shape
@@ -57,6 +57,7 @@ class SearchSpace:
     default_dataset: str | None = None
     size: int | None = None
     has_index: bool = False
+    strict_index: bool = True      # a table's arch_index must equal index(arch_str)
 
     # -- naming ------------------------------------------------------------
     def parse(self, text: str | int | Sequence[int]) -> str:
@@ -74,7 +75,7 @@ class SearchSpace:
         """``dataset`` validated for this space (``None`` -> the default)."""
         if dataset is None:
             return self.default_dataset
-        if self.datasets and dataset not in self.datasets:
+        if dataset not in self.datasets:
             raise UnknownSpace(f"space {self.spec!r} has no dataset {dataset!r}; expected one "
                                f"of: {', '.join(self.datasets)}")
         return dataset

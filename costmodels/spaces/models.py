@@ -1,0 +1,151 @@
+"""``models:DIR``: a folder of the user's ONNX files as a search space.
+
+Every ``*.onnx`` file directly in DIR is one architecture; its ``arch_str`` is the
+file's stem and its ``arch_index`` its position in sorted order (so the index
+moves when files are added: tables are keyed by ``arch_str``, and an index read
+back from a table is refreshed rather than checked). ``--input-shape`` applies to
+every model of the folder (``1x3x224x224``, or ``name=1x3x224x224`` per input).
+
+Nothing in the folder is executed: files are parsed as ONNX protobufs only, and
+only regular files inside DIR are taken (a symlink that leaves DIR is refused).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from costmodels.errors import UnknownArchitecture, UnknownSpace
+from costmodels.network import Network, Shape
+from costmodels.spaces import SearchSpace
+
+
+class ModelsSpace(SearchSpace):
+    """The ONNX files of one folder, in sorted order of their stems."""
+
+    name = "models"
+    datasets = ()
+    default_dataset = None
+    has_index = True
+    strict_index = False   # positions move when files are added: refresh, don't check
+
+    def __init__(self, folder: str | Path,
+                 input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None) -> None:
+        root = Path(folder).expanduser()
+        if not root.exists():
+            raise UnknownSpace(f"models:{folder}: no such folder; give a folder of .onnx files")
+        if not root.is_dir():
+            raise UnknownSpace(f"models:{folder}: not a folder; give a folder of .onnx files "
+                               "(for one file use `costmodels info FILE.onnx`)")
+        self.root = root.resolve()
+        self.spec = f"models:{self.root}"
+        self.input_shapes = input_shapes
+        files = {}
+        for p in sorted(root.glob("*.onnx")):
+            real = p.resolve()
+            if real.parent != self.root or not real.is_file():
+                continue  # a link out of the folder, or not a regular file
+            files[p.stem] = real
+        if not files:
+            raise UnknownSpace(f"models:{folder}: no .onnx files in that folder")
+        self._files = files
+        self._names = sorted(files)
+        self._pos = {n: i for i, n in enumerate(self._names)}
+        self.size = len(self._names)
+        self._cache: dict[tuple[str, int], Network] = {}
+
+    # -- naming ------------------------------------------------------------
+    def parse(self, text: str | int | Sequence[int]) -> str:
+        if isinstance(text, (int, np.integer)) or (isinstance(text, str) and text.isdigit()
+                                                    and text not in self._pos):
+            i = int(text)
+            if not 0 <= i < self.size:
+                raise UnknownArchitecture(text, f"index out of range 0..{self.size - 1} of "
+                                                f"{self.spec}")
+            return self._names[i]
+        if not isinstance(text, str):
+            raise UnknownArchitecture(text, "expected a model name (a file stem)")
+        name = text.strip()
+        if name.endswith(".onnx"):
+            name = Path(name).stem
+        if name not in self._pos:
+            shown = ", ".join(self._names[:5]) + (", ..." if self.size > 5 else "")
+            raise UnknownArchitecture(text, f"no {name}.onnx in {self.root} (it has: {shown})")
+        return name
+
+    def index(self, arch: str) -> int:
+        return self._pos[self.parse(arch)]
+
+    def path(self, arch: str) -> Path:
+        return self._files[self.parse(arch)]
+
+    # -- enumerating -------------------------------------------------------
+    def archs(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def sample(self, n: int, seed: int = 0) -> list[str]:
+        self.check_sample(n)
+        rng = np.random.default_rng(seed)
+        return [self._names[i] for i in sorted(rng.choice(self.size, size=n, replace=False))]
+
+    def check_dataset(self, dataset: str | None) -> str | None:
+        if dataset is not None:
+            raise UnknownSpace(f"--dataset {dataset!r} does not apply to a model folder (the "
+                               "models fix their own input size; use --input-shape)")
+        return None
+
+    # -- building ----------------------------------------------------------
+    def build_network(self, arch: str, dataset: str | None = None, batch: int = 1) -> Network:
+        from costmodels.onnx_import import import_onnx
+
+        self.check_dataset(dataset)
+        name = self.parse(arch)
+        key = (name, batch)
+        if key not in self._cache:
+            shapes = self.input_shapes
+            if batch != 1 and not shapes:
+                raise UnknownSpace(f"{self.spec}: --batch {batch} is not applied to a model "
+                                   "folder; give the full shape with --input-shape "
+                                   f"{batch}x3x224x224")
+            net = import_onnx(str(self._files[name]), input_shapes=shapes)
+            meta = {**net.meta, "space": self.spec, "arch_str": name,
+                    "arch_index": self._pos[name], "dataset": None,
+                    "batch": int(net.inputs[0][1][0]) if net.inputs and net.inputs[0][1] else 1,
+                    "source": str(self._files[name])}
+            if shapes:
+                meta["input_shapes"] = shapes
+            self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
+        return self._cache[key]
+
+    def build_onnx(self, arch: str, dataset: str | None = None, batch: int = 1,
+                   seed: int = 0) -> Any:
+        """The model file, with its graph inputs fixed to the shapes the IR was built at."""
+        from costmodels.onnx_import import load_model_proto
+
+        net = self.build_network(arch, dataset, batch)
+        model = load_model_proto(str(self._files[net.meta["arch_str"]]))
+        fixed = dict(net.inputs)
+        for vi in model.graph.input:
+            shape = fixed.get(vi.name)
+            if shape is None or not vi.type.HasField("tensor_type"):
+                continue
+            dims = vi.type.tensor_type.shape.dim
+            if len(dims) != len(shape):
+                continue
+            for d, v in zip(dims, shape, strict=True):
+                d.ClearField("dim_param")
+                d.dim_value = int(v)
+        return model
+
+    def describe(self) -> Mapping[str, Any]:
+        return {**super().describe(), "folder": str(self.root), "models": list(self._names)}
+
+
+def space_from_spec(arg: str | None, *, input_shapes: Any = None, **_: Any) -> ModelsSpace:
+    if not arg:
+        raise UnknownSpace("space 'models' needs a folder: --space models:DIR")
+    return ModelsSpace(arg, input_shapes=input_shapes)
