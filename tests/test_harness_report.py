@@ -110,7 +110,7 @@ def test_report_with_generated_models_section(tmp_path):
     models = compare_models(tmp_path / "zoo", res.results, truth=_MacsTruth())
     files = report.write_report(res, tmp_path / "out", models=models)
     md = files["report"].read_text()
-    assert "## Off NAS-Bench-201" in md and "resnet_w16_r32" in md
+    assert "## A folder of ONNX models" in md and "resnet_w16_r32" in md
     assert "Off the space, **" in md
     assert files["models"].read_bytes()[:4] == b"\x89PNG"
 

@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from costmodels.errors import TableError
+from costmodels.errors import NotCovered, TableError
 from costmodels.spaces import nb201
 from costmodels.tables import TableModel, read_table, write_table
 
@@ -42,7 +42,7 @@ def test_reads_reference_table(refdata):
     (_row(1, "-3"), r"t.csv:2: field 'latency_ms' is -3.0"),
     (_row(1, "0"), r"must be > 0"),
     (_row(1, "fast"), r"'latency_ms' is not a number"),
-    (_row(1, "1") + _row(1, "2"), r"t.csv:3: arch_index 1 appears twice"),
+    (_row(1, "1") + _row(1, "2"), r"t.csv:3: architecture .* appears twice"),
     (f"7,{nb201.SPACE[8]},1.0\n", r"arch_index 7 does not match arch_str.*is 8"),
     ("1,|bogus~0|,1.0\n", r"t.csv:2: field 'arch_str'"),
     ("", r"no rows"),
@@ -55,8 +55,37 @@ def test_bad_rows(tmp_path, body, match):
 def test_missing_column_and_missing_file(tmp_path):
     with pytest.raises(TableError, match="missing column.*latency_ms"):
         read_table(_write(tmp_path, "1,x\n", header="arch_index,arch_str\n"))
-    with pytest.raises(TableError, match="cannot open"):
+    with pytest.raises(TableError, match="nope.csv: cannot read latency table: No such file"):
         read_table(tmp_path / "nope.csv")
+
+
+def test_utf8_bom_accepted_and_bad_bytes_named(tmp_path):
+    good = _write(tmp_path, _row(1, "2.5"))
+    bom = tmp_path / "bom.csv"
+    bom.write_bytes(b"\xef\xbb\xbf" + good.read_bytes())
+    assert read_table(bom).latency_ms[0] == 2.5
+    bad = tmp_path / "latin1.csv"
+    bad.write_bytes(good.read_bytes() + b"2,caf\xe9,1.0\n")
+    with pytest.raises(TableError, match=r"latin1.csv:3: not UTF-8"):
+        read_table(bad)
+
+
+def test_space_without_index_leaves_arch_index_empty(tmp_path):
+    from costmodels.spaces.models import ModelsSpace
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    for name in ("b", "a"):
+        (folder / f"{name}.onnx").write_bytes(nb201.build_onnx(1).SerializeToString())
+    space = ModelsSpace(folder)
+    out = tmp_path / "m.csv"
+    write_table(out, [None, None], ["a", "b"], [1.0, 2.0])
+    assert out.read_text().splitlines()[1].startswith(",a,")
+    t = read_table(out, space=space)
+    assert t.arch_str == ("a", "b") and list(t.arch_index) == [0, 1]
+    with pytest.raises(TableError, match="no c.onnx"):
+        write_table(out, [None], ["c"], [1.0])
+        read_table(out, space=space)
 
 
 def test_duplicate_policy_mean(tmp_path):
@@ -69,6 +98,6 @@ def test_table_backend(tmp_path):
     p = _write(tmp_path, _row(1, "4.0"))
     model = TableModel(str(p))
     assert model.estimate(nb201.build_network(1)).latency_ms == 4.0
-    with pytest.raises(KeyError, match="no row"):
+    with pytest.raises(NotCovered, match="no row"):
         model.estimate(nb201.build_network(2))
     assert np.isfinite(read_table(p).latency_ms).all()

@@ -42,12 +42,13 @@ def machine_line() -> str | None:
 
 
 def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
-        dataset: str = "cifar10", train_samples: int | None = None, seed: int = 0,
+        dataset: str | None = None, train_samples: int | None = None, seed: int = 0,
         sources: Sequence[str] = (), priors: Sequence[str] = (), max_cells: int | None = None,
         reference_only: Sequence[str] = (), notes: Mapping[str, str] | None = None,
         curve_csvs: Sequence[str | Path] = (), models_dir: str | Path | None = None,
         models_truth: Any = "measure:ort", fingerprint: str | None = None,
         duplicates: str = "error", title: str | None = None, console: Any = None,
+        space: Any = "nb201", batch: int = 1, input_shapes: Any = None,
         ) -> tuple[ComparisonResult, ModelsResult | None, dict[str, Path]]:
     """Read the truth table, compare the backends, print the ranked table, write the report.
 
@@ -75,15 +76,19 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
     def say(name: str) -> None:
         err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/]  {name}", highlight=False)
 
-    table = read_table(truth, duplicates=duplicates)
+    from costmodels.spaces import SearchSpace, get_space
+
+    sp = space if isinstance(space, SearchSpace) else get_space(space, input_shapes=input_shapes)
+    table = read_table(truth, duplicates=duplicates, space=sp)
     result = compare(table, backends, dataset=dataset, train_samples=train_samples, seed=seed,
                      sources=sources, max_cells=max_cells, notes=notes,
-                     reference_only=reference_only, priors=priors, on_progress=say)
+                     reference_only=reference_only, priors=priors, on_progress=say,
+                     space=sp, batch=batch)
     models = None
     if models_dir:
         say(f"models in {models_dir}")
         models = compare_models(models_dir, result.results, truth=models_truth, notes=notes,
-                                on_progress=say)
+                                on_progress=say, input_shapes=input_shapes)
     print_table(result, console or Console())
     files = write_report(result, out_dir, fingerprint=fingerprint or machine_line(),
                          curve_csvs=curve_csvs, models=models, truth_table=table, title=title)

@@ -15,9 +15,13 @@ examples:
   # few-shot transfer from other devices' tables, plus the curve from `costmodels fewshot`
   costmodels compare --truth pixel3.csv transfer --train-samples 20 \\
       --source gold_6240.csv --source titanx_1.csv --curve curve.csv -o report/
-  # also off NAS-Bench-201: generated ONNX models, measured with ONNX Runtime
-  costmodels gen-models -o models/ && costmodels compare --truth truth.csv flops \\
-      --models models/ -o report/
+  # a folder of your own ONNX models: measure them once, then score estimators
+  costmodels measure-space --space models:my_models/ --input-shape 1x3x224x224 \\
+      --db truth.sqlite -o truth.csv
+  costmodels compare --space models:my_models/ --input-shape 1x3x224x224 \\
+      --truth truth.csv flops roofline eyeriss lut:lut.sqlite -o report/
+  # FBNet (HW-NAS-Bench's second space)
+  costmodels compare --space fbnet --dataset cifar100 --truth fbnet.csv flops roofline -o r/
 
 A BACKEND is a registry spec (see `costmodels backends`: flops, params, lut:PATH,
 roofline:SPEC, eyeriss, fpga, gbdt:DIR, gnn:DIR, measure:ort) or a latency-table
@@ -29,7 +33,7 @@ Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from costmodels.cli import Formatter
+    from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser("compare", help="rank estimators against measured latency -> report",
                        formatter_class=Formatter, epilog=COMPARE_EPILOG,
@@ -41,11 +45,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="measured latency table (arch_index,arch_str,latency_ms)")
     p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
                    help="what to do with a cell listed twice in the truth table")
-    p.add_argument("--space", default="nb201", choices=["nb201"], help="search space")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100",
-                                                            "ImageNet16-120"],
-                   help="NAS-Bench-201 dataset the networks are built for")
-    p.add_argument("--train-samples", type=int, metavar="K",
+    add_space_args(p, archs=False)
+    p.add_argument("--train-samples", type=positive_int, metavar="K",
                    help="fit learned backends on K truth rows, score all on the rest")
     p.add_argument("--seed", type=int, default=0, help="seed of the train/test split")
     p.add_argument("--source", action="append", default=[], metavar="TABLE.csv",
@@ -53,7 +54,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--prior", action="append", default=[], metavar="SPEC",
                    help="analytical estimator the hybrid backend corrects, e.g. "
                         "roofline:SPEC or lut:PATH (repeatable)")
-    p.add_argument("--max-cells", type=int, metavar="N",
+    p.add_argument("--max-cells", type=positive_int, metavar="N",
                    help="score a random N of the truth cells (for slow backends, e.g. measure:ort)")
     p.add_argument("--reference-only", action="append", default=[], metavar="BACKEND",
                    help="shown but never recommended (a model of other hardware); repeatable")
@@ -79,9 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
+    from costmodels.cli import check_output_dir, open_space
     from costmodels.harness import run
 
+    check_output_dir(args.output, "-o")
+    space = open_space(args)
     result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
+                       space=space, batch=args.batch,
+                       input_shapes=getattr(space, "input_shapes", None),
                        train_samples=args.train_samples, seed=args.seed, sources=args.source,
                        priors=args.prior,
                        max_cells=args.max_cells, reference_only=args.reference_only,

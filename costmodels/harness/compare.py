@@ -97,6 +97,9 @@ class ComparisonResult:
     seed: int
     results: list[BackendResult]
     train_samples: int | None = None
+    space: str = "nb201"
+    #: truth rows whose network could not be built: {arch_str: error}; never scored
+    build_errors: dict[str, str] = field(default_factory=dict)
 
     def ranked(self, key: str = "kendall") -> list[BackendResult]:
         """Best first by ``key``: see :func:`rank`."""
@@ -185,6 +188,7 @@ class Estimated(NamedTuple):
     errors: list[str | None]  # why not ok (exception or the backend's meta['error'])
     first_error: str | None   # the first of them, with the network's name
     seconds: float            # time spent in the backend
+    energy_mj: np.ndarray | None = None  # nan where the backend gave no energy
 
 
 def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
@@ -197,6 +201,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     """
     n = len(nets)
     lat = np.full(n, math.nan)
+    energy = np.full(n, math.nan)
     errors: list[str | None] = [None] * n
     batch_error = None
     t0 = time.perf_counter()
@@ -205,6 +210,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
         if len(ests) != n:
             raise RuntimeError(f"estimate_many returned {len(ests)} estimates for {n} networks")
         lat[:] = [e.latency_ms for e in ests]
+        energy[:] = [math.nan if e.energy_mj is None else e.energy_mj for e in ests]
         errors = [e.meta.get("error") for e in ests]
     except Exception as exc:  # noqa: BLE001 - any backend failure is data here
         batch_error = _first_line(exc)
@@ -213,6 +219,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
             try:
                 est = model.estimate(net)
                 lat[i], errors[i] = est.latency_ms, est.meta.get("error")
+                energy[i] = math.nan if est.energy_mj is None else est.energy_mj
             except Exception as exc1:  # noqa: BLE001
                 errors[i] = _first_line(exc1)
     seconds = time.perf_counter() - t0
@@ -224,7 +231,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     first = f"{nets[bad[0]].name}: {errors[bad[0]]}" if bad.size else None
     if batch_error and first is None:  # only the batched call failed; say so
         first = f"estimate_many failed ({batch_error}); estimated one by one"
-    return Estimated(ok, lat, errors, first, seconds)
+    return Estimated(ok, lat, errors, first, seconds, energy)
 
 
 def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,
@@ -283,7 +290,8 @@ def split_rows(n: int, train_samples: int | None, seed: int) -> tuple[np.ndarray
     if not train_samples:
         return np.zeros(0, np.int64), np.arange(n)
     if not 1 <= train_samples < n:
-        raise ValueError(f"train_samples must be between 1 and {n - 1} (the truth table has "
+        from costmodels.errors import InputError
+        raise InputError(f"--train-samples must be between 1 and {n - 1} (the truth table has "
                          f"{n} rows; some must be left to score on), got {train_samples}")
     rng = np.random.default_rng(seed)
     train = np.sort(rng.choice(n, size=train_samples, replace=False))
@@ -310,11 +318,13 @@ def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[
     return model, time.perf_counter() - t0
 
 
-def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: str = "cifar10",
+def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
+            dataset: str | None = None,
             train_samples: int | None = None, seed: int = 0, sources: Sequence[str] = (),
             *, max_cells: int | None = None, notes: Mapping[str, str] | None = None,
             reference_only: Sequence[str] = (), priors: Sequence[str] = (),
-            on_progress: Callable[[str], None] | None = None) -> ComparisonResult:
+            on_progress: Callable[[str], None] | None = None,
+            space: Any = "nb201", batch: int = 1) -> ComparisonResult:
     """Score every backend on the truth table's cells; see the module docstring.
 
     ``max_cells`` scores a seeded random subset of the test rows (for slow
@@ -323,10 +333,18 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
     illustration only"). Backends named in ``reference_only`` are scored and
     shown but never recommended. ``priors``: registry specs the ``hybrid`` backend
     corrects (e.g. ``roofline:SPEC``, ``lut:PATH``). ``on_progress`` is called with a
-    message per backend.
+    message per backend. ``space`` (a :class:`~costmodels.spaces.SearchSpace` or its
+    spec) builds the truth rows' networks at ``dataset`` (None: the space's default)
+    and ``batch``; a row whose network cannot be built is recorded in
+    ``build_errors`` and not scored. When the truth has ``energy_mj``, backends that
+    estimate energy are scored on it too (``energy_*`` metrics).
     """
+    from costmodels.errors import CostModelError, InputError
     from costmodels.registry import BACKENDS, split_spec
-    from costmodels.spaces import nb201
+    from costmodels.spaces import SearchSpace, get_space
+
+    sp = space if isinstance(space, SearchSpace) else get_space(space)
+    dataset = sp.check_dataset(dataset)
 
     for spec in backends:  # a typo should fail before minutes of work
         if isinstance(spec, str) and split_spec(spec)[0] not in (*BACKENDS, *LEARNED):
@@ -334,13 +352,27 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
             resolve(split_spec(spec)[0])
     for src in sources:
         if truth.source and Path(src).resolve() == Path(truth.source).resolve():
-            raise ValueError(f"{src} is the truth table itself; a source device must be another "
+            raise InputError(f"{src} is the truth table itself; a source device must be another "
                              "device, or the comparison would score predictors on their inputs")
-    train_rows, test_rows = split_rows(len(truth), train_samples, seed)
+    built: list[Network | None] = []
+    build_errors: dict[str, str] = {}
+    for a in truth.arch_str:
+        try:
+            built.append(sp.build_network(sp.parse(a), dataset, batch))
+        except CostModelError as exc:
+            build_errors[a] = _first_line(exc)
+            built.append(None)
+    usable = np.array([n is not None for n in built])
+    if not usable.any():
+        raise InputError(f"{truth.source}: none of its {len(truth)} networks could be built in "
+                         f"{sp.spec}; first error: {next(iter(build_errors.values()))}")
+    train_rows, test_rows = split_rows(int(usable.sum()), train_samples, seed)
+    kept = np.flatnonzero(usable)
+    train_rows, test_rows = kept[train_rows], kept[test_rows]
     if max_cells and max_cells < len(test_rows):
         rng = np.random.default_rng(seed + 1)
         test_rows = np.sort(rng.choice(test_rows, size=max_cells, replace=False))
-    nets = [nb201.build_network(int(truth.arch_index[r]), dataset) for r in range(len(truth))]
+    nets = built
     train_nets = [nets[r] for r in train_rows]
     test_nets = [nets[r] for r in test_rows]
     train_y = truth.latency_ms[train_rows]
@@ -372,7 +404,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
             res.name = f"{label} (fit on {len(train_rows)}{with_sources})"
         res.build_measurements = _build_measurements(spec, model,
                                                      len(train_rows) if learned else None)
-        ok, lat, _, res.first_error, secs = estimate_all(model, test_nets)
+        ok, lat, _, res.first_error, secs, energy = estimate_all(model, test_nets)
         secs = _best_time(model, test_nets, secs, res.first_error is None)
         res.n_covered = int(ok.sum())
         res.query_us = secs / len(test_nets) * 1e6 if res.n_covered else math.nan
@@ -383,10 +415,32 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel], dataset: s
             res.note = "uncalibrated proxy: scale arbitrary, only rank metrics are meaningful"
         if res.n_covered >= 2:
             res.metrics = metrics.summary(res.y_true, res.y_pred, connected[ok])
+            res.metrics.update(_energy_metrics(truth, test_rows[ok], energy[ok]))
         results.append(res)
-    return ComparisonResult(truth_source=truth.source, device=truth.device, dataset=dataset,
-                            n_truth=len(truth), train_rows=train_rows, test_rows=test_rows,
-                            seed=seed, results=results, train_samples=train_samples)
+    return ComparisonResult(truth_source=truth.source, device=truth.device,
+                            dataset=dataset or "", n_truth=len(truth), train_rows=train_rows,
+                            test_rows=test_rows, seed=seed, results=results,
+                            train_samples=train_samples, space=_space_label(sp),
+                            build_errors=build_errors)
+
+
+def _space_label(sp: Any) -> str:
+    name = getattr(sp, "name", "space")
+    return f"models:{Path(sp.root).name}" if name == "models" else name
+
+
+def _energy_metrics(truth: LatencyTable, rows: np.ndarray, energy: np.ndarray
+                    ) -> dict[str, float]:
+    """``energy_kendall``, ``energy_spearman``, ``energy_mape`` where truth and estimate both
+    have energy for at least 2 rows; empty otherwise."""
+    if truth.energy_mj is None:
+        return {}
+    t = truth.energy_mj[rows]
+    both = np.isfinite(t) & np.isfinite(energy)
+    if both.sum() < 2:
+        return {}
+    m = metrics.summary(t[both], energy[both])
+    return {f"energy_{k}": m[k] for k in ("kendall", "spearman", "mape") if k in m}
 
 
 # ----------------------------------------------------------------------------- ONNX models
@@ -441,7 +495,7 @@ def compare_models(folder: str | Path,
     if on_progress:
         on_progress(f"truth: {truth if isinstance(truth, str) else _spec_name(truth)}")
     truth_model = create(truth) if isinstance(truth, str) else truth
-    ok, truth_ms, errors, _, _ = estimate_all(truth_model, nets)
+    ok, truth_ms, errors, *_ = estimate_all(truth_model, nets)
     truth_errors = {names[i]: str(errors[i]) for i in np.flatnonzero(~ok)}
     scored = np.flatnonzero(ok)
     scored_nets = [nets[i] for i in scored]
@@ -479,7 +533,7 @@ def compare_models(folder: str | Path,
         res.model = model
         if res.build_measurements is None:
             res.build_measurements = _build_measurements(spec, model, None)
-        hit, lat, _, res.first_error, secs = estimate_all(model, scored_nets)
+        hit, lat, _, res.first_error, secs, _ = estimate_all(model, scored_nets)
         secs = _best_time(model, scored_nets, secs, res.first_error is None)
         res.n_covered = int(hit.sum())
         res.query_us = secs / len(scored_nets) * 1e6 if res.n_covered else math.nan

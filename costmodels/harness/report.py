@@ -83,7 +83,13 @@ def _title(result: ComparisonResult) -> str:
             f"{len(result.test_rows):,}" if result.train_samples
             else f"{len(result.test_rows):,} cells scored")
     return (f"Cost estimators vs measured latency on {result.device} "
-            f"(NAS-Bench-201 {result.dataset}; {mode})")
+            f"({_space_words(result)}; {mode})")
+
+
+def _space_words(result: ComparisonResult) -> str:
+    names = {"nb201": "NAS-Bench-201", "fbnet": "FBNet"}
+    label = names.get(result.space, result.space)
+    return f"{label} {result.dataset}".strip()
 
 
 def print_table(result: ComparisonResult, console=None) -> None:
@@ -207,6 +213,7 @@ def write_metrics_csv(result: ComparisonResult | ModelsResult, path: str | Path)
     """One row per backend: coverage, costs, flags and every metric of :func:`metrics.summary`."""
     path = Path(path)
     keys = list(metrics.METRIC_KEYS) + [f"{k}_connected" for k in metrics.METRIC_KEYS]
+    keys += sorted({k for r in result.results for k in r.metrics if k.startswith("energy_")})
     head = ["backend", "spec", "n_total", "n_covered", "coverage", "build_measurements",
             "build_s", "query_us", "fitted", "calibrated", "first_error", "note"]
     key = "kendall" if isinstance(result, ComparisonResult) else "spearman"
@@ -232,7 +239,8 @@ def write_predictions_csv(result: ComparisonResult, truth_latency: np.ndarray,
         w = csv.writer(fh)
         w.writerow(["arch_index", "arch_str", "latency_ms"] + [f"{n}_ms" for n in cols])
         for row in result.test_rows.tolist():
-            w.writerow([int(arch_index[row]), arch_str[row], repr(float(truth_latency[row]))]
+            idx = int(arch_index[row])
+            w.writerow(["" if idx < 0 else idx, arch_str[row], repr(float(truth_latency[row]))]
                        + [repr(c[row]) if row in c else "" for c in cols.values()])
     return path
 
@@ -468,8 +476,8 @@ def plot_models(models: ModelsResult, path: str | Path) -> Path | None:
             ys, label = ys * c, f"{r.name} ({why}, scaled ×{c:.3g})"
         ax.plot(x, ys, marker=".", ls="--", label=label)
     ax.set_xticks(x, [models.names[i] for i in order], rotation=30, ha="right", fontsize=8)
-    ax.set(yscale="log", ylabel="latency (ms, log scale)", xlabel="generated ONNX model",
-           title="Generated models off NAS-Bench-201: "
+    ax.set(yscale="log", ylabel="latency (ms, log scale)", xlabel="ONNX model",
+           title="ONNX models of the folder: "
            "measured vs estimated latency (sorted by measured)")
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
@@ -513,9 +521,8 @@ def models_paragraph(result: ComparisonResult | None, models: ModelsResult) -> s
 
 def _models_section(models: ModelsResult, figure: Path | None,
                     result: ComparisonResult | None = None) -> list[str]:
-    lines = ["## Off NAS-Bench-201: generated ONNX models", "",
-             f"{len(models.names)} models from `{models.folder}` (MobileNet-like depthwise, "
-             f"ResNet-like bottleneck and attention blocks), truth measured with "
+    lines = ["## A folder of ONNX models", "",
+             f"{len(models.names)} ONNX models from `{models.folder}`, truth measured with "
              f"`{models.truth_spec}`; backends built or fitted above, unchanged. With so few "
              "models the correlations are coarse; the per-model numbers show where an "
              "estimator built on NAS-Bench-201 goes wrong.", "",
@@ -572,11 +579,15 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
              f"- date: {when}"]
     if fingerprint:
         lines.append(f"- machine: {fingerprint}")
-    lines += [f"- ground truth: `{result.truth_source}` ({result.n_truth:,} NAS-Bench-201 cells, "
-              f"device `{result.device}`), networks built for {result.dataset}",
+    lines += [f"- ground truth: `{result.truth_source}` ({result.n_truth:,} architectures of "
+              f"{_space_words(result)}, device `{result.device}`)",
               f"- protocol: {mode}", "",
               "## Ranking (by Kendall τ; backends with full coverage first)", "", _md_table(COLUMNS, table_rows(result)), ""]
     lines += [f"- {line}" for line in _footnotes(result.results)]
+    if result.build_errors:
+        first = next(iter(result.build_errors.items()))
+        lines.append(f"- {len(result.build_errors)} truth row(s) could not be built as networks "
+                     f"and were not scored; first: `{first[0]}`: {first[1]}")
     lines += ["", "Columns: *coverage* = cells the backend answered / cells scored; *MAPE* = "
               "mean |estimate − measured| / measured; *±10 %* = share of cells within 10% "
               "(nn-Meter's accuracy); *top-k overlap* = share of the k fastest measured cells "
