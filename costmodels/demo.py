@@ -4,10 +4,12 @@ Each step is a ``costmodels`` command a user can run alone; the demo prints it,
 then runs it in-process. Work files live in ``OUT/work/`` and every step resumes
 or reuses what is there, so a rerun only does what is missing.
 
-1. measure a NAS-Bench-201 sample with ONNX Runtime (the ground truth);
-2. build the lookup table of every unique kernel of the space (starting from the
-   LUT committed in ``datasets/nb201/`` when it was measured on this same device
-   and runtime, so only what it lacks is measured);
+1. measure a sample of the space (``--space nb201`` by default; ``fbnet``;
+   ``models:DIR``) with ONNX Runtime (the ground truth), or take ``--truth``;
+2. build the lookup table: for NAS-Bench-201 every unique kernel of the space
+   (starting from the LUT committed in ``datasets/nb201/`` when it was measured on
+   this same device and runtime, so only what it lacks is measured); for other
+   spaces the kernels of the measured architectures;
 3. calibrate the roofline of this CPU (micro-benchmarks, no network latencies);
 4. fit GBDT, GNN and the hybrid (GBDT correcting the roofline and LUT) on part of
    the sample; run Eyeriss and FPGA models (models of other hardware: shown for
@@ -40,25 +42,35 @@ def committed_lut(dataset: str) -> Path | None:
     return path if device_hash(theirs) == device_hash(fingerprint(MeasureConfig())) else None
 
 
-def steps(out: Path, sample: int, train: int, seed: int, dataset: str) -> list[tuple[str, list[str]]]:
+def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | None,
+          space: str = "nb201", truth: str | None = None,
+          input_shape: list[str] | None = None) -> list[tuple[str, list[str]]]:
+    """The demo's commands. ``space`` is nb201, fbnet or models:DIR; ``sample`` None = all."""
     work = out / "work"
-    truth = work / f"truth-{dataset}-{sample}.csv"
-    lut = work / f"lut-{dataset}.sqlite"
+    tag = _slug(space) + (f"-{dataset}" if dataset else "")
+    lut = work / f"lut-{tag}.sqlite"
     spec = work / "roofline-local.toml"
-    plan = [
-        ("measure the ground truth",
-         ["measure-space", "--space", "nb201", "--dataset", dataset, "--sample", str(sample),
-          "--seed", str(seed), "--runtime", "ort", "--db", str(work / "runs.sqlite"),
-          "-o", str(truth)]),
-        ("build the lookup table",
-         ["lut", "build", "--space", "nb201", "--dataset", dataset, "--runtime", "ort",
-          "--db", str(lut)]),
-    ]
+    where = ["--space", space] + (["--dataset", dataset] if dataset else [])
+    where += [a for s in (input_shape or []) for a in ("--input-shape", s)]
+    pick = ["--sample", str(sample), "--seed", str(seed)] if sample else []
+    plan = []
+    if truth is None:
+        truth_path = work / f"truth-{tag}-{sample or 'all'}.csv"
+        plan.append(("measure the ground truth",
+                     ["measure-space", *where, *pick, "--runtime", "ort",
+                      "--db", str(work / "runs.sqlite"), "-o", str(truth_path)]))
+    else:
+        truth_path = Path(truth)
+    # NB201: every unique kernel of the whole space (73); other spaces: the kernels of the
+    # architectures being scored (FBNet cannot be enumerated; a folder is small).
+    lut_pick = [] if space == "nb201" else (["--archs", str(truth_path)])
+    plan.append(("build the lookup table",
+                 ["lut", "build", *where, *lut_pick, "--runtime", "ort", "--db", str(lut)]))
     if not spec.exists():
         plan.append(("calibrate the roofline", ["roofline", "calibrate", "-o", str(spec)]))
     plan.append(
         ("compare every estimator",
-         ["compare", "--truth", str(truth), "--dataset", dataset,
+         ["compare", *where, "--truth", str(truth_path),
           "flops", "params", f"lut:{lut}", f"roofline:{spec}", "gbdt", "gnn", "hybrid",
           "eyeriss", "fpga", "--prior", f"roofline:{spec}", "--prior", f"lut:{lut}",
           "--reference-only", "eyeriss", "--reference-only", "fpga",
@@ -66,22 +78,40 @@ def steps(out: Path, sample: int, train: int, seed: int, dataset: str) -> list[t
     return plan
 
 
+def _slug(space: str) -> str:
+    name, _, arg = space.partition(":")
+    return f"{name}-{Path(arg).name}" if arg else name
+
+
 def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from costmodels.cli import main
+    from costmodels.cli import check_output_dir, main, open_space
 
     console = Console(stderr=True)
-    out = Path(args.out)
+    out = check_output_dir(args.out, "--out")
+    space = open_space(args)           # validates --space / --dataset before any work
+    sample = args.sample
+    if sample is None and space.size is None:
+        sample = 300
+    if sample is None and space.name == "nb201":
+        sample = 300
+    n = sample or space.size
+    if args.truth is None and n is not None and args.train >= n:
+        from costmodels.errors import InputError
+        raise InputError(f"--train {args.train} leaves nothing to score: the demo measures "
+                         f"{n} architectures; use --train below {n}")
     (out / "work").mkdir(parents=True, exist_ok=True)
-    lut = out / "work" / f"lut-{args.dataset}.sqlite"
-    seed_lut = None if lut.exists() else committed_lut(args.dataset)
+    plan = steps(out, sample, args.train, args.seed, args.dataset, args.space, args.truth,
+                 args.input_shape)
+    lut = Path(next(a for title, argv in plan if title == "build the lookup table"
+                    for a in argv if a.endswith(".sqlite")))
+    seed_lut = None if lut.exists() or space.name != "nb201" else committed_lut(args.dataset)
     if seed_lut:
         shutil.copyfile(seed_lut, lut)
         console.print(f"starting the LUT from {seed_lut} (measured on this device and runtime)")
     t0 = time.perf_counter()
-    for i, (title, argv) in enumerate(steps(out, args.sample, args.train, args.seed,
-                                            args.dataset), start=1):
+    for i, (title, argv) in enumerate(plan, start=1):
         console.rule(f"[bold]step {i}: {title}")
         console.print(f"$ costmodels {shlex.join(argv)}", style="dim", highlight=False)
         t = time.perf_counter()
@@ -97,19 +127,25 @@ def run(args: argparse.Namespace) -> int:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from costmodels.cli import Formatter
+    from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser(
         "demo", help="measure a sample here, build a LUT, fit, compare -> report/",
         formatter_class=Formatter, description=__doc__,
-        epilog="example:\n  costmodels demo --out report --sample 300 --train 100")
+        epilog="examples:\n  costmodels demo --out report --sample 300 --train 100\n"
+               "  costmodels demo --space fbnet --sample 200 --train 60 --out report-fbnet\n"
+               "  costmodels demo --space models:my_models/ --input-shape 1x3x224x224 "
+               "--train 5 --out report-models\n"
+               "  costmodels demo --truth datasets/nb201/xeon-2c-ort-cifar10.csv --out r/")
     p.add_argument("--out", default="report", help="report folder (work files in OUT/work)")
-    p.add_argument("--sample", type=int, default=300,
-                   help="NAS-Bench-201 cells to measure as ground truth")
-    p.add_argument("--train", type=int, default=100,
+    add_space_args(p, archs=False)
+    p.add_argument("--sample", type=positive_int, default=None,
+                   help="architectures to measure as ground truth (default: 300 for nb201 "
+                        "and fbnet; every model of a models:DIR folder)")
+    p.add_argument("--train", type=positive_int, default=100,
                    help="of which the learned predictors are fitted on this many")
     p.add_argument("--seed", type=int, default=0, help="seed of the sample and the split")
-    p.add_argument("--dataset", default="cifar10", choices=["cifar10", "cifar100",
-                                                            "ImageNet16-120"])
+    p.add_argument("--truth", metavar="TABLE.csv",
+                   help="score on this measured table instead of measuring a sample")
     p.set_defaults(func=run)
 
