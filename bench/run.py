@@ -106,7 +106,7 @@ def accuracy_here() -> list[str]:
             f"{len(truth) - 100})", "",
             "| backend | Kendall τ | Spearman | MAPE % | ±10% acc | measurements to build |",
             "|---|---|---|---|---|---|"]
-    for r in sorted(res.results, key=lambda r: -r.metric("kendall")):
+    for r in res.ranked("kendall"):
         acc = r.metric("acc10")
         rows.append(f"| {r.name} | {r.metric('kendall'):.3f} | {r.metric('spearman'):.3f} | "
                     f"{r.metric('mape'):.1f} | {'' if math.isnan(acc) else f'{acc * 100:.0f}%'} | "

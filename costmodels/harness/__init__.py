@@ -4,8 +4,12 @@ Modules (each usable alone):
 
 - :mod:`~costmodels.harness.metrics`: Kendall, Spearman, Pearson, RMSE, MAPE,
   RMSPE, ±p% accuracy, top-k overlap, :func:`~metrics.summary`;
-- :mod:`~costmodels.harness.compare`: :func:`~compare.compare` (NAS-Bench-201
-  truth table) and :func:`~compare.compare_models` (a folder of ONNX models);
+- :mod:`~costmodels.harness.compare`: orchestration, :func:`~compare.compare` (a
+  truth table of any search space) and :func:`~compare.compare_models` (a folder of
+  ONNX models against a measuring backend);
+- :mod:`~costmodels.harness.fitting`: which backends are fitted, and fitting them;
+- :mod:`~costmodels.harness.scoring`: estimating without raising, query timing,
+  energy scoring, the one :func:`~scoring.rank` used by report and bench;
 - :mod:`~costmodels.harness.report`: terminal table, ``report.md``,
   ``metrics.csv``, ``predictions.csv``, PNG figures;
 - :mod:`~costmodels.harness.models`: generated non-NAS-Bench-201 ONNX models;

@@ -16,25 +16,37 @@ table are comparable and no backend is scored on its training data.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any
 
 import numpy as np
 
 from costmodels.harness import metrics
+from costmodels.harness.fitting import (  # noqa: F401 - re-exported
+    LEARNED,
+    NO_MEASUREMENTS,
+    PROXIES,
+    _build_measurements,
+    _is_learned,
+    _spec_name,
+    build_backend,
+    make_estimator,
+)
+from costmodels.harness.scoring import (  # noqa: F401 - re-exported
+    Estimated,
+    _best_time,
+    _calibrated,
+    _energy_metrics,
+    _first_line,
+    estimate_all,
+    rank,
+    split_rows,
+)
 from costmodels.interface import CostModel
 from costmodels.network import Network
 from costmodels.tables import LatencyTable
-
-#: specs that, given without ``:PATH``, mean "fit this estimator on the training rows"
-LEARNED = ("gbdt", "gnn", "transfer", "hybrid")
-#: proxies that are fitted (slope, intercept) in train/test mode
-PROXIES = {"flops": "macs", "params": "params"}
-#: backends that need no measurement at all to build
-NO_MEASUREMENTS = ("flops", "params", "roofline", "eyeriss", "fpga", "measure")
 
 
 @dataclass
@@ -106,21 +118,6 @@ class ComparisonResult:
         return rank(self.results, key)
 
 
-def rank(results: Sequence[BackendResult], key: str = "kendall") -> list[BackendResult]:
-    """Order backends best first by ``key`` (higher is better).
-
-    Backends that covered every scored cell come first, then those with partial
-    coverage (their metric is over fewer, possibly easier cells), then those
-    with no value at all.
-    """
-    def order(r: BackendResult) -> tuple[int, float]:
-        v = r.metric(key)
-        if math.isnan(v):
-            return (2, 0.0)
-        return (0 if r.n_covered == r.n_total else 1, -v)
-    return sorted(results, key=order)
-
-
 # ----------------------------------------------------------------------------- helpers
 def display_name(spec: str) -> str:
     """A spec as shown in tables: paths shortened to their file name."""
@@ -135,189 +132,7 @@ def _backend_names() -> tuple[str, ...]:
     return tuple(BACKENDS)
 
 
-def _spec_name(spec: str | CostModel) -> str:
-    if isinstance(spec, str):
-        from costmodels.registry import split_spec
-        return split_spec(spec)[0]
-    return str(getattr(spec, "name", type(spec).__name__))
-
-
-def _is_learned(spec: str | CostModel, train: bool) -> bool:
-    """Does this backend get fitted on the training rows?"""
-    if not isinstance(spec, str):
-        # an estimator object with fit() and no learned state (scikit-learn's rule: no attr_)
-        return train and hasattr(spec, "fit") and not any(
-            k.endswith("_") and not k.startswith("_") for k in vars(spec))
-    if ":" in spec or spec.lower().endswith(".csv"):
-        return False
-    return spec in LEARNED or (train and spec in PROXIES)
-
-
-def make_estimator(name: str, sources: Sequence[str] = (), priors: Sequence[str] = ()) -> Any:
-    """An unfitted estimator for a learned backend name (``fit(nets, lat)`` -> self).
-
-    ``flops``/``params`` are least-squares proxies (:class:`ProxyModel`); every
-    other name comes from the predictors package's ``make(name, sources=...)``;
-    ``hybrid`` gets ``priors`` (registry specs of the analytical models it corrects).
-    """
-    if name in PROXIES:
-        from costmodels.baselines import ProxyModel
-        return ProxyModel(PROXIES[name])
-    try:
-        from predictors import make
-    except ImportError as exc:
-        raise RuntimeError(
-            f"backend {name!r} is a learned predictor, but the predictors package cannot "
-            f"provide it ({exc}); install it (pip install -e '.[gnn]') or give a fitted "
-            f"model directory as {name}:DIR") from exc
-    if name == "hybrid":
-        return make(name, sources=tuple(sources), prior=tuple(priors))
-    return make(name, sources=tuple(sources))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {text[0] if text else ''}".rstrip(": ")
-
-
-class Estimated(NamedTuple):
-    """What :func:`estimate_all` got: aligned with the networks given."""
-
-    ok: np.ndarray            # bool: a finite latency came back
-    latency_ms: np.ndarray    # nan where not ok
-    errors: list[str | None]  # why not ok (exception or the backend's meta['error'])
-    first_error: str | None   # the first of them, with the network's name
-    seconds: float            # time spent in the backend
-    energy_mj: np.ndarray | None = None  # nan where the backend gave no energy
-
-
-def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
-    """Estimate ``nets`` with ``model``, never raising for a network.
-
-    ``estimate_many`` is tried first; if it raises, networks are estimated one
-    by one and each failure recorded. A non-finite latency counts as not
-    covered (backends that report errors as data give ``nan`` and
-    ``meta['error']``).
-    """
-    n = len(nets)
-    lat = np.full(n, math.nan)
-    energy = np.full(n, math.nan)
-    errors: list[str | None] = [None] * n
-    batch_error = None
-    t0 = time.perf_counter()
-    try:
-        ests = model.estimate_many(list(nets))
-        if len(ests) != n:
-            raise RuntimeError(f"estimate_many returned {len(ests)} estimates for {n} networks")
-        lat[:] = [e.latency_ms for e in ests]
-        energy[:] = [math.nan if e.energy_mj is None else e.energy_mj for e in ests]
-        errors = [e.meta.get("error") for e in ests]
-    except Exception as exc:  # noqa: BLE001 - any backend failure is data here
-        batch_error = _first_line(exc)
-        t0 = time.perf_counter()
-        for i, net in enumerate(nets):
-            try:
-                est = model.estimate(net)
-                lat[i], errors[i] = est.latency_ms, est.meta.get("error")
-                energy[i] = math.nan if est.energy_mj is None else est.energy_mj
-            except Exception as exc1:  # noqa: BLE001
-                errors[i] = _first_line(exc1)
-    seconds = time.perf_counter() - t0
-    ok = np.isfinite(lat)
-    for i in np.flatnonzero(~ok):
-        errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
-            f"non-finite latency {lat[i]}"
-    bad = np.flatnonzero(~ok)
-    first = f"{nets[bad[0]].name}: {errors[bad[0]]}" if bad.size else None
-    if batch_error and first is None:  # only the batched call failed; say so
-        first = f"estimate_many failed ({batch_error}); estimated one by one"
-    return Estimated(ok, lat, errors, first, seconds, energy)
-
-
-def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,
-               quick_s: float = 0.5, repeats: int = 2) -> float:
-    """Query time, re-timed ``repeats`` more times (minimum kept) when the first pass was quick.
-
-    A microsecond backend timed once on a shared machine is mostly noise; a slow
-    one (measurement) is timed once. Only when the first pass raised nothing.
-    """
-    if not clean or seconds > quick_s:
-        return seconds
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        model.estimate_many(list(nets))
-        seconds = min(seconds, time.perf_counter() - t0)
-    return seconds
-
-
-def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
-                        ) -> int | None:
-    """How many measurements stand behind a backend, where it can be known.
-
-    A model fitted on top of other estimators (the hybrid's priors) counts theirs too.
-    """
-    if fitted_on is not None:
-        priors = getattr(model, "priors_", None) or []
-        inner = [_build_measurements(p.name, p, None) for p in priors]
-        return None if None in inner else fitted_on + sum(inner)
-    for attr in ("n_measurements_", "n_measurements"):
-        v = getattr(model, attr, None)
-        if isinstance(v, (int, np.integer)):
-            return int(v)
-    table = getattr(model, "table_", None)
-    if isinstance(table, LatencyTable):
-        return len(table)
-    return 0 if _spec_name(spec) in NO_MEASUREMENTS else None
-
-
-def _calibrated(model: Any, sample: Sequence[Network]) -> bool:
-    """False when the backend's scale is arbitrary: an unfitted proxy (raw MACs/params).
-
-    Read from the estimate's meta: ``scale == "arbitrary"``, or a ``proxy``
-    value with ``fitted`` False (:class:`~costmodels.baselines.ProxyModel`).
-    A LUT without its overhead term is still in milliseconds: calibrated here.
-    """
-    try:
-        meta = model.estimate(sample[0]).meta if sample else {}
-    except Exception:  # noqa: BLE001 - coverage is reported elsewhere
-        return True
-    return not (meta.get("scale") == "arbitrary"
-                or ("proxy" in meta and meta.get("fitted") is False))
-
-
-def split_rows(n: int, train_samples: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """(train rows, test rows) of a table of ``n`` rows; all rows are test rows without K."""
-    if not train_samples:
-        return np.zeros(0, np.int64), np.arange(n)
-    if not 1 <= train_samples < n:
-        from costmodels.errors import InputError
-        raise InputError(f"--train-samples must be between 1 and {n - 1} (the truth table has "
-                         f"{n} rows; some must be left to score on), got {train_samples}")
-    rng = np.random.default_rng(seed)
-    train = np.sort(rng.choice(n, size=train_samples, replace=False))
-    return train, np.setdiff1d(np.arange(n), train)
-
-
 # ----------------------------------------------------------------------------- compare
-def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[Network],
-                  train_y: np.ndarray, sources: Sequence[str],
-                  priors: Sequence[str] = ()) -> tuple[Any, float]:
-    """Create (or fit) one backend; returns (model, seconds)."""
-    t0 = time.perf_counter()
-    if learned:
-        est = spec if not isinstance(spec, str) else make_estimator(spec, sources, priors)
-        if not len(train_nets):
-            raise ValueError(f"{_spec_name(spec)} must be fitted: give --train-samples K, or "
-                             "a fitted model as NAME:DIR")
-        model = est.fit(list(train_nets), train_y) or est
-    elif isinstance(spec, str):
-        from costmodels.registry import create
-        model = create(spec)
-    else:
-        model = spec
-    return model, time.perf_counter() - t0
-
-
 def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             dataset: str | None = None,
             train_samples: int | None = None, seed: int = 0, sources: Sequence[str] = (),
@@ -427,20 +242,6 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
 def _space_label(sp: Any) -> str:
     name = getattr(sp, "name", "space")
     return f"models:{Path(sp.root).name}" if name == "models" else name
-
-
-def _energy_metrics(truth: LatencyTable, rows: np.ndarray, energy: np.ndarray
-                    ) -> dict[str, float]:
-    """``energy_kendall``, ``energy_spearman``, ``energy_mape`` where truth and estimate both
-    have energy for at least 2 rows; empty otherwise."""
-    if truth.energy_mj is None:
-        return {}
-    t = truth.energy_mj[rows]
-    both = np.isfinite(t) & np.isfinite(energy)
-    if both.sum() < 2:
-        return {}
-    m = metrics.summary(t[both], energy[both])
-    return {f"energy_{k}": m[k] for k in ("kendall", "spearman", "mape") if k in m}
 
 
 # ----------------------------------------------------------------------------- ONNX models

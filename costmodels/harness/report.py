@@ -17,6 +17,7 @@ import numpy as np
 
 from costmodels.harness import metrics
 from costmodels.harness.compare import PROXIES, BackendResult, ComparisonResult, ModelsResult
+from costmodels.harness.scoring import rank
 
 __all__ = ["print_table", "write_report", "write_metrics_csv", "write_predictions_csv",
            "plot_scatter", "plot_rank_bars", "plot_curves", "recommend", "table_rows",
@@ -150,7 +151,7 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     if not full:
         return ("No estimator covered the truth cells (see the errors above), so none can be "
                 "recommended from this run.")
-    ranked = sorted(full, key=lambda r: -r.metric("kendall"))
+    ranked = rank(full, "kendall")
     best = ranked[0]
     parts = [f"On {result.device}, **{best.name}** ranks networks best (Kendall τ = "
              f"{best.metric('kendall'):.3f}, Spearman ρ = {best.metric('spearman'):.3f}, "
