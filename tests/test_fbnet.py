@@ -10,8 +10,7 @@ import pytest
 
 from costmodels.errors import UnknownArchitecture, UnknownSpace
 from costmodels.onnx_import import import_onnx
-from costmodels.spaces import get_space
-from costmodels.spaces import fbnet
+from costmodels.spaces import fbnet, get_space
 
 SPACE = get_space("fbnet")
 ALL0 = [0] * 22

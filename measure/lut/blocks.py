@@ -1,0 +1,476 @@
+"""Block-level LUT for FBNet: each unique block measured once as its own model, summed.
+
+The method FBNet's own search used and HW-NAS-Bench repeated: a network's latency
+is the sum of the latencies of its 22 blocks (each measured alone at its place's
+input shape, output channels and stride) plus the stem, the 1x1 header and the
+classifier. Blocks at different places with the same (input shape, C_out,
+stride, block) are one entry, so a file holds about a hundred entries per dataset
+(:func:`unique_parts`) and is built without enumerating the 9**22 networks.
+
+Each measured model also pays the cost of one inference call. The empty run
+(an ``Identity`` model at the part's output shape, ``null`` entries) is measured
+too; a part's value is its median minus that, clipped at zero, and the network's
+estimate adds one empty run at its output shape back. ``meta["raw_sum_ms"]`` is
+the plain sum of medians (HW-NAS-Bench's way). The identity ``skip`` has no
+operators: it is stored as a 0 ms entry with ``source = 'identity'``, not measured.
+
+File (SQLite, schema 1; refused with :class:`ModelFileError` unless
+``format = 'costmodels-blocklut'`` and a known schema)::
+
+    meta(name PRIMARY KEY, value)   format, schema_version, space='fbnet', runtime,
+                                    fingerprint (JSON), device_hash, config (JSON),
+                                    datasets (JSON list of "dataset@batch"), created_at
+    entries(key PRIMARY KEY, part, block, in_shape, cout, stride, out_shape, ok,
+            median_ms, p10_ms, p90_ms, cv, count, noisy, error, source, measured_at)
+
+Keys: ``PART:BLOCK:NxCxHxW:cCOUT:sSTRIDE`` (``block:k3_e6:1x16x32x32:c24:s1``,
+``stem:-:1x3x32x32:c16:s1``, ``null:-:1x24x32x32:c24:s1``). Times in milliseconds.
+
+    >>> build_block_lut("fbnet-lut.sqlite", "cifar100")          # doctest: +SKIP
+    >>> from_spec("fbnet-lut.sqlite").estimate(net).latency_ms    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+from costmodels.errors import CostModelError, MissingKernel, ModelFileError
+from costmodels.interface import BaseCostModel, Estimate, LayerCost
+from costmodels.network import Network, Shape
+from costmodels.spaces import fbnet
+from measure.config import MeasureConfig, MeasureResult
+
+FORMAT = "costmodels-blocklut"
+SCHEMA_VERSION = 1
+SQLITE_MAGIC = b"SQLite format 3\x00"
+Progress = Callable[[str, int, int], None]  # (stage, done, total)
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS entries (
+    key TEXT PRIMARY KEY, part TEXT NOT NULL, block TEXT NOT NULL, in_shape TEXT NOT NULL,
+    cout INTEGER NOT NULL, stride INTEGER NOT NULL, out_shape TEXT NOT NULL, ok INTEGER NOT NULL,
+    median_ms REAL, p10_ms REAL, p90_ms REAL, cv REAL, count INTEGER NOT NULL DEFAULT 0,
+    noisy INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
+    source TEXT NOT NULL DEFAULT '', measured_at TEXT NOT NULL DEFAULT '');
+"""
+_COLUMNS = ("key", "part", "block", "in_shape", "cout", "stride", "out_shape", "ok", "median_ms",
+            "p10_ms", "p90_ms", "cv", "count", "noisy", "error", "source", "measured_at")
+
+
+class BlockLutError(CostModelError, ValueError):
+    """A network or request the block LUT cannot serve (not FBNet, other dataset...)."""
+
+
+# --------------------------------------------------------------------- parts and keys
+@dataclass(frozen=True)
+class Part:
+    """One measurable piece of an FBNet network: a block at a place, or stem/header/classifier.
+
+    ``part`` is ``block``, ``stem``, ``header``, ``classifier`` or ``null`` (the empty run).
+    The key leaves ``dataset`` out: shapes and channels already tell the datasets apart.
+    """
+
+    part: str
+    block: str
+    in_shape: Shape
+    cout: int
+    stride: int
+    out_shape: Shape
+    dataset: str = ""   # stem/header/classifier: the dataset whose skeleton builds them
+
+    @property
+    def key(self) -> str:
+        return (f"{self.part}:{self.block}:{'x'.join(map(str, self.in_shape))}:c{self.cout}"
+                f":s{self.stride}")
+
+    @property
+    def is_identity(self) -> bool:
+        return self.part == "block" and not self.nodes()
+
+    def nodes(self) -> tuple:
+        """The part's operators as :class:`~costmodels.spaces.nb201.NodeSpec` reading ``input``."""
+        if self.part == "block":
+            return fbnet.block_nodes("out", "input", self.in_shape, self.cout, self.stride,
+                                     self.block)
+        if self.part == "null":
+            return ()
+        return _aux_nodes(self.part, self.dataset, self.in_shape[0])
+
+
+def _aux_nodes(part: str, dataset: str, batch: int) -> tuple:
+    if part == "stem":
+        return fbnet.stem_nodes(dataset, batch)
+    if part == "header":
+        return fbnet.header_nodes("input", dataset, batch)
+    return fbnet.classifier_nodes("input", dataset, batch)
+
+
+def _block_part(pos: fbnet.Position, block: str) -> Part:
+    frag = fbnet.block_nodes("out", "input", pos.in_shape, pos.cout, pos.stride, block)
+    out = frag[-1].out_shape if frag else pos.in_shape
+    return Part("block", block, pos.in_shape, pos.cout, pos.stride, out)
+
+
+@cache
+def network_parts(dataset: str, batch: int = 1) -> tuple[Part, tuple[tuple[Part, ...], ...],
+                                                         Part, Part, Part]:
+    """(stem, parts[position][block index], header, classifier, null at the output)."""
+    ds = fbnet.dataset_spec(dataset)
+    stem = fbnet.stem_nodes(dataset, batch)
+    header = fbnet.header_nodes("input", dataset, batch)
+    cls = fbnet.classifier_nodes("input", dataset, batch)
+    blocks = tuple(tuple(_block_part(pos, b) for b in fbnet.BLOCKS)
+                   for pos in fbnet.positions(dataset, batch))
+    return (Part("stem", "-", stem[0].in_shapes[0], fbnet.STEM_CHANNELS, ds.stem_stride,
+                 stem[-1].out_shape, dataset),
+            blocks,
+            Part("header", "-", header[0].in_shapes[0], ds.header_channels, 1,
+                 header[-1].out_shape, dataset),
+            Part("classifier", "-", cls[0].in_shapes[0], ds.num_classes, 1, cls[-1].out_shape,
+                 dataset),
+            null_part(cls[-1].out_shape))
+
+
+def null_part(shape: Shape) -> Part:
+    """The empty run (one Identity) at output ``shape``: what any one inference call costs."""
+    return Part("null", "-", tuple(shape), shape[1] if len(shape) > 1 else 1, 1, tuple(shape))
+
+
+def unique_parts(dataset: str, batch: int = 1,
+                 blocks: Sequence[str] = fbnet.BLOCKS) -> dict[str, Part]:
+    """Every distinct part of the space on ``dataset`` (only ``blocks``), plus the empty
+    runs their values are taken net of: key -> Part, in build order."""
+    for b in blocks:
+        if b not in fbnet.BLOCK_INDEX:
+            raise BlockLutError(f"unknown FBNet block {b!r}; expected some of "
+                                f"{', '.join(fbnet.BLOCKS)}")
+    stem, grid, header, cls, out_null = network_parts(dataset, batch)
+    parts: dict[str, Part] = {}
+    for p in (stem, *(row[fbnet.BLOCK_INDEX[b]] for row in grid for b in blocks), header, cls):
+        parts.setdefault(p.key, p)
+    nulls = {null_part(p.out_shape) for p in parts.values() if not p.is_identity}
+    for p in sorted(nulls | {out_null}, key=lambda n: n.key):
+        parts.setdefault(p.key, p)
+    return parts
+
+
+def part_model(part: Part, seed: int = 0):
+    """An ONNX model that runs just ``part`` (its input random at measurement time)."""
+    from onnx import TensorProto, helper
+
+    if part.part == "null":
+        graph = helper.make_graph(
+            [helper.make_node("Identity", ["input"], ["out"], name="null")], "null",
+            [helper.make_tensor_value_info("input", TensorProto.FLOAT, list(part.in_shape))],
+            [helper.make_tensor_value_info("out", TensorProto.FLOAT, list(part.out_shape))])
+        model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+        model.ir_version = min(model.ir_version, 8)
+        return model
+    nodes = part.nodes()
+    return fbnet.onnx_graph_model(nodes, [("input", part.in_shape)],
+                                  [(nodes[-1].name, part.out_shape)],
+                                  part.key.replace(":", "_"), seed=seed, doc=part.key)
+
+
+# --------------------------------------------------------------------- the file
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+def check_file(path: Path) -> None:
+    """Refuse (``ModelFileError``) what is not a block LUT of a known schema; never writes."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(len(SQLITE_MAGIC))
+    except OSError as exc:
+        raise ModelFileError(f"{path}: cannot read the block LUT: {exc.strerror}") from None
+    if head != SQLITE_MAGIC:
+        raise ModelFileError(f"{path}: not a block LUT (not an SQLite database); left untouched. "
+                             "Build one with measure.lut.blocks.build_block_lut")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = dict(con.execute("SELECT name, value FROM meta").fetchall())
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ModelFileError(f"{path}: not a block LUT ({exc}); left untouched") from None
+    if rows.get("format") != FORMAT:
+        raise ModelFileError(f"{path}: an SQLite file, but not an FBNet block LUT "
+                             f"(format={rows.get('format')!r}); left untouched. A kernel LUT "
+                             "is read with lut:PATH")
+    if rows.get("schema_version") != str(SCHEMA_VERSION):
+        raise ModelFileError(f"{path}: block LUT schema {rows.get('schema_version')!r}, but this "
+                             f"costmodels reads {SCHEMA_VERSION}; upgrade or rebuild it")
+
+
+class BlockLutFile:
+    """An open block LUT: ``BlockLutFile.create(...)`` or ``BlockLutFile(path)``."""
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        if not self.path.exists():
+            raise ModelFileError(f"{self.path}: no such block LUT; build one with "
+                                 "measure.lut.blocks.build_block_lut")
+        check_file(self.path)
+        uri = f"{self.path.resolve().as_uri()}{'?mode=ro' if readonly else ''}"
+        self._con = sqlite3.connect(uri, uri=True)
+        self.readonly = readonly
+
+    @classmethod
+    def create(cls, path: str | Path, config: MeasureConfig) -> BlockLutFile:
+        from measure.fingerprint import device_hash, fingerprint
+
+        path = Path(path)
+        if path.exists():
+            raise ModelFileError(f"{path}: already exists; open it to resume")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fp = fingerprint(config)
+        con = sqlite3.connect(path)
+        try:
+            con.executescript(_DDL)
+            meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "space": "fbnet",
+                    "runtime": config.runtime, "fingerprint": json.dumps(fp, sort_keys=True),
+                    "device_hash": device_hash(fp),
+                    "config": json.dumps(config.to_dict(), sort_keys=True), "datasets": "[]",
+                    "created_at": _now()}
+            con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
+            con.commit()
+        finally:
+            con.close()
+        return cls(path)
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._con.execute("SELECT name, value FROM meta").fetchall())
+
+    def set_meta(self, name: str, value: str) -> None:
+        with self._con:
+            self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+
+    def put(self, part: Part, res: MeasureResult | None, source: str = "measured") -> None:
+        """Store one part's measurement (``res=None``: the 0 ms identity block)."""
+        if res is None:
+            res = MeasureResult(ok=True, median_ms=0.0, p10_ms=0.0, p90_ms=0.0, cv=0.0)
+        row = (part.key, part.part, part.block, json.dumps(part.in_shape), part.cout,
+               part.stride, json.dumps(part.out_shape), int(res.ok), _num(res.median_ms),
+               _num(res.p10_ms), _num(res.p90_ms), _num(res.cv), int(res.repeat),
+               int(res.noisy), res.error, source, _now())
+        with self._con:
+            self._con.execute(f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * 17)})",
+                              row)
+
+    def rows(self) -> dict[str, dict[str, Any]]:
+        """key -> the stored row (column -> value)."""
+        cur = self._con.execute(f"SELECT {', '.join(_COLUMNS)} FROM entries")
+        return {r[0]: dict(zip(_COLUMNS, r, strict=True)) for r in cur}
+
+    def medians(self) -> dict[str, float]:
+        """key -> median_ms of the usable (ok) entries."""
+        return {k: float(v) for k, v in self._con.execute(
+            "SELECT key, median_ms FROM entries WHERE ok = 1 AND median_ms IS NOT NULL")}
+
+    def close(self) -> None:
+        self._con.close()
+
+    def __enter__(self) -> BlockLutFile:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _num(x: float) -> float | None:
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
+
+
+# --------------------------------------------------------------------- build
+@dataclass
+class BlockBuildReport:
+    """What a build did: parts in the set, measured now, reused from the file, failed."""
+
+    path: str
+    parts: int = 0
+    measured: int = 0
+    reused: int = 0
+    identity: int = 0
+    failed: list[str] = field(default_factory=list)
+    noisy: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def _open_or_create(path: str | Path, config: MeasureConfig) -> BlockLutFile:
+    from measure.fingerprint import device_hash, fingerprint
+
+    if not Path(path).exists():
+        return BlockLutFile.create(path, config)
+    lut = BlockLutFile(path)
+    meta = lut.meta()
+    stored = json.loads(meta.get("config") or "{}")
+    mine = config.to_dict()
+    diff = sorted(k for k in mine if k not in ("isolate", "timeout_s") and stored.get(k) != mine[k])
+    here = device_hash(fingerprint(config))
+    if diff or meta.get("device_hash") != here:
+        lut.close()
+        why = (f"other settings ({', '.join(diff)})" if diff
+               else f"another device ({meta.get('device_hash')}, this one is {here})")
+        raise ModelFileError(f"{path}: measured with {why}; resume with the same MeasureConfig "
+                             "on the same device, or use another file")
+    return lut
+
+
+def _best_round(results: Sequence[MeasureResult], max_cv: float) -> MeasureResult:
+    """Rounds of one part -> the round with the lowest median (load only ever adds time)."""
+    ok = [r for r in results if r.ok]
+    if not ok:
+        return results[-1]
+    best = min(ok, key=lambda r: r.median_ms)
+    return replace(best, repeat=sum(r.repeat for r in ok), noisy=best.cv > max_cv,
+                   times_ms=(), meta={"rounds": len(ok)})
+
+
+def build_block_lut(path: str | Path, dataset: str = "cifar100",
+                    config: MeasureConfig | None = None, *, batch: int = 1,
+                    blocks: Sequence[str] = fbnet.BLOCKS, rounds: int = 3, seed: int = 0,
+                    progress: Progress | None = None) -> BlockBuildReport:
+    """Measure every unique part of FBNet on ``dataset`` into the block LUT at ``path``.
+
+    Resumable: parts already stored (ok) are not measured again; a file measured
+    with another config or on another device is refused. ``blocks`` limits the
+    set (short builds, tests). Each part is measured ``rounds`` times, round-robin
+    over all parts, keeping the round with the lowest median. ``progress(stage,
+    done, total)`` is called after each measurement.
+    """
+    from measure import measure
+
+    config = config or MeasureConfig()
+    fbnet.dataset_spec(dataset)
+    t0 = time.perf_counter()
+    report = BlockBuildReport(str(path))
+    parts = unique_parts(dataset, batch, blocks)
+    report.parts = len(parts)
+    lut = _open_or_create(path, config)
+    try:
+        have = lut.medians()
+        todo = []
+        for key, part in parts.items():
+            if key in have:
+                report.reused += 1
+            elif part.is_identity:
+                lut.put(part, None, source="identity")
+                report.identity += 1
+            else:
+                todo.append(part)
+        models = {p.key: part_model(p, seed) for p in todo}
+        results: dict[str, list[MeasureResult]] = {p.key: [] for p in todo}
+        total = len(todo) * max(1, rounds)
+        done = 0
+        for _ in range(max(1, rounds)):
+            for p in todo:
+                results[p.key].append(measure(models[p.key], config))
+                done += 1
+                if progress:
+                    progress("measure", done, total)
+        for p in todo:
+            res = _best_round(results[p.key], config.max_cv)
+            lut.put(p, res)
+            report.measured += 1
+            if not res.ok:
+                report.failed.append(f"{p.key}: {res.error}")
+            elif res.noisy:
+                report.noisy.append(p.key)
+        sets = set(json.loads(lut.meta().get("datasets") or "[]")) | {f"{dataset}@{batch}"}
+        lut.set_meta("datasets", json.dumps(sorted(sets)))
+    finally:
+        lut.close()
+    report.seconds = time.perf_counter() - t0
+    return report
+
+
+# --------------------------------------------------------------------- the cost model
+class BlockLookupTable(BaseCostModel):
+    """Sum of per-block latencies of an FBNet network (``blocklut:PATH``).
+
+    ``best_effort``: count missing parts in ``meta["missing"]`` instead of raising
+    :class:`MissingKernel`.
+    """
+
+    def __init__(self, path: str | Path, best_effort: bool = False) -> None:
+        self.path = str(path)
+        self.best_effort = best_effort
+        with BlockLutFile(self.path, readonly=True) as lut:
+            meta = lut.meta()
+            self.medians_ = lut.medians()
+        self.fingerprint_ = json.loads(meta.get("fingerprint") or "{}")
+        self.runtime_ = meta.get("runtime", "")
+        self.datasets_ = tuple(json.loads(meta.get("datasets") or "[]"))
+        self.n_measurements_ = len(self.medians_)
+        self.name = f"blocklut:{Path(self.path).stem}"
+
+    def _net_ms(self, part: Part) -> float | None:
+        """The part's median less the empty run at its output shape (>= 0), or None."""
+        raw = self.medians_.get(part.key)
+        if raw is None:
+            return None
+        if part.part == "null" or part.is_identity:
+            return raw
+        null = self.medians_.get(null_part(part.out_shape).key)
+        return None if null is None else max(raw - null, 0.0)
+
+    def estimate(self, net: Network) -> Estimate:
+        ops = _fbnet_ops(net)
+        stem, grid, header, cls, out_null = network_parts(net.meta["dataset"],
+                                                          int(net.meta.get("batch", 1)))
+        named = [("stem", stem), *((f"l{i}", grid[i][o]) for i, o in enumerate(ops)),
+                 ("header", header), ("classifier", cls), ("call", out_null)]
+        per_layer, missing, raw_sum = [], [], 0.0
+        for name, part in named:
+            ms = self._net_ms(part)
+            if ms is None:
+                missing.append(part.key)
+                continue
+            if part.part != "null":
+                raw_sum += self.medians_[part.key]
+            per_layer.append(LayerCost(name, part.block if part.part == "block" else part.part,
+                                       ms, meta={"key": part.key}))
+        if missing and not self.best_effort:
+            raise MissingKernel(sorted(set(missing)), net.name)
+        return Estimate(latency_ms=sum(c.latency_ms for c in per_layer),
+                        per_layer=tuple(per_layer),
+                        meta={"backend": "blocklut", "path": self.path,
+                              "runtime": self.runtime_, "raw_sum_ms": raw_sum,
+                              "missing": len(missing), "missing_keys": tuple(sorted(missing)),
+                              "device": self.fingerprint_.get("cpu_model", "")})
+
+
+def _fbnet_ops(net: Network) -> tuple[int, ...]:
+    meta = net.meta
+    if meta.get("space") != "fbnet":
+        raise BlockLutError(f"network {net.name!r} is not an FBNet network (space "
+                            f"{meta.get('space')!r}); the block LUT only sums FBNet blocks: use "
+                            "lut:PATH for other networks")
+    if meta.get("dataset") not in fbnet.DATASETS:
+        raise BlockLutError(f"network {net.name!r} has dataset {meta.get('dataset')!r}; expected "
+                            f"one of {', '.join(fbnet.DATASETS)}")
+    return fbnet.parse_arch(list(meta["ops"]) if "ops" in meta else meta.get("arch_str", ""))
+
+
+def from_spec(arg: str | None) -> BlockLookupTable:
+    """Registry factory: ``blocklut:PATH`` (``?best-effort`` reports missing parts)."""
+    if not arg:
+        raise BlockLutError("the blocklut backend needs a block LUT file: blocklut:PATH.sqlite "
+                            "(build one with measure.lut.blocks.build_block_lut)")
+    path, _, opts = arg.partition("?")
+    flags = {o.strip() for o in opts.split("&") if o.strip()}
+    if flags - {"best-effort"}:
+        raise BlockLutError(f"unknown blocklut option(s) {sorted(flags - {'best-effort'})}; "
+                            "use blocklut:PATH?best-effort")
+    return BlockLookupTable(path, best_effort="best-effort" in flags)

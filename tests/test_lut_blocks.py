@@ -1,0 +1,143 @@
+"""FBNet block-level LUT: unique parts, a tiny real build, sums of stored entries, refusals."""
+
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from costmodels.errors import CostModelError, MissingKernel, ModelFileError
+from costmodels.spaces import fbnet, get_space
+from measure.config import MeasureConfig
+from measure.lut import blocks
+
+SPACE = get_space("fbnet")
+TINY = MeasureConfig(warmup=1, repeat=5, max_retries=0)
+SUBSET = ("k3_e1", "skip")
+# only k3_e1 and skip blocks: identity skips, shape-changing skips and bottlenecks
+ARCH = [0, 8, 0, 8, 0, 0, 8, 0, 8, 8, 0, 0, 8, 0, 0, 8, 0, 0, 8, 8, 0, 8]
+
+
+@pytest.fixture(scope="module")
+def tiny_lut(tmp_path_factory):
+    path = tmp_path_factory.mktemp("blocklut") / "fbnet.sqlite"
+    seen = []
+    report = blocks.build_block_lut(path, "cifar100", TINY, blocks=SUBSET, rounds=1,
+                                    progress=lambda stage, done, total: seen.append(done))
+    return path, report, seen
+
+
+def test_unique_parts_deduplicate_positions():
+    parts = blocks.unique_parts("cifar100")
+    grid = blocks.network_parts("cifar100")[1]
+    assert len(grid) == 22 and all(len(row) == 9 for row in grid)
+    # places with the same (input shape, C_out, stride) share entries: 12 distinct places
+    places = {(p.in_shape, p.cout, p.stride) for p in fbnet.positions("cifar100")}
+    assert len(places) == 12
+    block_keys = {k for k, p in parts.items() if p.part == "block"}
+    assert len(block_keys) == 12 * 9
+    # the 6 places that keep the shape make skip an identity (no operators)
+    assert sum(p.is_identity for p in parts.values()) == 6
+    assert {p.part for p in parts.values()} == {"stem", "block", "header", "classifier", "null"}
+    # ImageNet shares no block (other resolutions): its own 108
+    assert not block_keys & set(blocks.unique_parts("ImageNet"))
+
+
+def test_tiny_build_stores_every_part(tiny_lut):
+    path, report, seen = tiny_lut
+    want = blocks.unique_parts("cifar100", blocks=SUBSET)
+    assert report.parts == len(want) and not report.failed
+    assert report.measured + report.identity == len(want)
+    assert seen and seen[-1] == report.measured
+    with blocks.BlockLutFile(path, readonly=True) as lut:
+        rows = lut.rows()
+        assert set(rows) == set(want)
+        assert all(r["ok"] for r in rows.values())
+        ident = [r for r in rows.values() if r["source"] == "identity"]
+        assert len(ident) == 6 and all(r["median_ms"] == 0.0 for r in ident)
+        assert all(r["median_ms"] > 0 and r["count"] == TINY.repeat for r in rows.values()
+                   if r["source"] == "measured")
+        assert lut.meta()["datasets"] == '["cifar100@1"]'
+
+
+def test_resume_measures_nothing_again(tiny_lut):
+    path, _, _ = tiny_lut
+    again = blocks.build_block_lut(path, "cifar100", TINY, blocks=SUBSET[:1], rounds=1)
+    assert again.measured == 0 and again.reused == again.parts
+
+
+def test_estimate_is_the_hand_sum_of_stored_entries(tiny_lut):
+    path, _, _ = tiny_lut
+    con = sqlite3.connect(path)
+    med = dict(con.execute("SELECT key, median_ms FROM entries").fetchall())
+    con.close()
+    net = SPACE.build_network(SPACE.parse(ARCH), "cifar100")
+
+    def key(part, block, shape, cout, stride):
+        return f"{part}:{block}:{'x'.join(map(str, shape))}:c{cout}:s{stride}"
+
+    def net_ms(k, out_shape):
+        return max(med[k] - med[key("null", "-", out_shape, out_shape[1], 1)], 0.0)
+
+    want = net_ms(key("stem", "-", (1, 3, 32, 32), 16, 1), (1, 16, 32, 32))
+    raw = med[key("stem", "-", (1, 3, 32, 32), 16, 1)]
+    for pos, o in zip(fbnet.positions("cifar100"), ARCH, strict=True):
+        k = key("block", fbnet.BLOCKS[o], pos.in_shape, pos.cout, pos.stride)
+        h = pos.in_shape[2] // pos.stride
+        if o == 8 and pos.stride == 1 and pos.in_shape[1] == pos.cout:
+            assert med[k] == 0.0
+            continue
+        want += net_ms(k, (1, pos.cout, h, h))
+        raw += med[k]
+    want += net_ms(key("header", "-", (1, 352, 4, 4), 1504, 1), (1, 1504, 4, 4))
+    want += net_ms(key("classifier", "-", (1, 1504, 4, 4), 100, 1), (1, 100))
+    want += med[key("null", "-", (1, 100), 100, 1)]
+    raw += med[key("header", "-", (1, 352, 4, 4), 1504, 1)]
+    raw += med[key("classifier", "-", (1, 1504, 4, 4), 100, 1)]
+    est = blocks.from_spec(str(path)).estimate(net)
+    assert est.latency_ms == pytest.approx(want, rel=1e-12)
+    assert est.meta["raw_sum_ms"] == pytest.approx(raw, rel=1e-12)
+    assert len(est.per_layer) == 1 + 22 + 3 and est.meta["missing"] == 0
+
+
+def test_missing_blocks_raise_or_are_counted(tiny_lut):
+    path, _, _ = tiny_lut
+    net = SPACE.build_network(SPACE.parse([7] + ARCH[1:]), "cifar100")
+    with pytest.raises(MissingKernel, match="block:k5_e6:1x16x32x32:c16:s1"):
+        blocks.from_spec(str(path)).estimate(net)
+    est = blocks.from_spec(f"{path}?best-effort").estimate(net)
+    assert est.meta["missing"] == 1 and est.meta["missing_keys"] == (
+        "block:k5_e6:1x16x32x32:c16:s1",)
+    with pytest.raises(MissingKernel):  # ImageNet was not built
+        blocks.from_spec(str(path)).estimate(SPACE.build_network(SPACE.parse(ARCH), "ImageNet"))
+
+
+def test_refuses_foreign_networks_files_and_options(tiny_lut, tmp_path):
+    path, _, _ = tiny_lut
+    model = blocks.from_spec(str(path))
+    from costmodels.spaces import nb201
+
+    with pytest.raises(CostModelError, match="not an FBNet network"):
+        model.estimate(nb201.build_network(0))
+    text = tmp_path / "notes.sqlite"
+    text.write_text("hello")
+    other = tmp_path / "other.sqlite"
+    con = sqlite3.connect(other)
+    con.execute("CREATE TABLE meta (name TEXT, value TEXT)")
+    con.execute("INSERT INTO meta VALUES ('format', 'costmodels-lut')")
+    con.commit()
+    con.close()
+    before = other.read_bytes()
+    for bad, reason in ((text, "not an SQLite"), (other, "not an FBNet block LUT"),
+                        (tmp_path / "absent.sqlite", "no such block LUT")):
+        with pytest.raises(ModelFileError, match=reason):
+            blocks.from_spec(str(bad))
+    assert other.read_bytes() == before
+    with pytest.raises(CostModelError, match="needs a block LUT file"):
+        blocks.from_spec(None)
+    with pytest.raises(CostModelError, match="unknown blocklut option"):
+        blocks.from_spec(f"{path}?fast")
+    with pytest.raises(ModelFileError, match="other settings"):
+        blocks.build_block_lut(path, "cifar100", MeasureConfig(repeat=7), blocks=SUBSET)
+    with pytest.raises(CostModelError, match="unknown FBNet block"):
+        blocks.unique_parts("cifar100", blocks=("k7_e6",))
