@@ -167,11 +167,13 @@ def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
     return out_elems
 
 
-def _params(op: str, weight_shapes: Sequence[Shape]) -> int:
+def _params(op: str, weight_shapes: Sequence[Shape], weight_params: Sequence[int] | None) -> int:
+    counts = list(weight_params) if weight_params is not None else [numel(s) for s in
+                                                                     weight_shapes]
     if op == "BatchNormalization":
         # Learnable parameters are scale and bias; the running statistics are buffers.
-        return sum(numel(s) for s in weight_shapes[:2])
-    return sum(numel(s) for s in weight_shapes)
+        return sum(counts[:2])
+    return sum(counts)
 
 
 def make_layer(
@@ -193,6 +195,7 @@ def make_layer(
     operand_shapes: Sequence[Shape] | None = None,
     equation: str = "",
     bytes_weights: int | None = None,
+    weight_params: Sequence[int] | None = None,
 ) -> Layer:
     """Build a :class:`Layer` and compute its MACs, element ops, params and bytes.
 
@@ -202,7 +205,9 @@ def make_layer(
     ``operand_shapes`` are the shapes of a MAC op's inputs in ONNX order, weights
     included (``None``: activations then weights); ``equation`` is an Einsum's.
     ``bytes_weights`` overrides the weight bytes when weights are stored in another
-    type than ``dtype`` (int8 weights, int32 biases).
+    type than ``dtype`` (int8 weights, int32 biases). ``weight_params`` overrides
+    the parameters each weight holds (default: its element count), for weights
+    computed from smaller ones (a bias broadcast by ``Expand``).
     """
     itemsize = DTYPE_BYTES.get(dtype, 4)
     out_itemsize = DTYPE_BYTES.get(out_dtype or dtype, 4)
@@ -226,7 +231,7 @@ def make_layer(
         dtype=dtype,
         macs=int(macs),
         elem_ops=int(_elem_ops(op, input_shapes, output_shape, kernel)),
-        params=int(_params(op, weight_shapes)),
+        params=int(_params(op, weight_shapes, weight_params)),
         bytes_in=sum(numel(s) for s in input_shapes) * itemsize,
         bytes_out=numel(output_shape) * out_itemsize,
         bytes_weights=int(bytes_weights),

@@ -1,47 +1,90 @@
 """The one place that reads ONNX into the IR.
 
-``import_onnx(path_or_model, input_shapes=...)`` runs ONNX shape inference, then
-turns every node into a :class:`~costmodels.network.Layer` with
-:func:`~costmodels.network.make_layer`. Nothing is dropped silently: an
-operator whose cost cannot be reasoned about raises
-:class:`~costmodels.errors.UnsupportedOperator` naming the node.
+``import_onnx(path_or_model, input_shapes=...)`` turns an ONNX model as
+exporters write it into a :class:`~costmodels.network.Network`:
 
-Constants (initializers and ``Constant`` nodes) are weights, not activations.
-Dynamic dimensions must be fixed with ``input_shapes`` (the CLI's
-``--input-shape [NAME=]1x3x224x224``).
+1. **Read and check** (:func:`load_model_proto`): protobuf parse, weights kept in
+   external data files (each location must resolve inside the model's folder),
+   a wiring check (every input produced earlier: what truncation breaks); ``If``/``Loop``/``Scan`` are refused by node name
+   (:class:`~costmodels.errors.UnsupportedOperator`): their cost depends on run-time
+   values.
+2. **Fix the inputs**: ``--input-shape`` replaces dynamic dimensions; one that
+   contradicts a static dimension is an :class:`~costmodels.errors.OnnxImportError`.
+3. **Fold constant sub-graphs** with `onnxslim <https://github.com/inisis/OnnxSlim>`_
+   (pinned in ``pyproject.toml``), on a copy in memory (the user's file is never
+   written): ``Shape -> Gather -> Concat -> Reshape`` chains, run-time masks
+   (``Range``/``Mod``/``Equal``/``Where``/``Expand``), ``Constant`` arithmetic.
+   Only onnxslim's *constant folding* runs; its graph fusions, common
+   sub-expression elimination and weight tying are switched off, so the IR keeps
+   the operators the user exported (runtime fusion is modelled separately, in
+   :mod:`costmodels.fusion`) in their original order.
+   Why onnxslim and not onnxsim: onnxslim is pure Python (no compiled extension to
+   break against a new onnx or protobuf; installs wherever onnx does), works on a
+   ``ModelProto`` in memory, lets each optimisation be switched off, and folds by
+   running the constant partitions through ONNX Runtime, which costmodels already
+   depends on. onnxsim 0.8.1 folds the same chains but is a 10 MB C++ wheel that
+   rewrites the graph as a whole.
+4. **Infer shapes** with ONNX's strict shape inference (with data propagation),
+   after onnxslim has already run ONNX Runtime's symbolic shape inference.
+5. **Build layers** with :func:`~costmodels.network.make_layer`. Constants are
+   weights, not activations: initializers, ``Constant`` nodes, and the outputs of
+   nodes whose inputs are all constants (``Identity``-shared biases, ``Cast``,
+   ``Reshape``, ``Transpose`` or ``DequantizeLinear`` of a weight); such nodes are
+   weight preparation done once, not layers (counted in ``meta["constant_nodes"]``).
+   Shape-like inputs (``Reshape``'s shape, ``Slice``'s starts, quantization scales
+   and zero points) are neither activations nor parameters.
+
+Nothing is dropped silently: an operator outside :data:`costmodels.ops.SUPPORTED_OPS`
+raises :class:`~costmodels.errors.UnsupportedOperator` naming the node.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import contextlib
+import io
+import math
+import os
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from costmodels.errors import OnnxImportError, UnsupportedOperator
 from costmodels.network import Layer, Network, Shape, make_layer
+from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, SUPPORTED_OPS
 
-_MAC_OPS = {"Conv", "ConvTranspose", "Gemm", "MatMul"}
-_NORM_OPS = {"BatchNormalization", "InstanceNormalization", "LayerNormalization"}
-_ELEMENTWISE = {
-    "Relu", "Clip", "Sigmoid", "HardSigmoid", "HardSwish", "Tanh", "LeakyRelu", "PRelu", "Elu",
-    "Selu", "Gelu", "Erf", "Exp", "Log", "Sqrt", "Pow", "Neg", "Abs", "Reciprocal", "Softplus",
-    "Mish", "Floor", "Ceil", "Round", "Sign", "Not", "Equal", "Less", "Greater", "LessOrEqual",
-    "GreaterOrEqual", "And", "Or", "Where", "Min", "Max", "Mean", "Sum", "Add", "Sub", "Mul", "Div",
-    "Softmax", "LogSoftmax", "Resize", "Upsample",
+__all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes"]
+
+_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
+           9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+_ITEMSIZE = {"float32": 4, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4,
+             "int64": 8, "bool": 1, "float16": 2, "float64": 8, "uint32": 4, "uint64": 8,
+             "bfloat16": 2}
+_DEFAULT_DOMAINS = ("", "ai.onnx")
+_MIN_OPSET = 7
+
+# Inputs that carry data (activations or weights), by position; the others are
+# shape-like or quantization parameters. Ops not listed: every input is data.
+_DATA_INPUTS: dict[str, tuple[int, ...]] = {
+    "QLinearConv": (0, 3, 8), "QLinearMatMul": (0, 3), "ConvInteger": (0, 1),
+    "MatMulInteger": (0, 1), "QuantizeLinear": (0,), "DequantizeLinear": (0,),
+    "DynamicQuantizeLinear": (0,), "Reshape": (0,), "Expand": (0,), "Tile": (0,),
+    "Slice": (0,), "Pad": (0,), "Resize": (0,), "Upsample": (0,), "Squeeze": (0,),
+    "Unsqueeze": (0,), "Split": (0,), "Clip": (0,), "CumSum": (0,), "Dropout": (0,),
+    "ConstantOfShape": (), "Range": (), "OneHot": (0,), "Trilu": (0,), "Shape": (0,),
+    "Size": (0,), "ReduceMean": (0,), "ReduceMax": (0,), "ReduceMin": (0,), "ReduceSum": (0,),
+    "ReduceProd": (0,), "ReduceL1": (0,), "ReduceL2": (0,), "ReduceLogSum": (0,),
+    "ReduceLogSumExp": (0,), "ReduceSumSquare": (0,), "EyeLike": (0,),
 }
-_POOLS = {"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool", "ReduceMean",
-          "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL2", "ArgMax", "ArgMin"}
-_DATA_MOVEMENT = {
-    "Flatten", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Slice", "Concat", "Split",
-    "Gather", "Pad", "Expand", "Tile", "Cast", "Identity", "Dropout", "Shape", "DepthToSpace",
-    "SpaceToDepth", "ConstantOfShape", "Range",
-}
-SUPPORTED_OPS = frozenset(_MAC_OPS | _NORM_OPS | _ELEMENTWISE | _POOLS | _DATA_MOVEMENT)
-
-_DTYPES = {1: "float32", 2: "uint8", 3: "int8", 5: "int16", 6: "int32", 7: "int64", 9: "bool",
-           10: "float16", 11: "float64", 16: "bfloat16"}
 
 
+class _Const(NamedTuple):
+    """A constant tensor: its shape and the bytes per element it is stored in."""
+
+    shape: Shape
+    itemsize: int
+
+
+# ------------------------------------------------------------------ input shapes
 def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
     """``["1x3x224x224"]`` or ``["input=1x3x224x224", ...]`` -> shapes for import_onnx."""
     named: dict[str, Shape] = {}
@@ -64,31 +107,142 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
     return named or plain
 
 
-def _load(model: Any) -> tuple[Any, str]:
+# ------------------------------------------------------------------ reading
+def load_model_proto(path: str | os.PathLike[str]) -> Any:
+    """Read an ONNX file, with its external data, and check it; an ``onnx.ModelProto``.
+
+    External data locations must be relative and resolve inside the model's folder.
+    Raises :class:`OnnxImportError` naming the file for anything unreadable.
+    """
+    source = str(path)
+    try:
+        data = Path(source).read_bytes()
+    except OSError as exc:
+        raise OnnxImportError(f"{source}: cannot read the model file: {exc.strerror}; "
+                              "check the path") from None
+    proto = _parse(data, source)
+    _load_external(proto, Path(source).resolve().parent, source)
+    _check(proto, source)
+    return proto
+
+
+def _parse(data: bytes, source: str) -> Any:
+    import onnx
+
+    try:
+        proto = onnx.ModelProto.FromString(data)
+    except Exception as exc:  # protobuf raises DecodeError and friends
+        raise OnnxImportError(f"{source}: not a valid ONNX model ({type(exc).__name__}); the "
+                              "file may be truncated or not ONNX: export it again") from None
+    if not proto.HasField("graph") or not proto.graph.node:
+        raise OnnxImportError(f"{source}: the ONNX graph has no nodes; the file may be "
+                              "truncated or not ONNX: export it again")
+    return proto
+
+
+def _tensors(proto: Any) -> list[Any]:
+    """Initializers and ``Constant`` node tensors of the main graph."""
+    out = list(proto.graph.initializer)
+    for node in proto.graph.node:
+        out += [a.t for a in node.attribute if a.HasField("t")]
+    return out
+
+
+def _load_external(proto: Any, base: Path, source: str) -> None:
+    """Read external weight data into the tensors, refusing locations outside ``base``."""
+    from onnx import TensorProto
+
+    for t in _tensors(proto):
+        if t.data_location != TensorProto.EXTERNAL:
+            continue
+        info = {e.key: e.value for e in t.external_data}
+        loc = info.get("location", "")
+        target = (base / loc).resolve()
+        if not loc or Path(loc).is_absolute() or not target.is_relative_to(base):
+            raise OnnxImportError(f"{source}: tensor {t.name!r} points to external data "
+                                  f"{loc!r} outside the model's folder; keep weight files "
+                                  "beside the model")
+        try:
+            offset, length = int(info.get("offset", 0)), info.get("length")
+            with target.open("rb") as fh:
+                fh.seek(offset)
+                raw = fh.read(int(length)) if length is not None else fh.read()
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "bad offset or length"
+            raise OnnxImportError(f"{source}: tensor {t.name!r}: cannot read external data "
+                                  f"{loc!r} ({why}); copy the weight file beside the model"
+                                  ) from None
+        if length is not None and len(raw) != int(length):
+            raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is "
+                                  "shorter than recorded (truncated weight file?)")
+        t.raw_data = raw
+        del t.external_data[:]
+        t.data_location = TensorProto.DEFAULT
+
+
+def _opset(proto: Any) -> int:
+    return max((o.version for o in proto.opset_import if o.domain in _DEFAULT_DOMAINS),
+               default=0)
+
+
+def _check(proto: Any, source: str) -> None:
+    import onnx
+
+    opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
+    if not _MIN_OPSET <= opset <= newest:
+        raise OnnxImportError(f"{source}: ONNX opset {opset} is outside {_MIN_OPSET}..{newest}"
+                              " (what this onnx reads); export with an opset in that range")
+    _check_wiring(proto.graph, source)
+    for i, node in enumerate(proto.graph.node):
+        if node.op_type in CONTROL_FLOW_OPS and node.domain in _DEFAULT_DOMAINS:
+            raise UnsupportedOperator(_node_name(node, i), node.op_type, source)
+
+
+def _check_wiring(graph: Any, source: str) -> None:
+    """Every node input is produced earlier (what a truncated or cut file breaks).
+
+    Deliberately not ``onnx.checker``: it refuses models ONNX Runtime runs (graph
+    outputs without a declared shape, for instance).
+    """
+    known = {t.name for t in graph.initializer} | {vi.name for vi in graph.input} | {""}
+    for i, node in enumerate(graph.node):
+        for t in node.input:
+            if t not in known:
+                raise OnnxImportError(
+                    f"{source}: node {_node_name(node, i)!r} ({node.op_type}) reads tensor "
+                    f"{t!r}, which no earlier node, initializer or input produces; the file "
+                    "may be truncated or its nodes out of order: export it again")
+        known.update(node.output)
+    for vi in graph.output:
+        if vi.name not in known:
+            raise OnnxImportError(f"{source}: graph output {vi.name!r} is produced by no node; "
+                                  "the file may be truncated: export it again")
+
+
+def _load(model: Any) -> tuple[Any, str, str | None]:
+    """(a copy of the ModelProto, a name for messages, the file path or None)."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
-        return model, model.graph.name or "<model>"
+        proto = onnx.ModelProto()
+        proto.CopyFrom(model)
+        source = model.graph.name or "<model>"
+        _load_external(proto, Path.cwd().resolve(), source)
+        _check(proto, source)
+        return proto, source, None
     if isinstance(model, (bytes, bytearray)):
-        source = "<bytes>"
-        data = bytes(model)
-    else:
-        source = str(model)
-        try:
-            data = Path(source).read_bytes()
-        except OSError as exc:
-            raise OnnxImportError(f"{source}: cannot read: {exc.strerror}") from None
-    try:
-        proto = onnx.load_model_from_string(data)
-    except Exception as exc:  # protobuf raises DecodeError and friends
-        raise OnnxImportError(f"{source}: not a valid ONNX model (truncated or corrupt file?): "
-                              f"{type(exc).__name__}: {exc}") from None
-    if not proto.graph.node:
-        raise OnnxImportError(f"{source}: the ONNX graph has no nodes (truncated or not an "
-                              "ONNX model?)")
-    return proto, source
+        proto = _parse(bytes(model), "<bytes>")
+        _load_external(proto, Path.cwd().resolve(), "<bytes>")
+        _check(proto, "<bytes>")
+        return proto, "<bytes>", None
+    return load_model_proto(model), str(model), str(Path(model).resolve())
 
 
+def _node_name(node: Any, i: int) -> str:
+    return node.name or (node.output[0] if node.output else f"{node.op_type}_{i}")
+
+
+# ------------------------------------------------------------------ input shapes
 def _dims(vi: Any) -> list[int | str | None]:
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
@@ -97,131 +251,328 @@ def _dims(vi: Any) -> list[int | str | None]:
             for d in tt.shape.dim]
 
 
-def _fix_inputs(proto: Any, source: str, graph_inputs: list[Any],
-                input_shapes: Mapping[str, Shape] | Sequence[Shape] | None) -> None:
+def _given_shapes(source: str, graph_inputs: list[Any],
+                  input_shapes: Mapping[str, Shape] | Sequence[Shape] | None) -> dict[str, Shape]:
+    names = [vi.name for vi in graph_inputs]
     if isinstance(input_shapes, Mapping):
-        unknown = set(input_shapes) - {vi.name for vi in graph_inputs}
+        unknown = set(input_shapes) - set(names)
         if unknown:
             raise OnnxImportError(f"{source}: --input-shape names {sorted(unknown)}, but the "
-                                  f"model's inputs are {[vi.name for vi in graph_inputs]}")
-        given = dict(input_shapes)
-    else:
-        shapes = list(input_shapes or [])
-        if len(shapes) > len(graph_inputs):
-            raise OnnxImportError(f"{source}: {len(shapes)} --input-shape given for "
-                                  f"{len(graph_inputs)} model input(s)")
-        given = {vi.name: s for vi, s in zip(graph_inputs, shapes, strict=False)}
+                                  f"model's inputs are {names}; use one of those names")
+        return {k: tuple(v) for k, v in input_shapes.items()}
+    shapes = list(input_shapes or [])
+    if len(shapes) > len(graph_inputs):
+        raise OnnxImportError(f"{source}: {len(shapes)} --input-shape given for "
+                              f"{len(graph_inputs)} model input(s) {names}; give one per input")
+    return {vi.name: tuple(s) for vi, s in zip(graph_inputs, shapes, strict=False)}
+
+
+def _fix_inputs(source: str, graph_inputs: list[Any],
+                input_shapes: Mapping[str, Shape] | Sequence[Shape] | None) -> dict[str, Shape]:
+    """Write the given shapes into the inputs; every input's final static shape."""
+    given = _given_shapes(source, graph_inputs, input_shapes)
+    final: dict[str, Shape] = {}
     for vi in graph_inputs:
         dims = _dims(vi)
         if vi.name in given:
             shape = given[vi.name]
+            text = "x".join(map(str, shape))
             if dims and len(dims) != len(shape):
                 raise OnnxImportError(f"{source}: input {vi.name!r} has rank {len(dims)}, but "
-                                      f"--input-shape gives {'x'.join(map(str, shape))}")
+                                      f"--input-shape gives {text}; give {len(dims)} dimensions")
+            for i, (d, g) in enumerate(zip(dims, shape, strict=False)):
+                if isinstance(d, int) and d > 0 and d != g:
+                    raise OnnxImportError(
+                        f"{source}: --input-shape {vi.name}={text} contradicts the model's "
+                        f"static dimension {i} of input {vi.name!r} ({_shown(dims)}); change "
+                        "only its dynamic dimensions, or export the model with that shape")
             tshape = vi.type.tensor_type.shape
             del tshape.dim[:]
             for d in shape:
                 tshape.dim.add().dim_value = int(d)
+            final[vi.name] = shape
         elif not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
-            shown = "x".join(str(d) if d else "?" for d in dims) or "unknown"
             raise OnnxImportError(
-                f"{source}: input {vi.name!r} has a dynamic or unknown shape ({shown}); fix it "
-                f"with --input-shape {vi.name}=1x3x224x224 (input_shapes={{'{vi.name}': ...}})")
+                f"{source}: input {vi.name!r} has a dynamic or unknown shape ({_shown(dims)}); "
+                f"fix it with --input-shape {vi.name}=1x3x224x224 "
+                f"(input_shapes={{'{vi.name}': ...}})")
+        else:
+            final[vi.name] = tuple(int(d) for d in dims)
+    return final
+
+
+def _shown(dims: Sequence[Any]) -> str:
+    return "x".join(str(d) if isinstance(d, int) and d > 0 else "?" for d in dims) or "unknown"
+
+
+# ------------------------------------------------------------------ folding and inference
+def _fold(proto: Any) -> tuple[Any, str]:
+    """Constant-fold with onnxslim; the original graph with folded nodes replaced.
+
+    Returns (model, how). The model keeps every node of ``proto`` in its order except
+    those whose outputs onnxslim turned into constants (those outputs become
+    initializers of the same name): onnxslim's clean-up also drops nodes that reach
+    no output, which the IR keeps (the fusion planner decides what a runtime prunes).
+    ``how`` names the folder, or says why folding was skipped.
+    """
+    import onnx
+
+    try:
+        import onnxslim
+    except ImportError:
+        return proto, "not folded: onnxslim is not installed"
+    work = onnx.ModelProto()
+    work.CopyFrom(proto)
+    skip = ["graph_fusion", "dead_node_elimination", "subexpression_elimination",
+            "weight_tying"]
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            folded = onnxslim.slim(work, skip_optimizations=skip)
+    except Exception as exc:  # a folder failure must not stop the import
+        return proto, f"not folded: onnxslim failed ({type(exc).__name__})"
+    if folded is None:
+        return proto, "not folded: onnxslim returned nothing"
+    made = {t.name: t for t in folded.graph.initializer}
+    removed = _folded_nodes(proto.graph, made, {t for n in folded.graph.node for t in n.output})
+    out = onnx.ModelProto()
+    out.CopyFrom(proto)
+    keep = [n for i, n in enumerate(proto.graph.node) if i not in removed]
+    del out.graph.node[:]
+    out.graph.node.extend(keep)
+    have = {t.name for t in proto.graph.initializer}
+    produced = {t for n in keep for t in n.output}
+    needed = {t for n in keep for t in n.input} | {vi.name for vi in proto.graph.output}
+    out.graph.initializer.extend(t for name, t in made.items()
+                                 if name in needed and name not in have | produced)
+    del out.graph.value_info[:]
+    return out, f"onnxslim {onnxslim.__version__} (constant folding)"
+
+
+def _folded_nodes(graph: Any, made: Mapping[str, Any], survivors: set[str]) -> set[int]:
+    """Indices of the nodes folding replaced: those whose outputs became constants,
+    and the constant chains behind them (gone from the folded graph, every consumer
+    folded). Nodes that reach no output in the original graph stay."""
+    consumers: dict[str, list[int]] = {}
+    for i, node in enumerate(graph.node):
+        for t in node.input:
+            consumers.setdefault(t, []).append(i)
+    outputs = {vi.name for vi in graph.output}
+    removed: set[int] = set()
+    for i in range(len(graph.node) - 1, -1, -1):
+        outs = [t for t in graph.node[i].output if t]
+        if outs and all(t in made for t in outs):
+            removed.add(i)
+            continue
+        users = [j for t in outs for j in consumers.get(t, [])]
+        if (outs and users and not any(t in survivors or t in outputs for t in outs)
+                and all(j in removed for j in users)):
+            removed.add(i)
+    return removed
+
+
+def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
+    """For every constant tensor, the original initializers and Constant tensors it is
+    computed from (to count parameters once, not once per broadcast element)."""
+    prov: dict[str, frozenset[str]] = {t.name: frozenset({t.name}) for t in graph.initializer}
+    for node in graph.node:
+        outs = [t for t in node.output if t]
+        if node.op_type == "Constant":
+            prov.update({t: frozenset({t}) for t in outs})
+        elif outs and (all(t in folded for t in outs)
+                       or all(t in prov for t in node.input if t)):
+            src = frozenset().union(*(prov.get(t, frozenset()) for t in node.input if t))
+            prov.update({t: src for t in outs})
+    return prov
+
+
+_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16/64, bfloat16
+
+
+def _source_params(graph: Any) -> dict[str, int]:
+    """Parameters held by each original constant: its element count if it is a weight
+    type (floating point or a quantized integer), 0 for int64/bool shape data."""
+    from onnx import numpy_helper
+
+    out = {t.name: math.prod(t.dims) if t.data_type in _PARAM_DTYPES else 0
+           for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type == "Constant" and node.output:
+            for a in node.attribute:
+                if a.name == "value":
+                    arr = numpy_helper.to_array(a.t)
+                    out[node.output[0]] = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
+                elif a.name in ("value_float", "value_floats"):
+                    out[node.output[0]] = max(len(a.floats), 1)
+    return out
+
+
+def _infer(proto: Any, source: str) -> Any:
+    from onnx import shape_inference
+
+    try:
+        return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception:
+        del proto.graph.value_info[:]  # stale symbolic shapes: infer from scratch
+    try:
+        return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise OnnxImportError(f"{source}: ONNX shape inference failed ({first}); check the "
+                              "--input-shape values") from None
+
+
+# ------------------------------------------------------------------ the importer
+def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
+                name: str | None = None) -> Network:
+    """Read an ONNX model (path, bytes or ModelProto) into a :class:`Network`.
+
+    ``input_shapes``: ``{input_name: shape}`` or shapes in input order, fixing
+    dynamic dimensions. ``meta`` records ``source`` (the absolute file path, or
+    None for an in-memory model), ``opset``, ``input_shapes`` (every input's final
+    shape), ``folding`` and ``constant_nodes``.
+    """
+    proto, source, path = _load(model)
+    init_names = {t.name for t in proto.graph.initializer}
+    graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
+    final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
+    folded, how = _fold(proto)
+    params = _source_params(proto.graph)
+    prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
+    inferred = _infer(folded, source)
+    layers, n_const = _layers(inferred.graph, source, prov, params)
+    return Network(
+        name=name or (Path(path).stem if path else source) or "model",
+        inputs=tuple(final_inputs.items()), layers=tuple(layers),
+        outputs=tuple(vi.name for vi in proto.graph.output),
+        meta={"source": path, "opset": _opset(proto),
+              "input_shapes": {k: list(v) for k, v in final_inputs.items()},
+              "folding": how, "constant_nodes": n_const})
+
+
+def _constants(graph: Any) -> dict[str, _Const]:
+    from onnx import numpy_helper
+
+    consts: dict[str, _Const] = {}
+    for t in graph.initializer:
+        consts[t.name] = _Const(tuple(t.dims), _ITEMSIZE.get(_DTYPES.get(t.data_type, ""), 4))
+    for node in graph.node:
+        if node.op_type != "Constant" or not node.output:
+            continue
+        for a in node.attribute:
+            if a.name == "value":
+                arr = numpy_helper.to_array(a.t)
+                consts[node.output[0]] = _Const(tuple(arr.shape), arr.dtype.itemsize)
+            elif a.name in ("value_float", "value_int"):
+                consts[node.output[0]] = _Const((), 4 if a.name == "value_float" else 8)
+            elif a.name in ("value_floats", "value_ints"):
+                consts[node.output[0]] = _Const((len(a.floats) or len(a.ints),), 4)
+    return consts
+
+
+def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
+            params: Mapping[str, int]) -> tuple[list[Layer], int]:
+    """The graph's layers, and how many nodes were constant (weight preparation).
+
+    ``prov`` maps constant tensors to the original constants they come from (updated
+    here for the weight-preparation nodes met); ``params`` is what each of those holds.
+    """
+    info: dict[str, tuple[list, int]] = {}
+    for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
+        info[vi.name] = (_dims(vi), vi.type.tensor_type.elem_type)
+    consts = _constants(graph)
+
+    def shape_of(tensor: str, node_name: str, op: str) -> Shape:
+        dims = info.get(tensor, (None, 0))[0]
+        if dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
+            raise OnnxImportError(
+                f"{source}: node {node_name!r} ({op}): the shape of tensor {tensor!r} is not "
+                "known after folding and shape inference; fix the dynamic inputs with "
+                "--input-shape")
+        return tuple(int(d) for d in dims)
+
+    layers: list[Layer] = []
+    n_const = 0
+    for i, node in enumerate(graph.node):
+        if node.op_type == "Constant":
+            continue
+        node_name = _node_name(node, i)
+        ins = [t for t in node.input if t]
+        if ins and all(t in consts for t in ins):  # weight preparation (Identity, Cast, ...)
+            n_const += 1
+            keep = node.op_type == "DequantizeLinear"  # runtimes fuse it: int8 stays int8
+            for out in (t for t in node.output if t):
+                elem = _ITEMSIZE.get(_DTYPES.get(info.get(out, ([], 1))[1], ""), 4)
+                consts[out] = _Const(shape_of(out, node_name, node.op_type),
+                                     consts[ins[0]].itemsize if keep else elem)
+                prov[out] = frozenset().union(*(prov.get(t, frozenset({t})) for t in ins))
+            continue
+        if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
+            raise UnsupportedOperator(node_name, node.op_type, source)
+        layers.append(_layer(node, node_name, consts, info, shape_of,
+                             lambda t: sum(params.get(s, 0) for s in prov.get(t, {t}))))
+    return layers, n_const
+
+
+def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
+           info: Mapping[str, tuple[list, int]],
+           shape_of: Callable[[str, str, str], Shape],
+           params_of: Callable[[str], int]) -> Layer:
+    op = node.op_type
+    positions = _DATA_INPUTS.get(op, tuple(range(len(node.input))))
+    data = [node.input[p] for p in positions if p < len(node.input) and node.input[p]]
+    acts = [t for t in data if t not in consts]
+    wts = [t for t in data if t in consts]
+    in_shapes = [shape_of(t, node_name, op) for t in acts]
+    outs = [t for t in node.output if t]
+    out_shape = shape_of(outs[0], node_name, op)
+
+    def dtype_of(t: str) -> str:
+        return _DTYPES.get(info.get(t, ([], 1))[1], "float32")
+
+    dtype = dtype_of(acts[0]) if acts else dtype_of(outs[0])
+    out_dtype = dtype_of(outs[0])
+    kw: dict[str, Any] = {}
+    a = _attrs(node)
+    if op in MAC_OPS:
+        kw["operand_shapes"] = [consts[t].shape if t in consts else shape_of(t, node_name, op)
+                                for t in data]
+    if op in CONV_OPS:
+        kw.update(_conv_attrs(node, node_name, a, kw["operand_shapes"], in_shapes))
+    elif op in ("MaxPool", "AveragePool", "LpPool"):
+        kernel = tuple(a["kernel_shape"])
+        stride = tuple(a.get("strides", (1,) * len(kernel)))
+        kw = dict(kernel=kernel, stride=stride,
+                  pads=_pads(a, in_shapes[0][2:], kernel, stride, (1,) * len(kernel)))
+    elif op == "Einsum":
+        kw["equation"] = a["equation"].decode() if isinstance(a["equation"], bytes) else str(
+            a["equation"])
+    return make_layer(node_name, op, acts, outs, in_shapes, out_shape,
+                      [consts[t].shape for t in wts], dtype=dtype,
+                      out_dtype=out_dtype if out_dtype != dtype else None,
+                      bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
+                                        for t in wts),
+                      weight_params=[params_of(t) for t in wts], **kw)
+
+
+def _conv_attrs(node: Any, node_name: str, a: Mapping[str, Any],
+                operands: Sequence[Shape], in_shapes: Sequence[Shape]) -> dict[str, Any]:
+    widx = 1  # the weight is the second data operand (QLinearConv's input 3)
+    if len(operands) <= widx or len(operands[widx]) < 3 or not in_shapes:
+        raise OnnxImportError(f"node {node_name!r} ({node.op_type}) has no weight shape; "
+                              "check the model")
+    w = operands[widx]
+    nd = len(w) - 2
+    kernel = tuple(a.get("kernel_shape", w[2:]))
+    stride = tuple(a.get("strides", (1,) * nd))
+    dilation = tuple(a.get("dilations", (1,) * nd))
+    return dict(kernel=kernel, stride=stride, dilation=dilation, groups=int(a.get("group", 1)),
+                pads=_pads(a, in_shapes[0][2:], kernel, stride, dilation))
 
 
 def _attrs(node: Any) -> dict[str, Any]:
     from onnx import helper
 
     return {a.name: helper.get_attribute_value(a) for a in node.attribute}
-
-
-def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
-                name: str | None = None) -> Network:
-    """Read an ONNX model (path, bytes or ModelProto) into a :class:`Network`."""
-    import onnx
-    from onnx import numpy_helper, shape_inference
-
-    proto, source = _load(model)
-    proto = onnx.ModelProto.FromString(proto.SerializeToString())  # never modify the caller's
-    graph = proto.graph
-    weights: dict[str, Shape] = {t.name: tuple(t.dims) for t in graph.initializer}
-    for node in graph.node:
-        if node.op_type == "Constant":
-            for a in node.attribute:
-                if a.name == "value":
-                    weights[node.output[0]] = tuple(numpy_helper.to_array(a.t).shape)
-                elif a.name in ("value_float", "value_int"):
-                    weights[node.output[0]] = ()
-                elif a.name in ("value_floats", "value_ints"):
-                    weights[node.output[0]] = (len(a.floats) or len(a.ints),)
-    graph_inputs = [vi for vi in graph.input if vi.name not in weights]
-    _fix_inputs(proto, source, graph_inputs, input_shapes)
-    try:
-        inferred = shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
-    except Exception as exc:
-        raise OnnxImportError(f"{source}: ONNX shape inference failed: {exc}") from None
-
-    info: dict[str, tuple[list, int]] = {}
-    for vi in list(inferred.graph.value_info) + list(inferred.graph.input) + list(
-            inferred.graph.output):
-        info[vi.name] = (_dims(vi), vi.type.tensor_type.elem_type)
-
-    def shape_of(tensor: str, node_name: str) -> Shape:
-        dims, _ = info.get(tensor, ([], 0))
-        if tensor not in info or any(not isinstance(d, int) or d <= 0 for d in dims):
-            raise OnnxImportError(
-                f"{source}: shape inference could not fix the shape of {tensor!r} (node "
-                f"{node_name!r}); fix the input shapes with --input-shape, or simplify the model "
-                "(onnxsim)")
-        return tuple(int(d) for d in dims)
-
-    layers: list[Layer] = []
-    for i, node in enumerate(inferred.graph.node):
-        if node.op_type == "Constant":
-            continue
-        node_name = node.name or (node.output[0] if node.output else f"{node.op_type}_{i}")
-        if node.domain not in ("", "ai.onnx") or node.op_type not in SUPPORTED_OPS:
-            raise UnsupportedOperator(node_name, node.op_type, source)
-        layers.append(_layer(node, node_name, weights, shape_of, info))
-
-    outputs = tuple(vi.name for vi in graph.output)
-    in_shapes = tuple((vi.name, tuple(int(d) for d in _dims(vi))) for vi in graph_inputs)
-    return Network(name=name or Path(source).stem or "model", inputs=in_shapes,
-                   layers=tuple(layers), outputs=outputs,
-                   meta={"source": source, "opset": max((o.version for o in proto.opset_import
-                                                          if o.domain in ("", "ai.onnx")),
-                                                         default=0)})
-
-
-def _layer(node: Any, node_name: str, weights: Mapping[str, Shape], shape_of, info) -> Layer:
-    a = _attrs(node)
-    acts = [t for t in node.input if t and t not in weights]
-    wts = [weights[t] for t in node.input if t and t in weights]
-    in_shapes = [shape_of(t, node_name) for t in acts]
-    outs = [t for t in node.output if t]
-    out_shape = shape_of(outs[0], node_name)
-    dtype = _DTYPES.get(info.get(outs[0], ([], 1))[1], "float32")
-    op = node.op_type
-    kw: dict[str, Any] = {}
-    if op in ("Conv", "ConvTranspose"):
-        w = wts[0] if wts else (in_shapes[1] if len(in_shapes) > 1 else ())
-        if not w:
-            raise OnnxImportError(f"node {node_name!r} ({op}) has no weight shape")
-        if not wts:  # weights computed at run time: treat the tensor as an activation input
-            in_shapes = in_shapes[:1]
-        nd = len(w) - 2
-        kernel = tuple(a.get("kernel_shape", w[2:]))
-        kw = dict(kernel=kernel, stride=tuple(a.get("strides", (1,) * nd)),
-                  pads=_pads(a, in_shapes[0][2:], kernel, tuple(a.get("strides", (1,) * nd)),
-                             tuple(a.get("dilations", (1,) * nd))),
-                  dilation=tuple(a.get("dilations", (1,) * nd)), groups=int(a.get("group", 1)))
-    elif op in ("MaxPool", "AveragePool"):
-        kernel = tuple(a["kernel_shape"])
-        nd = len(kernel)
-        stride = tuple(a.get("strides", (1,) * nd))
-        kw = dict(kernel=kernel, stride=stride,
-                  pads=_pads(a, in_shapes[0][2:], kernel, stride, (1,) * nd))
-    return make_layer(node_name, op, acts, outs, in_shapes, out_shape, wts, dtype=dtype, **kw)
 
 
 def _pads(a: Mapping[str, Any], spatial: Shape, kernel: Shape, stride: Shape,
