@@ -14,14 +14,24 @@ estimate adds one empty run at its output shape back. ``meta["raw_sum_ms"]`` is
 the plain sum of medians (HW-NAS-Bench's way). The identity ``skip`` has no
 operators: it is stored as a 0 ms entry with ``source = 'identity'``, not measured.
 
+Blocks measured alone run with their weights and activations hot in cache; in a
+network they do not, so the sum is low by a roughly constant factor. With
+``calibrate=N`` a build also measures N random networks end to end and fits
+``latency = scale * sum + intercept_ms`` (intercept >= 0, else scale only) per
+dataset; estimates use it unless ``uncalibrated`` (``meta["sum_ms"]`` is the
+bare sum either way).
+
 File (SQLite, schema 1; refused with :class:`ModelFileError` unless
 ``format = 'costmodels-blocklut'`` and a known schema)::
 
     meta(name PRIMARY KEY, value)   format, schema_version, space='fbnet', runtime,
                                     fingerprint (JSON), device_hash, config (JSON),
-                                    datasets (JSON list of "dataset@batch"), created_at
+                                    datasets (JSON list of "dataset@batch"), created_at,
+                                    calibration (JSON: "dataset@batch" -> fit)
     entries(key PRIMARY KEY, part, block, in_shape, cout, stride, out_shape, ok,
             median_ms, p10_ms, p90_ms, cv, count, noisy, error, source, measured_at)
+    calibration_points(name PRIMARY KEY, dataset, batch, arch_str, latency_ms, p10_ms,
+                       p90_ms, cv, sum_ms, measured_at)
 
 Keys: ``PART:BLOCK:NxCxHxW:cCOUT:sSTRIDE`` (``block:k3_e6:1x16x32x32:c24:s1``,
 ``stem:-:1x3x32x32:c16:s1``, ``null:-:1x24x32x32:c24:s1``). Times in milliseconds.
@@ -42,6 +52,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from costmodels.errors import CostModelError, MissingKernel, ModelFileError
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Network, Shape
@@ -52,6 +64,7 @@ FORMAT = "costmodels-blocklut"
 SCHEMA_VERSION = 1
 SQLITE_MAGIC = b"SQLite format 3\x00"
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
+FALLBACK_ROUNDS = 3  # round-robin passes when measure.rounds (interleaved rounds) is absent
 
 _DDL = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -61,6 +74,10 @@ CREATE TABLE IF NOT EXISTS entries (
     median_ms REAL, p10_ms REAL, p90_ms REAL, cv REAL, count INTEGER NOT NULL DEFAULT 0,
     noisy INTEGER NOT NULL DEFAULT 0, error TEXT NOT NULL DEFAULT '',
     source TEXT NOT NULL DEFAULT '', measured_at TEXT NOT NULL DEFAULT '');
+CREATE TABLE IF NOT EXISTS calibration_points (
+    name TEXT PRIMARY KEY, dataset TEXT NOT NULL, batch INTEGER NOT NULL, arch_str TEXT NOT NULL,
+    latency_ms REAL NOT NULL, p10_ms REAL, p90_ms REAL, cv REAL, sum_ms REAL NOT NULL,
+    measured_at TEXT NOT NULL DEFAULT '');
 """
 _COLUMNS = ("key", "part", "block", "in_shape", "cout", "stride", "out_shape", "ok", "median_ms",
             "p10_ms", "p90_ms", "cv", "count", "noisy", "error", "source", "measured_at")
@@ -242,7 +259,7 @@ class BlockLutFile:
                     "runtime": config.runtime, "fingerprint": json.dumps(fp, sort_keys=True),
                     "device_hash": device_hash(fp),
                     "config": json.dumps(config.to_dict(), sort_keys=True), "datasets": "[]",
-                    "created_at": _now()}
+                    "calibration": "{}", "created_at": _now()}
             con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
             con.commit()
         finally:
@@ -278,6 +295,24 @@ class BlockLutFile:
         return {k: float(v) for k, v in self._con.execute(
             "SELECT key, median_ms FROM entries WHERE ok = 1 AND median_ms IS NOT NULL")}
 
+    def put_point(self, dataset: str, batch: int, arch: str, res: MeasureResult,
+                  sum_ms: float) -> None:
+        """Store one network measured end to end (``sum_ms``: its uncalibrated sum)."""
+        with self._con:
+            self._con.execute("INSERT OR REPLACE INTO calibration_points VALUES "
+                              "(?,?,?,?,?,?,?,?,?,?)",
+                              (f"{dataset}@{batch}:{arch}", dataset, batch, arch, res.median_ms,
+                               _num(res.p10_ms), _num(res.p90_ms), _num(res.cv), sum_ms, _now()))
+
+    def points(self, dataset: str, batch: int) -> list[tuple[str, float, float]]:
+        """(arch_str, latency_ms, sum_ms) of the networks measured on ``dataset`` at ``batch``."""
+        return [tuple(r) for r in self._con.execute(
+            "SELECT arch_str, latency_ms, sum_ms FROM calibration_points WHERE dataset = ? AND "
+            "batch = ? ORDER BY name", (dataset, batch))]
+
+    def calibration(self) -> dict[str, dict[str, float]]:
+        return json.loads(self.meta().get("calibration") or "{}")
+
     def close(self) -> None:
         self._con.close()
 
@@ -304,6 +339,7 @@ class BlockBuildReport:
     identity: int = 0
     failed: list[str] = field(default_factory=list)
     noisy: list[str] = field(default_factory=list)
+    calibration: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -327,30 +363,55 @@ def _open_or_create(path: str | Path, config: MeasureConfig) -> BlockLutFile:
     return lut
 
 
-def _best_round(results: Sequence[MeasureResult], max_cv: float) -> MeasureResult:
-    """Rounds of one part -> the round with the lowest median (load only ever adds time)."""
-    ok = [r for r in results if r.ok]
-    if not ok:
-        return results[-1]
-    best = min(ok, key=lambda r: r.median_ms)
-    return replace(best, repeat=sum(r.repeat for r in ok), noisy=best.cv > max_cv,
-                   times_ms=(), meta={"rounds": len(ok)})
+def measure_models(models: Sequence[Any], names: Sequence[str], config: MeasureConfig,
+                   progress: Progress | None = None) -> list[MeasureResult]:
+    """Time ONNX models in interleaved rounds: :func:`measure.rounds.measure_many` where the
+    measurement layer has it; otherwise :data:`FALLBACK_ROUNDS` round-robin passes of
+    :func:`measure.measure`, keeping each model's round with the lowest median (load from
+    other processes only ever adds time)."""
+    try:
+        from measure.rounds import measure_many
+    except ImportError:
+        measure_many = None
+    if measure_many is not None:
+        done: list[int] = [0]
+
+        def on_window(results: list, _report: Any) -> None:
+            done[0] += len(results)
+            if progress:
+                progress("measure", done[0], len(models))
+
+        return measure_many(list(models), config, names=list(names), on_window=on_window)
+    from measure import measure
+
+    rounds: list[list[MeasureResult]] = [[] for _ in models]
+    for r in range(FALLBACK_ROUNDS):
+        for i, model in enumerate(models):
+            rounds[i].append(measure(model, config))
+            if progress:
+                progress("measure", r * len(models) + i + 1, FALLBACK_ROUNDS * len(models))
+    out = []
+    for results in rounds:
+        ok = [r for r in results if r.ok]
+        best = min(ok, key=lambda r: r.median_ms) if ok else results[-1]
+        out.append(replace(best, repeat=sum(r.repeat for r in ok) if ok else 0,
+                           noisy=best.ok and best.cv > config.max_cv, times_ms=(),
+                           meta={**best.meta, "rounds": len(ok)}))
+    return out
 
 
 def build_block_lut(path: str | Path, dataset: str = "cifar100",
                     config: MeasureConfig | None = None, *, batch: int = 1,
-                    blocks: Sequence[str] = fbnet.BLOCKS, rounds: int = 3, seed: int = 0,
-                    progress: Progress | None = None) -> BlockBuildReport:
+                    blocks: Sequence[str] = fbnet.BLOCKS, seed: int = 0, calibrate: int = 0, progress: Progress | None = None) -> BlockBuildReport:
     """Measure every unique part of FBNet on ``dataset`` into the block LUT at ``path``.
 
     Resumable: parts already stored (ok) are not measured again; a file measured
     with another config or on another device is refused. ``blocks`` limits the
-    set (short builds, tests). Each part is measured ``rounds`` times, round-robin
-    over all parts, keeping the round with the lowest median. ``progress(stage,
-    done, total)`` is called after each measurement.
+    set (short builds, tests). Parts are timed together in interleaved rounds
+    (:func:`measure_models`). ``progress(stage, done, total)`` reports the work done. ``calibrate``: measure that many
+    random networks (built from ``blocks`` only, drawn with ``seed``) end to end and
+    fit the dataset's calibration on all its stored points.
     """
-    from measure import measure
-
     config = config or MeasureConfig()
     fbnet.dataset_spec(dataset)
     t0 = time.perf_counter()
@@ -369,18 +430,9 @@ def build_block_lut(path: str | Path, dataset: str = "cifar100",
                 report.identity += 1
             else:
                 todo.append(part)
-        models = {p.key: part_model(p, seed) for p in todo}
-        results: dict[str, list[MeasureResult]] = {p.key: [] for p in todo}
-        total = len(todo) * max(1, rounds)
-        done = 0
-        for _ in range(max(1, rounds)):
-            for p in todo:
-                results[p.key].append(measure(models[p.key], config))
-                done += 1
-                if progress:
-                    progress("measure", done, total)
-        for p in todo:
-            res = _best_round(results[p.key], config.max_cv)
+        measured = measure_models([part_model(p, seed) for p in todo], [p.key for p in todo],
+                                  config, progress)
+        for p, res in zip(todo, measured, strict=True):
             lut.put(p, res)
             report.measured += 1
             if not res.ok:
@@ -389,10 +441,60 @@ def build_block_lut(path: str | Path, dataset: str = "cifar100",
                 report.noisy.append(p.key)
         sets = set(json.loads(lut.meta().get("datasets") or "[]")) | {f"{dataset}@{batch}"}
         lut.set_meta("datasets", json.dumps(sorted(sets)))
+        if calibrate:
+            report.calibration = _calibrate(lut, dataset, batch, config, blocks, calibrate, seed,
+                                            progress)
     finally:
         lut.close()
     report.seconds = time.perf_counter() - t0
     return report
+
+
+def calibration_archs(n: int, seed: int, blocks: Sequence[str] = fbnet.BLOCKS) -> list[str]:
+    """``n`` distinct architectures drawn with ``seed`` from ``blocks`` only."""
+    rng = np.random.default_rng(seed)
+    allowed = np.array([fbnet.BLOCK_INDEX[b] for b in blocks])
+    seen: dict[str, None] = {}
+    limit = len(allowed) ** fbnet.NUM_LAYERS
+    while len(seen) < min(n, limit):
+        seen.setdefault(fbnet.arch_str(rng.choice(allowed, fbnet.NUM_LAYERS).tolist()), None)
+    return list(seen)
+
+
+def fit_calibration(sums_ms: Sequence[float], latency_ms: Sequence[float]) -> dict[str, float]:
+    """Least squares ``latency = scale * sum + intercept_ms``; the intercept is dropped
+    (scale only) when it comes out negative or with fewer than 3 points."""
+    x, y = np.asarray(sums_ms, dtype=float), np.asarray(latency_ms, dtype=float)
+    scale, intercept = float(x @ y / (x @ x)), 0.0
+    if len(x) >= 3:
+        (a, b), *_ = np.linalg.lstsq(np.column_stack([x, np.ones_like(x)]), y, rcond=None)
+        if b >= 0 and a > 0:
+            scale, intercept = float(a), float(b)
+    pred = scale * x + intercept
+    return {"scale": scale, "intercept_ms": intercept, "n_points": int(len(x)),
+            "mape_fit": float(np.mean(np.abs(pred - y) / y))}
+
+
+def _calibrate(lut: BlockLutFile, dataset: str, batch: int, config: MeasureConfig,
+               blocks: Sequence[str], n: int, seed: int,
+               progress: Progress | None) -> dict[str, float]:
+    model = BlockLookupTable.from_file(lut, calibrated=False)
+    have = {p[0] for p in lut.points(dataset, batch)}
+    archs = [a for a in calibration_archs(n, seed, blocks) if a not in have]
+    results = measure_models([fbnet.build_onnx(a, dataset, batch, seed=seed) for a in archs],
+                             archs, config,
+                             lambda _, done, total: progress and progress("calibrate", done, total))
+    for arch, res in zip(archs, results, strict=True):
+        if res.ok:
+            net = fbnet.build_network(arch, dataset, batch)
+            lut.put_point(dataset, batch, arch, res, model.estimate(net).latency_ms)
+    points = lut.points(dataset, batch)
+    if not points:
+        return {}
+    fit = fit_calibration([p[2] for p in points], [p[1] for p in points])
+    cal = lut.calibration() | {f"{dataset}@{batch}": fit}
+    lut.set_meta("calibration", json.dumps(cal, sort_keys=True))
+    return fit
 
 
 # --------------------------------------------------------------------- the cost model
@@ -400,19 +502,36 @@ class BlockLookupTable(BaseCostModel):
     """Sum of per-block latencies of an FBNet network (``blocklut:PATH``).
 
     ``best_effort``: count missing parts in ``meta["missing"]`` instead of raising
-    :class:`MissingKernel`.
+    :class:`MissingKernel`. ``calibrated``: apply the dataset's stored calibration
+    (when the file has one; ``meta["calibrated"]`` says whether it did).
     """
 
-    def __init__(self, path: str | Path, best_effort: bool = False) -> None:
+    def __init__(self, path: str | Path, best_effort: bool = False,
+                 calibrated: bool = True) -> None:
         self.path = str(path)
         self.best_effort = best_effort
+        self.calibrated = calibrated
         with BlockLutFile(self.path, readonly=True) as lut:
-            meta = lut.meta()
-            self.medians_ = lut.medians()
+            self._load(lut)
+
+    @classmethod
+    def from_file(cls, lut: BlockLutFile, best_effort: bool = False,
+                  calibrated: bool = True) -> BlockLookupTable:
+        """A model over an already open file (used while building)."""
+        self = cls.__new__(cls)
+        self.path, self.best_effort, self.calibrated = str(lut.path), best_effort, calibrated
+        self._load(lut)
+        return self
+
+    def _load(self, lut: BlockLutFile) -> None:
+        meta = lut.meta()
+        self.medians_ = lut.medians()
+        self.calibration_ = json.loads(meta.get("calibration") or "{}") if self.calibrated else {}
         self.fingerprint_ = json.loads(meta.get("fingerprint") or "{}")
         self.runtime_ = meta.get("runtime", "")
         self.datasets_ = tuple(json.loads(meta.get("datasets") or "[]"))
-        self.n_measurements_ = len(self.medians_)
+        self.n_measurements_ = len(self.medians_) + sum(
+            int(c.get("n_points", 0)) for c in self.calibration_.values())
         self.name = f"blocklut:{Path(self.path).stem}"
 
     def _net_ms(self, part: Part) -> float | None:
@@ -427,8 +546,8 @@ class BlockLookupTable(BaseCostModel):
 
     def estimate(self, net: Network) -> Estimate:
         ops = _fbnet_ops(net)
-        stem, grid, header, cls, out_null = network_parts(net.meta["dataset"],
-                                                          int(net.meta.get("batch", 1)))
+        dataset, batch = net.meta["dataset"], int(net.meta.get("batch", 1))
+        stem, grid, header, cls, out_null = network_parts(dataset, batch)
         named = [("stem", stem), *((f"l{i}", grid[i][o]) for i, o in enumerate(ops)),
                  ("header", header), ("classifier", cls), ("call", out_null)]
         per_layer, missing, raw_sum = [], [], 0.0
@@ -443,9 +562,12 @@ class BlockLookupTable(BaseCostModel):
                                        ms, meta={"key": part.key}))
         if missing and not self.best_effort:
             raise MissingKernel(sorted(set(missing)), net.name)
-        return Estimate(latency_ms=sum(c.latency_ms for c in per_layer),
-                        per_layer=tuple(per_layer),
-                        meta={"backend": "blocklut", "path": self.path,
+        sum_ms = sum(c.latency_ms for c in per_layer)
+        cal = self.calibration_.get(f"{dataset}@{batch}")
+        latency = cal["scale"] * sum_ms + cal["intercept_ms"] if cal else sum_ms
+        return Estimate(latency_ms=latency, per_layer=tuple(per_layer),
+                        meta={"backend": "blocklut", "path": self.path, "sum_ms": sum_ms,
+                              "calibrated": bool(cal),
                               "runtime": self.runtime_, "raw_sum_ms": raw_sum,
                               "missing": len(missing), "missing_keys": tuple(sorted(missing)),
                               "device": self.fingerprint_.get("cpu_model", "")})
@@ -464,13 +586,15 @@ def _fbnet_ops(net: Network) -> tuple[int, ...]:
 
 
 def from_spec(arg: str | None) -> BlockLookupTable:
-    """Registry factory: ``blocklut:PATH`` (``?best-effort`` reports missing parts)."""
+    """Registry factory: ``blocklut:PATH[?best-effort][&uncalibrated]``."""
     if not arg:
         raise BlockLutError("the blocklut backend needs a block LUT file: blocklut:PATH.sqlite "
                             "(build one with measure.lut.blocks.build_block_lut)")
     path, _, opts = arg.partition("?")
     flags = {o.strip() for o in opts.split("&") if o.strip()}
-    if flags - {"best-effort"}:
-        raise BlockLutError(f"unknown blocklut option(s) {sorted(flags - {'best-effort'})}; "
-                            "use blocklut:PATH?best-effort")
-    return BlockLookupTable(path, best_effort="best-effort" in flags)
+    unknown = flags - {"best-effort", "uncalibrated"}
+    if unknown:
+        raise BlockLutError(f"unknown blocklut option(s) {sorted(unknown)}; use "
+                            "blocklut:PATH?best-effort, ?uncalibrated or ?best-effort&uncalibrated")
+    return BlockLookupTable(path, best_effort="best-effort" in flags,
+                            calibrated="uncalibrated" not in flags)
