@@ -148,11 +148,31 @@ def space_of(net: Network) -> SearchSpace:
 
 
 def onnx_for(net: Network, seed: int = 0) -> Any:
-    """The ONNX model of a network built by a space (or imported from a file)."""
+    """The ONNX model of a network built by a space or imported from a file.
+
+    A network read from a file (``meta["source"]``: ``models:DIR`` and plain
+    imports) gives that file, its graph inputs fixed to the shapes the IR was
+    built at; a generated one (NB201, FBNet) is rebuilt by its space.
+    """
     src = net.meta.get("source")
-    if src and not net.meta.get("space"):
+    if src:
         from costmodels.onnx_import import load_model_proto
 
-        return load_model_proto(src)
+        return fix_input_dims(load_model_proto(src), dict(net.inputs))
     return space_of(net).build_onnx(net.meta["arch_str"], net.meta.get("dataset"),
                                     int(net.meta.get("batch", 1)), seed=seed)
+
+
+def fix_input_dims(model: Any, shapes: Mapping[str, Sequence[int]]) -> Any:
+    """Set the graph inputs of ``model`` (in place) to the static ``shapes`` given."""
+    for vi in model.graph.input:
+        shape = shapes.get(vi.name)
+        if shape is None or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        if len(dims) != len(shape):
+            continue
+        for d, v in zip(dims, shape, strict=True):
+            d.ClearField("dim_param")
+            d.dim_value = int(v)
+    return model

@@ -100,49 +100,71 @@ class ModelsSpace(SearchSpace):
 
     # -- building ----------------------------------------------------------
     def build_network(self, arch: str, dataset: str | None = None, batch: int = 1) -> Network:
-        from costmodels.onnx_import import import_onnx
+        """The model imported into the IR (cached).
 
+        Without ``--input-shape``, a dynamic leading (batch) dimension is set to
+        ``batch`` (``--batch``, default 1); any other dynamic dimension needs
+        ``--input-shape``.
+        """
         self.check_dataset(dataset)
         name = self.parse(arch)
         key = (name, batch)
         if key not in self._cache:
-            shapes = self.input_shapes
-            if batch != 1 and not shapes:
-                raise UnknownSpace(f"{self.spec}: --batch {batch} is not applied to a model "
-                                   "folder; give the full shape with --input-shape "
-                                   f"{batch}x3x224x224")
-            net = import_onnx(str(self._files[name]), input_shapes=shapes)
+            net, how = self._import(name, batch)
             meta = {**net.meta, "space": self.spec, "arch_str": name,
                     "arch_index": self._pos[name], "dataset": None,
                     "batch": int(net.inputs[0][1][0]) if net.inputs and net.inputs[0][1] else 1,
-                    "source": str(self._files[name])}
-            if shapes:
-                meta["input_shapes"] = shapes
+                    "source": str(self._files[name]), "shapes_from": how}
             self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
         return self._cache[key]
+
+    def _import(self, name: str, batch: int) -> tuple[Network, str]:
+        from costmodels.errors import OnnxImportError
+        from costmodels.onnx_import import import_onnx, load_model_proto
+
+        path = str(self._files[name])
+        if self.input_shapes:
+            return import_onnx(path, input_shapes=self.input_shapes), "--input-shape"
+        try:
+            return import_onnx(path), "model"
+        except OnnxImportError as first:
+            shapes = _batch_only_shapes(load_model_proto(path), batch)
+            if shapes is None:
+                raise first from None
+            return import_onnx(path, input_shapes=shapes), "--batch"
 
     def build_onnx(self, arch: str, dataset: str | None = None, batch: int = 1,
                    seed: int = 0) -> Any:
         """The model file, with its graph inputs fixed to the shapes the IR was built at."""
-        from costmodels.onnx_import import load_model_proto
+        from costmodels.spaces import onnx_for
 
-        net = self.build_network(arch, dataset, batch)
-        model = load_model_proto(str(self._files[net.meta["arch_str"]]))
-        fixed = dict(net.inputs)
-        for vi in model.graph.input:
-            shape = fixed.get(vi.name)
-            if shape is None or not vi.type.HasField("tensor_type"):
-                continue
-            dims = vi.type.tensor_type.shape.dim
-            if len(dims) != len(shape):
-                continue
-            for d, v in zip(dims, shape, strict=True):
-                d.ClearField("dim_param")
-                d.dim_value = int(v)
-        return model
+        return onnx_for(self.build_network(arch, dataset, batch))
 
     def describe(self) -> Mapping[str, Any]:
         return {**super().describe(), "folder": str(self.root), "models": list(self._names)}
+
+
+def _batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
+    """Input shapes with a dynamic leading dimension set to ``batch``, or None when any
+    other dimension is dynamic too (then only ``--input-shape`` can say)."""
+    inits = {t.name for t in model.graph.initializer}
+    out = {}
+    for vi in model.graph.input:
+        if vi.name in inits or not vi.type.HasField("tensor_type"):
+            continue
+        dims = vi.type.tensor_type.shape.dim
+        shape = []
+        for i, d in enumerate(dims):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(d.dim_value)
+            elif i == 0:
+                shape.append(batch)
+            else:
+                return None
+        if not shape:
+            return None
+        out[vi.name] = tuple(shape)
+    return out or None
 
 
 def space_from_spec(arg: str | None, *, input_shapes: Any = None, **_: Any) -> ModelsSpace:
