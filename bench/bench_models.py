@@ -1,0 +1,101 @@
+"""Bring your own models: a folder of real-size ONNX exports through the public commands.
+
+The README's walk-through, run for real: write the 12 models of
+``bench/user_models.py`` (1-15 GFLOP, torch.onnx at opsets 11-17, some with
+dynamic batch axes), then
+
+    costmodels measure-space --space models:DIR --db runs.sqlite -o truth.csv
+    costmodels lut build     --space models:DIR --db lut.sqlite
+    costmodels roofline calibrate -o roofline.toml
+    costmodels compare       --space models:DIR --truth truth.csv flops lut:lut.sqlite \
+                             roofline:roofline.toml eyeriss fpga -o report/
+    costmodels fit gbdt      --space models:DIR --train truth.csv -o gbdt/
+
+and report Kendall tau and MAPE per backend from ``report/metrics.csv``.
+
+    python bench/bench_models.py [--quick] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import math
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "bench"))
+
+
+def _cli() -> list[str]:
+    return [sys.executable, "-m", "costmodels.cli"]
+
+
+def _run(argv: list[str], log: list[str]) -> float:
+    t = time.perf_counter()
+    cmd = _cli() + argv
+    print(f"[bench_models] $ costmodels {shlex.join(argv)}", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    dt = time.perf_counter() - t
+    log.append(f"| `costmodels {' '.join(argv[:2])} ...` | {dt:.0f} s | exit {proc.returncode} |")
+    if proc.returncode not in (0, 1):
+        raise RuntimeError(f"costmodels {shlex.join(argv)} failed ({proc.returncode}):\n"
+                           f"{proc.stderr[-2000:]}")
+    return dt
+
+
+def section(quick: bool = False, work: str | Path | None = None) -> str:
+    from user_models import write_models
+
+    work = Path(work or ROOT / "bench" / "work-models")
+    models = work / "models"
+    names = (["resnet18", "mobilenet_v2_140", "vit_tiny16", "squeezenet", "shufflenet_v2_x2"]
+             if quick else None)
+    t = time.perf_counter()
+    write_models(models, names)
+    steps = [f"| write {len(list(models.glob('*.onnx')))} models (torch.onnx) | "
+             f"{time.perf_counter() - t:.0f} s | |"]
+    space = ["--space", f"models:{models}"]
+    truth, lut, spec, report = (work / "truth.csv", work / "lut.sqlite", work / "roofline.toml",
+                                work / "report")
+    reps = ["--repeat", "20", "--warmup", "3"] if quick else []
+    _run(["measure-space", *space, "--runtime", "ort", "--db", str(work / "runs.sqlite"),
+          "-o", str(truth), *reps], steps)
+    _run(["lut", "build", *space, "--runtime", "ort", "--db", str(lut), *reps], steps)
+    if not spec.exists():
+        _run(["roofline", "calibrate", "-o", str(spec)], steps)
+    _run(["compare", *space, "--truth", str(truth), "flops", f"lut:{lut}", f"roofline:{spec}",
+          "roofline:x86_generic", "eyeriss", "fpga", "--reference-only", "eyeriss",
+          "--reference-only", "fpga", "-o", str(report)], steps)
+    _run(["fit", "gbdt", *space, "--train", str(truth), "-o", str(work / "gbdt")], steps)
+    rows = []
+    with open(report / "metrics.csv", newline="") as fh:
+        for r in csv.DictReader(fh):
+            def f(k, fmt=".3f", scale=1.0, r=r):
+                v = r.get(k, "")
+                return "—" if v in ("", "nan") or math.isnan(float(v)) else \
+                    format(float(v) * scale, fmt)
+            rows.append(f"| {r['backend']} | {r['n_covered']}/{r['n_total']} | {f('kendall')} | "
+                        f"{f('spearman')} | {f('mape', '.1f')} | "
+                        f"{f('acc10', '.0f', 100)}% | {r['first_error'][:80]} |")
+    n = len(list(models.glob("*.onnx")))
+    return "\n".join([
+        f"### A folder of {n} user models (bench/user_models.py; measured here with ONNX "
+        "Runtime, one thread)", "",
+        "| backend | covered | Kendall τ | Spearman | MAPE % | ±10% | first error |",
+        "|---|---|---|---|---|---|---|", *rows, "",
+        "eyeriss and fpga model other hardware (reference only). Steps and their time:", "",
+        "| step | time | |", "|---|---|---|", *steps, ""])
+
+
+if __name__ == "__main__":
+    ap = argparse.ArgumentParser(description=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="5 models, 20 timed runs")
+    ap.add_argument("--work", help="work folder (default bench/work-models)")
+    a = ap.parse_args()
+    print(section(a.quick, a.work))
