@@ -46,16 +46,29 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from analytical.specs import EyerissSpec, load_spec
+from analytical.specs import EyerissSpec, PredictorSpec, load_spec, spec_kind
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
-from costmodels.network import GLOBAL_POOL_OPS, POOL_OPS, Layer, Network, numel
+from costmodels.network import Layer, Network, numel
+from costmodels.ops import CONV_OPS, GLOBAL_POOL_OPS, MAC_OPS, POOL_OPS, VIEW_OPS
 
-VIEW_OPS = frozenset({"Identity", "Flatten", "Reshape", "Squeeze", "Unsqueeze", "Dropout"})
-MAC_OPS = frozenset({"Conv", "ConvTranspose", "Gemm", "MatMul"})
 LEVELS = ("mac", "spad", "noc", "glb", "dram")
-# r and t candidates: every count up to 16, then the useful multiples of the array's sides.
-_SET_COUNTS = np.array(sorted(set(range(1, 17)) | {20, 21, 24, 28, 32, 36, 42, 48, 56, 64, 72,
-                                                     84, 96, 112, 128, 168}))
+DEFAULT_SPEC = "eyeriss"
+
+
+class NotMappable(Exception):
+    """Internal: a layer whose shapes the row-stationary problem cannot describe."""
+
+
+@lru_cache(maxsize=64)
+def set_counts(rows: int, cols: int) -> np.ndarray:
+    """Candidate numbers of PE sets (``r``, ``t``): every count up to ``rows + cols``, then
+    the multiples of the array's sides and the divisors of its size (from the spec's
+    array, not tuned to one)."""
+    pes = rows * cols
+    out = set(range(1, rows + cols + 1))
+    out |= {k * rows for k in range(1, cols + 1)} | {k * cols for k in range(1, rows + 1)}
+    out |= {d for d in range(1, pes + 1) if pes % d == 0}
+    return np.array(sorted(out))
 
 
 class ConvShape(NamedTuple):
@@ -89,27 +102,54 @@ class OnChip:
     utilisation: float
 
 
+def _grid(shape: tuple[int, ...]) -> tuple[int, int]:
+    """(H, W) of an N, C, *spatial shape: 1-D maps are 1 x L."""
+    sp = tuple(shape[2:])
+    if len(sp) > 2:
+        raise NotMappable(f"{len(sp)}-D spatial map {shape}")
+    return (1, sp[0]) if len(sp) == 1 else (sp[0], sp[1]) if sp else (1, 1)
+
+
+def _pads2(pads: tuple[int, ...]) -> tuple[int, int]:
+    """Total padding of the last two spatial axes (ONNX begins..., ends...)."""
+    if not pads:
+        return 0, 0
+    half = len(pads) // 2
+    begins, ends = pads[:half], pads[half:]
+    if half == 1:
+        return 0, begins[0] + ends[0]
+    return begins[-2] + ends[-2], begins[-1] + ends[-1]
+
+
 def conv_shape(layer: Layer) -> ConvShape:
-    """The row-stationary problem of a Conv, ConvTranspose, Gemm or MatMul layer (per group).
+    """The row-stationary problem of a conv-like or matrix-product layer (per group).
 
     A ConvTranspose is costed as the conv that scatters each input pixel through the
-    kernel: output grid = input grid, same MACs.
+    kernel: output grid = input grid, same MACs. A matrix product ``[..., M, K] x [K, N]``
+    is ``batch`` = the product of the output's leading axes, ``N`` filters over ``K``
+    channels. Raises :class:`NotMappable` for shapes outside the 2-D problem.
     """
-    if layer.op in ("Conv", "ConvTranspose"):
-        n, cin, h, w = layer.input_shapes[0]
-        _, m, e, f = layer.output_shape
-        r, s = layer.kernel or layer.weight_shapes[0][2:]
-        pads = layer.pads or (0, 0, 0, 0)
-        u = layer.stride[0] if layer.stride else 1
-        g = layer.groups
+    if layer.op in CONV_OPS:
+        x, y = layer.input_shapes[0] if layer.input_shapes else (), layer.output_shape
+        if len(x) < 3 or len(y) < 3:
+            raise NotMappable(f"conv input {x} / output {y} is not N, C, spatial")
+        (h, w), (e, f) = _grid(x), _grid(y)
+        k = tuple(layer.kernel) or (tuple(layer.weight_shapes[0][2:])
+                                    if layer.weight_shapes else (1, 1))
+        r, s = (1, k[0]) if len(k) == 1 else (k[-2], k[-1])
+        ph, pw = _pads2(tuple(layer.pads))
+        u = int(layer.stride[-1]) if layer.stride else 1
+        g = max(int(layer.groups or 1), 1)
+        n, cin, m = x[0], x[1], y[1]
         if layer.op == "ConvTranspose":
-            return ConvShape(n, m // g, cin // g, g, h + r - 1, w + s - 1, r, s, h, w, 1)
-        return ConvShape(n, m // g, cin // g, g, h + pads[0] + pads[2], w + pads[1] + pads[3],
-                         r, s, e, f, u)
+            return ConvShape(n, max(m // g, 1), max(cin // g, 1), g, h + r - 1, w + s - 1,
+                             r, s, h, w, 1)
+        return ConvShape(n, max(m // g, 1), max(cin // g, 1), g, h + ph, w + pw, r, s, e, f, u)
     out = layer.output_shape
     k = layer.macs // max(numel(out), 1)
-    batch = numel(out[:-1])
-    return ConvShape(batch, out[-1], k, 1, 1, 1, 1, 1, 1, 1, 1)
+    if not out or k <= 0:
+        raise NotMappable(f"matrix product with output {out} and {layer.macs} MACs")
+    return ConvShape(numel(out[:-1]), out[-1], k, 1, 1, 1, 1, 1, 1, 1, 1)
 
 
 def search_mapping(shape: ConvShape, spec: EyerissSpec) -> OnChip:
@@ -130,8 +170,9 @@ def _search(shape: ConvShape, spec: EyerissSpec) -> OnChip:
                                                                              None]
     qv = np.arange(1, min(C, spec.spad_ifmap_entries // s_eff) + 1,
                    dtype=np.float64)[None, None, :, None, None]
-    rv = _SET_COUNTS[_SET_COUNTS <= min(C, max_sets)].astype(np.float64)[None, None, None, :, None]
-    tv = _SET_COUNTS[_SET_COUNTS <= min(M, max_sets)].astype(np.float64)[None, None, None, None, :]
+    counts = set_counts(rows, cols)
+    rv = counts[counts <= min(C, max_sets)].astype(np.float64)[None, None, None, :, None]
+    tv = counts[counts <= min(M, max_sets)].astype(np.float64)[None, None, None, None, :]
     sets = (rows // r_set) * np.floor(cols / ev)
     ok = ((pv * qv * s_eff <= spec.spad_weight_entries) & (rv * tv <= sets)
           & (rv <= np.ceil(C / qv)) & (tv <= np.ceil(M / pv)))
@@ -207,12 +248,14 @@ def vector_op(layer: Layer, placement: str, spec: EyerissSpec) -> OnChip:
         counts = {"post": float(ops)}
         return OnChip("fused", 0.0, 0.0, 0.0, MappingProxyType(counts),
                       MappingProxyType(_energy(counts, spec)), MappingProxyType({}), 0.0)
-    if placement == "pe_array" and layer.op in POOL_OPS and layer.kernel:
+    if (placement == "pe_array" and layer.op in POOL_OPS and len(layer.kernel) == 2
+            and layer.input_shapes and len(layer.input_shapes[0]) == 4
+            and len(layer.output_shape) == 4):
         n, c, h, w = layer.input_shapes[0]
-        pads = layer.pads or (0, 0, 0, 0)
+        ph, pw = _pads2(tuple(layer.pads))
         _, _, e, f = layer.output_shape
-        shape = ConvShape(n, 1, 1, c, h + pads[0] + pads[2], w + pads[1] + pads[3],
-                          layer.kernel[0], layer.kernel[1], e, f, layer.stride[0])
+        shape = ConvShape(n, 1, 1, c, h + ph, w + pw, layer.kernel[0], layer.kernel[1], e, f,
+                          int(layer.stride[-1]) if layer.stride else 1)
         return search_mapping(shape, spec)
     if placement == "pe_array":  # one op per PE per cycle, operands from the GLB
         pes = spec.pe_rows * spec.pe_cols
@@ -236,16 +279,17 @@ def vector_op(layer: Layer, placement: str, spec: EyerissSpec) -> OnChip:
 
 class EyerissModel(BaseCostModel):
     """Row-stationary accelerator model; ``per_layer`` carries mapping, utilisation, cycles
-    and energy by level (pJ) for every layer."""
+    and energy by level (pJ) for every layer. Layers it cannot map are listed in
+    ``meta['uncosted_layers']`` with the reason (they add nothing to the totals)."""
 
     def __init__(self, spec: EyerissSpec) -> None:
         self.spec = spec
-        self._layers: dict[int, tuple[Layer, OnChip]] = {}
-        self._costs: dict[tuple[int, float], LayerCost] = {}
+        self._by_key: dict[tuple, OnChip | str] = {}
+        self._by_id: dict[int, tuple[Layer, OnChip | str]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return "eyeriss" if self.spec.name == "eyeriss" else f"eyeriss:{self.spec.name}"
+        return f"eyeriss:{self.spec.name}"
 
     def placement(self, layer: Layer) -> str:
         s = self.spec
@@ -261,38 +305,56 @@ class EyerissModel(BaseCostModel):
             return "fused"
         return s.elementwise_on
 
-    def on_chip(self, layer: Layer) -> OnChip:
-        """The layer's cost before activation DRAM traffic (cached per layer)."""
-        hit = self._layers.get(id(layer))
+    def on_chip(self, layer: Layer) -> OnChip | str:
+        """The layer's cost before activation DRAM traffic, or why it cannot be mapped.
+
+        Cached per structural layer key (op, shapes, attributes; names excluded); the
+        ``id`` memo in front only skips re-hashing a layer object already seen (it keeps
+        the layer alive, so the id cannot be reused while it is there).
+        """
+        hit = self._by_id.get(id(layer))
         if hit is not None and hit[0] is layer:
             return hit[1]
-        where = self.placement(layer)
-        if where == "view":
-            res = OnChip("view", 0.0, 0.0, 0.0, MappingProxyType({}), MappingProxyType({}),
-                         MappingProxyType({}), 0.0)
-        elif where == "pe_array" and layer.op in MAC_OPS:
-            res = search_mapping(conv_shape(layer), self.spec)
-        else:
-            res = vector_op(layer, where, self.spec)
-        self._layers[id(layer)] = (layer, res)
+        key = (layer.op, *layer[4:13])
+        res = self._by_key.get(key)
+        if res is None:
+            res = self._by_key[key] = self._on_chip(layer)
+        if len(self._by_id) > 200_000:
+            self._by_id.clear()
+        self._by_id[id(layer)] = (layer, res)
         return res
 
-    def layer_cost(self, layer: Layer, act_dram_bytes: float) -> LayerCost:
-        key = (id(layer), act_dram_bytes)
-        hit = self._costs.get(key)
-        if hit is not None and self._layers[id(layer)][0] is layer:
-            return hit
+    def _on_chip(self, layer: Layer) -> OnChip | str:
+        where = self.placement(layer)
+        if where == "view":
+            return OnChip("view", 0.0, 0.0, 0.0, MappingProxyType({}), MappingProxyType({}),
+                          MappingProxyType({}), 0.0)
+        try:
+            if where == "pe_array" and layer.op in MAC_OPS:
+                return search_mapping(conv_shape(layer), self.spec)
+            return vector_op(layer, where, self.spec)
+        except NotMappable as exc:
+            return str(exc)
+
+    def _time(self, oc: OnChip, act_dram_bytes: float) -> tuple[float, float, float, int]:
+        """(busy cycles, GLB cycles, DRAM cycles, setup cycles) of a mapped layer."""
+        s = self.spec
+        glb_c = oc.glb_bytes / _glb_bytes_per_cycle(s)
+        dram_c = (oc.dram_bytes + act_dram_bytes) / _dram_bytes_per_cycle(s)
+        setup = s.layer_setup_cycles if oc.placement == "pe_array" else 0
+        return max(oc.compute_cycles, glb_c, dram_c), glb_c, dram_c, setup
+
+    def layer_cost(self, layer: Layer, act_dram_bytes: float) -> LayerCost | None:
+        """The breakdown entry of a mapped layer (None when it cannot be mapped)."""
         s = self.spec
         oc = self.on_chip(layer)
-        dram = oc.dram_bytes + act_dram_bytes
-        glb_c = oc.glb_bytes / _glb_bytes_per_cycle(s)
-        dram_c = dram / _dram_bytes_per_cycle(s)
-        busy = max(oc.compute_cycles, glb_c, dram_c)
-        setup = s.layer_setup_cycles if oc.placement == "pe_array" else 0
+        if isinstance(oc, str):
+            return None
+        busy, glb_c, dram_c, setup = self._time(oc, act_dram_bytes)
         energy = dict(oc.energy_pj)
         energy["dram"] = energy.get("dram", 0.0) + act_dram_bytes * s.energy.dram_byte_pj
         bound = ("compute" if busy == oc.compute_cycles else "memory") if busy else oc.placement
-        cost = LayerCost(
+        return LayerCost(
             name=layer.name, op=layer.op, latency_ms=(busy + setup) / (s.clock_mhz * 1e3),
             energy_mj=sum(energy.values()) * 1e-9, bound=bound,
             meta=MappingProxyType({
@@ -302,17 +364,36 @@ class EyerissModel(BaseCostModel):
                                             "dram": dram_c, "setup": setup}),
                 "accesses": oc.counts, "energy_pj": MappingProxyType(energy),
                 "dram_activation_bytes": act_dram_bytes}))
-        self._costs[key] = cost
-        return cost
+
+    def _estimate(self, net: Network, breakdown: bool) -> Estimate:
+        s = self.spec
+        act = activation_dram_bytes(net.layers, net.outputs, s)
+        cycles = energy_pj = 0.0
+        costs: list[LayerCost] = []
+        uncosted = []
+        for layer, a in zip(net.layers, act, strict=True):
+            oc = self.on_chip(layer)
+            if isinstance(oc, str):
+                uncosted.append(MappingProxyType({"name": layer.name, "op": layer.op,
+                                                  "reason": oc}))
+                continue
+            busy, _, _, setup = self._time(oc, a)
+            cycles += busy + setup
+            energy_pj += sum(oc.energy_pj.values()) + a * s.energy.dram_byte_pj
+            if breakdown:
+                costs.append(self.layer_cost(layer, a))
+        return Estimate(
+            latency_ms=cycles / (s.clock_mhz * 1e3), energy_mj=energy_pj * 1e-9,
+            per_layer=tuple(costs),
+            meta={"backend": self.name, "device": s.name, "clock_mhz": s.clock_mhz,
+                  "uncosted_layers": tuple(uncosted)})
 
     def estimate(self, net: Network) -> Estimate:
-        act = activation_dram_bytes(net.layers, net.outputs, self.spec)
-        costs = tuple(self.layer_cost(x, a) for x, a in zip(net.layers, act, strict=True))
-        return Estimate(
-            latency_ms=sum(c.latency_ms for c in costs),
-            energy_mj=sum(c.energy_mj for c in costs), per_layer=costs,
-            meta={"backend": self.name, "device": self.spec.name,
-                  "clock_mhz": self.spec.clock_mhz})
+        return self._estimate(net, breakdown=True)
+
+    def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
+        """Totals only (``per_layer`` empty, for speed); :meth:`estimate` gives the breakdown."""
+        return [self._estimate(n, breakdown=False) for n in nets]
 
 
 def activation_dram_bytes(layers: Sequence[Layer], outputs: Sequence[str],
@@ -329,7 +410,7 @@ def activation_dram_bytes(layers: Sequence[Layer], outputs: Sequence[str],
     alias: dict[str, str] = {}
     last: dict[str, int] = {}
     for j, layer in enumerate(layers):
-        if layer.op in VIEW_OPS:
+        if layer.op in VIEW_OPS and layer.inputs and layer.outputs:
             t = layer.inputs[0]
             alias[layer.outputs[0]] = alias.get(t, t)
             continue
@@ -341,7 +422,7 @@ def activation_dram_bytes(layers: Sequence[Layer], outputs: Sequence[str],
     used = 0.0
     act = [0.0] * len(layers)
     for j, layer in enumerate(layers):
-        if layer.op in VIEW_OPS:
+        if (layer.op in VIEW_OPS and layer.inputs) or not layer.outputs:
             continue
         ins = [alias.get(t, t) for t in layer.inputs]
         for t in ins:
@@ -369,7 +450,7 @@ def _bytes_of(tensor: str, reader: Layer, d: float) -> float:
     for t, shape in zip(reader.inputs, reader.input_shapes, strict=False):
         if t == tensor:
             return numel(shape) * d
-    return numel(reader.input_shapes[0]) * d
+    return numel(reader.input_shapes[0]) * d if reader.input_shapes else 0.0
 
 
 def _evict(glb: dict[str, float], in_dram: set[str], layers: Sequence[Layer],
@@ -395,6 +476,14 @@ def _evict(glb: dict[str, float], in_dram: set[str], layers: Sequence[Layer],
     return used
 
 
-def from_spec(arg: str | None) -> EyerissModel:
-    """Registry factory: ``eyeriss`` (shipped spec) or ``eyeriss:SPEC`` (name or TOML path)."""
-    return EyerissModel(load_spec(arg or "eyeriss", EyerissSpec))
+def from_spec(arg: str | None) -> BaseCostModel:
+    """Registry factory: ``eyeriss`` (the HW-NAS-Bench reference spec) or ``eyeriss:SPEC``
+    (a shipped name such as ``eyeriss_rs``, or a TOML path). The spec's ``kind`` picks
+    the model: ``eyeriss_predictor`` -> :class:`analytical.predictor.PredictorModel`,
+    ``eyeriss`` -> :class:`EyerissModel`."""
+    name = arg or DEFAULT_SPEC
+    if spec_kind(name) == "eyeriss_predictor":
+        from analytical.predictor import PredictorModel
+
+        return PredictorModel(load_spec(name, PredictorSpec))
+    return EyerissModel(load_spec(name, EyerissSpec))

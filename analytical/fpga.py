@@ -29,16 +29,21 @@ written into BRAM) + DDR bytes x ``ddr_byte_pj`` + vector ops x ``vector_op_pj``
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
+from dataclasses import replace
 from functools import lru_cache
 from types import MappingProxyType
 from typing import NamedTuple
 
 import numpy as np
 
-from analytical.eyeriss import MAC_OPS, VIEW_OPS, ConvShape, conv_shape
+from analytical.eyeriss import ConvShape, NotMappable, conv_shape
 from analytical.specs import FpgaSpec, load_spec
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Layer, Network, numel
+from costmodels.ops import MAC_OPS, VIEW_OPS
+
+DEFAULT_SPEC = "zc706"
 
 
 class LayerTime(NamedTuple):
@@ -96,15 +101,22 @@ def _ddr_bytes_per_cycle(spec: FpgaSpec) -> float:
 
 
 class FpgaModel(BaseCostModel):
-    """ZC706-class layer-wise accelerator; ``per_layer`` carries tiling, cycles and energy."""
+    """ZC706-class layer-wise accelerator; ``per_layer`` carries tiling, cycles and energy.
+
+    Energy follows the spec's ``energy_model``: ``per_action`` (counts x the energy
+    table + static power x latency) or ``board_power`` (``board_power_w`` x latency,
+    the convention of HW-NAS-Bench's FPGA figures). Layers the array cannot map are
+    listed in ``meta['uncosted_layers']``.
+    """
 
     def __init__(self, spec: FpgaSpec) -> None:
         self.spec = spec
-        self._costs: dict[int, tuple[Layer, LayerCost]] = {}
+        self._by_key: dict[tuple, LayerCost | str] = {}
+        self._by_id: dict[int, tuple[Layer, LayerCost | str]] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
-        return "fpga" if self.spec.name == "zc706" else f"fpga:{self.spec.name}"
+        return f"fpga:{self.spec.name}"
 
     def layer_time(self, layer: Layer) -> LayerTime:
         if layer.op in VIEW_OPS:
@@ -116,22 +128,43 @@ class FpgaModel(BaseCostModel):
             return LayerTime("fused", 0.0, 0.0, 0.0, 0.0, ops, (), 0.0)
         return vector_time(layer, self.spec)
 
-    def layer_cost(self, layer: Layer) -> LayerCost:
-        hit = self._costs.get(id(layer))
+    def layer_cost(self, layer: Layer) -> LayerCost | str:
+        """The layer's cost, or why it cannot be mapped (cached per structural layer key;
+        the ``id`` memo in front keeps the layer alive, so an id is never reused)."""
+        hit = self._by_id.get(id(layer))
         if hit is not None and hit[0] is layer:
             return hit[1]
+        key = (layer.op, *layer[4:13])
+        cost = self._by_key.get(key)
+        if cost is None:
+            try:
+                cost = self._layer_cost(layer)
+            except NotMappable as exc:
+                cost = str(exc)
+            self._by_key[key] = cost
+        if len(self._by_id) > 200_000:
+            self._by_id.clear()
+        self._by_id[id(layer)] = (layer, cost)
+        return cost
+
+    def _layer_cost(self, layer: Layer) -> LayerCost:
         s, en = self.spec, self.spec.energy
         lt = self.layer_time(layer)
         ddr_c = lt.ddr_bytes / _ddr_bytes_per_cycle(s)
         busy = max(lt.compute_cycles, ddr_c)
         overhead = s.layer_overhead_cycles if lt.unit in ("array", "vector") else 0
         latency_s = (busy + overhead) / (s.clock_mhz * 1e6)
-        energy_pj = {"mac": lt.macs * en.mac_pj, "bram": lt.bram_bytes * en.bram_byte_pj,
-                     "ddr": lt.ddr_bytes * en.ddr_byte_pj, "vector": lt.vector_ops * en.vector_op_pj,
-                     "static": en.static_power_w * latency_s * 1e12}
+        if s.energy_model == "board_power":
+            energy_pj = {"board": s.board_power_w * latency_s * 1e12}
+        else:
+            energy_pj = {"mac": lt.macs * en.mac_pj, "bram": lt.bram_bytes * en.bram_byte_pj,
+                         "ddr": lt.ddr_bytes * en.ddr_byte_pj,
+                         "vector": lt.vector_ops * en.vector_op_pj,
+                         "static": en.static_power_w * latency_s * 1e12}
         bound = ("compute" if lt.compute_cycles >= ddr_c else "memory") if busy else lt.unit
-        cost = LayerCost(
-            name=layer.name, op=layer.op, latency_ms=latency_s * 1e3,
+        # the layer's own name is filled in by estimate(); the cached entry is shared
+        return LayerCost(
+            name="", op=layer.op, latency_ms=latency_s * 1e3,
             energy_mj=sum(energy_pj.values()) * 1e-9, bound=bound,
             meta=MappingProxyType({
                 "unit": lt.unit, "tiling": MappingProxyType(dict(lt.tiling)),
@@ -139,17 +172,34 @@ class FpgaModel(BaseCostModel):
                 "cycles": MappingProxyType({"compute": lt.compute_cycles, "ddr": ddr_c,
                                             "overhead": overhead}),
                 "ddr_bytes": lt.ddr_bytes, "energy_pj": MappingProxyType(energy_pj)}))
-        self._costs[id(layer)] = (layer, cost)
-        return cost
+
+    def _estimate(self, net: Network, breakdown: bool) -> Estimate:
+        latency = energy = 0.0
+        costs: list[LayerCost] = []
+        uncosted = []
+        for layer in net.layers:
+            c = self.layer_cost(layer)
+            if isinstance(c, str):
+                uncosted.append(MappingProxyType({"name": layer.name, "op": layer.op,
+                                                  "reason": c}))
+                continue
+            latency += c.latency_ms
+            energy += c.energy_mj
+            if breakdown:
+                costs.append(replace(c, name=layer.name))
+        return Estimate(
+            latency_ms=latency, energy_mj=energy, per_layer=tuple(costs),
+            meta={"backend": self.name, "device": self.spec.name,
+                  "energy_model": self.spec.energy_model, "uncosted_layers": tuple(uncosted)})
 
     def estimate(self, net: Network) -> Estimate:
-        costs = tuple(self.layer_cost(x) for x in net.layers)
-        return Estimate(
-            latency_ms=sum(c.latency_ms for c in costs),
-            energy_mj=sum(c.energy_mj for c in costs), per_layer=costs,
-            meta={"backend": self.name, "device": self.spec.name})
+        return self._estimate(net, breakdown=True)
+
+    def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
+        """Totals only (``per_layer`` empty, for speed); :meth:`estimate` gives the breakdown."""
+        return [self._estimate(n, breakdown=False) for n in nets]
 
 
 def from_spec(arg: str | None) -> FpgaModel:
-    """Registry factory: ``fpga`` (shipped zc706 spec) or ``fpga:SPEC`` (name or TOML path)."""
-    return FpgaModel(load_spec(arg or "zc706", FpgaSpec))
+    """Registry factory: ``fpga`` (the shipped default spec) or ``fpga:SPEC`` (name or path)."""
+    return FpgaModel(load_spec(arg or DEFAULT_SPEC, FpgaSpec))

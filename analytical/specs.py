@@ -11,9 +11,10 @@ Loading validates types, ranges and choices and refuses a bad spec with
 
     eyeriss.toml: field 'glb_bytes' must be > 0 (got -4)
 
-Three kinds of spec: :class:`RooflineSpec` (CPU, GPU: one roofline per op class),
-:class:`EyerissSpec` (row-stationary ASIC) and :class:`FpgaSpec` (layer-wise FPGA
-accelerator). Each file says its ``kind``.
+Four kinds of spec: :class:`RooflineSpec` (CPU, GPU: one roofline per op class),
+:class:`PredictorSpec` (Eyeriss as the DNN-Chip Predictor / HW-NAS-Bench model it),
+:class:`EyerissSpec` (a physically derived row-stationary ASIC) and :class:`FpgaSpec`
+(layer-wise FPGA accelerator). Each file says its ``kind``.
 """
 
 from __future__ import annotations
@@ -134,6 +135,55 @@ class EyerissSpec:
     energy: EyerissEnergy
 
 
+# ----------------------------------------------------------------------------- predictor
+@dataclass(frozen=True)
+class PredictorEnergy:
+    """Energy per action, picojoules: one MAC, and one 16-bit value moved at each level
+    (DRAM access, DRAM-to-global-buffer transfer, global buffer access, array network
+    hop, register-file access)."""
+
+    mac_pj: float = field(metadata=_pos(ge=0))
+    dram_pj: float = field(metadata=_pos(ge=0))
+    dram_to_glb_pj: float = field(metadata=_pos(ge=0))
+    glb_pj: float = field(metadata=_pos(ge=0))
+    noc_pj: float = field(metadata=_pos(ge=0))
+    rf_pj: float = field(metadata=_pos(ge=0))
+
+
+@dataclass(frozen=True)
+class PredictorSpec:
+    """Eyeriss as the DNN-Chip Predictor models it (the HW-NAS-Bench reference).
+
+    Bounds of a legal tiling: ``pe_count`` PEs, ``spad_ifmap_words`` /
+    ``spad_weight_words`` scratchpad words, ``psum_entries`` filters per PE,
+    ``glb_words`` 16-bit words of global buffer. ``pool_mapping``: pooling as a
+    ``"dense"`` C -> C convolution (the reference) or per channel (``"depthwise"``).
+    Layers whose :func:`costmodels.ops.op_class` is in ``free_op_classes`` cost nothing.
+    """
+
+    kind: Literal["eyeriss_predictor"]
+    schema_version: int
+    name: str
+    description: str
+    clock_mhz: float = field(metadata=_pos(gt=0))
+    pe_count: int = field(metadata=_pos(gt=1))
+    spad_ifmap_words: int = field(metadata=_pos(gt=1))
+    spad_weight_words: int = field(metadata=_pos(gt=1))
+    psum_entries: int = field(metadata=_pos(gt=0))
+    glb_words: int = field(metadata=_pos(gt=0))
+    pool_mapping: Literal["dense", "depthwise"]
+    free_op_classes: tuple[str, ...]
+    energy: PredictorEnergy
+
+    def __post_init__(self) -> None:
+        from costmodels.ops import OP_CLASSES
+
+        bad = [c for c in self.free_op_classes if c not in OP_CLASSES]
+        if bad:
+            raise ValueError(f"field 'free_op_classes' has unknown op class(es) {', '.join(bad)}; "
+                             f"expected some of {', '.join(OP_CLASSES)}")
+
+
 # ----------------------------------------------------------------------------- fpga
 @dataclass(frozen=True)
 class FpgaEnergy:
@@ -168,6 +218,10 @@ class FpgaSpec:
     layer_overhead_cycles: int = field(metadata=_pos(ge=0))
     fused_post_ops: tuple[str, ...]
     energy: FpgaEnergy
+    # "per_action": energy = counts x energy table + static power x latency;
+    # "board_power": energy = board_power_w x latency (what a board power report gives).
+    energy_model: Literal["per_action", "board_power"] = "per_action"
+    board_power_w: float = field(default=0.0, metadata=_pos(ge=0))
 
     def __post_init__(self) -> None:
         used = self.unroll_out_channels * self.unroll_in_channels * self.dsps_per_mac
@@ -176,7 +230,13 @@ class FpgaSpec:
                              f"needs {used:g} DSPs but dsp_count is {self.dsp_count}")
 
 
-KINDS: dict[str, type] = {"roofline": RooflineSpec, "eyeriss": EyerissSpec, "fpga": FpgaSpec}
+KINDS: dict[str, type] = {"roofline": RooflineSpec, "eyeriss": EyerissSpec, "fpga": FpgaSpec,
+                          "eyeriss_predictor": PredictorSpec}
+
+
+def spec_kind(name_or_path: str) -> str | None:
+    """The ``kind`` field of a spec (shipped name or path), without validating the rest."""
+    return _read_toml(resolve_spec_path(name_or_path)).get("kind")
 
 
 # ----------------------------------------------------------------------------- loading

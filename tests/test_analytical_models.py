@@ -26,7 +26,7 @@ def one_conv(cin: int, cout: int, hw: int, k: int, pad: int, dtype: str = "float
 
 @pytest.fixture(scope="module")
 def eyeriss() -> EyerissModel:
-    return EyerissModel(load_spec("eyeriss", EyerissSpec))
+    return EyerissModel(load_spec("eyeriss_rs", EyerissSpec))
 
 
 @pytest.fixture(scope="module")

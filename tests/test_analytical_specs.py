@@ -10,6 +10,7 @@ import pytest
 from analytical.specs import (
     EyerissSpec,
     FpgaSpec,
+    PredictorSpec,
     RooflineSpec,
     SpecError,
     available_specs,
@@ -19,12 +20,13 @@ from analytical.specs import (
 from costmodels.registry import create
 from costmodels.spaces import nb201
 
-KINDS = {"roofline": RooflineSpec, "eyeriss": EyerissSpec, "fpga": FpgaSpec}
+KINDS = {"roofline": RooflineSpec, "eyeriss": EyerissSpec, "fpga": FpgaSpec,
+         "eyeriss_predictor": PredictorSpec}
 
 
 def test_shipped_specs_load():
     names = set(available_specs())
-    assert {"x86_generic", "cortex_a72", "desktop_gpu", "zc706", "eyeriss"} <= names
+    assert {"x86_generic", "cortex_a72", "desktop_gpu", "zc706", "eyeriss", "eyeriss_rs"} <= names
     for kind, cls in KINDS.items():
         for name in available_specs(kind):
             spec = load_spec(name, cls)
@@ -40,11 +42,16 @@ def _write_bad(tmp_path: Path, name: str, old: str, new: str) -> Path:
 
 
 @pytest.mark.parametrize("name, cls, old, new, field", [
-    ("eyeriss", EyerissSpec, "glb_bytes = 131072", "glb_bytes = -4", "glb_bytes"),
-    ("eyeriss", EyerissSpec, "mac_pj = 0.2", "mac_pj = -0.2", "energy.mac_pj"),
-    ("eyeriss", EyerissSpec, "clock_mhz = 200.0", "clock_ghz = 0.2", "clock_ghz"),
-    ("eyeriss", EyerissSpec, 'pooling_on = "post_processing"', 'pooling_on = "gpu"',
+    ("eyeriss_rs", EyerissSpec, "glb_bytes = 131072", "glb_bytes = -4", "glb_bytes"),
+    ("eyeriss_rs", EyerissSpec, "mac_pj = 0.2", "mac_pj = -0.2", "energy.mac_pj"),
+    ("eyeriss_rs", EyerissSpec, "clock_mhz = 200.0", "clock_ghz = 0.2", "clock_ghz"),
+    ("eyeriss_rs", EyerissSpec, 'pooling_on = "post_processing"', 'pooling_on = "gpu"',
      "pooling_on"),
+    ("eyeriss", PredictorSpec, "pe_count = 168", "pe_count = 0", "pe_count"),
+    ("eyeriss", PredictorSpec, "rf_pj = 2.0", "rf_pj = -2.0", "energy.rf_pj"),
+    ("eyeriss", PredictorSpec, 'pool_mapping = "dense"', 'pool_mapping = "sparse"',
+     "pool_mapping"),
+    ("eyeriss", PredictorSpec, '"elementwise", "norm"', '"elementwise", "nrm"', "free_op_classes"),
     ("zc706", FpgaSpec, "dsp_count = 900", "", "dsp_count"),
     ("zc706", FpgaSpec, "dsp_count = 900", 'dsp_count = "900"', "dsp_count"),
     ("x86_generic", RooflineSpec, "peak_gflops = 96.0", "peak_tflops = 0.096", "peak_tflops"),
