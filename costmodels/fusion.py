@@ -23,17 +23,26 @@ interprets them:
 
 A kernel is named by its :class:`KernelKey`: the op sequence fused into it, the
 shapes of its activation inputs and of its output, the anchor op's weight
-shapes, kernel, stride, pads, dilation, groups and dtype. Two kernels with the
-same key cost the same. The key's text (:attr:`KernelKey.text`) has no commas,
-so it sits in CSV cells unquoted, and parses back (:func:`parse_key`)::
+shapes, kernel, stride, pads, dilation, groups, dtype and the anchor's
+attributes that the shapes alone do not fix (``a=``: e.g. ``axis:1`` of a
+Concat, ``n:3`` outputs of a Split, ``perm:0x2x1x3`` of a Transpose,
+``transB:0`` of a Gemm, ``ar:1x0x1`` activation inputs per fused op where the
+default reading of ``in=`` would be wrong; only values other than the one-kernel
+builder's defaults are written, so keys of NAS-Bench-201 kernels carry none).
+Two kernels with the same key cost the same. The planner emits a key for every
+layer whatever its op or shapes (:func:`op_attrs` never fails). The key's text
+(:attr:`KernelKey.text`) has no commas, so it sits in CSV cells unquoted, and
+parses back (:func:`parse_key`)::
 
     Conv+BatchNormalization+Relu|in=1x16x32x32|out=1x16x32x32|w=16x16x3x3|k=3x3|s=1x1|p=1x1x1x1|g=1|dt=float32
+    Concat|in=1x16x8x8;1x32x8x8|out=1x48x8x8|dt=float32|a=axis:1
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+from urllib.parse import quote, unquote
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
@@ -42,12 +51,17 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from costmodels.errors import ModelFileError
-from costmodels.network import Layer, Network, Shape
+from costmodels.network import DTYPE_BYTES, Layer, Network, Shape
 
 RULES_FORMAT = "costmodels-fusion-rules"
 RULES_SCHEMA = 1
 RULES_PACKAGE_DIR = "fusion_rules"
-_KEY_FIELDS = ("in", "out", "w", "k", "s", "p", "d", "g", "dt")
+_KEY_FIELDS = ("in", "out", "w", "k", "s", "p", "d", "g", "dt", "a")
+# ops whose kernel reads two activations when they anchor a fused kernel (default arity)
+BINARY_OPS = frozenset({"Add", "Sub", "Mul", "Div", "Sum", "Max", "Min"})
+# absorbed ops that take their second operand as an activation by default (else a constant)
+_RESIDUAL_OPS = frozenset({"Add", "Sum"})
+_SAFE = "x-_.~"  # attribute text left as it is; anything else (",", "|", ";", "=") %-quoted
 # A layer's attributes that decide its result, input_shapes .. dtype (CSE compares them)
 _ATTRS = slice(Layer._fields.index("input_shapes"), Layer._fields.index("dtype") + 1)
 
@@ -74,6 +88,25 @@ class KernelKey(NamedTuple):
     dilation: Shape = ()
     groups: int = 1
     dtype: str = "float32"
+    attrs: tuple[tuple[str, str], ...] = ()
+
+    def attr(self, name: str, default: str = "") -> str:
+        """The anchor attribute ``name`` as written in the key (``default`` when absent)."""
+        for k, v in self.attrs:
+            if k == name:
+                return v
+        return default
+
+    @property
+    def arity(self) -> tuple[int, ...]:
+        """Activation inputs each op of the kernel reads from ``input_shapes``, in order."""
+        text = self.attr("ar")
+        if text:
+            try:
+                return tuple(int(v) for v in text.split("x"))
+            except ValueError:
+                pass
+        return default_arity(self.ops, len(self.input_shapes), bool(self.weight_shapes))
 
     @property
     def text(self) -> str:
@@ -90,6 +123,9 @@ class KernelKey(NamedTuple):
         if self.groups != 1 or "Conv" in self.ops:
             parts.append(f"g={self.groups}")
         parts.append(f"dt={self.dtype}")
+        if self.attrs:
+            parts.append("a=" + ";".join(f"{quote(k, _SAFE)}:{quote(v, _SAFE)}"
+                                         for k, v in self.attrs))
         return "|".join(parts)
 
     def __str__(self) -> str:
@@ -151,9 +187,147 @@ def parse_key(text: str) -> KernelKey:
             dilation=_parse_dims(fields["d"]) if "d" in fields else (),
             groups=int(fields.get("g", 1)),
             dtype=fields.get("dt", "float32"),
+            attrs=_parse_attrs(fields.get("a", "")),
         )
     except ValueError as exc:
         raise ValueError(f"kernel key {text!r}: bad number in a shape ({exc})") from None
+
+
+def _parse_attrs(text: str) -> tuple[tuple[str, str], ...]:
+    out = []
+    for item in filter(None, text.split(";")):
+        name, sep, val = item.partition(":")
+        if not sep:
+            raise ValueError(f"attribute {item!r} is not name:value")
+        out.append((unquote(name), unquote(val)))
+    return tuple(out)
+
+
+def default_arity(ops: tuple[str, ...], n_inputs: int, has_weights: bool) -> tuple[int, ...]:
+    """How ``n_inputs`` activation inputs of a kernel are read when its key says nothing.
+
+    A single op reads them all; a fused anchor reads one (two for a weight-free
+    binary op), each absorbed Add/Sum one more while any are left (a residual),
+    every other absorbed op none (its operand is a constant).
+    """
+    if len(ops) <= 1:
+        return (n_inputs,)
+    first = min(n_inputs, 2 if ops[0] in BINARY_OPS and not has_weights else 1)
+    arity, left = [first], n_inputs - first
+    for op in ops[1:]:
+        take = 1 if op in _RESIDUAL_OPS and left > 0 else 0
+        arity.append(take)
+        left -= take
+    if left > 0:  # more inputs than the default reading places: the anchor takes them
+        arity[0] += left
+    return tuple(arity)
+
+
+def _first_diff(a: Shape, b: Shape) -> int | None:
+    """First axis where two shapes of one rank differ (None: same rank nowhere different)."""
+    if len(a) != len(b):
+        return None
+    for i, (x, y) in enumerate(zip(a, b, strict=True)):
+        if x != y:
+            return i
+    return None
+
+
+def _perm(src: Shape, dst: Shape) -> tuple[int, ...] | None:
+    """A permutation p with dst[i] == src[p[i]] (the first unused match for each axis)."""
+    if len(src) != len(dst) or sorted(src) != sorted(dst):
+        return None
+    used: set[int] = set()
+    perm = []
+    for d in dst:
+        j = next(j for j, s in enumerate(src) if s == d and j not in used)
+        used.add(j)
+        perm.append(j)
+    return tuple(perm)
+
+
+# output element size (bytes) -> the dtype it most likely is, by the input's kind
+_OUT_DTYPES = {1: "uint8", 2: "float16", 4: "float32", 8: "int64"}
+
+
+def _out_dtype(layer: Layer) -> str:
+    """The output dtype when its element size differs from the input's ('' when the same).
+
+    The IR keeps the input dtype and the output's bytes; a Cast, a comparison,
+    a QuantizeLinear change the element size, and the one-kernel model needs it.
+    """
+    n = 1
+    for d in layer.output_shape:
+        n *= int(d)
+    if n <= 0 or layer.bytes_out <= 0 or layer.bytes_out % n:
+        return ""
+    size = layer.bytes_out // n
+    if size == DTYPE_BYTES.get(layer.dtype, 4):
+        return ""
+    if size == 1 and layer.op in _BOOL_OUT:
+        return "bool"
+    if size == 4 and layer.dtype.startswith(("float", "bfloat")) is False:
+        return "float32" if layer.op not in ("MatMulInteger", "ConvInteger") else "int32"
+    return _OUT_DTYPES.get(size, "")
+
+
+_BOOL_OUT = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual", "Not", "And",
+                       "Or", "Xor", "IsNaN", "IsInf", "Cast"})
+
+
+def op_attrs(layer: Layer) -> tuple[tuple[str, str], ...]:
+    """Attributes of ``layer`` that decide its kernel and that its shapes do not show.
+
+    Derived from what the IR keeps (shapes, dtypes, bytes; an ``equation`` when
+    the layer carries one): only the values that differ from what
+    :mod:`measure.lut.kernel_onnx` assumes are returned, so most layers have none.
+    Never raises.
+    """
+    to = _out_dtype(layer)
+    attrs = _shape_attrs(layer)
+    eq = getattr(layer, "equation", "")  # an IR that keeps the Einsum equation
+    if layer.op == "Einsum" and eq:
+        attrs += (("equation", str(eq)),)
+    return attrs + ((("to", to),) if to else ())
+
+
+def _shape_attrs(layer: Layer) -> tuple[tuple[str, str], ...]:
+    op, ins, out = layer.op, layer.input_shapes, layer.output_shape
+    shapes = tuple(ins) + tuple(layer.weight_shapes)
+    if op == "Concat":
+        axis = next((a for s in shapes if (a := _first_diff(s, out)) is not None), 0)
+        return (("axis", str(axis)),)
+    if op == "Split":
+        n = max(len(layer.outputs), 1)
+        axis = _first_diff(ins[0], out) if ins else None
+        return (("axis", str(axis or 0)), ("n", str(n)))
+    if op == "Transpose" and ins:
+        perm = _perm(ins[0], out)
+        ident = tuple(range(len(out)))
+        if perm is not None and perm != ident:
+            return (("perm", "x".join(map(str, perm))),)
+        return ()
+    if op == "Gemm":
+        return _gemm_attrs(ins, layer.weight_shapes, out)
+    return ()
+
+
+def _gemm_attrs(ins: tuple[Shape, ...], weights: tuple[Shape, ...],
+                out: Shape) -> tuple[tuple[str, str], ...]:
+    """transA/transB of a Gemm whose A is (M, K) and B (N, K) unless the shapes say otherwise."""
+    a = ins[0] if ins else (weights[0] if weights else ())
+    b = ins[1] if len(ins) > 1 else (weights[0] if ins and weights else
+                                     (weights[1] if len(weights) > 1 else ()))
+    if len(a) != 2 or len(b) != 2 or len(out) != 2:
+        return ()
+    attrs = []
+    trans_a = a[0] != out[0] and a[1] == out[0]
+    if trans_a:
+        attrs.append(("transA", "1"))
+    k = a[0] if trans_a else a[1]
+    if not (b[1] == k and b[0] == out[1]) and b[0] == k and b[1] == out[1]:
+        attrs.append(("transB", "0"))
+    return tuple(attrs)
 
 
 # ----------------------------------------------------------------------------- rules
@@ -325,7 +499,8 @@ def _simplify(net: Network, rules: FusionRules) -> tuple[list[tuple[Layer, tuple
 class _Open:
     """A kernel whose anchor has a fusion rule, being grown by fusion."""
 
-    __slots__ = ("anchor", "layers", "ops", "in_shapes", "out_shape", "layout", "chain", "pos")
+    __slots__ = ("anchor", "layers", "ops", "in_shapes", "out_shape", "layout", "chain", "pos",
+                 "arity")
 
     def __init__(self, anchor: Layer, layout: str, rule: FusionRule) -> None:
         self.anchor = anchor
@@ -336,6 +511,7 @@ class _Open:
         self.layout = layout
         self.chain = rule.chain
         self.pos = 0
+        self.arity = [len(anchor.input_shapes)]
 
     def step_for(self, layer: Layer) -> int:
         """Index of the chain step that can absorb ``layer`` now, or -1."""
@@ -348,8 +524,12 @@ class _Open:
 
     def kernel(self) -> Kernel:
         a = self.anchor
-        key = KernelKey(tuple(self.ops), tuple(self.in_shapes), self.out_shape, a.weight_shapes,
-                        a.kernel, a.stride, a.pads, a.dilation, a.groups, a.dtype)
+        ops, ins = tuple(self.ops), tuple(self.in_shapes)
+        attrs = op_attrs(a)
+        if tuple(self.arity) != default_arity(ops, len(ins), bool(a.weight_shapes)):
+            attrs += (("ar", "x".join(map(str, self.arity))),)
+        key = KernelKey(ops, ins, self.out_shape, a.weight_shapes, a.kernel, a.stride, a.pads,
+                        a.dilation, a.groups, a.dtype, attrs)
         return Kernel(key, tuple(self.layers), self.layout)
 
 
@@ -357,11 +537,14 @@ def _single(layer: Layer, layout: str) -> Kernel:
     """The kernel of a layer that absorbs nothing."""
     key = KernelKey((layer.op,), layer.input_shapes, layer.output_shape, layer.weight_shapes,
                     layer.kernel, layer.stride, layer.pads, layer.dilation, layer.groups,
-                    layer.dtype)
+                    layer.dtype, op_attrs(layer))
     return Kernel(key, (layer,), layout)
 
 
 def _blocked(shape: Shape, block: int) -> Shape:
+    """``shape`` with its channel axis rounded up to the layout's block (as is if no channels)."""
+    if len(shape) < 2:
+        return shape
     c = -(-shape[1] // block) * block
     return (shape[0], c, *shape[2:])
 
@@ -380,7 +563,7 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     reordered: set[tuple[str, str]] = set()
 
     def reorder(t: str, to: str, shape: Shape) -> None:
-        if (t, to) in reordered or lay is None:
+        if (t, to) in reordered or lay is None or len(shape) != 4:
             return
         blocked = _blocked(shape, lay.block)
         op, ins, out = ((lay.reorder_input, shape, blocked) if to == "nchwc"
@@ -451,7 +634,9 @@ def _absorb(layer: Layer, ins: tuple[str, ...], out: str, open_by_out: dict[str,
     j, t, k, step, rule = cands[-1] if cands[0][4].pick == "last" else cands[0]
     k.layers.append(layer)
     k.ops.append(layer.op)
-    k.in_shapes.extend(s for i, s in enumerate(layer.input_shapes) if i != j)
+    extra = [s for i, s in enumerate(layer.input_shapes) if i != j]
+    k.in_shapes.extend(extra)
+    k.arity.append(len(extra))
     k.out_shape = layer.output_shape
     k.pos = step if rule.repeat else step + 1
     del open_by_out[t]

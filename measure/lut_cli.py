@@ -15,6 +15,8 @@ import time
 LUT_EPILOG = """\
 examples:
   costmodels lut build --space nb201 --dataset cifar10 --runtime ort --db lut.sqlite
+  costmodels lut build --space models:my_models --input-shape 1x3x224x224 --db mine.sqlite
+  costmodels lut build --space fbnet --sample 50 --db fbnet.sqlite
   costmodels lut build --rules naive --db naive.sqlite --calibrate 0     # the naive baseline
   costmodels lut show lut.sqlite
   costmodels lut export lut.sqlite -o lut.csv
@@ -22,6 +24,7 @@ examples:
   costmodels lut merge --into lut.sqlite more.sqlite
   costmodels estimate lut:lut.sqlite --space nb201 --dataset cifar10 -o lut.csv
   costmodels estimate 'lut:lut.sqlite?best-effort' -o lut.csv   # report missing kernels
+  costmodels estimate lut:mine.sqlite --space models:my_models -o est.csv
 """
 
 
@@ -37,22 +40,25 @@ def _progress_callback(bar):
 
 
 def cmd_build(args: argparse.Namespace) -> int:
-    from costmodels.cli import progress, selected_indices
+    from costmodels.cli import check_output, selected_archs
     from costmodels.fusion import load_rules
+    from costmodels.progress import progress
     from measure.cli import config_from_args
-    from measure.lut.build import build_nb201
+    from measure.lut.build import build_space
 
+    check_output(args.db, "--db")
     config = config_from_args(args)
     rules = load_rules(args.rules or config.runtime)
-    indices = selected_indices(args)
+    space, archs = selected_archs(args)
+    dataset = space.check_dataset(args.dataset)
     t0 = time.perf_counter()
     with progress("lut build") as bar:
-        rep = build_nb201(args.db, indices, args.dataset, args.batch, config,
+        rep = build_space(args.db, space, archs, dataset, args.batch, config,
                           calibrate=args.calibrate, rounds=args.rounds, rules=rules,
                           remeasure=args.remeasure, progress=_progress_callback(bar))
     dt = time.perf_counter() - t0
     print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {rep.networks} networks "
-          f"({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
+          f"of {space.spec} ({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
           f"{len(rep.failed)} failed, {len(rep.noisy)} noisy (CV > {config.max_cv}); "
           f"{dt:.1f} s", file=sys.stderr)
     if rep.calibration:
@@ -60,14 +66,17 @@ def cmd_build(args: argparse.Namespace) -> int:
         print(f"calibration on {c['n_points']} networks: intercept {c['intercept_ms']:.4f} ms, "
               f"per kernel {c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} "
               f"(fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
+    for line in rep.uncostable[:10]:
+        print(f"not built: {line}", file=sys.stderr)
     for line in rep.failed[:10]:
         print(f"failed: {line}", file=sys.stderr)
-    fp_path = write_fingerprint(args.db, rep, config, rules, args.dataset, args.batch)
+    fp_path = write_fingerprint(args.db, rep, config, rules, space.spec, dataset, args.batch)
     print(f"wrote {fp_path}", file=sys.stderr)
-    return 1 if rep.failed else 0
+    return 1 if rep.failed or rep.uncostable else 0
 
 
-def write_fingerprint(db: str, rep, config, rules, dataset: str, batch: int) -> str:
+def write_fingerprint(db: str, rep, config, rules, space: str, dataset: str | None,
+                      batch: int) -> str:
     """``<db stem>.fingerprint.json`` beside the LUT: device, settings, CVs, build times."""
     from pathlib import Path
 
@@ -84,7 +93,7 @@ def write_fingerprint(db: str, rep, config, rules, dataset: str, batch: int) -> 
         "device": device_slug(fp.get("cpu_model"), fp.get("cores")), "fingerprint": fp,
         "config": config.to_dict(), "config_hash": config_hash(config),
         "device_hash": device_hash(fp), "rules": rules.name, "rules_hash": rules.hash,
-        "space": "nb201", "dataset": dataset, "batch": batch, "networks": rep.networks,
+        "space": space, "dataset": dataset, "batch": batch, "networks": rep.networks,
         "unique_kernels": rep.unique_kernels, "entries": len(ok), "failed": len(rep.failed),
         "noisy": sum(e.noisy for e in ok), "cv_median": cvs[len(cvs) // 2] if cvs else None,
         "cv_max": cvs[-1] if cvs else None, "calibration_points": n_points,
@@ -220,7 +229,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args
+    from costmodels.cli import Formatter, add_space_args, nonneg_int, positive_int
     from measure.cli import add_measure_args
 
     lut = sub.add_parser("lut", help="lookup tables: build, show, export, import, merge",
@@ -238,9 +247,9 @@ def register(sub) -> None:
     p.add_argument("--rules", default="",
                    help="fusion rules: ort, tvm, naive (costmodels/fusion_rules) or a JSON "
                         "path (default: the runtime's)")
-    p.add_argument("--calibrate", type=int, default=30, metavar="N",
+    p.add_argument("--calibrate", type=nonneg_int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
-    p.add_argument("--rounds", type=int, default=5,
+    p.add_argument("--rounds", type=positive_int, default=5,
                    help="measure each kernel this many times (round-robin); the quietest round is kept")
     p.add_argument("--remeasure", action="store_true",
                    help="drop the stored measurements of --db first (e.g. after a noisy build)")

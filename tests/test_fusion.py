@@ -208,7 +208,7 @@ def test_committed_lut_rules_and_index_still_match():
     import numpy as np
 
     from costmodels.spaces import nb201
-    from measure.lut.build import index_nb201
+    from measure.lut.build import index_networks
     from measure.lut.table import LutFile
 
     if not LUT.exists():
@@ -219,7 +219,7 @@ def test_committed_lut_rules_and_index_still_match():
         assert lut.get_meta("rules_hash") == rules.hash
         keys, counts = lut.get_index("nb201", "cifar10", 1, rules.hash)
     cells = list(range(0, nb201.NUM_ARCHS, 157))
-    mine, _, mc = index_nb201(cells, "cifar10", 1, rules)
+    mine, _, mc = index_networks([nb201.build_network(i, "cifar10", 1) for i in cells], rules)
     assert set(mine) <= set(keys)
     col = {k: j for j, k in enumerate(mine)}
     again = np.stack([mc[:, col[k]] if k in col else np.zeros(len(cells), mc.dtype)

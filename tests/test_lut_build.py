@@ -9,6 +9,7 @@ import math
 import pytest
 
 from measure.config import MeasureConfig
+from measure.lut.build import build_space
 from tests.conftest import SHORT
 
 pytestmark = pytest.mark.slow
@@ -20,7 +21,7 @@ CONFIG = MeasureConfig(warmup=2, repeat=10 if SHORT else 30, max_retries=0)
 def test_kernel_models_run_under_ort():
     from costmodels.fusion import kernels, load_rules
     from costmodels.spaces import nb201
-    from measure.lut.models import kernel_model
+    from measure.lut.kernel_onnx import kernel_model
     from measure.ort import measure_model
 
     rules = load_rules("ort")
@@ -33,9 +34,16 @@ def test_kernel_models_run_under_ort():
         assert res.ok, (key.text, res.error)
 
 
+def build_nb201(db, cells, config, calibrate, rounds):
+    from costmodels.spaces import get_space, nb201
+
+    return build_space(db, get_space("nb201"), [nb201.SPACE[i] for i in cells], "cifar10", 1,
+                       config, calibrate=calibrate, rounds=rounds)
+
+
 def test_build_resume_and_estimate(tmp_path):
+    from costmodels.errors import ModelFileError
     from costmodels.spaces import nb201
-    from measure.lut.build import build_nb201
     from measure.lut.model import LookupTable
     from measure.lut.table import LutFile
 
@@ -53,7 +61,7 @@ def test_build_resume_and_estimate(tmp_path):
     assert again.measured == 0 and again.reused == rep.measured
     est = LookupTable(db).estimate(nb201.build_network(CELLS[0]))
     assert math.isfinite(est.latency_ms) and est.latency_ms > 0
-    with pytest.raises(Exception, match="other settings"):
+    with pytest.raises(ModelFileError, match="other settings"):
         build_nb201(db, CELLS, config=MeasureConfig(repeat=7), calibrate=0, rounds=1)
 
 
@@ -89,10 +97,9 @@ def _arch_csv(tmp_path):
     return p
 
 
-def test_committed_lut_estimates_the_whole_space_fast():
-    """The shipped NAS-Bench-201 CIFAR-10 LUT: complete, calibrated, all cells in < 10 s."""
-    import time
-
+def test_committed_lut_estimates_the_whole_space():
+    """The shipped NAS-Bench-201 CIFAR-10 LUT: complete, calibrated, every cell positive
+    (timing is bench/bench_lut.py's job, not a test's)."""
     import numpy as np
 
     from costmodels.spaces import nb201
@@ -103,26 +110,23 @@ def test_committed_lut_estimates_the_whole_space_fast():
     if not path.exists():
         pytest.skip(f"{path} not built")
     n = 2000 if SHORT else nb201.NUM_ARCHS
-    t0 = time.perf_counter()
     model = from_spec(str(path))
     nets = [nb201.build_network(i, "cifar10") for i in range(n)]
     lat = np.array([e.latency_ms for e in model.estimate_many(nets)])
-    dt = time.perf_counter() - t0
     assert np.isfinite(lat).all() and (lat > 0).all()
     assert model.calibration_["n_points"] >= 5
-    assert dt < 10.0 * n / nb201.NUM_ARCHS + 1.0, f"{n} cells took {dt:.1f} s"
 
 
 def test_any_onnx_network(tmp_path, tiny_onnx):
     from costmodels.errors import MissingKernel
     from costmodels.onnx_import import import_onnx
     from costmodels.spaces import nb201
-    from measure.lut.build import build_networks
+    from measure.lut.build import build_lut
     from measure.lut.model import LookupTable
 
     net = import_onnx(str(tiny_onnx))
     db = str(tmp_path / "lut.sqlite")
-    rep = build_networks(db, [net], CONFIG, rounds=1)
+    rep = build_lut(db, [net], CONFIG, rounds=1, calibrate=0)
     assert rep.unique_kernels >= 2 and not rep.failed
     est = LookupTable(db).estimate(net)
     assert est.latency_ms > 0 and est.meta["kernels"] == rep.unique_kernels

@@ -8,10 +8,12 @@ end-to-end measurements are added.
 >>> from measure.lut import LookupTable                      # doctest: +SKIP
 >>> LookupTable("datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite").estimate(net)  # doctest: +SKIP
 
-Modules: :mod:`~measure.lut.keys` (the empty-run keys), :mod:`~measure.lut.models`
-(one-kernel ONNX models), :mod:`~measure.lut.table` (the SQLite file, CSV, merge),
-:mod:`~measure.lut.build`, :mod:`~measure.lut.calibrate`, :mod:`~measure.lut.model`
-(the CostModel).
+Modules: :mod:`~measure.lut.keys` (the empty-run keys), :mod:`~measure.lut.kernel_onnx`
+(the one-kernel ONNX model of a key, its IR and its wrappers), :mod:`~measure.lut.table`
+(the SQLite file, CSV, merge), :mod:`~measure.lut.build` (``build_lut`` for any networks,
+``build_space`` for a search space), :mod:`~measure.lut.calibrate` (overhead terms),
+:mod:`~measure.lut.model` (``LookupTable``, the CostModel), :mod:`~measure.lut.blocks`
+(FBNet's block-level LUT).
 """
 
 from __future__ import annotations

@@ -1,17 +1,21 @@
-"""Build a LUT: collect the unique kernels of a set of networks, measure each once, calibrate.
+"""Build a LUT for any set of networks: collect their unique kernels, measure each once, calibrate.
 
+:func:`build_lut` takes networks (IR) of any search space or imported files;
+:func:`build_space` takes a space and architecture strings (``lut build --space S``).
 Steps (each resumable: what is in the file is not measured again):
 
 1. index: split every network into kernels (:func:`costmodels.fusion.kernels`),
-   count each kernel's uses, and for a whole NAS-Bench-201 space store the
+   count each kernel's uses; for the whole NAS-Bench-201 space also store the
    per-cell kernel counts (what makes estimating all 15,625 cells a matrix product);
-2. measure: one one-kernel model per unique key (:mod:`measure.lut.models`) with
-   the runtime's ``measure_model`` and one :class:`MeasureConfig`; one commit per entry.
-   Also measured: the empty run (``NULL_KEY``) and the extra kernels each
+2. measure: one one-kernel model per unique key (:mod:`measure.lut.kernel_onnx`)
+   with the runtime's dispatcher and one :class:`MeasureConfig`; one commit per
+   entry; a key that cannot be built or run is stored as a failed entry with
+   its reason. Also measured: the empty run (``NULL_KEY``) and the wrappers each
    one-kernel model carries (reorders), which :func:`measure.lut.model.kernel_values`
    takes off;
-3. calibrate: measure a handful of whole networks end to end and fit the
-   per-network overhead terms (:func:`measure.lut.calibrate.fit`).
+3. calibrate: measure networks of the same set end to end (``onnx_for(net)``:
+   the space's ONNX or the imported file), spread over the range of kernel sums,
+   and fit the per-network overhead terms (:func:`measure.lut.calibrate.fit`).
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from costmodels.errors import ModelFileError
+from costmodels.errors import CostModelError, ModelFileError
 from costmodels.fusion import (
     FusionRules,
     KernelKey,
@@ -33,6 +37,7 @@ from costmodels.fusion import (
     parse_key,
     rules_from_json,
 )
+from costmodels.network import Network
 from measure.config import MeasureConfig, MeasureResult
 from measure.lut.keys import NULL_KEY, null_key
 from measure.lut.table import CalibrationPoint, Entry, LutFile, now
@@ -51,6 +56,7 @@ class BuildReport:
     reused: int = 0
     failed: list[str] = field(default_factory=list)
     noisy: list[str] = field(default_factory=list)
+    uncostable: list[str] = field(default_factory=list)  # "network: error" not planned at all
     calibration: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
 
@@ -62,29 +68,27 @@ def measurer(config: MeasureConfig) -> Callable[[object], MeasureResult]:
     return lambda model: measure(model, config)
 
 
-def index_nb201(indices: Sequence[int], dataset: str, batch: int, rules: FusionRules,
-                progress: Progress | None = None
-                ) -> tuple[list[str], dict[str, KernelKey], np.ndarray]:
-    """Kernel keys of the given NAS-Bench-201 cells: (key list, key -> KernelKey, counts).
+def index_networks(nets: Sequence[Network], rules: FusionRules,
+                   progress: Progress | None = None
+                   ) -> tuple[list[str], dict[str, KernelKey], np.ndarray]:
+    """Kernel keys of ``nets``: (key list, key -> KernelKey, counts).
 
-    ``counts[r, j]`` is how many times cell ``indices[r]`` runs kernel ``keys[j]``.
+    ``counts[r, j]`` is how many times network ``r`` runs kernel ``keys[j]``.
     """
-    from costmodels.spaces import nb201
-
     ids: dict[str, int] = {}
     parsed: dict[str, KernelKey] = {}
     rows: list[Counter] = []
-    for r, i in enumerate(indices):
+    for r, net in enumerate(nets):
         c: Counter = Counter()
-        for k in kernels(nb201.build_network(int(i), dataset, batch), rules):
+        for k in kernels(net, rules):
             t = k.text
             if t not in ids:
                 ids[t] = len(ids)
                 parsed[t] = k.key
             c[ids[t]] += 1
         rows.append(c)
-        if progress and (r % 256 == 0 or r == len(indices) - 1):
-            progress("index", r + 1, len(indices))
+        if progress and (r % 256 == 0 or r == len(nets) - 1):
+            progress("index", r + 1, len(nets))
     counts = np.zeros((len(rows), len(ids)), dtype=np.uint16)
     for r, c in enumerate(rows):
         for j, n in c.items():
@@ -143,14 +147,17 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
     Adds the keys the measurements need besides the kernels themselves: each
     one-kernel model's wrappers and the empty run at each output shape.
     """
-    from measure.lut.model import wrappers
-    from measure.lut.models import kernel_model
+    from measure.lut.kernel_onnx import KernelBuildError, kernel_model, wrappers
 
     keys = dict(keys)
     rules = rules_from_json(lut.get_meta("rules"), str(lut.path))
+    unbuildable: dict[str, str] = {}
     for text in list(keys):
-        for w in wrappers(text, rules) or ():
-            keys.setdefault(w, parse_key(w))
+        try:
+            for w in wrappers(keys[text], rules):
+                keys.setdefault(w, parse_key(w))
+        except KernelBuildError as exc:
+            unbuildable[text] = str(exc)
     for text in list(keys) + [NULL_KEY]:
         key = parse_key(text)
         keys.setdefault(null_key(key.output_shape, key.dtype),
@@ -161,9 +168,12 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
     run = measurer(config)
     models = {}
     for text in todo:
+        if text in unbuildable:
+            models[text] = MeasureResult.failure(f"model: {unbuildable[text]}", config.runtime)
+            continue
         try:
             models[text] = kernel_model(keys[text], seed=config.seed)
-        except ValueError as exc:
+        except KernelBuildError as exc:
             models[text] = MeasureResult.failure(f"model: {exc}", config.runtime)
     results: dict[str, list[MeasureResult]] = {t: [] for t in todo}
     rounds = max(1, rounds)
@@ -198,71 +208,100 @@ def _store(lut: LutFile, text: str, key: KernelKey, res: MeasureResult, uses: di
         report.noisy.append(text)
 
 
-def calibration_cells(indices: Sequence[int], sums: np.ndarray, n: int) -> list[int]:
-    """``n`` cells spread over the range of kernel sums (quantiles), for a well-posed fit."""
-    order = np.argsort(sums, kind="stable")
-    picks = np.unique(np.round(np.linspace(0, len(order) - 1, n)).astype(int))
-    return [int(indices[order[p]]) for p in picks]
+def calibration_picks(sums: np.ndarray, ok: np.ndarray, n: int) -> list[int]:
+    """Positions of ``n`` networks spread over the range of kernel sums (quantiles).
+
+    Only networks whose kernels are all measured (``ok``) are picked; fewer
+    come back when there are fewer such networks.
+    """
+    cand = np.flatnonzero(ok)
+    if not len(cand) or n <= 0:
+        return []
+    order = cand[np.argsort(sums[cand], kind="stable")]
+    picks = np.unique(np.round(np.linspace(0, len(order) - 1, min(n, len(order)))).astype(int))
+    return [int(order[p]) for p in picks]
 
 
-def measure_points(lut: LutFile, cells: Sequence[int], dataset: str, batch: int,
-                   config: MeasureConfig, rounds: int = 5,
-                   progress: Progress | None = None) -> None:
-    """Measure whole networks end to end (``rounds`` rounds); stored as calibration points."""
-    from costmodels.spaces import nb201
+def point_name(net: Network) -> str:
+    """Name of a network's calibration point: ``<space>-<dataset>-b<batch>-<index or arch>``.
+
+    Only a name (a primary key): nothing is ever parsed back out of it.
+    """
+    m = net.meta
+    space = str(m.get("space") or "net").split(":", 1)[0]
+    who = m.get("arch_index")
+    who = who if who is not None else (m.get("arch_str") or net.fingerprint)
+    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{who}"
+
+
+def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
+                   config: MeasureConfig, rounds: int = 5, progress: Progress | None = None,
+                   report: BuildReport | None = None) -> None:
+    """Measure whole networks end to end (``rounds`` rounds); stored as calibration points.
+
+    The ONNX of each comes from :func:`costmodels.spaces.onnx_for`; its kernel
+    list is stored with the point (:func:`measure.lut.calibrate.record_point_kernels`).
+    A network that cannot be exported or run is reported, not stored.
+    """
+    from costmodels.spaces import onnx_for
+    from measure.lut.calibrate import record_point_kernels
 
     have = {p.name for p in lut.points()}
-    todo = [(f"nb201-{dataset}-b{batch}-{i}", i) for i in cells]
-    todo = [(name, i) for name, i in todo if name not in have]
+    todo = [(point_name(net), net) for net in nets]
+    todo = [(name, net) for name, net in dict(todo).items() if name not in have]
     run = measurer(config)
-    models = {name: nb201.build_onnx(i, dataset, batch, seed=config.seed) for name, i in todo}
+    models: dict[str, object] = {}
+    for name, net in todo:
+        try:
+            models[name] = onnx_for(net, seed=config.seed)
+        except (CostModelError, OSError) as exc:
+            models[name] = MeasureResult.failure(f"onnx: {exc}", config.runtime)
     results: dict[str, list[MeasureResult]] = {name: [] for name, _ in todo}
     rounds = max(1, rounds)
     for r in range(rounds):
-        for n, (name, i) in enumerate(todo):
-            results[name].append(run(models[name]))
+        for n, (name, net) in enumerate(todo):
+            model = models[name]
+            res = model if isinstance(model, MeasureResult) else run(model)
+            results[name].append(res)
             if r == rounds - 1:
-                res = combine(results[name], config.max_cv)
-                if res.ok:
-                    lut.put_point(CalibrationPoint(name, nb201.SPACE[i], dataset, res.median_ms,
-                                                   res.p10_ms, res.p90_ms, res.cv,
-                                                   measured_at=now()))
+                best = combine(results[name], config.max_cv)
+                if best.ok:
+                    ks = [k.text for k in kernels(net, rules)]
+                    record_point_kernels(lut, name, ks)
+                    lut.put_point(CalibrationPoint(
+                        name, str(net.meta.get("arch_str") or net.name),
+                        str(net.meta.get("dataset")), best.median_ms, best.p10_ms,
+                        best.p90_ms, best.cv, n_kernels=len(ks), measured_at=now()))
+                elif report is not None:
+                    report.failed.append(f"calibration {name}: {best.error}")
             if progress:
                 progress("calibrate", r * len(todo) + n + 1, rounds * len(todo))
 
 
-def build_nb201(path: str, indices: Sequence[int], dataset: str = "cifar10", batch: int = 1,
-                config: MeasureConfig | None = None, calibrate: int = 30,
-                rounds: int = 5, rules: FusionRules | None = None,
-                remeasure: bool = False, progress: Progress | None = None) -> BuildReport:
-    """Build (or resume) the LUT at ``path`` for NAS-Bench-201 cells ``indices``.
+def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None = None, *,
+              calibrate: int = 30, rounds: int = 5, rules: FusionRules | None = None,
+              remeasure: bool = False, space_index: tuple[str, str, int] | None = None,
+              progress: Progress | None = None) -> BuildReport:
+    """Build (or resume) the LUT at ``path`` with the kernels of ``nets`` (any IR networks).
 
     ``rounds``: each kernel (and calibration network) is measured that many
-    times, round-robin, and the quietest round kept (:func:`combine`). ``calibrate``: how many networks
-    to measure end to end for the overhead fit (0: none). ``remeasure``: drop
-    the stored measurements first (keeps the space index).
+    times, round-robin, and the quietest round kept (:func:`combine`).
+    ``calibrate``: how many of ``nets`` to measure end to end for the overhead
+    fit (0: none), spread over their kernel sums. ``remeasure``: drop the stored
+    measurements first. ``space_index=(space, dataset, batch)``: ``nets`` are a
+    whole space in its standard order; their kernel counts are stored so that
+    the LUT estimates the space as one matrix product.
     """
-    from costmodels.spaces import nb201
-    from measure.lut.calibrate import refit
-
     config = config or MeasureConfig()
     rules = rules or load_rules(config.runtime)
-    report = BuildReport(path=path, networks=len(indices))
+    report = BuildReport(path=path, networks=len(nets))
     t0 = time.perf_counter()
-    whole = sorted(int(i) for i in indices) == list(range(nb201.NUM_ARCHS))
     with open_or_create(path, rules, config) as lut:
         if remeasure:
             lut.clear_measurements()
-        stored = lut.get_index("nb201", dataset, batch, rules.hash) if whole else None
-        if stored is not None:  # resuming a whole-space build: the index is there
-            keys, counts = stored
-            parsed = {k: parse_key(k) for k in keys}
-            counts = counts[np.asarray(indices)]
-        else:
-            keys, parsed, counts = index_nb201(indices, dataset, batch, rules, progress)
-            if whole:
-                order = np.argsort(np.asarray(indices))
-                lut.put_index("nb201", dataset, batch, rules.hash, keys, counts[order])
+        keys, parsed, counts = index_networks(nets, rules, progress)
+        if space_index is not None:
+            lut.put_index(*space_index, rules.hash, keys, counts)
         report.seconds["index"] = time.perf_counter() - t0
         report.unique_kernels = len(keys)
         uses = dict(zip(keys, (counts > 0).sum(axis=0).tolist(), strict=True))
@@ -270,43 +309,51 @@ def build_nb201(path: str, indices: Sequence[int], dataset: str = "cifar10", bat
         measure_keys(lut, parsed, uses, config, report, rounds, progress)
         report.seconds["measure"] = time.perf_counter() - t1
         t2 = time.perf_counter()
-        if calibrate > 0:
-            values = lut.values()
-            vec = np.array([values.get(k, np.nan) for k in keys])
-            sums = np.nan_to_num(counts @ np.nan_to_num(vec))
-            cells = calibration_cells(indices, sums, calibrate)
-            measure_points(lut, cells, dataset, batch, config, rounds, progress)
-            report.calibration = refit(lut)
+        if calibrate > 0 and len(nets):
+            _calibrate(lut, nets, keys, counts, rules, config, calibrate, rounds, progress,
+                       report)
         report.seconds["calibrate"] = time.perf_counter() - t2
     report.seconds["total"] = time.perf_counter() - t0
     return report
 
 
-def build_networks(path: str, nets: Sequence, config: MeasureConfig | None = None,
-                   rounds: int = 5, rules: FusionRules | None = None,
-                   progress: Progress | None = None) -> BuildReport:
-    """Build (or extend) the LUT at ``path`` with the kernels of any networks (IR).
+def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: np.ndarray,
+               rules: FusionRules, config: MeasureConfig, n: int, rounds: int,
+               progress: Progress | None, report: BuildReport) -> None:
+    from measure.lut.calibrate import refit
+    from measure.lut.model import LookupTable
 
-    No calibration: add calibration points with :func:`measure_points` for
-    NAS-Bench-201 cells, or use the LUT uncalibrated (the bare sum).
+    values = LookupTable.from_file(lut, best_effort=True, calibrated=False).values_
+    vec = np.array([values.get(k, np.nan) for k in keys])
+    ok = ~(counts[:, np.isnan(vec)] > 0).any(axis=1) if len(keys) else np.ones(len(nets), bool)
+    sums = counts @ np.nan_to_num(vec) if len(keys) else np.zeros(len(nets))
+    picks = calibration_picks(sums, ok, n)
+    measure_points(lut, [nets[i] for i in picks], rules, config, rounds, progress, report)
+    report.calibration = refit(lut)
+
+
+def build_space(path: str, space, archs: Sequence[str], dataset: str | None = None,
+                batch: int = 1, config: MeasureConfig | None = None, **kw) -> BuildReport:
+    """:func:`build_lut` over architectures ``archs`` of ``space`` (a :class:`SearchSpace`).
+
+    A network that does not build is reported in ``BuildReport.uncostable`` and
+    left out; the whole NAS-Bench-201 space also gets its space index.
     """
-    config = config or MeasureConfig()
-    rules = rules or load_rules(config.runtime)
-    report = BuildReport(path=path, networks=len(nets))
-    t0 = time.perf_counter()
-    parsed: dict[str, KernelKey] = {}
-    uses: Counter = Counter()
-    for net in nets:
-        seen = set()
-        for k in kernels(net, rules):
-            parsed.setdefault(k.text, k.key)
-            seen.add(k.text)
-        uses.update(seen)
-    report.unique_kernels = len(parsed)
-    report.seconds["index"] = time.perf_counter() - t0
-    with open_or_create(path, rules, config) as lut:
-        t1 = time.perf_counter()
-        measure_keys(lut, parsed, dict(uses), config, report, rounds, progress)
-        report.seconds["measure"] = time.perf_counter() - t1
-    report.seconds["total"] = time.perf_counter() - t0
+    from costmodels.spaces import nb201
+
+    dataset = space.check_dataset(dataset)
+    nets: list[Network] = []
+    bad: list[str] = []
+    for arch in archs:
+        try:
+            nets.append(space.build_network(arch, dataset, batch))
+        except CostModelError as exc:
+            bad.append(f"{arch}: {exc}")
+    index = None
+    if space.spec == "nb201" and len(nets) == nb201.NUM_ARCHS and [
+            n.meta.get("arch_index") for n in nets] == list(range(nb201.NUM_ARCHS)):
+        index = ("nb201", dataset, batch)
+    report = build_lut(path, nets, config, space_index=index, **kw)
+    report.uncostable = bad
+    report.networks = len(archs)
     return report

@@ -1,4 +1,4 @@
-"""Per-network overhead terms, fitted on a handful of networks measured end to end.
+"""Per-network overhead terms, fitted on networks of the space measured end to end.
 
 A one-kernel model's time is the kernel plus what any inference call costs
 (session run, input binding, output copy, layout reorders around the kernel),
@@ -10,78 +10,141 @@ The entries already have the empty run and the layout reorders of their
 one-kernel models taken off (:func:`measure.lut.model.kernel_values`), so what
 is left to fit is small: ``intercept_ms`` (the network's own call overhead),
 ``per_kernel_ms`` (dispatch between kernels) and ``scale`` (kernels run a few
-percent slower inside a network than alone: caches shared with their
-neighbours). Least squares on the calibration points stored in the LUT; terms
-left out of ``terms`` are 0 (``scale``: 1).
+percent slower or faster inside a network than alone). Least squares with every
+term >= 0 (a term the data would make negative is dropped and the rest refitted),
+so an estimate never comes out below zero.
+
+Each calibration point is stored with the kernels its network ran (meta
+``calibration_kernels``: point name -> {key: count}), so a refit needs neither
+the networks nor their space: a point is whatever the build measured, NAS-Bench-201
+cell or file of a model folder. Points of LUTs built before kernel lists were
+stored are NAS-Bench-201 cells at batch 1, read from the stored space index.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from costmodels.errors import InputError
+
 DEFAULT_TERMS = ("intercept", "per_kernel", "scale")
+KERNELS_META = "calibration_kernels"
 
 
 def fit(sums: Sequence[float], n_kernels: Sequence[int], latency_ms: Sequence[float],
         terms: Sequence[str] = DEFAULT_TERMS) -> dict:
-    """Least-squares fit of the overhead terms; returns the calibration record (JSON-able)."""
+    """Least-squares fit of the overhead terms, none negative; the calibration record (JSON-able)."""
     s = np.asarray(sums, dtype=float)
     n = np.asarray(n_kernels, dtype=float)
     y = np.asarray(latency_ms, dtype=float)
-    unknown = set(terms) - {"intercept", "per_kernel", "scale"}
+    unknown = set(terms) - set(DEFAULT_TERMS)
     if unknown:
-        raise ValueError(f"unknown calibration term(s) {sorted(unknown)}; use intercept, "
-                         "per_kernel, scale")
-    cols, names = [], []
-    for t, col in (("intercept", np.ones_like(s)), ("per_kernel", n), ("scale", s)):
-        if t in terms:
-            cols.append(col)
-            names.append(t)
-    target = y if "scale" in terms else y - s
-    if len(y) < len(cols):
-        raise ValueError(f"{len(y)} calibration point(s) cannot fit {len(cols)} term(s); "
-                         "measure more networks (--calibrate N)")
-    coef, *_ = np.linalg.lstsq(np.column_stack(cols), target, rcond=None)
-    c = dict(zip(names, coef.tolist(), strict=True))
-    rec = {"intercept_ms": c.get("intercept", 0.0), "per_kernel_ms": c.get("per_kernel", 0.0),
-           "scale": c.get("scale", 1.0), "terms": list(terms), "n_points": int(len(y))}
+        raise InputError(f"unknown calibration term(s) {sorted(unknown)}, --terms; use "
+                         "intercept, per_kernel, scale")
+    columns = {"intercept": np.ones_like(s), "per_kernel": n, "scale": s}
+    if len(y) < len(terms):
+        raise InputError(f"{len(y)} calibration point(s) cannot fit {len(terms)} term(s), "
+                         "--calibrate; measure more networks (--calibrate N)")
+    active = [t for t in DEFAULT_TERMS if t in terms]
+    dropped: list[str] = []
+    coef: dict[str, float] = {}
+    while active:
+        target = y if "scale" in active else y - s
+        sol, *_ = np.linalg.lstsq(np.column_stack([columns[t] for t in active]), target,
+                                  rcond=None)
+        coef = dict(zip(active, sol.tolist(), strict=True))
+        worst = min(active, key=lambda t: coef[t])
+        if coef[worst] >= 0:
+            break
+        active.remove(worst)
+        dropped.append(worst)
+        coef = {}
+    rec = {"intercept_ms": coef.get("intercept", 0.0), "per_kernel_ms": coef.get("per_kernel", 0.0),
+           "scale": coef.get("scale", 1.0), "terms": list(terms), "dropped": dropped,
+           "n_points": int(len(y))}
     pred = rec["intercept_ms"] + rec["scale"] * s + rec["per_kernel_ms"] * n
     rec["rmse_ms"] = float(np.sqrt(np.mean((pred - y) ** 2)))
     rec["mape"] = float(np.mean(np.abs(pred - y) / y))
     return rec
 
 
+def point_kernels(lut) -> dict[str, dict[str, int]]:
+    """Stored kernel lists of the calibration points (name -> {key: count})."""
+    text = lut.get_meta(KERNELS_META)
+    return json.loads(text) if text else {}
+
+
+def record_point_kernels(lut, name: str, keys: Sequence[str]) -> None:
+    """Store the kernels (with repeats) the calibration network ``name`` runs."""
+    stored = point_kernels(lut)
+    stored[name] = dict(Counter(keys))
+    lut.set_meta(KERNELS_META, json.dumps(stored, sort_keys=True))
+
+
+def _legacy_kernels(lut, points, rules_hash: str) -> dict[str, dict[str, int]]:
+    """Kernel lists of points stored before kernel lists were: NB201 cells via the index."""
+    from costmodels.errors import UnknownArchitecture
+    from costmodels.spaces import nb201
+
+    out: dict[str, dict[str, int]] = {}
+    cache: dict[str, tuple | None] = {}
+    for p in points:
+        if p.dataset not in cache:
+            cache[p.dataset] = lut.get_index("nb201", p.dataset, 1, rules_hash)
+        idx = cache[p.dataset]
+        if idx is None:
+            continue
+        try:
+            row = nb201.SPACE.index(p.arch_str)
+        except (UnknownArchitecture, KeyError):  # not a cell's canonical string: no list
+            continue
+        keys, counts = idx
+        out[p.name] = {keys[j]: int(c) for j, c in enumerate(counts[row]) if c}
+    return out
+
+
 def refit(lut, terms: Sequence[str] = DEFAULT_TERMS) -> dict:
     """Fit on the LUT's calibration points and store the result in its meta; returns it.
 
-    With fewer than two points per term, only the intercept is fitted.
+    A point with a kernel the LUT has no value for is left out. With fewer than
+    two points per term, only the intercept is fitted.
     """
-    from costmodels.spaces import nb201
     from measure.lut.model import LookupTable
 
     points = lut.points()
     if not points:
         return {}
     model = LookupTable.from_file(lut, best_effort=True, calibrated=False)
-    nets = [nb201.build_network(p.arch_str, p.dataset, _batch(p.name)) for p in points]
-    sums, counts, missing = model.raw_sums(nets)
-    ok = [i for i in range(len(points)) if not missing[i] and math.isfinite(sums[i])]
-    if not ok:
+    lists = point_kernels(lut)
+    missing_lists = [p for p in points if p.name not in lists]
+    if missing_lists:
+        lists = {**_legacy_kernels(lut, missing_lists, model.rules_.hash), **lists}
+    sums, counts, ys = [], [], []
+    for p in points:
+        ks = lists.get(p.name)
+        if not ks or not math.isfinite(p.latency_ms) or p.latency_ms <= 0:
+            continue
+        if any(k not in model.values_ for k in ks):
+            continue
+        sums.append(sum(model.values_[k] * c for k, c in ks.items()))
+        counts.append(sum(ks.values()))
+        ys.append(p.latency_ms)
+    if not ys:
         return {}
-    if len(ok) < 2 * len(terms):  # too few networks for every term: an intercept alone
+    if len(ys) < 2 * len(terms):  # too few networks for every term: an intercept alone
         terms = ("intercept",)
-    rec = fit([sums[i] for i in ok], [counts[i] for i in ok],
-              [points[i].latency_ms for i in ok], terms)
+    rec = fit(sums, counts, ys, terms)
     lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
     return rec
 
 
-def _batch(name: str) -> int:
-    for part in name.split("-"):
-        if part.startswith("b") and part[1:].isdigit():
-            return int(part[1:])
-    return 1
+def kernel_lists_of(nets: Sequence, rules) -> list[Mapping[str, int]]:
+    """{key: count} of each network under ``rules`` (what :func:`record_point_kernels` stores)."""
+    from costmodels.fusion import kernels
+
+    return [dict(Counter(k.text for k in kernels(net, rules))) for net in nets]

@@ -8,9 +8,18 @@ without an entry raises :class:`MissingKernel` listing the keys; with
 ``best_effort=True`` the estimate leaves them out and lists them in
 ``Estimate.meta['missing_kernels']`` (never a silent zero).
 
+Never negative, never below what is known: with kernels missing, the overhead
+terms are added only where they add (``latency = sum + max(overhead, 0)``: a
+fitted negative intercept is not taken off a partial sum; ``meta['lower_bound']``
+says the figure is a lower bound); a complete network whose calibrated figure
+would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
+(``meta['clamped']``). Overhead fits made now never have negative terms
+(:func:`measure.lut.calibrate.fit`); LUTs calibrated before may.
+
 NAS-Bench-201 cells are estimated from the LUT's space index (per-cell kernel
 counts) when it has one for the cell's dataset and batch: all 15,625 cells in
-one matrix product. Other networks go through the rules, cached by fingerprint.
+one matrix product. Other networks go through the rules, cached by the
+network's structural fingerprint (equal structure, one planning).
 """
 
 from __future__ import annotations
@@ -20,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from costmodels.errors import MissingKernel
+from costmodels.errors import InputError, MissingKernel
 from costmodels.fusion import FusionRules, Kernel, kernels, parse_key, rules_from_json
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Network
@@ -28,45 +37,35 @@ from measure.lut.keys import NULL_KEY, null_key
 from measure.lut.table import LutFile
 
 MIN_KERNEL_MS = 1e-4  # 0.1 us: the floor of a kernel's time once the overheads are taken off
-
-
-def wrappers(text: str, rules: FusionRules) -> list[str] | None:
-    """Keys of the extra kernels the one-kernel model of ``text`` runs (reorders, residual pool).
-
-    None when the rules do not find the kernel itself in its own model (it is then
-    used as measured).
-    """
-    from measure.lut.models import key_network
-
-    try:
-        ks = kernels(key_network(parse_key(text)), rules)
-    except (ValueError, IndexError, KeyError):
-        return None
-    if sum(k.text == text for k in ks) != 1:
-        return None
-    return [k.text for k in ks if k.text != text]
+INDEX_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")  # NB201 space indexes looked up
 
 
 def kernel_values(raw: dict[str, float], rules: FusionRules) -> dict[str, float]:
     """Per-kernel times (ms) from one-kernel measurements (ms).
 
     Each measurement carried one empty run at its output shape (``null_key``, else
-    ``NULL_KEY``) and its wrappers, so
+    ``NULL_KEY``) and its wrappers (:func:`measure.lut.kernel_onnx.wrappers`), so
     ``value(k) = raw(k) - null - sum(value(w) for w in wrappers(k))`` (wrappers
     resolved the same way), floored at ``MIN_KERNEL_MS``. Without a null entry
-    (an imported table of kernel times) the values are used as they are.
+    (an imported table of kernel times) the values are used as they are; a key
+    no one-kernel model can be built for (imported from elsewhere) has no
+    wrappers to take off.
     """
+    from measure.lut.kernel_onnx import KernelBuildError, wrappers
+
     if NULL_KEY not in raw:
         return dict(raw)
     out: dict[str, float] = {}
 
     def value(text: str, depth: int = 0) -> float:
         if text not in out:
+            key = parse_key(text)
             extra = 0.0
             if depth < 4:
-                extra = sum(value(w, depth + 1) for w in wrappers(text, rules) or ()
-                            if w in raw)
-            key = parse_key(text)
+                try:
+                    extra = sum(value(w, depth + 1) for w in wrappers(key, rules) if w in raw)
+                except KernelBuildError:
+                    extra = 0.0
             null = raw.get(null_key(key.output_shape, key.dtype), raw[NULL_KEY])
             out[text] = max(raw[text] - null - extra, MIN_KERNEL_MS)
         return out[text]
@@ -120,15 +119,21 @@ class LookupTable(BaseCostModel):
         self.fingerprint_ = lut.fingerprint
         self._index: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, list[list[str]]]] = {}
         self._raw_index: dict[tuple[str, int], tuple[list[str], np.ndarray] | None] = {}
-        for ds in ("cifar10", "cifar100", "ImageNet16-120"):
+        for ds in INDEX_DATASETS:
             self._raw_index[(ds, 1)] = lut.get_index("nb201", ds, 1, self.rules_.hash)
         self._cache: dict[str, tuple[float, int, tuple[str, ...]]] = {}
+        self._kernels: dict[str, list[Kernel]] = {}
         self.name = f"lut:{Path(self.path).stem}"
 
     # ------------------------------------------------------------------ kernels
     def kernels(self, net: Network) -> list[Kernel]:
-        """The kernels this LUT sums for ``net`` (after the stored fusion rules)."""
-        return kernels(net, self.rules_)
+        """The kernels this LUT sums for ``net`` (after the stored fusion rules), cached by
+        the network's structural fingerprint."""
+        fp = net.fingerprint
+        ks = self._kernels.get(fp)
+        if ks is None:
+            ks = self._kernels[fp] = kernels(net, self.rules_)
+        return ks
 
     def _sum(self, net: Network) -> tuple[float, int, tuple[str, ...]]:
         """(sum of entries in ms, number of kernels, missing keys), cached by structure."""
@@ -175,7 +180,7 @@ class LookupTable(BaseCostModel):
         for net in nets:
             m = net.meta
             idx = (self._space_index(m.get("dataset", ""), int(m.get("batch", 1)))
-                   if m.get("space") == "nb201" and "arch_index" in m else None)
+                   if m.get("space") == "nb201" and m.get("arch_index") is not None else None)
             if idx is not None and 0 <= int(m["arch_index"]) < nb201.NUM_ARCHS:
                 r = int(m["arch_index"])
                 sums.append(float(idx[0][r]))
@@ -189,17 +194,28 @@ class LookupTable(BaseCostModel):
         return sums, counts, missing
 
     # ------------------------------------------------------------------ CostModel
-    def _latency(self, s: float, n: int) -> float:
-        return self.intercept_ms_ + self.scale_ * s + self.per_kernel_ms_ * n
+    def _latency(self, s: float, n: int, missing: bool) -> tuple[float, dict]:
+        """(latency in ms, flags) of a network with kernel sum ``s`` over ``n`` kernels.
+
+        Complete: the calibrated figure, clamped at ``MIN_KERNEL_MS * n``. With
+        kernels missing: the known sum plus the overhead only where it adds.
+        """
+        lat = self.intercept_ms_ + self.scale_ * s + self.per_kernel_ms_ * n
+        if missing:
+            return s + max(lat - s, 0.0), {"lower_bound": True}
+        floor = MIN_KERNEL_MS * max(n, 1)
+        if lat < floor:
+            return floor, {"clamped": True}
+        return lat, {}
 
     def _finish(self, net: Network, s: float, n: int, missing: tuple[str, ...],
                 per_layer: tuple[LayerCost, ...] = ()) -> Estimate:
         if missing and not self.best_effort:
             raise MissingKernel(list(missing), net.name)
-        lat = self._latency(s, n)
+        lat, flags = self._latency(s, n, bool(missing))
         meta = {"backend": self.name, "runtime": self.runtime_, "rules": self.rules_.name,
                 "kernels": n, "kernel_sum_ms": s, "overhead_ms": lat - s,
-                "missing_kernels": tuple(missing)}
+                "missing_kernels": tuple(missing), **flags}
         return Estimate(lat, per_layer=per_layer, meta=meta)
 
     def estimate(self, net: Network) -> Estimate:
@@ -227,13 +243,13 @@ class LookupTable(BaseCostModel):
 def from_spec(arg: str | None) -> LookupTable:
     """Registry factory: ``lut:PATH`` (append ``?best-effort`` to report missing kernels)."""
     if not arg:
-        raise ValueError("the lut backend needs a LUT file: lut:PATH.sqlite "
+        raise InputError("the lut backend needs a LUT file: lut:PATH.sqlite "
                          "(build one with `costmodels lut build`)")
     path, _, opts = arg.partition("?")
     flags = {o.strip() for o in opts.split("&") if o.strip()}
     unknown = flags - {"best-effort", "uncalibrated"}
     if unknown:
-        raise ValueError(f"unknown lut option(s) {sorted(unknown)}; use lut:PATH?best-effort "
+        raise InputError(f"unknown lut option(s) {sorted(unknown)}; use lut:PATH?best-effort "
                          "or lut:PATH?uncalibrated (both: ?best-effort&uncalibrated)")
     return LookupTable(path, best_effort="best-effort" in flags,
                        calibrated="uncalibrated" not in flags)

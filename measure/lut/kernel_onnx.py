@@ -1,0 +1,684 @@
+"""One-kernel ONNX models: the model a LUT entry is measured on, built from its key alone.
+
+One description, two views: :func:`plan` turns a :class:`~costmodels.fusion.KernelKey`
+into a :class:`KernelPlan` (graph inputs, constants, nodes; each node marked as
+part of the kernel or as a wrapper the measurement carries, e.g. the pool that
+puts a residual in the layout a network has it in). :func:`kernel_model` writes
+the plan as ONNX, :func:`key_network` as the IR; :func:`wrappers` splits that IR
+with the fusion rules and returns the kernels that are not the kernel itself
+(layout reorders, the residual's pool). Nothing has to agree by hand.
+
+The model's activation inputs are the key's (random at measurement time, fixed
+seed); weights are random with a fixed seed; parameter inputs (a Reshape's
+shape, a Resize's sizes, a Slice's ends, a Split's sizes) are derived from the
+key's shapes; attributes the shapes do not show come from the key's ``a=``
+field. Layout reorders are built as ORT's own ``com.microsoft.nchwc`` ops. A
+key that cannot be built raises :class:`KernelBuildError` (the build records it
+as a failed entry, with the reason).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from costmodels.errors import CostModelError
+from costmodels.fusion import BINARY_OPS, FusionRules, KernelKey, kernels
+from costmodels.network import Network, Shape, make_layer
+
+NCHWC_DOMAIN = "com.microsoft.nchwc"
+OPSET = 17
+MIN_OPSET = {"Gelu": 20}  # ops that only exist from a later opset
+# ONNX element types by the IR's dtype names
+ELEM = {"float32": 1, "uint8": 2, "int8": 3, "int16": 5, "int32": 6, "int64": 7, "bool": 9,
+        "float16": 10, "float64": 11, "bfloat16": 16}
+_NP = {"float32": np.float32, "uint8": np.uint8, "int8": np.int8, "int16": np.int16,
+       "int32": np.int32, "int64": np.int64, "bool": np.bool_, "float16": np.float16,
+       "float64": np.float64}
+_COMPARE = frozenset({"Equal", "Less", "Greater", "LessOrEqual", "GreaterOrEqual"})
+_LOGIC = frozenset({"Not", "And", "Or", "Xor"})
+_REDUCE_AXES_INPUT = frozenset({"ReduceSum"})  # opset 13-17: axes as an input
+_REDUCE = frozenset({"ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd",
+                     "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp",
+                     "ReduceSumSquare"})
+
+
+class KernelBuildError(CostModelError):
+    """A kernel key that no one-kernel model can be built for (reason in the message)."""
+
+
+@dataclass
+class PlanNode:
+    """One node of a one-kernel model; ``kernel``: part of the measured kernel (else a wrapper)."""
+
+    name: str
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+    attrs: dict[str, Any] = field(default_factory=dict)
+    domain: str = ""
+    kernel: bool = True
+    ir: dict[str, Any] = field(default_factory=dict)  # kernel/stride/pads/... of the IR layer
+
+
+@dataclass
+class KernelPlan:
+    """Graph inputs, constants and nodes of the one-kernel model of ``key``."""
+
+    key: KernelKey
+    inputs: list[str] = field(default_factory=list)
+    consts: dict[str, np.ndarray] = field(default_factory=dict)
+    nodes: list[PlanNode] = field(default_factory=list)
+    shapes: dict[str, Shape] = field(default_factory=dict)
+    dtypes: dict[str, str] = field(default_factory=dict)
+    outputs: list[str] = field(default_factory=list)
+
+    @property
+    def kernel_names(self) -> set[str]:
+        return {n.name for n in self.nodes if n.kernel}
+
+
+class _Builder:
+    """Accumulates a :class:`KernelPlan`; random values from one seeded generator."""
+
+    def __init__(self, key: KernelKey, seed: int) -> None:
+        self.key = key
+        self.p = KernelPlan(key)
+        self.rng = np.random.default_rng(seed)
+
+    def input(self, shape: Shape, dtype: str | None = None) -> str:
+        name = f"x{len(self.p.inputs)}"
+        self.p.inputs.append(name)
+        self.p.shapes[name] = tuple(shape)
+        self.p.dtypes[name] = dtype or self.key.dtype
+        return name
+
+    def const(self, arr: np.ndarray, prefix: str) -> str:
+        name = f"{prefix}_c{len(self.p.consts)}"
+        arr = np.asarray(arr)
+        self.p.consts[name] = arr
+        self.p.shapes[name] = tuple(arr.shape)
+        self.p.dtypes[name] = str(arr.dtype) if arr.dtype != np.bool_ else "bool"
+        return name
+
+    def ints(self, values, prefix: str) -> str:
+        return self.const(np.asarray(list(values), dtype=np.int64), prefix)
+
+    def weight(self, shape: Shape, prefix: str, dtype: str | None = None,
+               kind: str = "normal") -> str:
+        dtype = dtype or self.key.dtype
+        shape = tuple(shape)
+        np_dt = _NP.get(dtype, np.float32)
+        if np.issubdtype(np_dt, np.integer):
+            info = np.iinfo(np_dt)
+            arr = self.rng.integers(max(info.min, -8), min(info.max, 8) + 1, size=shape)
+        elif np_dt is np.bool_:
+            arr = self.rng.random(shape) < 0.5
+        elif kind == "positive":
+            arr = self.rng.uniform(0.5, 1.5, shape)
+        else:
+            fan_in = int(np.prod(shape[1:])) if len(shape) > 1 else 1
+            arr = self.rng.normal(0, (2.0 / max(fan_in, 1)) ** 0.5, shape)
+        return self.const(np.asarray(arr).astype(np_dt), prefix)
+
+    @property
+    def out_dtype(self) -> str:
+        """The kernel's output dtype: the key's ``to`` attribute, else its dtype."""
+        return self.key.attr("to") or self.key.dtype
+
+    def node(self, op: str, ins: list[str], out_shape: Shape, *, dtype: str | None = None,
+             attrs: dict | None = None, domain: str = "", kernel: bool = True,
+             ir: dict | None = None, extra_outputs: list[tuple[Shape, str]] = ()) -> str:
+        i = len(self.p.nodes)
+        out = f"y{i}"
+        outs = [out]
+        self.p.shapes[out] = tuple(out_shape)
+        self.p.dtypes[out] = dtype or self.out_dtype
+        for j, (shape, dt) in enumerate(extra_outputs):
+            name = f"y{i}_{j + 1}"
+            outs.append(name)
+            self.p.shapes[name] = tuple(shape)
+            self.p.dtypes[name] = dt
+        self.p.nodes.append(PlanNode(f"{op.lower()}{i}", op, ins, outs, attrs or {}, domain,
+                                     kernel, ir or {}))
+        return out
+
+
+# ----------------------------------------------------------------------------- shapes
+def _axis_of(a: Shape, b: Shape) -> int:
+    return next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), 0)
+
+
+def _inserted(long: Shape, short: Shape) -> list[int] | None:
+    """Positions of ``long`` that are size-1 axes absent from ``short`` (None: no such reading)."""
+    out, j = [], 0
+    for i, d in enumerate(long):
+        if j < len(short) and short[j] == d:
+            j += 1
+        elif d == 1:
+            out.append(i)
+        else:
+            return None
+    return out if j == len(short) else None
+
+
+def _removed(long: Shape, short: Shape) -> list[int] | None:
+    """Axes of ``long`` to drop to get ``short`` (a subsequence; trailing axes first)."""
+    out, j = [], len(short) - 1
+    for i in range(len(long) - 1, -1, -1):
+        if j >= 0 and long[i] == short[j]:
+            j -= 1
+        else:
+            out.append(i)
+    return sorted(out) if j < 0 else None
+
+
+def _reduced_axes(ins: Shape, out: Shape) -> tuple[list[int], int]:
+    """(axes, keepdims) of a reduction from ``ins`` to ``out``."""
+    if len(ins) == len(out):
+        return [i for i, (a, b) in enumerate(zip(ins, out, strict=True)) if a != b], 1
+    gone = _removed(ins, out)
+    if gone is None:
+        raise KernelBuildError(f"reduction: output {out} is not input {ins} with axes removed")
+    return gone, 0
+
+
+def _ratio(a: int, b: int) -> int:
+    return max(a // b, 1) if b else 1
+
+
+# ----------------------------------------------------------------------------- anchors
+AnchorFn = Callable[[_Builder, KernelKey, list[Shape]], str]
+
+
+def _acts(b: _Builder, shapes: list[Shape], dtype: str | None = None) -> list[str]:
+    return [b.input(s, dtype) for s in shapes]
+
+
+def _weights(b: _Builder, key: KernelKey, kind: str = "normal") -> list[str]:
+    return [b.weight(s, "anchor", kind=kind) for s in key.weight_shapes]
+
+
+def _conv_attrs(key: KernelKey) -> dict:
+    attrs: dict[str, Any] = {"group": key.groups}
+    if key.kernel:
+        attrs["kernel_shape"] = list(key.kernel)
+    if key.stride:
+        attrs["strides"] = list(key.stride)
+    if key.pads:
+        attrs["pads"] = list(key.pads)
+    if key.dilation:
+        attrs["dilations"] = list(key.dilation)
+    return attrs
+
+
+def _ir(key: KernelKey) -> dict:
+    return dict(kernel=key.kernel, stride=key.stride, pads=key.pads, dilation=key.dilation,
+                groups=key.groups)
+
+
+def _conv(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    ins = _acts(b, shapes) + _weights(b, key)
+    attrs = _conv_attrs(key)
+    if key.ops[0] == "ConvTranspose" and shapes and key.kernel:
+        x, nd = shapes[0], len(key.kernel)
+        s = key.stride or (1,) * nd
+        d = key.dilation or (1,) * nd
+        p = key.pads or (0,) * (2 * nd)
+        extra = [key.output_shape[2 + i] - ((x[2 + i] - 1) * s[i] - p[i] - p[nd + i]
+                                            + d[i] * (key.kernel[i] - 1) + 1)
+                 for i in range(nd)] if len(x) == 2 + nd and len(key.output_shape) == 2 + nd \
+            else []
+        if any(e > 0 for e in extra):
+            attrs["output_padding"] = [max(e, 0) for e in extra]
+    return b.node(key.ops[0], ins, key.output_shape, attrs=attrs, ir=_ir(key))
+
+
+def _pool(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    op = key.ops[0]
+    attrs: dict[str, Any] = {"kernel_shape": list(key.kernel)}
+    if key.stride:
+        attrs["strides"] = list(key.stride)
+    if key.pads:
+        attrs["pads"] = list(key.pads)
+    if op == "AveragePool":
+        attrs["count_include_pad"] = 0
+    x = shapes[0] if shapes else ()
+    nd = len(key.kernel)
+    if len(x) == 2 + nd and len(key.output_shape) == 2 + nd:
+        s = key.stride or (1,) * nd
+        p = key.pads or (0,) * (2 * nd)
+        floor = [(x[2 + i] + p[i] + p[nd + i] - key.kernel[i]) // s[i] + 1 for i in range(nd)]
+        if list(key.output_shape[2:]) != floor:
+            attrs["ceil_mode"] = 1
+    return b.node(op, _acts(b, shapes), key.output_shape, attrs=attrs, ir=_ir(key))
+
+
+def _batchnorm(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    c = shapes[0][1] if shapes and len(shapes[0]) > 1 else 1
+    ws = key.weight_shapes or ((c,),) * 4
+    ins = _acts(b, shapes) + [b.weight(s, "anchor", kind="positive" if j in (0, 3) else "normal")
+                              for j, s in enumerate(ws)]
+    return b.node("BatchNormalization", ins, key.output_shape)
+
+
+def _layernorm(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    rank = len(key.weight_shapes[0]) if key.weight_shapes else 1
+    ins = _acts(b, shapes) + _weights(b, key, kind="positive")
+    return b.node(key.ops[0], ins, key.output_shape,
+                  attrs={"axis": -rank} if key.ops[0] == "LayerNormalization" else {})
+
+
+def _gemm(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    attrs = {"transA": int(key.attr("transA", "0")), "transB": int(key.attr("transB", "1"))}
+    return b.node("Gemm", _acts(b, shapes) + _weights(b, key), key.output_shape, attrs=attrs)
+
+
+def _matmul(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    return b.node("MatMul", _acts(b, shapes) + _weights(b, key), key.output_shape)
+
+
+# two-operand products tried, in order, when a key carries no equation
+_EINSUM_FORMS = ("...ik,...kj->...ij", "...ik,...jk->...ij", "...ki,...kj->...ij")
+
+
+def _einsum_fits(eq: str, a: Shape, c: Shape, out: Shape) -> bool:
+    if len(a) < 2 or len(c) < 2 or len(a) != len(c) or len(out) != len(a):
+        return False
+    lhs = eq.split("->")[0].split(",")
+    dims: dict[str, int] = {}
+    for term, shape in zip(lhs, (a, c), strict=True):
+        for ch, d in zip(term[3:], shape[-2:], strict=True):
+            if dims.setdefault(ch, d) != d:
+                return False
+    return (a[:-2] == c[:-2] == out[:-2]) and (dims["i"], dims["j"]) == tuple(out[-2:])
+
+
+def _einsum(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    eq = key.attr("equation")
+    operands = list(shapes) + list(key.weight_shapes)
+    if not eq:
+        eq = next((f for f in _EINSUM_FORMS if len(operands) == 2
+                   and _einsum_fits(f, operands[0], operands[1], key.output_shape)), "")
+    if not eq:
+        raise KernelBuildError("Einsum without its equation: only a two-operand batched "
+                               "matrix product can be rebuilt from shapes")
+    ins = _acts(b, shapes) + _weights(b, key)
+    return b.node("Einsum", ins, key.output_shape, attrs={"equation": eq})
+
+
+def _concat(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    ins = _acts(b, shapes) + _weights(b, key)
+    return b.node("Concat", ins, key.output_shape, attrs={"axis": int(key.attr("axis", "0"))})
+
+
+def _split(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    if not shapes:
+        raise KernelBuildError("Split with no activation input")
+    x, out = shapes[0], key.output_shape
+    axis, n = int(key.attr("axis", "0")), int(key.attr("n", "1"))
+    if not 0 <= axis < len(x) or len(out) != len(x):
+        raise KernelBuildError(f"Split axis {axis} does not fit input {x} / output {out}")
+    first = out[axis]
+    last = x[axis] - first * (n - 1)
+    sizes = [first] * (n - 1) + [last] if last > 0 else [x[axis] // n] * n
+    sizes[-1] += x[axis] - sum(sizes)
+    extra = [(tuple(d if i != axis else s for i, d in enumerate(x)), key.dtype)
+             for s in sizes[1:]]
+    ins = [b.input(x), b.ints(sizes, "split")]
+    return b.node("Split", ins, out, attrs={"axis": axis}, extra_outputs=extra)
+
+
+def _transpose(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    rank = len(key.output_shape)
+    text = key.attr("perm")
+    perm = [int(v) for v in text.split("x")] if text else list(range(rank))
+    return b.node("Transpose", _acts(b, shapes), key.output_shape, attrs={"perm": perm})
+
+
+def _reshape(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    ins = _acts(b, shapes[:1]) + [b.ints(key.output_shape, "shape")]
+    return b.node("Reshape", ins, key.output_shape)
+
+
+def _squeeze(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    op, x, out = key.ops[0], shapes[0] if shapes else (), key.output_shape
+    axes = _inserted(x, out) if op == "Squeeze" else _inserted(out, x)
+    if axes is None:  # not a pure squeeze: the same view as a Reshape
+        return _reshape(b, key, shapes)
+    return b.node(op, [b.input(x), b.ints(axes, "axes")], out)
+
+
+def _flatten(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    x = shapes[0] if shapes else ()
+    lead = key.output_shape[0] if key.output_shape else 1
+    axis = next((a for a in range(len(x) + 1) if math.prod(x[:a]) == lead), 1)
+    return b.node("Flatten", _acts(b, shapes[:1]), key.output_shape, attrs={"axis": axis})
+
+
+def _slice(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    x, out = shapes[0] if shapes else (), key.output_shape
+    if len(x) != len(out) or any(o > i for i, o in zip(x, out, strict=True)):
+        raise KernelBuildError(f"Slice output {out} is not a slice of input {x}")
+    axes = [i for i, (a, o) in enumerate(zip(x, out, strict=True)) if a != o] or [0]
+    ins = [b.input(x), b.ints([0] * len(axes), "starts"), b.ints([out[a] for a in axes], "ends"),
+           b.ints(axes, "axes")]
+    return b.node("Slice", ins, out)
+
+
+def _pad(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    x, out = shapes[0] if shapes else (), key.output_shape
+    if len(x) != len(out):
+        raise KernelBuildError(f"Pad output {out} has another rank than input {x}")
+    diff = [o - i for i, o in zip(x, out, strict=True)]
+    begin = [d // 2 for d in diff]
+    return b.node("Pad", [b.input(x), b.ints(begin + [d - s for d, s in zip(diff, begin,
+                                                                             strict=True)],
+                                              "pads")], out)
+
+
+def _expand(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    src = shapes[:1] or list(key.weight_shapes[:1])
+    x = b.input(src[0]) if shapes else b.weight(src[0], "anchor")
+    return b.node("Expand", [x, b.ints(key.output_shape, "shape")], key.output_shape)
+
+
+def _tile(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    x, out = shapes[0] if shapes else (), key.output_shape
+    reps = [_ratio(o, i) for i, o in zip(x, out, strict=False)]
+    return b.node("Tile", [b.input(x), b.ints(reps, "repeats")], out)
+
+
+def _resize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    mode = key.attr("mode", "nearest")
+    ins = [b.input(shapes[0]), "", "", b.ints(key.output_shape, "sizes")]
+    return b.node("Resize", ins, key.output_shape, attrs={"mode": mode})
+
+
+def _depth_space(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    x, out = shapes[0], key.output_shape
+    block = _ratio(out[2], x[2]) if key.ops[0] == "DepthToSpace" else _ratio(x[2], out[2])
+    return b.node(key.ops[0], [b.input(x)], out, attrs={"blocksize": block})
+
+
+def _gather(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """Data and indices: whichever reading of (activation, constant) gives the output shape."""
+    out = tuple(key.output_shape)
+    x = shapes[0] if shapes else ()
+    idx = key.weight_shapes[0] if key.weight_shapes else (shapes[1] if len(shapes) > 1 else ())
+    for a in range(len(x)):  # data is the activation, indices the other operand
+        if tuple(x[:a]) + tuple(idx) + tuple(x[a + 1:]) == out:
+            ind = (b.const(b.rng.integers(0, max(x[a], 1), size=idx).astype(np.int64), "idx")
+                   if key.weight_shapes else b.input(idx, "int64"))
+            return b.node("Gather", [b.input(x), ind], out, attrs={"axis": a})
+    if key.weight_shapes and tuple(x) + tuple(idx[1:]) == out:  # an embedding table
+        return b.node("Gather", [b.weight(idx, "table"), b.input(x, "int64")], out)
+    raise KernelBuildError(f"Gather: no axis of data {x} with indices {idx} gives {out}")
+
+
+def _cast(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    to = key.attr("to", key.dtype)
+    return b.node("Cast", _acts(b, shapes[:1]), key.output_shape, attrs={"to": ELEM.get(to, 1)})
+
+
+def _where(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """Condition first (bool), then the two values (the output's dtype)."""
+    operands = [(s, True) for s in shapes] + [(s, False) for s in key.weight_shapes]
+    while len(operands) < 3:
+        operands.append((key.output_shape, False))
+    (cs, cact), rest = operands[0], operands[1:3]
+    data = b.out_dtype if b.out_dtype != "bool" else "float32"
+    cond = b.input(cs, "bool") if cact else b.weight(cs, "cond", "bool")
+    ins = [cond] + [b.input(s, data) if act else b.weight(s, "anchor", data) for s, act in rest]
+    return b.node("Where", ins, key.output_shape, dtype=data)
+
+
+def _compare(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    src = key.dtype if key.dtype != "bool" else "float32"
+    ins = _acts(b, shapes, src) + [b.weight(s, "anchor", src) for s in key.weight_shapes]
+    return b.node(key.ops[0], ins, key.output_shape, dtype="bool")
+
+
+def _logic(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    ins = _acts(b, shapes, "bool") + [b.weight(s, "anchor", "bool") for s in key.weight_shapes]
+    return b.node(key.ops[0], ins, key.output_shape, dtype="bool")
+
+
+def _mod(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    ins = _acts(b, shapes) + [b.weight(s, "anchor", kind="positive") for s in key.weight_shapes]
+    fmod = 1 if key.dtype.startswith(("float", "bfloat")) else 0
+    return b.node("Mod", ins, key.output_shape, attrs={"fmod": fmod})
+
+
+def _clip(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    bounds = [b.const(np.array(v, dtype=_NP.get(key.dtype, np.float32)), "clip")
+              for v in (0.0, 6.0)[:len(key.weight_shapes)]]
+    return b.node("Clip", _acts(b, shapes) + bounds, key.output_shape)
+
+
+def _pow(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    exps = [b.const(np.full(s, 2.0, dtype=_NP.get(key.dtype, np.float32)), "exp")
+            for s in key.weight_shapes]
+    return b.node("Pow", _acts(b, shapes) + exps, key.output_shape)
+
+
+def _reduce(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    op, x = key.ops[0], shapes[0] if shapes else ()
+    axes, keep = _reduced_axes(x, key.output_shape)
+    if op in ("ArgMax", "ArgMin"):
+        return b.node(op, [b.input(x)], key.output_shape, dtype="int64",
+                      attrs={"axis": axes[0] if axes else 0, "keepdims": keep})
+    if op in _REDUCE_AXES_INPUT:
+        return b.node(op, [b.input(x), b.ints(axes, "axes")], key.output_shape,
+                      attrs={"keepdims": keep})
+    return b.node(op, [b.input(x)], key.output_shape, attrs={"axes": axes, "keepdims": keep})
+
+
+def _reorder(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    op = key.ops[0]
+    attrs = {"channels": key.output_shape[1]} if op == "ReorderOutput" else {}
+    return b.node(op, _acts(b, shapes), key.output_shape, attrs=attrs, domain=NCHWC_DOMAIN)
+
+
+def _null(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    return b.node("Identity", _acts(b, shapes), key.output_shape)
+
+
+def _quantize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    q = b.out_dtype if b.out_dtype in ("uint8", "int8") else "uint8"
+    ins = [b.input(shapes[0], "float32"), b.const(np.array(0.05, np.float32), "scale"),
+           b.const(np.array(0, _NP[q]), "zp")]
+    return b.node("QuantizeLinear", ins, key.output_shape, dtype=q)
+
+
+def _dequantize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    q = key.dtype if key.dtype in ("uint8", "int8", "int32") else "uint8"
+    ins = [b.input(shapes[0], q), b.const(np.array(0.05, np.float32), "scale"),
+           b.const(np.array(0, _NP[q]), "zp")]
+    return b.node("DequantizeLinear", ins, key.output_shape, dtype="float32")
+
+
+def _qscalars(b: _Builder, q: str) -> list[str]:
+    return [b.const(np.array(0.05, np.float32), "s"), b.const(np.array(0, _NP[q]), "zp")]
+
+
+def _big_weight(key: KernelKey, rank: int) -> Shape:
+    big = [s for s in key.weight_shapes if len(s) == rank]
+    if not big:
+        raise KernelBuildError(f"{key.ops[0]}: no rank-{rank} weight among "
+                               f"{list(key.weight_shapes)}")
+    return big[0]
+
+
+def _q(key: KernelKey) -> str:
+    return key.dtype if key.dtype in ("uint8", "int8") else "uint8"
+
+
+def _qlinear_conv(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    q = _q(key)
+    w = _big_weight(key, len(shapes[0]))
+    ins = [b.input(shapes[0], q), *_qscalars(b, q), b.weight(w, "w", "int8"),
+           *_qscalars(b, "int8"), *_qscalars(b, q)]
+    if any(s == (w[0],) for s in key.weight_shapes):
+        ins.append(b.weight((w[0],), "bias", "int32"))
+    return b.node("QLinearConv", ins, key.output_shape, dtype=q, attrs=_conv_attrs(key),
+                  ir=_ir(key))
+
+
+def _qlinear_matmul(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    q = _q(key)
+    a = [b.input(shapes[0], q), *_qscalars(b, q)]
+    other = (b.input(shapes[1], "int8") if len(shapes) > 1
+             else b.weight(_big_weight(key, 2), "w", "int8"))
+    ins = a + [other, *_qscalars(b, "int8"), *_qscalars(b, q)]
+    return b.node("QLinearMatMul", ins, key.output_shape, dtype=q)
+
+
+def _integer(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    op = key.ops[0]
+    rank = len(shapes[0]) if op == "ConvInteger" else 2
+    other = (b.input(shapes[1], "int8") if len(shapes) > 1
+             else b.weight(_big_weight(key, rank), "w", "int8"))
+    attrs = _conv_attrs(key) if op == "ConvInteger" else {}
+    return b.node(op, [b.input(shapes[0], _q(key)), other], key.output_shape, dtype="int32",
+                  attrs=attrs, ir=_ir(key) if op == "ConvInteger" else None)
+
+
+def _generic(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """Any other op: its activation inputs, then its constants, no attributes."""
+    return b.node(key.ops[0], _acts(b, shapes) + _weights(b, key), key.output_shape)
+
+
+ANCHORS: dict[str, AnchorFn] = {
+    "Conv": _conv, "ConvTranspose": _conv, "AveragePool": _pool, "MaxPool": _pool,
+    "LpPool": _pool, "BatchNormalization": _batchnorm, "LayerNormalization": _layernorm,
+    "InstanceNormalization": _layernorm, "Gemm": _gemm, "MatMul": _matmul, "Einsum": _einsum,
+    "Concat": _concat, "Split": _split, "Transpose": _transpose, "Reshape": _reshape,
+    "Squeeze": _squeeze, "Unsqueeze": _squeeze, "Flatten": _flatten, "Slice": _slice,
+    "Pad": _pad, "Expand": _expand, "Tile": _tile, "Resize": _resize, "Upsample": _resize,
+    "DepthToSpace": _depth_space, "SpaceToDepth": _depth_space, "Gather": _gather,
+    "Cast": _cast, "Where": _where, "Mod": _mod, "Clip": _clip, "Pow": _pow,
+    "ArgMax": _reduce, "ArgMin": _reduce, "ReorderInput": _reorder, "ReorderOutput": _reorder,
+    "Null": _null, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
+    "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
+    "ConvInteger": _integer,
+    **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
+    **{op: _reduce for op in _REDUCE},
+}
+
+
+# ----------------------------------------------------------------------------- plan
+def _residual(b: _Builder, shape: Shape, i: int) -> str:
+    """A fused op's second activation input, entering through a 1x1 AveragePool if 4-D.
+
+    Runtimes fuse an Add into a Conv only when both run in the same layout; a
+    pool puts the residual in the layout a network would have it in. The pool
+    (and any reorder) is a wrapper: measured as a kernel of its own, taken off.
+    """
+    x = b.input(shape)
+    if len(shape) != 4:
+        return x
+    return b.node("AveragePool", [x], shape, kernel=False,
+                  attrs={"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0]},
+                  ir=dict(kernel=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0)))
+
+
+def _absorbed(b: _Builder, op: str, cur: str, takes: int, shapes: list[Shape], i: int) -> str:
+    """Node ``i`` of a fused kernel: ``op`` applied to ``cur`` (+ its operand)."""
+    out = b.key.output_shape
+    ins = [cur]
+    if op == "BatchNormalization":
+        c = out[1] if len(out) > 1 else 1
+        ins += [b.weight((c,), f"n{i}", kind="positive" if j in (0, 3) else "normal")
+                for j in range(4)]
+    elif takes:
+        ins += [_residual(b, s, i) for s in shapes]
+    elif op in BINARY_OPS:  # a constant operand (ConvMulFusion / ConvAddFusion)
+        value = 0.0 if op == "Mul" else 1.0
+        ins.append(b.const(np.array(value, dtype=_NP.get(b.key.dtype, np.float32)), f"n{i}"))
+    elif op == "Clip":
+        ins += [b.const(np.array(v, dtype=np.float32), f"n{i}") for v in (0.0, 6.0)]
+    return b.node(op, ins, out)
+
+
+def plan(key: KernelKey, seed: int = 0) -> KernelPlan:
+    """The one-kernel model of ``key`` as a :class:`KernelPlan` (raises :class:`KernelBuildError`)."""
+    if not key.ops or not key.ops[0]:
+        raise KernelBuildError(f"kernel key {key.text!r} names no op")
+    b = _Builder(key, seed)
+    arity = key.arity
+    if len(arity) != len(key.ops) or sum(arity) != len(key.input_shapes):
+        raise KernelBuildError(f"kernel key {key.text!r}: {len(key.input_shapes)} inputs do not "
+                               f"split over its {len(key.ops)} ops as {arity}")
+    shapes = list(key.input_shapes)
+    take, shapes = shapes[:arity[0]], shapes[arity[0]:]
+    try:
+        cur = ANCHORS.get(key.ops[0], _generic)(b, key, take)
+        for i, op in enumerate(key.ops[1:], start=1):
+            mine, shapes = shapes[:arity[i]], shapes[arity[i]:]
+            cur = _absorbed(b, op, cur, arity[i], mine, i)
+    except (IndexError, ValueError, ZeroDivisionError) as exc:
+        raise KernelBuildError(f"kernel key {key.text!r}: shapes do not fit op "
+                               f"{key.ops[0]} ({type(exc).__name__}: {exc})") from None
+    last = b.p.nodes[-1]
+    b.p.outputs = list(last.outputs)
+    return b.p
+
+
+def kernel_model(key: KernelKey, seed: int = 0, opset: int = OPSET):
+    """An ``onnx.ModelProto`` that runs exactly the kernel named by ``key`` (its :func:`plan`)."""
+    from onnx import helper, numpy_helper
+
+    p = plan(key, seed)
+
+    def info(name: str):
+        return helper.make_tensor_value_info(name, ELEM.get(p.dtypes[name], 1),
+                                             list(p.shapes[name]))
+
+    nodes = [helper.make_node(n.op, n.inputs, n.outputs, name=n.name, domain=n.domain, **n.attrs)
+             for n in p.nodes]
+    inits = [numpy_helper.from_array(arr, name) for name, arr in p.consts.items()]
+    graph = helper.make_graph(nodes, f"kernel_{key.ops[0]}", [info(t) for t in p.inputs],
+                              [info(t) for t in p.outputs], inits)
+    opset = max([opset] + [MIN_OPSET.get(n.op, 0) for n in p.nodes])
+    opsets = [helper.make_opsetid("", opset)]
+    if any(n.domain == NCHWC_DOMAIN for n in p.nodes):
+        opsets.append(helper.make_opsetid(NCHWC_DOMAIN, 1))
+    model = helper.make_model(graph, opset_imports=opsets, producer_name="costmodels-lut")
+    model.ir_version = min(model.ir_version, 8)
+    model.doc_string = key.text
+    return model
+
+
+def plan_network(p: KernelPlan) -> Network:
+    """The IR of a plan (graph inputs ``x0``, ...; layer names as the nodes')."""
+    layers = []
+    for n in p.nodes:
+        acts = [t for t in n.inputs if t and t not in p.consts]
+        weights = [p.shapes[t] for t in n.inputs if t and t in p.consts]
+        layers.append(make_layer(n.name, n.op, acts, n.outputs, [p.shapes[t] for t in acts],
+                                 p.shapes[n.outputs[0]], weights, dtype=p.dtypes[n.outputs[0]],
+                                 **n.ir))
+    return Network(f"kernel:{p.key.text}", tuple((t, p.shapes[t]) for t in p.inputs),
+                   tuple(layers), tuple(p.outputs))
+
+
+def key_network(key: KernelKey) -> Network:
+    """The IR of :func:`kernel_model` (graph inputs ``x0``, ...), for the rules to split."""
+    return plan_network(plan(key))
+
+
+def wrappers(key: KernelKey, rules: FusionRules) -> list[str]:
+    """Keys of the kernels the one-kernel model of ``key`` runs besides the kernel itself.
+
+    The model's IR is split with ``rules``; every kernel that covers none of the
+    plan's kernel nodes (a layout reorder, the residual's pool) is a wrapper.
+    Raises :class:`KernelBuildError` when ``key`` cannot be built.
+    """
+    p = plan(key)
+    mine = p.kernel_names
+    return [k.text for k in kernels(plan_network(p), rules) if not mine.intersection(k.names)]
