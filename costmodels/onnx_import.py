@@ -32,7 +32,11 @@ exporters write it into a :class:`~costmodels.network.Network`:
    ``Reshape``, ``Transpose`` or ``DequantizeLinear`` of a weight); such nodes are
    weight preparation done once, not layers (counted in ``meta["constant_nodes"]``).
    Shape-like inputs (``Reshape``'s shape, ``Slice``'s starts, quantization scales
-   and zero points) are neither activations nor parameters.
+   and zero points) are neither activations nor parameters. A layer's ``params``
+   are the elements of the original weights its constants come from (a bias
+   broadcast by ``Expand`` counts its own size), counted in the first layer that
+   reads them (a shared weight counts once); one-element constants are not
+   parameters.
 
 Nothing is dropped silently: an operator outside :data:`costmodels.ops.SUPPORTED_OPS`
 raises :class:`~costmodels.errors.UnsupportedOperator` naming the node.
@@ -306,10 +310,10 @@ def _shown(dims: Sequence[Any]) -> str:
 
 
 # ------------------------------------------------------------------ folding and inference
-def _fold(proto: Any) -> tuple[Any, str]:
+def _fold(proto: Any) -> tuple[Any, str, int]:
     """Constant-fold with onnxslim; the original graph with folded nodes replaced.
 
-    Returns (model, how). The model keeps every node of ``proto`` in its order except
+    Returns (model, how, number of nodes folded away). The model keeps every node of ``proto`` in its order except
     those whose outputs onnxslim turned into constants (those outputs become
     initializers of the same name): onnxslim's clean-up also drops nodes that reach
     no output, which the IR keeps (the fusion planner decides what a runtime prunes).
@@ -320,7 +324,7 @@ def _fold(proto: Any) -> tuple[Any, str]:
     try:
         import onnxslim
     except ImportError:
-        return proto, "not folded: onnxslim is not installed"
+        return proto, "not folded: onnxslim is not installed", 0
     work = onnx.ModelProto()
     work.CopyFrom(proto)
     skip = ["graph_fusion", "dead_node_elimination", "subexpression_elimination",
@@ -329,9 +333,9 @@ def _fold(proto: Any) -> tuple[Any, str]:
         with contextlib.redirect_stdout(io.StringIO()):
             folded = onnxslim.slim(work, skip_optimizations=skip)
     except Exception as exc:  # a folder failure must not stop the import
-        return proto, f"not folded: onnxslim failed ({type(exc).__name__})"
+        return proto, f"not folded: onnxslim failed ({type(exc).__name__})", 0
     if folded is None:
-        return proto, "not folded: onnxslim returned nothing"
+        return proto, "not folded: onnxslim returned nothing", 0
     made = {t.name: t for t in folded.graph.initializer}
     removed = _folded_nodes(proto.graph, made, {t for n in folded.graph.node for t in n.output})
     out = onnx.ModelProto()
@@ -345,7 +349,7 @@ def _fold(proto: Any) -> tuple[Any, str]:
     out.graph.initializer.extend(t for name, t in made.items()
                                  if name in needed and name not in have | produced)
     del out.graph.value_info[:]
-    return out, f"onnxslim {onnxslim.__version__} (constant folding)"
+    return out, f"onnxslim {onnxslim.__version__} (constant folding)", len(removed)
 
 
 def _folded_nodes(graph: Any, made: Mapping[str, Any], survivors: set[str]) -> set[int]:
@@ -390,19 +394,21 @@ _PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16
 
 def _source_params(graph: Any) -> dict[str, int]:
     """Parameters held by each original constant: its element count if it is a weight
-    type (floating point or a quantized integer), 0 for int64/bool shape data."""
+    type (floating point or a quantized integer) with more than one element; 0 for
+    int64/bool shape data and for scalars (scales, epsilons, mask fill values)."""
     from onnx import numpy_helper
 
-    out = {t.name: math.prod(t.dims) if t.data_type in _PARAM_DTYPES else 0
+    out = {t.name: n if t.data_type in _PARAM_DTYPES and (n := math.prod(t.dims)) > 1 else 0
            for t in graph.initializer}
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for a in node.attribute:
                 if a.name == "value":
                     arr = numpy_helper.to_array(a.t)
-                    out[node.output[0]] = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
-                elif a.name in ("value_float", "value_floats"):
-                    out[node.output[0]] = max(len(a.floats), 1)
+                    n = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
+                    out[node.output[0]] = n if n > 1 else 0
+                elif a.name == "value_floats":
+                    out[node.output[0]] = len(a.floats) if len(a.floats) > 1 else 0
     return out
 
 
@@ -429,13 +435,14 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     ``input_shapes``: ``{input_name: shape}`` or shapes in input order, fixing
     dynamic dimensions. ``meta`` records ``source`` (the absolute file path, or
     None for an in-memory model), ``opset``, ``input_shapes`` (every input's final
-    shape), ``folding`` and ``constant_nodes``.
+    shape), ``folding`` (what folded constants) and ``constant_nodes`` (nodes that
+    only compute constants: folded away or weight preparation, not layers).
     """
     proto, source, path = _load(model)
     init_names = {t.name for t in proto.graph.initializer}
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
-    folded, how = _fold(proto)
+    folded, how, n_folded = _fold(proto)
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
     inferred = _infer(folded, source)
@@ -446,7 +453,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         outputs=tuple(vi.name for vi in proto.graph.output),
         meta={"source": path, "opset": _opset(proto),
               "input_shapes": {k: list(v) for k, v in final_inputs.items()},
-              "folding": how, "constant_nodes": n_const})
+              "folding": how, "constant_nodes": n_folded + n_const})
 
 
 def _constants(graph: Any) -> dict[str, _Const]:
@@ -492,6 +499,15 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
 
     layers: list[Layer] = []
     n_const = 0
+    counted: set[str] = set()
+
+    def params_of(tensor: str) -> int:
+        """Parameters of a weight not yet counted by an earlier layer (shared weights
+        count once, in the first layer that reads them)."""
+        new = prov.get(tensor, frozenset({tensor})) - counted
+        counted.update(new)
+        return sum(params.get(s, 0) for s in new)
+
     for i, node in enumerate(graph.node):
         if node.op_type == "Constant":
             continue
@@ -508,8 +524,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             continue
         if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
             raise UnsupportedOperator(node_name, node.op_type, source)
-        layers.append(_layer(node, node_name, consts, info, shape_of,
-                             lambda t: sum(params.get(s, 0) for s in prov.get(t, {t}))))
+        layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
     return layers, n_const
 
 

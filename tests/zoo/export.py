@@ -8,6 +8,8 @@ layer shapes.
 from __future__ import annotations
 
 import io
+import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +25,7 @@ from .torch_models import (
     SwinMaskish,
     ViTish,
     torch_macs,
+    torch_params,
 )
 
 Entry = dict[str, Any]
@@ -59,8 +62,10 @@ def _export(module: torch.nn.Module, x: torch.Tensor, opset: int,
     kw: dict[str, Any] = {}
     if dynamic:
         kw["dynamic_axes"] = {"input": dynamic, "output": {0: dynamic[0]}}
-    torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=opset,
-                      input_names=["input"], output_names=["output"], **kw)
+    with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (x,), buf, dynamo=False, opset_version=opset,
+                          input_names=["input"], output_names=["output"], **kw)
     return onnx.load_from_string(buf.getvalue())
 
 
@@ -83,6 +88,9 @@ def write_torch(directory: Path) -> dict[str, Entry]:
             "exporter": "torch.onnx", "form": form, "key_ops": key_ops,
             "macs": torch_macs(module, torch.randn(*shape)),
             "input_shape": "x".join(map(str, shape)) if dynamic else None}
+        if not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()):
+            # no BatchNorm folded away: the file holds torch's distinct parameters
+            entries[name]["params"] = torch_params(module, distinct_values=True)
     return entries
 
 
@@ -135,6 +143,7 @@ def write_quantized(directory: Path, entries: dict[str, Entry]) -> dict[str, Ent
     onnx.save(_inline_identities(onnx.load(str(directory / "resnet_static.onnx"))), str(src))
     base = entries["resnet_static.onnx"]
     out: dict[str, Entry] = {}
+    logging.getLogger().setLevel(logging.ERROR)  # the quantizer's pre-processing advice
     for name, fmt, ops, key in (
             ("resnet_qdq.onnx", QuantFormat.QDQ, None, ["QuantizeLinear", "DequantizeLinear"]),
             ("resnet_qoperator.onnx", QuantFormat.QOperator, ["Conv", "MatMul"],

@@ -10,6 +10,8 @@ the textbook formula (``extra_macs``).
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -250,6 +252,15 @@ def torch_macs(model: nn.Module, x: torch.Tensor) -> int:
     return total[0] + (int(extra(x)) if extra else 0)
 
 
-def torch_params(model: nn.Module) -> int:
-    """Learnable parameters (torch's count)."""
-    return sum(p.numel() for p in model.parameters())
+def torch_params(model: nn.Module, distinct_values: bool = False) -> int:
+    """Learnable parameters (torch's count).
+
+    ``distinct_values``: count parameters with identical contents once, as
+    ``torch.onnx`` stores them (it shares identical initializers, e.g. the ones and
+    zeros of untrained LayerNorms, between layers).
+    """
+    if not distinct_values:
+        return sum(p.numel() for p in model.parameters())
+    seen = {(str(p.dtype), tuple(p.shape), p.detach().numpy().tobytes())
+            for p in model.parameters()}
+    return sum(math.prod(shape) for _, shape, _ in seen)
