@@ -223,15 +223,19 @@ def calibration_picks(sums: np.ndarray, ok: np.ndarray, n: int) -> list[int]:
 
 
 def point_name(net: Network) -> str:
-    """Name of a network's calibration point: ``<space>-<dataset>-b<batch>-<index or arch>``.
+    """Name of a network's calibration point: ``<space>-<dataset>-b<batch>-<arch_str>``.
 
     Only a name (a primary key): nothing is ever parsed back out of it.
     """
     m = net.meta
     space = str(m.get("space") or "net").split(":", 1)[0]
-    who = m.get("arch_index")
-    who = who if who is not None else (m.get("arch_str") or net.fingerprint)
-    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{who}"
+    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{m.get('arch_str') or net.fingerprint}"
+
+
+def _legacy_name(net: Network) -> str:
+    """The name LUTs built before gave a NAS-Bench-201 cell's point (by its index)."""
+    m = net.meta
+    return f"nb201-{m.get('dataset')}-b{m.get('batch', 1)}-{m.get('arch_index')}"
 
 
 def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
@@ -247,7 +251,8 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
     from measure.lut.calibrate import record_point_kernels
 
     have = {p.name for p in lut.points()}
-    todo = [(point_name(net), net) for net in nets]
+    todo = [(point_name(net), net) for net in nets
+            if not (net.meta.get("space") == "nb201" and _legacy_name(net) in have)]
     todo = [(name, net) for name, net in dict(todo).items() if name not in have]
     run = measurer(config)
     models: dict[str, object] = {}

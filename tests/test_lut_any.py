@@ -1,0 +1,294 @@
+"""LUTs for any network: keys for any op, one-kernel models ORT runs, a model folder built
+and estimated, estimates that never go negative. Fast (a few short ORT runs)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+from costmodels.errors import MissingKernel
+from costmodels.fusion import KernelKey, kernels, load_rules, op_attrs, parse_key
+from costmodels.network import Network, make_layer
+from measure.config import MeasureConfig
+from measure.lut.calibrate import fit
+from measure.lut.kernel_onnx import KernelBuildError, kernel_model, plan, wrappers
+
+RULES = load_rules("ort")
+FAST = MeasureConfig(warmup=1, repeat=3, max_retries=0)
+
+
+# ----------------------------------------------------------------------------- fixture models
+def _save(model, path) -> None:
+    import onnx
+
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save(model, str(path))
+
+
+def _w(rng, *shape):
+    return rng.normal(0, 0.1, shape).astype(np.float32)
+
+
+def _concat_dw_model(path) -> None:
+    """Two branches (1x1 conv, depthwise 3x3 conv) concatenated on channels, then a Relu."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(_w(rng, 8, 8, 1, 1), "w1"),
+             numpy_helper.from_array(_w(rng, 8, 1, 3, 3), "wd"),
+             numpy_helper.from_array(_w(rng, 16, 16, 1, 1), "w2")]
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["a"], name="pw"),
+             helper.make_node("Conv", ["x", "wd"], ["b"], name="dw", group=8, pads=[1, 1, 1, 1]),
+             helper.make_node("Concat", ["a", "b"], ["c"], name="cat", axis=1),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("Conv", ["r", "w2"], ["y"], name="mix")]
+    g = helper.make_graph(nodes, "concat_dw",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 16, 16, 16])],
+                          inits)
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _attention_model(path) -> None:
+    """Q @ K^T through a Transpose, Softmax, @ V; LayerNormalization; a Gemm-free MLP."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(1)
+    t, d = 16, 32
+    inits = [numpy_helper.from_array(_w(rng, d, d), n) for n in ("wq", "wk", "wv", "wo")]
+    inits += [numpy_helper.from_array(np.ones(d, np.float32), "g"),
+              numpy_helper.from_array(np.zeros(d, np.float32), "bta")]
+    nodes = [helper.make_node("LayerNormalization", ["x", "g", "bta"], ["n"], name="ln",
+                              axis=-1),
+             helper.make_node("MatMul", ["n", "wq"], ["q"], name="q"),
+             helper.make_node("MatMul", ["n", "wk"], ["k"], name="k"),
+             helper.make_node("MatMul", ["n", "wv"], ["v"], name="v"),
+             helper.make_node("Transpose", ["k"], ["kt"], name="kt", perm=[0, 2, 1]),
+             helper.make_node("MatMul", ["q", "kt"], ["s"], name="qk"),
+             helper.make_node("Softmax", ["s"], ["p"], name="softmax", axis=-1),
+             helper.make_node("MatMul", ["p", "v"], ["o"], name="pv"),
+             helper.make_node("MatMul", ["o", "wo"], ["y0"], name="out"),
+             helper.make_node("Add", ["y0", "x"], ["y"], name="residual")]
+    g = helper.make_graph(nodes, "attention",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, t, d])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, t, d])],
+                          inits)
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _resize_model(path) -> None:
+    """Conv, nearest Resize x2 by scales, Split into two halves, Add."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(2)
+    inits = [numpy_helper.from_array(_w(rng, 16, 4, 3, 3), "w"),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales"),
+             numpy_helper.from_array(np.array([8, 8], np.int64), "split")]
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Resize", ["c", "", "scales"], ["u"], name="up", mode="nearest"),
+             helper.make_node("Split", ["u", "split"], ["s0", "s1"], name="split", axis=1),
+             helper.make_node("Add", ["s0", "s1"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "resize",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+                          inits)
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+def _head_model(path) -> None:
+    """A classifier head: GlobalAveragePool, Flatten, Gemm with an untransposed weight."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    inits = [numpy_helper.from_array(_w(rng, 24, 10), "w"),
+             numpy_helper.from_array(np.zeros(10, np.float32), "b")]
+    nodes = [helper.make_node("GlobalAveragePool", ["x"], ["p"], name="gap"),
+             helper.make_node("Flatten", ["p"], ["f"], name="flat", axis=1),
+             helper.make_node("Gemm", ["f", "w", "b"], ["y"], name="fc", transB=0)]
+    g = helper.make_graph(nodes, "head",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 24, 7, 7])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])],
+                          inits)
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
+FIXTURES = {"concat_dw": _concat_dw_model, "attention": _attention_model,
+            "resize_split": _resize_model, "head": _head_model}
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    for name, write in FIXTURES.items():
+        write(d / f"{name}.onnx")
+    return d
+
+
+@pytest.fixture(scope="module")
+def nets(model_dir):
+    from costmodels.spaces import get_space
+
+    space = get_space(f"models:{model_dir}")
+    return {a: space.build_network(a) for a in space.archs()}
+
+
+def _run_once(model) -> list[tuple[int, ...]]:
+    """Run a model once in ORT (graph optimisations on); the shapes of its outputs."""
+    import onnxruntime as ort
+
+    from measure.inputs import input_specs, random_inputs
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = 1
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    outs = sess.run(None, random_inputs(input_specs(model), 0))
+    return [tuple(o.shape) for o in outs]
+
+
+# ----------------------------------------------------------------------------- keys
+def test_keys_carry_the_attributes_a_model_needs(nets):
+    ks = {k.ops[0]: k.key for net in nets.values() for k in kernels(net, RULES)}
+    assert ks["Concat"].attr("axis") == "1"
+    assert ks["Split"].attr("axis") == "1" and ks["Split"].attr("n") == "2"
+    assert ks["Transpose"].attr("perm") == "0x2x1"
+    assert ks["Gemm"].attr("transB") == "0"
+    dw = [k.key for k in kernels(nets["concat_dw"], RULES) if k.key.groups == 8]
+    assert dw and dw[0].weight_shapes[0] == (8, 1, 3, 3)
+    for key in ks.values():
+        assert parse_key(key.text).text == key.text and "," not in key.text
+
+
+def test_nb201_keys_are_unchanged_by_attributes():
+    """Keys of NB201 kernels carry no a= field: the committed LUT's entries still match."""
+    from costmodels.spaces import nb201
+
+    for arch in (0, 1462, 15624):
+        for k in kernels(nb201.build_network(arch), RULES):
+            assert "|a=" not in k.text
+
+
+def test_attribute_text_is_quoted_and_round_trips():
+    key = KernelKey(("Einsum",), ((1, 4, 8), (1, 4, 8)), (1, 4, 4),
+                    attrs=(("equation", "bik,bjk->bij"),))
+    assert "," not in key.text and "|a=equation:" in key.text
+    assert parse_key(key.text).attr("equation") == "bik,bjk->bij"
+
+
+@pytest.mark.parametrize("layer", [
+    make_layer("s", "Relu", ["x"], ["s"], [()], ()),                         # a scalar
+    make_layer("v", "Add", ["x", "y"], ["v"], [(7,), (7,)], (7,)),           # 1-D, two inputs
+    make_layer("c", "ConstantOfShape", [], ["c"], [], (2, 3)),               # no input at all
+    make_layer("t", "Transpose", ["x"], ["t"], [(2, 3)], (5, 7)),            # shapes that lie
+    make_layer("g", "Gemm", [], ["g"], [], (4, 4), [(4,)]),                  # 1-D weight only
+    make_layer("k", "Split", ["x"], ["k0", "k1", "k2"], [(1, 9, 2)], (1, 3, 2)),
+    make_layer("m", "Mod", ["x"], ["m"], [(1, 8, 4, 4)], (1, 8, 4, 4), [()]),
+])
+def test_planner_gives_any_layer_a_key(layer):
+    """No shape assumption in the planner: odd layers get a key, even next to NCHWc convs."""
+    conv = make_layer("cv", "Conv", ["x4"], ["cv"], [(1, 16, 4, 4)], (1, 16, 4, 4),
+                      [(16, 16, 1, 1)], kernel=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0))
+    inputs = [("x4", (1, 16, 4, 4))] + [(t, s) for t, s in zip(layer.inputs, layer.input_shapes,
+                                                                strict=True)]
+    add = make_layer("a", "Add", ["cv", layer.outputs[0]], ["a"],
+                     [(1, 16, 4, 4), layer.output_shape], (1, 16, 4, 4))
+    net = Network("odd", tuple(dict(inputs).items()), (conv, layer, add), ("a",))
+    ks = kernels(net, RULES)
+    assert any(layer.name in k.names for k in ks)
+    assert all(parse_key(k.text).text == k.text for k in ks)
+    assert isinstance(op_attrs(layer), tuple)
+
+
+# ----------------------------------------------------------------------------- one-kernel models
+def test_every_kernel_of_the_folder_builds_and_runs_in_ort(nets):
+    """Each kernel kind as its own model: ORT runs it and its output has the key's shape."""
+    seen = {k.text: k.key for net in nets.values() for k in kernels(net, RULES)}
+    kinds = {"+".join(k.ops) for k in seen.values()}
+    assert {"Concat", "Split", "Resize", "Transpose", "MatMul", "Gemm", "LayerNormalization",
+            "Softmax"} <= kinds
+    for key in seen.values():
+        shapes = _run_once(kernel_model(key))
+        assert shapes[0] == key.output_shape, key.text
+        assert all(parse_key(w) for w in wrappers(key, RULES))
+
+
+def test_fused_kernel_plans_place_each_input(nets):
+    """A Conv+BN+Add(const)+Add(residual) kernel: the residual goes to the second Add."""
+    key = KernelKey(("Conv", "Add", "Add", "Relu"), ((1, 16, 8, 8), (1, 16, 8, 8)),
+                    (1, 16, 8, 8), ((16, 16, 3, 3),), (3, 3), (1, 1), (1, 1, 1, 1),
+                    attrs=(("ar", "1x0x1x0"),))
+    p = plan(key)
+    adds = [n for n in p.nodes if n.op == "Add"]
+    assert adds[0].inputs[1] in p.consts and adds[1].inputs[1] not in p.consts
+    assert _run_once(kernel_model(key))[0] == key.output_shape
+    w = wrappers(key, RULES)
+    assert any(t.startswith("AveragePool") for t in w)  # the residual's pool is taken off
+
+
+def test_a_key_that_cannot_be_built_says_why():
+    key = KernelKey(("Slice",), ((1, 4),), (1, 8))  # a "slice" larger than its input
+    with pytest.raises(KernelBuildError, match="Slice"):
+        kernel_model(key)
+
+
+# ----------------------------------------------------------------------------- estimates
+def test_overhead_fit_has_no_negative_term():
+    sums = np.array([0.2, 0.5, 1.0, 2.0, 4.0, 8.0])
+    y = 1.02 * sums - 0.1  # least squares would give a negative intercept
+    rec = fit(sums, [5, 9, 14, 20, 30, 44], y)
+    assert rec["intercept_ms"] >= 0 and rec["per_kernel_ms"] >= 0 and rec["scale"] >= 0
+    assert "intercept" in rec["dropped"]
+
+
+def test_best_effort_never_subtracts(tmp_path, nets):
+    """A negative intercept (as an old LUT may have) is not taken off a partial sum."""
+    from measure.lut.model import LookupTable
+    from measure.lut.table import Entry, LutFile
+
+    net = nets["concat_dw"]
+    ks = [k.text for k in kernels(net, RULES)]
+    path = tmp_path / "neg.sqlite"
+    with LutFile.create(path, "ort", RULES.doc, RULES.hash, {}, {}) as lut:
+        for t in ks[:1]:
+            lut.put(Entry(t, t.split("|")[0], median_ms=0.05, cv=0.01, count=3))
+        lut.set_meta("calibration", json.dumps({"intercept_ms": -0.5, "per_kernel_ms": 0.0,
+                                                "scale": 1.0}))
+    with pytest.raises(MissingKernel):
+        LookupTable(path).estimate(net)
+    for est in (LookupTable(path, best_effort=True).estimate(net),
+                LookupTable(path, best_effort=True).estimate_many([net])[0]):
+        assert est.latency_ms >= est.meta["kernel_sum_ms"] == pytest.approx(0.05)
+        assert est.meta["lower_bound"] and len(est.meta["missing_kernels"]) == len(set(ks)) - 1
+
+
+def test_lut_built_on_a_model_folder_estimates_it(tmp_path, model_dir, nets):
+    """`lut build --space models:DIR` (few repeats), then `lut:` on the same space."""
+    import argparse
+
+    from costmodels.spaces import nb201
+    from measure import lut_cli
+    from measure.lut.model import LookupTable
+
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+    db = tmp_path / "models.sqlite"
+    args = parser.parse_args(["lut", "build", "--space", f"models:{model_dir}", "--db", str(db),
+                              "--repeat", "3", "--warmup", "1", "--max-retries", "0",
+                              "--rounds", "1", "--calibrate", "4"])
+    assert args.func(args) == 0
+    model = LookupTable(db)
+    ests = model.estimate_many(list(nets.values()))
+    for net, est in zip(nets.values(), ests, strict=True):
+        assert math.isfinite(est.latency_ms) and est.latency_ms > 0
+        assert est.meta["missing_kernels"] == ()
+        assert est.latency_ms == pytest.approx(model.estimate(net).latency_ms)
+    cal = model.calibration_
+    assert cal["n_points"] == len(nets) and cal["intercept_ms"] >= 0
+    other = LookupTable(db, best_effort=True).estimate(nb201.build_network(1462))
+    assert other.meta["missing_kernels"] and other.latency_ms >= other.meta["kernel_sum_ms"]
+    fp = json.loads((tmp_path / "models.fingerprint.json").read_text())
+    assert fp["space"].startswith("models:") and fp["failed"] == 0
