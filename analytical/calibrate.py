@@ -1,20 +1,35 @@
 """Calibrate a roofline spec for this machine from micro-benchmarks run through ONNX Runtime.
 
-Only micro-benchmarks, never the networks being predicted:
+Only micro-benchmarks, never the networks being predicted. Every timing goes through
+the measurement package's own builder and timer (:func:`measure.ort.build`,
+:func:`measure.ort.burst_timer`: one intra-op thread, preempted runs replaced) with
+the process pinned by :func:`measure.timing.pinned`; a figure is the median of
+``repeats`` runs, best of :data:`ROUNDS` such medians.
 
-* peak compute: a 1024^3 fp32 ``MatMul`` (one intra-op thread, CPU pinned);
-* DRAM bandwidth: an ``Add`` of two 32 MiB tensors (3 x 32 MiB streamed);
-* cache bandwidth: numpy ``add`` of 512 KiB vectors, repeated (stays in L2);
-* per op class, a chain of ``CHAIN`` identical operators at three sizes; a
-  least-squares line ``time_per_op = launch + work / rate`` gives the launch
-  overhead (intercept) and the sustained rate (slope). Compute classes (conv,
-  1x1 conv, GEMM) are fitted on FLOPs, memory classes (depthwise, pooling, global
-  pooling, element-wise) on bytes; efficiency = rate / peak (or / bandwidth).
+* **Peak compute** (``peak_gflops``): the best FLOP rate of square fp32 ``MatMul``
+  s of :data:`PEAK_SIZES` (one op per model, compute-bound).
+* **DRAM bandwidth**: an ``Add`` of two 32 MiB tensors (3 x 32 MiB streamed).
+* **Cache bandwidth**: the best of a numpy ``add`` of 512 KiB vectors and a single
+  ONNX Runtime ``Add`` of L2-resident tensors (both 3 x 512 KiB per call). It is
+  measured on its own: the element-wise chains below do not raise it.
+* **Per op class**, a least-squares line ``time_per_op = launch + work / rate`` over
+  the class's benchmark points gives the launch overhead (intercept) and sustained
+  rate (slope); efficiency = rate / roof:
 
-Each timing is the median of ``repeats`` runs after warm-up, best of ``ROUNDS``
-such medians, in process CPU time (``time.process_time_ns``: other processes on the
-same core do not inflate it, wall time would); the CPU is pinned (``os.sched_setaffinity``), by default to the most idle
-one. The whole run takes 5-20 s. The result is written as a roofline TOML spec (:func:`write_spec`).
+  - ``conv`` (3x3), ``conv1x1``: chains of :data:`CHAIN` convs at (C, H) in
+    :data:`SIZES`, fitted on FLOPs;
+  - ``depthwise`` (3x3, groups = C) and ``grouped`` (3x3, groups = C/8): their own
+    chains, fitted on FLOPs for the compute roof and on bytes for the memory roof;
+  - ``gemm`` (Gemm and MatMul): the shapes networks use, at batch 1:
+    transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) for
+    the compute efficiency, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
+    stream their weights) for the memory efficiency;
+  - ``pool``, ``global_pool``, ``elementwise``: fitted on bytes.
+
+A fitted efficiency above 1 means the roof was measured too low; it is kept in the
+``[calibration]`` section (``*_raw``) and the spec gets 1.0, with a warning in the log
+(the efficiencies are not clipped silently, and no roof is raised to fit them).
+The result is written as a roofline TOML spec (:func:`write_spec`).
 """
 
 from __future__ import annotations
@@ -23,9 +38,8 @@ import json
 import os
 import platform
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -34,15 +48,24 @@ from analytical.specs import RooflineSpec, load_spec
 
 CHAIN = 16
 ROUNDS = 3
-# CPU time of this process: what the kernels cost the core, not inflated when other
-# processes share it (ORT with one intra-op thread computes in the calling thread).
-CLOCK = time.process_time_ns
-SIZES = ((8, 8), (32, 16), (64, 32))  # (channels, height=width) of the op-class benchmarks
+SIZES = ((8, 8), (32, 16), (64, 32))   # (channels, height = width) of the conv/pool chains
+PEAK_SIZES = (256, 512, 1024)           # square MatMuls for the peak
+# (tokens, in features, out features): ViT-S/B, Swin and ConvNeXt-style projections and MLPs
+GEMM_SHAPES = ((49, 96, 384), (197, 384, 384), (197, 768, 768), (197, 768, 3072))
+# (1, K, N): classifier heads at batch 1 (weights streamed once per call)
+GEMV_SHAPES = ((512, 1000), (1024, 1000), (2048, 1000))
+OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "gemm", "pool",
+                       "global_pool", "elementwise")
 
 
 @dataclass(frozen=True)
 class Calibration:
-    """What :func:`calibrate` measured. Rates in GFLOP/s and GB/s, times in microseconds."""
+    """What :func:`calibrate` measured. Rates in GFLOP/s and GB/s, times in microseconds.
+
+    ``ops[class]`` has ``launch_us`` and ``compute_efficiency`` and/or
+    ``memory_efficiency`` (fractions of the roofs, <= 1); ``raw`` keeps any fitted
+    efficiency that exceeded 1 before it was capped.
+    """
 
     peak_gflops: float
     dram_bandwidth_gbps: float
@@ -52,24 +75,14 @@ class Calibration:
     cpu: str
     onnxruntime: str
     seconds: float
-
-
-@contextmanager
-def pinned(cpu: int | None) -> Iterator[None]:
-    """Pin this process to one CPU (``os.sched_setaffinity``) for the block, then restore."""
-    if cpu is None or not hasattr(os, "sched_setaffinity"):
-        yield
-        return
-    before = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, {cpu})
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, before)
+    raw: dict[str, float] = field(default_factory=dict)
 
 
 def idlest_cpu(sample_s: float = 0.3) -> int:
-    """The allowed CPU with the most idle time over ``sample_s`` (from /proc/stat); 0 if unknown."""
+    """The allowed CPU with the most idle time over ``sample_s`` (from /proc/stat); 0 if unknown.
+
+    Only chooses the CPU; pinning is :func:`measure.timing.pinned`'s.
+    """
     allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
 
     def idle() -> dict[int, int]:
@@ -78,46 +91,40 @@ def idlest_cpu(sample_s: float = 0.3) -> int:
             for line in Path("/proc/stat").read_text().splitlines():
                 name, *vals = line.split()
                 if name.startswith("cpu") and name[3:].isdigit():
-                    out[int(name[3:])] = int(vals[3]) + int(vals[4])  # idle + iowait
+                    out[int(name[3:])] = int(vals[3]) + int(vals[4])
         except (OSError, ValueError, IndexError):
-            pass
+            return {}
         return out
 
     before = idle()
     time.sleep(sample_s)
     after = idle()
-    gains = {c: after.get(c, 0) - before.get(c, 0) for c in allowed}
+    gains = {c: after.get(c, 0) - before.get(c, 0) for c in allowed if c in after}
     return max(allowed, key=lambda c: (gains[c], -c)) if gains else 0
 
 
-def _session(model):
-    import onnxruntime as ort
+def _config(repeats: int):
+    from measure.config import MeasureConfig
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = 1
-    so.inter_op_num_threads = 1
-    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    return MeasureConfig(runtime="ort", threads=1, warmup=3, repeat=max(repeats, 1),
+                         pin_cpu=-1, drop_preempted=True)
 
 
 def time_model(model, feeds: dict[str, np.ndarray], repeats: int = 15, warmup: int = 3,
                rounds: int = ROUNDS) -> float:
-    """Seconds of one run of an ONNX model (1 intra-op thread): the median of ``repeats``
-    timed runs after ``warmup``, best of ``rounds`` such medians (rejects interference from
-    other processes, as ``timeit`` takes the best of its repeats)."""
-    sess = _session(model)
-    for _ in range(warmup):
-        sess.run(None, feeds)
+    """Seconds of one run of an ONNX model through :mod:`measure.ort` (1 intra-op thread):
+    the median of ``repeats`` timed runs after ``warmup``, best of ``rounds`` medians."""
+    from measure.ort import build, burst_timer
+
+    config = _config(repeats)
+    built = build(model, config)
+    if not built.ok:
+        raise RuntimeError(f"calibration model did not build: {built.error}")
+    burst = burst_timer(built, config, feeds)
     best = float("inf")
-    for _ in range(rounds):
-        ts = []
-        for _ in range(repeats):
-            t0 = CLOCK()
-            sess.run(None, feeds)
-            ts.append(CLOCK() - t0)
-        best = min(best, float(np.median(ts)) * 1e-9)
+    for i in range(rounds):
+        sample = burst(warmup if i == 0 else 1, repeats)
+        best = min(best, float(np.median(sample.times_ms)) * 1e-3)
     return best
 
 
@@ -141,51 +148,48 @@ def _init(name: str, shape, rng) -> object:
 
 
 @dataclass(frozen=True)
-class Bench:
-    """A chain benchmark: ``build(c, h)`` -> (model, feeds, work per op)."""
+class Point:
+    """One benchmark model: its feeds, ops per run, and FLOPs and bytes per op."""
 
-    name: str
-    by: str  # "flops" or "bytes"
-    build: Callable[[int, int], tuple[object, dict[str, np.ndarray], float]]
-
-
-def _conv_chain(k: int, depthwise: bool) -> Callable:
-    def build(c: int, h: int):
-        from onnx import helper
-
-        rng = np.random.default_rng(0)
-        nodes, inits, x = [], [], "x"
-        cin = 1 if depthwise else c
-        for i in range(CHAIN):
-            inits += [_init(f"w{i}", (c, cin, k, k), rng), _init(f"b{i}", (c,), rng)]
-            nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
-                                          kernel_shape=[k, k], pads=[k // 2] * 4,
-                                          group=c if depthwise else 1))
-            nodes.append(helper.make_node("Relu", [f"c{i}"], [f"y{i}"]))
-            x = f"y{i}"
-        shape = (1, c, h, h)
-        m = _graph(nodes, [("x", shape)], [(x, shape)], inits)
-        macs = h * h * c * cin * k * k
-        nbytes = 4 * (2 * c * h * h + c * cin * k * k + c)
-        return m, {"x": np.ones(shape, np.float32)}, float(2 * macs if not depthwise else nbytes)
-    return build
+    model: object
+    feeds: dict[str, np.ndarray]
+    ops: int
+    flops: float
+    nbytes: float
 
 
-def _gemm_chain(c: int, h: int):
+def conv_chain(c: int, h: int, k: int, groups: int) -> Point:
+    """``CHAIN`` convs (k x k, ``groups``) + ReLU on a 1 x c x h x h map."""
     from onnx import helper
 
     rng = np.random.default_rng(0)
-    n = c * h // 4  # 16, 128, 512 features
     nodes, inits, x = [], [], "x"
+    cin = c // groups
     for i in range(CHAIN):
-        inits += [_init(f"w{i}", (n, n), rng), _init(f"b{i}", (n,), rng)]
-        nodes.append(helper.make_node("Gemm", [x, f"w{i}", f"b{i}"], [f"y{i}"], transB=1))
+        inits += [_init(f"w{i}", (c, cin, k, k), rng), _init(f"b{i}", (c,), rng)]
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[k, k], pads=[k // 2] * 4, group=groups))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"y{i}"]))
         x = f"y{i}"
-    return _graph(nodes, [("x", (1, n))], [(x, (1, n))], inits), \
-        {"x": np.ones((1, n), np.float32)}, float(2 * n * n)
+    shape = (1, c, h, h)
+    macs = h * h * c * cin * k * k
+    nbytes = 4 * (2 * c * h * h + c * cin * k * k + c)
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
 
 
-def _pool_chain(c: int, h: int):
+def matmul_point(m: int, k: int, n: int) -> Point:
+    """One ``MatMul`` of an m x k activation by a k x n weight (a single op per model)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    model = _graph([helper.make_node("MatMul", ["a", "w"], ["y"])], [("a", (1, m, k))],
+                   [("y", (1, m, n))], [_init("w", (k, n), rng)])
+    feeds = {"a": rng.normal(size=(1, m, k)).astype(np.float32)}
+    return Point(model, feeds, 1, 2.0 * m * k * n, 4.0 * (m * k + k * n + m * n))
+
+
+def pool_chain(c: int, h: int) -> Point:
     from onnx import helper
 
     nodes, x = [], "x"
@@ -194,11 +198,11 @@ def _pool_chain(c: int, h: int):
                                       pads=[1] * 4, strides=[1, 1], count_include_pad=0))
         x = f"y{i}"
     shape = (1, c, h, h)
-    return _graph(nodes, [("x", shape)], [(x, shape)], []), \
-        {"x": np.ones(shape, np.float32)}, float(2 * 4 * c * h * h)
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], []),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, 9.0 * c * h * h, 8.0 * c * h * h)
 
 
-def _add_chain(c: int, h: int):
+def add_chain(c: int, h: int) -> Point:
     from onnx import helper
 
     rng = np.random.default_rng(0)
@@ -208,11 +212,11 @@ def _add_chain(c: int, h: int):
         inits.append(_init(f"a{i}", shape, rng))
         nodes.append(helper.make_node("Add", [x, f"a{i}"], [f"y{i}"]))
         x = f"y{i}"
-    return _graph(nodes, [("x", shape)], [(x, shape)], inits), \
-        {"x": np.ones(shape, np.float32)}, float(3 * 4 * c * h * h)
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, float(c * h * h), 12.0 * c * h * h)
 
 
-def _gap_fan(c: int, h: int):
+def gap_fan(c: int, h: int) -> Point:
     from onnx import helper
 
     shape = (1, c, h, h)
@@ -220,18 +224,24 @@ def _gap_fan(c: int, h: int):
     nodes = [helper.make_node("GlobalAveragePool", [f"x{i}"], [f"y{i}"]) for i in range(CHAIN)]
     outs = [(f"y{i}", (1, c, 1, 1)) for i in range(CHAIN)]
     feeds = {n: np.ones(shape, np.float32) for n, _ in ins}
-    return _graph(nodes, ins, outs, []), feeds, float(4 * c * h * h + 4 * c)
+    return Point(_graph(nodes, ins, outs, []), feeds, CHAIN, float(c * h * h),
+                 4.0 * (c * h * h + c))
 
 
-BENCHES = (  # element-wise first: its stream rate can raise the cache roof
-    Bench("elementwise", "bytes", _add_chain),
-    Bench("conv", "flops", _conv_chain(3, False)),
-    Bench("conv1x1", "flops", _conv_chain(1, False)),
-    Bench("depthwise", "bytes", _conv_chain(3, True)),
-    Bench("gemm", "flops", _gemm_chain),
-    Bench("pool", "bytes", _pool_chain),
-    Bench("global_pool", "bytes", _gap_fan),
-)
+def benchmark_points() -> dict[str, list[Point]]:
+    """The benchmark models of every op class (built, not timed)."""
+    conv = lambda k, g: [conv_chain(c, h, k, g(c)) for c, h in SIZES]  # noqa: E731
+    return {
+        "conv": conv(3, lambda c: 1),
+        "conv1x1": conv(1, lambda c: 1),
+        "depthwise": conv(3, lambda c: c),
+        "grouped": conv(3, lambda c: max(c // 8, 1)),
+        "gemm": [matmul_point(*s) for s in GEMM_SHAPES],
+        "gemv": [matmul_point(1, k, n) for k, n in GEMV_SHAPES],
+        "pool": [pool_chain(c, h) for c, h in SIZES],
+        "global_pool": [gap_fan(c, h) for c, h in SIZES],
+        "elementwise": [add_chain(c, h) for c, h in SIZES],
+    }
 
 
 def fit_line(work: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
@@ -244,17 +254,14 @@ def fit_line(work: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
     return float(icpt), float(1.0 / slope)
 
 
-def measure_peak_gflops(n: int = 1024, repeats: int = 5) -> float:
-    from onnx import helper
-
-    rng = np.random.default_rng(0)
-    m = _graph([helper.make_node("MatMul", ["a", "b"], ["y"])], [("a", (n, n))], [("y", (n, n))],
-               [_init("b", (n, n), rng)])
-    t = time_model(m, {"a": rng.normal(size=(n, n)).astype(np.float32)}, repeats=repeats)
-    return 2 * n**3 / t / 1e9
+def measure_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = 5) -> float:
+    """Best FLOP rate (GFLOP/s) of square fp32 MatMuls of ``sizes``."""
+    return max(p.flops / time_model(p.model, p.feeds, repeats=repeats) / 1e9
+               for p in (matmul_point(n, n, n) for n in sizes))
 
 
 def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7) -> float:
+    """GB/s of an ORT ``Add`` of two ``elems``-float tensors (3 x 4 x elems bytes)."""
     from onnx import helper
 
     shape = (elems,)
@@ -264,15 +271,17 @@ def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7) -> float:
     return 3 * 4 * elems / time_model(m, feeds, repeats=repeats) / 1e9
 
 
-def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200) -> float:
+def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int = 15) -> float:
+    """GB/s of L2-resident streams: best of numpy ``add`` and one ORT ``Add`` (3 x 4 x elems B)."""
     a, b, c = (np.ones(elems, np.float32) for _ in range(3))
     best = float("inf")
     for _ in range(5):
-        t0 = CLOCK()
+        t0 = time.perf_counter_ns()
         for _ in range(loops):
             np.add(a, b, out=c)
-        best = min(best, (CLOCK() - t0) * 1e-9 / loops)
-    return 3 * 4 * elems / best / 1e9
+        best = min(best, (time.perf_counter_ns() - t0) * 1e-9 / loops)
+    numpy_gbps = 3 * 4 * elems / best / 1e9
+    return max(numpy_gbps, measure_dram_gbps(elems, repeats=repeats))
 
 
 def cache_bytes() -> int:
@@ -299,6 +308,21 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def _fit(points: list[Point], secs: list[float], by: str) -> tuple[float, float]:
+    work = np.array([p.flops if by == "flops" else p.nbytes for p in points])
+    return fit_line(work, np.array(secs))
+
+
+def _efficiency(name: str, key: str, rate: float, roof: float, raw: dict[str, float],
+                log: Callable[[str], None]) -> float:
+    eff = rate / roof
+    if eff > 1.0:
+        raw[f"{name}_{key}_raw"] = round(eff, 4)
+        log(f"warning: {name} {key} {eff:.2f} > 1: its roof was measured too low; capped at 1")
+        return 1.0
+    return float(eff)
+
+
 def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
               log: Callable[[str], None] = lambda s: None) -> Calibration:
     """Run every micro-benchmark pinned to ``cpu`` and return the measured figures.
@@ -307,34 +331,52 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     """
     import onnxruntime as ort
 
+    from measure.timing import pinned
+
     t0 = time.perf_counter()
     if cpu == "auto":
         cpu = idlest_cpu()
     log(f"pinned to CPU {cpu}" if cpu is not None else "not pinned")
-    with pinned(cpu):
-        peak = max(measure_peak_gflops(n) for n in (512, 1024, 2048))
-        log(f"peak: {peak:.1f} GFLOP/s (best MatMul of 512^3, 1024^3, 2048^3)")
-        dram = measure_dram_gbps()
-        cache = measure_cache_gbps()
+    pts = benchmark_points()
+    with pinned(-1 if cpu is None else int(cpu)):
+        peak = measure_peak_gflops(repeats=max(repeats // 3, 3))
+        log(f"peak: {peak:.1f} GFLOP/s (best MatMul of {PEAK_SIZES} cubed)")
+        dram = measure_dram_gbps(repeats=max(repeats // 2, 3))
+        cache = measure_cache_gbps(repeats=repeats)
         log(f"bandwidth: DRAM {dram:.1f} GB/s (Add 3x32 MiB), cache {cache:.1f} GB/s")
-        ops: dict[str, dict[str, float]] = {}
-        for b in BENCHES:
-            work, secs = [], []
-            for c, h in SIZES:
-                model, feeds, per_op = b.build(c, h)
-                work.append(per_op)
-                secs.append(time_model(model, feeds, repeats=repeats) / CHAIN)
-            launch_s, rate = fit_line(np.array(work), np.array(secs))
-            if b.name == "elementwise":  # ORT's own stream may beat numpy's: the roof is the best
-                cache = max(cache, rate / 1e9)
-            roof = peak * 1e9 if b.by == "flops" else cache * 1e9
-            eff = float(min(max(rate / roof, 1e-3), 1.0))
-            ops[b.name] = {"launch_us": launch_s * 1e6,
-                           "compute_efficiency" if b.by == "flops" else "memory_efficiency": eff}
-            log(f"{b.name}: launch {launch_s * 1e6:.2f} us, {b.by} rate {rate / 1e9:.1f} G/s "
-                f"({eff:.0%} of roof)")
+        secs = {name: [time_model(p.model, p.feeds, repeats=repeats) / p.ops for p in pts_]
+                for name, pts_ in pts.items()}
+    ops: dict[str, dict[str, float]] = {}
+    raw: dict[str, float] = {}
+    for name in ("conv", "conv1x1", "depthwise", "grouped"):
+        launch, rate = _fit(pts[name], secs[name], "flops")
+        _, brate = _fit(pts[name], secs[name], "bytes")
+        ops[name] = {"launch_us": launch * 1e6,
+                     "compute_efficiency": _efficiency(name, "compute", rate, peak * 1e9, raw,
+                                                       log),
+                     "memory_efficiency": _efficiency(name, "memory", brate, cache * 1e9, raw,
+                                                      log)}
+        log(f"{name}: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s")
+    # gemm: compute efficiency at transformer sizes, memory efficiency of classifier heads
+    launch, rate = _fit(pts["gemm"], secs["gemm"], "flops")
+    gemv_rate = max(p.nbytes / s for p, s in zip(pts["gemv"], secs["gemv"], strict=True))
+    big = [p.nbytes for p in pts["gemv"]]
+    bw = cache if max(big) <= cache_bytes() else dram
+    ops["gemm"] = {"launch_us": launch * 1e6,
+                   "compute_efficiency": _efficiency("gemm", "compute", rate, peak * 1e9, raw,
+                                                     log),
+                   "memory_efficiency": _efficiency("gemm", "memory", gemv_rate, bw * 1e9, raw,
+                                                    log)}
+    log(f"gemm: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s at {GEMM_SHAPES}; "
+        f"heads {gemv_rate / 1e9:.1f} GB/s")
+    for name in ("pool", "global_pool", "elementwise"):
+        launch, brate = _fit(pts[name], secs[name], "bytes")
+        ops[name] = {"launch_us": launch * 1e6,
+                     "memory_efficiency": _efficiency(name, "memory", brate, cache * 1e9, raw,
+                                                      log)}
+        log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
     return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
-                       time.perf_counter() - t0)
+                       time.perf_counter() - t0, raw)
 
 
 def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None = None) -> str:
@@ -344,42 +386,46 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
     ``base`` names them (default: the shipped ``x86_generic`` spec, whose rules are
     ``ort``, ONNX Runtime's CPU optimiser). Layout reorders are not benchmarked:
     they are copies, so the ``reorder`` class takes the element-wise stream's
-    memory efficiency and launch overhead.
+    memory efficiency and launch overhead. A class measured only on one roof takes
+    1.0 on the other (pooling never binds on compute).
     """
     base = base or load_spec("x86_generic", RooflineSpec)
-    stream = cal.ops["elementwise"]["memory_efficiency"]
+    ew = cal.ops["elementwise"]
     lines = [
         "# Roofline spec of this machine, measured by `costmodels roofline calibrate`",
         f"# on {time.strftime('%Y-%m-%d %H:%M:%S')} ({cal.seconds:.0f} s of micro-benchmarks;",
         "# see analytical/calibrate.py for each benchmark). Nothing here is fitted to networks.",
         'kind = "roofline"', "schema_version = 1", f'name = "{name}"',
         f'description = "calibrated: {cal.cpu}, ONNX Runtime {cal.onnxruntime} CPU, 1 thread"',
-        f"peak_gflops = {cal.peak_gflops:.3f}   # best MatMul (512..2048)^3 fp32, median",
+        f"peak_gflops = {cal.peak_gflops:.3f}   # best square MatMul of {PEAK_SIZES}",
         f"dram_bandwidth_gbps = {cal.dram_bandwidth_gbps:.3f}   # ORT Add, 3 x 32 MiB streamed",
-        f"cache_bandwidth_gbps = {cal.cache_bandwidth_gbps:.3f}   # best of numpy add (3 x 512 KiB) and the ORT Add chain",
+        f"cache_bandwidth_gbps = {cal.cache_bandwidth_gbps:.3f}   # best of numpy add and one "
+        "ORT Add, 3 x 512 KiB",
         f"cache_bytes = {cal.cache_bytes}   # L2 per core (sysfs)",
         f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
         "",
-        "# Per op class: chains of 16 ops at (C, H) in " + str(SIZES) + ";",
-        "# launch_us = intercept, efficiency = fitted rate / roof. Compute classes take the",
-        "# element-wise stream's memory efficiency; memory classes never bind on compute.",
+        "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",
+        f"# conv/conv1x1/depthwise/grouped/pool/global_pool/elementwise: chains of {CHAIN} ops at",
+        f"# (C, H) in {SIZES}; gemm: MatMuls of (tokens, in, out) {GEMM_SHAPES}",
+        f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory).",
     ]
-    for cls in ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise"):
+    for cls in OP_CLASSES_MEASURED:
         o = cal.ops[cls]
         lines += [f"[ops.{cls}]",
-                  f"compute_efficiency = {o.get('compute_efficiency', 1.0):.4f}",
-                  f"memory_efficiency = {o.get('memory_efficiency', stream):.4f}",
+                  f"compute_efficiency = {max(o.get('compute_efficiency', 1.0), 1e-4):.4f}",
+                  f"memory_efficiency = {max(o.get('memory_efficiency', 1.0), 1e-4):.4f}",
                   f"launch_us = {o['launch_us']:.3f}"]
     lines += ["[ops.view]   # Flatten/Reshape: no data moved; launch as an element-wise op",
               "compute_efficiency = 1.0", "memory_efficiency = 1.0",
-              f"launch_us = {cal.ops['elementwise']['launch_us']:.3f}", "traffic_factor = 0.0",
+              f"launch_us = {ew['launch_us']:.3f}", "traffic_factor = 0.0",
               "[ops.reorder]   # layout reorders (copies): not benchmarked, the element-wise figures",
-              "compute_efficiency = 1.0", f"memory_efficiency = {stream:.4f}",
-              f"launch_us = {cal.ops['elementwise']['launch_us']:.3f}",
+              "compute_efficiency = 1.0", f"memory_efficiency = {ew['memory_efficiency']:.4f}",
+              f"launch_us = {ew['launch_us']:.3f}",
               "",
               "[calibration]", f'cpu = "{cal.cpu}"', f'onnxruntime = "{cal.onnxruntime}"',
-              f"seconds = {cal.seconds:.1f}", ""]
-    return "\n".join(lines)
+              f"seconds = {cal.seconds:.1f}"]
+    lines += [f"{k} = {v}" for k, v in sorted(cal.raw.items())]
+    return "\n".join(lines) + "\n"
 
 
 def write_spec(cal: Calibration, path: str | Path, name: str = "local",
@@ -390,3 +436,6 @@ def write_spec(cal: Calibration, path: str | Path, name: str = "local",
     p.write_text(spec_toml(cal, name, base))
     load_spec(str(p), RooflineSpec)
     return p
+
+
+__all__ = ["Calibration", "calibrate", "fit_line", "spec_toml", "write_spec"]

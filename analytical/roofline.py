@@ -19,8 +19,8 @@ output). The network's latency is the sum over kernels (one stream, no overlap).
 
 from __future__ import annotations
 
-import operator
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from types import MappingProxyType
 
@@ -28,17 +28,15 @@ from analytical.specs import RooflineSpec, load_spec
 from costmodels.fusion import Kernel, kernels, load_rules
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import DTYPE_BYTES, Layer, Network, numel
+from costmodels.ops import op_class as ops_class
 
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
               "view", "reorder")
-_CLASS_OF_OP = {
-    "Gemm": "gemm", "MatMul": "gemm",
-    "MaxPool": "pool", "AveragePool": "pool",
-    "GlobalAveragePool": "global_pool", "GlobalMaxPool": "global_pool",
-    "ReduceMean": "global_pool", "ReduceMax": "global_pool", "ReduceSum": "global_pool",
-    "Flatten": "view", "Reshape": "view", "Squeeze": "view", "Unsqueeze": "view",
-    "Identity": "view",
-}
+# Classes a spec may add; absent, a layer of the class is costed as the one named here.
+OPTIONAL_CLASSES = {"grouped": "conv"}
+# costmodels.ops classes -> this model's spec classes (conv is split by kernel below)
+_SPEC_CLASS = {"depthwise_conv": "depthwise", "grouped_conv": "grouped", "gemm": "gemm",
+               "matmul": "gemm", "pool": "pool", "global_pool": "global_pool", "view": "view"}
 DEFAULT_SPEC = "x86_generic"
 LOCAL_SPEC_ENV = "COSTMODELS_ROOFLINE_SPEC"
 
@@ -57,12 +55,13 @@ def local_spec_path() -> Path:
 
 
 def op_class(layer: Layer) -> str:
-    """The spec's op class of a layer: conv kinds by shape, other ops by table."""
-    if layer.op in ("Conv", "ConvTranspose"):
-        if layer.is_depthwise:
-            return "depthwise"
+    """The spec's op class of a layer, from :func:`costmodels.ops.op_class`: convolutions
+    by groups and kernel (``depthwise``, ``grouped``, ``conv1x1``, ``conv``), Gemm and
+    MatMul ``gemm``, pools, views; every other op streams like an ``elementwise`` one."""
+    cls = ops_class(layer)
+    if cls == "conv":
         return "conv1x1" if layer.kernel and numel(layer.kernel) == 1 else "conv"
-    return _CLASS_OF_OP.get(layer.op, "elementwise")
+    return _SPEC_CLASS.get(cls, "elementwise")
 
 
 def kernel_work(k: Kernel) -> tuple[str, int, int]:
@@ -92,38 +91,47 @@ class RooflineModel(BaseCostModel):
             from analytical.specs import SpecError
             raise SpecError(f"{spec.name}: field 'ops' lacks op class(es) {', '.join(missing)}")
         self.rules = load_rules(spec.fusion)
-        self._costs: dict[tuple, tuple[tuple[Layer, ...], LayerCost]] = {}
+        self._by_key: dict[tuple, LayerCost] = {}
 
     @property
     def name(self) -> str:  # type: ignore[override]
         return f"roofline:{self.spec.name}"
 
-    def kernel_cost(self, k: Kernel) -> LayerCost:
-        """The cost of one kernel (cached: the same layers fused the same way cost the same)."""
-        ck = (k.layout, *map(id, k.layers)) if k.layers else k.key
-        hit = self._costs.get(ck)
-        if hit is not None and all(map(operator.is_, hit[0], k.layers)):
-            return hit[1]
-        cost = self._kernel_cost(k)
-        self._costs[ck] = (k.layers, cost)
-        return cost
+    def class_cost(self, cls: str):
+        """The spec's costs of op class ``cls`` (an optional class falls back, see
+        :data:`OPTIONAL_CLASSES`)."""
+        ops = self.spec.ops
+        return ops[cls] if cls in ops else ops[OPTIONAL_CLASSES.get(cls, "elementwise")]
 
-    def _kernel_cost(self, k: Kernel) -> LayerCost:
+    def kernel_cost(self, k: Kernel) -> LayerCost:
+        """The cost of one kernel. The figures are cached by its
+        :class:`~costmodels.fusion.KernelKey` and layout (two kernels with the same key cost
+        the same); the names are the kernel's own."""
+        latency_ms, bound, meta = self._figures_of(k)
+        return LayerCost(
+            name=k.layers[0].name if k.layers else k.ops[0], op="+".join(k.ops),
+            latency_ms=latency_ms, bound=bound,
+            meta=MappingProxyType({**meta, "fused": k.names, "layout": k.layout}))
+
+    def _figures(self, k: Kernel) -> tuple[float, str, dict]:
         s = self.spec
         cls, flops, nbytes = kernel_work(k)
-        c = s.ops[cls]
+        c = self.class_cost(cls)
         bw = s.cache_bandwidth_gbps if nbytes <= s.cache_bytes else s.dram_bandwidth_gbps
         compute_ms = flops / (s.peak_gflops * 1e6 * c.compute_efficiency)
         memory_ms = nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency)
         launch_ms = c.launch_us * 1e-3
-        return LayerCost(
-            name=k.layers[0].name if k.layers else k.ops[0], op="+".join(k.ops),
-            latency_ms=max(compute_ms, memory_ms) + launch_ms,
-            bound="compute" if compute_ms >= memory_ms else "memory",
-            meta=MappingProxyType({
-                "op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
-                "launch_ms": launch_ms, "flops": flops, "bytes": nbytes,
-                "fused": k.names, "layout": k.layout}))
+        return (max(compute_ms, memory_ms) + launch_ms,
+                "compute" if compute_ms >= memory_ms else "memory",
+                {"op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
+                 "launch_ms": launch_ms, "flops": flops, "bytes": nbytes})
+
+    def _figures_of(self, k: Kernel) -> tuple[float, str, dict]:
+        ck = (k.key, k.layout)
+        fig = self._by_key.get(ck)
+        if fig is None:
+            fig = self._by_key[ck] = self._figures(k)
+        return fig
 
     def estimate(self, net: Network) -> Estimate:
         costs = tuple(self.kernel_cost(k) for k in kernels(net, self.rules))
@@ -132,7 +140,22 @@ class RooflineModel(BaseCostModel):
             meta={"backend": self.name, "device": self.spec.name, "rules": self.rules.name,
                   "kernels": len(costs), "layers": len(net.layers),
                   "compute_bound": sum(c.bound == "compute" for c in costs),
-                  "memory_bound": sum(c.bound == "memory" for c in costs)})
+                  "memory_bound": sum(c.bound == "memory" for c in costs),
+                  "uncosted_layers": ()})
+
+    def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
+        """Totals only (``per_layer`` empty, for speed); :meth:`estimate` gives the breakdown."""
+        out = []
+        for net in nets:
+            figs = [self._figures_of(k) for k in kernels(net, self.rules)]
+            out.append(Estimate(
+                latency_ms=sum(f[0] for f in figs), energy_mj=None,
+                meta={"backend": self.name, "device": self.spec.name, "rules": self.rules.name,
+                      "kernels": len(figs), "layers": len(net.layers),
+                      "compute_bound": sum(f[1] == "compute" for f in figs),
+                      "memory_bound": sum(f[1] == "memory" for f in figs),
+                      "uncosted_layers": ()}))
+        return out
 
 
 def from_spec(arg: str | None) -> RooflineModel:

@@ -105,7 +105,12 @@ def test_op_classes():
     one = make_layer("c", "Conv", ["x"], ["c"], [SHAPE], SHAPE, [(8, 8, 1, 1)], kernel=(1, 1))
     dw = make_layer("c", "Conv", ["x"], ["c"], [SHAPE], SHAPE, [(8, 1, 3, 3)], kernel=(3, 3),
                     groups=8, pads=(1, 1, 1, 1))
-    assert (op_class(one), op_class(dw)) == ("conv1x1", "depthwise")
+    grouped = make_layer("c", "Conv", ["x"], ["c"], [SHAPE], SHAPE, [(8, 2, 3, 3)],
+                         kernel=(3, 3), groups=4, pads=(1, 1, 1, 1))
+    assert (op_class(one), op_class(dw), op_class(grouped)) == ("conv1x1", "depthwise",
+                                                                "grouped")
+    mm = make_layer("m", "MatMul", ["x", "y"], ["m"], [(1, 4, 8), (1, 8, 4)], (1, 4, 4))
+    assert op_class(mm) == "gemm"
     assert op_class(_op("a", "Add", ["x", "y"])) == "elementwise"
 
 
@@ -128,10 +133,10 @@ def test_fit_line_recovers_launch_and_rate():
 
 
 def _fake_calibration() -> Calibration:
-    ops = {c: {"launch_us": 1.0, "compute_efficiency": 0.8}
-           for c in ("conv", "conv1x1", "gemm")}
+    ops = {c: {"launch_us": 1.0, "compute_efficiency": 0.8, "memory_efficiency": 0.7}
+           for c in ("conv", "conv1x1", "gemm", "depthwise", "grouped")}
     ops |= {c: {"launch_us": 0.5, "memory_efficiency": 0.6}
-            for c in ("depthwise", "pool", "global_pool", "elementwise")}
+            for c in ("pool", "global_pool", "elementwise")}
     return Calibration(100.0, 20.0, 60.0, 1 << 21, ops, "test cpu", "1.0", 1.0)
 
 
@@ -141,6 +146,8 @@ def test_spec_toml_round_trip(tmp_path):
     assert spec.name == "mine" and spec.peak_gflops == 100.0 and spec.cache_bytes == 1 << 21
     assert spec.ops["conv"].compute_efficiency == 0.8
     assert spec.ops["pool"].memory_efficiency == 0.6
+    assert spec.ops["grouped"].compute_efficiency == 0.8
+    assert spec.ops["pool"].compute_efficiency == 1.0  # measured on bytes only
     assert spec.ops["view"].traffic_factor == 0.0
     assert spec.ops["reorder"].memory_efficiency == spec.ops["elementwise"].memory_efficiency
     assert spec.fusion == load_spec("x86_generic", RooflineSpec).fusion == "ort"
