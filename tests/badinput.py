@@ -1,0 +1,319 @@
+"""Bad inputs for the real CLI: files that users bring, and a runner that checks the contract.
+
+The contract (issue 11, "one error contract"): a user mistake prints a line starting
+with ``error: `` that names what is at fault, exits with code 2, never prints a
+traceback, and leaves every file it was given byte-identical (no ``-wal``/``-shm``
+sibling, nothing else in the folder created or changed). Inputs and outputs are
+checked before any work starts.
+
+:func:`make_fixtures` writes every bad (and a few good) input into one folder;
+a :class:`Case` is a command line with ``{d}`` for that folder; :func:`run_case`
+runs it in-process through :func:`costmodels.cli.main` or in a real subprocess,
+and :func:`snapshot` / :func:`diff` tell what changed on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import json
+import os
+import shutil
+import sqlite3
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+LUT = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite"
+TABLE = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10.csv"
+MARKER = "IMPORTED_BY_MANIFEST"   # file the planted module writes when imported
+
+
+# ----------------------------------------------------------------------------- cases
+@dataclass(frozen=True)
+class Case:
+    """One bad input: a CLI command line and what its ``error:`` line must name.
+
+    ``argv`` items may contain ``{d}`` (the fixture folder). ``names``: substrings
+    that must all appear in the error text. ``owner``: the file whose code makes
+    this case fail today (the test marks it xfail, strict). ``sub``: run in a
+    real subprocess (``timeout_s`` bounds it) instead of in-process.
+    """
+
+    id: str
+    argv: tuple[str, ...]
+    names: tuple[str, ...] = ()
+    code: int = 2
+    sub: bool = False
+    owner: str = ""
+    why: str = ""
+    env: Mapping[str, str] = field(default_factory=dict)
+    timeout_s: float = 60.0
+    not_in_output: tuple[str, ...] = ()   # text that must not be echoed (file contents)
+
+    def args(self, d: Path) -> list[str]:
+        return [a.replace("{d}", str(d)) for a in self.argv]
+
+
+@dataclass
+class Outcome:
+    """What a case did: exit code, output, and the traceback if one escaped."""
+
+    code: int
+    out: str
+    err: str
+    seconds: float
+    escaped: str = ""   # traceback text of an exception that left main()
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [ln for ln in self.err.splitlines() if ln.startswith("error: ")]
+
+
+# ----------------------------------------------------------------------------- running
+def cli_command() -> list[str]:
+    """The installed ``costmodels`` script next to this Python, else ``python -m``."""
+    script = Path(sys.executable).with_name("costmodels")
+    return [str(script)] if script.is_file() else [sys.executable, "-m", "costmodels.cli"]
+
+
+def base_env(home: Path) -> dict[str, str]:
+    """Environment for a case: short mode, no debug tracebacks, config kept in ``home``."""
+    env = {k: v for k, v in os.environ.items() if k != "COSTMODELS_DEBUG"}
+    env.update(COSTMODELS_SHORT="1", XDG_CONFIG_HOME=str(home / "config"),
+               COSTMODELS_ROOFLINE_SPEC=str(home / "config" / "roofline-local.toml"),
+               PYTHONDONTWRITEBYTECODE="1")
+    return env
+
+
+def run_case(case: Case, d: Path, home: Path) -> Outcome:
+    """Run ``case`` with the fixtures in ``d`` (cwd ``d``)."""
+    env = {**base_env(home), **{k: v.replace("{d}", str(d)) for k, v in case.env.items()}}
+    if case.sub:
+        return _run_subprocess(case.args(d), d, env, case.timeout_s)
+    return _run_inprocess(case.args(d), d, env)
+
+
+def _run_subprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
+                    timeout_s: float) -> Outcome:
+    t0 = time.perf_counter()
+    try:
+        p = subprocess.run([*cli_command(), *argv], cwd=cwd, env=dict(env), capture_output=True,
+                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        return Outcome(-9, out, err + f"\n[still running after {timeout_s} s: it started work]",
+                       time.perf_counter() - t0)
+    return Outcome(p.returncode, p.stdout, p.stderr, time.perf_counter() - t0)
+
+
+def _run_inprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Outcome:
+    from costmodels.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    old_env, old_cwd = dict(os.environ), os.getcwd()
+    escaped = ""
+    t0 = time.perf_counter()
+    os.environ.clear()
+    os.environ.update(env)
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(argv))
+            except SystemExit as exc:   # sys.exit("message") from a handler
+                code = exc.code if isinstance(exc.code, int) else 1
+                if not isinstance(exc.code, int) and exc.code is not None:
+                    print(exc.code, file=sys.stderr)
+            except BaseException:  # noqa: BLE001 - what a user would see as a traceback
+                code = 1
+                escaped = traceback.format_exc()
+    finally:
+        os.chdir(old_cwd)
+        os.environ.clear()
+        os.environ.update(old_env)
+    return Outcome(int(code or 0), out.getvalue(), err.getvalue(), time.perf_counter() - t0,
+                   escaped)
+
+
+# ----------------------------------------------------------------------------- disk state
+def snapshot(folder: Path) -> dict[str, str]:
+    """``relative path -> sha256`` of every file below ``folder`` (``<dir>`` for folders)."""
+    state = {}
+    for p in sorted(folder.rglob("*")):
+        rel = str(p.relative_to(folder))
+        if p.is_symlink():
+            state[rel] = f"<link {os.readlink(p)}>"
+        elif p.is_dir():
+            state[rel] = f"<dir {oct(p.stat().st_mode & 0o777)}>"
+        else:
+            state[rel] = sha256(p) + f" {oct(p.stat().st_mode & 0o777)}"
+    return state
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def diff(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
+    """Human-readable changes between two snapshots (empty when nothing changed)."""
+    out = [f"created {k}" for k in after if k not in before]
+    out += [f"removed {k}" for k in before if k not in after]
+    out += [f"changed {k}" for k in before if k in after and before[k] != after[k]]
+    return out
+
+
+# ----------------------------------------------------------------------------- fixtures
+def tiny_model(dynamic: bool = False, with_if: bool = False):
+    """Conv-Relu-GlobalAveragePool on x: 1x3x16x16 (``dynamic``: N and H/W symbolic)."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 3, 3, 3))
+                                .astype(np.float32), "w")
+    nodes = [helper.make_node("Conv", ["x", "w"], ["c"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("Relu", ["c"], ["r"], name="relu"),
+             helper.make_node("GlobalAveragePool", ["r"], ["y"], name="gap")]
+    inputs = [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, ["N", 3, "H", "W"] if dynamic else [1, 3, 16, 16])]
+    outputs = [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                             ["N", 8, 1, 1] if dynamic else [1, 8, 1, 1])]
+    inits = [w]
+    if with_if:
+        def branch(name: str, value: float):
+            c = helper.make_node("Constant", [], [f"{name}_out"], name=f"{name}_const",
+                                 value=numpy_helper.from_array(np.full((1, 8, 1, 1), value,
+                                                                       np.float32)))
+            return helper.make_graph([c], name, [], [helper.make_tensor_value_info(
+                f"{name}_out", TensorProto.FLOAT, [1, 8, 1, 1])])
+        inits.append(numpy_helper.from_array(np.array(True), "flag"))
+        nodes[-1] = helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap")
+        nodes += [helper.make_node("If", ["flag"], ["b"], name="choose_branch",
+                                   then_branch=branch("then", 1.0),
+                                   else_branch=branch("else", 0.0)),
+                  helper.make_node("Add", ["g", "b"], ["y"], name="add")]
+    g = helper.make_graph(nodes, "tiny", inputs, outputs, inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _sqlite(path: Path, *sql: str) -> None:
+    con = sqlite3.connect(path)
+    try:
+        for s in sql:
+            con.execute(s)
+        con.commit()
+    finally:
+        con.close()
+    for side in ("-wal", "-shm", "-journal"):
+        Path(f"{path}{side}").unlink(missing_ok=True)
+
+
+def nb201_rows(n: int) -> list[tuple[int, str, float]]:
+    """``n`` rows (index, arch_str, latency_ms) of the committed measured table."""
+    import csv
+
+    with open(TABLE, newline="", encoding="utf-8") as fh:
+        rows = list(csv.DictReader(fh))[:n]
+    return [(int(r["arch_index"]), r["arch_str"], float(r["latency_ms"])) for r in rows]
+
+
+def _table(rows: Sequence[Sequence[object]], header: str = "arch_index,arch_str,latency_ms"
+           ) -> str:
+    return header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
+
+
+def make_fixtures(d: Path) -> None:
+    """Write every input the cases use into folder ``d`` (cheap: no fitting, no measuring)."""
+    import onnx
+
+    d.mkdir(parents=True, exist_ok=True)
+    good = nb201_rows(30)
+    # -- ONNX files
+    onnx.save(tiny_model(), d / "tiny.onnx")
+    onnx.save(tiny_model(dynamic=True), d / "dyn.onnx")
+    onnx.save(tiny_model(with_if=True), d / "ifnode.onnx")
+    data = (d / "tiny.onnx").read_bytes()
+    (d / "trunc.onnx").write_bytes(data[: len(data) // 2])
+    (d / "random.onnx").write_bytes(hashlib.sha512(b"x").digest() * 64)
+    (d / "empty.onnx").write_bytes(b"")
+    (d / "text.onnx").write_text("this is not a model\n")
+    (d / "dir.onnx").mkdir()
+    (d / "models_ok").mkdir()
+    shutil.copy(d / "tiny.onnx", d / "models_ok" / "a.onnx")
+    (d / "models_none").mkdir()
+    (d / "models_none" / "readme.txt").write_text("no models here\n")
+    # -- tables
+    (d / "good.csv").write_text(_table(good))
+    (d / "bom.csv").write_bytes(b"\xef\xbb\xbf" + _table(good).encode())
+    (d / "empty.csv").write_bytes(b"")
+    (d / "header_only.csv").write_text("arch_index,arch_str,latency_ms\n")
+    (d / "wrong_header.csv").write_text(_table(good, "index,arch,time"))
+    latin = _table(good[:2]) + f"{good[2][0]},{good[2][1]},1.5 caf\xe9\n"
+    (d / "latin1.csv").write_bytes(latin.encode("latin-1"))
+    (d / "nul.csv").write_bytes(_table(good[:3]).encode() + b"\x00\x00\x00\n")
+    (d / "png.csv").write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)))
+    for name, bad in (("nan", "nan"), ("neg", "-1.5"), ("zero", "0"), ("text", "fast")):
+        rows = [list(r) for r in good]
+        rows[1][2] = bad
+        (d / f"lat_{name}.csv").write_text(_table(rows))
+    (d / "dup.csv").write_text(_table(good + [(good[0][0], good[0][1], good[0][2] * 3)]))
+    rows = [list(r) for r in good]
+    rows[2][0] = rows[2][0] + 1
+    (d / "mismatch.csv").write_text(_table(rows))
+    (d / "comma.csv").write_text(_table(good[:2]) + f"{good[2][0]},{good[2][1]},1.0,oops\n")
+    (d / "huge.csv").write_text(_table(good[:2]) + f"{good[2][0]},{'x' * 300_000},1.0\n")
+    (d / "fbnet_rows.csv").write_text(
+        "arch_index,arch_str,latency_ms\n," + "|".join(["k3_e1"] * 22) + ",1.0\n")
+    # -- stores and LUTs (SQLite files made by someone else)
+    (d / "notsqlite.db").write_text("just some text, not a database\n")
+    (d / "emptyfile.db").write_bytes(b"")
+    _sqlite(d / "table_t.db", "CREATE TABLE t (a INTEGER)", "INSERT INTO t VALUES (1)")
+    _sqlite(d / "view_only.db", "CREATE VIEW v AS SELECT 1 AS one")
+    _sqlite(d / "user_version.db", "PRAGMA user_version=7")
+    _sqlite(d / "no_tables.db", "CREATE TABLE gone (a)", "DROP TABLE gone")
+    shutil.copy(LUT, d / "ort.lut.sqlite")
+    con = sqlite3.connect(f"{LUT.as_uri()}?mode=ro&immutable=1", uri=True)
+    try:
+        keys = con.execute("SELECT key, median_ms FROM entries WHERE ok=1 LIMIT 3").fetchall()
+    finally:
+        con.close()
+    (d / "lut_entries.csv").write_text(
+        "key,median_ms\n" + "".join(f'"{k}",{m!r}\n' for k, m in keys))
+    # -- a model directory and a module a manifest could name
+    (d / "emptydir").mkdir()
+    (d / "afile.txt").write_text("a file, not a folder\n")
+    (d / "outdir").mkdir()
+    pylib = d / "pylib"
+    pylib.mkdir()
+    (pylib / "evil_cm_mod.py").write_text(
+        "import pathlib, os\n"
+        f"pathlib.Path(os.environ['H8_MARKER_DIR'], {MARKER!r}).write_text('imported')\n"
+        "__version__ = '1.0'\n")
+
+
+def make_store(path: Path) -> None:
+    """An empty measurement store created by costmodels itself."""
+    from measure.store import MeasureStore
+
+    MeasureStore(path).close()
+    for side in ("-wal", "-shm"):
+        Path(f"{path}{side}").unlink(missing_ok=True)
+
+
+def edit_manifest(src: Path, dst: Path, edit: Callable[[dict], None]) -> None:
+    """Copy model directory ``src`` to ``dst`` and change its manifest with ``edit``."""
+    shutil.copytree(src, dst)
+    path = dst / "manifest.json"
+    doc = json.loads(path.read_text())
+    edit(doc)
+    path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
