@@ -91,6 +91,13 @@ def check_output(path: str | Path, what: str = "output file") -> Path:
         raise InputError(f"{what} {path}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise InputError(f"{what} {path}: cannot create it in {parent} (permission denied)")
+    import tempfile
+
+    try:  # access() says yes to root everywhere (/proc too): try it; leaves no file behind
+        tempfile.TemporaryFile(dir=parent).close()
+    except OSError as exc:
+        raise InputError(f"{what} {path}: cannot create files in {parent} "
+                         f"({exc.strerror or exc}); give a writable path") from None
     return p
 
 
