@@ -525,9 +525,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 0
+    except SystemExit as exc:  # sys.exit("error: ...") in a handler: the same one line, code 2
+        if isinstance(exc.code, int) or exc.code is None:
+            raise
+        text = str(exc.code).strip()
+        print(text if text.startswith("error: ") else f"error: {text}", file=sys.stderr)
+        return 2
     except OSError as exc:
-        where = f" {exc.filename}" if exc.filename else ""
-        print(f"error:{where}: {exc.strerror or exc}", file=sys.stderr)
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 2
     except MemoryError:
         print("error: out of memory; use a smaller --sample or --batch", file=sys.stderr)
