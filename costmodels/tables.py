@@ -223,7 +223,11 @@ def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: I
                 row.append("" if en is None or not math.isfinite(en) else repr(float(en)))
             row += ["" if v[r] is None else v[r] for v in extra.values()]
             w.writerow(row)
-    tmp.replace(path)
+    try:
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)   # leave nothing behind (e.g. the target is a folder)
+        raise
 
 
 class TableModel(BaseCostModel):
