@@ -101,6 +101,14 @@ def run(args: argparse.Namespace) -> int:
         from costmodels.errors import InputError
         raise InputError(f"--train {args.train} leaves nothing to score: the demo measures "
                          f"{n} architectures; use --train below {n}")
+    if args.truth is not None:         # a bad --truth fails now, not after the LUT is built
+        from costmodels.errors import InputError
+        from costmodels.tables import read_table
+
+        rows = len(read_table(args.truth, space=space))
+        if args.train >= rows:
+            raise InputError(f"--train {args.train} leaves nothing to score: {args.truth} has "
+                             f"{rows} rows; use --train below {rows}")
     (out / "work").mkdir(parents=True, exist_ok=True)
     plan = steps(out, sample, args.train, args.seed, args.dataset, args.space, args.truth,
                  args.input_shape)
