@@ -199,12 +199,6 @@ def reference_counts(model, resolution):
     return sum(macs), sum(p.numel() for p in model.parameters())
 
 
-def ir_params(net):
-    """Parameters of the IR, less the shape tensors of Reshape (see the report: they
-    are int64 constants, not parameters, but make_layer counts every constant)."""
-    return net.params - sum(layer.params for layer in net if layer.op == "Reshape")
-
-
 @pytest.mark.parametrize("dataset", ["cifar100", "ImageNet"])
 @pytest.mark.parametrize("ops", [ALL0, LAST_G2, ALL_SKIP, RANDOM, EVERY_BLOCK])
 def test_macs_and_params_match_the_pytorch_reference(ops, dataset):
@@ -213,7 +207,7 @@ def test_macs_and_params_match_the_pytorch_reference(ops, dataset):
     macs, params = reference_counts(reference_module(ops, dataset),
                                     fbnet.DATASETS[dataset].resolution)
     assert net.macs == macs
-    assert ir_params(net) == params
+    assert net.params == params
 
 
 def test_all_k3_e1_counts_by_hand():

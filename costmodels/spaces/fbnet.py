@@ -263,12 +263,11 @@ def _shuffle(prefix: str, x: str, shape: Shape, groups: int) -> list[NodeSpec]:
     split = (b, groups, c // groups, h, w)
     swapped = (b, c // groups, groups, h, w)
     return [
-        NodeSpec(f"{prefix}_split", "Reshape", (x,), (shape,), split, ((len(split),),),
-                 (("shape", split),)),
+        NodeSpec(f"{prefix}_split", "Reshape", (x,), (shape,), split, (), (("shape", split),)),
         NodeSpec(f"{prefix}_transpose", "Transpose", (f"{prefix}_split",), (split,), swapped,
                  (), (("perm", (0, 2, 1, 3, 4)),)),
-        NodeSpec(f"{prefix}_merge", "Reshape", (f"{prefix}_transpose",), (swapped,), shape,
-                 ((len(shape),),), (("shape", shape),)),
+        NodeSpec(f"{prefix}_merge", "Reshape", (f"{prefix}_transpose",), (swapped,), shape, (),
+                 (("shape", shape),)),
     ]
 
 
@@ -363,8 +362,6 @@ def build_network(arch: str | Sequence[int], dataset: str = "cifar100",
 
 # --------------------------------------------------------------------- ONNX builder
 def _weight(rng: np.random.Generator, spec: NodeSpec, j: int, shape: Shape) -> np.ndarray:
-    if spec.op == "Reshape":
-        return np.asarray(dict(spec.attrs)["shape"], dtype=np.int64)
     if spec.op == "BatchNormalization":
         return (rng.uniform(0.5, 1.5, shape) if j in (0, 3)
                 else rng.normal(0, 0.1, shape)).astype(np.float32)
@@ -389,6 +386,10 @@ def onnx_graph_model(nodes: Sequence[NodeSpec], inputs: Sequence[tuple[str, Shap
             wname = f"{spec.name}_w{j}"
             inits.append(numpy_helper.from_array(_weight(rng, spec, j, wshape), wname))
             wnames.append(wname)
+        if spec.op == "Reshape":  # the target shape: int64 shape data, not a weight in the IR
+            inits.append(numpy_helper.from_array(
+                np.asarray(dict(spec.attrs)["shape"], dtype=np.int64), f"{spec.name}_shape"))
+            wnames.append(f"{spec.name}_shape")
         attrs = {k: list(v) if isinstance(v, tuple) else v for k, v in spec.attrs
                  if not (spec.op == "Reshape" and k == "shape")}
         onnx_nodes.append(helper.make_node(spec.op, list(spec.inputs) + wnames, [spec.name],
