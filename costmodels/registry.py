@@ -12,8 +12,13 @@ from __future__ import annotations
 import importlib
 from collections.abc import Callable
 
-from costmodels.errors import UnknownBackend
+from costmodels.errors import CostModelError, UnknownBackend
 from costmodels.interface import CostModel
+
+
+class BackendSpecError(CostModelError, ValueError):
+    """A backend spec whose argument the backend cannot use (bad path, bad value)."""
+
 
 BACKENDS: dict[str, tuple[str, str]] = {
     # name: (module:factory, one-line help)
@@ -26,9 +31,18 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "roofline": ("analytical.roofline:from_spec", "roofline from a device spec: roofline:SPEC"),
     "eyeriss": ("analytical.eyeriss:from_spec", "Eyeriss-like row-stationary ASIC model"),
     "fpga": ("analytical.fpga:from_spec", "ZC706-class FPGA accelerator model"),
-    "gbdt": ("predictors.gbdt:from_spec", "XGBoost predictor: gbdt:MODEL_DIR"),
-    "gnn": ("predictors.gnn:from_spec", "graph neural network predictor: gnn:MODEL_DIR"),
+    # learned backends: each loads only a directory holding its own class
+    "gbdt": ("predictors.learned:gbdt_from_spec", "XGBoost on IR features: gbdt:MODEL_DIR"),
+    "hybrid": ("predictors.learned:hybrid_from_spec",
+               "GBDT correcting analytical estimators: hybrid:MODEL_DIR"),
+    "gnn": ("predictors.learned:gnn_from_spec", "graph network over the layer graph: gnn:MODEL_DIR"),
+    "transfer": ("predictors.learned:transfer_from_spec",
+                 "few-shot mix of source devices' tables: transfer:MODEL_DIR"),
+    "fewshot": ("predictors.learned:fewshot_from_spec",
+                "few-shot model selection over candidate families: fewshot:MODEL_DIR"),
 }
+#: backends that are fitted on measurements (``fit NAME``); the rest need no training
+LEARNED_BACKENDS = ("gbdt", "hybrid", "gnn", "transfer", "fewshot")
 
 
 def split_spec(spec: str) -> tuple[str, str | None]:
@@ -56,7 +70,19 @@ def resolve(name: str) -> Callable[[str | None], CostModel]:
 
 
 def create(spec: str) -> CostModel:
-    """Build the CostModel named by ``spec``."""
+    """Build the CostModel named by ``spec``.
+
+    Every failure for a bad argument is a :class:`CostModelError`: errors a
+    factory raises of another kind for its argument (a missing file, a bad
+    value) are reported as :class:`BackendSpecError` naming the spec.
+    """
     name, arg = split_spec(spec)
-    model = resolve(name)(arg)
-    return model
+    factory = resolve(name)
+    try:
+        return factory(arg)
+    except CostModelError:
+        raise
+    except (ValueError, KeyError, IndexError, OSError, RuntimeError) as exc:
+        text = str(exc).strip().splitlines()
+        raise BackendSpecError(f"backend spec {spec!r}: {text[0] if text else type(exc).__name__}"
+                               "; check the argument (see `costmodels backends`)") from None

@@ -15,23 +15,24 @@ examples:
   costmodels fit gbdt --train datasets/nb201/this_cpu.csv -o models/gbdt-cpu
   costmodels estimate gbdt:models/gbdt-cpu --space nb201 --dataset cifar10 -o est.csv
 
-  # few-shot transfer: 10 measured cells on the new device + other devices' tables
-  costmodels fit gbdt --train new_device_10.csv \\
-      --source ../shared/refdata/nb201_titanx_1.csv --source ../shared/refdata/nb201_gold_6240.csv \\
-      -o models/new-device
+  # few-shot: 10 measured cells on the new device + other devices' tables
+  costmodels fit fewshot --train new_device_10.csv --source ../shared/refdata/*.csv \
+      -o models/new-device                  # candidates chosen/stacked by LOO on the 10
+  costmodels fit transfer --train new_device_10.csv --source ../shared/refdata/*.csv \
+      -o models/new-device-mix              # the source mix alone
 
   # hybrid: GBDT correcting analytical estimates (roofline calibrated here, a LUT)
   costmodels fit hybrid --train datasets/nb201/xeon-2c-ort-cifar10.csv \
       --prior roofline:xeon_2c --prior lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite \
       -o models/hybrid-cpu
 
-  # GCN predictor (BRP-NAS style) on NAS-Bench-201 cells
-  costmodels fit gnn --train ../shared/refdata/nb201_pixel3.csv --limit 1000 -o models/gnn-pixel3
+  # layer-graph GNN on a folder of ONNX models
+  costmodels fit gnn --space models:my_models --train truth.csv -o models/gnn-mine
 
-With --source, `fit gbdt` fits the few-shot transfer model (non-negative
-combination of the source devices' latencies + a residual on features); it
-loads with gbdt:MODEL_DIR like a plain GBDT. A hybrid also loads with
-gbdt:MODEL_DIR; its --prior files must still exist where they were.
+Each model loads with the backend of its name (gbdt:DIR, hybrid:DIR, gnn:DIR,
+transfer:DIR, fewshot:DIR); a directory holding another class is refused with
+the name to use. transfer and fewshot need --source (NAS-Bench-201 only);
+hybrid needs --prior, whose files must still exist where they were.
 """
 
 FEWSHOT_EPILOG = """\
@@ -64,27 +65,26 @@ def _samples(text: str) -> list[int]:
 
 def register(sub) -> None:
     """Add ``fit`` and ``fewshot`` to the ``costmodels`` command line."""
-    from costmodels.cli import Formatter
+    from costmodels.cli import Formatter, add_space_args
 
     p = sub.add_parser("fit", help="fit a learned predictor (gbdt, gnn, hybrid) on a latency table",
                        formatter_class=Formatter, epilog=FIT_EPILOG)
-    p.add_argument("model", choices=["gbdt", "gnn", "hybrid"], help="predictor to fit")
+    from predictors.learned import LEARNED
+
+    p.add_argument("model", choices=list(LEARNED), help="predictor to fit")
     p.add_argument("--prior", action="append", default=[], metavar="SPEC",
                    help="hybrid: an estimator it corrects, e.g. roofline:SPEC or lut:PATH "
                         "(repeatable)")
     p.add_argument("--train", required=True, metavar="TABLE.csv",
                    help="measured latency table of the target device (every row is used)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
-                   help="latency tables of other devices: few-shot transfer mode")
+                   help="transfer/fewshot: latency tables of other devices")
     p.add_argument("--limit", type=int, metavar="N",
                    help="use only N rows of --train, drawn with --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of --limit and of the model")
     p.add_argument("--device", help="target device name for the manifest (default: from the "
                                     "--train file name)")
-    p.add_argument("--dataset", default="cifar10",
-                   choices=["cifar10", "cifar100", "ImageNet16-120"],
-                   help="NAS-Bench-201 dataset the table was measured with")
-    p.add_argument("--batch", type=int, default=1, help="batch size the table was measured with")
+    add_space_args(p, archs=False)
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",
                    help="model directory to write (manifest.json + model file)")
     p.set_defaults(func=cmd_fit)
@@ -95,13 +95,14 @@ def register(sub) -> None:
                    help="latency table of the target device (ground truth)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
                    help="latency tables of other devices (for --model transfer)")
-    p.add_argument("--model", default="transfer", choices=["transfer", "gbdt", "gnn", "flops"],
-                   help="predictor: transfer (needs --source) or one learned from the target's "
-                        "cells alone")
+    p.add_argument("--model", default="fewshot",
+                   choices=["fewshot", "transfer", "gbdt", "gnn", "flops"],
+                   help="predictor: fewshot or transfer (need --source), or one learned from "
+                        "the target's cells alone")
     p.add_argument("--samples", type=_samples, default=[10, 20, 50, 100, 1000],
                    metavar="K,K,...", help="training-set sizes")
     p.add_argument("--seeds", type=int, default=5, help="seeds averaged per size")
-    p.add_argument("--select", default="random", choices=["random", "diverse"],
+    p.add_argument("--select", default="random", choices=["random", "diverse", "active"],
                    help="which cells to measure")
     p.add_argument("--dataset", default="cifar10",
                    choices=["cifar10", "cifar100", "ImageNet16-120"],
@@ -114,10 +115,12 @@ def register(sub) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from costmodels.cli import build_networks
+    from costmodels.cli import build_networks, open_space
     from costmodels.tables import read_table
-    from predictors.persistence import make
+    from predictors.base import PredictorError
+    from predictors.learned import NEEDS, fit_from_spec
 
+    space = open_space(args)
     table = read_table(args.train, duplicates="mean")
     rows = np.arange(len(table))
     if args.limit and args.limit < len(table):
@@ -125,58 +128,64 @@ def cmd_fit(args: argparse.Namespace) -> int:
                                                               replace=False))
     table = table.subset(rows)
     device = args.device or table.device
-    nets = build_networks([int(i) for i in table.arch_index], args.dataset, args.batch)
+    need = NEEDS.get(args.model)
+    if args.source and need != "sources":
+        raise PredictorError(f"--source is for `fit transfer` or `fit fewshot`; `fit "
+                             f"{args.model}` learns from the target's cells alone")
+    if args.prior and need != "prior":
+        raise PredictorError(f"--prior is for `fit hybrid`, not `fit {args.model}`")
     sources = [s for s in args.source if read_table(s, duplicates="mean").device != device]
     if len(sources) < len(args.source):
         print(f"note: skipped {len(args.source) - len(sources)} source table(s) of the target "
               f"device {device} itself", file=sys.stderr)
-    if args.source:
-        if not sources:
-            print("error: no source table of another device left", file=sys.stderr)
-            return 2
-        if args.model != "gbdt":
-            print("error: few-shot transfer (--source) is fitted with `fit gbdt`; the GNN learns "
-                  "from the target's cells alone", file=sys.stderr)
-            return 2
-        est = make("transfer", sources=sources, device=device, random_state=args.seed)
-    elif args.model == "hybrid":
-        if not args.prior:
-            print("error: fit hybrid needs --prior SPEC (e.g. roofline:xeon_2c, lut:PATH)",
-                  file=sys.stderr)
-            return 2
-        est = make("hybrid", prior=list(args.prior), device=device, random_state=args.seed)
-    else:
-        est = make(args.model, device=device, random_state=args.seed)
+    if args.source and not sources:
+        raise PredictorError("no source table of another device is left after skipping the "
+                             "target's own; give tables of other devices")
+    nets = build_networks(space, list(table.arch_str), args.dataset, args.batch)
     t0 = time.perf_counter()
-    est.fit(nets, table.latency_ms)
+    est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
+                        prior=list(args.prior), device=device, random_state=args.seed)
     fit_s = time.perf_counter() - t0
     est.save(args.output)
-    mode = f"transfer from {len(sources)} source table(s)" if args.source else args.model
-    print(f"wrote {args.output}: {mode} on {len(nets)} cells of {device} in {fit_s:.1f} s "
-          f"(use it as {'gbdt' if args.model == 'hybrid' else args.model}:{args.output})",
-          file=sys.stderr)
+    report = getattr(est, "report_", None)
+    if report:
+        print(f"chosen: {report['chosen']} (strategy {report['strategy']}, {report['cv']} "
+              f"log-MSE {report['cv_log_mse']})", file=sys.stderr)
+    print(f"wrote {args.output}: {args.model} on {len(nets)} networks of {device} in "
+          f"{fit_s:.1f} s (use it as {args.model}:{args.output})", file=sys.stderr)
     return 0
 
 
 def cmd_fewshot(args: argparse.Namespace) -> int:
-    from predictors import fewshot
+    from collections import Counter
 
-    if args.model == "transfer" and not args.source:
-        print("error: --model transfer needs --source TABLE.csv (other devices' tables)",
-              file=sys.stderr)
-        return 2
+    import numpy as np
+
+    from predictors import fewshot
+    from predictors.base import PredictorError
+
+    with_sources = args.model in ("transfer", "fewshot")
+    if with_sources and not args.source:
+        raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "
+                             "tables)")
     t0 = time.perf_counter()
-    tgt = fewshot.prepare(args.target, args.source if args.model == "transfer" else (),
-                          args.dataset)
+    tgt = fewshot.prepare(args.target, args.source if with_sources else (), args.dataset)
     rows = []
     for k in args.samples:
         if k >= len(tgt.y):
             print(f"skipping k={k}: the target has only {len(tgt.y)} cells", file=sys.stderr)
             continue
+        tgt.reports.clear()
         r = fewshot.point(tgt, args.model, k, args.seeds, args.select)
         rows.append(r)
+        chosen = ""
+        if tgt.reports:
+            top = Counter(max(rep["chosen"], key=rep["chosen"].get) for rep in tgt.reports)
+            cv = np.mean([rep.get("cv_log_mse_final", np.nan) for rep in tgt.reports])
+            chosen = (f"  chosen {dict(top)} ({tgt.reports[0]['strategy']}, CV log-MSE "
+                      f"{cv:.4f})")
         print(f"k={k:>5}  spearman {r['spearman']:.3f} ± {r['spearman_std']:.3f}  kendall "
-              f"{r['kendall']:.3f}  MAPE {r['mape']:.1f}%  ±10% {100 * r['acc10']:.1f}%",
+              f"{r['kendall']:.3f}  MAPE {r['mape']:.1f}%  ±10% {100 * r['acc10']:.1f}%{chosen}",
               file=sys.stderr)
     if not rows:
         return 1

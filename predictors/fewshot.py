@@ -18,7 +18,7 @@ import csv
 import sys
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from costmodels.spaces import nb201
 from costmodels.tables import LatencyTable, read_table
 from predictors import features as F
 from predictors import sampling
-from predictors.persistence import make
+from predictors.learned import make
 
 CURVE_COLUMNS = ("model", "target", "select", "k", "seeds", "spearman", "spearman_std",
                  "kendall", "mape", "acc10", "n_test", "fit_s")
@@ -47,6 +47,7 @@ class Target:
     x: np.ndarray             # (n, len(FEATURE_NAMES))
     sources: list[LatencyTable]
     source_lat: np.ndarray | None  # (n, m) ms, NaN where a source lacks the cell
+    reports: list = field(default_factory=list)  # FewShotModel.report_ of each fit
 
     @property
     def y(self) -> np.ndarray:
@@ -74,20 +75,24 @@ def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | La
 def _fit_predict(model: str, tgt: Target, train: np.ndarray, test: np.ndarray, seed: int,
                  params: dict) -> np.ndarray:
     """Fit ``model`` on rows ``train`` of the target, predict rows ``test`` (ms)."""
-    from predictors.gbdt import GBDTModel
-    from predictors.transfer import TransferModel
+    from predictors.gbdt import GBDTModel, HybridModel
+    from predictors.select import FewShotModel
+    from predictors.transfer import TransferModel, source_matrix
 
-    est = make(model, sources=tgt.sources, **params)
+    needs_sources = model in ("transfer", "fewshot")
+    est = make(model, sources=tgt.sources if needs_sources else (), **params)
     if "random_state" in getattr(est, "get_params", dict)():
         est.set_params(random_state=seed)
     y = tgt.y
-    if isinstance(est, GBDTModel):
+    if isinstance(est, GBDTModel) and not isinstance(est, HybridModel) and not est.prior:
         return est.fit_features(tgt.x[train], y[train]).predict_features(tgt.x[test])
-    if isinstance(est, TransferModel):
+    if isinstance(est, (TransferModel, FewShotModel)):
         idx = tgt.table.arch_index
-        est.use_tables(tgt.sources)
-        return est.fit_arrays(idx[train], tgt.x[train], y[train]).predict_arrays(idx[test],
-                                                                                 tgt.x[test])
+        est.use_matrix(source_matrix(tgt.sources), [t.device for t in tgt.sources])
+        est.fit_arrays(idx[train], tgt.x[train], y[train])
+        if isinstance(est, FewShotModel):
+            tgt.reports.append(est.report_)
+        return est.predict_arrays(idx[test], tgt.x[test])
     est.fit([tgt.nets[i] for i in train], y[train])
     return np.array([e.latency_ms for e in est.estimate_many([tgt.nets[i] for i in test])])
 
@@ -105,7 +110,10 @@ def point(tgt: Target, model: str, k: int, seeds: int = 5, select: str = "random
     """One point of the curve: ``model`` with ``k`` training cells, averaged over ``seeds``."""
     n = len(tgt.y)
     if k >= n:
-        raise ValueError(f"k={k} leaves no test cell in a table of {n}")
+        from predictors.base import PredictorError
+
+        raise PredictorError(f"k={k} leaves no test cell in a table of {n}; use smaller "
+                             "--samples")
     runs = []
     fit_s = 0.0
     for seed in range(seeds):
@@ -129,7 +137,7 @@ def curve(target: str | Path | LatencyTable, sources: Sequence[str | Path | Late
           seeds: int = 5, select: str = "random", dataset: str = "cifar10",
           params: dict | None = None) -> list[dict]:
     """The sample-efficiency curve of ``model`` on ``target``: one row per k (see CURVE_COLUMNS)."""
-    tgt = prepare(target, sources if model == "transfer" else (), dataset)
+    tgt = prepare(target, sources if model in ("transfer", "fewshot") else (), dataset)
     return [point(tgt, model, int(k), seeds, select, params) for k in samples]
 
 

@@ -25,12 +25,13 @@ from costmodels.errors import ModelFileError
 from costmodels.network import Network
 from predictors import features as F
 from predictors import persistence as P
-from predictors.transfer import Ridge, ridge_loo
+from predictors.base import Predictor, PredictorError, check_training_data
+from predictors.linear import Ridge, ridge_loo
 
 CLASS = "predictors.gbdt.GBDTModel"
 
 
-class GBDTModel(P.Predictor):
+class GBDTModel(Predictor):
     """Gradient-boosted trees (XGBoost) on network features; latency in ms.
 
     Parameters
@@ -56,6 +57,7 @@ class GBDTModel(P.Predictor):
     """
 
     name = "gbdt"
+    registry_name = "gbdt"
 
     def __init__(self, n_estimators: int = 150, max_depth: int = 4, learning_rate: float = 0.05,
                  subsample: float = 0.8, colsample_bytree: float = 0.8,
@@ -111,15 +113,14 @@ class GBDTModel(P.Predictor):
             margin = self._margin(x)
         self.booster_ = xgb.XGBRegressor(**self._booster_params())
         self.booster_.fit(x, t, base_margin=margin)
-        self.n_train_ = len(y)
-        self.device_ = self.device
-        self.training_data_sha256_ = data_sha256
+        self._mark_fitted(len(y), data_sha256)
         return self
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> GBDTModel:
-        y = P.check_training_data(nets, latencies_ms)
+        y = check_training_data(nets, latencies_ms)
         margin = None
         if self.prior:
+            self.priors_ = None
             est = np.c_[self._prior_estimates(nets), np.ones(len(y))]
             self.prior_coef_ = np.linalg.lstsq(est, y, rcond=None)[0]
             self.base_floor_ms_ = float(np.min(y)) / 2
@@ -139,7 +140,7 @@ class GBDTModel(P.Predictor):
         cols = [[e.latency_ms for e in m.estimate_many(nets)] for m in self._prior_models()]
         out = np.asarray(cols, dtype=np.float64).T
         if not np.isfinite(out).all():
-            raise ValueError(f"a prior estimator ({', '.join(self.prior)}) gave a non-finite "
+            raise PredictorError(f"a prior estimator ({', '.join(self.prior)}) gave a non-finite "
                              "latency; check that it covers these networks")
         return out
 
@@ -181,23 +182,24 @@ class GBDTModel(P.Predictor):
         if self.prior:
             arrays["prior_coef"] = self.prior_coef_
         P.save_arrays(d / "arrays.npz", arrays)
-        P.write_manifest(d, CLASS, self.get_params(), libraries=("xgboost", "numpy"),
+        params = self.get_params()
+        params["prior"] = list(self.prior)
+        P.write_manifest(d, self.class_name(), params, libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
-                         device=self.device_)
+                         device=self.device_, files=("model.json", "arrays.npz"))
         return d
+
+    @classmethod
+    def class_name(cls) -> str:
+        return f"{cls.__module__}.{cls.__qualname__}"
 
     @classmethod
     def load(cls, model_dir: str | Path) -> GBDTModel:
         import xgboost as xgb
 
-        model, _, d = P.restore(cls, model_dir, CLASS)
-        model.booster_ = xgb.XGBRegressor(**model._booster_params())
-        try:
-            model.booster_.load_model(str(d / "model.json"))
-        except xgb.core.XGBoostError as exc:
-            raise ModelFileError(f"{d / 'model.json'}: XGBoost cannot read it ({exc}); fit the "
-                                 "model again") from None
-        arrays = P.load_arrays(d / "arrays.npz")
+        model, doc, d = P.restore(cls, model_dir, cls.class_name())
+        model.booster_ = load_booster(P.model_file(d, doc, "model.json"), model._booster_params())
+        arrays = P.load_arrays(P.model_file(d, doc, "arrays.npz"))
         model.base_ = Ridge.from_arrays(arrays, "base_") if "base_coef" in arrays else None
         if "base_floor_ms" not in arrays:
             raise ModelFileError(f"{d / 'arrays.npz'} lacks base_floor_ms (saved by an older "
@@ -207,23 +209,43 @@ class GBDTModel(P.Predictor):
             if "prior_coef" not in arrays:
                 raise ModelFileError(f"{d / 'arrays.npz'} lacks prior_coef; fit the model again")
             model.prior_coef_ = arrays["prior_coef"]
+            model.priors_ = None
             try:
                 model._prior_models()
             except Exception as exc:  # noqa: BLE001 - say which prior and what to do
                 raise ModelFileError(
                     f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
-                    f"created here ({exc}); put those files back or fit the model again"
-                ) from None
-        return model
+                    f"created here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    "); put those files back or fit the model again") from None
+        return P.finish_restore(model, doc)
 
 
-def from_spec(arg: str | None):
-    """Registry factory for ``gbdt:MODEL_DIR`` (a GBDT or a few-shot transfer model)."""
-    if not arg:
-        raise ModelFileError("the gbdt backend needs a model directory: gbdt:MODEL_DIR (make one "
-                             "with `costmodels fit gbdt --train TABLE.csv -o MODEL_DIR`)")
-    doc = P.read_manifest(arg)
-    if doc["class"] not in (CLASS, "predictors.transfer.TransferModel"):
-        raise ModelFileError(f"{Path(arg) / P.MANIFEST}: holds a {doc['class']}; load it with "
-                             "gnn:DIR")
-    return P.load(arg)
+def load_booster(path: Path, params: dict):
+    """An ``XGBRegressor`` read from XGBoost's own JSON; :class:`ModelFileError` if unreadable."""
+    import xgboost as xgb
+
+    booster = xgb.XGBRegressor(**params)
+    try:
+        booster.load_model(str(path))
+    except (xgb.core.XGBoostError, ValueError, OSError):
+        raise ModelFileError(f"{path}: XGBoost cannot read it; fit the model again") from None
+    return booster
+
+
+class HybridModel(GBDTModel):
+    """GBDT correcting a blend of analytical estimators (``prior`` specs, required).
+
+    The same estimator as :class:`GBDTModel` with ``prior`` given; its own class
+    so that a saved hybrid is loaded as ``hybrid:DIR`` and its priors travel with it.
+    """
+
+    name = "hybrid"
+    registry_name = "hybrid"
+
+    def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> HybridModel:
+        if not self.prior:
+            raise PredictorError("the hybrid model needs prior estimators: --prior SPEC "
+                                 "(e.g. roofline:xeon_2c, lut:PATH)")
+        return super().fit(nets, latencies_ms)
+
+

@@ -1,108 +1,121 @@
-"""GNN latency predictor: a graph convolutional network over the cell graph (BRP-NAS style).
+"""GNN latency predictor: a graph network over the network's layer graph (any network).
 
-Graph of a NAS-Bench-201 network: 8 nodes -- the cell input, its 6 operations,
-the cell output -- with data-flow edges (input -> operations reading node 0,
-operation -> operations reading its destination node, operations into node 3
--> output); a ``none`` operation carries no edge. Node features: one-hot node
-type (input, output, 5 operations) and whether the operation lies on a live
-input-to-output path. Four GCN layers (Kipf & Welling propagation,
-``D^-1/2 (A + A^T + I) D^-1/2``), then the output node's embedding and the
-mean over nodes, concatenated with the network's global features
+Graph of a network: one node per layer of the IR, an edge from each layer to
+every layer that reads one of its outputs. Node features
+(:data:`NODE_FEATURES`): the layer's operator group one-hot
+(:data:`predictors.features.GROUPS`), log1p of its MACs, element ops, bytes
+and output channels, and its output spatial size. Message passing
+(:data:`layers` rounds): ``h <- relu(W_self h + W_in mean(h of producers) +
+W_out mean(h of consumers))``, then the mean and the max over nodes,
+concatenated with the network's global features
 (:func:`predictors.features.compact`, standardised), into an MLP that predicts
-the standardised log latency (Dudziak et al., BRP-NAS, NeurIPS 2020, regress
-latency with a 4-layer GCN on the same graph).
+the standardised log latency (in the spirit of BRP-NAS, Dudziak et al.,
+NeurIPS 2020, which regresses latency with a GCN on the cell graph; here the
+graph is the whole layer graph, so NAS-Bench-201, FBNet and imported ONNX
+models all work).
 
-Deterministic for a seed (``torch.manual_seed``, deterministic algorithms,
-``n_threads`` threads); 1,000 networks train in well under a minute on a
-2-core CPU. Saved as ``model.safetensors`` (tensors only) + ``manifest.json``.
-Networks that are not NAS-Bench-201 cells are refused (use the GBDT).
+Graphs are cached by their structure (space, architecture, dataset, batch, or
+the network's fingerprint), never by ``id()``. Deterministic for a seed
+(``torch.manual_seed``, deterministic algorithms, ``n_threads`` threads).
+Saved as ``model.safetensors`` (tensors only) + ``manifest.json``.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from functools import cache
 from pathlib import Path
 
 import numpy as np
 
 from costmodels.errors import ModelFileError
 from costmodels.network import Network
-from costmodels.spaces import nb201
 from predictors import features as F
 from predictors import persistence as P
+from predictors.base import Predictor, check_training_data
 
 CLASS = "predictors.gnn.GNNModel"
-N_NODES = 2 + len(nb201.EDGES)
-NODE_FEATURES = 2 + len(nb201.OPS) + 1  # type one-hot (input, output, ops) + live
+NODE_FEATURES = len(F.GROUPS) + 5
+_GRAPH_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
-@cache
-def _adjacency(mask: tuple[bool, ...]) -> np.ndarray:
-    """Normalised adjacency (8, 8) for the edges whose operation is not ``none``."""
-    a = np.zeros((N_NODES, N_NODES))
-    out = N_NODES - 1
-    for e, ((dst, src), on) in enumerate(zip(nb201.EDGES, mask, strict=True)):
-        if not on:
-            continue
-        node = 1 + e
-        if src == 0:
-            a[0, node] = 1
-        for f, (_, src2) in enumerate(nb201.EDGES):
-            if src2 == dst and mask[f]:
-                a[node, 1 + f] = 1
-        if dst == 3:
-            a[node, out] = 1
-    a = a + a.T + np.eye(N_NODES)
-    d = 1.0 / np.sqrt(a.sum(axis=1))
-    return a * d[:, None] * d[None, :]
+def layer_graph(net: Network) -> tuple[np.ndarray, np.ndarray]:
+    """Node features (layers, NODE_FEATURES) float32 and edges (2, e) int64 (producer, consumer)."""
+    key = F._struct_key(net)
+    hit = _GRAPH_CACHE.get(key)
+    if hit is not None:
+        return hit
+    producer: dict[str, int] = {}
+    x = np.zeros((len(net.layers), NODE_FEATURES), dtype=np.float32)
+    src: list[int] = []
+    dst: list[int] = []
+    for i, layer in enumerate(net.layers):
+        x[i, F.GROUPS.index(F.op_group(layer))] = 1
+        h = layer.output_shape[2] if len(layer.output_shape) == 4 else 1
+        x[i, len(F.GROUPS):] = np.log1p([layer.macs, layer.elem_ops, layer.bytes_total,
+                                         layer.out_channels, h])
+        for t in layer.inputs:
+            j = producer.get(t)
+            if j is not None:
+                src.append(j)
+                dst.append(i)
+        for t in layer.outputs:
+            producer[t] = i
+    out = (x, np.array([src, dst], dtype=np.int64).reshape(2, -1))
+    if len(_GRAPH_CACHE) > 50_000:
+        _GRAPH_CACHE.clear()
+    _GRAPH_CACHE[key] = out
+    return out
 
 
-def cell_graphs(nets: Sequence[Network]) -> tuple[np.ndarray, np.ndarray]:
-    """Node features (n, 8, NODE_FEATURES) and adjacency (n, 8, 8) of NB201 networks."""
-    ops = np.empty((len(nets), len(nb201.EDGES)), dtype=np.int64)
-    live = np.empty_like(ops)
-    for i, net in enumerate(nets):
-        meta = net.meta
-        if meta.get("space") != "nb201" or "ops" not in meta:
-            raise ValueError(f"{net.name} is not a NAS-Bench-201 cell; the GNN predictor encodes "
-                             "NB201 cell graphs (use gbdt for other networks)")
-        ops[i] = meta["ops"]
-        live[i] = meta["live_edges"]
-    n = len(nets)
-    x = np.zeros((n, N_NODES, NODE_FEATURES), dtype=np.float32)
-    x[:, 0, 0] = 1
-    x[:, -1, 1] = 1
-    rows = np.arange(n)[:, None]
-    x[rows, np.arange(1, N_NODES - 1)[None, :], 2 + ops] = 1
-    x[:, 1:N_NODES - 1, -1] = live
-    codes = (ops > 0) @ (1 << np.arange(len(nb201.EDGES)))
-    table = np.stack([_adjacency(tuple(bool(c >> b & 1) for b in range(len(nb201.EDGES))))
-                      for c in range(1 << len(nb201.EDGES))]).astype(np.float32)
-    return x, table[codes]
+def batch_graphs(nets: Sequence[Network]):
+    """One disjoint union of the networks' graphs: (x, edges, graph id of each node, n graphs)."""
+    xs, es, gid = [], [], []
+    offset = 0
+    for g, net in enumerate(nets):
+        x, e = layer_graph(net)
+        xs.append(x)
+        es.append(e + offset)
+        gid.append(np.full(len(x), g, dtype=np.int64))
+        offset += len(x)
+    return np.vstack(xs), np.hstack(es), np.concatenate(gid), len(nets)
 
 
 def _net_module(hidden: int, layers: int, n_global: int):
     import torch
     from torch import nn
 
-    class GCN(nn.Module):
+    class LayerGNN(nn.Module):
         def __init__(self) -> None:
             super().__init__()
-            dims = [NODE_FEATURES] + [hidden] * layers
-            self.convs = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+            self.embed = nn.Linear(NODE_FEATURES, hidden)
+            self.self_w = nn.ModuleList(nn.Linear(hidden, hidden) for _ in range(layers))
+            self.in_w = nn.ModuleList(nn.Linear(hidden, hidden, bias=False) for _ in range(layers))
+            self.out_w = nn.ModuleList(nn.Linear(hidden, hidden, bias=False)
+                                       for _ in range(layers))
             self.head = nn.Sequential(nn.Linear(2 * hidden + n_global, hidden), nn.ReLU(),
                                       nn.Linear(hidden, 1))
 
-        def forward(self, x, adj, g):
-            h = x
-            for conv in self.convs:
-                h = torch.relu(adj @ conv(h))
-            z = torch.cat([h[:, -1], h.mean(dim=1), g], dim=1)
-            return self.head(z).squeeze(-1)
+        @staticmethod
+        def _mean(h, index_from, index_to, n):
+            out = torch.zeros(n, h.shape[1], dtype=h.dtype)
+            out.index_add_(0, index_to, h[index_from])
+            deg = torch.zeros(n, dtype=h.dtype).index_add_(
+                0, index_to, torch.ones(len(index_to), dtype=h.dtype))
+            return out / deg.clamp(min=1)[:, None]
 
-    return GCN()
+        def forward(self, x, edges, gid, n_graphs, g):
+            h = torch.relu(self.embed(x))
+            n = len(x)
+            for ws, wi, wo in zip(self.self_w, self.in_w, self.out_w, strict=True):
+                h = torch.relu(ws(h) + wi(self._mean(h, edges[0], edges[1], n))
+                               + wo(self._mean(h, edges[1], edges[0], n)))
+            mean = self._mean(h, torch.arange(n), gid, n_graphs)
+            mx = torch.full((n_graphs, h.shape[1]), -1e9, dtype=h.dtype)
+            mx = mx.scatter_reduce(0, gid[:, None].expand_as(h), h, reduce="amax")
+            return self.head(torch.cat([mean, mx, g], dim=1)).squeeze(-1)
+
+    return LayerGNN()
 
 
 @contextlib.contextmanager
@@ -122,12 +135,12 @@ def _torch_settings(threads: int, seed: int | None = None):
         torch.use_deterministic_algorithms(old_det)
 
 
-class GNNModel(P.Predictor):
-    """GCN latency predictor on NAS-Bench-201 cell graphs; latency in ms.
+class GNNModel(Predictor):
+    """Graph network latency predictor on the layer graph of any network; latency in ms.
 
     Parameters
     ----------
-    hidden, layers: width and number of GCN layers.
+    hidden, layers: width and number of message-passing rounds.
     epochs: passes over the training set (at least ``min_steps`` optimiser steps are run).
     lr, weight_decay, batch_size: Adam settings.
     random_state: seed (weights init and batch order); results are deterministic.
@@ -136,9 +149,10 @@ class GNNModel(P.Predictor):
     """
 
     name = "gnn"
+    registry_name = "gnn"
 
-    def __init__(self, hidden: int = 64, layers: int = 4, epochs: int = 150, lr: float = 3e-3,
-                 weight_decay: float = 1e-4, batch_size: int = 64, min_steps: int = 300,
+    def __init__(self, hidden: int = 32, layers: int = 3, epochs: int = 100, lr: float = 3e-3,
+                 weight_decay: float = 1e-4, batch_size: int = 32, min_steps: int = 200,
                  random_state: int = 0, n_threads: int = 1, device: str = "") -> None:
         self.hidden = hidden
         self.layers = layers
@@ -151,16 +165,18 @@ class GNNModel(P.Predictor):
         self.n_threads = n_threads
         self.device = device
 
-    def _inputs(self, nets: Sequence[Network]):
+    def _inputs(self, nets: Sequence[Network], g: np.ndarray | None = None):
         import torch
 
-        x, adj = cell_graphs(nets)
-        g = (F.compact(F.features(nets)) - self.g_mean_) / self.g_std_
-        return (torch.from_numpy(x), torch.from_numpy(adj),
+        x, edges, gid, n = batch_graphs(nets)
+        if g is None:
+            g = F.compact(F.features(nets))
+        g = (g - self.g_mean_) / self.g_std_
+        return (torch.from_numpy(x), torch.from_numpy(edges), torch.from_numpy(gid), n,
                 torch.from_numpy(g.astype(np.float32)))
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> GNNModel:
-        y = P.check_training_data(nets, latencies_ms)
+        y = check_training_data(nets, latencies_ms)
         g = F.compact(F.features(nets))
         self.g_mean_ = g.mean(axis=0)
         sd = g.std(axis=0)
@@ -169,9 +185,8 @@ class GNNModel(P.Predictor):
         self.y_mean_ = float(t.mean())
         self.y_std_ = float(t.std()) or 1.0
         with _torch_settings(self.n_threads, self.random_state) as torch:
-            x, adj, gg = self._inputs(nets)
             target = torch.from_numpy(((t - self.y_mean_) / self.y_std_).astype(np.float32))
-            self.module_ = _net_module(self.hidden, self.layers, gg.shape[1])
+            self.module_ = _net_module(self.hidden, self.layers, g.shape[1])
             opt = torch.optim.Adam(self.module_.parameters(), lr=self.lr,
                                    weight_decay=self.weight_decay)
             n = len(y)
@@ -185,8 +200,9 @@ class GNNModel(P.Predictor):
             while step < steps:
                 perm = torch.randperm(n, generator=gen)
                 for start in range(0, n, bs):
-                    b = perm[start:start + bs]
-                    loss = torch.mean((self.module_(x[b], adj[b], gg[b]) - target[b]) ** 2)
+                    b = perm[start:start + bs].numpy()
+                    inputs = self._inputs([nets[i] for i in b], g[b])
+                    loss = torch.mean((self.module_(*inputs) - target[b]) ** 2)
                     opt.zero_grad()
                     loss.backward()
                     opt.step()
@@ -195,9 +211,7 @@ class GNNModel(P.Predictor):
                     if step >= steps:
                         break
             self.module_.eval()
-        self.n_train_ = n
-        self.device_ = self.device
-        self.training_data_sha256_ = P.data_hash(nets, y)
+        self._mark_fitted(n, P.data_hash(nets, y))
         return self
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
@@ -205,8 +219,14 @@ class GNNModel(P.Predictor):
         self._check_fitted()
         if len(nets) == 0:
             return np.zeros(0)
+        g = F.compact(F.features(nets))
+        out = []
         with _torch_settings(self.n_threads) as torch, torch.no_grad():
-            out = self.module_(*self._inputs(nets)).double().numpy()
+            for start in range(0, len(nets), 256):  # bounded memory for large sets
+                part = list(nets[start:start + 256])
+                out.append(self.module_(*self._inputs(part, g[start:start + 256])).double()
+                           .numpy())
+        out = np.concatenate(out)
         return np.exp(out * self.y_std_ + self.y_mean_)
 
     # ------------------------------------------------------------------ persistence
@@ -227,7 +247,7 @@ class GNNModel(P.Predictor):
         P.write_manifest(d, CLASS, self.get_params(),
                          libraries=("torch", "safetensors", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
-                         device=self.device_)
+                         device=self.device_, files=("model.safetensors",))
         return d
 
     @classmethod
@@ -235,25 +255,19 @@ class GNNModel(P.Predictor):
         from safetensors import SafetensorError
         from safetensors.torch import load_file
 
-        model, _, d = P.restore(cls, model_dir, CLASS)
+        model, doc, d = P.restore(cls, model_dir, CLASS)
+        path = P.model_file(d, doc, "model.safetensors")
         try:
-            tensors = load_file(str(d / "model.safetensors"))
+            tensors = load_file(str(path))
             model.g_mean_ = tensors["norm.g_mean"].numpy()
             model.g_std_ = tensors["norm.g_std"].numpy()
             model.y_mean_, model.y_std_ = (float(v) for v in tensors["norm.y"])
             model.module_ = _net_module(model.hidden, model.layers, len(model.g_mean_))
             model.module_.load_state_dict({k[len("module."):]: v for k, v in tensors.items()
                                            if k.startswith("module.")})
-        except (SafetensorError, KeyError, RuntimeError, OSError) as exc:
-            raise ModelFileError(f"{d / 'model.safetensors'}: does not hold this GNN ({exc}); "
-                                 "fit the model again") from None
+        except (SafetensorError, KeyError, RuntimeError, OSError, ValueError):
+            raise ModelFileError(f"{path}: does not hold this GNN; fit the model again") from None
         model.module_.eval()
-        return model
+        return P.finish_restore(model, doc)
 
 
-def from_spec(arg: str | None) -> GNNModel:
-    """Registry factory for ``gnn:MODEL_DIR``."""
-    if not arg:
-        raise ModelFileError("the gnn backend needs a model directory: gnn:MODEL_DIR (make one "
-                             "with `costmodels fit gnn --train TABLE.csv -o MODEL_DIR`)")
-    return GNNModel.load(arg)

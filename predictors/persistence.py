@@ -2,62 +2,78 @@
 
 A directory holds::
 
-    manifest.json   what the model is and what it was trained with (below)
-    model.json      XGBoost's own JSON (GBDT), or
+    manifest.json       what the model is and what it was trained with (below)
+    model.json          XGBoost's own JSON (GBDT), and/or
     model.safetensors   torch tensors (GNN), and/or
-    arrays.npz      numpy arrays (loaded with allow_pickle=False)
+    arrays.npz          numpy arrays (loaded with allow_pickle=False)
 
 ``manifest.json`` keys: ``manifest_version``, ``class`` (``predictors.gbdt.GBDTModel``,
 ...), ``params`` (the estimator's ``__init__`` keywords), ``feature_schema``
 (name, version, feature names), ``training_data_sha256``, ``n_train``,
-``device`` (target device name), ``libraries`` (versions), ``files`` (name ->
-SHA-256), ``state`` (small learned values, JSON).
+``device`` (target device name), ``libraries`` (distribution versions),
+``files`` (name -> SHA-256), ``state`` (small learned values, JSON) and
+``manifest_sha256`` (SHA-256 of the canonical JSON of every other key).
 
-Loading checks every one of these and raises :class:`ModelFileError` naming the
-file and what to do: a different class, feature schema, major library version
-or a file whose checksum changed is refused.
+Loading is safe: nothing a manifest says is imported or executed. Library
+versions are read with :mod:`importlib.metadata` for the distributions in
+:data:`ALLOWED_LIBRARIES` only; the class must be one the caller expects
+(:mod:`predictors.learned` maps class names to classes; this module knows
+none); every file named must be a plain name inside the directory (no ``../``,
+no absolute path, no symlink) with the recorded checksum; the manifest's own
+checksum catches an edited parameter (a checksum, not a signature: it refuses
+edits by hand or by tools that do not recompute it). Errors name the file and
+what to do and never echo the content of a file that could not be parsed.
+Nothing is written while loading.
 """
 
 from __future__ import annotations
 
 import hashlib
-import importlib
-import inspect
 import json
 import platform
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from costmodels.errors import ModelFileError
-from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
 from predictors import features as F
 
 MANIFEST = "manifest.json"
-MANIFEST_VERSION = 1
-# Classes a manifest may name; loading imports nothing else.
-KNOWN_CLASSES = {
-    "predictors.gbdt.GBDTModel",
-    "predictors.gnn.GNNModel",
-    "predictors.transfer.TransferModel",
+MANIFEST_VERSION = 2
+MAX_MANIFEST_BYTES = 4 << 20
+#: library -> distributions that provide it (the only ones whose versions are read)
+ALLOWED_LIBRARIES: dict[str, tuple[str, ...]] = {
+    "numpy": ("numpy",), "scipy": ("scipy",), "xgboost": ("xgboost", "xgboost-cpu"),
+    "torch": ("torch",), "safetensors": ("safetensors",), "scikit-learn": ("scikit-learn",),
 }
+_KEYS = ("manifest_version", "class", "params", "feature_schema", "libraries", "files",
+         "manifest_sha256")
 
 
-def library_versions(names: Sequence[str]) -> dict[str, str]:
-    """Installed versions of the named libraries (and Python)."""
+def library_versions(names: Iterable[str]) -> dict[str, str]:
+    """Installed versions of allow-listed libraries (and Python), from package metadata."""
     out = {"python": platform.python_version()}
     for name in names:
-        try:
-            out[name] = importlib.import_module(name).__version__
-        except (ImportError, AttributeError):
-            out[name] = "absent"
+        if name == "python":
+            continue
+        if name not in ALLOWED_LIBRARIES:
+            raise ModelFileError(f"library {name!r} is not one a model may record; expected "
+                                 f"one of {', '.join(ALLOWED_LIBRARIES)}")
+        out[name] = "absent"
+        for dist in ALLOWED_LIBRARIES[name]:
+            try:
+                out[name] = metadata.version(dist)
+                break
+            except metadata.PackageNotFoundError:
+                continue
     return out
 
 
-def data_hash(nets: Sequence[Any], latencies: Sequence[float]) -> str:
+def data_hash(nets: Sequence[Network], latencies: Sequence[float]) -> str:
     """SHA-256 of the training set: each network's fingerprint and its latency."""
     h = hashlib.sha256()
     for net, y in zip(nets, latencies, strict=True):
@@ -69,14 +85,18 @@ def file_sha256(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
+def _canonical_sha256(doc: dict) -> str:
+    body = {k: v for k, v in doc.items() if k != "manifest_sha256"}
+    return hashlib.sha256(json.dumps(body, sort_keys=True, separators=(",", ":"),
+                                     allow_nan=False).encode()).hexdigest()
+
+
 def write_manifest(model_dir: str | Path, cls: str, params: dict, *, libraries: Sequence[str],
                    training_data_sha256: str, n_train: int, device: str,
-                   state: dict | None = None) -> Path:
-    """Write ``manifest.json`` after the model files; records their checksums."""
+                   files: Sequence[str], state: dict | None = None) -> Path:
+    """Write ``manifest.json`` after the model ``files`` (names in ``model_dir``)."""
     d = Path(model_dir)
-    files = {p.name: file_sha256(p) for p in sorted(d.iterdir())
-             if p.is_file() and p.name != MANIFEST}
-    doc = {
+    doc: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
         "class": cls,
         "params": params,
@@ -85,209 +105,181 @@ def write_manifest(model_dir: str | Path, cls: str, params: dict, *, libraries: 
         "n_train": int(n_train),
         "device": device,
         "libraries": library_versions(libraries),
-        "files": files,
+        "files": {name: file_sha256(d / name) for name in sorted(files)},
         "state": state or {},
     }
+    doc["manifest_sha256"] = _canonical_sha256(doc)
     path = d / MANIFEST
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")
+    tmp = d / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
     tmp.replace(path)
     return path
 
 
 def _major(version: str) -> str:
-    return version.split(".", 1)[0]
+    return str(version).split(".", 1)[0]
 
 
-def read_manifest(model_dir: str | Path, expect_class: str | None = None) -> dict:
-    """Read and check a model directory's manifest; :class:`ModelFileError` if unusable."""
-    d = Path(model_dir)
-    path = d / MANIFEST
+def _parse(path: Path) -> dict:
+    """The manifest as a dict; errors give a position, never the content."""
+    if path.is_symlink():
+        raise ModelFileError(f"{path}: is a symbolic link; a model directory holds its own "
+                             "files (copy the directory instead of linking)")
     if not path.is_file():
-        raise ModelFileError(f"{path}: no manifest; {d} is not a model directory written by "
-                             "`costmodels fit` (fit the model again)")
+        raise ModelFileError(f"{path}: no manifest; {path.parent} is not a model directory "
+                             "written by `costmodels fit` (fit the model again)")
+    raw = path.read_bytes()
+    if len(raw) > MAX_MANIFEST_BYTES:
+        raise ModelFileError(f"{path}: {len(raw)} bytes, larger than any manifest "
+                             "costmodels writes; fit the model again")
     try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: unreadable manifest ({exc}); fit the model again") from None
+        doc = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ModelFileError(f"{path}: not UTF-8 text (byte offset {exc.start}); it is not a "
+                             "manifest written by costmodels, fit the model again") from None
+    except json.JSONDecodeError as exc:
+        raise ModelFileError(f"{path}:{exc.lineno}: not valid JSON (column {exc.colno}); fit "
+                             "the model again") from None
+    except RecursionError:
+        raise ModelFileError(f"{path}: JSON nested too deeply; fit the model again") from None
     if not isinstance(doc, dict):
         raise ModelFileError(f"{path}: the manifest is not a JSON object; fit the model again")
-    missing = [k for k in ("manifest_version", "class", "params", "feature_schema", "libraries",
-                           "files") if k not in doc]
-    if missing:
-        raise ModelFileError(f"{path}: manifest lacks {', '.join(missing)}; fit the model again")
-    if doc["manifest_version"] != MANIFEST_VERSION:
-        raise ModelFileError(f"{path}: manifest version {doc['manifest_version']}, this "
-                             f"costmodels reads version {MANIFEST_VERSION}; fit the model again "
-                             "with this version")
-    cls = doc["class"]
-    if cls not in KNOWN_CLASSES:
-        raise ModelFileError(f"{path}: unknown model class {cls!r}; expected one of "
-                             f"{', '.join(sorted(KNOWN_CLASSES))}")
-    if expect_class and cls != expect_class:
-        raise ModelFileError(f"{path}: holds a {cls}, not a {expect_class}; load it with the "
-                             "backend for its class (e.g. gnn:DIR for a GNN)")
-    schema = doc["feature_schema"]
-    mine = F.schema()
-    if not isinstance(schema, dict) or (schema.get("name"), schema.get("version")) != (
-            mine["name"], mine["version"]):
-        got = (f"{schema.get('name')} v{schema.get('version')}" if isinstance(schema, dict)
-               else repr(schema))
-        raise ModelFileError(f"{path}: trained on feature schema {got}, this costmodels computes "
-                             f"{mine['name']} v{mine['version']}; refit the model (costmodels fit "
-                             "...) with this version")
-    if schema.get("features") != mine["features"]:
-        raise ModelFileError(f"{path}: the feature names differ from schema {mine['name']} "
-                             f"v{mine['version']} (edited or foreign manifest); refit the model")
-    now = library_versions(list(doc["libraries"]))
-    for lib, ver in doc["libraries"].items():
-        if lib == "python" or ver == "absent":
-            continue
-        if now.get(lib) == "absent":
-            raise ModelFileError(f"{path}: needs {lib} {ver}, which is not installed; "
-                                 f"pip install '{lib}=={ver}'")
-        if _major(now[lib]) != _major(str(ver)):
-            raise ModelFileError(f"{path}: saved with {lib} {ver}, installed is {now[lib]} "
-                                 f"(different major version); refit the model, or install "
-                                 f"{lib}=={ver}")
-    for name, digest in doc["files"].items():
-        f = d / name
-        if not f.is_file():
-            raise ModelFileError(f"{f}: missing from the model directory; copy the whole "
-                                 "directory or fit the model again")
-        if file_sha256(f) != digest:
-            raise ModelFileError(f"{f}: checksum differs from {path} (the file was changed "
-                                 "after saving); fit the model again")
     return doc
 
 
+def _check_keys(path: Path, doc: dict) -> None:
+    missing = [k for k in _KEYS if k not in doc]
+    if doc.get("manifest_version") != MANIFEST_VERSION:
+        v = doc.get("manifest_version")
+        shown = v if isinstance(v, int) else "unreadable"
+        raise ModelFileError(f"{path}: manifest version {shown}, this costmodels reads "
+                             f"version {MANIFEST_VERSION}; fit the model again with this version")
+    if missing:
+        raise ModelFileError(f"{path}: manifest lacks {', '.join(missing)}; fit the model again")
+    if doc["manifest_sha256"] != _canonical_sha256(doc):
+        raise ModelFileError(f"{path}: the manifest's checksum does not match its content (it "
+                             "was edited after saving); fit the model again rather than edit it")
+    for key, typ in (("class", str), ("params", dict), ("feature_schema", dict),
+                     ("libraries", dict), ("files", dict)):
+        if not isinstance(doc[key], typ):
+            raise ModelFileError(f"{path}: field {key!r} is not a JSON {typ.__name__}; fit the "
+                                 "model again")
+
+
+def _check_schema(path: Path, schema: dict) -> None:
+    mine = F.schema()
+    if (schema.get("name"), schema.get("version")) != (mine["name"], mine["version"]):
+        raise ModelFileError(f"{path}: trained on another feature schema than this costmodels "
+                             f"computes ({mine['name']} v{mine['version']}); refit the model "
+                             "(costmodels fit ...) with this version")
+    if schema.get("features") != mine["features"]:
+        raise ModelFileError(f"{path}: the feature names differ from schema {mine['name']} "
+                             f"v{mine['version']} (edited or foreign manifest); refit the model")
+
+
+def _check_libraries(path: Path, libs: dict) -> None:
+    unknown = [k for k in libs if k != "python" and k not in ALLOWED_LIBRARIES]
+    if unknown:
+        raise ModelFileError(f"{path}: field 'libraries' names {len(unknown)} librar(y/ies) "
+                             f"outside the allow-list ({', '.join(ALLOWED_LIBRARIES)}); nothing "
+                             "was imported; fit the model again")
+    now = library_versions(k for k in libs if k != "python")
+    for lib, ver in libs.items():
+        if lib == "python" or ver == "absent":
+            continue
+        if now[lib] == "absent":
+            raise ModelFileError(f"{path}: needs {lib}, which is not installed; install it "
+                                 "(pip install -e '.[gnn]') or fit the model again")
+        if _major(now[lib]) != _major(str(ver)):
+            raise ModelFileError(f"{path}: saved with {lib} {ver}, installed is {now[lib]} "
+                                 "(different major version); refit the model, or install the "
+                                 "version it was saved with")
+
+
+def _check_files(d: Path, path: Path, files: dict) -> None:
+    root = d.resolve()
+    for name, digest in files.items():
+        if (not isinstance(name, str) or not name or name in (".", "..") or "/" in name
+                or "\\" in name or ":" in name or name == MANIFEST):
+            raise ModelFileError(f"{path}: field 'files' names an entry that is not a plain "
+                                 "file name inside the model directory; fit the model again")
+        f = d / name
+        if f.is_symlink() or not f.resolve().is_relative_to(root):
+            raise ModelFileError(f"{f}: is a link or lies outside {d}; a model directory holds "
+                                 "its own files (copy them in, or fit the model again)")
+        if not f.is_file():
+            raise ModelFileError(f"{f}: missing from the model directory; copy the whole "
+                                 "directory or fit the model again")
+        if not isinstance(digest, str) or file_sha256(f) != digest:
+            raise ModelFileError(f"{f}: checksum differs from {path} (the file was changed "
+                                 "after saving); fit the model again")
+
+
+def read_manifest(model_dir: str | Path, expect: Sequence[str]) -> dict:
+    """Read and check a model directory's manifest; :class:`ModelFileError` if unusable.
+
+    ``expect``: class names the caller accepts (the first is named in the error).
+    """
+    d = Path(model_dir)
+    if not d.is_dir():
+        raise ModelFileError(f"{d}: no such model directory; make one with `costmodels fit`")
+    path = d / MANIFEST
+    doc = _parse(path)
+    _check_keys(path, doc)
+    cls = doc["class"]
+    if cls not in expect:
+        from predictors.learned import backend_for_class
+
+        hint = backend_for_class(cls)
+        raise ModelFileError(f"{path}: holds a {cls if hint else 'model of an unknown class'}, "
+                             f"not a {' or '.join(expect)}; "
+                             + (f"load it as {hint}:{d}" if hint else "fit the model again"))
+    _check_schema(path, doc["feature_schema"])
+    _check_libraries(path, doc["libraries"])
+    _check_files(d, path, doc["files"])
+    return doc
+
+
+def model_file(d: Path, doc: dict, name: str) -> Path:
+    """Path of a model file the (checked) manifest lists; refuses one it does not list."""
+    if name not in doc["files"]:
+        raise ModelFileError(f"{d / MANIFEST}: lists no {name}; fit the model again")
+    return d / name
+
+
 def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    np.savez(path, **{k: np.asarray(v) for k, v in arrays.items()})
+    with open(path, "wb") as fh:
+        np.savez(fh, **{k: np.asarray(v) for k, v in arrays.items()})
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
-    except (OSError, ValueError) as exc:
-        raise ModelFileError(f"{path}: unreadable arrays ({exc}); fit the model again") from None
-
-
-MODELS = ("gbdt", "gnn", "transfer", "hybrid", "flops")
-
-
-def make(name: str, sources: Sequence[Any] = (), **params: Any):
-    """An unfitted estimator by name (see :func:`predictors.make`, which calls this)."""
-    if name == "gbdt":
-        from predictors.gbdt import GBDTModel
-
-        return GBDTModel(**params)
-    if name == "hybrid":
-        from predictors.gbdt import GBDTModel
-
-        if not params.get("prior"):
-            raise ValueError("the hybrid model needs prior estimators: make('hybrid', "
-                             "prior=['roofline:SPEC', 'lut:PATH']) / --prior SPEC")
-        return GBDTModel(**params)
-    if name == "gnn":
-        from predictors.gnn import GNNModel
-
-        return GNNModel(**params)
-    if name == "transfer":
-        from predictors.transfer import TransferModel
-
-        if not sources:
-            raise ValueError("the transfer model needs source tables: make('transfer', "
-                             "sources=[...]) / --source TABLE.csv")
-        return TransferModel(sources=list(sources), **params)
-    if name == "flops":
-        from costmodels.baselines import ProxyModel
-
-        return ProxyModel("macs", **params)
-    raise ValueError(f"unknown predictor {name!r}; expected one of {', '.join(MODELS)}")
+    except (OSError, ValueError, EOFError) as exc:
+        raise ModelFileError(f"{path}: unreadable arrays ({type(exc).__name__}); fit the model "
+                             "again") from None
 
 
 def restore(cls: type, model_dir: str | Path, class_name: str) -> tuple[Any, dict, Path]:
     """A new ``cls`` with the manifest's parameters and common learned state.
 
-    Returns ``(model, manifest, directory)``; the caller reads its own model files.
-    Parameters that no longer fit ``cls`` raise :class:`ModelFileError`.
+    Returns ``(model, manifest, directory)``; the caller reads its own model files
+    and must call ``model._mark_fitted`` when done. Parameters that no longer fit
+    ``cls`` raise :class:`ModelFileError`.
     """
     d = Path(model_dir)
-    doc = read_manifest(d, class_name)
+    doc = read_manifest(d, (class_name,))
     try:
         model = cls(**doc["params"])
-    except TypeError as exc:
-        raise ModelFileError(f"{d / MANIFEST}: parameters do not fit {cls.__name__} ({exc}); "
-                             "fit the model again") from None
-    model.n_train_ = int(doc.get("n_train", 0))
-    model.device_ = doc.get("device", "")
-    model.training_data_sha256_ = doc.get("training_data_sha256", "")
+    except TypeError:
+        raise ModelFileError(f"{d / MANIFEST}: its parameters do not fit {cls.__name__}; fit the "
+                             "model again") from None
     return model, doc, d
 
 
-def load(model_dir: str | Path):
-    """Load any predictor directory (class from its manifest)."""
-    doc = read_manifest(model_dir)
-    module, _, name = doc["class"].rpartition(".")
-    cls = getattr(importlib.import_module(module), name)
-    return cls.load(model_dir)
-
-
-# ------------------------------------------------------------------ common estimator base
-class Predictor(BaseCostModel):
-    """Base of the fitted predictors: scikit-learn habits plus the CostModel interface.
-
-    Subclasses store their keyword parameters in ``__init__`` (nothing else),
-    implement ``fit(nets, latencies_ms) -> self`` setting ``_``-suffixed
-    attributes, ``predict(nets) -> ndarray`` (ms), ``save(dir)`` and
-    ``load(dir)``.
-    """
-
-    name = "predictor"
-
-    def get_params(self, deep: bool = True) -> dict[str, Any]:
-        sig = inspect.signature(type(self).__init__)
-        return {p: getattr(self, p) for p in sig.parameters if p != "self"}
-
-    def set_params(self, **params: Any) -> Predictor:
-        valid = self.get_params()
-        for k, v in params.items():
-            if k not in valid:
-                raise ValueError(f"{type(self).__name__} has no parameter {k!r}; "
-                                 f"expected one of {', '.join(valid)}")
-            setattr(self, k, v)
-        return self
-
-    def __repr__(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.get_params().items())
-        return f"{type(self).__name__}({args})"
-
-    def _check_fitted(self) -> None:
-        if not hasattr(self, "n_train_"):
-            raise ValueError(f"this {type(self).__name__} is not fitted; call fit(nets, "
-                             "latencies_ms) or load a saved model")
-
-    def predict(self, nets: Sequence[Network]) -> np.ndarray:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def estimate(self, net: Network) -> Estimate:
-        return self.estimate_many([net])[0]
-
-    def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
-        pred = self.predict(nets)
-        meta = {"backend": self.name, "device": getattr(self, "device_", "")}
-        return [Estimate(float(p), meta=meta) for p in pred]
-
-
-def check_training_data(nets: Sequence[Network], latencies_ms: Sequence[float]) -> np.ndarray:
-    """Latencies as a float64 array, checked against the networks."""
-    y = np.asarray(latencies_ms, dtype=np.float64)
-    if y.ndim != 1 or len(y) != len(nets):
-        raise ValueError(f"got {len(nets)} networks but {y.shape} latencies; one latency (ms) "
-                         "per network")
-    if len(y) == 0:
-        raise ValueError("no training data: fit needs at least one measured network")
-    if not np.all(np.isfinite(y)) or np.any(y <= 0):
-        raise ValueError("latencies must be finite and > 0 ms")
-    return y
+def finish_restore(model: Any, doc: dict) -> Any:
+    """Mark a restored model fitted with the manifest's training facts."""
+    model._mark_fitted(int(doc.get("n_train", 0)), str(doc.get("training_data_sha256", "")))
+    model.device_ = str(doc.get("device", ""))
+    return model

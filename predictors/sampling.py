@@ -8,7 +8,15 @@ source devices' latencies scaled to a common mean when source tables are given,
 else MACs -- and cut into k equal-count bins; from each bin the candidate
 farthest (standardised compact features) from those already chosen is taken,
 out of a few drawn with the seed. Extremes of the range are always covered,
-which is what a linear transfer fit needs; both are deterministic for a seed.
+which is what a linear transfer fit needs.
+
+``active``: asks for the most informative next cell for a source mix, one at a
+time: among a seeded pool of candidates, the cell farthest (greedy max-min)
+from those already chosen in the space of the sources' standardised log
+latencies with the consensus removed -- the cells on which the source
+devices disagree in ways the chosen cells do not yet cover, so each new
+measurement separates source mixes the earlier ones could not. Without
+sources, the compact features are used. All three are deterministic for a seed.
 """
 
 from __future__ import annotations
@@ -17,7 +25,8 @@ import numpy as np
 
 from predictors import features as F
 
-METHODS = ("random", "diverse")
+METHODS = ("random", "diverse", "active")
+ACTIVE_POOL = 2000
 CANDIDATES_PER_BIN = 8
 
 
@@ -40,12 +49,19 @@ def select(method: str, k: int, seed: int, x: np.ndarray,
     """
     n = len(x)
     if not 0 < k <= n:
-        raise ValueError(f"cannot choose {k} of {n} candidates")
+        from predictors.base import PredictorError
+
+        raise PredictorError(f"cannot choose {k} of {n} candidates; ask for 1 to {n}")
     rng = np.random.default_rng(seed)
     if method == "random":
         return np.sort(rng.choice(n, size=k, replace=False))
+    if method == "active":
+        return _active(k, rng, x, source_lat)
     if method != "diverse":
-        raise ValueError(f"unknown selection {method!r}; expected one of {', '.join(METHODS)}")
+        from predictors.base import PredictorError
+
+        raise PredictorError(f"unknown selection {method!r}; expected one of "
+                             f"{', '.join(METHODS)}")
     order = np.argsort(consensus(source_lat, x), kind="stable")
     z = F.compact(x)
     sd = z.std(axis=0)
@@ -63,3 +79,26 @@ def select(method: str, k: int, seed: int, x: np.ndarray,
             pick = int(cand[0])
         chosen.append(pick)
     return np.sort(np.array(chosen, dtype=np.int64))
+
+
+def _active(k: int, rng: np.random.Generator, x: np.ndarray,
+            source_lat: np.ndarray | None) -> np.ndarray:
+    """Greedy max-min selection in the sources' disagreement space (see the module docstring)."""
+    n = len(x)
+    pool = np.sort(rng.choice(n, size=min(ACTIVE_POOL, max(k, n // 2)), replace=False))
+    if source_lat is not None and source_lat.size and np.isfinite(source_lat[pool]).all():
+        z = np.log(source_lat[pool] / np.nanmean(source_lat, axis=0))
+        cons = z.mean(axis=1, keepdims=True)
+        z = np.c_[z - cons, cons]  # disagreement, plus the consensus level itself
+    else:
+        z = F.compact(x[pool])
+    sd = z.std(axis=0)
+    z = (z - z.mean(axis=0)) / np.where(sd > 0, sd, 1.0)
+    first = int(np.argmin(((z - np.median(z, axis=0)) ** 2).sum(axis=1)))
+    chosen = [first]
+    dist = ((z - z[first]) ** 2).sum(axis=1)
+    while len(chosen) < k:
+        nxt = int(np.argmax(dist))
+        chosen.append(nxt)
+        dist = np.minimum(dist, ((z - z[nxt]) ** 2).sum(axis=1))
+    return np.sort(pool[np.array(chosen, dtype=np.int64)])

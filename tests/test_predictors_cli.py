@@ -25,11 +25,23 @@ def test_fit_estimate_and_fewshot(tmp_path):
     assert (tmp_path / "m" / "manifest.json").is_file()
     assert main(["estimate", f"gbdt:{tmp_path / 'm'}", "--sample", "20",
                  "-o", str(tmp_path / "est.csv")]) == 0
+    # --source never silently turns gbdt into another model
     assert main(["fit", "gbdt", "--train", str(tmp_path / "nb201_dev.csv"), "--limit", "10",
-                 "--source", str(tmp_path / "nb201_src.csv"), "-o", str(tmp_path / "t")]) == 0
+                 "--source", str(tmp_path / "nb201_src.csv"), "-o", str(tmp_path / "t")]) == 2
+    assert not (tmp_path / "t").exists()
+    for name in ("transfer", "fewshot"):
+        assert main(["fit", name, "--train", str(tmp_path / "nb201_dev.csv"), "--limit", "10",
+                     "--source", str(tmp_path / "nb201_src.csv"), "-o", str(tmp_path / name)]) == 0
+        assert main(["estimate", f"{name}:{tmp_path / name}", "--archs",
+                     str(tmp_path / "nb201_src.csv"), "-o", str(tmp_path / f"est-{name}.csv")]) == 0
+        est = list(csv.DictReader(open(tmp_path / f"est-{name}.csv")))
+        assert len(est) == 300 and all(float(r["latency_ms"]) > 0 for r in est)
+        # a directory of one class is refused by another class's backend
+        assert main(["estimate", f"gbdt:{tmp_path / name}", "--sample", "5",
+                     "-o", str(tmp_path / "no.csv")]) == 2
     out = tmp_path / "curve.csv"
     assert main(["fewshot", "--target", str(tmp_path / "nb201_dev.csv"), "--source",
-                 str(tmp_path / "nb201_src.csv"), "--model", "transfer", "--samples", "5,20",
+                 str(tmp_path / "nb201_src.csv"), "--model", "fewshot", "--samples", "5,20",
                  "--seeds", "2", "--select", "diverse", "-o", str(out)]) == 0
     rows = list(csv.DictReader(open(out)))
     assert [r["k"] for r in rows] == ["5", "20"] and float(rows[0]["spearman"]) > 0.9

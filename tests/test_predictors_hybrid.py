@@ -14,6 +14,7 @@ from costmodels.harness import metrics
 from costmodels.spaces import nb201
 from costmodels.tables import read_table
 from predictors import load, make
+from predictors.base import PredictorError
 
 ROOT = Path(__file__).resolve().parents[1]
 TRUTH = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10.csv"
@@ -27,7 +28,7 @@ def data():
 
 
 def test_hybrid_needs_a_prior():
-    with pytest.raises(ValueError, match="prior"):
+    with pytest.raises(PredictorError, match="prior"):
         make("hybrid")
 
 
@@ -65,4 +66,4 @@ def test_fit_hybrid_cli(tmp_path, capsys):
                  "-o", str(out)]) == 0
     assert load(str(out)).prior == [PRIOR]
     assert main(["fit", "hybrid", "--train", str(TRUTH), "-o", str(tmp_path / "x")]) == 2
-    assert "needs --prior" in capsys.readouterr().err
+    assert "needs prior estimators: --prior" in capsys.readouterr().err

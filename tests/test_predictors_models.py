@@ -10,7 +10,7 @@ import pytest
 from costmodels.errors import ModelFileError
 from costmodels.registry import create
 from costmodels.spaces import nb201
-from predictors.persistence import load, make
+from predictors import load, make
 
 FAST_GNN = {"epochs": 5, "min_steps": 20, "hidden": 16}
 
@@ -71,10 +71,15 @@ def saved_gbdt(tmp_path, data):
     return d
 
 
-def _edit_manifest(d, fn):
+def _edit_manifest(d, fn, rehash=True):
+    """Edit the manifest; with ``rehash`` recompute its checksum (a deliberate forgery)."""
+    from predictors.persistence import _canonical_sha256
+
     path = d / "manifest.json"
     doc = json.loads(path.read_text())
     fn(doc)
+    if rehash:
+        doc["manifest_sha256"] = _canonical_sha256(doc)
     path.write_text(json.dumps(doc))
 
 
@@ -90,7 +95,10 @@ def test_tampered_model_file_is_refused(saved_gbdt):
     (lambda d: d["feature_schema"]["features"].pop(), "feature names differ"),
     (lambda d: d["libraries"].update(xgboost="1.7.6"), "different major version"),
     (lambda d: d.update({"class": "predictors.gnn.GNNModel"}), "parameters do not fit GNNModel"),
-    (lambda d: d.update({"class": "os.system"}), "unknown model class"),
+    (lambda d: d.update({"class": "os.system"}), "model of an unknown class"),
+    (lambda d: d["libraries"].update(os="1.0"), "outside the allow-list"),
+    (lambda d: d["files"].update({"../../etc/passwd": "0" * 64}), "not a plain file name"),
+    (lambda d: d["files"].update({"/etc/passwd": "0" * 64}), "not a plain file name"),
 ])
 def test_mismatched_manifest_is_refused(saved_gbdt, edit, match):
     _edit_manifest(saved_gbdt, edit)
@@ -99,11 +107,40 @@ def test_mismatched_manifest_is_refused(saved_gbdt, edit, match):
     assert "manifest.json" in str(err.value) or "safetensors" in str(err.value)
 
 
+def test_edited_parameter_is_refused_and_nothing_is_written(saved_gbdt):
+    import hashlib
+
+    _edit_manifest(saved_gbdt, lambda d: d["params"].update(max_depth=12), rehash=False)
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in saved_gbdt.iterdir()}
+    with pytest.raises(ModelFileError, match="checksum does not match its content"):
+        create(f"gbdt:{saved_gbdt}")
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in saved_gbdt.iterdir()}
+    assert before == after
+
+
+def test_symlink_out_of_the_directory_is_refused(saved_gbdt, tmp_path):
+    outside = tmp_path / "outside.json"
+    (saved_gbdt / "model.json").rename(outside)
+    (saved_gbdt / "model.json").symlink_to(outside)
+    with pytest.raises(ModelFileError, match="is a link or lies outside"):
+        load(str(saved_gbdt))
+
+
+def test_unparsable_manifest_error_does_not_echo_content(saved_gbdt):
+    secret = "SECRET-CONTENT-1234"
+    (saved_gbdt / "manifest.json").write_text("{" + secret)
+    with pytest.raises(ModelFileError) as err:
+        create(f"gbdt:{saved_gbdt}")
+    assert secret not in str(err.value) and "not valid JSON" in str(err.value)
+
+
 def test_not_a_model_directory(tmp_path):
     with pytest.raises(ModelFileError, match="no manifest"):
         create(f"gbdt:{tmp_path}")
 
 
 def test_gnn_loader_refuses_a_gbdt_directory(saved_gbdt):
-    with pytest.raises(ModelFileError, match="not a predictors.gnn.GNNModel"):
+    with pytest.raises(ModelFileError, match="not a predictors.gnn.GNNModel.*gbdt:"):
         create(f"gnn:{saved_gbdt}")
+    with pytest.raises(ModelFileError, match="load it as gbdt:"):
+        create(f"hybrid:{saved_gbdt}")

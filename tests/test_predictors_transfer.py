@@ -8,8 +8,9 @@ import pytest
 from costmodels.spaces import nb201
 from costmodels.tables import LatencyTable
 from predictors import features as F
+from predictors.base import PredictorError
 from predictors import fewshot, sampling
-from predictors.persistence import load, make
+from predictors import load, make
 
 
 def _table(idx, lat, name):
@@ -81,7 +82,7 @@ def test_transfer_refuses_networks_outside_nb201(synthetic):
     nets = [nb201.build_network(int(i)) for i in target.arch_index[:10]]
     est = make("transfer", sources=sources).fit(nets, target.latency_ms[:10])
     relu = make_layer("relu", "Relu", ["x"], ["y"], [(1, 4, 8, 8)], (1, 4, 8, 8))
-    with pytest.raises(ValueError, match="not a NAS-Bench-201 cell"):
+    with pytest.raises(PredictorError, match="not a NAS-Bench-201 cell"):
         est.predict([Network("t", (("x", (1, 4, 8, 8)),), (relu,), ("y",))])
 
 

@@ -1,0 +1,319 @@
+"""Few-shot model selection on the k measured cells only.
+
+:class:`FewShotModel` fits candidate families on the k cells of the target
+device, scores each by cross-validation on those same k cells (leave-one-out
+up to 20 cells, else 5 folds; never any other cell of the target), and then
+``stack``\\ s them (non-negative least squares on the out-of-fold predictions,
+weights shrunk half-way to equal shares, summing to 1), ``select``\\ s the
+best (lowest out-of-fold mean squared log error) or ``average``\\ s them.
+
+Families (:data:`FAMILIES`):
+
+``mix``
+    source-device transfer on smoothed sources (:class:`~predictors.transfer.TransferModel`);
+``mix-raw``
+    the same on the sources as measured;
+``additive``
+    additive per-operation model with a prior from the sources (:mod:`predictors.additive`);
+``gbdt-residual``
+    GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
+``gbdt``
+    GBDT on features alone (no sources);
+``gnn``
+    the layer-graph GNN (no sources; slow, only when asked for).
+
+Default families: ``mix``, ``mix-raw``, ``additive`` below 20 cells, plus
+``gbdt-residual`` and ``gbdt`` from 20. The chosen strategy, each family's CV
+score and the weights are in :attr:`report_` (and in the saved manifest).
+
+A saved model holds the stacked prediction of every NAS-Bench-201 cell the
+sources cover, for the dataset and batch it was trained at (``arrays.npz``):
+the sources cover those cells, so the table is the model. NAS-Bench-201 only (the sources are looked up by
+standard index).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from costmodels.network import Network
+from costmodels.spaces import nb201
+from predictors import additive as A
+from predictors import features as F
+from predictors import persistence as P
+from predictors.base import Predictor, PredictorError, check_training_data
+from predictors.linear import nnls_fit
+
+CLASS = "predictors.select.FewShotModel"
+FAMILIES = ("mix", "mix-raw", "additive", "gbdt-residual", "gbdt", "gnn")
+STRATEGIES = ("stack", "select", "average")
+SMALL_K = 20
+
+
+class _Transfer:
+    def __init__(self, lat: np.ndarray, names: Sequence[str], **params) -> None:
+        from predictors.transfer import TransferModel
+
+        self.model = TransferModel(**params)
+        self.model.use_matrix(lat, names)
+
+    def fit(self, idx, x, y):
+        self.model.fit_arrays(idx, x, y)
+        return self
+
+    def predict(self, idx, x):
+        return self.model.predict_arrays(idx, x)
+
+
+class _Additive:
+    def __init__(self, coefs: np.ndarray) -> None:
+        self.coefs = coefs
+
+    def fit(self, idx, x, y):
+        b = A.all_cells_basis()
+        self.c = A.fit_posterior(b[idx], y, self.coefs)
+        self.floor = 0.5 * float(np.min(y))
+        return self
+
+    def predict(self, idx, x):
+        return np.maximum(A.all_cells_basis()[idx] @ self.c, self.floor)
+
+
+class _GBDT:
+    def __init__(self, seed: int) -> None:
+        from predictors.gbdt import GBDTModel
+
+        self.model = GBDTModel(random_state=seed)
+
+    def fit(self, idx, x, y):
+        self.model.fit_features(x, y)
+        return self
+
+    def predict(self, idx, x):
+        return self.model.predict_features(x)
+
+
+class _GNN:
+    def __init__(self, seed: int, nets_of) -> None:
+        from predictors.gnn import GNNModel
+
+        self.model = GNNModel(random_state=seed)
+        self.nets_of = nets_of
+
+    def fit(self, idx, x, y):
+        self.model.fit(self.nets_of(idx), y)
+        return self
+
+    def predict(self, idx, x):
+        return self.model.predict(self.nets_of(idx))
+
+
+def _folds(k: int) -> np.ndarray:
+    return np.arange(k) if k <= SMALL_K else np.arange(k) % 5
+
+
+def _log_mse(pred: np.ndarray, y: np.ndarray) -> float:
+    return float(np.mean((np.log(np.maximum(pred, 1e-9)) - np.log(y)) ** 2))
+
+
+class FewShotModel(Predictor):
+    """Few-shot latency predictor: candidate families chosen or stacked by CV on the k cells.
+
+    Parameters
+    ----------
+    sources: latency-table paths (or tables) of other devices.
+    families: candidate families (:data:`FAMILIES`); empty = the default for k.
+    strategy: ``stack``, ``select`` or ``average`` (:data:`STRATEGIES`).
+    device: target device name for the manifest.
+    random_state: seed of the GBDT/GNN candidates.
+    """
+
+    name = "fewshot"
+    registry_name = "fewshot"
+
+    def __init__(self, sources: Sequence = (), families: Sequence[str] = (),
+                 strategy: str = "stack", device: str = "", random_state: int = 0) -> None:
+        self.sources = sources
+        self.families = families
+        self.strategy = strategy
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ candidates
+    def _families(self, k: int) -> tuple[str, ...]:
+        fams = tuple(self.families) or (("mix", "mix-raw", "additive") if k < SMALL_K else
+                                        ("mix", "mix-raw", "additive", "gbdt-residual", "gbdt"))
+        bad = [f for f in fams if f not in FAMILIES]
+        if bad:
+            raise PredictorError(f"unknown family {bad[0]!r}; expected some of "
+                                 f"{', '.join(FAMILIES)}")
+        if self.strategy not in STRATEGIES:
+            raise PredictorError(f"strategy must be one of {', '.join(STRATEGIES)}, not "
+                                 f"{self.strategy!r}")
+        return fams
+
+    def _candidate(self, family: str):
+        lat, names = self.source_lat_, self.source_names_
+        if family in ("mix", "gbdt-residual") and self._smoothed is None:
+            from predictors.transfer import smooth_sources
+
+            self._smoothed = smooth_sources(lat)
+        if family == "mix":
+            return _Transfer(self._smoothed, names, smooth="none")
+        if family == "mix-raw":
+            return _Transfer(lat, names, smooth="none")
+        if family == "gbdt-residual":
+            return _Transfer(self._smoothed, names, smooth="none", residual="gbdt",
+                             random_state=self.random_state)
+        if family == "additive":
+            if self._coefs is None:
+                self._coefs = A.source_coefs(lat)
+            return _Additive(self._coefs)
+        if family == "gbdt":
+            return _GBDT(self.random_state)
+        return _GNN(self.random_state, self._nets_of)
+
+    def _nets_of(self, idx: np.ndarray) -> list[Network]:
+        return [nb201.build_network(int(i), self.dataset_, self.batch_) for i in idx]
+
+    # ------------------------------------------------------------------ fit
+    def use_matrix(self, lat: np.ndarray, names: Sequence[str]) -> FewShotModel:
+        """Set the sources from a (15,625, m) latency matrix (ms)."""
+        self.source_lat_ = lat
+        self.source_names_ = list(names)
+        self._coefs = None
+        self._smoothed = None
+        return self
+
+    def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> FewShotModel:
+        from predictors.transfer import _load_sources, cell_indices, source_matrix
+
+        y = check_training_data(nets, latencies_ms)
+        idx = cell_indices(nets)
+        tables = _load_sources(self.sources)
+        if not tables:
+            raise PredictorError("the fewshot model needs source tables: --source TABLE.csv")
+        self.use_matrix(source_matrix(tables), [t.device for t in tables])
+        self.dataset_ = str(nets[0].meta.get("dataset", "cifar10"))
+        self.batch_ = int(nets[0].meta.get("batch", 1))
+        self.fit_arrays(idx, F.features(nets), y)
+        self.training_data_sha256_ = P.data_hash(nets, y)
+        return self
+
+    def fit_arrays(self, idx: np.ndarray, x: np.ndarray, y: np.ndarray) -> FewShotModel:
+        """Fit from cell indices, feature rows and latencies (ms); sources already set."""
+        k = len(y)
+        fams = self._families(k)
+        folds = _folds(k)
+        oof = np.zeros((k, len(fams)))
+        if k >= 3 and len(fams) > 1 and self.strategy != "average":
+            for f in np.unique(folds):
+                test = folds == f
+                for j, fam in enumerate(fams):
+                    cand = self._candidate(fam).fit(idx[~test], x[~test], y[~test])
+                    oof[test, j] = cand.predict(idx[test], x[test])
+        cv = {fam: _log_mse(oof[:, j], y) for j, fam in enumerate(fams)} if oof.any() else {}
+        self.weights_ = self._weights(fams, oof, y, cv)
+        self.candidates_ = [(fam, self._candidate(fam).fit(idx, x, y))
+                            for fam, w in zip(fams, self.weights_, strict=True) if w > 0]
+        self.weights_ = self.weights_[self.weights_ > 0]
+        self.report_ = {"strategy": self.strategy, "families": list(fams),
+                        "cv": "loo" if k <= SMALL_K else "5-fold",
+                        "cv_log_mse": {f: round(v, 6) for f, v in cv.items()},
+                        "chosen": {f: round(float(w), 4) for (f, _), w in
+                                   zip(self.candidates_, self.weights_, strict=True)}}
+        if cv:
+            stacked = oof @ self._weights(fams, oof, y, cv)
+            self.report_["cv_log_mse_final"] = round(_log_mse(stacked, y), 6)
+        self._mark_fitted(k)
+        return self
+
+    def _weights(self, fams, oof, y, cv) -> np.ndarray:
+        m = len(fams)
+        equal = np.full(m, 1.0 / m)
+        if not cv or self.strategy == "average":
+            return equal
+        if self.strategy == "select":
+            w = np.zeros(m)
+            w[int(np.argmin([cv[f] for f in fams]))] = 1.0
+            return w
+        w = nnls_fit(oof, y)
+        w = w / w.sum() if w.sum() > 0 else equal
+        return 0.5 * w + 0.5 * equal
+
+    # ------------------------------------------------------------------ predict
+    def predict_arrays(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
+        self._check_fitted()
+        if hasattr(self, "table_"):
+            out = self.table_[idx]
+            if np.isnan(out).any():
+                bad = int(idx[np.isnan(out)][0])
+                raise PredictorError(f"cell {bad} is in none of the source tables this model "
+                                     "was fitted with; fit it with sources that cover it")
+            return out
+        preds = np.stack([c.predict(idx, x) for _, c in self.candidates_], axis=1)
+        return preds @ self.weights_
+
+    def predict(self, nets: Sequence[Network]) -> np.ndarray:
+        """Latency in ms on the target device, shape (len(nets),)."""
+        from predictors.transfer import cell_indices
+
+        self._check_fitted()
+        if len(nets) == 0:
+            return np.zeros(0)
+        for net in nets:
+            if (str(net.meta.get("dataset")), int(net.meta.get("batch", 1))) != (
+                    self.dataset_, self.batch_):
+                raise PredictorError(f"{net.name}: built for {net.meta.get('dataset')} batch "
+                                     f"{net.meta.get('batch')}, this model was fitted on "
+                                     f"{self.dataset_} batch {self.batch_}; build the networks "
+                                     "with those")
+        idx = cell_indices(nets)
+        x = None if hasattr(self, "table_") else F.features(nets)
+        return self.predict_arrays(idx, x)
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, model_dir: str | Path) -> Path:
+        """``manifest.json`` + ``arrays.npz`` (the prediction of every NB201 cell, ms)."""
+        self._check_fitted()
+        if not hasattr(self, "table_"):
+            covered = np.flatnonzero(np.isfinite(self.source_lat_).any(axis=1))
+            table = np.full(nb201.NUM_ARCHS, np.nan)
+            table[covered] = self.predict_arrays(covered, F.features(self._nets_of(covered)))
+            self.table_ = table
+        d = Path(model_dir)
+        d.mkdir(parents=True, exist_ok=True)
+        P.save_arrays(d / "arrays.npz", {"pred_ms": self.table_})
+        params = self.get_params()
+        params["sources"] = [getattr(s, "source", None) or str(s) for s in self.sources]
+        params["families"] = list(self.families)
+        state = {"report": self.report_, "dataset": self.dataset_, "batch": self.batch_,
+                 "source_names": self.source_names_}
+        P.write_manifest(d, CLASS, params, libraries=("numpy", "xgboost"),
+                         training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         device=self.device_, files=("arrays.npz",), state=state)
+        return d
+
+    @classmethod
+    def load(cls, model_dir: str | Path) -> FewShotModel:
+        from costmodels.errors import ModelFileError
+
+        model, doc, d = P.restore(cls, model_dir, CLASS)
+        a = P.load_arrays(P.model_file(d, doc, "arrays.npz"))
+        state = doc.get("state", {})
+        try:
+            model.table_ = np.asarray(a["pred_ms"], dtype=np.float64)
+            model.report_ = dict(state["report"])
+            model.dataset_ = str(state["dataset"])
+            model.batch_ = int(state["batch"])
+            model.source_names_ = list(state["source_names"])
+        except (KeyError, TypeError, ValueError):
+            raise ModelFileError(f"{d / P.MANIFEST}: does not describe a FewShotModel; fit the "
+                                 "model again") from None
+        if model.table_.shape != (nb201.NUM_ARCHS,) or np.isinf(model.table_).any():
+            raise ModelFileError(f"{d / 'arrays.npz'}: pred_ms is not one latency per NB201 "
+                                 "cell; fit the model again")
+        return P.finish_restore(model, doc)
