@@ -3,17 +3,31 @@
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
+
+from costmodels.errors import CostModelError
+
+GRAPH_OPTS = ("disable", "basic", "extended", "all")
+
+
+class MeasureSettingsError(CostModelError, ValueError):
+    """A measurement setting out of range (``repeat <= 0``, ``threads <= 0``, ...)."""
 
 
 @dataclass(frozen=True)
 class MeasureConfig:
     """How to time a network. Immutable: it is part of every stored record.
 
-    ``warmup`` untimed runs, then ``repeat`` timed runs (``perf_counter_ns``).
+    ``warmup`` untimed runs, then ``repeat`` timed runs (``perf_counter_ns``) spread over
+    ``rounds`` interleaved rounds (:mod:`measure.rounds`): in each round every network of a
+    window runs ``round_warmup`` untimed and about ``repeat / rounds`` timed runs, the
+    networks in a shuffled order (``seed``); a round lasts at least ``min_round_s`` seconds
+    (a single network's rounds are spread in time). The latency is the median of the round
+    medians. ``drift_ref``: a fixed reference network is measured in every round too, and
+    each round's times are also stored scaled by the reference's drift (``corrected_ms``).
     ``threads``: intra-op threads (1 = the reproducible default). ``pin_cpu``:
     CPU affinity for the measuring process (core index; -1 = do not pin).
     ``max_cv``: a result whose coefficient of variation exceeds it is re-measured,
@@ -43,16 +57,50 @@ class MeasureConfig:
     rpc_tracker: str = ""            # "HOST:PORT" for remote devices
     rpc_key: str = ""
     drop_preempted: bool = True
+    rounds: int = 10
+    round_warmup: int = 2
+    min_round_s: float = 0.2
+    drift_ref: bool = False
+
+    def __post_init__(self) -> None:
+        checks = (("repeat", self.repeat >= 1, "at least 1"),
+                  ("warmup", self.warmup >= 0, "0 or more"),
+                  ("threads", self.threads >= 1, "at least 1"),
+                  ("rounds", self.rounds >= 1, "at least 1"),
+                  ("round_warmup", self.round_warmup >= 0, "0 or more"),
+                  ("max_retries", self.max_retries >= 0, "0 or more"),
+                  ("pin_cpu", self.pin_cpu >= -1, "a CPU index, or -1 for no pinning"),
+                  ("timeout_s", self.timeout_s > 0, "more than 0 seconds"),
+                  ("min_round_s", self.min_round_s >= 0, "0 or more seconds"),
+                  ("max_cv", self.max_cv > 0, "more than 0"))
+        for name, ok, want in checks:
+            if not ok:
+                raise MeasureSettingsError(f"measurement setting {name}={getattr(self, name)!r} "
+                                           f"is out of range, MeasureConfig.{name}; use {want}")
+        if self.graph_opt not in GRAPH_OPTS:
+            raise MeasureSettingsError(f"measurement setting graph_opt={self.graph_opt!r} is "
+                                       f"unknown, MeasureConfig.graph_opt; use one of "
+                                       f"{', '.join(GRAPH_OPTS)}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+    def round_runs(self) -> list[int]:
+        """Timed runs of each round: ``repeat`` split as evenly as possible over
+        ``min(rounds, repeat)`` rounds (sums to ``repeat``)."""
+        n = min(self.rounds, self.repeat)
+        base, extra = divmod(self.repeat, n)
+        return [base + (k < extra) for k in range(n)]
 
 
 @dataclass(frozen=True)
 class MeasureResult:
     """Statistics of one measured network, or the error that stopped it.
 
-    Times are in milliseconds; ``cv`` is std / mean of the timed runs.
+    Times are in milliseconds; ``cv`` is std / mean of the timed runs. Measured in
+    interleaved rounds, ``median_ms`` is the median of the ``round_medians_ms``,
+    ``round_cv`` their std / mean, and ``corrected_ms`` (NaN without a reference) the same
+    median after each round was scaled by the reference network's drift.
     """
 
     ok: bool
@@ -69,6 +117,36 @@ class MeasureResult:
     times_ms: tuple[float, ...] = ()
     fingerprint: dict[str, Any] = field(default_factory=dict)
     meta: dict[str, Any] = field(default_factory=dict)
+    rounds: int = 0
+    round_medians_ms: tuple[float, ...] = ()
+    round_cv: float = math.nan
+    corrected_ms: float = math.nan
+
+    @classmethod
+    def from_rounds(cls, round_times_ms, runtime: str, max_cv: float = math.inf,
+                    factors=None, **kw: Any) -> MeasureResult:
+        """Statistics of a network timed in rounds (a list of per-round time arrays, ms).
+
+        ``factors``: the reference's drift per round (its round median over its campaign
+        anchor); with it ``corrected_ms`` is the median of ``round median / factor``.
+        ``noisy`` when the round-to-round CV exceeds ``max_cv``.
+        """
+        rounds = [np.asarray(t, dtype=np.float64) for t in round_times_ms if len(t)]
+        meds = np.array([float(np.median(t)) for t in rounds])
+        base = cls.from_times(np.concatenate(rounds), runtime, math.inf, **kw)
+        rcv = float(meds.std(ddof=1) / meds.mean()) if len(meds) > 1 and meds.mean() > 0 else 0.0
+        corrected = math.nan
+        if factors is not None and len(factors) == len(meds):
+            corrected = float(np.median(meds / np.asarray(factors, dtype=np.float64)))
+        return replace(base, median_ms=float(np.median(meds)), rounds=len(meds),
+                       round_medians_ms=tuple(float(m) for m in meds), round_cv=rcv,
+                       corrected_ms=corrected, noisy=rcv > max_cv)
+
+    def figure(self, which: str = "raw") -> float:
+        """The latency figure: ``"raw"`` (median of round medians) or ``"corrected"``."""
+        if which not in ("raw", "corrected"):
+            raise MeasureSettingsError(f"figure {which!r} is unknown; use raw or corrected")
+        return self.median_ms if which == "raw" else self.corrected_ms
 
     @classmethod
     def from_times(cls, times_ms, runtime: str, max_cv: float = math.inf,
@@ -90,6 +168,7 @@ class MeasureResult:
         """JSON-friendly statistics without the raw times."""
         d = asdict(self)
         d.pop("times_ms")
+        d["round_medians_ms"] = list(d["round_medians_ms"])
         return d
 
 

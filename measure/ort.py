@@ -21,7 +21,7 @@ import numpy as np
 from measure.config import DEFAULT_CONFIG, BuildResult, MeasureConfig, MeasureResult
 from measure.fingerprint import fingerprint
 from measure.inputs import as_bytes, random_inputs
-from measure.timing import Sample, error_text, pinned, timed_runs, with_retries
+from measure.timing import Sample, error_text, pinned, timed_runs
 
 RUNTIME = "ort"
 _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
@@ -32,9 +32,6 @@ def session_options(config: MeasureConfig):
     """SessionOptions for the protocol: pinned thread counts, sequential, chosen opt level."""
     import onnxruntime as ort
 
-    if config.graph_opt not in _OPT_LEVELS:
-        raise ValueError(f"graph_opt must be one of {', '.join(_OPT_LEVELS)}, "
-                         f"not {config.graph_opt!r}")
     so = ort.SessionOptions()
     so.intra_op_num_threads = config.threads
     so.inter_op_num_threads = 1
@@ -76,38 +73,71 @@ def _ort_dtype(type_str: str) -> np.dtype:
                                          else "float32"))
 
 
+def burst_timer(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
+                inputs: dict[str, np.ndarray] | None = None):
+    """A built session -> ``burst(warmup, runs) -> Sample`` (one untimed check run first).
+
+    With one intra-op thread ORT runs the graph in the calling thread, so preempted runs
+    are seen and replaced (``config.drop_preempted``). Raises if the model cannot run.
+    """
+    sess = built.artifact
+    feed = inputs if inputs is not None else session_inputs(sess, config.seed)
+    outputs = [o.name for o in sess.get_outputs()]
+    sess.run(outputs, feed)  # fail here, untimed, if the model cannot run
+    drop = config.drop_preempted and config.threads == 1
+
+    def burst(warmup: int, runs: int) -> Sample:
+        return timed_runs(lambda: sess.run(outputs, feed), warmup, runs, drop=drop)
+
+    return burst
+
+
+def prepare(model, config: MeasureConfig = DEFAULT_CONFIG, name: str = "",
+            inputs: dict[str, np.ndarray] | None = None, built: BuildResult | None = None):
+    """Build (unless ``built`` is given) and check one model for the interleaved scheduler:
+    a :class:`measure.rounds.Prepared`. Never raises: a model that cannot be built or run is
+    a prepared failure."""
+    from measure.rounds import Prepared
+
+    built = built if built is not None else build(model, config)
+    meta = {"build_s": built.build_s, **built.meta}
+    if not built.ok:
+        return Prepared(name, failure=MeasureResult.failure(built.error, RUNTIME, meta=meta))
+    try:
+        burst = burst_timer(built, config, inputs)
+    except Exception as exc:  # noqa: BLE001 - a model that cannot run is data
+        return Prepared(name, failure=MeasureResult.failure(f"run failed: {error_text(exc)}",
+                                                            RUNTIME, meta=meta))
+    return Prepared(name, burst=burst, meta=meta)
+
+
 def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
         inputs: dict[str, np.ndarray] | None = None) -> MeasureResult:
-    """Runner: warm-up, timed runs, re-measure while noisy. Never raises."""
-    if not built.ok:
-        return MeasureResult.failure(built.error, RUNTIME, meta={"build_s": built.build_s})
-    sess = built.artifact
-    try:
-        feed = inputs if inputs is not None else session_inputs(sess, config.seed)
-        outputs = [o.name for o in sess.get_outputs()]
-        sess.run(outputs, feed)  # fail here, untimed, if the model cannot run
+    """Runner: the interleaved-rounds protocol on one built session (the caller pins).
+    Never raises."""
+    from measure.rounds import measure_window
 
-        # One intra-op thread: ORT runs the graph in this thread, so preemption is visible.
-        drop = config.drop_preempted and config.threads == 1
+    item = prepare(None, config, inputs=inputs, built=built)
+    ref = None
+    if config.drift_ref and item.burst is not None:
+        from measure.rounds import reference_model
 
-        def once(attempt: int) -> Sample:
-            return timed_runs(lambda: sess.run(outputs, feed), config.warmup, config.repeat,
-                              drop=drop)
-
-        res = with_retries(once, config, RUNTIME)
-    except Exception as exc:  # noqa: BLE001
-        return MeasureResult.failure(f"run failed: {error_text(exc)}", RUNTIME,
-                                     meta={"build_s": built.build_s})
-    return replace(res, meta={**res.meta, "build_s": built.build_s, **built.meta})
+        ref = prepare(reference_model(), config, "reference")
+    [res], report = measure_window([item], config, ref)
+    if res.ok:
+        res = replace(res, meta={**res.meta, "window": report.as_dict()})
+    return res
 
 
 def measure_model(model, config: MeasureConfig = DEFAULT_CONFIG,
                   inputs: dict[str, Any] | None = None) -> MeasureResult:
     """Measure an ONNX model (ModelProto, bytes or path) with ONNX Runtime.
 
-    Fixed random inputs from ``config.seed`` unless ``inputs`` is given; the
-    process is pinned to ``config.pin_cpu`` (>= 0) during build and timing.
-    Returns a :class:`MeasureResult` (``ok=False`` with the error for a bad model).
+    Fixed random inputs from ``config.seed`` unless ``inputs`` is given; timed in
+    ``config.rounds`` rounds spread over at least ``rounds * min_round_s`` seconds
+    (:mod:`measure.rounds`); the process is pinned to ``config.pin_cpu`` (>= 0) during
+    build and timing. Returns a :class:`MeasureResult` (``ok=False`` with the error for a
+    bad model).
     """
     if config.runtime != RUNTIME:
         config = replace(config, runtime=RUNTIME)
@@ -117,4 +147,4 @@ def measure_model(model, config: MeasureConfig = DEFAULT_CONFIG,
     return replace(res, fingerprint=fp, meta={**res.meta, "pinned_cpus": sorted(cpus or [])})
 
 
-__all__ = ["build", "run", "measure_model", "session_options"]
+__all__ = ["build", "burst_timer", "prepare", "run", "measure_model", "session_options"]

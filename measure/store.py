@@ -1,16 +1,18 @@
-"""Measurement store: one SQLite file (WAL mode), one row per measured network.
+"""Measurement store: one SQLite file, one row per measured network (schema 2).
 
-Rows are keyed by (network fingerprint, config hash, device hash): the same
-network measured with the same settings on the same device is stored once.
-Each row keeps the arch string / index when the network has one, the config and
-fingerprint as JSON, the statistics, the raw times (zlib-compressed float64
-bytes, never pickle), the error text of a failure and a UTC timestamp.
+Rows are keyed by (network key, config hash, device hash): the same network measured
+with the same settings on the same device is stored once -- also when two campaigns
+write the same store at the same time (``INSERT ... ON CONFLICT``: the first row is
+kept). Each row keeps the arch string / index when the network has one, the config
+and fingerprint as JSON, the statistics, the raw times and the round medians
+(zlib-compressed float64 bytes, never pickle), the drift-corrected median when a
+reference was measured, the error text of a failure and a UTC timestamp. The
+``campaigns`` table keeps what each campaign saw (its windows' drift).
 
-Safety: the file is checked before anything is written. A file that is not
-SQLite, is corrupt, or is a SQLite database of some other program (no ``meta``
-table naming this schema) is refused with :class:`~costmodels.errors.ModelFileError`
-and left byte-for-byte untouched. Every :meth:`MeasureStore.put` commits, so a
-SIGKILL loses at most the network in flight.
+The file goes through :mod:`measure.sqlite`: a file that is not this store is refused
+byte-identical; schema 1 stores are migrated at the first write (their rows were one
+burst: ``rounds`` 1); every :meth:`MeasureStore.put` commits, so a SIGKILL loses at most
+the window in flight.
 """
 
 from __future__ import annotations
@@ -18,25 +20,22 @@ from __future__ import annotations
 import json
 import sqlite3
 import zlib
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from costmodels.errors import ModelFileError
 from measure.config import MeasureConfig, MeasureResult
+from measure.sqlite import Database, Schema, add_columns, inspect, utc_now
 
 SCHEMA_NAME = "costmodels.measure"
-SCHEMA_VERSION = 1
-SQLITE_MAGIC = b"SQLite format 3\x00"
+SCHEMA_VERSION = 2
 
 _DDL = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE measurements (
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS measurements (
     id INTEGER PRIMARY KEY,
     net_key TEXT NOT NULL,
     config_hash TEXT NOT NULL,
@@ -56,11 +55,46 @@ CREATE TABLE measurements (
     meta_json TEXT NOT NULL,
     times_zlib BLOB,
     created_at TEXT NOT NULL,
+    rounds INTEGER NOT NULL DEFAULT 1,
+    round_medians_zlib BLOB,
+    round_cv REAL,
+    corrected_ms REAL,
+    campaign_id INTEGER,
     UNIQUE (net_key, config_hash, device_hash)
 );
-CREATE INDEX measurements_arch ON measurements (arch_index);
+CREATE INDEX IF NOT EXISTS measurements_arch ON measurements (arch_index);
+CREATE TABLE IF NOT EXISTS campaigns (
+    id INTEGER PRIMARY KEY,
+    config_hash TEXT NOT NULL,
+    device_hash TEXT NOT NULL,
+    started_at TEXT NOT NULL,
+    finished_at TEXT,
+    networks INTEGER NOT NULL DEFAULT 0,
+    measured INTEGER NOT NULL DEFAULT 0,
+    failed INTEGER NOT NULL DEFAULT 0,
+    drift REAL,
+    reference_drift REAL,
+    windows_json TEXT NOT NULL DEFAULT '[]',
+    meta_json TEXT NOT NULL DEFAULT '{}'
+)
 """
+_V2_COLUMNS = {"rounds": "INTEGER NOT NULL DEFAULT 1", "round_medians_zlib": "BLOB",
+               "round_cv": "REAL", "corrected_ms": "REAL", "campaign_id": "INTEGER"}
 _STATS = ("median_ms", "mean_ms", "p10_ms", "p90_ms", "std_ms", "cv")
+_COLS = ("net_key", "config_hash", "device_hash", "name", "arch_str", "arch_index", "dataset",
+         "runtime", "ok", *_STATS, "repeat", "noisy", "error", "config_json", "fingerprint_json",
+         "meta_json", "times_zlib", "created_at", "rounds", "round_medians_zlib", "round_cv",
+         "corrected_ms", "campaign_id")
+
+
+def _migrate_1(con: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: round columns (old rows: one burst) and the campaigns table."""
+    add_columns(con, "measurements", _V2_COLUMNS)
+
+
+SCHEMA = Schema(SCHEMA_NAME, SCHEMA_VERSION, _DDL, what="measurement store",
+                hint="pass another --db path (a new file is created)",
+                migrations={1: _migrate_1}, readable=frozenset({1}))
 
 
 @dataclass(frozen=True)
@@ -97,85 +131,21 @@ def unpack_times(blob: bytes | None) -> np.ndarray:
 
 
 def check_file(path: Path) -> bool:
-    """Refuse anything that is not this store; True when the file exists and is ours.
-
-    False for a missing file, an empty one, or a SQLite database with no tables at
-    all (a store killed while being created). Never writes: reads the header, then
-    opens the database read-only.
-    """
-    if not path.exists() or (path.is_file() and path.stat().st_size == 0):
-        return False
-    if not path.is_file():
-        raise ModelFileError(f"{path}: is not a file; give a path for the measurement store "
-                             "(e.g. runs.sqlite)")
-    with open(path, "rb") as fh:
-        head = fh.read(len(SQLITE_MAGIC))
-    if head != SQLITE_MAGIC:
-        raise ModelFileError(f"{path}: is not a SQLite database (corrupt, or some other kind of "
-                             "file); refusing to use it as a measurement store. The file was not "
-                             "modified; pass another --db path.")
-    # A store killed before a checkpoint keeps its rows in the -wal file: read it
-    # (read-only; only a writer checkpoints). Otherwise open immutable: no locks, no files.
-    wal = Path(f"{path}-wal")
-    flags = "mode=ro" if wal.is_file() and wal.stat().st_size > 0 else "mode=ro&immutable=1"
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?{flags}", uri=True)
-        try:
-            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
-            meta = dict(con.execute("SELECT key, value FROM meta")) if "meta" in tables else {}
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise ModelFileError(f"{path}: is a corrupt SQLite file ({exc}); refusing to use it as a "
-                             "measurement store. The file was not modified.") from None
-    if not tables:
-        return False  # an empty database (e.g. killed while being created): nothing to lose
-    if meta.get("schema") != SCHEMA_NAME:
-        raise ModelFileError(f"{path}: is a SQLite database of another program (no "
-                             f"{SCHEMA_NAME!r} schema in a meta table; tables: "
-                             f"{', '.join(sorted(tables)) or 'none'}); refusing to write into it. "
-                             "The file was not modified; pass another --db path.")
-    version = int(meta.get("version", "0"))
-    if version > SCHEMA_VERSION:
-        raise ModelFileError(f"{path}: store schema version {version} is newer than this "
-                             f"costmodels understands ({SCHEMA_VERSION}); upgrade costmodels. "
-                             "The file was not modified.")
-    if version < 1:
-        raise ModelFileError(f"{path}: store has an invalid schema version {version!r}; "
-                             "the file was not modified.")
-    return True
+    """Refuse anything that is not this store (never writes); True when it exists and is ours."""
+    return inspect(path, SCHEMA).exists
 
 
 class MeasureStore:
-    """The SQLite measurement store. Use as a context manager or call :meth:`close`."""
+    """The SQLite measurement store. Use as a context manager or call :meth:`close`.
 
-    def __init__(self, path: str | Path) -> None:
+    ``readonly=True`` opens an existing store to read (nothing is written or created).
+    """
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        exists = check_file(self.path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.con = sqlite3.connect(str(self.path), timeout=30.0, isolation_level=None)
-        self.con.execute("PRAGMA journal_mode=WAL")
-        self.con.execute("PRAGMA synchronous=NORMAL")
-        if not exists:
-            with self._transaction():
-                for stmt in _DDL.strip().split(";"):
-                    if stmt.strip():
-                        self.con.execute(stmt)
-                self.con.executemany("INSERT INTO meta VALUES (?, ?)",
-                                     [("schema", SCHEMA_NAME),
-                                      ("version", str(SCHEMA_VERSION)),
-                                      ("created_at", _now())])
-
-    @contextmanager
-    def _transaction(self) -> Iterator[None]:
-        """One explicit transaction: committed on success, rolled back on error."""
-        self.con.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-        except BaseException:
-            self.con.execute("ROLLBACK")
-            raise
-        self.con.execute("COMMIT")
+        self.db = Database(self.path, SCHEMA, readonly=readonly)
+        self.con = self.db.con
+        self.readonly = readonly
 
     def __enter__(self) -> MeasureStore:
         return self
@@ -184,27 +154,74 @@ class MeasureStore:
         self.close()
 
     def close(self) -> None:
-        self.con.close()
+        self.db.close()
 
     # ------------------------------------------------------------------ writing
     def put(self, net: NetKey, config: MeasureConfig, config_hash: str, device_hash: str,
-            result: MeasureResult, replace_existing: bool = False) -> None:
-        """Store one result and commit. A second row for the same key raises
-        ``sqlite3.IntegrityError`` unless ``replace_existing``."""
-        verb = "INSERT OR REPLACE" if replace_existing else "INSERT"
+            result: MeasureResult, replace_existing: bool = False,
+            campaign_id: int | None = None) -> bool:
+        """Store one result and commit; True when this row was written.
+
+        A row for the same key is kept as it is (False) -- the first of two concurrent
+        campaigns wins -- unless ``replace_existing`` (then it is overwritten).
+        """
         row = (net.key, config_hash, device_hash, net.name, net.arch_str, net.arch_index,
                net.dataset, result.runtime or config.runtime, int(result.ok),
                *(_real(getattr(result, s)) for s in _STATS), result.repeat, int(result.noisy),
                result.error, json.dumps(config.to_dict(), sort_keys=True),
                json.dumps(result.fingerprint, sort_keys=True, default=str),
                json.dumps(result.meta, sort_keys=True, default=str),
-               pack_times(result.times_ms) if result.times_ms else None, _now())
-        with self._transaction():
-            self.con.execute(
-                f"{verb} INTO measurements (net_key, config_hash, device_hash, name, arch_str, "
-                "arch_index, dataset, runtime, ok, median_ms, mean_ms, p10_ms, p90_ms, std_ms, cv, "
-                "repeat, noisy, error, config_json, fingerprint_json, meta_json, times_zlib, "
-                "created_at) VALUES (" + ",".join("?" * 23) + ")", row)
+               pack_times(result.times_ms) if result.times_ms else None, utc_now(),
+               max(1, result.rounds) if result.ok else 0,
+               pack_times(result.round_medians_ms) if result.round_medians_ms else None,
+               _real(result.round_cv), _real(result.corrected_ms), campaign_id)
+        update = ", ".join(f"{c} = excluded.{c}" for c in _COLS[3:])
+        conflict = f"DO UPDATE SET {update}" if replace_existing else "DO NOTHING"
+        with self.db.transaction() as con:
+            cur = con.execute(
+                f"INSERT INTO measurements ({', '.join(_COLS)}) VALUES "
+                f"({','.join('?' * len(_COLS))}) "
+                f"ON CONFLICT (net_key, config_hash, device_hash) {conflict}", row)
+            return cur.rowcount > 0
+
+    def start_campaign(self, config_hash: str, device_hash: str, networks: int,
+                       meta: dict[str, Any] | None = None) -> int:
+        """A new campaign row; returns its id."""
+        with self.db.transaction() as con:
+            cur = con.execute("INSERT INTO campaigns (config_hash, device_hash, started_at, "
+                              "networks, meta_json) VALUES (?, ?, ?, ?, ?)",
+                              (config_hash, device_hash, utc_now(), networks,
+                               json.dumps(meta or {}, sort_keys=True, default=str)))
+            return int(cur.lastrowid)
+
+    def add_window(self, campaign_id: int, window: dict[str, Any], measured: int,
+                   failed: int) -> None:
+        """Append one window's report to a campaign and update its drift (median over
+        windows) and counts."""
+        with self.db.transaction() as con:
+            row = con.execute("SELECT windows_json, measured, failed FROM campaigns WHERE id=?",
+                              (campaign_id,)).fetchone()
+            windows = json.loads(row[0]) + [window]
+            drifts = [w["drift"] for w in windows if w.get("drift") is not None]
+            refs = [w["reference_drift"] for w in windows if w.get("reference_drift") is not None]
+            con.execute("UPDATE campaigns SET windows_json=?, measured=?, failed=?, drift=?, "
+                        "reference_drift=?, finished_at=? WHERE id=?",
+                        (json.dumps(windows), row[1] + measured, row[2] + failed,
+                         float(np.median(drifts)) if drifts else None,
+                         float(np.median(refs)) if refs else None, utc_now(), campaign_id))
+
+    def reference_anchor(self, config_hash: str, device_hash: str,
+                         candidate_ms: float | None = None) -> float | None:
+        """The drift reference's anchor (ms) for this config and device: stored once (the
+        first campaign's first window sets it, also under concurrency), then reused."""
+        key = f"reference_anchor:{config_hash}:{device_hash}"
+        row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        if row is None and candidate_ms is not None and not self.readonly:
+            with self.db.transaction() as con:
+                con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
+                            "DO NOTHING", (key, repr(float(candidate_ms))))
+            row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return float(row[0]) if row else None
 
     # ------------------------------------------------------------------ reading
     def done_keys(self, config_hash: str, device_hash: str, include_failed: bool = True
@@ -236,22 +253,52 @@ class MeasureStore:
                 out.append(_record(d))
         return out
 
+    def campaigns(self) -> list[dict[str, Any]]:
+        """Every campaign row (oldest first) with its windows decoded."""
+        if "campaigns" not in {r[0] for r in self.con.execute(
+                "SELECT name FROM sqlite_master WHERE type='table'")}:
+            return []  # a schema 1 store read as it is
+        cur = self.con.execute("SELECT * FROM campaigns ORDER BY id")
+        cols = [d[0] for d in cur.description]
+        out = []
+        for r in cur:
+            d = dict(zip(cols, r, strict=True))
+            d["windows"] = json.loads(d.pop("windows_json"))
+            d["meta"] = json.loads(d.pop("meta_json"))
+            out.append(d)
+        return out
+
     def count(self) -> int:
         return int(self.con.execute("SELECT COUNT(*) FROM measurements").fetchone()[0])
 
-    def export_table(self, path: str | Path, records: Sequence[StoredMeasurement]) -> int:
-        """Write the successful NAS-Bench-201 rows as a latency-table CSV (median ms).
+    def export_table(self, path: str | Path, records: Sequence[StoredMeasurement],
+                     figure: str = "raw", errors: bool = False) -> int:
+        """Write the rows as a latency-table CSV (``figure``: raw or drift-corrected ms).
 
-        Returns the number of rows written.
+        Rows are ordered by ``arch_index`` (then ``arch_str``); with ``errors``, failed rows
+        are written too, with an empty ``latency_ms`` and their ``error``. Rows without an
+        ``arch_str`` (plain ONNX files) are left out. Returns the number of latencies written.
         """
         from costmodels.tables import write_table
 
-        rows = sorted({r.net.arch_index: r for r in records
-                       if r.result.ok and r.net.arch_index is not None}.values(),
-                      key=lambda r: r.net.arch_index)
-        write_table(path, [r.net.arch_index for r in rows], [r.net.arch_str for r in rows],
-                    [r.result.median_ms for r in rows])
-        return len(rows)
+        best: dict[str, StoredMeasurement] = {}
+        for r in records:
+            if r.net.arch_str is None:
+                continue
+            old = best.get(r.net.arch_str)
+            if old is None or (r.result.ok and not old.result.ok):
+                best[r.net.arch_str] = r
+        rows = sorted((r for r in best.values() if r.result.ok or errors),
+                      key=lambda r: (r.net.arch_index is None, r.net.arch_index or 0,
+                                     r.net.arch_str))
+        lat = [r.result.figure(figure) if r.result.ok else float("nan") for r in rows]
+        extra = None
+        if errors and any(not r.result.ok for r in rows):
+            extra = {"error": [r.result.error.splitlines()[0] if not r.result.ok and
+                               r.result.error else "" for r in rows]}
+        write_table(path, [r.net.arch_index for r in rows], [r.net.arch_str for r in rows], lat,
+                    extra=extra)
+        return sum(r.result.ok for r in rows)
 
 
 def _record(d: dict[str, Any]) -> StoredMeasurement:
@@ -259,7 +306,11 @@ def _record(d: dict[str, Any]) -> StoredMeasurement:
         ok=bool(d["ok"]), **{s: (np.nan if d[s] is None else d[s]) for s in _STATS},
         repeat=d["repeat"], runtime=d["runtime"], noisy=bool(d["noisy"]), error=d["error"],
         times_ms=tuple(unpack_times(d["times_zlib"]).tolist()),
-        fingerprint=json.loads(d["fingerprint_json"]), meta=json.loads(d["meta_json"]))
+        fingerprint=json.loads(d["fingerprint_json"]), meta=json.loads(d["meta_json"]),
+        rounds=int(d.get("rounds") or (1 if d["ok"] else 0)),
+        round_medians_ms=tuple(unpack_times(d.get("round_medians_zlib")).tolist()),
+        round_cv=np.nan if d.get("round_cv") is None else d["round_cv"],
+        corrected_ms=np.nan if d.get("corrected_ms") is None else d["corrected_ms"])
     net = NetKey(d["net_key"], d["name"], d["arch_str"], d["arch_index"], d["dataset"])
     return StoredMeasurement(d["id"], net, d["config_hash"], d["device_hash"],
                              json.loads(d["config_json"]), res, d["created_at"])
@@ -267,7 +318,3 @@ def _record(d: dict[str, Any]) -> StoredMeasurement:
 
 def _real(x: float) -> float | None:
     return None if x is None or not np.isfinite(x) else float(x)
-
-
-def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")

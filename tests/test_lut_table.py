@@ -131,10 +131,10 @@ def test_foreign_sqlite_and_newer_schema_are_refused(tmp_path):
     assert other.read_bytes() == before
     path, _ = make_lut(tmp_path / "a.sqlite")
     con = sqlite3.connect(path)
-    con.execute("UPDATE meta SET value = '99' WHERE name = 'schema_version'")
+    con.execute("UPDATE meta SET value = '99' WHERE key = 'version'")
     con.commit()
     con.close()
-    with pytest.raises(ModelFileError, match="schema version '99'"):
+    with pytest.raises(ModelFileError, match="schema version 99 is newer"):
         LookupTable(path)
     with pytest.raises(ModelFileError, match="no such LUT"):
         LookupTable(str(tmp_path / "missing.sqlite"))

@@ -6,6 +6,8 @@ import math
 import os
 import time
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -14,15 +16,26 @@ from measure.fingerprint import config_hash, device_hash, device_slug, fingerpri
 from measure.testing import malformed_model, tiny_model
 from measure.timing import pin_set, pinned, with_retries
 
-FAST = MeasureConfig(warmup=2, repeat=20)
+FAST = MeasureConfig(warmup=2, repeat=20, rounds=4, min_round_s=0)
 
 
-def _check_stats(res: MeasureResult, repeat: int) -> None:
+def _check_stats(res: MeasureResult, repeat: int, config: MeasureConfig = FAST) -> None:
     assert res.ok, res.error
     assert res.repeat == repeat == len(res.times_ms)
-    assert 0 < res.p10_ms <= res.median_ms <= res.p90_ms
+    assert 0 < res.p10_ms <= res.p90_ms
     assert res.mean_ms > 0 and res.cv >= 0 and math.isfinite(res.std_ms)
-    assert res.median_ms == pytest.approx(float(np.median(res.times_ms)))
+    if not res.rounds:  # one burst (TVM): the median of the runs
+        assert res.median_ms == pytest.approx(float(np.median(res.times_ms)))
+        return
+    # Interleaved rounds: the times are the rounds' runs in order; latency = median of
+    # the round medians, all of which are kept.
+    runs = replace(config, repeat=repeat).round_runs()
+    assert res.rounds == len(runs) == len(res.round_medians_ms)
+    bounds = np.cumsum([0] + runs)
+    meds = [float(np.median(res.times_ms[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    assert list(res.round_medians_ms) == pytest.approx(meds)
+    assert res.median_ms == pytest.approx(float(np.median(meds)))
+    assert res.round_cv == pytest.approx(float(np.std(meds, ddof=1) / np.mean(meds)))
 
 
 def test_ort_measures_tiny_network_and_restores_affinity():
@@ -83,8 +96,9 @@ def test_tvm_unsupported_operator_is_recorded_as_build_failure():
 
 
 def test_isolated_worker_and_timeout():
-    res = measure(tiny_model(), MeasureConfig(warmup=1, repeat=5, isolate=True))
-    _check_stats(res, 5)
+    cfg = MeasureConfig(warmup=1, repeat=5, isolate=True, min_round_s=0)
+    res = measure(tiny_model(), cfg)
+    _check_stats(res, 5, cfg)
     assert res.meta["isolated"] is True
     slow = measure(tiny_model(), MeasureConfig(repeat=5, isolate=True, timeout_s=0.05))
     assert not slow.ok and slow.error.startswith("timeout")

@@ -75,11 +75,12 @@ def test_round_trip_wal_and_unique_key(tmp_path):
     key = NetKey("abc", "net", "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|", 7,
                  "cifar10")
     with MeasureStore(path) as store:
-        store.put(key, FAST, "c", "d", res)
-        with pytest.raises(sqlite3.IntegrityError):
-            store.put(key, FAST, "c", "d", res)
+        assert store.put(key, FAST, "c", "d", res)
+        # The same key again is kept once (the first row wins) unless replacing.
+        assert not store.put(key, FAST, "c", "d", MeasureResult.failure("later", "ort"))
         store.put(key, FAST, "c", "other-device", MeasureResult.failure("boom", "ort"))
         assert store.con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    assert not (tmp_path / "runs.sqlite-wal").exists()  # back to a self-contained file
     with MeasureStore(path) as store:  # reopening our own file is fine
         recs = store.records("c", "d")
         assert len(recs) == 1 and store.count() == 2

@@ -1,8 +1,9 @@
-"""The LUT file: an open, versioned SQLite schema (WAL), plus CSV export/import and merge.
+"""The LUT file: an open, versioned SQLite schema, plus CSV export/import and merge.
 
-Tables (schema 1)::
+Tables (schema 2; the file layer is :mod:`measure.sqlite`, shared with the measurement
+store)::
 
-    meta(name PRIMARY KEY, value)      format='costmodels-lut', schema_version, runtime,
+    meta(key PRIMARY KEY, value)       schema='costmodels.lut', version, runtime,
                                        fingerprint (JSON), config (JSON), rules (JSON text),
                                        rules_hash, calibration (JSON), created_at
     entries(key PRIMARY KEY, ops, ok, median_ms, p10_ms, p90_ms, cv, count, noisy,
@@ -11,9 +12,12 @@ Tables (schema 1)::
                        cv, kernel_sum_ms, n_kernels, measured_at)
     space_index(space, dataset, batch, rules_hash, keys, counts)   per-cell kernel counts
 
-Times are milliseconds; ``count`` is the number of timed runs behind an entry,
-``uses`` how many networks of the build set contain the kernel. A file that is
-not a LUT of a known schema is refused untouched (:class:`ModelFileError`).
+Times are milliseconds, timestamps UTC ISO 8601; ``count`` is the number of timed runs
+behind an entry, ``uses`` how many networks of the build set contain the kernel. A file
+that is not a LUT of a known schema is refused untouched (:class:`ModelFileError`).
+Schema 1 files (``meta(name, value)`` with ``format='costmodels-lut'``) are read as they
+are and migrated at their first write. Opening a LUT to write changes nothing until the
+first write, so a LUT refused after reading its meta stays byte-identical.
 """
 
 from __future__ import annotations
@@ -22,7 +26,6 @@ import csv
 import json
 import math
 import sqlite3
-import time
 import zlib
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -32,15 +35,16 @@ from typing import Any
 import numpy as np
 
 from costmodels.errors import ModelFileError
+from measure.sqlite import Database, Schema, inspect, to_utc, utc_now
 
-FORMAT = "costmodels-lut"
-SCHEMA_VERSION = 1
-SQLITE_MAGIC = b"SQLite format 3\x00"
+SCHEMA_NAME = "costmodels.lut"
+SCHEMA_VERSION = 2
+FORMAT = "costmodels-lut"  # schema 1's meta 'format' value
 CSV_COLUMNS = ("key", "ops", "median_ms", "p10_ms", "p90_ms", "cv", "count", "uses", "noisy",
                "source")
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY, ops TEXT NOT NULL, ok INTEGER NOT NULL,
     median_ms REAL, p10_ms REAL, p90_ms REAL, cv REAL, count INTEGER NOT NULL DEFAULT 0,
@@ -52,8 +56,37 @@ CREATE TABLE IF NOT EXISTS calibration_points (
     measured_at TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS space_index (
     space TEXT NOT NULL, dataset TEXT NOT NULL, batch INTEGER NOT NULL, rules_hash TEXT NOT NULL,
-    keys TEXT NOT NULL, counts BLOB NOT NULL, PRIMARY KEY (space, dataset, batch, rules_hash));
+    keys TEXT NOT NULL, counts BLOB NOT NULL, PRIMARY KEY (space, dataset, batch, rules_hash))
 """
+
+
+def _legacy(tables: set[str], raw: dict[str, str]) -> tuple[str, int] | None:
+    """Schema 1: meta(name, value) with format='costmodels-lut' and schema_version."""
+    if raw.get("format") == FORMAT and "entries" in tables:
+        try:
+            return SCHEMA_NAME, int(raw.get("schema_version", "0"))
+        except ValueError:
+            return SCHEMA_NAME, 0
+    return None
+
+
+def _migrate_1(con: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the common meta layout and UTC timestamps."""
+    con.execute("ALTER TABLE meta RENAME COLUMN name TO key")
+    con.execute("UPDATE meta SET key = 'schema', value = ? WHERE key = 'format'", (SCHEMA_NAME,))
+    con.execute("UPDATE meta SET key = 'version' WHERE key = 'schema_version'")
+    for table, col, pk in (("meta", "value", "key"), ("entries", "measured_at", "key"),
+                           ("calibration_points", "measured_at", "name")):
+        where = " WHERE key = 'created_at'" if table == "meta" else ""
+        rows = con.execute(f"SELECT {pk}, {col} FROM {table}{where}").fetchall()
+        con.executemany(f"UPDATE {table} SET {col} = ? WHERE {pk} = ?",
+                        [(to_utc(v), k) for k, v in rows if v])
+
+
+SCHEMA = Schema(SCHEMA_NAME, SCHEMA_VERSION, _DDL, what="LUT",
+                hint="rebuild it with `costmodels lut build`, import a CSV with "
+                     "`costmodels lut import`, or pass another path",
+                migrations={1: _migrate_1}, legacy=_legacy, readable=frozenset({1}))
 
 
 @dataclass(frozen=True)
@@ -92,37 +125,25 @@ class CalibrationPoint:
 
 
 def now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    """The timestamp of an entry: UTC ISO 8601 (the one format of costmodels files)."""
+    return utc_now()
 
 
 def check_file(path: Path) -> None:
     """Refuse (``ModelFileError``) a file that is not a LUT of a known schema; never writes."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the LUT file: {exc.strerror}") from None
-    if head != SQLITE_MAGIC:
-        raise ModelFileError(f"{path}: not a LUT (not an SQLite database: corrupt or another "
-                             "kind of file); it was left untouched. Rebuild it with "
-                             "`costmodels lut build` or import a CSV with `costmodels lut import`")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = dict(con.execute("SELECT name, value FROM meta").fetchall())
-            con.execute("SELECT key FROM entries LIMIT 1").fetchall()
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise ModelFileError(f"{path}: not a costmodels LUT ({exc}); it was left untouched. "
-                             "Rebuild it with `costmodels lut build`") from None
-    if rows.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: an SQLite file, but not a costmodels LUT "
-                             f"(format={rows.get('format')!r}); it was left untouched")
-    version = rows.get("schema_version")
-    if version != str(SCHEMA_VERSION):
-        raise ModelFileError(f"{path}: LUT schema version {version!r}, but this costmodels reads "
-                             f"version {SCHEMA_VERSION}; upgrade costmodels or rebuild the LUT")
+    if not Path(path).exists():
+        raise ModelFileError(f"{path}: no such LUT file; build one with `costmodels lut build` "
+                             "or `costmodels lut import`")
+    if not inspect(path, SCHEMA).exists:  # an empty file
+        raise ModelFileError(f"{path}: not a LUT (an empty file); it was left untouched. "
+                             f"{SCHEMA.hint[0].upper()}{SCHEMA.hint[1:]}")
+
+
+def peek(path: str | Path) -> dict[str, str]:
+    """The meta of the LUT at ``path`` (common keys), read without opening it for writing --
+    what a builder checks (runtime, rules, settings) before it resumes a file."""
+    check_file(Path(path))
+    return dict(inspect(path, SCHEMA).meta)
 
 
 class LutFile:
@@ -130,19 +151,14 @@ class LutFile:
 
     Writes commit at once (one transaction per entry, WAL journal while open), so
     an interrupted build keeps what it measured. Use as a context manager or call
-    :meth:`close`.
+    :meth:`close`. The meta is read at open and stays readable after :meth:`close`.
     """
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise ModelFileError(f"{self.path}: no such LUT file; build one with "
-                                 "`costmodels lut build` or `costmodels lut import`")
         check_file(self.path)
-        uri = f"{self.path.resolve().as_uri()}{'?mode=ro' if readonly else ''}"
-        self._con = sqlite3.connect(uri, uri=True)
-        if not readonly:
-            self._con.execute("PRAGMA journal_mode=WAL")
+        self._db = Database(self.path, SCHEMA, readonly=readonly)
+        self._con = self._db.con
         self.readonly = readonly
 
     @classmethod
@@ -153,33 +169,21 @@ class LutFile:
         path = Path(path)
         if path.exists():
             raise ModelFileError(f"{path}: already exists; open it to resume, or remove it first")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        con = sqlite3.connect(path)
-        try:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_DDL)
-            meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "runtime": runtime,
-                    "rules": rules_json, "rules_hash": rules_hash,
-                    "fingerprint": json.dumps(fingerprint or {}, sort_keys=True),
-                    "config": json.dumps(config or {}, sort_keys=True), "calibration": "",
-                    "created_at": now()}
-            con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            con.commit()
-        finally:
-            con.close()
+        meta = {"runtime": runtime, "rules": rules_json, "rules_hash": rules_hash,
+                "fingerprint": json.dumps(fingerprint or {}, sort_keys=True),
+                "config": json.dumps(config or {}, sort_keys=True), "calibration": ""}
+        Database(path, SCHEMA, create_meta=meta).close()
         return cls(path)
 
     # ------------------------------------------------------------------ meta
     def meta(self) -> dict[str, str]:
-        return dict(self._con.execute("SELECT name, value FROM meta").fetchall())
+        return dict(self._db.meta)
 
     def get_meta(self, name: str, default: str = "") -> str:
-        row = self._con.execute("SELECT value FROM meta WHERE name = ?", (name,)).fetchone()
-        return row[0] if row else default
+        return self._db.meta.get(name, default)
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._con:
-            self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        self._db.set_meta(name, value)
 
     @property
     def runtime(self) -> str:
@@ -197,8 +201,8 @@ class LutFile:
     # ------------------------------------------------------------------ entries
     def put(self, entry: Entry) -> None:
         """Insert or replace one entry and commit."""
-        with self._con:
-            self._con.execute(
+        with self._db.transaction() as con:
+            con.execute(
                 "INSERT OR REPLACE INTO entries VALUES (?,?,?,?,?,?,?,?,?,?,?,?,?)",
                 (entry.key, entry.ops, int(entry.ok), _num(entry.median_ms), _num(entry.p10_ms),
                  _num(entry.p90_ms), _num(entry.cv), int(entry.count), int(entry.noisy),
@@ -227,15 +231,16 @@ class LutFile:
 
     def clear_measurements(self) -> None:
         """Drop every entry, calibration point and the calibration (keeps the space index)."""
-        with self._con:
-            self._con.execute("DELETE FROM entries")
-            self._con.execute("DELETE FROM calibration_points")
-            self._con.execute("UPDATE meta SET value = '' WHERE name = 'calibration'")
+        with self._db.transaction() as con:
+            con.execute("DELETE FROM entries")
+            con.execute("DELETE FROM calibration_points")
+            con.execute("UPDATE meta SET value = '' WHERE key = 'calibration'")
+        self._db.meta["calibration"] = ""
 
     # ------------------------------------------------------------------ calibration
     def put_point(self, p: CalibrationPoint) -> None:
-        with self._con:
-            self._con.execute("INSERT OR REPLACE INTO calibration_points VALUES "
+        with self._db.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO calibration_points VALUES "
                               "(?,?,?,?,?,?,?,?,?,?)",
                               (p.name, p.arch_str, p.dataset, p.latency_ms, _num(p.p10_ms),
                                _num(p.p90_ms), _num(p.cv), _num(p.kernel_sum_ms), p.n_kernels,
@@ -249,8 +254,8 @@ class LutFile:
     def put_index(self, space: str, dataset: str, batch: int, rules_hash: str,
                   keys: list[str], counts: np.ndarray) -> None:
         blob = zlib.compress(np.ascontiguousarray(counts, dtype=np.uint16).tobytes(), 6)
-        with self._con:
-            self._con.execute("INSERT OR REPLACE INTO space_index VALUES (?,?,?,?,?,?)",
+        with self._db.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO space_index VALUES (?,?,?,?,?,?)",
                               (space, dataset, batch, rules_hash, json.dumps(keys), blob))
 
     def get_index(self, space: str, dataset: str, batch: int,
@@ -264,15 +269,14 @@ class LutFile:
         counts = np.frombuffer(zlib.decompress(row[1]), dtype=np.uint16)
         return keys, counts.reshape(-1, len(keys)) if keys else counts.reshape(0, 0)
 
+    def index_rows(self) -> list[tuple]:
+        """Every space-index row as stored (for merging)."""
+        return self._con.execute("SELECT * FROM space_index").fetchall()
+
     def close(self) -> None:
         """Close; a writer leaves the file in rollback-journal mode, self-contained at rest
         (no -wal/-shm files beside it, readable from a read-only checkout)."""
-        if not self.readonly:
-            try:
-                self._con.execute("PRAGMA journal_mode=DELETE")
-            except sqlite3.OperationalError:  # another connection is open: stays WAL
-                pass
-        self._con.close()
+        self._db.close()
 
     def __enter__(self) -> LutFile:
         return self
@@ -404,7 +408,7 @@ def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str
     for p in new_points:
         dst.put_point(p)
     stats["points"] = len(new_points)
-    rows = src._con.execute("SELECT * FROM space_index").fetchall()
-    with dst._con:
-        dst._con.executemany("INSERT OR IGNORE INTO space_index VALUES (?,?,?,?,?,?)", rows)
+    rows = src.index_rows()
+    with dst._db.transaction() as con:
+        con.executemany("INSERT OR IGNORE INTO space_index VALUES (?,?,?,?,?,?)", rows)
     return stats

@@ -1,0 +1,272 @@
+"""The interleaved-rounds scheduler: one measurement protocol for campaigns, LUTs, calibration.
+
+The machine's speed wanders by several percent over seconds, so one burst of runs
+per network catches whatever moment it lands in. Instead, a *window* of networks is
+built once and timed in ``config.rounds`` rounds; in each round every network runs a
+short burst (``config.round_warmup`` untimed runs, then its share of
+``config.repeat``), the networks in a new shuffled order each round. A network's
+latency is the median of its round medians, all of which are kept. A single network
+is timed the same way, its rounds spread over at least ``rounds * min_round_s``
+seconds.
+
+With ``config.drift_ref`` a fixed reference network (:func:`reference_model`) is
+measured in every round as well. Its round medians over its *anchor* (its median in
+the first window of a store, or of this call) give each round's drift factor; every
+network also gets ``corrected_ms``, the median of its round medians divided by the
+factors. Without a reference the window still reports its drift: the geometric mean,
+over the networks, of each round median over the network's median.
+
+Entry points:
+
+* :func:`measure_many` -- ONNX models (proto, bytes or path) -> results, in windows;
+  this is what the LUT builder and roofline calibration call.
+* :func:`measure_window` -- the same for one window of already prepared networks.
+* :class:`Prepared` / :func:`prepare` -- a built network that can run bursts (ONNX
+  Runtime); a runtime without a burst timer (TVM today) is measured whole, once per call,
+  by its own runner, and marked ``rounds=1``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from measure.config import MeasureConfig, MeasureResult
+from measure.timing import Sample, error_text, pinned
+
+Burst = Callable[[int, int], Sample]  # (untimed runs, timed runs) -> Sample
+PROTOCOL = "rounds-v1"
+DEFAULT_WINDOW = 20
+
+
+@dataclass
+class Prepared:
+    """A network ready to time: ``burst`` (None when it failed to build, or for a runtime
+    measured whole by ``whole``), its build ``failure``, ``close`` to free it."""
+
+    name: str
+    burst: Burst | None = None
+    failure: MeasureResult | None = None
+    whole: Callable[[], MeasureResult] | None = None
+    close: Callable[[], None] = lambda: None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class WindowReport:
+    """What one window saw: per-round drift factors (geometric mean over networks of round
+    median / network median), the reference's round medians (ms) and anchor, seconds."""
+
+    networks: int
+    rounds: int
+    round_factors: tuple[float, ...]
+    reference_ms: tuple[float, ...] = ()
+    anchor_ms: float = math.nan
+    seconds: float = 0.0
+
+    @property
+    def drift(self) -> float:
+        """Spread of the round factors, (max - min): the machine's drift over the window."""
+        return float(max(self.round_factors) - min(self.round_factors)) if self.round_factors \
+            else 0.0
+
+    @property
+    def reference_drift(self) -> float:
+        """(max - min) / median of the reference's round medians (NaN without one)."""
+        if len(self.reference_ms) < 2:
+            return math.nan
+        r = np.asarray(self.reference_ms)
+        return float((r.max() - r.min()) / np.median(r))
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"networks": self.networks, "rounds": self.rounds,
+                "round_factors": [round(f, 5) for f in self.round_factors],
+                "drift": round(self.drift, 5), "reference_ms": list(self.reference_ms),
+                "reference_drift": None if math.isnan(self.reference_drift)
+                else round(self.reference_drift, 5),
+                "anchor_ms": None if math.isnan(self.anchor_ms) else self.anchor_ms,
+                "seconds": round(self.seconds, 2)}
+
+
+def prepare(model, config: MeasureConfig, name: str = "") -> Prepared:
+    """Build ``model`` for ``config.runtime``; never raises (a failure is data)."""
+    if config.runtime == "ort":
+        from measure.ort import prepare as prepare_ort
+
+        return prepare_ort(model, config, name=name)
+
+    def whole() -> MeasureResult:
+        from measure import measure
+
+        return measure(model, config)
+
+    if config.runtime in ("tvm",):
+        return Prepared(name, whole=whole)
+    return Prepared(name, failure=MeasureResult.failure(
+        f"unknown runtime {config.runtime!r}; expected ort or tvm", config.runtime))
+
+
+def reference_model():
+    """The drift reference: a fixed small CNN (3x32x32 input; 3x3 convolutions of 32, 64 and
+    64 channels with ReLU, 67 M MACs; global pool; 10-way classifier; weights from seed 0),
+    about a millisecond on one core, independent of any search space, the same everywhere."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    inits, nodes, x, c = [], [], "x", 3
+    for i, cout in enumerate((32, 64, 64)):
+        w = rng.normal(0, (2 / (9 * c)) ** 0.5, (cout, c, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [x, f"w{i}"], [f"c{i}"], pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"])]
+        x, c = f"r{i}", cout
+    inits.append(numpy_helper.from_array(rng.normal(0, 0.1, (c, 10)).astype(np.float32), "fc"))
+    nodes += [helper.make_node("GlobalAveragePool", [x], ["g"]),
+              helper.make_node("Flatten", ["g"], ["f"]),
+              helper.make_node("MatMul", ["f", "fc"], ["y"])]
+    graph = helper.make_graph(
+        nodes, "costmodels_reference",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 32, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)],
+                              producer_name="costmodels")
+    model.ir_version = 8
+    return model
+
+
+def measure_window(items: Sequence[Prepared], config: MeasureConfig,
+                   reference: Prepared | None = None, anchor_ms: float | None = None,
+                   progress: Callable[[int, int], None] | None = None
+                   ) -> tuple[list[MeasureResult], WindowReport]:
+    """Time prepared networks in interleaved rounds (the caller pins the process).
+
+    Returns one result per item (failures as they are) and the window's report.
+    ``anchor_ms``: the reference's anchor; None = the median of its rounds here.
+    ``progress(done, total)`` is called after each round.
+    """
+    t0 = time.perf_counter()
+    live = [i for i, p in enumerate(items) if p.burst is not None]
+    out: list[MeasureResult | None] = [p.failure for p in items]
+    for i, p in enumerate(items):
+        if p.burst is None and p.failure is None and p.whole is not None:
+            out[i] = p.whole()
+    timed = live + ([-1] if reference is not None and reference.burst is not None else [])
+    times: dict[int, list[np.ndarray]] = {i: [] for i in timed}
+    cpu: dict[int, list[np.ndarray]] = {i: [] for i in timed}
+    dropped = {i: 0 for i in timed}
+    errors: dict[int, str] = {}
+    runs = config.round_runs()
+
+    def item(i: int) -> Prepared:
+        return reference if i == -1 else items[i]  # type: ignore[return-value]
+
+    for i in timed:  # warm-up once, in order: build-time effects settle before round 1
+        try:
+            item(i).burst(config.warmup, 0)
+        except Exception as exc:  # noqa: BLE001 - a network that cannot run is data
+            errors[i] = f"run failed: {error_text(exc)}"
+    rng = np.random.default_rng(config.seed)
+    for k, n_runs in enumerate(runs):
+        start = time.perf_counter()
+        for i in rng.permutation(np.array(timed, dtype=int)).tolist():
+            if i in errors:
+                continue
+            try:
+                s = item(i).burst(config.round_warmup, n_runs)
+            except Exception as exc:  # noqa: BLE001
+                errors[i] = f"run failed: {error_text(exc)}"
+                continue
+            times[i].append(s.times_ms)
+            cpu[i].append(s.cpu_ms)
+            dropped[i] += s.dropped
+        rest = config.min_round_s - (time.perf_counter() - start)
+        if rest > 0 and k < len(runs) - 1:
+            time.sleep(rest)
+        if progress:
+            progress(k + 1, len(runs))
+    factors, ref_ms, anchor = _drift(times.get(-1) if -1 not in errors else None, anchor_ms)
+    for i in live:
+        if i in errors:
+            out[i] = MeasureResult.failure(errors[i], config.runtime, meta=dict(items[i].meta))
+            continue
+        res = MeasureResult.from_rounds(times[i], config.runtime, config.max_cv,
+                                        factors=factors)
+        meta = {**items[i].meta, "protocol": PROTOCOL, "dropped_preempted": dropped[i]}
+        c = [x for x in cpu[i] if len(x)]
+        if c:
+            meta["cpu_median_ms"] = float(np.median(np.concatenate(c)))
+        out[i] = replace(res, meta=meta)
+    report = WindowReport(len(items), len(runs), _round_factors(out, live), tuple(ref_ms),
+                          anchor, time.perf_counter() - t0)
+    return [r if r is not None else MeasureResult.failure("not measured", config.runtime)
+            for r in out], report
+
+
+def _drift(ref_rounds: list[np.ndarray] | None, anchor_ms: float | None
+           ) -> tuple[np.ndarray | None, list[float], float]:
+    if not ref_rounds:
+        return None, [], math.nan
+    ref = [float(np.median(t)) for t in ref_rounds]
+    anchor = float(np.median(ref)) if anchor_ms is None or not anchor_ms > 0 else anchor_ms
+    return np.asarray(ref) / anchor, ref, anchor
+
+
+def _round_factors(results: Sequence[MeasureResult | None], live: Sequence[int]
+                   ) -> tuple[float, ...]:
+    """Per round: geometric mean over networks of round median / the network's median."""
+    rows = [np.asarray(results[i].round_medians_ms) / results[i].median_ms for i in live
+            if results[i] is not None and results[i].ok and results[i].median_ms > 0]
+    n = min((len(r) for r in rows), default=0)
+    if not rows or n == 0:
+        return ()
+    logs = np.log(np.stack([r[:n] for r in rows]))
+    return tuple(float(x) for x in np.exp(logs.mean(axis=0)))
+
+
+def measure_many(models: Sequence[Any], config: MeasureConfig, names: Sequence[str] | None = None,
+                 window: int = DEFAULT_WINDOW, anchor_ms: float | None = None,
+                 on_window: Callable[[list[MeasureResult], WindowReport], None] | None = None
+                 ) -> list[MeasureResult]:
+    """Time ONNX models (proto, bytes or path) with the interleaved scheduler.
+
+    Windows of ``window`` models are built, timed in ``config.rounds`` rounds and freed;
+    the process is pinned to ``config.pin_cpu`` throughout. Never raises for a bad model
+    (its result has ``ok=False``). ``anchor_ms``: the drift reference's anchor (None: set by
+    the first window); ``on_window(results, report)`` is called after each window.
+    """
+    from measure.fingerprint import fingerprint
+
+    names = list(names) if names is not None else [f"model{i}" for i in range(len(models))]
+    fp = fingerprint(config)
+    results: list[MeasureResult] = []
+    with pinned(config.pin_cpu, config.threads) as cpus:
+        ref = prepare(reference_model(), config, "reference") if config.drift_ref else None
+        try:
+            for lo in range(0, len(models), max(1, window)):
+                chunk = [prepare(m, config, n) for m, n in
+                         zip(models[lo:lo + window], names[lo:lo + window], strict=True)]
+                try:
+                    res, report = measure_window(chunk, config, ref, anchor_ms)
+                finally:
+                    for p in chunk:
+                        p.close()
+                if anchor_ms is None and not math.isnan(report.anchor_ms):
+                    anchor_ms = report.anchor_ms
+                res = [replace(r, fingerprint=r.fingerprint or fp,
+                               meta={**r.meta, "pinned_cpus": sorted(cpus or [])}) for r in res]
+                results.extend(res)
+                if on_window:
+                    on_window(res, report)
+        finally:
+            if ref is not None:
+                ref.close()
+    return results
+
+
+__all__ = ["Prepared", "WindowReport", "measure_many", "measure_window", "prepare",
+           "reference_model", "PROTOCOL", "DEFAULT_WINDOW"]
