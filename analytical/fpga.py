@@ -43,7 +43,7 @@ from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Layer, Network, numel
 from costmodels.ops import MAC_OPS, VIEW_OPS
 
-DEFAULT_SPEC = "zc706"
+DEFAULT_SPEC = "zc706_hwnas"
 
 
 class LayerTime(NamedTuple):

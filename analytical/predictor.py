@@ -17,7 +17,7 @@ array). A tiling is legal when, with the spec's bounds,
   ``M0*C0*S < spad_weight_words``;
 * ``C1*C0*((E1-1)*U+R)*((F-1)*U+S) + M2*M1*M0*E1*F < glb_words`` (one ifmap strip and
   the psums of a pass fit the global buffer);
-* ``E1 > 1`` except for FC layers (``E = F = 1``).
+* ``E1 > 1`` except for FC layers (``E = F = 1``) and one-row outputs (1-D convs, ours).
 
 ``cycles = M3*M2*M0 * C2*C0 * E3 * F * S`` and, per 16-bit value moved (``I, Wt, O``:
 ifmap ``H*W*C``, weights ``R*S*C*M``, ofmap ``E*F*M``):
@@ -38,8 +38,9 @@ a pool whose kernel is the whole map. Ops of the classes in ``free_op_classes``
 (element-wise, normalisation, views...) cost nothing: HW-NAS-Bench's published
 minimum equals its network's fixed part, so its skips and additions are free. Any
 other layer is reported in ``meta["uncosted_layers"]``. A layer with no legal tiling
-is retried on output strips (``F`` halved) and with its sizes padded to the next
-2^a*3^b (documented in its ``meta``). Batch ``N`` multiplies a layer's cost.
+(ours, beyond the reference's NAS-Bench-201 shapes) is retried with its kernel split
+into column chunks that fit the ifmap spad, on output strips (``F`` halved) and with
+its sizes padded to the next 2^a*3^b (noted in its ``meta``). Batch ``N`` multiplies a layer's cost.
 
 **Arithmetic intensity** (``meta["arithmetic_intensity"]``): MACs per DRAM access
 (16-bit words), per layer and for the network.
@@ -116,7 +117,7 @@ def _candidates(p: Problem, spec: PredictorSpec) -> tuple[np.ndarray, ...]:
     mf = mf[mf[:, 0] <= spec.psum_entries]
     cf = _factorizations(p.c, 3)
     ef = _factorizations(p.e, 2)
-    if p.kind not in ("fc", "gpool"):
+    if p.kind not in ("fc", "gpool") and p.e > 1:
         ef = ef[ef[:, 0] != 1]
     im, ic, ie = (a.ravel() for a in np.meshgrid(np.arange(len(mf)), np.arange(len(cf)),
                                                  np.arange(len(ef)), indexing="ij"))
@@ -186,6 +187,15 @@ def map_with_fallback(p: Problem, spec: PredictorSpec) -> tuple[Mapped, str]:
     got = map_problem(p, spec)
     if got is not None:
         return got, ""
+    if p.s >= spec.spad_ifmap_words:  # kernel wider than the ifmap spad: column chunks
+        width = spec.spad_ifmap_words - 1
+        parts = [map_with_fallback(p._replace(s=min(width, p.s - j),
+                                              w=min(width, p.s - j) + (p.f - 1) * p.u), spec)
+                 for j in range(0, p.s, width)]
+        total = parts[0][0]
+        for part, _ in parts[1:]:
+            total = _sum(total, part)
+        return total, f"kernel split into {len(parts)} column chunks of <= {width}"
     if p.f > 1:  # the GLB strip bound: cost two half-width strips
         half = math.ceil(p.f / 2)
         w_half = min(p.w, (half - 1) * p.u + p.s)
@@ -197,9 +207,8 @@ def map_with_fallback(p: Problem, spec: PredictorSpec) -> tuple[Mapped, str]:
         got = map_problem(padded, spec)
         if got is not None:
             return got, f"padded to M={padded.m} C={padded.c} E={padded.e}"
-    if p.s >= spec.spad_ifmap_words or p.r >= spec.pe_count:
-        raise Uncostable(f"kernel {p.r}x{p.s} exceeds the PE array / ifmap spad "
-                         f"({spec.pe_count} PEs, {spec.spad_ifmap_words}-word spad)")
+    if p.r >= spec.pe_count:
+        raise Uncostable(f"kernel {p.r}x{p.s} has more rows than the {spec.pe_count} PEs")
     raise Uncostable("no legal row-stationary tiling")
 
 
@@ -326,7 +335,10 @@ class PredictorModel(BaseCostModel):
     def layer_work(self, layer: Layer) -> tuple:
         """(kind, cycles, energy_pj, macs, dram_words, detail) of one layer; cached.
 
-        ``kind`` is 'array', 'free' or 'uncosted' (``detail`` is then the reason).
+        ``kind`` is 'array', 'free' or 'uncosted' (``detail`` is then the reason). The
+        cache is keyed structurally (op, shapes, attributes; names excluded); the ``id``
+        memo in front only skips re-hashing a layer object already seen (it holds the
+        layer, so the id cannot be reused while the entry exists).
         """
         hit = self._by_id.get(id(layer))
         if hit is not None and hit[0] is layer:
@@ -385,8 +397,10 @@ class PredictorModel(BaseCostModel):
         cycles = energy = macs = dram = 0.0
         uncosted: list = []
         free = 0
+        memo = self._by_id.get
         for layer in net.layers:
-            work = self.layer_work(layer)
+            hit = memo(id(layer))
+            work = hit[1] if hit is not None and hit[0] is layer else self.layer_work(layer)
             kind = work[0]
             if kind == "array":
                 cycles += work[1]
