@@ -167,6 +167,7 @@ class GBDTModel(Predictor):
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
         """Latency in ms of each network, shape (len(nets),)."""
+        self._check_fitted()
         margin = self._prior_margin(nets) if self.prior and len(nets) else None
         return self.predict_features(F.features(nets), margin)
 
