@@ -310,10 +310,19 @@ def make_store(path: Path) -> None:
         Path(f"{path}{side}").unlink(missing_ok=True)
 
 
-def edit_manifest(src: Path, dst: Path, edit: Callable[[dict], None]) -> None:
-    """Copy model directory ``src`` to ``dst`` and change its manifest with ``edit``."""
+def edit_manifest(src: Path, dst: Path, edit: Callable[[dict], None], reseal: bool = False
+                  ) -> None:
+    """Copy model directory ``src`` to ``dst`` and change its manifest with ``edit``.
+
+    ``reseal``: recompute ``manifest_sha256`` as anyone can (SHA-256 of the canonical
+    JSON of the other keys), so the checks behind the checksum are reached.
+    """
     shutil.copytree(src, dst)
     path = dst / "manifest.json"
     doc = json.loads(path.read_text())
     edit(doc)
+    if reseal and "manifest_sha256" in doc:
+        body = {k: v for k, v in doc.items() if k != "manifest_sha256"}
+        doc["manifest_sha256"] = hashlib.sha256(json.dumps(
+            body, sort_keys=True, separators=(",", ":"), allow_nan=False).encode()).hexdigest()
     path.write_text(json.dumps(doc, indent=1, sort_keys=True) + "\n")

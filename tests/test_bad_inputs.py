@@ -50,7 +50,9 @@ CASES: list[Case] = [
     C("repeat-0", f"measure {{d}}/tiny.onnx --repeat 0 --warmup 0", "repeat"),
     C("warmup-neg", "measure {d}/tiny.onnx --warmup -1 --repeat 1", "warmup"),
     C("threads-0", f"measure {{d}}/tiny.onnx --threads 0 {QUICK}", "threads"),
-    C("pin-cpu-99", f"measure {{d}}/tiny.onnx --pin-cpu 99 {QUICK}", "pin", "99"),
+    C("pin-cpu-99", f"measure {{d}}/tiny.onnx --pin-cpu 99 {QUICK}", "pin", "99",
+      owner="measure/config.py",
+      why="pin_cpu is only checked to be >= -1, not against the CPUs this process may run on; the measurement runs unpinned"),
     C("max-retries-neg", "measure {d}/tiny.onnx --repeat 1 --warmup 0 --max-retries -1",
       "retries"),
     C("timeout-0", f"measure {{d}}/tiny.onnx --isolate --timeout 0 {QUICK}", "timeout"),
@@ -59,7 +61,9 @@ CASES: list[Case] = [
     C("campaign-repeat-0", "measure-space --sample 1 --repeat 0 --db {d}/s.sqlite -o {d}/o.csv",
       "repeat"),
     C("campaign-pin-cpu-99", f"measure-space {SAMPLE1} --pin-cpu 99 --db {{d}}/s.sqlite "
-      "-o {d}/o.csv", "pin", "99"),
+      "-o {d}/o.csv", "pin", "99",
+      owner="measure/config.py",
+      why="pin_cpu is only checked to be >= -1; the campaign measures and writes its store and table"),
     C("lut-threads-0", f"lut build --sample 1 --threads 0 {QUICK} --calibrate 0 --rounds 1 "
       "--db {d}/l.sqlite", "threads"),
     C("lut-calibrate-neg", f"lut build {SAMPLE1} --calibrate -1 --rounds 1 --db {{d}}/l.sqlite",
@@ -101,10 +105,14 @@ CASES: list[Case] = [
     C("shape-contradicts-static", "info {d}/tiny.onnx --input-shape 1x3x32x32", "x", "16"),
     C("shape-unknown-input", "info {d}/tiny.onnx --input-shape nope=1x3x16x16", "nope"),
     C("shape-wrong-rank", "info {d}/dyn.onnx --input-shape 1x3x8", "1x3x8"),
-    C("fit-limit-0", "fit gbdt --train {d}/good.csv --limit 0 -o {d}/m", "--limit"),
+    C("fit-limit-0", "fit gbdt --train {d}/good.csv --limit 0 -o {d}/m", "--limit",
+      owner="predictors/cli.py",
+      why="--limit is type=int: 0 fits on every row instead of being refused"),
     C("fit-batch-0", "fit gbdt --train {d}/good.csv --batch 0 -o {d}/m", "--batch"),
     C("fewshot-seeds-0", "fewshot --target {d}/good.csv --model flops --samples 5 --seeds 0 "
-      "-o {d}/c.csv", "--seeds"),
+      "-o {d}/c.csv", "--seeds",
+      owner="predictors/cli.py",
+      why="--seeds is type=int: 0 reaches a ZeroDivisionError (internal error, exit 1)"),
     C("fewshot-samples-0", "fewshot --target {d}/good.csv --model flops --samples 0,5 "
       "-o {d}/c.csv", "--samples"),
     C("compare-max-cells-0", "compare --truth {d}/good.csv flops --max-cells 0 -o {d}/r",
@@ -112,12 +120,31 @@ CASES: list[Case] = [
     C("demo-train-0", "demo --train 0 --out {d}/r", "--train"),
     C("demo-train-too-big", "demo --sample 2 --train 2 --out {d}/r", "--train"),
     C("calibrate-repeats-0", "roofline calibrate --repeats 0 -o {d}/x.toml", "--repeats",
-      sub=True, timeout_s=30),
+      sub=True, timeout_s=12,
+      owner="analytical/cli.py",
+      why="--repeats is type=int: 0 calibrates for seconds, writes a spec with NaN, then refuses its own file"),
     C("calibrate-cpu-99", "roofline calibrate --cpu 99 --repeats 1 -o {d}/x.toml", "--cpu",
-      sub=True, timeout_s=30),
-    C("calibrate-cpu-abc", "roofline calibrate --cpu abc --repeats 1 -o {d}/x.toml", "--cpu"),
+      sub=True, timeout_s=12,
+      owner="analytical/cli.py",
+      why="--cpu 99 is not checked against the CPUs there are: calibration runs and writes the spec"),
+    C("calibrate-cpu-abc", "roofline calibrate --cpu abc --repeats 1 -o {d}/x.toml", "--cpu",
+      owner="analytical/cli.py",
+      why="--cpu abc reaches int('abc'): ValueError (internal error, exit 1)"),
     C("unknown-command", "frobnicate", "frobnicate"),
     C("unknown-option", "archs --frob", "--frob", sub=True),
+    C("dataset-unknown", "info 1462 --dataset cifar11", "cifar11"),
+    C("best-effort-not-lut", "estimate flops --best-effort --sample 1 -o {d}/o.csv",
+      "--best-effort"),
+    C("lut-spec-option", "estimate 'lut:{d}/ort.lut.sqlite?bogus=1' --sample 1 -o {d}/o.csv",
+      "bogus"),
+    C("table-spec-option", "estimate 'table:{d}/good.csv?duplicates=bogus' --sample 1 "
+      "-o {d}/o.csv", "bogus"),
+    C("hybrid-without-prior", "fit hybrid --train {d}/good.csv -o {d}/m", "--prior"),
+    C("fewshot-samples-abc", "fewshot --target {d}/good.csv --samples abc -o {d}/c.csv",
+      "--samples"),
+    C("compare-backend-unknown", "compare --truth {d}/good.csv nope -o {d}/r", "nope"),
+    C("compare-models-missing", "compare --truth {d}/good.csv flops --models {d}/nomodels "
+      "-o {d}/r", "nomodels"),
     # ------------------------------------------------------------------ tables
     C("table-missing", "compare --truth {d}/missing.csv flops -o {d}/r", "missing.csv"),
     C("table-directory", "compare --truth {d}/outdir flops -o {d}/r", "outdir"),
@@ -149,13 +176,27 @@ CASES: list[Case] = [
     C("table-extra-comma", "estimate flops --archs {d}/comma.csv -o {d}/o.csv", "comma.csv:4"),
     C("table-huge-line", "compare --truth {d}/huge.csv flops -o {d}/r", "huge.csv"),
     C("table-wrong-space", "fit gbdt --train {d}/fbnet_rows.csv -o {d}/m", "fbnet_rows.csv:2"),
-    C("table-lut-import-bad", "lut import {d}/png.csv --db {d}/l.sqlite", "png.csv"),
+    C("table-lut-import-bad", "lut import {d}/png.csv --db {d}/l.sqlite", "png.csv",
+      owner="measure/lut/table.py",
+      why="read_csv opens the CSV as text without catching UnicodeDecodeError (internal error, exit 1)"),
     C("table-fewshot-missing", "fewshot --target {d}/missing.csv --model flops -o {d}/c.csv",
       "missing.csv"),
     C("table-demo-truth-nan", "demo --truth {d}/lat_nan.csv --train 5 --out {d}/r",
       "lat_nan.csv:3", sub=True, timeout_s=60),
-    C("table-source-bad", "fit gbdt --train {d}/good.csv --source {d}/lat_text.csv -o {d}/m",
+    C("table-source-bad", "fit transfer --train {d}/good.csv --source {d}/lat_text.csv -o {d}/m",
       "lat_text.csv:3"),
+    C("table-archs-wrong-header", "archs --archs {d}/wrong_header.csv", "wrong_header.csv"),
+    C("table-archs-header-only", "archs --archs {d}/header_only.csv", "header_only.csv"),
+    C("table-campaign-archs-png", f"measure-space --archs {{d}}/png.csv {QUICK} "
+      "--db {d}/s.sqlite -o {d}/o.csv", "png.csv"),
+    C("table-truth-wrong-space", "compare --space models:{d}/models_ok --truth {d}/good.csv "
+      "flops -o {d}/r", "good.csv:2"),
+    C("table-fit-wrong-space", "fit gbdt --space fbnet --train {d}/good.csv -o {d}/m",
+      "good.csv:2"),
+    C("table-compare-source-nan", "compare --truth {d}/good.csv transfer --train-samples 5 "
+      "--source {d}/lat_nan.csv -o {d}/r", "lat_nan.csv:3"),
+    C("table-compare-curve-png", "compare --truth {d}/good.csv flops --curve {d}/png.csv "
+      "-o {d}/r", "png.csv"),
     # ------------------------------------------------------------------ model files
     C("onnx-truncated", "info {d}/trunc.onnx", "trunc.onnx", sub=True),
     C("onnx-random", "info {d}/random.onnx", "random.onnx"),
@@ -164,10 +205,14 @@ CASES: list[Case] = [
     C("onnx-if-node", "info {d}/ifnode.onnx", "choose_branch", "If"),
     C("onnx-if-node-layers", "roofline layers {d}/ifnode.onnx", "choose_branch", "If"),
     C("onnx-dynamic", "info {d}/dyn.onnx", "'x'", "--input-shape"),
-    C("onnx-dynamic-measure", f"measure {{d}}/dyn.onnx {QUICK}", "x", "--input-shape"),
+    C("onnx-dynamic-measure", f"measure {{d}}/dyn.onnx {QUICK}", "x", "--input-shape",
+      owner="measure/cli.py",
+      why="measure takes a model with dynamic dims and guesses them; --input-shape is not applied and nothing names the input"),
     C("onnx-directory", "info {d}/dir.onnx", "dir.onnx"),
     C("onnx-missing", "info {d}/missing.onnx", "missing.onnx"),
-    C("onnx-truncated-measure", f"measure {{d}}/trunc.onnx {QUICK}", "trunc.onnx"),
+    C("onnx-truncated-measure", f"measure {{d}}/trunc.onnx {QUICK}", "trunc.onnx",
+      owner="measure/cli.py",
+      why="a corrupt ONNX reaches the runner: 'build failed: DecodeError', exit 1, the file not named"),
     C("onnx-layers-truncated", "roofline layers {d}/trunc.onnx --backend eyeriss", "trunc.onnx"),
     # ------------------------------------------------------------------ stores and LUTs
     C("store-not-sqlite", f"measure-space {SAMPLE1} --db {{d}}/notsqlite.db -o {{d}}/o.csv",
@@ -208,6 +253,10 @@ CASES: list[Case] = [
       "--db {d}/ort.lut.sqlite", "ort.lut.sqlite", sub=True, timeout_s=90),
     C("lut-build-into-store", f"lut build {SAMPLE1} --calibrate 0 --rounds 1 "
       "--db {d}/store.sqlite", "store.sqlite"),
+    C("lut-show-missing", "lut show {d}/missing.sqlite", "missing.sqlite"),
+    C("lut-merge-into-missing", "lut merge --into {d}/missing.sqlite {d}/ort.lut.sqlite",
+      "missing.sqlite"),
+    C("lut-refit-empty-file", "lut refit {d}/emptyfile.db", "emptyfile.db"),
     # ------------------------------------------------------------------ saved model dirs
     C("model-dir-missing", "estimate gbdt:{d}/nomodel --sample 1 -o {d}/o.csv", "nomodel"),
     C("model-dir-empty", "estimate gbdt:{d}/emptydir --sample 1 -o {d}/o.csv", "emptydir"),
@@ -215,15 +264,14 @@ CASES: list[Case] = [
     C("manifest-not-json", "estimate gbdt:{d}/m_notjson --sample 1 -o {d}/o.csv",
       "m_notjson", "manifest", not_in_output=("SECRET-CONTENT-H8",)),
     C("manifest-escapes-dir", "estimate gbdt:{d}/m_escape --sample 1 -o {d}/o.csv",
-      "m_escape", "passwd", owner="predictors/persistence.py",
-      why="read_manifest resolves 'files' entries outside the model directory and hashes them"),
-    C("manifest-edited-param", "estimate gbdt:{d}/m_param --sample 1 -o {d}/o.csv", "m_param",
-      owner="predictors/persistence.py",
-      why="the manifest's own content is not checksummed: an edited parameter is obeyed"),
+      "m_escape", "files"),
+    C("manifest-edited-param", "estimate gbdt:{d}/m_param --sample 1 -o {d}/o.csv", "m_param"),
     C("manifest-imports-module", "estimate gbdt:{d}/m_import --sample 1 -o {d}/o.csv",
-      "m_import", "evil_cm_mod", sub=True,
-      env={"PYTHONPATH": "{d}/pylib", "H8_MARKER_DIR": "{d}"}, owner="predictors/persistence.py",
-      why="library_versions() imports every module the manifest's 'libraries' names"),
+      "m_import", "libraries", sub=True, env={"PYTHONPATH": "{d}/pylib", "H8_MARKER_DIR": "{d}"}),
+    C("manifest-imports-unsealed", "estimate gbdt:{d}/m_import_raw --sample 1 -o {d}/o.csv",
+      "m_import_raw", sub=True, env={"PYTHONPATH": "{d}/pylib", "H8_MARKER_DIR": "{d}"}),
+    C("manifest-class-module", "estimate gbdt:{d}/m_class --sample 1 -o {d}/o.csv",
+      "m_class", sub=True, env={"PYTHONPATH": "{d}/pylib", "H8_MARKER_DIR": "{d}"}),
     C("manifest-wrong-class", "estimate gnn:{d}/m_ok --sample 1 -o {d}/o.csv", "m_ok"),
     C("manifest-model-file-edited", "estimate gbdt:{d}/m_file --sample 1 -o {d}/o.csv",
       "m_file"),
@@ -235,9 +283,13 @@ CASES: list[Case] = [
     C("out-campaign-db-proc", f"measure-space {SAMPLE1} --db /proc/h8_nope/s.sqlite "
       "-o {d}/o.csv", "/proc/h8_nope"),
     C("out-campaign-o-proc", f"measure-space {SAMPLE1} --db {{d}}/s.sqlite -o /proc/h8_x.csv",
-      "/proc/h8_x.csv"),
+      "/proc/h8_x.csv",
+      owner="measure/cli.py",
+      why="cmd_measure_space does not check -o before the campaign: the store is created and cells measured first"),
     C("out-campaign-o-dir", f"measure-space {SAMPLE1} --db {{d}}/s.sqlite -o {{d}}/outdir",
-      "outdir", sub=True, timeout_s=60),
+      "outdir", sub=True, timeout_s=60,
+      owner="measure/cli.py",
+      why="cmd_measure_space does not check -o before the campaign: the store is created and cells measured first"),
     C("out-lut-db-proc", f"lut build {SAMPLE1} --calibrate 0 --rounds 1 "
       "--db /proc/h8_l.sqlite", "/proc/h8_l.sqlite"),
     C("out-lut-db-under-file", f"lut build {SAMPLE1} --calibrate 0 --rounds 1 "
@@ -255,6 +307,7 @@ CASES: list[Case] = [
       sub=True, timeout_s=30),
     C("out-lut-export-proc", "lut export {d}/ort.lut.sqlite -o /proc/h8_x.csv", "/proc/h8_x.csv"),
     C("out-lut-export-dir", "lut export {d}/ort.lut.sqlite -o {d}/outdir", "outdir"),
+    C("out-export-dir", "export 1462 -o {d}/outdir", "outdir"),
     C("out-gen-models-file", "gen-models -o {d}/afile.txt", "afile.txt"),
 ]
 
@@ -306,9 +359,14 @@ def _model_dirs(d, fitted) -> None:
     def library(doc):
         doc["libraries"]["evil_cm_mod"] = "1.0"
 
-    B.edit_manifest(fitted, d / "m_escape", escape)
-    B.edit_manifest(fitted, d / "m_param", param)
-    B.edit_manifest(fitted, d / "m_import", library)
+    def cls(doc):
+        doc["class"] = "evil_cm_mod.Model"
+
+    B.edit_manifest(fitted, d / "m_escape", escape, reseal=True)
+    B.edit_manifest(fitted, d / "m_param", param)          # not resealed: the checksum says no
+    B.edit_manifest(fitted, d / "m_import", library, reseal=True)
+    B.edit_manifest(fitted, d / "m_import_raw", library)
+    B.edit_manifest(fitted, d / "m_class", cls, reseal=True)
     shutil.copytree(fitted, d / "m_file")
     model_file = next(p for p in sorted((d / "m_file").iterdir()) if p.name != "manifest.json")
     model_file.write_bytes(model_file.read_bytes() + b" ")
