@@ -21,7 +21,8 @@ spec argument uses that file when it exists, x86_generic otherwise.
 LAYERS_EPILOG = """\
 examples:
   costmodels roofline layers 1462 --backend roofline:x86_generic
-  costmodels roofline layers 1462 --backend eyeriss
+  costmodels roofline layers 1462 --backend eyeriss            # HW-NAS-Bench's Eyeriss
+  costmodels roofline layers 1462 --backend eyeriss:eyeriss_rs # the physical model
   costmodels roofline layers model.onnx --input-shape 1x3x224x224 --backend fpga
 """
 
@@ -105,7 +106,14 @@ def cmd_layers(args: argparse.Namespace) -> int:
     console = Console()
     console.print(t)
     energy = "" if est.energy_mj is None else f", {est.energy_mj:.4f} mJ"
-    console.print(f"[bold]total[/]: {est.latency_ms:.4f} ms{energy}")
+    extra = ""
+    if est.meta.get("arithmetic_intensity"):
+        extra += f", arithmetic intensity {est.meta['arithmetic_intensity']:.2f} MAC/DRAM access"
+    if est.meta.get("free_layers"):
+        extra += f"; {est.meta['free_layers']} layers free by the model's convention"
+    console.print(f"[bold]total[/]: {est.latency_ms:.4f} ms{energy}{extra}")
+    for u in est.meta.get("uncosted_layers", ()):
+        console.print(f"not costed: {u['name']} ({u['op']}): {u['reason']}")
     return 0
 
 
@@ -116,7 +124,11 @@ def _detail(meta) -> str:
         parts.append(meta["op_class"])
     for key in ("mapping", "tiling"):
         m = meta.get(key) or {}
-        parts.append(" ".join(f"{k}{v}" for k, v in m.items() if k not in ("cycles_per_pass",)))
+        parts.append(" ".join(f"{k}={v}" for k, v in m.items() if k not in ("cycles_per_pass",)))
     if meta.get("utilisation"):
         parts.append(f"util {meta['utilisation']:.0%}")
+    if meta.get("arithmetic_intensity"):
+        parts.append(f"AI {meta['arithmetic_intensity']:.1f}")
+    if meta.get("note"):
+        parts.append(meta["note"])
     return ", ".join(p for p in parts if p)

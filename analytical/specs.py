@@ -68,7 +68,9 @@ class RooflineSpec:
     FLOPs are 2 per MAC plus one per element op. Memory traffic uses
     ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
     ``dram_bandwidth_gbps``. ``ops`` must define every class of
-    :data:`analytical.roofline.OP_CLASSES`. ``fusion`` names the fusion rules of
+    :data:`analytical.roofline.OP_CLASSES`; an optional class
+    (:data:`analytical.roofline.OPTIONAL_CLASSES`, e.g. ``grouped``) falls back to the
+    one named there when absent. ``fusion`` names the fusion rules of
     the runtime (:func:`costmodels.fusion.load_rules`): a shipped name (``"ort"``)
     or a ``.json`` path, relative to the spec file.
     """
