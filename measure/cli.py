@@ -1,60 +1,95 @@
-"""``costmodels measure`` and ``costmodels measure-space`` (registered by costmodels.cli)."""
+"""``costmodels measure``, ``measure-space`` and ``measure-quality`` (registered by costmodels.cli)."""
 
 from __future__ import annotations
 
 import argparse
 import json
 import math
+import os
 import sys
-import time
-from pathlib import Path
 
 MEASURE_EPILOG = """\
 examples:
   costmodels measure model.onnx --json
-  costmodels measure 1462 --dataset cifar10 --repeat 200
+  costmodels measure 1462 --dataset cifar10 --repeat 200 --rounds 10
+  costmodels measure 0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,0,1 --space fbnet
   costmodels measure '|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_3x3~2|' --runtime tvm --trials 64
   costmodels measure model.onnx --runtime tvm --rpc-tracker 192.168.1.10:9190 --rpc-key rpi4 \\
       --target 'llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72'
+The runs are spread over --rounds rounds of at least --min-round-s seconds each; the
+latency is the median of the round medians.
 """
 
 SPACE_EPILOG = """\
 examples:
-  costmodels measure-space --space nb201 --dataset cifar10 --sample 200 --seed 0 \\
-      --runtime ort --db runs.sqlite -o truth.csv
+  costmodels measure-space --space nb201 --sample 200 --seed 0 --db runs.sqlite -o truth.csv
+  costmodels measure-space --space nb201 --representatives --drift-correct \\
+      --db nb201-all.sqlite -o nb201-all.csv
+  costmodels measure-space --space models:my_models/ --input-shape 1x3x224x224 \\
+      --db runs.sqlite -o mine.csv
   costmodels measure-space --archs cells.csv --runtime tvm --trials 64 --db runs.sqlite -o tvm.csv
-Resumable: rerun the same command after an interruption (even kill -9) and it
-measures only what is missing. The fingerprint is written beside the table
-(truth.fingerprint.json).
+Protocol: networks are measured --window at a time, each window in --rounds interleaved
+rounds in shuffled order; latency_ms is the median of the round medians (raw), or with
+--drift-correct and --figure corrected, the same after each round was scaled by a
+reference network's drift. Resumable: rerun the same command after an interruption (even
+kill -9) and it measures only what is missing; two runs on one --db share the work. A
+network that fails is a row with an empty latency_ms and an error column. The fingerprint,
+the figure and the measured quality are written beside the table (truth.fingerprint.json).
+"""
+
+QUALITY_EPILOG = """\
+examples:
+  costmodels measure-quality a.csv b.csv             two campaigns of the same cells
+  costmodels measure-quality --db runs.sqlite        round CV and drift of stored campaigns
+  costmodels measure-quality a.csv b.csv --json
+Deviation of a cell: |a - b| / mean(a, b), over the cells in both tables.
 """
 
 
+# ----------------------------------------------------------------------------- arguments
 def add_measure_args(p: argparse.ArgumentParser) -> None:
-    """Options that make a MeasureConfig (shared by both commands)."""
-    from measure.config import MeasureConfig
+    """Options that make a MeasureConfig (shared by the measuring commands)."""
+    from measure.config import GRAPH_OPTS, MeasureConfig
 
     d = MeasureConfig()
+    # A command that defines one of these options itself (lut build's --rounds) keeps its
+    # own: the later definition wins, and config_from_args reads whichever is there.
+    # (Until lut build drops its own --rounds: argparse keeps the handler per container.)
+    for container in (p, p._optionals):
+        container.conflict_handler = "resolve"
     g = p.add_argument_group("timing protocol")
     g.add_argument("--runtime", choices=["ort", "tvm"], default=d.runtime)
-    g.add_argument("--threads", type=int, default=d.threads, help="intra-op threads")
-    g.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first")
-    g.add_argument("--repeat", type=int, default=d.repeat, help="timed runs")
-    g.add_argument("--pin-cpu", type=int, default=d.pin_cpu,
-                   help="pin the measuring process to this CPU (-1: do not pin)")
+    g.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (>= 1)")
+    g.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first (>= 0)")
+    g.add_argument("--repeat", type=int, default=d.repeat,
+                   help="timed runs per network over all rounds (>= 1)")
+    g.add_argument("--rounds", type=int, default=d.rounds,
+                   help="interleaved rounds the timed runs are spread over (>= 1)")
+    g.add_argument("--round-warmup", type=int, default=d.round_warmup,
+                   help="untimed runs at the start of each round (>= 0)")
+    g.add_argument("--min-round-s", type=float, default=d.min_round_s,
+                   help="each round lasts at least this long (spreads a small window in time)")
+    g.add_argument("--drift-correct", action="store_true",
+                   help="measure a reference network in every round and store, beside the "
+                        "raw figure, the figure corrected for the machine's drift")
+    g.add_argument("--pin-cpu", type=int, default=None,
+                   help=f"pin the measuring process to this CPU (-1: do not pin; default "
+                        f"{d.pin_cpu}, or the first allowed CPU)")
     g.add_argument("--max-cv", type=float, default=d.max_cv,
-                   help="re-measure when the coefficient of variation is above this")
-    g.add_argument("--max-retries", type=int, default=d.max_retries)
+                   help="flag a network noisy when its round-to-round CV is above this")
+    g.add_argument("--max-retries", type=int, default=d.max_retries,
+                   help="re-measurements of a noisy single burst (TVM)")
     g.add_argument("--keep-preempted", action="store_true",
                    help="keep timed runs during which another process took the CPU "
                         "(by default they are detected and replaced; one thread only)")
     g.add_argument("--isolate", action="store_true",
-                   help="measure each network in a fresh worker process")
+                   help="measure in fresh worker processes (a window per worker)")
     g.add_argument("--timeout", type=float, default=d.timeout_s,
-                   help="seconds before an isolated worker is killed")
+                   help="seconds per network before an isolated worker is killed")
     g.add_argument("--input-seed", type=int, default=d.seed,
-                   help="seed of the fixed random inputs")
-    g.add_argument("--graph-opt", choices=["disable", "basic", "extended", "all"],
-                   default=d.graph_opt, help="ONNX Runtime graph optimisation level")
+                   help="seed of the fixed random inputs and of the round order")
+    g.add_argument("--graph-opt", choices=list(GRAPH_OPTS), default=d.graph_opt,
+                   help="ONNX Runtime graph optimisation level")
     t = p.add_argument_group("TVM")
     t.add_argument("--target", default="",
                    help="TVM target: 'llvm -mtriple=... -mcpu=...' or a JSON dict "
@@ -67,50 +102,102 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     t.add_argument("--rpc-key", default="", metavar="KEY", help="device key at the tracker")
 
 
+def _bad(flag: str, value, want: str):
+    from costmodels.errors import InputError
+
+    return InputError(f"{flag} {value}: out of range, option {flag}; give {want}")
+
+
+def check_measure_args(args: argparse.Namespace) -> None:
+    """Every timing option in range, before any work (one ``error:`` line naming the flag)."""
+    ranges = (("--repeat", args.repeat, 1, "an integer >= 1"),
+              ("--warmup", args.warmup, 0, "an integer >= 0"),
+              ("--threads", args.threads, 1, "an integer >= 1"),
+              ("--rounds", args.rounds, 1, "an integer >= 1"),
+              ("--round-warmup", args.round_warmup, 0, "an integer >= 0"),
+              ("--max-retries", args.max_retries, 0, "an integer >= 0"),
+              ("--trials", args.trials, 0, "an integer >= 0"),
+              ("--min-round-s", args.min_round_s, 0, "seconds >= 0"))
+    for flag, value, low, want in ranges:
+        if value < low:
+            raise _bad(flag, value, want)
+    for flag, value in (("--timeout", args.timeout), ("--max-cv", args.max_cv)):
+        if not value > 0:
+            raise _bad(flag, value, "a number > 0")
+    if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
+        raise _bad("--batch", args.batch, "an integer >= 1")
+    if args.pin_cpu is not None and args.pin_cpu != -1:
+        allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else []
+        if allowed and args.pin_cpu not in allowed:
+            from costmodels.errors import InputError
+
+            raise InputError(f"--pin-cpu {args.pin_cpu}: no such CPU for this process, option "
+                             f"--pin-cpu; give one of {', '.join(map(str, allowed))} or -1 "
+                             "(no pinning)")
+    if args.rpc_tracker and args.runtime != "tvm":
+        from costmodels.errors import InputError
+
+        raise InputError("--rpc-tracker needs --runtime tvm, option --runtime; add "
+                         "--runtime tvm")
+    if args.rpc_tracker and not args.rpc_key:
+        from costmodels.errors import InputError
+
+        raise InputError("--rpc-tracker needs a device key, option --rpc-key; add "
+                         "--rpc-key KEY")
+
+
 def config_from_args(args: argparse.Namespace):
+    """The MeasureConfig of the parsed options (checked first)."""
     from measure.config import MeasureConfig
 
-    if args.rpc_tracker and args.runtime != "tvm":
-        raise SystemExit("error: --rpc-tracker needs --runtime tvm")
-    if args.rpc_tracker and not args.rpc_key:
-        raise SystemExit("error: --rpc-tracker needs --rpc-key")
+    check_measure_args(args)
     return MeasureConfig(
         runtime=args.runtime, warmup=args.warmup, repeat=args.repeat, threads=args.threads,
-        pin_cpu=args.pin_cpu, max_cv=args.max_cv, max_retries=args.max_retries,
+        pin_cpu=MeasureConfig.pin_cpu if args.pin_cpu is None else args.pin_cpu,
+        max_cv=args.max_cv, max_retries=args.max_retries,
         isolate=args.isolate, timeout_s=args.timeout, seed=args.input_seed,
         graph_opt=args.graph_opt, tvm_target=args.target, tvm_trials=args.trials,
         tvm_work_dir=args.work_dir, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
-        drop_preempted=not args.keep_preempted)
+        drop_preempted=not args.keep_preempted, rounds=args.rounds,
+        round_warmup=args.round_warmup, min_round_s=args.min_round_s,
+        drift_ref=args.drift_correct)
 
 
-def _model_for(target: str, dataset: str, batch: int):
-    """An ONNX path as is; an arch string or index -> the NAS-Bench-201 ONNX model."""
-    from costmodels.spaces import nb201
+# ----------------------------------------------------------------------------- measure
+def _model_for(args: argparse.Namespace):
+    """An ONNX path as is; otherwise an architecture of --space -> (ONNX model, Network)."""
+    from costmodels.cli import open_space
+    from costmodels.spaces import onnx_for
 
-    if target.startswith("|") or target.isdigit():
-        arch = int(target) if target.isdigit() else target
-        return nb201.build_onnx(arch, dataset, batch), nb201.build_network(arch, dataset, batch)
-    return target, None
+    target = str(args.model)
+    if target.endswith(".onnx") or (os.sep in target and not target.startswith("|")):
+        return target, None
+    space = open_space(args)
+    net = space.build_network(space.parse(target), args.dataset, args.batch)
+    return onnx_for(net), net
 
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from measure import measure
 
     config = config_from_args(args)
-    model, net = _model_for(str(args.model), args.dataset, args.batch)
+    model, net = _model_for(args)
     res = measure(model, config)
     doc = {**res.summary(), "model": str(args.model)}
     if net is not None:
-        doc.update(arch_str=net.meta["arch_str"], arch_index=net.meta["arch_index"],
-                   dataset=args.dataset)
+        doc.update(arch_str=net.meta["arch_str"], arch_index=net.meta.get("arch_index"),
+                   dataset=net.meta.get("dataset"), space=net.meta.get("space"))
     if args.json:
         json.dump(_finite(doc), sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
     elif res.ok:
-        flag = "  [noisy: CV above --max-cv]" if res.noisy else ""
-        print(f"{args.model}: median {res.median_ms:.4f} ms  mean {res.mean_ms:.4f}  "
+        flag = "  [noisy: round CV above --max-cv]" if res.noisy else ""
+        rounds = (f", {res.rounds} rounds, round CV {res.round_cv:.3f}" if res.rounds else "")
+        corr = (f"  drift-corrected {res.corrected_ms:.4f} ms"
+                if math.isfinite(res.corrected_ms) else "")
+        print(f"{args.model}: median {res.median_ms:.4f} ms{corr}  mean {res.mean_ms:.4f}  "
               f"p10 {res.p10_ms:.4f}  p90 {res.p90_ms:.4f}  CV {res.cv:.3f}  "
-              f"({res.repeat} runs, {res.runtime}){flag}")
+              f"({res.repeat} runs{rounds}, {res.runtime}){flag}")
         fp = res.fingerprint
         print(f"device: {fp.get('cpu_model')} ({fp.get('cores')} cores), "
               f"{res.runtime} {fp.get('runtime_version')}, threads {fp.get('threads')}, "
@@ -122,38 +209,194 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+# ----------------------------------------------------------------------------- measure-space
 def cmd_measure_space(args: argparse.Namespace) -> int:
-    from costmodels.cli import selected_indices
-    from measure.campaign import nb201_jobs, run_campaign
-    from measure.fingerprint import device_slug, fingerprint
+    from costmodels.cli import check_output, selected_archs
+    from measure.campaign import expand, representatives, run_campaign, space_jobs
     from measure.store import MeasureStore
 
     config = config_from_args(args)
-    indices = selected_indices(args)
-    jobs = nb201_jobs(indices, args.dataset, args.batch)
-    with MeasureStore(args.db) as store:
-        before = time.perf_counter()
-        summary = run_campaign(jobs, config, store, retry_failed=args.retry_failed)
-        n = store.export_table(args.output, summary.records)
-    fp = fingerprint(config)
-    cvs = [r.result.cv for r in summary.records if r.result.ok]
-    side = Path(args.output).with_suffix(".fingerprint.json")
-    side.write_text(json.dumps({
-        "device": device_slug(), "fingerprint": fp, "config": config.to_dict(),
+    figure = args.figure or ("corrected" if config.drift_ref else "raw")
+    if figure == "corrected" and not config.drift_ref:
+        from costmodels.errors import InputError
+
+        raise InputError("--figure corrected needs a drift reference, option --figure; add "
+                         "--drift-correct (or use --figure raw)")
+    if args.window < 1:
+        raise _bad("--window", args.window, "an integer >= 1")
+    out = check_output(args.output, "latency table (-o)")
+    side = out.with_suffix(".fingerprint.json")
+    check_output(side, "fingerprint sidecar")
+    check_output(args.db, "measurement store (--db)")
+    with MeasureStore(args.db) as store:  # refuses a foreign or read-only file now
+        space, archs = selected_archs(args)
+        jobs = space_jobs(space, archs, args.dataset, args.batch)
+        groups = (representatives(jobs, args.representatives, space) if args.representatives
+                  else {j.net.key: [j] for j in jobs})
+        reps = [members[0] for members in groups.values()]
+        summary = run_campaign(reps, config, store, retry_failed=args.retry_failed,
+                               window=args.window)
+        records = expand(summary.records, groups)
+        n = store.export_table(out, records, figure=figure, errors=True)
+        camps = [c for c in store.campaigns() if c["config_hash"] == summary.config_hash
+                 and c["device_hash"] == summary.device_hash]
+    failed = [r for r in records if not r.result.ok]
+    side.write_text(json.dumps(_sidecar(args, config, summary, records, camps, figure, n,
+                                        len(groups), len(jobs)), indent=1, default=str) + "\n")
+    print(f"{summary.measured} measured ({summary.failed} failed), {summary.skipped} already in "
+          f"{args.db}; wrote {out} ({n} cells{_rep_note(args, groups, jobs)}, {figure} "
+          f"figure) and {side} in {summary.seconds:.1f} s", file=sys.stderr)
+    for r in failed[:20]:
+        print(f"failed: {r.net.name}: {(r.result.error.splitlines() or [''])[0]}",
+              file=sys.stderr)
+    if len(failed) > 20:
+        print(f"failed: ... and {len(failed) - 20} more (see the error column)", file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _rep_note(args, groups, jobs) -> str:
+    if not args.representatives:
+        return ""
+    return f" from {len(groups)} representatives of {len(jobs)}"
+
+
+def _sidecar(args, config, summary, records, camps, figure, n, n_groups, n_jobs) -> dict:
+    from measure.fingerprint import device_slug, fingerprint
+    from measure.rounds import PROTOCOL
+
+    ok = [r.result for r in records if r.result.ok]
+    cvs = [r.cv for r in ok]
+    rcvs = [r.round_cv for r in ok if math.isfinite(r.round_cv)]
+    drifts = [c["drift"] for c in camps if c["drift"] is not None]
+    return {
+        "device": device_slug(), "fingerprint": fingerprint(config), "config": config.to_dict(),
         "config_hash": summary.config_hash, "device_hash": summary.device_hash,
         "space": args.space, "dataset": args.dataset, "batch": args.batch,
-        "cells": n, "failed": sum(not r.result.ok for r in summary.records),
+        "figure": "drift-corrected" if figure == "corrected" else "raw",
+        "latency_ms": ("median over rounds of the round medians, each round scaled by the "
+                       "reference network's drift" if figure == "corrected"
+                       else "median over rounds of the round medians"),
+        "protocol": PROTOCOL, "rounds": config.rounds, "window": args.window,
+        "representatives": args.representatives or None, "classes": n_groups,
+        "networks": n_jobs, "cells": n, "failed": sum(not r.result.ok for r in records),
         "cv_median": _median(cvs), "cv_max": max(cvs) if cvs else None,
-        "noisy": sum(r.result.noisy for r in summary.records),
-        "last_run_s": round(time.perf_counter() - before, 1), "store": str(args.db),
-    }, indent=1, default=str) + "\n")
-    print(f"{summary.measured} measured ({summary.failed} failed), {summary.skipped} already in "
-          f"{args.db}; wrote {args.output} ({n} cells) and {side} in {summary.seconds:.1f} s",
-          file=sys.stderr)
-    for r in summary.records:
-        if not r.result.ok:
-            print(f"failed: {r.net.name}: {r.result.error.splitlines()[0]}", file=sys.stderr)
-    return 1 if any(not r.result.ok for r in summary.records) else 0
+        "round_cv_median": _median(rcvs), "round_cv_p90": _quantile(rcvs, 0.9),
+        "campaign_drift_median": _median(drifts),
+        "reference_drift_median": _median([c["reference_drift"] for c in camps
+                                           if c["reference_drift"] is not None]),
+        "noisy": sum(r.noisy for r in ok),
+        "last_run_s": round(summary.seconds, 1), "store": str(args.db),
+    }
+
+
+# ----------------------------------------------------------------------------- measure-quality
+def table_deviation(a_path: str, b_path: str) -> dict:
+    """Per-cell deviation of two latency tables of the same cells: |a - b| / mean(a, b).
+
+    Returns ``{"cells", "median", "p90", "max", "kendall", "only_a", "only_b"}`` (fractions).
+    """
+    import numpy as np
+
+    a, b = _read_latencies(a_path), _read_latencies(b_path)
+    common = sorted(set(a) & set(b))
+    if not common:
+        from costmodels.errors import TableError
+
+        raise TableError(f"{a_path} and {b_path}: no architecture in common; compare two "
+                         "campaigns of the same cells")
+    x = np.array([a[k] for k in common])
+    y = np.array([b[k] for k in common])
+    dev = np.abs(x - y) / ((x + y) / 2)
+    from costmodels.harness.metrics import kendall
+
+    return {"cells": len(common), "median": float(np.median(dev)),
+            "p90": float(np.percentile(dev, 90)), "max": float(dev.max()),
+            "mean_ratio": float(np.exp(np.mean(np.log(y / x)))),
+            "kendall": kendall(x, y) if len(common) > 2 else None,
+            "only_a": len(set(a) - set(b)), "only_b": len(set(b) - set(a))}
+
+
+def _read_latencies(path: str) -> dict[str, float]:
+    """arch_str -> latency_ms of the rows that have one (error rows are skipped)."""
+    from costmodels.errors import TableError
+    from costmodels.tables import iter_csv
+
+    cols, rows = iter_csv(path, "latency table")
+    if "arch_str" not in cols or "latency_ms" not in cols:
+        raise TableError(f"{path}: needs the columns arch_str and latency_ms (found "
+                         f"{','.join(c for c in cols if c) or 'nothing'})")
+    out = {}
+    for line, row in rows:
+        text = (row.get("latency_ms") or "").strip()
+        if not text:
+            continue  # an error row
+        try:
+            value = float(text)
+        except ValueError:
+            raise TableError(f"{path}:{line}: field 'latency_ms' is not a number: "
+                             f"{text!r}") from None
+        if not (math.isfinite(value) and value > 0):
+            raise TableError(f"{path}:{line}: field 'latency_ms' is {value}; latencies must "
+                             "be finite and > 0")
+        out[row["arch_str"].strip()] = value
+    return out
+
+
+def store_quality(db: str) -> dict:
+    """Round-to-round CV of the stored rows and the drift of each campaign in a store."""
+    from measure.store import MeasureStore
+
+    with MeasureStore(db, readonly=True) as store:
+        recs = [r for r in store.records() if r.result.ok]
+        camps = store.campaigns()
+    rcvs = [r.result.round_cv for r in recs if math.isfinite(r.result.round_cv)]
+    return {"rows": len(recs), "round_cv_median": _median(rcvs),
+            "round_cv_p90": _quantile(rcvs, 0.9),
+            "campaigns": [{"id": c["id"], "started_at": c["started_at"],
+                           "networks": c["networks"], "measured": c["measured"],
+                           "failed": c["failed"], "windows": len(c["windows"]),
+                           "drift": c["drift"], "reference_drift": c["reference_drift"]}
+                          for c in camps]}
+
+
+def cmd_measure_quality(args: argparse.Namespace) -> int:
+    from costmodels.errors import InputError
+
+    if not args.tables and not args.db:
+        raise InputError("measure-quality needs two tables or --db, arguments; give A.csv "
+                         "B.csv (two campaigns of the same cells) or --db STORE")
+    if args.tables and len(args.tables) != 2:
+        raise InputError(f"measure-quality takes two tables, got {len(args.tables)}, "
+                         "arguments; give A.csv B.csv")
+    doc: dict = {}
+    if args.tables:
+        doc["deviation"] = table_deviation(*args.tables)
+    if args.db:
+        doc["store"] = store_quality(args.db)
+    if args.json:
+        json.dump(doc, sys.stdout, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    if "deviation" in doc:
+        d = doc["deviation"]
+        tau = f", Kendall tau {d['kendall']:.3f}" if d["kendall"] is not None else ""
+        print(f"per-cell deviation over {d['cells']} cells: median {100 * d['median']:.2f}%, "
+              f"p90 {100 * d['p90']:.2f}%, max {100 * d['max']:.2f}%; B/A geometric mean "
+              f"{d['mean_ratio']:.4f}{tau}")
+    if "store" in doc:
+        s = doc["store"]
+        print(f"{s['rows']} rows: round-to-round CV median {_pct(s['round_cv_median'])}, "
+              f"p90 {_pct(s['round_cv_p90'])}")
+        for c in s["campaigns"]:
+            print(f"campaign {c['id']} ({c['started_at']}): {c['measured']} measured in "
+                  f"{c['windows']} windows, drift {_pct(c['drift'])}, reference drift "
+                  f"{_pct(c['reference_drift'])}")
+    return 0
+
+
+# ----------------------------------------------------------------------------- helpers
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f}%"
 
 
 def _finite(obj):
@@ -168,8 +411,14 @@ def _finite(obj):
 
 
 def _median(xs: list[float]) -> float | None:
-    xs = sorted(x for x in xs if not math.isnan(x))
-    return xs[len(xs) // 2] if xs else None
+    return _quantile(xs, 0.5)
+
+
+def _quantile(xs: list[float], q: float) -> float | None:
+    import numpy as np
+
+    xs = [x for x in xs if x is not None and not math.isnan(x)]
+    return float(np.quantile(xs, q)) if xs else None
 
 
 def register(sub) -> None:
@@ -177,21 +426,45 @@ def register(sub) -> None:
 
     p = sub.add_parser("measure", help="time one network (ONNX Runtime or TVM, local or RPC)",
                        formatter_class=Formatter, epilog=MEASURE_EPILOG,
-                       description="Measure a model: warm-up, timed runs, median/p10/p90/CV "
-                                   "and the device fingerprint.")
-    p.add_argument("model", help="MODEL.onnx, a NAS-Bench-201 arch string or a standard index")
+                       description="Measure a model: warm-up, timed runs in rounds, "
+                                   "median/p10/p90/CV and the device fingerprint.")
+    p.add_argument("model", help="MODEL.onnx, or an architecture of --space (arch string or "
+                                 "standard index)")
     p.add_argument("--json", action="store_true", help="print the statistics as JSON")
     add_space_args(p, archs=False)
     add_measure_args(p)
     p.set_defaults(func=cmd_measure)
 
-    p = sub.add_parser("measure-space", help="measure NAS-Bench-201 cells into a store -> table",
+    p = sub.add_parser("measure-space", help="measure the networks of a space into a store "
+                                             "-> table",
                        formatter_class=Formatter, epilog=SPACE_EPILOG,
-                       description="A resumable measurement campaign over NAS-Bench-201 cells.")
+                       description="A resumable measurement campaign over the networks of a "
+                                   "search space, in interleaved rounds.")
     add_space_args(p)
     add_measure_args(p)
     p.add_argument("--db", required=True, help="SQLite measurement store (created if missing)")
-    p.add_argument("-o", "--output", required=True, help="latency-table CSV of the measured cells")
+    p.add_argument("-o", "--output", required=True, help="latency-table CSV of the networks")
+    p.add_argument("--window", type=int, default=20,
+                   help="networks built and timed together in interleaved rounds")
+    p.add_argument("--figure", choices=["raw", "corrected"], default=None,
+                   help="which figure latency_ms holds (default: corrected with "
+                        "--drift-correct, else raw)")
+    p.add_argument("--representatives", nargs="?", const="graph", choices=["graph", "space"],
+                   default=None,
+                   help="measure one network per class and give its figure to all: 'graph' "
+                        "(default) = networks that compute the same layers; 'space' = the "
+                        "space's isomorphism (nb201: 6,466 classes; merges cells that compute "
+                        "different layers)")
     p.add_argument("--retry-failed", action="store_true",
-                   help="measure cells stored as failed again")
+                   help="measure networks stored as failed again")
     p.set_defaults(func=cmd_measure_space)
+
+    p = sub.add_parser("measure-quality", help="how well measurements repeat: two campaigns' "
+                                               "per-cell deviation; a store's round CV and drift",
+                       formatter_class=Formatter, epilog=QUALITY_EPILOG,
+                       description="Measured quality of campaigns.")
+    p.add_argument("tables", nargs="*", metavar="TABLE.csv",
+                   help="two latency tables of the same cells")
+    p.add_argument("--db", help="a measurement store: round-to-round CV and campaign drift")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_measure_quality)

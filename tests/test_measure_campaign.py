@@ -35,7 +35,8 @@ def _rows(db: Path) -> list[tuple]:
 def test_sigkill_midway_then_rerun_measures_each_network_once(tmp_path):
     db, out = tmp_path / "runs.sqlite", tmp_path / "truth.csv"
     cmd = [sys.executable, "-m", "costmodels.cli", "measure-space", "--sample", str(N),
-           "--seed", "3", "--warmup", "0", "--repeat", "400", "--max-retries", "0",
+           "--seed", "3", "--warmup", "0", "--repeat", "400", "--rounds", "4", "--window", "2",
+           "--min-round-s", "0",
            "--db", str(db), "-o", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
@@ -60,13 +61,15 @@ def test_sigkill_midway_then_rerun_measures_each_network_once(tmp_path):
 
 
 def test_cli_measure_json_and_errors(tmp_path, capsys, tiny_onnx):
-    assert main(["measure", str(tiny_onnx), "--repeat", "5", "--warmup", "1", "--json"]) == 0
+    assert main(["measure", str(tiny_onnx), "--repeat", "5", "--warmup", "1", "--json",
+                 "--min-round-s", "0"]) == 0
     doc = json.loads(capsys.readouterr().out)
     for key in ("median_ms", "mean_ms", "p10_ms", "p90_ms", "cv", "repeat", "runtime",
                 "fingerprint"):
         assert key in doc
-    assert doc["repeat"] == 5 and doc["runtime"] == "ort"
-    assert main(["measure", "3", "--repeat", "3", "--warmup", "0"]) == 0
+    assert doc["repeat"] == 5 and doc["runtime"] == "ort" and doc["rounds"] == 5
+    assert len(doc["round_medians_ms"]) == 5 and doc["corrected_ms"] is None
+    assert main(["measure", "3", "--repeat", "3", "--warmup", "0", "--min-round-s", "0"]) == 0
     assert "median" in capsys.readouterr().out
     assert main(["measure", str(tmp_path / "missing.onnx"), "--json"]) == 1
     doc = json.loads(capsys.readouterr().out)
@@ -77,7 +80,7 @@ def test_estimate_measure_backend_through_registry(tmp_path):
     from costmodels.registry import create
     from costmodels.spaces import nb201
 
-    model = create(f"measure:ort,repeat=5,warmup=1,db={tmp_path / 'runs.sqlite'}")
+    model = create(f"measure:ort,repeat=5,warmup=1,min_round_s=0,db={tmp_path / 'runs.sqlite'}")
     est = model.estimate(nb201.build_network(11))
     assert est.latency_ms > 0 and est.meta["runtime"] == "ort"
     for key in ("p10_ms", "p90_ms", "cv", "fingerprint"):
@@ -90,7 +93,8 @@ def test_between_process_spread_reports_per_cell_figures():
     from measure import MeasureConfig
     from measure.quality import between_process_spread
 
-    rep = between_process_spread([3, 11], "ort", n_proc=2, config=MeasureConfig(repeat=5))
+    rep = between_process_spread([3, 11], "ort", n_proc=2,
+                                 config=MeasureConfig(repeat=5, min_round_s=0))
     assert rep["n_proc"] == 2 and len(rep["cells"]) == 2
     for cell in rep["cells"]:
         assert len(cell["medians_ms"]) == 2 and not cell["failures"]
