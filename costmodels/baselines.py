@@ -2,7 +2,8 @@
 
 Every comparison includes them: an estimator that does not beat them is not
 worth its cost. Unfitted, ``latency_ms`` is the proxy itself scaled to
-milliseconds at a nominal 1 GMAC/ms (the ranking is what matters); fitted with
+milliseconds at a nominal 1 GMAC/s, i.e. 1 ms per million MACs (the ranking is what
+matters); fitted with
 :meth:`ProxyModel.fit`, it is ``slope * proxy + intercept`` by least squares.
 """
 
@@ -33,6 +34,11 @@ class ProxyModel(BaseCostModel):
         f = self.proxies[self.proxy]
         return np.array([f(n) for n in nets], dtype=np.float64) * self.scale
 
+    def is_fitted(self) -> bool:
+        """Fitted-ness protocol: True once :meth:`fit` ran (unfitted it still estimates, at
+        an arbitrary scale)."""
+        return hasattr(self, "slope_")
+
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> ProxyModel:
         x, y = self._x(nets), np.asarray(latencies_ms, dtype=np.float64)
         if len(x) < 2 or np.ptp(x) == 0:
@@ -53,9 +59,18 @@ class ProxyModel(BaseCostModel):
                                "fitted": fitted}) for v in x]
 
 
+def _no_arg(name: str, arg: str | None) -> None:
+    if arg is not None:
+        from costmodels.errors import UnknownBackend
+        raise UnknownBackend(f"backend {name!r} takes no argument (got '{name}:{arg}'); "
+                             f"write just {name}")
+
+
 def flops_from_spec(arg: str | None) -> ProxyModel:
+    _no_arg("flops", arg)
     return ProxyModel("macs")
 
 
 def params_from_spec(arg: str | None) -> ProxyModel:
+    _no_arg("params", arg)
     return ProxyModel("params")

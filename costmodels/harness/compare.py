@@ -32,7 +32,7 @@ from costmodels.harness.fitting import (  # noqa: F401 - re-exported
     _is_learned,
     _spec_name,
     build_backend,
-    make_estimator,
+    fit_estimator,
 )
 from costmodels.harness.scoring import (  # noqa: F401 - re-exported
     Estimated,
@@ -208,7 +208,8 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
                             reference_only=bool(keys & set(reference_only)))
         try:
             model, res.build_s = build_backend(spec, learned=learned, train_nets=train_nets,
-                                               train_y=train_y, sources=sources, priors=priors)
+                                               train_y=train_y, sources=sources, priors=priors,
+                                               seed=seed)
         except Exception as exc:  # noqa: BLE001 - recorded, the comparison goes on
             res.first_error = _first_line(exc)
             results.append(res)

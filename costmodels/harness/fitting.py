@@ -15,10 +15,11 @@ import numpy as np
 
 from costmodels.interface import CostModel
 from costmodels.network import Network
+from costmodels.registry import LEARNED_BACKENDS as LEARNED  # noqa: E402 - names only
 from costmodels.tables import LatencyTable
 
-#: specs that, given without ``:PATH``, mean "fit this estimator on the training rows"
-LEARNED = ("gbdt", "gnn", "transfer", "hybrid")
+#: (``LEARNED``) specs that, given without ``:PATH``, mean "fit this estimator on the
+#: training rows": gbdt, hybrid, gnn, transfer, fewshot
 #: proxies that are fitted (slope, intercept) in train/test mode
 PROXIES = {"flops": "macs", "params": "params"}
 #: backends that need no measurement at all to build
@@ -33,36 +34,49 @@ def _spec_name(spec: str | CostModel) -> str:
 
 
 def _is_learned(spec: str | CostModel, train: bool) -> bool:
-    """Does this backend get fitted on the training rows?"""
+    """Does this backend get fitted on the training rows?
+
+    An object is fitted here when it can ``fit`` and says (by the fitted-ness
+    protocol, ``is_fitted()`` / ``__sklearn_is_fitted__``) that it is not fitted yet.
+    """
     if not isinstance(spec, str):
-        # an estimator object with fit() and no learned state (scikit-learn's rule: no attr_)
-        return train and hasattr(spec, "fit") and not any(
-            k.endswith("_") and not k.startswith("_") for k in vars(spec))
+        return train and hasattr(spec, "fit") and not _fitted(spec)
     if ":" in spec or spec.lower().endswith(".csv"):
         return False
     return spec in LEARNED or (train and spec in PROXIES)
 
 
-def make_estimator(name: str, sources: Sequence[str] = (), priors: Sequence[str] = ()) -> Any:
-    """An unfitted estimator for a learned backend name (``fit(nets, lat)`` -> self).
+def _fitted(model: Any) -> bool:
+    for attr in ("is_fitted", "__sklearn_is_fitted__"):
+        fn = getattr(model, attr, None)
+        if callable(fn):
+            return bool(fn())
+    return True
+
+
+def fit_estimator(name: str, nets: Sequence[Network], y: np.ndarray, *,
+                  sources: Sequence[str] = (), priors: Sequence[str] = (), seed: int = 0) -> Any:
+    """Fit a learned backend by name on ``nets``/``y`` (ms) through the one fit path.
 
     ``flops``/``params`` are least-squares proxies (:class:`ProxyModel`); every
-    other name comes from the predictors package's ``make(name, sources=...)``;
-    ``hybrid`` gets ``priors`` (registry specs of the analytical models it corrects).
+    other name goes through :func:`predictors.fit_from_spec`, so a hybrid keeps
+    its ``priors`` and transfer/fewshot their ``sources`` exactly as ``fit`` and
+    ``fewshot`` give them.
     """
     if name in PROXIES:
         from costmodels.baselines import ProxyModel
-        return ProxyModel(PROXIES[name])
+        return ProxyModel(PROXIES[name]).fit(list(nets), y)
     try:
-        from predictors import make
+        from predictors import fit_from_spec
     except ImportError as exc:
-        raise RuntimeError(
+        from costmodels.errors import UnknownBackend
+        raise UnknownBackend(
             f"backend {name!r} is a learned predictor, but the predictors package cannot "
             f"provide it ({exc}); install it (pip install -e '.[gnn]') or give a fitted "
             f"model directory as {name}:DIR") from exc
-    if name == "hybrid":
-        return make(name, sources=tuple(sources), prior=tuple(priors))
-    return make(name, sources=tuple(sources))
+    return fit_from_spec(name, list(nets), y,
+                         sources=tuple(sources) if name in ("transfer", "fewshot") else (),
+                         prior=tuple(priors) if name == "hybrid" else (), random_state=seed)
 
 
 def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
@@ -87,15 +101,19 @@ def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
 
 def build_backend(spec: str | CostModel, *, learned: bool, train_nets: Sequence[Network],
                   train_y: np.ndarray, sources: Sequence[str],
-                  priors: Sequence[str] = ()) -> tuple[Any, float]:
+                  priors: Sequence[str] = (), seed: int = 0) -> tuple[Any, float]:
     """Create (or fit) one backend; returns (model, seconds)."""
     t0 = time.perf_counter()
     if learned:
-        est = spec if not isinstance(spec, str) else make_estimator(spec, sources, priors)
         if not len(train_nets):
-            raise ValueError(f"{_spec_name(spec)} must be fitted: give --train-samples K, or "
+            from costmodels.errors import InputError
+            raise InputError(f"{_spec_name(spec)} must be fitted: give --train-samples K, or "
                              "a fitted model as NAME:DIR")
-        model = est.fit(list(train_nets), train_y) or est
+        if isinstance(spec, str):
+            model = fit_estimator(spec, train_nets, train_y, sources=sources, priors=priors,
+                                  seed=seed)
+        else:
+            model = spec.fit(list(train_nets), train_y) or spec
     elif isinstance(spec, str):
         from costmodels.registry import create
         model = create(spec)
