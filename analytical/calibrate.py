@@ -16,14 +16,16 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
   the class's benchmark points gives the launch overhead (intercept) and sustained
   rate (slope); efficiency = rate / roof:
 
-  - ``conv`` (3x3), ``conv1x1``: chains of :data:`CHAIN` convs at (C, H) in
-    :data:`SIZES`, fitted on FLOPs;
-  - ``depthwise`` (3x3, groups = C) and ``grouped`` (3x3, groups = C/8): their own
-    chains, fitted on FLOPs for the compute roof and on bytes for the memory roof;
+  - ``conv`` (3x3), ``conv1x1``, ``depthwise`` (3x3, groups = C) and ``grouped``
+    (3x3, groups = C/8): chains of :data:`CHAIN` convs at (C, H) in :data:`SIZES`,
+    each class its own, fitted on FLOPs; their memory efficiency is the element-wise
+    stream's (a byte rate fitted on compute-bound runs would understate the roof);
   - ``gemm`` (Gemm and MatMul): the shapes networks use, at batch 1:
     transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) for
     the compute efficiency, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
-    stream their weights) for the memory efficiency;
+    stream their weights) for the memory efficiency: the median over the heads of
+    their byte rate / the roof the model prices them at (cache when their bytes fit
+    ``cache_bytes``, DRAM otherwise);
   - ``pool``, ``global_pool``, ``elementwise``: fitted on bytes.
 
 A fitted efficiency above 1 means the roof was measured too low; it is kept in the
@@ -348,33 +350,35 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                 for name, pts_ in pts.items()}
     ops: dict[str, dict[str, float]] = {}
     raw: dict[str, float] = {}
-    for name in ("conv", "conv1x1", "depthwise", "grouped"):
-        launch, rate = _fit(pts[name], secs[name], "flops")
-        _, brate = _fit(pts[name], secs[name], "bytes")
-        ops[name] = {"launch_us": launch * 1e6,
-                     "compute_efficiency": _efficiency(name, "compute", rate, peak * 1e9, raw,
-                                                       log),
-                     "memory_efficiency": _efficiency(name, "memory", brate, cache * 1e9, raw,
-                                                      log)}
-        log(f"{name}: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s")
-    # gemm: compute efficiency at transformer sizes, memory efficiency of classifier heads
-    launch, rate = _fit(pts["gemm"], secs["gemm"], "flops")
-    gemv_rate = max(p.nbytes / s for p, s in zip(pts["gemv"], secs["gemv"], strict=True))
-    big = [p.nbytes for p in pts["gemv"]]
-    bw = cache if max(big) <= cache_bytes() else dram
-    ops["gemm"] = {"launch_us": launch * 1e6,
-                   "compute_efficiency": _efficiency("gemm", "compute", rate, peak * 1e9, raw,
-                                                     log),
-                   "memory_efficiency": _efficiency("gemm", "memory", gemv_rate, bw * 1e9, raw,
-                                                    log)}
-    log(f"gemm: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s at {GEMM_SHAPES}; "
-        f"heads {gemv_rate / 1e9:.1f} GB/s")
     for name in ("pool", "global_pool", "elementwise"):
         launch, brate = _fit(pts[name], secs[name], "bytes")
         ops[name] = {"launch_us": launch * 1e6,
                      "memory_efficiency": _efficiency(name, "memory", brate, cache * 1e9, raw,
                                                       log)}
         log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
+    stream = ops["elementwise"]["memory_efficiency"]
+    for name in ("conv", "conv1x1", "depthwise", "grouped"):
+        # fitted on FLOPs; a byte rate fitted on compute-bound runs would understate the
+        # memory roof, so they stream at the element-wise efficiency
+        launch, rate = _fit(pts[name], secs[name], "flops")
+        ops[name] = {"launch_us": launch * 1e6,
+                     "compute_efficiency": _efficiency(name, "compute", rate, peak * 1e9, raw,
+                                                       log),
+                     "memory_efficiency": stream}
+        log(f"{name}: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s")
+    # gemm: compute efficiency at transformer sizes, memory efficiency of classifier heads
+    launch, rate = _fit(pts["gemm"], secs["gemm"], "flops")
+    # each head against the roof the model prices it at (cache when its bytes fit)
+    l2 = cache_bytes()
+    head_eff = [p.nbytes / t / ((cache if p.nbytes <= l2 else dram) * 1e9)
+                for p, t in zip(pts["gemv"], secs["gemv"], strict=True)]
+    ops["gemm"] = {"launch_us": launch * 1e6,
+                   "compute_efficiency": _efficiency("gemm", "compute", rate, peak * 1e9, raw,
+                                                     log),
+                   "memory_efficiency": _efficiency("gemm", "memory", float(np.median(head_eff)),
+                                                    1.0, raw, log)}
+    log(f"gemm: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s at {GEMM_SHAPES}; "
+        f"heads at {', '.join(f'{e:.0%}' for e in head_eff)} of their roofs")
     return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
                        time.perf_counter() - t0, raw)
 
@@ -387,7 +391,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
     ``ort``, ONNX Runtime's CPU optimiser). Layout reorders are not benchmarked:
     they are copies, so the ``reorder`` class takes the element-wise stream's
     memory efficiency and launch overhead. A class measured only on one roof takes
-    1.0 on the other (pooling never binds on compute).
+    1.0 on the other (pooling never binds on compute); compute classes stream at the
+    element-wise efficiency.
     """
     base = base or load_spec("x86_generic", RooflineSpec)
     ew = cal.ops["elementwise"]
