@@ -85,6 +85,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output, "-o")
     space = open_space(args)
+    from costmodels.tables import iter_csv, read_table
+
+    for src in args.source:            # bad side files fail now, not after the report is begun
+        read_table(src, duplicates="mean", space=space)
+    for curve in args.curve:
+        iter_csv(curve, "few-shot curve")
     result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
                        space=space, batch=args.batch,
                        input_shapes=getattr(space, "input_shapes", None),
