@@ -150,51 +150,51 @@ def inspect(path: str | Path, schema: Schema) -> FileState:
 
 
 def _read_objects(path: Path, schema: Schema):
-    """(tables, views, user_version, raw meta rows, meta columns) read without a trace."""
-    before = _sidecars(path)
-    with _readable_copy(path, before) as (target, flags):
-        try:
-            con = sqlite3.connect(f"{target.resolve().as_uri()}?{flags}", uri=True)
-            try:
-                objs = con.execute("SELECT type, name FROM sqlite_master").fetchall()
-                user_version = con.execute("PRAGMA user_version").fetchone()[0]
-                tables = {n for t, n in objs if t == "table"}
-                views = {n for t, n in objs if t == "view"}
-                raw: dict[str, str] = {}
-                cols: list[str] = []
-                if "meta" in tables:
-                    cols = [r[1] for r in con.execute("PRAGMA table_info(meta)")]
-                    if len(cols) >= 2:
-                        raw = {str(k): str(v) for k, v in con.execute(
-                            f'SELECT "{cols[0]}", "{cols[1]}" FROM meta')}
-                con.execute("PRAGMA quick_check(1)").fetchall()
-            finally:
-                con.close()
-        except sqlite3.DatabaseError as exc:
-            raise ModelFileError(f"{path}: is a corrupt SQLite file ({exc}); refusing to use it "
-                                 f"as a {schema.what}. The file was not modified; "
-                                 f"{schema.hint}") from None
-    return tables, views, user_version, raw, cols
+    """(tables, views, user_version, raw meta rows, meta columns) read without a trace.
 
-
-@contextmanager
-def _readable_copy(path: Path, sidecars: dict[str, bool]) -> Iterator[tuple[Path, str]]:
-    """Where and how to open ``path`` read-only so that nothing is created beside it.
-
-    No ``-wal``: ``immutable=1`` (no locks, no files). A ``-wal`` and its ``-shm``
-    (a writer is running, or was killed): ``mode=ro`` reads them, creates nothing.
-    A ``-wal`` alone: the database and its ``-wal`` are copied aside and read there.
+    No ``-wal`` beside the file: opened ``immutable=1`` (no locks, no files). With a
+    ``-wal`` (a writer is running, or was killed): the database and its ``-wal`` are copied
+    aside and read there, so that not even the ``-shm`` is touched; should the copy of a
+    file being written be torn, the live file is read ``mode=ro`` (a running writer's
+    ``-shm`` is shared state every reader uses).
     """
-    if not sidecars["-wal"]:
-        yield path, "mode=ro&immutable=1"
-    elif sidecars["-shm"]:
-        yield path, "mode=ro"
-    else:
+    if not Path(f"{path}-wal").exists():
+        return _read_at(path, path, "mode=ro&immutable=1", schema)
+    try:
         with tempfile.TemporaryDirectory(prefix="costmodels-inspect-") as tmp:
             copy = Path(tmp) / "db.sqlite"
             shutil.copyfile(path, copy)
             shutil.copyfile(f"{path}-wal", f"{copy}-wal")
-            yield copy, "mode=ro"
+            return _read_at(copy, path, "mode=ro", schema)
+    except ModelFileError:
+        if not Path(f"{path}-shm").exists():
+            raise
+        return _read_at(path, path, "mode=ro", schema)
+
+
+def _read_at(target: Path, path: Path, flags: str, schema: Schema):
+    try:
+        con = sqlite3.connect(f"{target.resolve().as_uri()}?{flags}", uri=True)
+        try:
+            objs = con.execute("SELECT type, name FROM sqlite_master").fetchall()
+            user_version = con.execute("PRAGMA user_version").fetchone()[0]
+            tables = {n for t, n in objs if t == "table"}
+            views = {n for t, n in objs if t == "view"}
+            raw: dict[str, str] = {}
+            cols: list[str] = []
+            if "meta" in tables:
+                cols = [r[1] for r in con.execute("PRAGMA table_info(meta)")]
+                if len(cols) >= 2:
+                    raw = {str(k): str(v) for k, v in con.execute(
+                        f'SELECT "{cols[0]}", "{cols[1]}" FROM meta')}
+            con.execute("PRAGMA quick_check(1)").fetchall()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as exc:
+        raise ModelFileError(f"{path}: is a corrupt SQLite file ({exc}); refusing to use it "
+                             f"as a {schema.what}. The file was not modified; "
+                             f"{schema.hint}") from None
+    return tables, views, user_version, raw, cols
 
 
 def _identify(tables: set[str], raw: dict[str, str], cols: list[str],
