@@ -35,8 +35,9 @@ ifmap ``H*W*C``, weights ``R*S*C*M``, ofmap ``E*F*M``):
 convolution with no MAC energy (the predictor's ``AvgP``/``MaxP``), FC/Gemm/MatMul as
 a 1x1 convolution over the output rows (an FC when there is one row), global pools as
 a pool whose kernel is the whole map. Ops of the classes in ``free_op_classes``
-(element-wise, normalisation, views...) cost nothing: HW-NAS-Bench's published
-minimum equals its network's fixed part, so its skips and additions are free. Any
+(element-wise, normalisation, views...) cost nothing: the predictor has no entry for
+them, and HW-NAS-Bench's published differences between cells are those of their conv
+and pool operations alone (skips are free). Any
 other layer is reported in ``meta["uncosted_layers"]``. A layer with no legal tiling
 (ours, beyond the reference's NAS-Bench-201 shapes) is retried with its kernel split
 into column chunks that fit the ifmap spad, on output strips (``F`` halved) and with
