@@ -19,21 +19,18 @@ from typing import Any
 
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
-from measure.config import MeasureConfig, MeasureResult
+from measure.config import MeasureConfig, MeasureResult, MeasureSettingsError
 
 
 def onnx_for(net: Network) -> Any:
-    """The ONNX model (proto or path) a Network came from."""
-    meta = net.meta
-    if meta.get("space") == "nb201" and meta.get("arch_str"):
-        from costmodels.spaces import nb201
+    """The ONNX model (proto or path) a Network came from (any search space, or a file)."""
+    from costmodels.spaces import onnx_for as space_onnx
 
-        return nb201.build_onnx(meta["arch_str"], meta.get("dataset", "cifar10"),
-                                int(meta.get("batch", 1)))
-    if meta.get("source"):
-        return str(meta["source"])
-    raise ValueError(f"{net.name}: cannot measure a network without an ONNX source; it needs "
-                     "meta['arch_str'] (NAS-Bench-201) or meta['source'] (an ONNX path)")
+    if net.meta.get("space") or net.meta.get("source"):
+        return space_onnx(net)
+    raise MeasureSettingsError(f"{net.name}: cannot measure a network without an ONNX "
+                               "source, network meta; build it from a search space or import "
+                               "it from an ONNX file")
 
 
 class MeasureModel(BaseCostModel):
@@ -47,11 +44,34 @@ class MeasureModel(BaseCostModel):
         self.name = f"measure:{runtime}"
 
     def estimate(self, net: Network) -> Estimate:
-        res = self._measure(net)
+        return self._estimate(self._measure(net))
+
+    def estimate_many(self, nets) -> list[Estimate]:
+        """Networks are measured together, in interleaved rounds
+        (:func:`measure.rounds.measure_many`); with a store, ``isolate`` or TVM one by one."""
+        if self.db or self.config.isolate or self.runtime != "ort":
+            return [self.estimate(n) for n in nets]
+        from measure.rounds import measure_many
+
+        results: list[MeasureResult | None] = [None] * len(nets)
+        models, where = [], []
+        for i, net in enumerate(nets):
+            try:
+                models.append(onnx_for(net))
+                where.append(i)
+            except Exception as exc:  # noqa: BLE001 - a network that cannot be built is data
+                results[i] = MeasureResult.failure(f"build failed: {exc}", self.runtime)
+        for i, res in zip(where, measure_many(models, self.config,
+                                              [nets[i].name for i in where]), strict=True):
+            results[i] = res
+        return [self._estimate(r) for r in results]
+
+    def _estimate(self, res: MeasureResult) -> Estimate:
         meta: dict[str, Any] = {
             "backend": self.name, "runtime": res.runtime, "ok": res.ok,
             "p10_ms": res.p10_ms, "p90_ms": res.p90_ms, "mean_ms": res.mean_ms, "cv": res.cv,
             "repeat": res.repeat, "noisy": res.noisy, "fingerprint": res.fingerprint,
+            "rounds": res.rounds, "round_cv": res.round_cv, "corrected_ms": res.corrected_ms,
         }
         if not res.ok:
             meta["error"] = res.error
@@ -62,8 +82,8 @@ class MeasureModel(BaseCostModel):
 
         try:
             model = onnx_for(net)
-        except ValueError as exc:
-            return MeasureResult.failure(str(exc), self.runtime)
+        except Exception as exc:  # noqa: BLE001 - a network that cannot be built is data
+            return MeasureResult.failure(f"build failed: {exc}", self.runtime)
         if not self.db:
             return measure(model, self.config)
         return self._measure_stored(net, model)
@@ -80,7 +100,8 @@ class MeasureModel(BaseCostModel):
             for rec in store.records(ch, dh, keys=[key.key]):
                 return rec.result
             res = measure(model, self.config)
-            store.put(key, self.config, ch, dh, res)
+            if not store.put(key, self.config, ch, dh, res):  # stored meanwhile by another
+                return store.records(ch, dh, keys=[key.key])[0].result
         return res
 
 
@@ -98,12 +119,18 @@ def parse_options(arg: str | None) -> tuple[str, MeasureConfig, str | None]:
             db = value
             continue
         if not sep or key not in types:
-            raise ValueError(f"measure spec option {part!r}: expected KEY=VALUE with KEY one of "
-                             f"db, {', '.join(types)}")
-        kw[key] = _convert(value, types[key])
+            raise MeasureSettingsError(f"measure spec option {part!r} is unknown, backend spec "
+                                       f"measure:{arg}; use KEY=VALUE with KEY one of db, "
+                                       f"{', '.join(types)}")
+        try:
+            kw[key] = _convert(value, types[key])
+        except ValueError:
+            raise MeasureSettingsError(f"measure spec option {part!r} is not a valid "
+                                       f"{types[key]}, backend spec measure:{arg}; fix its "
+                                       "value") from None
     if runtime not in ("ort", "tvm"):
-        raise ValueError(f"measure backend runtime must be 'ort' or 'tvm', not {runtime!r} "
-                         "(e.g. measure:ort)")
+        raise MeasureSettingsError(f"measure backend runtime {runtime!r} is unknown, backend "
+                                   f"spec measure:{arg}; use ort or tvm (e.g. measure:ort)")
     return runtime, MeasureConfig(**kw, runtime=runtime), db
 
 

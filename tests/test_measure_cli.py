@@ -1,0 +1,176 @@
+"""measure / measure-space / measure-quality through the real CLI: bad inputs refused before
+any work, any search space, error rows, representatives, concurrent campaigns."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from costmodels.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+QUICK = ["--repeat", "4", "--rounds", "2", "--warmup", "0", "--min-round-s", "0"]
+CELLS = ("|avg_pool_3x3~0|+|skip_connect~0|none~1|+|none~0|none~1|skip_connect~2|",   # 3
+         "|skip_connect~0|+|avg_pool_3x3~0|none~1|+|none~0|skip_connect~1|none~2|",   # 14483
+         "|nor_conv_3x3~0|+|skip_connect~0|avg_pool_3x3~1|+|none~0|nor_conv_1x1~1|none~2|")
+
+
+def _archs(tmp_path: Path, cells=CELLS, name="cells.csv") -> Path:
+    p = tmp_path / name
+    p.write_text("arch_str\n" + "\n".join(cells) + "\n")
+    return p
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.mark.parametrize("args,flag", [
+    (["--repeat", "0"], "--repeat"), (["--warmup", "-1"], "--warmup"),
+    (["--threads", "0"], "--threads"), (["--rounds", "0"], "--rounds"),
+    (["--pin-cpu", "9999"], "--pin-cpu"), (["--batch", "0"], "--batch"),
+    (["--timeout", "0"], "--timeout"), (["--window", "0"], "--window"),
+    (["--figure", "corrected"], "--figure"),
+])
+def test_bad_options_are_one_error_line_before_any_work(tmp_path, capsys, args, flag):
+    db, out = tmp_path / "runs.sqlite", tmp_path / "t.csv"
+    code = main(["measure-space", "--archs", str(_archs(tmp_path)), "--db", str(db),
+                 "-o", str(out), *QUICK, *args])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("error: ") and flag in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert not db.exists() and not out.exists()
+    if flag != "--window" and flag != "--figure":
+        assert main(["measure", CELLS[0], *QUICK, *args]) == 2
+        assert capsys.readouterr().err.startswith("error: ")
+
+
+def test_unwritable_outputs_and_foreign_stores_fail_before_measuring(tmp_path, capsys):
+    archs = _archs(tmp_path)
+    (tmp_path / "a_dir").mkdir()
+    blocker = tmp_path / "file.txt"
+    blocker.write_text("x")
+    foreign = tmp_path / "other.db"
+    con = sqlite3.connect(foreign)
+    con.execute("CREATE VIEW v AS SELECT 1")
+    con.commit()
+    con.close()
+    readonly = tmp_path / "ro.sqlite"
+    assert main(["measure-space", "--archs", str(archs), "--db", str(readonly),
+                 "-o", str(tmp_path / "ok.csv"), *QUICK]) == 0
+    os.chmod(readonly, 0o444)
+    capsys.readouterr()
+    snapshot = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+                for p in tmp_path.iterdir() if p.is_file()}
+    cases = [(str(tmp_path / "a_dir"), str(tmp_path / "new.sqlite"), "directory"),
+             (str(blocker / "t.csv"), str(tmp_path / "new.sqlite"), "is a file"),
+             (str(tmp_path / "t.csv"), str(blocker / "db.sqlite"), "is a file"),
+             (str(tmp_path / "t.csv"), str(foreign), "another program"),
+             (str(tmp_path / "t.csv"), str(readonly), "read-only")]
+    try:
+        for out, db, why in cases:
+            code = main(["measure-space", "--archs", str(archs), "--db", db, "-o", out, *QUICK])
+            err = capsys.readouterr().err
+            assert code == 2 and err.startswith("error: ") and why in err, (out, db, err)
+    finally:
+        os.chmod(readonly, 0o644)
+    after = {p.name: hashlib.sha256(p.read_bytes()).hexdigest()
+             for p in tmp_path.iterdir() if p.is_file()}
+    assert after == snapshot  # nothing created (no new.sqlite, no t.csv), nothing changed
+
+
+def test_representatives_measure_one_per_class_and_map_to_all(tmp_path, capsys):
+    db, out = tmp_path / "runs.sqlite", tmp_path / "t.csv"
+    args = ["measure-space", "--archs", str(_archs(tmp_path)), "--representatives",
+            "--db", str(db), "-o", str(out), *QUICK]
+    assert main(args) == 0
+    err = capsys.readouterr().err
+    assert "2 measured" in err and "from 2 representatives of 3" in err
+    rows = {r["arch_str"]: r for r in _rows(out)}
+    assert set(rows) == set(CELLS)
+    assert rows[CELLS[0]]["latency_ms"] == rows[CELLS[1]]["latency_ms"]  # one measurement
+    side = json.loads(out.with_suffix(".fingerprint.json").read_text())
+    assert side["representatives"] == "graph" and side["classes"] == 2 and side["cells"] == 3
+    assert main(args) == 0  # resumable: nothing left to measure
+    assert "0 measured (0 failed), 2 already in" in capsys.readouterr().err
+
+
+def test_models_folder_with_a_broken_model_gives_an_error_row(tmp_path, capsys):
+    import onnx
+
+    from measure.testing import tiny_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    onnx.save(tiny_model(), folder / "good.onnx")
+    (folder / "broken.onnx").write_bytes(b"\x08\x07garbage")
+    out = tmp_path / "t.csv"
+    code = main(["measure-space", "--space", f"models:{folder}", "--db",
+                 str(tmp_path / "runs.sqlite"), "-o", str(out), *QUICK])
+    err = capsys.readouterr().err
+    assert code == 1 and "1 failed" in err and "Traceback" not in err
+    rows = {r["arch_str"]: r for r in _rows(out)}
+    assert float(rows["good"]["latency_ms"]) > 0 and rows["good"]["error"] == ""
+    assert rows["broken"]["latency_ms"] == "" and rows["broken"]["error"]
+
+
+def test_fbnet_space_is_measured_through_onnx_for(tmp_path, capsys):
+    out = tmp_path / "fb.csv"
+    assert main(["measure-space", "--space", "fbnet", "--sample", "1", "--db",
+                 str(tmp_path / "runs.sqlite"), "-o", str(out), *QUICK]) == 0
+    [row] = _rows(out)
+    assert float(row["latency_ms"]) > 0 and row["arch_str"].count("|") == 21
+
+
+def test_two_campaigns_on_one_store_at_once_share_the_work(tmp_path):
+    from costmodels.spaces import get_space
+
+    cells = get_space("nb201").sample(8, seed=5)
+    db = tmp_path / "runs.sqlite"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = []
+    for tag, sub in (("a", cells[:6]), ("b", cells[2:])):
+        archs = _archs(tmp_path, sub, f"{tag}.csv")
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "costmodels.cli", "measure-space", "--archs", str(archs),
+             "--db", str(db), "-o", str(tmp_path / f"{tag}-t.csv"), "--window", "2", *QUICK],
+            env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE))
+    for p in procs:
+        _, err = p.communicate(timeout=300)
+        assert p.returncode == 0, err.decode()
+    con = sqlite3.connect(db)
+    keys = [r[0] for r in con.execute("SELECT net_key FROM measurements")]
+    con.close()
+    assert len(keys) == len(set(keys)) == 8  # overlapping cells kept once
+    assert {r["arch_str"] for r in _rows(tmp_path / "a-t.csv")} == set(cells[:6])
+    assert {r["arch_str"] for r in _rows(tmp_path / "b-t.csv")} == set(cells[2:])
+    assert sorted(p.name for p in tmp_path.iterdir() if "sqlite" in p.name) == ["runs.sqlite"]
+
+
+def test_measure_quality_of_two_tables_and_a_store(tmp_path, capsys):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("arch_index,arch_str,latency_ms\n,x,1.0\n,y,2.0\n,z,4.0\n,w,1.0\n")
+    b.write_text("arch_index,arch_str,latency_ms,error\n,x,1.02,\n,y,2.2,\n,z,4.0,\n,w,,boom\n")
+    assert main(["measure-quality", str(a), str(b), "--json"]) == 0
+    d = json.loads(capsys.readouterr().out)["deviation"]
+    devs = sorted([0.02 / 1.01, 0.2 / 2.1, 0.0])
+    assert d["cells"] == 3 and d["median"] == pytest.approx(devs[1])
+    assert d["p90"] == pytest.approx(float(__import__("numpy").percentile(devs, 90)))
+    assert d["only_a"] == 1
+    db = tmp_path / "runs.sqlite"
+    assert main(["measure-space", "--archs", str(_archs(tmp_path)), "--db", str(db),
+                 "-o", str(tmp_path / "t.csv"), *QUICK]) == 0
+    capsys.readouterr()
+    assert main(["measure-quality", "--db", str(db)]) == 0
+    text = capsys.readouterr().out
+    assert "round-to-round CV" in text and "campaign 1" in text and "drift" in text
+    assert main(["measure-quality"]) == 2

@@ -1,0 +1,152 @@
+"""The interleaved-rounds scheduler, drift correction and representatives -- with fake
+bursts whose times are known exactly (no timing assertion on real runs)."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from measure import MeasureConfig, MeasureResult
+from measure.config import MeasureSettingsError
+from measure.rounds import Prepared, measure_window
+from measure.timing import Sample
+
+DRIFT = [1.0, 1.1, 0.9, 1.2, 1.05]  # the machine's speed factor in each round
+
+
+class FakeNet:
+    """A network whose every run takes ``base_ms * DRIFT[round]``; records the call order."""
+
+    def __init__(self, name: str, base_ms: float, log: list, fail_in_round: int | None = None):
+        self.name, self.base_ms, self.log, self.fail = name, base_ms, log, fail_in_round
+        self.calls = 0
+
+    def burst(self, warmup: int, runs: int) -> Sample:
+        rnd = self.calls - 1  # the first call is the warm-up (no timed runs)
+        self.calls += 1
+        if runs == 0:
+            return Sample(np.empty(0))
+        if rnd == self.fail:
+            raise RuntimeError("device lost")
+        self.log.append((rnd, self.name))
+        return Sample(np.full(runs, self.base_ms * DRIFT[rnd]))
+
+    def prepared(self) -> Prepared:
+        return Prepared(self.name, burst=self.burst)
+
+
+CFG = MeasureConfig(repeat=15, rounds=5, min_round_s=0, warmup=1)
+
+
+def test_round_runs_split_repeat_over_rounds():
+    assert MeasureConfig(repeat=20, rounds=3).round_runs() == [7, 7, 6]
+    assert MeasureConfig(repeat=3, rounds=10).round_runs() == [1, 1, 1]
+    assert sum(MeasureConfig().round_runs()) == MeasureConfig().repeat
+
+
+@pytest.mark.parametrize("field,value", [("repeat", 0), ("warmup", -1), ("threads", 0),
+                                         ("rounds", 0), ("pin_cpu", -2), ("graph_opt", "max")])
+def test_settings_out_of_range_are_refused(field, value):
+    with pytest.raises(MeasureSettingsError, match=field):
+        MeasureConfig(**{field: value})
+
+
+def test_every_round_runs_every_network_once_in_a_shuffled_order():
+    log: list = []
+    nets = [FakeNet(f"n{i}", 1.0 + i, log) for i in range(6)]
+    results, report = measure_window([n.prepared() for n in nets], CFG)
+    orders = [[name for r, name in log if r == k] for k in range(5)]
+    assert all(sorted(o) == sorted(n.name for n in nets) for o in orders)
+    assert len({tuple(o) for o in orders}) > 1  # shuffled, not the same order every round
+    for net, res in zip(nets, results, strict=True):
+        assert res.ok and res.rounds == 5 and res.repeat == 15
+        assert res.round_medians_ms == pytest.approx([net.base_ms * f for f in DRIFT])
+        assert res.median_ms == pytest.approx(net.base_ms * float(np.median(DRIFT)))
+        meds = np.array(res.round_medians_ms)
+        assert res.round_cv == pytest.approx(meds.std(ddof=1) / meds.mean())
+        assert math.isnan(res.corrected_ms)  # no reference
+    # The window's drift: every network saw the same factors, relative to its median.
+    assert report.round_factors == pytest.approx(list(np.array(DRIFT) / np.median(DRIFT)))
+    assert report.drift == pytest.approx((max(DRIFT) - min(DRIFT)) / np.median(DRIFT))
+
+
+def test_drift_reference_scales_each_round_by_its_drift():
+    log: list = []
+    nets = [FakeNet("a", 2.0, log), FakeNet("b", 3.0, log)]
+    ref = FakeNet("ref", 0.5, log)
+    results, report = measure_window([n.prepared() for n in nets], CFG, ref.prepared())
+    assert report.reference_ms == pytest.approx([0.5 * f for f in DRIFT])
+    assert report.anchor_ms == pytest.approx(0.5 * float(np.median(DRIFT)))
+    for net, res in zip(nets, results, strict=True):
+        # Every round divided by its factor: the drift is gone, the level is the median's.
+        assert res.corrected_ms == pytest.approx(net.base_ms * float(np.median(DRIFT)))
+        assert res.median_ms == pytest.approx(net.base_ms * float(np.median(DRIFT)))
+    # A stored anchor (from an earlier window) sets the level of the corrected figure.
+    log.clear()
+    nets = [FakeNet("a", 2.0, log)]
+    ref = FakeNet("ref", 0.5, log)
+    [res], _ = measure_window([nets[0].prepared()], CFG, ref.prepared(), anchor_ms=0.6)
+    assert res.corrected_ms == pytest.approx(2.0 * 0.6 / 0.5)
+
+
+def test_a_network_that_fails_midway_is_a_failure_and_the_window_goes_on():
+    log: list = []
+    good, bad = FakeNet("good", 1.0, log), FakeNet("bad", 1.0, log, fail_in_round=2)
+    broken = Prepared("broken", failure=MeasureResult.failure("build failed: x", "ort"))
+    results, _ = measure_window([good.prepared(), bad.prepared(), broken], CFG)
+    assert results[0].ok and results[0].rounds == 5
+    assert not results[1].ok and "device lost" in results[1].error
+    assert results[2].error == "build failed: x"
+
+
+def test_rounds_of_a_small_window_are_spread_in_time(monkeypatch):
+    slept: list[float] = []
+    monkeypatch.setattr("measure.rounds.time.sleep", slept.append)
+    log: list = []
+    measure_window([FakeNet("a", 1.0, log).prepared()], MeasureConfig(
+        repeat=5, rounds=5, min_round_s=0.3, warmup=0))
+    assert len(slept) == 4 and all(0 < s <= 0.3 for s in slept)  # between rounds, not after
+
+
+def test_real_onnx_runtime_window_and_measure_many():
+    from measure.rounds import measure_many, reference_model
+    from measure.testing import malformed_model, tiny_model
+
+    cfg = MeasureConfig(repeat=8, rounds=4, min_round_s=0, warmup=1, drift_ref=True)
+    seen = []
+    res = measure_many([tiny_model(), malformed_model(), reference_model()], cfg,
+                       window=2, on_window=lambda r, rep: seen.append(rep))
+    assert [r.ok for r in res] == [True, False, True] and len(seen) == 2
+    assert res[0].rounds == 4 and res[0].repeat == 8 and math.isfinite(res[0].corrected_ms)
+    assert seen[0].anchor_ms == seen[1].anchor_ms  # one anchor for all windows of a call
+    assert res[1].error.startswith("build failed")
+
+
+# ----------------------------------------------------------------------------- representatives
+def _layers(i: int) -> Counter:
+    from costmodels.spaces import nb201
+
+    return Counter((lay.op, lay.output_shape, lay.macs, lay.kernel)
+                   for lay in nb201.build_network(i).layers)
+
+
+def test_compute_class_merges_only_networks_that_compute_the_same_layers():
+    from costmodels.spaces import get_space
+    from measure.campaign import compute_class, representatives, space_jobs
+
+    space = get_space("nb201")
+    # 3 and 14483: the output is the input plus one unused avg-pool in both; 11 is not.
+    c3, c14483, c11 = (compute_class(space.build_network(space.parse(i))) for i in
+                       (3, 14483, 11))
+    assert c3 == c14483 != c11
+    jobs = space_jobs(space, [space.parse(i) for i in range(0, 15625, 13)][:600])
+    groups = representatives(jobs)
+    assert len(groups) < len(jobs)
+    for members in groups.values():
+        ref = _layers(members[0].net.arch_index)
+        assert all(_layers(m.net.arch_index) == ref for m in members[1:])
+    by_space = representatives(jobs, "space", space)
+    assert len(by_space) < len(groups)  # NAS-Bench-201's rule merges more (and less exactly)
