@@ -42,10 +42,11 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from urllib.parse import quote, unquote
 from collections import Counter
 from dataclasses import dataclass
-from functools import cached_property
+from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -110,26 +111,31 @@ class KernelKey(NamedTuple):
 
     @property
     def text(self) -> str:
-        parts = ["+".join(self.ops),
-                 "in=" + ";".join(_dims(s) for s in self.input_shapes),
-                 "out=" + _dims(self.output_shape)]
-        if self.weight_shapes:
-            parts.append("w=" + ";".join(_dims(s) for s in self.weight_shapes))
-        for name, val in (("k", self.kernel), ("s", self.stride), ("p", self.pads)):
-            if val:
-                parts.append(f"{name}={_dims(val)}")
-        if self.dilation and any(d != 1 for d in self.dilation):
-            parts.append(f"d={_dims(self.dilation)}")
-        if self.groups != 1 or "Conv" in self.ops:
-            parts.append(f"g={self.groups}")
-        parts.append(f"dt={self.dtype}")
-        if self.attrs:
-            parts.append("a=" + ";".join(f"{quote(k, _SAFE)}:{quote(v, _SAFE)}"
-                                         for k, v in self.attrs))
-        return "|".join(parts)
+        return _key_text(self)
 
     def __str__(self) -> str:
         return self.text
+
+
+@lru_cache(maxsize=1 << 16)
+def _key_text(key: KernelKey) -> str:
+    """The text of a key (cached: networks of one space share most of their kernels)."""
+    parts = ["+".join(key.ops),
+             "in=" + ";".join(_dims(s) for s in key.input_shapes),
+             "out=" + _dims(key.output_shape)]
+    if key.weight_shapes:
+        parts.append("w=" + ";".join(_dims(s) for s in key.weight_shapes))
+    for name, val in (("k", key.kernel), ("s", key.stride), ("p", key.pads)):
+        if val:
+            parts.append(f"{name}={_dims(val)}")
+    if key.dilation and any(d != 1 for d in key.dilation):
+        parts.append(f"d={_dims(key.dilation)}")
+    if key.groups != 1 or "Conv" in key.ops:
+        parts.append(f"g={key.groups}")
+    parts.append(f"dt={key.dtype}")
+    if key.attrs:
+        parts.append("a=" + ";".join(f"{quote(k, _SAFE)}:{quote(v, _SAFE)}" for k, v in key.attrs))
+    return "|".join(parts)
 
 
 class Kernel(NamedTuple):
@@ -256,14 +262,10 @@ def _out_dtype(layer: Layer) -> str:
     The IR keeps the input dtype and the output's bytes; a Cast, a comparison,
     a QuantizeLinear change the element size, and the one-kernel model needs it.
     """
-    n = 1
-    for d in layer.output_shape:
-        n *= int(d)
-    if n <= 0 or layer.bytes_out <= 0 or layer.bytes_out % n:
+    n = math.prod(layer.output_shape)
+    if n <= 0 or layer.bytes_out == n * DTYPE_BYTES.get(layer.dtype, 4) or layer.bytes_out % n:
         return ""
     size = layer.bytes_out // n
-    if size == DTYPE_BYTES.get(layer.dtype, 4):
-        return ""
     if size == 1 and layer.op in _BOOL_OUT:
         return "bool"
     if size == 4 and layer.dtype.startswith(("float", "bfloat")) is False:
@@ -285,14 +287,18 @@ def op_attrs(layer: Layer) -> tuple[tuple[str, str], ...]:
     """
     to = _out_dtype(layer)
     attrs = _shape_attrs(layer)
-    eq = getattr(layer, "equation", "")  # an IR that keeps the Einsum equation
-    if layer.op == "Einsum" and eq:
-        attrs += (("equation", str(eq)),)
+    if layer.op == "Einsum" and getattr(layer, "equation", ""):  # an IR that keeps it
+        attrs += (("equation", str(layer.equation)),)
     return attrs + ((("to", to),) if to else ())
+
+
+_SHAPE_ATTR_OPS = frozenset({"Concat", "Split", "Transpose", "Gemm"})
 
 
 def _shape_attrs(layer: Layer) -> tuple[tuple[str, str], ...]:
     op, ins, out = layer.op, layer.input_shapes, layer.output_shape
+    if op not in _SHAPE_ATTR_OPS:
+        return ()
     shapes = tuple(ins) + tuple(layer.weight_shapes)
     if op == "Concat":
         axis = next((a for s in shapes if (a := _first_diff(s, out)) is not None), 0)

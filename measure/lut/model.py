@@ -19,7 +19,7 @@ would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
 NAS-Bench-201 cells are estimated from the LUT's space index (per-cell kernel
 counts) when it has one for the cell's dataset and batch: all 15,625 cells in
 one matrix product. Other networks go through the rules, cached by the
-network's structural fingerprint (equal structure, one planning).
+network's content (equal content, one planning).
 """
 
 from __future__ import annotations
@@ -76,6 +76,12 @@ def kernel_values(raw: dict[str, float], rules: FusionRules) -> dict[str, float]
     return out
 
 
+def _content_key(net: Network) -> tuple:
+    """A cache key made of the network's content (hashing it is cheaper than the SHA-256
+    fingerprint; names included, so it only ever under-shares)."""
+    return (net.inputs, net.layers, net.outputs)
+
+
 class LookupTable(BaseCostModel):
     """Sum of per-kernel latencies from a LUT file (``lut:PATH``).
 
@@ -121,24 +127,24 @@ class LookupTable(BaseCostModel):
         self._raw_index: dict[tuple[str, int], tuple[list[str], np.ndarray] | None] = {}
         for ds in INDEX_DATASETS:
             self._raw_index[(ds, 1)] = lut.get_index("nb201", ds, 1, self.rules_.hash)
-        self._cache: dict[str, tuple[float, int, tuple[str, ...]]] = {}
-        self._kernels: dict[str, list[Kernel]] = {}
+        self._cache: dict[tuple, tuple[float, int, tuple[str, ...]]] = {}
+        self._kernels: dict[tuple, list[Kernel]] = {}
         self.name = f"lut:{Path(self.path).stem}"
 
     # ------------------------------------------------------------------ kernels
     def kernels(self, net: Network) -> list[Kernel]:
         """The kernels this LUT sums for ``net`` (after the stored fusion rules), cached by
-        the network's structural fingerprint."""
-        fp = net.fingerprint
-        ks = self._kernels.get(fp)
+        the network's content (its inputs, layers and outputs: equal content, one planning)."""
+        ck = _content_key(net)
+        ks = self._kernels.get(ck)
         if ks is None:
-            ks = self._kernels[fp] = kernels(net, self.rules_)
+            ks = self._kernels[ck] = kernels(net, self.rules_)
         return ks
 
     def _sum(self, net: Network) -> tuple[float, int, tuple[str, ...]]:
         """(sum of entries in ms, number of kernels, missing keys), cached by structure."""
-        fp = net.fingerprint
-        hit = self._cache.get(fp)
+        ck = _content_key(net)
+        hit = self._cache.get(ck)
         if hit is None:
             total, missing = 0.0, []
             ks = self.kernels(net)
@@ -149,7 +155,7 @@ class LookupTable(BaseCostModel):
                 else:
                     total += v
             hit = (total, len(ks), tuple(dict.fromkeys(missing)))
-            self._cache[fp] = hit
+            self._cache[ck] = hit
         return hit
 
     def _space_index(self, dataset: str, batch: int):
