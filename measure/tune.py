@@ -34,7 +34,7 @@ import os
 import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stdout
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,9 +195,12 @@ def captured_output(log_path: str | Path) -> Iterator[None]:
     ms_logger.setLevel(logging.WARNING)  # create_loggers sizes its console handler from this
     with open(log_path, "ab") as fh:
         os.dup2(fh.fileno(), 1)
+    text = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
     try:
-        yield
+        with redirect_stdout(text):
+            yield
     finally:
+        text.flush()
         sys.stdout.flush()
         os.dup2(saved, 1)
         os.close(saved)
@@ -205,6 +208,7 @@ def captured_output(log_path: str | Path) -> Iterator[None]:
             if h.get_name() == f"{MS_LOGGER}.console":
                 ms_logger.removeHandler(h)
         ms_logger.setLevel(old_level or logging.WARNING)
+        text.close()
 
 
 # ---------------------------------------------------------------------------- lowering, tasks
@@ -239,13 +243,13 @@ def task_key(mod) -> str:
     return f"{structural_hash(mod) & (2**64 - 1):016x}"
 
 
-def network_tasks(model, target: dict[str, Any]) -> list[Any]:
-    """MetaSchedule's ExtractedTasks of one ONNX model for ``target``."""
+def network_tasks(model, target: dict[str, Any], lowered: bool = False) -> list[Any]:
+    """MetaSchedule's ExtractedTasks of one ONNX model (or a module from :func:`lower`)."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    return list(ms.relax_integration.extract_tasks(lower(model, target),
-                                                   tvm.target.Target(target)))
+    mod = model if lowered else lower(model, target)
+    return list(ms.relax_integration.extract_tasks(mod, tvm.target.Target(target)))
 
 
 def _flop(mod) -> float:
@@ -259,9 +263,11 @@ def _flop(mod) -> float:
 
 
 def extract_space_tasks(models: Iterable[tuple[str, Any]], target: dict[str, Any],
-                        total: int | None = None, show_progress: bool = True
-                        ) -> list[SpaceTask]:
+                        total: int | None = None, show_progress: bool = True,
+                        lowered: bool = False) -> list[SpaceTask]:
     """Distinct tuning tasks over ``(name, onnx model)`` pairs, most-used first.
+
+    ``lowered``: the models are Relax modules from :func:`lower` already.
 
     Two networks that contain the same fused function (same structural hash) share
     one task; its weight is the sum of their call counts.
@@ -269,7 +275,7 @@ def extract_space_tasks(models: Iterable[tuple[str, Any]], target: dict[str, Any
     found: dict[str, dict[str, Any]] = {}
     with _bar(show_progress, "extract tasks", total) as step:
         for name, model in models:
-            for t in network_tasks(model, target):
+            for t in network_tasks(model, target, lowered):
                 key = task_key(t.dispatched[0])
                 entry = found.setdefault(key, {"name": t.task_name, "weight": 0, "nets": [],
                                                "task": t})

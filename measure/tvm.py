@@ -1,13 +1,19 @@
 """TVM (Relax, apache-tvm 0.27): Builder (ONNX -> compiled module) and Runner (time_evaluator).
 
-Builder: ``relax.frontend.onnx.from_onnx`` -> ``DecomposeOpsForInference`` ->
-``tvm.compile`` for an ``llvm`` target built as a dict (``mcpu`` = the host CPU
-when LLVM knows it, ``num-cores`` = ``config.threads``). With
-``config.tvm_trials > 0`` the module is tuned first with MetaSchedule
-(``relax.pipeline.static_shape_tuning_pipeline``); its records live in
-``config.tvm_work_dir`` and a rerun of the same model and budget applies them
-without tuning again. The result's ``meta`` says ``tuned``, ``tune_s`` (the
-tuning wall time, from the record when reused) and ``tuning_reused``.
+Builder: ONNX -> :func:`measure.tune.lower` (import, DecomposeOpsForInference,
+legalize, fuse) -> ``tvm.compile`` for an ``llvm`` target built as a dict
+(``mcpu`` = the host CPU when LLVM knows it, ``num-cores`` = ``config.threads``).
+Three ways to schedule the fused kernels:
+
+- untuned (``tvm_trials == 0``, no ``tvm_work_dir``): TVM's default schedules.
+  Flagged ``tvm_tuned: false`` in the record's meta and fingerprint.
+- from a tuning database (``tvm_work_dir`` set, ``tvm_trials == 0``): the records
+  ``costmodels tvm tune`` wrote for this target are applied with no trial run
+  (:func:`measure.tune.apply_database`); ``tvm_tuned`` is true only when every task
+  of the network has a record, and ``tuning_db`` hashes the database used.
+- tuned for this network (``tvm_trials > 0``): the network's tasks that the
+  database lacks get ``tvm_trials / tasks`` trials each (the same database, so
+  later networks reuse them), then the database is applied.
 
 Runner: locally a ``relax.VirtualMachine`` on ``tvm.cpu()``; with
 ``config.rpc_tracker`` the exported library is uploaded to a device obtained
@@ -18,7 +24,6 @@ TVM sample is one inference, like an ONNX Runtime sample.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -71,34 +76,23 @@ def _set_threads(threads: int) -> None:
     tvm.get_global_func("runtime.config_threadpool")(0, int(threads))
 
 
-def _tuning_marker(work_dir: Path, data: bytes, target: dict, trials: int) -> Path:
-    key = hashlib.sha256(data + json.dumps(target, sort_keys=True).encode()
-                         + str(trials).encode()).hexdigest()[:16]
-    return work_dir / f"costmodels-tuned-{key}.json"
-
-
-def _tune(mod, target: dict, config: MeasureConfig, data: bytes) -> tuple[Any, dict[str, Any]]:
-    """MetaSchedule-tune ``mod`` (or apply existing records); returns (mod, meta)."""
-    from tvm import relax
+def _schedule(mod, target: dict, config: MeasureConfig) -> tuple[Any, dict[str, Any]]:
+    """Tune (``tvm_trials > 0``) and/or apply the database of ``config.tvm_work_dir``."""
+    from measure import tune
 
     work_dir = Path(config.tvm_work_dir or DEFAULT_WORK_DIR)
-    work_dir.mkdir(parents=True, exist_ok=True)
-    marker = _tuning_marker(work_dir, data, target, config.tvm_trials)
-    reused = marker.is_file()
-    trials = 0 if reused else config.tvm_trials
-    t0 = time.perf_counter()
-    mod = relax.pipeline.static_shape_tuning_pipeline(
-        total_trials=trials, target=target, work_dir=str(work_dir),
-        max_trials_per_task=max(1, config.tvm_trials // 4) if trials else None)(mod)
-    elapsed = time.perf_counter() - t0
-    if reused:
-        tune_s = json.loads(marker.read_text()).get("tune_s", float("nan"))
-    else:
-        tune_s = elapsed
-        marker.write_text(json.dumps({"tune_s": tune_s, "trials": config.tvm_trials,
-                                      "target": target}))
-    return mod, {"tuned": True, "tune_trials": config.tvm_trials, "tune_s": tune_s,
-                 "tuning_reused": reused, "tvm_work_dir": str(work_dir)}
+    meta: dict[str, Any] = {}
+    if config.tvm_trials > 0:
+        tasks = tune.extract_space_tasks([("model", mod)], target, show_progress=False,
+                                         lowered=True)
+        per_task = max(1, config.tvm_trials // max(1, len(tasks)))
+        summary = tune.tune_space(tasks, work_dir, target, per_task, seed=config.seed,
+                                  show_progress=False)
+        meta.update(tune_s=summary.seconds, tune_trials=config.tvm_trials,
+                    tuning_reused=summary.tuned == 0, tuning_tasks_tuned=summary.tuned)
+    mod, applied = tune.apply_database(mod, target, work_dir)
+    applied["tuning_trials"] = config.tvm_trials
+    return mod, {**meta, **applied, "tuned": applied["tvm_tuned"]}
 
 
 def build(model, config: MeasureConfig = DEFAULT_CONFIG, export: bool = False) -> BuildResult:
@@ -107,21 +101,17 @@ def build(model, config: MeasureConfig = DEFAULT_CONFIG, export: bool = False) -
     Never raises: an import or compile error comes back as ``BuildResult.error``.
     """
     t0 = time.perf_counter()
-    meta: dict[str, Any] = {"tuned": False, "tune_s": 0.0}
+    meta: dict[str, Any] = {"tuned": False, "tvm_tuned": False, "tuning_db": "", "tune_s": 0.0}
     try:
         import tvm
-        from tvm import relax
-        from tvm.relax.frontend.onnx import from_onnx
 
-        data = as_bytes(model)
-        proto = as_proto(data)
-        shapes = {name: list(shape) for name, shape, _ in input_specs(proto)}
+        from measure.tune import lower
+
         target = target_dict(config)
         meta["target"] = target
-        mod = from_onnx(proto, shape_dict=shapes)
-        mod = relax.transform.DecomposeOpsForInference()(mod)
-        if config.tvm_trials > 0:
-            mod, tune_meta = _tune(mod, target, config, data)
+        mod = lower(as_bytes(model), target)
+        if config.tvm_trials > 0 or config.tvm_work_dir:
+            mod, tune_meta = _schedule(mod, target, config)
             meta.update(tune_meta)
         ex = tvm.compile(mod, target=tvm.target.Target(target))
         path = ""
@@ -139,6 +129,12 @@ def build(model, config: MeasureConfig = DEFAULT_CONFIG, export: bool = False) -
                            build_s=time.perf_counter() - t0, meta=meta)
     return BuildResult(artifact=ex, artifact_path=path, build_s=time.perf_counter() - t0,
                        meta=meta)
+
+
+def tuning_flags(built: BuildResult) -> dict[str, Any]:
+    """What the fingerprint says about tuning: ``tvm_tuned`` and the ``tuning_db`` hash."""
+    return {"tvm_tuned": bool(built.meta.get("tvm_tuned")),
+            "tuning_db": str(built.meta.get("tuning_db", ""))}
 
 
 def time_vm(vm, dev, args: list, config: MeasureConfig, local: bool = True) -> MeasureResult:
@@ -209,6 +205,7 @@ def measure_model_tvm(model, config: MeasureConfig = DEFAULT_TVM_CONFIG,
         return MeasureResult.failure(f"build failed: {error_text(exc)}", RUNTIME,
                                      fingerprint=fp)
     built = build(data, config, export=bool(config.rpc_tracker))
+    fp = {**fp, **tuning_flags(built)}
     pin = -1 if config.rpc_tracker else config.pin_cpu
     try:
         with pinned(pin, config.threads) as cpus:
