@@ -91,6 +91,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         read_table(src, duplicates="mean", space=space)
     for curve in args.curve:
         iter_csv(curve, "few-shot curve")
+    if args.models:                    # a folder of .onnx files, checked as --space models:DIR is
+        from costmodels.spaces import get_space
+
+        get_space(f"models:{args.models}")
     result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
                        space=space, batch=args.batch,
                        input_shapes=getattr(space, "input_shapes", None),
