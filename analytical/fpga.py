@@ -112,7 +112,8 @@ class FpgaModel(BaseCostModel):
     def __init__(self, spec: FpgaSpec) -> None:
         self.spec = spec
         self._by_key: dict[tuple, LayerCost | str] = {}
-        self._by_id: dict[int, tuple[Layer, LayerCost | str]] = {}
+        self._by_id: dict[int, LayerCost | str] = {}
+        self._alive: list[Layer] = []
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -129,11 +130,12 @@ class FpgaModel(BaseCostModel):
         return vector_time(layer, self.spec)
 
     def layer_cost(self, layer: Layer) -> LayerCost | str:
-        """The layer's cost, or why it cannot be mapped (cached per structural layer key;
-        the ``id`` memo in front keeps the layer alive, so an id is never reused)."""
-        hit = self._by_id.get(id(layer))
-        if hit is not None and hit[0] is layer:
-            return hit[1]
+        """The layer's cost, or why it cannot be mapped. Cached per structural layer key
+        (op, shapes, attributes; names excluded); the ``id`` memo in front keeps the layer
+        alive (``_alive``), so no other object can have that id while it is there."""
+        cost = self._by_id.get(id(layer))
+        if cost is not None:
+            return cost
         key = (layer.op, *layer[4:13])
         cost = self._by_key.get(key)
         if cost is None:
@@ -142,9 +144,11 @@ class FpgaModel(BaseCostModel):
             except NotMappable as exc:
                 cost = str(exc)
             self._by_key[key] = cost
-        if len(self._by_id) > 200_000:
+        if len(self._alive) >= 200_000:
             self._by_id.clear()
-        self._by_id[id(layer)] = (layer, cost)
+            self._alive.clear()
+        self._alive.append(layer)
+        self._by_id[id(layer)] = cost
         return cost
 
     def _layer_cost(self, layer: Layer) -> LayerCost:
@@ -174,23 +178,20 @@ class FpgaModel(BaseCostModel):
                 "ddr_bytes": lt.ddr_bytes, "energy_pj": MappingProxyType(energy_pj)}))
 
     def _estimate(self, net: Network, breakdown: bool) -> Estimate:
-        latency = energy = 0.0
-        costs: list[LayerCost] = []
-        uncosted = []
-        for layer in net.layers:
-            c = self.layer_cost(layer)
-            if isinstance(c, str):
-                uncosted.append(MappingProxyType({"name": layer.name, "op": layer.op,
-                                                  "reason": c}))
-                continue
-            latency += c.latency_ms
-            energy += c.energy_mj
-            if breakdown:
-                costs.append(replace(c, name=layer.name))
+        costs = [self.layer_cost(x) for x in net.layers]
+        uncosted = tuple(MappingProxyType({"name": x.name, "op": x.op, "reason": c})
+                         for x, c in zip(net.layers, costs, strict=True) if isinstance(c, str))
+        mapped = [c for c in costs if not isinstance(c, str)] if uncosted else costs
+        per_layer = ()
+        if breakdown:
+            per_layer = tuple(replace(c, name=x.name) for x, c in zip(net.layers, costs,
+                                                                     strict=True)
+                              if not isinstance(c, str))
         return Estimate(
-            latency_ms=latency, energy_mj=energy, per_layer=tuple(costs),
+            latency_ms=sum(c.latency_ms for c in mapped),
+            energy_mj=sum(c.energy_mj for c in mapped), per_layer=per_layer,
             meta={"backend": self.name, "device": self.spec.name,
-                  "energy_model": self.spec.energy_model, "uncosted_layers": tuple(uncosted)})
+                  "energy_model": self.spec.energy_model, "uncosted_layers": uncosted})
 
     def estimate(self, net: Network) -> Estimate:
         return self._estimate(net, breakdown=True)

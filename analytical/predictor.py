@@ -326,7 +326,8 @@ class PredictorModel(BaseCostModel):
         self.spec = spec
         self._free = frozenset(spec.free_op_classes)
         self._by_key: dict[tuple, tuple] = {}
-        self._by_id: dict[int, tuple[Layer, tuple]] = {}
+        self._by_id: dict[int, tuple] = {}
+        self._alive: list[Layer] = []
 
     @property
     def name(self) -> str:  # type: ignore[override]
@@ -334,36 +335,39 @@ class PredictorModel(BaseCostModel):
 
     # -- one layer -------------------------------------------------------------
     def layer_work(self, layer: Layer) -> tuple:
-        """(kind, cycles, energy_pj, macs, dram_words, detail) of one layer; cached.
+        """(kind, cycles, energy_pj, macs, dram_words, detail, is_free, is_uncosted) of one
+        layer; cached.
 
         ``kind`` is 'array', 'free' or 'uncosted' (``detail`` is then the reason). The
-        cache is keyed structurally (op, shapes, attributes; names excluded); the ``id``
-        memo in front only skips re-hashing a layer object already seen (it holds the
-        layer, so the id cannot be reused while the entry exists).
+        cache is keyed structurally (op, shapes, attributes; names excluded). The ``id``
+        memo in front only skips re-hashing a layer object already seen: it keeps the
+        layer alive (``_alive``), so no other object can have that id while it is there.
         """
-        hit = self._by_id.get(id(layer))
-        if hit is not None and hit[0] is layer:
-            return hit[1]
+        work = self._by_id.get(id(layer))
+        if work is not None:
+            return work
         key = (layer.op, *layer[4:13])
         work = self._by_key.get(key)
         if work is None:
             work = self._by_key[key] = self._work(layer)
-        if len(self._by_id) > 200_000:
+        if len(self._alive) >= 200_000:
             self._by_id.clear()
-        self._by_id[id(layer)] = (layer, work)
+            self._alive.clear()
+        self._alive.append(layer)
+        self._by_id[id(layer)] = work
         return work
 
     def _work(self, layer: Layer) -> tuple:
         cls = op_class(layer)
         if cls in self._free or (layer.op in GLOBAL_POOL_OPS and not self._is_spatial(layer)):
-            return ("free", 0.0, 0.0, 0.0, 0.0, None)
+            return ("free", 0.0, 0.0, 0.0, 0.0, None, 1, 0)
         try:
             prob, times = problems(layer, self.spec)
             mapped, note = map_with_fallback(prob, self.spec)
         except Uncostable as exc:
-            return ("uncosted", 0.0, 0.0, 0.0, 0.0, str(exc))
+            return ("uncosted", 0.0, 0.0, 0.0, 0.0, str(exc), 0, 1)
         return ("array", mapped.cycles * times, mapped.energy_pj * times, mapped.macs * times,
-                mapped.dram_words * times, (prob, times, mapped, note))
+                mapped.dram_words * times, (prob, times, mapped, note), 0, 0)
 
     @staticmethod
     def _is_spatial(layer: Layer) -> bool:
@@ -376,7 +380,7 @@ class PredictorModel(BaseCostModel):
 
     def layer_cost(self, layer: Layer) -> LayerCost | None:
         """The per-layer breakdown entry (None for free and uncosted layers)."""
-        kind, cycles, energy_pj, macs, dram, detail = self.layer_work(layer)
+        kind, cycles, energy_pj, macs, dram, detail, _, _ = self.layer_work(layer)
         if kind != "array":
             return None
         prob, times, mapped, note = detail
@@ -395,23 +399,17 @@ class PredictorModel(BaseCostModel):
 
     # -- networks --------------------------------------------------------------
     def _totals(self, net: Network) -> tuple[float, float, float, float, list, int]:
-        cycles = energy = macs = dram = 0.0
-        uncosted: list = []
-        free = 0
-        memo = self._by_id.get
-        for layer in net.layers:
-            hit = memo(id(layer))
-            work = hit[1] if hit is not None and hit[0] is layer else self.layer_work(layer)
-            kind = work[0]
-            if kind == "array":
-                cycles += work[1]
-                energy += work[2]
-                macs += work[3]
-                dram += work[4]
-            elif kind == "free":
-                free += 1
-            else:
-                uncosted.append((layer.name, layer.op, work[5]))
+        """Sums over the network's layers (C-level loops over the memo's entries)."""
+        works = list(map(self._by_id.get, map(id, net.layers)))
+        if not all(works):
+            works = [self.layer_work(x) for x in net.layers]
+        cols = tuple(zip(*works)) if works else ((),) * 8
+        cycles, energy, macs, dram = (sum(cols[i]) for i in (1, 2, 3, 4))
+        free = sum(cols[6])
+        uncosted = []
+        if sum(cols[7]):
+            uncosted = [(x.name, x.op, w[5]) for x, w in zip(net.layers, works, strict=True)
+                        if w[0] == "uncosted"]
         return cycles, energy, macs, dram, uncosted, free
 
     def _estimate(self, net: Network, per_layer: tuple[LayerCost, ...]) -> Estimate:
