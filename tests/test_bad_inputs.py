@@ -50,20 +50,19 @@ CASES: list[Case] = [
     C("repeat-0", f"measure {{d}}/tiny.onnx --repeat 0 --warmup 0", "repeat"),
     C("warmup-neg", "measure {d}/tiny.onnx --warmup -1 --repeat 1", "warmup"),
     C("threads-0", f"measure {{d}}/tiny.onnx --threads 0 {QUICK}", "threads"),
-    C("pin-cpu-99", f"measure {{d}}/tiny.onnx --pin-cpu 99 {QUICK}", "pin", "99",
-      owner="measure/config.py",
-      why="pin_cpu is only checked to be >= -1, not against the CPUs this process may run on; the measurement runs unpinned"),
+    C("pin-cpu-99", f"measure {{d}}/tiny.onnx --pin-cpu 99 {QUICK}", "pin", "99"),
     C("max-retries-neg", "measure {d}/tiny.onnx --repeat 1 --warmup 0 --max-retries -1",
       "retries"),
     C("timeout-0", f"measure {{d}}/tiny.onnx --isolate --timeout 0 {QUICK}", "timeout"),
     C("rpc-without-tvm", f"measure {{d}}/tiny.onnx --rpc-tracker h:9190 --rpc-key k {QUICK}",
       "--rpc-tracker"),
+    C("campaign-space-unknown", "measure-space --space foo --db {d}/s.sqlite -o {d}/o.csv",
+      "foo", owner="measure/cli.py",
+      why="cmd_measure_space opens (creates) the store before reading --archs / --space"),
     C("campaign-repeat-0", "measure-space --sample 1 --repeat 0 --db {d}/s.sqlite -o {d}/o.csv",
       "repeat"),
     C("campaign-pin-cpu-99", f"measure-space {SAMPLE1} --pin-cpu 99 --db {{d}}/s.sqlite "
-      "-o {d}/o.csv", "pin", "99",
-      owner="measure/config.py",
-      why="pin_cpu is only checked to be >= -1; the campaign measures and writes its store and table"),
+      "-o {d}/o.csv", "pin", "99"),
     C("lut-threads-0", f"lut build --sample 1 --threads 0 {QUICK} --calibrate 0 --rounds 1 "
       "--db {d}/l.sqlite", "threads"),
     C("lut-calibrate-neg", f"lut build {SAMPLE1} --calibrate -1 --rounds 1 --db {{d}}/l.sqlite",
@@ -120,11 +119,11 @@ CASES: list[Case] = [
     C("demo-train-0", "demo --train 0 --out {d}/r", "--train"),
     C("demo-train-too-big", "demo --sample 2 --train 2 --out {d}/r", "--train"),
     C("calibrate-repeats-0", "roofline calibrate --repeats 0 -o {d}/x.toml", "--repeats",
-      sub=True, timeout_s=12,
+      sub=True, timeout_s=8,
       owner="analytical/cli.py",
       why="--repeats is type=int: 0 calibrates for seconds, writes a spec with NaN, then refuses its own file"),
     C("calibrate-cpu-99", "roofline calibrate --cpu 99 --repeats 1 -o {d}/x.toml", "--cpu",
-      sub=True, timeout_s=12,
+      sub=True, timeout_s=8,
       owner="analytical/cli.py",
       why="--cpu 99 is not checked against the CPUs there are: calibration runs and writes the spec"),
     C("calibrate-cpu-abc", "roofline calibrate --cpu abc --repeats 1 -o {d}/x.toml", "--cpu",
@@ -188,11 +187,15 @@ CASES: list[Case] = [
     C("table-archs-wrong-header", "archs --archs {d}/wrong_header.csv", "wrong_header.csv"),
     C("table-archs-header-only", "archs --archs {d}/header_only.csv", "header_only.csv"),
     C("table-campaign-archs-png", f"measure-space --archs {{d}}/png.csv {QUICK} "
-      "--db {d}/s.sqlite -o {d}/o.csv", "png.csv"),
+      "--db {d}/s.sqlite -o {d}/o.csv", "png.csv",
+      owner="measure/cli.py",
+      why="cmd_measure_space opens (creates) the store before reading --archs / --space"),
     C("table-truth-wrong-space", "compare --space models:{d}/models_ok --truth {d}/good.csv "
       "flops -o {d}/r", "good.csv:2"),
     C("table-fit-wrong-space", "fit gbdt --space fbnet --train {d}/good.csv -o {d}/m",
-      "good.csv:2"),
+      "good.csv:2",
+      owner="predictors/cli.py",
+      why="cmd_fit reads --train without the space: an arch_str of another space is not named by file:line"),
     C("table-compare-source-nan", "compare --truth {d}/good.csv transfer --train-samples 5 "
       "--source {d}/lat_nan.csv -o {d}/r", "lat_nan.csv:3"),
     C("table-compare-curve-png", "compare --truth {d}/good.csv flops --curve {d}/png.csv "
@@ -283,13 +286,9 @@ CASES: list[Case] = [
     C("out-campaign-db-proc", f"measure-space {SAMPLE1} --db /proc/h8_nope/s.sqlite "
       "-o {d}/o.csv", "/proc/h8_nope"),
     C("out-campaign-o-proc", f"measure-space {SAMPLE1} --db {{d}}/s.sqlite -o /proc/h8_x.csv",
-      "/proc/h8_x.csv",
-      owner="measure/cli.py",
-      why="cmd_measure_space does not check -o before the campaign: the store is created and cells measured first"),
+      "/proc/h8_x.csv"),
     C("out-campaign-o-dir", f"measure-space {SAMPLE1} --db {{d}}/s.sqlite -o {{d}}/outdir",
-      "outdir", sub=True, timeout_s=60,
-      owner="measure/cli.py",
-      why="cmd_measure_space does not check -o before the campaign: the store is created and cells measured first"),
+      "outdir", sub=True, timeout_s=60),
     C("out-lut-db-proc", f"lut build {SAMPLE1} --calibrate 0 --rounds 1 "
       "--db /proc/h8_l.sqlite", "/proc/h8_l.sqlite"),
     C("out-lut-db-under-file", f"lut build {SAMPLE1} --calibrate 0 --rounds 1 "
@@ -297,14 +296,17 @@ CASES: list[Case] = [
     C("out-fit-proc", "fit gbdt --train {d}/good.csv -o /proc/h8_m", "/proc/h8_m"),
     C("out-fit-file", "fit gbdt --train {d}/good.csv -o {d}/afile.txt", "afile.txt"),
     C("out-fewshot-proc", "fewshot --target {d}/good.csv --model flops --samples 5 --seeds 1 "
-      "-o /proc/h8_c.csv", "/proc/h8_c.csv"),
+      "-o /proc/h8_c.csv", "/proc/h8_c.csv", owner="predictors/cli.py",
+      why="cmd_fewshot does not check -o before the curve is computed"),
     C("out-compare-proc", "compare --truth {d}/good.csv flops -o /proc/h8_r", "/proc/h8_r"),
     C("out-demo-proc", "demo --sample 3 --train 1 --out /proc/h8_r", "/proc/h8_r"),
     C("out-demo-file", "demo --sample 3 --train 1 --out {d}/afile.txt", "afile.txt"),
-    C("out-calibrate-proc", "roofline calibrate --repeats 1 -o /proc/h8_x.toml", "/proc/h8_x.toml",
-      sub=True, timeout_s=30),
+    C("out-calibrate-proc", "roofline calibrate --repeats 1 -o /proc/h8_x.toml",
+      "/proc/h8_x.toml", sub=True, timeout_s=8, owner="analytical/cli.py",
+      why="cmd_calibrate does not check -o before measuring the CPU for seconds"),
     C("out-calibrate-dir", "roofline calibrate --repeats 1 -o {d}/outdir", "outdir",
-      sub=True, timeout_s=30),
+      sub=True, timeout_s=8, owner="analytical/cli.py",
+      why="cmd_calibrate does not check -o before measuring the CPU for seconds"),
     C("out-lut-export-proc", "lut export {d}/ort.lut.sqlite -o /proc/h8_x.csv", "/proc/h8_x.csv"),
     C("out-lut-export-dir", "lut export {d}/ort.lut.sqlite -o {d}/outdir", "outdir"),
     C("out-export-dir", "export 1462 -o {d}/outdir", "outdir"),
@@ -416,6 +418,10 @@ def test_bad_input(case: Case, case_dir, tmp_path):
         assert secret not in text, f"the error echoes file content {secret!r}" + report
     assert not (case_dir / B.MARKER).exists(), "a module named by a manifest was imported" + report
     assert B.diff(before, after) == [], report
+    noise = [ln for ln in (out.out + out.err).splitlines()
+             if ln.strip() and not ln.startswith("error: ")]
+    assert not noise, "it printed more than the error: work began before the input was checked" \
+        + report
     if case.argv and any("/proc/h8" in a for a in case.argv):
         assert not any(p.name.startswith("h8_") for p in __import__("pathlib").Path("/proc")
                        .iterdir()), report
