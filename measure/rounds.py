@@ -171,7 +171,7 @@ def measure_window(items: Sequence[Prepared], config: MeasureConfig,
         except Exception as exc:  # noqa: BLE001 - a network that cannot run is data
             errors[i] = f"run failed: {error_text(exc)}"
     rng = np.random.default_rng(config.seed)
-    for k, n_runs in enumerate(runs):
+    for k, n_runs in enumerate(runs if timed else []):
         start = time.perf_counter()
         for i in rng.permutation(np.array(timed, dtype=int)).tolist():
             if i in errors:

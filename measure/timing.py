@@ -1,4 +1,8 @@
-"""The timing protocol shared by every runner: pinning, warm-up, timed runs, retries.
+"""The timing primitives shared by every runner: pinning, warm-up, timed runs, retries.
+
+ONNX Runtime networks are timed in interleaved rounds (:mod:`measure.rounds`), each
+round a :func:`timed_runs` burst; runners without a burst timer (TVM) time one burst
+and re-measure it while noisy (:func:`with_retries`).
 
 A runner supplies ``run_once`` (one inference); :func:`timed_runs` times it with
 ``perf_counter_ns`` and, around each run, the calling thread's CPU time
