@@ -41,7 +41,7 @@ and pool operations alone (skips are free). Any
 other layer is reported in ``meta["uncosted_layers"]``. A layer with no legal tiling
 (ours, beyond the reference's NAS-Bench-201 shapes) is retried with its kernel split
 into column chunks that fit the ifmap spad, on output strips (``F`` halved) and with
-its sizes padded to the next 2^a*3^b (noted in its ``meta``). Batch ``N`` multiplies a layer's cost.
+its sizes padded to the next 2^a*3^b*5^c (noted in its ``meta``). Batch ``N`` multiplies a layer's cost.
 
 **Arithmetic intensity** (``meta["arithmetic_intensity"]``): MACs per DRAM access
 (16-bit words), per layer and for the network.
@@ -69,8 +69,9 @@ LEVELS = ("mac", "dram", "dram_glb", "glb", "noc", "rf")
 
 
 class Problem(NamedTuple):
-    """One row-stationary problem: kind ('conv', 'pool', 'fc'), kernel, stride, input,
-    channels, output."""
+    """One row-stationary problem: kind ('conv', 'pool', 'fc', 'gpool' = global pool),
+    kernel ``r x s``, stride ``u``, input ``h x w``, channels ``c``, filters ``m``,
+    output ``e x f``."""
 
     kind: str
     r: int
@@ -113,21 +114,32 @@ def _factorizations(n: int, parts: int) -> np.ndarray:
 
 
 def _candidates(p: Problem, spec: PredictorSpec) -> tuple[np.ndarray, ...]:
-    """All legal tilings of ``p`` as flat arrays M0, M1, M2, M3, C0, C1, C2, E1, E3."""
+    """All legal tilings of ``p`` as flat arrays M0, M1, M2, M3, C0, C1, C2, E1, E3.
+
+    Filtered in stages (each factor's own bounds, then filter x channel pairs, then the
+    output rows) so that the grid stays small for transformer-sized layers.
+    """
     mf = _factorizations(p.m, 4)
     mf = mf[mf[:, 0] <= spec.psum_entries]
     cf = _factorizations(p.c, 3)
+    cf = cf[cf[:, 0] * p.s < spec.spad_ifmap_words]
     ef = _factorizations(p.e, 2)
     if p.kind not in ("fc", "gpool") and p.e > 1:
         ef = ef[ef[:, 0] != 1]
-    im, ic, ie = (a.ravel() for a in np.meshgrid(np.arange(len(mf)), np.arange(len(cf)),
-                                                 np.arange(len(ef)), indexing="ij"))
+    ef = ef[ef[:, 0] * p.r < spec.pe_count]
+    im, ic = (a.ravel() for a in np.meshgrid(np.arange(len(mf)), np.arange(len(cf)),
+                                             indexing="ij"))
+    pair = ((mf[im, 1] * cf[ic, 1] * p.r < spec.pe_count)
+            & (mf[im, 0] * cf[ic, 0] * p.s < spec.spad_weight_words))
+    im, ic = im[pair], ic[pair]
+    ip, ie = (a.ravel() for a in np.meshgrid(np.arange(len(im)), np.arange(len(ef)),
+                                             indexing="ij"))
+    im, ic = im[ip], ic[ip]
     m0, m1, m2, m3 = (mf[im, i] for i in range(4))
     c0, c1, c2 = (cf[ic, i] for i in range(3))
     e1, e3 = ef[ie, 0], ef[ie, 1]
     strip = c1 * c0 * ((e1 - 1) * p.u + p.r) * ((p.f - 1) * p.u + p.s)
-    ok = ((m1 * c1 * e1 * p.r < spec.pe_count) & (c0 * p.s < spec.spad_ifmap_words)
-          & (m0 * c0 * p.s < spec.spad_weight_words)
+    ok = ((m1 * c1 * e1 * p.r < spec.pe_count)
           & (strip + m2 * m1 * m0 * e1 * p.f < spec.glb_words))
     return tuple(a[ok].astype(np.float64) for a in (m0, m1, m2, m3, c0, c1, c2, e1, e3))
 
@@ -168,16 +180,16 @@ def _map(p: Problem, spec: PredictorSpec) -> Mapped | None:
 
 
 def _smooth_above(n: int) -> int:
-    """The smallest 2^a * 3^b >= n (a size that factorizes into many tilings)."""
-    best = 1 << max(n - 1, 0).bit_length()
-    p3 = 1
-    while p3 <= best:
-        p2 = p3
-        while p2 < n:
-            p2 *= 2
-        best = min(best, p2)
-        p3 *= 3
-    return best
+    """The smallest 2^a * 3^b * 5^c >= n (a size that factorizes into many tilings)."""
+    k = max(n, 1)
+    while True:
+        r = k
+        for q in (2, 3, 5):
+            while r % q == 0:
+                r //= q
+        if r == 1:
+            return k
+        k += 1
 
 
 def map_with_fallback(p: Problem, spec: PredictorSpec) -> tuple[Mapped, str]:
