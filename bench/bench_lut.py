@@ -21,6 +21,7 @@ Timings are of one run on the machine it ran on (a shared 2-core machine is nois
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import tempfile
 import time
@@ -64,22 +65,16 @@ def _zoo_networks(folder: Path) -> list:
     return nets
 
 
-def _measure_all(nets, config, rounds: int) -> list[float]:
-    """End-to-end median (ms) of each network, quietest of ``rounds`` interleaved rounds."""
+def _measure_all(nets, config) -> list[float]:
+    """End-to-end median (ms) of each network (the measurement layer's interleaved rounds)."""
     from costmodels.spaces import onnx_for
-    from measure.lut.build import combine, measurer
+    from measure.lut.build import time_models
 
-    run = measurer(config)
-    models = [onnx_for(n, seed=config.seed) for n in nets]
-    res: list[list] = [[] for _ in nets]
-    for _ in range(rounds):
-        for i, m in enumerate(models):
-            res[i].append(run(m))
-    out = []
-    for r in res:
-        best = combine(r, config.max_cv)
-        out.append(best.median_ms if best.ok else float("nan"))
-    return out
+    names = [str(i) for i in range(len(nets))]
+    out: dict[str, float] = {}
+    time_models([onnx_for(n, seed=config.seed) for n in nets], names, config,
+                lambda name, res: out.__setitem__(name, res.median_ms if res.ok else math.nan))
+    return [out[n] for n in names]
 
 
 def accuracy(quick: bool) -> tuple[list[str], dict]:
@@ -88,16 +83,15 @@ def accuracy(quick: bool) -> tuple[list[str], dict]:
     from measure.lut.build import build_lut
     from measure.lut.model import LookupTable
 
-    config = MeasureConfig(warmup=5, repeat=20 if quick else 100, max_retries=1)
-    rounds = 1 if quick else 3
+    config = MeasureConfig(warmup=5, repeat=20 if quick else 100, max_retries=1,
+                           rounds=2 if quick else 10)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         nets = _zoo_networks(tmp)
         t0 = time.perf_counter()
-        rep = build_lut(str(tmp / "zoo.sqlite"), nets, config, calibrate=len(nets),
-                        rounds=rounds)
+        rep = build_lut(str(tmp / "zoo.sqlite"), nets, config, calibrate=len(nets))
         t_build = time.perf_counter() - t0
-        truth = _measure_all(nets, config, rounds)
+        truth = _measure_all(nets, config)
         cal = LookupTable(tmp / "zoo.sqlite", best_effort=True)
         bare = LookupTable(tmp / "zoo.sqlite", best_effort=True, calibrated=False)
         est = [e.latency_ms for e in cal.estimate_many(nets)]
@@ -111,15 +105,15 @@ def accuracy(quick: bool) -> tuple[list[str], dict]:
     lines = [
         f"LUT built on {len(nets)} zoo models ({rep.unique_kernels} unique kernels, "
         f"{rep.measured} measured, {len(rep.failed)} failed, {t_build:.0f} s; "
-        f"`MeasureConfig(repeat={config.repeat})`, {rounds} round(s)); calibration: "
+        f"`MeasureConfig(repeat={config.repeat}, rounds={config.rounds})`); calibration: "
         f"{rep.calibration.get('n_points', 0)} points, terms "
         f"{[t for t in rep.calibration.get('terms', []) if t not in rep.calibration.get('dropped', [])]}.",
         "",
         "| estimator | Kendall tau | MAPE |",
         "|---|---|---|",
-        f"| LUT, calibrated | {figures['tau']:.3f} | {figures['mape'] * 100:.1f}% |",
+        f"| LUT, calibrated | {figures['tau']:.3f} | {figures['mape']:.1f}% |",
         f"| LUT, bare kernel sum (baseline) | {figures['tau_bare']:.3f} | "
-        f"{figures['mape_bare'] * 100:.1f}% |",
+        f"{figures['mape_bare']:.1f}% |",
         "",
         "| model | measured ms | LUT ms | error | missing kernels |",
         "|---|---|---|---|---|",

@@ -54,7 +54,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     with progress("lut build") as bar:
         rep = build_space(args.db, space, archs, dataset, args.batch, config,
-                          calibrate=args.calibrate, rounds=args.rounds, rules=rules,
+                          calibrate=args.calibrate, rules=rules,
                           remeasure=args.remeasure, progress=_progress_callback(bar))
     dt = time.perf_counter() - t0
     print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {rep.networks} networks "
@@ -249,8 +249,6 @@ def register(sub) -> None:
                         "path (default: the runtime's)")
     p.add_argument("--calibrate", type=nonneg_int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
-    p.add_argument("--rounds", type=positive_int, default=5,
-                   help="measure each kernel this many times (round-robin); the quietest round is kept")
     p.add_argument("--remeasure", action="store_true",
                    help="drop the stored measurements of --db first (e.g. after a noisy build)")
     p.set_defaults(func=cmd_build)

@@ -12,12 +12,10 @@ import pytest
 from costmodels.errors import MissingKernel
 from costmodels.fusion import KernelKey, kernels, load_rules, op_attrs, parse_key
 from costmodels.network import Network, make_layer
-from measure.config import MeasureConfig
 from measure.lut.calibrate import fit
 from measure.lut.kernel_onnx import KernelBuildError, kernel_model, plan, wrappers
 
 RULES = load_rules("ort")
-FAST = MeasureConfig(warmup=1, repeat=3, max_retries=0)
 
 
 # ----------------------------------------------------------------------------- fixture models
@@ -278,7 +276,7 @@ def test_lut_built_on_a_model_folder_estimates_it(tmp_path, model_dir, nets):
     db = tmp_path / "models.sqlite"
     args = parser.parse_args(["lut", "build", "--space", f"models:{model_dir}", "--db", str(db),
                               "--repeat", "3", "--warmup", "1", "--max-retries", "0",
-                              "--rounds", "1", "--calibrate", "4"])
+                              "--rounds", "2", "--min-round-s", "0", "--calibrate", "4"])
     assert args.func(args) == 0
     model = LookupTable(db)
     ests = model.estimate_many(list(nets.values()))

@@ -15,7 +15,8 @@ from tests.conftest import SHORT
 pytestmark = pytest.mark.slow
 
 CELLS = [1462, 5000] if not SHORT else [1462]
-CONFIG = MeasureConfig(warmup=2, repeat=10 if SHORT else 30, max_retries=0)
+CONFIG = MeasureConfig(warmup=2, repeat=10 if SHORT else 30, max_retries=0, rounds=2,
+                       min_round_s=0.0)
 
 
 def test_kernel_models_run_under_ort():
@@ -30,15 +31,16 @@ def test_kernel_models_run_under_ort():
     for k in kernels(net, rules):
         seen.setdefault(k.ops, k.key)
     for key in seen.values():
-        res = measure_model(kernel_model(key), MeasureConfig(warmup=1, repeat=3))
+        res = measure_model(kernel_model(key), MeasureConfig(warmup=1, repeat=3, rounds=1,
+                                                             min_round_s=0.0))
         assert res.ok, (key.text, res.error)
 
 
-def build_nb201(db, cells, config, calibrate, rounds):
+def build_nb201(db, cells, config, calibrate):
     from costmodels.spaces import get_space, nb201
 
     return build_space(db, get_space("nb201"), [nb201.SPACE[i] for i in cells], "cifar10", 1,
-                       config, calibrate=calibrate, rounds=rounds)
+                       config, calibrate=calibrate)
 
 
 def test_build_resume_and_estimate(tmp_path):
@@ -48,7 +50,7 @@ def test_build_resume_and_estimate(tmp_path):
     from measure.lut.table import LutFile
 
     db = str(tmp_path / "lut.sqlite")
-    rep = build_nb201(db, CELLS, config=CONFIG, calibrate=3, rounds=1)
+    rep = build_nb201(db, CELLS, config=CONFIG, calibrate=3)
     assert rep.unique_kernels > 10 and not rep.failed
     assert rep.measured > rep.unique_kernels  # + reorders around one-kernel models + empty runs
     with LutFile(db, readonly=True) as lut:
@@ -57,12 +59,12 @@ def test_build_resume_and_estimate(tmp_path):
         assert e.count == CONFIG.repeat and e.p10_ms <= e.median_ms <= e.p90_ms
         assert lut.calibration["n_points"] == len(CELLS)
         assert lut.calibration["terms"] == ["intercept"]  # too few points for more
-    again = build_nb201(db, CELLS, config=CONFIG, calibrate=3, rounds=1)
+    again = build_nb201(db, CELLS, config=CONFIG, calibrate=3)
     assert again.measured == 0 and again.reused == rep.measured
     est = LookupTable(db).estimate(nb201.build_network(CELLS[0]))
     assert math.isfinite(est.latency_ms) and est.latency_ms > 0
     with pytest.raises(ModelFileError, match="other settings"):
-        build_nb201(db, CELLS, config=MeasureConfig(repeat=7), calibrate=0, rounds=1)
+        build_nb201(db, CELLS, config=MeasureConfig(repeat=7), calibrate=0)
 
 
 def test_cli_build_show_export_import_merge(tmp_path, capsys):
@@ -78,7 +80,7 @@ def test_cli_build_show_export_import_merge(tmp_path, capsys):
     db = str(tmp_path / "lut.sqlite")
     assert run("lut", "build", "--archs", str(_arch_csv(tmp_path)), "--db", db, "--repeat",
                str(CONFIG.repeat), "--warmup", "2", "--max-retries", "0", "--calibrate", "0",
-               "--rounds", "1") == 0
+               "--rounds", "2", "--min-round-s", "0") == 0
     assert json.loads((tmp_path / "lut.fingerprint.json").read_text())["unique_kernels"] > 10
     capsys.readouterr()
     assert run("lut", "show", db, "--json") == 0
@@ -126,7 +128,7 @@ def test_any_onnx_network(tmp_path, tiny_onnx):
 
     net = import_onnx(str(tiny_onnx))
     db = str(tmp_path / "lut.sqlite")
-    rep = build_lut(db, [net], CONFIG, rounds=1, calibrate=0)
+    rep = build_lut(db, [net], CONFIG, calibrate=0)
     assert rep.unique_kernels >= 2 and not rep.failed
     est = LookupTable(db).estimate(net)
     assert est.latency_ms > 0 and est.meta["kernels"] == rep.unique_kernels

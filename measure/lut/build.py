@@ -7,9 +7,9 @@ Steps (each resumable: what is in the file is not measured again):
 1. index: split every network into kernels (:func:`costmodels.fusion.kernels`),
    count each kernel's uses; for the whole NAS-Bench-201 space also store the
    per-cell kernel counts (what makes estimating all 15,625 cells a matrix product);
-2. measure: one one-kernel model per unique key (:mod:`measure.lut.kernel_onnx`)
-   with the runtime's dispatcher and one :class:`MeasureConfig`; one commit per
-   entry; a key that cannot be built or run is stored as a failed entry with
+2. measure: one one-kernel model per unique key (:mod:`measure.lut.kernel_onnx`),
+   timed with the measurement layer's interleaved rounds (:func:`time_models`) and
+   one :class:`MeasureConfig`, committed window by window; a key that cannot be built or run is stored as a failed entry with
    its reason. Also measured: the empty run (``NULL_KEY``) and the wrappers each
    one-kernel model carries (reorders), which :func:`measure.lut.model.kernel_values`
    takes off;
@@ -97,55 +97,93 @@ def index_networks(nets: Sequence[Network], rules: FusionRules,
 
 
 def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutFile:
-    """Resume the LUT at ``path`` or create it; refuses one built with other rules/settings."""
+    """Resume the LUT at ``path`` or create it.
+
+    The file is checked read-only first, so a refused file is left byte-identical.
+    Refused: another runtime, other measurement settings, or fusion rules of
+    another name (``naive`` into an ``ort`` LUT). Rules of the same name with
+    another hash (a newer version of the shipped file) are taken over: the entries
+    are measurements of one-kernel models named by their keys, true under any
+    rules of that runtime; what depends on the rules (the stored rules, the space
+    index, the calibration points' kernel lists, the fit) is redone by this build.
+    """
     from pathlib import Path
 
     from measure.fingerprint import fingerprint
 
     cfg = config.to_dict()
-    if Path(path).exists():
-        lut = LutFile(path)
-        stored = json.loads(lut.get_meta("config", "{}") or "{}")
-        if lut.runtime != config.runtime or lut.get_meta("rules_hash") != rules.hash:
-            lut.close()
-            raise ModelFileError(f"{path}: built for runtime {lut.runtime!r} with rules "
-                                 f"{lut.get_meta('rules_hash')}; this build uses "
-                                 f"{config.runtime!r} with rules {rules.hash}. Use another --db")
-        diff = {k for k in cfg if stored and stored.get(k) != cfg[k] and k not in
-                ("isolate", "timeout_s")}
-        if diff:
-            lut.close()
-            raise ModelFileError(f"{path}: measured with other settings ({', '.join(sorted(diff))}"
-                                 "); resume with the same MeasureConfig or use another --db")
-        return lut
-    return LutFile.create(path, config.runtime, rules.doc, rules.hash, fingerprint(config), cfg)
+    if not Path(path).exists():
+        return LutFile.create(path, config.runtime, rules.doc, rules.hash, fingerprint(config),
+                              cfg)
+    with LutFile(path, readonly=True) as ro:
+        runtime, meta = ro.runtime, ro.meta()
+    stored = json.loads(meta.get("config") or "{}")
+    try:
+        stored_name = rules_from_json(meta.get("rules", ""), f"{path} (stored rules)").name
+    except ModelFileError:
+        stored_name = ""
+    if runtime != config.runtime or stored_name != rules.name:
+        raise ModelFileError(f"{path}: built for runtime {runtime!r} with rules "
+                             f"{stored_name or '?'!r}; this build uses {config.runtime!r} with "
+                             f"rules {rules.name!r}. Use another --db")
+    diff = {k for k in cfg if stored and stored.get(k) != cfg[k] and k not in
+            ("isolate", "timeout_s")}
+    if diff:
+        raise ModelFileError(f"{path}: measured with other settings ({', '.join(sorted(diff))}"
+                             "); resume with the same MeasureConfig or use another --db")
+    lut = LutFile(path)
+    if meta.get("rules_hash") != rules.hash:  # a newer version of the same rules
+        lut.set_meta("rules", rules.doc)
+        lut.set_meta("rules_hash", rules.hash)
+    return lut
 
 
-def combine(results: Sequence[MeasureResult], max_cv: float) -> MeasureResult:
-    """Rounds of one measurement -> the round with the lowest median.
+def time_models(models: Sequence, names: Sequence[str], config: MeasureConfig,
+                on_result: Callable[[str, MeasureResult], None], stage: str = "measure",
+                progress: Progress | None = None) -> None:
+    """Time ONNX models with the measurement layer's protocol; ``on_result`` as each lands.
 
-    Rounds are taken apart in time (round-robin over all keys), and load from
-    other processes only ever adds time, so the quietest round is the best
-    estimate of the kernel itself; its p10/p90/CV are kept with it, ``count``
-    is the number of timed runs over all rounds.
+    ONNX Runtime in-process: :func:`measure.rounds.measure_many` (windows of models
+    interleaved over ``config.rounds`` rounds, results handed over after each window, so
+    an interrupted build keeps them). Isolated or other runtimes: one by one through
+    :func:`measure.measure`. A model given as a failed :class:`MeasureResult` is passed
+    through.
     """
-    ok = [r for r in results if r.ok]
-    if not ok:
-        return results[-1]
-    best = min(ok, key=lambda r: r.median_ms)
-    return MeasureResult(ok=True, median_ms=best.median_ms, mean_ms=best.mean_ms,
-                         p10_ms=best.p10_ms, p90_ms=best.p90_ms, std_ms=best.std_ms,
-                         cv=best.cv, repeat=sum(r.repeat for r in ok), runtime=best.runtime,
-                         noisy=best.cv > max_cv, meta={"rounds": len(ok)})
+    todo = [(n, m) for n, m in zip(names, models, strict=True)
+            if not isinstance(m, MeasureResult)]
+    for n, m in zip(names, models, strict=True):
+        if isinstance(m, MeasureResult):
+            on_result(n, m)
+    done = 0
+    if config.isolate or config.runtime != "ort":
+        run = measurer(config)
+        for n, m in todo:
+            on_result(n, run(m))
+            done += 1
+            if progress:
+                progress(stage, done, len(todo))
+        return
+    from measure.rounds import measure_many
+
+    def window(results: list[MeasureResult], _report) -> None:
+        nonlocal done
+        for res in results:
+            on_result(todo[done][0], res)
+            done += 1
+        if progress:
+            progress(stage, done, len(todo))
+
+    measure_many([m for _, m in todo], config, [n for n, _ in todo], on_window=window)
 
 
 def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
-                 config: MeasureConfig, report: BuildReport, rounds: int = 5,
+                 config: MeasureConfig, report: BuildReport,
                  progress: Progress | None = None) -> None:
-    """Measure every key not yet usable in ``lut`` in ``rounds`` rounds; one commit per entry.
+    """Measure every key not yet usable in ``lut``; committed window by window.
 
     Adds the keys the measurements need besides the kernels themselves: each
-    one-kernel model's wrappers and the empty run at each output shape.
+    one-kernel model's wrappers and the empty run at each output shape. A key
+    that no model can be built for is stored as a failed entry with the reason.
     """
     from measure.lut.kernel_onnx import KernelBuildError, kernel_model, wrappers
 
@@ -165,38 +203,22 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
     have = lut.keys(ok_only=True)
     todo = [k for k in keys if k not in have]
     report.reused = len(keys) - len(todo)
-    run = measurer(config)
-    models = {}
+    models: list = []
     for text in todo:
-        if text in unbuildable:
-            models[text] = MeasureResult.failure(f"model: {unbuildable[text]}", config.runtime)
-            continue
         try:
-            models[text] = kernel_model(keys[text], seed=config.seed)
+            if text in unbuildable:
+                raise KernelBuildError(unbuildable[text])
+            models.append(kernel_model(keys[text], seed=config.seed))
         except KernelBuildError as exc:
-            models[text] = MeasureResult.failure(f"model: {exc}", config.runtime)
-    results: dict[str, list[MeasureResult]] = {t: [] for t in todo}
-    rounds = max(1, rounds)
-    for r in range(rounds):
-        for n, text in enumerate(todo):
-            model = models[text]
-            if isinstance(model, MeasureResult):  # failed before: not retried this build
-                res = model
-            else:
-                res = run(model)
-                if not res.ok:
-                    models[text] = res
-            results[text].append(res)
-            if r == rounds - 1:
-                _store(lut, text, keys[text], combine(results[text], config.max_cv), uses,
-                       config, report)
-            if progress:
-                progress("measure", r * len(todo) + n + 1, rounds * len(todo))
+            models.append(MeasureResult.failure(f"model: {exc}", config.runtime))
+    time_models(models, todo, config,
+                lambda text, res: _store(lut, text, keys[text], res, uses, config, report),
+                "measure", progress)
 
 
 def _store(lut: LutFile, text: str, key: KernelKey, res: MeasureResult, uses: dict[str, int],
            config: MeasureConfig, report: BuildReport) -> None:
-    rounds = res.meta.get("rounds", 1) if res.ok else 0
+    rounds = res.meta.get("rounds", config.rounds) if res.ok else 0
     lut.put(Entry(key=text, ops="+".join(key.ops), ok=res.ok, median_ms=res.median_ms,
                   p10_ms=res.p10_ms, p90_ms=res.p90_ms, cv=res.cv, count=res.repeat,
                   noisy=res.noisy, uses=uses.get(text, 0), error=res.error,
@@ -239,9 +261,9 @@ def _legacy_name(net: Network) -> str:
 
 
 def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
-                   config: MeasureConfig, rounds: int = 5, progress: Progress | None = None,
+                   config: MeasureConfig, progress: Progress | None = None,
                    report: BuildReport | None = None) -> None:
-    """Measure whole networks end to end (``rounds`` rounds); stored as calibration points.
+    """Measure whole networks end to end; stored as calibration points with their kernels.
 
     The ONNX of each comes from :func:`costmodels.spaces.onnx_for`; its kernel
     list is stored with the point (:func:`measure.lut.calibrate.record_point_kernels`).
@@ -254,43 +276,36 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
     todo = [(point_name(net), net) for net in nets
             if not (net.meta.get("space") == "nb201" and _legacy_name(net) in have)]
     todo = [(name, net) for name, net in dict(todo).items() if name not in have]
-    run = measurer(config)
-    models: dict[str, object] = {}
-    for name, net in todo:
+    by_name = dict(todo)
+    models: list = []
+    for _, net in todo:
         try:
-            models[name] = onnx_for(net, seed=config.seed)
+            models.append(onnx_for(net, seed=config.seed))
         except (CostModelError, OSError) as exc:
-            models[name] = MeasureResult.failure(f"onnx: {exc}", config.runtime)
-    results: dict[str, list[MeasureResult]] = {name: [] for name, _ in todo}
-    rounds = max(1, rounds)
-    for r in range(rounds):
-        for n, (name, net) in enumerate(todo):
-            model = models[name]
-            res = model if isinstance(model, MeasureResult) else run(model)
-            results[name].append(res)
-            if r == rounds - 1:
-                best = combine(results[name], config.max_cv)
-                if best.ok:
-                    ks = [k.text for k in kernels(net, rules)]
-                    record_point_kernels(lut, name, ks)
-                    lut.put_point(CalibrationPoint(
-                        name, str(net.meta.get("arch_str") or net.name),
-                        str(net.meta.get("dataset")), best.median_ms, best.p10_ms,
-                        best.p90_ms, best.cv, n_kernels=len(ks), measured_at=now()))
-                elif report is not None:
-                    report.failed.append(f"calibration {name}: {best.error}")
-            if progress:
-                progress("calibrate", r * len(todo) + n + 1, rounds * len(todo))
+            models.append(MeasureResult.failure(f"onnx: {exc}", config.runtime))
+
+    def store(name: str, res: MeasureResult) -> None:
+        net = by_name[name]
+        if not res.ok:
+            if report is not None:
+                report.failed.append(f"calibration {name}: {res.error}")
+            return
+        ks = [k.text for k in kernels(net, rules)]
+        record_point_kernels(lut, name, ks)
+        lut.put_point(CalibrationPoint(name, str(net.meta.get("arch_str") or net.name),
+                                       str(net.meta.get("dataset")), res.median_ms, res.p10_ms,
+                                       res.p90_ms, res.cv, n_kernels=len(ks), measured_at=now()))
+
+    time_models(models, [n for n, _ in todo], config, store, "calibrate", progress)
 
 
 def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None = None, *,
-              calibrate: int = 30, rounds: int = 5, rules: FusionRules | None = None,
+              calibrate: int = 30, rules: FusionRules | None = None,
               remeasure: bool = False, space_index: tuple[str, str, int] | None = None,
               progress: Progress | None = None) -> BuildReport:
     """Build (or resume) the LUT at ``path`` with the kernels of ``nets`` (any IR networks).
 
-    ``rounds``: each kernel (and calibration network) is measured that many
-    times, round-robin, and the quietest round kept (:func:`combine`).
+    Timing follows ``config`` (its interleaved ``rounds``, :mod:`measure.rounds`).
     ``calibrate``: how many of ``nets`` to measure end to end for the overhead
     fit (0: none), spread over their kernel sums. ``remeasure``: drop the stored
     measurements first. ``space_index=(space, dataset, batch)``: ``nets`` are a
@@ -311,19 +326,18 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
         report.unique_kernels = len(keys)
         uses = dict(zip(keys, (counts > 0).sum(axis=0).tolist(), strict=True))
         t1 = time.perf_counter()
-        measure_keys(lut, parsed, uses, config, report, rounds, progress)
+        measure_keys(lut, parsed, uses, config, report, progress)
         report.seconds["measure"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if calibrate > 0 and len(nets):
-            _calibrate(lut, nets, keys, counts, rules, config, calibrate, rounds, progress,
-                       report)
+            _calibrate(lut, nets, keys, counts, rules, config, calibrate, progress, report)
         report.seconds["calibrate"] = time.perf_counter() - t2
     report.seconds["total"] = time.perf_counter() - t0
     return report
 
 
 def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: np.ndarray,
-               rules: FusionRules, config: MeasureConfig, n: int, rounds: int,
+               rules: FusionRules, config: MeasureConfig, n: int,
                progress: Progress | None, report: BuildReport) -> None:
     from measure.lut.calibrate import refit
     from measure.lut.model import LookupTable
@@ -333,8 +347,28 @@ def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: n
     ok = ~(counts[:, np.isnan(vec)] > 0).any(axis=1) if len(keys) else np.ones(len(nets), bool)
     sums = counts @ np.nan_to_num(vec) if len(keys) else np.zeros(len(nets))
     picks = calibration_picks(sums, ok, n)
-    measure_points(lut, [nets[i] for i in picks], rules, config, rounds, progress, report)
+    measure_points(lut, [nets[i] for i in picks], rules, config, progress, report)
+    refresh_point_kernels(lut, nets, rules)
     report.calibration = refit(lut)
+
+
+def refresh_point_kernels(lut: LutFile, nets: Sequence[Network], rules: FusionRules) -> int:
+    """Rewrite the kernel lists of the stored points among ``nets`` under ``rules``; count."""
+    from measure.lut.calibrate import point_kernels, record_point_kernels
+
+    have = {p.name for p in lut.points()}
+    lists = point_kernels(lut)
+    n = 0
+    for net in nets:
+        legacy = (_legacy_name(net),) if net.meta.get("space") == "nb201" else ()
+        for name in (point_name(net), *legacy):
+            if name in have:
+                ks = [k.text for k in kernels(net, rules)]
+                if lists.get(name) != dict(Counter(ks)):
+                    record_point_kernels(lut, name, ks)
+                    n += 1
+                break
+    return n
 
 
 def build_space(path: str, space, archs: Sequence[str], dataset: str | None = None,
