@@ -113,11 +113,13 @@ def _config(repeats: int):
 
 
 def time_model(model, feeds: dict[str, np.ndarray], repeats: int = 15, warmup: int = 3,
-               rounds: int = ROUNDS) -> float:
+               rounds: int | None = None) -> float:
     """Seconds of one run of an ONNX model through :mod:`measure.ort` (1 intra-op thread):
-    the median of ``repeats`` timed runs after ``warmup``, best of ``rounds`` medians."""
+    the median of ``repeats`` timed runs after ``warmup``, best of ``rounds`` (default
+    :data:`ROUNDS`) medians."""
     from measure.ort import build, burst_timer
 
+    rounds = ROUNDS if rounds is None else rounds
     config = _config(repeats)
     built = build(model, config)
     if not built.ok:

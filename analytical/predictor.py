@@ -100,7 +100,7 @@ class Uncostable(Exception):
     """Internal: a layer the reference mapping space has no place for."""
 
 
-@lru_cache(maxsize=None)
+@lru_cache(maxsize=4096)
 def _factorizations(n: int, parts: int) -> np.ndarray:
     """Every ordered tuple of ``parts`` positive integers whose product is ``n`` (rows)."""
     if parts == 1:
@@ -415,7 +415,7 @@ class PredictorModel(BaseCostModel):
         works = list(map(self._by_id.get, map(id, net.layers)))
         if not all(works):
             works = [self.layer_work(x) for x in net.layers]
-        cols = tuple(zip(*works)) if works else ((),) * 8
+        cols = tuple(zip(*works, strict=True)) if works else ((),) * 8
         cycles, energy, macs, dram = (sum(cols[i]) for i in (1, 2, 3, 4))
         free = sum(cols[6])
         uncosted = []

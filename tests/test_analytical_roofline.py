@@ -3,6 +3,7 @@ calibration and the CLI."""
 
 from __future__ import annotations
 
+import os
 from dataclasses import replace
 
 import numpy as np
@@ -154,9 +155,18 @@ def test_spec_toml_round_trip(tmp_path):
     assert str(SIZES) in spec_toml(_fake_calibration())
 
 
-def test_cli_calibrate_specs_and_layers(tmp_path, capsys):
+@pytest.mark.slow
+def test_cli_calibrate_specs_and_layers(tmp_path, capsys, monkeypatch):
+    """A real calibration (micro-benchmarks through ONNX Runtime); one round of one timed
+    run per benchmark under COSTMODELS_SHORT=1."""
+    import analytical.calibrate as cal
+
+    short = os.environ.get("COSTMODELS_SHORT", "") not in ("", "0")
+    if short:
+        monkeypatch.setattr(cal, "ROUNDS", 1)
     out = tmp_path / "cal.toml"
-    assert main(["roofline", "calibrate", "-o", str(out), "--repeats", "2"]) == 0
+    assert main(["roofline", "calibrate", "-o", str(out), "--repeats",
+                 "1" if short else "2"]) == 0
     spec = load_spec(str(out), RooflineSpec)
     assert spec.peak_gflops > 0 and spec.dram_bandwidth_gbps > 0
     assert RooflineModel(spec).estimate(nb201.build_network(1835)).latency_ms > 0
