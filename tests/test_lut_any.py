@@ -290,3 +290,34 @@ def test_lut_built_on_a_model_folder_estimates_it(tmp_path, model_dir, nets):
     assert other.meta["missing_kernels"] and other.latency_ms >= other.meta["kernel_sum_ms"]
     fp = json.loads((tmp_path / "models.fingerprint.json").read_text())
     assert fp["space"].startswith("models:") and fp["failed"] == 0
+
+
+# ----------------------------------------------------------------------------- resuming
+def _sha(path) -> str:
+    import hashlib
+
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_resume_refuses_other_rules_untouched_and_takes_over_a_newer_version(tmp_path):
+    """Rules of another name: refused, file byte-identical. Same name, other hash (a newer
+    shipped file): taken over, entries kept."""
+    from costmodels.errors import ModelFileError
+    from costmodels.fusion import rules_from_json
+    from measure.config import MeasureConfig
+    from measure.lut.build import open_or_create
+    from measure.lut.table import Entry, LutFile
+
+    config = MeasureConfig()
+    path = tmp_path / "old.sqlite"
+    old = json.loads(RULES.doc)
+    old["doc"] = "an older version of the ort rules"
+    old_rules = rules_from_json(json.dumps(old))
+    with LutFile.create(path, "ort", old_rules.doc, old_rules.hash, {}, config.to_dict()) as lut:
+        lut.put(Entry("Relu|in=1x4|out=1x4|dt=float32", "Relu", median_ms=0.01, count=3))
+    before = _sha(path)
+    with pytest.raises(ModelFileError, match="naive"):
+        open_or_create(str(path), load_rules("naive"), config)
+    assert _sha(path) == before and not list(tmp_path.glob("*-wal"))
+    with open_or_create(str(path), RULES, config) as lut:
+        assert lut.get_meta("rules_hash") == RULES.hash and len(lut) == 1
