@@ -52,11 +52,6 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
     from measure.config import GRAPH_OPTS, MeasureConfig
 
     d = MeasureConfig()
-    # A command that defines one of these options itself (lut build's --rounds) keeps its
-    # own: the later definition wins, and config_from_args reads whichever is there.
-    # (Until lut build drops its own --rounds: argparse keeps the handler per container.)
-    for container in (p, p._optionals):
-        container.conflict_handler = "resolve"
     g = p.add_argument_group("timing protocol")
     g.add_argument("--runtime", choices=["ort", "tvm"], default=d.runtime)
     g.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (>= 1)")

@@ -35,7 +35,7 @@ def _rows(db: Path) -> list[tuple]:
 def test_sigkill_midway_then_rerun_measures_each_network_once(tmp_path):
     db, out = tmp_path / "runs.sqlite", tmp_path / "truth.csv"
     cmd = [sys.executable, "-m", "costmodels.cli", "measure-space", "--sample", str(N),
-           "--seed", "3", "--warmup", "0", "--repeat", "400", "--rounds", "4", "--window", "2",
+           "--seed", "3", "--warmup", "0", "--repeat", "150", "--rounds", "4", "--window", "2",
            "--min-round-s", "0",
            "--db", str(db), "-o", str(out)]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 import os
 import time
-
 from dataclasses import replace
 
 import numpy as np
@@ -32,7 +31,7 @@ def _check_stats(res: MeasureResult, repeat: int, config: MeasureConfig = FAST) 
     runs = replace(config, repeat=repeat).round_runs()
     assert res.rounds == len(runs) == len(res.round_medians_ms)
     bounds = np.cumsum([0] + runs)
-    meds = [float(np.median(res.times_ms[a:b])) for a, b in zip(bounds[:-1], bounds[1:])]
+    meds = [float(np.median(res.times_ms[a:b])) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
     assert list(res.round_medians_ms) == pytest.approx(meds)
     assert res.median_ms == pytest.approx(float(np.median(meds)))
     assert res.round_cv == pytest.approx(float(np.std(meds, ddof=1) / np.mean(meds)))
