@@ -31,6 +31,7 @@ from costmodels.fusion import BINARY_OPS, FusionRules, KernelKey, kernels
 from costmodels.network import Network, Shape, make_layer
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
+NCHWC_ALIGN = 4  # ORT reorders a tensor to NCHWc only if its channels are a multiple of this
 OPSET = 17
 MIN_OPSET = {"Gelu": 20}  # ops that only exist from a later opset
 # ONNX element types by the IR's dtype names
@@ -573,18 +574,27 @@ ANCHORS: dict[str, AnchorFn] = {
 
 # ----------------------------------------------------------------------------- plan
 def _residual(b: _Builder, shape: Shape, i: int) -> str:
-    """A fused op's second activation input, entering through a 1x1 AveragePool if 4-D.
+    """A fused op's second activation input, entering through a 1x1 op if 4-D.
 
-    Runtimes fuse an Add into a Conv only when both run in the same layout; a
-    pool puts the residual in the layout a network would have it in. The pool
-    (and any reorder) is a wrapper: measured as a kernel of its own, taken off.
+    Runtimes fuse an Add into a Conv only when both run in the same layout; a 1x1
+    AveragePool puts the residual in the layout a network would have it in (ORT's
+    NCHWc). ORT reorders only tensors whose channels are a multiple of 4
+    (``NCHWC_ALIGN``); other residuals come from a 1x1 Conv, which runs NCHWc at any
+    channel count. That op (and any reorder) is a wrapper: measured as a kernel of its
+    own and taken off.
     """
     x = b.input(shape)
     if len(shape) != 4:
         return x
-    return b.node("AveragePool", [x], shape, kernel=False,
+    if shape[1] % NCHWC_ALIGN == 0:
+        return b.node("AveragePool", [x], shape, kernel=False,
+                      attrs={"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0]},
+                      ir=dict(kernel=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0)))
+    c = shape[1]
+    w = b.weight((c, c, 1, 1), f"n{i}_res")
+    return b.node("Conv", [x, w], shape, kernel=False,
                   attrs={"kernel_shape": [1, 1], "strides": [1, 1], "pads": [0, 0, 0, 0]},
-                  ir=dict(kernel=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0)))
+                  ir=dict(kernel=(1, 1), stride=(1, 1), pads=(0, 0, 0, 0), dilation=(1, 1)))
 
 
 def _absorbed(b: _Builder, op: str, cur: str, takes: int, shapes: list[Shape], i: int) -> str:
