@@ -247,14 +247,14 @@ def test_onnx_computes_what_the_pytorch_reference_computes(ops):
     bns = [m for m in ref.modules() if isinstance(m, torch.nn.BatchNorm2d)]
     with torch.no_grad():
         for m, (w,) in zip(convs, by_op["Conv"], strict=True):
-            m.weight.copy_(torch.from_numpy(w))
+            m.weight.copy_(torch.from_numpy(np.array(w)))
         for m, (scale, bias, mean, var) in zip(bns, by_op["BatchNormalization"], strict=True):
             for dst, src in ((m.weight, scale), (m.bias, bias), (m.running_mean, mean),
                              (m.running_var, var)):
-                dst.copy_(torch.from_numpy(src))
+                dst.copy_(torch.from_numpy(np.array(src)))
         (w, b), = by_op["Gemm"]
-        ref[-1].weight.copy_(torch.from_numpy(w))
-        ref[-1].bias.copy_(torch.from_numpy(b))
+        ref[-1].weight.copy_(torch.from_numpy(np.array(w)))
+        ref[-1].bias.copy_(torch.from_numpy(np.array(b)))
         x = np.random.default_rng(0).normal(size=(1, 3, 32, 32)).astype(np.float32)
         want = ref(torch.from_numpy(x)).numpy()
     sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
