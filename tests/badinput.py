@@ -20,6 +20,7 @@ import io
 import json
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -102,16 +103,20 @@ def run_case(case: Case, d: Path, home: Path) -> Outcome:
 
 def _run_subprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str],
                     timeout_s: float) -> Outcome:
+    """Run the CLI in its own process group; past ``timeout_s`` the whole group is killed."""
     t0 = time.perf_counter()
+    p = subprocess.Popen([*cli_command(), *argv], cwd=cwd, env=dict(env), text=True,
+                         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, start_new_session=True)
     try:
-        p = subprocess.run([*cli_command(), *argv], cwd=cwd, env=dict(env), capture_output=True,
-                           text=True, timeout=timeout_s, stdin=subprocess.DEVNULL)
-    except subprocess.TimeoutExpired as exc:
-        out = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
-        err = exc.stderr.decode() if isinstance(exc.stderr, bytes) else (exc.stderr or "")
+        out, err = p.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(p.pid, signal.SIGKILL)   # its workers too (TVM, isolated runs)
+        out, err = p.communicate()
         return Outcome(-9, out, err + f"\n[still running after {timeout_s} s: it started work]",
                        time.perf_counter() - t0)
-    return Outcome(p.returncode, p.stdout, p.stderr, time.perf_counter() - t0)
+    return Outcome(p.returncode, out, err, time.perf_counter() - t0)
 
 
 def _run_inprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Outcome:

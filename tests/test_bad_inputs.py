@@ -119,11 +119,11 @@ CASES: list[Case] = [
     C("demo-train-0", "demo --train 0 --out {d}/r", "--train"),
     C("demo-train-too-big", "demo --sample 2 --train 2 --out {d}/r", "--train"),
     C("calibrate-repeats-0", "roofline calibrate --repeats 0 -o {d}/x.toml", "--repeats",
-      sub=True, timeout_s=8,
+      sub=True, timeout_s=6,
       owner="analytical/cli.py",
       why="--repeats is type=int: 0 calibrates for seconds, writes a spec with NaN, then refuses its own file"),
     C("calibrate-cpu-99", "roofline calibrate --cpu 99 --repeats 1 -o {d}/x.toml", "--cpu",
-      sub=True, timeout_s=8,
+      sub=True, timeout_s=6,
       owner="analytical/cli.py",
       why="--cpu 99 is not checked against the CPUs there are: calibration runs and writes the spec"),
     C("calibrate-cpu-abc", "roofline calibrate --cpu abc --repeats 1 -o {d}/x.toml", "--cpu",
@@ -144,6 +144,23 @@ CASES: list[Case] = [
     C("compare-backend-unknown", "compare --truth {d}/good.csv nope -o {d}/r", "nope"),
     C("compare-models-missing", "compare --truth {d}/good.csv flops --models {d}/nomodels "
       "-o {d}/r", "nomodels"),
+    C("tvm-tasks-space-unknown", "tvm tasks --space foo", "foo"),
+    C("tvm-tasks-sample-0", "tvm tasks --sample 0", "--sample"),
+    C("tvm-tune-threads-0", "tvm tune --sample 1 --trials-per-task 2 --threads 0 "
+      "--work-dir {d}/w", "threads"),
+    C("tvm-tune-trials-neg", "tvm tune --sample 1 --trials-per-task -1 --work-dir {d}/w",
+      "--trials-per-task", sub=True, timeout_s=6, owner="measure/tvm_cli.py",
+      why="tvm tune extracts the tasks (tens of seconds) before it checks --trials-per-task"),
+    C("tvm-tune-work-dir-file", "tvm tune --sample 1 --trials-per-task 2 "
+      "--work-dir {d}/afile.txt", "afile.txt", sub=True, timeout_s=6,
+      owner="measure/tvm_cli.py",
+      why="tvm tune extracts the tasks (tens of seconds) before it checks --work-dir"),
+    C("tvm-target-nonsense", "tvm target --target 'nonsense{'", "nonsense{",
+      owner="measure/tvm_cli.py", why="an unknown target kind is printed as if valid, exit 0"),
+    C("quality-one-table", "measure-quality {d}/good.csv", "two"),
+    C("quality-png", "measure-quality {d}/good.csv {d}/png.csv", "png.csv"),
+    C("quality-db-foreign", "measure-quality --db {d}/table_t.db", "table_t.db"),
+    C("quality-db-missing", "measure-quality --db {d}/missing.sqlite", "missing.sqlite"),
     # ------------------------------------------------------------------ tables
     C("table-missing", "compare --truth {d}/missing.csv flops -o {d}/r", "missing.csv"),
     C("table-directory", "compare --truth {d}/outdir flops -o {d}/r", "outdir"),
@@ -302,10 +319,10 @@ CASES: list[Case] = [
     C("out-demo-proc", "demo --sample 3 --train 1 --out /proc/h8_r", "/proc/h8_r"),
     C("out-demo-file", "demo --sample 3 --train 1 --out {d}/afile.txt", "afile.txt"),
     C("out-calibrate-proc", "roofline calibrate --repeats 1 -o /proc/h8_x.toml",
-      "/proc/h8_x.toml", sub=True, timeout_s=8, owner="analytical/cli.py",
+      "/proc/h8_x.toml", sub=True, timeout_s=6, owner="analytical/cli.py",
       why="cmd_calibrate does not check -o before measuring the CPU for seconds"),
     C("out-calibrate-dir", "roofline calibrate --repeats 1 -o {d}/outdir", "outdir",
-      sub=True, timeout_s=8, owner="analytical/cli.py",
+      sub=True, timeout_s=6, owner="analytical/cli.py",
       why="cmd_calibrate does not check -o before measuring the CPU for seconds"),
     C("out-lut-export-proc", "lut export {d}/ort.lut.sqlite -o /proc/h8_x.csv", "/proc/h8_x.csv"),
     C("out-lut-export-dir", "lut export {d}/ort.lut.sqlite -o {d}/outdir", "outdir"),
@@ -313,16 +330,20 @@ CASES: list[Case] = [
     C("out-gen-models-file", "gen-models -o {d}/afile.txt", "afile.txt"),
 ]
 
-if not ROOT_CAN_WRITE:  # chmod means nothing to root
-    CASES += [
-        C("store-read-only", f"measure-space {SAMPLE1} --db {{d}}/ro_store.sqlite -o {{d}}/o.csv",
-          "ro_store.sqlite"),
-        C("out-unwritable-dir", "estimate flops --sample 1 -o {d}/ro_dir/o.csv", "ro_dir"),
-    ]
+# chmod means nothing to root: these are skipped there (see _param)
+ROOT_ONLY_SKIP = {"store-read-only", "out-unwritable-dir", "lut-read-only"}
+CASES += [
+    C("store-read-only", f"measure-space {SAMPLE1} --db {{d}}/ro_store.sqlite -o {{d}}/o.csv",
+      "ro_store.sqlite"),
+    C("lut-read-only", "lut import {d}/lut_entries.csv --db {d}/ro_lut.sqlite", "ro_lut.sqlite"),
+    C("out-unwritable-dir", "estimate flops --sample 1 -o {d}/ro_dir/o.csv", "ro_dir"),
+]
 
 
 def _param(case: Case):
     marks = []
+    if case.id in ROOT_ONLY_SKIP and ROOT_CAN_WRITE:
+        marks.append(pytest.mark.skip(reason="running as root: chmod does not stop writes"))
     if case.owner:
         marks.append(pytest.mark.xfail(strict=True, reason=f"{case.owner}: {case.why}"))
     return pytest.param(case, id=case.id, marks=marks)
@@ -374,15 +395,25 @@ def _model_dirs(d, fitted) -> None:
     model_file.write_bytes(model_file.read_bytes() + b" ")
 
 
-@pytest.fixture
-def case_dir(tmp_path, request):
-    d = tmp_path / "case"
+@pytest.fixture(scope="module")
+def template(tmp_path_factory):
+    """Every input file, written once; each case gets its own copy."""
+    d = tmp_path_factory.mktemp("template") / "case"
     B.make_fixtures(d)
     B.make_store(d / "store.sqlite")
+    shutil.copy(d / "store.sqlite", d / "ro_store.sqlite")
+    shutil.copy(d / "ort.lut.sqlite", d / "ro_lut.sqlite")
+    (d / "ro_dir").mkdir()
+    return d
+
+
+@pytest.fixture
+def case_dir(tmp_path, request, template):
+    d = tmp_path / "case"
+    shutil.copytree(template, d)
     if not ROOT_CAN_WRITE:
-        B.make_store(d / "ro_store.sqlite")
-        os.chmod(d / "ro_store.sqlite", 0o444)
-        (d / "ro_dir").mkdir()
+        for name in ("ro_store.sqlite", "ro_lut.sqlite"):
+            os.chmod(d / name, 0o444)
         os.chmod(d / "ro_dir", 0o555)
     case = request.node.callspec.params["case"]
     if any("{d}/m_" in a for a in case.argv):
