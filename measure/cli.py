@@ -160,13 +160,24 @@ def config_from_args(args: argparse.Namespace):
 
 # ----------------------------------------------------------------------------- measure
 def _model_for(args: argparse.Namespace):
-    """An ONNX path as is; otherwise an architecture of --space -> (ONNX model, Network)."""
-    from costmodels.cli import open_space
+    """An ONNX file (read and checked, its dynamic inputs fixed by --input-shape) or an
+    architecture of --space -> (ONNX model, Network or None). Raises a CostModelError
+    naming the file or the input for a model that cannot be measured as given."""
     from costmodels.spaces import onnx_for
 
     target = str(args.model)
     if target.endswith(".onnx") or (os.sep in target and not target.startswith("|")):
-        return target, None
+        from costmodels.errors import UnsupportedOperator
+        from costmodels.onnx_import import import_onnx, load_model_proto, parse_input_shapes
+
+        shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+        try:
+            net = import_onnx(target, input_shapes=shapes)
+        except UnsupportedOperator:  # the IR cannot cost it, but the runtime may run it
+            return load_model_proto(target), None
+        return onnx_for(net), None
+    from costmodels.cli import open_space
+
     space = open_space(args)
     net = space.build_network(space.parse(target), args.dataset, args.batch)
     return onnx_for(net), net
@@ -208,6 +219,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 def cmd_measure_space(args: argparse.Namespace) -> int:
     from costmodels.cli import check_output, selected_archs
     from measure.campaign import expand, representatives, run_campaign, space_jobs
+    from measure.sqlite import inspect
+    from measure.store import SCHEMA as STORE_SCHEMA
     from measure.store import MeasureStore
 
     config = config_from_args(args)
@@ -223,8 +236,9 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     side = out.with_suffix(".fingerprint.json")
     check_output(side, "fingerprint sidecar")
     check_output(args.db, "measurement store (--db)")
-    with MeasureStore(args.db) as store:  # refuses a foreign or read-only file now
-        space, archs = selected_archs(args)
+    inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
+    space, archs = selected_archs(args)  # --space / --archs / --sample read and checked
+    with MeasureStore(args.db) as store:  # created (or migrated) only now
         jobs = space_jobs(space, archs, args.dataset, args.batch)
         groups = (representatives(jobs, args.representatives, space) if args.representatives
                   else {j.net.key: [j] for j in jobs})

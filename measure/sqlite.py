@@ -120,7 +120,8 @@ def _header(path: Path, schema: Schema) -> bytes:
 def inspect(path: str | Path, schema: Schema) -> FileState:
     """Refuse anything that is not a file of ``schema``; never writes, creates nothing.
 
-    A missing or empty (0-byte) file is ``FileState(exists=False)``.
+    A missing file is ``FileState(exists=False)``; an empty (0-byte) one is refused too
+    (costmodels never leaves one: new files are written aside and linked into place).
     """
     path = Path(path)
     if not path.exists():
@@ -128,7 +129,9 @@ def inspect(path: str | Path, schema: Schema) -> FileState:
     if not path.is_file():
         raise ModelFileError(f"{path}: is not a file; {schema.hint}")
     if path.stat().st_size == 0:
-        return FileState(False)
+        raise ModelFileError(f"{path}: is an empty file (0 bytes), not a {schema.what}; "
+                             f"costmodels creates its files itself: remove it or "
+                             f"{schema.hint}")
     head = _header(path, schema)
     if head[:16] != SQLITE_MAGIC:
         raise ModelFileError(f"{path}: is not a SQLite database (corrupt, or another kind of "
@@ -326,10 +329,7 @@ class Database:
             finally:
                 con.close()
             try:
-                if self.path.exists() and self.path.stat().st_size == 0:
-                    os.replace(tmp, self.path)  # an empty placeholder (e.g. mkstemp) is ours
-                else:
-                    os.link(tmp, self.path)
+                os.link(tmp, self.path)
             except FileExistsError:
                 pass  # created meanwhile by another process: use theirs
         finally:

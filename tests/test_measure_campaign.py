@@ -71,9 +71,11 @@ def test_cli_measure_json_and_errors(tmp_path, capsys, tiny_onnx):
     assert len(doc["round_medians_ms"]) == 5 and doc["corrected_ms"] is None
     assert main(["measure", "3", "--repeat", "3", "--warmup", "0", "--min-round-s", "0"]) == 0
     assert "median" in capsys.readouterr().out
-    assert main(["measure", str(tmp_path / "missing.onnx"), "--json"]) == 1
-    doc = json.loads(capsys.readouterr().out)
-    assert doc["ok"] is False and doc["median_ms"] is None and "missing.onnx" in doc["error"]
+    capsys.readouterr()
+    # A file that cannot be read is a user mistake: one error line naming it, before any work.
+    assert main(["measure", str(tmp_path / "missing.onnx"), "--json"]) == 2
+    cap = capsys.readouterr()
+    assert cap.out == "" and cap.err.startswith("error: ") and "missing.onnx" in cap.err
 
 
 def test_estimate_measure_backend_through_registry(tmp_path):

@@ -134,9 +134,7 @@ def check_file(path: Path) -> None:
     if not Path(path).exists():
         raise ModelFileError(f"{path}: no such LUT file; build one with `costmodels lut build` "
                              "or `costmodels lut import`")
-    if not inspect(path, SCHEMA).exists:  # an empty file
-        raise ModelFileError(f"{path}: not a LUT (an empty file); it was left untouched. "
-                             f"{SCHEMA.hint[0].upper()}{SCHEMA.hint[1:]}")
+    inspect(path, SCHEMA)
 
 
 def peek(path: str | Path) -> dict[str, str]:
