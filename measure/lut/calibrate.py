@@ -112,7 +112,8 @@ def refit(lut, terms: Sequence[str] = DEFAULT_TERMS) -> dict:
     """Fit on the LUT's calibration points and store the result in its meta; returns it.
 
     A point with a kernel the LUT has no value for is left out. With fewer than
-    two points per term, only the intercept is fitted.
+    two points per term, one term alone: the intercept, or the scale when the
+    intercept would be negative.
     """
     from measure.lut.model import LookupTable
 
@@ -136,9 +137,12 @@ def refit(lut, terms: Sequence[str] = DEFAULT_TERMS) -> dict:
         ys.append(p.latency_ms)
     if not ys:
         return {}
-    if len(ys) < 2 * len(terms):  # too few networks for every term: an intercept alone
-        terms = ("intercept",)
-    rec = fit(sums, counts, ys, terms)
+    if len(ys) < 2 * len(terms):  # too few networks for every term: one term alone
+        rec = fit(sums, counts, ys, ("intercept",))
+        if rec["dropped"]:  # the networks run faster than their kernels' sum: a scale
+            rec = fit(sums, counts, ys, ("scale",))
+    else:
+        rec = fit(sums, counts, ys, terms)
     lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
     return rec
 
