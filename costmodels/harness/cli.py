@@ -108,8 +108,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_gen_models(args: argparse.Namespace) -> int:
+    from costmodels.cli import check_output_dir
     from costmodels.harness.models import generate_models
 
+    check_output_dir(args.output, "-o")
     paths = generate_models(args.output, seed=args.seed)
     print(f"wrote {len(paths)} models to {args.output}: {', '.join(p.stem for p in paths)}",
           file=sys.stderr)
