@@ -279,6 +279,10 @@ def make_fixtures(d: Path) -> None:
     (d / "huge.csv").write_text(_table(good[:2]) + f"{good[2][0]},{'x' * 300_000},1.0\n")
     (d / "fbnet_rows.csv").write_text(
         "arch_index,arch_str,latency_ms\n," + "|".join(["k3_e1"] * 22) + ",1.0\n")
+    (d / "idx_range.csv").write_text("arch_index\n99999\n")
+    (d / "idx_text.csv").write_text("arch_index\nabc\n")
+    (d / "bad_syntax.toml").write_text("[device\nname = 'x'\n")
+    (d / "bad_fields.toml").write_text('kind = "roofline"\nname = "x"\npeak_gflops = "fast"\n')
     # -- stores and LUTs (SQLite files made by someone else)
     (d / "notsqlite.db").write_text("just some text, not a database\n")
     (d / "emptyfile.db").write_bytes(b"")

@@ -161,6 +161,11 @@ CASES: list[Case] = [
     C("quality-png", "measure-quality {d}/good.csv {d}/png.csv", "png.csv"),
     C("quality-db-foreign", "measure-quality --db {d}/table_t.db", "table_t.db"),
     C("quality-db-missing", "measure-quality --db {d}/missing.sqlite", "missing.sqlite"),
+    C("backend-table-no-path", "estimate table: --sample 1 -o {d}/o.csv", "table"),
+    C("models-index-range", "info 7 --space models:{d}/models_ok", "7"),
+    C("seed-abc", "archs --sample 2 --seed abc", "--seed"),
+    C("compare-duplicates-bogus", "compare --truth {d}/good.csv flops --duplicates bogus "
+      "-o {d}/r", "--duplicates"),
     # ------------------------------------------------------------------ tables
     C("table-missing", "compare --truth {d}/missing.csv flops -o {d}/r", "missing.csv"),
     C("table-directory", "compare --truth {d}/outdir flops -o {d}/r", "outdir"),
@@ -217,6 +222,15 @@ CASES: list[Case] = [
       "--source {d}/lat_nan.csv -o {d}/r", "lat_nan.csv:3"),
     C("table-compare-curve-png", "compare --truth {d}/good.csv flops --curve {d}/png.csv "
       "-o {d}/r", "png.csv"),
+    C("table-archs-index-range", "archs --archs {d}/idx_range.csv", "idx_range.csv:2"),
+    C("table-archs-index-text", "archs --archs {d}/idx_text.csv", "idx_text.csv:2"),
+    C("spec-toml-syntax", "estimate roofline:{d}/bad_syntax.toml --sample 1 -o {d}/o.csv",
+      "bad_syntax.toml"),
+    C("spec-toml-fields", "estimate roofline:{d}/bad_fields.toml --sample 1 -o {d}/o.csv",
+      "bad_fields.toml"),
+    C("spec-toml-eyeriss", "roofline layers 1462 --backend eyeriss:{d}/bad_syntax.toml",
+      "bad_syntax.toml"),
+    C("spec-binary", "estimate fpga:{d}/png.csv --sample 1 -o {d}/o.csv", "png.csv"),
     # ------------------------------------------------------------------ model files
     C("onnx-truncated", "info {d}/trunc.onnx", "trunc.onnx", sub=True),
     C("onnx-random", "info {d}/random.onnx", "random.onnx"),
