@@ -43,13 +43,13 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from urllib.parse import quote, unquote
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import quote, unquote
 
 from costmodels.errors import ModelFileError
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape

@@ -229,7 +229,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args, nonneg_int, positive_int
+    from costmodels.cli import Formatter, add_space_args, nonneg_int
     from measure.cli import add_measure_args
 
     lut = sub.add_parser("lut", help="lookup tables: build, show, export, import, merge",
