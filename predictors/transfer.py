@@ -53,15 +53,17 @@ RESIDUAL_ALPHAS = tuple(10.0 ** p for p in range(0, 5))
 SHRINK = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 GBDT_RESIDUAL_MIN_N = 100
 SMOOTH = ("additive", "none")
+PRIOR_POWER = 1.0
 
 
-def source_prior(x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
+def source_prior(x: np.ndarray, y: np.ndarray, m: int, power: float = PRIOR_POWER) -> np.ndarray:
     """Prior mix of the m source columns of the design ``x``: shares summing to 1.
 
     Each source's share is proportional to 1 / (leave-one-out mean squared error
-    of ``y ~ 1 + source [+ connected]`` on these rows), i.e. inverse-variance
-    weighting estimated from the target's own measured networks only. Equal
-    shares when there are too few rows to validate a one-source fit.
+    of ``y ~ 1 + source [+ connected]`` on these rows) ** ``power``, estimated from
+    the target's own measured networks only (``power=1``: inverse-variance weighting;
+    larger powers concentrate the prior on the sources that track the target best).
+    Equal shares when there are too few rows to validate a one-source fit.
     """
     n = len(y)
     conn = x[:, m + 2] if x.shape[1] > m + 2 else np.ones(n)
@@ -74,7 +76,8 @@ def source_prior(x: np.ndarray, y: np.ndarray, m: int) -> np.ndarray:
         err[j] = float(np.mean(loo_residuals(z, y) ** 2))
     if not np.all(np.isfinite(err)):
         return np.full(m, 1.0 / m)
-    inv = 1.0 / np.maximum(err, 1e-12 * max(float(np.max(err)), 1e-300))
+    rel = np.maximum(err, 1e-12 * max(float(np.max(err)), 1e-300)) / float(np.min(err))
+    inv = rel ** -float(power)
     return inv / inv.sum()
 
 
@@ -100,15 +103,15 @@ def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float,
     return nnls_fit(np.vstack([x, reg]), np.concatenate([y, reg @ w0]))
 
 
-def shrunk_nnls_cv(x: np.ndarray, y: np.ndarray, m: int,
-                   lams: Sequence[float] = SHRINK) -> tuple[np.ndarray, float]:
+def shrunk_nnls_cv(x: np.ndarray, y: np.ndarray, m: int, lams: Sequence[float] = SHRINK,
+                   power: float = PRIOR_POWER) -> tuple[np.ndarray, float]:
     """:func:`_shrunk_nnls` with the penalty chosen by cross-validation (leave-one-out up
     to 20 points, else 10 folds), toward the :func:`source_prior` mix estimated from
     all rows. Returns weights (for ``y`` in its own units) and lam."""
     scale = float(np.mean(y))
     ys = y / scale
     n = len(y)
-    prior = source_prior(x, ys, m)
+    prior = source_prior(x, ys, m, power)
     folds = np.arange(n) % 10 if n > 20 else np.arange(n)
     best: tuple[float, float] | None = None
     if n >= 3:
@@ -225,14 +228,19 @@ class TransferModel(Predictor):
     smooth:
         ``"additive"`` (sources replaced by their additive fit, :func:`smooth_sources`)
         or ``"none"`` (sources as measured).
+    prior_power:
+        exponent of the inverse leave-one-out errors that set the prior mix
+        (:func:`source_prior`); 1 = inverse-variance weighting.
     """
 
     name = "transfer"
     registry_name = "transfer"
 
     def __init__(self, sources: Sequence[str | LatencyTable] = (), residual: str = "auto",
-                 device: str = "", random_state: int = 0, smooth: str = "additive") -> None:
+                 device: str = "", random_state: int = 0, smooth: str = "additive",
+                 prior_power: float = PRIOR_POWER) -> None:
         self.sources = sources
+        self.prior_power = prior_power
         self.residual = residual
         self.device = device
         self.random_state = random_state
@@ -304,7 +312,8 @@ class TransferModel(Predictor):
             raise PredictorError(f"residual must be auto, ridge, gbdt or none, not {self.residual!r}")
         connected = x[:, F.FEATURE_NAMES.index("connected")]
         design = self._design(idx, connected)
-        self.weights_, self.shrink_ = shrunk_nnls_cv(design, y, self.source_lat_.shape[1])
+        self.weights_, self.shrink_ = shrunk_nnls_cv(design, y, self.source_lat_.shape[1],
+                                                     power=float(self.prior_power))
         prior = design @ self.weights_
         kind = self.residual
         if kind == "auto":
@@ -359,7 +368,8 @@ class TransferModel(Predictor):
     def _params_json(self) -> dict:
         srcs = [s.source if isinstance(s, LatencyTable) else str(s) for s in self.sources]
         return {"sources": srcs, "residual": self.residual, "device": self.device,
-                "random_state": self.random_state, "smooth": self.smooth}
+                "random_state": self.random_state, "smooth": self.smooth,
+                "prior_power": float(self.prior_power)}
 
     def save(self, model_dir: str | Path) -> Path:
         """``manifest.json`` + ``arrays.npz`` (source latencies, weights, ridge) [+ ``model.json``]."""

@@ -1,0 +1,81 @@
+"""Few-shot model selection: prior power, default families, the dead-code family."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from costmodels.harness import metrics
+from costmodels.spaces import nb201
+from predictors import additive as A
+from predictors import features as F
+from predictors import load
+from predictors.select import FewShotModel, default_families
+from predictors.transfer import TransferModel, dce_index, source_prior
+
+
+@pytest.fixture(scope="module")
+def devices():
+    """Three synthetic source devices, additive in per-edge op costs, on every NB201 cell."""
+    b = A.all_cells_basis()
+    rng = np.random.default_rng(3)
+    coefs = rng.uniform(0.1, 2.0, size=(3, b.shape[1]))
+    coefs[:, -1] = 5.0
+    lat = b @ coefs.T + rng.normal(0, 0.05, size=(nb201.NUM_ARCHS, 3))
+    cells = np.sort(rng.choice(nb201.NUM_ARCHS, 300, replace=False))
+    x = F.features([nb201.build_network(int(i)) for i in cells])
+    return lat, cells, x
+
+
+def test_prior_power_concentrates_the_mix():
+    rng = np.random.default_rng(0)
+    s = rng.uniform(1, 3, size=(12, 3))
+    y = s[:, 0] + rng.normal(0, 0.01, 12)  # tracks source 0, not the others
+    design = np.c_[s, np.ones(12), -np.ones(12), np.zeros((12, 2))]
+    p1, p2 = source_prior(design, y, 3, 1.0), source_prior(design, y, 3, 2.0)
+    assert np.isclose(p1.sum(), 1) and np.isclose(p2.sum(), 1)
+    assert p2[0] > p1[0] > 1 / 3
+
+
+def test_default_families_follow_k():
+    assert default_families(5) == ("mix-plain",)
+    assert "mix" in default_families(10) and "gbdt" not in default_families(10)
+    assert "gbdt" in default_families(20)
+
+
+def test_small_k_fit_reports_its_cv_score(devices):
+    lat, cells, x = devices
+    y = 0.6 * lat[cells, 0] + 0.3 * lat[cells, 2]
+    m = FewShotModel().use_matrix(lat, ["a", "b", "c"])
+    m.fit_arrays(cells[:5], x[:5], y[:5])
+    assert m.report_["chosen"] == {"mix-plain": 1.0}
+    assert np.isfinite(m.report_["cv_log_mse_final"])
+    rho = metrics.spearman(y[5:], m.predict_arrays(cells[5:], x[5:]))
+    assert rho > 0.95
+
+
+def test_dce_family_fits_a_dead_code_eliminating_target(devices):
+    lat, cells, x = devices
+    y = lat[dce_index(cells), 1]  # the target runs each cell without its dead edges
+    train, test = np.arange(10), np.arange(10, len(cells))
+    rho = {}
+    for fam in ("mix-plain", "mix-dce"):
+        m = FewShotModel(families=(fam,)).use_matrix(lat, ["a", "b", "c"])
+        m.fit_arrays(cells[train], x[train], y[train])
+        rho[fam] = metrics.spearman(y[test], m.predict_arrays(cells[test], x[test]))
+    assert rho["mix-dce"] > 0.99 and rho["mix-dce"] > rho["mix-plain"]
+
+
+def test_transfer_prior_power_round_trips(tmp_path, devices):
+    from costmodels.tables import LatencyTable
+
+    lat, cells, _ = devices
+    tabs = [LatencyTable(cells, tuple(nb201.SPACE[i] for i in cells), lat[cells, j], None,
+                         f"nb201_{n}.csv") for j, n in enumerate("abc")]
+    nets = [nb201.build_network(int(i)) for i in cells[:40]]
+    y = 0.5 * lat[cells[:40], 0] + lat[cells[:40], 1]
+    est = TransferModel(sources=tabs, prior_power=2.0, smooth="none").fit(nets[:20], y[:20])
+    est.save(tmp_path / "t")
+    again = load(str(tmp_path / "t"))
+    assert again.prior_power == 2.0
+    np.testing.assert_array_equal(est.predict(nets[20:]), again.predict(nets[20:]))
