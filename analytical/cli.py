@@ -27,8 +27,27 @@ examples:
 """
 
 
+def cpu_choice(text: str) -> str | int:
+    """argparse type of ``--cpu``: ``auto``, ``none`` or the index of a CPU this process
+    may run on."""
+    import os
+
+    if text in ("auto", "none"):
+        return text
+    try:
+        cpu = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected 'auto', 'none' or a CPU index, got {text!r}") from None
+    allowed = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else [0]
+    if cpu not in allowed:
+        raise argparse.ArgumentTypeError(
+            f"CPU {cpu} is not one this process may use ({', '.join(map(str, allowed))})")
+    return cpu
+
+
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args
+    from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser("roofline", help="analytical models: calibrate, list specs, explain layers",
                        formatter_class=Formatter,
@@ -41,9 +60,10 @@ def register(sub) -> None:
                         epilog=CALIBRATE_EPILOG)
     c.add_argument("-o", "--output", help="spec TOML to write (default: the local spec path)")
     c.add_argument("--name", default="local", help="spec name written into the file")
-    c.add_argument("--cpu", default="auto",
+    c.add_argument("--cpu", default="auto", type=cpu_choice,
                    help="CPU to pin to: an index, 'auto' (the most idle one) or 'none'")
-    c.add_argument("--repeats", type=int, default=25, help="timed runs per micro-benchmark")
+    c.add_argument("--repeats", type=positive_int, default=25,
+                   help="timed runs per micro-benchmark")
     c.set_defaults(func=cmd_calibrate)
 
     s = rsub.add_parser("specs", help="list the shipped device specs")
@@ -63,9 +83,11 @@ def register(sub) -> None:
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from analytical.calibrate import calibrate, write_spec
     from analytical.roofline import local_spec_path
+    from costmodels.cli import check_output
 
     out = args.output or str(local_spec_path())
-    cpu = None if args.cpu == "none" else args.cpu if args.cpu == "auto" else int(args.cpu)
+    check_output(out, "spec file (-o)")  # before seconds of measuring
+    cpu = None if args.cpu == "none" else args.cpu
     cal = calibrate(cpu=cpu, repeats=args.repeats,
                     log=lambda s: print(s, file=sys.stderr))
     path = write_spec(cal, out, name=args.name)
