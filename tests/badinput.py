@@ -124,6 +124,7 @@ def _run_inprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Ou
 
     out, err = io.StringIO(), io.StringIO()
     old_env, old_cwd = dict(os.environ), os.getcwd()
+    affinity = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else None
     escaped = ""
     t0 = time.perf_counter()
     os.environ.clear()
@@ -141,6 +142,8 @@ def _run_inprocess(argv: Sequence[str], cwd: Path, env: Mapping[str, str]) -> Ou
                 code = 1
                 escaped = traceback.format_exc()
     finally:
+        if affinity is not None:   # a measurement pins the process: never leave pytest pinned
+            os.sched_setaffinity(0, affinity)
         os.chdir(old_cwd)
         os.environ.clear()
         os.environ.update(old_env)
