@@ -361,6 +361,7 @@ class LayoutRules:
     plain_input_ok: frozenset[str]
     reorder_input: str
     reorder_output: str
+    channel_alignment: int = 1  # a tensor can be reordered only if its channels are a multiple
 
 
 @dataclass(frozen=True)
@@ -414,7 +415,8 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             follow=frozenset(lay["follow"]),
             plain_input_ok=frozenset(lay.get("plain_input_ok_if_channels_not_multiple_of_block",
                                              ())),
-            reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"])
+            reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"],
+            channel_alignment=int(lay.get("channel_alignment", 1)))
         fusion = tuple(
             FusionRule(r["anchor"], r.get("layout", "any"),
                        tuple(ChainStep(_op_set(s["op"]), bool(s.get("repeat", False)),
@@ -608,11 +610,20 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     return [k.kernel() if isinstance(k, _Open) else k for k in order]
 
 
+def _aligned(shape: Shape, lay: LayoutRules) -> bool:
+    """Whether a tensor of ``shape`` can be reordered (channels a multiple of the alignment)."""
+    return len(shape) > 1 and shape[1] % lay.channel_alignment == 0
+
+
 def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
                lay: LayoutRules | None) -> str:
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
     if layer.op in lay.always:
+        small_ok = layer.op in lay.plain_input_ok
+        for s in layer.input_shapes:
+            if len(s) == 4 and not _aligned(s, lay) and not (small_ok and s[1] < lay.block):
+                return "nchw"  # an input the blocked kernel cannot take: the op stays in NCHW
         return "nchwc"
     if layer.op in lay.follow and ins and all(layout.get(t) == "nchwc" for t in ins):
         return "nchwc"

@@ -298,3 +298,35 @@ def test_roofline_and_lut_plan_identical_kernels(arch):
     roof = [(c.op, c.meta["fused"], c.meta["layout"]) for c in est.per_layer]
     assert roof == lut_kernels
     assert any(op.startswith("Reorder") for op, _, _ in roof)
+
+
+@pytest.mark.parametrize("mid,between", [(33, "Relu"), (36, "Relu"), (48, "Relu"), (33, "Add"),
+                                         (36, "Add"), (33, "MaxPool")])
+def test_layout_reorders_match_ort_at_unaligned_channels(mid, between, tmp_path, ort_rules):
+    """Conv -> (Relu | Add | MaxPool) -> Conv with a middle tensor of ``mid`` channels: the
+    reorders ORT inserts (none can take 33 channels) are the planner's."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+
+    rng = np.random.default_rng(0)
+    inits = [numpy_helper.from_array(rng.normal(size=(mid, 32, 1, 1)).astype(np.float32), "w1"),
+             numpy_helper.from_array(rng.normal(size=(32, mid, 1, 1)).astype(np.float32), "w2")]
+    mids = {"Relu": helper.make_node("Relu", ["c"], ["r"]),
+            "Add": helper.make_node("Add", ["c", "c"], ["r"]),
+            "MaxPool": helper.make_node("MaxPool", ["c"], ["r"], kernel_shape=[2, 2],
+                                        strides=[2, 2])}
+    nodes = [helper.make_node("Conv", ["x", "w1"], ["c"]), mids[between],
+             helper.make_node("Conv", ["r", "w2"], ["y"])]
+    side = 8 if between == "MaxPool" else 16
+    g = helper.make_graph(nodes, "mid", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                       [1, 32, 16, 16])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                         [1, 32, side, side])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    theirs = Counter(op for op in _ort_node_ops(model, tmp_path) if op.startswith("Reorder"))
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
+                   if k.ops[0].startswith("Reorder"))
+    assert mine == theirs
