@@ -182,7 +182,6 @@ def diff(before: Mapping[str, str], after: Mapping[str, str]) -> list[str]:
 def tiny_model(dynamic: bool = False, with_if: bool = False):
     """Conv-Relu-GlobalAveragePool on x: 1x3x16x16 (``dynamic``: N and H/W symbolic)."""
     import numpy as np
-    import onnx
     from onnx import TensorProto, helper, numpy_helper
 
     w = numpy_helper.from_array(np.random.default_rng(0).normal(size=(8, 3, 3, 3))

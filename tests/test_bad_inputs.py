@@ -22,9 +22,8 @@ import re
 import shlex
 import shutil
 
-import pytest
-
 import badinput as B
+import pytest
 from badinput import Case
 
 # Keep measurements short if a case wrongly gets as far as measuring.
@@ -51,7 +50,7 @@ CASES: list[Case] = [
     C("sample-huge-models", "archs --space models:{d}/models_ok --sample 5", "5"),
     C("batch-0", "estimate flops --sample 2 --batch 0 -o {d}/o.csv", "--batch"),
     C("batch-neg", "info 1462 --batch -2", "--batch"),
-    C("repeat-0", f"measure {{d}}/tiny.onnx --repeat 0 --warmup 0", "repeat"),
+    C("repeat-0", "measure {d}/tiny.onnx --repeat 0 --warmup 0", "repeat"),
     C("warmup-neg", "measure {d}/tiny.onnx --warmup -1 --repeat 1", "warmup"),
     C("threads-0", f"measure {{d}}/tiny.onnx --threads 0 {QUICK}", "threads"),
     C("pin-cpu-99", f"measure {{d}}/tiny.onnx --pin-cpu 99 {QUICK}", "pin", "99"),
