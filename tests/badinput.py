@@ -257,6 +257,8 @@ def make_fixtures(d: Path) -> None:
     (d / "dir.onnx").mkdir()
     (d / "models_ok").mkdir()
     shutil.copy(d / "tiny.onnx", d / "models_ok" / "a.onnx")
+    (d / "models_link").mkdir()
+    os.symlink("../tiny.onnx", d / "models_link" / "outside.onnx")   # leaves the folder
     (d / "models_none").mkdir()
     (d / "models_none" / "readme.txt").write_text("no models here\n")
     # -- tables

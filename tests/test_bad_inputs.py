@@ -79,6 +79,8 @@ CASES: list[Case] = [
     C("space-models-missing", "archs --space models:/nonexistent_h8", "/nonexistent_h8"),
     C("space-models-file", "archs --space models:{d}/tiny.onnx", "tiny.onnx"),
     C("space-models-no-onnx", "archs --space models:{d}/models_none", "models_none"),
+    C("space-models-link-out", "archs --space models:{d}/models_link", "models_link"),
+    C("sample-huge-fbnet", "archs --space fbnet --sample 1000000000000", "--sample"),
     C("dataset-nb201", "archs --space nb201 --dataset ImageNet --sample 1", "ImageNet"),
     C("dataset-fbnet", "archs --space fbnet --dataset cifar10 --sample 1", "cifar10"),
     C("dataset-models", "estimate flops --space models:{d}/models_ok --dataset cifar10 "
