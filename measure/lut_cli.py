@@ -157,8 +157,10 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from costmodels.cli import check_output
     from measure.lut.table import LutFile, export_csv
 
+    check_output(args.output, "-o")
     with LutFile(args.db, readonly=True) as lut:
         n = export_csv(lut, args.output)
     print(f"wrote {args.output}: {n} entries", file=sys.stderr)
