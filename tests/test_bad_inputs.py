@@ -421,7 +421,7 @@ def template(tmp_path_factory):
 @pytest.fixture
 def case_dir(tmp_path, request, template):
     d = tmp_path / "case"
-    shutil.copytree(template, d)
+    shutil.copytree(template, d, symlinks=True)
     if not ROOT_CAN_WRITE:
         for name in ("ro_store.sqlite", "ro_lut.sqlite"):
             os.chmod(d / name, 0o444)
