@@ -28,6 +28,9 @@ BACKENDS: dict[str, tuple[str, str]] = {
     "table": ("costmodels.tables:table_from_spec", "a latency-table CSV measured elsewhere"),
     "measure": ("measure.backend:from_spec", "run it: measure:ort or measure:tvm"),
     "lut": ("measure.lut:from_spec", "sum of per-kernel latencies: lut:PATH.sqlite"),
+    "blocklut": ("measure.lut.blocks:from_spec",
+                 "FBNet block-level LUT (sum of per-block latencies): blocklut:PATH.sqlite"
+                 "[?best-effort][&uncalibrated]"),
     "roofline": ("analytical.roofline:from_spec", "roofline from a device spec: roofline:SPEC"),
     "eyeriss": ("analytical.eyeriss:from_spec", "Eyeriss-like row-stationary ASIC model"),
     "fpga": ("analytical.fpga:from_spec", "ZC706-class FPGA accelerator model"),

@@ -39,6 +39,9 @@ class LatencyTable:
     latency_ms: np.ndarray  # float64
     energy_mj: np.ndarray | None = None
     source: str = ""
+    #: rows that carry an ``error`` and no latency (a model that failed to measure or
+    #: estimate): ``(arch_str, error)``; they are not rows of the table
+    failed: tuple[tuple[str, str], ...] = ()
 
     def __len__(self) -> int:
         return len(self.arch_index)
@@ -130,7 +133,9 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
     space's canonical form; with ``check_space`` a given ``arch_index`` must be
     the space's standard index of that string, and may be empty for a space
     without one. ``duplicates``: ``"error"`` (default), ``"mean"`` (average the
-    latencies of a repeated ``arch_str``) or ``"first"``.
+    latencies of a repeated ``arch_str``) or ``"first"``. Rows with an ``error`` column
+    and no latency (what ``estimate`` and ``measure-space`` write for a model that
+    failed) are kept aside in :attr:`LatencyTable.failed`, not read as rows.
     """
     path = str(path)
     if duplicates not in DUPLICATE_POLICIES:
@@ -146,8 +151,12 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
                          f"{','.join(h for h in header if h) or 'nothing'})")
     has_energy = "energy_mj" in header
     rows: dict[str, list[tuple[int, float, float]]] = {}
+    failed: list[tuple[str, str]] = []
     for line, row in body:
         s = (row.get("arch_str") or "").strip()
+        if (row.get("error") or "").strip() and not (row.get("latency_ms") or "").strip():
+            failed.append((s, row["error"].strip()))
+            continue
         if sp is not None:
             try:
                 s = sp.parse(s)
@@ -182,7 +191,9 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
                              "--duplicates mean (average repeats) or --duplicates first")
         rows.setdefault(s, []).append((idx, lat, en))
     if not rows:
-        raise TableError(f"{path}: the table has no rows")
+        why = f" ({len(failed)} rows are failures: first {failed[0][0]}: {failed[0][1]})" \
+            if failed else ""
+        raise TableError(f"{path}: the table has no rows with a latency{why}")
     keys = list(rows)
     if all(rows[k][0][0] >= 0 for k in keys):
         keys.sort(key=lambda k: rows[k][0][0])
@@ -193,7 +204,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
         en_arr.append(float(np.mean([v[2] for v in vals])))
     energy = np.array(en_arr) if has_energy else None
     return LatencyTable(np.array([rows[k][0][0] for k in keys], dtype=np.int64), tuple(keys),
-                        np.array(lat_arr), energy, path)
+                        np.array(lat_arr), energy, path, tuple(failed))
 
 
 def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: Iterable[str],

@@ -49,6 +49,9 @@ class Recorder:
 
     name = "recorder"
 
+    def is_fitted(self):  # the fitted-ness protocol the harness reads
+        return hasattr(self, "seen_")
+
     def fit(self, nets, latencies):
         self.seen_ = {n.meta["arch_index"] for n in nets}
         self.inner_ = ProxyModel("macs").fit(nets, latencies)

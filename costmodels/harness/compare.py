@@ -170,7 +170,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             raise InputError(f"{src} is the truth table itself; a source device must be another "
                              "device, or the comparison would score predictors on their inputs")
     built: list[Network | None] = []
-    build_errors: dict[str, str] = {}
+    build_errors: dict[str, str] = {a: f"failed in the truth table: {e}" for a, e in truth.failed}
     for a in truth.arch_str:
         try:
             built.append(sp.build_network(sp.parse(a), dataset, batch))
