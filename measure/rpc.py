@@ -39,26 +39,33 @@ Setting up a device farm (the same recipe TVM users run theirs with)
    with the NDK's clang as ``COSTMODELS_CROSS_CC``.
 
 Several boards under the same key form a pool; the tracker hands each request
-to a free one, so a campaign can be spread over a farm by running several
-clients.
+to a free one. ``measure-space ... --devices N`` keeps N of them busy at once
+(:mod:`measure.farm`; commands in ``measure/FARM.md``).
 """
 
 from __future__ import annotations
 
 import os
+import uuid
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 
+from costmodels.errors import CostModelError
 from measure.config import MeasureConfig, MeasureResult
+
+
+class RpcError(CostModelError, ValueError):
+    """A tracker address or key that cannot be used."""
 
 
 def parse_tracker(spec: str) -> tuple[str, int]:
     """``"HOST:PORT"`` -> (host, port), with a clear error."""
     host, sep, port = spec.rpartition(":")
     if not sep or not host or not port.isdigit():
-        raise ValueError(f"--rpc-tracker must be HOST:PORT (e.g. 127.0.0.1:9190), not {spec!r}")
+        raise RpcError(f"--rpc-tracker must be HOST:PORT (e.g. 127.0.0.1:9190), not {spec!r}; "
+                       "give the address the tracker was started with (--host/--port)")
     return host, int(port)
 
 
@@ -67,7 +74,8 @@ def request_remote(config: MeasureConfig, session_timeout: float | None = None):
     from tvm import rpc
 
     if not config.rpc_key:
-        raise ValueError("--rpc-tracker needs --rpc-key: the key the device registered with")
+        raise RpcError("--rpc-tracker needs --rpc-key: the key the device registered with "
+                       "(python -m tvm.exec.rpc_server --key KEY)")
     host, port = parse_tracker(config.rpc_tracker)
     tracker = rpc.connect_tracker(host, port)
     timeout = session_timeout if session_timeout is not None else config.timeout_s
@@ -75,19 +83,27 @@ def request_remote(config: MeasureConfig, session_timeout: float | None = None):
 
 
 def run_remote(lib_path: str, inputs: list[np.ndarray], config: MeasureConfig) -> MeasureResult:
-    """Upload the exported library, load it on the remote device and time it there."""
+    """Upload the exported library, load it on a device from the tracker and time it there."""
+    if not lib_path or not os.path.isfile(lib_path):
+        raise RpcError("RPC needs an exported library (build with export=True)")
+    res = time_on_session(request_remote(config), lib_path, inputs, config)
+    return replace(res, meta={**res.meta, "remote": config.rpc_key, "tracker": config.rpc_tracker})
+
+
+def time_on_session(remote, lib_path: str, inputs: list[np.ndarray],
+                    config: MeasureConfig) -> MeasureResult:
+    """Time an exported library on an open RPC session (upload, load, ``time_evaluator``)."""
     from tvm import relax
     from tvm.runtime import tensor
 
     from measure.tvm import time_vm
 
-    if not lib_path or not os.path.isfile(lib_path):
-        raise ValueError("RPC needs an exported library (build with export=True)")
-    remote = request_remote(config)
-    remote.upload(lib_path)
-    lib = remote.load_module(Path(lib_path).name)
+    # A unique remote name: a session that loads a second library under a name it has
+    # loaded before gets the first one back from the dynamic loader (or crashes).
+    name = f"{Path(lib_path).stem}-{uuid.uuid4().hex[:12]}.so"
+    remote.upload(lib_path, target=name)
+    lib = remote.load_module(name)
     dev = remote.cpu(0)
     vm = relax.VirtualMachine(lib, dev)
     args = [tensor(np.ascontiguousarray(a), dev) for a in inputs]
-    res = time_vm(vm, dev, args, config, local=False)
-    return replace(res, meta={**res.meta, "remote": config.rpc_key, "tracker": config.rpc_tracker})
+    return time_vm(vm, dev, args, config, local=False)

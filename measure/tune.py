@@ -348,9 +348,12 @@ def _runner(rpc_tracker: str, rpc_key: str, timeout_s: float):
 
 def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[str, Any],
                trials_per_task: int, seed: int = 0, rpc_tracker: str = "", rpc_key: str = "",
-               timeout_s: float = 30.0, show_progress: bool = True) -> TuneSummary:
+               timeout_s: float = 30.0, show_progress: bool = True,
+               population: int | None = None) -> TuneSummary:
     """Tune every task not yet tuned with ``trials_per_task`` trials; records in ``work_dir``.
 
+    ``population``: the evolutionary search's population (None: MetaSchedule's 512 and
+    4 generations; a small one, e.g. 32, makes a quick, poorer search for tests).
     One task at a time (so a kill loses at most the task in flight and the progress bar
     counts tasks), sharing one builder, runner and XGBoost cost model across tasks.
     """
@@ -378,7 +381,8 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
             for i, task in enumerate(todo):
                 t0 = time.perf_counter()
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    [task.extracted], work_dir=str(db_dir), num_threads=1, seed=seed + i)
+                    [task.extracted], work_dir=str(db_dir), num_threads=1, seed=seed + i,
+                    strategy=_strategy(population))
                 if contexts:
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
                                   max_trials_global=trials_per_task,
@@ -400,6 +404,16 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
         tune_s_total=round(sum(float(ledger.get(t.key, {}).get("tune_s", 0.0)) for t in tasks), 2),
         records_before=before, records_after=record_count(db_dir), database_dir=str(db_dir),
         database_id=database_id(db_dir), target=dict(target), per_task=tuple(per_task))
+
+
+def _strategy(population: int | None):
+    from tvm.s_tir import meta_schedule as ms
+
+    if population is None:
+        return "evolutionary"
+    return ms.search_strategy.EvolutionarySearch(
+        population_size=population, init_min_unmeasured=min(50, population),
+        genetic_num_iters=1 if population < 128 else 4)
 
 
 def _best_run_ms(database, task: SpaceTask, target) -> float | None:

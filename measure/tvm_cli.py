@@ -104,7 +104,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     summary = tune_space(tasks, args.work_dir, _target(args), args.trials_per_task,
                          seed=args.seed_tuning, rpc_tracker=args.rpc_tracker,
                          rpc_key=args.rpc_key, timeout_s=args.timeout,
-                         show_progress=not args.quiet)
+                         show_progress=not args.quiet, population=args.population)
     doc = {"networks": n, **summary.to_dict()}
     _emit(doc, args.json, [
         f"{summary.tasks} tasks of {n} networks: {summary.tuned} tuned now, {summary.skipped} "
@@ -155,6 +155,9 @@ def register(sub) -> None:
     q.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task")
     q.add_argument("--max-tasks", type=int, default=0,
                    help="tune only the N most shared tasks (0: all)")
+    q.add_argument("--population", type=int, default=None,
+                   help="evolutionary-search population (default MetaSchedule's 512; smaller "
+                        "is a quicker, poorer search)")
     q.add_argument("--seed-tuning", type=int, default=0, help="seed of the search")
     q.add_argument("--timeout", type=float, default=30.0,
                    help="seconds before one trial's build or run is abandoned")

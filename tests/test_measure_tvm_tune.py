@@ -76,12 +76,15 @@ def test_tune_once_then_measure_two_networks_with_zero_trials(tmp_path):
 
     trials = 2 if SHORT else 8
     work = tmp_path / "db"
-    first = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False)
+    population = 16 if SHORT else 64
+    first = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False,
+                            population=population)
     assert first.tuned == min(2, len(tasks)) and first.records_after > 0
     db_dir = tune.database_dir(work, TARGET)
     files = {p.name: p.read_bytes() for p in db_dir.glob("database_*.json")}
     # Resumable: a second run tunes nothing and adds no record.
-    again = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False)
+    again = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False,
+                            population=population)
     assert again.tuned == 0 and again.skipped == first.tuned
     assert again.records_after == first.records_after
 
@@ -117,7 +120,7 @@ def test_cli_tune_json_stdout_is_json_only(tmp_path):
     onnx.save(tiny_model(), models / "a.onnx")
     onnx.save(_reweighted(2), models / "b.onnx")
     cmd = [sys.executable, "-m", "costmodels.cli", "tvm", "tune", "--space", f"models:{models}",
-           "--work-dir", str(tmp_path / "db"), "--trials-per-task", "2", "--max-tasks", "1",
+           "--work-dir", str(tmp_path / "db"), "--trials-per-task", "2", "--max-tasks", "1", "--population", "16",
            "--target", json.dumps(TARGET), "--json"]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
