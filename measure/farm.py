@@ -84,11 +84,11 @@ class FarmSummary:
 # ---------------------------------------------------------------------------- the tracker
 def tracker_summary(tracker: str) -> dict[str, Any]:
     """The tracker's summary (``queue_info``: key -> {"free", "pending"}, ``server_info``)."""
+    import socket
+
     from tvm import rpc
 
     from measure.rpc import parse_tracker
-
-    import socket
 
     host, port = parse_tracker(tracker)
     try:
