@@ -74,6 +74,9 @@ class FarmSummary:
     boards: dict[str, dict[str, Any]] = field(default_factory=dict)
     board_spread: float | None = None
     outliers: tuple[str, ...] = ()
+    campaign_id: int | None = None       # CampaignSummary's fields a farm does not fill
+    drift: float | None = None
+    reference_drift: float | None = None
 
     def quality(self) -> dict[str, Any]:
         """JSON-friendly board figures (for a fingerprint side file or a report)."""
