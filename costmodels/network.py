@@ -76,6 +76,8 @@ class Layer(NamedTuple):
     bytes_in: int = 0
     bytes_out: int = 0
     bytes_weights: int = 0
+    equation: str = ""       # Einsum's equation ("" for every other op)
+    out_dtype: str = ""      # the output's dtype where it differs from ``dtype`` ("" = same)
 
     @property
     def bytes_total(self) -> int:
@@ -168,8 +170,10 @@ def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
 
 
 def _params(op: str, weight_shapes: Sequence[Shape], weight_params: Sequence[int] | None) -> int:
-    counts = list(weight_params) if weight_params is not None else [numel(s) for s in
-                                                                     weight_shapes]
+    # One-element constants (scales, epsilons, fill values) are not parameters: the
+    # importer's rule too, so both front ends count the same.
+    counts = list(weight_params) if weight_params is not None else [
+        numel(s) if numel(s) > 1 else 0 for s in weight_shapes]
     if op == "BatchNormalization":
         # Learnable parameters are scale and bias; the running statistics are buffers.
         return sum(counts[:2])
@@ -235,6 +239,8 @@ def make_layer(
         bytes_in=sum(numel(s) for s in input_shapes) * itemsize,
         bytes_out=numel(output_shape) * out_itemsize,
         bytes_weights=int(bytes_weights),
+        equation=equation if op == "Einsum" else "",
+        out_dtype=out_dtype if out_dtype and out_dtype != dtype else "",
     )
 
 
@@ -302,9 +308,12 @@ class Network:
         rows = []
         for i, layer in enumerate(self.layers):
             srcs = tuple(producer.get(t, -999) for t in layer.inputs)
-            rows.append((layer.op, srcs, layer.input_shapes, layer.output_shape,
-                         layer.weight_shapes, layer.kernel, layer.stride, layer.pads,
-                         layer.dilation, layer.groups, layer.dtype))
+            row = (layer.op, srcs, layer.input_shapes, layer.output_shape,
+                   layer.weight_shapes, layer.kernel, layer.stride, layer.pads,
+                   layer.dilation, layer.groups, layer.dtype)
+            if layer.equation or layer.out_dtype:  # only where set: old fingerprints hold
+                row += (layer.equation, layer.out_dtype)
+            rows.append(row)
             for t in layer.outputs:
                 producer[t] = i
         outs = tuple(producer.get(t, -999) for t in self.outputs)
