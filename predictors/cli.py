@@ -65,7 +65,7 @@ def _samples(text: str) -> list[int]:
 
 def register(sub) -> None:
     """Add ``fit`` and ``fewshot`` to the ``costmodels`` command line."""
-    from costmodels.cli import Formatter, add_space_args
+    from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser("fit", help="fit a learned predictor (gbdt, gnn, hybrid) on a latency table",
                        formatter_class=Formatter, epilog=FIT_EPILOG)
@@ -79,9 +79,12 @@ def register(sub) -> None:
                    help="measured latency table of the target device (every row is used)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
                    help="transfer/fewshot: latency tables of other devices")
-    p.add_argument("--limit", type=int, metavar="N",
+    p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use only N rows of --train, drawn with --seed")
     p.add_argument("--seed", type=int, default=0, help="seed of --limit and of the model")
+    p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
+                   help="a network listed twice in --train: refuse (as compare does), "
+                        "average the rows, or keep the first")
     p.add_argument("--device", help="target device name for the manifest (default: from the "
                                     "--train file name)")
     add_space_args(p, archs=False)
@@ -101,7 +104,7 @@ def register(sub) -> None:
                         "the target's cells alone")
     p.add_argument("--samples", type=_samples, default=[10, 20, 50, 100, 1000],
                    metavar="K,K,...", help="training-set sizes")
-    p.add_argument("--seeds", type=int, default=5, help="seeds averaged per size")
+    p.add_argument("--seeds", type=positive_int, default=5, help="seeds averaged per size")
     p.add_argument("--select", default="random", choices=["random", "diverse", "active"],
                    help="which cells to measure")
     p.add_argument("--dataset", default="cifar10",
@@ -115,13 +118,14 @@ def register(sub) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from costmodels.cli import build_networks, open_space
+    from costmodels.cli import build_networks, check_output_dir, open_space
     from costmodels.tables import read_table
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
 
+    check_output_dir(args.output, "-o")
     space = open_space(args)
-    table = read_table(args.train, duplicates="mean")
+    table = read_table(args.train, duplicates=args.duplicates, space=space)
     rows = np.arange(len(table))
     if args.limit and args.limit < len(table):
         rows = np.sort(np.random.default_rng(args.seed).choice(len(table), args.limit,
@@ -134,7 +138,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              f"{args.model}` learns from the target's cells alone")
     if args.prior and need != "prior":
         raise PredictorError(f"--prior is for `fit hybrid`, not `fit {args.model}`")
-    sources = [s for s in args.source if read_table(s, duplicates="mean").device != device]
+    sources = [s for s in args.source
+               if read_table(s, duplicates=args.duplicates).device != device]
     if len(sources) < len(args.source):
         print(f"note: skipped {len(args.source) - len(sources)} source table(s) of the target "
               f"device {device} itself", file=sys.stderr)
@@ -161,9 +166,11 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
     import numpy as np
 
+    from costmodels.cli import check_output
     from predictors import fewshot
     from predictors.base import PredictorError
 
+    check_output(args.output, "-o")
     with_sources = args.model in ("transfer", "fewshot")
     if with_sources and not args.source:
         raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "

@@ -42,6 +42,10 @@ SPACES: dict[str, tuple[str, str]] = {
 }
 
 
+#: the largest --sample of a space too large to enumerate (memory stays bounded)
+MAX_SAMPLE = 1_000_000
+
+
 class SearchSpace:
     """The protocol every search space implements (subclass it).
 
@@ -96,6 +100,9 @@ class SearchSpace:
         if self.size is not None and n > self.size:
             raise UnknownSpace(f"--sample {n} is larger than space {self.spec!r} "
                                f"({self.size} architectures)")
+        if self.size is None and n > MAX_SAMPLE:
+            raise UnknownSpace(f"--sample {n} is more than {MAX_SAMPLE:,} architectures of "
+                               f"{self.spec!r}; sample in several runs with other --seed values")
 
     # -- building ----------------------------------------------------------
     def build_network(self, arch: str, dataset: str | None = None, batch: int = 1) -> Network:

@@ -318,34 +318,34 @@ def read_csv(path: str | Path) -> list[Entry]:
     Every key is parsed (:func:`costmodels.fusion.parse_key`); a bad row raises
     ``ModelFileError`` naming the file and line.
     """
+    from costmodels.errors import TableError
     from costmodels.fusion import parse_key
+    from costmodels.tables import iter_csv
 
     path = Path(path)
     out = []
     try:
-        fh = open(path, newline="")
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot open: {exc.strerror}") from None
-    with fh:
-        reader = csv.DictReader(fh)
-        cols = reader.fieldnames or []
-        if "key" not in cols or "median_ms" not in cols:
-            raise ModelFileError(f"{path}: a LUT CSV needs the columns key and median_ms "
-                                 f"(found {','.join(cols) or 'nothing'}); see `lut export`")
-        for line, row in enumerate(reader, start=2):
-            try:
-                key = parse_key(row["key"])
-                med = float(row["median_ms"])
-                if not math.isfinite(med) or med <= 0:
-                    raise ValueError(f"median_ms must be a positive number, got {med}")
-                out.append(Entry(
-                    key=key.text, ops="+".join(key.ops), ok=True, median_ms=med,
-                    p10_ms=_opt(row, "p10_ms"), p90_ms=_opt(row, "p90_ms"), cv=_opt(row, "cv"),
-                    count=int(_opt(row, "count", 0)), uses=int(_opt(row, "uses", 0)),
-                    noisy=bool(int(_opt(row, "noisy", 0))),
-                    source=row.get("source") or f"csv:{path.name}", measured_at=now()))
-            except ValueError as exc:
-                raise ModelFileError(f"{path}:{line}: {exc}") from None
+        cols, rows = iter_csv(str(path), "LUT CSV")
+    except TableError as exc:
+        raise ModelFileError(str(exc)) from None
+    if "key" not in cols or "median_ms" not in cols:
+        raise ModelFileError(f"{path}: a LUT CSV needs the columns key and median_ms "
+                             f"(found {','.join(c for c in cols if c) or 'nothing'}); see "
+                             "`lut export`")
+    for line, row in rows:
+        try:
+            key = parse_key(row["key"])
+            med = float(row["median_ms"])
+            if not math.isfinite(med) or med <= 0:
+                raise ValueError(f"median_ms must be a positive number, got {med}")
+            out.append(Entry(
+                key=key.text, ops="+".join(key.ops), ok=True, median_ms=med,
+                p10_ms=_opt(row, "p10_ms"), p90_ms=_opt(row, "p90_ms"), cv=_opt(row, "cv"),
+                count=int(_opt(row, "count", 0)), uses=int(_opt(row, "uses", 0)),
+                noisy=bool(int(_opt(row, "noisy", 0))),
+                source=row.get("source") or f"csv:{path.name}", measured_at=now()))
+        except (ValueError, KeyError) as exc:
+            raise ModelFileError(f"{path}:{line}: {exc}") from None
     return out
 
 
