@@ -49,7 +49,19 @@ def cmd_build(args: argparse.Namespace) -> int:
     check_output(args.db, "--db")
     config = config_from_args(args)
     rules = load_rules(args.rules or config.runtime)
-    space, archs = selected_archs(args)
+    if not args.archs and not args.sample:
+        from costmodels.cli import open_space
+
+        space = open_space(args)
+        cover = space.covering_archs()
+        if cover is not None:  # a space too large to enumerate, whose kernels are few
+            archs = list(dict.fromkeys(cover + space.sample(max(args.calibrate, 1), args.seed)))
+            print(f"{space.spec}: every kernel is in {len(cover)} covering architectures; "
+                  f"{args.calibrate} random ones calibrate the overhead", file=sys.stderr)
+        else:
+            space, archs = selected_archs(args)
+    else:
+        space, archs = selected_archs(args)
     dataset = space.check_dataset(args.dataset)
     t0 = time.perf_counter()
     with progress("lut build") as bar:

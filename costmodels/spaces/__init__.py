@@ -94,6 +94,15 @@ class SearchSpace:
         """``n`` distinct architectures drawn with ``seed`` (deterministic)."""
         raise NotImplementedError
 
+    def covering_archs(self) -> list[str] | None:
+        """A few architectures whose kernels include every kernel of the space, or None.
+
+        For a space of independent layer choices (FBNet) one architecture per choice
+        (the same block everywhere) covers every (position, block) pair, so a
+        lookup table of the whole space needs no enumeration.
+        """
+        return None
+
     def check_sample(self, n: int) -> None:
         if not isinstance(n, int) or n <= 0:
             raise UnknownSpace(f"--sample must be a positive integer, got {n!r}")

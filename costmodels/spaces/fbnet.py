@@ -448,6 +448,12 @@ class FBNetSearchSpace(SearchSpace):
                 seen.setdefault(tuple(int(o) for o in row), None)
         return [arch_str(ops) for ops in seen]
 
+    def covering_archs(self) -> list[str]:
+        """The 9 uniform architectures (block b at all 22 positions): a position's input
+        shape and width do not depend on the other choices and no kernel spans two
+        blocks, so these hold every kernel of the 9^22 architectures."""
+        return [arch_str((b,) * NUM_LAYERS) for b in range(len(BLOCKS))]
+
     def build_network(self, arch: str, dataset: str | None = None, batch: int = 1) -> Network:
         return build_network(arch, self.check_dataset(dataset), batch)
 
