@@ -93,3 +93,13 @@ def test_rpc_unknown_tracker_is_a_failure_record():
                         rpc_key="x")
     res = measure(tiny_model(), cfg)
     assert not res.ok and "HOST:PORT" in res.error
+
+
+def test_bad_tracker_address_is_a_costmodels_error():
+    from costmodels.errors import CostModelError
+    from measure.rpc import parse_tracker
+
+    assert parse_tracker("127.0.0.1:9190") == ("127.0.0.1", 9190)
+    for bad in ("127.0.0.1", ":9190", "host:port"):
+        with pytest.raises(CostModelError, match="HOST:PORT"):
+            parse_tracker(bad)

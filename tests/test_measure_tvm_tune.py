@@ -62,8 +62,11 @@ def test_missing_database_is_a_build_error_record(tmp_path):
 
 
 @pytest.mark.slow
-def test_tune_once_then_measure_two_networks_with_zero_trials(tmp_path):
+def test_tune_the_space_once_then_measure_two_networks_with_zero_trials(tmp_path):
+    """`costmodels tvm tune --json` over a model folder, then two networks from its database."""
     pytest.importorskip("tvm")
+    import onnx
+
     from measure import tune
 
     nets = [("a", tiny_model()), ("b", _reweighted(1))]
@@ -74,19 +77,28 @@ def test_tune_once_then_measure_two_networks_with_zero_trials(tmp_path):
     assert all(t.networks == ("a", "b") for t in tasks)
     assert [t.weight for t in tasks] == [2 * t.weight for t in one]
 
-    trials = 2 if SHORT else 8
+    models = tmp_path / "models"
+    models.mkdir()
+    for name, m in nets:
+        onnx.save(m, models / f"{name}.onnx")
     work = tmp_path / "db"
-    population = 16 if SHORT else 64
-    first = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False,
-                            population=population)
-    assert first.tuned == min(2, len(tasks)) and first.records_after > 0
+    n_tune = min(2, len(tasks))
+    cmd = [sys.executable, "-m", "costmodels.cli", "tvm", "tune", "--space", f"models:{models}",
+           "--work-dir", str(work), "--trials-per-task", "2" if SHORT else "8",
+           "--max-tasks", str(n_tune), "--population", "16" if SHORT else "64",
+           "--target", json.dumps(TARGET), "--json", "--quiet"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    doc = json.loads(proc.stdout)            # nothing but JSON on stdout
+    assert doc["networks"] == 2 and doc["tasks"] == n_tune and doc["tuned"] == n_tune
+    assert doc["records_after"] > 0
     db_dir = tune.database_dir(work, TARGET)
     files = {p.name: p.read_bytes() for p in db_dir.glob("database_*.json")}
     # Resumable: a second run tunes nothing and adds no record.
-    again = tune.tune_space(tasks[:2], work, TARGET, trials, show_progress=False,
-                            population=population)
-    assert again.tuned == 0 and again.skipped == first.tuned
-    assert again.records_after == first.records_after
+    again = tune.tune_space(tasks[:n_tune], work, TARGET, 2 if SHORT else 8,
+                            show_progress=False)
+    assert again.tuned == 0 and again.skipped == n_tune
+    assert again.records_after == doc["records_after"]
 
     cfg = MeasureConfig(runtime="tvm", repeat=5, warmup=1, max_retries=0,
                         tvm_work_dir=str(work), tvm_target=json.dumps(TARGET))
@@ -94,8 +106,8 @@ def test_tune_once_then_measure_two_networks_with_zero_trials(tmp_path):
         res = measure(model, cfg)
         assert res.ok, res.error
         assert res.meta["tuning_tasks"] == len(tasks)
-        assert res.meta["tuning_tasks_found"] == min(2, len(tasks))
-        assert res.meta["tvm_tuned"] == (len(tasks) <= 2)
+        assert res.meta["tuning_tasks_found"] == n_tune
+        assert res.meta["tvm_tuned"] == (n_tune == len(tasks))
         assert res.fingerprint["tuning_db"] == tune.database_id(db_dir) != ""
     # Measuring ran no trial: the database is byte-for-byte what tuning left.
     assert {p.name: p.read_bytes() for p in db_dir.glob("database_*.json")} == files
@@ -104,26 +116,3 @@ def test_tune_once_then_measure_two_networks_with_zero_trials(tmp_path):
                                                 max_retries=0, tvm_target=json.dumps(TARGET)))
     assert untuned.ok and untuned.fingerprint["tvm_tuned"] is False
     assert untuned.fingerprint["tuning_db"] == ""
-
-
-@pytest.mark.slow
-def test_cli_tune_json_stdout_is_json_only(tmp_path):
-    pytest.importorskip("tvm")
-    import onnx
-
-    import costmodels.cli as cli
-
-    if not hasattr(cli, "selected_archs"):
-        pytest.skip("costmodels.cli has no selected_archs yet (space-generic CLI pending)")
-    models = tmp_path / "models"
-    models.mkdir()
-    onnx.save(tiny_model(), models / "a.onnx")
-    onnx.save(_reweighted(2), models / "b.onnx")
-    cmd = [sys.executable, "-m", "costmodels.cli", "tvm", "tune", "--space", f"models:{models}",
-           "--work-dir", str(tmp_path / "db"), "--trials-per-task", "2", "--max-tasks", "1", "--population", "16",
-           "--target", json.dumps(TARGET), "--json"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    doc = json.loads(proc.stdout)            # nothing but JSON on stdout
-    assert doc["tuned"] == 1 and doc["records_after"] > 0
-    assert doc["networks"] == 2
