@@ -7,8 +7,8 @@ Performance figures are ratios against baselines measured in the same run
 
     python bench/run.py --out bench/results.md [--quick]
 
-``--quick`` skips the TVM measurement-quality run (3-4 minutes) and uses 2 seeds
-for the few-shot table.
+Each section (``--only NAME``; see ``SECTIONS``) writes ``bench/results/NAME.md``;
+``results.md`` is assembled from them. ``--quick`` runs the short form of each.
 """
 
 from __future__ import annotations
@@ -70,27 +70,6 @@ def query_costs() -> list[str]:
     return rows + [""]
 
 
-def measurement_quality(quick: bool) -> list[str]:
-    from measure.config import MeasureConfig
-    from measure.quality import between_process_spread
-
-    rows = ["### Measurement quality (5 fresh processes per cell, pinned to one core)", "",
-            "| runtime | cells | median within-run CV | median spread of medians | max spread | "
-            "load average |", "|---|---|---|---|---|---|"]
-    runs = [("ort", [0, 11, 1462, 5000, 15624], None)]
-    if not quick:
-        runs.append(("tvm (untuned)", [0, 11, 15624],
-                     MeasureConfig(runtime="tvm", warmup=3, repeat=30)))
-    for name, cells, cfg in runs:
-        log(f"measurement quality: {name} on {len(cells)} cells x 5 processes")
-        q = between_process_spread(cells, name.split()[0], n_proc=5, config=cfg)
-        rows.append(f"| {name} | {', '.join(map(str, cells))} | {q['median_cv']:.3f} | "
-                    f"{q['median_spread'] * 100:.1f}% | {q['max_spread'] * 100:.1f}% | "
-                    f"{q.get('loadavg', '')} |")
-    rows += ["", "Spread = (max - min) / median of the 5 per-process medians of a cell.", ""]
-    return rows
-
-
 def accuracy_here() -> list[str]:
     """Every estimator against this CPU's measured table (learned ones: k=100 train)."""
     from costmodels.harness.compare import compare
@@ -138,40 +117,118 @@ def curves_here(out_dir: Path, quick: bool) -> list[str]:
     return rows
 
 
-def fewshot(quick: bool) -> list[str]:
-    from predictors.fewshot import benchmark
+def fbnet_here(quick: bool) -> list[str]:
+    """Every estimator against the committed FBNet cifar100 table measured on this CPU."""
+    from costmodels.harness.compare import compare
+    from costmodels.tables import read_table
 
-    if not REFDATA.is_dir():
-        return [f"(few-shot table skipped: {REFDATA} not found)", ""]
-    log("few-shot leave-one-out over the reference devices")
-    return [benchmark(REFDATA, seeds=2 if quick else 5, progress=True), ""]
+    truths = sorted((ROOT / "datasets" / "fbnet").glob("*-ort-fbnet-cifar100.csv"))
+    if not truths:
+        return ["(FBNet accuracy skipped: no datasets/fbnet/*-ort-fbnet-cifar100.csv)", ""]
+    truth_path = truths[0]
+    luts = sorted((ROOT / "datasets" / "fbnet").glob("*-ort-fbnet-cifar100-lut.sqlite"))
+    blocks = sorted((ROOT / "datasets" / "fbnet").glob("*blocklut*.sqlite"))
+    truth = read_table(truth_path, space="fbnet")
+    specs = ["flops", "params", "roofline:epyc_2c", "gbdt", "gnn", "eyeriss", "fpga"]
+    specs += [f"lut:{p}" for p in luts[:1]] + [f"blocklut:{p}" for p in blocks[:1]]
+    k = 60
+    log(f"FBNet accuracy on {truth_path.name} ({len(truth)} archs, learned fitted on {k})")
+    res = compare(truth, specs, space="fbnet", dataset="cifar100", train_samples=k, seed=0,
+                  reference_only=["eyeriss", "fpga"])
+    rows = [f"### Accuracy on FBNet cifar100 here ({truth_path.name}: {len(truth)} random "
+            f"architectures measured with ONNX Runtime; learned backends fitted on {k}, all "
+            f"scored on the other {len(truth) - k})", "",
+            "| backend | Kendall τ | Spearman | MAPE % | ±10% acc | measurements to build |",
+            "|---|---|---|---|---|---|"]
+    for r in res.ranked("kendall"):
+        acc = r.metric("acc10")
+        name = r.name.replace(str(ROOT) + "/", "")
+        rows.append(f"| {name} | {r.metric('kendall'):.3f} | {r.metric('spearman'):.3f} | "
+                    f"{r.metric('mape'):.1f} | {'' if math.isnan(acc) else f'{acc * 100:.0f}%'} | "
+                    f"{'' if r.build_measurements is None else r.build_measurements} |"
+                    + (f" {r.first_error}" if r.first_error else ""))
+    return rows + ["", "eyeriss and fpga model other hardware: illustration only.", ""]
+
+
+def _module_section(module: str):
+    def run(quick: bool) -> list[str]:
+        import importlib
+
+        sys.path.insert(0, str(ROOT / "bench"))
+        mod = importlib.import_module(module)
+        return [mod.section(quick), ""]
+    return run
+
+
+#: name -> (function(quick) -> markdown lines, what it measures); in results.md order
+SECTIONS = {
+    "query": (lambda q: query_costs(), "query cost of every backend over all NB201 cells"),
+    "analytical": (_module_section("bench_analytical"),
+                   "analytical backends: query ratios, HW-NAS-Bench references, silicon"),
+    "measure": (_module_section("bench_measure"), "do measurements repeat (issue 18)"),
+    "accuracy": (lambda q: accuracy_here(), "every estimator on this CPU's NB201 truth"),
+    "fbnet": (fbnet_here, "every estimator on this CPU's FBNet truth"),
+    "models": (_module_section("bench_models"), "a folder of real-size user models"),
+    "lut": (_module_section("bench_lut"), "LUT on the test zoo, query cost"),
+    "curves": (lambda q: curves_here(ROOT / "bench", q), "sample-efficiency curves here"),
+    "fewshot": (_module_section("bench_fewshot"), "few-shot transfer vs HELP"),
+    "tvm": (_module_section("bench_tvm"), "ORT vs TVM untuned vs tuned from a space DB"),
+    "farm": (_module_section("bench_farm"), "1 vs 2 loopback RPC boards"),
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results.md"))
-    ap.add_argument("--quick", action="store_true", help="skip TVM quality; 2 few-shot seeds")
+    ap.add_argument("--quick", action="store_true", help="the short form of every section")
+    ap.add_argument("--only", help="comma-separated sections to (re)run: "
+                                   + ", ".join(SECTIONS))
     args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",")] if args.only else list(SECTIONS)
+    bad = [s for s in only if s not in SECTIONS]
+    if bad:
+        ap.error(f"unknown section(s) {', '.join(bad)}; choose from {', '.join(SECTIONS)}")
 
     from measure.fingerprint import fingerprint
 
-    t0 = time.perf_counter()
+    parts = Path(args.out).parent / "results"
+    parts.mkdir(parents=True, exist_ok=True)
     fp = fingerprint()
-    lines = ["# costmodels benchmark results", "",
-             f"Run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())} by `make bench`"
-             f"{' --quick' if args.quick else ''}.", "",
-             "Machine: " + json.dumps({k: fp.get(k) for k in (
-                 "cpu_model", "cores", "os", "python", "onnxruntime", "tvm", "loadavg")}), ""]
-    for section in (query_costs, lambda: measurement_quality(args.quick), accuracy_here,
-                    lambda: curves_here(Path(args.out).parent, args.quick),
-                    lambda: fewshot(args.quick)):
-        lines += section()
-        Path(args.out).write_text("\n".join(lines) + "\n")  # keep what is done so far
-    lines.append(f"Total bench time: {time.perf_counter() - t0:.0f} s.")
-    Path(args.out).write_text("\n".join(lines) + "\n")
+    machine = json.dumps({k: fp.get(k) for k in ("cpu_model", "cores", "os", "python",
+                                                 "onnxruntime", "tvm", "loadavg")})
+    for name in only:
+        fn, _ = SECTIONS[name]
+        log(f"section {name}")
+        t0 = time.perf_counter()
+        try:
+            body = "\n".join(fn(args.quick))
+        except Exception as exc:  # noqa: BLE001 - one failing section does not lose the rest
+            body = f"(section {name} failed: {type(exc).__name__}: {exc})\n"
+        head = (f"<!-- section {name}: run {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}"
+                f"{' --quick' if args.quick else ''}, {time.perf_counter() - t0:.0f} s; "
+                f"machine {machine} -->")
+        (parts / f"{name}.md").write_text(head + "\n" + body + "\n")
+    assemble(Path(args.out), parts)
     log(f"wrote {args.out}")
     return 0
+
+
+def assemble(out: Path, parts: Path) -> None:
+    """results.md = every section file in SECTIONS order, with when and how it ran."""
+    lines = ["# costmodels benchmark results", "",
+             "Written by `make bench` (`python bench/run.py`; one section: `--only NAME`). "
+             "Each section says when it ran, how long it took and on which machine; every "
+             "figure is measured in that run, performance as ratios to a baseline of the "
+             "same run.", ""]
+    for name, (_, what) in SECTIONS.items():
+        f = parts / f"{name}.md"
+        if not f.exists():
+            lines += [f"## {name}: {what}", "", "(not run yet)", ""]
+            continue
+        head, _, body = f.read_text().partition("\n")
+        lines += [f"## {name}: {what}", "", f"*{head[5:-4].strip()}*", "", body.strip(), ""]
+    out.write_text("\n".join(lines) + "\n")
 
 
 if __name__ == "__main__":
