@@ -424,12 +424,23 @@ class PredictorModel(BaseCostModel):
                         if w[0] == "uncosted"]
         return cycles, energy, macs, dram, uncosted, free
 
+    def _offset(self, net: Network):
+        """The spec's reference offset for this network's space and dataset, or None."""
+        if not self.spec.reference_offset:
+            return None
+        key = f"{net.meta.get('space') or ''}/{net.meta.get('dataset')}"
+        return next((o for o in self.spec.reference_offset if o.key == key), None)
+
     def _estimate(self, net: Network, per_layer: tuple[LayerCost, ...]) -> Estimate:
         cycles, energy, macs, dram, uncosted, free = self._totals(net)
+        off = self._offset(net)
         return Estimate(
-            latency_ms=cycles / (self.spec.clock_mhz * 1e3), energy_mj=energy * 1e-9,
+            latency_ms=cycles / (self.spec.clock_mhz * 1e3) + (off.latency_ms if off else 0.0),
+            energy_mj=energy * 1e-9 + (off.energy_mj if off else 0.0),
             per_layer=per_layer,
             meta={"backend": self.name, "device": self.spec.name,
+                  "reference_offset_ms": off.latency_ms if off else 0.0,
+                  "reference_offset_mj": off.energy_mj if off else 0.0,
                   "clock_mhz": self.spec.clock_mhz,
                   "arithmetic_intensity": macs / dram if dram else 0.0,
                   "costed_macs": macs, "dram_accesses": dram, "free_layers": free,

@@ -153,6 +153,20 @@ class PredictorEnergy:
 
 
 @dataclass(frozen=True)
+class ReferenceOffset:
+    """A fixed part of a reference's totals that its public code does not cost.
+
+    Added to every network of ``key`` = ``"SPACE/DATASET"`` (e.g. ``"nb201/cifar10"``);
+    ``source`` says where the figure comes from and how it was checked.
+    """
+
+    key: str
+    latency_ms: float = field(metadata=_pos(ge=0))
+    energy_mj: float = field(metadata=_pos(ge=0))
+    source: str = ""
+
+
+@dataclass(frozen=True)
 class PredictorSpec:
     """Eyeriss as the DNN-Chip Predictor models it (the HW-NAS-Bench reference).
 
@@ -176,6 +190,7 @@ class PredictorSpec:
     pool_mapping: Literal["dense", "depthwise"]
     free_op_classes: tuple[str, ...]
     energy: PredictorEnergy
+    reference_offset: tuple[ReferenceOffset, ...] = ()
 
     def __post_init__(self) -> None:
         from costmodels.ops import OP_CLASSES

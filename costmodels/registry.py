@@ -32,8 +32,12 @@ BACKENDS: dict[str, tuple[str, str]] = {
                  "FBNet block-level LUT (sum of per-block latencies): blocklut:PATH.sqlite"
                  "[?best-effort][&uncalibrated]"),
     "roofline": ("analytical.roofline:from_spec", "roofline from a device spec: roofline:SPEC"),
-    "eyeriss": ("analytical.eyeriss:from_spec", "Eyeriss-like row-stationary ASIC model"),
-    "fpga": ("analytical.fpga:from_spec", "ZC706-class FPGA accelerator model"),
+    "eyeriss": ("analytical.eyeriss:from_spec",
+                "Eyeriss as HW-NAS-Bench costs it (DNN-Chip Predictor); eyeriss:eyeriss_rs = "
+                "physical row-stationary model"),
+    "fpga": ("analytical.fpga:from_spec",
+             "ZC706 tiling model with HW-NAS-Bench's 7 W energy convention; fpga:zc706 = "
+             "per-action energy"),
     # learned backends: each loads only a directory holding its own class
     "gbdt": ("predictors.learned:gbdt_from_spec", "XGBoost on IR features: gbdt:MODEL_DIR"),
     "hybrid": ("predictors.learned:hybrid_from_spec",

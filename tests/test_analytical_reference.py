@@ -74,11 +74,36 @@ def test_eyeriss_latency_differences_match_hw_nas_bench(nb201_eyeriss, dataset, 
 
 @pytest.mark.parametrize("dataset", DATASETS)
 def test_eyeriss_gap_to_hw_nas_bench_is_one_constant(nb201_eyeriss, dataset):
-    """What is not reproduced is the same for every architecture of a dataset (the
-    network's fixed part), so rankings within the space are the published ones."""
-    gaps = [NB201[i, dataset][0] - nb201_eyeriss[i, dataset].latency_ms for i in range(3)]
+    """What the public predictor code does not cost is the same for every architecture of
+    a dataset (the network's fixed part): without the spec's reference offset, the gap to
+    the published totals is one constant, so rankings within the space are the published
+    ones."""
+    gaps = [NB201[i, dataset][0] - (nb201_eyeriss[i, dataset].latency_ms
+                                    - nb201_eyeriss[i, dataset].meta["reference_offset_ms"])
+            for i in range(3)]
     assert max(gaps) - min(gaps) < 1e-4 * max(gaps)
     assert gaps[0] > 0
+
+
+@pytest.mark.parametrize("dataset", DATASETS)
+@pytest.mark.parametrize("index", [1, 2])
+def test_eyeriss_totals_match_hw_nas_bench(nb201_eyeriss, dataset, index):
+    """With the offset taken from index 0 (spec data, its source cited there), the
+    published totals of indices 1 and 2, which the offset never saw: latency within 2%
+    (in fact to 1e-5 ms), energy within 3.5% (per-operation energies 4-6% low)."""
+    est = nb201_eyeriss[index, dataset]
+    lat, energy = NB201[index, dataset][:2]
+    assert est.latency_ms == pytest.approx(lat, rel=0.02)
+    assert est.energy_mj == pytest.approx(energy, rel=0.035)
+
+
+def test_eyeriss_offset_only_for_nb201():
+    from costmodels.spaces import get_space
+
+    fb = get_space("fbnet")
+    est = create("eyeriss").estimate(fb.build_network(fb.parse(",".join(["0"] * 22)),
+                                                      "cifar100"))
+    assert est.meta["reference_offset_ms"] == 0.0
 
 
 @pytest.mark.parametrize("dataset", DATASETS)
