@@ -91,7 +91,9 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                         "(default: llvm with the host CPU)")
     t.add_argument("--trials", type=int, default=d.tvm_trials,
                    help="MetaSchedule tuning trials (0 = untuned)")
-    t.add_argument("--work-dir", default="", help="MetaSchedule records (reused on rerun)")
+    t.add_argument("--work-dir", default="",
+                   help="TVM tuning database from `costmodels tvm tune` (applied with no "
+                        "trials when --trials is 0; --trials N tunes missing tasks into it)")
     t.add_argument("--rpc-tracker", default="", metavar="HOST:PORT",
                    help="time on a remote device obtained from this TVM RPC tracker")
     t.add_argument("--rpc-key", default="", metavar="KEY", help="device key at the tracker")
@@ -238,13 +240,23 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     check_output(args.db, "measurement store (--db)")
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
     space, archs = selected_archs(args)  # --space / --archs / --sample read and checked
+    if args.devices and not config.rpc_tracker:
+        from costmodels.errors import InputError
+        raise InputError("--devices needs --rpc-tracker HOST:PORT and --rpc-key (a farm of "
+                         "boards); a local campaign uses this machine")
     with MeasureStore(args.db) as store:  # created (or migrated) only now
         jobs = space_jobs(space, archs, args.dataset, args.batch)
         groups = (representatives(jobs, args.representatives, space) if args.representatives
                   else {j.net.key: [j] for j in jobs})
         reps = [members[0] for members in groups.values()]
-        summary = run_campaign(reps, config, store, retry_failed=args.retry_failed,
-                               window=args.window)
+        if config.rpc_tracker:  # a farm: every board under the key, lost boards requeued
+            from measure.farm import run_farm
+
+            summary = run_farm(reps, store, config, devices=args.devices,
+                               retry_failed=args.retry_failed)
+        else:
+            summary = run_campaign(reps, config, store, retry_failed=args.retry_failed,
+                                   window=args.window)
         records = expand(summary.records, groups)
         n = store.export_table(out, records, figure=figure, errors=True)
         camps = [c for c in store.campaigns() if c["config_hash"] == summary.config_hash
@@ -431,7 +443,7 @@ def _quantile(xs: list[float], q: float) -> float | None:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args
+    from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser("measure", help="time one network (ONNX Runtime or TVM, local or RPC)",
                        formatter_class=Formatter, epilog=MEASURE_EPILOG,
@@ -468,6 +480,9 @@ def register(sub) -> None:
                         "to 80%%)")
     p.add_argument("--retry-failed", action="store_true",
                    help="measure networks stored as failed again")
+    p.add_argument("--devices", type=positive_int, default=None, metavar="N",
+                   help="with --rpc-tracker: boards kept busy at once (default: every board "
+                        "the tracker reports free under --rpc-key); see measure/FARM.md")
     p.set_defaults(func=cmd_measure_space)
 
     p = sub.add_parser("measure-quality", help="how well measurements repeat: two campaigns' "

@@ -128,8 +128,15 @@ def config_hash(config: MeasureConfig) -> str:
     what its timing protocol is, so an isolated rerun resumes a plain campaign.
     """
     d = config.to_dict()
-    for k in ("isolate", "timeout_s", "tvm_work_dir"):
+    work_dir = d.pop("tvm_work_dir", "")
+    for k in ("isolate", "timeout_s"):
         d.pop(k, None)
+    if config.runtime == "tvm" and work_dir and config.tvm_trials == 0:
+        # figures compiled from a tuning database are keyed by that database, so tuned
+        # and untuned figures never share a store key
+        from measure.tune import database_dir, database_id
+        from measure.tvm import target_dict
+        d["tuning_db"] = database_id(database_dir(work_dir, target_dict(config)))
     return _hash(d)
 
 
