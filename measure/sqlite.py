@@ -27,11 +27,12 @@ layouts it recognises, versions readable without migration).
 
 from __future__ import annotations
 
+import math
 import os
 import shutil
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -149,7 +150,7 @@ def inspect(path: str | Path, schema: Schema) -> FileState:
         raise ModelFileError(f"{path}: {schema.what} has an invalid schema version "
                              f"{raw.get('version', raw.get('schema_version'))!r}; the file was "
                              f"not modified; {schema.hint}")
-    return FileState(True, version, _normalise(raw, cols))
+    return FileState(True, version, _normalise(raw, cols, name))
 
 
 def _read_objects(path: Path, schema: Schema):
@@ -214,14 +215,16 @@ def _identify(tables: set[str], raw: dict[str, str], cols: list[str],
     return "", 0
 
 
-def _normalise(raw: dict[str, str], cols: list[str]) -> dict[str, str]:
-    """Meta rows of any recognised layout under the common keys."""
+def _normalise(raw: dict[str, str], cols: list[str], name: str = "costmodels.lut"
+               ) -> dict[str, str]:
+    """Meta rows of any recognised layout under the common keys (``name``: the schema the
+    legacy probe identified)."""
     if cols[:2] == ["key", "value"]:
         return dict(raw)
     out = dict(raw)
-    if "format" in out and "schema" not in out:  # LUT schema 1: meta(name, value)
+    if "format" in out and "schema" not in out:  # schema 1 layouts: meta(name, value)
         out.pop("format")
-        out["schema"] = "costmodels.lut"
+        out["schema"] = name
     if "schema_version" in out:
         out["version"] = out.pop("schema_version")
     return out
@@ -402,6 +405,27 @@ class Database:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def migrate_legacy_meta(con: sqlite3.Connection, schema_name: str,
+                        timestamps: Sequence[tuple[str, str, str]] = ()) -> None:
+    """A schema-1 layout -> the common one, inside a migration: ``meta(name, value)`` with
+    ``format``/``schema_version`` becomes ``meta(key, value)`` with ``schema``/``version``;
+    ``created_at`` and each ``(table, column, primary key)`` in ``timestamps`` become UTC
+    (:func:`to_utc`)."""
+    con.execute("ALTER TABLE meta RENAME COLUMN name TO key")
+    con.execute("UPDATE meta SET key = 'schema', value = ? WHERE key = 'format'", (schema_name,))
+    con.execute("UPDATE meta SET key = 'version' WHERE key = 'schema_version'")
+    for table, col, pk in (("meta", "value", "key"), *timestamps):
+        where = " WHERE key = 'created_at'" if table == "meta" else ""
+        rows = con.execute(f"SELECT {pk}, {col} FROM {table}{where}").fetchall()
+        con.executemany(f"UPDATE {table} SET {col} = ? WHERE {pk} = ?",
+                        [(to_utc(v), k) for k, v in rows if v])
+
+
+def real_or_null(x: float | None) -> float | None:
+    """A float for a REAL column: NaN (and None) stored as NULL."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def _stored_version(con: sqlite3.Connection) -> int:

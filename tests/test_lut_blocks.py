@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import shutil
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -135,7 +138,7 @@ def test_refuses_foreign_networks_files_and_options(tiny_lut, tmp_path):
     con.commit()
     con.close()
     before = other.read_bytes()
-    for bad, reason in ((text, "not an SQLite"), (other, "not an FBNet block LUT"),
+    for bad, reason in ((text, "not a SQLite"), (other, "another kind.*not a block LUT"),
                         (tmp_path / "absent.sqlite", "no such block LUT")):
         with pytest.raises(ModelFileError, match=reason):
             blocks.from_spec(str(bad))
@@ -182,3 +185,104 @@ def test_fit_calibration_recovers_a_line_and_drops_a_negative_intercept():
     assert fit["intercept_ms"] == 0.0 and fit["scale"] == pytest.approx((x @ (1.2 * x - 0.5)) / (x @ x))
     two = blocks.fit_calibration(x[:2], 2 * x[:2])
     assert two["intercept_ms"] == 0.0 and two["scale"] == pytest.approx(2.0)
+
+
+COMMITTED = Path(__file__).resolve().parents[1] / "datasets/fbnet/epyc-2c-ort-fbnet-blocklut.sqlite"
+# (dataset, arch, calibrated latency_ms, uncalibrated latency_ms): what the block LUT code
+# before the port onto measure.sqlite (commit 1cbd135) estimated from the committed file
+BEFORE = [
+    ("cifar100", [i % 9 for i in range(22)], 2.3102420914813857, 1.90638775),
+    ("cifar100", [(5 * i + 3) % 9 for i in range(22)], 1.9494152068352637, 1.5822214999999995),
+    ("ImageNet", [i % 9 for i in range(22)], 13.766832265679376, 5.69960925),
+    ("ImageNet", [8] * 22, 2.7679020846603755, 1.1459397500000002),
+]
+
+
+def _digest(folder: Path) -> dict[str, str]:
+    """sha256 of every file in the folder (so an extra -wal/-shm shows up too)."""
+    return {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in sorted(folder.iterdir())}
+
+
+def _estimates(path: Path) -> list[tuple[float, float]]:
+    cal, raw = blocks.from_spec(str(path)), blocks.from_spec(f"{path}?uncalibrated")
+    nets = [SPACE.build_network(SPACE.parse(a), ds) for ds, a, _, _ in BEFORE]
+    return [(cal.estimate(n).latency_ms, raw.estimate(n).latency_ms) for n in nets]
+
+
+def test_committed_schema1_file_loads_read_only_and_migrates_on_first_write(tmp_path):
+    before = _digest(COMMITTED.parent)
+    got = _estimates(COMMITTED)
+    assert _digest(COMMITTED.parent) == before  # read in place: same bytes, no -wal/-shm
+    for (cal, raw), (_, _, want_cal, want_raw) in zip(got, BEFORE, strict=True):
+        assert cal == pytest.approx(want_cal, rel=1e-12)
+        assert raw == pytest.approx(want_raw, rel=1e-12)
+    with blocks.BlockLutFile(COMMITTED, readonly=True) as lut:
+        old_meta, old_rows = lut.meta(), lut.rows()
+    assert old_meta["schema"] == blocks.SCHEMA_NAME and old_meta["version"] == "1"
+    copy = tmp_path / "blocklut.sqlite"
+    shutil.copyfile(COMMITTED, copy)
+    with blocks.BlockLutFile(copy) as lut:  # opened to write: nothing changes until a write
+        assert _digest(tmp_path) == {copy.name: before[COMMITTED.name]}
+        lut.set_meta("note", "migrated")
+    assert sorted(p.name for p in tmp_path.iterdir()) == [copy.name]  # no -wal/-shm at rest
+    con = sqlite3.connect(f"{copy.as_uri()}?mode=ro", uri=True)
+    meta = dict(con.execute("SELECT key, value FROM meta"))
+    stamps = {r[0] for r in con.execute("SELECT measured_at FROM entries UNION "
+                                        "SELECT measured_at FROM calibration_points")}
+    con.close()
+    assert meta["schema"] == blocks.SCHEMA_NAME and meta["version"] == "2"
+    assert "format" not in meta and "schema_version" not in meta
+    assert meta["created_at"] == "2026-12-01T20:04:12+00:00"  # was ...+0000 (local offset)
+    assert all(t.endswith("+00:00") for t in stamps)
+    assert _estimates(copy) == got
+    with blocks.BlockLutFile(copy, readonly=True) as lut:
+        new_meta, new_rows = lut.meta(), lut.rows()
+    assert new_rows.keys() == old_rows.keys()
+    assert all(new_rows[k]["median_ms"] == r["median_ms"] for k, r in old_rows.items())
+    kept = set(old_meta) - {"version", "created_at"}
+    assert {k: new_meta[k] for k in kept} == {k: old_meta[k] for k in kept}
+    assert new_meta["note"] == "migrated"
+
+
+def _foreign(path: Path, kind: str) -> None:
+    if kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "kernel-lut":
+        from measure.lut.table import LutFile
+
+        LutFile.create(path, "ort", "{}", "h").close()
+    else:
+        con = sqlite3.connect(path)
+        con.execute("CREATE TABLE people (name TEXT)")
+        con.execute("INSERT INTO people VALUES ('ada')")
+        con.commit()
+        con.close()
+
+
+OPENERS = {"model": lambda p: blocks.from_spec(str(p)),
+           "file": lambda p: blocks.BlockLutFile(p).close(),
+           "file-ro": lambda p: blocks.BlockLutFile(p, readonly=True).close(),
+           "build": lambda p: blocks.build_block_lut(p, "cifar100", TINY, blocks=("skip",))}
+REASONS = {"empty": "empty file", "kernel-lut": "another kind \\('costmodels.lut'\\)",
+           "foreign": "another program.*tables: people"}
+
+
+@pytest.mark.parametrize("kind", sorted(REASONS))
+@pytest.mark.parametrize("opener", sorted(OPENERS))
+def test_refusals_leave_files_byte_identical_without_journals(tmp_path, kind, opener):
+    path = tmp_path / "other.sqlite"
+    _foreign(path, kind)
+    before = _digest(tmp_path)
+    with pytest.raises(ModelFileError, match=f"other.sqlite: .*{REASONS[kind]}"):
+        OPENERS[opener](path)
+    assert _digest(tmp_path) == before
+
+
+def test_a_block_lut_is_refused_by_the_kernel_lut(tiny_lut, tmp_path):
+    from measure.lut.table import LutFile
+
+    path, _, _ = tiny_lut
+    before = _digest(path.parent)
+    with pytest.raises(ModelFileError, match="another kind \\('costmodels.blocklut'\\)"):
+        LutFile(path)
+    assert _digest(path.parent) == before

@@ -21,17 +21,22 @@ network they do not, so the sum is low by a roughly constant factor. With
 dataset; estimates use it unless ``uncalibrated`` (``meta["sum_ms"]`` is the
 bare sum either way).
 
-File (SQLite, schema 1; refused with :class:`ModelFileError` unless
-``format = 'costmodels-blocklut'`` and a known schema)::
+File (SQLite, schema 2; the file layer is :mod:`measure.sqlite`, shared with the kernel
+LUT and the measurement store: a file that is not a block LUT of a known schema is refused
+with :class:`ModelFileError` and left byte-identical)::
 
-    meta(name PRIMARY KEY, value)   format, schema_version, space='fbnet', runtime,
-                                    fingerprint (JSON), device_hash, config (JSON),
+    meta(key PRIMARY KEY, value)    schema='costmodels.blocklut', version, space='fbnet',
+                                    runtime, fingerprint (JSON), device_hash, config (JSON),
                                     datasets (JSON list of "dataset@batch"), created_at,
                                     calibration (JSON: "dataset@batch" -> fit)
     entries(key PRIMARY KEY, part, block, in_shape, cout, stride, out_shape, ok,
             median_ms, p10_ms, p90_ms, cv, count, noisy, error, source, measured_at)
     calibration_points(name PRIMARY KEY, dataset, batch, arch_str, latency_ms, p10_ms,
                        p90_ms, cv, sum_ms, measured_at)
+
+Schema 1 files (``meta(name, value)`` with ``format='costmodels-blocklut'``, local-offset
+timestamps) are read as they are and migrated at their first write (common meta layout,
+UTC timestamps); timestamps are UTC ISO 8601.
 
 Keys: ``PART:BLOCK:NxCxHxW:cCOUT:sSTRIDE`` (``block:k3_e6:1x16x32x32:c24:s1``,
 ``stem:-:1x3x32x32:c16:s1``, ``null:-:1x24x32x32:c24:s1``). Times in milliseconds.
@@ -43,11 +48,10 @@ Keys: ``PART:BLOCK:NxCxHxW:cCOUT:sSTRIDE`` (``block:k3_e6:1x16x32x32:c24:s1``,
 from __future__ import annotations
 
 import json
-import math
 import sqlite3
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -55,19 +59,23 @@ from typing import Any
 import numpy as np
 
 from costmodels.errors import CostModelError, MissingKernel, ModelFileError
-from costmodels.interface import BaseCostModel, Estimate, LayerCost
+from costmodels.interface import Estimate, LayerCost
 from costmodels.network import Network, Shape
 from costmodels.spaces import fbnet
 from measure.config import MeasureConfig, MeasureResult
+from measure.lut import table
+from measure.lut.build import BuildCounts
+from measure.lut.model import FileModel
+from measure.sqlite import Database, Schema, inspect, migrate_legacy_meta, real_or_null, utc_now
 
-FORMAT = "costmodels-blocklut"
-SCHEMA_VERSION = 1
-SQLITE_MAGIC = b"SQLite format 3\x00"
+SCHEMA_NAME = "costmodels.blocklut"
+SCHEMA_VERSION = 2
+FORMAT = "costmodels-blocklut"  # schema 1's meta 'format' value
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
 FALLBACK_ROUNDS = 3  # round-robin passes when measure.rounds (interleaved rounds) is absent
 
 _DDL = """
-CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
     key TEXT PRIMARY KEY, part TEXT NOT NULL, block TEXT NOT NULL, in_shape TEXT NOT NULL,
     cout INTEGER NOT NULL, stride INTEGER NOT NULL, out_shape TEXT NOT NULL, ok INTEGER NOT NULL,
@@ -81,6 +89,31 @@ CREATE TABLE IF NOT EXISTS calibration_points (
 """
 _COLUMNS = ("key", "part", "block", "in_shape", "cout", "stride", "out_shape", "ok", "median_ms",
             "p10_ms", "p90_ms", "cv", "count", "noisy", "error", "source", "measured_at")
+
+
+def _legacy(tables: set[str], raw: dict[str, str]) -> tuple[str, int] | None:
+    """Schema 1: meta(name, value) with format='costmodels-blocklut' and schema_version; a
+    kernel LUT of schema 1 is named as such (refused as a costmodels file of another kind)."""
+    if raw.get("format") == FORMAT:
+        try:
+            return SCHEMA_NAME, int(raw.get("schema_version", "0"))
+        except ValueError:
+            return SCHEMA_NAME, 0
+    if raw.get("format") == table.FORMAT:
+        return table.SCHEMA_NAME, 1
+    return None
+
+
+def _migrate_1(con: sqlite3.Connection) -> None:
+    """Schema 1 -> 2: the common meta layout and UTC timestamps."""
+    migrate_legacy_meta(con, SCHEMA_NAME, (("entries", "measured_at", "key"),
+                                           ("calibration_points", "measured_at", "name")))
+
+
+SCHEMA = Schema(SCHEMA_NAME, SCHEMA_VERSION, _DDL, what="block LUT",
+                hint="build an FBNet block LUT with measure.lut.blocks.build_block_lut (a "
+                     "kernel LUT is read with lut:PATH), or pass another path",
+                migrations={1: _migrate_1}, legacy=_legacy, readable=frozenset({1}))
 
 
 class BlockLutError(CostModelError, ValueError):
@@ -199,48 +232,26 @@ def part_model(part: Part, seed: int = 0):
 
 
 # --------------------------------------------------------------------- the file
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
-
-
 def check_file(path: Path) -> None:
     """Refuse (``ModelFileError``) what is not a block LUT of a known schema; never writes."""
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(len(SQLITE_MAGIC))
-    except OSError as exc:
-        raise ModelFileError(f"{path}: cannot read the block LUT: {exc.strerror}") from None
-    if head != SQLITE_MAGIC:
-        raise ModelFileError(f"{path}: not a block LUT (not an SQLite database); left untouched. "
-                             "Build one with measure.lut.blocks.build_block_lut")
-    try:
-        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-        try:
-            rows = dict(con.execute("SELECT name, value FROM meta").fetchall())
-        finally:
-            con.close()
-    except sqlite3.DatabaseError as exc:
-        raise ModelFileError(f"{path}: not a block LUT ({exc}); left untouched") from None
-    if rows.get("format") != FORMAT:
-        raise ModelFileError(f"{path}: an SQLite file, but not an FBNet block LUT "
-                             f"(format={rows.get('format')!r}); left untouched. A kernel LUT "
-                             "is read with lut:PATH")
-    if rows.get("schema_version") != str(SCHEMA_VERSION):
-        raise ModelFileError(f"{path}: block LUT schema {rows.get('schema_version')!r}, but this "
-                             f"costmodels reads {SCHEMA_VERSION}; upgrade or rebuild it")
+    if not Path(path).exists():
+        raise ModelFileError(f"{path}: no such block LUT; {SCHEMA.hint}")
+    inspect(path, SCHEMA)
 
 
 class BlockLutFile:
-    """An open block LUT: ``BlockLutFile.create(...)`` or ``BlockLutFile(path)``."""
+    """An open block LUT: ``BlockLutFile.create(...)`` or ``BlockLutFile(path)``.
+
+    Writes commit at once (one transaction each, WAL journal while open); opening for
+    writing changes nothing until the first write, and the last writer to close leaves
+    the file self-contained (no ``-wal``/``-shm``). The meta is read at open.
+    """
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        if not self.path.exists():
-            raise ModelFileError(f"{self.path}: no such block LUT; build one with "
-                                 "measure.lut.blocks.build_block_lut")
         check_file(self.path)
-        uri = f"{self.path.resolve().as_uri()}{'?mode=ro' if readonly else ''}"
-        self._con = sqlite3.connect(uri, uri=True)
+        self._db = Database(self.path, SCHEMA, readonly=readonly)
+        self._con = self._db.con
         self.readonly = readonly
 
     @classmethod
@@ -250,40 +261,30 @@ class BlockLutFile:
         path = Path(path)
         if path.exists():
             raise ModelFileError(f"{path}: already exists; open it to resume")
-        path.parent.mkdir(parents=True, exist_ok=True)
         fp = fingerprint(config)
-        con = sqlite3.connect(path)
-        try:
-            con.executescript(_DDL)
-            meta = {"format": FORMAT, "schema_version": str(SCHEMA_VERSION), "space": "fbnet",
-                    "runtime": config.runtime, "fingerprint": json.dumps(fp, sort_keys=True),
-                    "device_hash": device_hash(fp),
-                    "config": json.dumps(config.to_dict(), sort_keys=True), "datasets": "[]",
-                    "calibration": "{}", "created_at": _now()}
-            con.executemany("INSERT INTO meta VALUES (?, ?)", meta.items())
-            con.commit()
-        finally:
-            con.close()
+        meta = {"space": "fbnet", "runtime": config.runtime,
+                "fingerprint": json.dumps(fp, sort_keys=True), "device_hash": device_hash(fp),
+                "config": json.dumps(config.to_dict(), sort_keys=True), "datasets": "[]",
+                "calibration": "{}"}
+        Database(path, SCHEMA, create_meta=meta).close()
         return cls(path)
 
     def meta(self) -> dict[str, str]:
-        return dict(self._con.execute("SELECT name, value FROM meta").fetchall())
+        return dict(self._db.meta)
 
     def set_meta(self, name: str, value: str) -> None:
-        with self._con:
-            self._con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        self._db.set_meta(name, value)
 
     def put(self, part: Part, res: MeasureResult | None, source: str = "measured") -> None:
         """Store one part's measurement (``res=None``: the 0 ms identity block)."""
         if res is None:
             res = MeasureResult(ok=True, median_ms=0.0, p10_ms=0.0, p90_ms=0.0, cv=0.0)
         row = (part.key, part.part, part.block, json.dumps(part.in_shape), part.cout,
-               part.stride, json.dumps(part.out_shape), int(res.ok), _num(res.median_ms),
-               _num(res.p10_ms), _num(res.p90_ms), _num(res.cv), int(res.repeat),
-               int(res.noisy), res.error, source, _now())
-        with self._con:
-            self._con.execute(f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * 17)})",
-                              row)
+               part.stride, json.dumps(part.out_shape), int(res.ok), real_or_null(res.median_ms),
+               real_or_null(res.p10_ms), real_or_null(res.p90_ms), real_or_null(res.cv),
+               int(res.repeat), int(res.noisy), res.error, source, utc_now())
+        with self._db.transaction() as con:
+            con.execute(f"INSERT OR REPLACE INTO entries VALUES ({','.join('?' * 17)})", row)
 
     def rows(self) -> dict[str, dict[str, Any]]:
         """key -> the stored row (column -> value)."""
@@ -298,11 +299,11 @@ class BlockLutFile:
     def put_point(self, dataset: str, batch: int, arch: str, res: MeasureResult,
                   sum_ms: float) -> None:
         """Store one network measured end to end (``sum_ms``: its uncalibrated sum)."""
-        with self._con:
-            self._con.execute("INSERT OR REPLACE INTO calibration_points VALUES "
-                              "(?,?,?,?,?,?,?,?,?,?)",
-                              (f"{dataset}@{batch}:{arch}", dataset, batch, arch, res.median_ms,
-                               _num(res.p10_ms), _num(res.p90_ms), _num(res.cv), sum_ms, _now()))
+        with self._db.transaction() as con:
+            con.execute("INSERT OR REPLACE INTO calibration_points VALUES (?,?,?,?,?,?,?,?,?,?)",
+                        (f"{dataset}@{batch}:{arch}", dataset, batch, arch, res.median_ms,
+                         real_or_null(res.p10_ms), real_or_null(res.p90_ms),
+                         real_or_null(res.cv), sum_ms, utc_now()))
 
     def points(self, dataset: str, batch: int) -> list[tuple[str, float, float]]:
         """(arch_str, latency_ms, sum_ms) of the networks measured on ``dataset`` at ``batch``."""
@@ -314,7 +315,8 @@ class BlockLutFile:
         return json.loads(self.meta().get("calibration") or "{}")
 
     def close(self) -> None:
-        self._con.close()
+        """Close; a writer leaves the file in rollback-journal mode, self-contained at rest."""
+        self._db.close()
 
     def __enter__(self) -> BlockLutFile:
         return self
@@ -323,23 +325,14 @@ class BlockLutFile:
         self.close()
 
 
-def _num(x: float) -> float | None:
-    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
-
-
 # --------------------------------------------------------------------- build
 @dataclass
-class BlockBuildReport:
-    """What a build did: parts in the set, measured now, reused from the file, failed."""
+class BlockBuildReport(BuildCounts):
+    """What a block-LUT build did (:class:`~measure.lut.build.BuildCounts`), plus the
+    parts in the set, the identity blocks stored as 0 ms and the seconds it took."""
 
-    path: str
     parts: int = 0
-    measured: int = 0
-    reused: int = 0
     identity: int = 0
-    failed: list[str] = field(default_factory=list)
-    noisy: list[str] = field(default_factory=list)
-    calibration: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
 
 
@@ -498,7 +491,7 @@ def _calibrate(lut: BlockLutFile, dataset: str, batch: int, config: MeasureConfi
 
 
 # --------------------------------------------------------------------- the cost model
-class BlockLookupTable(BaseCostModel):
+class BlockLookupTable(FileModel):
     """Sum of per-block latencies of an FBNet network (``blocklut:PATH``).
 
     ``best_effort``: count missing parts in ``meta["missing"]`` instead of raising
@@ -506,22 +499,7 @@ class BlockLookupTable(BaseCostModel):
     (when the file has one; ``meta["calibrated"]`` says whether it did).
     """
 
-    def __init__(self, path: str | Path, best_effort: bool = False,
-                 calibrated: bool = True) -> None:
-        self.path = str(path)
-        self.best_effort = best_effort
-        self.calibrated = calibrated
-        with BlockLutFile(self.path, readonly=True) as lut:
-            self._load(lut)
-
-    @classmethod
-    def from_file(cls, lut: BlockLutFile, best_effort: bool = False,
-                  calibrated: bool = True) -> BlockLookupTable:
-        """A model over an already open file (used while building)."""
-        self = cls.__new__(cls)
-        self.path, self.best_effort, self.calibrated = str(lut.path), best_effort, calibrated
-        self._load(lut)
-        return self
+    file_class = BlockLutFile
 
     def _load(self, lut: BlockLutFile) -> None:
         meta = lut.meta()

@@ -46,18 +46,26 @@ Progress = Callable[[str, int, int], None]  # (stage, done, total)
 
 
 @dataclass
-class BuildReport:
-    """What a build did: counts and seconds per stage."""
+class BuildCounts:
+    """What any LUT build (kernel or FBNet block) did with the file at ``path``: entries
+    measured now, reused from the file, failed (``"key: error"``), noisy keys, and the
+    calibration it fitted."""
 
     path: str
-    networks: int = 0
-    unique_kernels: int = 0
     measured: int = 0
     reused: int = 0
     failed: list[str] = field(default_factory=list)
     noisy: list[str] = field(default_factory=list)
-    uncostable: list[str] = field(default_factory=list)  # "network: error" not planned at all
     calibration: dict = field(default_factory=dict)
+
+
+@dataclass
+class BuildReport(BuildCounts):
+    """What a kernel-LUT build did: counts and seconds per stage."""
+
+    networks: int = 0
+    unique_kernels: int = 0
+    uncostable: list[str] = field(default_factory=list)  # "network: error" not planned at all
     seconds: dict = field(default_factory=dict)
 
 

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, Self
 
 import numpy as np
 
@@ -82,7 +83,37 @@ def _content_key(net: Network) -> tuple:
     return (net.inputs, net.layers, net.outputs)
 
 
-class LookupTable(BaseCostModel):
+class FileModel(BaseCostModel):
+    """A cost model read from one LUT file (kernel or FBNet block LUT).
+
+    ``file_class`` opens the file (``file_class(path, readonly=True)``, a context
+    manager); subclasses read it in ``_load(lut)``. ``best_effort``: report what is
+    missing instead of raising; ``calibrated``: apply the stored calibration.
+    """
+
+    file_class: type = LutFile
+
+    def __init__(self, path: str | Path, best_effort: bool = False,
+                 calibrated: bool = True) -> None:
+        self.path = str(path)
+        self.best_effort = best_effort
+        self.calibrated = calibrated
+        with self.file_class(self.path, readonly=True) as lut:
+            self._load(lut)
+
+    @classmethod
+    def from_file(cls, lut: Any, best_effort: bool = False, calibrated: bool = True) -> Self:
+        """A model over an already open file (used while building)."""
+        self = cls.__new__(cls)
+        self.path, self.best_effort, self.calibrated = str(lut.path), best_effort, calibrated
+        self._load(lut)
+        return self
+
+    def _load(self, lut: Any) -> None:
+        raise NotImplementedError
+
+
+class LookupTable(FileModel):
     """Sum of per-kernel latencies from a LUT file (``lut:PATH``).
 
     ``best_effort``: report missing kernels in ``meta`` instead of raising.
@@ -91,22 +122,7 @@ class LookupTable(BaseCostModel):
     overhead) is a LUT built with the ``naive`` rules, used uncalibrated.
     """
 
-    def __init__(self, path: str | Path, best_effort: bool = False,
-                 calibrated: bool = True) -> None:
-        self.path = str(path)
-        self.best_effort = best_effort
-        self.calibrated = calibrated
-        with LutFile(self.path, readonly=True) as lut:
-            self._load(lut)
-
-    @classmethod
-    def from_file(cls, lut: LutFile, best_effort: bool = False,
-                  calibrated: bool = True) -> LookupTable:
-        """A model over an already open :class:`LutFile` (used while building)."""
-        self = cls.__new__(cls)
-        self.path, self.best_effort, self.calibrated = str(lut.path), best_effort, calibrated
-        self._load(lut)
-        return self
+    file_class = LutFile
 
     def _load(self, lut: LutFile) -> None:
         meta = lut.meta()
