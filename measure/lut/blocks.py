@@ -65,7 +65,7 @@ from costmodels.spaces import fbnet
 from measure.config import MeasureConfig, MeasureResult
 from measure.lut import table
 from measure.lut.build import BuildCounts
-from measure.lut.model import FileModel
+from measure.lut.model import FileModel, spec_options
 from measure.sqlite import Database, Schema, inspect, migrate_legacy_meta, real_or_null, utc_now
 
 SCHEMA_NAME = "costmodels.blocklut"
@@ -568,11 +568,5 @@ def from_spec(arg: str | None) -> BlockLookupTable:
     if not arg:
         raise BlockLutError("the blocklut backend needs a block LUT file: blocklut:PATH.sqlite "
                             "(build one with measure.lut.blocks.build_block_lut)")
-    path, _, opts = arg.partition("?")
-    flags = {o.strip() for o in opts.split("&") if o.strip()}
-    unknown = flags - {"best-effort", "uncalibrated"}
-    if unknown:
-        raise BlockLutError(f"unknown blocklut option(s) {sorted(unknown)}; use "
-                            "blocklut:PATH?best-effort, ?uncalibrated or ?best-effort&uncalibrated")
-    return BlockLookupTable(path, best_effort="best-effort" in flags,
-                            calibrated="uncalibrated" not in flags)
+    path, best_effort, calibrated = spec_options(arg, "blocklut", BlockLutError)
+    return BlockLookupTable(path, best_effort=best_effort, calibrated=calibrated)

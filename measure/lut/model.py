@@ -267,11 +267,18 @@ def from_spec(arg: str | None) -> LookupTable:
     if not arg:
         raise InputError("the lut backend needs a LUT file: lut:PATH.sqlite "
                          "(build one with `costmodels lut build`)")
+    path, best_effort, calibrated = spec_options(arg, "lut", InputError)
+    return LookupTable(path, best_effort=best_effort, calibrated=calibrated)
+
+
+def spec_options(arg: str, backend: str, error: type[Exception]) -> tuple[str, bool, bool]:
+    """``PATH[?best-effort][&uncalibrated]`` -> (path, best_effort, calibrated); an unknown
+    option raises ``error`` (one line naming ``backend`` and the options it takes)."""
     path, _, opts = arg.partition("?")
     flags = {o.strip() for o in opts.split("&") if o.strip()}
     unknown = flags - {"best-effort", "uncalibrated"}
     if unknown:
-        raise InputError(f"unknown lut option(s) {sorted(unknown)}; use lut:PATH?best-effort "
-                         "or lut:PATH?uncalibrated (both: ?best-effort&uncalibrated)")
-    return LookupTable(path, best_effort="best-effort" in flags,
-                       calibrated="uncalibrated" not in flags)
+        raise error(f"unknown {backend} option(s) {sorted(unknown)}; use {backend}:PATH?"
+                    f"best-effort or {backend}:PATH?uncalibrated (both: "
+                    "?best-effort&uncalibrated)")
+    return path, "best-effort" in flags, "uncalibrated" not in flags
