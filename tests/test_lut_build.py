@@ -58,7 +58,9 @@ def test_build_resume_and_estimate(tmp_path):
         e = next(iter(lut.entries()))
         assert e.count == CONFIG.repeat and e.p10_ms <= e.median_ms <= e.p90_ms
         assert lut.calibration["n_points"] == len(CELLS)
-        assert lut.calibration["terms"] == ["intercept"]  # too few points for more
+        # too few points for more than one term: the intercept, or the scale where the
+        # intercept would come out negative (which depends on the timing noise)
+        assert lut.calibration["terms"] in (["intercept"], ["scale"])
     again = build_nb201(db, CELLS, config=CONFIG, calibrate=3)
     assert again.measured == 0 and again.reused == rep.measured
     est = LookupTable(db).estimate(nb201.build_network(CELLS[0]))
