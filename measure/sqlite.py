@@ -319,6 +319,9 @@ class Database:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".new",
                                    dir=self.path.parent)
         os.close(fd)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a store is an ordinary file
         try:
             con = sqlite3.connect(tmp, isolation_level=None)
             try:
