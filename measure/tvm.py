@@ -51,9 +51,19 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
     dict, or ``"llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"`` (parsed into a dict,
     since TVM 0.27 rejects the old string form).
     """
+    from costmodels.errors import InputError
+
     spec = config.tvm_target.strip()
     if spec.startswith("{"):
-        d = json.loads(spec)
+        try:
+            d = json.loads(spec)
+        except ValueError as exc:
+            raise InputError(f"--target {spec!r}: not a JSON object ({exc.msg} at character "
+                             f"{exc.pos}); e.g. '{{\"kind\": \"llvm\", \"mcpu\": \"znver4\"}}'"
+                             ) from None
+        if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+            raise InputError(f"--target {spec!r}: a JSON target needs a \"kind\" string, e.g. "
+                             "{\"kind\": \"llvm\"}")
     elif spec:
         kind, *opts = spec.split()
         d = {"kind": kind}
@@ -65,8 +75,17 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
         mcpu = "" if config.rpc_tracker else host_mcpu()
         if mcpu:
             d["mcpu"] = mcpu
+    if d["kind"] not in TARGET_KINDS:
+        raise InputError(f"--target {spec!r}: unknown target kind {d['kind']!r}; costmodels "
+                         f"compiles for one of {', '.join(sorted(TARGET_KINDS))} (CPUs: llvm, "
+                         "e.g. 'llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72')")
     d.setdefault("num-cores", config.threads)
     return d
+
+
+#: TVM target kinds a network can be compiled for (TVM 0.27's registered kinds)
+TARGET_KINDS = frozenset({"llvm", "c", "cuda", "nvptx", "rocm", "opencl", "vulkan", "metal",
+                          "webgpu", "hexagon"})
 
 
 def _set_threads(threads: int) -> None:

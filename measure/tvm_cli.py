@@ -96,8 +96,11 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from costmodels.cli import check_output_dir
     from measure.tune import tune_space
 
+    check_output_dir(args.work_dir, "--work-dir")  # before minutes of task extraction
+    _target(args)
     n, tasks = _tasks(args)
     if args.max_tasks:
         tasks = tasks[:args.max_tasks]
@@ -114,14 +117,24 @@ def cmd_tune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive_float(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not v > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {v}")
+    return v
+
+
 def _common(p: argparse.ArgumentParser) -> None:
-    from costmodels.cli import add_space_args
+    from costmodels.cli import add_space_args, positive_int
 
     add_space_args(p)
     p.add_argument("--target", default="",
                    help="TVM target: 'llvm -mtriple=... -mcpu=...' or a JSON dict "
                         "(default: llvm with the host CPU)")
-    p.add_argument("--threads", type=int, default=1, help="num-cores of the target")
+    p.add_argument("--threads", type=positive_int, default=1, help="num-cores of the target")
     p.add_argument("--rpc-tracker", default="", metavar="HOST:PORT",
                    help="run tuning trials on devices of this TVM RPC tracker")
     p.add_argument("--rpc-key", default="", metavar="KEY", help="device key at the tracker")
@@ -130,7 +143,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter
+    from costmodels.cli import Formatter, nonneg_int, positive_int
 
     p = sub.add_parser("tvm", help="TVM: target, tuning tasks of a space, tune a space once",
                        formatter_class=Formatter, epilog=EPILOG,
@@ -140,7 +153,7 @@ def register(sub) -> None:
     q = tsub.add_parser("target", help="the target TVM compiles for on this CPU",
                         formatter_class=Formatter)
     q.add_argument("--target", default="")
-    q.add_argument("--threads", type=int, default=1)
+    q.add_argument("--threads", type=positive_int, default=1)
     q.add_argument("--rpc-tracker", default="")
     q.add_argument("--json", action="store_true")
     q.set_defaults(func=cmd_target)
@@ -152,14 +165,15 @@ def register(sub) -> None:
                         formatter_class=Formatter, epilog=EPILOG)
     _common(q)
     q.add_argument("--work-dir", required=True, help="MetaSchedule database (per target inside)")
-    q.add_argument("--trials-per-task", type=int, default=64, help="MetaSchedule trials per task")
-    q.add_argument("--max-tasks", type=int, default=0,
+    q.add_argument("--trials-per-task", type=positive_int, default=64,
+                   help="MetaSchedule trials per task")
+    q.add_argument("--max-tasks", type=nonneg_int, default=0,
                    help="tune only the N most shared tasks (0: all)")
-    q.add_argument("--population", type=int, default=None,
+    q.add_argument("--population", type=positive_int, default=None,
                    help="evolutionary-search population (default MetaSchedule's 512; smaller "
                         "is a quicker, poorer search)")
     q.add_argument("--seed-tuning", type=int, default=0, help="seed of the search")
-    q.add_argument("--timeout", type=float, default=30.0,
+    q.add_argument("--timeout", type=_positive_float, default=30.0,
                    help="seconds before one trial's build or run is abandoned")
     q.set_defaults(func=cmd_tune)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
