@@ -23,6 +23,16 @@ TRUTH = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10.csv"
 LUT = ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite"
 BIG, SMALL = 1462, 1835  # all nor_conv_3x3, all skip_connect
 NETS = [nb201.build_network(i) for i in (BIG, SMALL, 0, 4711, 10)]  # 10 is disconnected
+BLOCKLUT = ROOT / "datasets" / "fbnet" / "epyc-2c-ort-fbnet-blocklut.sqlite"
+
+
+def _fbnet_nets():
+    """FBNet networks for the FBNet-only block LUT: all k5_e6 first, all skip second."""
+    from costmodels.spaces import get_space
+
+    fb = get_space("fbnet")
+    archs = ["|".join(["k5_e6"] * 22), "|".join(["skip"] * 22)] + fb.sample(3, seed=0)
+    return [fb.build_network(a, "cifar100") for a in archs]
 
 
 @pytest.fixture(scope="module")
@@ -68,13 +78,15 @@ def table_csv(tmp_path_factory):
 
 
 SPECS = ["flops", "params", "table", f"lut:{LUT}", "roofline:x86_generic", "roofline:xeon_2c",
-         "eyeriss", "fpga", "gbdt", "gnn", "hybrid", "transfer", "fewshot", "measure:ort"]
+         "eyeriss", "fpga", "gbdt", "gnn", "hybrid", "transfer", "fewshot", "measure:ort",
+         f"blocklut:{BLOCKLUT}"]
 #: a bad argument for each backend (None: the backend takes no argument it could reject)
 # flops/params ignore their argument today (baselines.py; a change was requested)
 BAD_ARGS = {"flops": None, "params": None, "table": "/nonexistent/t.csv",
             "lut": "/nonexistent/lut.sqlite", "roofline": "no_such_device", "eyeriss": "no_such",
             "fpga": "no_such", "measure": "no_such_runtime", "gbdt": "/nonexistent",
-            "gnn": "", "hybrid": "/nonexistent", "transfer": "/etc", "fewshot": "/nonexistent"}
+            "gnn": "", "hybrid": "/nonexistent", "transfer": "/etc", "fewshot": "/nonexistent",
+            "blocklut": "/nonexistent/blocks.sqlite"}
 
 
 def test_every_registered_backend_is_covered():
@@ -88,6 +100,8 @@ def test_backend_conformance(spec, fitted_dirs, table_csv):
     elif spec == "table":
         spec = table_csv
     nets = NETS[:2] if spec.startswith("measure") else NETS
+    if spec.startswith("blocklut:"):
+        nets = _fbnet_nets()
     model = registry.create(spec)
     assert isinstance(model, CostModel) and isinstance(model.name, str) and model.name
 

@@ -43,7 +43,7 @@ def test_ort_measures_tiny_network_and_restores_affinity():
     _check_stats(res, 20)
     assert res.runtime == "ort"
     assert os.sched_getaffinity(0) == before
-    assert res.meta["pinned_cpus"] == [0]
+    assert res.meta["pinned_cpus"] == [min(before)]  # CPU 0, or the first one allowed
     for key in ("cpu_model", "cores", "os", "python", "onnxruntime", "threads", "provider"):
         assert key in res.fingerprint
 
@@ -164,8 +164,7 @@ def test_tvm_tuning_records_are_reused_on_rerun(tmp_path):
     assert first.ok, first.error
     assert first.meta["tuned"] is True and first.meta["tuning_reused"] is False
     assert first.meta["tune_s"] > 0
-    t0 = time.perf_counter()
     again = measure(tiny_model(size=8), cfg)
     assert again.ok and again.meta["tuning_reused"] is True
-    assert again.meta["tune_s"] == pytest.approx(first.meta["tune_s"])
-    assert time.perf_counter() - t0 < first.meta["tune_s"]
+    # the rerun tunes nothing: it only applies the stored records
+    assert again.meta["tune_s"] < first.meta["tune_s"]
