@@ -196,7 +196,6 @@ class GBDTModel(Predictor):
 
     @classmethod
     def load(cls, model_dir: str | Path) -> GBDTModel:
-        import xgboost as xgb
 
         model, doc, d = P.restore(cls, model_dir, cls.class_name())
         model.booster_ = load_booster(P.model_file(d, doc, "model.json"), model._booster_params())

@@ -107,7 +107,7 @@ def fit_from_spec(name: str, nets: Sequence[Network], latencies_ms: Sequence[flo
 
 def load(model_dir: str | Path, expect: str | None = None):
     """Load a saved model directory: of backend ``expect``, or any learned class."""
-    from predictors.persistence import _check_keys, _parse, MANIFEST
+    from predictors.persistence import MANIFEST, _check_keys, _parse
 
     d = Path(model_dir)
     if expect is None:

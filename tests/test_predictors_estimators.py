@@ -10,8 +10,8 @@ import pytest
 from costmodels.network import Network, make_layer
 from costmodels.spaces import nb201
 from costmodels.tables import LatencyTable
-from predictors import fit_from_spec, is_fitted, make
 from predictors import features as F
+from predictors import fit_from_spec, is_fitted, make
 from predictors.base import NotFittedError
 from predictors.learned import LEARNED
 

@@ -8,9 +8,8 @@ import pytest
 from costmodels.spaces import nb201
 from costmodels.tables import LatencyTable
 from predictors import features as F
+from predictors import fewshot, load, make, sampling
 from predictors.base import PredictorError
-from predictors import fewshot, sampling
-from predictors import load, make
 
 
 def _table(idx, lat, name):
