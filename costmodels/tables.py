@@ -85,8 +85,13 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
 DUPLICATE_POLICIES = ("error", "mean", "first")
 
 
-def iter_csv(path: str, what: str = "table") -> tuple[list[str], list[tuple[int, dict]]]:
-    """``(header, rows)`` of a CSV; rows are ``(line, dict)``. Bad bytes name file and line."""
+def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
+             ) -> tuple[list[str], list[tuple[int, dict]]]:
+    """``(header, rows)`` of a CSV; rows are ``(line, dict)``. Bad bytes name file and line.
+
+    ``required`` columns are checked before any row is read (a file that is not a table
+    at all is reported as such, not by its first odd row).
+    """
     try:
         data = Path(path).read_bytes()
     except IsADirectoryError:
@@ -105,6 +110,11 @@ def iter_csv(path: str, what: str = "table") -> tuple[list[str], list[tuple[int,
     try:
         header = [(h or "").strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
+        missing = [c for c in required if c not in header]
+        if missing:
+            raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a latency table "
+                             f"has the header {','.join(REQUIRED)}[,energy_mj] (found "
+                             f"{','.join(h for h in header if h)[:200] or 'nothing'})")
         rows = []
         for line, row in enumerate(reader, start=2):
             if None in row:
@@ -142,7 +152,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
         raise TableError(f"duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, not "
                          f"{duplicates!r}")
     sp = _resolve_space(space)
-    header, body = iter_csv(path, "latency table")
+    header, body = iter_csv(path, "latency table", required=("arch_str", "latency_ms"))
     need = ("arch_str", "latency_ms")
     missing = [c for c in need if c not in header]
     if missing:
