@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodels.errors import CostModelError
+from measure.campaign import CampaignSummary
 from measure.config import MeasureConfig, MeasureResult
 from measure.timing import error_text
 
@@ -53,30 +54,20 @@ class FarmError(CostModelError):
 
 
 @dataclass(frozen=True)
-class FarmSummary:
-    """What a farm campaign did: the fields of ``CampaignSummary`` plus the boards.
+class FarmSummary(CampaignSummary):
+    """What a farm campaign did: a ``CampaignSummary`` (its drift fields left empty) plus
+    the boards.
 
     ``boards``: board -> {"jobs", "failed", "lost", "reference_ms"} (reference median, ms);
     ``board_spread``: (max - min) / median of the boards' reference medians;
     ``outliers``: boards whose reference median is more than ``outlier_frac`` off the median.
     """
 
-    total: int
-    skipped: int
-    measured: int
-    failed: int
-    seconds: float
-    config_hash: str
-    device_hash: str
-    records: tuple[Any, ...]
     devices: int = 0
     requeued: int = 0
     boards: dict[str, dict[str, Any]] = field(default_factory=dict)
     board_spread: float | None = None
     outliers: tuple[str, ...] = ()
-    campaign_id: int | None = None       # CampaignSummary's fields a farm does not fill
-    drift: float | None = None
-    reference_drift: float | None = None
 
     def quality(self) -> dict[str, Any]:
         """JSON-friendly board figures (for a fingerprint side file or a report)."""
@@ -211,9 +202,11 @@ def run_farm(jobs: Sequence[Any], store, config: MeasureConfig, devices: int | N
     records = tuple(store.records(ch, dh, keys=keys))
     refs = {b: s["reference_ms"] for b, s in stats.items() if s.get("reference_ms")}
     spread, outliers = _board_quality(refs, outlier_frac)
-    return FarmSummary(len(keys), len(keys) - len(todo), farm.measured, farm.failed,
-                       time.perf_counter() - t0, ch, dh, records, n_dev, farm.requeued, stats,
-                       spread, outliers)
+    return FarmSummary(total=len(keys), skipped=len(keys) - len(todo), measured=farm.measured,
+                       failed=farm.failed, seconds=time.perf_counter() - t0, config_hash=ch,
+                       device_hash=dh, records=records, devices=n_dev,
+                       requeued=farm.requeued, boards=stats, board_spread=spread,
+                       outliers=outliers)
 
 
 def _board_quality(refs: dict[str, float], frac: float) -> tuple[float | None, tuple[str, ...]]:
