@@ -162,18 +162,22 @@ def _read_objects(path: Path, schema: Schema):
     file being written be torn, the live file is read ``mode=ro`` (a running writer's
     ``-shm`` is shared state every reader uses).
     """
-    if not Path(f"{path}-wal").exists():
-        return _read_at(path, path, "mode=ro&immutable=1", schema)
-    try:
-        with tempfile.TemporaryDirectory(prefix="costmodels-inspect-") as tmp:
-            copy = Path(tmp) / "db.sqlite"
-            shutil.copyfile(path, copy)
-            shutil.copyfile(f"{path}-wal", f"{copy}-wal")
-            return _read_at(copy, path, "mode=ro", schema)
-    except ModelFileError:
-        if not Path(f"{path}-shm").exists():
-            raise
-        return _read_at(path, path, "mode=ro", schema)
+    for _ in range(5):
+        if not Path(f"{path}-wal").exists():
+            return _read_at(path, path, "mode=ro&immutable=1", schema)
+        try:
+            with tempfile.TemporaryDirectory(prefix="costmodels-inspect-") as tmp:
+                copy = Path(tmp) / "db.sqlite"
+                shutil.copyfile(path, copy)
+                shutil.copyfile(f"{path}-wal", f"{copy}-wal")
+                return _read_at(copy, path, "mode=ro", schema)
+        except FileNotFoundError:
+            continue  # the writer closed meanwhile and folded its -wal back: look again
+        except ModelFileError:
+            if not Path(f"{path}-shm").exists():
+                raise
+            return _read_at(path, path, "mode=ro", schema)
+    return _read_at(path, path, "mode=ro", schema)  # writers kept coming and going
 
 
 def _read_at(target: Path, path: Path, flags: str, schema: Schema):
@@ -354,7 +358,7 @@ class Database:
             raise ModelFileError(f"{self.path}: opened read-only; cannot write the "
                                  f"{self.schema.what}")
         if not self._wal:
-            self.con.execute("PRAGMA journal_mode=WAL")
+            _retry_locked(lambda: self.con.execute("PRAGMA journal_mode=WAL"))
             self.con.execute("PRAGMA synchronous=NORMAL")
             self._wal = True
         self.con.execute("BEGIN IMMEDIATE")
@@ -404,6 +408,67 @@ class Database:
         self.con.close()
 
     def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _retry_locked(step: Callable[[], object], timeout_s: float = BUSY_TIMEOUT_S) -> None:
+    """Run ``step``, retrying while SQLite says the database is locked.
+
+    Changing the journal mode needs the file to itself, and SQLite does not call the busy
+    handler for it when another process is switching its own connection back at close;
+    so the switch waits here, up to the busy timeout, as every other statement does.
+    """
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    delay = 0.005
+    while True:
+        try:
+            step()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+
+
+class SchemaFile:
+    """Base of a costmodels file of one schema (a LUT, a block LUT) opened through
+    :class:`Database`: the file is checked (``_check``, refusing without writing) before it
+    is opened; the meta, ``close`` and the context manager are the same for every kind.
+
+    Subclasses set ``schema`` and ``_check`` (their module's ``check_file``).
+    """
+
+    schema: Schema
+    _check: Callable[[Path], None]
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        self.path = Path(path)
+        type(self)._check(self.path)
+        self._db = Database(self.path, self.schema, readonly=readonly)
+        self._con = self._db.con
+        self.readonly = readonly
+
+    def meta(self) -> dict[str, str]:
+        return dict(self._db.meta)
+
+    def get_meta(self, name: str, default: str = "") -> str:
+        return self._db.meta.get(name, default)
+
+    def set_meta(self, name: str, value: str) -> None:
+        self._db.set_meta(name, value)
+
+    def close(self) -> None:
+        """Close; a writer leaves the file in rollback-journal mode, self-contained at rest
+        (no -wal/-shm files beside it, readable from a read-only checkout)."""
+        self._db.close()
+
+    def __enter__(self):
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -66,7 +66,15 @@ from measure.config import MeasureConfig, MeasureResult
 from measure.lut import table
 from measure.lut.build import BuildCounts
 from measure.lut.model import FileModel, spec_options
-from measure.sqlite import Database, Schema, inspect, migrate_legacy_meta, real_or_null, utc_now
+from measure.sqlite import (
+    Database,
+    Schema,
+    SchemaFile,
+    inspect,
+    migrate_legacy_meta,
+    real_or_null,
+    utc_now,
+)
 
 SCHEMA_NAME = "costmodels.blocklut"
 SCHEMA_VERSION = 2
@@ -239,7 +247,7 @@ def check_file(path: Path) -> None:
     inspect(path, SCHEMA)
 
 
-class BlockLutFile:
+class BlockLutFile(SchemaFile):
     """An open block LUT: ``BlockLutFile.create(...)`` or ``BlockLutFile(path)``.
 
     Writes commit at once (one transaction each, WAL journal while open); opening for
@@ -247,12 +255,8 @@ class BlockLutFile:
     the file self-contained (no ``-wal``/``-shm``). The meta is read at open.
     """
 
-    def __init__(self, path: str | Path, readonly: bool = False) -> None:
-        self.path = Path(path)
-        check_file(self.path)
-        self._db = Database(self.path, SCHEMA, readonly=readonly)
-        self._con = self._db.con
-        self.readonly = readonly
+    schema = SCHEMA
+    _check = staticmethod(check_file)
 
     @classmethod
     def create(cls, path: str | Path, config: MeasureConfig) -> BlockLutFile:
@@ -268,12 +272,6 @@ class BlockLutFile:
                 "calibration": "{}"}
         Database(path, SCHEMA, create_meta=meta).close()
         return cls(path)
-
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.meta)
-
-    def set_meta(self, name: str, value: str) -> None:
-        self._db.set_meta(name, value)
 
     def put(self, part: Part, res: MeasureResult | None, source: str = "measured") -> None:
         """Store one part's measurement (``res=None``: the 0 ms identity block)."""
@@ -314,15 +312,6 @@ class BlockLutFile:
     def calibration(self) -> dict[str, dict[str, float]]:
         return json.loads(self.meta().get("calibration") or "{}")
 
-    def close(self) -> None:
-        """Close; a writer leaves the file in rollback-journal mode, self-contained at rest."""
-        self._db.close()
-
-    def __enter__(self) -> BlockLutFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 # --------------------------------------------------------------------- build

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from costmodels.errors import ModelFileError
-from measure.sqlite import Database, Schema, inspect, to_utc, utc_now
+from measure.sqlite import Database, Schema, SchemaFile, inspect, to_utc, utc_now
 
 SCHEMA_NAME = "costmodels.lut"
 SCHEMA_VERSION = 2
@@ -144,7 +144,7 @@ def peek(path: str | Path) -> dict[str, str]:
     return dict(inspect(path, SCHEMA).meta)
 
 
-class LutFile:
+class LutFile(SchemaFile):
     """An open LUT. ``LutFile.create(...)`` makes a new one; ``LutFile(path)`` opens one.
 
     Writes commit at once (one transaction per entry, WAL journal while open), so
@@ -152,12 +152,8 @@ class LutFile:
     :meth:`close`. The meta is read at open and stays readable after :meth:`close`.
     """
 
-    def __init__(self, path: str | Path, readonly: bool = False) -> None:
-        self.path = Path(path)
-        check_file(self.path)
-        self._db = Database(self.path, SCHEMA, readonly=readonly)
-        self._con = self._db.con
-        self.readonly = readonly
+    schema = SCHEMA
+    _check = staticmethod(check_file)
 
     @classmethod
     def create(cls, path: str | Path, runtime: str, rules_json: str, rules_hash: str,
@@ -174,15 +170,6 @@ class LutFile:
         return cls(path)
 
     # ------------------------------------------------------------------ meta
-    def meta(self) -> dict[str, str]:
-        return dict(self._db.meta)
-
-    def get_meta(self, name: str, default: str = "") -> str:
-        return self._db.meta.get(name, default)
-
-    def set_meta(self, name: str, value: str) -> None:
-        self._db.set_meta(name, value)
-
     @property
     def runtime(self) -> str:
         return self.get_meta("runtime")
@@ -271,16 +258,6 @@ class LutFile:
         """Every space-index row as stored (for merging)."""
         return self._con.execute("SELECT * FROM space_index").fetchall()
 
-    def close(self) -> None:
-        """Close; a writer leaves the file in rollback-journal mode, self-contained at rest
-        (no -wal/-shm files beside it, readable from a read-only checkout)."""
-        self._db.close()
-
-    def __enter__(self) -> LutFile:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _num(x: float) -> float | None:
