@@ -212,6 +212,17 @@ def expand(records: Sequence[StoredMeasurement], groups: dict[str, list[Job]]
 
 
 # ----------------------------------------------------------------------------- campaigns
+def campaign_state(jobs: Sequence[Job], store: Any, config: MeasureConfig,
+                   retry_failed: bool = False) -> tuple:
+    """Where a campaign over ``jobs`` starts: ``(fingerprint, config_hash, device_hash,
+    job keys, jobs still to measure, keys already stored)`` -- for local campaigns and farms."""
+    fp = fingerprint(config)
+    ch, dh = config_hash(config), device_hash(fp)
+    keys = {j.net.key for j in jobs}
+    return (fp, ch, dh, keys, pending(jobs, store, ch, dh, retry_failed),
+            store.done_keys(ch, dh))
+
+
 @dataclass(frozen=True)
 class CampaignSummary:
     """What a campaign did. ``records`` are the stored rows of its jobs (all of them).
@@ -338,11 +349,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
     """Measure every job not yet in ``store`` for this config and device, ``window`` jobs at
     a time in interleaved rounds; commit each window."""
     t0 = time.perf_counter()
-    fp = fingerprint(config)
-    ch, dh = config_hash(config), device_hash(fp)
-    keys = {j.net.key for j in jobs}
-    todo = pending(jobs, store, ch, dh, retry_failed)
-    stored_any = store.done_keys(ch, dh)
+    fp, ch, dh, keys, todo, stored_any = campaign_state(jobs, store, config, retry_failed)
     skipped = len(keys) - len(todo)
     measured = failed = 0
     campaign_id = None

@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from costmodels.errors import CostModelError
-from measure.campaign import CampaignSummary
+from measure.campaign import CampaignSummary, campaign_state
 from measure.config import MeasureConfig, MeasureResult
 from measure.timing import error_text
 
@@ -178,18 +178,12 @@ def run_farm(jobs: Sequence[Any], store, config: MeasureConfig, devices: int | N
     once for the quality figures (default: the first job); ``wait_s``: how long a board
     thread waits for a free board before giving up.
     """
-    from measure.campaign import pending
-    from measure.fingerprint import config_hash, device_hash, fingerprint
 
     if not config.rpc_tracker or not config.rpc_key:
         raise FarmError("a farm needs --rpc-tracker HOST:PORT and --rpc-key KEY")
     config = replace(config, runtime="tvm", isolate=False)
     t0 = time.perf_counter()
-    fp = fingerprint(config)
-    ch, dh = config_hash(config), device_hash(fp)
-    keys = {j.net.key for j in jobs}
-    todo = pending(jobs, store, ch, dh, retry_failed)
-    stored_any = store.done_keys(ch, dh)
+    fp, ch, dh, keys, todo, stored_any = campaign_state(jobs, store, config, retry_failed)
     n_dev = devices if devices else free_devices(config.rpc_tracker, config.rpc_key)
     if todo and n_dev < 1:
         raise FarmError(f"no free board under key {config.rpc_key!r} at {config.rpc_tracker}; "
