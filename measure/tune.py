@@ -3,9 +3,15 @@
 NAS-Bench-201's 15,625 cells are built from a few hundred distinct fused kernels
 (a 3x3 conv + BN at 16 channels on 32x32 is the same TIR function in every cell
 that has one). This module extracts the tuning tasks of every network of a
-space (or a sample, or a model folder), deduplicates them by MetaSchedule's own
-workload identity (the structural hash of the TIR function), tunes each one
-once, and keeps the records in MetaSchedule's JSON database. Networks are then
+space (or a sample, or a model folder), deduplicates them by MetaSchedule's
+``module_equality="anchor-block"`` identity (two fused functions with the same
+anchor block -- the conv, matmul or pool -- are one task whatever element-wise
+epilogue is fused after it: NB201's ``fused_conv2d3_..._add_relu`` and
+``..._add_add`` are tuned once), gives each task a share of a trial budget by its
+estimated time (FLOP x calls over the space, :func:`allocate_trials`), tunes each
+one once, and keeps the records in MetaSchedule's JSON database (opened with the
+same anchor-block equality, so ``MetaScheduleApplyDatabase`` schedules a fused
+variant that was never tuned itself with its anchor's trace). Networks are then
 compiled from those records with no further tuning (:func:`apply_database`,
 used by :func:`measure.tvm.build` when ``config.tvm_work_dir`` is set and
 ``config.tvm_trials == 0``).
@@ -17,8 +23,10 @@ Layout of a work directory ``DB``::
     DB/<target key>/costmodels-tasks.json         ledger: task -> trials done, tuning seconds
     DB/<target key>/logs/                         MetaSchedule's logs and captured stdout
 
-Resumable: a task the ledger lists with at least the asked trials is skipped; a
-run killed in the middle of a task tunes that task again (its partial records stay).
+Resumable: a task the ledger lists with at least the asked trials is skipped, one with
+fewer gets the difference; a run killed in the middle of a task tunes that task again
+(its partial records stay). A ledger of version 1 (structural task identity, before
+anchor-block) is refused by ``tune`` with a message; its records still apply.
 
 Output hygiene: MetaSchedule logs to ``sys.stdout`` and its builder/runner
 workers inherit file descriptor 1; :func:`captured_output` points fd 1 at a log
@@ -43,6 +51,9 @@ from costmodels.errors import CostModelError
 
 LEDGER_SCHEMA = "costmodels.tvm.tasks"
 LEDGER_NAME = "costmodels-tasks.json"
+LEDGER_VERSION = 2
+MODULE_EQUALITY = "anchor-block"
+DEFAULT_TRIALS_FLOOR = 16
 MS_LOGGER = "tvm.s_tir.meta_schedule"
 
 
@@ -54,9 +65,11 @@ class TuningError(CostModelError):
 class SpaceTask:
     """One distinct tuning task of a space: a fused TIR function and who uses it.
 
-    ``key``: hex of the structural hash of the TIR module (MetaSchedule's
-    workload identity); ``weight``: calls summed over the networks that contain it;
-    ``networks``: names of those networks; ``extracted``: MetaSchedule's ExtractedTask.
+    ``key``: :func:`task_key` (the anchor block's structural hash); ``weight``: calls
+    summed over the networks that contain it (every fused variant counted);
+    ``networks``: names of those networks; ``flop``: FLOP of one call of the first
+    variant seen; ``flop_calls``: FLOP x calls summed over the networks (the estimated
+    time share :func:`allocate_trials` uses); ``extracted``: MetaSchedule's ExtractedTask.
     """
 
     key: str
@@ -64,11 +77,13 @@ class SpaceTask:
     weight: int
     networks: tuple[str, ...]
     flop: float = 0.0
+    flop_calls: float = 0.0
     extracted: Any = field(default=None, compare=False, repr=False)
 
     def summary(self) -> dict[str, Any]:
         return {"key": self.key, "name": self.name, "weight": self.weight,
-                "networks": len(self.networks), "flop": self.flop}
+                "networks": len(self.networks), "flop": self.flop,
+                "flop_calls": self.flop_calls}
 
 
 @dataclass(frozen=True)
@@ -80,6 +95,8 @@ class TuneSummary:
     tuned: int
     skipped: int
     trials_per_task: int
+    trials_total: int
+    trials_run: int
     seconds: float
     tune_s_total: float
     records_before: int
@@ -148,14 +165,31 @@ def open_database(db_dir: Path, create: bool = False):
                           f"{db_dir.parent} ...` with the same --target first")
     db_dir.mkdir(parents=True, exist_ok=True)
     try:
-        return ms.database.JSONDatabase(str(wl), str(rec), allow_missing=create)
+        return ms.database.JSONDatabase(str(wl), str(rec), allow_missing=create,
+                                        module_equality=MODULE_EQUALITY)
     except Exception as exc:  # noqa: BLE001 - TVM raises its own error types
         raise TuningError(f"{db_dir}: cannot read the MetaSchedule database ({exc}); "
                           "delete the directory and tune again") from None
 
 
-def read_ledger(db_dir: Path) -> dict[str, dict[str, Any]]:
-    """Task key -> {name, trials, tune_s} of the tasks tuned so far ({} when none)."""
+def read_ledger(db_dir: Path, for_tuning: bool = False) -> dict[str, dict[str, Any]]:
+    """Task key -> {name, trials, tune_s, ...} of the tasks tuned so far ({} when none).
+
+    ``for_tuning``: refuse a version-1 ledger (keys were structural hashes of whole
+    fused functions; this version keys tasks by anchor block, so resuming would tune
+    every task again under new keys). Applying its records still works.
+    """
+    doc = read_ledger_doc(db_dir)
+    if for_tuning and doc and int(doc.get("version", 1)) < LEDGER_VERSION:
+        raise TuningError(f"{db_dir / LEDGER_NAME}: a version-{doc.get('version', 1)} ledger "
+                          "(tasks keyed by the whole fused function; now by anchor block); its "
+                          "records still compile networks, but tune into a new --work-dir "
+                          "(or delete this one) to add to it")
+    return dict(doc.get("tasks", {}))
+
+
+def read_ledger_doc(db_dir: Path) -> dict[str, Any]:
+    """The whole ledger (schema, version, target, module_equality, tasks, runs); {} if none."""
     p = db_dir / LEDGER_NAME
     if not p.is_file():
         return {}
@@ -167,15 +201,31 @@ def read_ledger(db_dir: Path) -> dict[str, dict[str, Any]]:
     if doc.get("schema") != LEDGER_SCHEMA:
         raise TuningError(f"{p}: not a costmodels task ledger (schema {doc.get('schema')!r}); "
                           "move it away")
-    return dict(doc.get("tasks", {}))
+    return doc
 
 
-def _write_ledger(db_dir: Path, target: dict[str, Any], tasks: dict[str, dict[str, Any]]) -> None:
+def _write_ledger(db_dir: Path, target: dict[str, Any], tasks: dict[str, dict[str, Any]],
+                  runs: list[dict[str, Any]]) -> None:
+    """Write the ledger atomically; ``runs``: one entry per ``tune_space`` call (wall s)."""
     p = db_dir / LEDGER_NAME
     tmp = p.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"schema": LEDGER_SCHEMA, "version": 1, "target": target,
-                               "tasks": tasks}, indent=1, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps({"schema": LEDGER_SCHEMA, "version": LEDGER_VERSION,
+                               "module_equality": MODULE_EQUALITY, "target": target,
+                               "tasks": tasks, "runs": runs}, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, p)
+
+
+def ledger_cost(db_dir: str | Path) -> dict[str, Any]:
+    """Tuning cost a database holds: tasks, trials, tuning seconds of the tasks, and the
+    wall seconds of the tuning runs (extraction included) as the ledger recorded them."""
+    doc = read_ledger_doc(Path(db_dir))
+    tasks = doc.get("tasks", {})
+    runs = doc.get("runs", [])
+    return {"tasks": len(tasks), "trials": sum(int(t.get("trials", 0)) for t in tasks.values()),
+            "tune_s": round(sum(float(t.get("tune_s", 0.0)) for t in tasks.values()), 1),
+            "wall_s": round(sum(float(r.get("wall_s", 0.0)) for r in runs), 1),
+            "networks": max((int(r.get("networks", 0)) for r in runs), default=0),
+            "runs": len(runs)}
 
 
 # ---------------------------------------------------------------------------- output hygiene
@@ -237,19 +287,35 @@ def lower(model, target: dict[str, Any]):
 
 
 def task_key(mod) -> str:
-    """MetaSchedule's workload identity of a TIR module, as 16 hex digits."""
+    """MetaSchedule's anchor-block identity of a TIR module, as 16 hex digits.
+
+    The structural hash of the anchor block (the block with an init statement and the
+    most FLOP) when there is one, else of the whole module -- what
+    ``module_equality="anchor-block"`` hashes.
+    """
+    from tvm.s_tir.analysis import find_anchor_sblock
+    from tvm_ffi import structural_hash
+
+    anchor = find_anchor_sblock(mod)
+    return f"{structural_hash(mod if anchor is None else anchor) & (2**64 - 1):016x}"
+
+
+def function_key(mod) -> str:
+    """Structural hash of the whole fused function (one fused variant), 16 hex digits."""
     from tvm_ffi import structural_hash
 
     return f"{structural_hash(mod) & (2**64 - 1):016x}"
 
 
 def network_tasks(model, target: dict[str, Any], lowered: bool = False) -> list[Any]:
-    """MetaSchedule's ExtractedTasks of one ONNX model (or a module from :func:`lower`)."""
+    """MetaSchedule's anchor-block ExtractedTasks of one ONNX model (or a :func:`lower`
+    module); each task's ``dispatched`` holds its fused variants."""
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
     mod = model if lowered else lower(model, target)
-    return list(ms.relax_integration.extract_tasks(mod, tvm.target.Target(target)))
+    return list(ms.relax_integration.extract_tasks(mod, tvm.target.Target(target),
+                                                   module_equality=MODULE_EQUALITY))
 
 
 def _flop(mod) -> float:
@@ -269,22 +335,102 @@ def extract_space_tasks(models: Iterable[tuple[str, Any]], target: dict[str, Any
 
     ``lowered``: the models are Relax modules from :func:`lower` already.
 
-    Two networks that contain the same fused function (same structural hash) share
-    one task; its weight is the sum of their call counts.
+    Two networks whose fused functions share an anchor block (:func:`task_key`) share
+    one task; its weight is the sum of their call counts and ``flop_calls`` the sum of
+    FLOP x calls.
     """
     found: dict[str, dict[str, Any]] = {}
+    flops: dict[str, float] = {}
     with _bar(show_progress, "extract tasks", total) as step:
         for name, model in models:
             for t in network_tasks(model, target, lowered):
                 key = task_key(t.dispatched[0])
                 entry = found.setdefault(key, {"name": t.task_name, "weight": 0, "nets": [],
-                                               "task": t})
+                                               "task": t, "flop_calls": 0.0})
+                fkey = function_key(t.dispatched[0])
+                if fkey not in flops:
+                    flops[fkey] = _flop(t.dispatched[0])
                 entry["weight"] += int(t.weight)
+                entry["flop_calls"] += flops[fkey] * int(t.weight)
                 entry["nets"].append(name)
             step()
     tasks = [SpaceTask(k, e["name"], e["weight"], tuple(dict.fromkeys(e["nets"])),
-                       _flop(e["task"].dispatched[0]), e["task"]) for k, e in found.items()]
+                       flops[function_key(e["task"].dispatched[0])], e["flop_calls"],
+                       e["task"]) for k, e in found.items()]
     return sorted(tasks, key=lambda t: (-len(t.networks), -t.weight, t.name))
+
+
+def allocate_trials(tasks: Sequence[SpaceTask], trials_total: int,
+                    floor: int = DEFAULT_TRIALS_FLOOR) -> dict[str, int]:
+    """Task key -> trials: ``trials_total`` shared by estimated time (``flop_calls``),
+    every task at least ``floor`` (lowered to ``trials_total // tasks`` when the budget
+    cannot give every task the floor).
+
+    Water-filling: the largest scale c with sum(max(floor, c * share)) <= total, then
+    what rounding down left goes to the largest shares. The sum never exceeds the total.
+    """
+    if trials_total < 1:
+        raise TuningError(f"--trials-total must be >= 1, not {trials_total}")
+    if not tasks:
+        return {}
+    n = len(tasks)
+    if trials_total < n:
+        raise TuningError(f"--trials-total {trials_total} is less than one trial for each of "
+                          f"the {n} tasks; give at least {n} (or --max-tasks {trials_total})")
+    floor = max(1, min(floor, trials_total // n))
+    weights = [max(t.flop_calls, 0.0) for t in tasks]
+    total_w = sum(weights)
+    shares = [w / total_w for w in weights] if total_w > 0 else [1.0 / n] * n
+    lo, hi = 0.0, float(trials_total)
+    for _ in range(60):
+        c = (lo + hi) / 2
+        if sum(max(floor, c * s) for s in shares) <= trials_total:
+            lo = c
+        else:
+            hi = c
+    alloc = [max(floor, int(lo * s)) for s in shares]
+    left = trials_total - sum(alloc)
+    for i in sorted(range(n), key=lambda i: -shares[i])[:max(0, left)]:
+        alloc[i] += 1
+    return {t.key: a for t, a in zip(tasks, alloc, strict=True)}
+
+
+def covering_archs(space, limit: int = 20000, seed: int = 0) -> tuple[list[str], dict[str, Any]]:
+    """A few architectures whose layers include every layer of the space (or of a sample).
+
+    ``space.covering_archs()`` when the space defines one; otherwise a greedy set cover
+    over the layer signatures (op, shapes, weights, kernel, stride, pads, groups:
+    :func:`_network_signatures`) of the IR networks of every architecture (a sample of ``limit`` when the space is larger or
+    unbounded). Building IR is microseconds per network; extracting TVM tasks is ~11 s,
+    so tasks are extracted from the cover only. Returns (archs, {how, candidates,
+    signatures}).
+    """
+    own = space.covering_archs()
+    if own:
+        return list(own), {"how": "the space's own covering set", "candidates": None,
+                           "signatures": None}
+    if space.size is not None and space.size <= limit:
+        cands, how = list(space.archs()), "every architecture"
+    else:
+        cands, how = space.sample(limit, seed), f"a sample of {limit} (seed {seed})"
+    sigs = [_network_signatures(space.build_network(a)) for a in cands]
+    universe: set = set().union(*sigs) if sigs else set()
+    left, chosen = set(universe), []
+    while left:
+        i = max(range(len(cands)), key=lambda j: len(sigs[j] & left))
+        chosen.append(cands[i])
+        left -= sigs[i]
+    return chosen, {"how": f"greedy cover of the layer signatures of {how}",
+                    "candidates": len(cands), "signatures": len(universe)}
+
+
+def _network_signatures(net) -> set[tuple]:
+    """The layer signatures of a network: op, shapes, weights, kernel, stride, pads,
+    dilation, groups, dtype (a conv or pool with the same signature lowers to the same
+    anchor block wherever it sits; element-wise epilogues do not make another task)."""
+    return {(layer.op, layer.input_shapes, layer.output_shape, layer.weight_shapes, layer.kernel,
+             layer.stride, layer.pads, layer.dilation, layer.groups, layer.dtype)
+            for layer in net.layers}
 
 
 # ---------------------------------------------------------------------------- tuning
@@ -347,29 +493,36 @@ def _runner(rpc_tracker: str, rpc_key: str, timeout_s: float):
 
 
 def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[str, Any],
-               trials_per_task: int, seed: int = 0, rpc_tracker: str = "", rpc_key: str = "",
-               timeout_s: float = 30.0, show_progress: bool = True,
-               population: int | None = None) -> TuneSummary:
-    """Tune every task not yet tuned with ``trials_per_task`` trials; records in ``work_dir``.
+               trials_per_task: int | None = None, seed: int = 0, rpc_tracker: str = "",
+               rpc_key: str = "", timeout_s: float = 30.0, show_progress: bool = True,
+               population: int | None = None, trials_total: int | None = None,
+               trials_floor: int = DEFAULT_TRIALS_FLOOR, networks: int = 0,
+               extract_s: float = 0.0) -> TuneSummary:
+    """Tune every task to its trials (``trials_per_task`` each, or ``trials_total``
+    shared by :func:`allocate_trials`); records in ``work_dir``.
 
     ``population``: the evolutionary search's population (None: MetaSchedule's 512 and
     4 generations; a small one, e.g. 32, makes a quick, poorer search for tests).
     One task at a time (so a kill loses at most the task in flight and the progress bar
     counts tasks), sharing one builder, runner and XGBoost cost model across tasks.
+    A task the ledger holds with fewer trials than asked gets the difference.
+    ``networks`` / ``extract_s``: how many networks the tasks came from and how long
+    their extraction took (wall s), kept in the ledger's run list.
     """
     import tvm
     from tvm.s_tir import meta_schedule as ms
 
-    if trials_per_task < 1:
-        raise TuningError(f"--trials-per-task must be >= 1, not {trials_per_task}")
+    asked = _asked_trials(tasks, trials_per_task, trials_total, trials_floor)
     t_start = time.perf_counter()
     db_dir = database_dir(work_dir, target)
     db_dir.mkdir(parents=True, exist_ok=True)
-    ledger = read_ledger(db_dir)
+    ledger = read_ledger(db_dir, for_tuning=True)
+    runs = list(read_ledger_doc(db_dir).get("runs", []))
     before = record_count(db_dir)
-    todo = [t for t in tasks if int(ledger.get(t.key, {}).get("trials", 0)) < trials_per_task]
+    done = {t.key: int(ledger.get(t.key, {}).get("trials", 0)) for t in tasks}
+    todo = [t for t in tasks if done[t.key] < asked[t.key]]
     tgt = tvm.target.Target(target)
-    per_task = []
+    per_task, trials_run = [], 0
     with captured_output(db_dir / "logs" / "stdout.log"):
         database = open_database(db_dir, create=True)
         if todo:
@@ -380,30 +533,54 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
                   done=len(tasks) - len(todo)) as step:
             for i, task in enumerate(todo):
                 t0 = time.perf_counter()
+                n = asked[task.key] - done[task.key]
                 contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
                     [task.extracted], work_dir=str(db_dir), num_threads=1, seed=seed + i,
                     strategy=_strategy(population))
                 if contexts:
                     ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
-                                  max_trials_global=trials_per_task,
-                                  max_trials_per_task=trials_per_task,
-                                  num_trials_per_iter=min(64, trials_per_task),
-                                  builder=builder, runner=runner, database=database,
-                                  cost_model=cost_model, task_scheduler="round-robin")
+                                  max_trials_global=n, max_trials_per_task=n,
+                                  num_trials_per_iter=min(64, n), builder=builder,
+                                  runner=runner, database=database, cost_model=cost_model,
+                                  task_scheduler="round-robin",
+                                  module_equality=MODULE_EQUALITY)
                 tune_s = time.perf_counter() - t0
+                trials_run += n
                 best = _best_run_ms(database, task, tgt)
-                ledger[task.key] = {"name": task.name, "trials": trials_per_task,
-                                    "tune_s": round(tune_s, 2), "best_ms": best}
-                _write_ledger(db_dir, target, ledger)
-                per_task.append({"key": task.key, "name": task.name, "tune_s": round(tune_s, 2),
-                                 "best_ms": best})
+                old = ledger.get(task.key, {})
+                ledger[task.key] = {"name": task.name, "trials": asked[task.key],
+                                    "tune_s": round(float(old.get("tune_s", 0.0)) + tune_s, 2),
+                                    "best_ms": best, "flop": task.flop,
+                                    "flop_calls": task.flop_calls, "calls": task.weight}
+                _write_ledger(db_dir, target, ledger, runs)
+                per_task.append({"key": task.key, "name": task.name, "trials": n,
+                                 "tune_s": round(tune_s, 2), "best_ms": best})
                 step()
+    wall_s = round(time.perf_counter() - t_start, 2)
+    runs.append({"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+                 "wall_s": round(wall_s + extract_s, 2), "extract_s": round(extract_s, 2),
+                 "networks": networks, "tasks": len(tasks), "tuned": len(todo),
+                 "trials": trials_run})
+    _write_ledger(db_dir, target, ledger, runs)
     return TuneSummary(
         tasks=len(tasks), tuned=len(todo), skipped=len(tasks) - len(todo),
-        trials_per_task=trials_per_task, seconds=round(time.perf_counter() - t_start, 2),
+        trials_per_task=int(trials_per_task or 0), trials_total=sum(asked.values()),
+        trials_run=trials_run, seconds=wall_s,
         tune_s_total=round(sum(float(ledger.get(t.key, {}).get("tune_s", 0.0)) for t in tasks), 2),
         records_before=before, records_after=record_count(db_dir), database_dir=str(db_dir),
         database_id=database_id(db_dir), target=dict(target), per_task=tuple(per_task))
+
+
+def _asked_trials(tasks: Sequence[SpaceTask], per_task: int | None, total: int | None,
+                  floor: int) -> dict[str, int]:
+    """Trials asked of each task: ``per_task`` each, or ``total`` shared by time."""
+    if (per_task is None) == (total is None):
+        raise TuningError("give one of --trials-per-task and --trials-total")
+    if total is not None:
+        return allocate_trials(tasks, total, floor)
+    if per_task < 1:
+        raise TuningError(f"--trials-per-task must be >= 1, not {per_task}")
+    return {t.key: per_task for t in tasks}
 
 
 def _strategy(population: int | None):
@@ -435,8 +612,11 @@ _DB_CACHE: dict[tuple[str, str], Any] = {}
 def apply_database(mod, target: dict[str, Any], work_dir: str | Path) -> tuple[Any, dict[str, Any]]:
     """Schedule every fused function of ``mod`` (from :func:`lower`) from the records.
 
-    No trials are run. Returns (mod, meta) with ``tvm_tuned`` (True only when every
-    task of the network has a record), ``tuning_tasks`` / ``tuning_tasks_found``,
+    No trials are run. ``MetaScheduleApplyDatabase`` queries the database by its
+    anchor-block equality, so a fused variant never tuned itself gets its anchor's
+    trace (replayed on the variant's own function: its epilogue is kept and inlined).
+    Returns (mod, meta) with ``tvm_tuned`` (True only when every task of the network
+    has a record), ``tuning_tasks`` / ``tuning_tasks_found`` (anchor-block tasks),
     ``tuning_db`` (:func:`database_id`) and ``tvm_work_dir``.
     """
     import tvm
@@ -451,7 +631,7 @@ def apply_database(mod, target: dict[str, Any], work_dir: str | Path) -> tuple[A
         _DB_CACHE.clear()
         _DB_CACHE[(str(db_dir), db_id)] = database
     tgt = tvm.target.Target(target)
-    tasks = ms.relax_integration.extract_tasks(mod, tgt)
+    tasks = ms.relax_integration.extract_tasks(mod, tgt, module_equality=MODULE_EQUALITY)
     found = sum(1 for t in tasks if database.has_workload(t.dispatched[0])
                 and database.query_tuning_record(t.dispatched[0], tgt, t.task_name) is not None)
     with tgt, database:

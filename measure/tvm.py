@@ -11,9 +11,10 @@ Three ways to schedule the fused kernels:
   ``costmodels tvm tune`` wrote for this target are applied with no trial run
   (:func:`measure.tune.apply_database`); ``tvm_tuned`` is true only when every task
   of the network has a record, and ``tuning_db`` hashes the database used.
-- tuned for this network (``tvm_trials > 0``): the network's tasks that the
-  database lacks get ``tvm_trials / tasks`` trials each (the same database, so
-  later networks reuse them), then the database is applied.
+- tuned for this network (``tvm_trials > 0``): ``tvm_trials`` shared over the
+  network's anchor-block tasks by estimated time (:func:`measure.tune.allocate_trials`;
+  tasks the database holds with enough trials are skipped, the same database, so later
+  networks reuse them), then the database is applied.
 
 Runner: locally a ``relax.VirtualMachine`` on ``tvm.cpu()``; with
 ``config.rpc_tracker`` the exported library is uploaded to a device obtained
@@ -104,9 +105,9 @@ def _schedule(mod, target: dict, config: MeasureConfig) -> tuple[Any, dict[str, 
     if config.tvm_trials > 0:
         tasks = tune.extract_space_tasks([("model", mod)], target, show_progress=False,
                                          lowered=True)
-        per_task = max(1, config.tvm_trials // max(1, len(tasks)))
-        summary = tune.tune_space(tasks, work_dir, target, per_task, seed=config.seed,
-                                  show_progress=False)
+        summary = tune.tune_space(tasks, work_dir, target, seed=config.seed,
+                                  show_progress=False,
+                                  trials_total=max(config.tvm_trials, len(tasks)))
         meta.update(tune_s=summary.seconds, tune_trials=config.tvm_trials,
                     tuning_reused=summary.tuned == 0, tuning_tasks_tuned=summary.tuned)
     mod, applied = tune.apply_database(mod, target, work_dir)

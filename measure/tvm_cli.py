@@ -14,11 +14,21 @@ EPILOG = """\
 examples:
   costmodels tvm target
   costmodels tvm tasks --space nb201 --sample 20 --seed 0
+  costmodels tvm tune --space nb201 --work-dir tvm-db --trials-total 2000
+                                       # tasks of a covering set of cells, trials by time
   costmodels tvm tune --space nb201 --sample 200 --seed 0 --work-dir tvm-db --trials-per-task 64
   costmodels measure-space --space nb201 --sample 200 --runtime tvm --work-dir tvm-db \\
       --db runs.sqlite -o tvm.csv          # compiled from tvm-db, no further tuning
+Networks: without --archs/--sample, `tvm tasks` and `tvm tune` take a covering set
+of architectures: the space's own (fbnet: the 9 uniform networks) or a greedy cover of
+the layer signatures (op, shapes, kernel, stride, groups) of every architecture
+(nb201: all 15,625 cells; a 20,000-sample for larger spaces), so every kernel of the
+space is in some chosen network (TVM lowering is ~11 s per network here).
+Tasks: fused functions with the same anchor block (conv, matmul, pool) are one task
+whatever epilogue is fused after it (MetaSchedule's module_equality="anchor-block").
 Resumable: rerun `tvm tune` after an interruption and it tunes only the tasks
-the database does not hold yet. Records are kept per target in WORK_DIR/<target>/.
+the database does not hold yet (or holds with fewer trials). Records are kept per
+target in WORK_DIR/<target>/.
 """
 
 
@@ -31,21 +41,31 @@ def _target(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _networks(args: argparse.Namespace):
-    from costmodels.cli import build_networks, selected_archs
+    """(count, (name, onnx) pairs, how they were chosen) of --archs / --sample / a cover."""
+    from costmodels.cli import build_networks, open_space, selected_archs
     from costmodels.spaces import onnx_for
+    from measure.tune import covering_archs
 
-    space, archs = selected_archs(args)
+    if getattr(args, "archs", None) or getattr(args, "sample", None):
+        space, archs = selected_archs(args)
+        how = {"how": "--archs" if args.archs else f"--sample {args.sample} --seed {args.seed}"}
+    else:
+        space = open_space(args)
+        archs, how = covering_archs(space)
     dataset = space.check_dataset(args.dataset)
     nets = build_networks(space, archs, dataset, args.batch)
-    return len(nets), ((net.name, onnx_for(net)) for net in nets)
+    return len(nets), ((net.name, onnx_for(net)) for net in nets), how
 
 
 def _tasks(args: argparse.Namespace):
+    import time
+
     from measure.tune import extract_space_tasks
 
-    n, models = _networks(args)
+    n, models, how = _networks(args)
+    t0 = time.perf_counter()
     tasks = extract_space_tasks(models, _target(args), total=n, show_progress=not args.quiet)
-    return n, tasks
+    return n, tasks, {**how, "extract_s": round(time.perf_counter() - t0, 2)}
 
 
 def _emit(doc: dict[str, Any], as_json: bool, lines: list[str]) -> None:
@@ -84,10 +104,11 @@ def _cpu_flags() -> set[str]:
 
 
 def cmd_tasks(args: argparse.Namespace) -> int:
-    n, tasks = _tasks(args)
-    doc = {"networks": n, "tasks": len(tasks), "target": _target(args),
+    n, tasks, how = _tasks(args)
+    doc = {"networks": n, "selection": how, "tasks": len(tasks), "target": _target(args),
            "per_task": [t.summary() for t in tasks]}
-    lines = [f"{len(tasks)} distinct tasks in {n} networks (target {json.dumps(doc['target'])})",
+    lines = [f"{len(tasks)} distinct anchor-block tasks in {n} networks ({how['how']}; target "
+             f"{json.dumps(doc['target'])})",
              f"{'key':16}  {'networks':>8}  {'calls':>6}  {'MFLOP':>8}  name"]
     lines += [f"{t.key:16}  {len(t.networks):8d}  {t.weight:6d}  {t.flop / 1e6:8.3f}  {t.name}"
               for t in tasks]
@@ -97,20 +118,26 @@ def cmd_tasks(args: argparse.Namespace) -> int:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from costmodels.cli import check_output_dir
-    from measure.tune import tune_space
+    from measure.tune import database_dir, read_ledger, tune_space
 
     check_output_dir(args.work_dir, "--work-dir")  # before minutes of task extraction
-    _target(args)
-    n, tasks = _tasks(args)
+    read_ledger(database_dir(args.work_dir, _target(args)), for_tuning=True)
+    per_task = args.trials_per_task
+    if per_task is None and args.trials_total is None:
+        per_task = 64
+    n, tasks, how = _tasks(args)
     if args.max_tasks:
         tasks = tasks[:args.max_tasks]
-    summary = tune_space(tasks, args.work_dir, _target(args), args.trials_per_task,
+    summary = tune_space(tasks, args.work_dir, _target(args), per_task,
                          seed=args.seed_tuning, rpc_tracker=args.rpc_tracker,
                          rpc_key=args.rpc_key, timeout_s=args.timeout,
-                         show_progress=not args.quiet, population=args.population)
-    doc = {"networks": n, **summary.to_dict()}
+                         show_progress=not args.quiet, population=args.population,
+                         trials_total=args.trials_total, trials_floor=args.trials_floor,
+                         networks=n, extract_s=how["extract_s"])
+    doc = {"networks": n, "selection": how, **summary.to_dict()}
     _emit(doc, args.json, [
-        f"{summary.tasks} tasks of {n} networks: {summary.tuned} tuned now, {summary.skipped} "
+        f"{summary.tasks} tasks of {n} networks ({how['how']}): {summary.tuned} tuned now "
+        f"({summary.trials_run} trials), {summary.skipped} "
         f"already in {summary.database_dir}; {summary.records_after - summary.records_before} "
         f"new records ({summary.records_after} in all) in {summary.seconds:.0f} s; "
         f"tuning time of these tasks so far {summary.tune_s_total:.0f} s"])
@@ -165,8 +192,14 @@ def register(sub) -> None:
                         formatter_class=Formatter, epilog=EPILOG)
     _common(q)
     q.add_argument("--work-dir", required=True, help="MetaSchedule database (per target inside)")
-    q.add_argument("--trials-per-task", type=positive_int, default=64,
-                   help="MetaSchedule trials per task")
+    trials = q.add_mutually_exclusive_group()
+    trials.add_argument("--trials-per-task", type=positive_int, default=None,
+                        help="MetaSchedule trials per task (default 64 unless --trials-total)")
+    trials.add_argument("--trials-total", type=positive_int, default=None, metavar="N",
+                        help="N trials shared over the tasks by estimated time (FLOP x calls "
+                             "over the networks), each task at least --trials-floor")
+    q.add_argument("--trials-floor", type=positive_int, default=16,
+                   help="fewest trials of a task under --trials-total")
     q.add_argument("--max-tasks", type=nonneg_int, default=0,
                    help="tune only the N most shared tasks (0: all)")
     q.add_argument("--population", type=positive_int, default=None,
