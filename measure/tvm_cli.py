@@ -22,8 +22,10 @@ examples:
 Networks: without --archs/--sample, `tvm tasks` and `tvm tune` take a covering set
 of architectures: the space's own (fbnet: the 9 uniform networks) or a greedy cover of
 the layer signatures (op, shapes, kernel, stride, groups) of every architecture
-(nb201: all 15,625 cells; a 20,000-sample for larger spaces), so every kernel of the
-space is in some chosen network (TVM lowering is ~11 s per network here).
+(nb201: all 15,625 cells; a 20,000-sample for larger spaces), so every conv, pool and
+matmul shape of the space is in some chosen network (TVM lowering is ~11 s per network
+here; element-wise-only fused functions can still differ between networks, and a
+network compiled from the database says how many of its tasks were found).
 Tasks: fused functions with the same anchor block (conv, matmul, pool) are one task
 whatever epilogue is fused after it (MetaSchedule's module_equality="anchor-block").
 Resumable: rerun `tvm tune` after an interruption and it tunes only the tasks
@@ -158,6 +160,10 @@ def _common(p: argparse.ArgumentParser) -> None:
     from costmodels.cli import add_space_args, positive_int
 
     add_space_args(p)
+    for action in p._actions:
+        if action.dest == "archs":
+            action.help = ("only the architectures listed in this CSV (an arch_str or "
+                           "arch_index column); default: a covering set (see below)")
     p.add_argument("--target", default="",
                    help="TVM target: 'llvm -mtriple=... -mcpu=...' or a JSON dict "
                         "(default: llvm with the host CPU)")
