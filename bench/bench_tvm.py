@@ -84,7 +84,8 @@ def tvm_profile(model, target: dict, work_dir: str, ledger: dict, repeat: int = 
                 ) -> list[dict[str, Any]]:
     """Every kernel of one network compiled from the database: calls per inference (VM
     hook), median ms per call timed alone (``time_evaluator``, 50 runs x ``repeat``), its
-    group, and its task's trials and tuner-measured best ms from the ledger."""
+    group, its task's trials and tuner-measured best ms from the ledger, and how many
+    512-bit (``%zmm``) and 256-bit (``%ymm``) register operands its x86 assembly has."""
     import numpy as np
     import tvm
 
@@ -103,8 +104,10 @@ def tvm_profile(model, target: dict, work_dir: str, ledger: dict, repeat: int = 
         if type(f).__name__ != "PrimFunc" or name not in calls:
             continue
         shapes = [[int(d) for d in p.shape] for p in f.params]
-        lib = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
-                          target=tgt).jit()
+        built = tvm.compile(tvm.IRModule({"main": f.with_attr("global_symbol", "main")}),
+                            target=tgt)
+        asm = built.mod.inspect_source("asm")
+        lib = built.jit()
         args = [tvm.runtime.tensor(rng.normal(size=s).astype("float32")) for s in shapes]
         ms = lib.time_evaluator("main", tvm.cpu(), number=50, repeat=repeat)(*args).median * 1e3
         kind = _tvm_kind(name)
@@ -112,7 +115,8 @@ def tvm_profile(model, target: dict, work_dir: str, ledger: dict, repeat: int = 
         rows.append({"name": name, "group": _group(kind, shapes[1] if kind == "conv" else None,
                                                     shapes[-1]),
                      "calls": calls[name], "ms_per_call": ms, "ms": ms * calls[name],
-                     "trials": entry.get("trials", 0), "tuner_best_ms": entry.get("best_ms")})
+                     "trials": entry.get("trials", 0), "tuner_best_ms": entry.get("best_ms"),
+                     "zmm": asm.count("%zmm"), "ymm": asm.count("%ymm")})
     return rows
 
 
@@ -349,6 +353,18 @@ def _why_lines(res: dict, top: int = 3) -> list[str]:
     return lines
 
 
+def _feature_line(prof: list[dict]) -> str:
+    """Which vector registers the tuned kernels' assembly uses, and their time share."""
+    wide = [k for k in prof if k["zmm"]]
+    conv = [k for k in wide if k["group"].startswith("conv")]
+    total_ms = sum(k["ms"] for k in prof) or float("nan")
+    return (f"Target features used: {len(wide)} of {len(prof)} TVM kernels of this cell use "
+            f"512-bit `zmm` registers (AVX-512; {sum(k['zmm'] for k in prof)} zmm and "
+            f"{sum(k['ymm'] for k in prof)} ymm operands in their assembly); the {len(conv)} "
+            f"conv kernels among them take {100 * sum(k['ms'] for k in conv) / total_ms:.0f}% "
+            "of TVM's kernel time.")
+
+
 def markdown(res: dict) -> str:
     cost, cov = res["cost"], res["coverage"]
     lines = [
@@ -380,6 +396,7 @@ def markdown(res: dict) -> str:
               "NCHWc Conv and adds layout reorders), grouped by what the kernel computes; "
               "largest TVM excess first:", ""]
     lines += _group_lines(res)
+    lines += ["", _feature_line(res["tvm_profile"])]
     why = _why_lines(res)
     if why:
         lines += ["", "What holds TVM back (from the profile above):", ""] + why
