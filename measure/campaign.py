@@ -30,7 +30,7 @@ from typing import Any
 
 from measure.config import MeasureConfig, MeasureResult
 from measure.fingerprint import config_hash, device_hash, fingerprint
-from measure.rounds import DEFAULT_WINDOW, PROTOCOL, WindowReport
+from measure.rounds import DEFAULT_WINDOW, PROTOCOL, WindowReport, machine_anchor
 from measure.store import MeasureStore, NetKey, StoredMeasurement
 from measure.timing import error_text
 
@@ -294,7 +294,7 @@ def measure_models(models: Sequence[Any], config: MeasureConfig, names: Sequence
                    anchor_ms: float | None = None) -> tuple[list[MeasureResult], WindowReport]:
     """Prepare and time one window in this process, pinned (a model given as a failure
     result stays one). Results carry the fingerprint."""
-    from measure.rounds import measure_window, prepare, reference_model
+    from measure.rounds import measure_window, prepare, reference_panel
     from measure.timing import pinned
 
     fp = fingerprint(config)
@@ -307,11 +307,11 @@ def measure_models(models: Sequence[Any], config: MeasureConfig, names: Sequence
                 items.append(Prepared(n, failure=m))
             else:
                 items.append(prepare(m, config, n))
-        ref = prepare(reference_model(), config, "reference") if config.drift_ref else None
+        panel = reference_panel(config)
         try:
-            results, report = measure_window(items, config, ref, anchor_ms)
+            results, report = measure_window(items, config, panel, anchor_ms)
         finally:
-            for p in items + ([ref] if ref else []):
+            for p in items + panel:
                 p.close()
     pinned_cpus = sorted(cpus or [])
     return [replace(r, fingerprint=r.fingerprint or fp,
@@ -342,6 +342,19 @@ def store_window(store: MeasureStore, jobs: Sequence[Job], results: Sequence[Mea
     return written
 
 
+def _anchor(store: MeasureStore, config: MeasureConfig, ch: str, dh: str) -> float | None:
+    """The drift anchor of a campaign: the store's (its corrected figures stay on one level),
+    else the machine's (a new store starts on the level of every other on this machine)."""
+    if not config.drift_ref:
+        return None
+    anchor = store.reference_anchor(ch, dh)
+    if anchor is None:
+        machine = machine_anchor(config)
+        if machine is not None:
+            anchor = store.reference_anchor(ch, dh, machine)
+    return anchor
+
+
 def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore,
                  retry_failed: bool = False, show_progress: bool = True,
                  on_result: Callable[[Job, MeasureResult], None] | None = None,
@@ -357,7 +370,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
         campaign_id = store.start_campaign(ch, dh, len(todo), {
             "protocol": PROTOCOL, "window": window, "rounds": config.rounds,
             "drift_ref": config.drift_ref, "loadavg": fp.get("loadavg")})
-    anchor = store.reference_anchor(ch, dh) if config.drift_ref else None
+    anchor = _anchor(store, config, ch, dh)
     bar = _Progress(show_progress, config, len(keys), skipped)
     try:
         for lo in range(0, len(todo), max(1, window)):
@@ -371,6 +384,8 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
                          stored_any)
             if config.drift_ref and anchor is None:
                 anchor = store.reference_anchor(ch, dh)
+                if anchor is not None:
+                    machine_anchor(config, anchor)
             measured += len(chunk)
             failed += sum(not r.ok for r in results)
             if on_result:

@@ -29,9 +29,10 @@ examples:
       --db runs.sqlite -o mine.csv
   costmodels measure-space --archs cells.csv --runtime tvm --trials 64 --db runs.sqlite -o tvm.csv
 Protocol: networks are measured --window at a time, each window in --rounds interleaved
-rounds in shuffled order; latency_ms is the median of the round medians (raw), or with
---drift-correct and --figure corrected, the same after each round was scaled by a
-reference network's drift. Resumable: rerun the same command after an interruption (even
+rounds in shuffled order, with a fixed reference panel in every round; latency_ms is the
+median of the round medians after each round was scaled by the panel's drift, on this
+machine's anchor level (--figure corrected, the default), or as timed (--figure raw;
+--no-drift-correct drops the panel). Resumable: rerun the same command after an interruption (even
 kill -9) and it measures only what is missing; two runs on one --db share the work. A
 network that fails is a row with an empty latency_ms and an error column. The fingerprint,
 the figure and the measured quality are written beside the table (truth.fingerprint.json).
@@ -64,9 +65,13 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
                    help="untimed runs at the start of each round (>= 0)")
     g.add_argument("--min-round-s", type=float, default=d.min_round_s,
                    help="each round lasts at least this long (spreads a small window in time)")
-    g.add_argument("--drift-correct", action="store_true",
-                   help="measure a reference network in every round and store, beside the "
-                        "raw figure, the figure corrected for the machine's drift")
+    g.add_argument("--drift-correct", action=argparse.BooleanOptionalAction, default=True,
+                   help="measure a reference panel (3 small fixed CNNs) in every round and "
+                        "keep, beside the raw figure, the figure corrected for the machine's "
+                        "drift, on the level of this machine's anchor (set by the first "
+                        "corrected measurement here, kept in $COSTMODELS_ANCHORS or "
+                        "~/.cache/costmodels/anchors.json) so that processes agree; ONNX "
+                        "Runtime only"),
     g.add_argument("--pin-cpu", type=int, default=None,
                    help=f"pin the measuring process to this CPU (-1: do not pin; default "
                         f"{d.pin_cpu}, or the first allowed CPU)")
@@ -157,7 +162,7 @@ def config_from_args(args: argparse.Namespace):
         tvm_work_dir=args.work_dir, rpc_tracker=args.rpc_tracker, rpc_key=args.rpc_key,
         drop_preempted=not args.keep_preempted, rounds=args.rounds,
         round_warmup=args.round_warmup, min_round_s=args.min_round_s,
-        drift_ref=args.drift_correct)
+        drift_ref=bool(args.drift_correct) and args.runtime == "ort")
 
 
 # ----------------------------------------------------------------------------- measure
@@ -201,9 +206,9 @@ def cmd_measure(args: argparse.Namespace) -> int:
     elif res.ok:
         flag = "  [noisy: round CV above --max-cv]" if res.noisy else ""
         rounds = (f", {res.rounds} rounds, round CV {res.round_cv:.3f}" if res.rounds else "")
-        corr = (f"  drift-corrected {res.corrected_ms:.4f} ms"
-                if math.isfinite(res.corrected_ms) else "")
-        print(f"{args.model}: median {res.median_ms:.4f} ms{corr}  mean {res.mean_ms:.4f}  "
+        corr = (f"{res.corrected_ms:.4f} ms drift-corrected, raw median {res.median_ms:.4f} ms"
+                if math.isfinite(res.corrected_ms) else f"median {res.median_ms:.4f} ms")
+        print(f"{args.model}: {corr}  mean {res.mean_ms:.4f}  "
               f"p10 {res.p10_ms:.4f}  p90 {res.p90_ms:.4f}  CV {res.cv:.3f}  "
               f"({res.repeat} runs{rounds}, {res.runtime}){flag}")
         fp = res.fingerprint
@@ -230,8 +235,8 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     if figure == "corrected" and not config.drift_ref:
         from costmodels.errors import InputError
 
-        raise InputError("--figure corrected needs a drift reference, option --figure; add "
-                         "--drift-correct (or use --figure raw)")
+        raise InputError("--figure corrected needs the drift reference, option --figure; "
+                         "drop --no-drift-correct (ONNX Runtime only) or use --figure raw")
     if args.window < 1:
         raise _bad("--window", args.window, "an integer >= 1")
     out = check_output(args.output, "latency table (-o)")
@@ -468,8 +473,8 @@ def register(sub) -> None:
     p.add_argument("--window", type=int, default=20,
                    help="networks built and timed together in interleaved rounds")
     p.add_argument("--figure", choices=["raw", "corrected"], default=None,
-                   help="which figure latency_ms holds (default: corrected with "
-                        "--drift-correct, else raw)")
+                   help="which figure latency_ms holds (default: corrected, with the "
+                        "drift reference; raw with --no-drift-correct or --runtime tvm)")
     p.add_argument("--representatives", nargs="?", const="graph", choices=["graph", "space"],
                    default=None,
                    help="measure one network per class and give its figure to all: 'graph' "

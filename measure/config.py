@@ -143,10 +143,18 @@ class MeasureResult:
                        corrected_ms=corrected, noisy=rcv > max_cv)
 
     def figure(self, which: str = "raw") -> float:
-        """The latency figure: ``"raw"`` (median of round medians) or ``"corrected"``."""
-        if which not in ("raw", "corrected"):
+        """The latency figure: ``"raw"`` (median of round medians), ``"corrected"``, or
+        ``"auto"`` (corrected when there is one, else raw)."""
+        if which not in ("raw", "corrected", "auto"):
             raise MeasureSettingsError(f"figure {which!r} is unknown; use raw or corrected")
+        if which == "auto":
+            which = "corrected" if math.isfinite(self.corrected_ms) else "raw"
         return self.median_ms if which == "raw" else self.corrected_ms
+
+    @property
+    def figure_name(self) -> str:
+        """What :meth:`figure` ``("auto")`` holds: ``drift-corrected`` or ``raw``."""
+        return "drift-corrected" if math.isfinite(self.corrected_ms) else "raw"
 
     @classmethod
     def from_times(cls, times_ms, runtime: str, max_cv: float = math.inf,
@@ -169,6 +177,8 @@ class MeasureResult:
         d = asdict(self)
         d.pop("times_ms")
         d["round_medians_ms"] = list(d["round_medians_ms"])
+        if self.ok:
+            d = {"latency_ms": self.figure("auto"), "figure": self.figure_name, **d}
         return d
 
 

@@ -12,6 +12,7 @@ carrying the error text.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -115,15 +116,19 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
         inputs: dict[str, np.ndarray] | None = None) -> MeasureResult:
     """Runner: the interleaved-rounds protocol on one built session (the caller pins).
     Never raises."""
-    from measure.rounds import measure_window
+    from measure.rounds import machine_anchor, measure_window, reference_panel, rescale
 
     item = prepare(None, config, inputs=inputs, built=built)
-    ref = None
-    if config.drift_ref and item.burst is not None:
-        from measure.rounds import reference_model
-
-        ref = prepare(reference_model(), config, "reference")
-    [res], report = measure_window([item], config, ref)
+    panel = reference_panel(config) if item.burst is not None else []
+    anchor = machine_anchor(config) if panel else None
+    try:
+        [res], report = measure_window([item], config, panel, anchor)
+    finally:
+        for p in panel:
+            p.close()
+    if panel and anchor is None and not math.isnan(report.anchor_ms):
+        anchor = machine_anchor(config, report.anchor_ms)
+        [res] = rescale([res], anchor / report.anchor_ms)
     if res.ok:
         res = replace(res, meta={**res.meta, "window": report.as_dict()})
     return res

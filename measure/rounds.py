@@ -9,12 +9,16 @@ latency is the median of its round medians, all of which are kept. A single netw
 is timed the same way, its rounds spread over at least ``rounds * min_round_s``
 seconds.
 
-With ``config.drift_ref`` a fixed reference network (:func:`reference_model`) is
-measured in every round as well. Its round medians over its *anchor* (its median in
-the first window of a store, or of this call) give each round's drift factor; every
-network also gets ``corrected_ms``, the median of its round medians divided by the
-factors. Without a reference the window still reports its drift: the geometric mean,
-over the networks, of each round median over the network's median.
+With ``config.drift_ref`` a fixed *reference panel* (:func:`reference_panel`: three
+small CNNs of different character, the same everywhere) is measured in every round as
+well. The geometric mean of the members' round medians is the round's reference time;
+over its *anchor* it gives each round's drift factor, and every network also gets
+``corrected_ms``, the median of its round medians divided by the factors. The anchor is
+the machine's (:func:`machine_anchor`: set once per device and timing setting in a small
+JSON file, then shared by every process, store, LUT build and campaign on that machine),
+so corrected figures of different processes are on one level. Without a reference the
+window still reports its drift: the geometric mean, over the networks, of each round
+median over the network's median.
 
 Entry points:
 
@@ -28,10 +32,13 @@ Entry points:
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -41,6 +48,17 @@ from measure.timing import Sample, error_text, pinned
 
 Burst = Callable[[int, int], Sample]  # (untimed runs, timed runs) -> Sample
 PROTOCOL = "rounds-v1"
+#: what the reference time of a round is; part of every anchor key (a new panel: new anchors)
+PANEL_VERSION = "panel-v1"
+#: the NAS-Bench-201 cells of the panel (built by costmodels.spaces.nb201; CIFAR-10, batch 1):
+#: one of 3x3 convolutions only, one of 1x1 convolutions, pooling and skips
+PANEL_CELLS = (
+    "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+    "nor_conv_3x3~2|",
+    "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|nor_conv_1x1~0|none~1|nor_conv_1x1~2|",
+)
+ANCHORS_ENV = "COSTMODELS_ANCHORS"
+ANCHORS_SCHEMA = "costmodels.anchors"
 DEFAULT_WINDOW = 20
 
 
@@ -139,14 +157,128 @@ def reference_model():
     return model
 
 
+def panel_models() -> list[tuple[str, Any]]:
+    """The reference panel as (name, ONNX model): :func:`reference_model` and the
+    NAS-Bench-201 cells of :data:`PANEL_CELLS` (CIFAR-10, batch 1, weights from seed 0)."""
+    from costmodels.spaces import nb201
+
+    return [("reference", reference_model())] + [
+        (f"panel{i}", nb201.build_onnx(cell, "cifar10", 1, 0))
+        for i, cell in enumerate(PANEL_CELLS, start=1)]
+
+
+def reference_panel(config: MeasureConfig) -> list[Prepared]:
+    """The panel built for ``config`` (empty without ``drift_ref``, or for a runtime that
+    cannot run bursts: its figures are measured whole, no rounds to correct)."""
+    if not config.drift_ref or config.runtime != "ort":
+        return []
+    return [prepare(m, config, name) for name, m in panel_models()]
+
+
+def anchor_key(config: MeasureConfig) -> str:
+    """Key of the machine anchor: panel version, device (hardware + runtime version) and the
+    settings that change the panel's times (threads, optimisation level, burst length)."""
+    from measure.fingerprint import _hash, device_hash, fingerprint
+
+    timing = {"runtime": config.runtime, "threads": config.threads,
+              "graph_opt": config.graph_opt, "provider": config.provider,
+              "round_warmup": config.round_warmup, "runs": config.round_runs()[0],
+              "pin": config.pin_cpu >= 0}
+    return f"{PANEL_VERSION}:{device_hash(fingerprint(config))}:{_hash(timing)}"
+
+
+def anchors_path() -> Path | None:
+    """The machine's anchor file: ``$COSTMODELS_ANCHORS`` ('' = none: every call sets its
+    own anchor), else ``$XDG_CACHE_HOME/costmodels/anchors.json`` (``~/.cache/...``)."""
+    env = os.environ.get(ANCHORS_ENV)
+    if env is not None:
+        return Path(env).expanduser() if env.strip() else None
+    base = os.environ.get("XDG_CACHE_HOME", "").strip() or os.path.join(
+        os.path.expanduser("~"), ".cache")
+    return Path(base) / "costmodels" / "anchors.json"
+
+
+def _read_anchors(path: Path) -> dict[str, Any]:
+    from costmodels.errors import InputError
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: not a readable costmodels anchor file ({exc}); it was "
+                         f"left as it is: delete it (the next measurement sets new anchors) "
+                         f"or point ${ANCHORS_ENV} elsewhere") from None
+    if not isinstance(doc, dict) or doc.get("schema") != ANCHORS_SCHEMA or \
+            not isinstance(doc.get("anchors"), dict):
+        raise InputError(f"{path}: not a costmodels anchor file (no \"schema\": "
+                         f"\"{ANCHORS_SCHEMA}\"); it was left as it is: delete it or point "
+                         f"${ANCHORS_ENV} elsewhere")
+    return doc["anchors"]
+
+
+def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> float | None:
+    """The machine's anchor (ms) of the reference panel for ``config``, None if unset.
+
+    With ``candidate_ms`` an unset anchor is set to it (the first writer wins, also between
+    concurrent processes: the file is updated under a lock and replaced atomically). The
+    level of every corrected figure on this machine is then that first measurement's; a
+    corrupt or foreign file raises an InputError and is left byte-identical.
+    """
+    path = anchors_path()
+    if path is None:
+        return None
+    key = anchor_key(config)
+    found = _read_anchors(path).get(key)
+    if isinstance(found, dict) and isinstance(found.get("anchor_ms"), (int, float)) \
+            and found["anchor_ms"] > 0:
+        return float(found["anchor_ms"])
+    if candidate_ms is None or not candidate_ms > 0:
+        return None
+    import fcntl
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_name(path.name + ".lock"), "a") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        anchors = _read_anchors(path)
+        found = anchors.get(key)
+        if isinstance(found, dict) and isinstance(found.get("anchor_ms"), (int, float)):
+            return float(found["anchor_ms"])
+        from measure.fingerprint import fingerprint
+        from measure.sqlite import utc_now
+
+        fp = fingerprint(config)
+        anchors[key] = {"anchor_ms": float(candidate_ms), "set_at": utc_now(),
+                        "cpu_model": fp.get("cpu_model"), "runtime": config.runtime,
+                        "runtime_version": fp.get("runtime_version"),
+                        "threads": config.threads, "panel": PANEL_VERSION}
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps({"schema": ANCHORS_SCHEMA, "version": 1,
+                                   "anchors": anchors}, indent=1, sort_keys=True) + "\n",
+                       encoding="utf-8")
+        os.replace(tmp, path)
+    return float(candidate_ms)
+
+
+def _panel_rounds(members: Sequence[list[np.ndarray]]) -> list[np.ndarray]:
+    """Per round, the panel's reference time: the geometric mean of the members' round
+    medians (as a one-element array, the form :func:`_drift` reads)."""
+    n = min(len(m) for m in members)
+    meds = np.array([[float(np.median(m[k])) for k in range(n)] for m in members])
+    return [np.array([float(np.exp(np.log(meds[:, k]).mean()))]) for k in range(n)]
+
+
 def measure_window(items: Sequence[Prepared], config: MeasureConfig,
-                   reference: Prepared | None = None, anchor_ms: float | None = None,
+                   reference: Prepared | Sequence[Prepared] | None = None,
+                   anchor_ms: float | None = None,
                    progress: Callable[[int, int], None] | None = None
                    ) -> tuple[list[MeasureResult], WindowReport]:
     """Time prepared networks in interleaved rounds (the caller pins the process).
 
     Returns one result per item (failures as they are) and the window's report.
-    ``anchor_ms``: the reference's anchor; None = the median of its rounds here.
+    ``reference``: one reference network or a panel (:func:`reference_panel`; its round
+    time is the geometric mean of the members'). ``anchor_ms``: the reference's anchor;
+    None = the median of its rounds here.
     ``progress(done, total)`` is called after each round.
     """
     t0 = time.perf_counter()
@@ -155,7 +287,9 @@ def measure_window(items: Sequence[Prepared], config: MeasureConfig,
     for i, p in enumerate(items):
         if p.burst is None and p.failure is None and p.whole is not None:
             out[i] = p.whole()
-    timed = live + ([-1] if reference is not None and reference.burst is not None else [])
+    refs = [reference] if isinstance(reference, Prepared) else list(reference or ())
+    ref_ids = [-1 - j for j, r in enumerate(refs) if r.burst is not None]
+    timed = live + ref_ids
     times: dict[int, list[np.ndarray]] = {i: [] for i in timed}
     cpu: dict[int, list[np.ndarray]] = {i: [] for i in timed}
     dropped = {i: 0 for i in timed}
@@ -163,7 +297,7 @@ def measure_window(items: Sequence[Prepared], config: MeasureConfig,
     runs = config.round_runs()
 
     def item(i: int) -> Prepared:
-        return reference if i == -1 else items[i]  # type: ignore[return-value]
+        return refs[-1 - i] if i < 0 else items[i]
 
     for i in timed:  # warm-up once, in order: build-time effects settle before round 1
         try:
@@ -189,7 +323,8 @@ def measure_window(items: Sequence[Prepared], config: MeasureConfig,
             time.sleep(rest)
         if progress:
             progress(k + 1, len(runs))
-    factors, ref_ms, anchor = _drift(times.get(-1) if -1 not in errors else None, anchor_ms)
+    members = [times[i] for i in ref_ids if i not in errors and times[i]]
+    factors, ref_ms, anchor = _drift(_panel_rounds(members) if members else None, anchor_ms)
     for i in live:
         if i in errors:
             out[i] = MeasureResult.failure(errors[i], config.runtime, meta=dict(items[i].meta))
@@ -236,37 +371,49 @@ def measure_many(models: Sequence[Any], config: MeasureConfig, names: Sequence[s
 
     Windows of ``window`` models are built, timed in ``config.rounds`` rounds and freed;
     the process is pinned to ``config.pin_cpu`` throughout. Never raises for a bad model
-    (its result has ``ok=False``). ``anchor_ms``: the drift reference's anchor (None: set by
-    the first window); ``on_window(results, report)`` is called after each window.
+    (its result has ``ok=False``). ``anchor_ms``: the drift reference's anchor (None: the
+    machine's, :func:`machine_anchor`, or set by the first window); ``on_window(results,
+    report)`` is called after each window.
     """
     from measure.fingerprint import fingerprint
 
     names = list(names) if names is not None else [f"model{i}" for i in range(len(models))]
     fp = fingerprint(config)
     results: list[MeasureResult] = []
+    if anchor_ms is None and config.drift_ref:
+        anchor_ms = machine_anchor(config)
     with pinned(config.pin_cpu, config.threads) as cpus:
-        ref = prepare(reference_model(), config, "reference") if config.drift_ref else None
+        panel = reference_panel(config)
         try:
             for lo in range(0, len(models), max(1, window)):
                 chunk = [prepare(m, config, n) for m, n in
                          zip(models[lo:lo + window], names[lo:lo + window], strict=True)]
                 try:
-                    res, report = measure_window(chunk, config, ref, anchor_ms)
+                    res, report = measure_window(chunk, config, panel, anchor_ms)
                 finally:
                     for p in chunk:
                         p.close()
                 if anchor_ms is None and not math.isnan(report.anchor_ms):
-                    anchor_ms = report.anchor_ms
+                    anchor_ms = machine_anchor(config, report.anchor_ms)
+                    if anchor_ms != report.anchor_ms:  # another process set it meanwhile
+                        res = rescale(res, anchor_ms / report.anchor_ms)
                 res = [replace(r, fingerprint=r.fingerprint or fp,
                                meta={**r.meta, "pinned_cpus": sorted(cpus or [])}) for r in res]
                 results.extend(res)
                 if on_window:
                     on_window(res, report)
         finally:
-            if ref is not None:
-                ref.close()
+            for p in panel:
+                p.close()
     return results
 
 
-__all__ = ["Prepared", "WindowReport", "measure_many", "measure_window", "prepare",
+def rescale(results: Sequence[MeasureResult], scale: float) -> list[MeasureResult]:
+    """Corrected figures moved to another anchor (``scale`` = new anchor / old anchor)."""
+    return [replace(r, corrected_ms=r.corrected_ms * scale)
+            if r.ok and not math.isnan(r.corrected_ms) and scale != 1.0 else r for r in results]
+
+
+__all__ = ["Prepared", "WindowReport", "machine_anchor", "measure_many", "measure_window",
+           "panel_models", "prepare", "reference_panel", "rescale",
            "reference_model", "PROTOCOL", "DEFAULT_WINDOW"]

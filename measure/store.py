@@ -214,7 +214,9 @@ class MeasureStore:
                          candidate_ms: float | None = None) -> float | None:
         """The drift reference's anchor (ms) for this config and device: stored once (the
         first campaign's first window sets it, also under concurrency), then reused."""
-        key = f"reference_anchor:{config_hash}:{device_hash}"
+        from measure.rounds import PANEL_VERSION
+
+        key = f"reference_anchor:{PANEL_VERSION}:{config_hash}:{device_hash}"
         row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         if row is None and candidate_ms is not None and not self.readonly:
             with self.db.transaction() as con:

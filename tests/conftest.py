@@ -41,3 +41,10 @@ def tiny_onnx(tmp_path):
     path = tmp_path / "tiny.onnx"
     onnx.save(m, path)
     return path
+
+
+@pytest.fixture(autouse=True)
+def _private_anchor_file(tmp_path_factory, monkeypatch):
+    """Every test sees its own machine-anchor file (never the user's ~/.cache one)."""
+    monkeypatch.setenv("COSTMODELS_ANCHORS",
+                       str(tmp_path_factory.mktemp("anchors") / "anchors.json"))

@@ -68,7 +68,14 @@ def test_cli_measure_json_and_errors(tmp_path, capsys, tiny_onnx):
                 "fingerprint"):
         assert key in doc
     assert doc["repeat"] == 5 and doc["runtime"] == "ort" and doc["rounds"] == 5
-    assert len(doc["round_medians_ms"]) == 5 and doc["corrected_ms"] is None
+    # The drift reference is on by default: latency_ms holds the corrected figure.
+    assert len(doc["round_medians_ms"]) == 5 and doc["corrected_ms"] > 0
+    assert doc["figure"] == "drift-corrected" and doc["latency_ms"] == doc["corrected_ms"]
+    assert main(["measure", str(tiny_onnx), "--repeat", "5", "--warmup", "1", "--json",
+                 "--min-round-s", "0", "--no-drift-correct"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["corrected_ms"] is None and doc["figure"] == "raw"
+    assert doc["latency_ms"] == doc["median_ms"]
     assert main(["measure", "3", "--repeat", "3", "--warmup", "0", "--min-round-s", "0"]) == 0
     assert "median" in capsys.readouterr().out
     capsys.readouterr()

@@ -39,7 +39,7 @@ def _rows(path: Path) -> list[dict]:
     (["--threads", "0"], "--threads"), (["--rounds", "0"], "--rounds"),
     (["--pin-cpu", "9999"], "--pin-cpu"), (["--batch", "0"], "--batch"),
     (["--timeout", "0"], "--timeout"), (["--window", "0"], "--window"),
-    (["--figure", "corrected"], "--figure"),
+    (["--figure", "corrected", "--no-drift-correct"], "--figure"),
 ])
 def test_bad_options_are_one_error_line_before_any_work(tmp_path, capsys, args, flag):
     db, out = tmp_path / "runs.sqlite", tmp_path / "t.csv"
@@ -174,3 +174,38 @@ def test_measure_quality_of_two_tables_and_a_store(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "round-to-round CV" in text and "campaign 1" in text and "drift" in text
     assert main(["measure-quality"]) == 2
+
+
+def test_two_stores_on_one_machine_share_the_anchor_level(tmp_path):
+    """A second campaign into a NEW store starts on the machine's anchor (set by the first),
+    so both tables' corrected figures are on one level; the anchor file says so."""
+    import sqlite3
+
+    for name in ("a", "b"):
+        assert main(["measure-space", "--archs", str(_archs(tmp_path)), "--db",
+                     str(tmp_path / f"{name}.sqlite"), "-o", str(tmp_path / f"{name}.csv"),
+                     *QUICK]) == 0
+    anchors = []
+    for name in ("a", "b"):
+        with sqlite3.connect(tmp_path / f"{name}.sqlite") as con:
+            anchors += [float(v) for k, v in con.execute("SELECT key, value FROM meta")
+                        if k.startswith("reference_anchor:panel-v1:")]
+    doc = json.loads(Path(os.environ["COSTMODELS_ANCHORS"]).read_text())
+    [entry] = doc["anchors"].values()
+    assert len(anchors) == 2 and anchors[0] == anchors[1] == entry["anchor_ms"]
+    side = json.loads((tmp_path / "b.fingerprint.json").read_text())
+    assert side["figure"] == "drift-corrected"
+
+
+def test_a_corrupt_anchor_file_is_one_error_line_and_left_as_it_is(tmp_path, monkeypatch,
+                                                                    capsys):
+    bad = tmp_path / "anchors.json"
+    bad.write_bytes(b'{"schema": "costmodels.anchors", "anchors": [1, 2')
+    before = bad.read_bytes()
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(bad))
+    assert main(["measure", CELLS[0], *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "anchors.json" in err and len(err.splitlines()) == 1
+    assert bad.read_bytes() == before
+    # --no-drift-correct does not read it
+    assert main(["measure", CELLS[0], *QUICK, "--no-drift-correct"]) == 0

@@ -92,6 +92,62 @@ def test_drift_reference_scales_each_round_by_its_drift():
     assert res.corrected_ms == pytest.approx(2.0 * 0.6 / 0.5)
 
 
+def test_a_panel_reference_is_the_geometric_mean_of_its_members():
+    log: list = []
+    net = FakeNet("a", 2.0, log)
+    panel = [FakeNet("r1", 0.5, log), FakeNet("r2", 2.0, log), FakeNet("broken", 1.0, log,
+                                                                        fail_in_round=1)]
+    [res], report = measure_window([net.prepared()], CFG, [p.prepared() for p in panel])
+    # the member that failed is left out; the others' geometric mean is 1.0 ms x drift
+    assert report.reference_ms == pytest.approx(list(DRIFT))
+    assert res.corrected_ms == pytest.approx(2.0 * float(np.median(DRIFT)))
+    # a machine anchor of 1.2 ms: the corrected figure is on that level
+    [res], _ = measure_window([FakeNet("a", 2.0, []).prepared()], CFG,
+                              [FakeNet("r1", 0.5, []).prepared(),
+                               FakeNet("r2", 2.0, []).prepared()], anchor_ms=1.2)
+    assert res.corrected_ms == pytest.approx(2.0 * 1.2)
+
+
+def test_the_machine_anchor_is_set_once_and_shared(tmp_path, monkeypatch):
+    from costmodels.errors import InputError
+    from measure.rounds import anchors_path, machine_anchor
+
+    cfg = MeasureConfig(drift_ref=True)
+    path = tmp_path / "anchors.json"
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(path))
+    assert anchors_path() == path and machine_anchor(cfg) is None and not path.exists()
+    assert machine_anchor(cfg, 1.5) == 1.5
+    assert machine_anchor(cfg, 9.9) == 1.5 and machine_anchor(cfg) == 1.5  # first one wins
+    # another timing setting has its own anchor
+    assert machine_anchor(MeasureConfig(drift_ref=True, threads=2), 3.0) == 3.0
+    assert machine_anchor(cfg) == 1.5
+    # a corrupt or foreign file is reported, named, and left byte-identical
+    for text in ("{not json", '{"schema": "other", "anchors": {}}', "\xff\xfe"):
+        path.write_text(text, encoding="latin-1")
+        before = path.read_bytes()
+        with pytest.raises(InputError, match="anchors.json"):
+            machine_anchor(cfg, 1.0)
+        assert path.read_bytes() == before
+    monkeypatch.setenv("COSTMODELS_ANCHORS", "")  # '' = no machine anchor
+    assert anchors_path() is None and machine_anchor(cfg, 1.0) is None
+
+
+def test_processes_share_the_machine_anchor(tmp_path, monkeypatch):
+    """Two calls (as two processes would) put corrected figures on one level: the second
+    call uses the first call's anchor instead of its own panel median."""
+    from measure.rounds import machine_anchor, measure_many
+    from measure.testing import tiny_model
+
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path / "anchors.json"))
+    cfg = MeasureConfig(repeat=4, rounds=2, min_round_s=0, warmup=1, drift_ref=True)
+    seen: list = []
+    measure_many([tiny_model()], cfg, on_window=lambda r, rep: seen.append(rep))
+    first = machine_anchor(cfg)
+    assert first == pytest.approx(seen[0].anchor_ms)
+    measure_many([tiny_model()], cfg, on_window=lambda r, rep: seen.append(rep))
+    assert seen[1].anchor_ms == first and len(seen[1].reference_ms) == 2
+
+
 def test_a_network_that_fails_midway_is_a_failure_and_the_window_goes_on():
     log: list = []
     good, bad = FakeNet("good", 1.0, log), FakeNet("bad", 1.0, log, fail_in_round=2)

@@ -224,13 +224,24 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
                 "measure", progress)
 
 
+def _figures(res: MeasureResult) -> tuple[float, float, float]:
+    """(median, p10, p90) ms of a result on the machine's anchor level when it has a
+    drift-corrected figure (p10/p90 scaled with the median), else as timed."""
+    if not res.ok or not res.median_ms > 0:
+        return res.median_ms, res.p10_ms, res.p90_ms
+    scale = res.figure("auto") / res.median_ms
+    return res.median_ms * scale, res.p10_ms * scale, res.p90_ms * scale
+
+
 def _store(lut: LutFile, text: str, key: KernelKey, res: MeasureResult, uses: dict[str, int],
            config: MeasureConfig, report: BuildReport) -> None:
     rounds = res.meta.get("rounds", config.rounds) if res.ok else 0
-    lut.put(Entry(key=text, ops="+".join(key.ops), ok=res.ok, median_ms=res.median_ms,
-                  p10_ms=res.p10_ms, p90_ms=res.p90_ms, cv=res.cv, count=res.repeat,
+    med, p10, p90 = _figures(res)
+    fig = ":drift-corrected" if res.ok and res.figure_name != "raw" else ""
+    lut.put(Entry(key=text, ops="+".join(key.ops), ok=res.ok, median_ms=med,
+                  p10_ms=p10, p90_ms=p90, cv=res.cv, count=res.repeat,
                   noisy=res.noisy, uses=uses.get(text, 0), error=res.error,
-                  source=f"measured:{config.runtime}:rounds={rounds}", measured_at=now()))
+                  source=f"measured:{config.runtime}:rounds={rounds}{fig}", measured_at=now()))
     report.measured += 1
     if not res.ok:
         report.failed.append(f"{text}: {res.error}")
@@ -300,9 +311,10 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
             return
         ks = [k.text for k in kernels(net, rules)]
         record_point_kernels(lut, name, ks)
+        med, p10, p90 = _figures(res)
         lut.put_point(CalibrationPoint(name, str(net.meta.get("arch_str") or net.name),
-                                       str(net.meta.get("dataset")), res.median_ms, res.p10_ms,
-                                       res.p90_ms, res.cv, n_kernels=len(ks), measured_at=now()))
+                                       str(net.meta.get("dataset")), med, p10, p90, res.cv,
+                                       n_kernels=len(ks), measured_at=now()))
 
     time_models(models, [n for n, _ in todo], config, store, "calibrate", progress)
 
