@@ -59,13 +59,22 @@ def _chosen(reports: list) -> str:
     return ", ".join(f"{f} {w:.2f}" for f, w in sorted(chosen.items(), key=lambda kv: -kv[1]))
 
 
+def _ceilings(targets) -> dict[str, dict | None]:
+    from predictors.fewshot import noise_ceiling
+
+    return {t.table.device: noise_ceiling(t.table) for t in targets}
+
+
 def section(quick: bool = False) -> str:
-    """Markdown: per-device table at k=5, 10 (and 20, not quick), seeds averaged, HELP beside.
+    """Markdown: per-device table at k=5, 10 (and 20, not quick), seeds averaged, HELP and
+    each device's noise ceiling beside; the synthetic analytical-target check; (not quick)
+    ±10% accuracy on this machine's whole-space table.
 
     Quick: 2 seeds, k=5 and k=10 only. Full: 5 seeds, k=20 and the ``diverse``
     selector at k=10 too (the headline protocol is random cells).
     """
     from predictors.fewshot import HELP_10, _help_type, point
+    from predictors.transfer import builtin_priors
 
     paths = sorted(_refdata().glob("*.csv"))
     if not paths:
@@ -74,57 +83,177 @@ def section(quick: bool = False) -> str:
     ks = (5, 10) if quick else (5, 10, 20)
     t0 = time.perf_counter()
     targets = _targets(paths)
-    head = "| target | HELP k=10 (type) |"
+    t1 = time.perf_counter()
+    builtin_priors()
+    prior_s = time.perf_counter() - t1
+    ceil = _ceilings(targets)
+    head = "| target | HELP k=10 (type) | noise ceiling ρ |"
     for k in ks:
         head += f" k={k} ρ | τ | ±10% |"
-    head += " chosen (k=10) | baseline k=10 ρ |" + ("" if quick else " diverse k=10 ρ |")
+    head += (" chosen (k=10) | no priors k=10 ρ | baseline k=10 ρ |"
+             + ("" if quick else " diverse k=10 ρ |"))
     lines = [f"### Few-shot latency prediction: leave-one-out over {len(targets)} devices "
              f"({seeds} seeds, random cells; scored on all other cells)", "", head,
              "|" + "---|" * (head.count("|") - 1)]
-    agg: dict[str, list[float]] = {"help": [], "base": [], "div": []}
+    agg: dict[str, list[float]] = {"help": [], "base": [], "div": [], "ceil": [], "nop": []}
     for k in ks:
         agg[f"r{k}"], agg[f"t{k}"], agg[f"a{k}"] = [], [], []
-    below = []
+    below, over_ceiling = [], []
     for tgt in targets:
-        ht = _help_type(tgt.table.device)
+        dev = tgt.table.device
+        ht = _help_type(dev)
         help10 = HELP_10[ht]
-        row = f"| {tgt.table.device} | {help10:.3f} ({ht}) |"
+        c = ceil[dev]
+        row = f"| {dev} | {help10:.3f} ({ht}) | {'–' if c is None else format(c['rho'], '.3f')} |"
+        if c is not None:
+            agg["ceil"].append(c["rho"])
+            if help10 > c["rho"]:
+                over_ceiling.append(f"{dev} ({help10:.3f} > {c['rho']:.3f})")
         chosen = ""
         for k in ks:
             tgt.reports.clear()
             r = point(tgt, "fewshot", k, seeds)
             if k == 10:
                 chosen = _chosen(tgt.reports)
+                used = sum(bool(rep.get("priors_used")) for rep in tgt.reports)
+                chosen += f"; priors in {used}/{len(tgt.reports)}"
                 if r["spearman"] < help10:
-                    below.append(f"{tgt.table.device} ({r['spearman']:.3f} < {help10:.3f})")
+                    below.append(f"{dev} ({r['spearman']:.3f} < {help10:.3f})")
             agg[f"r{k}"].append(r["spearman"])
             agg[f"t{k}"].append(r["kendall"])
             agg[f"a{k}"].append(r["acc10"])
             row += f" {r['spearman']:.3f} | {r['kendall']:.3f} | {100 * r['acc10']:.1f}% |"
+        nop = point(tgt, "fewshot", 10, seeds, params={"priors": "none"})
         base = point(tgt, "transfer", 10, seeds, params={"smooth": "none"})
+        agg["nop"].append(nop["spearman"])
         agg["base"].append(base["spearman"])
         agg["help"].append(help10)
-        row += f" {chosen} | {base['spearman']:.3f} |"
+        row += f" {chosen} | {nop['spearman']:.3f} | {base['spearman']:.3f} |"
         if not quick:
             div = point(tgt, "fewshot", 10, seeds, "diverse")
             agg["div"].append(div["spearman"])
             row += f" {div['spearman']:.3f} |"
         lines.append(row)
-    mean = f"| **mean** | {np.mean(agg['help']):.3f} |"
+    mean = f"| **mean** | {np.mean(agg['help']):.3f} | {np.mean(agg['ceil']):.3f} |"
     for k in ks:
         mean += (f" **{np.mean(agg[f'r{k}']):.3f}** | {np.mean(agg[f't{k}']):.3f} | "
                  f"{100 * np.mean(agg[f'a{k}']):.1f}% |")
-    mean += f" | {np.mean(agg['base']):.3f} |" + ("" if quick else f" {np.mean(agg['div']):.3f} |")
+    mean += (f" | {np.mean(agg['nop']):.3f} | {np.mean(agg['base']):.3f} |"
+             + ("" if quick else f" {np.mean(agg['div']):.3f} |"))
     lines.append(mean)
     m10, m5 = np.mean(agg["r10"]), np.mean(agg["r5"])
+    mc = float(np.mean(agg["ceil"]))
     lines += ["", f"Targets: k=10 mean ≥ 0.975 ({'met' if m10 >= 0.975 else 'missed'}),"
               f" k=5 mean ≥ 0.95 ({'met' if m5 >= 0.95 else 'missed'}); "
               f"below HELP's figure for the device type at k=10: {', '.join(below) or 'none'}. "
-              f"fewshot/baseline ρ at k=10: {m10 / np.mean(agg['base']):.4f}. "
+              f"fewshot/baseline ρ at k=10: {m10 / np.mean(agg['base']):.4f}; with/without "
+              f"built-in priors: {m10:.4f} / {np.mean(agg['nop']):.4f}. "
               "Baseline: the source-mix transfer on raw sources "
-              "(`TransferModel(smooth=\"none\")`, prior power 1). "
-              f"({time.perf_counter() - t0:.0f} s on this machine, shared CPU.)"]
+              "(`TransferModel(smooth=\"none\")`, prior power 1).", "",
+              f"**Noise ceiling.** Mean over the {len(agg['ceil'])} devices: {mc:.3f}, "
+              f"{'below' if mc < 0.975 else 'at or above'} the 0.975 target; ours at k=10 "
+              f"is {m10:.3f} ({m10 / mc:.1%} of it). The ceiling is what a perfect predictor "
+              "(the true latencies) would score against each table: NB201 has 1,500 pairs "
+              "of cells that run exactly the same kernels (edge 2←1 `none`, nodes 1 and 2 "
+              "swapped), so a pair's log-latency difference is measurement noise alone; one "
+              "measurement's noise is resampled from those differences / √2 (random sign, "
+              "empirical, not Gaussian: some devices' noise is heavy-tailed) and the table is "
+              "ranked against itself plus that noise (5 draws). It assumes the noise is "
+              "independent between cells and the same for every cell, in log latency; it "
+              "is slightly optimistic (the table's own values are noisy too). "
+              "HELP's figure for the device type is above this device's own ceiling (no "
+              "predictor could reach it on this table): "
+              f"{', '.join(over_ceiling) or 'none'}.", ""]
+    lines += _synthetic(targets, 2 if quick else 5)
+    if not quick:
+        lines += _this_cpu(targets, seeds)
+    lines += ["", f"Built-in priors computed once in {prior_s:.0f} s; section "
+              f"{time.perf_counter() - t0:.0f} s on this machine (shared CPU)."]
     return "\n".join(lines) + "\n"
+
+
+SYNTHETIC = (("eyeriss", "cifar10"), ("fpga", "cifar10"), ("eyeriss", "ImageNet16-120"),
+             ("fpga", "cifar100"))
+
+
+def _whole_space_target(base, y, name, tables):
+    from costmodels.spaces import nb201
+    from costmodels.tables import LatencyTable
+    from predictors.fewshot import Target
+    from predictors.transfer import source_matrix
+
+    tab = LatencyTable(np.arange(nb201.NUM_ARCHS), tuple(nb201.SPACE), np.asarray(y), None,
+                       f"nb201_{name}.csv")
+    srcs = [t for t in tables if t.device != tab.device]
+    return Target(tab, base.nets, base.x, srcs, source_matrix(srcs))
+
+
+def _synthetic(targets, seeds: int, k: int = 10, noise: float = 0.02) -> list[str]:
+    """Held-out analytical targets: our eyeriss/fpga latency x 3 with 2% lognormal noise."""
+    from costmodels.spaces import nb201
+    from predictors.fewshot import noise_ceiling, point
+    from predictors.transfer import builtin_prior_names, builtin_priors
+
+    names = list(builtin_prior_names())
+    base = next(t for t in targets if len(t.table) == nb201.NUM_ARCHS)
+    tables = [t.table for t in targets]
+    rng = np.random.default_rng(0)
+    lines = [f"#### Synthetic analytical targets (k={k}, {seeds} seeds, sources = the "
+             f"{len(tables)} tables)", "",
+             "| target | no priors ρ | ±10% | built-in priors ρ | ±10% | priors used | "
+             "noise ceiling ρ |", "|---|---|---|---|---|---|---|"]
+    for backend, ds in SYNTHETIC:
+        col = builtin_priors()[:, names.index(f"prior:{backend}/{ds}")]
+        y = 3.0 * col * np.exp(rng.normal(0, noise, nb201.NUM_ARCHS))
+        tgt = _whole_space_target(base, y, f"synthetic-{backend}-{ds}", tables)
+        r0 = point(tgt, "fewshot", k, seeds, params={"priors": "none"})
+        tgt.reports.clear()
+        r1 = point(tgt, "fewshot", k, seeds, params={"priors": "builtin"})
+        used = sum(bool(rep.get("priors_used")) for rep in tgt.reports)
+        c = noise_ceiling(tgt.table)
+        lines.append(f"| 3 × {backend} ({ds}) × lognormal({noise:.0%}) | {r0['spearman']:.3f} "
+                     f"| {100 * r0['acc10']:.1f}% | {r1['spearman']:.3f} | "
+                     f"{100 * r1['acc10']:.1f}% | {used}/{len(tgt.reports)} | "
+                     f"{c['rho']:.3f} |")
+    lines += ["", "This check is circular in part: the target is generated from the very "
+              "prior that joins the sources, so the priors family can only look good on it. "
+              "What it does show: when a held-out device *is* an analytical model (HELP's "
+              "eyeriss and fpga devices are HW-NAS-Bench's Eyeriss/FPGA predictor numbers, "
+              "which our `eyeriss`/`fpga` backends reproduce on NB201) or FLOP-bound, the CV "
+              "on its k cells finds the prior (column 'priors used') and the prediction goes "
+              "to near its noise ceiling, where 12 measured devices' tables explain it poorly; "
+              "on the 13 measured devices the same test leaves the priors out (table above, "
+              "'priors in n/5').", ""]
+    return lines
+
+
+def _this_cpu(targets, seeds: int) -> list[str]:
+    """±10% accuracy on this machine's whole-space table, sources = the reference tables."""
+    from predictors.fewshot import noise_ceiling, point
+    from costmodels.tables import read_table
+
+    path = HERE.parent / "datasets" / "nb201" / "epyc-2c-ort-cifar10-all.csv"
+    if not path.exists():
+        return []
+    truth = read_table(path)
+    base = next(t for t in targets if len(t.table) == len(truth))
+    tables = [t.table for t in targets]
+    tgt = _whole_space_target(base, truth.latency_ms, "epyc-2c-ort-cifar10-all", tables)
+    c = noise_ceiling(truth)
+    lines = [f"#### ±10% on this CPU ({path.name}: all 15,625 cells measured here, "
+             f"drift-corrected; sources = the {len(tables)} reference tables + priors; "
+             f"{seeds} seeds)", "", "| k | ρ | τ | MAPE | ±10% |", "|---|---|---|---|---|"]
+    for k in (25, 50, 100):
+        r = point(tgt, "fewshot", k, seeds)
+        lines.append(f"| {k} | {r['spearman']:.3f} | {r['kendall']:.3f} | {r['mape']:.1f}% | "
+                     f"{100 * r['acc10']:.1f}% |")
+    lines += ["", "Target: ≥ 99% within ±10% with ≤ 100 cells. " + (
+        "The table's own noise ceiling cannot be read from its swap pairs: it was measured "
+        "once per class of cells that compute the same layers and gave both cells of every "
+        "pair the same figure (its fingerprint gives the round-to-round CV instead)."
+        if c is None else f"Its noise ceiling for ±10%: {100 * c['acc10']:.1f}% "
+        f"(pairs both within ±10% of their mean: {100 * c['pair_within10']:.1f}%).")]
+    return lines
 
 
 if __name__ == "__main__":

@@ -75,6 +75,11 @@ def register(sub) -> None:
     p.add_argument("--prior", action="append", default=[], metavar="SPEC",
                    help="hybrid: an estimator it corrects, e.g. roofline:SPEC or lut:PATH "
                         "(repeatable)")
+    p.add_argument("--priors", choices=["builtin", "none"],
+                   help="transfer/fewshot: whether the built-in analytical priors (FLOPs, "
+                        "params, Eyeriss and FPGA latency of every NB201 cell) join the "
+                        "sources (default: fewshot builtin, used when the CV on the cells "
+                        "says a prior explains them best; transfer none)")
     p.add_argument("--train", required=True, metavar="TABLE.csv",
                    help="measured latency table of the target device (every row is used)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
@@ -102,6 +107,9 @@ def register(sub) -> None:
                    choices=["fewshot", "transfer", "gbdt", "gnn", "flops"],
                    help="predictor: fewshot or transfer (need --source), or one learned from "
                         "the target's cells alone")
+    p.add_argument("--priors", choices=["builtin", "none"],
+                   help="fewshot/transfer: built-in analytical priors as extra sources "
+                        "(default: the model's; see `costmodels fit --help`)")
     p.add_argument("--samples", type=_samples, default=[10, 20, 50, 100, 1000],
                    metavar="K,K,...", help="training-set sizes")
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds averaged per size")
@@ -138,6 +146,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              f"{args.model}` learns from the target's cells alone")
     if args.prior and need != "prior":
         raise PredictorError(f"--prior is for `fit hybrid`, not `fit {args.model}`")
+    if args.priors and need != "sources":
+        raise PredictorError(f"--priors is for `fit transfer` or `fit fewshot`, not `fit "
+                             f"{args.model}` (a hybrid takes estimators with --prior)")
+    params = {"priors": args.priors} if args.priors else {}
     sources = [s for s in args.source
                if read_table(s, duplicates=args.duplicates).device != device]
     if len(sources) < len(args.source):
@@ -149,13 +161,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
     nets = build_networks(space, list(table.arch_str), args.dataset, args.batch)
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
-                        prior=list(args.prior), device=device, random_state=args.seed)
+                        prior=list(args.prior), device=device, random_state=args.seed,
+                        **params)
     fit_s = time.perf_counter() - t0
     est.save(args.output)
     report = getattr(est, "report_", None)
     if report:
         print(f"chosen: {report['chosen']} (strategy {report['strategy']}, {report['cv']} "
-              f"log-MSE {report['cv_log_mse']})", file=sys.stderr)
+              f"log-MSE {report['cv_log_mse']}; built-in priors "
+              f"{'used' if report.get('priors_used') else 'not used'})", file=sys.stderr)
     print(f"wrote {args.output}: {args.model} on {len(nets)} networks of {device} in "
           f"{fit_s:.1f} s (use it as {args.model}:{args.output})", file=sys.stderr)
     return 0
@@ -172,6 +186,9 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
     check_output(args.output, "-o")
     with_sources = args.model in ("transfer", "fewshot")
+    if args.priors and not with_sources:
+        raise PredictorError(f"--priors is for --model fewshot or transfer, not {args.model}")
+    params = {"priors": args.priors} if args.priors else {}
     if with_sources and not args.source:
         raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "
                              "tables)")
@@ -183,14 +200,15 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
             print(f"skipping k={k}: the target has only {len(tgt.y)} cells", file=sys.stderr)
             continue
         tgt.reports.clear()
-        r = fewshot.point(tgt, args.model, k, args.seeds, args.select)
+        r = fewshot.point(tgt, args.model, k, args.seeds, args.select, params)
         rows.append(r)
         chosen = ""
         if tgt.reports:
             top = Counter(max(rep["chosen"], key=rep["chosen"].get) for rep in tgt.reports)
             cv = np.mean([rep.get("cv_log_mse_final", np.nan) for rep in tgt.reports])
+            used = sum(bool(rep.get("priors_used")) for rep in tgt.reports)
             chosen = (f"  chosen {dict(top)} ({tgt.reports[0]['strategy']}, CV log-MSE "
-                      f"{cv:.4f})")
+                      f"{cv:.4f}; priors used in {used}/{len(tgt.reports)} fits)")
         print(f"k={k:>5}  spearman {r['spearman']:.3f} ± {r['spearman_std']:.3f}  kendall "
               f"{r['kendall']:.3f}  MAPE {r['mape']:.1f}%  ±10% {100 * r['acc10']:.1f}%{chosen}",
               file=sys.stderr)

@@ -272,3 +272,81 @@ def benchmark(refdata_dir: str | Path, seeds: int = 5, k_transfer: int = 10,
             lines.append(f"| {m} | {t['build_s']:.2f} | {t['fit_s']:.1f} | "
                          f"{t['predict_all_s']:.2f} |")
     return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------ noise ceiling
+CEILING_DRAWS = 5
+
+
+def swap_pairs(arch_strs: Sequence[str]) -> np.ndarray | None:
+    """Row pairs (n, 2) of NB201 cells that run exactly the same kernels; None off NB201.
+
+    A cell whose edge 2<-1 is ``none`` and the cell with nodes 1 and 2 swapped
+    (edges 1<-0 and 2<-0 exchanged, and 3<-1 and 3<-2) compute the same function
+    with the same operations on the same shapes: their true latencies are equal,
+    so the difference of their measurements is measurement noise alone. Only pairs
+    with both cells in the table and different arch strings count.
+    """
+    from costmodels.errors import UnknownArchitecture
+
+    e = {edge: i for i, edge in enumerate(nb201.EDGES)}
+    row = {s: i for i, s in enumerate(arch_strs)}
+    out = []
+    for s, i in row.items():
+        try:
+            ops = list(nb201.parse_arch(s))
+        except UnknownArchitecture:
+            return None
+        if ops[e[(2, 1)]] != 0:
+            continue
+        sw = list(ops)
+        sw[e[(1, 0)]], sw[e[(2, 0)]] = ops[e[(2, 0)]], ops[e[(1, 0)]]
+        sw[e[(3, 1)]], sw[e[(3, 2)]] = ops[e[(3, 2)]], ops[e[(3, 1)]]
+        j = row.get(nb201.arch_str(sw))
+        if j is not None and i < j:
+            out.append((i, j))
+    return np.asarray(out, dtype=np.int64).reshape(-1, 2)
+
+
+def noise_ceiling(table: LatencyTable | str | Path, draws: int = CEILING_DRAWS,
+                  seed: int = 0) -> dict | None:
+    """What a perfect predictor would score on ``table``, from its measurement noise.
+
+    Method (``"swap-pairs, empirical"``): the log-latency differences ``d`` of the
+    :func:`swap_pairs` (equal true latency) give the noise; one measurement's noise
+    is resampled from ``±d / sqrt(2)`` (random sign) and added to the table's log
+    latencies, and the Spearman and ±10% accuracy of the table against that noisy
+    copy are averaged over ``draws`` draws. Assumptions: the noise is independent
+    between cells, of the same distribution for every cell (multiplicative, i.e.
+    additive in log latency) and for the two cells of a pair; the table's values
+    are themselves noisy, so ranking them against a noisy copy slightly overstates
+    their spread (the estimate is, if anything, optimistic). Empirical differences,
+    not a Gaussian, because some devices' noise is heavy-tailed.
+
+    Returns None for a table without such pairs (another space, or too few cells)
+    and for one that gives both cells of every pair the same figure (a table measured
+    once per class of equivalent cells: its noise is not observable this way); else ``pairs``, ``noise_sd`` (log-latency sd of one measurement, ~relative),
+    ``pair_rho`` (Spearman between the two cells of each pair), ``rho`` (ceiling
+    Spearman), ``acc10`` (ceiling ±10% accuracy, 0..1), ``pair_within10`` (fraction
+    of pairs whose two measurements are both within ±10% of their mean), ``method``.
+    """
+    table = _as_table(table)
+    pairs = swap_pairs(table.arch_str)
+    if pairs is None or len(pairs) < 10:
+        return None
+    ly = np.log(table.latency_ms)
+    a, b = table.latency_ms[pairs[:, 0]], table.latency_ms[pairs[:, 1]]
+    noise = (ly[pairs[:, 0]] - ly[pairs[:, 1]]) / np.sqrt(2.0)
+    if not noise.any():
+        return None
+    rng = np.random.default_rng(seed)
+    rho, acc = [], []
+    for _ in range(draws):
+        e = rng.choice(noise, len(ly)) * rng.choice((-1.0, 1.0), len(ly))
+        rho.append(metrics.spearman(ly, ly + e))
+        acc.append(metrics.acc_within(table.latency_ms, table.latency_ms * np.exp(e), 10))
+    return {"pairs": len(pairs), "noise_sd": float(np.std(noise)),
+            "pair_rho": float(metrics.spearman(a, b)), "rho": float(np.mean(rho)),
+            "acc10": float(np.mean(acc)),
+            "pair_within10": float(np.mean(np.abs(a - b) / (a + b) <= 0.1)),
+            "method": "swap-pairs, empirical"}

@@ -55,6 +55,7 @@ from predictors import features as F
 from predictors import persistence as P
 from predictors.base import Predictor, PredictorError, check_training_data
 from predictors.linear import nnls_fit
+from predictors.transfer import PRIORS
 
 CLASS = "predictors.select.FewShotModel"
 FAMILIES = ("mix", "mix-plain", "mix-dce", "mix-raw", "additive", "gbdt-residual", "gbdt", "gnn")
@@ -65,6 +66,10 @@ SMALL_K = 20
 # cells cannot validate a ~20-feature residual, and on the 13 reference devices the
 # plain source mix alone was better at k=5 (mean Spearman 0.949 vs 0.945 stacked).
 MIN_K_RESIDUAL = 8
+DEFAULT_PRIORS = "builtin"
+# The priors join the mix only when they lower the source mix's CV log-MSE on the k cells
+# by more than this fraction (a margin against the noise of a 5-10 cell CV).
+PRIOR_GATE = 0.1
 
 
 def default_families(k: int) -> tuple[str, ...]:
@@ -152,14 +157,19 @@ class FewShotModel(Predictor):
     strategy: ``stack``, ``select`` or ``average`` (:data:`STRATEGIES`).
     device: target device name for the manifest.
     random_state: seed of the GBDT/GNN candidates.
+    priors: ``"builtin"`` (the built-in analytical priors,
+        :func:`predictors.transfer.builtin_priors`, join the sources of the mix
+        families as extra columns; the CV weighs them like any source) or ``"none"``.
     """
 
     name = "fewshot"
     registry_name = "fewshot"
 
     def __init__(self, sources: Sequence = (), families: Sequence[str] = (),
-                 strategy: str = "stack", device: str = "", random_state: int = 0) -> None:
+                 strategy: str = "stack", device: str = "", random_state: int = 0,
+                 priors: str = DEFAULT_PRIORS) -> None:
         self.sources = sources
+        self.priors = priors
         self.families = families
         self.strategy = strategy
         self.device = device
@@ -172,36 +182,77 @@ class FewShotModel(Predictor):
         if bad:
             raise PredictorError(f"unknown family {bad[0]!r}; expected some of "
                                  f"{', '.join(FAMILIES)}")
+        if self.priors not in PRIORS:
+            raise PredictorError(f"priors must be one of {', '.join(PRIORS)}, not "
+                                 f"{self.priors!r}")
         if self.strategy not in STRATEGIES:
             raise PredictorError(f"strategy must be one of {', '.join(STRATEGIES)}, not "
                                  f"{self.strategy!r}")
         return fams
 
-    def _candidate(self, family: str):
-        lat, names = self.source_lat_, self.source_names_
-        if family in ("mix", "mix-plain", "mix-dce", "gbdt-residual") and self._smoothed is None:
+    def _smooth(self) -> np.ndarray:
+        """The measured sources, smoothed (:func:`~predictors.transfer.smooth_sources`), cached."""
+        if self._smoothed is None:
             from predictors.transfer import smooth_sources
 
-            self._smoothed = smooth_sources(lat)
+            self._smoothed = smooth_sources(self.source_lat_)
+        return self._smoothed
+
+    def _mix_sources(self, smoothed: bool) -> tuple[np.ndarray, list[str]]:
+        """Sources of a mix family: smoothed or raw, with the priors when they are used."""
+        from predictors.transfer import with_priors
+
+        key = (smoothed, self.priors_used_)
+        if key not in self._mixes:
+            lat = self._smooth() if smoothed else self.source_lat_
+            self._mixes[key] = with_priors(lat, self.source_names_,
+                                           "builtin" if self.priors_used_ else "none")
+        return self._mixes[key]
+
+    def _priors_win(self, y: np.ndarray, idx: np.ndarray, x: np.ndarray) -> bool:
+        """Whether the built-in priors improve the source mix on the k cells, by CV.
+
+        ``mix-plain`` with and without the priors, each scored by the same
+        cross-validation on the k cells (:func:`_folds`, log-MSE); the priors are
+        used when they lower it by more than :data:`PRIOR_GATE` (relative).
+        """
+        if len(y) < 3:
+            return False
+        folds = _folds(len(y))
+        err = {}
+        for used in (False, True):
+            self.priors_used_ = used
+            oof = np.zeros(len(y))
+            for f in np.unique(folds):
+                test = folds == f
+                cand = self._candidate("mix-plain").fit(idx[~test], x[~test], y[~test])
+                oof[test] = cand.predict(idx[test], x[test])
+            err[used] = _log_mse(oof, y)
+        self.priors_cv_ = {"without": round(err[False], 6), "with": round(err[True], 6)}
+        return err[True] < (1.0 - PRIOR_GATE) * err[False]
+
+    def _candidate(self, family: str):
+        names = self.source_names_
+        if family in ("mix", "mix-plain", "mix-dce", "mix-raw", "gbdt-residual"):
+            lat, names = self._mix_sources(smoothed=family != "mix-raw")
         pw = MIX_PRIOR_POWER
         if family == "mix":
-            return _Transfer(self._smoothed, names, smooth="none", prior_power=pw)
+            return _Transfer(lat, names, smooth="none", prior_power=pw)
         if family == "mix-plain":
-            return _Transfer(self._smoothed, names, smooth="none", residual="none",
-                             prior_power=pw)
+            return _Transfer(lat, names, smooth="none", residual="none", prior_power=pw)
         if family == "mix-dce":
             from predictors.transfer import dce_index
 
-            dce = self._smoothed[dce_index(np.arange(len(self._smoothed)))]
+            dce = lat[dce_index(np.arange(len(lat)))]
             return _Transfer(dce, names, smooth="none", residual="none", prior_power=pw)
         if family == "mix-raw":
             return _Transfer(lat, names, smooth="none", prior_power=pw)
         if family == "gbdt-residual":
-            return _Transfer(self._smoothed, names, smooth="none", residual="gbdt",
+            return _Transfer(lat, names, smooth="none", residual="gbdt",
                              random_state=self.random_state)
         if family == "additive":
             if self._coefs is None:
-                self._coefs = A.source_coefs(lat)
+                self._coefs = A.source_coefs(self.source_lat_)
             return _Additive(self._coefs)
         if family == "gbdt":
             return _GBDT(self.random_state)
@@ -217,6 +268,7 @@ class FewShotModel(Predictor):
         self.source_names_ = list(names)
         self._coefs = None
         self._smoothed = None
+        self._mixes: dict[tuple[bool, bool], tuple[np.ndarray, list[str]]] = {}
         return self
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> FewShotModel:
@@ -238,6 +290,8 @@ class FewShotModel(Predictor):
         """Fit from cell indices, feature rows and latencies (ms); sources already set."""
         k = len(y)
         fams = self._families(k)
+        self.priors_cv_ = {}
+        self.priors_used_ = self.priors == "builtin" and self._priors_win(y, idx, x)
         folds = _folds(k)
         oof = np.zeros((k, len(fams)))
         if k >= 3 and (len(fams) == 1 or self.strategy != "average"):
@@ -252,6 +306,8 @@ class FewShotModel(Predictor):
                             for fam, w in zip(fams, self.weights_, strict=True) if w > 0]
         self.weights_ = self.weights_[self.weights_ > 0]
         self.report_ = {"strategy": self.strategy, "families": list(fams),
+                        "priors": self.priors, "priors_used": self.priors_used_,
+                        "priors_cv_log_mse": self.priors_cv_,
                         "cv": "loo" if k <= SMALL_K else "5-fold",
                         "cv_log_mse": {f: round(v, 6) for f, v in cv.items()},
                         "chosen": {f: round(float(w), 4) for (f, _), w in

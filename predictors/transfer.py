@@ -54,6 +54,12 @@ SHRINK = (0.0, 0.01, 0.1, 1.0, 10.0, 100.0)
 GBDT_RESIDUAL_MIN_N = 100
 SMOOTH = ("additive", "none")
 PRIOR_POWER = 1.0
+PRIORS = ("builtin", "none")
+# Built-in analytical priors (:func:`builtin_priors`): registry backends evaluated on
+# every NB201 cell, appended to the sources as extra (noise-free) columns.
+PRIOR_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")
+PRIOR_BACKENDS = ("eyeriss", "fpga")
+PRIOR_PROXIES = ("flops", "params")  # on cifar10 networks only
 
 
 def source_prior(x: np.ndarray, y: np.ndarray, m: int, power: float = PRIOR_POWER) -> np.ndarray:
@@ -194,6 +200,56 @@ def dce_index(idx: np.ndarray) -> np.ndarray:
     return _dce_table()[np.asarray(idx, dtype=np.int64)]
 
 
+def builtin_prior_names() -> tuple[str, ...]:
+    """Column names of :func:`builtin_priors` (``prior:<backend>/<dataset>``)."""
+    return tuple(f"prior:{b}/{d}" for d in PRIOR_DATASETS for b in _prior_backends(d))
+
+
+def _prior_backends(dataset: str) -> tuple[str, ...]:
+    return (PRIOR_PROXIES if dataset == "cifar10" else ()) + PRIOR_BACKENDS
+
+
+def prior_columns(idx: np.ndarray) -> np.ndarray:
+    """Built-in prior latencies (len(idx), len(:func:`builtin_prior_names`)) of NB201 cells.
+
+    Each column is a registry backend's ``latency_ms`` on the cell's network at
+    batch 1 (``flops``/``params``: the proxies on cifar10; ``eyeriss``/``fpga``:
+    the HW-NAS-Bench reference accelerators on each of :data:`PRIOR_DATASETS`).
+    """
+    from costmodels import registry
+
+    idx = np.asarray(idx, dtype=np.int64)
+    cols = []
+    for d in PRIOR_DATASETS:
+        nets = [nb201.build_network(int(i), d) for i in idx]
+        for b in _prior_backends(d):
+            est = registry.create(b).estimate_many(nets)
+            cols.append(np.array([e.latency_ms for e in est], dtype=np.float64))
+    return np.stack(cols, axis=1)  # the order of builtin_prior_names()
+
+
+@cache
+def builtin_priors() -> np.ndarray:
+    """:func:`prior_columns` of all 15,625 cells, computed once per process (~30 s).
+
+    Read-only; rows are the standard index. Nothing is read from or written to disk.
+    """
+    out = prior_columns(np.arange(nb201.NUM_ARCHS))
+    out.setflags(write=False)
+    return out
+
+
+def with_priors(lat: np.ndarray, names: Sequence[str], priors: str
+                ) -> tuple[np.ndarray, list[str]]:
+    """Sources ``lat`` (15,625, m) with the built-in prior columns appended when
+    ``priors == "builtin"`` (:data:`PRIORS`); unchanged for ``"none"``."""
+    if priors not in PRIORS:
+        raise PredictorError(f"priors must be one of {', '.join(PRIORS)}, not {priors!r}")
+    if priors == "none":
+        return lat, list(names)
+    return np.hstack([lat, builtin_priors()]), [*names, *builtin_prior_names()]
+
+
 def cell_indices(nets: Sequence[Network]) -> np.ndarray:
     """Standard NB201 index of each network (:class:`PredictorError` for other networks)."""
     idx = np.empty(len(nets), dtype=np.int64)
@@ -231,6 +287,10 @@ class TransferModel(Predictor):
     prior_power:
         exponent of the inverse leave-one-out errors that set the prior mix
         (:func:`source_prior`); 1 = inverse-variance weighting.
+    priors:
+        ``"builtin"``: the built-in analytical priors (:func:`builtin_priors`: FLOPs,
+        parameters, Eyeriss and FPGA latency) join the sources as extra columns (not
+        smoothed); ``"none"``: the source tables alone.
     """
 
     name = "transfer"
@@ -238,8 +298,9 @@ class TransferModel(Predictor):
 
     def __init__(self, sources: Sequence[str | LatencyTable] = (), residual: str = "auto",
                  device: str = "", random_state: int = 0, smooth: str = "additive",
-                 prior_power: float = PRIOR_POWER) -> None:
+                 prior_power: float = PRIOR_POWER, priors: str = "none") -> None:
         self.sources = sources
+        self.priors = priors
         self.prior_power = prior_power
         self.residual = residual
         self.device = device
@@ -301,8 +362,8 @@ class TransferModel(Predictor):
         if self.smooth not in SMOOTH:
             raise PredictorError(f"smooth must be one of {', '.join(SMOOTH)}, not "
                                  f"{self.smooth!r}")
-        self.source_names_ = list(names)
-        self.source_lat_ = smooth_sources(lat) if self.smooth == "additive" else lat
+        lat = smooth_sources(lat) if self.smooth == "additive" else lat
+        self.source_lat_, self.source_names_ = with_priors(lat, names, self.priors)
         self.source_scale_ = np.nanmean(self.source_lat_, axis=0)
         return self
 
@@ -369,7 +430,7 @@ class TransferModel(Predictor):
         srcs = [s.source if isinstance(s, LatencyTable) else str(s) for s in self.sources]
         return {"sources": srcs, "residual": self.residual, "device": self.device,
                 "random_state": self.random_state, "smooth": self.smooth,
-                "prior_power": float(self.prior_power)}
+                "prior_power": float(self.prior_power), "priors": self.priors}
 
     def save(self, model_dir: str | Path) -> Path:
         """``manifest.json`` + ``arrays.npz`` (source latencies, weights, ridge) [+ ``model.json``]."""
