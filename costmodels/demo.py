@@ -29,7 +29,10 @@ DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "nb201"
 
 
 def committed_lut(dataset: str) -> Path | None:
-    """The project's LUT for this device and runtime, if one is committed; else None."""
+    """The project's LUT for this device and runtime, if one is committed and was measured
+    with the settings `lut build` uses by default (the drift reference on); else None."""
+    import json
+
     from measure.config import MeasureConfig
     from measure.fingerprint import device_hash, device_slug, fingerprint
     from measure.lut.table import LutFile
@@ -38,8 +41,12 @@ def committed_lut(dataset: str) -> Path | None:
     if not path.is_file():
         return None
     with LutFile(path, readonly=True) as lut:
-        theirs = lut.fingerprint
-    return path if device_hash(theirs) == device_hash(fingerprint(MeasureConfig())) else None
+        theirs, stored = lut.fingerprint, json.loads(lut.meta().get("config") or "{}")
+    ours = MeasureConfig(drift_ref=True)
+    same = {k: v for k, v in ours.to_dict().items() if k not in ("isolate", "timeout_s")}
+    if any(stored.get(k) != v for k, v in same.items()):
+        return None
+    return path if device_hash(theirs) == device_hash(fingerprint(ours)) else None
 
 
 def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | None,
