@@ -34,7 +34,7 @@ def test_swap_pairs_of_the_whole_space_build_the_same_layers(space_pairs):
         a, b = nb201.build_network(int(i)), nb201.build_network(int(j))
         assert nb201.SPACE[i] != nb201.SPACE[j]
         assert (a.macs, a.params) == (b.macs, b.params)
-        assert sorted(l.op for l in a.layers) == sorted(l.op for l in b.layers)
+        assert sorted(ly.op for ly in a.layers) == sorted(ly.op for ly in b.layers)
 
 
 def test_noise_ceiling_recovers_the_noise_of_a_synthetic_table(space_pairs):
@@ -64,10 +64,20 @@ def test_prior_columns_are_the_registry_backends():
     cols = T.prior_columns(idx)
     names = T.builtin_prior_names()
     assert cols.shape == (3, len(names)) and len(set(names)) == len(names)
-    for spec, ds in (("eyeriss", "cifar100"), ("fpga", "ImageNet16-120"), ("flops", "cifar10")):
+    for spec, ds in (("eyeriss", "ImageNet16-120"), ("fpga", "cifar10"), ("flops", "cifar10")):
         nets = [nb201.build_network(int(i), ds) for i in idx]
         want = [e.latency_ms for e in registry.create(spec).estimate_many(nets)]
         np.testing.assert_allclose(cols[:, names.index(f"prior:{spec}/{ds}")], want)
+
+
+def test_additive_priors_extend_exactly_to_unseen_cells():
+    idx = np.random.default_rng(4).choice(nb201.NUM_ARCHS, 25, replace=False)
+    for spec, ds in (("eyeriss", "cifar100"), ("params", "cifar10")):
+        col = T._additive_column(spec, ds)
+        assert col is not None
+        np.testing.assert_allclose(col[idx], T.prior_columns(idx, [(spec, ds)])[:, 0],
+                                   rtol=1e-9)
+    assert T._additive_column("fpga", "cifar10") is None  # tiling + DDR: not additive
 
 
 @pytest.fixture()
@@ -129,3 +139,32 @@ def test_priors_option_is_checked_and_saved(tmp_path, fake_priors, measured):
     again = load(str(tmp_path / "t"))
     assert again.priors == "builtin"
     np.testing.assert_array_equal(est.predict(nets[15:]), again.predict(nets[15:]))
+
+
+def test_cli_priors_option(tmp_path, fake_priors, capsys):
+    import json
+
+    from costmodels.cli import main
+    from costmodels.tables import write_table
+
+    idx = nb201.SPACE.sample(60, seed=3)
+    write_table(tmp_path / "nb201_dev.csv", idx, [nb201.SPACE[i] for i in idx],
+                0.5 + 2.0 * fake_priors[idx, 1])  # a device that is one of the priors
+    write_table(tmp_path / "nb201_src.csv", idx, [nb201.SPACE[i] for i in idx],
+                np.sqrt(fake_priors[idx, 2]) + 1.0)
+    used = {}
+    for pr in ("builtin", "none"):
+        out = tmp_path / pr
+        assert main(["fit", "fewshot", "--train", str(tmp_path / "nb201_dev.csv"), "--limit",
+                     "10", "--source", str(tmp_path / "nb201_src.csv"), "--priors", pr,
+                     "-o", str(out)]) == 0
+        doc = json.loads((out / "manifest.json").read_text())
+        assert doc["params"]["priors"] == pr
+        used[pr] = doc["state"]["report"]["priors_used"]
+    assert used == {"builtin": True, "none": False}
+    assert "built-in priors used" in capsys.readouterr().err
+    assert main(["fit", "gbdt", "--train", str(tmp_path / "nb201_dev.csv"), "--priors",
+                 "builtin", "-o", str(tmp_path / "g")]) == 2
+    assert main(["fewshot", "--target", str(tmp_path / "nb201_dev.csv"), "--model", "flops",
+                 "--priors", "none", "-o", str(tmp_path / "c.csv")]) == 2
+    assert "--priors is for" in capsys.readouterr().err
