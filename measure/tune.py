@@ -523,6 +523,10 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
     todo = [t for t in tasks if done[t.key] < asked[t.key]]
     tgt = tvm.target.Target(target)
     per_task, trials_run = [], 0
+    run = {"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
+           "wall_s": round(extract_s, 2), "extract_s": round(extract_s, 2),
+           "networks": networks, "tasks": len(tasks), "tuned": 0, "trials": 0}
+    runs.append(run)  # updated after every task: a killed run keeps its cost
     with captured_output(db_dir / "logs" / "stdout.log"):
         database = open_database(db_dir, create=True)
         if todo:
@@ -534,16 +538,18 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
             for i, task in enumerate(todo):
                 t0 = time.perf_counter()
                 n = asked[task.key] - done[task.key]
-                contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
-                    [task.extracted], work_dir=str(db_dir), num_threads=1, seed=seed + i,
-                    strategy=_strategy(population))
-                if contexts:
-                    ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
-                                  max_trials_global=n, max_trials_per_task=n,
-                                  num_trials_per_iter=min(64, n), builder=builder,
-                                  runner=runner, database=database, cost_model=cost_model,
-                                  task_scheduler="round-robin",
-                                  module_equality=MODULE_EQUALITY)
+                error = ""
+                for model in (cost_model, None):
+                    try:
+                        _tune_one(task, n, db_dir, seed + i, population, builder, runner,
+                                  database, model or ms.cost_model.RandomModel())
+                        error = ""
+                        break
+                    except Exception as exc:  # noqa: BLE001 - one task does not stop the run
+                        # e.g. XGBoost's "Empty dataset" on a constant fill (no reads, no
+                        # features): tune it again with a random cost model, then give up
+                        error = f"{type(exc).__name__}: {exc}"[:300]
+                        cost_model = ms.cost_model.XGBModel(num_tuning_cores=1)
                 tune_s = time.perf_counter() - t0
                 trials_run += n
                 best = _best_run_ms(database, task, tgt)
@@ -551,16 +557,17 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
                 ledger[task.key] = {"name": task.name, "trials": asked[task.key],
                                     "tune_s": round(float(old.get("tune_s", 0.0)) + tune_s, 2),
                                     "best_ms": best, "flop": task.flop,
-                                    "flop_calls": task.flop_calls, "calls": task.weight}
+                                    "flop_calls": task.flop_calls, "calls": task.weight,
+                                    **({"error": error} if error else {})}
+                run.update(wall_s=round(time.perf_counter() - t_start + extract_s, 2),
+                           tuned=run["tuned"] + 1, trials=trials_run)
                 _write_ledger(db_dir, target, ledger, runs)
                 per_task.append({"key": task.key, "name": task.name, "trials": n,
-                                 "tune_s": round(tune_s, 2), "best_ms": best})
+                                 "tune_s": round(tune_s, 2), "best_ms": best,
+                                 **({"error": error} if error else {})})
                 step()
     wall_s = round(time.perf_counter() - t_start, 2)
-    runs.append({"when": time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()),
-                 "wall_s": round(wall_s + extract_s, 2), "extract_s": round(extract_s, 2),
-                 "networks": networks, "tasks": len(tasks), "tuned": len(todo),
-                 "trials": trials_run})
+    run.update(wall_s=round(wall_s + extract_s, 2))
     _write_ledger(db_dir, target, ledger, runs)
     return TuneSummary(
         tasks=len(tasks), tuned=len(todo), skipped=len(tasks) - len(todo),
@@ -569,6 +576,22 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
         tune_s_total=round(sum(float(ledger.get(t.key, {}).get("tune_s", 0.0)) for t in tasks), 2),
         records_before=before, records_after=record_count(db_dir), database_dir=str(db_dir),
         database_id=database_id(db_dir), target=dict(target), per_task=tuple(per_task))
+
+
+def _tune_one(task: SpaceTask, trials: int, db_dir: Path, seed: int, population: int | None,
+              builder, runner, database, cost_model) -> None:
+    """``trials`` MetaSchedule trials of one task into ``database``."""
+    from tvm.s_tir import meta_schedule as ms
+
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        [task.extracted], work_dir=str(db_dir), num_threads=1, seed=seed,
+        strategy=_strategy(population))
+    if contexts:
+        ms.tune_tasks(tasks=contexts, task_weights=weights, work_dir=str(db_dir),
+                      max_trials_global=trials, max_trials_per_task=trials,
+                      num_trials_per_iter=min(64, trials), builder=builder, runner=runner,
+                      database=database, cost_model=cost_model, task_scheduler="round-robin",
+                      module_equality=MODULE_EQUALITY)
 
 
 def _asked_trials(tasks: Sequence[SpaceTask], per_task: int | None, total: int | None,
