@@ -235,6 +235,18 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
         return float(found["anchor_ms"])
     if candidate_ms is None or not candidate_ms > 0:
         return None
+    try:
+        return _set_anchor(path, key, config, float(candidate_ms))
+    except OSError as exc:  # a read-only cache must not cost the measurement
+        import sys
+
+        print(f"warning: {path}: cannot record the machine anchor ({exc.strerror or exc}); "
+              f"this figure is on its own level. Set ${ANCHORS_ENV} to a writable file",
+              file=sys.stderr)
+        return float(candidate_ms)
+
+
+def _set_anchor(path: Path, key: str, config: MeasureConfig, candidate_ms: float) -> float:
     import fcntl
 
     path.parent.mkdir(parents=True, exist_ok=True)
