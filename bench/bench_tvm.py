@@ -377,7 +377,7 @@ def markdown(res: dict) -> str:
         f"Tuning cost (from the ledger): {cost['wall_s']:.0f} s wall over {cost['runs']} "
         f"run(s) (task extraction included), {cost['tasks']} anchor-block tasks, "
         f"{cost['trials']} trials ({cost['tune_s']:.0f} s inside the tuner), tasks extracted "
-        f"from {cost['networks']} network(s): the covering set ({res['cover_how']}: "
+        f"from {cost['networks']} network(s): the covering set ({res['cover_how']['how']}: "
         f"{len(res['cover'])} cell(s)).",
         "",
     ]
