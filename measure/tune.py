@@ -243,6 +243,12 @@ def captured_output(log_path: str | Path) -> Iterator[None]:
     ms_logger = logging.getLogger(MS_LOGGER)
     old_level = ms_logger.level
     ms_logger.setLevel(logging.WARNING)  # create_loggers sizes its console handler from this
+    # MetaSchedule's create_loggers re-declares every handler already on its logger by name
+    # and fails on one someone else added without a name ("'NoneType' object has no
+    # attribute 'format'"): such handlers are set aside while tuning, then put back.
+    foreign = [h for h in ms_logger.handlers if h.get_name() is None]
+    for h in foreign:
+        ms_logger.removeHandler(h)
     with open(log_path, "ab") as fh:
         os.dup2(fh.fileno(), 1)
     text = open(log_path, "a", buffering=1)  # noqa: SIM115 - closed below
@@ -258,6 +264,8 @@ def captured_output(log_path: str | Path) -> Iterator[None]:
             if h.get_name() == f"{MS_LOGGER}.console":
                 ms_logger.removeHandler(h)
         ms_logger.setLevel(old_level or logging.WARNING)
+        for h in foreign:
+            ms_logger.addHandler(h)
         text.close()
 
 

@@ -170,3 +170,25 @@ def test_a_fused_variant_never_tuned_gets_its_anchors_schedule(tmp_path):
         assert res.meta["tvm_tuned"] is True and res.fingerprint["tvm_tuned"] is True
         assert res.meta["tuning_tasks_found"] == res.meta["tuning_tasks"]
     assert {p.name: p.read_bytes() for p in db_dir.glob("database_*.json")} == files
+
+
+def test_an_unnamed_handler_on_metaschedules_logger_does_not_stop_tuning(tmp_path):
+    """MetaSchedule's create_loggers formats the names of the handlers already on its
+    logger; a handler someone else added without a name made every task fail (seen in the
+    full suite). captured_output sets such handlers aside while tuning."""
+    import logging
+
+    from measure.tune import MS_LOGGER, captured_output
+
+    logger = logging.getLogger(MS_LOGGER)
+    h = logging.NullHandler()
+    logger.addHandler(h)
+    try:
+        with captured_output(tmp_path / "log.txt"):
+            from tvm.s_tir.meta_schedule.logging import get_loggers_from_work_dir
+
+            assert get_loggers_from_work_dir(str(tmp_path), ["task_a"])  # raised before
+            assert h not in logger.handlers
+        assert h in logger.handlers  # put back
+    finally:
+        logger.removeHandler(h)
