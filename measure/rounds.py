@@ -201,6 +201,10 @@ def anchors_path() -> Path | None:
 def _read_anchors(path: Path) -> dict[str, Any]:
     from costmodels.errors import InputError
 
+    if path.is_dir():
+        raise InputError(f"{path}: the machine anchor file is a folder; point ${ANCHORS_ENV} "
+                         "at a file (e.g. .../anchors.json), or set it to '' for per-call "
+                         "anchors")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:

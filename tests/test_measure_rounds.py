@@ -128,6 +128,9 @@ def test_the_machine_anchor_is_set_once_and_shared(tmp_path, monkeypatch):
         with pytest.raises(InputError, match="anchors.json"):
             machine_anchor(cfg, 1.0)
         assert path.read_bytes() == before
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path))  # a folder: named, not touched
+    with pytest.raises(InputError, match="is a folder"):
+        machine_anchor(cfg, 1.0)
     monkeypatch.setenv("COSTMODELS_ANCHORS", "")  # '' = no machine anchor
     assert anchors_path() is None and machine_anchor(cfg, 1.0) is None
 
