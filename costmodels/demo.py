@@ -35,6 +35,7 @@ def committed_lut(dataset: str) -> Path | None:
 
     from measure.config import MeasureConfig
     from measure.fingerprint import device_hash, device_slug, fingerprint
+    from measure.lut.build import settings_differences
     from measure.lut.table import LutFile
 
     path = DATASETS / f"{device_slug()}-ort-{dataset}-lut.sqlite"
@@ -43,8 +44,7 @@ def committed_lut(dataset: str) -> Path | None:
     with LutFile(path, readonly=True) as lut:
         theirs, stored = lut.fingerprint, json.loads(lut.meta().get("config") or "{}")
     ours = MeasureConfig(drift_ref=True)
-    same = {k: v for k, v in ours.to_dict().items() if k not in ("isolate", "timeout_s")}
-    if any(stored.get(k) != v for k, v in same.items()):
+    if not stored or settings_differences(stored, ours):
         return None
     return path if device_hash(theirs) == device_hash(fingerprint(ours)) else None
 

@@ -30,7 +30,7 @@ from typing import Any
 
 from measure.config import MeasureConfig, MeasureResult
 from measure.fingerprint import config_hash, device_hash, fingerprint
-from measure.rounds import DEFAULT_WINDOW, PROTOCOL, WindowReport, machine_anchor
+from measure.rounds import DEFAULT_WINDOW, PROTOCOL, WindowReport, machine_anchor, rescale
 from measure.store import MeasureStore, NetKey, StoredMeasurement
 from measure.timing import error_text
 
@@ -324,15 +324,12 @@ def store_window(store: MeasureStore, jobs: Sequence[Job], results: Sequence[Mea
     """Commit one window: its rows (kept once under concurrency) and its report; with a
     drift reference, corrected figures are rescaled to the store's anchor. Returns the
     number of rows written."""
-    scale = 1.0
     if config.drift_ref and not math.isnan(report.anchor_ms):
         anchor = store.reference_anchor(config_hash_, device_hash_, report.anchor_ms)
         if anchor:
-            scale = anchor / report.anchor_ms
+            results = rescale(results, anchor / report.anchor_ms)
     written = 0
     for job, res in zip(jobs, results, strict=True):
-        if scale != 1.0 and res.ok and not math.isnan(res.corrected_ms):
-            res = replace(res, corrected_ms=res.corrected_ms * scale)
         written += store.put(job.net, config, config_hash_, device_hash_, res,
                              replace_existing=job.net.key in replace_keys,
                              campaign_id=campaign_id)

@@ -12,7 +12,6 @@ carrying the error text.
 
 from __future__ import annotations
 
-import math
 import time
 from dataclasses import replace
 from typing import Any
@@ -116,7 +115,7 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
         inputs: dict[str, np.ndarray] | None = None) -> MeasureResult:
     """Runner: the interleaved-rounds protocol on one built session (the caller pins).
     Never raises."""
-    from measure.rounds import machine_anchor, measure_window, reference_panel, rescale
+    from measure.rounds import adopt_anchor, machine_anchor, measure_window, reference_panel
 
     item = prepare(None, config, inputs=inputs, built=built)
     panel = reference_panel(config) if item.burst is not None else []
@@ -126,9 +125,8 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
     finally:
         for p in panel:
             p.close()
-    if panel and anchor is None and not math.isnan(report.anchor_ms):
-        anchor = machine_anchor(config, report.anchor_ms)
-        [res] = rescale([res], anchor / report.anchor_ms)
+    if panel and anchor is None:
+        [res], _ = adopt_anchor(config, [res], report)
     if res.ok:
         res = replace(res, meta={**res.meta, "window": report.as_dict()})
     return res

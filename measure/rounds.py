@@ -233,10 +233,9 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
     if path is None:
         return None
     key = anchor_key(config)
-    found = _read_anchors(path).get(key)
-    if isinstance(found, dict) and isinstance(found.get("anchor_ms"), (int, float)) \
-            and found["anchor_ms"] > 0:
-        return float(found["anchor_ms"])
+    found = _anchor_of(_read_anchors(path).get(key))
+    if found is not None:
+        return found
     if candidate_ms is None or not candidate_ms > 0:
         return None
     try:
@@ -250,6 +249,25 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
         return float(candidate_ms)
 
 
+def _anchor_of(entry: Any) -> float | None:
+    """The anchor (ms) an anchor-file entry holds, None for a missing or unusable one."""
+    if isinstance(entry, dict) and isinstance(entry.get("anchor_ms"), (int, float)) \
+            and entry["anchor_ms"] > 0:
+        return float(entry["anchor_ms"])
+    return None
+
+
+def adopt_anchor(config: MeasureConfig, results: Sequence[MeasureResult],
+                 report: WindowReport) -> tuple[list[MeasureResult], float | None]:
+    """After a window measured without an anchor: make its panel level the machine's
+    anchor (or take the one another process set meanwhile) and move the window's
+    corrected figures onto it. Returns (results, anchor); anchor None without a panel."""
+    if math.isnan(report.anchor_ms):
+        return list(results), None
+    anchor = machine_anchor(config, report.anchor_ms)
+    return rescale(results, anchor / report.anchor_ms), anchor
+
+
 def _set_anchor(path: Path, key: str, config: MeasureConfig, candidate_ms: float) -> float:
     import fcntl
 
@@ -257,9 +275,9 @@ def _set_anchor(path: Path, key: str, config: MeasureConfig, candidate_ms: float
     with open(path.with_name(path.name + ".lock"), "a") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         anchors = _read_anchors(path)
-        found = anchors.get(key)
-        if isinstance(found, dict) and isinstance(found.get("anchor_ms"), (int, float)):
-            return float(found["anchor_ms"])
+        found = _anchor_of(anchors.get(key))
+        if found is not None:
+            return found
         from measure.fingerprint import fingerprint
         from measure.sqlite import utc_now
 
@@ -409,10 +427,8 @@ def measure_many(models: Sequence[Any], config: MeasureConfig, names: Sequence[s
                 finally:
                     for p in chunk:
                         p.close()
-                if anchor_ms is None and not math.isnan(report.anchor_ms):
-                    anchor_ms = machine_anchor(config, report.anchor_ms)
-                    if anchor_ms != report.anchor_ms:  # another process set it meanwhile
-                        res = rescale(res, anchor_ms / report.anchor_ms)
+                if anchor_ms is None:
+                    res, anchor_ms = adopt_anchor(config, res, report)
                 res = [replace(r, fingerprint=r.fingerprint or fp,
                                meta={**r.meta, "pinned_cpus": sorted(cpus or [])}) for r in res]
                 results.extend(res)
@@ -430,6 +446,6 @@ def rescale(results: Sequence[MeasureResult], scale: float) -> list[MeasureResul
             if r.ok and not math.isnan(r.corrected_ms) and scale != 1.0 else r for r in results]
 
 
-__all__ = ["Prepared", "WindowReport", "machine_anchor", "measure_many", "measure_window",
+__all__ = ["Prepared", "WindowReport", "adopt_anchor", "machine_anchor", "measure_many", "measure_window",
            "panel_models", "prepare", "reference_panel", "rescale",
            "reference_model", "PROTOCOL", "DEFAULT_WINDOW"]

@@ -104,6 +104,14 @@ def index_networks(nets: Sequence[Network], rules: FusionRules,
     return list(ids), parsed, counts
 
 
+def settings_differences(stored: dict[str, object], config: MeasureConfig) -> set[str]:
+    """The measurement settings a LUT's stored config (its ``config`` meta) does not share
+    with ``config`` -- leaving out ``isolate``/``timeout_s``, which decide how a kernel is
+    run, not what its figure is."""
+    return {k for k, v in config.to_dict().items()
+            if k not in ("isolate", "timeout_s") and stored.get(k) != v}
+
+
 def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutFile:
     """Resume the LUT at ``path`` or create it.
 
@@ -134,8 +142,7 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutF
         raise ModelFileError(f"{path}: built for runtime {runtime!r} with rules "
                              f"{stored_name or '?'!r}; this build uses {config.runtime!r} with "
                              f"rules {rules.name!r}. Use another --db")
-    diff = {k for k in cfg if stored and stored.get(k) != cfg[k] and k not in
-            ("isolate", "timeout_s")}
+    diff = settings_differences(stored, config) if stored else set()
     if diff:
         raise ModelFileError(f"{path}: measured with other settings ({', '.join(sorted(diff))}"
                              "); resume with the same MeasureConfig or use another --db")
