@@ -116,13 +116,12 @@ class _Additive:
         self.coefs = coefs
 
     def fit(self, idx, x, y):
-        b = A.all_cells_basis()
-        self.c = A.fit_posterior(b[idx], y, self.coefs)
+        self.c = A.fit_posterior(A.count_basis()[idx], y, self.coefs)
         self.floor = 0.5 * float(np.min(y))
         return self
 
     def predict(self, idx, x):
-        return np.maximum(A.all_cells_basis()[idx] @ self.c, self.floor)
+        return np.maximum(A.count_basis()[idx] @ self.c, self.floor)
 
 
 class _GBDT:
