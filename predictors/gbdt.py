@@ -50,7 +50,8 @@ class GBDTModel(Predictor):
     prior:
         registry specs of estimators that need no training data on this device
         (``"roofline:SPEC"``, ``"lut:PATH"``). When given, the trees start from a
-        least-squares blend of their estimates (in ms, plus an intercept) instead
+        blend of their estimates (in ms, plus an intercept; least relative squared
+        error on the training networks) instead
         of the linear base: a learned correction of an analytical model (the
         ``hybrid`` predictor). The specs are saved in the manifest and the
         estimators are created again when the model is loaded.
@@ -122,7 +123,13 @@ class GBDTModel(Predictor):
         if self.prior:
             self.priors_ = None
             est = np.c_[self._prior_estimates(nets), np.ones(len(y))]
-            self.prior_coef_ = np.linalg.lstsq(est, y, rcond=None)[0]
+            # The blend minimises the *relative* error (rows divided by the latency): the
+            # trees then fit log latency, where a fast network's 10% counts like a slow
+            # one's. Least squares in ms let the slow networks set the blend; on this
+            # CPU's whole-space table (k=100, 3 seeds) the relative blend put 97.4-97.7%
+            # of cells within ±10% instead of 97.1-97.3%.
+            self.prior_coef_ = np.linalg.lstsq(est / y[:, None], np.ones(len(y)),
+                                               rcond=None)[0]
             self.base_floor_ms_ = float(np.min(y)) / 2
             margin = self._blend(est)
         return self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
