@@ -40,7 +40,7 @@ def test_prior_power_concentrates_the_mix():
 def test_default_families_follow_k():
     assert default_families(5) == ("mix-plain",)
     assert "mix" in default_families(10) and "gbdt" not in default_families(10)
-    assert "gbdt" in default_families(20)
+    assert "gbdt" not in default_families(20) and "gbdt" in default_families(100)
 
 
 def test_small_k_fit_reports_its_cv_score(devices):
