@@ -228,9 +228,10 @@ def _synthetic(targets, seeds: int, k: int = 10, noise: float = 0.02) -> list[st
 
 
 def _this_cpu(targets, seeds: int) -> list[str]:
-    """±10% accuracy on this machine's whole-space table: the few-shot mix (sources = the
-    reference tables + priors), the hybrid (GBDT correcting this machine's roofline and
-    kernel LUT) and GBDT alone, each fitted on k random cells and scored on all others."""
+    """±10% accuracy on this machine's whole-space table: the hybrid (GBDT correcting this
+    machine's roofline and kernel LUT), the few-shot mix with those two as extra source
+    tables, the mix on the reference tables (+ priors) and GBDT alone, each fitted on k
+    random cells and scored on all others; then the noise of the truth (:func:`_two_passes`)."""
     from costmodels.spaces import nb201
     from costmodels.tables import LatencyTable, read_table
     from measure.fingerprint import device_slug

@@ -63,13 +63,7 @@ def count_basis() -> np.ndarray:
     """
     ops = np.array([nb201.parse_arch(a) for a in nb201.SPACE])
     n = len(ops)
-    reaches_out = np.zeros(ops.shape, dtype=bool)
-    for i, cell in enumerate(ops):
-        bwd = {3}
-        for (dst, src), o in reversed(list(zip(nb201.EDGES, cell, strict=True))):
-            if o and dst in bwd:
-                bwd.add(src)
-        reaches_out[i] = [dst in bwd for dst, _ in nb201.EDGES]
+    reaches_out = np.array([nb201.reaches_output(cell) for cell in ops])
     live = np.array([nb201.live_edges(cell) for cell in ops])
 
     def counts(mask: np.ndarray) -> np.ndarray:

@@ -32,7 +32,8 @@ Default families (:func:`default_families`): ``mix-plain`` alone below 8 cells;
 ``mix``, ``mix-plain``, ``mix-raw``, ``additive`` from 8; plus ``gbdt-residual`` and
 ``gbdt`` from 100 (:data:`MIN_K_GBDT`; with them from 20 cells, k=20 scored mean
 Spearman 0.968 over the 13 reference devices, 20 seeds, without them 0.970, no device
-worse: the stack gives every family a share and trees on 20 cells are noise). The prior power 2 (:data:`MIX_PRIOR_POWER`) was chosen by nested
+worse: the stack gives every family a share and trees on 20 cells are noise).
+The prior power 2 (:data:`MIX_PRIOR_POWER`) was chosen by nested
 leave-one-device-out over the reference tables (for 11 of the 13 held-out devices the
 other 12 pick 2 over 1 and 4; for the two batch-256 GPUs they pick 1). The chosen strategy, each family's CV
 score and the weights are in :attr:`report_` (and in the saved manifest).

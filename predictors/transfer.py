@@ -189,12 +189,8 @@ def _dce_table() -> np.ndarray:
     out = np.empty(nb201.NUM_ARCHS, dtype=np.int64)
     for i in range(nb201.NUM_ARCHS):
         ops = nb201.parse_arch(nb201.SPACE[i])
-        reach = {3}  # nodes whose value reaches the output
-        for (dst, src), o in reversed(list(zip(nb201.EDGES, ops, strict=True))):
-            if o and dst in reach:
-                reach.add(src)
-        out[i] = nb201.SPACE.index(tuple(o if dst in reach else 0
-                                         for (dst, _), o in zip(nb201.EDGES, ops, strict=True)))
+        out[i] = nb201.SPACE.index(tuple(o if reach else 0 for o, reach in
+                                         zip(ops, nb201.reaches_output(ops), strict=True)))
     return out
 
 

@@ -167,17 +167,26 @@ SPACE = NB201Space()
 
 
 # --------------------------------------------------------------------- cell topology
+def reaches_output(ops: Sequence[int]) -> tuple[bool, ...]:
+    """For each edge: does its destination node reach node 3 through non-``none`` edges?
+
+    An edge whose destination does not is dead code (its result is never used).
+    """
+    bwd = {3}
+    for (dst, src), o in reversed(list(zip(EDGES, ops, strict=True))):
+        if o and dst in bwd:
+            bwd.add(src)
+    return tuple(dst in bwd for dst, _ in EDGES)
+
+
 def live_edges(ops: Sequence[int]) -> tuple[bool, ...]:
     """For each edge: is it a non-``none`` edge on a path from node 0 to node 3?"""
     fwd = {0}
     for (dst, src), o in zip(EDGES, ops, strict=True):
         if o and src in fwd:
             fwd.add(dst)
-    bwd = {3}
-    for (dst, src), o in reversed(list(zip(EDGES, ops, strict=True))):
-        if o and dst in bwd:
-            bwd.add(src)
-    return tuple(bool(o) and src in fwd and dst in bwd for (dst, src), o in zip(EDGES, ops, strict=True))
+    return tuple(bool(o) and src in fwd and out
+                 for (_, src), o, out in zip(EDGES, ops, reaches_output(ops), strict=True))
 
 
 def is_connected(ops: Sequence[int]) -> bool:
