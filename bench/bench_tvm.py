@@ -187,15 +187,18 @@ def ort_profile(model, runs: int = 100) -> list[dict[str, Any]]:
 def compare_groups(tvm_rows: list[dict], ort_rows: list[dict]) -> list[dict[str, Any]]:
     """Per group: TVM kernels, calls, ms; ORT nodes, ms; TVM - ORT ms; largest gap first."""
     groups: dict[str, dict[str, Any]] = {}
+
+    def group(label: str) -> dict[str, Any]:
+        return groups.setdefault(label, {"group": label, "tvm_ms": 0.0, "tvm_calls": 0,
+                                         "ort_ms": 0.0, "ort_nodes": 0, "tvm_kernels": []})
+
     for r in tvm_rows:
-        g = groups.setdefault(r["group"], {"group": r["group"], "tvm_ms": 0.0, "tvm_calls": 0,
-                                           "ort_ms": 0.0, "ort_nodes": 0, "tvm_kernels": []})
+        g = group(r["group"])
         g["tvm_ms"] += r["ms"]
         g["tvm_calls"] += r["calls"]
         g["tvm_kernels"].append(r)
     for r in ort_rows:
-        g = groups.setdefault(r["group"], {"group": r["group"], "tvm_ms": 0.0, "tvm_calls": 0,
-                                           "ort_ms": 0.0, "ort_nodes": 0, "tvm_kernels": []})
+        g = group(r["group"])
         g["ort_ms"] += r["ms"]
         g["ort_nodes"] += 1
     for g in groups.values():

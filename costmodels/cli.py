@@ -127,8 +127,13 @@ INPUT_SHAPE_HELP = ("fix dynamic input shapes of ONNX models: 1x3x224x224, or "
                     "NAME=1x3x224x224 per input (repeat for several inputs)")
 
 
-def add_space_args(p: argparse.ArgumentParser, archs: bool = True) -> None:
-    """The options that select networks of a search space; shared by every command."""
+def add_space_args(p: argparse.ArgumentParser, archs: bool = True,
+                   archs_default: str = ("the whole space (nb201: 15,625 cells; models:DIR: "
+                                         "every file; fbnet must be sampled)")) -> None:
+    """The options that select networks of a search space; shared by every command.
+
+    ``archs_default``: what the command takes without ``--archs``/``--sample`` (help text).
+    """
     p.add_argument("--space", default="nb201", metavar="SPACE", help=SPACE_HELP)
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
     p.add_argument("--batch", type=positive_int, default=1, help="batch size of built networks")
@@ -138,8 +143,7 @@ def add_space_args(p: argparse.ArgumentParser, archs: bool = True) -> None:
     if archs:
         p.add_argument("--archs", metavar="FILE.csv",
                        help="only the architectures listed in this CSV (an arch_str or "
-                            "arch_index column); default: the whole space (nb201: 15,625 "
-                            "cells; models:DIR: every file; fbnet must be sampled)")
+                            f"arch_index column); default: {archs_default}")
         p.add_argument("--sample", type=positive_int, metavar="N",
                        help="a random sample of N architectures")
         p.add_argument("--seed", type=int, default=0, help="seed of --sample")

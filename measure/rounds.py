@@ -446,6 +446,6 @@ def rescale(results: Sequence[MeasureResult], scale: float) -> list[MeasureResul
             if r.ok and not math.isnan(r.corrected_ms) and scale != 1.0 else r for r in results]
 
 
-__all__ = ["Prepared", "WindowReport", "adopt_anchor", "machine_anchor", "measure_many", "measure_window",
-           "panel_models", "prepare", "reference_panel", "rescale",
+__all__ = ["Prepared", "WindowReport", "adopt_anchor", "machine_anchor", "measure_many",
+           "measure_window", "panel_models", "prepare", "reference_panel", "rescale",
            "reference_model", "PROTOCOL", "DEFAULT_WINDOW"]

@@ -409,8 +409,8 @@ def covering_archs(space, limit: int = 20000, seed: int = 0) -> tuple[list[str],
     ``space.covering_archs()`` when the space defines one; otherwise a greedy set cover
     over the layer signatures (op, shapes, weights, kernel, stride, pads, groups:
     :func:`_network_signatures`) of the IR networks of every architecture (a sample of
-    ``limit`` when the space is larger or unbounded). Building IR is microseconds per network; extracting TVM tasks is ~11 s,
-    so tasks are extracted from the cover only. Returns (archs, {how, candidates,
+    ``limit`` when the space is larger or unbounded). Building IR is microseconds per
+    network; extracting TVM tasks is ~11 s, so tasks are extracted from the cover only. Returns (archs, {how, candidates,
     signatures}).
     """
     own = space.covering_archs()

@@ -159,11 +159,7 @@ def _positive_float(text: str) -> float:
 def _common(p: argparse.ArgumentParser) -> None:
     from costmodels.cli import add_space_args, positive_int
 
-    add_space_args(p)
-    for action in p._actions:
-        if action.dest == "archs":
-            action.help = ("only the architectures listed in this CSV (an arch_str or "
-                           "arch_index column); default: a covering set (see below)")
+    add_space_args(p, archs_default="a covering set (see below)")
     p.add_argument("--target", default="",
                    help="TVM target: 'llvm -mtriple=... -mcpu=...' or a JSON dict "
                         "(default: llvm with the host CPU)")

@@ -325,7 +325,8 @@ def noise_ceiling(table: LatencyTable | str | Path, draws: int = CEILING_DRAWS,
 
     Returns None for a table without such pairs (another space, or too few cells)
     and for one that gives both cells of every pair the same figure (a table measured
-    once per class of equivalent cells: its noise is not observable this way); else ``pairs``, ``noise_sd`` (log-latency sd of one measurement, ~relative),
+    once per class of equivalent cells: its noise is not observable this way); else
+    ``pairs``, ``noise_sd`` (log-latency sd of one measurement, ~relative),
     ``pair_rho`` (Spearman between the two cells of each pair), ``rho`` (ceiling
     Spearman), ``acc10`` (ceiling ±10% accuracy, 0..1), ``pair_within10`` (fraction
     of pairs whose two measurements are both within ±10% of their mean), ``method``.

@@ -74,11 +74,14 @@ CLASS = "predictors.select.FewShotModel"
 FAMILIES = ("mix", "mix-plain", "mix-dce", "mix-raw", "additive", "gbdt-residual", "gbdt", "gnn")
 MIX_PRIOR_POWER = 2.0
 STRATEGIES = ("stack", "select", "average")
+# Up to this many cells the CV is leave-one-out, above it 5 folds.
 SMALL_K = 20
 # Below this many cells the residual families are not fitted: leave-one-out on fewer
 # cells cannot validate a ~20-feature residual, and on the 13 reference devices the
 # plain source mix alone was better at k=5 (mean Spearman 0.949 vs 0.945 stacked).
 MIN_K_RESIDUAL = 8
+# From this many cells the GBDT families join (see the module docstring for why not from 20).
+MIN_K_GBDT = 100
 DEFAULT_PRIORS = "builtin"
 # The priors join the mix only when one of them alone predicts the k cells to this relative
 # RMS (leave-one-out, linear in the prior): the device *is* that analytical model up to
@@ -88,9 +91,6 @@ DEFAULT_PRIORS = "builtin"
 # (mix with vs without priors) let them in on pixel3, whose heavy-tailed noise fools a
 # 10-cell CV, and cost 0.01 Spearman there.
 PRIOR_RMS = 0.04
-
-
-MIN_K_GBDT = 100
 
 
 def default_families(k: int) -> tuple[str, ...]:
