@@ -76,14 +76,33 @@ def count_basis() -> np.ndarray:
     return out
 
 
-def source_coefs(source_lat: np.ndarray) -> np.ndarray:
-    """(m, 14) :func:`count_basis` coefficients of each source column, scaled to mean
-    latency 1."""
-    b = count_basis()
+def feature_basis(x: np.ndarray) -> np.ndarray:
+    """An additive basis for any space, from feature rows (:func:`predictors.features.features`).
+
+    Columns: each operation group's count, work and bytes (the ``<group>_count``,
+    ``_work``, ``_bytes`` features) that vary over the rows, each scaled to mean 1, and
+    an intercept. A layer's latency is roughly linear in what it computes and moves, so
+    a network's is roughly additive in these sums; the per-device coefficients are what
+    the sources teach the target's prior.
+    """
+    names = F.FEATURE_NAMES
+    cols = [i for i, n in enumerate(names) if n.endswith(("_count", "_work", "_bytes"))
+            and not n.startswith(("stage", "n_live"))]
+    b = x[:, cols].astype(np.float64)
+    keep = np.ptp(b, axis=0) > 0
+    b = b[:, keep]
+    b = b / np.maximum(np.abs(b).mean(axis=0), 1e-300)
+    return np.c_[b, np.ones(len(x))]
+
+
+def source_coefs(source_lat: np.ndarray, basis: np.ndarray | None = None) -> np.ndarray:
+    """(m, d) coefficients of each source column in ``basis`` (rows of ``source_lat``;
+    default :func:`count_basis`), scaled to mean latency 1."""
+    b = count_basis() if basis is None else basis
     out = []
     for j in range(source_lat.shape[1]):
         have = np.isfinite(source_lat[:, j])
-        c = (_pinv() @ source_lat[:, j] if have.all() else
+        c = (_pinv() @ source_lat[:, j] if have.all() and basis is None else
              np.linalg.lstsq(b[have], source_lat[have, j], rcond=None)[0])
         out.append(c / np.nanmean(source_lat[have, j]))
     return np.asarray(out)

@@ -150,8 +150,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         raise PredictorError(f"--priors is for `fit transfer` or `fit fewshot`, not `fit "
                              f"{args.model}` (a hybrid takes estimators with --prior)")
     params = {"priors": args.priors} if args.priors else {}
-    sources = [s for s in args.source
-               if read_table(s, duplicates=args.duplicates).device != device]
+    # read in the target's space (an FBNet or models:DIR table is keyed by its arch strings)
+    sources = [t for t in (read_table(s, duplicates=args.duplicates, space=space)
+                           for s in args.source) if t.device != device]
     if len(sources) < len(args.source):
         print(f"note: skipped {len(args.source) - len(sources)} source table(s) of the target "
               f"device {device} itself", file=sys.stderr)

@@ -62,12 +62,12 @@ from pathlib import Path
 import numpy as np
 
 from costmodels.network import Network
-from costmodels.spaces import nb201
 from predictors import additive as A
 from predictors import features as F
 from predictors import persistence as P
 from predictors.base import Predictor, PredictorError, check_training_data
 from predictors.linear import nnls_fit
+from predictors.rows import Rows
 from predictors.transfer import PRIORS
 
 CLASS = "predictors.select.FewShotModel"
@@ -103,11 +103,11 @@ def default_families(k: int) -> tuple[str, ...]:
 
 
 class _Transfer:
-    def __init__(self, lat: np.ndarray, names: Sequence[str], **params) -> None:
+    def __init__(self, lat: np.ndarray, names: Sequence[str], rows: Rows, **params) -> None:
         from predictors.transfer import TransferModel
 
         self.model = TransferModel(**params)
-        self.model.use_matrix(lat, names)
+        self.model.use_matrix(lat, names, rows)
 
     def fit(self, idx, x, y):
         self.model.fit_arrays(idx, x, y)
@@ -118,16 +118,17 @@ class _Transfer:
 
 
 class _Additive:
-    def __init__(self, coefs: np.ndarray) -> None:
+    def __init__(self, coefs: np.ndarray, basis: np.ndarray) -> None:
         self.coefs = coefs
+        self.basis = basis
 
     def fit(self, idx, x, y):
-        self.c = A.fit_posterior(A.count_basis()[idx], y, self.coefs)
+        self.c = A.fit_posterior(self.basis[idx], y, self.coefs)
         self.floor = 0.5 * float(np.min(y))
         return self
 
     def predict(self, idx, x):
-        return np.maximum(A.count_basis()[idx] @ self.c, self.floor)
+        return np.maximum(self.basis[idx] @ self.c, self.floor)
 
 
 class _GBDT:
@@ -198,6 +199,9 @@ class FewShotModel(Predictor):
     # ------------------------------------------------------------------ candidates
     def _families(self, k: int) -> tuple[str, ...]:
         fams = tuple(self.families) or default_families(k)
+        if not self.families and not self.rows_.nb201:
+            # off NB201 the sources are not smoothed: mix and mix-raw would be one family
+            fams = tuple(f for f in fams if f != "mix-raw")
         bad = [f for f in fams if f not in FAMILIES]
         if bad:
             raise PredictorError(f"unknown family {bad[0]!r}; expected some of "
@@ -211,11 +215,13 @@ class FewShotModel(Predictor):
         return fams
 
     def _smooth(self) -> np.ndarray:
-        """The measured sources, smoothed (:func:`~predictors.transfer.smooth_sources`), cached."""
+        """The measured sources, smoothed (:func:`~predictors.transfer.smooth_sources`), cached;
+        as measured off NB201 (the smoother is NB201's additive cell fit)."""
         if self._smoothed is None:
             from predictors.transfer import smooth_sources
 
-            self._smoothed = smooth_sources(self.source_lat_)
+            self._smoothed = (smooth_sources(self.source_lat_) if self.rows_.nb201
+                              else self.source_lat_)
         return self._smoothed
 
     def _mix_sources(self, smoothed: bool) -> tuple[np.ndarray, list[str]]:
@@ -226,7 +232,7 @@ class FewShotModel(Predictor):
         if key not in self._mixes:
             lat = self._smooth() if smoothed else self.source_lat_
             self._mixes[key] = with_priors(lat, self.source_names_,
-                                           "builtin" if self.priors_used_ else "none")
+                                           "builtin" if self.priors_used_ else "none", self.rows_)
         return self._mixes[key]
 
     def _priors_win(self, y: np.ndarray, idx: np.ndarray) -> bool:
@@ -237,12 +243,11 @@ class FewShotModel(Predictor):
         :data:`PRIOR_RMS`; recorded in :attr:`report_` as ``priors_loo_rms``.
         """
         from predictors.linear import loo_residuals
-        from predictors.transfer import builtin_priors
 
         if len(y) < 3:
             return False
         ys = y / float(np.mean(y))
-        cols = builtin_priors()[idx]
+        cols = self.rows_.priors()[idx]
         rms = min(float(np.sqrt(np.mean(loo_residuals(np.c_[np.ones(len(ys)), c], ys) ** 2)))
                   for c in cols.T if np.ptp(c) > 0)
         self.priors_rms_ = round(rms, 5)
@@ -254,33 +259,41 @@ class FewShotModel(Predictor):
             lat, names = self._mix_sources(smoothed=family != "mix-raw")
         pw = MIX_PRIOR_POWER
         if family == "mix":
-            return _Transfer(lat, names, smooth="none", prior_power=pw)
+            return _Transfer(lat, names, self.rows_, smooth="none", prior_power=pw)
         if family == "mix-plain":
-            return _Transfer(lat, names, smooth="none", residual="none", prior_power=pw)
+            return _Transfer(lat, names, self.rows_, smooth="none", residual="none", prior_power=pw)
         if family == "mix-dce":
             from predictors.transfer import dce_index
 
             dce = lat[dce_index(np.arange(len(lat)))]
-            return _Transfer(dce, names, smooth="none", residual="none", prior_power=pw)
+            return _Transfer(dce, names, self.rows_, smooth="none", residual="none", prior_power=pw)
         if family == "mix-raw":
-            return _Transfer(lat, names, smooth="none", prior_power=pw)
+            return _Transfer(lat, names, self.rows_, smooth="none", prior_power=pw)
         if family == "gbdt-residual":
-            return _Transfer(lat, names, smooth="none", residual="gbdt",
+            return _Transfer(lat, names, self.rows_, smooth="none", residual="gbdt",
                              random_state=self.random_state)
         if family == "additive":
             if self._coefs is None:
-                self._coefs = A.source_coefs(self.source_lat_)
-            return _Additive(self._coefs)
+                self._basis = (A.count_basis() if self.rows_.nb201
+                               else A.feature_basis(self.rows_.features()))
+                self._coefs = A.source_coefs(self.source_lat_, self._basis)
+            return _Additive(self._coefs, self._basis)
         if family == "gbdt":
             return _GBDT(self.random_state)
         return _GNN(self.random_state, self._nets_of)
 
     def _nets_of(self, idx: np.ndarray) -> list[Network]:
-        return [nb201.build_network(int(i), self.dataset_, self.batch_) for i in idx]
+        return self.rows_.networks(idx)
 
     # ------------------------------------------------------------------ fit
-    def use_matrix(self, lat: np.ndarray, names: Sequence[str]) -> FewShotModel:
-        """Set the sources from a (15,625, m) latency matrix (ms)."""
+    def use_matrix(self, lat: np.ndarray, names: Sequence[str], rows: Rows | None = None
+                   ) -> FewShotModel:
+        """Set the sources from a (rows, m) latency matrix (ms); ``rows`` default: NB201."""
+        self.rows_ = rows if rows is not None else Rows(dataset=getattr(self, "dataset_", None),
+                                  batch=getattr(self, "batch_", 1))
+        if len(lat) != len(self.rows_):
+            raise PredictorError(f"the source matrix has {len(lat)} rows, its row keys "
+                                 f"{len(self.rows_)}")
         self.source_lat_ = lat
         self.source_names_ = list(names)
         self._coefs = None
@@ -289,15 +302,16 @@ class FewShotModel(Predictor):
         return self
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> FewShotModel:
-        from predictors.transfer import _load_sources, cell_indices, source_matrix
+        from predictors.transfer import _load_sources
 
         y = check_training_data(nets, latencies_ms)
-        idx = cell_indices(nets)
-        tables = _load_sources(self.sources)
+        tables = _load_sources(self.sources, nets)
         if not tables:
             raise PredictorError("the fewshot model needs source tables: --source TABLE.csv")
-        self.use_matrix(source_matrix(tables), [t.device for t in tables])
-        self.dataset_ = str(nets[0].meta.get("dataset", "cifar10"))
+        rows = Rows.for_networks(nets, tables)
+        idx = rows.index(nets)
+        self.use_matrix(rows.matrix(tables), [t.device for t in tables], rows)
+        self.dataset_ = str(nets[0].meta.get("dataset"))
         self.batch_ = int(nets[0].meta.get("batch", 1))
         self.fit_arrays(idx, F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
@@ -307,6 +321,9 @@ class FewShotModel(Predictor):
         """Fit from cell indices, feature rows and latencies (ms); sources already set."""
         k = len(y)
         fams = self._families(k)
+        if not self.rows_.nb201 and "mix-dce" in fams:
+            raise PredictorError("family mix-dce needs NAS-Bench-201 cells (it removes their "
+                                 "dead edges)")
         self.priors_rms_ = None
         self.priors_used_ = self.priors == "builtin" and self._priors_win(y, idx)
         folds = _folds(k)
@@ -355,7 +372,8 @@ class FewShotModel(Predictor):
             out = self.table_[idx]
             if np.isnan(out).any():
                 bad = int(idx[np.isnan(out)][0])
-                raise PredictorError(f"cell {bad} is in none of the source tables this model "
+                name = bad if self.rows_.nb201 else self.rows_.keys[bad]
+                raise PredictorError(f"cell {name} is in none of the source tables this model "
                                      "was fitted with; fit it with sources that cover it")
             return out
         preds = np.stack([c.predict(idx, x) for _, c in self.candidates_], axis=1)
@@ -363,8 +381,6 @@ class FewShotModel(Predictor):
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
         """Latency in ms on the target device, shape (len(nets),)."""
-        from predictors.transfer import cell_indices
-
         self._check_fitted()
         if len(nets) == 0:
             return np.zeros(0)
@@ -375,27 +391,31 @@ class FewShotModel(Predictor):
                                      f"{net.meta.get('batch')}, this model was fitted on "
                                      f"{self.dataset_} batch {self.batch_}; build the networks "
                                      "with those")
-        idx = cell_indices(nets)
+        idx = self.rows_.index(nets)
         x = None if hasattr(self, "table_") else F.features(nets)
         return self.predict_arrays(idx, x)
 
     # ------------------------------------------------------------------ persistence
     def save(self, model_dir: str | Path) -> Path:
-        """``manifest.json`` + ``arrays.npz`` (the prediction of every NB201 cell, ms)."""
+        """``manifest.json`` + ``arrays.npz`` (the prediction of every row, ms: every NB201
+        cell, or every architecture of the source tables with their ``row_keys``)."""
         self._check_fitted()
         if not hasattr(self, "table_"):
             covered = np.flatnonzero(np.isfinite(self.source_lat_).any(axis=1))
-            table = np.full(nb201.NUM_ARCHS, np.nan)
+            table = np.full(len(self.rows_), np.nan)
             table[covered] = self.predict_arrays(covered, F.features(self._nets_of(covered)))
             self.table_ = table
         d = Path(model_dir)
         d.mkdir(parents=True, exist_ok=True)
-        P.save_arrays(d / "arrays.npz", {"pred_ms": self.table_})
+        arrays = {"pred_ms": self.table_}
+        if not self.rows_.nb201:
+            arrays["row_keys"] = np.array(self.rows_.keys, dtype=str)
+        P.save_arrays(d / "arrays.npz", arrays)
         params = self.get_params()
         params["sources"] = [getattr(s, "source", None) or str(s) for s in self.sources]
         params["families"] = list(self.families)
         state = {"report": self.report_, "dataset": self.dataset_, "batch": self.batch_,
-                 "source_names": self.source_names_}
+                 "source_names": self.source_names_, "rows": self.rows_.state()}
         P.write_manifest(d, CLASS, params, libraries=("numpy", "xgboost"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
                          device=self.device_, files=("arrays.npz",), state=state)
@@ -414,10 +434,13 @@ class FewShotModel(Predictor):
             model.dataset_ = str(state["dataset"])
             model.batch_ = int(state["batch"])
             model.source_names_ = list(state["source_names"])
-        except (KeyError, TypeError, ValueError):
+            model.rows_ = Rows.restore(state.get("rows") or {"dataset": model.dataset_,
+                                                               "batch": model.batch_},
+                                       a.get("row_keys"))
+        except (KeyError, TypeError, ValueError, PredictorError):
             raise ModelFileError(f"{d / P.MANIFEST}: does not describe a FewShotModel; fit the "
                                  "model again") from None
-        if model.table_.shape != (nb201.NUM_ARCHS,) or np.isinf(model.table_).any():
-            raise ModelFileError(f"{d / 'arrays.npz'}: pred_ms is not one latency per NB201 "
-                                 "cell; fit the model again")
+        if model.table_.shape != (len(model.rows_),) or np.isinf(model.table_).any():
+            raise ModelFileError(f"{d / 'arrays.npz'}: pred_ms is not one latency per row "
+                                 f"({len(model.rows_)}); fit the model again")
         return P.finish_restore(model, doc)

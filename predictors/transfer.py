@@ -52,6 +52,7 @@ from predictors import features as F
 from predictors import persistence as P
 from predictors.base import Predictor, PredictorError, check_training_data
 from predictors.linear import Ridge, loo_residuals, nnls_fit, ridge_loo
+from predictors.rows import Rows
 
 CLASS = "predictors.transfer.TransferModel"
 RESIDUAL_ALPHAS = tuple(10.0 ** p for p in range(0, 5))
@@ -143,14 +144,9 @@ def shrunk_nnls_cv(x: np.ndarray, y: np.ndarray, m: int, lams: Sequence[float] =
 
 # ------------------------------------------------------------------ sources
 def source_matrix(tables: Sequence[LatencyTable]) -> np.ndarray:
-    """Latencies (ms) of every NB201 cell (rows: standard index) x source (NaN where absent)."""
-    out = np.full((nb201.NUM_ARCHS, len(tables)), np.nan)
-    for j, t in enumerate(tables):
-        if len(t) and (t.arch_index < 0).any():
-            raise PredictorError(f"{t.source or t.device}: rows without a NAS-Bench-201 index; "
-                                 "transfer looks cells up by their standard index (nb201 only)")
-        out[t.arch_index, j] = t.latency_ms
-    return out
+    """Latencies (ms) of every NB201 cell (rows: standard index) x source (NaN where absent);
+    :meth:`Rows.matrix <predictors.rows.Rows.matrix>` for any space."""
+    return Rows().matrix(tables)
 
 
 @cache
@@ -266,32 +262,29 @@ def builtin_priors() -> np.ndarray:
     return out
 
 
-def with_priors(lat: np.ndarray, names: Sequence[str], priors: str
+def with_priors(lat: np.ndarray, names: Sequence[str], priors: str, rows: Rows | None = None
                 ) -> tuple[np.ndarray, list[str]]:
-    """Sources ``lat`` (15,625, m) with the built-in prior columns appended when
-    ``priors == "builtin"`` (:data:`PRIORS`); unchanged for ``"none"``."""
+    """Sources ``lat`` (rows, m) with the built-in prior columns of ``rows`` (default: NB201,
+    :func:`builtin_priors`) appended when ``priors == "builtin"`` (:data:`PRIORS`);
+    unchanged for ``"none"``."""
     if priors not in PRIORS:
         raise PredictorError(f"priors must be one of {', '.join(PRIORS)}, not {priors!r}")
     if priors == "none":
         return lat, list(names)
-    return np.hstack([lat, builtin_priors()]), [*names, *builtin_prior_names()]
+    rows = rows if rows is not None else Rows()
+    return np.hstack([lat, rows.priors()]), [*names, *rows.prior_names()]
 
 
-def cell_indices(nets: Sequence[Network]) -> np.ndarray:
-    """Standard NB201 index of each network (:class:`PredictorError` for other networks)."""
-    idx = np.empty(len(nets), dtype=np.int64)
-    for i, net in enumerate(nets):
-        if net.meta.get("space") != "nb201" or net.meta.get("arch_index") is None:
-            raise PredictorError(f"{net.name} is not a NAS-Bench-201 cell: few-shot transfer looks "
-                             "cells up in the source tables by their NB201 index; use gbdt "
-                             "(no --source) for other networks")
-        idx[i] = int(net.meta["arch_index"])
-    return idx
+def _load_sources(sources: Sequence[str | LatencyTable], nets: Sequence[Network] = ()
+                  ) -> list[LatencyTable]:
+    """Source tables as given, or read (repeated rows averaged) in the space of ``nets``."""
+    space = None
+    if any(not isinstance(s, LatencyTable) for s in sources) and nets:
+        from costmodels.spaces import space_of
 
-
-def _load_sources(sources: Sequence[str | LatencyTable]) -> list[LatencyTable]:
-    return [s if isinstance(s, LatencyTable) else read_table(s, duplicates="mean")
-            for s in sources]
+        space = space_of(nets[0])
+    return [s if isinstance(s, LatencyTable) else
+            read_table(s, duplicates="mean", space=space or "nb201") for s in sources]
 
 
 class TransferModel(Predictor):
@@ -351,7 +344,7 @@ class TransferModel(Predictor):
         c = connected[:, None].astype(np.float64)
         return np.hstack([s, one, -one, c, -c])
 
-    def _dead_cost(self, idx: np.ndarray) -> np.ndarray:
+    def _dead_cost(self, idx: np.ndarray) -> np.ndarray:  # NB201 rows only
         """Sources' mean scaled latency of each cell minus that of its :func:`dce_index` cell.
 
         0 for cells without dead edges (and where no source has both cells).
@@ -371,26 +364,35 @@ class TransferModel(Predictor):
 
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> TransferModel:
         y = check_training_data(nets, latencies_ms)
-        idx = cell_indices(nets)
-        self.use_tables(_load_sources(self.sources))
-        self.fit_arrays(idx, F.features(nets), y)
+        tables = _load_sources(self.sources, nets)
+        self.use_tables(tables, Rows.for_networks(nets, tables))
+        self.fit_arrays(self.rows_.index(nets), F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
         return self
 
-    def use_tables(self, tables: Sequence[LatencyTable]) -> TransferModel:
+    def use_tables(self, tables: Sequence[LatencyTable], rows: Rows | None = None
+                   ) -> TransferModel:
         """Set the source latencies from loaded tables (``fit`` calls it with ``sources``)."""
         if not tables:
             raise PredictorError("the transfer model needs at least one source table: "
                                  "--source TABLE.csv")
-        return self.use_matrix(source_matrix(tables), [t.device for t in tables])
+        rows = rows if rows is not None else Rows()
+        return self.use_matrix(rows.matrix(tables), [t.device for t in tables], rows)
 
-    def use_matrix(self, lat: np.ndarray, names: Sequence[str]) -> TransferModel:
-        """Set the sources from a (15,625, m) latency matrix (ms, NaN where absent)."""
+    def use_matrix(self, lat: np.ndarray, names: Sequence[str], rows: Rows | None = None
+                   ) -> TransferModel:
+        """Set the sources from a (rows, m) latency matrix (ms, NaN where absent); ``rows``
+        default: NB201's 15,625 cells. The additive smoothing needs NB201's cell basis:
+        in other spaces the sources are used as measured."""
         if self.smooth not in SMOOTH:
             raise PredictorError(f"smooth must be one of {', '.join(SMOOTH)}, not "
                                  f"{self.smooth!r}")
-        lat = smooth_sources(lat) if self.smooth == "additive" else lat
-        self.source_lat_, self.source_names_ = with_priors(lat, names, self.priors)
+        self.rows_ = rows if rows is not None else Rows()
+        if len(lat) != len(self.rows_):
+            raise PredictorError(f"the source matrix has {len(lat)} rows, its row keys "
+                                 f"{len(self.rows_)}")
+        lat = smooth_sources(lat) if self.smooth == "additive" and self.rows_.nb201 else lat
+        self.source_lat_, self.source_names_ = with_priors(lat, names, self.priors, self.rows_)
         self.source_scale_ = np.nanmean(self.source_lat_, axis=0)
         return self
 
@@ -410,7 +412,7 @@ class TransferModel(Predictor):
         self.ridge_ = None
         self.gbdt_ = None
         self.gbase_ = None
-        self.residual_features_ = "compact+dead"
+        self.residual_features_ = "compact+dead" if self.rows_.nb201 else "compact"
         if kind == "ridge":
             self.ridge_ = ridge_loo(self._residual_x(idx, x), y - prior, RESIDUAL_ALPHAS)
         self.floor_ = float(np.min(y)) * 0.5
@@ -448,9 +450,10 @@ class TransferModel(Predictor):
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
         """Latency in ms on the target device, shape (len(nets),)."""
+        self._check_fitted()
         if len(nets) == 0:
             return np.zeros(0)
-        return self.predict_arrays(cell_indices(nets), F.features(nets))
+        return self.predict_arrays(self.rows_.index(nets), F.features(nets))
 
     # ------------------------------------------------------------------ persistence
     def _params_json(self) -> dict:
@@ -470,11 +473,13 @@ class TransferModel(Predictor):
             arrays.update(self.ridge_.arrays("ridge_"))
         if self.gbdt_ is not None:
             arrays.update(self.gbase_.arrays("gbase_"))
+        if not self.rows_.nb201:
+            arrays["row_keys"] = np.array(self.rows_.keys, dtype=str)
         P.save_arrays(d / "arrays.npz", arrays)
         if self.gbdt_ is not None:
             self.gbdt_.booster_.get_booster().save_model(str(d / "model.json"))
         state = {"source_names": self.source_names_, "residual_kind": self.residual_kind_,
-                 "residual_features": self.residual_features_}
+                 "residual_features": self.residual_features_, "rows": self.rows_.state()}
         files = ("arrays.npz", "model.json") if self.gbdt_ is not None else ("arrays.npz",)
         P.write_manifest(d, CLASS, self._params_json(), libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
@@ -502,8 +507,12 @@ class TransferModel(Predictor):
             model.source_scale_ = a["source_scale"]
             model.weights_ = a["weights"]
             model.floor_ = float(a["floor"][0])
-        except (KeyError, IndexError) as exc:
+            model.rows_ = Rows.restore(state.get("rows"), a.get("row_keys"))
+        except (KeyError, IndexError, TypeError, ValueError, PredictorError) as exc:
             raise ModelFileError(f"{d / 'arrays.npz'}: lacks {exc}; fit the model again") from None
+        if len(model.source_lat_) != len(model.rows_):
+            raise ModelFileError(f"{d / 'arrays.npz'}: {len(model.source_lat_)} source rows for "
+                                 f"{len(model.rows_)} row keys; fit the model again")
         model.ridge_ = Ridge.from_arrays(a, "ridge_") if model.residual_kind_ == "ridge" else None
         model.gbdt_ = None
         model.gbase_ = None

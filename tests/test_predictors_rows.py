@@ -1,0 +1,133 @@
+"""Transfer and few-shot models off NAS-Bench-201: FBNet and a folder of ONNX models.
+
+The source tables of such a space list architectures by ``arch_str``; the models look
+networks up by it (:mod:`predictors.rows`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import spearmanr
+
+from costmodels.spaces import get_space
+from costmodels.tables import LatencyTable, write_table
+from predictors import make
+from predictors.base import PredictorError
+from predictors.rows import Rows
+
+
+def _device(nets, a: float, b: float, c: float, noise: float, seed: int) -> np.ndarray:
+    """A synthetic device: latency linear in MACs, bytes and layer count, lognormal noise."""
+    rng = np.random.default_rng(seed)
+    y = np.array([a + b * n.macs * 1e-7 + c * n.bytes * 1e-6 + 0.002 * len(n) for n in nets])
+    return y * np.exp(rng.normal(0, noise, len(y)))
+
+
+@pytest.fixture(scope="module")
+def fbnet():
+    space = get_space("fbnet")
+    archs = space.sample(80, seed=3)
+    nets = [space.build_network(a) for a in archs]
+    srcs = [LatencyTable(np.full(len(archs), -1), tuple(archs), _device(nets, *p, 0.01, s),
+                         source=f"fbnet_src{s}.csv")
+            for s, p in enumerate([(0.2, 1.0, 0.1), (0.1, 0.2, 1.0), (0.5, 0.6, 0.5)])]
+    # the target weighs compute and memory unlike any one source
+    y = _device(nets, 0.3, 0.7, 0.8, 0.01, 9)
+    return space, archs, nets, srcs, y
+
+
+@pytest.mark.parametrize("name", ["transfer", "fewshot"])
+def test_few_shot_on_fbnet_ranks_the_other_architectures(fbnet, name, tmp_path):
+    _, _, nets, srcs, y = fbnet
+    est = make(name, sources=srcs).fit(nets[:10], y[:10])
+    pred = est.predict(nets[10:])
+    rho = spearmanr(pred, y[10:])[0]
+    # ten cells of a target that is no one source: the mix ranks the other 70 well,
+    # better than the best single source does
+    best_source = max(spearmanr(s.latency_ms[10:], y[10:])[0] for s in srcs)
+    assert rho > 0.95 and rho > best_source
+    est.save(tmp_path / name)
+    again = type(est).load(tmp_path / name)
+    np.testing.assert_allclose(again.predict(nets[10:]), pred, rtol=1e-6)
+
+
+def test_fbnet_network_outside_the_sources_is_named(fbnet):
+    space, archs, nets, srcs, y = fbnet
+    est = make("transfer", sources=srcs).fit(nets[:10], y[:10])
+    other = next(a for a in space.sample(200, seed=11) if a not in set(archs))
+    with pytest.raises(PredictorError, match="in none of the source tables"):
+        est.predict([space.build_network(other)])
+    nb = get_space("nb201").build_network(get_space("nb201").parse(5))
+    with pytest.raises(PredictorError, match="space 'nb201'"):
+        est.predict([nb])
+
+
+def test_rows_key_the_tables_union_and_build_their_networks(fbnet):
+    space, archs, nets, srcs, _ = fbnet
+    half = srcs[0].subset(np.arange(40))
+    rows = Rows.for_networks(nets[:5], [half, srcs[1]])
+    assert len(rows) == 80 and list(rows.keys) == sorted(archs)
+    m = rows.matrix([half, srcs[1]])
+    assert np.isnan(m[:, 0]).sum() == 40 and np.isfinite(m[:, 1]).all()
+    idx = rows.index(nets[:5])
+    assert [rows.keys[i] for i in idx] == list(archs[:5])
+    assert [n.meta["arch_str"] for n in rows.networks(idx)] == list(archs[:5])
+    assert rows.priors().shape == (80, len(rows.prior_names()))
+
+
+def test_fewshot_on_fbnet_uses_the_generic_additive_family(fbnet):
+    _, _, nets, srcs, y = fbnet
+    est = make("fewshot", sources=srcs, families=("additive",), priors="none")
+    pred = est.fit(nets[:10], y[:10]).predict(nets[10:])
+    assert spearmanr(pred, y[10:])[0] > 0.95
+    with pytest.raises(PredictorError, match="mix-dce needs NAS-Bench-201"):
+        make("fewshot", sources=srcs, families=("mix-dce",)).fit(nets[:10], y[:10])
+
+
+def _conv_model(path, channels: int, layers: int) -> None:
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    rng = np.random.default_rng(channels * 10 + layers)
+    nodes, inits, prev, c_in = [], [], "x", 3
+    for i in range(layers):
+        w = rng.normal(0, 0.1, (channels, c_in, 3, 3)).astype(np.float32)
+        inits.append(numpy_helper.from_array(w, f"w{i}"))
+        nodes += [helper.make_node("Conv", [prev, f"w{i}"], [f"c{i}"], name=f"conv{i}",
+                                   pads=[1, 1, 1, 1]),
+                  helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
+        prev, c_in = f"r{i}", channels
+    g = helper.make_graph(nodes, "m",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info(prev, TensorProto.FLOAT,
+                                                         [1, channels, 16, 16])], inits)
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
+
+
+def test_fit_and_estimate_fewshot_on_a_model_folder(tmp_path, capsys):
+    from costmodels.cli import main
+
+    d = tmp_path / "models"
+    d.mkdir()
+    shapes = [(c, n) for c in (4, 8, 12, 16) for n in (1, 2, 3)]
+    for c, n in shapes:
+        _conv_model(d / f"conv_c{c}_n{n}.onnx", c, n)
+    space = get_space(f"models:{d}")
+    archs = list(space.archs())
+    nets = [space.build_network(a) for a in archs]
+    for s, p in enumerate([(0.1, 1.0, 0.1), (0.1, 0.1, 1.0)]):
+        write_table(tmp_path / f"dev{s}.csv", [None] * len(archs), archs, _device(nets, *p, 0.0, s))
+    y = _device(nets, 0.1, 0.5, 0.5, 0.0, 0)
+    write_table(tmp_path / "target.csv", [None] * 6, archs[:6], y[:6])
+    out = tmp_path / "fs"
+    assert main(["fit", "fewshot", "--space", f"models:{d}", "--train",
+                 str(tmp_path / "target.csv"), "--source", str(tmp_path / "dev0.csv"),
+                 str(tmp_path / "dev1.csv"), "-o", str(out)]) == 0
+    assert main(["estimate", f"fewshot:{out}", "--space", f"models:{d}",
+                 "-o", str(tmp_path / "est.csv")]) == 0
+    from costmodels.tables import read_table
+
+    est = read_table(tmp_path / "est.csv", space=space)
+    pos = est.lookup()
+    pred = np.array([est.latency_ms[pos[a]] for a in archs])
+    assert spearmanr(pred[6:], y[6:])[0] > 0.9
