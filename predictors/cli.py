@@ -31,7 +31,8 @@ examples:
 
 Each model loads with the backend of its name (gbdt:DIR, hybrid:DIR, gnn:DIR,
 transfer:DIR, fewshot:DIR); a directory holding another class is refused with
-the name to use. transfer and fewshot need --source (NAS-Bench-201 only);
+the name to use. transfer and fewshot need --source: tables of the same space (NB201 cells by
+index; FBNet and models:DIR by arch_str, and only networks the sources list);
 hybrid needs --prior, whose files must still exist where they were.
 """
 
@@ -115,9 +116,7 @@ def register(sub) -> None:
     p.add_argument("--seeds", type=positive_int, default=5, help="seeds averaged per size")
     p.add_argument("--select", default="random", choices=["random", "diverse", "active"],
                    help="which cells to measure")
-    p.add_argument("--dataset", default="cifar10",
-                   choices=["cifar10", "cifar100", "ImageNet16-120"],
-                   help="NAS-Bench-201 dataset the tables were measured with")
+    add_space_args(p, archs=False)
     p.add_argument("-o", "--output", required=True, metavar="curve.csv",
                    help="CSV to write (plot: same name with .png)")
     p.set_defaults(func=cmd_fewshot)
@@ -181,7 +180,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
 
     import numpy as np
 
-    from costmodels.cli import check_output
+    from costmodels.cli import check_output, open_space
     from predictors import fewshot
     from predictors.base import PredictorError
 
@@ -194,7 +193,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
         raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "
                              "tables)")
     t0 = time.perf_counter()
-    tgt = fewshot.prepare(args.target, args.source if with_sources else (), args.dataset)
+    tgt = fewshot.prepare(args.target, args.source if with_sources else (), args.dataset,
+                          space=open_space(args), batch=args.batch)
     rows = []
     for k in args.samples:
         if k >= len(tgt.y):

@@ -30,6 +30,7 @@ from costmodels.tables import LatencyTable, read_table
 from predictors import features as F
 from predictors import sampling
 from predictors.learned import make
+from predictors.rows import Rows
 
 CURVE_COLUMNS = ("model", "target", "select", "k", "seeds", "spearman", "spearman_std",
                  "kendall", "mape", "acc10", "n_test", "fit_s")
@@ -48,28 +49,45 @@ class Target:
     sources: list[LatencyTable]
     source_lat: np.ndarray | None  # (n, m) ms, NaN where a source lacks the cell
     reports: list = field(default_factory=list)  # FewShotModel.report_ of each fit
+    rows: Rows | None = None  # rows of the source matrix (default: NB201's index)
+    idx: np.ndarray | None = None  # row of each target cell (default: its NB201 index)
+    _matrix: np.ndarray | None = None
 
     @property
     def y(self) -> np.ndarray:
         return self.table.latency_ms
 
-
-def _as_table(t: str | Path | LatencyTable) -> LatencyTable:
-    return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean")
+    def source_rows(self) -> tuple[Rows, np.ndarray, np.ndarray]:
+        """(rows, the full source matrix, the target cells' rows), the matrix built once."""
+        rows = self.rows if self.rows is not None else Rows()
+        if self._matrix is None:
+            self._matrix = rows.matrix(self.sources)
+        idx = self.idx if self.idx is not None else self.table.arch_index
+        return rows, self._matrix, idx
 
 
 def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
-            dataset: str = "cifar10") -> Target:
-    """Load the tables, build the target's networks and their features once."""
-    table = _as_table(target)
-    srcs = [s for s in (_as_table(s) for s in sources) if s.device != table.device]
-    nets = [nb201.build_network(int(i), dataset) for i in table.arch_index]
-    source_lat = None
-    if srcs:
-        from predictors.transfer import source_matrix
+            dataset: str | None = "cifar10", space="nb201", batch: int = 1) -> Target:
+    """Load the tables, build the target's networks (in ``space``, a spec or a
+    :class:`~costmodels.spaces.SearchSpace`) and their features once."""
+    from costmodels.spaces import SearchSpace, get_space
 
-        source_lat = source_matrix(srcs)[table.arch_index]
-    return Target(table, nets, F.features(nets), srcs, source_lat)
+    sp = space if isinstance(space, SearchSpace) else get_space(space)
+    dataset = sp.check_dataset(dataset)
+
+    def load(t):
+        return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean", space=sp)
+
+    table = load(target)
+    srcs = [s for s in (load(s) for s in sources) if s.device != table.device]
+    nets = [sp.build_network(a, dataset, batch) for a in table.arch_str]
+    tgt = Target(table, nets, F.features(nets), srcs, None)
+    if srcs:
+        tgt.rows = Rows.for_networks(nets, srcs)
+        tgt.idx = tgt.rows.index(nets)
+        tgt._matrix = tgt.rows.matrix(srcs)
+        tgt.source_lat = tgt._matrix[tgt.idx]
+    return tgt
 
 
 def _fit_predict(model: str, tgt: Target, train: np.ndarray, test: np.ndarray, seed: int,
@@ -77,7 +95,7 @@ def _fit_predict(model: str, tgt: Target, train: np.ndarray, test: np.ndarray, s
     """Fit ``model`` on rows ``train`` of the target, predict rows ``test`` (ms)."""
     from predictors.gbdt import GBDTModel, HybridModel
     from predictors.select import FewShotModel
-    from predictors.transfer import TransferModel, source_matrix
+    from predictors.transfer import TransferModel
 
     needs_sources = model in ("transfer", "fewshot")
     est = make(model, sources=tgt.sources if needs_sources else (), **params)
@@ -87,8 +105,8 @@ def _fit_predict(model: str, tgt: Target, train: np.ndarray, test: np.ndarray, s
     if isinstance(est, GBDTModel) and not isinstance(est, HybridModel) and not est.prior:
         return est.fit_features(tgt.x[train], y[train]).predict_features(tgt.x[test])
     if isinstance(est, (TransferModel, FewShotModel)):
-        idx = tgt.table.arch_index
-        est.use_matrix(source_matrix(tgt.sources), [t.device for t in tgt.sources])
+        rows, lat, idx = tgt.source_rows()
+        est.use_matrix(lat, [t.device for t in tgt.sources], rows)
         est.fit_arrays(idx[train], tgt.x[train], y[train])
         if isinstance(est, FewShotModel):
             tgt.reports.append(est.report_)
@@ -134,10 +152,11 @@ def point(tgt: Target, model: str, k: int, seeds: int = 5, select: str = "random
 
 def curve(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
           model: str = "transfer", samples: Sequence[int] = (10, 20, 50, 100, 1000),
-          seeds: int = 5, select: str = "random", dataset: str = "cifar10",
-          params: dict | None = None) -> list[dict]:
+          seeds: int = 5, select: str = "random", dataset: str | None = "cifar10",
+          params: dict | None = None, space="nb201") -> list[dict]:
     """The sample-efficiency curve of ``model`` on ``target``: one row per k (see CURVE_COLUMNS)."""
-    tgt = prepare(target, sources if model in ("transfer", "fewshot") else (), dataset)
+    tgt = prepare(target, sources if model in ("transfer", "fewshot") else (), dataset,
+                  space=space)
     return [point(tgt, model, int(k), seeds, select, params) for k in samples]
 
 

@@ -48,10 +48,13 @@ source. Leave-one-out over the 13 reference devices: the test never fires there
 FPGA latency with 2% noise, k=10 Spearman goes from 0.88-0.97 to 0.99
 (``bench/bench_fewshot.py``). Whether they were used is in :attr:`report_`.
 
-A saved model holds the stacked prediction of every NAS-Bench-201 cell the
-sources cover, for the dataset and batch it was trained at (``arrays.npz``):
-the sources cover those cells, so the table is the model. NAS-Bench-201 only (the sources are looked up by
-standard index).
+A saved model holds the stacked prediction of every network the sources cover, for
+the dataset and batch it was trained at (``arrays.npz``): the sources cover those
+networks, so the table is the model. On NAS-Bench-201 the rows are the standard index;
+in FBNet or a ``models:DIR`` folder they are the ``arch_str`` of the source tables
+(:mod:`predictors.rows`), the additive family uses :func:`predictors.additive.feature_basis`
+and the priors are evaluated on those networks; the NB201-only pieces (smoothing,
+``mix-dce``, the dead-op cost) are left out there.
 """
 
 from __future__ import annotations

@@ -131,3 +131,20 @@ def test_fit_and_estimate_fewshot_on_a_model_folder(tmp_path, capsys):
     pos = est.lookup()
     pred = np.array([est.latency_ms[pos[a]] for a in archs])
     assert spearmanr(pred[6:], y[6:])[0] > 0.9
+
+
+def test_fewshot_curve_cli_on_fbnet(fbnet, tmp_path):
+    from costmodels.cli import main
+
+    _, archs, _, srcs, y = fbnet
+    for t in srcs:
+        write_table(tmp_path / t.source, [None] * len(t), t.arch_str, t.latency_ms)
+    write_table(tmp_path / "target.csv", [None] * len(archs), archs, y)
+    out = tmp_path / "curve.csv"
+    assert main(["fewshot", "--space", "fbnet", "--target", str(tmp_path / "target.csv"),
+                 "--source", *[str(tmp_path / t.source) for t in srcs], "--samples", "10",
+                 "--seeds", "2", "-o", str(out)]) == 0
+    import csv
+
+    row = next(csv.DictReader(open(out)))
+    assert row["k"] == "10" and float(row["spearman"]) > 0.95
