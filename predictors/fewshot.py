@@ -66,6 +66,10 @@ class Target:
         return rows, self._matrix, idx
 
 
+def _as_table(t: str | Path | LatencyTable) -> LatencyTable:
+    return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean")
+
+
 def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
             dataset: str | None = "cifar10", space="nb201", batch: int = 1) -> Target:
     """Load the tables, build the target's networks (in ``space``, a spec or a
