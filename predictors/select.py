@@ -387,6 +387,7 @@ class FewShotModel(Predictor):
         self._check_fitted()
         if len(nets) == 0:
             return np.zeros(0)
+        idx = self.rows_.index(nets)  # a network of another space is named first
         for net in nets:
             if (str(net.meta.get("dataset")), int(net.meta.get("batch", 1))) != (
                     self.dataset_, self.batch_):
@@ -394,7 +395,6 @@ class FewShotModel(Predictor):
                                      f"{net.meta.get('batch')}, this model was fitted on "
                                      f"{self.dataset_} batch {self.batch_}; build the networks "
                                      "with those")
-        idx = self.rows_.index(nets)
         x = None if hasattr(self, "table_") else F.features(nets)
         return self.predict_arrays(idx, x)
 
