@@ -292,8 +292,9 @@ class FewShotModel(Predictor):
     def use_matrix(self, lat: np.ndarray, names: Sequence[str], rows: Rows | None = None
                    ) -> FewShotModel:
         """Set the sources from a (rows, m) latency matrix (ms); ``rows`` default: NB201."""
-        self.rows_ = rows if rows is not None else Rows(dataset=getattr(self, "dataset_", None),
-                                  batch=getattr(self, "batch_", 1))
+        if rows is None:
+            rows = Rows(dataset=getattr(self, "dataset_", None), batch=getattr(self, "batch_", 1))
+        self.rows_ = rows
         if len(lat) != len(self.rows_):
             raise PredictorError(f"the source matrix has {len(lat)} rows, its row keys "
                                  f"{len(self.rows_)}")

@@ -34,6 +34,11 @@ each source's own measurement noise, which is independent of the target's, so
 the target's few cells fit a mix of what the sources have in common. Measured
 leave-one-out over the 13 reference devices at k=10 (5 seeds): mean Spearman
 0.963 raw, 0.966 smoothed (``bench/bench_fewshot.py`` reports the figures).
+
+Any space: the rows of the source matrix come from :class:`~predictors.rows.Rows`
+(NB201's standard index, else the source tables' ``arch_str``). Off NB201 the sources
+are used as measured (the smoother is NB201's cell fit), the residual has no dead-op
+cost, and the built-in priors are FLOPs, params, Eyeriss and FPGA of the rows' networks.
 """
 
 from __future__ import annotations
