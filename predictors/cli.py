@@ -214,7 +214,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
               f"{r['kendall']:.3f}  MAPE {r['mape']:.1f}%  ±10% {100 * r['acc10']:.1f}%{chosen}",
               file=sys.stderr)
     if not rows:
-        return 1
+        raise PredictorError(f"no --samples value leaves a test cell: the target "
+                             f"{args.target} has {len(tgt.y)} cells; give smaller k")
     png = fewshot.write_curve(rows, args.output)
     print(f"wrote {args.output} and {png} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0

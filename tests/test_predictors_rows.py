@@ -148,3 +148,15 @@ def test_fewshot_curve_cli_on_fbnet(fbnet, tmp_path):
 
     row = next(csv.DictReader(open(out)))
     assert row["k"] == "10" and float(row["spearman"]) > 0.95
+
+
+def test_fewshot_curve_with_no_usable_k_is_one_error(fbnet, tmp_path, capsys):
+    from costmodels.cli import main
+
+    _, archs, _, _, y = fbnet
+    write_table(tmp_path / "target.csv", [None] * len(archs), archs, y)
+    out = tmp_path / "curve.csv"
+    assert main(["fewshot", "--space", "fbnet", "--target", str(tmp_path / "target.csv"),
+                 "--model", "gbdt", "--samples", "500", "-o", str(out)]) == 2
+    assert "error: no --samples value leaves a test cell" in capsys.readouterr().err
+    assert not out.exists()
