@@ -209,3 +209,29 @@ def test_a_corrupt_anchor_file_is_one_error_line_and_left_as_it_is(tmp_path, mon
     assert bad.read_bytes() == before
     # --no-drift-correct does not read it
     assert main(["measure", CELLS[0], *QUICK, "--no-drift-correct"]) == 0
+
+
+def test_figure_min_exports_the_fastest_stored_run_without_measuring_again(tmp_path, capsys):
+    """One store, two figures: --figure min writes each cell's fastest timed run, read back
+    from the store (nothing measured again, the store unchanged); never above the raw median."""
+    from costmodels.tables import read_table
+    from measure.store import MeasureStore
+
+    db = tmp_path / "runs.sqlite"
+    args = ["measure-space", "--archs", str(_archs(tmp_path)), "--db", str(db), *QUICK]
+    assert main([*args, "-o", str(tmp_path / "med.csv")]) == 0
+    with MeasureStore(db, readonly=True) as store:
+        stored = {r.net.arch_str: r.result for r in store.records()}
+    capsys.readouterr()
+    assert main([*args, "-o", str(tmp_path / "min.csv"), "--figure", "min"]) == 0
+    assert "0 measured" in capsys.readouterr().err
+    low = read_table(tmp_path / "min.csv")
+    assert sorted(low.arch_str) == sorted(stored) and len(low) == len(CELLS)
+    for s, v in zip(low.arch_str, low.latency_ms, strict=True):
+        res = stored[s]
+        assert v == pytest.approx(min(res.times_ms)) and v <= res.median_ms
+        assert len(res.times_ms) == 4  # --repeat 4: the runs the figure is taken from
+    side = json.loads((tmp_path / "min.fingerprint.json").read_text())
+    assert side["figure"] == "min" and "fastest" in side["latency_ms"]
+    with MeasureStore(db, readonly=True) as store:
+        assert len(store.records()) == len(stored)
