@@ -51,11 +51,13 @@ def _run(args: list[str]) -> subprocess.CompletedProcess:
     return res
 
 
-def _campaign(tmp: Path, name: str, archs: Path, extra: list[str]) -> tuple[Path, float]:
-    """One campaign in a fresh process; returns its table and the campaign's own seconds
-    (from the sidecar: building and timing the networks, not the interpreter's start)."""
+def _campaign(tmp: Path, name: str, archs: Path, extra: list[str], db: str = ""
+              ) -> tuple[Path, float]:
+    """One campaign in a fresh process (store ``db``, default ``name``); returns its table
+    and the campaign's own seconds (from the sidecar: building and timing the networks,
+    not the interpreter's start)."""
     out = tmp / f"{name}.csv"
-    _run(["measure-space", "--archs", str(archs), "--db", str(tmp / f"{name}.sqlite"),
+    _run(["measure-space", "--archs", str(archs), "--db", str(tmp / f"{db or name}.sqlite"),
           "-o", str(out), *extra])
     return out, float(json.loads(out.with_suffix(".fingerprint.json").read_text())["last_run_s"])
 
@@ -93,11 +95,11 @@ def measure_all(quick: bool = False) -> dict:
                          "campaign_drift_median": side.get("campaign_drift_median"),
                          "figure": side.get("figure")}
             if name == "new":  # the same stored runs, exported with the fastest-run figure
-                mins = [_campaign(tmp, f"new-{x}", archs, ["--figure", "min"])[0]
-                        for x in "ab"]
+                mins = [_campaign(tmp, f"new-{x}-min", archs, ["--figure", "min"],
+                                  db=f"new-{x}")[0] for x in "ab"]
                 out["new_min"] = {**out[name], "figure": "min",
                                   "deviation": table_deviation(str(mins[0]), str(mins[1]))}
-                out["bands"] = {fig: _bands(pa, pb) for fig, (pa, pb) in
+                out["bands"] = {fig: _bands(pa, pb, a) for fig, (pa, pb) in
                                 (("corrected", (a, b)), ("min", mins))}
         cell = cells[0]
         out["spread_cell"] = cell
@@ -108,20 +110,20 @@ def measure_all(quick: bool = False) -> dict:
     return out
 
 
-def _bands(a: Path, b: Path, edge_ms: float = 0.5) -> dict:
-    """Deviation median / p90 of two tables' cells below and above ``edge_ms``."""
+def _bands(a: Path, b: Path, ref: Path, edge_ms: float = 0.5) -> dict:
+    """Deviation median / p90 of two tables' cells below and above ``edge_ms`` in ``ref``."""
     import numpy as np
 
     from measure.cli import _read_latencies
 
-    x, y = _read_latencies(str(a)), _read_latencies(str(b))
-    common = sorted(set(x) & set(y))
+    x, y, r = (_read_latencies(str(t)) for t in (a, b, ref))
+    common = sorted(set(x) & set(y) & set(r))
     u = np.array([x[k] for k in common])
     v = np.array([y[k] for k in common])
+    level = np.array([r[k] for k in common])
     dev = np.abs(u - v) / ((u + v) / 2)
     out = {}
-    for band, m in ((f"< {edge_ms} ms", (u + v) / 2 < edge_ms),
-                    (f">= {edge_ms} ms", (u + v) / 2 >= edge_ms)):
+    for band, m in ((f"< {edge_ms} ms", level < edge_ms), (f">= {edge_ms} ms", level >= edge_ms)):
         out[band] = ({"cells": int(m.sum()), "median": float(np.median(dev[m])),
                       "p90": float(np.percentile(dev[m], 90))} if m.any() else None)
     return out
@@ -178,7 +180,8 @@ def render(r: dict) -> str:
             parts.append(f"{fig}: " + "; ".join(
                 f"{band} ({d['cells']} cells) median {_pct(d['median'])}, p90 {_pct(d['p90'])}"
                 for band, d in bands.items() if d))
-        lines.append("- by latency, the two default campaigns: " + " | ".join(parts)
+        lines.append("- by latency (of the first corrected table), the two default campaigns: "
+                     + " | ".join(parts)
                      + ". The fastest run is not drift-corrected: it follows the machine's "
                      "level, and it repeats better than the median only where the disturbance "
                      "lasts milliseconds and the network less")
