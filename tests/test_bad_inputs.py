@@ -109,6 +109,11 @@ CASES: list[Case] = [
     C("shape-unknown-input", "info {d}/tiny.onnx --input-shape nope=1x3x16x16", "nope"),
     C("shape-wrong-rank", "info {d}/dyn.onnx --input-shape 1x3x8", "1x3x8"),
     C("fit-limit-0", "fit gbdt --train {d}/good.csv --limit 0 -o {d}/m", "--limit"),
+    C("select-k-0", "select 0 --sample 20 -o {d}/c.csv", "K"),
+    C("select-too-many", "select 30 --sample 20 -o {d}/c.csv", "30", "20"),
+    C("select-fbnet-no-candidates", "select 3 --space fbnet -o {d}/c.csv", "--archs"),
+    C("select-missing-source", "select 3 --source {d}/nope.csv -o {d}/c.csv", "nope.csv"),
+    C("select-foreign-source", "select 3 --source {d}/tiny.onnx -o {d}/c.csv", "tiny.onnx"),
     C("fit-batch-0", "fit gbdt --train {d}/good.csv --batch 0 -o {d}/m", "--batch"),
     C("fewshot-seeds-0", "fewshot --target {d}/good.csv --model flops --samples 5 --seeds 0 "
       "-o {d}/c.csv", "--seeds"),

@@ -160,3 +160,30 @@ def test_fewshot_curve_with_no_usable_k_is_one_error(fbnet, tmp_path, capsys):
                  "--model", "gbdt", "--samples", "500", "-o", str(out)]) == 2
     assert "error: no --samples value leaves a test cell" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_select_writes_the_cells_to_measure_spread_over_the_sources(fbnet, tmp_path, capsys):
+    from costmodels.cli import main, read_arch_list
+
+    space, archs, _, srcs, _ = fbnet
+    for t in srcs:
+        write_table(tmp_path / t.source, [None] * len(t), t.arch_str, t.latency_ms)
+    paths = [str(tmp_path / t.source) for t in srcs]
+    out = tmp_path / "cells.csv"
+    assert main(["select", "8", "--space", "fbnet", "--source", *paths, "-o", str(out)]) == 0
+    cells = read_arch_list(str(out), space)  # what measure-space --archs reads
+    assert len(set(cells)) == 8 and set(cells) <= set(archs)
+    # diverse: one cell per consensus bin, so both ends of the sources' range are covered
+    cons = np.mean([np.log(t.latency_ms / t.latency_ms.mean()) for t in srcs], axis=0)
+    rank = {a: r for r, a in enumerate(np.array(archs)[np.argsort(cons)])}
+    ranks = sorted(rank[c] for c in cells)
+    assert ranks[0] < 10 and ranks[-1] >= 70
+    again = tmp_path / "again.csv"
+    assert main(["select", "8", "--space", "fbnet", "--source", *paths, "-o", str(again)]) == 0
+    assert again.read_text() == out.read_text()
+    capsys.readouterr()
+    assert main(["select", "3", "--space", "fbnet", "-o", str(tmp_path / "x.csv")]) == 2
+    assert "--archs" in capsys.readouterr().err
+    assert main(["select", "99", "--space", "fbnet", "--source", *paths,
+                 "-o", str(tmp_path / "x.csv")]) == 2
+    assert "at most 80" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
