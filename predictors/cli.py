@@ -78,9 +78,8 @@ examples:
 diverse (the default): the candidates ranked by the sources' consensus latency (MACs
 without sources), cut into K equal bins, one cell of each bin, far in features from the
 others; random: K cells drawn with --seed; active: greedy max-min where the sources
-disagree. On the 13 reference devices (leave-one-out, 20 seeds, the fewshot model) diverse
-cells gave mean Spearman 0.960 at K=5 against 0.948 for random ones, and the same at K=10
-(bench section fewshot reports both). Writes arch_index,arch_str: the --archs file of
+disagree. On the 13 reference devices (leave-one-out, the fewshot model; bench section
+fewshot) diverse cells gave mean Spearman 0.960 at K=5 against 0.949 for random ones. Writes arch_index,arch_str: the --archs file of
 measure-space.
 """
 
