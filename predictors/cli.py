@@ -79,8 +79,8 @@ diverse (the default): the candidates ranked by the sources' consensus latency (
 without sources), cut into K equal bins, one cell of each bin, far in features from the
 others; random: K cells drawn with --seed; active: greedy max-min where the sources
 disagree. On the 13 reference devices (leave-one-out, the fewshot model; bench section
-fewshot) diverse cells gave mean Spearman 0.960 at K=5 against 0.949 for random ones. Writes arch_index,arch_str: the --archs file of
-measure-space.
+fewshot) diverse cells gave mean Spearman 0.960 at K=5 against 0.949 for random ones.
+Writes arch_index,arch_str: the --archs file of measure-space.
 """
 
 
