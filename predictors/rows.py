@@ -56,7 +56,7 @@ class Rows:
     @classmethod
     def for_networks(cls, nets: Sequence[Network], tables: Sequence[LatencyTable]) -> Rows:
         """The rows for networks of one space: NB201's index, or the tables' arch strings."""
-        spaces = {str(net.meta.get("space", "")) for net in nets}
+        spaces = {str(net.meta.get("space") or "") for net in nets}
         if len(spaces) != 1 or "" in spaces:
             raise PredictorError("transfer needs networks built from one search space "
                                  f"(got {', '.join(sorted(spaces)) or 'none'})")
