@@ -179,12 +179,14 @@ def fbnet_fewshot(truth, seeds: int) -> list[str]:
             f"the other {len(truth)} − k; {seeds} seeds; sources: "
             f"{', '.join(FBNET_SOURCES)} on the same architectures)", "", head,
             "|" + "---|" * (head.count("|") - 1)]
-    for model in ("fewshot", "transfer", "gbdt"):
+    for model, select in (("fewshot", "random"), ("fewshot", "diverse"), ("transfer", "random"),
+                          ("gbdt", "random")):
         cells = []
         for k in ks:
-            r = point(tgt, model, k, seeds)
+            r = point(tgt, model, k, seeds, select)
             cells.append(f" {r['spearman']:.3f} | {r['kendall']:.3f} | {100 * r['acc10']:.1f}% |")
-        rows.append(f"| {model} |" + "".join(cells))
+        label = model if select == "random" else f"{model}, cells from `costmodels select`"
+        rows.append(f"| {label} |" + "".join(cells))
     return rows + ["", "The sources are analytical models of other hardware (no other device "
                    "measured FBNet here; HW-NAS-Bench's FBNet tables are not in the repo): what "
                    "the mix takes from them is their ranking of compute and memory work, not a "
