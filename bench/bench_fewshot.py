@@ -260,15 +260,20 @@ def _this_cpu(targets, seeds: int) -> list[str]:
     prior_est = _prior_table(priors, base.nets) if priors else None
     ks = (25, 50, 100)
     lines = [f"#### ±10% on this CPU ({path.name}: all {len(truth):,} cells measured here; "
-             f"fitted on k random cells, scored on all the others; {seeds} seeds)", "",
+             f"fitted on k cells, random unless the row says, scored on all the others; "
+             f"{seeds} seeds)", "",
              "| predictor | k | ρ | τ | MAPE | ±10% (mean) | ±10% (worst seed) |",
              "|---|---|---|---|---|---|---|"]
     fams = [(f"fewshot ({len(tables)} reference tables + priors)", "fewshot"),
             ("gbdt", "gbdt")]
+    ks_of = {}
     local = None
     if priors:
         what = " + ".join(p.split(":")[0] for p in priors)
         fams.insert(0, (f"hybrid (GBDT on {what})", "hybrid"))
+        fams.insert(1, (f"hybrid, cells from `costmodels select` over the {what} estimates",
+                        "hybrid-diverse"))
+        ks_of["hybrid-diverse"] = (50, 100)
         fams.insert(1, (f"fewshot ({len(tables)} reference tables + {what} of every cell as "
                         "sources)", "fewshot-local"))
         local = _whole_space_target(base, truth.latency_ms, path.stem, tables + [
@@ -276,12 +281,13 @@ def _this_cpu(targets, seeds: int) -> list[str]:
                          f"nb201_{p.split(':')[0]}-here.csv") for j, p in enumerate(priors)])
     best = 0.0
     for label, model in fams:
-        for k in ks:
+        for k in ks_of.get(model, ks):
             if model.startswith("fewshot"):
                 r = point(local if model == "fewshot-local" else tgt, "fewshot", k, seeds)
                 worst = None
             else:
-                runs = [_fit_score(model, tgt, k, s, priors, prior_est, score)
+                runs = [_fit_score(model.split("-")[0], tgt, k, s, priors, prior_est, score,
+                                   "diverse" if model.endswith("-diverse") else "random")
                         for s in range(seeds)]
                 r = {key: float(np.mean([x[key] for x in runs]))
                      for key in ("spearman", "kendall", "mape", "acc10")}
@@ -341,13 +347,15 @@ def _prior_table(priors: list[str], nets) -> np.ndarray:
                      for p in priors]).T
 
 
-def _fit_score(model: str, tgt, k: int, seed: int, priors, prior_est, score) -> dict:
-    """Fit ``model`` (hybrid or gbdt) on k random cells of ``tgt``, score on the others."""
+def _fit_score(model: str, tgt, k: int, seed: int, priors, prior_est, score,
+               select: str = "random") -> dict:
+    """Fit ``model`` (hybrid or gbdt) on k cells of ``tgt`` (random, or ``diverse`` over the
+    priors' estimates as the sources, as ``costmodels select`` does), score on the others."""
     from predictors import sampling
     from predictors.gbdt import GBDTModel, HybridModel
 
     n = len(tgt.y)
-    train = sampling.select("random", k, seed, tgt.x, None)
+    train = sampling.select(select, k, seed, tgt.x, None if select == "random" else prior_est)
     test = np.setdiff1d(np.arange(n), train)
     if model == "gbdt":
         est = GBDTModel(random_state=seed).fit_features(tgt.x[train], tgt.y[train])
