@@ -238,7 +238,8 @@ def _this_cpu(targets, seeds: int) -> list[str]:
     """±10% accuracy on this machine's whole-space table: the hybrid (GBDT correcting this
     machine's roofline and kernel LUT), the few-shot mix with those two as extra source
     tables, the mix on the reference tables (+ priors) and GBDT alone, each fitted on k
-    random cells and scored on all others; then the noise of the truth (:func:`_two_passes`)."""
+    random cells and scored on all others, and the hybrid on the k cells ``costmodels select``
+    chooses over the two priors' estimates; then the noise of the truth (:func:`_two_passes`)."""
     from costmodels.spaces import nb201
     from costmodels.tables import LatencyTable, read_table
     from measure.fingerprint import device_slug
