@@ -218,7 +218,7 @@ def cmd_select(args: argparse.Namespace) -> int:
     from predictors import features as F
     from predictors import sampling
     from predictors.base import PredictorError
-    from predictors.rows import Rows
+    from predictors.rows import Rows, table_keys
 
     out = check_output(args.output, "-o")
     space = open_space(args)
@@ -229,7 +229,7 @@ def cmd_select(args: argparse.Namespace) -> int:
                                  "--archs FILE.csv (or --sample N), or --source tables")
         _, archs = selected_archs(args)
     else:
-        archs = sorted({a for t in tables for a in t.arch_str})
+        archs = table_keys(tables)
     if args.k > len(archs):
         raise PredictorError(f"cannot choose {args.k} of {len(archs)} candidate networks; "
                              f"ask for at most {len(archs)}")

@@ -28,6 +28,11 @@ NB201 = "nb201"
 GENERIC_PRIORS = ("flops", "params", "eyeriss", "fpga")
 
 
+def table_keys(tables: Sequence[LatencyTable]) -> list[str]:
+    """The architectures the tables list, sorted: the rows off NB201."""
+    return sorted({s for t in tables for s in t.arch_str})
+
+
 class Rows:
     """Row keys of a source matrix: ``keys=None`` = NB201's standard index."""
 
@@ -64,8 +69,7 @@ class Rows:
         first = nets[0].meta
         if space == NB201:
             return cls(dataset=first.get("dataset"), batch=int(first.get("batch", 1)))
-        keys = sorted({s for t in tables for s in t.arch_str})
-        return cls(keys, space, first.get("dataset"), int(first.get("batch", 1)),
+        return cls(table_keys(tables), space, first.get("dataset"), int(first.get("batch", 1)),
                    first.get("input_shapes"))
 
     def matrix(self, tables: Sequence[LatencyTable]) -> np.ndarray:
