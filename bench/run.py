@@ -171,7 +171,7 @@ def fbnet_fewshot(truth, seeds: int) -> list[str]:
     srcs = [LatencyTable(np.full(len(truth), -1), truth.arch_str,
                          np.array([e.latency_ms for e in registry.create(b).estimate_many(nets)]),
                          source=f"fbnet_{b.replace(':', '_')}.csv") for b in FBNET_SOURCES]
-    tgt = prepare(truth, srcs, "cifar100", space=space)
+    tgt = prepare(truth, srcs, "cifar100", space=space, nets=nets)
     ks = (5, 10, 20, 50)
     log(f"FBNet few-shot: {len(srcs)} analytical sources, k={ks}, {seeds} seeds")
     head = "| predictor |" + "".join(f" k={k} ρ | τ | ±10% |" for k in ks)

@@ -71,9 +71,13 @@ def _as_table(t: str | Path | LatencyTable) -> LatencyTable:
 
 
 def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
-            dataset: str | None = "cifar10", space="nb201", batch: int = 1) -> Target:
+            dataset: str | None = "cifar10", space="nb201", batch: int = 1,
+            nets: Sequence[Network] | None = None) -> Target:
     """Load the tables, build the target's networks (in ``space``, a spec or a
-    :class:`~costmodels.spaces.SearchSpace`) and their features once."""
+    :class:`~costmodels.spaces.SearchSpace`) and their features once.
+
+    ``nets``: the target's networks already built (one per row of the target table, in
+    its order), to skip building them again."""
     from costmodels.spaces import SearchSpace, get_space
 
     sp = space if isinstance(space, SearchSpace) else get_space(space)
@@ -84,7 +88,11 @@ def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | La
 
     table = load(target)
     srcs = [s for s in (load(s) for s in sources) if s.device != table.device]
-    nets = [sp.build_network(a, dataset, batch) for a in table.arch_str]
+    if nets is None:
+        nets = [sp.build_network(a, dataset, batch) for a in table.arch_str]
+    elif len(nets) != len(table):
+        raise ValueError(f"{len(nets)} networks for a target table of {len(table)} rows")
+    nets = list(nets)
     tgt = Target(table, nets, F.features(nets), srcs, None)
     if srcs:
         tgt.rows = Rows.for_networks(nets, srcs)

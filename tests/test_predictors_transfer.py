@@ -130,3 +130,14 @@ def test_transfer_learns_a_dead_code_eliminating_target():
     tgt = fewshot.prepare(table(target, "dce").subset(np.arange(0, nb201.NUM_ARCHS, 5)),
                           [table(gpu, "gpu"), table(cpu, "cpu"), table(npu, "npu")])
     assert fewshot.point(tgt, "transfer", 20, seeds=2)["spearman"] > 0.98
+
+
+def test_prepare_reuses_given_networks_and_checks_their_count(synthetic):
+    target, sources = synthetic
+    built = fewshot.prepare(target, sources)
+    given = fewshot.prepare(target, sources, nets=built.nets)
+    assert all(a is b for a, b in zip(given.nets, built.nets, strict=True))
+    np.testing.assert_array_equal(given.x, built.x)
+    np.testing.assert_array_equal(given.source_lat, built.source_lat)
+    with pytest.raises(ValueError, match="networks for a target table"):
+        fewshot.prepare(target, sources, nets=built.nets[:-1])
