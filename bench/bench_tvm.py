@@ -264,7 +264,8 @@ def run(cells: int = 8, work_dir: str | None = None, coverage: int = 30,
     extra: dict[str, Any] = {"cells": 0}
     if coverage:
         t0 = time.perf_counter()
-        tasks = extract_space_tasks([(a, space.build_onnx(a)) for a in archs[:coverage]],
+        tasks = extract_space_tasks([(a, models[a] if a in models else space.build_onnx(a))
+                                     for a in archs[:coverage]],
                                     target, show_progress=False)
         missing = [t for t in tasks if t.key not in ledger]
         extra = {"cells": coverage, "tasks": len(tasks), "missing": len(missing),

@@ -179,7 +179,11 @@ def read_ledger(db_dir: Path, for_tuning: bool = False) -> dict[str, dict[str, A
     fused functions; this version keys tasks by anchor block, so resuming would tune
     every task again under new keys). Applying its records still works.
     """
-    doc = read_ledger_doc(db_dir)
+    return _tasks_of(read_ledger_doc(db_dir), db_dir, for_tuning)
+
+
+def _tasks_of(doc: dict[str, Any], db_dir: Path, for_tuning: bool) -> dict[str, dict[str, Any]]:
+    """The tasks of a ledger document (:func:`read_ledger`, without reading the file)."""
     if for_tuning and doc and int(doc.get("version", 1)) < LEDGER_VERSION:
         raise TuningError(f"{db_dir / LEDGER_NAME}: a version-{doc.get('version', 1)} ledger "
                           "(tasks keyed by the whole fused function; now by anchor block); its "
@@ -524,8 +528,9 @@ def tune_space(tasks: Sequence[SpaceTask], work_dir: str | Path, target: dict[st
     t_start = time.perf_counter()
     db_dir = database_dir(work_dir, target)
     db_dir.mkdir(parents=True, exist_ok=True)
-    ledger = read_ledger(db_dir, for_tuning=True)
-    runs = list(read_ledger_doc(db_dir).get("runs", []))
+    doc = read_ledger_doc(db_dir)
+    ledger = _tasks_of(doc, db_dir, for_tuning=True)
+    runs = list(doc.get("runs", []))
     before = record_count(db_dir)
     done = {t.key: int(ledger.get(t.key, {}).get("trials", 0)) for t in tasks}
     todo = [t for t in tasks if done[t.key] < asked[t.key]]
