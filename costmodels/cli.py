@@ -31,7 +31,14 @@ examples:
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout and shows defaults."""
+    """Keeps the examples' layout and shows defaults (not ``None``, ``[]`` or ``False``, and
+    not where the help already says what the default is)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.default in (None, [], False) or "default" in text or action.required:
+            return text
+        return super()._get_help_string(action)
 
 
 class Parser(argparse.ArgumentParser):

@@ -138,7 +138,8 @@ def register(sub) -> None:
     p.add_argument("--target", required=True, metavar="TABLE.csv",
                    help="latency table of the target device (ground truth)")
     p.add_argument("--source", nargs="+", action="extend", default=[], metavar="TABLE.csv",
-                   help="latency tables of other devices (for --model transfer)")
+                   help="latency tables of other devices (for --model fewshot or transfer; a "
+                        "table of the target's own device is left out)")
     p.add_argument("--model", default="fewshot",
                    choices=["fewshot", "transfer", "gbdt", "gnn", "flops"],
                    help="predictor: fewshot or transfer (need --source), or one learned from "

@@ -69,3 +69,26 @@ def test_flops_fit_recovers_a_line():
     m = ProxyModel("macs").fit(nets, y)
     assert m.slope_ == pytest.approx(2.0) and m.intercept_ == pytest.approx(0.5)
     assert m.estimate(nets[0]).latency_ms == pytest.approx(y[0])
+
+
+def _all_parsers(parser):
+    import argparse
+
+    yield parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from _all_parsers(sub)
+
+
+def test_help_shows_only_meaningful_defaults():
+    from costmodels.cli import build_parser
+
+    parsers = list(_all_parsers(build_parser()))
+    assert len(parsers) > 20
+    for p in parsers:
+        text = " ".join(p.format_help().split())
+        assert "(default: None)" not in text and "(default: [])" not in text, p.prog
+        assert "(default: False)" not in text, p.prog
+    helps = " ".join(" ".join(p.format_help().split()) for p in parsers)
+    assert "(default: fewshot)" in helps and "(default: 5)" in helps
