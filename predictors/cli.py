@@ -16,14 +16,14 @@ examples:
   costmodels estimate gbdt:models/gbdt-cpu --space nb201 --dataset cifar10 -o est.csv
 
   # few-shot: 10 measured cells on the new device + other devices' tables
-  costmodels fit fewshot --train new_device_10.csv --source ../shared/refdata/*.csv \
+  costmodels fit fewshot --train new_device_10.csv --source ../shared/refdata/*.csv \\
       -o models/new-device                  # candidates chosen/stacked by LOO on the 10
-  costmodels fit transfer --train new_device_10.csv --source ../shared/refdata/*.csv \
+  costmodels fit transfer --train new_device_10.csv --source ../shared/refdata/*.csv \\
       -o models/new-device-mix              # the source mix alone
 
   # hybrid: GBDT correcting analytical estimates (roofline calibrated here, a LUT)
-  costmodels fit hybrid --train datasets/nb201/xeon-2c-ort-cifar10.csv \
-      --prior roofline:xeon_2c --prior lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite \
+  costmodels fit hybrid --train datasets/nb201/xeon-2c-ort-cifar10.csv \\
+      --prior roofline:xeon_2c --prior lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite \\
       -o models/hybrid-cpu
 
   # layer-graph GNN on a folder of ONNX models

@@ -90,5 +90,10 @@ def test_help_shows_only_meaningful_defaults():
         text = " ".join(p.format_help().split())
         assert "(default: None)" not in text and "(default: [])" not in text, p.prog
         assert "(default: False)" not in text, p.prog
+    import re
+
+    for p in parsers:  # an example continued with a lone backslash in the source is joined
+        joined = [ln for ln in (p.epilog or "").splitlines() if re.search(r"\S {4,}--?\w", ln)]
+        assert not joined, (p.prog, joined)
     helps = " ".join(" ".join(p.format_help().split()) for p in parsers)
     assert "(default: fewshot)" in helps and "(default: 5)" in helps
