@@ -420,13 +420,15 @@ def _one_line(exc: BaseException) -> str:
 
 
 def _estimate_each(model, nets):
-    """Estimates of ``nets``; a network the backend cannot cost gives its exception."""
+    """Estimates of ``nets``; a network the backend cannot cost gives its exception (also
+    one whose layers with MACs the backend could not map, :func:`uncosted_compute`)."""
     from costmodels.errors import CostModelError
+    from costmodels.interface import uncosted_compute
 
     if not nets:
         return []
     try:
-        return list(model.estimate_many(nets))
+        out = list(model.estimate_many(nets))
     except CostModelError:
         out = []
         for n in nets:
@@ -434,7 +436,9 @@ def _estimate_each(model, nets):
                 out.append(model.estimate(n))
             except CostModelError as exc:
                 out.append(exc)
-        return out
+    # a total that leaves out layers with MACs (a 3-D conv on Eyeriss) is an error row
+    return [e if isinstance(e, Exception) else (uncosted_compute(e, n) or e)
+            for e, n in zip(out, nets, strict=True)]
 
 
 # ----------------------------------------------------------------------------- parser

@@ -24,6 +24,11 @@ class UnsupportedOperator(OnnxImportError):
         )
 
 
+class UncostedCompute(CostModelError, ValueError):
+    """An analytical model cannot map a layer that holds multiply-accumulates (its estimate
+    would leave that compute out)."""
+
+
 class UnknownArchitecture(CostModelError, ValueError):
     """An architecture string or index that is not in the search space."""
 

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
+from costmodels.errors import UncostedCompute
+
 if TYPE_CHECKING:
     from costmodels.network import Network
 
@@ -65,3 +67,23 @@ class BaseCostModel:
 
     def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
         return [self.estimate(n) for n in nets]
+
+
+def uncosted_compute(est: Estimate, net: Network) -> UncostedCompute | None:
+    """The error to report instead of ``est`` when layers its backend could not map
+    (``est.meta['uncosted_layers']``) hold MACs: the total would leave out that compute.
+    None when every layer with MACs was costed (uncosted layers without MACs stay listed
+    in the meta, as the analytical models report them)."""
+    uncosted = est.meta.get("uncosted_layers") or ()
+    if not uncosted:
+        return None
+    macs = {layer.name: layer.macs for layer in net.layers}
+    heavy = [u for u in uncosted if macs.get(u.get("name"), 0) > 0]
+    if not heavy:
+        return None
+    u = heavy[0]
+    share = sum(macs[h["name"]] for h in heavy) / max(net.macs, 1)
+    return UncostedCompute(
+        f"{net.name}: {est.meta.get('backend', 'the backend')} cannot map layer "
+        f"{u['name']!r} ({u.get('op', '?')}: {u.get('reason', 'no reason given')}); "
+        f"{len(heavy)} such layer(s) hold {share:.0%} of the MACs; use roofline or flops")

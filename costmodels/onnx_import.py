@@ -56,7 +56,8 @@ from costmodels.errors import OnnxImportError, UnsupportedOperator
 from costmodels.network import Layer, Network, Shape, make_layer
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, SUPPORTED_OPS
 
-__all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes"]
+__all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes",
+           "with_input_shapes"]
 
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
            9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
@@ -296,10 +297,16 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
                 tshape.dim.add().dim_value = int(d)
             final[vi.name] = shape
         elif not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+            if dims:
+                example = "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
+                how = (f"--input-shape {vi.name}={example} with each N its size (in Python: "
+                       f"input_shapes={{'{vi.name}': (...)}}, {len(dims)} dimensions)")
+            else:
+                how = (f"--input-shape {vi.name}=D1xD2x... (its full shape; in Python: "
+                       f"input_shapes={{'{vi.name}': (...)}})")
             raise OnnxImportError(
                 f"{source}: input {vi.name!r} has a dynamic or unknown shape ({_shown(dims)}); "
-                f"fix it with --input-shape {vi.name}=1x3x224x224 "
-                f"(input_shapes={{'{vi.name}': ...}})")
+                f"fix it with {how}")
         else:
             final[vi.name] = tuple(int(d) for d in dims)
     return final
@@ -428,6 +435,19 @@ def _infer(proto: Any, source: str) -> Any:
 
 
 # ------------------------------------------------------------------ the importer
+def with_input_shapes(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None
+                      ) -> Any:
+    """The model (path, bytes or ModelProto; a path is read and checked) as a ModelProto
+    with its dynamic inputs fixed to ``input_shapes``, checked as :func:`import_onnx` checks
+    them (rank, static dimensions, every input static), without importing its layers: for
+    a model the IR cannot cost but a runtime can run. A given ModelProto is not changed."""
+    proto, source, _ = _load(model)  # a copy
+    init_names = {t.name for t in proto.graph.initializer}
+    _fix_inputs(source, [vi for vi in proto.graph.input if vi.name not in init_names],
+                input_shapes)
+    return proto
+
+
 def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
                 name: str | None = None) -> Network:
     """Read an ONNX model (path, bytes or ModelProto) into a :class:`Network`.

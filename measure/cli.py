@@ -177,13 +177,13 @@ def _model_for(args: argparse.Namespace):
     target = str(args.model)
     if target.endswith(".onnx") or (os.sep in target and not target.startswith("|")):
         from costmodels.errors import UnsupportedOperator
-        from costmodels.onnx_import import import_onnx, load_model_proto, parse_input_shapes
+        from costmodels.onnx_import import import_onnx, parse_input_shapes, with_input_shapes
 
         shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
         try:
             net = import_onnx(target, input_shapes=shapes)
-        except UnsupportedOperator:  # the IR cannot cost it, but the runtime may run it
-            return load_model_proto(target), None
+        except UnsupportedOperator:  # the IR cannot cost it, but the runtime may run it,
+            return with_input_shapes(target, shapes), None  # at the shapes asked for
         return onnx_for(net), None
     from costmodels.cli import open_space
 

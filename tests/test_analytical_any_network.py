@@ -172,3 +172,40 @@ def test_reference_eyeriss_maps_groups_and_heads(models):
     fc = by_op["Gemm"][0]["problem"]
     assert (fc["kind"], fc["c"], fc["m"]) == ("fc", 16, 10)
     assert est.meta["free_layers"] >= 4  # Relu, HardSwish, Add, Flatten (Identity folded)
+
+
+def test_cli_and_harness_refuse_totals_that_leave_out_mac_layers(tmp_path, capsys):
+    """A 3-D conv holds the MACs Eyeriss/FPGA cannot map: `estimate` writes an error row
+    naming the layer (not a near-zero latency) and the harness scores it as not covered;
+    roofline costs it."""
+    import csv
+
+    from costmodels import cli
+    from costmodels.harness.scoring import estimate_all
+    from costmodels.interface import uncosted_compute
+
+    n = helper.make_node
+    m = _model([n("Conv", ["v", "w3"], ["b"], kernel_shape=[3, 3, 3], pads=[1] * 6, name="c3"),
+                n("Relu", ["b"], ["y"])], [("v", [1, 2, 4, 8, 8])], [("y", [1, 4, 4, 8, 8])],
+               [_w("w3", (4, 2, 3, 3, 3))])
+    d = tmp_path / "video"
+    d.mkdir()
+    (d / "clip.onnx").write_bytes(m.SerializeToString())
+    net = import_onnx(m)
+    for spec in ("eyeriss", "eyeriss:eyeriss_rs", "fpga"):
+        model = create(spec)
+        est = model.estimate(net)
+        assert est.meta["uncosted_layers"]  # the library reports it in the meta ...
+        err = uncosted_compute(est, net)
+        assert err is not None and "'c3'" in str(err) and "100% of the MACs" in str(err)
+        scored = estimate_all(model, [net])  # ... the harness does not score it
+        assert not scored.ok[0] and "'c3'" in scored.errors[0]
+        out = tmp_path / f"{spec.replace(':', '_')}.csv"
+        assert cli.main(["estimate", spec, "--space", f"models:{d}", "-o", str(out)]) == 1
+        [row] = list(csv.DictReader(out.open()))
+        assert row["latency_ms"] == "" and "'c3'" in row["error"], row
+    assert uncosted_compute(create("roofline:x86_generic").estimate(net), net) is None
+    out = tmp_path / "roof.csv"
+    assert cli.main(["estimate", "roofline:x86_generic", "--space", f"models:{d}",
+                     "-o", str(out)]) == 0
+    capsys.readouterr()

@@ -235,3 +235,36 @@ def test_figure_min_exports_the_fastest_stored_run_without_measuring_again(tmp_p
     assert side["figure"] == "min" and "fastest" in side["latency_ms"]
     with MeasureStore(db, readonly=True) as store:
         assert len(store.records()) == len(stored)
+
+
+def test_measure_keeps_input_shape_for_a_model_the_ir_cannot_cost(tmp_path, capsys):
+    """NonZero is outside the IR, so the model is measured as a file; --input-shape must
+    still fix its dynamic input (it used to be dropped: every dynamic dim became 1)."""
+    import argparse
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    from costmodels.errors import OnnxImportError
+    from measure.cli import _model_for
+    from measure.inputs import input_specs
+
+    g = helper.make_graph(
+        [helper.make_node("Relu", ["x"], ["r"]), helper.make_node("NonZero", ["r"], ["y"])],
+        "nz", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 4])],
+        [helper.make_tensor_value_info("y", TensorProto.INT64, [2, "k"])])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    path = tmp_path / "nz.onnx"
+    onnx.save(m, path)
+    before = path.read_bytes()
+    proto, net = _model_for(argparse.Namespace(model=str(path), input_shape=["300x4"]))
+    assert net is None and input_specs(proto)[0][1] == (300, 4)
+    with pytest.raises(OnnxImportError, match="rank 2"):
+        _model_for(argparse.Namespace(model=str(path), input_shape=["1x300x4"]))
+    with pytest.raises(OnnxImportError, match=r"--input-shape x=Nx4"):
+        _model_for(argparse.Namespace(model=str(path), input_shape=None))
+    assert main(["measure", str(path), "--input-shape", "300x4", "--repeat", "3",
+                 "--rounds", "1", "--warmup", "1", "--json"]) == 0
+    capsys.readouterr()
+    assert path.read_bytes() == before

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from costmodels.harness import metrics
-from costmodels.interface import CostModel
+from costmodels.interface import CostModel, uncosted_compute
 from costmodels.network import Network
 from costmodels.tables import LatencyTable
 
@@ -63,14 +63,19 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     except Exception as exc:  # noqa: BLE001 - any backend failure is data here
         batch_error = _first_line(exc)
         t0 = time.perf_counter()
+        ests = [None] * n
         for i, net in enumerate(nets):
             try:
-                est = model.estimate(net)
+                est = ests[i] = model.estimate(net)
                 lat[i], errors[i] = est.latency_ms, est.meta.get("error")
                 energy[i] = math.nan if est.energy_mj is None else est.energy_mj
             except Exception as exc1:  # noqa: BLE001
                 errors[i] = _first_line(exc1)
     seconds = time.perf_counter() - t0
+    for i, (est, net) in enumerate(zip(ests, nets, strict=True)):
+        err = uncosted_compute(est, net) if est is not None else None
+        if err is not None:  # layers with MACs left out: not an estimate of this network
+            lat[i], energy[i], errors[i] = math.nan, math.nan, str(err)
     ok = np.isfinite(lat)
     for i in np.flatnonzero(~ok):
         errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
