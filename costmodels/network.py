@@ -6,7 +6,8 @@ Every backend consumes this IR. Two front-ends produce it: the ONNX importer
 the same operator always costs the same, whoever built it.
 
 Units: ``macs`` are multiply-accumulates (Conv, Gemm, MatMul, Einsum and their
-quantized forms: :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other
+quantized forms, and LSTM/GRU/RNN: per time step, batch row and direction the gates'
+input and recurrent products, ``numel(W) + numel(R)``: :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other
 arithmetic operations, by convention: one per output element for element-wise and
 (de)quantize ops, kernel area per output element for pooling, one per input
 element for global pools and reductions, 2 per element for BatchNormalization
@@ -33,6 +34,7 @@ from costmodels.ops import (
     MAC_OPS,
     NORM_OPS,
     POOL_OPS,
+    RNN_OPS,
     SOFTMAX_OPS,
     VIEW_OPS,
 )
@@ -140,6 +142,11 @@ def _macs(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
         return out_elems * (ops[0][1] // groups) * numel(kernel)
     if op == "Einsum":
         return einsum_macs(equation, ops, output_shape)
+    if op in RNN_OPS:  # X [seq, batch, in] (or batch-first), W [dirs, gates*h, in], R [.., h]
+        if len(ops) < 3 or not ops[0]:
+            return 0
+        steps = numel(ops[0]) // max(ops[0][-1], 1)  # seq x batch, either layout
+        return steps * (numel(ops[1]) + numel(ops[2]))
     a = ops[0]
     if op == "Gemm":  # A is (M, K) or, transposed, (K, M)
         return out_elems * (numel(a) // max(output_shape[0], 1))

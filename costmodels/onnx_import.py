@@ -78,7 +78,9 @@ _DATA_INPUTS: dict[str, tuple[int, ...]] = {
     "ConstantOfShape": (), "Range": (), "OneHot": (0,), "Trilu": (0,), "Shape": (0,),
     "Size": (0,), "ReduceMean": (0,), "ReduceMax": (0,), "ReduceMin": (0,), "ReduceSum": (0,),
     "ReduceProd": (0,), "ReduceL1": (0,), "ReduceL2": (0,), "ReduceLogSum": (0,),
-    "ReduceLogSumExp": (0,), "ReduceSumSquare": (0,), "EyeLike": (0,),
+    "ReduceLogSumExp": (0,), "ReduceSumSquare": (0,), "EyeLike": (0,), "TopK": (0,),
+    # X, W, R, B, initial_h[, initial_c, P]; sequence_lens (4) is an index, not data
+    "LSTM": (0, 1, 2, 3, 5, 6, 7), "GRU": (0, 1, 2, 3, 5), "RNN": (0, 1, 2, 3, 5),
 }
 
 

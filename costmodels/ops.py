@@ -7,7 +7,7 @@ importer, the analytical models, the features, the LUT) imports these sets or
 Sets (ONNX ``op_type`` names of the default domain):
 
 - :data:`MAC_OPS` -- ops whose multiply-accumulates are counted (convolutions
-  and matrix products, float and quantized).
+  and matrix products, float and quantized, and the recurrent :data:`RNN_OPS`).
 - :data:`VIEW_OPS` -- pure relabels: the output aliases the input's bytes (no
   copy, no arithmetic). A backend may treat them as free.
 - :data:`DATA_MOVEMENT_OPS` -- ops with zero arithmetic that may copy or
@@ -15,7 +15,7 @@ Sets (ONNX ``op_type`` names of the default domain):
   :data:`VIEW_OPS`. Their bytes count, their element ops are zero.
 - :data:`POOL_OPS` -- windowed pools (one op per window element per output).
 - :data:`GLOBAL_POOL_OPS` -- global pools and every reduction (``Reduce*``,
-  ``ArgMax``/``ArgMin``): one op per *input* element. All reductions are here,
+  ``ArgMax``/``ArgMin``, ``TopK``): one op per *input* element. All reductions are here,
   ``ReduceMin`` included (the review found lists that disagreed on it).
 - :data:`NORM_OPS` -- normalisations (a few ops per element).
 - :data:`SOFTMAX_OPS` -- softmax-like (exp, sum, divide per element).
@@ -35,7 +35,10 @@ from typing import Any
 QUANT_MAC_OPS = frozenset({"QLinearConv", "QLinearMatMul", "MatMulInteger", "ConvInteger"})
 CONV_OPS = frozenset({"Conv", "ConvTranspose", "QLinearConv", "ConvInteger"})
 MATMUL_OPS = frozenset({"MatMul", "Einsum", "QLinearMatMul", "MatMulInteger"})
-MAC_OPS = frozenset(CONV_OPS | MATMUL_OPS | {"Gemm"})
+# Recurrent layers: per time step and direction, x_t W^T and h_{t-1} R^T for every gate
+# (LSTM 4, GRU 3, RNN 1); costed as the matrix products they are (class ``gemm``).
+RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
+MAC_OPS = frozenset(CONV_OPS | MATMUL_OPS | RNN_OPS | {"Gemm"})
 
 VIEW_OPS = frozenset({"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
 DATA_MOVEMENT_OPS = frozenset(VIEW_OPS | {
@@ -47,7 +50,7 @@ DATA_MOVEMENT_OPS = frozenset(VIEW_OPS | {
 POOL_OPS = frozenset({"MaxPool", "AveragePool", "LpPool"})
 REDUCE_OPS = frozenset({
     "ReduceMean", "ReduceMax", "ReduceMin", "ReduceSum", "ReduceProd", "ReduceL1", "ReduceL2",
-    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin"})
+    "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare", "ArgMax", "ArgMin", "TopK"})
 GLOBAL_POOL_OPS = frozenset({"GlobalAveragePool", "GlobalMaxPool", "GlobalLpPool"} | REDUCE_OPS)
 
 NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNormalization",
@@ -78,7 +81,7 @@ OP_CLASSES: tuple[str, ...] = (
 def _class_of_op(op: str) -> str:
     if op in CONV_OPS:
         return "conv"
-    if op == "Gemm":
+    if op == "Gemm" or op in RNN_OPS:
         return "gemm"
     if op in MATMUL_OPS:
         return "matmul"
@@ -109,7 +112,7 @@ def op_class(layer_or_op: Any) -> str:
     One of :data:`OP_CLASSES`. Convolutions are split by their ``groups`` when a
     layer is given: ``depthwise_conv`` (groups == input channels > 1),
     ``grouped_conv`` (1 < groups < input channels), else ``conv``; an op name
-    alone gives ``conv``. ``Gemm`` is ``gemm``; ``MatMul``, ``Einsum`` and the
+    alone gives ``conv``. ``Gemm`` and the recurrent ops are ``gemm``; ``MatMul``, ``Einsum`` and the
     quantized matrix products are ``matmul``.
     """
     if isinstance(layer_or_op, str):

@@ -114,8 +114,45 @@ def _head_model(path) -> None:
     _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
 
 
+def _sequence_model(path) -> None:
+    """Recurrent and sequence ops: a bidirectional LSTM, a GRU (only Y_h used; ORT runs
+    seq-first recurrences only, torch wraps batch-first ones in Transposes), an Elman RNN, TopK, an embedding Gather on int64 tokens, CumSum and
+    ScatterND."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(4)
+    a = numpy_helper.from_array
+    inits = [a(_w(rng, 2, 24, 8), "lw"), a(_w(rng, 2, 24, 6), "lr"), a(_w(rng, 2, 48), "lb"),
+             a(np.zeros((2, 2, 6), np.float32), "h0"), a(np.zeros((2, 2, 6), np.float32), "c0"),
+             a(np.array([5, 2, 12], np.int64), "shp"), a(_w(rng, 1, 12, 12), "gw"),
+             a(_w(rng, 1, 12, 4), "gr"), a(_w(rng, 1, 3, 8), "rw"), a(_w(rng, 1, 3, 3), "rr"),
+             a(np.array([4], np.int64), "k"), a(_w(rng, 20, 6), "table"),
+             a(np.array(1, np.int64), "axis"), a(np.array([[0, 1], [1, 3]], np.int64), "ind"),
+             a(_w(rng, 2, 6), "upd")]
+    n = helper.make_node
+    nodes = [n("LSTM", ["x", "lw", "lr", "lb", "", "h0", "c0"], ["ly"], name="lstm",
+               hidden_size=6, direction="bidirectional"),
+             n("Transpose", ["ly"], ["lt"], name="lt", perm=[0, 2, 1, 3]),
+             n("Reshape", ["lt", "shp"], ["l3"], name="l3"),
+             n("GRU", ["l3", "gw", "gr"], ["", "gh"], name="gru", hidden_size=4),
+             n("RNN", ["x", "rw", "rr"], ["ry"], name="rnn", hidden_size=3),
+             n("TopK", ["l3", "k"], ["top", "top_i"], name="topk"),
+             n("Gather", ["table", "tokens"], ["emb"], name="emb"),
+             n("CumSum", ["emb", "axis"], ["cs"], name="cumsum"),
+             n("ScatterND", ["emb", "ind", "upd"], ["sc"], name="scatter")]
+    f = TensorProto.FLOAT
+    g = helper.make_graph(
+        nodes, "sequence",
+        [helper.make_tensor_value_info("x", f, [5, 2, 8]),
+         helper.make_tensor_value_info("tokens", TensorProto.INT64, [2, 5])],
+        [helper.make_tensor_value_info(name, f, shape) for name, shape in (
+            ("gh", [1, 2, 4]), ("ry", [5, 1, 2, 3]), ("top", [5, 2, 4]), ("cs", [2, 5, 6]),
+            ("sc", [2, 5, 6]))], inits)
+    _save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+
+
 FIXTURES = {"concat_dw": _concat_dw_model, "attention": _attention_model,
-            "resize_split": _resize_model, "head": _head_model}
+            "resize_split": _resize_model, "head": _head_model, "sequence": _sequence_model}
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +187,8 @@ def _run_once(model) -> list[tuple[int, ...]]:
 
 # ----------------------------------------------------------------------------- keys
 def test_keys_carry_the_attributes_a_model_needs(nets):
-    ks = {k.ops[0]: k.key for net in nets.values() for k in kernels(net, RULES)}
+    ks = {k.ops[0]: k.key for name, net in nets.items() if name != "sequence"  # own Transposes
+          for k in kernels(net, RULES)}
     assert ks["Concat"].attr("axis") == "1"
     assert ks["Split"].attr("axis") == "1" and ks["Split"].attr("n") == "2"
     assert ks["Transpose"].attr("perm") == "0x2x1"
@@ -207,7 +245,7 @@ def test_every_kernel_of_the_folder_builds_and_runs_in_ort(nets):
     seen = {k.text: k.key for net in nets.values() for k in kernels(net, RULES)}
     kinds = {"+".join(k.ops) for k in seen.values()}
     assert {"Concat", "Split", "Resize", "Transpose", "MatMul", "Gemm", "LayerNormalization",
-            "Softmax"} <= kinds
+            "Softmax", "LSTM", "GRU", "RNN", "TopK", "Gather", "CumSum", "ScatterND"} <= kinds
     for key in seen.values():
         shapes = _run_once(kernel_model(key))
         assert shapes[0] == key.output_shape, key.text
@@ -276,7 +314,8 @@ def test_lut_built_on_a_model_folder_estimates_it(tmp_path, model_dir, nets):
     db = tmp_path / "models.sqlite"
     args = parser.parse_args(["lut", "build", "--space", f"models:{model_dir}", "--db", str(db),
                               "--repeat", "3", "--warmup", "1", "--max-retries", "0",
-                              "--rounds", "2", "--min-round-s", "0", "--calibrate", "4"])
+                              "--rounds", "2", "--min-round-s", "0", "--calibrate",
+                              str(len(nets))])
     assert args.func(args) == 0
     model = LookupTable(db)
     ests = model.estimate_many(list(nets.values()))
@@ -321,3 +360,12 @@ def test_resume_refuses_other_rules_untouched_and_takes_over_a_newer_version(tmp
     assert _sha(path) == before and not list(tmp_path.glob("*-wal"))
     with open_or_create(str(path), RULES, config) as lut:
         assert lut.get_meta("rules_hash") == RULES.hash and len(lut) == 1
+
+
+def test_recurrent_layers_count_their_gates_products(nets):
+    """Per step and batch row: gates x hidden x (input + hidden), per direction."""
+    layers = {x.op: x for x in nets["sequence"].layers}
+    assert layers["LSTM"].macs == 5 * 2 * 2 * (4 * 6) * (8 + 6)
+    assert layers["GRU"].macs == 5 * 2 * (3 * 4) * (12 + 4)
+    assert layers["RNN"].macs == 5 * 2 * 3 * (8 + 3)
+    assert layers["TopK"].macs == 0 and layers["TopK"].elem_ops == 5 * 2 * 12

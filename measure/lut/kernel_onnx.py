@@ -417,7 +417,7 @@ def _gather(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
                    if key.weight_shapes else b.input(idx, "int64"))
             return b.node("Gather", [b.input(x), ind], out, attrs={"axis": a})
     if key.weight_shapes and tuple(x) + tuple(idx[1:]) == out:  # an embedding table
-        return b.node("Gather", [b.weight(idx, "table"), b.input(x, "int64")], out)
+        return b.node("Gather", [b.weight(idx, "table", b.out_dtype), b.input(x, "int64")], out)
     raise KernelBuildError(f"Gather: no axis of data {x} with indices {idx} gives {out}")
 
 
@@ -549,6 +549,81 @@ def _integer(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
                   attrs=attrs, ir=_ir(key) if op == "ConvInteger" else None)
 
 
+_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+
+
+def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """LSTM / GRU / RNN from its shapes: weights W, R[, B][, initial states] in ONNX order;
+    hidden size, direction and layout (seq- or batch-first) read off W, R and the output."""
+    op, ws = key.ops[0], list(key.weight_shapes)
+    if not shapes or len(ws) < 2 or len(ws[1]) != 3:
+        raise KernelBuildError(f"{op}: needs an input and weights W, R (got {ws})")
+    x, (dirs, gh, hidden), out = shapes[0], ws[1], key.output_shape
+    if gh != _GATES[op] * hidden or ws[0][:2] != ws[1][:2]:
+        raise KernelBuildError(f"{op}: weights {ws[0]} / {ws[1]} are not W, R of "
+                               f"{_GATES[op]} gates")
+    layouts = {0: [(x[0], dirs, x[1], hidden), (dirs, x[1], hidden)],
+               1: [(x[0], x[1], dirs, hidden), (x[0], dirs, hidden)]}
+    layout = next((k for k, forms in layouts.items() if tuple(out) in forms), None)
+    if layout is None:
+        raise KernelBuildError(f"{op}: output {out} is neither Y nor Y_h of input {x}")
+    ins = [b.input(x), b.weight(ws[0], "anchor"), b.weight(ws[1], "anchor")]
+    rest = ws[2:]
+    bias = bool(rest) and len(rest[0]) == 2 and rest[0][1] == 2 * gh
+    ins.append(b.weight(rest.pop(0), "anchor") if bias else "")
+    ins.append("")  # sequence_lens: every sequence full length
+    states = [b.weight(s, "anchor") for s in rest if len(s) == 3] + [b.input(s)
+                                                                      for s in shapes[1:]]
+    ins += states[:2 if op == "LSTM" else 1]
+    attrs = {"hidden_size": int(hidden), "layout": layout,
+             "direction": "bidirectional" if dirs == 2 else "forward"}
+    name = b.node(op, ins, out, attrs=attrs)
+    if tuple(out) != layouts[layout][0]:  # the key's output is Y_h: the op's second output
+        b.p.nodes[-1].outputs = ["", name]
+    return name
+
+
+def _topk(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """TopK along the one axis the output shortens (the last when none does)."""
+    x, out = shapes[0], key.output_shape
+    axis = next((i for i, (a, c) in enumerate(zip(x, out, strict=True)) if a != c),
+                len(x) - 1)
+    k = b.ints([out[axis]], "k")
+    return b.node("TopK", [b.input(x), k], out, attrs={"axis": axis},
+                  extra_outputs=[(tuple(out), "int64")])
+
+
+def _cumsum(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """CumSum along the last axis (the shapes do not show which; the work is the same)."""
+    axis = b.const(np.array(len(shapes[0]) - 1, dtype=np.int64), "axis")
+    return b.node("CumSum", [b.input(shapes[0]), axis], key.output_shape)
+
+
+def _scatter_nd(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """ScatterND: data (the output's shape), int64 indices (last axis <= its rank, random
+    valid rows), updates; each an input or a constant as the key has it."""
+    out = tuple(key.output_shape)
+    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    data = next((p for p in pool if p[0] == out), None)
+    if data is None:
+        raise KernelBuildError(f"ScatterND: no operand has the output's shape {out}")
+    pool.remove(data)
+    ind = next((p for p in pool if len(p[0]) >= 1 and 0 < p[0][-1] <= len(out)), None)
+    if ind is None or len(pool) != 2:
+        raise KernelBuildError(f"ScatterND: operands {pool} are not indices and updates")
+    pool.remove(ind)
+    upd = pool[0]
+    q = ind[0][-1]
+    idx = np.stack([b.rng.integers(0, max(out[j], 1), size=ind[0][:-1]) for j in range(q)],
+                   axis=-1).astype(np.int64)
+
+    def operand(p, prefix):
+        return b.input(p[0]) if p[1] else b.weight(p[0], prefix)
+
+    return b.node("ScatterND", [operand(data, "data"), b.const(idx, "idx"),
+                                operand(upd, "upd")], out)
+
+
 def _generic(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """Any other op: its activation inputs, then its constants, no attributes."""
     return b.node(key.ops[0], _acts(b, shapes) + _weights(b, key), key.output_shape)
@@ -566,7 +641,8 @@ ANCHORS: dict[str, AnchorFn] = {
     "ArgMax": _reduce, "ArgMin": _reduce, "ReorderInput": _reorder, "ReorderOutput": _reorder,
     "Null": _null, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
     "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
-    "ConvInteger": _integer,
+    "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
+    "CumSum": _cumsum, "ScatterND": _scatter_nd,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},
 }
@@ -635,7 +711,7 @@ def plan(key: KernelKey, seed: int = 0) -> KernelPlan:
         raise KernelBuildError(f"kernel key {key.text!r}: shapes do not fit op "
                                f"{key.ops[0]} ({type(exc).__name__}: {exc})") from None
     last = b.p.nodes[-1]
-    b.p.outputs = list(last.outputs)
+    b.p.outputs = [o for o in last.outputs if o]
     return b.p
 
 
@@ -671,10 +747,16 @@ def plan_network(p: KernelPlan) -> Network:
         acts = [t for t in n.inputs if t and t not in p.consts]
         weights = [p.shapes[t] for t in n.inputs if t and t in p.consts]
         layers.append(make_layer(n.name, n.op, acts, n.outputs, [p.shapes[t] for t in acts],
-                                 p.shapes[n.outputs[0]], weights, dtype=p.dtypes[n.outputs[0]],
+                                 p.shapes[_first(n.outputs)], weights,
+                                 dtype=p.dtypes[_first(n.outputs)],
                                  **n.ir))
     return Network(f"kernel:{p.key.text}", tuple((t, p.shapes[t]) for t in p.inputs),
                    tuple(layers), tuple(p.outputs))
+
+
+def _first(outputs: list[str]) -> str:
+    """A node's first output that exists (an RNN whose Y is omitted gives Y_h)."""
+    return next(o for o in outputs if o)
 
 
 def key_network(key: KernelKey) -> Network:

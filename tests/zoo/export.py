@@ -19,6 +19,7 @@ import torch
 
 from .torch_models import (
     MobileNetV2ish,
+    Recurrentish,
     ResNetish,
     SharedWeights,
     ShuffleNetish,
@@ -53,6 +54,9 @@ TORCH_MODELS: dict[str, tuple] = {
                                ["Mod", "Where", "Equal", "Expand", "Range"]),
     "shared_weights.onnx": (SharedWeights, None, 17, None,
                             "torch.onnx, one Linear applied twice", ["Gemm"]),
+    "recurrent_dynamic.onnx": (Recurrentish, {0: "batch", 1: "seq"}, 17, 2,
+                               "torch.onnx 2-layer bidirectional LSTM and a GRU, batch-first, "
+                               "dynamic batch and sequence", ["LSTM", "GRU"]),
 }
 
 

@@ -5,7 +5,8 @@ file stays well under 1 MB. :func:`torch_macs` counts MACs independently of
 costmodels: forward hooks on ``nn.Conv2d``/``nn.Linear`` read the real output
 shapes (``out.numel() * in_channels / groups * kh * kw``; ``out.numel() *
 in_features``), and modules with matrix products outside those layers add them by
-the textbook formula (``extra_macs``).
+the textbook formula (``extra_macs``); recurrent layers (``nn.LSTM``/``nn.GRU``/``nn.RNN``)
+count their gates' input and recurrent products per time step from the module's sizes.
 """
 
 from __future__ import annotations
@@ -231,6 +232,36 @@ class SharedWeights(nn.Module):
         return self.out(torch.relu(self.fc(torch.relu(self.fc(x)))))
 
 
+class Recurrentish(nn.Module):
+    """A 2-layer bidirectional LSTM, a GRU over its output (both batch-first), a Linear head
+    on the last step."""
+
+    input_shape = (1, 12, 16)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(16, 24, num_layers=2, bidirectional=True, batch_first=True)
+        self.gru = nn.GRU(48, 16, batch_first=True)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y, _ = self.lstm(x)
+        z, _ = self.gru(y)
+        return self.head(z[:, -1])
+
+
+def _rnn_macs(mod: nn.RNNBase, x: torch.Tensor) -> int:
+    """Per time step and batch row, each layer and direction: gates x hidden x (its input
+    width + hidden), from the module's own sizes (LSTM 4 gates, GRU 3, Elman RNN 1)."""
+    steps = x.shape[0] * x.shape[1] if x.dim() == 3 else x.shape[0]
+    gates = {"LSTM": 4, "GRU": 3}.get(mod.mode, 1)
+    dirs = 2 if mod.bidirectional else 1
+    h = mod.hidden_size
+    per_step = sum(dirs * gates * h * ((mod.input_size if layer == 0 else dirs * h) + h)
+                   for layer in range(mod.num_layers))
+    return steps * per_step
+
+
 def torch_macs(model: nn.Module, x: torch.Tensor) -> int:
     """MACs of ``model(x)`` from torch's own layer shapes (independent of costmodels)."""
     total = [0]
@@ -241,9 +272,11 @@ def torch_macs(model: nn.Module, x: torch.Tensor) -> int:
             total[0] += out.numel() * (mod.in_channels // mod.groups) * kh * kw
         elif isinstance(mod, nn.Linear):
             total[0] += out.numel() * mod.in_features
+        elif isinstance(mod, nn.RNNBase):
+            total[0] += _rnn_macs(mod, inputs[0])
 
     handles = [m.register_forward_hook(hook) for m in model.modules()
-               if isinstance(m, (nn.Conv2d, nn.Linear))]
+               if isinstance(m, (nn.Conv2d, nn.Linear, nn.RNNBase))]
     with torch.no_grad():
         model(x)
     for h in handles:
