@@ -45,13 +45,18 @@ class ModelsSpace(SearchSpace):
         self.spec = f"models:{self.root}"
         self.input_shapes = input_shapes
         files = {}
+        skipped = []
         for p in sorted(root.glob("*.onnx")):
             real = p.resolve()
             if real.parent != self.root or not real.is_file():
-                continue  # a link out of the folder, or not a regular file
+                skipped.append(p.name)  # a link out of the folder, or not a regular file
+                continue
             files[p.stem] = real
         if not files:
-            raise UnknownSpace(f"models:{folder}: no .onnx files in that folder")
+            why = (f"; skipped {len(skipped)} that are links out of the folder or not "
+                   f"regular files (first: {skipped[0]}): copy the models in"
+                   if skipped else "")
+            raise UnknownSpace(f"models:{folder}: no .onnx files in that folder{why}")
         self._files = files
         self._names = sorted(files)
         self._pos = {n: i for i, n in enumerate(self._names)}
