@@ -252,6 +252,7 @@ SECTIONS = {
     "lut": (_module_section("bench_lut"), "LUT on the test zoo, query cost"),
     "curves": (lambda q: curves_here(ROOT / "bench", q), "sample-efficiency curves here"),
     "fewshot": (_module_section("bench_fewshot"), "few-shot transfer vs HELP"),
+    "ablation": (_module_section("ablation_fewshot"), "few-shot variants tried, not adopted"),
     "tvm": (_module_section("bench_tvm"), "ORT vs TVM untuned vs tuned from a space DB"),
     "farm": (_module_section("bench_farm"), "1 vs 2 loopback RPC boards"),
 }
