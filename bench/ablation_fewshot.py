@@ -49,27 +49,6 @@ def _shifted(c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return dce, live
 
 
-def _evidence(b: np.ndarray, y: np.ndarray, coefs: np.ndarray, taus, noises):
-    """(log marginal likelihood, posterior coefficients) of ``fit_posterior``'s best grid point."""
-    mu = coefs.mean(axis=0)
-    dev = coefs - mu
-    sigma = dev.T @ dev / len(coefs)
-    iso = np.trace(sigma) / len(mu)
-    s = float(np.mean(y))
-    r = y / s - b @ mu
-    best = None
-    for tau in taus:
-        prior = sigma + tau * iso * np.eye(len(mu))
-        kp = b @ prior @ b.T
-        for noise in noises:
-            k = kp + noise * np.eye(len(r))
-            alpha = np.linalg.solve(k, r)
-            ll = -0.5 * r @ alpha - np.log(np.diag(np.linalg.cholesky(k))).sum()
-            if best is None or ll > best[0]:
-                best = (ll, (mu + prior @ b.T @ alpha) * s)
-    return best
-
-
 @contextmanager
 def _patched(obj, name: str, value):
     old = getattr(obj, name)
@@ -100,7 +79,7 @@ def _dce_mixture():
     def post(b, y, c, taus=A.TAUS, noises=A.NOISES):
         if c.shape[1] != 14:
             return orig(b, y, c, taus, noises)
-        return max((_evidence(b, y, cc, taus, noises) for cc in (c, *_shifted(c))),
+        return max((A.posterior_evidence(b, y, cc, taus, noises) for cc in (c, *_shifted(c))),
                    key=lambda t: t[0])[1]
 
     return _patched(A, "fit_posterior", post)

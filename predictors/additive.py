@@ -116,6 +116,14 @@ def _pinv() -> np.ndarray:
 def fit_posterior(b_train: np.ndarray, y: np.ndarray, coefs: np.ndarray,
                   taus: Sequence[float] = TAUS, noises: Sequence[float] = NOISES) -> np.ndarray:
     """Posterior mean coefficients (d,) in ms from k rows of basis and their latencies (ms)."""
+    return posterior_evidence(b_train, y, coefs, taus, noises)[1]
+
+
+def posterior_evidence(b_train: np.ndarray, y: np.ndarray, coefs: np.ndarray,
+                       taus: Sequence[float] = TAUS, noises: Sequence[float] = NOISES
+                       ) -> tuple[float, np.ndarray]:
+    """(log marginal likelihood of the k cells, posterior mean coefficients in ms) at the
+    best ``tau`` and noise of the grid (:func:`fit_posterior`)."""
     mu = coefs.mean(axis=0)
     dev = coefs - mu
     sigma = dev.T @ dev / len(coefs)
@@ -135,4 +143,4 @@ def fit_posterior(b_train: np.ndarray, y: np.ndarray, coefs: np.ndarray,
             if best is None or ll > best[0]:
                 best = (ll, prior, alpha)
     assert best is not None
-    return (mu + best[1] @ b_train.T @ best[2]) * s
+    return float(best[0]), (mu + best[1] @ b_train.T @ best[2]) * s
