@@ -6,9 +6,9 @@ Every backend consumes this IR. Two front-ends produce it: the ONNX importer
 the same operator always costs the same, whoever built it.
 
 Units: ``macs`` are multiply-accumulates (Conv, Gemm, MatMul, Einsum and their
-quantized forms, and LSTM/GRU/RNN: per time step, batch row and direction the gates'
-input and recurrent products, ``numel(W) + numel(R)``: :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other
-arithmetic operations, by convention: one per output element for element-wise and
+quantized forms, and LSTM/GRU/RNN: per time step and batch row, the gates' input and
+recurrent products of every direction, ``numel(W) + numel(R)``;
+:data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other arithmetic operations, by convention: one per output element for element-wise and
 (de)quantize ops, kernel area per output element for pooling, one per input
 element for global pools and reductions, 2 per element for BatchNormalization
 (scale and shift), 5 for the other normalisations (mean, variance, normalise,

@@ -112,8 +112,8 @@ def op_class(layer_or_op: Any) -> str:
     One of :data:`OP_CLASSES`. Convolutions are split by their ``groups`` when a
     layer is given: ``depthwise_conv`` (groups == input channels > 1),
     ``grouped_conv`` (1 < groups < input channels), else ``conv``; an op name
-    alone gives ``conv``. ``Gemm`` and the recurrent ops are ``gemm``; ``MatMul``, ``Einsum`` and the
-    quantized matrix products are ``matmul``.
+    alone gives ``conv``. ``Gemm`` and the recurrent ops are ``gemm``; ``MatMul``,
+    ``Einsum`` and the quantized matrix products are ``matmul``.
     """
     if isinstance(layer_or_op, str):
         return _class_of_op(layer_or_op)
