@@ -608,7 +608,8 @@ def _scatter_nd(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     if data is None:
         raise KernelBuildError(f"ScatterND: no operand has the output's shape {out}")
     pool.remove(data)
-    ind = next((p for p in pool if len(p[0]) >= 1 and 0 < p[0][-1] <= len(out)), None)
+    ind = next((p for p in sorted(pool, key=lambda p: p[1])  # constants first: exports
+                if len(p[0]) >= 1 and 0 < p[0][-1] <= len(out)), None)  # fold indices
     if ind is None or len(pool) != 2:
         raise KernelBuildError(f"ScatterND: operands {pool} are not indices and updates")
     pool.remove(ind)
