@@ -134,7 +134,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"step {i} took {time.perf_counter() - t:.0f} s", style="dim")
         if rc != 0:
             console.print(f"[red]step {i} ({title}) failed with exit code {rc}; "
-                          "rerun `make demo` to resume from here")
+                          "rerun the same command (`make demo`, or `costmodels demo` with "
+                          "these options) to resume from here")
             return rc
     console.rule(f"[bold green]done in {time.perf_counter() - t0:.0f} s")
     console.print(f"report: {out / 'report.md'}  (figures and metrics.csv beside it)")

@@ -205,7 +205,7 @@ def expand(records: Sequence[StoredMeasurement], groups: dict[str, list[Job]]
         if rec is None:
             continue
         for job in members:
-            out.append(rec if job.net.key == rep else replace(
+            out.append(rec if job.net == rec.net else replace(
                 rec, net=replace(job.net), result=replace(
                     rec.result, meta={**rec.result.meta, "represented_by": rec.net.name})))
     return out

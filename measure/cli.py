@@ -253,8 +253,12 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
                          "boards); a local campaign uses this machine")
     with MeasureStore(args.db) as store:  # created (or migrated) only now
         jobs = space_jobs(space, archs, args.dataset, args.batch)
-        groups = (representatives(jobs, args.representatives, space) if args.representatives
-                  else {j.net.key: [j] for j in jobs})
+        if args.representatives:
+            groups = representatives(jobs, args.representatives, space)
+        else:  # the same network under two names (two copies of a file): measured once
+            groups = {}
+            for j in jobs:
+                groups.setdefault(j.net.key, []).append(j)
         reps = [members[0] for members in groups.values()]
         if config.rpc_tracker:  # a farm: every board under the key, lost boards requeued
             from measure.farm import run_farm
@@ -284,7 +288,8 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
 
 def _rep_note(args, groups, jobs) -> str:
     if not args.representatives:
-        return ""
+        same = len(jobs) - len(groups)
+        return f"; {same} identical to another one, measured with it" if same else ""
     return f" from {len(groups)} representatives of {len(jobs)}"
 
 

@@ -123,6 +123,26 @@ def test_models_folder_with_a_broken_model_gives_an_error_row(tmp_path, capsys):
     assert rows["broken"]["latency_ms"] == "" and rows["broken"]["error"]
 
 
+def test_models_folder_with_two_copies_of_a_model_lists_both(tmp_path, capsys):
+    """The same network under two file names: measured once, a row for each (one used to
+    overwrite the other: a row silently missing)."""
+    import onnx
+
+    from measure.testing import tiny_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    onnx.save(tiny_model(), folder / "a.onnx")
+    onnx.save(tiny_model(), folder / "b.onnx")
+    out = tmp_path / "t.csv"
+    assert main(["measure-space", "--space", f"models:{folder}", "--db",
+                 str(tmp_path / "runs.sqlite"), "-o", str(out), *QUICK]) == 0
+    err = capsys.readouterr().err
+    assert "1 identical to another one" in err, err
+    rows = {r["arch_str"]: r for r in _rows(out)}
+    assert set(rows) == {"a", "b"} and rows["a"]["latency_ms"] == rows["b"]["latency_ms"] != ""
+
+
 def test_fbnet_space_is_measured_through_onnx_for(tmp_path, capsys):
     out = tmp_path / "fb.csv"
     assert main(["measure-space", "--space", "fbnet", "--sample", "1", "--db",
