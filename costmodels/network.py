@@ -8,13 +8,13 @@ the same operator always costs the same, whoever built it.
 Units: ``macs`` are multiply-accumulates (Conv, Gemm, MatMul, Einsum and their
 quantized forms, and LSTM/GRU/RNN: per time step and batch row, the gates' input and
 recurrent products of every direction, ``numel(W) + numel(R)``;
-:data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other arithmetic operations, by convention: one per output element for element-wise and
-(de)quantize ops, kernel area per output element for pooling, one per input
-element for global pools and reductions, 2 per element for BatchNormalization
-(scale and shift), 5 for the other normalisations (mean, variance, normalise,
-scale, shift), 3 for softmax (exp, sum, divide), 0 for data movement
-(:data:`~costmodels.ops.DATA_MOVEMENT_OPS`). Every ``bytes_*`` figure is in bytes
-at the tensor's dtype.
+:data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other arithmetic operations, by
+convention: one per output element for element-wise and (de)quantize ops, kernel area
+per output element for pooling, one per input element for global pools and reductions,
+2 per element for BatchNormalization (scale and shift), 5 for the other normalisations
+(mean, variance, normalise, scale, shift), 3 for softmax (exp, sum, divide), 0 for
+data movement (:data:`~costmodels.ops.DATA_MOVEMENT_OPS`). Every ``bytes_*`` figure is
+in bytes at the tensor's dtype.
 Shapes are tuples of ints in the ONNX layout (NCHW for images).
 """
 
