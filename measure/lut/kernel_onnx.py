@@ -572,9 +572,10 @@ def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     bias = bool(rest) and len(rest[0]) == 2 and rest[0][1] == 2 * gh
     ins.append(b.weight(rest.pop(0), "anchor") if bias else "")
     ins.append("")  # sequence_lens: every sequence full length
-    states = [b.weight(s, "anchor") for s in rest if len(s) == 3] + [b.input(s)
-                                                                      for s in shapes[1:]]
-    ins += states[:2 if op == "LSTM" else 1]
+    # initial_h[, initial_c]: constants first, then activation inputs, as many as the op has
+    states = [(s, False) for s in rest if len(s) == 3] + [(s, True) for s in shapes[1:]]
+    ins += [b.input(s) if act else b.weight(s, "anchor")
+            for s, act in states[:2 if op == "LSTM" else 1]]
     attrs = {"hidden_size": int(hidden), "layout": layout,
              "direction": "bidirectional" if dirs == 2 else "forward"}
     name = b.node(op, ins, out, attrs=attrs)
