@@ -352,6 +352,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     import math
 
+    from costmodels.interface import estimate_each
     from costmodels.registry import create
     from costmodels.tables import write_table
 
@@ -377,7 +378,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             nets = build_networks(space, part, args.dataset, args.batch, errors=build_errors)
             failed = {a: exc for a, exc in build_errors}
             good = [n for n in nets if n is not None]
-            ests = _estimate_each(model, good)
+            ests = estimate_each(model, good).results
             it = iter(ests)
             for a, n in zip(part, nets, strict=True):
                 if n is None:
@@ -417,28 +418,6 @@ def cmd_estimate(args: argparse.Namespace) -> int:
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
-
-
-def _estimate_each(model, nets):
-    """Estimates of ``nets``; a network the backend cannot cost gives its exception (also
-    one whose layers with MACs the backend could not map, :func:`uncosted_compute`)."""
-    from costmodels.errors import CostModelError
-    from costmodels.interface import uncosted_compute
-
-    if not nets:
-        return []
-    try:
-        out = list(model.estimate_many(nets))
-    except CostModelError:
-        out = []
-        for n in nets:
-            try:
-                out.append(model.estimate(n))
-            except CostModelError as exc:
-                out.append(exc)
-    # a total that leaves out layers with MACs (a 3-D conv on Eyeriss) is an error row
-    return [e if isinstance(e, Exception) else (uncosted_compute(e, n) or e)
-            for e, n in zip(out, nets, strict=True)]
 
 
 # ----------------------------------------------------------------------------- parser

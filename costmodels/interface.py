@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Any, NamedTuple, Protocol, runtime_checkable
 
-from costmodels.errors import UncostedCompute
+from costmodels.errors import CostModelError, UncostedCompute
 
 if TYPE_CHECKING:
     from costmodels.network import Network
@@ -87,3 +88,49 @@ def uncosted_compute(est: Estimate, net: Network) -> UncostedCompute | None:
         f"{net.name}: {est.meta.get('backend', 'the backend')} cannot map layer "
         f"{u['name']!r} ({u.get('op', '?')}: {u.get('reason', 'no reason given')}); "
         f"{len(heavy)} such layer(s) hold {share:.0%} of the MACs; use roofline or flops")
+
+
+class Each(NamedTuple):
+    """What :func:`estimate_each` got, aligned with the networks given."""
+
+    results: list  # an Estimate, or the exception that network raised
+    batch_error: BaseException | None  # why estimate_many failed, when it did
+    seconds: float  # time of the pass that produced ``results``
+
+
+def estimate_each(model: CostModel, nets: Sequence[Network],
+                  catch: type[BaseException] | tuple[type[BaseException], ...] = CostModelError
+                  ) -> Each:
+    """Estimate ``nets``: ``estimate_many`` first; if it raises one of ``catch``, network by
+    network, each network's exception (of ``catch``) kept in its place. An estimate that
+    leaves out layers with MACs becomes its :func:`uncosted_compute` error.
+
+    The CLI catches :class:`CostModelError` only, so a bug still surfaces; the harness
+    catches every exception, since nothing a backend does may stop a comparison."""
+    nets = list(nets)
+    if not nets:
+        return Each([], None, 0.0)
+    batch_error = None
+    t0 = time.perf_counter()
+    try:
+        out: list = list(model.estimate_many(nets))
+        if len(out) != len(nets) or not all(isinstance(e, Estimate) for e in out):
+            raise TypeError(f"{model.name}: estimate_many did not return one Estimate for "
+                            f"each of the {len(nets)} networks")
+    except catch as exc:
+        batch_error = exc
+        t0 = time.perf_counter()
+        out = []
+        for n in nets:
+            try:
+                est = model.estimate(n)
+                if not isinstance(est, Estimate):
+                    raise TypeError(f"{model.name}: estimate returned "
+                                    f"{type(est).__name__}, not an Estimate")
+                out.append(est)
+            except catch as exc1:
+                out.append(exc1)
+    seconds = time.perf_counter() - t0
+    out = [e if isinstance(e, BaseException) else (uncosted_compute(e, n) or e)
+           for e, n in zip(out, nets, strict=True)]
+    return Each(out, batch_error, seconds)

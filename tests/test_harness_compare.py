@@ -190,3 +190,39 @@ def test_macs_proxy_on_pixel3_matches_the_known_figure(refdata):
     r = compare(truth, ["flops"]).results[0]
     assert r.n_covered == 15625
     assert r.metric("kendall") == pytest.approx(0.68, abs=0.01)
+
+
+def test_estimate_each_is_the_one_fallback_of_the_cli_and_the_harness():
+    from costmodels.errors import CostModelError
+    from costmodels.harness.scoring import estimate_all
+    from costmodels.interface import estimate_each
+
+    nets = [nb201.build_network(i) for i in (2, 3, 4)]
+
+    class OddCostModelError(OddFails):
+        def estimate(self, net):
+            if net.meta["arch_index"] % 2:
+                raise CostModelError(f"no kernel for {net.name}")
+            return Estimate(net.macs * 1e-7)
+
+    each = estimate_each(OddCostModelError(), nets)  # the CLI's catch: CostModelError only
+    assert isinstance(each.batch_error, CostModelError)
+    assert [type(r).__name__ for r in each.results] == ["Estimate", "CostModelError", "Estimate"]
+    with pytest.raises(KeyError):  # a bug (not a CostModelError) surfaces in the CLI ...
+        estimate_each(OddFails(), nets)
+    scored = estimate_all(OddFails(), nets)  # ... and is data in the harness
+    assert scored.ok.tolist() == [True, False, True]
+    assert "KeyError" in scored.errors[1]
+
+    class WrongLength(BaseCostModel):  # a batched call that drops a network is not trusted
+        name = "wrong-length"
+
+        def estimate(self, net):
+            return Estimate(1.0)
+
+        def estimate_many(self, nets):
+            return [Estimate(1.0)] * (len(nets) - 1)
+
+    each = estimate_each(WrongLength(), nets, catch=Exception)
+    assert isinstance(each.batch_error, TypeError) and len(each.results) == 3
+    assert estimate_each(WrongLength(), []).results == []

@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 import numpy as np
 
 from costmodels.harness import metrics
-from costmodels.interface import CostModel, uncosted_compute
+from costmodels.errors import UncostedCompute
+from costmodels.interface import CostModel, estimate_each
 from costmodels.network import Network
 from costmodels.tables import LatencyTable
 
@@ -51,31 +52,15 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     lat = np.full(n, math.nan)
     energy = np.full(n, math.nan)
     errors: list[str | None] = [None] * n
-    batch_error = None
-    t0 = time.perf_counter()
-    try:
-        ests = model.estimate_many(list(nets))
-        if len(ests) != n:
-            raise RuntimeError(f"estimate_many returned {len(ests)} estimates for {n} networks")
-        lat[:] = [e.latency_ms for e in ests]
-        energy[:] = [math.nan if e.energy_mj is None else e.energy_mj for e in ests]
-        errors = [e.meta.get("error") for e in ests]
-    except Exception as exc:  # noqa: BLE001 - any backend failure is data here
-        batch_error = _first_line(exc)
-        t0 = time.perf_counter()
-        ests = [None] * n
-        for i, net in enumerate(nets):
-            try:
-                est = ests[i] = model.estimate(net)
-                lat[i], errors[i] = est.latency_ms, est.meta.get("error")
-                energy[i] = math.nan if est.energy_mj is None else est.energy_mj
-            except Exception as exc1:  # noqa: BLE001
-                errors[i] = _first_line(exc1)
-    seconds = time.perf_counter() - t0
-    for i, (est, net) in enumerate(zip(ests, nets, strict=True)):
-        err = uncosted_compute(est, net) if est is not None else None
-        if err is not None:  # layers with MACs left out: not an estimate of this network
-            lat[i], energy[i], errors[i] = math.nan, math.nan, str(err)
+    each = estimate_each(model, nets, catch=Exception)
+    for i, est in enumerate(each.results):
+        if isinstance(est, BaseException):
+            errors[i] = _first_line(est) if not isinstance(est, UncostedCompute) else str(est)
+            continue
+        lat[i], errors[i] = est.latency_ms, est.meta.get("error")
+        energy[i] = math.nan if est.energy_mj is None else est.energy_mj
+    batch_error = _first_line(each.batch_error) if each.batch_error is not None else None
+    seconds = each.seconds
     ok = np.isfinite(lat)
     for i in np.flatnonzero(~ok):
         errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
