@@ -38,7 +38,7 @@ def session_options(config: MeasureConfig):
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
                                           _OPT_LEVELS[config.graph_opt])
-    so.log_severity_level = 3
+    so.log_severity_level = 4  # fatal only: a failed run is reported once, by us
     return so
 
 

@@ -1,0 +1,77 @@
+"""``costmodels demo``'s step logic, with the commands it runs replaced by stand-ins."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+import pytest
+
+from costmodels import demo
+from costmodels.cli import read_arch_list
+from costmodels.tables import write_table
+
+
+def _folder(tmp_path, n):
+    import onnx
+
+    from measure.testing import tiny_model
+
+    folder = tmp_path / "models"
+    folder.mkdir()
+    for i in range(n):
+        onnx.save(tiny_model(), folder / f"m{i}.onnx")
+    return folder
+
+
+def _args(tmp_path, folder, train):
+    return argparse.Namespace(out=str(tmp_path / "r"), space=f"models:{folder}", dataset=None,
+                              input_shape=None, sample=None, train=train, seed=0, truth=None)
+
+
+def _fake_main(ran, failing):
+    """Step 1 writes a truth table in which ``failing`` models have an error row (exit 1,
+    as measure-space does); the other steps only record their command line."""
+    def main(argv):
+        ran.append(list(argv))
+        if argv[0] == "measure-space":
+            names = [f"m{i}" for i in range(5)]
+            write_table(argv[argv.index("-o") + 1], [None] * 5, names,
+                        [math.nan if n in failing else 1.0 + i for i, n in enumerate(names)],
+                        extra={"error": ["run failed" if n in failing else "" for n in names]})
+            return 1 if failing else 0
+        return 0
+    return main
+
+
+def test_demo_goes_on_without_the_models_that_failed_to_measure(tmp_path, monkeypatch):
+    folder = _folder(tmp_path, 5)
+    ran: list = []
+    monkeypatch.setattr("costmodels.cli.main", _fake_main(ran, {"m3"}))
+    assert demo.run(_args(tmp_path, folder, train=2)) == 0
+    assert [a[0] for a in ran] == ["measure-space", "lut", "roofline", "compare"]
+    lut = ran[1]
+    archs = lut[lut.index("--archs") + 1]  # the LUT covers only the measured models
+    assert archs.endswith("-measured.csv")
+    from costmodels.spaces import get_space
+
+    assert read_arch_list(archs, get_space(f"models:{folder}")) == ["m0", "m1", "m2", "m4"]
+
+
+@pytest.mark.parametrize("failing,train", [({"m0", "m1", "m2"}, 2), ({"m1"}, 4)])
+def test_demo_stops_when_too_few_models_were_measured(tmp_path, monkeypatch, failing, train):
+    folder = _folder(tmp_path, 5)
+    ran: list = []
+    monkeypatch.setattr("costmodels.cli.main", _fake_main(ran, failing))
+    assert demo.run(_args(tmp_path, folder, train=train)) == 1
+    assert [a[0] for a in ran] == ["measure-space"]
+
+
+def test_demo_with_every_model_measured_uses_the_truth_table_for_the_lut(tmp_path,
+                                                                          monkeypatch):
+    folder = _folder(tmp_path, 5)
+    ran: list = []
+    monkeypatch.setattr("costmodels.cli.main", _fake_main(ran, set()))
+    assert demo.run(_args(tmp_path, folder, train=2)) == 0
+    truth = ran[0][ran[0].index("-o") + 1]
+    assert ran[1][ran[1].index("--archs") + 1] == truth
