@@ -15,6 +15,14 @@ kernel's activation inputs + weights + output (bandwidth is the cache's when the
 fit in ``cache_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
 is op class ``reorder``, pure data movement (no FLOPs; bytes = its input + its
 output). The network's latency is the sum over kernels (one stream, no overlap).
+
+A recurrence (LSTM, GRU, RNN) is not one GEMM: its time steps run one after the
+other. It costs the input projection ``x_t W^T`` of every step as one ``gemm``
+kernel, then for each step and direction a ``gemm`` call ``h_{t-1} R^T`` (the
+recurrent weights, from cache when they fit, and the class's ``launch_us``: a
+GEMM call per step) and the gates' arithmetic, streamed at ``elementwise``
+rates without a launch (the op loops over its steps itself). A long sequence of
+small steps is thus bound by reading ``R`` each step and by per-call overhead.
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from types import MappingProxyType
 from analytical.specs import RooflineSpec, load_spec
 from costmodels.fusion import Kernel, kernels, load_rules
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
-from costmodels.network import DTYPE_BYTES, Layer, Network, numel
+from costmodels.network import DTYPE_BYTES, Layer, Network, numel, recurrence
+from costmodels.ops import RNN_OPS
 from costmodels.ops import op_class as ops_class
 
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
@@ -113,18 +122,58 @@ class RooflineModel(BaseCostModel):
             latency_ms=latency_ms, bound=bound,
             meta=MappingProxyType({**meta, "fused": k.names, "layout": k.layout}))
 
-    def _figures(self, k: Kernel) -> tuple[float, str, dict]:
+    def _roof(self, cls: str, flops: float, nbytes: float) -> tuple[float, float, float]:
+        """(compute_ms, memory_ms, launch_ms) of one kernel of class ``cls``."""
         s = self.spec
-        cls, flops, nbytes = kernel_work(k)
         c = self.class_cost(cls)
         bw = s.cache_bandwidth_gbps if nbytes <= s.cache_bytes else s.dram_bandwidth_gbps
-        compute_ms = flops / (s.peak_gflops * 1e6 * c.compute_efficiency)
-        memory_ms = nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency)
-        launch_ms = c.launch_us * 1e-3
+        return (flops / (s.peak_gflops * 1e6 * c.compute_efficiency),
+                nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency),
+                c.launch_us * 1e-3)
+
+    def _figures(self, k: Kernel) -> tuple[float, str, dict]:
+        cls, flops, nbytes = kernel_work(k)
+        if k.layers and k.layers[0].op in RNN_OPS:
+            fig = self._recurrence_figures(k, flops, nbytes)
+            if fig is not None:
+                return fig
+        compute_ms, memory_ms, launch_ms = self._roof(cls, flops, nbytes)
         return (max(compute_ms, memory_ms) + launch_ms,
                 "compute" if compute_ms >= memory_ms else "memory",
                 {"op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
                  "launch_ms": launch_ms, "flops": flops, "bytes": nbytes})
+
+    def _recurrence_figures(self, k: Kernel, flops: int, nbytes: int
+                            ) -> tuple[float, str, dict] | None:
+        """A recurrence as its input projection plus ``seq x dirs`` sequential steps (module
+        docstring); None when its shapes are not a recurrence's (costed as one GEMM)."""
+        layer = k.layers[0]
+        geo = recurrence(layer.op, layer.input_shapes[0] if layer.input_shapes else (),
+                         layer.weight_shapes, layer.output_shape)
+        if geo is None:
+            return None
+        item = DTYPE_BYTES.get(layer.dtype, 4)
+        gh = geo.gates * geo.hidden
+        steps = geo.seq * geo.dirs
+        step_flops = 2 * geo.batch * gh * geo.hidden
+        step_bytes = (gh * geo.hidden + geo.batch * (geo.hidden + gh)) * item
+        gate_elems = geo.batch * gh
+        # the projection carries the rest of the kernel's work (and all of its activations)
+        proj = self._roof("gemm", max(flops - steps * step_flops, 0),
+                          nbytes + steps * gate_elems * item)
+        step = self._roof("gemm", step_flops, step_bytes)
+        gate = self._roof("elementwise", gate_elems, 2 * gate_elems * item)
+        proj_ms, step_ms, gate_ms = (max(f[0], f[1]) + f[2] for f in (proj, step, gate))
+        launch_ms = proj[2] + steps * (step[2] + gate[2])
+        total = proj_ms + steps * (step_ms + gate_ms)
+        compute_ms = proj[0] + steps * (step[0] + gate[0])
+        memory_ms = proj[1] + steps * (step[1] + gate[1])
+        bound = ("overhead" if launch_ms >= total / 2 else
+                 "compute" if compute_ms >= memory_ms else "memory")
+        return (total, bound,
+                {"op_class": "gemm", "compute_ms": compute_ms, "memory_ms": memory_ms,
+                 "launch_ms": launch_ms, "flops": flops, "bytes": nbytes,
+                 "sequential_steps": steps})
 
     def _figures_of(self, k: Kernel) -> tuple[float, str, dict]:
         ck = (k.key, k.layout)

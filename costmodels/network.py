@@ -34,6 +34,7 @@ from costmodels.ops import (
     MAC_OPS,
     NORM_OPS,
     POOL_OPS,
+    RNN_GATES,
     RNN_OPS,
     SOFTMAX_OPS,
     VIEW_OPS,
@@ -48,7 +49,8 @@ DTYPE_BYTES: dict[str, int] = {
 
 # The op taxonomy lives in costmodels.ops; these names stay importable from here.
 __all__ = ["DATA_MOVEMENT_OPS", "DTYPE_BYTES", "GLOBAL_POOL_OPS", "MAC_OPS", "POOL_OPS",
-           "VIEW_OPS", "Layer", "Network", "Shape", "einsum_macs", "make_layer", "numel"]
+           "VIEW_OPS", "Layer", "Network", "Recurrence", "Shape", "einsum_macs", "make_layer",
+           "numel", "recurrence"]
 
 
 class Layer(NamedTuple):
@@ -102,6 +104,39 @@ class Layer(NamedTuple):
 
 def numel(shape: Sequence[int]) -> int:
     return math.prod(shape) if shape else 1
+
+
+class Recurrence(NamedTuple):
+    """The geometry of an LSTM/GRU/RNN layer, read off its shapes (:func:`recurrence`)."""
+
+    seq: int        # time steps, run one after the other
+    batch: int
+    dirs: int       # 1, or 2 (bidirectional: a second pass, backwards)
+    gates: int      # LSTM 4, GRU 3, RNN 1
+    hidden: int
+    inputs: int     # features of x_t
+    layout: int     # ONNX ``layout``: 0 seq-first [seq, batch, in], 1 batch-first
+
+
+def recurrence(op: str, x: Shape, weight_shapes: Sequence[Shape],
+               output_shape: Shape) -> Recurrence | None:
+    """Geometry of a recurrent layer from its input ``x``, weights ``W, R[, ...]`` (ONNX
+    order) and output (``Y`` or ``Y_h``); None when the shapes are not those of ``op``.
+    The layout is the one whose ``Y``/``Y_h`` shape the output has (seq-first first)."""
+    gates = RNN_GATES.get(op)
+    ws = list(weight_shapes)
+    if gates is None or len(x) != 3 or len(ws) < 2 or len(ws[0]) != 3 or len(ws[1]) != 3:
+        return None
+    dirs, gh, hidden = ws[1]
+    if gh != gates * hidden or tuple(ws[0][:2]) != (dirs, gh):
+        return None
+    out = tuple(output_shape)
+    for layout, (seq, batch) in ((0, (x[0], x[1])), (1, (x[1], x[0]))):
+        y = (seq, dirs, batch, hidden) if layout == 0 else (batch, seq, dirs, hidden)
+        y_h = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
+        if out in (y, y_h):
+            return Recurrence(seq, batch, dirs, gates, hidden, x[2], layout)
+    return None
 
 
 def einsum_macs(equation: str, operand_shapes: Sequence[Shape], output_shape: Shape) -> int:

@@ -38,6 +38,7 @@ MATMUL_OPS = frozenset({"MatMul", "Einsum", "QLinearMatMul", "MatMulInteger"})
 # Recurrent layers: per time step and direction, x_t W^T and h_{t-1} R^T for every gate
 # (LSTM 4, GRU 3, RNN 1); costed as the matrix products they are (class ``gemm``).
 RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
+RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 MAC_OPS = frozenset(CONV_OPS | MATMUL_OPS | RNN_OPS | {"Gemm"})
 
 VIEW_OPS = frozenset({"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})

@@ -174,3 +174,45 @@ def test_cli_calibrate_specs_and_layers(tmp_path, capsys, monkeypatch):
     assert "eyeriss" in capsys.readouterr().out
     assert main(["roofline", "layers", "1835", "--backend", "eyeriss"]) == 0
     assert "total" in capsys.readouterr().out
+
+
+def _lstm_net(seq, batch=1, hidden=32, inputs=16, dirs=1, layout=0):
+    x = (seq, batch, inputs) if layout == 0 else (batch, seq, inputs)
+    y = (seq, dirs, batch, hidden) if layout == 0 else (batch, seq, dirs, hidden)
+    w = [(dirs, 4 * hidden, inputs), (dirs, 4 * hidden, hidden), (dirs, 8 * hidden)]
+    layer = make_layer("lstm", "LSTM", ["x"], ["y"], [x], y, w)
+    return Network("lstm", (("x", x),), (layer,), ("y",))
+
+
+def test_recurrence_geometry_is_read_off_either_layout():
+    from costmodels.network import recurrence
+
+    for layout in (0, 1):
+        layer = _lstm_net(50, batch=3, dirs=2, layout=layout).layers[0]
+        geo = recurrence("LSTM", layer.input_shapes[0], layer.weight_shapes, layer.output_shape)
+        assert (geo.seq, geo.batch, geo.dirs, geo.gates, geo.hidden, geo.inputs,
+                geo.layout) == (50, 3, 2, 4, 32, 16, layout)
+    layer = _lstm_net(50).layers[0]  # GRU has 3 gates: these are not a GRU's weights
+    assert recurrence("GRU", layer.input_shapes[0], layer.weight_shapes,
+                      layer.output_shape) is None
+    assert recurrence("LSTM", layer.input_shapes[0], layer.weight_shapes, (7, 7)) is None
+
+
+def test_recurrence_costs_its_steps_one_after_the_other():
+    model = RooflineModel(XEON)
+    short, long_ = (model.estimate(_lstm_net(t)) for t in (100, 1000))
+    step = model.class_cost("gemm").launch_us + model.class_cost("elementwise").launch_us
+    # ten times the steps: about ten times the time, each step at least its two launches
+    assert 9 < long_.latency_ms / short.latency_ms < 11
+    assert long_.latency_ms >= 1000 * step * 1e-3
+    cost = long_.per_layer[0]
+    assert cost.meta["sequential_steps"] == 1000
+    assert cost.meta["flops"] == 2 * _lstm_net(1000).macs  # no work lost or added
+    # the same work as one GEMM (what the roofline did before) is cheaper: steps cost more
+    one_gemm = model._roof("gemm", cost.meta["flops"], cost.meta["bytes"])
+    assert long_.latency_ms > max(one_gemm[:2]) + one_gemm[2]
+    # a bidirectional layer runs twice the steps; batch-first costs the same as seq-first
+    both = model.estimate(_lstm_net(1000, dirs=2))
+    assert both.per_layer[0].meta["sequential_steps"] == 2000
+    assert model.estimate(_lstm_net(1000, layout=1)).latency_ms == pytest.approx(
+        long_.latency_ms)

@@ -28,7 +28,8 @@ import numpy as np
 
 from costmodels.errors import CostModelError
 from costmodels.fusion import BINARY_OPS, FusionRules, KernelKey, kernels
-from costmodels.network import Network, Shape, make_layer
+from costmodels.network import Network, Shape, make_layer, recurrence
+from costmodels.ops import RNN_GATES
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 NCHWC_ALIGN = 4  # ORT reorders a tensor to NCHWc only if its channels are a multiple of this
@@ -549,9 +550,6 @@ def _integer(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
                   attrs=attrs, ir=_ir(key) if op == "ConvInteger" else None)
 
 
-_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
-
-
 def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """LSTM / GRU / RNN from its shapes: weights W, R[, B][, initial states] in ONNX order;
     hidden size, direction and layout (seq- or batch-first) read off W, R and the output."""
@@ -559,14 +557,14 @@ def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     if not shapes or len(ws) < 2 or len(ws[1]) != 3:
         raise KernelBuildError(f"{op}: needs an input and weights W, R (got {ws})")
     x, (dirs, gh, hidden), out = shapes[0], ws[1], key.output_shape
-    if gh != _GATES[op] * hidden or ws[0][:2] != ws[1][:2]:
+    if gh != RNN_GATES[op] * hidden or ws[0][:2] != ws[1][:2]:
         raise KernelBuildError(f"{op}: weights {ws[0]} / {ws[1]} are not W, R of "
-                               f"{_GATES[op]} gates")
-    layouts = {0: [(x[0], dirs, x[1], hidden), (dirs, x[1], hidden)],
-               1: [(x[0], x[1], dirs, hidden), (x[0], dirs, hidden)]}
-    layout = next((k for k, forms in layouts.items() if tuple(out) in forms), None)
-    if layout is None:
+                               f"{RNN_GATES[op]} gates")
+    geo = recurrence(op, tuple(x), ws, tuple(out))
+    if geo is None:
         raise KernelBuildError(f"{op}: output {out} is neither Y nor Y_h of input {x}")
+    layout = geo.layout
+    y = (x[0], dirs, x[1], hidden) if layout == 0 else (x[0], x[1], dirs, hidden)
     ins = [b.input(x), b.weight(ws[0], "anchor"), b.weight(ws[1], "anchor")]
     rest = ws[2:]
     bias = bool(rest) and len(rest[0]) == 2 and rest[0][1] == 2 * gh
@@ -579,7 +577,7 @@ def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     attrs = {"hidden_size": int(hidden), "layout": layout,
              "direction": "bidirectional" if dirs == 2 else "forward"}
     name = b.node(op, ins, out, attrs=attrs)
-    if tuple(out) != layouts[layout][0]:  # the key's output is Y_h: the op's second output
+    if tuple(out) != y:  # the key's output is Y_h: the op's second output
         b.p.nodes[-1].outputs = ["", name]
     return name
 
