@@ -26,7 +26,14 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
     stream their weights) for the memory efficiency: the median over the heads of
     their byte rate / the roof the model prices them at (cache when their bytes fit
     ``cache_bytes``, DRAM otherwise);
-  - ``pool``, ``global_pool``, ``elementwise``: fitted on bytes.
+  - ``pool``, ``global_pool``, ``elementwise``: fitted on bytes;
+  - ``recurrent`` (what one time step of an LSTM/GRU/RNN costs beyond its recurrent
+    GEMM: the gates and the op's per-step overhead): forward LSTMs of
+    :data:`RNN_STEPS` steps at (batch, hidden) in :data:`RNN_SIZES`, one input
+    feature (so the input projection is negligible); each step's time less the
+    ``gemm`` roofline of its product ``h R^T`` (just calibrated; not its launch, an
+    intercept extrapolated from large MatMuls) is fitted on the gate elements
+    (``batch x 4h``, one FLOP each); it streams at the element-wise efficiency.
 
 A fitted efficiency above 1 means the roof was measured too low; it is kept in the
 ``[calibration]`` section (``*_raw``) and the spec gets 1.0, with a warning in the log
@@ -56,8 +63,11 @@ PEAK_SIZES = (256, 512, 1024)           # square MatMuls for the peak
 GEMM_SHAPES = ((49, 96, 384), (197, 384, 384), (197, 768, 768), (197, 768, 3072))
 # (1, K, N): classifier heads at batch 1 (weights streamed once per call)
 GEMV_SHAPES = ((512, 1000), (1024, 1000), (2048, 1000))
+# (batch, hidden) of the LSTM benchmarks of the ``recurrent`` class, RNN_STEPS steps each
+RNN_SIZES = ((1, 32), (1, 128), (8, 64), (8, 256))
+RNN_STEPS = 64
 OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "gemm", "pool",
-                       "global_pool", "elementwise")
+                       "global_pool", "elementwise", "recurrent")
 
 
 @dataclass(frozen=True)
@@ -232,6 +242,23 @@ def gap_fan(c: int, h: int) -> Point:
                  4.0 * (c * h * h + c))
 
 
+def lstm_point(batch: int, hidden: int, steps: int = RNN_STEPS) -> Point:
+    """One forward LSTM of ``steps`` steps on one input feature; per op = per step."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    gh = 4 * hidden
+    inits = [_init("W", (1, gh, 1), rng), _init("R", (1, gh, hidden), rng),
+             _init("B", (1, 2 * gh), rng)]
+    node = helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], hidden_size=hidden)
+    model = _graph([node], [("x", (steps, batch, 1))], [("y", (steps, 1, batch, hidden))],
+                   inits)
+    feeds = {"x": rng.normal(size=(steps, batch, 1)).astype(np.float32)}
+    # per op (step): FLOPs = the gate elements; bytes = the recurrent GEMM's (R, h, gates)
+    return Point(model, feeds, steps, float(batch * gh),
+                 4.0 * (gh * hidden + batch * (hidden + gh)))
+
+
 def benchmark_points() -> dict[str, list[Point]]:
     """The benchmark models of every op class (built, not timed)."""
     conv = lambda k, g: [conv_chain(c, h, k, g(c)) for c, h in SIZES]  # noqa: E731
@@ -245,6 +272,7 @@ def benchmark_points() -> dict[str, list[Point]]:
         "pool": [pool_chain(c, h) for c, h in SIZES],
         "global_pool": [gap_fan(c, h) for c, h in SIZES],
         "elementwise": [add_chain(c, h) for c, h in SIZES],
+        "recurrent": [lstm_point(b, h) for b, h in RNN_SIZES],
     }
 
 
@@ -381,6 +409,22 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                                                     1.0, raw, log)}
     log(f"gemm: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s at {GEMM_SHAPES}; "
         f"heads at {', '.join(f'{e:.0%}' for e in head_eff)} of their roofs")
+    # recurrent: a step less its GEMM h R^T as the gemm class prices it, on gate elements
+    g = ops["gemm"]
+    rest = []
+    for (_, hidden), p in zip(RNN_SIZES, pts["recurrent"], strict=True):
+        gemm_flops = 2.0 * p.flops * hidden  # 2 x batch x 4h x h
+        bw = cache if p.nbytes <= l2 else dram
+        rest.append(max(gemm_flops / (peak * 1e9 * g["compute_efficiency"]),
+                        p.nbytes / (bw * 1e9 * g["memory_efficiency"])))
+    residual = [max(t - r, 0.0) for t, r in zip(secs["recurrent"], rest, strict=True)]
+    launch, rate = _fit(pts["recurrent"], residual, "flops")
+    ops["recurrent"] = {"launch_us": launch * 1e6,
+                        "compute_efficiency": _efficiency("recurrent", "compute", rate,
+                                                          peak * 1e9, raw, log),
+                        "memory_efficiency": stream}
+    log(f"recurrent: {launch * 1e6:.2f} us per step beyond its GEMM, gates at "
+        f"{rate / 1e9:.2f} G elements/s")
     return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
                        time.perf_counter() - t0, raw)
 
@@ -414,7 +458,9 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",
         f"# conv/conv1x1/depthwise/grouped/pool/global_pool/elementwise: chains of {CHAIN} ops at",
         f"# (C, H) in {SIZES}; gemm: MatMuls of (tokens, in, out) {GEMM_SHAPES}",
-        f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory).",
+        f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory);",
+        f"# recurrent: one step of forward LSTMs ({RNN_STEPS} steps) at (batch, hidden) in "
+        f"{RNN_SIZES}.",
     ]
     for cls in OP_CLASSES_MEASURED:
         o = cal.ops[cls]

@@ -18,11 +18,13 @@ output). The network's latency is the sum over kernels (one stream, no overlap).
 
 A recurrence (LSTM, GRU, RNN) is not one GEMM: its time steps run one after the
 other. It costs the input projection ``x_t W^T`` of every step as one ``gemm``
-kernel, then for each step and direction a ``gemm`` call ``h_{t-1} R^T`` (the
-recurrent weights, from cache when they fit, and the class's ``launch_us``: a
-GEMM call per step) and the gates' arithmetic, streamed at ``elementwise``
-rates without a launch (the op loops over its steps itself). A long sequence of
-small steps is thus bound by reading ``R`` each step and by per-call overhead.
+kernel, then each step and direction in turn as the recurrent product
+``h_{t-1} R^T`` at the ``gemm`` rates (``R`` read from cache when it fits; no
+launch: the op loops over its steps itself) plus a ``recurrent`` kernel: the gates
+(one FLOP per gate element) and the op's per-step overhead (``launch_us``).
+``roofline calibrate`` measures that class on LSTM steps; a spec without it prices
+the gates as an ``elementwise`` kernel. A long sequence of small steps is thus
+overhead-bound, as on the device.
 """
 
 from __future__ import annotations
@@ -42,7 +44,7 @@ from costmodels.ops import op_class as ops_class
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
               "view", "reorder")
 # Classes a spec may add; absent, a layer of the class is costed as the one named here.
-OPTIONAL_CLASSES = {"grouped": "conv"}
+OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise"}
 # costmodels.ops classes -> this model's spec classes (conv is split by kernel below)
 _SPEC_CLASS = {"depthwise_conv": "depthwise", "grouped_conv": "grouped", "gemm": "gemm",
                "matmul": "gemm", "pool": "pool", "global_pool": "global_pool", "view": "view"}
@@ -110,7 +112,9 @@ class RooflineModel(BaseCostModel):
         """The spec's costs of op class ``cls`` (an optional class falls back, see
         :data:`OPTIONAL_CLASSES`)."""
         ops = self.spec.ops
-        return ops[cls] if cls in ops else ops[OPTIONAL_CLASSES.get(cls, "elementwise")]
+        if cls in ops:
+            return ops[cls]
+        return ops[OPTIONAL_CLASSES.get(cls, "elementwise")]
 
     def kernel_cost(self, k: Kernel) -> LayerCost:
         """The cost of one kernel. The figures are cached by its
@@ -157,12 +161,14 @@ class RooflineModel(BaseCostModel):
         steps = geo.seq * geo.dirs
         step_flops = 2 * geo.batch * gh * geo.hidden
         step_bytes = (gh * geo.hidden + geo.batch * (geo.hidden + gh)) * item
-        gate_elems = geo.batch * gh
         # the projection carries the rest of the kernel's work (and all of its activations)
         proj = self._roof("gemm", max(flops - steps * step_flops, 0),
-                          nbytes + steps * gate_elems * item)
-        step = self._roof("gemm", step_flops, step_bytes)
-        gate = self._roof("elementwise", gate_elems, 2 * gate_elems * item)
+                          nbytes + steps * geo.batch * gh * item)
+        gate_elems = geo.batch * gh
+        # the step's product at the gemm rates, without a GEMM launch: the op loops over
+        # its steps itself, and its per-step overhead is the recurrent class's launch
+        step = self._roof("gemm", step_flops, step_bytes)[:2] + (0.0,)
+        gate = self._roof("recurrent", gate_elems, 2 * gate_elems * item)
         proj_ms, step_ms, gate_ms = (max(f[0], f[1]) + f[2] for f in (proj, step, gate))
         launch_ms = proj[2] + steps * (step[2] + gate[2])
         total = proj_ms + steps * (step_ms + gate_ms)

@@ -249,6 +249,7 @@ SECTIONS = {
     "wholespace": (whole_space, "every estimator on all 15,625 NB201 cells measured here"),
     "fbnet": (fbnet_here, "every estimator on this CPU's FBNet truth"),
     "models": (_module_section("bench_models"), "a folder of real-size user models"),
+    "recurrent": (_module_section("bench_recurrent"), "the roofline on LSTM/GRU/RNN layers"),
     "lut": (_module_section("bench_lut"), "LUT on the test zoo, query cost"),
     "curves": (lambda q: curves_here(ROOT / "bench", q), "sample-efficiency curves here"),
     "fewshot": (_module_section("bench_fewshot"), "few-shot transfer vs HELP"),

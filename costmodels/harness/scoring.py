@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 
-from costmodels.harness import metrics
 from costmodels.errors import UncostedCompute
+from costmodels.harness import metrics
 from costmodels.interface import CostModel, estimate_each
 from costmodels.network import Network
 from costmodels.tables import LatencyTable
