@@ -13,8 +13,8 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
   ONNX Runtime ``Add`` of L2-resident tensors (both 3 x 512 KiB per call). It is
   measured on its own: the element-wise chains below do not raise it.
 * **Per op class**, a least-squares line ``time_per_op = launch + work / rate`` over
-  the class's benchmark points gives the launch overhead (intercept) and sustained
-  rate (slope); efficiency = rate / roof:
+  the class's benchmark points (relative residuals, :func:`fit_line`) gives the launch
+  overhead (intercept) and sustained rate (slope); efficiency = rate / roof:
 
   - ``conv`` (3x3), ``conv1x1``, ``depthwise`` (3x3, groups = C) and ``grouped``
     (3x3, groups = C/8): chains of :data:`CHAIN` convs at (C, H) in :data:`SIZES`,
@@ -276,13 +276,22 @@ def benchmark_points() -> dict[str, list[Point]]:
     }
 
 
-def fit_line(work: np.ndarray, seconds: np.ndarray) -> tuple[float, float]:
-    """Least squares ``seconds = launch + work / rate`` -> (launch_s >= 0, rate per second)."""
-    slope, icpt = np.polyfit(work, seconds, 1)
+def fit_line(work: np.ndarray, seconds: np.ndarray, scale: np.ndarray | None = None
+             ) -> tuple[float, float]:
+    """Least squares ``seconds = launch + work / rate`` -> (launch_s >= 0, rate per second).
+
+    Residuals are relative to ``scale`` (default ``seconds``): a timing's noise grows with
+    its length, so an unweighted fit lets the largest point's few-percent noise swing the
+    intercept by more than the small points' whole time (a 200 us "launch" for a GEMM)."""
+    work, seconds = np.asarray(work, float), np.asarray(seconds, float)
+    scale = np.asarray(seconds if scale is None else scale, float)
+    w = 1.0 / np.maximum(scale, max(float(np.max(scale)), 1e-12) * 1e-6)
+    slope, icpt = np.polyfit(work, seconds, 1, w=w)
     if slope <= 0:
         return max(float(np.min(seconds)), 0.0), float(np.max(work) / np.max(seconds))
     if icpt < 0:  # no overhead visible: rate through the origin
-        return 0.0, float(np.sum(work * work) / np.sum(work * seconds))
+        w2 = w * w
+        return 0.0, float(np.sum(w2 * work * work) / np.sum(w2 * work * seconds))
     return float(icpt), float(1.0 / slope)
 
 
@@ -340,9 +349,10 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def _fit(points: list[Point], secs: list[float], by: str) -> tuple[float, float]:
+def _fit(points: list[Point], secs: list[float], by: str,
+         scale: list[float] | None = None) -> tuple[float, float]:
     work = np.array([p.flops if by == "flops" else p.nbytes for p in points])
-    return fit_line(work, np.array(secs))
+    return fit_line(work, np.array(secs), None if scale is None else np.array(scale))
 
 
 def _efficiency(name: str, key: str, rate: float, roof: float, raw: dict[str, float],
@@ -418,7 +428,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
         rest.append(max(gemm_flops / (peak * 1e9 * g["compute_efficiency"]),
                         p.nbytes / (bw * 1e9 * g["memory_efficiency"])))
     residual = [max(t - r, 0.0) for t, r in zip(secs["recurrent"], rest, strict=True)]
-    launch, rate = _fit(pts["recurrent"], residual, "flops")
+    launch, rate = _fit(pts["recurrent"], residual, "flops", scale=secs["recurrent"])
     ops["recurrent"] = {"launch_us": launch * 1e6,
                         "compute_efficiency": _efficiency("recurrent", "compute", rate,
                                                           peak * 1e9, raw, log),
