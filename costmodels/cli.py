@@ -304,8 +304,8 @@ def cmd_info(args: argparse.Namespace) -> int:
     for col in ("layer", "op", "output", "kernel/stride", "MACs", "params", "bytes"):
         t.add_column(col, justify="right" if col in ("MACs", "params", "bytes") else "left")
     for layer in net.layers:
-        ks = (f"{'x'.join(map(str, layer.kernel))}/{'x'.join(map(str, layer.stride))}"
-              if layer.kernel else "")
+        ks = "x".join(map(str, layer.kernel))  # a Resize's taps have no stride
+        ks += f"/{'x'.join(map(str, layer.stride))}" if layer.kernel and layer.stride else ""
         t.add_row(layer.name, layer.op, "x".join(map(str, layer.output_shape)), ks,
                   f"{layer.macs:,}", f"{layer.params:,}", f"{layer.bytes_total:,}")
     console = Console()

@@ -583,12 +583,28 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
     elif op == "Einsum":
         kw["equation"] = a["equation"].decode() if isinstance(a["equation"], bytes) else str(
             a["equation"])
+    elif op in ("Resize", "Upsample") and in_shapes:
+        kw["kernel"] = resize_taps(a.get("mode", b"nearest"), in_shapes[0], out_shape)
     return make_layer(node_name, op, acts, outs, in_shapes, out_shape,
                       [consts[t].shape for t in wts], dtype=dtype,
                       out_dtype=out_dtype if out_dtype != dtype else None,
                       bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
                                         for t in wts),
                       weight_params=[params_of(t) for t in wts], **kw)
+
+
+#: interpolation taps per resized axis: nearest 1, (bi/tri)linear 2, (bi)cubic 4
+RESIZE_TAPS = {"nearest": 1, "linear": 2, "bilinear": 2, "cubic": 4}
+
+
+def resize_taps(mode: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, ...]:
+    """A Resize/Upsample's interpolation window, as its ``kernel``: the taps of ``mode`` on
+    each axis whose size changes (``(2, 2)`` for a bilinear 2-D upsample, ``()`` when no
+    axis changes). An unknown mode counts as nearest (ONNX Runtime refuses it when run)."""
+    text = mode.decode() if isinstance(mode, bytes) else str(mode)
+    taps = RESIZE_TAPS.get(text.lower(), 1)
+    changed = sum(1 for i, o in zip(in_shape, out_shape, strict=False) if i != o)
+    return (taps,) * changed if taps > 1 else ()
 
 
 def _conv_attrs(node: Any, node_name: str, a: Mapping[str, Any],

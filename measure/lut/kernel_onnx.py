@@ -396,7 +396,9 @@ def _tile(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
 
 
 def _resize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
-    mode = key.attr("mode", "nearest")
+    """Resize to the output's sizes, in the mode its taps (the key's kernel) say."""
+    taps = key.kernel[0] if key.kernel else 1
+    mode = {2: "linear", 4: "cubic"}.get(taps, "nearest")
     ins = [b.input(shapes[0]), "", "", b.ints(key.output_shape, "sizes")]
     return b.node("Resize", ins, key.output_shape, attrs={"mode": mode})
 
