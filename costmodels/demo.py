@@ -164,8 +164,11 @@ def _partial_truth(console, truth: Path, train: int) -> Path | None:
         return None
     good = len(table)
     if good <= train:
-        console.print(f"[red]only {good} architecture(s) were measured; --train {train} "
-                      "leaves nothing to score")
+        console.print(f"[red]error: only {good} of {good + len(table.failed)} architectures "
+                      f"were measured (the others failed, above); --train {train} leaves "
+                      "nothing to score: fix or remove the models that failed"
+                      + (f", or use --train below {good}" if good >= 2 else
+                         " (the demo needs 2 measured models or more)"), highlight=False)
         return None
     measured = truth.with_name(truth.stem + "-measured.csv")
     write_table(measured, table.arch_index, table.arch_str, table.latency_ms)
