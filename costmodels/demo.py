@@ -28,27 +28,53 @@ import time
 from pathlib import Path
 
 DATASETS = Path(__file__).resolve().parents[1] / "datasets" / "nb201"
+DATASETS_ENV = "COSTMODELS_DATASETS"
+
+
+def datasets_dirs() -> list[Path]:
+    """Where the demo looks for committed NB201 LUTs: ``$COSTMODELS_DATASETS`` (a folder
+    holding ``nb201/``), the source tree's ``datasets/nb201`` (a clone), then
+    ``./datasets/nb201`` (an installed wheel run from a clone); existing folders only."""
+    import os
+
+    found: list[Path] = []
+    env = os.environ.get(DATASETS_ENV)
+    for d in ([Path(env).expanduser() / "nb201"] if env else []) + [
+            DATASETS, Path.cwd() / "datasets" / "nb201"]:
+        if d.is_dir() and d.resolve() not in [f.resolve() for f in found]:
+            found.append(d)
+    return found
 
 
 def committed_lut(dataset: str) -> Path | None:
-    """The project's LUT for this device and runtime, if one is committed and was measured
-    with the settings `lut build` uses by default (the drift reference on); else None."""
+    """The project's LUT for this device and runtime, if one is committed (in a folder of
+    :func:`datasets_dirs`) and was measured with the settings `lut build` uses by default
+    (the drift reference on); else None."""
+    from measure.fingerprint import device_slug
+
+    name = f"{device_slug()}-ort-{dataset}-lut.sqlite"
+    for folder in datasets_dirs():
+        path = folder / name
+        if path.is_file() and _usable_lut(path):
+            return path
+    return None
+
+
+def _usable_lut(path: Path) -> bool:
+    """Was the LUT at ``path`` measured on this device and runtime, with today's settings?"""
     import json
 
     from measure.config import MeasureConfig
-    from measure.fingerprint import device_hash, device_slug, fingerprint
+    from measure.fingerprint import device_hash, fingerprint
     from measure.lut.build import settings_differences
     from measure.lut.table import LutFile
 
-    path = DATASETS / f"{device_slug()}-ort-{dataset}-lut.sqlite"
-    if not path.is_file():
-        return None
     with LutFile(path, readonly=True) as lut:
         theirs, stored = lut.fingerprint, json.loads(lut.meta().get("config") or "{}")
     ours = MeasureConfig(drift_ref=True)
     if not stored or settings_differences(stored, ours):
-        return None
-    return path if device_hash(theirs) == device_hash(fingerprint(ours)) else None
+        return False
+    return device_hash(theirs) == device_hash(fingerprint(ours))
 
 
 def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | None,
@@ -127,6 +153,11 @@ def run(args: argparse.Namespace) -> int:
     if seed_lut:
         shutil.copyfile(seed_lut, lut)
         console.print(f"starting the LUT from {seed_lut} (measured on this device and runtime)")
+    elif not lut.exists() and space.name == "nb201":
+        where = ", ".join(map(str, datasets_dirs())) or (
+            f"no datasets folder (set ${DATASETS_ENV} to a clone's datasets/)")
+        console.print(f"no committed LUT of this device and runtime in {where}: step 2 "
+                      "measures every kernel", highlight=False)
     t0 = time.perf_counter()
     for i, (title, argv) in enumerate(plan, start=1):
         console.rule(f"[bold]step {i}: {title}")

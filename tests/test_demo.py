@@ -75,3 +75,21 @@ def test_demo_with_every_model_measured_uses_the_truth_table_for_the_lut(tmp_pat
     assert demo.run(_args(tmp_path, folder, train=2)) == 0
     truth = ran[0][ran[0].index("-o") + 1]
     assert ran[1][ran[1].index("--archs") + 1] == truth
+
+
+def test_committed_lut_is_found_outside_the_source_tree(tmp_path, monkeypatch):
+    """An installed wheel has no source tree: $COSTMODELS_DATASETS, then ./datasets/nb201."""
+    from measure.fingerprint import device_slug
+
+    monkeypatch.setattr(demo, "DATASETS", tmp_path / "no-source-tree")
+    monkeypatch.setattr(demo, "_usable_lut", lambda path: True)  # the device check aside
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv(demo.DATASETS_ENV, raising=False)
+    assert demo.datasets_dirs() == [] and demo.committed_lut("cifar10") is None
+    name = f"{device_slug()}-ort-cifar10-lut.sqlite"
+    for where in (tmp_path / "datasets" / "nb201", tmp_path / "elsewhere" / "nb201"):
+        where.mkdir(parents=True)
+        (where / name).write_bytes(b"")
+    assert demo.committed_lut("cifar10") == tmp_path / "datasets" / "nb201" / name
+    monkeypatch.setenv(demo.DATASETS_ENV, str(tmp_path / "elsewhere"))
+    assert demo.committed_lut("cifar10") == tmp_path / "elsewhere" / "nb201" / name
