@@ -110,12 +110,13 @@ def estimate_each(model: CostModel, nets: Sequence[Network],
     nets = list(nets)
     if not nets:
         return Each([], None, 0.0)
+    name = getattr(model, "name", type(model).__name__)
     batch_error = None
     t0 = time.perf_counter()
     try:
         out: list = list(model.estimate_many(nets))
         if len(out) != len(nets) or not all(isinstance(e, Estimate) for e in out):
-            raise TypeError(f"{model.name}: estimate_many did not return one Estimate for "
+            raise TypeError(f"{name}: estimate_many did not return one Estimate for "
                             f"each of the {len(nets)} networks")
     except catch as exc:
         batch_error = exc
@@ -125,7 +126,7 @@ def estimate_each(model: CostModel, nets: Sequence[Network],
             try:
                 est = model.estimate(n)
                 if not isinstance(est, Estimate):
-                    raise TypeError(f"{model.name}: estimate returned "
+                    raise TypeError(f"{name}: estimate returned "
                                     f"{type(est).__name__}, not an Estimate")
                 out.append(est)
             except catch as exc1:

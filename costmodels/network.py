@@ -11,8 +11,8 @@ recurrent products of every direction, ``numel(W) + numel(R)``;
 :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other arithmetic operations, by
 convention: one per output element for element-wise and (de)quantize ops, kernel area
 per output element for pooling and for Resize (its interpolation taps, kept as its
-``kernel``: 1 nearest, 4 bilinear, 16 bicubic), one per input element for global pools and reductions,
-2 per element for BatchNormalization (scale and shift), 5 for the other normalisations
+``kernel``: 1 nearest, 4 bilinear, 16 bicubic), one per input element for global pools
+and reductions, 2 per element for BatchNormalization (scale and shift), 5 for the other normalisations
 (mean, variance, normalise, scale, shift), 3 for softmax (exp, sum, divide), 0 for
 data movement (:data:`~costmodels.ops.DATA_MOVEMENT_OPS`). Every ``bytes_*`` figure is
 in bytes at the tensor's dtype.
