@@ -147,6 +147,8 @@ def _detail(meta) -> str:
     for key in ("mapping", "tiling"):
         m = meta.get(key) or {}
         parts.append(" ".join(f"{k}={v}" for k, v in m.items() if k not in ("cycles_per_pass",)))
+    if meta.get("sequential_steps"):
+        parts.append(f"{meta['sequential_steps']} steps")
     if meta.get("utilisation"):
         parts.append(f"util {meta['utilisation']:.0%}")
     if meta.get("arithmetic_intensity"):
