@@ -154,9 +154,15 @@ def run(args: argparse.Namespace) -> int:
         shutil.copyfile(seed_lut, lut)
         console.print(f"starting the LUT from {seed_lut} (measured on this device and runtime)")
     elif not lut.exists() and space.name == "nb201":
-        where = ", ".join(map(str, datasets_dirs())) or (
+        from measure.fingerprint import device_slug
+
+        dirs = datasets_dirs()
+        where = ", ".join(map(str, dirs)) or (
             f"no datasets folder (set ${DATASETS_ENV} to a clone's datasets/)")
-        console.print(f"no committed LUT of this device and runtime in {where}: step 2 "
+        same = [p.name for d in dirs for p in d.glob(f"{device_slug()}-ort-*-lut.sqlite")]
+        why = (f" ({', '.join(same)}: measured on another machine of this kind, or with "
+               "other settings)" if same else "")
+        console.print(f"no committed LUT of this device and runtime in {where}{why}: step 2 "
                       "measures every kernel", highlight=False)
     t0 = time.perf_counter()
     for i, (title, argv) in enumerate(plan, start=1):
