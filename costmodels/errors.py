@@ -14,14 +14,22 @@ class OnnxImportError(CostModelError, ValueError):
 class UnsupportedOperator(OnnxImportError):
     """An ONNX node whose cost the importer cannot reason about."""
 
-    def __init__(self, node: str, op_type: str, source: str = "") -> None:
+    def __init__(self, node: str, op_type: str, source: str = "", domain: str = "",
+                 why: str = "") -> None:
         self.node = node
         self.op_type = op_type
         where = f"{source}: " if source else ""
-        super().__init__(
-            f"{where}node {node!r} has operator {op_type!r}, which costmodels cannot cost; "
-            "open an issue with the model, or replace the op before export"
-        )
+        if why:  # e.g. an op the model's opset does not define
+            text = f"{where}node {node!r} has operator {op_type!r}, {why}"
+        elif domain and domain != "ai.onnx":
+            text = (f"{where}node {node!r} has operator {op_type!r} of domain {domain!r} (a "
+                    "runtime's own op, as an ONNX Runtime-optimized or QOperator model has), "
+                    "which costmodels cannot cost; import the model as exported, before "
+                    "runtime optimisation")
+        else:
+            text = (f"{where}node {node!r} has operator {op_type!r}, which costmodels cannot "
+                    "cost; open an issue with the model, or replace the op before export")
+        super().__init__(text)
 
 
 class UncostedCompute(CostModelError, ValueError):

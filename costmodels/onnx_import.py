@@ -115,11 +115,13 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
 
 
 # ------------------------------------------------------------------ reading
-def load_model_proto(path: str | os.PathLike[str]) -> Any:
+def load_model_proto(path: str | os.PathLike[str], ops: bool = True) -> Any:
     """Read an ONNX file, with its external data, and check it; an ``onnx.ModelProto``.
 
     External data locations must be relative and resolve inside the model's folder.
-    Raises :class:`OnnxImportError` naming the file for anything unreadable.
+    Raises :class:`OnnxImportError` naming the file for anything unreadable, and
+    :class:`UnsupportedOperator` for control flow unless ``ops`` is False (a model a
+    runtime is to run, not the IR to cost).
     """
     source = str(path)
     try:
@@ -129,7 +131,7 @@ def load_model_proto(path: str | os.PathLike[str]) -> Any:
                               "check the path") from None
     proto = _parse(data, source)
     _load_external(proto, Path(source).resolve().parent, source)
-    _check(proto, source)
+    _check(proto, source, ops)
     return proto
 
 
@@ -192,7 +194,7 @@ def _opset(proto: Any) -> int:
                default=0)
 
 
-def _check(proto: Any, source: str) -> None:
+def _check(proto: Any, source: str, ops: bool = True) -> None:
     import onnx
 
     opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
@@ -200,9 +202,33 @@ def _check(proto: Any, source: str) -> None:
         raise OnnxImportError(f"{source}: ONNX opset {opset} is outside {_MIN_OPSET}..{newest}"
                               " (what this onnx reads); export with an opset in that range")
     _check_wiring(proto.graph, source)
-    for i, node in enumerate(proto.graph.node):
-        if node.op_type in CONTROL_FLOW_OPS and node.domain in _DEFAULT_DOMAINS:
+    for i, node in enumerate(proto.graph.node if ops else ()):
+        if node.domain not in _DEFAULT_DOMAINS:
+            continue  # refused by name when its layer is read (unless it only folds)
+        if node.op_type in CONTROL_FLOW_OPS:
             raise UnsupportedOperator(_node_name(node, i), node.op_type, source)
+        try:
+            onnx.defs.get_schema(node.op_type, opset, "")
+        except onnx.defs.SchemaError:  # not an ONNX op at this opset: shapes cannot be inferred
+            since = _first_opset(node.op_type)
+            raise UnsupportedOperator(
+                _node_name(node, i), node.op_type, source,
+                why=f"which ONNX opset {opset} (the model's) does not define"
+                + (f" (ONNX has it from opset {since})" if since else "")
+                + ": a runtime's own op, as an ONNX Runtime-optimized model has; import the "
+                  "model as exported" + (f", or export it at opset {since} or later"
+                                         if since else "")) from None
+
+
+def _first_opset(op: str) -> int | None:
+    """The first ONNX opset that defines ``op`` (default domain), or None."""
+    import onnx
+
+    try:
+        return min(v for v in (s.since_version for s in onnx.defs.get_all_schemas_with_history()
+                               if s.name == op and s.domain == ""))
+    except ValueError:
+        return None
 
 
 def _check_wiring(graph: Any, source: str) -> None:
@@ -226,8 +252,9 @@ def _check_wiring(graph: Any, source: str) -> None:
                                   "the file may be truncated: export it again")
 
 
-def _load(model: Any) -> tuple[Any, str, str | None]:
-    """(a copy of the ModelProto, a name for messages, the file path or None)."""
+def _load(model: Any, ops: bool = True) -> tuple[Any, str, str | None]:
+    """(a copy of the ModelProto, a name for messages, the file path or None); ``ops``:
+    refuse control flow (:func:`load_model_proto`)."""
     import onnx
 
     if isinstance(model, onnx.ModelProto):
@@ -235,14 +262,14 @@ def _load(model: Any) -> tuple[Any, str, str | None]:
         proto.CopyFrom(model)
         source = model.graph.name or "<model>"
         _load_external(proto, Path.cwd().resolve(), source)
-        _check(proto, source)
+        _check(proto, source, ops)
         return proto, source, None
     if isinstance(model, (bytes, bytearray)):
         proto = _parse(bytes(model), "<bytes>")
         _load_external(proto, Path.cwd().resolve(), "<bytes>")
-        _check(proto, "<bytes>")
+        _check(proto, "<bytes>", ops)
         return proto, "<bytes>", None
-    return load_model_proto(model), str(model), str(Path(model).resolve())
+    return load_model_proto(model, ops), str(model), str(Path(model).resolve())
 
 
 def _node_name(node: Any, i: int) -> str:
@@ -250,10 +277,11 @@ def _node_name(node: Any, i: int) -> str:
 
 
 # ------------------------------------------------------------------ input shapes
-def _dims(vi: Any) -> list[int | str | None]:
+def _dims(vi: Any) -> list[int | str | None] | None:
+    """An input's declared dimensions; ``[]`` for a scalar, None when no shape is declared."""
     tt = vi.type.tensor_type
     if not tt.HasField("shape"):
-        return []
+        return None
     return [d.dim_value if d.HasField("dim_value") else (d.dim_param or None)
             for d in tt.shape.dim]
 
@@ -284,10 +312,10 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
         if vi.name in given:
             shape = given[vi.name]
             text = "x".join(map(str, shape))
-            if dims and len(dims) != len(shape):
+            if dims is not None and len(dims) != len(shape):
                 raise OnnxImportError(f"{source}: input {vi.name!r} has rank {len(dims)}, but "
                                       f"--input-shape gives {text}; give {len(dims)} dimensions")
-            for i, (d, g) in enumerate(zip(dims, shape, strict=False)):
+            for i, (d, g) in enumerate(zip(dims or (), shape, strict=False)):
                 if isinstance(d, int) and d > 0 and d != g:
                     raise OnnxImportError(
                         f"{source}: --input-shape {vi.name}={text} contradicts the model's "
@@ -298,7 +326,7 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
             for d in shape:
                 tshape.dim.add().dim_value = int(d)
             final[vi.name] = shape
-        elif not dims or any(not isinstance(d, int) or d <= 0 for d in dims):
+        elif dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
             if dims:
                 example = "x".join(str(d) if isinstance(d, int) and d > 0 else "N" for d in dims)
                 how = (f"--input-shape {vi.name}={example} with each N its size (in Python: "
@@ -307,7 +335,8 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
                 how = (f"--input-shape {vi.name}=D1xD2x... (its full shape; in Python: "
                        f"input_shapes={{'{vi.name}': (...)}})")
             raise OnnxImportError(
-                f"{source}: input {vi.name!r} has a dynamic or unknown shape ({_shown(dims)}); "
+                f"{source}: input {vi.name!r} has a dynamic or unknown shape "
+                f"({_shown(dims or ())}); "
                 f"fix it with {how}")
         else:
             final[vi.name] = tuple(int(d) for d in dims)
@@ -442,8 +471,9 @@ def with_input_shapes(model: Any, input_shapes: Mapping[str, Shape] | Sequence[S
     """The model (path, bytes or ModelProto; a path is read and checked) as a ModelProto
     with its dynamic inputs fixed to ``input_shapes``, checked as :func:`import_onnx` checks
     them (rank, static dimensions, every input static), without importing its layers: for
-    a model the IR cannot cost but a runtime can run. A given ModelProto is not changed."""
-    proto, source, _ = _load(model)  # a copy
+    a model the IR cannot cost but a runtime can run (control flow is not refused). A
+    given ModelProto is not changed."""
+    proto, source, _ = _load(model, ops=False)  # a copy
     init_names = {t.name for t in proto.graph.initializer}
     _fix_inputs(source, [vi for vi in proto.graph.input if vi.name not in init_names],
                 input_shapes)
@@ -507,7 +537,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     """
     info: dict[str, tuple[list, int]] = {}
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-        info[vi.name] = (_dims(vi), vi.type.tensor_type.elem_type)
+        if vi.name not in info or _dims(vi) is not None:  # a shapeless output keeps its
+            info[vi.name] = (_dims(vi), vi.type.tensor_type.elem_type)  # inferred shape
     consts = _constants(graph)
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
@@ -545,7 +576,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                 prov[out] = frozenset().union(*(prov.get(t, frozenset({t})) for t in ins))
             continue
         if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
-            raise UnsupportedOperator(node_name, node.op_type, source)
+            raise UnsupportedOperator(node_name, node.op_type, source, node.domain)
         layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
     return layers, n_const
 

@@ -176,14 +176,16 @@ def _model_for(args: argparse.Namespace):
 
     target = str(args.model)
     if target.endswith(".onnx") or (os.sep in target and not target.startswith("|")):
-        from costmodels.errors import UnsupportedOperator
+        from costmodels.errors import OnnxImportError
         from costmodels.onnx_import import import_onnx, parse_input_shapes, with_input_shapes
 
         shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
         try:
             net = import_onnx(target, input_shapes=shapes)
-        except UnsupportedOperator:  # the IR cannot cost it, but the runtime may run it,
-            return with_input_shapes(target, shapes), None  # at the shapes asked for
+        except OnnxImportError:  # the IR cannot cost it (an op, control flow, a shape it
+            # cannot infer), but the runtime may run it at the shapes asked for; a broken
+            # file or a bad --input-shape is refused by with_input_shapes all the same
+            return with_input_shapes(target, shapes), None
         return onnx_for(net), None
     from costmodels.cli import open_space
 

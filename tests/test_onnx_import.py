@@ -114,3 +114,55 @@ def test_parse_input_shapes_errors():
         parse_input_shapes(["1xAx2"])
     with pytest.raises(OnnxImportError, match="name every shape"):
         parse_input_shapes(["a=1x2", "1x2"])
+
+
+def test_a_static_scalar_input_is_not_dynamic():
+    """A rank-0 input (a temperature, a step) is fixed; only an input with no shape at all
+    is unknown."""
+    m = _model([helper.make_node("Mul", ["x", "t"], ["y"], name="scale")],
+               [_vi("x", [1, 4]), _vi("t", [])], [_vi("y", [1, 4])])
+    net = import_onnx(m)
+    assert tuple(net.meta["input_shapes"]["t"]) == () and net.layers[0].output_shape == (1, 4)
+    m = _model([helper.make_node("Mul", ["x", "t"], ["y"], name="scale")],
+               [_vi("x", [1, 4]), _vi("t", None)], [_vi("y", [1, 4])])
+    with pytest.raises(OnnxImportError, match="'t' has a dynamic or unknown shape"):
+        import_onnx(m)
+
+
+def test_runtime_ops_are_refused_with_what_they_are():
+    """An op of a runtime's domain names the domain; an op the model's opset does not
+    define (ORT's optimizer writes LayerNormalization into opset 13 models) says so, not
+    that a shape is unknown."""
+    m = _model([helper.make_node("FusedConv", ["x", "w"], ["y"], name="fc",
+                                 domain="com.microsoft")],
+               [_vi("x", [1, 2, 4, 4])], [_vi("y", None)], [_w("w", (2, 2, 1, 1))])
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(UnsupportedOperator, match="'FusedConv' of domain 'com.microsoft'"):
+        import_onnx(m)
+    m = _model([helper.make_node("LayerNormalization", ["x", "g"], ["y"], name="ln")],
+               [_vi("x", [1, 4])], [_vi("y", None)], [_w("g", (4,))], opset=13)
+    with pytest.raises(UnsupportedOperator, match="opset 13 .* does not define .*opset 17"):
+        import_onnx(m)
+    import_onnx(_model([helper.make_node("LayerNormalization", ["x", "g"], ["y"], name="ln")],
+                       [_vi("x", [1, 4])], [_vi("y", None)], [_w("g", (4,))], opset=17))
+
+
+def test_with_input_shapes_lets_a_runtime_run_control_flow(tmp_path):
+    """`measure` runs what the IR cannot cost: an If is refused by the importer only."""
+    from costmodels.onnx_import import with_input_shapes
+
+    branch = helper.make_graph([helper.make_node("Relu", ["x"], ["r"])], "b", [],
+                               [_vi("r", [1, 4])])
+    m = _model([helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0),
+                helper.make_node("Cast", ["s"], ["c"], to=TensorProto.BOOL),
+                helper.make_node("If", ["c"], ["y"], name="if", then_branch=branch,
+                                 else_branch=branch)],
+               [_vi("x", ["N", 4])], [_vi("y", [1, 4])])
+    path = tmp_path / "if.onnx"
+    onnx.save(m, path)
+    with pytest.raises(UnsupportedOperator, match="'If'"):
+        import_onnx(path, {"x": (1, 4)})
+    fixed = with_input_shapes(path, {"x": (1, 4)})
+    assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 4]
+    with pytest.raises(OnnxImportError, match="dynamic"):  # its inputs are still checked
+        with_input_shapes(path, None)
