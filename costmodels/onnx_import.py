@@ -609,8 +609,11 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
     elif op in ("MaxPool", "AveragePool", "LpPool"):
         kernel = tuple(a["kernel_shape"])
         stride = tuple(a.get("strides", (1,) * len(kernel)))
+        dilation = tuple(a.get("dilations", (1,) * len(kernel)))
         kw = dict(kernel=kernel, stride=stride,
-                  pads=_pads(a, in_shapes[0][2:], kernel, stride, (1,) * len(kernel)))
+                  pads=_pads(a, in_shapes[0][2:], kernel, stride, dilation))
+        if any(d != 1 for d in dilation):  # kept only where it changes the kernel
+            kw["dilation"] = dilation
     elif op == "Einsum":
         kw["equation"] = a["equation"].decode() if isinstance(a["equation"], bytes) else str(
             a["equation"])

@@ -397,3 +397,26 @@ def test_resize_modes_are_three_kernels_built_in_their_own_mode(tmp_path):
     assert len(set(keys.values())) == 3
     out = 4 * 16 * 16
     assert elem == {"nearest": out, "linear": 4 * out, "cubic": 16 * out}
+
+
+def test_dilated_max_pool_keeps_its_dilation_in_the_kernel(tmp_path):
+    """A dilated MaxPool is its own kernel, built dilated (not guessed as ceil_mode)."""
+    from onnx import TensorProto, helper
+
+    from costmodels.fusion import kernels, load_rules
+    from costmodels.onnx_import import import_onnx
+    from measure.lut.kernel_onnx import kernel_model
+    from measure.ort import build
+
+    g = helper.make_graph(
+        [helper.make_node("MaxPool", ["x"], ["y"], kernel_shape=[3, 3], dilations=[2, 2])],
+        "p", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)])
+    net = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    assert net.layers[0].output_shape == (1, 4, 12, 12) and net.layers[0].dilation == (2, 2)
+    (k,) = [k for k in kernels(net, load_rules("ort")) if k.layers]  # no layout reorders
+    model = kernel_model(k.key)
+    (node,) = [n for n in model.graph.node if n.op_type == "MaxPool"]
+    attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
+    assert attrs["dilations"] == [2, 2] and "ceil_mode" not in attrs
+    assert build(model).ok  # ONNX Runtime accepts the kernel as built

@@ -247,6 +247,8 @@ def _pool(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
         attrs["strides"] = list(key.stride)
     if key.pads:
         attrs["pads"] = list(key.pads)
+    if key.dilation:
+        attrs["dilations"] = list(key.dilation)
     if op == "AveragePool":
         attrs["count_include_pad"] = 0
     x = shapes[0] if shapes else ()
@@ -254,7 +256,9 @@ def _pool(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     if len(x) == 2 + nd and len(key.output_shape) == 2 + nd:
         s = key.stride or (1,) * nd
         p = key.pads or (0,) * (2 * nd)
-        floor = [(x[2 + i] + p[i] + p[nd + i] - key.kernel[i]) // s[i] + 1 for i in range(nd)]
+        d = key.dilation or (1,) * nd
+        floor = [(x[2 + i] + p[i] + p[nd + i] - d[i] * (key.kernel[i] - 1) - 1) // s[i] + 1
+                 for i in range(nd)]
         if list(key.output_shape[2:]) != floor:
             attrs["ceil_mode"] = 1
     return b.node(op, _acts(b, shapes), key.output_shape, attrs=attrs, ir=_ir(key))
