@@ -10,8 +10,8 @@ quantized forms, and LSTM/GRU/RNN: per time step and batch row, the gates' input
 recurrent products of every direction, ``numel(W) + numel(R)``;
 :data:`~costmodels.ops.MAC_OPS`); ``elem_ops`` are the other arithmetic operations, by
 convention: one per output element for element-wise and (de)quantize ops, kernel area
-per output element for pooling and for Resize (its interpolation taps, kept as its
-``kernel``: 1 nearest, 4 bilinear, 16 bicubic), one per input element for global pools
+per output element for pooling, LRN (its ``size``) and Resize (its interpolation taps,
+kept as its ``kernel``: 1 nearest, 4 bilinear, 16 bicubic), one per input element for global pools
 and reductions, 2 per element for BatchNormalization (scale and shift), 5 for the other normalisations
 (mean, variance, normalise, scale, shift), 3 for softmax (exp, sum, divide), 0 for
 data movement (:data:`~costmodels.ops.DATA_MOVEMENT_OPS`). Every ``bytes_*`` figure is
@@ -197,7 +197,7 @@ def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
         return numel(input_shapes[0])
     if op in MAC_OPS:
         return 0
-    if op in POOL_OPS or op in ("Resize", "Upsample"):  # window / interpolation taps
+    if op in POOL_OPS or op in ("Resize", "Upsample", "LRN"):  # window / taps
         return out_elems * numel(kernel)
     if op in GLOBAL_POOL_OPS:
         return numel(input_shapes[0]) if input_shapes else out_elems

@@ -617,6 +617,8 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
     elif op == "Einsum":
         kw["equation"] = a["equation"].decode() if isinstance(a["equation"], bytes) else str(
             a["equation"])
+    elif op == "LRN":  # its window, as pooling keeps one: the cost grows with it
+        kw["kernel"] = (int(a.get("size", 1)),)
     elif op in ("Resize", "Upsample") and in_shapes:
         kw["kernel"] = resize_taps(a.get("mode", b"nearest"), in_shapes[0], out_shape)
     return make_layer(node_name, op, acts, outs, in_shapes, out_shape,

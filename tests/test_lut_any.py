@@ -420,3 +420,67 @@ def test_dilated_max_pool_keeps_its_dilation_in_the_kernel(tmp_path):
     attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
     assert attrs["dilations"] == [2, 2] and "ceil_mode" not in attrs
     assert build(model).ok  # ONNX Runtime accepts the kernel as built
+
+
+def _one_node_model(node, inputs, inits=(), opset=17, domain_opsets=()):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph([node], "g", [helper.make_tensor_value_info(n, t, s)
+                                        for n, t, s in inputs],
+                          [helper.make_tensor_value_info(o, TensorProto.UNDEFINED, None)
+                           for o in node.output if o][:1], list(inits))
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", opset),
+                                               *domain_opsets])
+
+
+@pytest.mark.parametrize("case", ["matmul-weight-first", "einsum-weight-middle",
+                                  "einsum-weight-first", "dynamic-quantize",
+                                  "gather-elements", "lrn"])
+def test_kernels_the_probe_could_not_build_now_build_and_run(case):
+    """One-kernel models of exports a model probe met (each failed to build before): a
+    constant-first MatMul and Einsum (operands in the equation's order), DynamicQuantize-
+    Linear (three outputs), GatherElements (int64 indices), LRN (its size)."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from costmodels.fusion import kernels, load_rules
+    from costmodels.onnx_import import import_onnx
+    from measure.lut.kernel_onnx import kernel_model
+    from measure.ort import build
+
+    rng = np.random.default_rng(0)
+    f = TensorProto.FLOAT
+
+    def w(name, *shape):
+        return numpy_helper.from_array(rng.standard_normal(shape).astype(np.float32), name)
+
+    if case == "matmul-weight-first":
+        m = _one_node_model(helper.make_node("MatMul", ["w", "x"], ["y"]),
+                            [("x", f, [4, 32])], [w("w", 8, 4)])
+    elif case == "einsum-weight-middle":
+        m = _one_node_model(helper.make_node("Einsum", ["x", "w", "z"], ["y"],
+                                             equation="bi,oij,bj->bo"),
+                            [("x", f, [2, 32]), ("z", f, [2, 32])], [w("w", 8, 32, 32)])
+    elif case == "einsum-weight-first":
+        m = _one_node_model(helper.make_node("Einsum", ["w", "x"], ["y"],
+                                             equation="oc,bsc->bso"),
+                            [("x", f, [2, 5, 16])], [w("w", 8, 16)])
+    elif case == "dynamic-quantize":
+        m = _one_node_model(helper.make_node("DynamicQuantizeLinear", ["x"], ["q", "s", "z"]),
+                            [("x", f, [4, 16])])
+    elif case == "gather-elements":
+        idx = numpy_helper.from_array(rng.integers(0, 6, (2, 3)).astype(np.int64), "i")
+        m = _one_node_model(helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1),
+                            [("x", f, [2, 6])], [idx])
+    else:
+        m = _one_node_model(helper.make_node("LRN", ["x"], ["y"], size=3),
+                            [("x", f, [1, 8, 6, 6])])
+    net = import_onnx(m)
+    ks = [k for k in kernels(net, load_rules("ort")) if k.layers]
+    assert ks
+    for k in ks:
+        model = kernel_model(k.key)
+        built = build(model)
+        assert built.ok, (k.key.text, built.error)
+        if case == "lrn":
+            (node,) = [n for n in model.graph.node if n.op_type == "LRN"]
+            assert helper.get_attribute_value(node.attribute[0]) == 3

@@ -284,8 +284,32 @@ def _gemm(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     return b.node("Gemm", _acts(b, shapes) + _weights(b, key), key.output_shape, attrs=attrs)
 
 
+def _matmul_out(a: Shape, c: Shape) -> Shape | None:
+    """numpy.matmul's output shape of operands ``a`` and ``c``; None when they do not fit."""
+    if not a or not c:
+        return None
+    a2 = (1, *a) if len(a) == 1 else tuple(a)
+    c2 = (*c, 1) if len(c) == 1 else tuple(c)
+    if a2[-1] != c2[-2]:
+        return None
+    try:
+        out = (*np.broadcast_shapes(a2[:-2], c2[:-2]), a2[-2], c2[-1])
+    except ValueError:
+        return None
+    if len(a) == 1:
+        out = out[:-2] + out[-1:]
+    return out[:-1] if len(c) == 1 else tuple(out)
+
+
 def _matmul(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
-    return b.node("MatMul", _acts(b, shapes) + _weights(b, key), key.output_shape)
+    """Activations then constants, unless only the other order gives the output (a
+    constant-first ``W @ x``)."""
+    ins = _acts(b, shapes) + _weights(b, key)
+    operands = list(shapes) + list(key.weight_shapes)
+    if (len(operands) == 2 and _matmul_out(*operands) != tuple(key.output_shape)
+            and _matmul_out(*operands[::-1]) == tuple(key.output_shape)):
+        ins = ins[::-1]
+    return b.node("MatMul", ins, key.output_shape)
 
 
 # two-operand products tried, in order, when a key carries no equation
@@ -314,7 +338,28 @@ def _einsum(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
         raise KernelBuildError("Einsum without its equation: only a two-operand batched "
                                "matrix product can be rebuilt from shapes")
     ins = _acts(b, shapes) + _weights(b, key)
-    return b.node("Einsum", ins, key.output_shape, attrs={"equation": eq})
+    order = _einsum_order(eq, operands, key.output_shape)
+    return b.node("Einsum", [ins[i] for i in order], key.output_shape, attrs={"equation": eq})
+
+
+def _einsum_order(eq: str, operands: list[Shape], out: Shape) -> list[int]:
+    """The order of ``operands`` (activations, then constants, as the key lists them) that
+    the equation's terms take: the first permutation whose ranks and sizes agree (the
+    given order when none does; ONNX Runtime then says what is wrong)."""
+    from itertools import permutations
+
+    lhs, _, rhs = eq.replace(" ", "").partition("->")
+    terms = lhs.split(",")
+    if len(terms) != len(operands) or "..." in eq:
+        return list(range(len(operands)))
+    for order in permutations(range(len(operands))):
+        dims: dict[str, int] = {}
+        if all(len(terms[t]) == len(operands[i]) and all(
+                dims.setdefault(ch, d) == d for ch, d in zip(terms[t], operands[i], strict=True))
+               for t, i in enumerate(order)) and (not rhs or len(rhs) != len(out) or all(
+                dims.get(ch, d) == d for ch, d in zip(rhs, out, strict=True))):
+            return list(order)
+    return list(range(len(operands)))
 
 
 def _concat(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
@@ -630,6 +675,34 @@ def _scatter_nd(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
                                 operand(upd, "upd")], out)
 
 
+def _dynamic_quantize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """DynamicQuantizeLinear: float in, uint8 out, with its scale and zero point."""
+    return b.node("DynamicQuantizeLinear", _acts(b, shapes[:1], "float32"), key.output_shape,
+                  dtype="uint8", extra_outputs=[((), "float32"), ((), "uint8")])
+
+
+def _gather_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """GatherElements: data and int64 indices of the output's shape (random valid ones, along
+    the first axis where they differ from the data, else axis 0)."""
+    out = tuple(key.output_shape)
+    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    if len(pool) != 2:
+        raise KernelBuildError(f"GatherElements: needs data and indices (got {pool})")
+    (data, dact), (ind, iact) = pool if pool[1][0] == out else pool[::-1]
+    if ind != out or len(data) != len(out):
+        raise KernelBuildError(f"GatherElements: no operand of {pool} is indices of {out}")
+    axis = next((i for i, (d, o) in enumerate(zip(data, out, strict=True)) if d != o), 0)
+    idx = b.rng.integers(0, max(data[axis], 1), size=out).astype(np.int64)
+    x = b.input(data) if dact else b.weight(data, "data")
+    return b.node("GatherElements", [x, b.const(idx, "idx")], out, attrs={"axis": axis})
+
+
+def _lrn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """LRN over its window (the layer's kernel: the ``size`` attribute)."""
+    size = int(key.kernel[0]) if key.kernel else 5
+    return b.node("LRN", _acts(b, shapes[:1]), key.output_shape, attrs={"size": size})
+
+
 def _generic(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """Any other op: its activation inputs, then its constants, no attributes."""
     return b.node(key.ops[0], _acts(b, shapes) + _weights(b, key), key.output_shape)
@@ -648,7 +721,8 @@ ANCHORS: dict[str, AnchorFn] = {
     "Null": _null, "QuantizeLinear": _quantize, "DequantizeLinear": _dequantize,
     "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
     "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
-    "CumSum": _cumsum, "ScatterND": _scatter_nd,
+    "CumSum": _cumsum, "ScatterND": _scatter_nd, "DynamicQuantizeLinear": _dynamic_quantize,
+    "GatherElements": _gather_elements, "LRN": _lrn,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},
 }
