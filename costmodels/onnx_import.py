@@ -422,9 +422,16 @@ def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
             prov.update({t: frozenset({t}) for t in outs})
         elif outs and (all(t in folded for t in outs)
                        or all(t in prov for t in node.input if t)):
-            src = frozenset().union(*(prov.get(t, frozenset()) for t in node.input if t))
+            src = frozenset().union(*(prov.get(t, frozenset()) for t in _param_inputs(node)))
             prov.update({t: src for t in outs})
     return prov
+
+
+def _param_inputs(node: Any) -> list[str]:
+    """The inputs whose values a constant node's output carries as parameters: a
+    (de)quantizer's data, not its scale and zero point; every input of any other op."""
+    ins = [t for t in node.input if t]
+    return ins[:1] if node.op_type in ("DequantizeLinear", "QuantizeLinear") else ins
 
 
 _PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16/64, bfloat16
@@ -573,7 +580,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                 elem = _ITEMSIZE.get(_DTYPES.get(info.get(out, ([], 1))[1], ""), 4)
                 consts[out] = _Const(shape_of(out, node_name, node.op_type),
                                      consts[ins[0]].itemsize if keep else elem)
-                prov[out] = frozenset().union(*(prov.get(t, frozenset({t})) for t in ins))
+                prov[out] = frozenset().union(*(prov.get(t, frozenset({t}))
+                                                for t in _param_inputs(node)))
             continue
         if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
             raise UnsupportedOperator(node_name, node.op_type, source, node.domain)

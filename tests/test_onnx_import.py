@@ -166,3 +166,15 @@ def test_with_input_shapes_lets_a_runtime_run_control_flow(tmp_path):
     assert [d.dim_value for d in fixed.graph.input[0].type.tensor_type.shape.dim] == [1, 4]
     with pytest.raises(OnnxImportError, match="dynamic"):  # its inputs are still checked
         with_input_shapes(path, None)
+
+
+def test_quantizer_scales_and_zero_points_are_not_parameters():
+    """A QDQ conv with per-channel scales holds its int8 weight's elements, not its scales'."""
+    wq = numpy_helper.from_array(np.ones((8, 4, 3, 3), np.int8), "wq")
+    ws = numpy_helper.from_array(np.full(8, 0.1, np.float32), "ws")
+    wz = numpy_helper.from_array(np.zeros(8, np.int8), "wz")
+    m = _model([helper.make_node("DequantizeLinear", ["wq", "ws", "wz"], ["w"], axis=0),
+                helper.make_node("Conv", ["x", "w"], ["y"], name="conv", pads=[1, 1, 1, 1])],
+               [_vi("x", [1, 4, 8, 8])], [_vi("y", None)], [wq, ws, wz])
+    net = import_onnx(m)
+    assert net.params == 8 * 4 * 3 * 3 and net.layers[0].params == 8 * 4 * 3 * 3
