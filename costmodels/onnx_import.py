@@ -634,7 +634,14 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
                       out_dtype=out_dtype if out_dtype != dtype else None,
                       bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
                                         for t in wts),
-                      weight_params=[params_of(t) for t in wts], **kw)
+                      weight_params=[0 if _is_index(node, t) else params_of(t) for t in wts],
+                      **kw)
+
+
+def _is_index(node: Any, tensor: str) -> bool:
+    """Is ``tensor`` the indices operand of a gather (positions, not parameters)?"""
+    return (node.op_type in ("Gather", "GatherElements", "GatherND") and len(node.input) > 1
+            and node.input[1] == tensor and node.input[0] != tensor)
 
 
 #: interpolation taps per resized axis: nearest 1, (bi/tri)linear 2, (bi)cubic 4

@@ -178,3 +178,17 @@ def test_quantizer_scales_and_zero_points_are_not_parameters():
                [_vi("x", [1, 4, 8, 8])], [_vi("y", None)], [wq, ws, wz])
     net = import_onnx(m)
     assert net.params == 8 * 4 * 3 * 3 and net.layers[0].params == 8 * 4 * 3 * 3
+
+
+def test_gather_indices_are_not_parameters():
+    """int32 indices of a Gather (a TF-style export) are positions; an embedding table is
+    a parameter."""
+    idx = numpy_helper.from_array(np.array([0, 2, 1, 3], np.int32), "i")
+    m = _model([helper.make_node("Gather", ["x", "i"], ["y"], name="g", axis=1)],
+               [_vi("x", [1, 4, 8])], [_vi("y", None)], [idx])
+    assert import_onnx(m).params == 0
+    table = _w("t", (10, 8))
+    m = _model([helper.make_node("Gather", ["t", "ids"], ["y"], name="emb")],
+               [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
+               [_vi("y", None)], [table])
+    assert import_onnx(m).params == 80
