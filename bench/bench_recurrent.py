@@ -41,9 +41,9 @@ def model(op: str, seq: int, batch: int, hidden: int, inputs: int = 16, dirs: in
     return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
 
 
-def geo_of(pred, truth, ops, op) -> float:
-    """exp(mean |log(pred / truth)|) over the cases of ``op``."""
-    sel = np.asarray(ops) == op
+def factor_off(pred, truth, sel=None) -> float:
+    """exp(mean |log(pred / truth)|), over the cases ``sel`` (a boolean mask; default all)."""
+    sel = np.ones(len(truth), bool) if sel is None else np.asarray(sel)
     return math.exp(float(np.mean(np.abs(np.log(pred[sel] / truth[sel])))))
 
 
@@ -89,20 +89,18 @@ def section(quick: bool = False) -> str:
         print(f"[bench_recurrent] {rows[-1]}", file=sys.stderr, flush=True)
     t, a, b = (np.asarray(v) for v in (truth, steps, gemm))
 
-    def geo(p):
-        return math.exp(float(np.mean(np.abs(np.log(p / t)))))
-
     out = [f"### The roofline on recurrent layers ({len(rows)} LSTM/GRU/RNN graphs, "
            "bench/bench_recurrent.py; measured here with ONNX Runtime, one thread)", "",
            "| op | seq | batch | hidden | dirs | measured ms | steps (now) | one GEMM (before) |",
            "|---|---|---|---|---|---|---|---|", *rows, "",
            "| costing | geomean factor off | MAPE % | ±25% | Spearman |", "|---|---|---|---|---|"]
     for name, p in (("steps (now)", a), ("one GEMM (before)", b)):
-        out.append(f"| {name} | {geo(p):.2f} | {mape(t, p):.1f} | "
+        out.append(f"| {name} | {factor_off(p, t):.2f} | {mape(t, p):.1f} | "
                    f"{acc_within(t, p, 25) * 100:.0f}% | {spearman(t, p):.3f} |")
     ops_run = [c[0] for c in (QUICK if quick else CASES)]
     out += ["", "Per op (geomean factor off, steps / one GEMM): " + ", ".join(
-        f"{op} {geo_of(a, t, ops_run, op):.2f} / {geo_of(b, t, ops_run, op):.2f}"
+        f"{op} {factor_off(a, t, np.asarray(ops_run) == op):.2f} / "
+        f"{factor_off(b, t, np.asarray(ops_run) == op):.2f}"
         for op in GATES if op in ops_run) + ". The `recurrent` class is calibrated on "
         "LSTM steps only; an op whose implementation is slower per gate element than the "
         "LSTM's (ONNX Runtime's plain RNN here) is underestimated by that ratio."]

@@ -118,6 +118,20 @@ class Recurrence(NamedTuple):
     inputs: int     # features of x_t
     layout: int     # ONNX ``layout``: 0 seq-first [seq, batch, in], 1 batch-first
 
+    @property
+    def y_shape(self) -> Shape:
+        """The shape of output ``Y`` (every step's hidden state) in this layout."""
+        if self.layout == 0:
+            return (self.seq, self.dirs, self.batch, self.hidden)
+        return (self.batch, self.seq, self.dirs, self.hidden)
+
+    @property
+    def y_h_shape(self) -> Shape:
+        """The shape of output ``Y_h`` (the last hidden state) in this layout."""
+        if self.layout == 0:
+            return (self.dirs, self.batch, self.hidden)
+        return (self.batch, self.dirs, self.hidden)
+
 
 def recurrence(op: str, x: Shape, weight_shapes: Sequence[Shape],
                output_shape: Shape) -> Recurrence | None:
@@ -133,10 +147,9 @@ def recurrence(op: str, x: Shape, weight_shapes: Sequence[Shape],
         return None
     out = tuple(output_shape)
     for layout, (seq, batch) in ((0, (x[0], x[1])), (1, (x[1], x[0]))):
-        y = (seq, dirs, batch, hidden) if layout == 0 else (batch, seq, dirs, hidden)
-        y_h = (dirs, batch, hidden) if layout == 0 else (batch, dirs, hidden)
-        if out in (y, y_h):
-            return Recurrence(seq, batch, dirs, gates, hidden, x[2], layout)
+        geo = Recurrence(seq, batch, dirs, gates, hidden, x[2], layout)
+        if out in (geo.y_shape, geo.y_h_shape):
+            return geo
     return None
 
 

@@ -54,7 +54,7 @@ from typing import Any, NamedTuple
 
 from costmodels.errors import OnnxImportError, UnsupportedOperator
 from costmodels.network import Layer, Network, Shape, make_layer
-from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, SUPPORTED_OPS
+from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
 __all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes",
            "with_input_shapes"]
@@ -544,8 +544,9 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     """
     info: dict[str, tuple[list, int]] = {}
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
-        if vi.name not in info or _dims(vi) is not None:  # a shapeless output keeps its
-            info[vi.name] = (_dims(vi), vi.type.tensor_type.elem_type)  # inferred shape
+        dims = _dims(vi)
+        if vi.name not in info or dims is not None:  # a shapeless output keeps its shape
+            info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
@@ -644,16 +645,12 @@ def _is_index(node: Any, tensor: str) -> bool:
             and node.input[1] == tensor and node.input[0] != tensor)
 
 
-#: interpolation taps per resized axis: nearest 1, (bi/tri)linear 2, (bi)cubic 4
-RESIZE_TAPS = {"nearest": 1, "linear": 2, "bilinear": 2, "cubic": 4}
-
-
 def resize_taps(mode: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, ...]:
     """A Resize/Upsample's interpolation window, as its ``kernel``: the taps of ``mode`` on
     each axis whose size changes (``(2, 2)`` for a bilinear 2-D upsample, ``()`` when no
     axis changes). An unknown mode counts as nearest (ONNX Runtime refuses it when run)."""
-    text = mode.decode() if isinstance(mode, bytes) else str(mode)
-    taps = RESIZE_TAPS.get(text.lower(), 1)
+    text = (mode.decode() if isinstance(mode, bytes) else str(mode)).lower()
+    taps = RESIZE_TAPS.get("linear" if text == "bilinear" else text, 1)
     changed = sum(1 for i, o in zip(in_shape, out_shape, strict=False) if i != o)
     return (taps,) * changed if taps > 1 else ()
 

@@ -39,6 +39,9 @@ MATMUL_OPS = frozenset({"MatMul", "Einsum", "QLinearMatMul", "MatMulInteger"})
 # (LSTM 4, GRU 3, RNN 1); costed as the matrix products they are (class ``gemm``).
 RNN_OPS = frozenset({"LSTM", "GRU", "RNN"})
 RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
+# Resize/Upsample: interpolation taps per resized axis of each ONNX mode (kept as the
+# layer's kernel); Upsample before opset 10 also says "bilinear" for "linear"
+RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
 MAC_OPS = frozenset(CONV_OPS | MATMUL_OPS | RNN_OPS | {"Gemm"})
 
 VIEW_OPS = frozenset({"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})

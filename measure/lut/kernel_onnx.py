@@ -29,7 +29,7 @@ import numpy as np
 from costmodels.errors import CostModelError
 from costmodels.fusion import BINARY_OPS, FusionRules, KernelKey, kernels
 from costmodels.network import Network, Shape, make_layer, recurrence
-from costmodels.ops import RNN_GATES
+from costmodels.ops import RESIZE_TAPS, RNN_GATES
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
 NCHWC_ALIGN = 4  # ORT reorders a tensor to NCHWc only if its channels are a multiple of this
@@ -447,7 +447,7 @@ def _tile(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
 def _resize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """Resize to the output's sizes, in the mode its taps (the key's kernel) say."""
     taps = key.kernel[0] if key.kernel else 1
-    mode = {2: "linear", 4: "cubic"}.get(taps, "nearest")
+    mode = next((m for m, t in RESIZE_TAPS.items() if t == taps), "nearest")
     ins = [b.input(shapes[0]), "", "", b.ints(key.output_shape, "sizes")]
     return b.node("Resize", ins, key.output_shape, attrs={"mode": mode})
 
@@ -615,7 +615,6 @@ def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     if geo is None:
         raise KernelBuildError(f"{op}: output {out} is neither Y nor Y_h of input {x}")
     layout = geo.layout
-    y = (x[0], dirs, x[1], hidden) if layout == 0 else (x[0], x[1], dirs, hidden)
     ins = [b.input(x), b.weight(ws[0], "anchor"), b.weight(ws[1], "anchor")]
     rest = ws[2:]
     bias = bool(rest) and len(rest[0]) == 2 and rest[0][1] == 2 * gh
@@ -628,7 +627,7 @@ def _rnn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     attrs = {"hidden_size": int(hidden), "layout": layout,
              "direction": "bidirectional" if dirs == 2 else "forward"}
     name = b.node(op, ins, out, attrs=attrs)
-    if tuple(out) != y:  # the key's output is Y_h: the op's second output
+    if tuple(out) != geo.y_shape:  # the key's output is Y_h: the op's second output
         b.p.nodes[-1].outputs = ["", name]
     return name
 
