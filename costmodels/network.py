@@ -154,11 +154,15 @@ def recurrence(op: str, x: Shape, weight_shapes: Sequence[Shape],
 
 
 def einsum_macs(equation: str, operand_shapes: Sequence[Shape], output_shape: Shape) -> int:
-    """Multiplies of a naive Einsum: output elements x summed-out index sizes x (operands - 1).
+    """Multiplies of an Einsum evaluated pairwise, left to right (as ONNX Runtime does).
 
-    ``"bhqd,bhkd->bhqk"`` with q=k=49, d=32 gives ``numel(out) * 32``. A one-operand
-    equation (transpose, trace, sum) has no multiplies (0). Ellipsis dimensions are
-    counted through the output shape.
+    Two operands: output elements x summed-out index sizes (``"bhqd,bhkd->bhqk"`` with
+    q=k=49, d=32 gives ``numel(out) * 32``). More operands: each step multiplies the
+    running product into the next operand over the union of their indices, and keeps only
+    the indices a later operand or the output needs (``"bi,oij,bj->bo"``: O*I*J + O*J per
+    batch row, not 2*O*I*J). A one-operand equation (transpose, trace, sum) has no
+    multiplies (0). Ellipsis dimensions are counted through the output shape (with more
+    than two operands and an ellipsis: output elements x summed sizes x (operands - 1)).
     """
     lhs, _, rhs = equation.replace(" ", "").partition("->")
     terms = lhs.split(",")
@@ -175,6 +179,14 @@ def einsum_macs(equation: str, operand_shapes: Sequence[Shape], output_shape: Sh
             size[letter] = max(size.get(letter, 1), int(d))
     if not rhs and "->" not in equation:  # implicit output: letters used once, sorted
         rhs = "".join(sorted(c for c in size if lhs.count(c) == 1))
+    if len(terms) > 2 and "..." not in equation:
+        macs, live = 0, set(terms[0])
+        for i, term in enumerate(terms[1:], start=1):
+            step = live | set(term)
+            macs += numel([size[c] for c in step])
+            later = set(rhs).union(*terms[i + 1:])
+            live = step & later
+        return macs
     summed = numel([d for c, d in size.items() if c not in rhs])
     return numel(output_shape) * summed * (len(terms) - 1)
 

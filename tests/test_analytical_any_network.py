@@ -209,3 +209,29 @@ def test_cli_and_harness_refuse_totals_that_leave_out_mac_layers(tmp_path, capsy
     assert cli.main(["estimate", "roofline:x86_generic", "--space", f"models:{d}",
                      "-o", str(out)]) == 0
     capsys.readouterr()
+
+
+@pytest.mark.parametrize("equation,shapes,out", [
+    ("bi,oij,bj->bo", [(2, 32), (8, 32, 32), (2, 32)], (2, 8)),
+    ("ab,bc,cd->ad", [(3, 5), (5, 7), (7, 11)], (3, 11)),
+    ("bhqd,bhkd->bhqk", [(1, 2, 4, 8), (1, 2, 6, 8)], (1, 2, 4, 6)),
+])
+def test_einsum_macs_are_the_pairwise_left_to_right_products(equation, shapes, out):
+    from costmodels.network import einsum_macs
+
+    # Independent count: evaluate left to right with np.einsum, one pair at a time,
+    # keeping the letters a later operand or the output needs; a step's multiplies are
+    # the size of the broadcast product of the pair.
+    lhs, rhs = equation.split("->")
+    terms = lhs.split(",")
+    ops = [np.ones(s) for s in shapes]
+    cur, cur_t, expected = ops[0], terms[0], 0
+    for i in range(1, len(terms)):
+        later = set(rhs).union(*terms[i + 1:])
+        union = "".join(dict.fromkeys(cur_t + terms[i]))
+        expected += np.einsum(f"{cur_t},{terms[i]}->{union}", cur, ops[i]).size
+        keep = "".join(c for c in union if c in later)
+        cur, cur_t = np.einsum(f"{cur_t},{terms[i]}->{keep}", cur, ops[i]), keep
+    assert einsum_macs(equation, shapes, out) == expected
+    if len(terms) == 2:
+        assert expected == math.prod(out) * shapes[0][-1]
