@@ -116,6 +116,13 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from costmodels.cli import load_network
     from costmodels.registry import create
 
+    from costmodels.errors import InputError
+
+    kind = args.backend.partition(":")[0]
+    if kind not in ("roofline", "eyeriss", "fpga"):
+        raise InputError(f"--backend {args.backend}: `roofline layers` breaks down an "
+                         "analytical model (roofline[:SPEC], eyeriss[:SPEC] or fpga[:SPEC]); "
+                         f"for {kind!r} use `costmodels estimate {args.backend}`")
     net = load_network(args.model, args.dataset, args.batch, args.input_shape)
     model = create(args.backend)
     est = model.estimate(net)

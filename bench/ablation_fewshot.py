@@ -93,24 +93,6 @@ def _dce_mixture():
     return _patched(A, "fit_posterior", post)
 
 
-def _component(b, t, mu, sigma, iso, taus, noises):
-    """(log evidence, posterior mean) of ``t ~ b c``, ``c ~ N(mu, sigma + tau iso I)`` at the
-    best tau and noise of the grids (``t`` scaled to mean 1)."""
-    r = t - b @ mu
-    best = None
-    for tau in taus:
-        prior = sigma + tau * iso * np.eye(len(mu))
-        kp = b @ prior @ b.T
-        for noise in noises:
-            k = kp + noise * np.eye(len(t))
-            alpha = np.linalg.solve(k, r)
-            ll = (-0.5 * r @ alpha - np.log(np.diag(np.linalg.cholesky(k))).sum()
-                  - 0.5 * len(t) * np.log(2 * np.pi))
-            if best is None or ll > best[0]:
-                best = (ll, mu + prior @ b.T @ alpha)
-    return best
-
-
 def _source_mixture():
     """The additive prior as a mixture: one Gaussian per source device, centred on its
     coefficients, covariance h x the sources' covariance (a kernel density estimate),
@@ -125,7 +107,8 @@ def _source_mixture():
         s = float(np.mean(y))
         best = None
         for h in MIXTURE_BANDWIDTHS:
-            fits = [_component(b, y / s, cc, h * sigma, h * iso, taus, noises) for cc in c]
+            fits = [A.gaussian_posterior(b, y / s, cc, h * sigma, h * iso, taus, noises)
+                    for cc in c]
             ll = np.array([f[0] for f in fits])
             total = float(np.logaddexp.reduce(ll))
             if best is None or total > best[0]:

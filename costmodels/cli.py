@@ -72,11 +72,42 @@ def nonneg_int(text: str) -> int:
     return v
 
 
-def check_output(path: str | Path, what: str = "output file") -> Path:
+# Existing files the running command reads (set by :func:`main` from its arguments): an
+# output path that is one of them is refused, so no input is ever overwritten.
+_INPUT_FILES: set[Path] = set()
+# Arguments that name what a command writes (or, for a store, resumes): never inputs.
+_OUTPUT_ARGS = frozenset({"output", "out", "db", "work_dir", "png"})
+
+
+def _input_files(args) -> set[Path]:
+    """Existing files named by the parsed arguments (a ``models:DIR`` folder's ``.onnx``
+    files too), resolved; the output arguments are left out."""
+    found: set[Path] = set()
+    for key, value in vars(args).items():
+        if key in _OUTPUT_ARGS or key == "func":
+            continue
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if not isinstance(v, (str, Path)):
+                continue
+            for cand in {str(v), str(v).partition(":")[2]} - {""}:
+                try:
+                    p = Path(cand).expanduser()
+                    if p.is_file():
+                        found.add(p.resolve())
+                    elif p.is_dir():
+                        found.update(f.resolve() for f in p.glob("*.onnx") if f.is_file())
+                except (OSError, RuntimeError, ValueError):
+                    continue
+    return found
+
+
+def check_output(path: str | Path, what: str = "output file", text: bool = True) -> Path:
     """Fail before any work if ``path`` cannot be written (a file, not a directory).
 
     Creates nothing: checks that the file (if it exists) is a writable regular
-    file, and that its nearest existing parent is a writable directory.
+    file, not one of the command's inputs and (``text``: the command writes a text file)
+    not a binary file such as a model or a database, and that its nearest existing parent
+    is a writable directory.
     """
     import os
 
@@ -88,6 +119,19 @@ def check_output(path: str | Path, what: str = "output file") -> Path:
     if p.exists():
         if p.is_dir():
             raise InputError(f"{what} {path}: is a directory; give a file name")
+        if p.resolve() in _INPUT_FILES:
+            raise InputError(f"{what} {path}: is one of this command's inputs; give another "
+                             "file name (nothing was written)")
+        if text:
+            try:
+                with p.open("rb") as fh:
+                    head = fh.read(1 << 16)
+            except OSError:
+                head = b""
+            if b"\0" in head:
+                raise InputError(f"{what} {path}: exists and is a binary file (a model or a "
+                                 "database?), not a text file this command writes; give "
+                                 "another file name (nothing was written)")
         if not os.access(p, os.W_OK):
             raise InputError(f"{what} {path}: not writable (permission denied)")
         return p
@@ -271,9 +315,29 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
     path = Path(target)
     if target.lower().endswith(".onnx") or (path.exists() and not path.is_dir()
                                             and not target.isdigit()):
-        from costmodels.onnx_import import import_onnx, parse_input_shapes
+        from costmodels.errors import OnnxImportError
+        from costmodels.onnx_import import import_onnx, load_model_proto, parse_input_shapes
+        from costmodels.spaces.models import batch_only_shapes
 
-        return import_onnx(target, input_shapes=parse_input_shapes(input_shapes or []))
+        given = parse_input_shapes(input_shapes or [])
+        if given:
+            if batch != 1:
+                print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
+                      "input shapes, batch included", file=sys.stderr)
+            return import_onnx(target, input_shapes=given)
+        try:  # as a models:DIR folder does: a dynamic batch dimension takes --batch
+            net = import_onnx(target)
+        except OnnxImportError as first:
+            shapes = batch_only_shapes(load_model_proto(target), batch)
+            if shapes is None:
+                raise first from None
+            net = import_onnx(target, input_shapes=shapes)
+        first_shape = net.inputs[0][1] if net.inputs else ()
+        if batch != 1 and first_shape and first_shape[0] != batch:
+            print(f"warning: --batch {batch} ignored: {target} fixes its input "
+                  f"{net.inputs[0][0]!r} at {'x'.join(map(str, first_shape))}; give "
+                  "--input-shape to change it", file=sys.stderr)
+        return net
     shapes = None
     if input_shapes:
         from costmodels.onnx_import import parse_input_shapes
@@ -407,8 +471,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
           file=sys.stderr)
     if bad:
         first = next(e for e in errors if e)
-        print(f"warning: {bad} architecture(s) could not be estimated (their rows have an "
-              f"error column); first: {first}", file=sys.stderr)
+        what = ("error: no architecture could be estimated" if bad == len(archs) else
+                f"warning: {bad} architecture(s) could not be estimated")
+        print(f"{what} (their rows have an error column); first: {first}", file=sys.stderr)
     if missing:
         print(f"warning: {missing} kernel lookups were missing (best effort); those totals "
               "cover only the kernels the table has", file=sys.stderr)
@@ -510,6 +575,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     try:
+        _INPUT_FILES.clear()
+        _INPUT_FILES.update(_input_files(args))
         return int(args.func(args) or 0)
     except CostModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

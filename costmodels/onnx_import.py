@@ -232,12 +232,14 @@ def _first_opset(op: str) -> int | None:
 
 
 def _check_wiring(graph: Any, source: str) -> None:
-    """Every node input is produced earlier (what a truncated or cut file breaks).
+    """Every node input is produced earlier (what a truncated or cut file breaks), no
+    tensor is defined twice, and the graph has outputs.
 
     Deliberately not ``onnx.checker``: it refuses models ONNX Runtime runs (graph
     outputs without a declared shape, for instance).
     """
     known = {t.name for t in graph.initializer} | {vi.name for vi in graph.input} | {""}
+    writer = {vi.name: f"graph input {vi.name!r}" for vi in graph.input}
     for i, node in enumerate(graph.node):
         for t in node.input:
             if t not in known:
@@ -245,7 +247,17 @@ def _check_wiring(graph: Any, source: str) -> None:
                     f"{source}: node {_node_name(node, i)!r} ({node.op_type}) reads tensor "
                     f"{t!r}, which no earlier node, initializer or input produces; the file "
                     "may be truncated or its nodes out of order: export it again")
+        for t in node.output:
+            if t and t in writer:
+                raise OnnxImportError(
+                    f"{source}: node {_node_name(node, i)!r} ({node.op_type}) writes tensor "
+                    f"{t!r}, which {writer[t]} already defines; an ONNX graph defines each "
+                    "tensor once (ONNX Runtime refuses it): export it again")
+            writer[t] = f"node {_node_name(node, i)!r}"
         known.update(node.output)
+    if not graph.output:
+        raise OnnxImportError(f"{source}: the graph declares no outputs, so it computes "
+                              "nothing; export it again with its outputs")
     for vi in graph.output:
         if vi.name not in known:
             raise OnnxImportError(f"{source}: graph output {vi.name!r} is produced by no node; "

@@ -246,7 +246,7 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     out = check_output(args.output, "latency table (-o)")
     side = out.with_suffix(".fingerprint.json")
     check_output(side, "fingerprint sidecar")
-    check_output(args.db, "measurement store (--db)")
+    check_output(args.db, "measurement store (--db)", text=False)
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
     space, archs = selected_archs(args)  # --space / --archs / --sample read and checked
     if args.devices and not config.rpc_tracker:

@@ -292,7 +292,7 @@ class _Farm:
         return _build_in_worker, item.data, self.config.to_dict()
 
     def _built(self, fut: Future, item: _Item) -> _Item:
-        from measure.inputs import as_proto, input_specs, random_inputs
+        from measure.inputs import as_proto, index_bounds, input_specs, random_inputs
 
         try:
             item.lib, item.build_s, item.meta, err = fut.result()
@@ -304,7 +304,8 @@ class _Farm:
         if item.lib:
             try:
                 proto = as_proto(item.data)
-                item.inputs = list(random_inputs(input_specs(proto), self.config.seed).values())
+                item.inputs = list(random_inputs(input_specs(proto), self.config.seed,
+                                                  index_bounds(proto)).values())
             except Exception as exc:  # noqa: BLE001
                 item.meta["error"], item.lib = f"build failed: {error_text(exc)}", ""
         return item

@@ -46,7 +46,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     from measure.cli import config_from_args
     from measure.lut.build import build_space
 
-    check_output(args.db, "--db")
+    check_output(args.db, "--db", text=False)
     config = config_from_args(args)
     rules = load_rules(args.rules or config.runtime)
     if not args.archs and not args.sample:

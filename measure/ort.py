@@ -20,7 +20,7 @@ import numpy as np
 
 from measure.config import DEFAULT_CONFIG, BuildResult, MeasureConfig, MeasureResult
 from measure.fingerprint import fingerprint
-from measure.inputs import as_bytes, random_inputs
+from measure.inputs import as_bytes, as_proto, index_bounds, random_inputs
 from measure.timing import Sample, error_text, pinned, timed_runs
 
 RUNTIME = "ort"
@@ -53,17 +53,23 @@ def build(model, config: MeasureConfig = DEFAULT_CONFIG) -> BuildResult:
     except Exception as exc:  # noqa: BLE001 - a bad model is data, not a crash
         return BuildResult(error=f"build failed: {error_text(exc)}",
                            build_s=time.perf_counter() - t0)
+    try:
+        bounds = index_bounds(as_proto(data))
+    except Exception:  # noqa: BLE001 - no bounds: the default integer range
+        bounds = {}
     return BuildResult(artifact=sess, build_s=time.perf_counter() - t0,
-                       meta={"providers": sess.get_providers()})
+                       meta={"providers": sess.get_providers(), "index_bounds": bounds})
 
 
-def session_inputs(sess, seed: int) -> dict[str, np.ndarray]:
-    """Fixed random inputs matching the session's declared inputs."""
+def session_inputs(sess, seed: int, bounds: dict[str, int] | None = None
+                   ) -> dict[str, np.ndarray]:
+    """Fixed random inputs matching the session's declared inputs (integer inputs used as
+    indices below their ``bounds``, :func:`measure.inputs.index_bounds`)."""
     specs = []
     for arg in sess.get_inputs():
         shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in arg.shape)
         specs.append((arg.name, shape, _ort_dtype(arg.type)))
-    return random_inputs(specs, seed)
+    return random_inputs(specs, seed, bounds)
 
 
 def _ort_dtype(type_str: str) -> np.dtype:
@@ -81,7 +87,8 @@ def burst_timer(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
     are seen and replaced (``config.drop_preempted``). Raises if the model cannot run.
     """
     sess = built.artifact
-    feed = inputs if inputs is not None else session_inputs(sess, config.seed)
+    feed = inputs if inputs is not None else session_inputs(
+        sess, config.seed, (built.meta or {}).get("index_bounds"))
     outputs = [o.name for o in sess.get_outputs()]
     sess.run(outputs, feed)  # fail here, untimed, if the model cannot run
     drop = config.drop_preempted and config.threads == 1

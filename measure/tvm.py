@@ -37,7 +37,7 @@ import numpy as np
 
 from measure.config import DEFAULT_CONFIG, BuildResult, MeasureConfig, MeasureResult
 from measure.fingerprint import fingerprint, host_mcpu
-from measure.inputs import as_bytes, as_proto, input_specs, random_inputs
+from measure.inputs import as_bytes, as_proto, index_bounds, input_specs, random_inputs
 from measure.timing import Sample, error_text, pinned, with_retries
 
 RUNTIME = "tvm"
@@ -189,7 +189,8 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
         return MeasureResult.failure(built.error, RUNTIME, meta=base_meta)
     try:
         if inputs is None:
-            inputs = random_inputs(input_specs(as_proto(model)), config.seed)
+            inputs = random_inputs(input_specs(as_proto(model)), config.seed,
+                                           index_bounds(as_proto(model)))
         if config.rpc_tracker:
             from measure.rpc import run_remote
 

@@ -254,11 +254,21 @@ def make_fixtures(d: Path) -> None:
     (d / "random.onnx").write_bytes(hashlib.sha512(b"x").digest() * 64)
     (d / "empty.onnx").write_bytes(b"")
     (d / "text.onnx").write_text("this is not a model\n")
+    m = tiny_model()
+    dup = onnx.helper.make_node("Relu", [m.graph.node[0].input[0]], [m.graph.node[0].output[0]],
+                                name="twice")
+    m.graph.node.insert(1, dup)  # a second node defines the first one's output
+    onnx.save(m, d / "dup_output.onnx")
+    m = tiny_model()
+    del m.graph.output[:]
+    onnx.save(m, d / "no_outputs.onnx")
     (d / "dir.onnx").mkdir()
     (d / "models_ok").mkdir()
     shutil.copy(d / "tiny.onnx", d / "models_ok" / "a.onnx")
     (d / "models_link").mkdir()
     os.symlink("../tiny.onnx", d / "models_link" / "outside.onnx")   # leaves the folder
+    (d / "models_loop").mkdir()
+    os.symlink("loop.onnx", d / "models_loop" / "loop.onnx")   # a link to itself
     (d / "models_none").mkdir()
     (d / "models_none" / "readme.txt").write_text("no models here\n")
     # -- tables

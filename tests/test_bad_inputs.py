@@ -294,6 +294,16 @@ CASES: list[Case] = [
     # ------------------------------------------------------------------ outputs
     C("out-proc", "estimate flops --sample 1 -o /proc/h8_x.csv", "/proc/h8_x.csv"),
     C("out-is-dir", "estimate flops --sample 1 -o {d}/outdir", "outdir"),
+    C("model-defines-a-tensor-twice", "info {d}/dup_output.onnx", "dup_output.onnx", "twice"),
+    C("model-without-outputs", "info {d}/no_outputs.onnx", "no_outputs.onnx", "outputs"),
+    C("layers-of-a-proxy", "roofline layers 1462 --backend flops", "--backend", "flops"),
+    C("out-is-an-input-model", "estimate flops --space models:{d}/models_ok "
+      "-o {d}/models_ok/a.onnx", "a.onnx", "inputs"),
+    C("out-is-an-input-table", "fit gbdt --train {d}/good.csv -o {d}/good.csv", "good.csv"),
+    C("out-is-a-model-file", "estimate flops --sample 1 -o {d}/tiny.onnx", "tiny.onnx",
+      "binary"),
+    C("space-only-a-symlink-loop", "estimate flops --space models:{d}/models_loop "
+      "-o {d}/o.csv", "models_loop", "loop.onnx"),
     C("out-under-file", "estimate flops --sample 1 -o {d}/afile.txt/x.csv", "afile.txt"),
     C("out-export-proc", "export 1462 -o /proc/h8_x.onnx", "/proc/h8_x.onnx"),
     C("out-campaign-db-proc", f"measure-space {SAMPLE1} --db /proc/h8_nope/s.sqlite "

@@ -97,3 +97,74 @@ def test_help_shows_only_meaningful_defaults():
         assert not joined, (p.prog, joined)
     helps = " ".join(" ".join(p.format_help().split()) for p in parsers)
     assert "(default: fewshot)" in helps and "(default: 5)" in helps
+
+
+def _text_model(vocab: int = 10):
+    """An embedding of a dynamic-length id sequence ('ids': 1 x n) into 16 features."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    emb = numpy_helper.from_array(np.ones((vocab, 16), np.float32), "emb")
+    g = helper.make_graph([helper.make_node("Gather", ["emb", "ids"], ["y"])], "text",
+                          [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, "n"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [emb])
+    return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+
+def test_named_input_shape_fixes_only_the_models_of_a_folder_that_have_that_input(
+        tmp_path, capsys):
+    """A folder of a fixed-shape CNN and a dynamic-length text model: ``--input-shape
+    ids=1x20`` fixes the text model and leaves the CNN as it is (it used to refuse the CNN:
+    "names ['ids'], but the model's inputs are ['x']"); a name no model has is reported on
+    the model that needed a shape."""
+    import onnx
+
+    from measure.testing import tiny_model
+
+    d = tmp_path / "mix"
+    d.mkdir()
+    onnx.save(tiny_model(), d / "cnn.onnx")
+    onnx.save(_text_model(), d / "text.onnx")
+    out = tmp_path / "o.csv"
+    assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", "ids=1x20",
+                 "-o", str(out)]) == 0
+    rows = {r["arch_str"]: r for r in csv.DictReader(out.open())}
+    assert rows["cnn"].get("error", "") == "" and float(rows["cnn"]["latency_ms"]) > 0
+    assert rows["text"].get("error", "") == "" and rows["text"]["latency_ms"] != ""
+    capsys.readouterr()
+    main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", "idz=1x20",
+          "-o", str(out)])  # writes the CNN's row and the text model's error row
+    rows = {r["arch_str"]: r for r in csv.DictReader(out.open())}
+    assert rows["cnn"]["error"] == ""
+    assert "'idz'" in rows["text"]["error"] and "'ids'" in rows["text"]["error"]
+
+
+def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp_path, capsys):
+    """``--batch`` on one ONNX file does what it does in a ``models:DIR`` folder: a dynamic
+    leading dimension takes it; a fixed one keeps its size, and a warning says so (it used
+    to be ignored without a word)."""
+    import onnx
+
+    from measure.testing import tiny_model
+
+    static = tmp_path / "static.onnx"
+    onnx.save(tiny_model(), static)
+    m = tiny_model()
+    del m.graph.value_info[:]
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "N"
+    dyn = tmp_path / "dyn.onnx"
+    onnx.save(m, dyn)
+
+    def macs(path, *extra):
+        assert main(["info", str(path), "--json", *extra]) == 0
+        out = capsys.readouterr()
+        return json.loads(out.out)["macs"], out.err
+
+    one, err1 = macs(static)
+    four, err4 = macs(dyn, "--batch", "4")
+    assert four == 4 * one and "warning" not in err1 + err4
+    same, err = macs(static, "--batch", "4")
+    assert same == one and "--batch 4 ignored" in err and "'x'" in err

@@ -435,17 +435,19 @@ def _one_node_model(node, inputs, inits=(), opset=17, domain_opsets=()):
 
 @pytest.mark.parametrize("case", ["matmul-weight-first", "einsum-weight-middle",
                                   "einsum-weight-first", "dynamic-quantize",
-                                  "gather-elements", "lrn"])
+                                  "gather-elements", "lrn", "one-hot", "small-embedding"])
 def test_kernels_the_probe_could_not_build_now_build_and_run(case):
-    """One-kernel models of exports a model probe met (each failed to build before): a
-    constant-first MatMul and Einsum (operands in the equation's order), DynamicQuantize-
-    Linear (three outputs), GatherElements (int64 indices), LRN (its size)."""
+    """One-kernel models of exports a model probe met (each failed to build or to run
+    before): a constant-first MatMul and Einsum (operands in the equation's order),
+    DynamicQuantizeLinear (three outputs), GatherElements (int64 indices), LRN (its size),
+    OneHot (its depth and values inputs), an embedding table of 2 rows (BERT's token types:
+    the random indices must stay below 2)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from costmodels.fusion import kernels, load_rules
     from costmodels.onnx_import import import_onnx
     from measure.lut.kernel_onnx import kernel_model
-    from measure.ort import build
+    from measure.ort import build, burst_timer
 
     rng = np.random.default_rng(0)
     f = TensorProto.FLOAT
@@ -471,9 +473,22 @@ def test_kernels_the_probe_could_not_build_now_build_and_run(case):
         idx = numpy_helper.from_array(rng.integers(0, 6, (2, 3)).astype(np.int64), "i")
         m = _one_node_model(helper.make_node("GatherElements", ["x", "i"], ["y"], axis=1),
                             [("x", f, [2, 6])], [idx])
+    elif case == "one-hot":
+        m = _one_node_model(helper.make_node("OneHot", ["x", "depth", "vals"], ["y"], axis=-1),
+                            [("x", TensorProto.INT64, [1, 16])],
+                            [numpy_helper.from_array(np.array([16], np.int64), "depth"),
+                             numpy_helper.from_array(np.array([0, 1], np.float32), "vals")])
+    elif case == "small-embedding":
+        m = _one_node_model(helper.make_node("Gather", ["emb", "ids"], ["y"]),
+                            [("ids", TensorProto.INT64, [1, 24])], [w("emb", 2, 16)])
     else:
         m = _one_node_model(helper.make_node("LRN", ["x"], ["y"], size=3),
                             [("x", f, [1, 8, 6, 6])])
+    if case == "small-embedding":  # the whole model measures too
+        m.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", f, [1, 24, 16]))
+        whole = build(m)
+        assert whole.ok, whole.error
+        burst_timer(whole)
     net = import_onnx(m)
     ks = [k for k in kernels(net, load_rules("ort")) if k.layers]
     assert ks
@@ -481,6 +496,7 @@ def test_kernels_the_probe_could_not_build_now_build_and_run(case):
         model = kernel_model(k.key)
         built = build(model)
         assert built.ok, (k.key.text, built.error)
+        burst_timer(built)  # runs it once, untimed; raises if ORT cannot run it
         if case == "lrn":
             (node,) = [n for n in model.graph.node if n.op_type == "LRN"]
             assert helper.get_attribute_value(node.attribute[0]) == 3

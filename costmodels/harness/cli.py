@@ -57,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--max-cells", type=positive_int, metavar="N",
                    help="score a random N of the truth cells (for slow backends, e.g. measure:ort)")
     p.add_argument("--reference-only", action="append", default=[], metavar="BACKEND",
-                   help="shown but never recommended (a model of other hardware); repeatable")
+                   help="scored and shown but never recommended (a model of other hardware; "
+                        "need not be listed as a backend too); repeatable")
     p.add_argument("--curve", action="append", default=[], metavar="CURVE.csv",
                    help="few-shot curve CSV (k,seed,spearman,...) to plot; repeatable")
     p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
@@ -95,7 +96,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from costmodels.spaces import get_space
 
         get_space(f"models:{args.models}")
-    result, _, _ = run(args.truth, args.backends, args.output, dataset=args.dataset,
+    # A --reference-only backend is scored (shown, never recommended) even when it is not
+    # also listed as a backend.
+    backends = list(args.backends) + [b for b in args.reference_only if b not in args.backends]
+    result, _, _ = run(args.truth, backends, args.output, dataset=args.dataset,
                        space=space, batch=args.batch,
                        input_shapes=getattr(space, "input_shapes", None),
                        train_samples=args.train_samples, seed=args.seed, sources=args.source,
@@ -104,7 +108,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
                        curve_csvs=args.curve, models_dir=args.models,
                        models_truth=args.models_truth, fingerprint=args.fingerprint,
                        duplicates=args.duplicates)
-    return 0 if any(r.n_covered for r in result.results) else 1
+    if any(r.n_covered for r in result.results):
+        return 0
+    first = next((r.first_error for r in result.results if r.first_error), "")
+    print(f"error: no backend estimated any cell of {args.truth}"
+          + (f"; first error: {first}" if first else ""), file=sys.stderr)
+    return 1
 
 
 def cmd_gen_models(args: argparse.Namespace) -> int:

@@ -4,7 +4,9 @@ Every ``*.onnx`` file directly in DIR is one architecture; its ``arch_str`` is t
 file's stem and its ``arch_index`` its position in sorted order (so the index
 moves when files are added: tables are keyed by ``arch_str``, and an index read
 back from a table is refreshed rather than checked). ``--input-shape`` applies to
-every model of the folder (``1x3x224x224``, or ``name=1x3x224x224`` per input).
+every model of the folder (``1x3x224x224``); a named one (``name=1x3x224x224``) to
+the models that have an input of that name, the others are imported as they are (a
+folder of fixed-shape CNNs and one dynamic-length text model needs one flag).
 
 Nothing in the folder is executed: files are parsed as ONNX protobufs only, and
 only regular files inside DIR are taken (a symlink that leaves DIR is refused).
@@ -47,14 +49,18 @@ class ModelsSpace(SearchSpace):
         files = {}
         skipped = []
         for p in sorted(root.glob("*.onnx")):
-            real = p.resolve()
+            try:
+                real = p.resolve(strict=True)
+            except (OSError, RuntimeError):  # a dangling link or a symlink loop
+                skipped.append(p.name)
+                continue
             if real.parent != self.root or not real.is_file():
                 skipped.append(p.name)  # a link out of the folder, or not a regular file
                 continue
             files[p.stem] = real
         if not files:
-            why = (f"; skipped {len(skipped)} that are links out of the folder or not "
-                   f"regular files (first: {skipped[0]}): copy the models in"
+            why = (f"; skipped {len(skipped)} that are links out of the folder, broken links "
+                   f"or not regular files (first: {skipped[0]}): copy the models in"
                    if skipped else "")
             raise UnknownSpace(f"models:{folder}: no .onnx files in that folder{why}")
         self._files = files
@@ -128,13 +134,27 @@ class ModelsSpace(SearchSpace):
         from costmodels.onnx_import import import_onnx, load_model_proto
 
         path = str(self._files[name])
-        if self.input_shapes:
+        named = None
+        if self.input_shapes and isinstance(self.input_shapes, Mapping):
+            # In a folder, a named --input-shape fixes the models that have that input; the
+            # others are imported as they are (a mixed folder needs no per-model flags).
+            inputs = _graph_inputs(load_model_proto(path))
+            named = {k: v for k, v in self.input_shapes.items() if k in inputs}
+            if named:
+                return import_onnx(path, input_shapes=named), "--input-shape"
+        elif self.input_shapes:
             return import_onnx(path, input_shapes=self.input_shapes), "--input-shape"
         try:
             return import_onnx(path), "model"
         except OnnxImportError as first:
-            shapes = _batch_only_shapes(load_model_proto(path), batch)
+            proto = load_model_proto(path)
+            shapes = batch_only_shapes(proto, batch)
             if shapes is None:
+                if named is not None:  # names given, none of them this model's
+                    raise OnnxImportError(
+                        f"{first}; (--input-shape names {sorted(self.input_shapes)}, none of "
+                        f"them an input of this model, whose inputs are "
+                        f"{sorted(_graph_inputs(proto))})") from None
                 raise first from None
             return import_onnx(path, input_shapes=shapes), "--batch"
 
@@ -149,7 +169,13 @@ class ModelsSpace(SearchSpace):
         return {**super().describe(), "folder": str(self.root), "models": list(self._names)}
 
 
-def _batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
+def _graph_inputs(model: Any) -> set[str]:
+    """Names of the graph inputs that are not initializers."""
+    inits = {t.name for t in model.graph.initializer}
+    return {vi.name for vi in model.graph.input if vi.name not in inits}
+
+
+def batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
     """Input shapes with a dynamic leading dimension set to ``batch``, or None when any
     other dimension is dynamic too (then only ``--input-shape`` can say)."""
     inits = {t.name for t in model.graph.initializer}

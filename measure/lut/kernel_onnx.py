@@ -696,6 +696,17 @@ def _gather_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     return b.node("GatherElements", [x, b.const(idx, "idx")], out, attrs={"axis": axis})
 
 
+def _one_hot(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """OneHot: int64 indices, a constant depth (the output's new axis) and (off, on) values."""
+    x, out = tuple(shapes[0]) if shapes else (), tuple(key.output_shape)
+    for a in range(len(x) + 1):
+        if x[:a] + (out[a] if a < len(out) else -1,) + x[a:] == out:
+            depth = b.const(np.array([out[a]], dtype=np.int64), "depth")
+            vals = b.const(np.array([0, 1], dtype=_NP.get(b.out_dtype, np.float32)), "values")
+            return b.node("OneHot", [b.input(x, "int64"), depth, vals], out, attrs={"axis": a})
+    raise KernelBuildError(f"OneHot: no axis of indices {x} gives {out}")
+
+
 def _lrn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """LRN over its window (the layer's kernel: the ``size`` attribute)."""
     size = int(key.kernel[0]) if key.kernel else 5
@@ -721,7 +732,7 @@ ANCHORS: dict[str, AnchorFn] = {
     "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
     "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
     "CumSum": _cumsum, "ScatterND": _scatter_nd, "DynamicQuantizeLinear": _dynamic_quantize,
-    "GatherElements": _gather_elements, "LRN": _lrn,
+    "GatherElements": _gather_elements, "LRN": _lrn, "OneHot": _one_hot,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},
 }
