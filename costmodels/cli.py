@@ -315,25 +315,17 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
     path = Path(target)
     if target.lower().endswith(".onnx") or (path.exists() and not path.is_dir()
                                             and not target.isdigit()):
-        from costmodels.errors import OnnxImportError
-        from costmodels.onnx_import import import_onnx, load_model_proto, parse_input_shapes
-        from costmodels.spaces.models import batch_only_shapes
+        from costmodels.onnx_import import parse_input_shapes
+        from costmodels.spaces.models import import_model_file
 
         given = parse_input_shapes(input_shapes or [])
-        if given:
-            if batch != 1:
-                print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
-                      "input shapes, batch included", file=sys.stderr)
-            return import_onnx(target, input_shapes=given)
-        try:  # as a models:DIR folder does: a dynamic batch dimension takes --batch
-            net = import_onnx(target)
-        except OnnxImportError as first:
-            shapes = batch_only_shapes(load_model_proto(target), batch)
-            if shapes is None:
-                raise first from None
-            net = import_onnx(target, input_shapes=shapes)
+        if given and batch != 1:
+            print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
+                  "input shapes, batch included", file=sys.stderr)
+        # as in a models:DIR folder: without --input-shape a dynamic batch takes --batch
+        net, how = import_model_file(target, batch, given)
         first_shape = net.inputs[0][1] if net.inputs else ()
-        if batch != 1 and first_shape and first_shape[0] != batch:
+        if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "
                   f"{net.inputs[0][0]!r} at {'x'.join(map(str, first_shape))}; give "
                   "--input-shape to change it", file=sys.stderr)

@@ -53,10 +53,12 @@ def build(model, config: MeasureConfig = DEFAULT_CONFIG) -> BuildResult:
     except Exception as exc:  # noqa: BLE001 - a bad model is data, not a crash
         return BuildResult(error=f"build failed: {error_text(exc)}",
                            build_s=time.perf_counter() - t0)
-    try:
-        bounds = index_bounds(as_proto(data))
-    except Exception:  # noqa: BLE001 - no bounds: the default integer range
-        bounds = {}
+    bounds: dict[str, int] = {}
+    if any("int" in arg.type for arg in sess.get_inputs()):  # only integer inputs index
+        try:
+            bounds = index_bounds(as_proto(data))
+        except Exception:  # noqa: BLE001 - no bounds: the default integer range
+            pass
     return BuildResult(artifact=sess, build_s=time.perf_counter() - t0,
                        meta={"providers": sess.get_providers(), "index_bounds": bounds})
 

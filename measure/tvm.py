@@ -189,8 +189,8 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
         return MeasureResult.failure(built.error, RUNTIME, meta=base_meta)
     try:
         if inputs is None:
-            inputs = random_inputs(input_specs(as_proto(model)), config.seed,
-                                           index_bounds(as_proto(model)))
+            proto = as_proto(model)
+            inputs = random_inputs(input_specs(proto), config.seed, index_bounds(proto))
         if config.rpc_tracker:
             from measure.rpc import run_remote
 

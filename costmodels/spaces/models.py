@@ -130,33 +130,8 @@ class ModelsSpace(SearchSpace):
         return self._cache[key]
 
     def _import(self, name: str, batch: int) -> tuple[Network, str]:
-        from costmodels.errors import OnnxImportError
-        from costmodels.onnx_import import import_onnx, load_model_proto
-
-        path = str(self._files[name])
-        named = None
-        if self.input_shapes and isinstance(self.input_shapes, Mapping):
-            # In a folder, a named --input-shape fixes the models that have that input; the
-            # others are imported as they are (a mixed folder needs no per-model flags).
-            inputs = _graph_inputs(load_model_proto(path))
-            named = {k: v for k, v in self.input_shapes.items() if k in inputs}
-            if named:
-                return import_onnx(path, input_shapes=named), "--input-shape"
-        elif self.input_shapes:
-            return import_onnx(path, input_shapes=self.input_shapes), "--input-shape"
-        try:
-            return import_onnx(path), "model"
-        except OnnxImportError as first:
-            proto = load_model_proto(path)
-            shapes = batch_only_shapes(proto, batch)
-            if shapes is None:
-                if named is not None:  # names given, none of them this model's
-                    raise OnnxImportError(
-                        f"{first}; (--input-shape names {sorted(self.input_shapes)}, none of "
-                        f"them an input of this model, whose inputs are "
-                        f"{sorted(_graph_inputs(proto))})") from None
-                raise first from None
-            return import_onnx(path, input_shapes=shapes), "--batch"
+        return import_model_file(str(self._files[name]), batch, self.input_shapes,
+                                 folder=True)
 
     def build_onnx(self, arch: str, dataset: str | None = None, batch: int = 1,
                    seed: int = 0) -> Any:
@@ -169,13 +144,53 @@ class ModelsSpace(SearchSpace):
         return {**super().describe(), "folder": str(self.root), "models": list(self._names)}
 
 
+def import_model_file(path: str, batch: int = 1,
+                      input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
+                      folder: bool = False) -> tuple[Network, str]:
+    """One ONNX file as a :class:`Network`, and where its input shapes came from
+    (``"--input-shape"``, ``"model"`` or ``"--batch"``).
+
+    ``input_shapes`` fix the inputs (a name the model lacks is an error, unless ``folder``:
+    then only the named inputs the model has are fixed, and a model with none of them is
+    imported as if none were given). Without them the model's own shapes are used, and a
+    dynamic *batch* dimension alone takes ``batch``.
+    """
+    from costmodels.errors import OnnxImportError
+    from costmodels.onnx_import import import_onnx, load_model_proto
+
+    proto = named = None
+    if input_shapes and folder and isinstance(input_shapes, Mapping):
+        # In a folder, a named --input-shape fixes the models that have that input; the
+        # others are imported as they are (a mixed folder needs no per-model flags).
+        proto = load_model_proto(path)
+        inputs = _graph_inputs(proto)
+        named = {k: v for k, v in input_shapes.items() if k in inputs}
+        if named:
+            return import_onnx(path, input_shapes=named), "--input-shape"
+    elif input_shapes:
+        return import_onnx(path, input_shapes=input_shapes), "--input-shape"
+    try:
+        return import_onnx(path), "model"
+    except OnnxImportError as first:
+        proto = proto if proto is not None else load_model_proto(path)
+        shapes = _batch_only_shapes(proto, batch)
+        if shapes is None:
+            if named is not None:  # names given, none of them this model's
+                raise OnnxImportError(
+                    f"{first}; (--input-shape names {sorted(input_shapes)}, none of "
+                    f"them an input of this model, whose inputs are "
+                    f"{sorted(_graph_inputs(proto))})") from None
+            raise first from None
+        return import_onnx(path, input_shapes=shapes), "--batch"
+
+
 def _graph_inputs(model: Any) -> set[str]:
     """Names of the graph inputs that are not initializers."""
     inits = {t.name for t in model.graph.initializer}
     return {vi.name for vi in model.graph.input if vi.name not in inits}
 
 
-def batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
+def _batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
     """Input shapes with a dynamic leading dimension set to ``batch``, or None when any
     other dimension is dynamic too (then only ``--input-shape`` can say)."""
     inits = {t.name for t in model.graph.initializer}
