@@ -139,6 +139,28 @@ def test_named_input_shape_fixes_only_the_models_of_a_folder_that_have_that_inpu
     assert "'idz'" in rows["text"]["error"] and "'ids'" in rows["text"]["error"]
 
 
+def test_named_input_shape_no_model_of_a_folder_has_is_warned_about(tmp_path, capsys):
+    """A typo in a named ``--input-shape`` over a folder of static models used to be
+    ignored without a word; once every model is imported, a warning names it (once)."""
+    import onnx
+
+    from measure.testing import tiny_model
+
+    d = tmp_path / "static"
+    d.mkdir()
+    onnx.save(tiny_model(), d / "a.onnx")
+    onnx.save(tiny_model(), d / "b.onnx")
+    out = tmp_path / "o.csv"
+    capsys.readouterr()
+    assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", "inptu=1x3x8x8",
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert err.count("warning: --input-shape inptu: no model") == 1, err
+    assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape",
+                 "x=1x3x16x16", "-o", str(out)]) == 0  # the models' own input and shape
+    assert "warning: --input-shape" not in capsys.readouterr().err
+
+
 def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp_path, capsys):
     """``--batch`` on one ONNX file does what it does in a ``models:DIR`` folder: a dynamic
     leading dimension takes it; a fixed one keeps its size, and a warning says so (it used

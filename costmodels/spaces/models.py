@@ -6,7 +6,8 @@ moves when files are added: tables are keyed by ``arch_str``, and an index read
 back from a table is refreshed rather than checked). ``--input-shape`` applies to
 every model of the folder (``1x3x224x224``); a named one (``name=1x3x224x224``) to
 the models that have an input of that name, the others are imported as they are (a
-folder of fixed-shape CNNs and one dynamic-length text model needs one flag).
+folder of fixed-shape CNNs and one dynamic-length text model needs one flag); a name
+that no model of the folder has gets a ``warning:`` line once all are imported.
 
 Nothing in the folder is executed: files are parsed as ONNX protobufs only, and
 only regular files inside DIR are taken (a symlink that leaves DIR is refused).
@@ -15,6 +16,7 @@ only regular files inside DIR are taken (a symlink that leaves DIR is refused).
 from __future__ import annotations
 
 import dataclasses
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -68,6 +70,9 @@ class ModelsSpace(SearchSpace):
         self._pos = {n: i for i, n in enumerate(self._names)}
         self.size = len(self._names)
         self._cache: dict[tuple[str, int], Network] = {}
+        self._imported: set[str] = set()
+        self._matched: set[str] = set()
+        self._warned = False
 
     # -- naming ------------------------------------------------------------
     def parse(self, text: str | int | Sequence[int]) -> str:
@@ -130,8 +135,23 @@ class ModelsSpace(SearchSpace):
         return self._cache[key]
 
     def _import(self, name: str, batch: int) -> tuple[Network, str]:
-        return import_model_file(str(self._files[name]), batch, self.input_shapes,
-                                 folder=True)
+        net, how = import_model_file(str(self._files[name]), batch, self.input_shapes,
+                                     folder=True)
+        self._note_import(name, net)
+        return net, how
+
+    def _note_import(self, name: str, net: Network) -> None:
+        """Once every model is imported, warn about named ``--input-shape`` entries that no
+        model of the folder has (a typo would otherwise go unnoticed on static models)."""
+        if not isinstance(self.input_shapes, Mapping) or self._warned:
+            return
+        self._imported.add(name)
+        self._matched.update(n for n, _ in net.inputs if n in self.input_shapes)
+        unused = sorted(set(self.input_shapes) - self._matched)
+        if len(self._imported) == self.size and unused:
+            self._warned = True
+            print(f"warning: --input-shape {', '.join(unused)}: no model in {self.root} has "
+                  f"an input of that name; ignored", file=sys.stderr)
 
     def build_onnx(self, arch: str, dataset: str | None = None, batch: int = 1,
                    seed: int = 0) -> Any:
