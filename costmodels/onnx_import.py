@@ -48,6 +48,7 @@ import contextlib
 import io
 import math
 import os
+import re
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -360,10 +361,13 @@ def _shown(dims: Sequence[Any]) -> str:
 
 
 # ------------------------------------------------------------------ folding and inference
-def _fold(proto: Any) -> tuple[Any, str, int]:
+def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
     """Constant-fold with onnxslim; the original graph with folded nodes replaced.
 
-    Returns (model, how, number of nodes folded away). The model keeps every node of ``proto`` in its order except
+    Returns (model, how, number of nodes folded away, what failed to evaluate: (name, op,
+    message) per node ONNX Runtime refused, e.g. a position-table Gather whose indices run
+    past the table: :func:`_check_fold_failures`). ONNX Runtime's own log lines of those
+    failures are kept off the terminal (:func:`_native_stderr_to`). The model keeps every node of ``proto`` in its order except
     those whose outputs onnxslim turned into constants (those outputs become
     initializers of the same name): onnxslim's clean-up also drops nodes that reach
     no output, which the IR keeps (the fusion planner decides what a runtime prunes).
@@ -379,13 +383,15 @@ def _fold(proto: Any) -> tuple[Any, str, int]:
     work.CopyFrom(proto)
     skip = ["graph_fusion", "dead_node_elimination", "subexpression_elimination",
             "weight_tying"]
+    said = io.StringIO()
     try:
-        with contextlib.redirect_stdout(io.StringIO()):
+        with contextlib.redirect_stdout(said), _native_stderr_to(said):
             folded = onnxslim.slim(work, skip_optimizations=skip)
     except Exception as exc:  # a folder failure must not stop the import
-        return proto, f"not folded: onnxslim failed ({type(exc).__name__})", 0
+        return proto, f"not folded: onnxslim failed ({type(exc).__name__})", 0, []
+    failed = _fold_failures(said.getvalue())
     if folded is None:
-        return proto, "not folded: onnxslim returned nothing", 0
+        return proto, "not folded: onnxslim returned nothing", 0, failed
     made = {t.name: t for t in folded.graph.initializer}
     removed = _folded_nodes(proto.graph, made, {t for n in folded.graph.node for t in n.output})
     out = onnx.ModelProto()
@@ -399,7 +405,88 @@ def _fold(proto: Any) -> tuple[Any, str, int]:
     out.graph.initializer.extend(t for name, t in made.items()
                                  if name in needed and name not in have | produced)
     del out.graph.value_info[:]
-    return out, f"onnxslim {onnxslim.__version__} (constant folding)", len(removed)
+    return out, f"onnxslim {onnxslim.__version__} (constant folding)", len(removed), failed
+
+
+_ORT_NODE_FAILURE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: ([^\n\x1b]*)")
+
+
+def _fold_failures(log: str) -> list[tuple[str, str, str]]:
+    """(node name, op, message) for each node ONNX Runtime failed to run while folding, from
+    its log and onnxslim's (first occurrence of each node, in order)."""
+    out: dict[str, tuple[str, str, str]] = {}
+    for op, name, msg in _ORT_NODE_FAILURE.findall(log):
+        out.setdefault(name, (name, op, msg.strip()))
+    return list(out.values())
+
+
+def _live_nodes(graph: Any) -> set[int]:
+    """Positions of the nodes some graph output depends on."""
+    by_output = {t: i for i, n in enumerate(graph.node) for t in n.output if t}
+    live: set[int] = set()
+    todo = [vi.name for vi in graph.output]
+    seen: set[str] = set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t not in by_output:
+            continue
+        seen.add(t)
+        live.add(by_output[t])
+        todo.extend(x for x in graph.node[by_output[t]].input if x)
+    return live
+
+
+def _check_fold_failures(graph: Any, failed: Sequence[tuple[str, str, str]], source: str
+                         ) -> set[int]:
+    """Refuse a model whose constant part ONNX Runtime cannot run at these input shapes;
+    else the positions of the dead nodes (no output depends on them) to drop and fold again.
+
+    A node that fails on constant inputs fails the same way when the model runs (e.g. a
+    position-table Gather past the table's end: a sequence longer than the model allows).
+    Whether onnxslim then folds its neighbours depends on the order it tries partitions
+    in, which varies between processes, so without this check the same import succeeded
+    in one process and failed with "shape not known" in the next. A failing node no output
+    depends on is one a runtime drops: then the dead nodes are dropped and folding runs
+    again. A name not in the graph counts as live.
+    """
+    live = _live_nodes(graph)
+    live_names = {graph.node[i].name for i in live}
+    names = {n.name for n in graph.node}
+    for name, op, msg in failed:
+        if name in live_names or name not in names:
+            raise OnnxImportError(
+                f"{source}: node {name!r} ({op}) fails in ONNX Runtime at these input shapes, "
+                f"on constant inputs: {msg}; are the --input-shape sizes within what the model "
+                "allows (e.g. a sequence no longer than its position table)?")
+    return set(range(len(graph.node))) - live
+
+
+@contextlib.contextmanager
+def _native_stderr_to(sink: io.StringIO):
+    """Send what native code (ONNX Runtime's logger) writes to file descriptor 2 into
+    ``sink`` for the duration; a no-op where descriptor 2 cannot be redirected."""
+    import sys
+    import tempfile
+
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):
+        yield
+        return
+    with tempfile.TemporaryFile(mode="w+b") as tmp:
+        try:
+            os.dup2(tmp.fileno(), 2)
+            yield
+        finally:
+            try:
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                pass
+            os.dup2(saved, 2)
+            os.close(saved)
+            tmp.seek(0)
+            sink.write(tmp.read().decode("utf-8", "replace"))
 
 
 def _folded_nodes(graph: Any, made: Mapping[str, Any], survivors: set[str]) -> set[int]:
@@ -513,7 +600,15 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     init_names = {t.name for t in proto.graph.initializer}
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
-    folded, how, n_folded = _fold(proto)
+    folded, how, n_folded, fold_failed = _fold(proto)
+    if fold_failed:
+        dead = _check_fold_failures(proto.graph, fold_failed, source)
+        keep = [n for i, n in enumerate(proto.graph.node) if i not in dead]
+        del proto.graph.node[:]
+        proto.graph.node.extend(keep)
+        folded, how, n_folded, fold_failed = _fold(proto)
+        _check_fold_failures(proto.graph, fold_failed, source)
+        how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
     inferred = _infer(folded, source)

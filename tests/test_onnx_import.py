@@ -192,3 +192,40 @@ def test_gather_indices_are_not_parameters():
                [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 5])],
                [_vi("y", None)], [table])
     assert import_onnx(m).params == 80
+
+
+def test_a_sequence_longer_than_the_position_table_is_named_and_ort_stays_quiet(tmp_path, capfd):
+    """A BERT-style position lookup (Gather of the table at Range(0, len)) with --input-shape
+    longer than the table: folding fails inside ONNX Runtime, which used to print its own
+    coloured log lines; then the import succeeded or failed with "shape not known, fix
+    --input-shape" depending on the process's hash seed. Now nothing reaches the terminal
+    from ONNX Runtime and the import fails, naming the failing Gather."""
+    table = numpy_helper.from_array(np.ones((8, 4), np.float32), "pos_table")
+    words = numpy_helper.from_array(np.ones((10, 4), np.float32), "word_table")
+    consts = [numpy_helper.from_array(np.array(v, np.int64), n)
+              for n, v in (("zero", 0), ("one", 1), ("axis1", [1]))]
+    nodes = [helper.make_node("Shape", ["ids"], ["shp"]),
+             helper.make_node("Gather", ["shp", "one"], ["n"], axis=0),
+             helper.make_node("Range", ["zero", "n", "one"], ["positions"]),
+             helper.make_node("Gather", ["pos_table", "positions"], ["emb"], name="pos_gather"),
+             helper.make_node("Gather", ["word_table", "ids"], ["tok"]),
+             helper.make_node("Add", ["tok", "emb"], ["y"])]
+    g = helper.make_graph(nodes, "pos", [helper.make_tensor_value_info("ids", TensorProto.INT64,
+                                                                        [1, "n"])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                          [table, words, *consts])
+    path = tmp_path / "pos.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert len(import_onnx(path, input_shapes={"ids": (1, 6)}).layers) >= 1
+    capfd.readouterr()
+    with pytest.raises(OnnxImportError) as exc:
+        import_onnx(path, input_shapes={"ids": (1, 20)})
+    msg = str(exc.value)
+    assert "'pos_gather' (Gather)" in msg and "out of data bounds" in msg, msg
+    assert "onnxruntime" not in capfd.readouterr().err
+    # A failing node no output depends on is dropped by a runtime: not refused.
+    g.initializer.append(numpy_helper.from_array(np.ones((2, 4), np.float32), "short_table"))
+    g.node.append(helper.make_node("Gather", ["short_table", "positions"], ["unused"],
+                                   name="dead_gather"))
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    assert len(import_onnx(path, input_shapes={"ids": (1, 6)}).layers) >= 2
