@@ -539,7 +539,11 @@ _PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16
 def _source_params(graph: Any) -> dict[str, int]:
     """Parameters held by each original constant: its element count if it is a weight
     type (floating point or a quantized integer) with more than one element; 0 for
-    int64/bool shape data and for scalars (scales, epsilons, mask fill values)."""
+    int64/bool shape data, for scalars (scales, epsilons, mask fill values) and for a
+    ``Constant`` node of all ones or all zeros (what an exporter writes for an identity
+    affine, e.g. the InstanceNormalization inside torch's GroupNorm export; trained weights
+    are initializers, and an untrained initializer of ones still counts)."""
+    import numpy as np
     from onnx import numpy_helper
 
     out = {t.name: n if t.data_type in _PARAM_DTYPES and (n := math.prod(t.dims)) > 1 else 0
@@ -550,9 +554,13 @@ def _source_params(graph: Any) -> dict[str, int]:
                 if a.name == "value":
                     arr = numpy_helper.to_array(a.t)
                     n = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
+                    if n > 1 and (np.all(arr == 1) or not np.any(arr)):
+                        n = 0  # an exporter's identity scale or zero shift
                     out[node.output[0]] = n if n > 1 else 0
                 elif a.name == "value_floats":
-                    out[node.output[0]] = len(a.floats) if len(a.floats) > 1 else 0
+                    fl = list(a.floats)
+                    trivial = all(f == 1 for f in fl) or not any(fl)
+                    out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
     return out
 
 

@@ -229,3 +229,26 @@ def test_a_sequence_longer_than_the_position_table_is_named_and_ort_stays_quiet(
                                    name="dead_gather"))
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     assert len(import_onnx(path, input_shapes={"ids": (1, 6)}).layers) >= 2
+
+
+def test_identity_affine_constants_of_a_groupnorm_export_are_not_parameters():
+    """torch exports GroupNorm(G, C) as InstanceNormalization with Constant nodes of G ones
+    and G zeros, then Mul/Add by the real C-sized weight and bias (initializers). Those
+    Constant ones/zeros were counted as 2G parameters (1,168 against torch's 1,160 in a
+    probe); a Constant with real values, and an initializer of ones (an untrained
+    weight), still count."""
+    def const(name, arr):
+        return helper.make_node("Constant", [], [name], value=numpy_helper.from_array(arr, name))
+
+    nodes = [const("one", np.ones(4, np.float32)), const("zero", np.zeros(4, np.float32)),
+             const("shape", np.array([1, 4, -1], np.int64)),
+             helper.make_node("Reshape", ["x", "shape"], ["r"]),
+             helper.make_node("InstanceNormalization", ["r", "one", "zero"], ["n"]),
+             const("back", np.array([1, 8, 4, 4], np.int64)),
+             helper.make_node("Reshape", ["n", "back"], ["nb"]),
+             helper.make_node("Mul", ["nb", "gamma"], ["m"]),
+             const("beta", np.full((1, 8, 1, 1), 0.5, np.float32)),
+             helper.make_node("Add", ["m", "beta"], ["y"])]
+    m = _model(nodes, [_vi("x", [1, 8, 4, 4])], [_vi("y", [1, 8, 4, 4])],
+               [_w("gamma", [1, 8, 1, 1])])
+    assert import_onnx(m).params == 8 + 8  # gamma (ones, an initializer) and beta
