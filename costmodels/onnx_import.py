@@ -469,12 +469,18 @@ def _native_stderr_to(sink: io.StringIO):
     import tempfile
 
     try:
+        tmp = tempfile.TemporaryFile(mode="w+b")
+    except OSError:  # no writable temporary folder: leave the terminal as it is
+        yield
+        return
+    try:
         sys.stderr.flush()
         saved = os.dup(2)
     except (OSError, ValueError, AttributeError):
+        tmp.close()
         yield
         return
-    with tempfile.TemporaryFile(mode="w+b") as tmp:
+    with tmp:
         try:
             os.dup2(tmp.fileno(), 2)
             yield
