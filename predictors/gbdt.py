@@ -132,7 +132,9 @@ class GBDTModel(Predictor):
                                                rcond=None)[0]
             self.base_floor_ms_ = float(np.min(y)) / 2
             margin = self._blend(est)
-        return self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
+        self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
+        self._note_training(nets)
+        return self
 
     # ------------------------------------------------------------------ analytical prior
     def _prior_models(self) -> list:
@@ -194,6 +196,7 @@ class GBDTModel(Predictor):
         params["prior"] = list(self.prior)
         P.write_manifest(d, self.class_name(), params, libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         trained_on=getattr(self, "trained_on_", None),
                          device=self.device_, files=("model.json", "arrays.npz"))
         return d
 

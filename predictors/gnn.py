@@ -212,6 +212,7 @@ class GNNModel(Predictor):
                         break
             self.module_.eval()
         self._mark_fitted(n, P.data_hash(nets, y))
+        self._note_training(nets)
         return self
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:
@@ -247,6 +248,7 @@ class GNNModel(Predictor):
         P.write_manifest(d, CLASS, self.get_params(),
                          libraries=("torch", "safetensors", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         trained_on=getattr(self, "trained_on_", None),
                          device=self.device_, files=("model.safetensors",))
         return d
 

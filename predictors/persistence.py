@@ -10,7 +10,8 @@ A directory holds::
 ``manifest.json`` keys: ``manifest_version``, ``class`` (``predictors.gbdt.GBDTModel``,
 ...), ``params`` (the estimator's ``__init__`` keywords), ``feature_schema``
 (name, version, feature names), ``training_data_sha256``, ``n_train``,
-``device`` (target device name), ``libraries`` (distribution versions),
+``device`` (target device name), ``trained_on`` (the training networks' spaces,
+datasets, batch sizes and names; absent in older manifests), ``libraries`` (distribution versions),
 ``files`` (name -> SHA-256), ``state`` (small learned values, JSON) and
 ``manifest_sha256`` (SHA-256 of the canonical JSON of every other key).
 
@@ -93,8 +94,10 @@ def _canonical_sha256(doc: dict) -> str:
 
 def write_manifest(model_dir: str | Path, cls: str, params: dict, *, libraries: Sequence[str],
                    training_data_sha256: str, n_train: int, device: str,
-                   files: Sequence[str], state: dict | None = None) -> Path:
-    """Write ``manifest.json`` after the model ``files`` (names in ``model_dir``)."""
+                   files: Sequence[str], state: dict | None = None,
+                   trained_on: dict | None = None) -> Path:
+    """Write ``manifest.json`` after the model ``files`` (names in ``model_dir``);
+    ``trained_on``: :func:`predictors.base.training_domain` of the training networks."""
     d = Path(model_dir)
     doc: dict[str, Any] = {
         "manifest_version": MANIFEST_VERSION,
@@ -108,6 +111,8 @@ def write_manifest(model_dir: str | Path, cls: str, params: dict, *, libraries: 
         "files": {name: file_sha256(d / name) for name in sorted(files)},
         "state": state or {},
     }
+    if trained_on:
+        doc["trained_on"] = trained_on
     doc["manifest_sha256"] = _canonical_sha256(doc)
     path = d / MANIFEST
     tmp = d / (MANIFEST + ".tmp")
@@ -282,4 +287,8 @@ def finish_restore(model: Any, doc: dict) -> Any:
     """Mark a restored model fitted with the manifest's training facts."""
     model._mark_fitted(int(doc.get("n_train", 0)), str(doc.get("training_data_sha256", "")))
     model.device_ = str(doc.get("device", ""))
+    seen = doc.get("trained_on")
+    if isinstance(seen, dict) and all(isinstance(seen.get(k), list)
+                                      for k in ("spaces", "datasets", "batches")):
+        model.trained_on_ = seen  # older manifests lack it: no domain check then
     return model

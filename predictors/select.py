@@ -319,6 +319,7 @@ class FewShotModel(Predictor):
         self.batch_ = int(nets[0].meta.get("batch", 1))
         self.fit_arrays(idx, F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
+        self._note_training(nets)
         return self
 
     def fit_arrays(self, idx: np.ndarray, x: np.ndarray, y: np.ndarray) -> FewShotModel:
@@ -422,6 +423,7 @@ class FewShotModel(Predictor):
                  "source_names": self.source_names_, "rows": self.rows_.state()}
         P.write_manifest(d, CLASS, params, libraries=("numpy", "xgboost"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         trained_on=getattr(self, "trained_on_", None),
                          device=self.device_, files=("arrays.npz",), state=state)
         return d
 

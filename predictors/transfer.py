@@ -373,6 +373,7 @@ class TransferModel(Predictor):
         self.use_tables(tables, Rows.for_networks(nets, tables))
         self.fit_arrays(self.rows_.index(nets), F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
+        self._note_training(nets)
         return self
 
     def use_tables(self, tables: Sequence[LatencyTable], rows: Rows | None = None
@@ -488,6 +489,7 @@ class TransferModel(Predictor):
         files = ("arrays.npz", "model.json") if self.gbdt_ is not None else ("arrays.npz",)
         P.write_manifest(d, CLASS, self._params_json(), libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
+                         trained_on=getattr(self, "trained_on_", None),
                          device=self.device_, files=files, state=state)
         return d
 

@@ -144,3 +144,21 @@ def test_gnn_loader_refuses_a_gbdt_directory(saved_gbdt):
         create(f"gnn:{saved_gbdt}")
     with pytest.raises(ModelFileError, match="load it as gbdt:"):
         create(f"hybrid:{saved_gbdt}")
+
+
+def test_estimating_another_space_or_dataset_warns_once(tmp_path, data, capsys):
+    """A model saved with its training domain warns (one line, once) when asked about
+    networks of a dataset it was not fitted on, and stays quiet on its own domain."""
+    nets, y = data
+    make("gbdt", n_estimators=10).fit(nets[:60], y[:60]).save(tmp_path / "g")
+    manifest = json.loads((tmp_path / "g" / "manifest.json").read_text())
+    assert manifest["trained_on"]["datasets"] == ["cifar10"]
+    assert len(manifest["trained_on"]["archs"]) == 60
+    model = create(f"gbdt:{tmp_path / 'g'}")
+    model.estimate_many(nets[60:])
+    assert "warning" not in capsys.readouterr().err
+    other = [nb201.build_network(i, "cifar100") for i in nb201.SPACE.sample(3, seed=5)]
+    model.estimate_many(other)
+    model.estimate_many(other)
+    err = capsys.readouterr().err
+    assert err.count("warning:") == 1 and "dataset cifar100" in err and "cifar10" in err
