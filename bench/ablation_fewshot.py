@@ -178,7 +178,7 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
     ("additive", "prior chosen by marginal likelihood", ["additive"], _dce_mixture),
     ("additive", "mixture prior (one Gaussian per source)", ["additive"], _source_mixture),
     ("stack", "as shipped (default families)", None, nullcontext),
-    ("stack", "+ additive-dce family", ["mix", "mix-plain", "mix-raw", "additive",
+    ("stack", "+ additive-dce family", ["mix", "mix-plain", "mix-raw", "additive", "counts",
                                         "additive-dce"], _additive_dce_family),
     ("stack", "additive with the mixture prior", None, _source_mixture),
     ("mix-plain", "as shipped", ["mix-plain"], nullcontext),

@@ -29,6 +29,7 @@ import numpy as np
 
 from costmodels.spaces import nb201
 from predictors import features as F
+from predictors.linear import nnls_fit
 
 TAUS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 NOISES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
@@ -74,6 +75,29 @@ def count_basis() -> np.ndarray:
                 live.any(axis=1).astype(np.float64), np.ones(n)]
     out.setflags(write=False)
     return out
+
+
+@cache
+def op_count_basis() -> np.ndarray:
+    """(15,625, 5): per operation (``nb201.OPS[1:]``) the number of edges holding it, and
+    ones: the basis of a device that costs every layer on its own and runs them all.
+
+    Every edge of an NB201 cell has the same input and output shape, and the cell is
+    repeated over the stages, so such a device's latency is exactly ``overhead + sum over
+    operations of count * cost``: an accelerator model (HW-NAS-Bench's Eyeriss, our
+    ``eyeriss``, FLOPs and parameter counts are all exact sums in these five columns).
+    """
+    b = count_basis()
+    out = np.c_[b[:, 0:4], b[:, -1]]
+    out.setflags(write=False)
+    return out
+
+
+def fit_nonnegative(b_train: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """Coefficients (d,) in ms of ``y ~ b c`` with ``c >= 0`` (non-negative least squares on
+    latencies scaled to mean 1): every operation and the overhead cost time, never save it."""
+    s = float(np.mean(y))
+    return nnls_fit(b_train, y / s) * s
 
 
 def feature_basis(x: np.ndarray) -> np.ndarray:

@@ -21,6 +21,12 @@ Families (:data:`FAMILIES`):
     ``mix`` on the sources as measured;
 ``additive``
     additive per-operation model with a prior from the sources (:mod:`predictors.additive`);
+``counts``
+    the target's latency as a non-negative sum of per-operation costs and an overhead,
+    fitted on the k cells alone (:func:`predictors.additive.op_count_basis`: five numbers,
+    no sources). A device that costs each layer on its own (an accelerator, an analytical
+    model) is exactly that; the sources' GPUs, CPUs and phones are not, and their prior
+    pulls the other families away from it. NAS-Bench-201 only;
 ``gbdt-residual``
     GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
 ``gbdt``
@@ -29,7 +35,8 @@ Families (:data:`FAMILIES`):
     the layer-graph GNN (no sources; slow, only when asked for).
 
 Default families (:func:`default_families`): ``mix-plain`` alone below 8 cells;
-``mix``, ``mix-plain``, ``mix-raw``, ``additive`` from 8; plus ``gbdt-residual`` and
+``mix``, ``mix-plain``, ``mix-raw``, ``additive``, ``counts`` from 8 (``counts`` on
+NAS-Bench-201 only); plus ``gbdt-residual`` and
 ``gbdt`` from 100 (:data:`MIN_K_GBDT`; with them from 20 cells, k=20 scored mean
 Spearman 0.968 over the 13 reference devices, 20 seeds, without them 0.970, no device
 worse: the stack gives every family a share and trees on 20 cells are noise).
@@ -74,7 +81,10 @@ from predictors.rows import Rows
 from predictors.transfer import PRIORS
 
 CLASS = "predictors.select.FewShotModel"
-FAMILIES = ("mix", "mix-plain", "mix-dce", "mix-raw", "additive", "gbdt-residual", "gbdt", "gnn")
+FAMILIES = ("mix", "mix-plain", "mix-dce", "mix-raw", "additive", "counts", "gbdt-residual",
+            "gbdt", "gnn")
+# Families that read NAS-Bench-201's cell structure (refused by name on other spaces).
+NB201_ONLY = ("mix-dce", "counts")
 MIX_PRIOR_POWER = 2.0
 STRATEGIES = ("stack", "select", "average")
 # Up to this many cells the CV is leave-one-out, above it 5 folds.
@@ -101,8 +111,8 @@ def default_families(k: int) -> tuple[str, ...]:
     if k < MIN_K_RESIDUAL:
         return ("mix-plain",)
     if k < MIN_K_GBDT:
-        return ("mix", "mix-plain", "mix-raw", "additive")
-    return ("mix", "mix-plain", "mix-raw", "additive", "gbdt-residual", "gbdt")
+        return ("mix", "mix-plain", "mix-raw", "additive", "counts")
+    return ("mix", "mix-plain", "mix-raw", "additive", "counts", "gbdt-residual", "gbdt")
 
 
 class _Transfer:
@@ -132,6 +142,16 @@ class _Additive:
 
     def predict(self, idx, x):
         return np.maximum(self.basis[idx] @ self.c, self.floor)
+
+
+class _Counts:
+    def fit(self, idx, x, y):
+        self.c = A.fit_nonnegative(A.op_count_basis()[idx], y)
+        self.floor = 0.5 * float(np.min(y))
+        return self
+
+    def predict(self, idx, x):
+        return np.maximum(A.op_count_basis()[idx] @ self.c, self.floor)
 
 
 class _GBDT:
@@ -204,7 +224,7 @@ class FewShotModel(Predictor):
         fams = tuple(self.families) or default_families(k)
         if not self.families and not self.rows_.nb201:
             # off NB201 the sources are not smoothed: mix and mix-raw would be one family
-            fams = tuple(f for f in fams if f != "mix-raw")
+            fams = tuple(f for f in fams if f != "mix-raw" and f not in NB201_ONLY)
         bad = [f for f in fams if f not in FAMILIES]
         if bad:
             raise PredictorError(f"unknown family {bad[0]!r}; expected some of "
@@ -281,6 +301,8 @@ class FewShotModel(Predictor):
                                else A.feature_basis(self.rows_.features()))
                 self._coefs = A.source_coefs(self.source_lat_, self._basis)
             return _Additive(self._coefs, self._basis)
+        if family == "counts":
+            return _Counts()
         if family == "gbdt":
             return _GBDT(self.random_state)
         return _GNN(self.random_state, self._nets_of)
@@ -326,9 +348,10 @@ class FewShotModel(Predictor):
         """Fit from cell indices, feature rows and latencies (ms); sources already set."""
         k = len(y)
         fams = self._families(k)
-        if not self.rows_.nb201 and "mix-dce" in fams:
-            raise PredictorError("family mix-dce needs NAS-Bench-201 cells (it removes their "
-                                 "dead edges)")
+        odd = [f for f in fams if f in NB201_ONLY]
+        if not self.rows_.nb201 and odd:
+            raise PredictorError(f"family {odd[0]} needs NAS-Bench-201 cells (it reads their "
+                                 "edges)")
         self.priors_rms_ = None
         self.priors_used_ = self.priors == "builtin" and self._priors_win(y, idx)
         folds = _folds(k)

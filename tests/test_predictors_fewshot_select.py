@@ -40,6 +40,7 @@ def test_prior_power_concentrates_the_mix():
 def test_default_families_follow_k():
     assert default_families(5) == ("mix-plain",)
     assert "mix" in default_families(10) and "gbdt" not in default_families(10)
+    assert "counts" in default_families(10) and "counts" in default_families(100)
     assert "gbdt" not in default_families(20) and "gbdt" in default_families(100)
 
 
@@ -64,6 +65,36 @@ def test_dce_family_fits_a_dead_code_eliminating_target(devices):
         m.fit_arrays(cells[train], x[train], y[train])
         rho[fam] = metrics.spearman(y[test], m.predict_arrays(cells[test], x[test]))
     assert rho["mix-dce"] > 0.99 and rho["mix-dce"] > rho["mix-plain"]
+
+
+def test_counts_family_fits_a_device_that_costs_each_layer_on_its_own(devices):
+    """An accelerator-like target (overhead + a cost per operation, 1% noise) whose costs
+    are unlike every source's: the counts family gets the largest stack weight and the
+    stack ranks the other cells better with it than without it."""
+    lat, cells, x = devices
+    cost = np.array([0.02, 0.45, 1.0, 0.6])  # skip, conv 1x1, conv 3x3, pool
+    rng = np.random.default_rng(7)
+    y = (4.0 + A.op_count_basis()[cells, :4] @ cost) * np.exp(rng.normal(0, 0.01, len(cells)))
+    np.testing.assert_allclose(A.op_count_basis()[cells, :4].sum(axis=1)
+                               + (np.array([nb201.parse_arch(nb201.SPACE[i]) for i in cells])
+                                  == 0).sum(axis=1), 6)
+    train, test = np.arange(10), np.arange(10, len(cells))
+    rho = {}
+    for label, fams in (("with", default_families(10)),
+                        ("without", tuple(f for f in default_families(10) if f != "counts"))):
+        m = FewShotModel(families=fams, priors="none").use_matrix(lat, ["a", "b", "c"])
+        m.fit_arrays(cells[train], x[train], y[train])
+        rho[label] = metrics.spearman(y[test], m.predict_arrays(cells[test], x[test]))
+        if label == "with":
+            chosen = m.report_["chosen"]
+            assert max(chosen, key=chosen.get) == "counts", chosen
+    assert rho["with"] > rho["without"] + 0.05 and rho["with"] > 0.97, rho
+
+
+def test_counts_coefficients_are_non_negative():
+    b = A.op_count_basis()[:40]
+    y = b @ np.array([0.0, 0.5, 1.0, 0.2, 3.0]) - 0.3 * b[:, 0]  # skip "saves" time
+    assert (A.fit_nonnegative(b, y) >= 0).all()
 
 
 def test_transfer_prior_power_round_trips(tmp_path, devices):

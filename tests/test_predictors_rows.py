@@ -81,8 +81,11 @@ def test_fewshot_on_fbnet_uses_the_generic_additive_family(fbnet):
     est = make("fewshot", sources=srcs, families=("additive",), priors="none")
     pred = est.fit(nets[:10], y[:10]).predict(nets[10:])
     assert spearmanr(pred, y[10:])[0] > 0.95
-    with pytest.raises(PredictorError, match="mix-dce needs NAS-Bench-201"):
-        make("fewshot", sources=srcs, families=("mix-dce",)).fit(nets[:10], y[:10])
+    for fam in ("mix-dce", "counts"):
+        with pytest.raises(PredictorError, match=f"{fam} needs NAS-Bench-201"):
+            make("fewshot", sources=srcs, families=(fam,)).fit(nets[:10], y[:10])
+    default = make("fewshot", sources=srcs, priors="none").fit(nets[:10], y[:10])
+    assert "counts" not in default.report_["families"]
 
 
 def _conv_model(path, channels: int, layers: int) -> None:
