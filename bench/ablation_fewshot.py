@@ -136,6 +136,17 @@ def _additive_dce_family():
     return _patched(S.FewShotModel, "_candidate", cand)
 
 
+def _counts_all_edges():
+    """The counts family without its choice of basis: every edge counted."""
+    from predictors import additive as A
+
+    def fit(idx, y):
+        name = A.COUNT_BASES[0]
+        return name, A.fit_nonnegative(A.op_count_bases()[name][idx], y)
+
+    return _patched(A, "fit_counts", fit)
+
+
 def _relative_weights():
     from predictors import transfer as T
     from predictors.linear import nnls_fit
@@ -180,6 +191,9 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
     ("stack", "as shipped (default families)", None, nullcontext),
     ("stack", "+ additive-dce family", ["mix", "mix-plain", "mix-raw", "additive", "counts",
                                         "additive-dce"], _additive_dce_family),
+    ("stack", "without the counts family (the default before it)",
+     ["mix", "mix-plain", "mix-raw", "additive"], nullcontext),
+    ("stack", "counts on all edges only (no choice of basis)", None, _counts_all_edges),
     ("stack", "additive with the mixture prior", None, _source_mixture),
     ("mix-plain", "as shipped", ["mix-plain"], nullcontext),
     ("mix-plain", "relative-error weights", ["mix-plain"], _relative_weights),
@@ -189,7 +203,9 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
 # Variants also scored on DCE twins (:func:`_dce_twins`): a device type none of the sources is.
 TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gaussian per source)"),
               ("stack", "as shipped (default families)"),
-              ("stack", "additive with the mixture prior")}
+              ("stack", "additive with the mixture prior"),
+              ("stack", "without the counts family (the default before it)"),
+              ("stack", "counts on all edges only (no choice of basis)")}
 
 
 def _dce_twins(targets):

@@ -77,19 +77,28 @@ def count_basis() -> np.ndarray:
     return out
 
 
+# The bases of :func:`op_count_bases`: which edges of a cell a device runs.
+COUNT_BASES = ("all edges", "edges reaching the output")
+
+
 @cache
-def op_count_basis() -> np.ndarray:
-    """(15,625, 5): per operation (``nb201.OPS[1:]``) the number of edges holding it, and
-    ones: the basis of a device that costs every layer on its own and runs them all.
+def op_count_bases() -> dict[str, np.ndarray]:
+    """{name: (15,625, 5) basis} (:data:`COUNT_BASES`): per operation (``nb201.OPS[1:]``)
+    the number of edges holding it, and ones; counting every edge (a device that runs
+    them all) or only those whose destination reaches the output (a runtime that drops
+    dead code).
 
     Every edge of an NB201 cell has the same input and output shape, and the cell is
-    repeated over the stages, so such a device's latency is exactly ``overhead + sum over
-    operations of count * cost``: an accelerator model (HW-NAS-Bench's Eyeriss, our
-    ``eyeriss``, FLOPs and parameter counts are all exact sums in these five columns).
+    repeated over the stages, so a device that costs each layer on its own has a latency
+    that is exactly ``overhead + sum over operations of count * cost``: an accelerator
+    model (HW-NAS-Bench's Eyeriss, our ``eyeriss``, FLOPs and parameter counts are all
+    exact sums in the first basis).
     """
     b = count_basis()
-    out = np.c_[b[:, 0:4], b[:, -1]]
-    out.setflags(write=False)
+    out = {}
+    for name, cols in zip(COUNT_BASES, (slice(0, 4), slice(4, 8)), strict=True):
+        out[name] = np.c_[b[:, cols], b[:, -1]]
+        out[name].setflags(write=False)
     return out
 
 
@@ -98,6 +107,28 @@ def fit_nonnegative(b_train: np.ndarray, y: np.ndarray) -> np.ndarray:
     latencies scaled to mean 1): every operation and the overhead cost time, never save it."""
     s = float(np.mean(y))
     return nnls_fit(b_train, y / s) * s
+
+
+def fit_counts(idx: np.ndarray, y: np.ndarray) -> tuple[str, np.ndarray]:
+    """(name of the basis, its coefficients in ms) of the per-operation count model of the
+    k cells ``idx`` with latencies ``y``: :func:`fit_nonnegative` in the basis of
+    :func:`op_count_bases` with the lower leave-one-out squared log error on those k cells
+    (the first basis below 3 cells)."""
+    bases = op_count_bases()
+    if len(y) < 3:
+        name = COUNT_BASES[0]
+        return name, fit_nonnegative(bases[name][idx], y)
+    errs = []
+    for name in COUNT_BASES:
+        b = bases[name][idx]
+        err = 0.0
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            pred = max(float(b[i] @ fit_nonnegative(b[keep], y[keep])), 0.5 * float(y[keep].min()))
+            err += (np.log(pred) - np.log(y[i])) ** 2
+        errs.append(err)
+    name = COUNT_BASES[int(np.argmin(errs))]
+    return name, fit_nonnegative(bases[name][idx], y)
 
 
 def feature_basis(x: np.ndarray) -> np.ndarray:

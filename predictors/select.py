@@ -23,10 +23,13 @@ Families (:data:`FAMILIES`):
     additive per-operation model with a prior from the sources (:mod:`predictors.additive`);
 ``counts``
     the target's latency as a non-negative sum of per-operation costs and an overhead,
-    fitted on the k cells alone (:func:`predictors.additive.op_count_basis`: five numbers,
-    no sources). A device that costs each layer on its own (an accelerator, an analytical
-    model) is exactly that; the sources' GPUs, CPUs and phones are not, and their prior
-    pulls the other families away from it. NAS-Bench-201 only;
+    fitted on the k cells alone (five numbers, no sources), counting every edge or only
+    the edges that reach the output, whichever predicts the k cells better leave-one-out
+    (:func:`predictors.additive.fit_counts`; the choice is ``counts_basis`` in
+    :attr:`report_`). A device that costs each layer on its own (an accelerator, an
+    analytical model) is exactly that, and a runtime that drops dead edges is closer to
+    the second basis than to any source that runs them; the sources' prior pulls the other
+    families away from both. NAS-Bench-201 only;
 ``gbdt-residual``
     GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
 ``gbdt``
@@ -146,12 +149,12 @@ class _Additive:
 
 class _Counts:
     def fit(self, idx, x, y):
-        self.c = A.fit_nonnegative(A.op_count_basis()[idx], y)
+        self.basis, self.c = A.fit_counts(idx, y)
         self.floor = 0.5 * float(np.min(y))
         return self
 
     def predict(self, idx, x):
-        return np.maximum(A.op_count_basis()[idx] @ self.c, self.floor)
+        return np.maximum(A.op_count_bases()[self.basis][idx] @ self.c, self.floor)
 
 
 class _GBDT:
@@ -374,6 +377,9 @@ class FewShotModel(Predictor):
                         "cv_log_mse": {f: round(v, 6) for f, v in cv.items()},
                         "chosen": {f: round(float(w), 4) for (f, _), w in
                                    zip(self.candidates_, self.weights_, strict=True)}}
+        counts = [c for fam, c in self.candidates_ if fam == "counts"]
+        if counts:
+            self.report_["counts_basis"] = counts[0].basis
         if cv:
             stacked = oof @ self._weights(fams, oof, y, cv)
             self.report_["cv_log_mse_final"] = round(_log_mse(stacked, y), 6)

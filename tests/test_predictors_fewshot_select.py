@@ -74,8 +74,8 @@ def test_counts_family_fits_a_device_that_costs_each_layer_on_its_own(devices):
     lat, cells, x = devices
     cost = np.array([0.02, 0.45, 1.0, 0.6])  # skip, conv 1x1, conv 3x3, pool
     rng = np.random.default_rng(7)
-    y = (4.0 + A.op_count_basis()[cells, :4] @ cost) * np.exp(rng.normal(0, 0.01, len(cells)))
-    np.testing.assert_allclose(A.op_count_basis()[cells, :4].sum(axis=1)
+    y = (4.0 + A.op_count_bases()['all edges'][cells, :4] @ cost) * np.exp(rng.normal(0, 0.01, len(cells)))
+    np.testing.assert_allclose(A.op_count_bases()['all edges'][cells, :4].sum(axis=1)
                                + (np.array([nb201.parse_arch(nb201.SPACE[i]) for i in cells])
                                   == 0).sum(axis=1), 6)
     train, test = np.arange(10), np.arange(10, len(cells))
@@ -88,11 +88,29 @@ def test_counts_family_fits_a_device_that_costs_each_layer_on_its_own(devices):
         if label == "with":
             chosen = m.report_["chosen"]
             assert max(chosen, key=chosen.get) == "counts", chosen
+            assert m.report_["counts_basis"] == "all edges"
     assert rho["with"] > rho["without"] + 0.05 and rho["with"] > 0.97, rho
 
 
+def test_counts_family_finds_a_device_that_drops_dead_edges(devices):
+    """The same kind of device, but one that skips edges whose result never reaches the
+    output: the counts family picks the basis of those edges from the k cells alone."""
+    lat, cells, x = devices
+    cost = np.array([0.05, 0.3, 1.0, 0.4])
+    b = A.op_count_bases()["edges reaching the output"]
+    rng = np.random.default_rng(8)
+    y = (3.0 + b[cells, :4] @ cost) * np.exp(rng.normal(0, 0.01, len(cells)))
+    m = FewShotModel(families=("counts",), priors="none").use_matrix(lat, ["a", "b", "c"])
+    m.fit_arrays(cells[:10], x[:10], y[:10])
+    assert m.report_["counts_basis"] == "edges reaching the output"
+    assert metrics.spearman(y[10:], m.predict_arrays(cells[10:], x[10:])) > 0.97
+    name, _ = A.fit_counts(cells[:10], (3.0 + A.op_count_bases()["all edges"][cells[:10], :4]
+                                         @ cost))
+    assert name == "all edges"
+
+
 def test_counts_coefficients_are_non_negative():
-    b = A.op_count_basis()[:40]
+    b = A.op_count_bases()["all edges"][:40]
     y = b @ np.array([0.0, 0.5, 1.0, 0.2, 3.0]) - 0.3 * b[:, 0]  # skip "saves" time
     assert (A.fit_nonnegative(b, y) >= 0).all()
 
