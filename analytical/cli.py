@@ -114,9 +114,8 @@ def cmd_layers(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     from costmodels.cli import load_network
-    from costmodels.registry import create
-
     from costmodels.errors import InputError
+    from costmodels.registry import create
 
     kind = args.backend.partition(":")[0]
     if kind not in ("roofline", "eyeriss", "fpga"):

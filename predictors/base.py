@@ -138,7 +138,7 @@ class Predictor(BaseCostModel):
                                 for k in ("spaces", "datasets", "batches"))
             print(f"warning: this {self.name} model was fitted on {self.n_train_} networks "
                   f"({trained}); estimating networks of {'; '.join(odd)} is an "
-                  "extrapolation: expect larger errors, or fit it on this space",
+                  "extrapolation: expect larger errors, or fit a model on such networks",
                   file=sys.stderr)
 
     def _check_fitted(self) -> None:
