@@ -154,7 +154,7 @@ class Predictor(BaseCostModel):
         return self.estimate_many([net])[0]
 
     def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
-        self._check_domain(list(nets))
         pred = self.predict(list(nets))
+        self._check_domain(list(nets))  # after: a model that refuses such networks says so
         meta = {"backend": self.name, "device": getattr(self, "device_", "")}
         return [Estimate(float(p), meta=meta) for p in pred]

@@ -167,3 +167,21 @@ def test_additive_family_fits_a_target_unlike_its_sources():
     m.fit_arrays(cells[:30], x[:30], y_all[cells[:30]])
     rho = metrics.spearman(y_all[cells[30:]], m.predict_arrays(cells[30:], x[30:]))
     assert rho > 0.95  # 0.977 here; 0.89 with the former grid (tau <= 0.1)
+
+
+def test_a_model_that_refuses_other_networks_does_not_warn_first(devices, capsys):
+    """The domain warning is for models that extrapolate; a few-shot model refuses a network
+    of another dataset (its sources do not cover it), with its error and no warning."""
+    from costmodels.tables import LatencyTable
+    from predictors.base import PredictorError
+
+    lat, cells, _ = devices
+    tabs = [LatencyTable(cells, tuple(nb201.SPACE[i] for i in cells), lat[cells, j], None,
+                         f"nb201_{n}.csv") for j, n in enumerate("abc")]
+    nets = [nb201.build_network(int(i)) for i in cells[:10]]
+    est = FewShotModel(sources=tabs, priors="none").fit(nets, lat[cells[:10], 0])
+    est.estimate_many([nb201.build_network(int(i)) for i in cells[10:13]])
+    capsys.readouterr()
+    with pytest.raises(PredictorError, match="cifar100"):
+        est.estimate_many([nb201.build_network(int(cells[20]), "cifar100")])
+    assert "warning" not in capsys.readouterr().err
