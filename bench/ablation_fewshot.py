@@ -137,12 +137,27 @@ def _additive_dce_family():
 
 
 def _counts_all_edges():
-    """The counts family without its choice of basis: every edge counted."""
+    """The counts family on one basis: every edge counted."""
     from predictors import additive as A
 
-    def fit(idx, y):
+    def fit(idx, y, power=2.0):
         name = A.COUNT_BASES[0]
-        return name, A.fit_nonnegative(A.op_count_bases()[name][idx], y)
+        return {name: (1.0, A.fit_nonnegative(A.op_count_bases()[name][idx], y))}
+
+    return _patched(A, "fit_counts", fit)
+
+
+def _counts_hard_choice():
+    """The counts family on the one basis with the lower leave-one-out error (all of the
+    share to it) instead of shares by that error."""
+    from predictors import additive as A
+
+    orig = A.fit_counts
+
+    def fit(idx, y, power=2.0):
+        fits = orig(idx, y, power)
+        best = max(fits, key=lambda name: fits[name][0])
+        return {best: (1.0, fits[best][1])}
 
     return _patched(A, "fit_counts", fit)
 
@@ -194,6 +209,7 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
     ("stack", "without the counts family (the default before it)",
      ["mix", "mix-plain", "mix-raw", "additive"], nullcontext),
     ("stack", "counts on all edges only (no choice of basis)", None, _counts_all_edges),
+    ("stack", "counts on the basis with the lower LOO error only", None, _counts_hard_choice),
     ("stack", "additive with the mixture prior", None, _source_mixture),
     ("mix-plain", "as shipped", ["mix-plain"], nullcontext),
     ("mix-plain", "relative-error weights", ["mix-plain"], _relative_weights),
@@ -205,7 +221,8 @@ TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gauss
               ("stack", "as shipped (default families)"),
               ("stack", "additive with the mixture prior"),
               ("stack", "without the counts family (the default before it)"),
-              ("stack", "counts on all edges only (no choice of basis)")}
+              ("stack", "counts on all edges only (no choice of basis)"),
+              ("stack", "counts on the basis with the lower LOO error only")}
 
 
 def _dce_twins(targets):

@@ -109,26 +109,35 @@ def fit_nonnegative(b_train: np.ndarray, y: np.ndarray) -> np.ndarray:
     return nnls_fit(b_train, y / s) * s
 
 
-def fit_counts(idx: np.ndarray, y: np.ndarray) -> tuple[str, np.ndarray]:
-    """(name of the basis, its coefficients in ms) of the per-operation count model of the
-    k cells ``idx`` with latencies ``y``: :func:`fit_nonnegative` in the basis of
-    :func:`op_count_bases` with the lower leave-one-out squared log error on those k cells
-    (the first basis below 3 cells)."""
+def fit_counts(idx: np.ndarray, y: np.ndarray, power: float = 2.0
+               ) -> dict[str, tuple[float, np.ndarray]]:
+    """{basis name: (share, coefficients in ms)} of the per-operation count model of the k
+    cells ``idx`` with latencies ``y``: :func:`fit_nonnegative` in each basis of
+    :func:`op_count_bases`, the shares proportional to 1 / (its leave-one-out mean squared
+    log error on those k cells) ** ``power`` (the source mix's rule) and summing to 1;
+    equal shares below 3 cells. Predict with :func:`predict_counts`."""
     bases = op_count_bases()
+    coefs = {name: fit_nonnegative(bases[name][idx], y) for name in COUNT_BASES}
     if len(y) < 3:
-        name = COUNT_BASES[0]
-        return name, fit_nonnegative(bases[name][idx], y)
-    errs = []
-    for name in COUNT_BASES:
+        return {name: (1.0 / len(COUNT_BASES), c) for name, c in coefs.items()}
+    errs = np.empty(len(COUNT_BASES))
+    for j, name in enumerate(COUNT_BASES):
         b = bases[name][idx]
         err = 0.0
         for i in range(len(y)):
             keep = np.arange(len(y)) != i
             pred = max(float(b[i] @ fit_nonnegative(b[keep], y[keep])), 0.5 * float(y[keep].min()))
             err += (np.log(pred) - np.log(y[i])) ** 2
-        errs.append(err)
-    name = COUNT_BASES[int(np.argmin(errs))]
-    return name, fit_nonnegative(bases[name][idx], y)
+        errs[j] = err / len(y)
+    inv = (np.maximum(errs, 1e-12 * max(float(errs.max()), 1e-300)) / errs.min()) ** -power
+    share = inv / inv.sum()
+    return {name: (float(share[j]), coefs[name]) for j, name in enumerate(COUNT_BASES)}
+
+
+def predict_counts(fit: dict[str, tuple[float, np.ndarray]], idx: np.ndarray) -> np.ndarray:
+    """Latency (ms) of cells ``idx`` under :func:`fit_counts`'s shares of its bases."""
+    bases = op_count_bases()
+    return sum(w * (bases[name][idx] @ c) for name, (w, c) in fit.items())
 
 
 def feature_basis(x: np.ndarray) -> np.ndarray:

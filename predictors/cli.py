@@ -206,7 +206,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"chosen: {report['chosen']} (strategy {report['strategy']}, {report['cv']} "
               f"log-MSE {report['cv_log_mse']}; built-in priors "
               f"{'used' if report.get('priors_used') else 'not used'}"
-              + (f"; counts on {report['counts_basis']}" if report.get("counts_basis") else "")
+              + ("; counts on " + ", ".join(f"{b} {w:.2f}" for b, w in
+                                            report["counts_basis"].items())
+                 if isinstance(report.get("counts_basis"), dict) else "")
               + ")", file=sys.stderr)
     print(f"wrote {args.output}: {args.model} on {len(nets)} networks of {device} in "
           f"{fit_s:.1f} s (use it as {args.model}:{args.output})", file=sys.stderr)

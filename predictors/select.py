@@ -24,12 +24,12 @@ Families (:data:`FAMILIES`):
 ``counts``
     the target's latency as a non-negative sum of per-operation costs and an overhead,
     fitted on the k cells alone (five numbers, no sources), counting every edge or only
-    the edges that reach the output, whichever predicts the k cells better leave-one-out
-    (:func:`predictors.additive.fit_counts`; the choice is ``counts_basis`` in
-    :attr:`report_`). A device that costs each layer on its own (an accelerator, an
-    analytical model) is exactly that, and a runtime that drops dead edges is closer to
-    the second basis than to any source that runs them; the sources' prior pulls the other
-    families away from both. NAS-Bench-201 only;
+    the edges that reach the output, the two weighed by their leave-one-out error on the
+    k cells (:func:`predictors.additive.fit_counts`, the source mix's rule; the shares are
+    ``counts_basis`` in :attr:`report_`). A device that costs each layer on its own (an
+    accelerator, an analytical model) is exactly that, and a runtime that drops dead edges
+    is closer to the second count than to any source that runs them; the sources' prior
+    pulls the other families away from both. NAS-Bench-201 only;
 ``gbdt-residual``
     GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
 ``gbdt``
@@ -149,12 +149,15 @@ class _Additive:
 
 class _Counts:
     def fit(self, idx, x, y):
-        self.basis, self.c = A.fit_counts(idx, y)
+        self.fit_ = A.fit_counts(idx, y, MIX_PRIOR_POWER)
         self.floor = 0.5 * float(np.min(y))
         return self
 
     def predict(self, idx, x):
-        return np.maximum(A.op_count_bases()[self.basis][idx] @ self.c, self.floor)
+        return np.maximum(A.predict_counts(self.fit_, idx), self.floor)
+
+    def shares(self) -> dict[str, float]:
+        return {name: round(w, 4) for name, (w, _) in self.fit_.items()}
 
 
 class _GBDT:
@@ -379,7 +382,7 @@ class FewShotModel(Predictor):
                                    zip(self.candidates_, self.weights_, strict=True)}}
         counts = [c for fam, c in self.candidates_ if fam == "counts"]
         if counts:
-            self.report_["counts_basis"] = counts[0].basis
+            self.report_["counts_basis"] = counts[0].shares()
         if cv:
             stacked = oof @ self._weights(fams, oof, y, cv)
             self.report_["cv_log_mse_final"] = round(_log_mse(stacked, y), 6)

@@ -88,7 +88,7 @@ def test_counts_family_fits_a_device_that_costs_each_layer_on_its_own(devices):
         if label == "with":
             chosen = m.report_["chosen"]
             assert max(chosen, key=chosen.get) == "counts", chosen
-            assert m.report_["counts_basis"] == "all edges"
+            assert m.report_["counts_basis"]["all edges"] > 0.9, m.report_
     assert rho["with"] > rho["without"] + 0.05 and rho["with"] > 0.97, rho
 
 
@@ -102,11 +102,10 @@ def test_counts_family_finds_a_device_that_drops_dead_edges(devices):
     y = (3.0 + b[cells, :4] @ cost) * np.exp(rng.normal(0, 0.01, len(cells)))
     m = FewShotModel(families=("counts",), priors="none").use_matrix(lat, ["a", "b", "c"])
     m.fit_arrays(cells[:10], x[:10], y[:10])
-    assert m.report_["counts_basis"] == "edges reaching the output"
+    assert m.report_["counts_basis"]["edges reaching the output"] > 0.9, m.report_
     assert metrics.spearman(y[10:], m.predict_arrays(cells[10:], x[10:])) > 0.97
-    name, _ = A.fit_counts(cells[:10], (3.0 + A.op_count_bases()["all edges"][cells[:10], :4]
-                                         @ cost))
-    assert name == "all edges"
+    fit = A.fit_counts(cells[:10], 3.0 + A.op_count_bases()["all edges"][cells[:10], :4] @ cost)
+    assert fit["all edges"][0] > 0.99 and np.isclose(sum(w for w, _ in fit.values()), 1)
 
 
 def test_counts_coefficients_are_non_negative():
