@@ -129,7 +129,8 @@ def fit_counts(idx: np.ndarray, y: np.ndarray, power: float = 2.0
             pred = max(float(b[i] @ fit_nonnegative(b[keep], y[keep])), 0.5 * float(y[keep].min()))
             err += (np.log(pred) - np.log(y[i])) ** 2
         errs[j] = err / len(y)
-    inv = (np.maximum(errs, 1e-12 * max(float(errs.max()), 1e-300)) / errs.min()) ** -power
+    errs = np.maximum(errs, 1e-12 * max(float(errs.max()), 1e-300))  # a noise-free fit: 0
+    inv = (errs / errs.min()) ** -power
     share = inv / inv.sum()
     return {name: (float(share[j]), coefs[name]) for j, name in enumerate(COUNT_BASES)}
 
