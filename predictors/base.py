@@ -119,8 +119,9 @@ class Predictor(BaseCostModel):
 
     def _check_domain(self, nets: Sequence[Network]) -> None:
         """One ``warning:`` line (per loaded model) when ``nets`` come from a space, dataset
-        or batch size the model was not fitted on: the estimate is an extrapolation (a GBDT
-        fitted on one folder ranked FBNet at Spearman 0.15 without a word)."""
+        or batch size the model was not fitted on: the estimate is an extrapolation that
+        would otherwise pass without a word. Asked after a successful estimate, so a model
+        that refuses such networks (few-shot, transfer) gives only its error."""
         import sys
 
         seen = getattr(self, "trained_on_", None)
