@@ -29,7 +29,7 @@ import numpy as np
 
 from costmodels.spaces import nb201
 from predictors import features as F
-from predictors.linear import nnls_fit
+from predictors.linear import inverse_error_shares, nnls_fit
 
 TAUS = (1e-4, 1e-3, 1e-2, 1e-1, 1.0, 10.0, 100.0)
 NOISES = (1e-4, 1e-3, 1e-2, 3e-2, 1e-1)
@@ -129,9 +129,7 @@ def fit_counts(idx: np.ndarray, y: np.ndarray, power: float = 2.0
             pred = max(float(b[i] @ fit_nonnegative(b[keep], y[keep])), 0.5 * float(y[keep].min()))
             err += (np.log(pred) - np.log(y[i])) ** 2
         errs[j] = err / len(y)
-    errs = np.maximum(errs, 1e-12 * max(float(errs.max()), 1e-300))  # a noise-free fit: 0
-    inv = (errs / errs.min()) ** -power
-    share = inv / inv.sum()
+    share = inverse_error_shares(errs, power)  # a noise-free fit has error 0
     return {name: (float(share[j]), coefs[name]) for j, name in enumerate(COUNT_BASES)}
 
 

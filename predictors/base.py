@@ -8,6 +8,7 @@ its :meth:`Predictor.is_fitted` says so (also exposed as scikit-learn's
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -122,8 +123,6 @@ class Predictor(BaseCostModel):
         or batch size the model was not fitted on: the estimate is an extrapolation that
         would otherwise pass without a word. Asked after a successful estimate, so a model
         that refuses such networks (few-shot, transfer) gives only its error."""
-        import sys
-
         seen = getattr(self, "trained_on_", None)
         if not seen or getattr(self, "_domain_warned", False) or not nets:
             return

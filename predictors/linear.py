@@ -1,8 +1,9 @@
 """Small linear fits shared by the predictors (no predictor imports this module's users).
 
 :func:`ridge_loo` (ridge with the penalty chosen by exact leave-one-out error),
-:class:`Ridge` (its result, saved as arrays) and :func:`nnls_fit`
-(non-negative least squares).
+:class:`Ridge` (its result, saved as arrays), :func:`nnls_fit`
+(non-negative least squares) and :func:`inverse_error_shares` (weights of candidates by
+their validation error).
 """
 
 from __future__ import annotations
@@ -81,6 +82,16 @@ def nnls_fit(x: np.ndarray, y: np.ndarray) -> np.ndarray:
     w, _ = nnls(np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64),
                 maxiter=max(50 * x.shape[1], 100))
     return w
+
+
+def inverse_error_shares(err: np.ndarray, power: float) -> np.ndarray:
+    """Shares summing to 1, proportional to ``1 / err ** power`` (``err``: finite,
+    non-negative errors of the candidates); an error of 0 (an exact fit) is read as
+    1e-12 of the largest, so the shares stay finite."""
+    err = np.maximum(np.asarray(err, dtype=np.float64),
+                     1e-12 * max(float(np.max(err)), 1e-300))
+    inv = (err / float(np.min(err))) ** -float(power)
+    return inv / inv.sum()
 
 
 def loo_residuals(z: np.ndarray, y: np.ndarray) -> np.ndarray:

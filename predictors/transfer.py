@@ -56,7 +56,7 @@ from costmodels.tables import LatencyTable, read_table
 from predictors import features as F
 from predictors import persistence as P
 from predictors.base import Predictor, PredictorError, check_training_data
-from predictors.linear import Ridge, loo_residuals, nnls_fit, ridge_loo
+from predictors.linear import Ridge, inverse_error_shares, loo_residuals, nnls_fit, ridge_loo
 from predictors.rows import Rows
 
 CLASS = "predictors.transfer.TransferModel"
@@ -96,9 +96,7 @@ def source_prior(x: np.ndarray, y: np.ndarray, m: int, power: float = PRIOR_POWE
         err[j] = float(np.mean(loo_residuals(z, y) ** 2))
     if not np.all(np.isfinite(err)):
         return np.full(m, 1.0 / m)
-    rel = np.maximum(err, 1e-12 * max(float(np.max(err)), 1e-300)) / float(np.min(err))
-    inv = rel ** -float(power)
-    return inv / inv.sum()
+    return inverse_error_shares(err, power)
 
 
 def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float,

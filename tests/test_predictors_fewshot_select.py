@@ -198,3 +198,14 @@ def test_a_model_that_refuses_other_networks_does_not_warn_first(devices, capsys
     with pytest.raises(PredictorError, match="cifar100"):
         est.estimate_many([nb201.build_network(int(cells[20]), "cifar100")])
     assert "warning" not in capsys.readouterr().err
+
+
+def test_inverse_error_shares():
+    """Shares by 1/error**power (the source mix's prior and the counts bases): finite for an
+    exact fit, which takes (nearly) all of the share."""
+    from predictors.linear import inverse_error_shares
+
+    np.testing.assert_allclose(inverse_error_shares(np.array([1.0, 2.0]), 2.0), [0.8, 0.2])
+    np.testing.assert_allclose(inverse_error_shares(np.array([3.0, 3.0, 3.0]), 1.0), 1 / 3)
+    exact = inverse_error_shares(np.array([0.0, 0.5]), 2.0)
+    assert np.isfinite(exact).all() and exact[0] > 0.999 and np.isclose(exact.sum(), 1)
