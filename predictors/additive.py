@@ -77,28 +77,47 @@ def count_basis() -> np.ndarray:
     return out
 
 
-# The bases of :func:`op_count_bases`: which edges of a cell a device runs.
-COUNT_BASES = ("all edges", "edges reaching the output")
+# The bases of :func:`op_count_bases`: which layers of a cell a device costs.
+COUNT_BASES = ("all edges", "edges reaching the output", "every layer")
+
+
+@cache
+def sum_layer_counts() -> np.ndarray:
+    """(15,625, 2) per cell: its ``Add`` layers and its zero-filled nodes (rows: standard
+    index), as :func:`costmodels.spaces.nb201.build_network` builds the cell: a node with
+    n > 0 incoming non-``none`` edges sums them with n - 1 binary adds, a node with none is
+    a zero-fill (``Mul`` by 0)."""
+    ops = np.array([nb201.parse_arch(a) for a in nb201.SPACE])
+    incoming = np.stack([sum(ops[:, e] > 0 for e, (dst, _) in enumerate(nb201.EDGES)
+                             if dst == node) for node in (1, 2, 3)], axis=1)
+    out = np.c_[np.maximum(incoming - 1, 0).sum(axis=1), (incoming == 0).sum(axis=1)]
+    out = out.astype(np.float64)
+    out.setflags(write=False)
+    return out
 
 
 @cache
 def op_count_bases() -> dict[str, np.ndarray]:
-    """{name: (15,625, 5) basis} (:data:`COUNT_BASES`): per operation (``nb201.OPS[1:]``)
+    """{name: (15,625, d) basis} (:data:`COUNT_BASES`): per operation (``nb201.OPS[1:]``)
     the number of edges holding it, and ones; counting every edge (a device that runs
     them all) or only those whose destination reaches the output (a runtime that drops
-    dead code).
+    dead code); ``every layer`` adds the cell's ``Add`` layers and zero-filled nodes
+    (:func:`sum_layer_counts`) to the first: a device that also costs the node sums.
 
     Every edge of an NB201 cell has the same input and output shape, and the cell is
     repeated over the stages, so a device that costs each layer on its own has a latency
-    that is exactly ``overhead + sum over operations of count * cost``: an accelerator
+    that is exactly ``overhead + sum over layer kinds of count * cost``: an accelerator
     model (HW-NAS-Bench's Eyeriss, our ``eyeriss``, FLOPs and parameter counts are all
-    exact sums in the first basis).
+    exact sums in the first basis, our ``fpga``, whose vector unit runs the adds, in the
+    third).
     """
     b = count_basis()
-    out = {}
-    for name, cols in zip(COUNT_BASES, (slice(0, 4), slice(4, 8)), strict=True):
-        out[name] = np.c_[b[:, cols], b[:, -1]]
-        out[name].setflags(write=False)
+    out = {"all edges": np.c_[b[:, 0:4], b[:, -1]],
+           "edges reaching the output": np.c_[b[:, 4:8], b[:, -1]],
+           "every layer": np.c_[b[:, 0:4], sum_layer_counts(), b[:, -1]]}
+    for basis in out.values():
+        basis.setflags(write=False)
+    assert tuple(out) == COUNT_BASES
     return out
 
 
@@ -111,7 +130,7 @@ def fit_nonnegative(b_train: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def fit_counts(idx: np.ndarray, y: np.ndarray, power: float = 2.0
                ) -> dict[str, tuple[float, np.ndarray]]:
-    """{basis name: (share, coefficients in ms)} of the per-operation count model of the k
+    """{basis name: (share, coefficients in ms)} of the per-layer count model of the k
     cells ``idx`` with latencies ``y``: :func:`fit_nonnegative` in each basis of
     :func:`op_count_bases`, the shares proportional to 1 / (its leave-one-out mean squared
     log error on those k cells) ** ``power`` (the source mix's rule) and summing to 1;

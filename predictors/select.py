@@ -4,8 +4,9 @@
 device, scores each by cross-validation on those same k cells (leave-one-out
 up to 20 cells, else 5 folds; never any other cell of the target), and then
 ``stack``\\ s them (non-negative least squares on the out-of-fold predictions,
-weights shrunk half-way to equal shares, summing to 1), ``select``\\ s the
-best (lowest out-of-fold mean squared log error) or ``average``\\ s them.
+weights shrunk half-way to shares proportional to 1 / CV error, summing to 1),
+``select``\\ s the best (lowest out-of-fold mean squared log error) or
+``average``\\ s them.
 
 Families (:data:`FAMILIES`):
 
@@ -22,14 +23,16 @@ Families (:data:`FAMILIES`):
 ``additive``
     additive per-operation model with a prior from the sources (:mod:`predictors.additive`);
 ``counts``
-    the target's latency as a non-negative sum of per-operation costs and an overhead,
-    fitted on the k cells alone (five numbers, no sources), counting every edge or only
-    the edges that reach the output, the two weighed by their leave-one-out error on the
-    k cells (:func:`predictors.additive.fit_counts`, the source mix's rule; the shares are
-    ``counts_basis`` in :attr:`report_`). A device that costs each layer on its own (an
-    accelerator, an analytical model) is exactly that, and a runtime that drops dead edges
-    is closer to the second count than to any source that runs them; the sources' prior
-    pulls the other families away from both. NAS-Bench-201 only;
+    the target's latency as a non-negative sum of per-layer costs and an overhead,
+    fitted on the k cells alone (five to seven numbers, no sources), in three bases
+    (:data:`predictors.additive.COUNT_BASES`): every edge's operation, only the edges
+    that reach the output, or every layer of the cell (the edges' operations, the node
+    sums' ``Add`` layers and the zero-filled nodes), weighed by their leave-one-out error
+    on the k cells (:func:`predictors.additive.fit_counts`, the source mix's rule; the
+    shares are ``counts_basis`` in :attr:`report_`). A device that costs each layer on
+    its own (an accelerator, an analytical model) is exactly that, and a runtime that
+    drops dead edges is closer to the second count than to any source that runs them; the
+    sources' prior pulls the other families away from all three. NAS-Bench-201 only;
 ``gbdt-residual``
     GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
 ``gbdt``
@@ -79,7 +82,7 @@ from predictors import additive as A
 from predictors import features as F
 from predictors import persistence as P
 from predictors.base import Predictor, PredictorError, check_training_data
-from predictors.linear import nnls_fit
+from predictors.linear import inverse_error_shares, nnls_fit
 from predictors.rows import Rows
 from predictors.transfer import PRIORS
 
@@ -89,6 +92,12 @@ FAMILIES = ("mix", "mix-plain", "mix-dce", "mix-raw", "additive", "counts", "gbd
 # Families that read NAS-Bench-201's cell structure (refused by name on other spaces).
 NB201_ONLY = ("mix-dce", "counts")
 MIX_PRIOR_POWER = 2.0
+# The stack's NNLS weights are shrunk half-way to shares proportional to
+# 1 / CV-error ** STACK_PRIOR_POWER. Measured devices' families have CV errors within a
+# few times of each other (near-equal shares); a family that fits the k cells exactly
+# (a noise-free analytical target: HW-NAS-Bench's Eyeriss/FPGA figures, our own models)
+# gets nearly all of it instead of 1/5.
+STACK_PRIOR_POWER = 1.0
 STRATEGIES = ("stack", "select", "average")
 # Up to this many cells the CV is leave-one-out, above it 5 folds.
 SMALL_K = 20
@@ -400,7 +409,8 @@ class FewShotModel(Predictor):
             return w
         w = nnls_fit(oof, y)
         w = w / w.sum() if w.sum() > 0 else equal
-        return 0.5 * w + 0.5 * equal
+        return 0.5 * w + 0.5 * inverse_error_shares(np.array([cv[f] for f in fams]),
+                                                    STACK_PRIOR_POWER)
 
     # ------------------------------------------------------------------ predict
     def predict_arrays(self, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
