@@ -162,6 +162,20 @@ def _counts_hard_choice():
     return _patched(A, "fit_counts", fit)
 
 
+def _counts_two_bases():
+    """The counts family without its "every layer" basis (edges only, as before it)."""
+    from predictors import additive as A
+
+    return _patched(A, "COUNT_BASES", A.COUNT_BASES[:2])
+
+
+def _stack_to_equal_shares():
+    """The stack's NNLS weights shrunk half-way to equal shares (not to 1/CV-error)."""
+    from predictors import select as S
+
+    return _patched(S, "STACK_PRIOR_POWER", 0.0)
+
+
 def _relative_weights():
     from predictors import transfer as T
     from predictors.linear import nnls_fit
@@ -210,6 +224,8 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
      ["mix", "mix-plain", "mix-raw", "additive"], nullcontext),
     ("stack", "counts on all edges only (no choice of basis)", None, _counts_all_edges),
     ("stack", "counts on the basis with the lower LOO error only", None, _counts_hard_choice),
+    ("stack", "counts without the every-layer basis", None, _counts_two_bases),
+    ("stack", "weights shrunk to equal shares", None, _stack_to_equal_shares),
     ("stack", "additive with the mixture prior", None, _source_mixture),
     ("mix-plain", "as shipped", ["mix-plain"], nullcontext),
     ("mix-plain", "relative-error weights", ["mix-plain"], _relative_weights),
@@ -222,7 +238,8 @@ TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gauss
               ("stack", "additive with the mixture prior"),
               ("stack", "without the counts family (the default before it)"),
               ("stack", "counts on all edges only (no choice of basis)"),
-              ("stack", "counts on the basis with the lower LOO error only")}
+              ("stack", "counts on the basis with the lower LOO error only"),
+              ("stack", "weights shrunk to equal shares")}
 
 
 def _dce_twins(targets):
