@@ -239,6 +239,7 @@ TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gauss
               ("stack", "without the counts family (the default before it)"),
               ("stack", "counts on all edges only (no choice of basis)"),
               ("stack", "counts on the basis with the lower LOO error only"),
+              ("stack", "counts without the every-layer basis"),
               ("stack", "weights shrunk to equal shares")}
 
 
