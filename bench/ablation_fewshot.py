@@ -141,7 +141,7 @@ def _counts_all_edges():
     from predictors import additive as A
 
     def fit(idx, y, power=2.0):
-        name = A.COUNT_BASES[0]
+        name = "all edges"
         return {name: (1.0, A.fit_nonnegative(A.op_count_bases()[name][idx], y))}
 
     return _patched(A, "fit_counts", fit)
@@ -162,11 +162,11 @@ def _counts_hard_choice():
     return _patched(A, "fit_counts", fit)
 
 
-def _counts_two_bases():
-    """The counts family without its "every layer" basis (edges only, as before it)."""
+def _counts_bases(*names: str):
+    """The counts family weighing these bases of :func:`predictors.additive.op_count_bases`."""
     from predictors import additive as A
 
-    return _patched(A, "COUNT_BASES", A.COUNT_BASES[:2])
+    return lambda: _patched(A, "COUNT_BASES", names)
 
 
 def _stack_to_equal_shares():
@@ -224,7 +224,10 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
      ["mix", "mix-plain", "mix-raw", "additive"], nullcontext),
     ("stack", "counts on all edges only (no choice of basis)", None, _counts_all_edges),
     ("stack", "counts on the basis with the lower LOO error only", None, _counts_hard_choice),
-    ("stack", "counts without the every-layer basis", None, _counts_two_bases),
+    ("stack", "counts on all edges or reaching the output (before the every-layer basis)", None,
+     _counts_bases("all edges", "edges reaching the output")),
+    ("stack", "counts on all three bases", None,
+     _counts_bases("all edges", "edges reaching the output", "every layer")),
     ("stack", "weights shrunk to equal shares", None, _stack_to_equal_shares),
     ("stack", "additive with the mixture prior", None, _source_mixture),
     ("mix-plain", "as shipped", ["mix-plain"], nullcontext),
@@ -239,7 +242,8 @@ TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gauss
               ("stack", "without the counts family (the default before it)"),
               ("stack", "counts on all edges only (no choice of basis)"),
               ("stack", "counts on the basis with the lower LOO error only"),
-              ("stack", "counts without the every-layer basis"),
+              ("stack", "counts on all edges or reaching the output (before the every-layer basis)"),
+              ("stack", "counts on all three bases"),
               ("stack", "weights shrunk to equal shares")}
 
 
@@ -263,6 +267,27 @@ def _dce_twins(targets):
     return out
 
 
+def _layerwise(targets):
+    """Devices that cost each layer on their own, of which no source or prior is one: our
+    ``fpga`` (cifar10) x 3, noise-free and with 2% lognormal noise, and the accelerators of
+    random per-layer costs of the fewshot section (:func:`bench_fewshot._accelerators`),
+    the 13 tables as sources; scored with ``priors="none"`` (our fpga is a built-in prior)."""
+    import bench_fewshot as B
+
+    from costmodels.spaces import nb201
+    from predictors.transfer import builtin_prior_names, builtin_priors
+
+    base = next((t for t in targets if len(t.table) == nb201.NUM_ARCHS), None)
+    if base is None:
+        return []
+    tables = [t.table for t in targets]
+    rng = np.random.default_rng(0)
+    fpga = 3.0 * builtin_priors()[:, list(builtin_prior_names()).index("prior:fpga/cifar10")]
+    ys = [fpga, fpga * np.exp(rng.normal(0, 0.02, len(fpga)))]
+    ys += [y for _, y in B._accelerators(rng, B.N_ACCELERATORS, 0.02)]
+    return [B._whole_space_target(base, y, f"layerwise-{i}", tables) for i, y in enumerate(ys)]
+
+
 def run(k: int, seeds: int) -> str:
     import glob
 
@@ -276,40 +301,54 @@ def run(k: int, seeds: int) -> str:
         return "(ablation skipped: no reference tables)"
     devices = [t.table.device for t in targets]
     twins = _dce_twins(targets)
+    layerwise = _layerwise(targets)
     rows = []
     for group, label, fams, ctx in VARIANTS:
         t0 = time.perf_counter()
         params = {"families": fams} if fams else {}
+        check = (group, label) in TWIN_CHECK
+
+        def mean(tgts, check=check, params=params, **extra):
+            if not (check and tgts):
+                return None
+            return float(np.mean([FS.point(t, "fewshot", k, seeds, "random",
+                                           {**params, **extra})["spearman"] for t in tgts]))
+
         with ctx(), _patched(S, "FAMILIES", S.FAMILIES + ("additive-dce",)):
             rho = [FS.point(t, "fewshot", k, seeds, "random", params)["spearman"]
                    for t in targets]
-            twin = (float(np.mean([FS.point(t, "fewshot", k, seeds, "random", params)
-                                   ["spearman"] for t in twins]))
-                    if (group, label) in TWIN_CHECK and twins else None)
-        rows.append((group, label, rho, twin))
+            twin = mean(twins)
+            layer = mean(layerwise, priors="none")
+        rows.append((group, label, rho, twin, layer))
         print(f"{group} / {label}: mean {np.mean(rho):.4f} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
-    head = ("| family | variant | mean ρ | DCE twins mean ρ | " + " | ".join(devices) + " |")
+    head = ("| family | variant | mean ρ | DCE twins mean ρ | layer-wise accelerators mean ρ | "
+            + " | ".join(devices) + " |")
     out = [f"### Few-shot ablations (k={k}, {seeds} seeds, random cells, leave-one-out over "
            f"{len(devices)} tables; not adopted)", "", head,
            "|" + "---|" * (head.count("|") - 1)]
-    for group, label, rho, twin in rows:
+    for group, label, rho, twin, layer in rows:
         out.append(f"| {group} | {label} | **{np.mean(rho):.4f}** | "
-                   + ("" if twin is None else f"{twin:.4f}") + " | "
+                   + " | ".join("" if v is None else f"{v:.4f}" for v in (twin, layer)) + " | "
                    + " | ".join(f"{r:.3f}" for r in rho) + " |")
     out += ["", f"DCE twins: each of the {len(twins)} tables as if its runtime dropped dead "
             "edges (its latency of each cell's dead-edge-free equivalent), the other tables "
-            "as sources: a device of a type none of the sources is. A variant would be "
-            "adopted only if it beat the shipped one of its family on both columns."]
-    shipped = {g: (np.mean(r), tw) for g, lab, r, tw in rows if lab.startswith("as shipped")}
-    for group, label, rho, twin in rows:
+            "as sources: a device of a type none of the sources is. Layer-wise accelerators: "
+            f"{len(layerwise)} devices that cost each layer on their own, another such type "
+            "(our `fpga` and the fewshot section's random-cost accelerators, each noise-free "
+            "and with 2% noise; no built-in priors). A variant would be adopted only if it "
+            "beat the shipped one of its family on all three columns."]
+    shipped = {g: (np.mean(r), tw, la) for g, lab, r, tw, la in rows
+               if lab.startswith("as shipped")}
+    for group, label, rho, twin, layer in rows:
         base = shipped.get(group)
         if twin is None or base is None or base[1] is None or label.startswith("as shipped"):
             continue
-        d_ref, d_twin = np.mean(rho) - base[0], twin - base[1]
-        verdict = "better on both" if d_ref > 0 and d_twin > 0 else "not better on both"
-        out.append(f"- {group} / {label}: {d_ref:+.4f} on the reference tables, "
-                   f"{d_twin:+.4f} on the DCE twins ({verdict}).")
+        d = (np.mean(rho) - base[0], twin - base[1], layer - base[2])
+        verdict = "better on all three" if min(d) > 0 else "not better on all three"
+        out.append(f"- {group} / {label}: {d[0]:+.4f} on the reference tables, "
+                   f"{d[1]:+.4f} on the DCE twins, {d[2]:+.4f} on the layer-wise "
+                   f"accelerators ({verdict}).")
     return "\n".join(out) + "\n"
 
 

@@ -200,7 +200,7 @@ def _before_every_layer():
     from predictors import select as S
 
     old = A.COUNT_BASES, S.STACK_PRIOR_POWER
-    A.COUNT_BASES, S.STACK_PRIOR_POWER = A.COUNT_BASES[:2], 0.0
+    A.COUNT_BASES, S.STACK_PRIOR_POWER = ("all edges", "edges reaching the output"), 0.0
     try:
         yield
     finally:

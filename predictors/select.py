@@ -24,15 +24,15 @@ Families (:data:`FAMILIES`):
     additive per-operation model with a prior from the sources (:mod:`predictors.additive`);
 ``counts``
     the target's latency as a non-negative sum of per-layer costs and an overhead,
-    fitted on the k cells alone (five to seven numbers, no sources), in three bases
-    (:data:`predictors.additive.COUNT_BASES`): every edge's operation, only the edges
-    that reach the output, or every layer of the cell (the edges' operations, the node
-    sums' ``Add`` layers and the zero-filled nodes), weighed by their leave-one-out error
-    on the k cells (:func:`predictors.additive.fit_counts`, the source mix's rule; the
-    shares are ``counts_basis`` in :attr:`report_`). A device that costs each layer on
-    its own (an accelerator, an analytical model) is exactly that, and a runtime that
-    drops dead edges is closer to the second count than to any source that runs them; the
-    sources' prior pulls the other families away from all three. NAS-Bench-201 only;
+    fitted on the k cells alone (five or seven numbers, no sources), in two bases
+    (:data:`predictors.additive.COUNT_BASES`): every layer of the cell (the edges'
+    operations, the node sums' ``Add`` layers and the zero-filled nodes), or only the
+    edges that reach the output, weighed by their leave-one-out error on the k cells
+    (:func:`predictors.additive.fit_counts`, the source mix's rule; the shares are
+    ``counts_basis`` in :attr:`report_`). A device that costs each layer on its own (an
+    accelerator, an analytical model) is exactly the first, and a runtime that drops
+    dead edges is closer to the second than to any source that runs them; the sources'
+    prior pulls the other families away from both. NAS-Bench-201 only;
 ``gbdt-residual``
     GBDT on features started from the transfer prior (``TransferModel(residual="gbdt")``);
 ``gbdt``
