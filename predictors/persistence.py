@@ -227,7 +227,8 @@ def read_manifest(model_dir: str | Path, expect: Sequence[str]) -> dict:
     """
     d = Path(model_dir)
     if not d.is_dir():
-        raise ModelFileError(f"{d}: no such model directory; make one with `costmodels fit`")
+        what = "is a file, not a model directory" if d.exists() else "no such model directory"
+        raise ModelFileError(f"{d}: {what}; make one with `costmodels fit`")
     path = d / MANIFEST
     doc = _parse(path)
     _check_keys(path, doc)

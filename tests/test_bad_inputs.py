@@ -275,6 +275,8 @@ CASES: list[Case] = [
     C("lut-refit-empty-file", "lut refit {d}/emptyfile.db", "emptyfile.db"),
     # ------------------------------------------------------------------ saved model dirs
     C("model-dir-missing", "estimate gbdt:{d}/nomodel --sample 1 -o {d}/o.csv", "nomodel"),
+    C("model-dir-is-a-file", "estimate fewshot:{d}/good.csv --sample 1 -o {d}/o.csv",
+      "good.csv", "is a file"),
     C("model-dir-empty", "estimate gbdt:{d}/emptydir --sample 1 -o {d}/o.csv", "emptydir"),
     C("model-dir-gnn-empty", "estimate gnn:{d}/emptydir --sample 1 -o {d}/o.csv", "emptydir"),
     C("manifest-not-json", "estimate gbdt:{d}/m_notjson --sample 1 -o {d}/o.csv",
