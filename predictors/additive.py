@@ -56,13 +56,21 @@ def all_cells_basis() -> np.ndarray:
 
 
 @cache
+def _space_ops() -> np.ndarray:
+    """(15,625, 6) operation index of each edge of every NB201 cell (rows: standard index)."""
+    ops = np.array([nb201.parse_arch(a) for a in nb201.SPACE])
+    ops.setflags(write=False)
+    return ops
+
+
+@cache
 def count_basis() -> np.ndarray:
     """(15,625, 14) basis of the additive model (rows: standard index; module docstring).
 
     Columns: per operation (``nb201.OPS[1:]``) the number of edges holding it, of those
     whose destination reaches the output, of live ones; connected; ones.
     """
-    ops = np.array([nb201.parse_arch(a) for a in nb201.SPACE])
+    ops = _space_ops()
     n = len(ops)
     reaches_out = np.array([nb201.reaches_output(cell) for cell in ops])
     live = np.array([nb201.live_edges(cell) for cell in ops])
@@ -93,7 +101,7 @@ def sum_layer_counts() -> np.ndarray:
     index), as :func:`costmodels.spaces.nb201.build_network` builds the cell: a node with
     n > 0 incoming non-``none`` edges sums them with n - 1 binary adds, a node with none is
     a zero-fill (``Mul`` by 0)."""
-    ops = np.array([nb201.parse_arch(a) for a in nb201.SPACE])
+    ops = _space_ops()
     incoming = np.stack([sum(ops[:, e] > 0 for e, (dst, _) in enumerate(nb201.EDGES)
                              if dst == node) for node in (1, 2, 3)], axis=1)
     out = np.c_[np.maximum(incoming - 1, 0).sum(axis=1), (incoming == 0).sum(axis=1)]

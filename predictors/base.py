@@ -57,16 +57,21 @@ def check_training_data(nets: Sequence[Network], latencies_ms: Sequence[float]) 
     return y
 
 
-def training_domain(nets: Sequence[Network]) -> dict[str, list]:
-    """What a model was fitted on, for the manifest: the networks' spaces, datasets and
-    batch sizes (sorted, distinct) and each network's name (``arch_str``) in order."""
-    def meta(net, key, default):
-        return net.meta.get(key, default) if net.meta else default
+def _meta(net: Network, key: str, default: Any) -> Any:
+    return net.meta.get(key, default) if net.meta else default
 
-    return {"spaces": sorted({str(meta(n, "space", None) or "onnx") for n in nets}),
-            "datasets": sorted({str(meta(n, "dataset", None)) for n in nets}),
-            "batches": sorted({int(meta(n, "batch", 1) or 1) for n in nets}),
-            "archs": [str(meta(n, "arch_str", None) or n.name) for n in nets]}
+
+def _domain(nets: Sequence[Network]) -> dict[str, list]:
+    """The networks' spaces, datasets and batch sizes (sorted, distinct)."""
+    return {"spaces": sorted({str(_meta(n, "space", None) or "onnx") for n in nets}),
+            "datasets": sorted({str(_meta(n, "dataset", None)) for n in nets}),
+            "batches": sorted({int(_meta(n, "batch", 1) or 1) for n in nets})}
+
+
+def training_domain(nets: Sequence[Network]) -> dict[str, list]:
+    """What a model was fitted on, for the manifest: :func:`_domain` of the networks and
+    each network's name (``arch_str``) in order."""
+    return {**_domain(nets), "archs": [str(_meta(n, "arch_str", None) or n.name) for n in nets]}
 
 
 class Predictor(BaseCostModel):
@@ -126,7 +131,7 @@ class Predictor(BaseCostModel):
         seen = getattr(self, "trained_on_", None)
         if not seen or getattr(self, "_domain_warned", False) or not nets:
             return
-        now = training_domain(nets)
+        now = _domain(nets)  # not the names: only the manifest needs them
         odd = []
         for key, what in (("spaces", "space"), ("datasets", "dataset"), ("batches", "batch")):
             new = sorted(set(now[key]) - set(seen.get(key, [])))

@@ -378,10 +378,10 @@ class FewShotModel(Predictor):
                     cand = self._candidate(fam).fit(idx[~test], x[~test], y[~test])
                     oof[test, j] = cand.predict(idx[test], x[test])
         cv = {fam: _log_mse(oof[:, j], y) for j, fam in enumerate(fams)} if oof.any() else {}
-        self.weights_ = self._weights(fams, oof, y, cv)
+        weights = self._weights(fams, oof, y, cv)
         self.candidates_ = [(fam, self._candidate(fam).fit(idx, x, y))
-                            for fam, w in zip(fams, self.weights_, strict=True) if w > 0]
-        self.weights_ = self.weights_[self.weights_ > 0]
+                            for fam, w in zip(fams, weights, strict=True) if w > 0]
+        self.weights_ = weights[weights > 0]
         self.report_ = {"strategy": self.strategy, "families": list(fams),
                         "priors": self.priors, "priors_used": self.priors_used_,
                         "priors_loo_rms": self.priors_rms_,
@@ -393,7 +393,7 @@ class FewShotModel(Predictor):
         if counts:
             self.report_["counts_basis"] = counts[0].shares()
         if cv:
-            stacked = oof @ self._weights(fams, oof, y, cv)
+            stacked = oof @ weights
             self.report_["cv_log_mse_final"] = round(_log_mse(stacked, y), 6)
         self._mark_fitted(k)
         return self
