@@ -424,7 +424,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     lat: list[float] = []
     energy: list[float | None] = []
     errors: list[str] = []
-    missing = 0
+    missing: list[int | None] = []   # kernels a best-effort LUT lacked, per row
     chunk = 1024
     with progress(f"estimate {args.backend}") as bar:
         task = bar.add_task(f"estimate {args.backend}", total=len(archs))
@@ -437,26 +437,26 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             ests = estimate_each(model, good).results
             it = iter(ests)
             for a, n in zip(part, nets, strict=True):
-                if n is None:
-                    lat.append(math.nan)
-                    energy.append(None)
-                    errors.append(_one_line(failed[a]))
-                    continue
-                est = next(it)
+                est = next(it) if n is not None else failed[a]
                 if isinstance(est, Exception):
                     lat.append(math.nan)
                     energy.append(None)
                     errors.append(_one_line(est))
+                    missing.append(None)
                     continue
                 lat.append(est.latency_ms)
                 energy.append(est.energy_mj)
                 errors.append("")
-                missing += len(est.meta.get("missing_kernels", ()))
+                missing.append(len(est.meta.get("missing_kernels", ())))
             bar.advance(task, len(part))
     has_energy = any(e is not None for e in energy)
     bad = sum(1 for e in errors if e)
+    short = sum(1 for m in missing if m)
+    extra = {"error": errors} if bad else {}
+    if short:
+        extra["missing_kernels"] = missing
     write_table(args.output, [space.index(a) for a in archs], archs, lat,
-                energy if has_energy else None, extra={"error": errors} if bad else None)
+                energy if has_energy else None, extra=extra)
     dt = time.perf_counter() - t0
     print(f"wrote {args.output}: {len(archs) - bad} of {len(archs)} architectures with "
           f"{model.name} in {dt:.1f} s{' (with energy_mj)' if has_energy else ''}",
@@ -466,9 +466,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
         what = ("error: no architecture could be estimated" if bad == len(archs) else
                 f"warning: {bad} architecture(s) could not be estimated")
         print(f"{what} (their rows have an error column); first: {first}", file=sys.stderr)
-    if missing:
-        print(f"warning: {missing} kernel lookups were missing (best effort); those totals "
-              "cover only the kernels the table has", file=sys.stderr)
+    if short:
+        worst = max(range(len(archs)), key=lambda r: missing[r] or 0)
+        print(f"warning: {short} architecture(s) have kernels the lookup table lacks (best "
+              f"effort: column missing_kernels; their totals cover only the kernels it has); "
+              f"most: {archs[worst]} ({missing[worst]} missing)", file=sys.stderr)
     return 1 if bad == len(archs) else 0
 
 

@@ -75,12 +75,12 @@ class MissingKernel(CostModelError, KeyError):
     def __init__(self, keys: list[str], network: str = "") -> None:
         self.keys = list(keys)
         where = f" of {network}" if network else ""
-        shown = "\n  ".join(self.keys[:10])
-        more = f"\n  ... and {len(self.keys) - 10} more" if len(self.keys) > 10 else ""
+        shown = "; ".join(self.keys[:2]) + ("; ..." if len(self.keys) > 2 else "")
+        # One line, the advice first: the CLI prints an error's first line, cut at 300 chars.
         super().__init__(
-            f"{len(self.keys)} kernel(s){where} are missing from the lookup table:\n  {shown}{more}\n"
-            "Measure them (`costmodels lut build ...` on these networks) or pass best_effort=True "
-            "(`--best-effort`) to report them instead of raising."
+            f"{len(self.keys)} kernel(s){where} are missing from the lookup table: measure "
+            "them (`costmodels lut build` on these networks) or estimate with "
+            f"lut:PATH?best-effort to leave them out and be told how many; missing: {shown}"
         )
 
     def __str__(self) -> str:  # KeyError quotes its message; keep it readable

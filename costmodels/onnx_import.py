@@ -132,8 +132,25 @@ def load_model_proto(path: str | os.PathLike[str], ops: bool = True) -> Any:
                               "check the path") from None
     proto = _parse(data, source)
     _load_external(proto, Path(source).resolve().parent, source)
+    proto = _inline_functions(proto, source)
     _check(proto, source, ops)
     return proto
+
+
+def _inline_functions(proto: Any, source: str) -> Any:
+    """The model with its local functions (``export_modules_as_functions``) inlined:
+    their nodes are what runs, and a node calling one is not an operator of any runtime."""
+    if not proto.functions:
+        return proto
+    import onnx.inliner
+
+    try:
+        return onnx.inliner.inline_local_functions(proto)
+    except Exception as exc:  # onnx raises its C++ errors as plain exceptions
+        raise OnnxImportError(f"{source}: cannot inline the model's local functions "
+                              f"({', '.join(f.name for f in proto.functions)}): "
+                              f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                              "; export without export_modules_as_functions") from None
 
 
 def _parse(data: bytes, source: str) -> Any:

@@ -90,11 +90,12 @@ class MeasureModel(BaseCostModel):
 
     def _measure_stored(self, net: Network, model: Any) -> MeasureResult:
         from measure import measure
+        from measure.campaign import job_key
         from measure.fingerprint import config_hash, device_hash, fingerprint
         from measure.store import MeasureStore, NetKey
 
         ch, dh = config_hash(self.config), device_hash(fingerprint(self.config))
-        key = NetKey(net.fingerprint, net.name, net.meta.get("arch_str"),
+        key = NetKey(job_key(net), net.name, net.meta.get("arch_str"),
                      net.meta.get("arch_index"), net.meta.get("dataset"))
         with MeasureStore(self.db) as store:
             for rec in store.records(ch, dh, keys=[key.key]):

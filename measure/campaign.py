@@ -85,10 +85,25 @@ def space_jobs(space, archs: Sequence[str], dataset: str | None = None,
             key = NetKey(f"unbuilt:{digest[:16]}", str(a), str(a), _index(space, a), dataset)
             jobs.append(Job(key, batch=batch, error=f"build failed: {error_text(exc)}"))
             continue
-        key = NetKey(net.fingerprint, net.name, net.meta.get("arch_str"),
+        key = NetKey(job_key(net), net.name, net.meta.get("arch_str"),
                      net.meta.get("arch_index"), net.meta.get("dataset", dataset))
         jobs.append(Job(key, batch=batch, network=net))
     return jobs
+
+
+def job_key(net) -> str:
+    """The store key of a space's network: its IR fingerprint; for a network read from a
+    file (``models:DIR``) also the file's bytes. Two exports of one network can run at
+    different speeds although their IR is the same (weights listed as graph inputs, which
+    a runtime cannot fold): each file is measured as itself."""
+    src = net.meta.get("source")
+    if not src:
+        return net.fingerprint
+    try:
+        data = Path(src).read_bytes()
+    except OSError:
+        return net.fingerprint
+    return hashlib.sha256(net.fingerprint.encode() + data).hexdigest()[:16]
 
 
 def _index(space, arch: str) -> int | None:

@@ -64,6 +64,7 @@ def test_missing_kernel_raises_or_is_reported(tmp_path):
     with pytest.raises(MissingKernel) as err:
         LookupTable(path).estimate(net)
     assert gone in str(err.value) and err.value.keys == [gone]
+    assert "\n" not in str(err.value) and "best-effort" in str(err.value)  # the CLI's one line
     with pytest.raises(MissingKernel):
         LookupTable(path).estimate_many([net])
     est = from_spec(f"{path}?best-effort").estimate_many([net])[0]
@@ -71,6 +72,28 @@ def test_missing_kernel_raises_or_is_reported(tmp_path):
     assert math.isfinite(est.latency_ms) and est.latency_ms > 0
     with pytest.raises(ValueError, match="unknown lut option"):
         from_spec(f"{path}?bogus")
+
+
+def test_cli_best_effort_names_the_rows_that_miss_kernels(tmp_path, capsys):
+    """``estimate lut:PATH?best-effort``: a row's total that leaves kernels out says so in
+    its own column (and the warning names the worst row), not only in a global count."""
+    from costmodels.cli import main
+    from costmodels.tables import read_table
+
+    net = nb201.build_network(ARCHS[0])
+    gone = kernels(net, load_rules("ort"))[3].text
+    path, _ = make_lut(tmp_path / "a.sqlite", drop={gone})
+    out = tmp_path / "o.csv"
+    archs = tmp_path / "archs.csv"
+    archs.write_text("arch_str\n" + "\n".join(ARCHS[:2]) + "\n")
+    assert main(["estimate", f"lut:{path}?best-effort", "--archs", str(archs),
+                 "-o", str(out)]) == 0
+    rows = out.read_text().splitlines()
+    assert rows[0].endswith(",missing_kernels")
+    counts = [int(r.rsplit(",", 1)[1]) for r in rows[1:]]
+    assert counts[0] >= 1 and len(counts) == 2
+    assert "missing_kernels" in capsys.readouterr().err
+    assert len(read_table(out)) == 2
 
 
 def test_space_index_gives_the_same_sums(tmp_path):

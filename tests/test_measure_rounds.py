@@ -209,3 +209,32 @@ def test_compute_class_merges_only_networks_that_compute_the_same_layers():
         assert all(_layers(m.net.arch_index) == ref for m in members[1:])
     by_space = representatives(jobs, "space", space)
     assert len(by_space) < len(groups)  # NAS-Bench-201's rule merges more (and less exactly)
+
+
+def test_two_exports_of_one_network_in_a_folder_are_measured_each(tmp_path):
+    """The same IR from two files (one lists its weights as graph inputs, which a runtime
+    cannot fold) runs at different speeds: each file is its own store key; a network of a
+    generated space keeps its IR fingerprint."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    from costmodels.spaces import get_space
+    from measure.campaign import space_jobs
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="c")
+    for name, inputs in (("plain", [x]), ("weights_as_inputs", [
+            x, helper.make_tensor_value_info("w", TensorProto.FLOAT, [4, 3, 3, 3])])):
+        m = helper.make_model(helper.make_graph([node], "g", inputs, [y], [w]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        onnx.save(m, tmp_path / f"{name}.onnx")
+    space = get_space(f"models:{tmp_path}")
+    jobs = space_jobs(space, space.archs())
+    assert jobs[0].network.fingerprint == jobs[1].network.fingerprint
+    assert jobs[0].net.key != jobs[1].net.key
+    nb = get_space("nb201")
+    (job,) = space_jobs(nb, [nb.parse(7)])
+    assert job.net.key == job.network.fingerprint

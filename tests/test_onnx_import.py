@@ -252,3 +252,23 @@ def test_identity_affine_constants_of_a_groupnorm_export_are_not_parameters():
     m = _model(nodes, [_vi("x", [1, 8, 4, 4])], [_vi("y", [1, 8, 4, 4])],
                [_w("gamma", [1, 8, 1, 1])])
     assert import_onnx(m).params == 8 + 8  # gamma (ones, an initializer) and beta
+
+
+def test_local_functions_are_inlined(tmp_path):
+    """A torch export with export_modules_as_functions: the node calling a local function
+    is costed as the function's nodes (the file itself is left as it was)."""
+    fn = helper.make_function("models_def", "Block", ["a", "w"], ["b"],
+                              [helper.make_node("Conv", ["a", "w"], ["c"], pads=[1, 1, 1, 1]),
+                               helper.make_node("Relu", ["c"], ["b"])],
+                              [helper.make_opsetid("", 17)])
+    m = _model([helper.make_node("Block", ["x", "w"], ["y"], name="blk", domain="models_def")],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 8, 8])], [_w("w", (4, 3, 3, 3))])
+    m.opset_import.append(helper.make_opsetid("models_def", 1))
+    m.functions.append(fn)
+    path = tmp_path / "fn.onnx"
+    onnx.save(m, path)
+    before = path.read_bytes()
+    net = import_onnx(path)
+    assert [layer.op for layer in net.layers] == ["Conv", "Relu"]
+    assert net.layers[0].macs == 4 * 8 * 8 * 3 * 9
+    assert path.read_bytes() == before
