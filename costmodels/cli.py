@@ -319,11 +319,11 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         from costmodels.spaces.models import import_model_file
 
         given = parse_input_shapes(input_shapes or [])
-        if given and batch != 1:
-            print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
-                  "input shapes, batch included", file=sys.stderr)
         # as in a models:DIR folder: without --input-shape a dynamic batch takes --batch
         net, how = import_model_file(target, batch, given)
+        if given and batch != 1 and "--batch" not in how:
+            print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
+                  "input shapes, batch included", file=sys.stderr)
         first_shape = net.inputs[0][1] if net.inputs else ()
         if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "

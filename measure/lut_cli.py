@@ -69,7 +69,9 @@ def cmd_build(args: argparse.Namespace) -> int:
                           calibrate=args.calibrate, rules=rules,
                           remeasure=args.remeasure, progress=_progress_callback(bar))
     dt = time.perf_counter() - t0
-    print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {rep.networks} networks "
+    built = (f"{rep.networks - len(rep.uncostable)} of {rep.networks} networks (the others "
+             "not built, below)" if rep.uncostable else f"{rep.networks} networks")
+    print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {built} "
           f"of {space.spec} ({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
           f"{len(rep.failed)} failed, {len(rep.noisy)} noisy (CV > {config.max_cv}); "
           f"{dt:.1f} s", file=sys.stderr)

@@ -272,3 +272,29 @@ def test_local_functions_are_inlined(tmp_path):
     assert [layer.op for layer in net.layers] == ["Conv", "Relu"]
     assert net.layers[0].macs == 4 * 8 * 8 * 3 * 9
     assert path.read_bytes() == before
+
+
+def test_naming_one_input_leaves_the_others_to_the_shared_symbol_or_batch(tmp_path):
+    """Two inputs ``batch x 3 x 8 x 8`` and ``batch x 10``: ``--input-shape img=2x3x8x8``
+    alone sizes ``meta`` through the exporter's shared ``batch`` symbol; an input whose
+    leading symbol no named input has takes ``--batch``; any other dynamic dimension is
+    still an error naming the input."""
+    from costmodels.spaces.models import import_model_file
+
+    def save(meta_dims, name):
+        m = _model([helper.make_node("Relu", ["img"], ["a"], name="r"),
+                    helper.make_node("Relu", ["meta"], ["b"], name="s")],
+                   [_vi("img", ["batch", 3, 8, 8]), _vi("meta", meta_dims)],
+                   [_vi("a", ["batch", 3, 8, 8]), _vi("b", meta_dims)])
+        onnx.save(m, tmp_path / name)
+        return str(tmp_path / name)
+
+    shared = save(["batch", 10], "shared.onnx")
+    net, how = import_model_file(shared, 1, {"img": (2, 3, 8, 8)})
+    assert dict(net.inputs) == {"img": (2, 3, 8, 8), "meta": (2, 10)} and how == "--input-shape"
+    other = save(["n", 10], "other.onnx")
+    net, how = import_model_file(other, 4, {"img": (2, 3, 8, 8)})
+    assert dict(net.inputs)["meta"] == (4, 10) and how == "--input-shape and --batch"
+    seq = save([1, "seq"], "seq.onnx")
+    with pytest.raises(OnnxImportError, match="'meta'.*--input-shape meta="):
+        import_model_file(seq, 1, {"img": (2, 3, 8, 8)})

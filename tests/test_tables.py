@@ -88,6 +88,21 @@ def test_space_without_index_leaves_arch_index_empty(tmp_path):
         read_table(out, space=space)
 
 
+
+def test_a_folder_names_the_files_it_skips_once(tmp_path, capsys):
+    """A link out of the folder is not a model of it, and the user is told which."""
+    from costmodels.spaces.models import ModelsSpace
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    (tmp_path / "outside.onnx").write_bytes(nb201.build_onnx(1).SerializeToString())
+    (folder / "a.onnx").write_bytes(nb201.build_onnx(1).SerializeToString())
+    (folder / "link.onnx").symlink_to(tmp_path / "outside.onnx")
+    assert list(ModelsSpace(folder).archs()) == ["a"]
+    assert "link.onnx" in capsys.readouterr().err
+    ModelsSpace(folder)
+    assert capsys.readouterr().err == ""
+
 def test_duplicate_policy_mean(tmp_path):
     p = _write(tmp_path, _row(1, "1") + _row(1, "3"))
     assert read_table(p, duplicates="mean").latency_ms[0] == 2.0

@@ -27,6 +27,9 @@ from costmodels.errors import UnknownArchitecture, UnknownSpace
 from costmodels.network import Network, Shape
 from costmodels.spaces import SearchSpace
 
+# Folders whose skipped files were already named in this process (one warning each).
+_WARNED_SKIPS: set[Path] = set()
+
 
 class ModelsSpace(SearchSpace):
     """The ONNX files of one folder, in sorted order of their stems."""
@@ -65,6 +68,12 @@ class ModelsSpace(SearchSpace):
                    f"or not regular files (first: {skipped[0]}): copy the models in"
                    if skipped else "")
             raise UnknownSpace(f"models:{folder}: no .onnx files in that folder{why}")
+        if skipped and self.root not in _WARNED_SKIPS:
+            _WARNED_SKIPS.add(self.root)
+            print(f"warning: models:{folder}: skipped {len(skipped)} .onnx that are links "
+                  f"out of the folder, broken links or not regular files "
+                  f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}); copy "
+                  "the models in", file=sys.stderr)
         self._files = files
         self._names = sorted(files)
         self._pos = {n: i for i, n in enumerate(self._names)}
@@ -168,7 +177,7 @@ def import_model_file(path: str, batch: int = 1,
                       input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
                       folder: bool = False) -> tuple[Network, str]:
     """One ONNX file as a :class:`Network`, and where its input shapes came from
-    (``"--input-shape"``, ``"model"`` or ``"--batch"``).
+    (``"--input-shape"``, ``"--input-shape and --batch"``, ``"model"`` or ``"--batch"``).
 
     ``input_shapes`` fix the inputs (a name the model lacks is an error, unless ``folder``:
     then only the named inputs the model has are fixed, and a model with none of them is
@@ -186,7 +195,9 @@ def import_model_file(path: str, batch: int = 1,
         inputs = _graph_inputs(proto)
         named = {k: v for k, v in input_shapes.items() if k in inputs}
         if named:
-            return import_onnx(path, input_shapes=named), "--input-shape"
+            return _import_named(path, proto, named, batch)
+    elif input_shapes and isinstance(input_shapes, Mapping):
+        return _import_named(path, load_model_proto(path), input_shapes, batch)
     elif input_shapes:
         return import_onnx(path, input_shapes=input_shapes), "--input-shape"
     try:
@@ -202,6 +213,43 @@ def import_model_file(path: str, batch: int = 1,
                     f"{sorted(_graph_inputs(proto))})") from None
             raise first from None
         return import_onnx(path, input_shapes=shapes), "--batch"
+
+
+def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
+                  ) -> tuple[Network, str]:
+    """Import with the named inputs' shapes; each input not named has its dynamic
+    dimensions filled where it can be said: a dimension named like one of a named input
+    (an exporter's shared ``batch``/``seq``) takes that size, a leading one ``batch``."""
+    from costmodels.onnx_import import import_onnx
+
+    sizes: dict[str, int] = {}
+    inits = {t.name for t in proto.graph.initializer}
+    dims = {vi.name: list(vi.type.tensor_type.shape.dim) for vi in proto.graph.input
+            if vi.name not in inits and vi.type.HasField("tensor_type")}
+    for name, shape in named.items():
+        for d, size in zip(dims.get(name, ()), shape, strict=False):
+            if d.HasField("dim_param") and d.dim_param:
+                sizes.setdefault(d.dim_param, int(size))
+    shapes = dict(named)
+    used_batch = False
+    for name, ds in dims.items():
+        if name in named or not ds:
+            continue
+        shape = []
+        for i, d in enumerate(ds):
+            if d.HasField("dim_value") and d.dim_value > 0:
+                shape.append(int(d.dim_value))
+            elif d.HasField("dim_param") and d.dim_param in sizes:
+                shape.append(sizes[d.dim_param])
+            elif i == 0:
+                shape.append(batch)
+                used_batch = True
+            else:
+                break  # left to the import, which names the input and what to give
+        else:
+            shapes[name] = tuple(shape)
+    how = "--input-shape" + (" and --batch" if used_batch else "")
+    return import_onnx(path, input_shapes=shapes), how
 
 
 def _graph_inputs(model: Any) -> set[str]:
