@@ -773,7 +773,8 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
                       out_dtype=out_dtype if out_dtype != dtype else None,
                       bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
                                         for t in wts),
-                      weight_params=[0 if _is_index(node, t) else params_of(t) for t in wts],
+                      weight_params=[0 if _is_index(node, t) or _is_state(node, t)
+                                     else params_of(t) for t in wts],
                       **kw)
 
 
@@ -781,6 +782,17 @@ def _is_index(node: Any, tensor: str) -> bool:
     """Is ``tensor`` the indices operand of a gather (positions, not parameters)?"""
     return (node.op_type in ("Gather", "GatherElements", "GatherND") and len(node.input) > 1
             and node.input[1] == tensor and node.input[0] != tensor)
+
+
+# Operands of the recurrent ops that are not weights: sequence_lens, initial_h[, initial_c]
+# (torch's default exporter stores an all-zero initial state as an initializer).
+_STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
+
+
+def _is_state(node: Any, tensor: str) -> bool:
+    """Is ``tensor`` a recurrent op's sequence lengths or initial state (not parameters)?"""
+    pos = _STATE_OPERANDS.get(node.op_type, ())
+    return any(i < len(node.input) and node.input[i] == tensor for i in pos)
 
 
 def resize_taps(mode: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, ...]:

@@ -298,3 +298,17 @@ def test_naming_one_input_leaves_the_others_to_the_shared_symbol_or_batch(tmp_pa
     seq = save([1, "seq"], "seq.onnx")
     with pytest.raises(OnnxImportError, match="'meta'.*--input-shape meta="):
         import_model_file(seq, 1, {"img": (2, 3, 8, 8)})
+
+
+def test_a_recurrent_initial_state_is_not_parameters():
+    """torch's default exporter stores an LSTM's all-zero initial state as an initializer:
+    the state is not a weight (W, R and B are)."""
+    h, i, b = 4, 3, 2
+    inits = [_w("W", (1, 4 * h, i)), _w("R", (1, 4 * h, h)), _w("B", (1, 8 * h)),
+             numpy_helper.from_array(np.zeros((1, b, h), np.float32), "h0"),
+             numpy_helper.from_array(np.zeros((1, b, h), np.float32), "c0")]
+    m = _model([helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0", "c0"], ["y"],
+                                 name="lstm", hidden_size=h)],
+               [_vi("x", [5, b, i])], [_vi("y", [5, 1, b, h])], inits)
+    net = import_onnx(m)
+    assert net.params == 4 * h * i + 4 * h * h + 8 * h
