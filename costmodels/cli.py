@@ -8,6 +8,7 @@ through ``register(subparsers)`` (handlers import their backend lazily, so
 from __future__ import annotations
 
 import argparse
+import csv
 import importlib
 import json
 import sys
@@ -197,7 +198,7 @@ def add_space_args(p: argparse.ArgumentParser, archs: bool = True,
                             f"arch_index column); default: {archs_default}")
         p.add_argument("--sample", type=positive_int, metavar="N",
                        help="a random sample of N architectures")
-        p.add_argument("--seed", type=int, default=0, help="seed of --sample")
+        p.add_argument("--seed", type=nonneg_int, default=0, help="seed of --sample")
 
 
 def open_space(args: argparse.Namespace):
@@ -298,11 +299,11 @@ def progress(description: str = "working"):
 # ----------------------------------------------------------------------------- commands
 def cmd_archs(args: argparse.Namespace) -> int:
     space, archs = selected_archs(args)
-    out = sys.stdout
-    out.write("arch_index,arch_str\n")
+    w = csv.writer(sys.stdout, lineterminator="\n")  # a model named a,b.onnx is quoted
+    w.writerow(["arch_index", "arch_str"])
     for a in archs:
         i = space.index(a)
-        out.write(f"{'' if i is None else i},{a}\n")
+        w.writerow(["" if i is None else i, a])
     return 0
 
 
@@ -519,7 +520,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--space fbnet -o fbnet.onnx")
     p.add_argument("arch", help="arch string or standard index")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
-    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random weights")
     add_space_args(p, archs=False)
     p.set_defaults(func=cmd_export)
 

@@ -216,6 +216,10 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
     import onnx
 
     opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
+    if proto.ir_version > onnx.IR_VERSION:
+        raise OnnxImportError(f"{source}: ONNX IR version {proto.ir_version} is newer than "
+                              f"this onnx and ONNX Runtime read ({onnx.IR_VERSION}); export "
+                              "with an older exporter or opset")
     if not _MIN_OPSET <= opset <= newest:
         raise OnnxImportError(f"{source}: ONNX opset {opset} is outside {_MIN_OPSET}..{newest}"
                               " (what this onnx reads); export with an opset in that range")
@@ -816,7 +820,16 @@ def _conv_attrs(node: Any, node_name: str, a: Mapping[str, Any],
     kernel = tuple(a.get("kernel_shape", w[2:]))
     stride = tuple(a.get("strides", (1,) * nd))
     dilation = tuple(a.get("dilations", (1,) * nd))
-    return dict(kernel=kernel, stride=stride, dilation=dilation, groups=int(a.get("group", 1)),
+    groups = int(a.get("group", 1))
+    cin = in_shapes[0][1] if len(in_shapes[0]) > 1 else 0
+    transposed = node.op_type == "ConvTranspose"
+    w_in = w[0] if transposed else w[1] * groups  # weight (C_in, C_out/g, ...) if transposed
+    if groups < 1 or (cin and (cin % groups or w_in != cin)):
+        raise OnnxImportError(
+            f"node {node_name!r} ({node.op_type}): group={groups} with {cin} input channels "
+            f"and a weight of shape {'x'.join(map(str, w))} do not fit together (ONNX Runtime "
+            "refuses to run it); export the model again")
+    return dict(kernel=kernel, stride=stride, dilation=dilation, groups=groups,
                 pads=_pads(a, in_shapes[0][2:], kernel, stride, dilation))
 
 

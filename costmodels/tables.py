@@ -68,6 +68,10 @@ class LatencyTable:
         return stem[len("nb201_"):] if stem.startswith("nb201_") else stem
 
 
+# The largest latency (ms) or energy (mJ) a table may hold: beyond it fits overflow.
+MAX_VALUE = 1e11
+
+
 def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> float:
     try:
         x = float(value)
@@ -79,6 +83,10 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
     if positive and x <= 0:
         raise TableError(f"{path}:{line}: field {fld!r} is {x}, but latencies must be > 0 "
                          "(a zero or negative time is a measurement error)")
+    if abs(x) > MAX_VALUE:
+        raise TableError(f"{path}:{line}: field {fld!r} is {x:g}, more than {MAX_VALUE:g} "
+                         "(over a year in ms): not a measurement; check the units and that "
+                         "column")
     return x
 
 
@@ -110,6 +118,10 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
     try:
         header = [(h or "").strip() for h in (reader.fieldnames or [])]
         reader.fieldnames = header
+        twice = sorted({h for h in header if h and header.count(h) > 1})
+        if twice:
+            raise TableError(f"{path}:1: column {twice[0]!r} appears {header.count(twice[0])} "
+                             f"times in the header; keep one")
         missing = [c for c in required if c not in header]
         if missing:
             raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a latency table "

@@ -23,6 +23,13 @@ class MeasureSettingsError(CostModelError, ValueError):
     """A measurement setting out of range (``repeat <= 0``, ``threads <= 0``, ...)."""
 
 
+# Upper bounds of the settings: beyond them a run only hangs (an ONNX Runtime session with
+# 1,000 threads on 2 CPUs takes minutes to time one network) or overflows a timestamp.
+MAX_THREADS = 256
+MAX_SECONDS = 7 * 24 * 3600.0
+MAX_ROUND_S = 3600.0
+
+
 @dataclass(frozen=True)
 class MeasureConfig:
     """How to time a network. Immutable: it is part of every stored record.
@@ -71,13 +78,17 @@ class MeasureConfig:
     def __post_init__(self) -> None:
         checks = (("repeat", self.repeat >= 1, "at least 1"),
                   ("warmup", self.warmup >= 0, "0 or more"),
-                  ("threads", self.threads >= 1, "at least 1"),
+                  ("threads", 1 <= self.threads <= MAX_THREADS,
+                   f"1 to {MAX_THREADS} (more than the CPUs only slows the timing down)"),
                   ("rounds", self.rounds >= 1, "at least 1"),
                   ("round_warmup", self.round_warmup >= 0, "0 or more"),
                   ("max_retries", self.max_retries >= 0, "0 or more"),
                   ("pin_cpu", self.pin_cpu >= -1, "a CPU index, or -1 for no pinning"),
-                  ("timeout_s", self.timeout_s > 0, "more than 0 seconds"),
-                  ("min_round_s", self.min_round_s >= 0, "0 or more seconds"),
+                  ("timeout_s", 0 < self.timeout_s <= MAX_SECONDS,
+                   f"more than 0 and at most {MAX_SECONDS:.0f} seconds"),
+                  ("min_round_s", 0 <= self.min_round_s <= MAX_ROUND_S,
+                   f"0 to {MAX_ROUND_S:.0f} seconds"),
+                  ("seed", 0 <= self.seed < 2 ** 32, "0 to 2**32 - 1"),
                   ("max_cv", self.max_cv > 0, "more than 0"))
         for name, ok, want in checks:
             if not ok:

@@ -312,3 +312,20 @@ def test_a_recurrent_initial_state_is_not_parameters():
                [_vi("x", [5, b, i])], [_vi("y", [5, 1, b, h])], inits)
     net = import_onnx(m)
     assert net.params == 4 * h * i + 4 * h * h + 8 * h
+
+
+@pytest.mark.parametrize("group, w_shape", [(0, (4, 3, 3, 3)), (1, (4, 5, 3, 3)),
+                                            (2, (4, 3, 3, 3))])
+def test_a_conv_whose_groups_and_channels_do_not_fit_is_named(group, w_shape):
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="convg", group=group)],
+               [_vi("x", [1, 3, 16, 16])], [_vi("y", [1, 4, 14, 14])], [_w("w", w_shape)])
+    with pytest.raises(OnnxImportError, match=r"'convg' \(Conv\): group=.*do not fit"):
+        import_onnx(m)
+
+
+def test_an_ir_version_newer_than_onnx_reads_is_named():
+    m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [_vi("x", [1, 3])], [_vi("y", [1, 3])])
+    m.ir_version = 99
+    with pytest.raises(OnnxImportError, match="IR version 99 is newer"):
+        import_onnx(m)

@@ -46,10 +46,19 @@ def test_reads_reference_table(refdata):
     (f"7,{nb201.SPACE[8]},1.0\n", r"arch_index 7 does not match arch_str.*is 8"),
     ("1,|bogus~0|,1.0\n", r"t.csv:2: field 'arch_str'"),
     ("", r"no rows"),
+    (_row(1, "1e308"), r"t.csv:2: field 'latency_ms' is 1e\+308, more than"),
 ])
 def test_bad_rows(tmp_path, body, match):
     with pytest.raises(TableError, match=match):
         read_table(_write(tmp_path, body))
+
+
+def test_a_column_twice_in_the_header_is_refused(tmp_path):
+    """csv.DictReader would keep the last copy silently (a constant 99 for every cell)."""
+    p = _write(tmp_path, f"1,{nb201.SPACE[1]},1.0,99\n",
+               header="arch_index,arch_str,latency_ms,latency_ms\n")
+    with pytest.raises(TableError, match=r"t.csv:1: column 'latency_ms' appears 2 times"):
+        read_table(p)
 
 
 def test_missing_column_and_missing_file(tmp_path):
@@ -102,6 +111,21 @@ def test_a_folder_names_the_files_it_skips_once(tmp_path, capsys):
     assert "link.onnx" in capsys.readouterr().err
     ModelsSpace(folder)
     assert capsys.readouterr().err == ""
+
+
+def test_archs_output_reads_back_with_a_comma_in_a_model_name(tmp_path, capsys):
+    from costmodels.cli import main
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    (folder / 'a,b"c.onnx').write_bytes(nb201.build_onnx(1).SerializeToString())
+    assert main(["archs", "--space", f"models:{folder}"]) == 0
+    listing = tmp_path / "archs.csv"
+    listing.write_text(capsys.readouterr().out)
+    out = tmp_path / "o.csv"
+    assert main(["estimate", "flops", "--space", f"models:{folder}", "--archs", str(listing),
+                 "-o", str(out)]) == 0
+    assert 'a,b"c' in read_table(out, space=f"models:{folder}").arch_str
 
 def test_duplicate_policy_mean(tmp_path):
     p = _write(tmp_path, _row(1, "1") + _row(1, "3"))

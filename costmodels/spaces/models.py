@@ -144,8 +144,17 @@ class ModelsSpace(SearchSpace):
         return self._cache[key]
 
     def _import(self, name: str, batch: int) -> tuple[Network, str]:
-        net, how = import_model_file(str(self._files[name]), batch, self.input_shapes,
-                                     folder=True)
+        from costmodels.errors import CostModelError, OnnxImportError
+
+        path = str(self._files[name])
+        try:
+            net, how = import_model_file(path, batch, self.input_shapes, folder=True)
+        except CostModelError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one odd model must not stop the folder
+            first = (str(exc).strip().splitlines() or [""])[0][:200]
+            raise OnnxImportError(f"{path}: cannot import this model ({type(exc).__name__}: "
+                                  f"{first}); check it with `costmodels info {path}`") from None
         self._note_import(name, net)
         return net, how
 
