@@ -728,7 +728,12 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             continue
         if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
             raise UnsupportedOperator(node_name, node.op_type, source, node.domain)
-        layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
+        try:
+            layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
+        except OnnxImportError as exc:
+            if source and not str(exc).startswith(source):
+                raise OnnxImportError(f"{source}: {exc}") from None  # name the file
+            raise
     return layers, n_const
 
 
