@@ -243,6 +243,19 @@ def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: I
         path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
     extra = dict(extra or {})
+    try:
+        _write_rows(tmp, arch_index, arch_strs, latency_ms, energy_mj, extra)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a value that fails mid-way leaves nothing behind
+        raise
+    try:
+        tmp.replace(path)
+    except OSError:
+        tmp.unlink(missing_ok=True)   # leave nothing behind (e.g. the target is a folder)
+        raise
+
+
+def _write_rows(tmp: Path, arch_index, arch_strs, latency_ms, energy_mj, extra) -> None:
     with open(tmp, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else []) + list(extra)
@@ -256,11 +269,6 @@ def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: I
                 row.append("" if en is None or not math.isfinite(en) else repr(float(en)))
             row += ["" if v[r] is None else v[r] for v in extra.values()]
             w.writerow(row)
-    try:
-        tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)   # leave nothing behind (e.g. the target is a folder)
-        raise
 
 
 class TableModel(BaseCostModel):

@@ -270,6 +270,49 @@ def check_writable(path: Path, schema: Schema) -> None:
                              f"a journal beside the {schema.what}); {schema.hint}")
 
 
+class DatabaseFileError(ModelFileError, sqlite3.OperationalError):
+    """SQLite refused a statement on a costmodels file: the error names the file (still an
+    ``OperationalError`` for the code that retries a lock)."""
+
+
+class _NamedConnection(sqlite3.Connection):
+    """A connection whose errors name its file and say what to do: a lock another process
+    holds past the busy timeout, a table or column that is not ours (a file edited by
+    hand). The file is left as it is."""
+
+    path = ""
+    what = "database"
+
+    def execute(self, sql, parameters=(), /):
+        try:
+            return super().execute(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._named(exc) from None
+
+    def executemany(self, sql, parameters, /):
+        try:
+            return super().executemany(sql, parameters)
+        except sqlite3.OperationalError as exc:
+            raise self._named(exc) from None
+
+    def _named(self, exc: sqlite3.OperationalError) -> DatabaseFileError:
+        msg = str(exc)
+        if "locked" in msg or "busy" in msg:
+            return DatabaseFileError(
+                f"{self.path}: database is locked by another process (waited "
+                f"{BUSY_TIMEOUT_S:.0f} s); wait for the campaign, build or merge that holds it "
+                "to finish, or use another file")
+        return DatabaseFileError(f"{self.path}: this {self.what} cannot be read as costmodels "
+                                 f"writes it ({msg}; edited by hand or by another tool?); it "
+                                 "was left as it is: rebuild it or use another file")
+
+
+def _connect(target: str, path: Path, what: str, **kw) -> sqlite3.Connection:
+    con = sqlite3.connect(target, factory=_NamedConnection, **kw)
+    con.path, con.what = str(path), what
+    return con
+
+
 class Database:
     """An open costmodels SQLite file of one :class:`Schema`.
 
@@ -299,8 +342,8 @@ class Database:
             check_writable(self.path, schema)
             if not state.exists:
                 state = self._create(create_meta or {})
-            self.con = sqlite3.connect(str(self.path), timeout=BUSY_TIMEOUT_S,
-                                       isolation_level=None)
+            self.con = _connect(str(self.path), self.path, schema.what,
+                                timeout=BUSY_TIMEOUT_S, isolation_level=None)
         self.version = state.version
         self.meta: dict[str, str] = dict(state.meta)
         self._wal = False
@@ -313,8 +356,8 @@ class Database:
         flags = "mode=ro&immutable=1" if in_wal and not wal else "mode=ro"
         if not os.access(self.path.parent, os.W_OK) and not wal:
             flags = "mode=ro&immutable=1"  # a read-only checkout: nothing can change it
-        return sqlite3.connect(f"{self.path.resolve().as_uri()}?{flags}", uri=True,
-                               timeout=BUSY_TIMEOUT_S, isolation_level=None)
+        return _connect(f"{self.path.resolve().as_uri()}?{flags}", self.path, self.schema.what,
+                        uri=True, timeout=BUSY_TIMEOUT_S, isolation_level=None)
 
     def _create(self, extra: Mapping[str, str]) -> FileState:
         """Write a complete new file aside and link it into place; another process that

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import sqlite3
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -208,3 +209,25 @@ def test_merge_luts(tmp_path):
         with LutFile(a) as dst, LutFile(other, readonly=True) as src:
             with pytest.raises(ModelFileError, match="cannot merge"):
                 merge_luts(dst, src)
+
+
+def test_an_entry_edited_by_hand_is_refused_by_name_and_merges_nothing(tmp_path):
+    """A usable entry whose median is text or negative (SQLite keeps whatever was written)
+    is refused naming the file and the entry, by estimate and by merge, and a merge into
+    another LUT leaves that one byte-identical."""
+    from measure.lut.table import LutFile, merge_luts
+
+    bad, _ = make_lut(tmp_path / "bad.sqlite")
+    into, _ = make_lut(tmp_path / "into.sqlite", archs=ARCHS[:1])
+    con = sqlite3.connect(bad)
+    key = con.execute("SELECT key FROM entries WHERE ok = 1 LIMIT 1").fetchone()[0]
+    con.execute("UPDATE entries SET median_ms = 'abc' WHERE key = ?", (key,))
+    con.commit()
+    con.close()
+    before = Path(into).read_bytes()
+    with pytest.raises(ModelFileError, match=r"bad.sqlite: entry .* has median_ms 'abc'"):
+        LookupTable(bad).estimate(nb201.build_network(ARCHS[0]))
+    with LutFile(into) as dst, LutFile(bad, readonly=True) as src:
+        with pytest.raises(ModelFileError, match="bad.sqlite: entry"):
+            merge_luts(dst, src, "replace")
+    assert Path(into).read_bytes() == before

@@ -250,3 +250,33 @@ def test_concurrent_writers_on_one_new_store_both_finish_each_key_kept_once(tmp_
     assert {r.result.meta["by"] for r in recs if r.net.key in {f"k{i}" for i in range(15)}} \
         == {"a"}
     assert sorted(p.name for p in tmp_path.iterdir()) == ["runs.sqlite"]
+
+
+def test_a_store_locked_by_another_process_or_edited_by_hand_is_named(tmp_path, monkeypatch):
+    """A lock held past the busy timeout, and a table whose columns are not ours, are a
+    clear error naming the file (not an internal error), and the file is left as it was."""
+    from measure import sqlite as S
+
+    good = tmp_path / "good.sqlite"
+    key = NetKey("k", "n")
+    with MeasureStore(good) as s:
+        s.put(key, MeasureConfig(), "c", "d", MeasureResult.from_times([1.0, 2.0], "ort"))
+    monkeypatch.setattr(S, "BUSY_TIMEOUT_S", 0.2)
+    holder = sqlite3.connect(good, isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(ModelFileError, match="good.sqlite: database is locked by another"):
+            with MeasureStore(good) as s:
+                s.records("c", "d", keys=[key.key])
+    finally:
+        holder.execute("ROLLBACK")
+        holder.close()
+    edited = tmp_path / "edited.sqlite"
+    shutil.copy(good, edited)
+    _sql(edited, "DROP TABLE measurements", "CREATE TABLE measurements (foo TEXT)")
+    before = _digest(tmp_path)
+    with pytest.raises(ModelFileError, match="edited.sqlite: this measurement store cannot be "
+                                             "read.*left as it is"):
+        with MeasureStore(edited) as s:
+            s.records("c", "d", keys=[key.key])
+    assert _digest(tmp_path) == before

@@ -196,11 +196,30 @@ class LutFile(SchemaFile):
     def entries(self) -> Iterator[Entry]:
         cur = self._con.execute("SELECT * FROM entries ORDER BY key")
         for row in cur:
-            yield _entry(row)
+            yield self._checked(_entry(row))
 
     def get(self, key: str) -> Entry | None:
         row = self._con.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
-        return _entry(row) if row else None
+        return self._checked(_entry(row)) if row else None
+
+    def _checked(self, e: Entry) -> Entry:
+        if e.ok:
+            self._usable_ms(e.key, e.median_ms)
+        return e
+
+    def _usable_ms(self, key: str, value: Any) -> float:
+        """A usable entry's median: a finite positive number, else the file is refused
+        naming the entry (a LUT edited by hand: ``lut import`` refuses such values too)."""
+        try:
+            x = float(value)
+        except (TypeError, ValueError):
+            x = math.nan
+        if not (math.isfinite(x) and x > 0):
+            shown = key if len(key) <= 120 else key[:117] + "..."
+            raise ModelFileError(f"{self.path}: entry {shown!r} has median_ms {value!r}, not a "
+                                 "positive number (edited by hand, or corrupt); rebuild the "
+                                 "LUT or `lut import` the entry again")
+        return x
 
     def keys(self, ok_only: bool = True) -> set[str]:
         q = "SELECT key FROM entries" + (" WHERE ok = 1" if ok_only else "")
@@ -208,7 +227,7 @@ class LutFile(SchemaFile):
 
     def values(self) -> dict[str, float]:
         """key -> median_ms of the usable (ok) entries."""
-        return {k: float(v) for k, v in self._con.execute(
+        return {k: self._usable_ms(k, v) for k, v in self._con.execute(
             "SELECT key, median_ms FROM entries WHERE ok = 1 AND median_ms IS NOT NULL")}
 
     def __len__(self) -> int:
@@ -276,17 +295,14 @@ def _entry(row: tuple) -> Entry:
 def export_csv(lut: LutFile, path: str | Path) -> int:
     """Write the usable entries as CSV (``CSV_COLUMNS``); returns the row count."""
     path = Path(path)
-    n = 0
+    rows = [[e.key, e.ops, repr(e.median_ms), repr(e.p10_ms), repr(e.p90_ms), repr(e.cv),
+             e.count, e.uses, int(e.noisy), e.source]
+            for e in lut.entries() if e.ok]  # all read (and checked) before a byte is written
     with open(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
-        for e in lut.entries():
-            if not e.ok:
-                continue
-            w.writerow([e.key, e.ops, repr(e.median_ms), repr(e.p10_ms), repr(e.p90_ms),
-                        repr(e.cv), e.count, e.uses, int(e.noisy), e.source])
-            n += 1
-    return n
+        w.writerows(rows)
+    return len(rows)
 
 
 def read_csv(path: str | Path) -> list[Entry]:
@@ -377,13 +393,19 @@ def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str
         if a.get(name) and b.get(name) and a.get(name) != b.get(name):
             raise ModelFileError(f"cannot merge {src.path} into {dst.path}: measured on another "
                                  f"device ({name} {b.get(name)!r} vs {a.get(name)!r})")
-    stats = merge_entries(dst, src.entries(), policy)
+    try:  # everything of src read (and decoded) before dst is written at all
+        entries, points, rows = list(src.entries()), list(src.points()), src.index_rows()
+    except ModelFileError:
+        raise
+    except (ValueError, TypeError, KeyError) as exc:
+        raise ModelFileError(f"{src.path}: an entry cannot be read ({type(exc).__name__}: "
+                             f"{exc}); nothing was merged into {dst.path}") from None
+    stats = merge_entries(dst, entries, policy)
     have = {p.name for p in dst.points()}
-    new_points = [p for p in src.points() if p.name not in have]
+    new_points = [p for p in points if p.name not in have]
     for p in new_points:
         dst.put_point(p)
     stats["points"] = len(new_points)
-    rows = src.index_rows()
     with dst._db.transaction() as con:
         con.executemany("INSERT OR IGNORE INTO space_index VALUES (?,?,?,?,?,?)", rows)
     return stats
