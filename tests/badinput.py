@@ -286,6 +286,8 @@ def make_fixtures(d: Path) -> None:
         rows[1][2] = bad
         (d / f"lat_{name}.csv").write_text(_table(rows))
     (d / "dup.csv").write_text(_table(good + [(good[0][0], good[0][1], good[0][2] * 3)]))
+    (d / "dup_column.csv").write_text(_table([(*r, 99.0) for r in good],
+                                             "arch_index,arch_str,latency_ms,latency_ms"))
     rows = [list(r) for r in good]
     rows[2][0] = rows[2][0] + 1
     (d / "mismatch.csv").write_text(_table(rows))
