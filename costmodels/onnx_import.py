@@ -202,9 +202,26 @@ def _load_external(proto: Any, base: Path, source: str) -> None:
         if length is not None and len(raw) != int(length):
             raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is "
                                   "shorter than recorded (truncated weight file?)")
+        need = _tensor_bytes(t)
+        if need is not None and len(raw) != need:
+            raise OnnxImportError(f"{source}: tensor {t.name!r} ({'x'.join(map(str, t.dims))}) "
+                                  f"needs {need} bytes, but its external data {loc!r} gives "
+                                  f"{len(raw)}; export the model and its weights again")
         t.raw_data = raw
         del t.external_data[:]
         t.data_location = TensorProto.DEFAULT
+
+
+# Bytes per element of the ONNX tensor types whose raw data is one element per item
+# (packed 4-bit types and strings are not checked).
+_ELEMENT_BYTES = {1: 4, 2: 1, 3: 1, 4: 2, 5: 2, 6: 4, 7: 8, 9: 1, 10: 2, 11: 8, 12: 4,
+                  13: 8, 16: 2}
+
+
+def _tensor_bytes(t: Any) -> int | None:
+    """Bytes a tensor of a fixed-size element type holds (None where not checked)."""
+    item = _ELEMENT_BYTES.get(t.data_type)
+    return None if item is None else math.prod(t.dims) * item
 
 
 def _opset(proto: Any) -> int:

@@ -329,3 +329,23 @@ def test_an_ir_version_newer_than_onnx_reads_is_named():
     m.ir_version = 99
     with pytest.raises(OnnxImportError, match="IR version 99 is newer"):
         import_onnx(m)
+
+
+def test_external_data_shorter_than_its_tensor_is_named(tmp_path):
+    """A recorded length that matches the file but not the tensor's shape (ONNX Runtime
+    would refuse it when run): named at import, not at measure time."""
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 6, 6])], [_w("w", (4, 3, 3, 3))])
+    convert_model_to_external_data(m, all_tensors_to_one_file=True, location="w.bin",
+                                   size_threshold=0)
+    onnx.save(m, tmp_path / "m.onnx")
+    assert import_onnx(tmp_path / "m.onnx").layers[0].params == 108
+    for t in m.graph.initializer:
+        for e in t.external_data:
+            if e.key == "length":
+                e.value = "16"
+    onnx.save(m, tmp_path / "short.onnx")
+    with pytest.raises(OnnxImportError, match=r"short.onnx: tensor 'w' \(4x3x3x3\) needs 432"):
+        import_onnx(tmp_path / "short.onnx")
