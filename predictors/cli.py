@@ -166,7 +166,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
 
-    check_output_dir(args.output, "-o")
+    out = check_output_dir(args.output, "-o")
+    others = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
+    if others and "manifest.json" not in others:
+        raise PredictorError(f"-o {args.output}: holds files that are not a saved model "
+                             f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
+                             "a model is written into a new or empty folder (or over one "
+                             "saved before)")
     space = open_space(args)
     table = read_table(args.train, duplicates=args.duplicates, space=space)
     rows = np.arange(len(table))

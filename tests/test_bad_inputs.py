@@ -63,6 +63,8 @@ CASES: list[Case] = [
     C("threads-1000", f"measure {{d}}/tiny.onnx --threads 1000 {QUICK}", "threads", "256"),
     C("seed-neg", "archs --sample 2 --seed -1", "--seed"),
     C("seed-neg-fit", "fit gbdt --train {d}/good.csv --seed -3 -o {d}/m", "--seed"),
+    C("fit-into-a-folder-of-other-files", "fit gbdt --train {d}/good.csv -o {d}",
+      "not a saved model"),
     C("rpc-without-tvm", f"measure {{d}}/tiny.onnx --rpc-tracker h:9190 --rpc-key k {QUICK}",
       "--rpc-tracker"),
     C("campaign-space-unknown", "measure-space --space foo --db {d}/s.sqlite -o {d}/o.csv",
