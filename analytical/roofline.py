@@ -217,5 +217,11 @@ def from_spec(arg: str | None) -> RooflineModel:
     """Registry factory: ``roofline`` (local calibrated spec, else x86_generic) or ``roofline:SPEC``."""
     if not arg:
         local = local_spec_path()
+        if local.exists() and not local.is_file():  # absent: not calibrated yet (generic)
+            from analytical.specs import SpecError
+            raise SpecError(f"{local} (the local roofline spec, ${LOCAL_SPEC_ENV} or "
+                            f"~/.config/costmodels): {'a folder' if local.is_dir() else 'not a file'}"
+                            f", not a roofline spec; point ${LOCAL_SPEC_ENV} at a TOML that "
+                            "`costmodels roofline calibrate` wrote, or unset it")
         arg = str(local) if local.is_file() else DEFAULT_SPEC
     return RooflineModel(load_spec(arg, RooflineSpec))

@@ -475,6 +475,18 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     return 1 if bad == len(archs) else 0
 
 
+def _os_hint(exc: OSError) -> str:
+    """What to do about an OSError nobody checked for earlier."""
+    import errno
+
+    hints = {errno.ENAMETOOLONG: "; use a shorter path or file name",
+             errno.ENOSPC: "; free some disk space or write elsewhere",
+             errno.EACCES: "; check the permissions or write elsewhere",
+             errno.EROFS: "; the file system is read-only: write elsewhere",
+             errno.ENOENT: "; check the path"}
+    return hints.get(exc.errno, "; check the path")
+
+
 def _one_line(exc: BaseException) -> str:
     text = str(exc).strip().splitlines()
     return (text[0] if text else type(exc).__name__)[:300]
@@ -589,7 +601,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except OSError as exc:
         where = f"{exc.filename}: " if exc.filename else ""
-        print(f"error: {where}{exc.strerror or exc}", file=sys.stderr)
+        print(f"error: {where}{exc.strerror or exc}{_os_hint(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
         print("error: out of memory; use a smaller --sample or --batch", file=sys.stderr)

@@ -385,10 +385,12 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
             else:
                 how = (f"--input-shape {vi.name}=D1xD2x... (its full shape; in Python: "
                        f"input_shapes={{'{vi.name}': (...)}})")
-            raise OnnxImportError(
-                f"{source}: input {vi.name!r} has a dynamic or unknown shape "
-                f"({_shown(dims or ())}); "
-                f"fix it with {how}")
+            odd = [d for d in dims or () if isinstance(d, int) and d <= 0]
+            what = (f"declares a dimension of size {odd[0]} ("
+                    f"{'x'.join(str(d) if isinstance(d, int) else '?' for d in dims)}), a tensor of no "
+                    "elements"
+                    if odd else f"has a dynamic or unknown shape ({_shown(dims or ())})")
+            raise OnnxImportError(f"{source}: input {vi.name!r} {what}; fix it with {how}")
         else:
             final[vi.name] = tuple(int(d) for d in dims)
     return final

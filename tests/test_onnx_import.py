@@ -349,3 +349,10 @@ def test_external_data_shorter_than_its_tensor_is_named(tmp_path):
     onnx.save(m, tmp_path / "short.onnx")
     with pytest.raises(OnnxImportError, match=r"short.onnx: tensor 'w' \(4x3x3x3\) needs 432"):
         import_onnx(tmp_path / "short.onnx")
+
+
+def test_a_zero_sized_input_dimension_is_named_as_such():
+    m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [_vi("x", [1, 3, 0, 16])], [_vi("y", [1, 3, 0, 16])])
+    with pytest.raises(OnnxImportError, match=r"'x' declares a dimension of size 0 \(1x3x0x16\)"):
+        import_onnx(m)
