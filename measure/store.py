@@ -27,6 +27,7 @@ from typing import Any
 
 import numpy as np
 
+from costmodels.errors import ModelFileError
 from measure.config import MeasureConfig, MeasureResult
 from measure.sqlite import Database, Schema, add_columns, inspect, utc_now
 
@@ -252,8 +253,24 @@ class MeasureStore:
         for r in cur:
             d = dict(zip(cols, r, strict=True))
             if wanted is None or d["net_key"] in wanted:
-                out.append(_record(d))
+                out.append(self._decoded(d))
         return out
+
+    def _decoded(self, d: dict[str, Any]) -> StoredMeasurement:
+        """:func:`_record`, or an error naming the file and record for one edited by hand."""
+        try:
+            rec = _record(d)
+        except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{self.path}: measurement {d.get('id')} ({d.get('name')!r}) "
+                                 f"cannot be decoded ({type(exc).__name__}: "
+                                 f"{str(exc).splitlines()[0] if str(exc) else ''}); edited by "
+                                 "hand or corrupt: it was left as it is, use another --db") from None
+        if rec.result.ok and not (np.isfinite(rec.result.median_ms) and rec.result.median_ms >= 0):
+            raise ModelFileError(f"{self.path}: measurement {d.get('id')} ({d.get('name')!r}) "
+                                 f"has median_ms {rec.result.median_ms!r}, not a time; "
+                                 "edited by hand or corrupt: it was left as it is, use another "
+                                 "--db")
+        return rec
 
     def campaigns(self) -> list[dict[str, Any]]:
         """Every campaign row (oldest first) with its windows decoded."""

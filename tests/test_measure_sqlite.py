@@ -280,3 +280,21 @@ def test_a_store_locked_by_another_process_or_edited_by_hand_is_named(tmp_path, 
         with MeasureStore(edited) as s:
             s.records("c", "d", keys=[key.key])
     assert _digest(tmp_path) == before
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("UPDATE measurements SET times_zlib = x'00010203'", "cannot be decoded"),
+    ("UPDATE measurements SET config_json = '{bad'", "cannot be decoded"),
+    ("UPDATE measurements SET median_ms = -3", "median_ms -3.0, not a time"),
+])
+def test_a_record_edited_by_hand_is_named_and_left_as_it_is(tmp_path, edit, match):
+    p = tmp_path / "runs.sqlite"
+    key = NetKey("k", "n")
+    with MeasureStore(p) as s:
+        s.put(key, MeasureConfig(), "c", "d", MeasureResult.from_times([1.0, 2.0], "ort"))
+    _sql(p, edit)
+    before = _digest(tmp_path)
+    with pytest.raises(ModelFileError, match=f"runs.sqlite: measurement 1 \\('n'\\) .*{match}"):
+        with MeasureStore(p, readonly=True) as s:
+            s.records("c", "d")
+    assert _digest(tmp_path) == before
