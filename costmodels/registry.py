@@ -10,6 +10,7 @@ and returns a CostModel. Nothing is imported until a spec is created.
 from __future__ import annotations
 
 import importlib
+import zlib
 from collections.abc import Callable
 
 from costmodels.errors import CostModelError, UnknownBackend
@@ -89,7 +90,9 @@ def create(spec: str) -> CostModel:
         return factory(arg)
     except CostModelError:
         raise
-    except (ValueError, KeyError, IndexError, OSError, RuntimeError) as exc:
+    except (ValueError, KeyError, IndexError, OSError, RuntimeError, TypeError, AttributeError,
+            zlib.error) as exc:  # a file edited by hand decodes into the wrong types
         text = str(exc).strip().splitlines()
-        raise BackendSpecError(f"backend spec {spec!r}: {text[0] if text else type(exc).__name__}"
-                               "; check the argument (see `costmodels backends`)") from None
+        raise BackendSpecError(f"backend spec {spec!r}: {type(exc).__name__}: "
+                               f"{text[0] if text else ''}; check the argument and the file it "
+                               "names (see `costmodels backends`)") from None
