@@ -231,3 +231,24 @@ def test_an_entry_edited_by_hand_is_refused_by_name_and_merges_nothing(tmp_path)
         with pytest.raises(ModelFileError, match="bad.sqlite: entry"):
             merge_luts(dst, src, "replace")
     assert Path(into).read_bytes() == before
+
+
+@pytest.mark.parametrize("cols, match", [
+    ("cv", "must not be negative"), ("p10_ms", "is above p90_ms"), ("ops", "is not the key's")])
+def test_lut_import_refuses_values_no_measurement_gives(tmp_path, cols, match):
+    from measure.lut.table import read_csv
+
+    net = nb201.build_network(ARCHS[0])
+    k = kernels(net, load_rules("ort"))[0]
+    row = {"key": k.text, "ops": "+".join(k.ops), "median_ms": "0.5", "p10_ms": "0.4",
+           "p90_ms": "0.6", "cv": "0.01"}
+    row[cols] = {"cv": "-0.5", "p10_ms": "0.9", "ops": "Bogus"}[cols]
+    p = tmp_path / "in.csv"
+    with open(p, "w", newline="") as fh:
+        import csv
+
+        w = csv.DictWriter(fh, list(row))
+        w.writeheader()
+        w.writerow(row)
+    with pytest.raises(ModelFileError, match=f"in.csv:2: .*{match}"):
+        read_csv(p)

@@ -331,10 +331,17 @@ def read_csv(path: str | Path) -> list[Entry]:
             med = float(row["median_ms"])
             if not math.isfinite(med) or med <= 0:
                 raise ValueError(f"median_ms must be a positive number, got {med}")
+            p10, p90, cv = _opt(row, "p10_ms"), _opt(row, "p90_ms"), _opt(row, "cv")
+            count, uses = int(_opt(row, "count", 0)), int(_opt(row, "uses", 0))
+            if any(v < 0 for v in (p10, p90, cv, count, uses)):  # NaN (absent) passes
+                raise ValueError("p10_ms, p90_ms, cv, count and uses must not be negative")
+            if p10 > p90:
+                raise ValueError(f"p10_ms {p10} is above p90_ms {p90}")
+            if row.get("ops") and row["ops"] != "+".join(key.ops):
+                raise ValueError(f"ops {row['ops']!r} is not the key's ({'+'.join(key.ops)!r})")
             out.append(Entry(
                 key=key.text, ops="+".join(key.ops), ok=True, median_ms=med,
-                p10_ms=_opt(row, "p10_ms"), p90_ms=_opt(row, "p90_ms"), cv=_opt(row, "cv"),
-                count=int(_opt(row, "count", 0)), uses=int(_opt(row, "uses", 0)),
+                p10_ms=p10, p90_ms=p90, cv=cv, count=count, uses=uses,
                 noisy=bool(int(_opt(row, "noisy", 0))),
                 source=row.get("source") or f"csv:{path.name}", measured_at=now()))
         except (ValueError, KeyError) as exc:
