@@ -70,7 +70,7 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
         d = {"kind": kind}
         for opt in opts:
             key, _, value = opt.lstrip("-").partition("=")
-            d[key] = value or True
+            d[key] = (int(value) if value.lstrip("-").isdigit() else value) if value else True
     else:
         d = {"kind": "llvm"}
         mcpu = "" if config.rpc_tracker else host_mcpu()
@@ -81,6 +81,17 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
                          f"compiles for one of {', '.join(sorted(TARGET_KINDS))} (CPUs: llvm, "
                          "e.g. 'llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72')")
     d.setdefault("num-cores", config.threads)
+    cores = d["num-cores"]
+    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+        raise InputError(f"--target {spec!r}: num-cores must be a positive integer, not "
+                         f"{cores!r}")
+    import tvm
+
+    try:  # what TVM itself refuses (an unknown option, a wrong type), before any work
+        tvm.target.Target(d)
+    except Exception as exc:  # noqa: BLE001 - TVM raises ValueError/TVMError variants
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise InputError(f"--target {spec!r}: TVM refuses it ({first})") from None
     return d
 
 

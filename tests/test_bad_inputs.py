@@ -165,6 +165,8 @@ CASES: list[Case] = [
     C("tvm-tune-work-dir-file", "tvm tune --sample 1 --trials-per-task 2 "
       "--work-dir {d}/afile.txt", "afile.txt", sub=True, timeout_s=6),
     C("tvm-target-nonsense", "tvm target --target 'nonsense{'", "nonsense{"),
+    C("tvm-target-cores-neg", "tvm target --target 'llvm -num-cores=-4'", "num-cores"),
+    C("tvm-target-unknown-option", "tvm target --target 'llvm -bogus=1'", "bogus"),
     C("quality-one-table", "measure-quality {d}/good.csv", "two"),
     C("quality-png", "measure-quality {d}/good.csv {d}/png.csv", "png.csv"),
     C("quality-db-foreign", "measure-quality --db {d}/table_t.db", "table_t.db"),
