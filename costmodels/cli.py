@@ -439,6 +439,9 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             it = iter(ests)
             for a, n in zip(part, nets, strict=True):
                 est = next(it) if n is not None else failed[a]
+                if not isinstance(est, Exception) and not math.isfinite(est.latency_ms):
+                    est = ValueError(f"{model.name} gave a latency of {est.latency_ms} ms for "
+                                     f"{a} (a model file edited by hand, or a bug)")
                 if isinstance(est, Exception):
                     lat.append(math.nan)
                     energy.append(None)

@@ -14,7 +14,7 @@ from typing import Any
 
 import numpy as np
 
-from costmodels.errors import CostModelError
+from costmodels.errors import CostModelError, ModelFileError
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
 
@@ -159,7 +159,16 @@ class Predictor(BaseCostModel):
         return self.estimate_many([net])[0]
 
     def estimate_many(self, nets: Sequence[Network]) -> list[Estimate]:
-        pred = self.predict(list(nets))
+        try:
+            pred = self.predict(list(nets))
+        except (ValueError, IndexError) as exc:
+            where = getattr(self, "loaded_from_", None)
+            if where is None or isinstance(exc, CostModelError):
+                raise
+            # a saved model whose arrays do not fit its class (edited and sealed again)
+            raise ModelFileError(f"{where}: its arrays do not fit a {type(self).__name__} "
+                                 f"({type(exc).__name__}: {str(exc).splitlines()[0][:150]}); "
+                                 "fit the model again") from None
         self._check_domain(list(nets))  # after: a model that refuses such networks says so
         meta = {"backend": self.name, "device": getattr(self, "device_", "")}
         return [Estimate(float(p), meta=meta) for p in pred]

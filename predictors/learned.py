@@ -117,7 +117,9 @@ def load(model_dir: str | Path, expect: str | None = None):
         if expect is None:
             raise ModelFileError(f"{d / MANIFEST}: holds a model of an unknown class; fit the "
                                  "model again")
-    return learned_class(expect).load(d)
+    model = learned_class(expect).load(d)
+    model.loaded_from_ = str(d)
+    return model
 
 
 def from_spec(name: str, arg: str | None):
