@@ -162,3 +162,25 @@ def test_estimating_another_space_or_dataset_warns_once(tmp_path, data, capsys):
     model.estimate_many(other)
     err = capsys.readouterr().err
     assert err.count("warning:") == 1 and "dataset cifar100" in err and "cifar10" in err
+
+
+@pytest.mark.parametrize("coef, match", [(np.zeros(3), "its arrays do not fit a GBDTModel"),
+                                         (None, "latency of nan")])
+def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, coef, match,
+                                                   capsys):
+    """A forgery that re-seals the manifest over edited arrays: wrong shapes are a model-file
+    error naming the directory; NaN coefficients an error row, not a blank 'estimated'."""
+    from costmodels.cli import main
+    from predictors.persistence import file_sha256
+
+    arrays = saved_gbdt / "arrays.npz"
+    z = dict(np.load(arrays))
+    key = next(k for k in z if k.startswith("base_") and z[k].ndim == 1 and len(z[k]) > 3)
+    z[key] = coef if coef is not None else np.full_like(z[key], np.nan)
+    with open(arrays, "wb") as fh:
+        np.savez(fh, **z)
+    _edit_manifest(saved_gbdt, lambda doc: doc["files"].update(
+        {"arrays.npz": file_sha256(arrays)}))
+    out = tmp_path / "o.csv"
+    assert main(["estimate", f"gbdt:{saved_gbdt}", "--sample", "2", "-o", str(out)]) == 1
+    assert match in capsys.readouterr().err
