@@ -543,7 +543,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("estimate", help="estimate architectures with a backend -> latency CSV",
                        formatter_class=Formatter,
                        epilog="examples:\n  costmodels estimate flops -o flops.csv\n"
-                              "  costmodels estimate lut:datasets/nb201/lut.sqlite -o lut.csv\n"
+                              "  costmodels estimate lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite -o lut.csv\n"
                               "  costmodels estimate eyeriss --dataset cifar10 -o eyeriss.csv\n"
                               "  costmodels estimate roofline --space models:my_models/ "
                               "--input-shape 1x3x224x224 -o est.csv\n"

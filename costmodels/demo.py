@@ -162,8 +162,10 @@ def run(args: argparse.Namespace) -> int:
         same = [p.name for d in dirs for p in d.glob(f"{device_slug()}-ort-*-lut.sqlite")]
         why = (f" ({', '.join(same)}: measured on another machine of this kind, or with "
                "other settings)" if same else "")
-        console.print(f"no committed LUT of this device and runtime in {where}{why}: step 2 "
-                      "measures every kernel", highlight=False)
+        step = next(i for i, (title, _) in enumerate(plan, start=1)
+                    if title == "build the lookup table")
+        console.print(f"no committed LUT of this device and runtime in {where}{why}: step "
+                      f"{step} measures every kernel", highlight=False)
     t0 = time.perf_counter()
     for i, (title, argv) in enumerate(plan, start=1):
         console.rule(f"[bold]step {i}: {title}")

@@ -125,6 +125,7 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     with LutFile(args.db, readonly=True) as lut:
         meta = lut.meta()
+        version = lut.schema_version
         entries = list(lut.entries())
         points = lut.points()
         cal = lut.calibration
@@ -133,7 +134,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     cvs = sorted(e.cv for e in ok if not math.isnan(e.cv))
     doc = {
         "path": args.db, "runtime": meta.get("runtime"), "schema_version":
-        meta.get("schema_version"), "rules": json.loads(meta.get("rules", "{}")).get("name"),
+        version, "rules": json.loads(meta.get("rules", "{}")).get("name"),
         "rules_hash": meta.get("rules_hash"), "device": fp.get("cpu_model"),
         "cores": fp.get("cores"), "runtime_version": fp.get("runtime_version"),
         "created_at": meta.get("created_at"), "entries": len(entries), "ok": len(ok),

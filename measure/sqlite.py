@@ -497,6 +497,11 @@ class SchemaFile:
         self._con = self._db.con
         self.readonly = readonly
 
+    @property
+    def schema_version(self) -> int:
+        """The schema version of the file as opened (an older readable one stays as it is)."""
+        return self._db.version
+
     def meta(self) -> dict[str, str]:
         return dict(self._db.meta)
 

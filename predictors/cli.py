@@ -12,7 +12,7 @@ import time
 FIT_EPILOG = """\
 examples:
   # GBDT on a measured table (all its rows), then estimate every cell with it
-  costmodels fit gbdt --train datasets/nb201/this_cpu.csv -o models/gbdt-cpu
+  costmodels fit gbdt --train datasets/nb201/xeon-2c-ort-cifar10.csv -o models/gbdt-cpu
   costmodels estimate gbdt:models/gbdt-cpu --space nb201 --dataset cifar10 -o est.csv
 
   # few-shot: 10 measured cells on the new device + other devices' tables

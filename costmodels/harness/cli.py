@@ -10,8 +10,9 @@ examples:
   # the MACs proxy against a phone's table measured elsewhere (Kendall tau ~0.68)
   costmodels compare --truth ../shared/refdata/nb201_pixel3.csv flops params -o report/
   # every backend against this CPU's measured sample; learned ones fitted on 100 rows
-  costmodels compare --truth datasets/nb201/truth.csv flops lut:lut.sqlite \\
-      roofline:x86_generic gbdt gnn --train-samples 100 --seed 0 -o report/
+  costmodels compare --truth datasets/nb201/xeon-2c-ort-cifar10.csv flops \\
+      lut:datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite roofline:x86_generic gbdt gnn \\
+      --train-samples 100 --seed 0 -o report/
   # few-shot transfer from other devices' tables, plus the curve from `costmodels fewshot`
   costmodels compare --truth pixel3.csv transfer --train-samples 20 \\
       --source gold_6240.csv --source titanx_1.csv --curve curve.csv -o report/
