@@ -127,3 +127,23 @@ class _MacsTruth:
 
     def estimate_many(self, nets):
         return [self.estimate(n) for n in nets]
+
+
+def test_recommendation_warns_on_few_cells_and_leaves_in_sample_models_out(tmp_path):
+    """45 scored cells: no caution; 4: the advice says it is a first look. A backend whose
+    model was fitted on the scored cells (a saved model scored on its own training table)
+    is named and left out of the advice."""
+    _, res = _result(tmp_path, train_samples=15)
+    assert "cells were scored" not in report.recommend(res)
+    best = next(r for r in res.results if r.spec == "flops")
+    params = next(r for r in res.results if r.spec == "params")
+    params.metrics["kendall"] = 0.999
+    params.in_sample = 10
+    text = report.recommend(res)
+    assert "**params" not in text.split("ranks networks best")[0]
+    assert "in-sample" in text and params.name in text
+    best.metrics["n"] = 4.0
+    for r in res.results:
+        if r is not params and r.metrics:
+            r.metrics["n"] = 4.0
+    assert "**Only 4 cells were scored**" in report.recommend(res)

@@ -62,7 +62,8 @@ class BackendResult:
     cells (network construction excluded). ``calibrated`` is False for
     estimators whose scale is arbitrary (raw MACs): rank metrics hold,
     absolute errors do not. ``reference_only`` backends (models of other
-    hardware, shown for illustration) are left out of the recommendation.
+    hardware, shown for illustration) are left out of the recommendation, and so are
+    saved models scored on cells they were fitted on (``in_sample``: how many).
     """
 
     spec: str
@@ -77,6 +78,7 @@ class BackendResult:
     calibrated: bool = True
     note: str = ""
     reference_only: bool = False
+    in_sample: int = 0
     rows: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64), repr=False)
     y_true: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
     y_pred: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
@@ -94,6 +96,16 @@ class BackendResult:
     def by_row(self) -> dict[int, float]:
         """{row: estimated latency_ms} for the covered rows."""
         return dict(zip(self.rows.tolist(), self.y_pred.tolist(), strict=True))
+
+
+def _in_sample(model: Any, nets: Sequence[Network]) -> int:
+    """How many of ``nets`` a saved learned model was fitted on (its manifest's training
+    networks, by ``arch_str``); 0 for anything else."""
+    seen = getattr(model, "trained_on_", None)
+    archs = set(seen.get("archs") or ()) if isinstance(seen, dict) else set()
+    if not archs:
+        return 0
+    return sum(1 for n in nets if str(n.meta.get("arch_str") or n.name) in archs)
 
 
 @dataclass
@@ -215,6 +227,10 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             results.append(res)
             continue
         res.model = model
+        res.in_sample = _in_sample(model, test_nets)
+        if res.in_sample:
+            res.note = (f"fitted on {res.in_sample} of the {len(test_nets)} scored cells "
+                        "(in-sample: its errors are optimistic); left out of the advice")
         if learned:
             with_sources = f", {len(sources)} source devices" if label == "transfer" else ""
             res.name = f"{label} (fit on {len(train_rows)}{with_sources})"

@@ -144,16 +144,29 @@ def _clearly_cheaper(a: BackendResult, b: BackendResult) -> bool:
     return ma < mb or (ma == mb and sb - sa > 5 and sb > 2 * sa)
 
 
+# Below this many scored cells the advice says it is only a first look.
+FEW_CELLS = 30
+
+
 def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     """One paragraph: which estimator to use on this device, derived from the numbers."""
     full = [r for r in result.results if r.n_total and r.coverage >= 0.99
-            and not math.isnan(r.metric("kendall")) and not r.reference_only]
+            and not math.isnan(r.metric("kendall")) and not r.reference_only
+            and not r.in_sample]
     if not full:
         return ("No estimator covered the truth cells (see the errors above), so none can be "
                 "recommended from this run.")
     ranked = rank(full, "kendall")
     best = ranked[0]
-    parts = [f"On {result.device}, **{best.name}** ranks networks best (Kendall τ = "
+    n = int(best.metric("n")) if not math.isnan(best.metric("n")) else best.n_covered
+    parts = []
+    if n < FEW_CELLS:
+        # the spread of Kendall's tau between unrelated rankings of n items
+        se = math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n > 1 else math.inf
+        parts.append(f"**Only {n} cells were scored**: a Kendall τ over {n} cells moves by "
+                     f"about ±{se:.2f} by chance alone, so what follows is a first look, not "
+                     "a choice: measure more networks.")
+    parts += [f"On {result.device}, **{best.name}** ranks networks best (Kendall τ = "
              f"{best.metric('kendall'):.3f}, Spearman ρ = {best.metric('spearman'):.3f}, "
              f"{100 * best.metric('topk'):.0f}% of the {int(best.metric('topk_k'))} fastest "
              f"cells found)" + (", with no measurement at all." if best.build_measurements == 0
@@ -194,14 +207,25 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
         worse = [r.name for r in full if r not in proxies
                  and r.metric("kendall") <= floor.metric("kendall")]
-        one = len(worse) == 1
-        if worse:
+        costly = [r.name for r in full if r.name in worse and _cost(r) > _cost(floor)]
+        free = [w for w in worse if w not in costly]
+        one = len(costly) == 1
+        if costly:
             parts.append(f"The free proxy {floor.name} (τ = {floor.metric('kendall'):.3f}) is "
-                         f"not beaten by {', '.join(worse)}, which {'is' if one else 'are'} "
+                         f"not beaten by {', '.join(costly)}, which {'is' if one else 'are'} "
                          f"not worth {'its' if one else 'their'} build cost on this device.")
+        if free:
+            parts.append(f"{', '.join(free)} {'ranks' if len(free) == 1 else 'rank'} no better "
+                         f"than the free proxy {floor.name}.")
         elif floor is not best:
             parts.append(f"Every other estimator beats the free proxy {floor.name} "
                          f"(τ = {floor.metric('kendall'):.3f}).")
+    inside = [r.name for r in result.results if r.in_sample]
+    if inside:
+        parts.append(f"{', '.join(inside)} {'was' if len(inside) == 1 else 'were'} scored on "
+                     f"cells {'it was' if len(inside) == 1 else 'they were'} fitted on "
+                     f"(in-sample) and {'is' if len(inside) == 1 else 'are'} left out of this "
+                     "advice; score a saved model on a table it was not fitted on.")
     partial = [r.name for r in result.results if r.n_total and 0 < r.coverage < 0.99]
     if partial:
         parts.append(f"{', '.join(partial)} covered only part of the cells and "
