@@ -162,6 +162,10 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_fewshot)
 
 
+# Below this many rows a model fitted on the target's cells alone is warned about.
+FEW_ROWS = 20
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -204,6 +208,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.source and not sources:
         raise PredictorError("no source table of another device is left after skipping the "
                              "target's own; give tables of other devices")
+    if need is None and len(table) < FEW_ROWS:
+        print(f"warning: {len(table)} training rows: {args.model} learns from the target's "
+              f"cells alone and needs tens to hundreds of them (fewshot or transfer, with "
+              "--source tables of other devices, are made for a handful)", file=sys.stderr)
     nets = build_networks(space, list(table.arch_str), args.dataset, args.batch)
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,

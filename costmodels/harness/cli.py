@@ -100,6 +100,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # A --reference-only backend is scored (shown, never recommended) even when it is not
     # also listed as a backend.
     backends = list(args.backends) + [b for b in args.reference_only if b not in args.backends]
+    alone = [b for b in backends if b in ("gbdt", "gnn")]
+    if alone and args.train_samples and args.train_samples < 20:
+        print(f"warning: --train-samples {args.train_samples}: {', '.join(alone)} learn from "
+              "the measured cells alone and need tens to hundreds of them; their figures "
+              "here will be poor", file=sys.stderr)
     result, _, _ = run(args.truth, backends, args.output, dataset=args.dataset,
                        space=space, batch=args.batch,
                        input_shapes=getattr(space, "input_shapes", None),
