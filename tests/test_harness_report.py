@@ -147,3 +147,12 @@ def test_recommendation_warns_on_few_cells_and_leaves_in_sample_models_out(tmp_p
         if r is not params and r.metrics:
             r.metrics["n"] = 4.0
     assert "**Only 4 cells were scored**" in report.recommend(res)
+
+
+def test_terminal_names_truth_rows_that_could_not_be_built(tmp_path):
+    _, res = _result(tmp_path)
+    res.build_errors = {"resnet_wide": "input 'x' contradicts --input-shape"}
+    buf = io.StringIO()
+    report.print_table(res, Console(file=buf, width=200))
+    assert "1 truth row(s) could not be built" in buf.getvalue()
+    assert "resnet_wide" in buf.getvalue()

@@ -112,6 +112,11 @@ def print_table(result: ComparisonResult, console=None) -> None:
                   "measurements + seconds to build here", markup=False, highlight=False)
     for line in _footnotes(result.results):
         console.print(f"  {line}", markup=False, highlight=False)
+    if result.build_errors:
+        name, why = next(iter(result.build_errors.items()))
+        console.print(f"  ⚠ {len(result.build_errors)} truth row(s) could not be built as "
+                      f"networks and are not scored (first: {name}: {why})", markup=False,
+                      highlight=False)
 
 
 def _footnotes(results: Sequence[BackendResult]) -> list[str]:
