@@ -50,7 +50,11 @@ def register(sub) -> None:
     from costmodels.cli import Formatter, add_space_args, positive_int
 
     p = sub.add_parser("roofline", help="analytical models: calibrate, list specs, explain layers",
-                       formatter_class=Formatter,
+                       formatter_class=Formatter, epilog=(
+                           "examples:\n"
+                           "  costmodels roofline calibrate            # this CPU -> local spec\n"
+                           "  costmodels roofline specs\n"
+                           "  costmodels roofline layers 1462 --backend eyeriss"),
                        description="Analytical models from device specs (roofline, eyeriss, "
                                    "fpga).")
     rsub = p.add_subparsers(dest="roofline_command", metavar="COMMAND")
@@ -66,7 +70,9 @@ def register(sub) -> None:
                    help="timed runs per micro-benchmark")
     c.set_defaults(func=cmd_calibrate)
 
-    s = rsub.add_parser("specs", help="list the shipped device specs")
+    s = rsub.add_parser("specs", help="list the shipped device specs", formatter_class=Formatter,
+                        epilog="examples:\n  costmodels roofline specs\n"
+                               "  costmodels estimate roofline:epyc_2c --sample 10 -o r.csv")
     s.set_defaults(func=cmd_specs)
 
     e = rsub.add_parser("layers", help="per-layer (per-kernel) breakdown of one network",

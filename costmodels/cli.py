@@ -557,9 +557,13 @@ def build_parser() -> argparse.ArgumentParser:
     add_space_args(p)
     p.set_defaults(func=cmd_estimate)
 
-    p = sub.add_parser("backends", help="list the registered backends")
+    p = sub.add_parser("backends", help="list the registered backends", formatter_class=Formatter,
+                       epilog="examples:\n  costmodels backends\n"
+                              "  costmodels estimate eyeriss --sample 5 -o e.csv")
     p.set_defaults(func=cmd_backends)
-    p = sub.add_parser("spaces", help="list the search spaces")
+    p = sub.add_parser("spaces", help="list the search spaces", formatter_class=Formatter,
+                       epilog="examples:\n  costmodels spaces\n"
+                              "  costmodels archs --space fbnet --sample 3")
     p.set_defaults(func=cmd_spaces)
 
     for module in PLUGINS:

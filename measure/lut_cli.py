@@ -270,19 +270,26 @@ def register(sub) -> None:
                    help="drop the stored measurements of --db first (e.g. after a noisy build)")
     p.set_defaults(func=cmd_build)
 
-    p = lsub.add_parser("show", help="summary of a LUT file (runtime, device, CVs, calibration)")
+    p = lsub.add_parser("show", help="summary of a LUT file (runtime, device, CVs, calibration)",
+                        formatter_class=Formatter, epilog=(
+                            "examples:\n"
+                            "  costmodels lut show datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite\n"
+                            "  costmodels lut show lut.sqlite --entries --json"))
     p.add_argument("db", help="LUT file")
     p.add_argument("--entries", action="store_true", help="list every entry")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_show)
 
-    p = lsub.add_parser("export", help="write the entries as CSV")
+    p = lsub.add_parser("export", help="write the entries as CSV", formatter_class=Formatter,
+                        epilog="examples:\n  costmodels lut export lut.sqlite -o lut.csv")
     p.add_argument("db", help="LUT file")
     p.add_argument("-o", "--output", required=True, help="CSV path")
     p.set_defaults(func=cmd_export)
 
     p = lsub.add_parser("import", help="read entries from a CSV (the export form) into a LUT",
-                        formatter_class=Formatter)
+                        formatter_class=Formatter, epilog=(
+                            "examples:\n  costmodels lut import lut.csv --db other.sqlite "
+                            "--runtime ort   # e.g. from another tool"))
     p.add_argument("csv", help="CSV with at least key,median_ms")
     p.add_argument("--db", required=True, help="LUT file (created if missing)")
     p.add_argument("--runtime", default="ort", help="runtime the times were measured with")
@@ -291,7 +298,9 @@ def register(sub) -> None:
                    help="which entry wins when a key is already there")
     p.set_defaults(func=cmd_import)
 
-    p = lsub.add_parser("merge", help="merge LUT files into one", formatter_class=Formatter)
+    p = lsub.add_parser("merge", help="merge LUT files into one", formatter_class=Formatter,
+                        epilog=("examples:\n  costmodels lut merge monday.sqlite tuesday.sqlite "
+                                "--into all.sqlite --refit"))
     p.add_argument("sources", nargs="+", help="LUT files to merge in")
     p.add_argument("--into", required=True, help="the LUT that receives them (must exist)")
     p.add_argument("--policy", default="lower-cv", choices=["lower-cv", "keep", "replace"],
@@ -300,7 +309,9 @@ def register(sub) -> None:
                    help="refit the overhead terms on all calibration points afterwards")
     p.set_defaults(func=cmd_merge)
     p = lsub.add_parser("refit", help="refit the overhead terms on the stored calibration points",
-                        formatter_class=Formatter)
+                        formatter_class=Formatter, epilog=(
+                            "examples:\n  costmodels lut refit lut.sqlite --terms "
+                            "intercept,scale   # drop the per-kernel term"))
     p.add_argument("db", help="LUT file")
     p.add_argument("--terms", default="intercept,per_kernel,scale",
                    help="comma-separated terms: intercept, per_kernel, scale")

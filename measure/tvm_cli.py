@@ -180,11 +180,16 @@ def register(sub) -> None:
                                    "tasks of every network, each tuned once.")
     tsub = p.add_subparsers(dest="tvm_command", metavar="COMMAND")
     q = tsub.add_parser("target", help="the target TVM compiles for on this CPU",
-                        formatter_class=Formatter)
-    q.add_argument("--target", default="")
-    q.add_argument("--threads", type=positive_int, default=1)
-    q.add_argument("--rpc-tracker", default="")
-    q.add_argument("--json", action="store_true")
+                        formatter_class=Formatter, epilog=(
+                            "examples:\n  costmodels tvm target\n"
+                            "  costmodels tvm target --target 'llvm -mtriple=aarch64-linux-gnu "
+                            "-mcpu=cortex-a72' --json"))
+    q.add_argument("--target", default="",
+                   help="'llvm -mcpu=...' or a JSON dict (default: this CPU's llvm target)")
+    q.add_argument("--threads", type=positive_int, default=1, help="num-cores of the target")
+    q.add_argument("--rpc-tracker", default="",
+                   help="HOST:PORT: the target is for a remote board (no host -mcpu)")
+    q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_target)
     q = tsub.add_parser("tasks", help="list the distinct tuning tasks of the selected networks",
                         formatter_class=Formatter)
