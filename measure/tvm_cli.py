@@ -192,7 +192,9 @@ def register(sub) -> None:
     q.add_argument("--json", action="store_true", help="print JSON")
     q.set_defaults(func=cmd_target)
     q = tsub.add_parser("tasks", help="list the distinct tuning tasks of the selected networks",
-                        formatter_class=Formatter)
+                        formatter_class=Formatter, epilog=(
+                            "examples:\n  costmodels tvm tasks --sample 3 --json\n"
+                            "  costmodels tvm tasks --space fbnet --sample 2"))
     _common(q)
     q.set_defaults(func=cmd_tasks)
     q = tsub.add_parser("tune", help="tune every distinct task once into a database",

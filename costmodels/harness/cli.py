@@ -73,7 +73,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
     g = sub.add_parser("gen-models", help="write the generated non-NAS-Bench-201 ONNX models",
                        formatter_class=Formatter,
-                       epilog="example:\n  costmodels gen-models -o models/\n"
+                       epilog="examples:\n  costmodels gen-models -o models/\n"
                               "  costmodels compare --truth truth.csv flops --models models/ "
                               "-o report/")
     g.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for *.onnx")
