@@ -156,3 +156,21 @@ def test_terminal_names_truth_rows_that_could_not_be_built(tmp_path):
     report.print_table(res, Console(file=buf, width=200))
     assert "1 truth row(s) could not be built" in buf.getvalue()
     assert "resnet_wide" in buf.getvalue()
+
+
+def test_advice_on_the_free_proxy_never_contradicts_itself(tmp_path):
+    """A backend with a build cost that does not beat the free proxy is named as not worth
+    it, a free one as no better, and the advice does not also say that every other
+    estimator beats the proxy."""
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=60)
+    res = compare(truth, ["flops", "eyeriss", "fpga"])
+    flops = next(r for r in res.results if r.spec == "flops")
+    eyeriss = next(r for r in res.results if r.spec == "eyeriss")
+    fpga = next(r for r in res.results if r.spec == "fpga")
+    eyeriss.metrics["kendall"] = flops.metric("kendall") - 0.1
+    eyeriss.build_measurements = 50
+    fpga.metrics["kendall"] = flops.metric("kendall") - 0.2
+    text = report.recommend(res)
+    assert "eyeriss, which is not worth its build cost" in text
+    assert "fpga ranks no better than the free proxy" in text
+    assert "Every other estimator beats" not in text

@@ -212,7 +212,7 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
         worse = [r.name for r in full if r not in proxies
                  and r.metric("kendall") <= floor.metric("kendall")]
-        costly = [r.name for r in full if r.name in worse and _cost(r) > _cost(floor)]
+        costly = [r.name for r in full if r.name in worse and _clearly_cheaper(floor, r)]
         free = [w for w in worse if w not in costly]
         one = len(costly) == 1
         if costly:
@@ -222,7 +222,7 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
         if free:
             parts.append(f"{', '.join(free)} {'ranks' if len(free) == 1 else 'rank'} no better "
                          f"than the free proxy {floor.name}.")
-        elif floor is not best:
+        if not worse and floor is not best:
             parts.append(f"Every other estimator beats the free proxy {floor.name} "
                          f"(τ = {floor.metric('kendall'):.3f}).")
     inside = [r.name for r in result.results if r.in_sample]
