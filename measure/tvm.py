@@ -70,7 +70,10 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
         d = {"kind": kind}
         for opt in opts:
             key, _, value = opt.lstrip("-").partition("=")
-            d[key] = (int(value) if value.lstrip("-").isdigit() else value) if value else True
+            if key in LIST_OPTIONS:  # -mattr=+neon,+v8.2a -> ["+neon", "+v8.2a"]
+                d[key] = [v for v in value.split(",") if v]
+            else:
+                d[key] = (int(value) if value.lstrip("-").isdigit() else value) if value else True
     else:
         d = {"kind": "llvm"}
         mcpu = "" if config.rpc_tracker else host_mcpu()
@@ -80,11 +83,12 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
         raise InputError(f"--target {spec!r}: unknown target kind {d['kind']!r}; costmodels "
                          f"compiles for one of {', '.join(sorted(TARGET_KINDS))} (CPUs: llvm, "
                          "e.g. 'llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72')")
-    d.setdefault("num-cores", config.threads)
-    cores = d["num-cores"]
-    if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
-        raise InputError(f"--target {spec!r}: num-cores must be a positive integer, not "
-                         f"{cores!r}")
+    if d["kind"] == "llvm":  # the CPU kind's thread count (other kinds have no such option)
+        d.setdefault("num-cores", config.threads)
+        cores = d["num-cores"]
+        if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
+            raise InputError(f"--target {spec!r}: num-cores must be a positive integer, not "
+                             f"{cores!r}")
     import tvm
 
     try:  # what TVM itself refuses (an unknown option, a wrong type), before any work
@@ -94,6 +98,9 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
         raise InputError(f"--target {spec!r}: TVM refuses it ({first})") from None
     return d
 
+
+#: options of the string form that TVM takes as lists (comma-separated in the string)
+LIST_OPTIONS = frozenset({"mattr", "keys", "libs", "cl-opt"})
 
 #: TVM target kinds a network can be compiled for (TVM 0.27's registered kinds)
 TARGET_KINDS = frozenset({"llvm", "c", "cuda", "nvptx", "rocm", "opencl", "vulkan", "metal",

@@ -117,3 +117,18 @@ def test_tune_the_space_once_then_measure_two_networks_with_zero_trials(tmp_path
                                                 max_retries=0, tvm_target=json.dumps(TARGET)))
     assert untuned.ok and untuned.fingerprint["tvm_tuned"] is False
     assert untuned.fingerprint["tuning_db"] == ""
+
+
+def test_string_targets_type_their_options():
+    """List options (-mattr, -keys) become lists, integers ints; num-cores only for llvm;
+    what TVM refuses is an InputError before any work."""
+    from costmodels.errors import InputError
+    from measure.tvm import target_dict
+
+    d = target_dict(MeasureConfig(runtime="tvm", tvm_target="llvm -mtriple=aarch64-linux-gnu "
+                                  "-mcpu=cortex-a72 -mattr=+neon,+v8.2a -num-cores=4"))
+    assert d["mattr"] == ["+neon", "+v8.2a"] and d["num-cores"] == 4
+    assert target_dict(MeasureConfig(runtime="tvm", tvm_target="c")) == {"kind": "c"}
+    for bad in ("llvm -num-cores=-4", "llvm -bogus=1"):
+        with pytest.raises(InputError, match="--target"):
+            target_dict(MeasureConfig(runtime="tvm", tvm_target=bad))

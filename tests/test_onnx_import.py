@@ -356,3 +356,21 @@ def test_a_zero_sized_input_dimension_is_named_as_such():
                [_vi("x", [1, 3, 0, 16])], [_vi("y", [1, 3, 0, 16])])
     with pytest.raises(OnnxImportError, match=r"'x' declares a dimension of size 0 \(1x3x0x16\)"):
         import_onnx(m)
+
+
+def test_measure_takes_one_named_input_shape_like_info(tmp_path, capsys):
+    """`measure FILE --input-shape a=...` sizes the other inputs as `info` does."""
+    from measure.cli import _model_for
+
+    m = _model([helper.make_node("Add", ["a", "b"], ["y"], name="add")],
+               [_vi("a", ["batch", "seq", 4]), _vi("b", ["batch", "seq", 4])],
+               [_vi("y", ["batch", "seq", 4])])
+    path = tmp_path / "two.onnx"
+    onnx.save(m, path)
+    import argparse
+
+    args = argparse.Namespace(model=str(path), input_shape=["a=2x3x4"], batch=1)
+    model, _ = _model_for(args)
+    dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
+            for vi in model.graph.input}
+    assert dims == {"a": [2, 3, 4], "b": [2, 3, 4]}
