@@ -579,7 +579,10 @@ def _param_inputs(node: Any) -> list[str]:
     return ins[:1] if node.op_type in ("DequantizeLinear", "QuantizeLinear") else ins
 
 
-_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16/64, bfloat16
+_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}
+# Recurrent ops' sequence_lens and initial state operands: parameters only when learned
+# (not all zero); torch's default exporter stores a zero h0/c0 as an initializer.
+_STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}  # float32, uint8, int8, int32, float16/64, bfloat16
 
 
 def _source_params(graph: Any) -> dict[str, int]:
@@ -588,12 +591,19 @@ def _source_params(graph: Any) -> dict[str, int]:
     int64/bool shape data, for scalars (scales, epsilons, mask fill values) and for a
     ``Constant`` node of all ones or all zeros (what an exporter writes for an identity
     affine, e.g. the InstanceNormalization inside torch's GroupNorm export; trained weights
-    are initializers, and an untrained initializer of ones still counts)."""
+    are initializers, and an untrained initializer of ones still counts), and for a
+    recurrent layer's all-zero initial state or sequence lengths (:data:`_STATE_OPERANDS`)."""
     import numpy as np
     from onnx import numpy_helper
 
     out = {t.name: n if t.data_type in _PARAM_DTYPES and (n := math.prod(t.dims)) > 1 else 0
            for t in graph.initializer}
+    inits = {t.name: t for t in graph.initializer}
+    for node in graph.node:  # an all-zero initial state (torch's default exporter's h0/c0)
+        for i in _STATE_OPERANDS.get(node.op_type, ()):
+            t = inits.get(node.input[i]) if i < len(node.input) else None
+            if t is not None and not np.any(numpy_helper.to_array(t)):
+                out[t.name] = 0
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for a in node.attribute:
@@ -801,8 +811,7 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
                       out_dtype=out_dtype if out_dtype != dtype else None,
                       bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
                                         for t in wts),
-                      weight_params=[0 if _is_index(node, t) or _is_state(node, t)
-                                     else params_of(t) for t in wts],
+                      weight_params=[0 if _is_index(node, t) else params_of(t) for t in wts],
                       **kw)
 
 
@@ -810,17 +819,6 @@ def _is_index(node: Any, tensor: str) -> bool:
     """Is ``tensor`` the indices operand of a gather (positions, not parameters)?"""
     return (node.op_type in ("Gather", "GatherElements", "GatherND") and len(node.input) > 1
             and node.input[1] == tensor and node.input[0] != tensor)
-
-
-# Operands of the recurrent ops that are not weights: sequence_lens, initial_h[, initial_c]
-# (torch's default exporter stores an all-zero initial state as an initializer).
-_STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
-
-
-def _is_state(node: Any, tensor: str) -> bool:
-    """Is ``tensor`` a recurrent op's sequence lengths or initial state (not parameters)?"""
-    pos = _STATE_OPERANDS.get(node.op_type, ())
-    return any(i < len(node.input) and node.input[i] == tensor for i in pos)
 
 
 def resize_taps(mode: Any, in_shape: Sequence[int], out_shape: Sequence[int]) -> tuple[int, ...]:

@@ -374,3 +374,14 @@ def test_measure_takes_one_named_input_shape_like_info(tmp_path, capsys):
     dims = {vi.name: [d.dim_value for d in vi.type.tensor_type.shape.dim]
             for vi in model.graph.input}
     assert dims == {"a": [2, 3, 4], "b": [2, 3, 4]}
+
+
+def test_a_learned_recurrent_initial_state_is_parameters():
+    """An initial state that is not all zero was learned (nn.Parameter h0): it counts."""
+    h, i, b = 4, 3, 2
+    inits = [_w("W", (1, 4 * h, i)), _w("R", (1, 4 * h, h)), _w("B", (1, 8 * h)),
+             _w("h0", (1, b, h))]
+    m = _model([helper.make_node("LSTM", ["x", "W", "R", "B", "", "h0"], ["y"],
+                                 name="lstm", hidden_size=h)],
+               [_vi("x", [5, b, i])], [_vi("y", [5, 1, b, h])], inits)
+    assert import_onnx(m).params == 4 * h * i + 4 * h * h + 8 * h + b * h
