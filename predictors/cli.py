@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 FIT_EPILOG = """\
 examples:
@@ -162,6 +163,17 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_fewshot)
 
 
+def _holds_a_model(folder: Path) -> bool:
+    """Whether ``folder`` holds a model costmodels saved (its manifest names a class of ours)."""
+    import json
+
+    try:
+        doc = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(doc, dict) and str(doc.get("class", "")).startswith("predictors.")
+
+
 # Below this many rows a model fitted on the target's cells alone is warned about.
 FEW_ROWS = 20
 
@@ -175,8 +187,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from predictors.learned import NEEDS, fit_from_spec
 
     out = check_output_dir(args.output, "-o")
-    others = sorted(p.name for p in out.iterdir()) if out.is_dir() else []
-    if others and "manifest.json" not in others:
+    others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) \
+        if out.is_dir() else []
+    if others and not _holds_a_model(out):
         raise PredictorError(f"-o {args.output}: holds files that are not a saved model "
                              f"({', '.join(others[:3])}{', ...' if len(others) > 3 else ''}); "
                              "a model is written into a new or empty folder (or over one "

@@ -174,3 +174,18 @@ def test_advice_on_the_free_proxy_never_contradicts_itself(tmp_path):
     assert "eyeriss, which is not worth its build cost" in text
     assert "fpga ranks no better than the free proxy" in text
     assert "Every other estimator beats" not in text
+
+
+def test_in_sample_needs_the_same_cell_dataset_and_batch():
+    from types import SimpleNamespace
+
+    from costmodels.harness.compare import _in_sample
+    from costmodels.spaces import nb201
+
+    nets = [nb201.build_network(i, "cifar10") for i in (1, 2, 3)]
+    seen = {"archs": [nb201.SPACE[1], nb201.SPACE[2]], "datasets": ["cifar10"],
+            "batches": [1]}
+    assert _in_sample(SimpleNamespace(trained_on_=seen), nets) == 2
+    other = [nb201.build_network(i, "cifar100") for i in (1, 2)]
+    assert _in_sample(SimpleNamespace(trained_on_=seen), other) == 0
+    assert _in_sample(SimpleNamespace(), nets) == 0

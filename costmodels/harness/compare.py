@@ -105,7 +105,11 @@ def _in_sample(model: Any, nets: Sequence[Network]) -> int:
     archs = set(seen.get("archs") or ()) if isinstance(seen, dict) else set()
     if not archs:
         return 0
-    return sum(1 for n in nets if str(n.meta.get("arch_str") or n.name) in archs)
+    datasets = {str(d) for d in seen.get("datasets") or ()}
+    batches = {int(b) for b in seen.get("batches") or ()}
+    return sum(1 for n in nets if str(n.meta.get("arch_str") or n.name) in archs
+               and (not datasets or str(n.meta.get("dataset")) in datasets)
+               and (not batches or int(n.meta.get("batch", 1) or 1) in batches))
 
 
 @dataclass

@@ -205,8 +205,8 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                          "from input to output, whose measured latency is near zero, dominate "
                          "the relative error.")
     else:
-        parts.append("No calibrated estimator was run, so absolute latencies are not predicted "
-                     "here; use these to rank only.")
+        parts.append("No calibrated estimator is left in this advice, so absolute latencies "
+                     "are not predicted here; use these to rank only.")
     proxies = [r for r in full if r.spec in PROXIES]
     if proxies:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
