@@ -386,11 +386,10 @@ def _fix_inputs(source: str, graph_inputs: list[Any],
                 how = (f"--input-shape {vi.name}=D1xD2x... (its full shape; in Python: "
                        f"input_shapes={{'{vi.name}': (...)}})")
             odd = [d for d in dims or () if isinstance(d, int) and d <= 0]
-            what = (f"declares a dimension of size {odd[0]} ("
-                    f"{'x'.join(str(d) if isinstance(d, int) else '?' for d in dims)}), a tensor of no "
-                    "elements"
-                    if odd else f"has a dynamic or unknown shape ({_shown(dims or ())})")
-            raise OnnxImportError(f"{source}: input {vi.name!r} {what}; fix it with {how}")
+            why = (f"; a declared size of {odd[0]} is read as dynamic, as converters mean it"
+                   if odd else "")
+            raise OnnxImportError(f"{source}: input {vi.name!r} has a dynamic or unknown shape "
+                                  f"({_shown(dims or ())}{why}); fix it with {how}")
         else:
             final[vi.name] = tuple(int(d) for d in dims)
     return final
@@ -627,6 +626,10 @@ def _infer(proto: Any, source: str) -> Any:
         return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception:
         del proto.graph.value_info[:]  # stale symbolic shapes: infer from scratch
+        for vi in proto.graph.output:  # an output declared with a 0/-1 (dynamic) size
+            for d in vi.type.tensor_type.shape.dim:
+                if d.HasField("dim_value") and d.dim_value <= 0:
+                    d.Clear()
     try:
         return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:

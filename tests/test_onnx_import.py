@@ -351,11 +351,25 @@ def test_external_data_shorter_than_its_tensor_is_named(tmp_path):
         import_onnx(tmp_path / "short.onnx")
 
 
-def test_a_zero_sized_input_dimension_is_named_as_such():
+def test_a_zero_sized_input_dimension_is_read_as_dynamic_and_said_so():
+    """Converters write 0 or -1 for a dynamic size: it is read as dynamic everywhere (a
+    leading one takes --batch), and where it must be given the error says why."""
+    from costmodels.spaces.models import import_model_file
+
     m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
                [_vi("x", [1, 3, 0, 16])], [_vi("y", [1, 3, 0, 16])])
-    with pytest.raises(OnnxImportError, match=r"'x' declares a dimension of size 0 \(1x3x0x16\)"):
+    with pytest.raises(OnnxImportError, match=r"'x' has a dynamic .*1x3x\?x16; a declared "
+                                              r"size of 0 is read as dynamic"):
         import_onnx(m)
+    lead = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+                  [_vi("x", [0, 3, 4, 4])], [_vi("y", [0, 3, 4, 4])])
+    path = "lead0.onnx"
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as d:
+        onnx.save(lead, f"{d}/{path}")
+        net, how = import_model_file(f"{d}/{path}", 2)
+    assert net.inputs[0][1] == (2, 3, 4, 4) and how == "--batch"
 
 
 def test_measure_takes_one_named_input_shape_like_info(tmp_path, capsys):
