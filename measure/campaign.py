@@ -101,9 +101,25 @@ def job_key(net) -> str:
         return net.fingerprint
     try:
         data = Path(src).read_bytes()
+        h = hashlib.sha256(net.fingerprint.encode() + data)
+        for loc in _external_files(data):  # weights kept beside the model are its bytes too
+            h.update(loc.encode() + (Path(src).parent / loc).read_bytes())
     except OSError:
         return net.fingerprint
-    return hashlib.sha256(net.fingerprint.encode() + data).hexdigest()[:16]
+    return h.hexdigest()[:16]
+
+
+def _external_files(data: bytes) -> list[str]:
+    """The external-data files an ONNX model's bytes name (sorted, distinct)."""
+    import onnx
+
+    try:
+        proto = onnx.ModelProto.FromString(data)
+    except Exception:  # noqa: BLE001 - not ONNX: the import names that
+        return []
+    tensors = list(proto.graph.initializer) + [a.t for n in proto.graph.node
+                                               for a in n.attribute if a.HasField("t")]
+    return sorted({e.value for t in tensors for e in t.external_data if e.key == "location"})
 
 
 def _index(space, arch: str) -> int | None:

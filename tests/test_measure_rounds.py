@@ -238,3 +238,33 @@ def test_two_exports_of_one_network_in_a_folder_are_measured_each(tmp_path):
     nb = get_space("nb201")
     (job,) = space_jobs(nb, [nb.parse(7)])
     assert job.net.key == job.network.fingerprint
+
+
+def test_a_models_file_key_covers_its_external_weights(tmp_path):
+    """Editing the weight file beside a model makes it a new network for the store."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnx.external_data_helper import convert_model_to_external_data
+
+    from costmodels.spaces import get_space
+    from measure.campaign import space_jobs
+
+    w = numpy_helper.from_array(np.ones((4, 3, 3, 3), np.float32), "w")
+    m = helper.make_model(helper.make_graph(
+        [helper.make_node("Conv", ["x", "w"], ["y"], name="c")], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 8, 8])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 6, 6])], [w]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    convert_model_to_external_data(m, location="w.bin", size_threshold=0)
+    onnx.save(m, tmp_path / "m.onnx")
+
+    def key():
+        space = get_space(f"models:{tmp_path}")
+        return space_jobs(space, space.archs())[0].net.key
+
+    before = key()
+    data = bytearray((tmp_path / "w.bin").read_bytes())
+    data[:4] = bytes(4)
+    (tmp_path / "w.bin").write_bytes(bytes(data))
+    assert key() != before
