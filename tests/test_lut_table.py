@@ -252,3 +252,17 @@ def test_lut_import_refuses_values_no_measurement_gives(tmp_path, cols, match):
         w.writerow(row)
     with pytest.raises(ModelFileError, match=f"in.csv:2: .*{match}"):
         read_csv(p)
+
+
+def test_an_entry_with_a_negative_cv_edited_in_is_refused(tmp_path):
+    """A negative CV would win every lower-cv merge: refused like a bad median."""
+    from measure.lut.table import LutFile, export_csv
+
+    bad, _ = make_lut(tmp_path / "bad.sqlite")
+    con = sqlite3.connect(bad)
+    con.execute("UPDATE entries SET cv = -1 WHERE ok = 1")
+    con.commit()
+    con.close()
+    with LutFile(bad, readonly=True) as lut, pytest.raises(ModelFileError, match="cv -1"):
+        export_csv(lut, tmp_path / "out.csv")
+    assert not (tmp_path / "out.csv").exists()

@@ -205,6 +205,13 @@ class LutFile(SchemaFile):
     def _checked(self, e: Entry) -> Entry:
         if e.ok:
             self._usable_ms(e.key, e.median_ms)
+            spread = [_as_float(v) for v in (e.p10_ms, e.p90_ms, e.cv)]
+            if any(v < 0 for v in spread) or spread[0] > spread[1]:  # NaN (absent) passes
+                shown = e.key if len(e.key) <= 120 else e.key[:117] + "..."
+                raise ModelFileError(f"{self.path}: entry {shown!r} has p10_ms {e.p10_ms!r}, "
+                                     f"p90_ms {e.p90_ms!r}, cv {e.cv!r}: negative or p10 "
+                                     "above p90 (edited by hand, or corrupt); rebuild the LUT "
+                                     "or `lut import` the entry again")
         return e
 
     def _usable_ms(self, key: str, value: Any) -> float:
@@ -347,6 +354,14 @@ def read_csv(path: str | Path) -> list[Entry]:
         except (ValueError, KeyError) as exc:
             raise ModelFileError(f"{path}:{line}: {exc}") from None
     return out
+
+
+def _as_float(v: Any) -> float:
+    """A stored figure as a float (NaN when absent or not a number)."""
+    try:
+        return float(v) if v is not None else math.nan
+    except (TypeError, ValueError):
+        return math.nan
 
 
 def _opt(row: dict, name: str, default: float = math.nan) -> float:
