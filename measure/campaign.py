@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
@@ -383,6 +384,21 @@ def _anchor(store: MeasureStore, config: MeasureConfig, ch: str, dh: str) -> flo
     return anchor
 
 
+def _note_structure_keyed(todo: Sequence[Job], store: MeasureStore, ch: str, dh: str) -> None:
+    """Say so when files of a folder are measured again because the store holds them under
+    their IR alone (a store written before files were keyed by their bytes too)."""
+    by_ir = {j.network.fingerprint for j in todo
+             if j.network is not None and j.network.meta.get("source")
+             and j.net.key != j.network.fingerprint}
+    if not by_ir:
+        return
+    old = by_ir & store.done_keys(ch, dh)
+    if old:
+        print(f"note: {store.path} holds {len(old)} of these models under their network "
+              "structure alone (written before each file was keyed by its bytes too); they "
+              "are measured again, and the old records stay", file=sys.stderr)
+
+
 def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore,
                  retry_failed: bool = False, show_progress: bool = True,
                  on_result: Callable[[Job, MeasureResult], None] | None = None,
@@ -393,6 +409,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
     fp, ch, dh, keys, todo, stored_any = campaign_state(jobs, store, config, retry_failed)
     skipped = len(keys) - len(todo)
     measured = failed = 0
+    _note_structure_keyed(todo, store, ch, dh)
     campaign_id = None
     if todo:
         campaign_id = store.start_campaign(ch, dh, len(todo), {
