@@ -325,6 +325,10 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         if given and batch != 1 and "--batch" not in how:
             print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
                   "input shapes, batch included", file=sys.stderr)
+        if given and "--batch (" in how:
+            took = how.split("--batch (", 1)[1].rstrip(")")
+            print(f"note: {took}: not named by --input-shape, so its leading dimension is "
+                  f"--batch {batch}", file=sys.stderr)
         first_shape = net.inputs[0][1] if net.inputs else ()
         if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "

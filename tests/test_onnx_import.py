@@ -294,7 +294,7 @@ def test_naming_one_input_leaves_the_others_to_the_shared_symbol_or_batch(tmp_pa
     assert dict(net.inputs) == {"img": (2, 3, 8, 8), "meta": (2, 10)} and how == "--input-shape"
     other = save(["n", 10], "other.onnx")
     net, how = import_model_file(other, 4, {"img": (2, 3, 8, 8)})
-    assert dict(net.inputs)["meta"] == (4, 10) and how == "--input-shape and --batch"
+    assert dict(net.inputs)["meta"] == (4, 10) and how == "--input-shape and --batch (meta)"
     seq = save([1, "seq"], "seq.onnx")
     with pytest.raises(OnnxImportError, match="'meta'.*--input-shape meta="):
         import_model_file(seq, 1, {"img": (2, 3, 8, 8)})

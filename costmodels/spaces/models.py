@@ -186,7 +186,8 @@ def import_model_file(path: str, batch: int = 1,
                       input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
                       folder: bool = False) -> tuple[Network, str]:
     """One ONNX file as a :class:`Network`, and where its input shapes came from
-    (``"--input-shape"``, ``"--input-shape and --batch"``, ``"model"`` or ``"--batch"``).
+    (``"--input-shape"``, ``"--input-shape and --batch (NAMES)"``, ``"model"`` or
+    ``"--batch"``).
 
     ``input_shapes`` fix the inputs (a name the model lacks is an error, unless ``folder``:
     then only the named inputs the model has are fixed, and a model with none of them is
@@ -240,7 +241,7 @@ def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
             if d.HasField("dim_param") and d.dim_param:
                 sizes.setdefault(d.dim_param, int(size))
     shapes = dict(named)
-    used_batch = False
+    used_batch: list[str] = []
     for name, ds in dims.items():
         if name in named or not ds:
             continue
@@ -252,12 +253,12 @@ def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
                 shape.append(sizes[d.dim_param])
             elif i == 0:
                 shape.append(batch)
-                used_batch = True
+                used_batch.append(name)
             else:
                 break  # left to the import, which names the input and what to give
         else:
             shapes[name] = tuple(shape)
-    how = "--input-shape" + (" and --batch" if used_batch else "")
+    how = "--input-shape" + (f" and --batch ({', '.join(used_batch)})" if used_batch else "")
     return import_onnx(path, input_shapes=shapes), how
 
 
