@@ -171,7 +171,9 @@ def _holds_a_model(folder: Path) -> bool:
         doc = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return isinstance(doc, dict) and str(doc.get("class", "")).startswith("predictors.")
+    from predictors.learned import LEARNED, class_name
+
+    return isinstance(doc, dict) and doc.get("class") in {class_name(n) for n in LEARNED}
 
 
 # Below this many rows a model fitted on the target's cells alone is warned about.

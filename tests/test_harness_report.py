@@ -189,3 +189,30 @@ def test_in_sample_needs_the_same_cell_dataset_and_batch():
     other = [nb201.build_network(i, "cifar100") for i in (1, 2)]
     assert _in_sample(SimpleNamespace(trained_on_=seen), other) == 0
     assert _in_sample(SimpleNamespace(), nets) == 0
+
+
+def test_a_model_of_another_device_is_out_of_sample():
+    from types import SimpleNamespace
+
+    from costmodels.harness.compare import _in_sample
+    from costmodels.spaces import nb201
+
+    nets = [nb201.build_network(i, "cifar10") for i in (1, 2)]
+    seen = {"archs": [nb201.SPACE[1], nb201.SPACE[2]], "datasets": ["cifar10"], "batches": [1]}
+    model = SimpleNamespace(trained_on_=seen, device_="xeon-2c")
+    assert _in_sample(model, nets, "xeon-2c") == 2
+    assert _in_sample(model, nets, "epyc-2c") == 0
+
+
+def test_advice_on_one_cell_and_on_a_tie_with_the_proxy(tmp_path):
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=60)
+    res = compare(truth, ["flops", "eyeriss"])
+    for r in res.results:
+        r.n_covered, r.metrics = 1, {}
+    assert "Only 1 cell was scored" in report.recommend(res)
+    res = compare(truth, ["eyeriss", "flops"])
+    for r in res.results:
+        r.metrics["kendall"] = 0.5
+    text = report.recommend(res)
+    best = text.split("**")[1]
+    assert f"{best} ranks no better" not in text

@@ -266,3 +266,5 @@ def test_an_entry_with_a_negative_cv_edited_in_is_refused(tmp_path):
     with LutFile(bad, readonly=True) as lut, pytest.raises(ModelFileError, match="cv -1"):
         export_csv(lut, tmp_path / "out.csv")
     assert not (tmp_path / "out.csv").exists()
+    with pytest.raises(ModelFileError, match="cv -1"):  # estimate reads values() too
+        LookupTable(bad).estimate(nb201.build_network(ARCHS[0]))

@@ -98,9 +98,13 @@ class BackendResult:
         return dict(zip(self.rows.tolist(), self.y_pred.tolist(), strict=True))
 
 
-def _in_sample(model: Any, nets: Sequence[Network]) -> int:
+def _in_sample(model: Any, nets: Sequence[Network], device: str = "") -> int:
     """How many of ``nets`` a saved learned model was fitted on (its manifest's training
-    networks, by ``arch_str``); 0 for anything else."""
+    networks, by ``arch_str``, dataset and batch) on this ``device`` (the truth's; a model
+    fitted on another device's table is scored out of sample); 0 for anything else."""
+    fitted_for = str(getattr(model, "device_", "") or "")
+    if device and fitted_for and fitted_for != device:
+        return 0
     seen = getattr(model, "trained_on_", None)
     archs = set(seen.get("archs") or ()) if isinstance(seen, dict) else set()
     if not archs:
@@ -231,7 +235,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             results.append(res)
             continue
         res.model = model
-        res.in_sample = _in_sample(model, test_nets)
+        res.in_sample = _in_sample(model, test_nets, truth.device)
         if res.in_sample:
             res.note = (f"fitted on {res.in_sample} of the {len(test_nets)} scored cells "
                         "(in-sample: its errors are optimistic); left out of the advice")

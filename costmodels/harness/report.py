@@ -159,6 +159,10 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
             and not math.isnan(r.metric("kendall")) and not r.reference_only
             and not r.in_sample]
     if not full:
+        if any(r.n_covered for r in result.results) and \
+                all(r.n_covered < 2 for r in result.results):
+            return (f"Only {max(r.n_covered for r in result.results)} cell was scored: a "
+                    "ranking needs at least two, and a choice tens; measure more networks.")
         return ("No estimator covered the truth cells (see the errors above), so none can be "
                 "recommended from this run.")
     ranked = rank(full, "kendall")
@@ -210,7 +214,7 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     proxies = [r for r in full if r.spec in PROXIES]
     if proxies:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
-        worse = [r.name for r in full if r not in proxies
+        worse = [r.name for r in full if r not in proxies and r is not best
                  and r.metric("kendall") <= floor.metric("kendall")]
         costly = [r.name for r in full if r.name in worse and _clearly_cheaper(floor, r)]
         free = [w for w in worse if w not in costly]

@@ -234,8 +234,12 @@ class LutFile(SchemaFile):
 
     def values(self) -> dict[str, float]:
         """key -> median_ms of the usable (ok) entries."""
-        return {k: self._usable_ms(k, v) for k, v in self._con.execute(
-            "SELECT key, median_ms FROM entries WHERE ok = 1 AND median_ms IS NOT NULL")}
+        out = {}
+        for row in self._con.execute("SELECT * FROM entries WHERE ok = 1 AND median_ms IS "
+                                     "NOT NULL"):
+            e = self._checked(_entry(row))
+            out[e.key] = float(e.median_ms)
+        return out
 
     def __len__(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
