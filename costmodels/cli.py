@@ -317,7 +317,7 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
     if target.lower().endswith(".onnx") or (path.exists() and not path.is_dir()
                                             and not target.isdigit()):
         from costmodels.onnx_import import parse_input_shapes
-        from costmodels.spaces.models import import_model_file
+        from costmodels.spaces.models import batch_note, import_model_file
 
         given = parse_input_shapes(input_shapes or [])
         # as in a models:DIR folder: without --input-shape a dynamic batch takes --batch
@@ -325,10 +325,8 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         if given and batch != 1 and "--batch" not in how:
             print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
                   "input shapes, batch included", file=sys.stderr)
-        if given and "--batch (" in how:
-            took = how.split("--batch (", 1)[1].rstrip(")")
-            print(f"note: {took}: not named by --input-shape, so its leading dimension is "
-                  f"--batch {batch}", file=sys.stderr)
+        if batch_note(how, batch):
+            print(batch_note(how, batch), file=sys.stderr)
         first_shape = net.inputs[0][1] if net.inputs else ()
         if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "

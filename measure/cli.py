@@ -178,11 +178,14 @@ def _model_for(args: argparse.Namespace):
     if target.endswith(".onnx") or (os.sep in target and not target.startswith("|")):
         from costmodels.errors import OnnxImportError
         from costmodels.onnx_import import parse_input_shapes, with_input_shapes
-        from costmodels.spaces.models import import_model_file
+        from costmodels.spaces.models import batch_note, import_model_file
 
         shapes = parse_input_shapes(args.input_shape) if args.input_shape else None
+        batch = getattr(args, "batch", 1) or 1
         try:  # as `info` and a models:DIR folder read it (named inputs, --batch)
-            net, _ = import_model_file(target, getattr(args, "batch", 1) or 1, shapes)
+            net, how = import_model_file(target, batch, shapes)
+            if batch_note(how, batch):
+                print(batch_note(how, batch), file=sys.stderr)
         except OnnxImportError:  # the IR cannot cost it (an op, control flow, a shape it
             # cannot infer), but the runtime may run it at the shapes asked for; a broken
             # file or a bad --input-shape is refused by with_input_shapes all the same

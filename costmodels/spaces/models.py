@@ -262,6 +262,16 @@ def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
     return import_onnx(path, input_shapes=shapes), how
 
 
+def batch_note(how: str, batch: int) -> str:
+    """The note for inputs that took ``--batch`` because ``--input-shape`` did not name them
+    (``how`` of :func:`import_model_file`), or ''."""
+    if "--batch (" not in how:
+        return ""
+    names = how.split("--batch (", 1)[1].rstrip(")")
+    return (f"note: {names}: not named by --input-shape, so its leading dimension is "
+            f"--batch {batch}")
+
+
 def _graph_inputs(model: Any) -> set[str]:
     """Names of the graph inputs that are not initializers."""
     inits = {t.name for t in model.graph.initializer}
