@@ -99,6 +99,20 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
     return d
 
 
+def _foreign_arch(config: MeasureConfig) -> str:
+    """Why a target cannot run here (an -mtriple of another architecture without
+    --rpc-tracker), or ''."""
+    import tvm
+
+    triple = str(target_dict(config).get("mtriple") or "")
+    get = tvm.get_global_func("target.llvm_get_system_triple", allow_missing=True)
+    host = str(get()) if triple and get else ""
+    if not host or triple.split("-")[0] == host.split("-")[0]:
+        return ""
+    return (f"--target compiles for {triple}, not this machine ({host}); measure it on such "
+            "a device with --rpc-tracker HOST:PORT --rpc-key KEY")
+
+
 #: options of the string form that TVM takes as lists (comma-separated in the string)
 LIST_OPTIONS = frozenset({"mattr", "keys", "libs", "cl-opt"})
 
@@ -243,6 +257,9 @@ def measure_model_tvm(model, config: MeasureConfig = DEFAULT_TVM_CONFIG,
     except Exception as exc:  # noqa: BLE001
         return MeasureResult.failure(f"build failed: {error_text(exc)}", RUNTIME,
                                      fingerprint=fp)
+    foreign = "" if config.rpc_tracker else _foreign_arch(config)
+    if foreign:
+        return MeasureResult.failure(foreign, RUNTIME, fingerprint=fp)
     built = build(data, config, export=bool(config.rpc_tracker))
     fp = {**fp, **tuning_flags(built)}
     pin = -1 if config.rpc_tracker else config.pin_cpu

@@ -132,3 +132,12 @@ def test_string_targets_type_their_options():
     for bad in ("llvm -num-cores=-4", "llvm -bogus=1"):
         with pytest.raises(InputError, match="--target"):
             target_dict(MeasureConfig(runtime="tvm", tvm_target=bad))
+
+
+def test_a_cross_compiled_target_is_not_run_here():
+    """A target for another architecture, measured without --rpc-tracker, fails naming
+    the target and the way to measure it (not TVM's 'architecture mismatch')."""
+    res = measure(tiny_model(), MeasureConfig(
+        runtime="tvm", repeat=2, warmup=0, rounds=1,
+        tvm_target="llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"))
+    assert not res.ok and "--rpc-tracker" in res.error and "aarch64" in res.error
