@@ -325,8 +325,8 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         if given and batch != 1 and "--batch" not in how:
             print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
                   "input shapes, batch included", file=sys.stderr)
-        if batch_note(how, batch):
-            print(batch_note(how, batch), file=sys.stderr)
+        if note := batch_note(how, batch):
+            print(note, file=sys.stderr)
         first_shape = net.inputs[0][1] if net.inputs else ()
         if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "
@@ -488,8 +488,7 @@ def _os_hint(exc: OSError) -> str:
     hints = {errno.ENAMETOOLONG: "; use a shorter path or file name",
              errno.ENOSPC: "; free some disk space or write elsewhere",
              errno.EACCES: "; check the permissions or write elsewhere",
-             errno.EROFS: "; the file system is read-only: write elsewhere",
-             errno.ENOENT: "; check the path"}
+             errno.EROFS: "; the file system is read-only: write elsewhere"}
     return hints.get(exc.errno, "; check the path")
 
 

@@ -578,10 +578,10 @@ def _param_inputs(node: Any) -> list[str]:
     return ins[:1] if node.op_type in ("DequantizeLinear", "QuantizeLinear") else ins
 
 
-_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}
+_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16/64, bfloat16
 # Recurrent ops' sequence_lens and initial state operands: parameters only when learned
 # (not all zero); torch's default exporter stores a zero h0/c0 as an initializer.
-_STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}  # float32, uint8, int8, int32, float16/64, bfloat16
+_STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
 
 
 def _source_params(graph: Any) -> dict[str, int]:

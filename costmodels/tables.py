@@ -245,13 +245,10 @@ def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: I
     extra = dict(extra or {})
     try:
         _write_rows(tmp, arch_index, arch_strs, latency_ms, energy_mj, extra)
-    except BaseException:
-        tmp.unlink(missing_ok=True)  # a value that fails mid-way leaves nothing behind
-        raise
-    try:
         tmp.replace(path)
-    except OSError:
-        tmp.unlink(missing_ok=True)   # leave nothing behind (e.g. the target is a folder)
+    except BaseException:
+        # leave nothing behind: a value that fails mid-way, a target that is a folder
+        tmp.unlink(missing_ok=True)
         raise
 
 

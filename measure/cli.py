@@ -184,8 +184,8 @@ def _model_for(args: argparse.Namespace):
         batch = getattr(args, "batch", 1) or 1
         try:  # as `info` and a models:DIR folder read it (named inputs, --batch)
             net, how = import_model_file(target, batch, shapes)
-            if batch_note(how, batch):
-                print(batch_note(how, batch), file=sys.stderr)
+            if note := batch_note(how, batch):
+                print(note, file=sys.stderr)
         except OnnxImportError:  # the IR cannot cost it (an op, control flow, a shape it
             # cannot infer), but the runtime may run it at the shapes asked for; a broken
             # file or a bad --input-shape is refused by with_input_shapes all the same

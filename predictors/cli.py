@@ -171,9 +171,9 @@ def _holds_a_model(folder: Path) -> bool:
         doc = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    from predictors.learned import LEARNED, class_name
+    from predictors.learned import backend_for_class
 
-    return isinstance(doc, dict) and doc.get("class") in {class_name(n) for n in LEARNED}
+    return isinstance(doc, dict) and backend_for_class(doc.get("class")) is not None
 
 
 # Below this many rows a model fitted on the target's cells alone is warned about.

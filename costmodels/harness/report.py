@@ -167,11 +167,11 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                 "recommended from this run.")
     ranked = rank(full, "kendall")
     best = ranked[0]
-    n = int(best.metric("n")) if not math.isnan(best.metric("n")) else best.n_covered
+    n = int(best.metric("n"))  # >= 2: a Kendall tau was computed
     parts = []
     if n < FEW_CELLS:
         # the spread of Kendall's tau between unrelated rankings of n items
-        se = math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1))) if n > 1 else math.inf
+        se = math.sqrt(2 * (2 * n + 5) / (9 * n * (n - 1)))
         parts.append(f"**Only {n} cells were scored**: a Kendall τ over {n} cells moves by "
                      f"about ±{se:.2f} by chance alone, so what follows is a first look, not "
                      "a choice: measure more networks.")
@@ -214,10 +214,10 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     proxies = [r for r in full if r.spec in PROXIES]
     if proxies:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
-        worse = [r.name for r in full if r not in proxies and r is not best
+        worse = [r for r in full if r not in proxies and r is not best
                  and r.metric("kendall") <= floor.metric("kendall")]
-        costly = [r.name for r in full if r.name in worse and _clearly_cheaper(floor, r)]
-        free = [w for w in worse if w not in costly]
+        costly = [r.name for r in worse if _clearly_cheaper(floor, r)]
+        free = [r.name for r in worse if not _clearly_cheaper(floor, r)]
         one = len(costly) == 1
         if costly:
             parts.append(f"The free proxy {floor.name} (τ = {floor.metric('kendall'):.3f}) is "

@@ -203,30 +203,25 @@ class LutFile(SchemaFile):
         return self._checked(_entry(row)) if row else None
 
     def _checked(self, e: Entry) -> Entry:
-        if e.ok:
-            self._usable_ms(e.key, e.median_ms)
-            spread = [_as_float(v) for v in (e.p10_ms, e.p90_ms, e.cv)]
-            if any(v < 0 for v in spread) or spread[0] > spread[1]:  # NaN (absent) passes
-                shown = e.key if len(e.key) <= 120 else e.key[:117] + "..."
-                raise ModelFileError(f"{self.path}: entry {shown!r} has p10_ms {e.p10_ms!r}, "
-                                     f"p90_ms {e.p90_ms!r}, cv {e.cv!r}: negative or p10 "
-                                     "above p90 (edited by hand, or corrupt); rebuild the LUT "
-                                     "or `lut import` the entry again")
-        return e
-
-    def _usable_ms(self, key: str, value: Any) -> float:
-        """A usable entry's median: a finite positive number, else the file is refused
-        naming the entry (a LUT edited by hand: ``lut import`` refuses such values too)."""
-        try:
-            x = float(value)
-        except (TypeError, ValueError):
-            x = math.nan
-        if not (math.isfinite(x) and x > 0):
-            shown = key if len(key) <= 120 else key[:117] + "..."
-            raise ModelFileError(f"{self.path}: entry {shown!r} has median_ms {value!r}, not a "
-                                 "positive number (edited by hand, or corrupt); rebuild the "
-                                 "LUT or `lut import` the entry again")
-        return x
+        """``e``, or the file refused naming the entry when a usable one holds what no
+        measurement gives (a LUT edited by hand: ``lut import`` refuses such values too):
+        a median that is not a finite positive number, a negative cv or quantile, p10
+        above p90 (absent ones, NaN, pass)."""
+        if not e.ok:
+            return e
+        med, p10, p90, cv = (_as_float(v) for v in (e.median_ms, e.p10_ms, e.p90_ms, e.cv))
+        usable = math.isfinite(med) and med > 0
+        if usable and not (any(v < 0 for v in (p10, p90, cv)) or p10 > p90):
+            return e
+        shown = e.key if len(e.key) <= 120 else e.key[:117] + "..."
+        if not usable:
+            raise ModelFileError(f"{self.path}: entry {shown!r} has median_ms {e.median_ms!r}, "
+                                 "not a positive number (edited by hand, or corrupt); rebuild "
+                                 "the LUT or `lut import` the entry again")
+        raise ModelFileError(f"{self.path}: entry {shown!r} has p10_ms {e.p10_ms!r}, "
+                             f"p90_ms {e.p90_ms!r}, cv {e.cv!r}: negative or p10 above p90 "
+                             "(edited by hand, or corrupt); rebuild the LUT or `lut import` "
+                             "the entry again")
 
     def keys(self, ok_only: bool = True) -> set[str]:
         q = "SELECT key FROM entries" + (" WHERE ok = 1" if ok_only else "")
