@@ -137,7 +137,10 @@ def cmd_show(args: argparse.Namespace) -> int:
         version, "rules": json.loads(meta.get("rules", "{}")).get("name"),
         "rules_hash": meta.get("rules_hash"), "device": fp.get("cpu_model"),
         "cores": fp.get("cores"), "runtime_version": fp.get("runtime_version"),
-        "created_at": meta.get("created_at"), "entries": len(entries), "ok": len(ok),
+        "created_at": meta.get("created_at"), "entries": len(entries),
+        # what `lut build` calls its unique kernels; the rest are measurement helpers
+        # (a Null or Reorder kernel no network runs, uses 0)
+        "kernels_used": sum(1 for e in entries if e.uses and e.uses > 0), "ok": len(ok),
         "failed": len(entries) - len(ok), "noisy": sum(e.noisy for e in ok),
         "cv_median": cvs[len(cvs) // 2] if cvs else None, "cv_max": cvs[-1] if cvs else None,
         "calibration_points": len(points), "calibration": cal,

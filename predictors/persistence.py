@@ -116,10 +116,26 @@ def write_manifest(model_dir: str | Path, cls: str, params: dict, *, libraries: 
         doc["trained_on"] = trained_on
     doc["manifest_sha256"] = _canonical_sha256(doc)
     path = d / MANIFEST
+    stale = _listed_files(path) - set(files)
     tmp = d / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps(doc, indent=1, sort_keys=True, allow_nan=False) + "\n")
     tmp.replace(path)
+    for name in stale:  # a model of another class fitted here before (a GNN's weights)
+        (d / name).unlink(missing_ok=True)
     return path
+
+
+def _listed_files(path: Path) -> set[str]:
+    """The plain file names an existing manifest at ``path`` lists (none if unreadable):
+    what a model written here before left, to be removed when a new one replaces it."""
+    try:
+        files = json.loads(path.read_text()).get("files", {})
+    except (OSError, ValueError, AttributeError):
+        return set()
+    if not isinstance(files, dict):
+        return set()
+    return {n for n in files if isinstance(n, str) and n not in (MANIFEST, "", ".", "..")
+            and Path(n).name == n}
 
 
 def _major(version: str) -> str:

@@ -83,11 +83,13 @@ def test_cli_build_show_export_import_merge(tmp_path, capsys):
     assert run("lut", "build", "--archs", str(_arch_csv(tmp_path)), "--db", db, "--repeat",
                str(CONFIG.repeat), "--warmup", "2", "--max-retries", "0", "--calibrate", "0",
                "--rounds", "2", "--min-round-s", "0") == 0
-    assert json.loads((tmp_path / "lut.fingerprint.json").read_text())["unique_kernels"] > 10
+    unique = json.loads((tmp_path / "lut.fingerprint.json").read_text())["unique_kernels"]
+    assert unique > 10
     capsys.readouterr()
     assert run("lut", "show", db, "--json") == 0
     shown = json.loads(capsys.readouterr().out)
     assert shown["runtime"] == "ort" and shown["ok"] == shown["entries"] > 10
+    assert shown["kernels_used"] == unique <= shown["entries"]  # build's count, helpers apart
     assert run("lut", "export", db, "-o", str(tmp_path / "lut.csv")) == 0
     assert run("lut", "import", str(tmp_path / "lut.csv"), "--db", str(tmp_path / "b.sqlite")) == 0
     assert run("lut", "merge", "--into", str(tmp_path / "b.sqlite"), db) == 0

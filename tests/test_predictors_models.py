@@ -40,6 +40,20 @@ def test_round_trip_gives_identical_predictions(tmp_path, data, name, params):
     assert manifest["feature_schema"]["name"] == "costmodels-ir"
 
 
+def test_saving_over_another_class_removes_only_its_listed_files(tmp_path, data):
+    nets, y = data
+    d = tmp_path / "m"
+    make("gnn", **FAST_GNN).fit(nets[:40], y[:40]).save(d)
+    (d / "notes.txt").write_text("mine")
+    assert (d / "model.safetensors").is_file()
+    make("gbdt", n_estimators=10).fit(nets[:40], y[:40]).save(d)
+    assert not (d / "model.safetensors").exists()  # the GNN's weights, listed by its manifest
+    assert (d / "notes.txt").read_text() == "mine"  # never listed: left alone
+    assert sorted(json.loads((d / "manifest.json").read_text())["files"]) == \
+        ["arrays.npz", "model.json"]
+    load(str(d))
+
+
 @pytest.mark.parametrize("name,params", [("gbdt", {"n_estimators": 30}), ("gnn", FAST_GNN)])
 def test_small_k_fits(data, name, params):
     nets, y = data
