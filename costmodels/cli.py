@@ -582,11 +582,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. User mistakes print one ``error:`` line and return 2; never a traceback."""
     import os
 
-    parser = build_parser()
     try:
+        parser = build_parser()  # imports the plug-ins' modules: a Ctrl-C lands here first
         args = parser.parse_args(argv)
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
+    except KeyboardInterrupt:
+        print("interrupted before any work", file=sys.stderr)
+        return 130
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
