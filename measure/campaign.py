@@ -387,14 +387,15 @@ def _anchor(store: MeasureStore, config: MeasureConfig, ch: str, dh: str) -> flo
 def _note_structure_keyed(todo: Sequence[Job], store: MeasureStore, ch: str, dh: str) -> None:
     """Say so when files of a folder are measured again because the store holds them under
     their IR alone (a store written before files were keyed by their bytes too)."""
-    by_ir = {j.network.fingerprint for j in todo
+    by_ir = [j.network.fingerprint for j in todo
              if j.network is not None and j.network.meta.get("source")
-             and j.net.key != j.network.fingerprint}
+             and j.net.key != j.network.fingerprint]
     if not by_ir:
         return
-    old = by_ir & store.done_keys(ch, dh)
-    if old:
-        print(f"note: {store.path} holds {len(old)} of these models under their network "
+    done = store.done_keys(ch, dh)
+    files = sum(fp in done for fp in by_ir)  # files, not structures: two may share one IR
+    if files:
+        print(f"note: {store.path} holds {files} of these model files under their network "
               "structure alone (written before each file was keyed by its bytes too); they "
               "are measured again, and the old records stay", file=sys.stderr)
 

@@ -238,6 +238,29 @@ def test_two_exports_of_one_network_in_a_folder_are_measured_each(tmp_path):
     nb = get_space("nb201")
     (job,) = space_jobs(nb, [nb.parse(7)])
     assert job.net.key == job.network.fingerprint
+    _check_note_on_a_structure_keyed_store(jobs)
+
+
+def _check_note_on_a_structure_keyed_store(jobs):
+    """A store written before files were keyed by their bytes holds both files under their
+    shared IR: the campaign says it measures both files again (files, not structures)."""
+    import contextlib
+    import io
+    from types import SimpleNamespace
+
+    from measure.campaign import _note_structure_keyed
+
+    old = SimpleNamespace(path="old.sqlite",
+                          done_keys=lambda ch, dh: {jobs[0].network.fingerprint})
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        _note_structure_keyed(jobs, old, "c", "d")
+    assert "holds 2 of these model files" in err.getvalue()
+    new = SimpleNamespace(path="new.sqlite", done_keys=lambda ch, dh: set())
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err):
+        _note_structure_keyed(jobs, new, "c", "d")
+    assert err.getvalue() == ""
 
 
 def test_a_models_file_key_covers_its_external_weights(tmp_path):
