@@ -20,6 +20,7 @@ Four kinds of spec: :class:`RooflineSpec` (CPU, GPU: one roofline per op class),
 from __future__ import annotations
 
 import difflib
+import math
 import os
 import tomllib
 import types
@@ -389,6 +390,8 @@ def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
         value = float(value) if ok else value
+        if ok and not math.isfinite(value):
+            raise SpecError(f"{source}: field {name!r} must be a finite number (got {value!r})")
     else:
         ok = isinstance(value, tp)
     if not ok:

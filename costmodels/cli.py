@@ -96,7 +96,9 @@ def _input_files(args) -> set[Path]:
                     if p.is_file():
                         found.add(p.resolve())
                     elif p.is_dir():
-                        found.update(f.resolve() for f in p.glob("*.onnx") if f.is_file())
+                        # a saved model's folder (gbdt:DIR) is all input; else its models
+                        pattern = "*" if (p / "manifest.json").is_file() else "*.onnx"
+                        found.update(f.resolve() for f in p.glob(pattern) if f.is_file())
                 except (OSError, RuntimeError, ValueError):
                     continue
     return found
@@ -153,8 +155,10 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True)
     return p
 
 
-def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
-    """Fail before any work if folder ``path`` cannot be created or written."""
+def check_output_dir(path: str | Path, what: str = "output folder",
+                     writes: Sequence[str] = ()) -> Path:
+    """Fail before any work if folder ``path`` cannot be created or written, or if one of
+    the files the command ``writes`` there is one of its inputs."""
     import os
 
     from costmodels.errors import InputError
@@ -165,9 +169,34 @@ def check_output_dir(path: str | Path, what: str = "output folder") -> Path:
             raise InputError(f"{what} {path}: exists and is not a folder")
         if not os.access(p, os.W_OK | os.X_OK):
             raise InputError(f"{what} {path}: not writable (permission denied)")
+        for name in writes:
+            if (p / name).resolve() in _INPUT_FILES:
+                raise InputError(f"{what} {path}: this command writes {name} there, which is "
+                                 "one of its inputs; give another folder (nothing was written)")
         return p
     check_output(p, what)
     return p
+
+
+def check_distinct_outputs(args) -> None:
+    """Two output arguments naming one path (``--db S -o S``) would overwrite each other."""
+    from costmodels.errors import InputError
+
+    seen: dict[Path, str] = {}
+    for key in sorted(_OUTPUT_ARGS):
+        value = getattr(args, key, None)
+        if not isinstance(value, (str, Path)) or str(value).strip() == "":
+            continue
+        try:
+            p = Path(value).expanduser().resolve()
+        except (OSError, RuntimeError, ValueError):
+            continue
+        if p in seen:
+            flag = {"output": "-o", "db": "--db"}.get(key, f"--{key.replace('_', '-')}")
+            other = {"output": "-o", "db": "--db"}.get(seen[p], f"--{seen[p].replace('_', '-')}")
+            raise InputError(f"{other} and {flag} both name {value}; each needs its own file "
+                             "(nothing was written)")
+        seen[p] = key
 
 
 # ----------------------------------------------------------------------------- spaces
@@ -596,6 +625,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _INPUT_FILES.clear()
         _INPUT_FILES.update(_input_files(args))
+        check_distinct_outputs(args)
         return int(args.func(args) or 0)
     except CostModelError as exc:
         print(f"error: {exc}", file=sys.stderr)

@@ -425,15 +425,28 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
                              for s in r.get("chain", ())))
             for r in d.get("fusion", ()))
         cse = d.get("cse") or {}
+        if not isinstance(cse, dict):
+            raise TypeError(f"field 'cse' must be an object with 'ops' and "
+                            f"'scalar_constant_ops', not {cse!r:.60}")
+        prune = d.get("prune_dead", False)
+        if not isinstance(prune, bool):
+            raise TypeError(f"field 'prune_dead' must be true or false, not {prune!r:.60}")
         return FusionRules(
-            runtime=str(d["runtime"]), eliminate=frozenset(d.get("eliminate", ())),
-            cse_ops=frozenset(cse.get("ops", ())),
-            cse_scalar_ops=frozenset(cse.get("scalar_constant_ops", ())),
-            prune_dead=bool(d.get("prune_dead", False)), layout=layout, fusion=fusion,
+            runtime=str(d["runtime"]), eliminate=_names(d.get("eliminate", ()), "eliminate"),
+            cse_ops=_names(cse.get("ops", ()), "cse.ops"),
+            cse_scalar_ops=_names(cse.get("scalar_constant_ops", ()), "cse.scalar_constant_ops"),
+            prune_dead=prune, layout=layout, fusion=fusion,
             doc=text, name=str(d.get("name", d["runtime"])))
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
+
+
+def _names(v: Any, field: str) -> frozenset[str]:
+    """A list of op names (a string alone would be read as its letters)."""
+    if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
+        raise TypeError(f"field {field!r} must be a list of op names, not {v!r:.60}")
+    return frozenset(v)
 
 
 def _op_set(op: str | list[str]) -> frozenset[str]:

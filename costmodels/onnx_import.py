@@ -241,6 +241,7 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
         raise OnnxImportError(f"{source}: ONNX opset {opset} is outside {_MIN_OPSET}..{newest}"
                               " (what this onnx reads); export with an opset in that range")
     _check_wiring(proto.graph, source)
+    _check_initializer_sizes(proto.graph, source)
     for i, node in enumerate(proto.graph.node if ops else ()):
         if node.domain not in _DEFAULT_DOMAINS:
             continue  # refused by name when its layer is read (unless it only folds)
@@ -268,6 +269,27 @@ def _first_opset(op: str) -> int | None:
                                if s.name == op and s.domain == ""))
     except ValueError:
         return None
+
+
+def _check_initializer_sizes(graph: Any, source: str) -> None:
+    """Each embedded initializer holds as many elements as its dims say: ONNX Runtime
+    refuses one that does not, and its MACs and parameters would follow the wrong dims."""
+    for t in graph.initializer:
+        if t.external_data or _tensor_bytes(t) is None:
+            continue
+        shape = "x".join(map(str, t.dims)) or "scalar"
+        if t.raw_data:
+            got, need, unit = len(t.raw_data), _tensor_bytes(t), "bytes"
+        else:
+            got = (len(t.float_data) + len(t.int32_data) + len(t.int64_data)
+                   + len(t.double_data) + len(t.uint64_data))
+            need, unit = math.prod(t.dims), "values"
+            if got == 0:
+                continue  # no data at all: an empty tensor, or one a runtime fills
+        if got != need:
+            raise OnnxImportError(f"{source}: initializer {t.name!r} ({shape}) needs {need} "
+                                  f"{unit} but holds {got}; its dims and data disagree: export "
+                                  "the model again")
 
 
 def _check_wiring(graph: Any, source: str) -> None:

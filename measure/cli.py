@@ -114,16 +114,20 @@ def _bad(flag: str, value, want: str):
 
 def check_measure_args(args: argparse.Namespace) -> None:
     """Every timing option in range, before any work (one ``error:`` line naming the flag)."""
-    ranges = (("--repeat", args.repeat, 1, "an integer >= 1"),
-              ("--warmup", args.warmup, 0, "an integer >= 0"),
-              ("--threads", args.threads, 1, "an integer >= 1"),
-              ("--rounds", args.rounds, 1, "an integer >= 1"),
-              ("--round-warmup", args.round_warmup, 0, "an integer >= 0"),
-              ("--max-retries", args.max_retries, 0, "an integer >= 0"),
-              ("--trials", args.trials, 0, "an integer >= 0"),
-              ("--min-round-s", args.min_round_s, 0, "seconds >= 0"))
-    for flag, value, low, want in ranges:
-        if value < low:
+    from measure.config import MAX_RETRIES, MAX_ROUNDS, MAX_RUNS
+
+    runs = f"at most {MAX_RUNS:,}"
+    ranges = (("--repeat", args.repeat, 1, MAX_RUNS, f"an integer >= 1, {runs}"),
+              ("--warmup", args.warmup, 0, MAX_RUNS, f"an integer >= 0, {runs}"),
+              ("--threads", args.threads, 1, math.inf, "an integer >= 1"),
+              ("--rounds", args.rounds, 1, MAX_ROUNDS, f"an integer >= 1, at most {MAX_ROUNDS:,}"),
+              ("--round-warmup", args.round_warmup, 0, MAX_RUNS, f"an integer >= 0, {runs}"),
+              ("--max-retries", args.max_retries, 0, MAX_RETRIES,
+               f"an integer >= 0, at most {MAX_RETRIES}"),
+              ("--trials", args.trials, 0, 10 ** 7, "an integer >= 0, at most 10,000,000"),
+              ("--min-round-s", args.min_round_s, 0, math.inf, "seconds >= 0"))
+    for flag, value, low, high, want in ranges:
+        if not low <= value <= high:
             raise _bad(flag, value, want)
     for flag, value in (("--timeout", args.timeout), ("--max-cv", args.max_cv)):
         if not value > 0:
@@ -225,8 +229,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
               f"pinned {res.meta.get('pinned_cpus') or 'no'}"
               + (f", tuned {res.meta.get('tune_s', 0):.0f} s" if res.meta.get("tuned") else ""))
     if not res.ok:
-        print(f"error: {res.error}", file=sys.stderr)
-        return 1
+        text = (str(res.error).strip().splitlines() or ["failed"])[0]
+        print(f"error: {args.model}: {text[:400]}", file=sys.stderr)
+        # the runtime refused the model itself (a user's file): 2; it failed while running: 1
+        return 2 if text.startswith("build failed") else 1
     return 0
 
 

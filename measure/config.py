@@ -28,6 +28,11 @@ class MeasureSettingsError(CostModelError, ValueError):
 MAX_THREADS = 256
 MAX_SECONDS = 7 * 24 * 3600.0
 MAX_ROUND_S = 3600.0
+# Run counts above these are a typo, not a protocol (a million runs of a 1 ms network take
+# 17 minutes; the times are held in memory).
+MAX_RUNS = 1_000_000
+MAX_ROUNDS = 10_000
+MAX_RETRIES = 100
 
 
 @dataclass(frozen=True)
@@ -76,13 +81,13 @@ class MeasureConfig:
     drift_ref: bool = False
 
     def __post_init__(self) -> None:
-        checks = (("repeat", self.repeat >= 1, "at least 1"),
-                  ("warmup", self.warmup >= 0, "0 or more"),
+        checks = (("repeat", 1 <= self.repeat <= MAX_RUNS, f"1 to {MAX_RUNS:,}"),
+                  ("warmup", 0 <= self.warmup <= MAX_RUNS, f"0 to {MAX_RUNS:,}"),
                   ("threads", 1 <= self.threads <= MAX_THREADS,
                    f"1 to {MAX_THREADS} (more than the CPUs only slows the timing down)"),
-                  ("rounds", self.rounds >= 1, "at least 1"),
-                  ("round_warmup", self.round_warmup >= 0, "0 or more"),
-                  ("max_retries", self.max_retries >= 0, "0 or more"),
+                  ("rounds", 1 <= self.rounds <= MAX_ROUNDS, f"1 to {MAX_ROUNDS:,}"),
+                  ("round_warmup", 0 <= self.round_warmup <= MAX_RUNS, f"0 to {MAX_RUNS:,}"),
+                  ("max_retries", 0 <= self.max_retries <= MAX_RETRIES, f"0 to {MAX_RETRIES}"),
                   ("pin_cpu", self.pin_cpu >= -1, "a CPU index, or -1 for no pinning"),
                   ("timeout_s", 0 < self.timeout_s <= MAX_SECONDS,
                    f"more than 0 and at most {MAX_SECONDS:.0f} seconds"),

@@ -188,6 +188,7 @@ def _read_at(target: Path, path: Path, flags: str, schema: Schema):
             user_version = con.execute("PRAGMA user_version").fetchone()[0]
             tables = {n for t, n in objs if t == "table"}
             views = {n for t, n in objs if t == "view"}
+            triggers = sorted(n for t, n in objs if t == "trigger")
             raw: dict[str, str] = {}
             cols: list[str] = []
             if "meta" in tables:
@@ -202,6 +203,11 @@ def _read_at(target: Path, path: Path, flags: str, schema: Schema):
         raise ModelFileError(f"{path}: is a corrupt SQLite file ({exc}); refusing to use it "
                              f"as a {schema.what}. The file was not modified; "
                              f"{schema.hint}") from None
+    if triggers:  # SQL stored in the file, run by SQLite on our writes: never ours
+        raise ModelFileError(f"{path}: holds SQL triggers ({', '.join(triggers)[:120]}), which "
+                             f"costmodels never writes and SQLite would run on every write; "
+                             f"refusing to use it as a {schema.what}. The file was not "
+                             f"modified; {schema.hint}")
     return tables, views, user_version, raw, cols
 
 

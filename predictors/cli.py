@@ -154,7 +154,8 @@ def register(sub) -> None:
                         "(default: the model's; see `costmodels fit --help`)")
     p.add_argument("--samples", type=_samples, default=[10, 20, 50, 100, 1000],
                    metavar="K,K,...", help="training-set sizes")
-    p.add_argument("--seeds", type=positive_int, default=5, help="seeds averaged per size")
+    p.add_argument("--seeds", type=_seeds, default=5, help="seeds averaged per size (1 to "
+                   f"{MAX_SEEDS})")
     p.add_argument("--select", default="random", choices=["random", "diverse", "active"],
                    help="which cells to measure")
     add_space_args(p, archs=False)
@@ -178,6 +179,16 @@ def _holds_a_model(folder: Path) -> bool:
 
 # Below this many rows a model fitted on the target's cells alone is warned about.
 FEW_ROWS = 20
+MAX_SEEDS = 1000  # each seed is a fit per size: more is a typo, not a study
+
+
+def _seeds(text: str) -> int:
+    from costmodels.cli import positive_int
+
+    v = positive_int(text)
+    if v > MAX_SEEDS:
+        raise argparse.ArgumentTypeError(f"at most {MAX_SEEDS}, got {v}")
+    return v
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -187,8 +198,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from costmodels.tables import read_table
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
+    from predictors.persistence import MODEL_FILES
 
-    out = check_output_dir(args.output, "-o")
+    out = check_output_dir(args.output, "-o", writes=MODEL_FILES)
     others = sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) \
         if out.is_dir() else []
     if others and not _holds_a_model(out):
@@ -300,6 +312,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from predictors.base import PredictorError
 
     check_output(args.output, "-o")
+    check_output(Path(args.output).with_suffix(".png"), "-o's plot", text=False)
     with_sources = args.model in ("transfer", "fewshot")
     if args.priors and not with_sources:
         raise PredictorError(f"--priors is for --model fewshot or transfer, not {args.model}")

@@ -45,6 +45,8 @@ from costmodels.network import Network
 from predictors import features as F
 
 MANIFEST = "manifest.json"
+# Every file a learned class writes into its folder (the manifest names its own subset).
+MODEL_FILES = (MANIFEST, "model.json", "arrays.npz", "model.safetensors")
 MANIFEST_VERSION = 2
 MAX_MANIFEST_BYTES = 4 << 20
 #: library -> distributions that provide it (the only ones whose versions are read)

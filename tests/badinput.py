@@ -314,6 +314,27 @@ def make_fixtures(d: Path) -> None:
         con.close()
     (d / "lut_entries.csv").write_text(
         "key,median_ms\n" + "".join(f'"{k}",{m!r}\n' for k, m in keys))
+    # -- files a command would write over (an output folder holding an input's name)
+    (d / "rep").mkdir()
+    (d / "rep" / "predictions.csv").write_text(_table(good))
+    (d / "fs").mkdir()
+    (d / "fs" / "tgt.png").write_text(_table(good))
+    shutil.copy(LUT, d / "trigger.lut.sqlite")  # SQL stored in a LUT, run on writes
+    _sqlite(d / "trigger.lut.sqlite", "CREATE TABLE log (x)",
+            "CREATE TRIGGER t2 AFTER UPDATE ON entries BEGIN INSERT INTO log VALUES('fired'); "
+            "DELETE FROM calibration_points; END")
+    m = tiny_model()
+    w = m.graph.initializer[0]
+    w.dims[:] = [d_ + 2 for d_ in w.dims]  # the data stays the old size
+    onnx.save(m, d / "init_dims.onnx")
+    (d / "models_latin1").mkdir()
+    shutil.copy(d / "tiny.onnx", os.path.join(os.fsencode(d / "models_latin1"), b"caf\xe9.onnx"))
+    (d / "rules_cse.json").write_text(json.dumps({
+        "format": "costmodels-fusion-rules", "schema": 1, "name": "x", "runtime": "any",
+        "eliminate": [], "cse": 5, "prune_dead": False, "layout": None, "fusion": []}))
+    (d / "curve_cols.csv").write_text(_table(good))
+    spec = (ROOT / "analytical" / "specs" / "x86_generic.toml").read_text()
+    (d / "inf.toml").write_text(spec.replace("peak_gflops = 96.0", "peak_gflops = inf"))
     # -- a model directory and a module a manifest could name
     (d / "emptydir").mkdir()
     (d / "afile.txt").write_text("a file, not a folder\n")

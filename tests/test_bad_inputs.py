@@ -354,6 +354,34 @@ CASES: list[Case] = [
 # chmod means nothing to root: these are skipped there (see _param)
 ROOT_ONLY_SKIP = {"store-read-only", "out-unwritable-dir", "lut-read-only"}
 CASES += [
+    # ------------------------------------------------------------------ probe of 2026-12-07
+    C("compare-o-holds-truth", "compare --truth {d}/rep/predictions.csv flops -o {d}/rep",
+      "predictions.csv", "inputs"),
+    C("fewshot-plot-is-target", "fewshot --target {d}/fs/tgt.png --model flops --samples 5 "
+      "--seeds 1 -o {d}/fs/tgt.csv", "plot", "inputs"),
+    C("db-is-output", f"measure-space {SAMPLE1} --db {{d}}/new/s.sqlite -o {{d}}/new/s.sqlite",
+      "--db", "-o"),
+    C("lut-with-triggers", "lut merge --into {d}/trigger.lut.sqlite {d}/ort.lut.sqlite",
+      "trigger.lut.sqlite", "triggers"),
+    C("lut-with-triggers-read", "lut show {d}/trigger.lut.sqlite", "triggers"),
+    C("init-dims-disagree", "info {d}/init_dims.onnx", "init_dims.onnx", "initializer"),
+    C("init-dims-disagree-measure", f"measure {{d}}/init_dims.onnx {QUICK}", "init_dims.onnx"),
+    C("models-latin1-name", "estimate flops --space models:{d}/models_latin1 -o {d}/o.csv",
+      "UTF-8", "rename"),
+    C("compare-curve-columns", "compare --truth {d}/good.csv flops --curve {d}/curve_cols.csv "
+      "-o {d}/outdir/r", "curve_cols.csv", "k and spearman"),
+    C("rules-cse-int", "lut build --sample 1 --rules {d}/rules_cse.json --db {d}/l.sqlite",
+      "rules_cse.json", "cse"),
+    C("seeds-huge", "fewshot --target {d}/good.csv --model flops --samples 5 "
+      "--seeds 100000000000 -o {d}/c.csv", "--seeds"),
+    C("repeat-huge", "measure {d}/tiny.onnx --repeat 1000000000000", "--repeat"),
+    C("fit-o-is-its-prior", "fit hybrid --train {d}/good.csv --prior gbdt:{d}/m_ok -o {d}/m_ok",
+      "m_ok", "inputs"),
+    C("spec-inf", "estimate roofline:{d}/inf.toml --sample 1 -o {d}/o.csv", "inf.toml",
+      "peak_gflops", "finite"),
+]
+
+CASES += [
     C("store-read-only", f"measure-space {SAMPLE1} --db {{d}}/ro_store.sqlite -o {{d}}/o.csv",
       "ro_store.sqlite"),
     C("lut-read-only", "lut import {d}/lut_entries.csv --db {d}/ro_lut.sqlite", "ro_lut.sqlite"),

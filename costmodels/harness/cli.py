@@ -84,15 +84,19 @@ def register(sub: argparse._SubParsersAction) -> None:
 def cmd_compare(args: argparse.Namespace) -> int:
     from costmodels.cli import check_output_dir, open_space
     from costmodels.harness import run
+    from costmodels.harness.report import WRITES
 
-    check_output_dir(args.output, "-o")
+    check_output_dir(args.output, "-o", writes=WRITES)
     space = open_space(args)
     from costmodels.tables import iter_csv, read_table
 
     for src in args.source:            # bad side files fail now, not after the report is begun
         read_table(src, duplicates="mean", space=space)
+    from costmodels.harness.report import read_curve
+
     for curve in args.curve:
         iter_csv(curve, "few-shot curve")
+        read_curve(curve)
     if args.models:                    # a folder of .onnx files, checked as --space models:DIR is
         from costmodels.spaces import get_space
 

@@ -400,6 +400,9 @@ def plot_rank_bars(results: Sequence[BackendResult], path: str | Path, *, device
 
 
 CURVE_METRICS = ("spearman", "kendall", "mape", "acc10")
+# What write_report writes into its folder (checked against the command's inputs first).
+WRITES = ("report.md", "metrics.csv", "predictions.csv", "rank_correlation.png", "scatter.png",
+          "sample_efficiency.png", "models.png")
 
 
 def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
@@ -415,9 +418,12 @@ def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, f
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         rows = list(reader)
+    from costmodels.errors import InputError
+
     if "k" not in cols or "spearman" not in cols:
-        raise ValueError(f"{path}: a few-shot curve needs columns k and spearman "
-                         f"(found {','.join(cols) or 'nothing'})")
+        raise InputError(f"{path}: a few-shot curve needs columns k and spearman "
+                         f"(found {','.join(cols)[:200] or 'nothing'}); `costmodels fewshot` "
+                         "writes one")
     group = next((c for c in ("model", "method", "predictor", "backend") if c in cols), None)
     extra = [c for c in ("select", "target") if c in cols and len({r[c] for r in rows}) > 1]
     raw: dict[str, dict[int, list[dict[str, float]]]] = {}
@@ -427,9 +433,12 @@ def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, f
             vals = {c: float(row[c]) for c in cols
                     if row.get(c) not in ("", None) and (c in CURVE_METRICS or c.endswith("_std")
                                                           or c == "seeds")}
-            raw.setdefault(label, {}).setdefault(int(float(row["k"])), []).append(vals)
-        except ValueError as exc:
-            raise ValueError(f"{path}:{line}: {exc}") from None
+            k = float(row["k"])
+            if not (k >= 1 and k == int(k)) or not all(np.isfinite(v) for v in vals.values()):
+                raise ValueError("k must be a whole number >= 1 and every metric finite")
+            raw.setdefault(label, {}).setdefault(int(k), []).append(vals)
+        except (ValueError, TypeError) as exc:
+            raise InputError(f"{path}:{line}: not a few-shot curve row ({exc})"[:300]) from None
     out: dict[str, dict[int, dict[str, tuple[float, float, int]]]] = {}
     for label, by_k in raw.items():
         for k, vals in by_k.items():

@@ -55,6 +55,12 @@ class ModelsSpace(SearchSpace):
         skipped = []
         for p in sorted(root.glob("*.onnx")):
             try:
+                p.name.encode("utf-8")
+            except UnicodeEncodeError:  # bytes the file system holds that are not UTF-8
+                raise UnknownSpace(f"models:{folder}: the file name {p.name!r} is not valid "
+                                   "UTF-8 (its stem names the model in every table); rename "
+                                   "it") from None
+            try:
                 real = p.resolve(strict=True)
             except (OSError, RuntimeError):  # a dangling link or a symlink loop
                 skipped.append(p.name)
