@@ -34,7 +34,9 @@ def onnx_for(net: Network) -> Any:
 
 
 class MeasureModel(BaseCostModel):
-    """Runs each network with ONNX Runtime or TVM; ``latency_ms`` is the median."""
+    """Runs each network with ONNX Runtime or TVM; ``latency_ms`` is the figure ``measure``
+    reports: the drift-corrected median where the rounds carry the reference (the default
+    for ONNX Runtime through :func:`from_spec`), else the median."""
 
     def __init__(self, runtime: str = "ort", config: MeasureConfig | None = None,
                  db: str | None = None) -> None:
@@ -72,10 +74,12 @@ class MeasureModel(BaseCostModel):
             "p10_ms": res.p10_ms, "p90_ms": res.p90_ms, "mean_ms": res.mean_ms, "cv": res.cv,
             "repeat": res.repeat, "noisy": res.noisy, "fingerprint": res.fingerprint,
             "rounds": res.rounds, "round_cv": res.round_cv, "corrected_ms": res.corrected_ms,
+            "raw_median_ms": res.median_ms, "figure": res.figure_name,
         }
         if not res.ok:
             meta["error"] = res.error
-        return Estimate(res.median_ms if res.ok else math.nan, meta=meta)
+        # the figure `measure` and `measure-space` report: drift-corrected where there is one
+        return Estimate(res.figure("auto") if res.ok else math.nan, meta=meta)
 
     def _measure(self, net: Network) -> MeasureResult:
         from measure import measure
@@ -132,6 +136,9 @@ def parse_options(arg: str | None) -> tuple[str, MeasureConfig, str | None]:
     if runtime not in ("ort", "tvm"):
         raise MeasureSettingsError(f"measure backend runtime {runtime!r} is unknown, backend "
                                    f"spec measure:{arg}; use ort or tvm (e.g. measure:ort)")
+    # as `measure` and `measure-space` do by default: ONNX Runtime rounds carry the drift
+    # reference, so the figure (drift-corrected) and the store key are theirs
+    kw.setdefault("drift_ref", runtime == "ort")
     return runtime, MeasureConfig(**kw, runtime=runtime), db
 
 
