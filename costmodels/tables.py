@@ -68,6 +68,22 @@ class LatencyTable:
         return stem[len("nb201_"):] if stem.startswith("nb201_") else stem
 
 
+def sidecar_device(path: str | Path) -> str:
+    """The ``device`` a table's ``<stem>.fingerprint.json`` sidecar names (what
+    ``measure-space`` writes: the machine it measured on), or ''; never an error."""
+    import json
+
+    side = Path(path).with_name(Path(path).stem + ".fingerprint.json")
+    try:
+        if not side.is_file() or side.stat().st_size > 1 << 20:
+            return ""
+        doc = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return ""
+    device = doc.get("device") if isinstance(doc, dict) else None
+    return device if isinstance(device, str) else ""
+
+
 # The largest latency (ms) or energy (mJ) a table may hold: beyond it fits overflow.
 MAX_VALUE = 1e11
 

@@ -195,7 +195,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from costmodels.cli import build_networks, check_output_dir, open_space
-    from costmodels.tables import read_table
+    from costmodels.tables import read_table, sidecar_device
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
     from predictors.persistence import MODEL_FILES
@@ -245,6 +245,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
                         prior=list(args.prior), device=device, random_state=args.seed,
                         **params)
     fit_s = time.perf_counter() - t0
+    measured_on = sidecar_device(args.train)
+    if measured_on and isinstance(getattr(est, "trained_on_", None), dict):
+        est.trained_on_["measured_on"] = measured_on  # the machine, for compare's in-sample test
     est.save(args.output)
     report = getattr(est, "report_", None)
     if report:

@@ -216,3 +216,27 @@ def test_advice_on_one_cell_and_on_a_tie_with_the_proxy(tmp_path):
     text = report.recommend(res)
     best = text.split("**")[1]
     assert f"{best} ranks no better" not in text
+
+
+def test_tables_of_one_machine_under_two_names_are_one_device(tmp_path):
+    """Two tables measured on one machine (sidecars say so) are one device whatever their
+    file names; without sidecars the names decide; sidecars of two machines, out of sample."""
+    import json
+    from types import SimpleNamespace
+
+    from costmodels.harness.compare import _in_sample
+    from costmodels.spaces import nb201
+    from costmodels.tables import sidecar_device
+
+    nets = [nb201.build_network(i, "cifar10") for i in (1, 2)]
+    seen = {"archs": [nb201.SPACE[1], nb201.SPACE[2]], "datasets": ["cifar10"], "batches": [1],
+            "measured_on": "epyc-2c"}
+    model = SimpleNamespace(trained_on_=seen, device_="f_truth")
+    (tmp_path / "f_truth100.fingerprint.json").write_text(json.dumps({"device": "epyc-2c"}))
+    here = sidecar_device(tmp_path / "f_truth100.csv")
+    assert here == "epyc-2c"
+    assert _in_sample(model, nets, "f_truth100", here) == 2
+    assert _in_sample(model, nets, "f_truth100", "") == 0      # no sidecar: names differ
+    assert _in_sample(model, nets, "f_truth100", "xeon-2c") == 0
+    (tmp_path / "bad.fingerprint.json").write_text("{ not json")
+    assert sidecar_device(tmp_path / "bad.csv") == "" == sidecar_device(tmp_path / "none.csv")

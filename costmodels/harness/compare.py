@@ -46,7 +46,7 @@ from costmodels.harness.scoring import (  # noqa: F401 - re-exported
 )
 from costmodels.interface import CostModel
 from costmodels.network import Network
-from costmodels.tables import LatencyTable
+from costmodels.tables import LatencyTable, sidecar_device
 
 
 @dataclass
@@ -98,14 +98,23 @@ class BackendResult:
         return dict(zip(self.rows.tolist(), self.y_pred.tolist(), strict=True))
 
 
-def _in_sample(model: Any, nets: Sequence[Network], device: str = "") -> int:
+def _in_sample(model: Any, nets: Sequence[Network], device: str = "",
+               measured_on: str = "") -> int:
     """How many of ``nets`` a saved learned model was fitted on (its manifest's training
     networks, by ``arch_str``, dataset and batch) on this ``device`` (the truth's; a model
-    fitted on another device's table is scored out of sample); 0 for anything else."""
-    fitted_for = str(getattr(model, "device_", "") or "")
-    if device and fitted_for and fitted_for != device:
-        return 0
+    fitted on another device's table is scored out of sample); 0 for anything else.
+
+    Table names are file stems, so two tables of one machine may differ in name
+    (``truth.csv``, ``truth100.csv``): where both the truth's sidecar (``measured_on``) and
+    the manifest name the machine that measured them, that decides instead."""
     seen = getattr(model, "trained_on_", None)
+    fitted_for = str(getattr(model, "device_", "") or "")
+    fitted_on = str(seen.get("measured_on") or "") if isinstance(seen, dict) else ""
+    if measured_on and fitted_on:
+        if measured_on != fitted_on:
+            return 0
+    elif device and fitted_for and fitted_for != device:
+        return 0
     archs = set(seen.get("archs") or ()) if isinstance(seen, dict) else set()
     if not archs:
         return 0
@@ -235,7 +244,8 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             results.append(res)
             continue
         res.model = model
-        res.in_sample = _in_sample(model, test_nets, truth.device)
+        res.in_sample = _in_sample(model, test_nets, truth.device,
+                                   sidecar_device(truth.source) if truth.source else "")
         if res.in_sample:
             res.note = (f"fitted on {res.in_sample} of the {len(test_nets)} scored cells "
                         "(in-sample: its errors are optimistic); left out of the advice")
