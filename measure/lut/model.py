@@ -131,6 +131,17 @@ class LookupTable(FileModel):
         self.raw_values_ = lut.values()
         self.values_ = kernel_values(self.raw_values_, self.rules_)
         cal = lut.calibration if self.calibrated else {}
+        if self.calibrated and not cal and self.rules_.name != "naive" \
+                and str(self.path) not in _WARNED_UNCALIBRATED:
+            import sys
+
+            _WARNED_UNCALIBRATED.add(str(self.path))
+            print(f"warning: {self.path}: this LUT holds no calibration (no end-to-end "
+                  "networks were measured for it, or it came from `lut import`, which carries "
+                  "kernels only): its estimates are bare kernel sums, without the per-kernel "
+                  "overhead, and can be several times low for small networks. Build it with "
+                  f"`costmodels lut build` to calibrate, or say so with {self.path}?uncalibrated",
+                  file=sys.stderr)
         self.intercept_ms_ = float(cal.get("intercept_ms", 0.0))
         self.per_kernel_ms_ = float(cal.get("per_kernel_ms", 0.0))
         self.scale_ = float(cal.get("scale", 1.0))
@@ -260,6 +271,10 @@ class LookupTable(FileModel):
         sums, counts, missing = self.raw_sums(nets)
         return [self._finish(net, s, n, miss) for net, s, n, miss in
                 zip(nets, sums, counts, missing, strict=True)]
+
+
+# LUT paths already warned about in this process (the backend may be opened many times)
+_WARNED_UNCALIBRATED: set[str] = set()
 
 
 def from_spec(arg: str | None) -> LookupTable:
