@@ -359,8 +359,8 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         first_shape = net.inputs[0][1] if net.inputs else ()
         if how == "model" and batch != 1 and first_shape and first_shape[0] != batch:
             print(f"warning: --batch {batch} ignored: {target} fixes its input "
-                  f"{net.inputs[0][0]!r} at {'x'.join(map(str, first_shape))}; give "
-                  "--input-shape to change it", file=sys.stderr)
+                  f"{net.inputs[0][0]!r} at {'x'.join(map(str, first_shape))} in the file; "
+                  "export it with a dynamic batch axis to change it", file=sys.stderr)
         return net
     shapes = None
     if input_shapes:

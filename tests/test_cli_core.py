@@ -190,3 +190,18 @@ def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp
     assert four == 4 * one and "warning" not in err1 + err4
     same, err = macs(static, "--batch", "4")
     assert same == one and "--batch 4 ignored" in err and "'x'" in err
+
+
+def test_a_folder_model_with_a_fixed_batch_is_named_when_batch_is_given(tmp_path, capsys):
+    import onnx
+    from badinput import tiny_model
+
+    from costmodels.cli import main
+
+    folder2 = tmp_path / "n"
+    folder2.mkdir()
+    onnx.save(tiny_model(), folder2 / "fixed.onnx")
+    assert main(["estimate", "flops", "--space", f"models:{folder2}", "--batch", "4",
+                 "-o", str(tmp_path / "f.csv")]) == 0
+    err = capsys.readouterr().err
+    assert "fixed.onnx" in err and "keeps its own batch 1" in err

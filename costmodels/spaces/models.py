@@ -29,6 +29,7 @@ from costmodels.spaces import SearchSpace
 
 # Folders whose skipped files were already named in this process (one warning each).
 _WARNED_SKIPS: set[Path] = set()
+_WARNED_BATCH: set[Path] = set()  # folders already warned about a fixed batch
 
 
 class ModelsSpace(SearchSpace):
@@ -147,6 +148,13 @@ class ModelsSpace(SearchSpace):
                     "batch": int(net.inputs[0][1][0]) if net.inputs and net.inputs[0][1] else 1,
                     "source": str(self._files[name]), "shapes_from": how}
             self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
+            if batch != 1 and how == "model" and meta["batch"] != batch \
+                    and self.root not in _WARNED_BATCH:
+                _WARNED_BATCH.add(self.root)
+                print(f"warning: --batch {batch}: {name}.onnx (and any other model of "
+                      f"models:{self.root} that fixes its batch) keeps its own batch "
+                      f"{meta['batch']}; its row is at that batch. Export it with a dynamic "
+                      "batch axis to change it", file=sys.stderr)
         return self._cache[key]
 
     def _import(self, name: str, batch: int) -> tuple[Network, str]:
