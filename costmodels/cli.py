@@ -521,9 +521,11 @@ def _os_hint(exc: OSError) -> str:
     return hints.get(exc.errno, "; check the path")
 
 
-def _one_line(exc: BaseException) -> str:
+def _one_line(exc: BaseException, limit: int = 400) -> str:
+    """The first line of an error, its middle cut where too long (the advice is at its end)."""
     text = str(exc).strip().splitlines()
-    return (text[0] if text else type(exc).__name__)[:300]
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else f"{line[:limit // 2]} ... {line[-limit // 2:]}"
 
 
 # ----------------------------------------------------------------------------- parser

@@ -140,6 +140,8 @@ def inspect(path: str | Path, schema: Schema) -> FileState:
                              f"modified; {schema.hint}")
     tables, views, user_version, raw, cols = _read_objects(path, schema)
     name, version = _identify(tables, raw, cols, schema)
+    if not name and str(raw.get("format", "")).startswith("costmodels-"):
+        name = str(raw["format"])  # one of our other files in the (name, value) meta layout
     if name != schema.name:
         _refuse_foreign(path, schema, name, tables, views, user_version)
     if version > schema.version:
@@ -242,9 +244,10 @@ def _normalise(raw: dict[str, str], cols: list[str], name: str = "costmodels.lut
 
 def _refuse_foreign(path: Path, schema: Schema, name: str, tables: set[str], views: set[str],
                     user_version: int) -> None:
-    if name.startswith(SCHEMA_PREFIX):
-        raise ModelFileError(f"{path}: is a costmodels file of another kind ({name!r}), not a "
-                             f"{schema.what}; the file was not modified; {schema.hint}")
+    if name.startswith(SCHEMA_PREFIX) or name.startswith("costmodels-"):
+        use = " (a block LUT: use it as blocklut:PATH)" if "blocklut" in name else ""
+        raise ModelFileError(f"{path}: is a costmodels file of another kind ({name!r}){use}, "
+                             f"not a {schema.what}; the file was not modified; {schema.hint}")
     found = []
     if tables:
         found.append(f"tables: {', '.join(sorted(tables))}")

@@ -106,8 +106,10 @@ class Rows:
                                      f"source tables are of {self.space!r}")
             row = self._pos.get(str(net.meta.get("arch_str")))
             if row is None:
-                raise PredictorError(f"{net.name} ({net.meta.get('arch_str')}) is in none of the "
-                                     "source tables; transfer predicts the networks the source "
+                arch = str(net.meta.get("arch_str"))
+                what = net.name if len(arch) > 60 or arch == net.name else f"{net.name} ({arch})"
+                raise PredictorError(f"{what} is in none of the source tables; a transfer or "
+                                     "few-shot model predicts only the networks the source "
                                      "devices measured (add it to a source table, or use gbdt)")
             idx[i] = row
         return idx
