@@ -380,8 +380,9 @@ def cmd_info(args: argparse.Namespace) -> int:
     net = load_network(args.model, args.dataset, args.batch, args.input_shape, args.space)
     if args.json:
         doc = {"name": net.name, **net.totals(),
-               "meta": {k: v for k, v in net.meta.items() if k != "ops"},
-               "layers": [layer._asdict() for layer in net.layers]}
+               "meta": {k: v for k, v in net.meta.items() if k != "ops"}}
+        if not args.totals_only:
+            doc["layers"] = [layer._asdict() for layer in net.layers]
         json.dump(doc, sys.stdout, indent=1, default=list)
         sys.stdout.write("\n")
         return 0
@@ -557,7 +558,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
                    help=INPUT_SHAPE_HELP)
     p.add_argument("--json", action="store_true", help="print JSON (totals and layers)")
-    p.add_argument("--totals-only", action="store_true", help="only the totals line")
+    p.add_argument("--totals-only", action="store_true",
+                   help="only the totals line (with --json: no per-layer list)")
     add_space_args(p, archs=False)
     p.set_defaults(func=cmd_info)
 

@@ -108,7 +108,8 @@ def register(sub) -> None:
                    help="CSV to write (arch_index,arch_str)")
     p.set_defaults(func=cmd_select)
 
-    p = sub.add_parser("fit", help="fit a learned predictor (gbdt, gnn, hybrid) on a latency table",
+    p = sub.add_parser("fit", help="fit a learned predictor (gbdt, gnn, hybrid, transfer, "
+                       "fewshot) on a latency table",
                        formatter_class=Formatter, epilog=FIT_EPILOG)
     from predictors.learned import LEARNED
 
@@ -118,7 +119,7 @@ def register(sub) -> None:
                         "(repeatable)")
     p.add_argument("--priors", choices=["builtin", "none"],
                    help="transfer/fewshot: whether the built-in analytical priors (FLOPs, "
-                        "params, Eyeriss and FPGA latency of every NB201 cell) join the "
+                        "params, Eyeriss and FPGA latency of every network of the sources) join the "
                         "sources (default: fewshot builtin, used when one prior alone "
                         "predicts the cells to 4%% RMS, leave-one-out; transfer none)")
     p.add_argument("--train", required=True, metavar="TABLE.csv",
