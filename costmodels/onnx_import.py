@@ -35,8 +35,9 @@ exporters write it into a :class:`~costmodels.network.Network`:
    and zero points) are neither activations nor parameters. A layer's ``params``
    are the elements of the original weights its constants come from (a bias
    broadcast by ``Expand`` counts its own size), counted in the first layer that
-   reads them (a shared weight counts once); one-element constants are not
-   parameters.
+   reads them (a weight two layers read counts once; an ``Identity`` alias of one is
+   the parameter of its own layer: torch's exporter stores equal-valued parameters
+   that way); one-element constants are not parameters.
 
 Nothing is dropped silently: an operator outside :data:`costmodels.ops.SUPPORTED_OPS`
 raises :class:`~costmodels.errors.UnsupportedOperator` naming the node.
@@ -584,13 +585,21 @@ def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
     prov: dict[str, frozenset[str]] = {t.name: frozenset({t.name}) for t in graph.initializer}
     for node in graph.node:
         outs = [t for t in node.output if t]
-        if node.op_type == "Constant":
+        if node.op_type == "Constant" or _is_alias(node, prov):
             prov.update({t: frozenset({t}) for t in outs})
         elif outs and (all(t in folded for t in outs)
                        or all(t in prov for t in node.input if t)):
             src = frozenset().union(*(prov.get(t, frozenset()) for t in _param_inputs(node)))
             prov.update({t: src for t in outs})
     return prov
+
+
+def _is_alias(node: Any, prov: Mapping[str, frozenset[str]]) -> bool:
+    """An ``Identity`` of an original constant: torch's exporter stores equal-valued
+    parameters of different layers (fresh norm weights of ones, biases of zeros) once and
+    gives every other layer an ``Identity`` of it; each alias is a parameter of its own."""
+    return (node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1
+            and prov.get(node.input[0]) == frozenset({node.input[0]}))
 
 
 def _param_inputs(node: Any) -> list[str]:
@@ -638,6 +647,9 @@ def _source_params(graph: Any) -> dict[str, int]:
                     fl = list(a.floats)
                     trivial = all(f == 1 for f in fl) or not any(fl)
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
+        elif node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in out \
+                and len(node.output) == 1:
+            out[node.output[0]] = out[node.input[0]]  # an alias: its own parameter (_is_alias)
     return out
 
 

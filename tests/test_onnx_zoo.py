@@ -88,7 +88,7 @@ def test_identity_shared_biases_are_weights(zoo):
     assert all(len(x.inputs) == 1 and len(x.weight_shapes) == 2 for x in convs)
 
 
-def test_paddle_pattern_folds_and_counts_parameters_once(zoo):
+def test_paddle_pattern_folds_and_counts_each_layers_parameters(zoo):
     d, index = zoo
     net = import_onnx(d / "paddle_like.onnx", input_shapes=[(2, 3, 8, 8)])
     ops = [x.op for x in net.layers]
@@ -98,8 +98,10 @@ def test_paddle_pattern_folds_and_counts_parameters_once(zoo):
     assert fc.macs == 2 * 8 * 10
     scale = next(x for x in net.layers if x.op == "Mul")
     assert scale.params == 8  # the (1,8,1,1) scale, not its Expand to (2,8,8,8)
-    # conv1, the shared zero bias (once), conv2, the scale, fc weight and bias
-    assert net.params == 8 * 27 + 8 + 64 + 8 + 80 + 10
+    # conv1, its bias, conv2, its bias (an Identity alias of the same zero initializer: a
+    # parameter of each layer, as torch counts the equal-valued biases an exporter merges),
+    # the scale, fc weight and bias
+    assert net.params == 8 * 27 + 8 + 64 + 8 + 8 + 80 + 10
 
 
 def test_quantized_ops_count_int8_bytes(zoo):

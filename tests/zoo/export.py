@@ -93,8 +93,9 @@ def write_torch(directory: Path) -> dict[str, Entry]:
             "macs": torch_macs(module, torch.randn(*shape)),
             "input_shape": "x".join(map(str, shape)) if dynamic else None}
         if not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules()):
-            # no BatchNorm folded away: the file holds torch's distinct parameters
-            entries[name]["params"] = torch_params(module, distinct_values=True)
+            # no BatchNorm folded away: every parameter torch counts is in the file (equal-valued
+            # ones of different layers as Identity aliases of one initializer)
+            entries[name]["params"] = torch_params(module)
     return entries
 
 
