@@ -43,7 +43,10 @@ class UnknownArchitecture(CostModelError, ValueError):
     def __init__(self, arch: object, reason: str) -> None:
         self.arch = arch
         self.reason = reason
-        super().__init__(f"unknown architecture {arch!r}: {reason}")
+        shown = repr(arch)
+        if len(shown) > 160:  # an unterminated quote in a CSV makes the rest of it one value
+            shown = f"{shown[:120]}... ({len(str(arch))} characters)"
+        super().__init__(f"unknown architecture {shown}: {reason}")
 
 
 class UnknownBackend(CostModelError, ValueError):

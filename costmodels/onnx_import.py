@@ -108,6 +108,10 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
         if any(d <= 0 for d in shape):
             raise OnnxImportError(f"--input-shape {item!r}: dimensions must be positive")
         if sep:
+            if name in named and named[name] != shape:
+                raise OnnxImportError(f"--input-shape: input {name!r} is given twice "
+                                      f"({'x'.join(map(str, named[name]))} and {dims}); give "
+                                      "it once")
             named[name] = shape
         else:
             plain.append(shape)

@@ -86,9 +86,14 @@ def sidecar_device(path: str | Path) -> str:
 
 # The largest latency (ms) or energy (mJ) a table may hold: beyond it fits overflow.
 MAX_VALUE = 1e11
+# The smallest non-zero value: below it ratios and logs of it overflow.
+MIN_VALUE = 1e-12
 
 
 def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> float:
+    if value is None:  # csv.DictReader's filler for a row shorter than the header
+        raise TableError(f"{path}:{line}: field {fld!r} is missing: the row has fewer fields "
+                         "than the header")
     try:
         x = float(value)
     except (TypeError, ValueError):
@@ -99,6 +104,10 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
     if positive and x <= 0:
         raise TableError(f"{path}:{line}: field {fld!r} is {x}, but latencies must be > 0 "
                          "(a zero or negative time is a measurement error)")
+    if x and abs(x) < MIN_VALUE:
+        raise TableError(f"{path}:{line}: field {fld!r} is {x:g}, less than {MIN_VALUE:g} "
+                         "(a femtosecond in ms): not a measurement; check the units and that "
+                         "column")
     if abs(x) > MAX_VALUE:
         raise TableError(f"{path}:{line}: field {fld!r} is {x:g}, more than {MAX_VALUE:g} "
                          "(over a year in ms): not a measurement; check the units and that "
@@ -199,8 +208,10 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             try:
                 s = sp.parse(s)
             except UnknownArchitecture as exc:
+                shown = repr(s) if len(s) <= 160 else f"{s[:120]!r}... ({len(s)} characters"\
+                    "; an unterminated quote?)"
                 raise TableError(f"{path}:{line}: field 'arch_str': {exc.reason} "
-                                 f"(got {s!r})") from None
+                                 f"(got {shown})") from None
         elif not s:
             raise TableError(f"{path}:{line}: field 'arch_str' is empty")
         raw_idx = (row.get("arch_index") or "").strip()

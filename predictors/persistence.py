@@ -180,14 +180,23 @@ def _check_keys(path: Path, doc: dict) -> None:
                              f"version {MANIFEST_VERSION}; fit the model again with this version")
     if missing:
         raise ModelFileError(f"{path}: manifest lacks {', '.join(missing)}; fit the model again")
-    if doc["manifest_sha256"] != _canonical_sha256(doc):
+    try:
+        checksum = _canonical_sha256(doc)
+    except ValueError:  # NaN or infinity: JSON has no such numbers, costmodels never wrote one
+        raise ModelFileError(f"{path}: holds a non-finite number (NaN or Infinity), which "
+                             "costmodels never writes; fit the model again") from None
+    if doc["manifest_sha256"] != checksum:
         raise ModelFileError(f"{path}: the manifest's checksum does not match its content (it "
                              "was edited after saving); fit the model again rather than edit it")
     for key, typ in (("class", str), ("params", dict), ("feature_schema", dict),
-                     ("libraries", dict), ("files", dict)):
-        if not isinstance(doc[key], typ):
+                     ("libraries", dict), ("files", dict), ("device", str)):
+        if not isinstance(doc.get(key, ""), typ):
             raise ModelFileError(f"{path}: field {key!r} is not a JSON {typ.__name__}; fit the "
                                  "model again")
+    n = doc.get("n_train", 1)
+    if not isinstance(n, int) or isinstance(n, bool) or not 0 < n <= 10 ** 9:
+        raise ModelFileError(f"{path}: field 'n_train' is {str(n)[:40]!r}, not a count of "
+                             "training networks; fit the model again")
 
 
 def _check_schema(path: Path, schema: dict) -> None:

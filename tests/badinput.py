@@ -333,6 +333,12 @@ def make_fixtures(d: Path) -> None:
         "format": "costmodels-fusion-rules", "schema": 1, "name": "x", "runtime": "any",
         "eliminate": [], "cse": 5, "prune_dead": False, "layout": None, "fusion": []}))
     (d / "curve_cols.csv").write_text(_table(good))
+    (d / "short_row.csv").write_text(_table(good[:1]) + f"{good[1][0]},{good[1][1]}\n")
+    fb = "|".join(["k3_e1"] * 22)
+    (d / "fbnet_table.csv").write_text(f"arch_index,arch_str,latency_ms\n,{fb},1.0\n")
+    rows = [list(r) for r in good]
+    rows[1][2] = "1e-300"
+    (d / "lat_tiny.csv").write_text(_table(rows))
     spec = (ROOT / "analytical" / "specs" / "x86_generic.toml").read_text()
     (d / "inf.toml").write_text(spec.replace("peak_gflops = 96.0", "peak_gflops = inf"))
     # -- a model directory and a module a manifest could name

@@ -375,6 +375,17 @@ CASES += [
     C("seeds-huge", "fewshot --target {d}/good.csv --model flops --samples 5 "
       "--seeds 100000000000 -o {d}/c.csv", "--seeds"),
     C("repeat-huge", "measure {d}/tiny.onnx --repeat 1000000000000", "--repeat"),
+    C("manifest-n-train-text", "estimate gbdt:{d}/m_ntrain --sample 1 -o {d}/o.csv",
+      "m_ntrain", "n_train"),
+    C("manifest-nan", "estimate gbdt:{d}/m_nan --sample 1 -o {d}/o.csv", "m_nan", "NaN"),
+    C("input-shape-twice", "info {d}/tiny.onnx --input-shape x=1x3x16x16 "
+      "--input-shape x=1x3x8x8", "'x'", "twice"),
+    C("table-short-row", "compare --truth {d}/short_row.csv flops -o {d}/outdir/r",
+      "short_row.csv:3", "fewer fields"),
+    C("table-fbnet-in-nb201", "compare --truth {d}/fbnet_table.csv flops -o {d}/outdir/r",
+      "fbnet_table.csv", "--space fbnet"),
+    C("table-tiny-latency", "compare --truth {d}/lat_tiny.csv flops -o {d}/outdir/r",
+      "lat_tiny.csv", "units"),
     C("fit-o-is-its-prior", "fit hybrid --train {d}/good.csv --prior gbdt:{d}/m_ok -o {d}/m_ok",
       "m_ok", "inputs"),
     C("spec-inf", "estimate roofline:{d}/inf.toml --sample 1 -o {d}/o.csv", "inf.toml",
@@ -439,6 +450,9 @@ def _model_dirs(d, fitted) -> None:
     B.edit_manifest(fitted, d / "m_import", library, reseal=True)
     B.edit_manifest(fitted, d / "m_import_raw", library)
     B.edit_manifest(fitted, d / "m_class", cls, reseal=True)
+    B.edit_manifest(fitted, d / "m_ntrain", lambda doc: doc.update(n_train="thirty"),
+                    reseal=True)
+    B.edit_manifest(fitted, d / "m_nan", lambda doc: doc.update(n_train=float("nan")))
     shutil.copytree(fitted, d / "m_file")
     model_file = next(p for p in sorted((d / "m_file").iterdir()) if p.name != "manifest.json")
     model_file.write_bytes(model_file.read_bytes() + b" ")

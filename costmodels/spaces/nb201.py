@@ -73,8 +73,10 @@ def parse_arch(arch: str) -> tuple[int, ...]:
         raise UnknownArchitecture(arch, "expected a NAS-Bench-201 arch string")
     m = _ARCH_RE.match(arch.strip())
     if not m:
+        hint = ("; this looks like an FBNet architecture: give --space fbnet"
+                if "|" in arch and "~" not in arch and "+" not in arch else "")
         raise UnknownArchitecture(
-            arch, "expected 3 node groups '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'")
+            arch, "expected 3 node groups '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'" + hint)
     ops: list[int] = []
     for node, group in enumerate(m.groups(), start=1):
         edges = group.split("|")
