@@ -195,13 +195,15 @@ def _open_for_write(path: str, runtime: str, rules_name: str):
     rules = load_rules(rules_name or runtime)
     if not Path(path).exists():
         return LutFile.create(path, runtime, rules.doc, rules.hash, {"source": "import"}, {})
-    lut = LutFile(path)
-    if lut.runtime != runtime or lut.get_meta("rules_hash") != rules.hash:
-        lut.close()
-        raise ModelFileError(f"{path}: a LUT for runtime {lut.runtime!r} (rules "
-                             f"{lut.get_meta('rules_hash')}); it cannot take entries for "
-                             f"{runtime!r} with rules {rules.hash}")
-    return lut
+    with LutFile(path, readonly=True) as lut:  # refused with the file untouched
+        have = (lut.runtime, lut.get_meta("rules_hash"))
+    if have != (runtime, rules.hash):
+        raise ModelFileError(f"{path}: a LUT for runtime {have[0]!r} with fusion rules "
+                             f"{have[1]}; it cannot take entries for {runtime!r} with rules "
+                             f"{rules.hash} (the rules shipped now; its kernel keys would not "
+                             "match). Import into a new --db, or rebuild the LUT with "
+                             "`costmodels lut build`")
+    return LutFile(path)
 
 
 def cmd_import(args: argparse.Namespace) -> int:
@@ -233,15 +235,22 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 
 def cmd_refit(args: argparse.Namespace) -> int:
+    from costmodels.errors import InputError
     from measure.lut.calibrate import refit
     from measure.lut.table import LutFile
 
+    terms = tuple(args.terms.split(","))
+    with LutFile(args.db, readonly=True) as lut:  # nothing to fit: fail with the file untouched
+        n_points = len(lut.points())
+        trial = refit(lut, terms, store=False)
+    if not trial:
+        why = ("holds no calibration points" if not n_points else
+               f"holds {n_points} calibration points, none usable (a non-positive latency, or "
+               "a kernel the LUT has no value for)")
+        raise InputError(f"{args.db}: {why}; measure networks for it with `costmodels lut "
+                         "build --calibrate N`")
     with LutFile(args.db) as lut:
-        c = refit(lut, tuple(args.terms.split(",")))
-    if not c:
-        print(f"{args.db}: no calibration points; measure some with `lut build --calibrate N`",
-              file=sys.stderr)
-        return 1
+        c = refit(lut, terms)
     print(f"{args.db}: intercept {c['intercept_ms']:.4f} ms, per kernel "
           f"{c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} on {c['n_points']} "
           f"networks (fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)

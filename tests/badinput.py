@@ -333,6 +333,12 @@ def make_fixtures(d: Path) -> None:
         "format": "costmodels-fusion-rules", "schema": 1, "name": "x", "runtime": "any",
         "eliminate": [], "cse": 5, "prune_dead": False, "layout": None, "fusion": []}))
     (d / "curve_cols.csv").write_text(_table(good))
+    shutil.copy(LUT, d / "nopoints.lut.sqlite")
+    _sqlite(d / "nopoints.lut.sqlite", "DELETE FROM calibration_points")
+    k0, m0 = keys[0]
+    (d / "lut_dupkey.csv").write_text(f'key,median_ms\n"{k0}",{m0!r}\n"{k0}",{2 * m0!r}\n')
+    (d / "lut_huge.csv").write_text(f'key,median_ms\n"{k0}",1e300\n')
+    (d / "lut_cv_nan.csv").write_text(f'key,median_ms,cv\n"{k0}",{m0!r},nan\n')
     (d / "short_row.csv").write_text(_table(good[:1]) + f"{good[1][0]},{good[1][1]}\n")
     fb = "|".join(["k3_e1"] * 22)
     (d / "fbnet_table.csv").write_text(f"arch_index,arch_str,latency_ms\n,{fb},1.0\n")

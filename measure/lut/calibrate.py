@@ -108,7 +108,7 @@ def _legacy_kernels(lut, points, rules_hash: str) -> dict[str, dict[str, int]]:
     return out
 
 
-def refit(lut, terms: Sequence[str] = DEFAULT_TERMS) -> dict:
+def refit(lut, terms: Sequence[str] = DEFAULT_TERMS, store: bool = True) -> dict:
     """Fit on the LUT's calibration points and store the result in its meta; returns it.
 
     A point with a kernel the LUT has no value for is left out. With fewer than
@@ -143,7 +143,8 @@ def refit(lut, terms: Sequence[str] = DEFAULT_TERMS) -> dict:
             rec = fit(sums, counts, ys, ("scale",))
     else:
         rec = fit(sums, counts, ys, terms)
-    lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
+    if store:  # (store=False: only see what a refit would give, on a LUT opened read-only)
+        lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
     return rec
 
 

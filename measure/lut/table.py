@@ -331,13 +331,22 @@ def read_csv(path: str | Path) -> list[Entry]:
         raise ModelFileError(f"{path}: a LUT CSV needs the columns key and median_ms "
                              f"(found {','.join(c for c in cols if c) or 'nothing'}); see "
                              "`lut export`")
+    seen: dict[str, int] = {}
     for line, row in rows:
         try:
             key = parse_key(row["key"])
             med = float(row["median_ms"])
-            if not math.isfinite(med) or med <= 0:
-                raise ValueError(f"median_ms must be a positive number, got {med}")
+            if not math.isfinite(med) or med <= 0 or med > MAX_KERNEL_MS:
+                raise ValueError(f"median_ms must be a positive number of ms up to "
+                                 f"{MAX_KERNEL_MS:g}, got {med}")
+            if key.text in seen:
+                raise ValueError(f"kernel {key.text[:80]!r} is listed again (first on line "
+                                 f"{seen[key.text]}); a LUT holds one figure per kernel")
+            seen[key.text] = line
             p10, p90, cv = _opt(row, "p10_ms"), _opt(row, "p90_ms"), _opt(row, "cv")
+            if any(row.get(c) not in (None, "") and not math.isfinite(v)
+                   for c, v in (("p10_ms", p10), ("p90_ms", p90), ("cv", cv))):
+                raise ValueError("p10_ms, p90_ms and cv must be finite numbers where given")
             count, uses = int(_opt(row, "count", 0)), int(_opt(row, "uses", 0))
             if any(v < 0 for v in (p10, p90, cv, count, uses)):  # NaN (absent) passes
                 raise ValueError("p10_ms, p90_ms, cv, count and uses must not be negative")
@@ -361,6 +370,10 @@ def _as_float(v: Any) -> float:
         return float(v) if v is not None else math.nan
     except (TypeError, ValueError):
         return math.nan
+
+
+# One kernel's time above this (an hour) is not a measurement.
+MAX_KERNEL_MS = 3.6e6
 
 
 def _opt(row: dict, name: str, default: float = math.nan) -> float:
