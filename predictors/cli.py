@@ -236,10 +236,12 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.source and not sources:
         raise PredictorError("no source table of another device is left after skipping the "
                              "target's own; give tables of other devices")
-    if need is None and len(table) < FEW_ROWS:
-        print(f"warning: {len(table)} training rows: {args.model} learns from the target's "
-              f"cells alone and needs tens to hundreds of them (fewshot or transfer, with "
-              "--source tables of other devices, are made for a handful)", file=sys.stderr)
+    if need in (None, "prior") and len(table) < FEW_ROWS:
+        what = ("corrects its priors with trees fitted on the target's cells alone" if need
+                else "learns from the target's cells alone")
+        print(f"warning: {len(table)} training rows: {args.model} {what} and needs tens to "
+              "hundreds of them (fewshot or transfer, with --source tables of other devices, "
+              "are made for a handful)", file=sys.stderr)
     nets = build_networks(space, list(table.arch_str), args.dataset, args.batch)
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
@@ -301,7 +303,7 @@ def cmd_select(args: argparse.Namespace) -> int:
             idx = space.index(archs[i])
             w.writerow(["" if idx is None else idx, archs[i]])
     print(f"wrote {out}: {len(chosen)} of {len(archs)} candidate networks ({args.method}"
-          f"{', spread by ' + str(len(tables)) + ' source tables' if tables else ''}); measure "
+          f"{', spread by ' + str(len(tables)) + ' source tables' if tables and args.method != 'random' else ''}); measure "
           f"them with `costmodels measure-space --archs {out} ...`", file=sys.stderr)
     return 0
 

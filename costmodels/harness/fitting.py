@@ -93,6 +93,9 @@ def _build_measurements(spec: str | CostModel, model: Any, fitted_on: int | None
         v = getattr(model, attr, None)
         if isinstance(v, (int, np.integer)):
             return int(v)
+    n_train = getattr(model, "n_train_", None)  # a saved learned model: its manifest's count
+    if isinstance(n_train, (int, np.integer)) and not isinstance(n_train, bool) and n_train > 0:
+        return _build_measurements(spec, model, int(n_train))
     table = getattr(model, "table_", None)
     if isinstance(table, LatencyTable):
         return len(table)
