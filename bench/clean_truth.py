@@ -72,13 +72,26 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if len(args.passes) < 2 or (args.figure == "auto" and len(args.passes) < 4):
         ap.error("give at least two passes (four with --figure auto)")
-    cells, lat, dropped = combine(args.passes)
+    from costmodels.errors import CostModelError
+
+    out = Path(args.output)
+    if out.exists() and any(out.resolve() == Path(p).resolve() for p in args.passes):
+        print(f"error: -o {out} is one of the passes; give another file name (nothing was "
+              "written)", file=sys.stderr)
+        return 2
+    if not out.parent.is_dir():
+        print(f"error: -o {out}: folder {out.parent} does not exist", file=sys.stderr)
+        return 2
+    try:
+        cells, lat, dropped = combine(args.passes)
+    except CostModelError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     if not cells:
         print("error: the passes share no cell", file=sys.stderr)
         return 2
     figure = choose(lat) if args.figure == "auto" else args.figure
     geo = FIGURES[figure](lat)
-    out = Path(args.output)
     tmp = out.with_name(out.name + ".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)

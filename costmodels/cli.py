@@ -90,7 +90,8 @@ def _input_files(args) -> set[Path]:
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if not isinstance(v, (str, Path)):
                 continue
-            for cand in {str(v), str(v).partition(":")[2]} - {""}:
+            spec = str(v).partition(":")[2]  # a backend spec: lut:PATH?uncalibrated
+            for cand in {str(v), spec, spec.partition("?")[0]} - {""}:
                 try:
                     p = Path(cand).expanduser()
                     if p.is_file():

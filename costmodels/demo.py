@@ -122,9 +122,10 @@ def run(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from costmodels.cli import check_output_dir, main, open_space
+    from costmodels.harness.report import WRITES
 
     console = Console(stderr=True)
-    out = check_output_dir(args.out, "--out")
+    out = check_output_dir(args.out, "--out", writes=WRITES)  # compare's files, before any work
     space = open_space(args)           # validates --space / --dataset before any work
     sample = args.sample
     if sample is None and space.size is None:

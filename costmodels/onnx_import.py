@@ -279,7 +279,10 @@ def _first_opset(op: str) -> int | None:
 def _check_initializer_sizes(graph: Any, source: str) -> None:
     """Each embedded initializer holds as many elements as its dims say: ONNX Runtime
     refuses one that does not, and its MACs and parameters would follow the wrong dims."""
-    for t in graph.initializer:
+    values = [(f"initializer {t.name!r}", t) for t in graph.initializer]
+    values += [(f"Constant node {_node_name(n, i)!r}", a.t) for i, n in enumerate(graph.node)
+               if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    for what, t in values:
         if t.external_data or _tensor_bytes(t) is None:
             continue
         shape = "x".join(map(str, t.dims)) or "scalar"
@@ -292,7 +295,7 @@ def _check_initializer_sizes(graph: Any, source: str) -> None:
             if got == 0:
                 continue  # no data at all: an empty tensor, or one a runtime fills
         if got != need:
-            raise OnnxImportError(f"{source}: initializer {t.name!r} ({shape}) needs {need} "
+            raise OnnxImportError(f"{source}: {what} ({shape}) needs {need} "
                                   f"{unit} but holds {got}; its dims and data disagree: export "
                                   "the model again")
 

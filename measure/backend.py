@@ -156,4 +156,9 @@ def _convert(value: str, typ: Any) -> Any:
 def from_spec(arg: str | None) -> MeasureModel:
     """Registry factory: ``measure:ort``, ``measure:tvm``, with ``,key=value`` options."""
     runtime, config, db = parse_options(arg)
+    if db:  # a store that is not ours (or holds triggers) is refused now, not per network
+        from measure.sqlite import inspect
+        from measure.store import SCHEMA
+
+        inspect(db, SCHEMA)
     return MeasureModel(runtime, config, db)

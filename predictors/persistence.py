@@ -136,8 +136,9 @@ def _listed_files(path: Path) -> set[str]:
         return set()
     if not isinstance(files, dict):
         return set()
-    return {n for n in files if isinstance(n, str) and n not in (MANIFEST, "", ".", "..")
-            and Path(n).name == n}
+    # only the names our classes write: a manifest edited to list another file (an input
+    # of this very fit) must not get it deleted
+    return {n for n in files if n in MODEL_FILES and n != MANIFEST}
 
 
 def _major(version: str) -> str:

@@ -333,6 +333,14 @@ def make_fixtures(d: Path) -> None:
         "format": "costmodels-fusion-rules", "schema": 1, "name": "x", "runtime": "any",
         "eliminate": [], "cse": 5, "prune_dead": False, "layout": None, "fusion": []}))
     (d / "curve_cols.csv").write_text(_table(good))
+    (d / "rep_lut").mkdir()
+    shutil.copy(LUT, d / "rep_lut" / "metrics.csv")  # a LUT under a name compare writes
+    m = tiny_model()
+    m.graph.node.insert(0, onnx.helper.make_node(
+        "Constant", [], ["kconst"], name="kconst", value=onnx.helper.make_tensor(
+            "kconst", onnx.TensorProto.FLOAT, [1, 4], [1.0, 2.0, 3.0, 4.0])))
+    del m.graph.node[0].attribute[0].t.float_data[2:]  # dims 1x4, two values
+    onnx.save(m, d / "const_dims.onnx")
     shutil.copy(LUT, d / "nopoints.lut.sqlite")
     _sqlite(d / "nopoints.lut.sqlite", "DELETE FROM calibration_points")
     k0, m0 = keys[0]

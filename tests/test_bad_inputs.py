@@ -395,6 +395,11 @@ CASES += [
       "lut_cv_nan.csv:2", "finite"),
     C("lut-import-other-rules", "lut import {d}/lut_entries.csv --db {d}/ort.lut.sqlite "
       "--rules naive", "ort.lut.sqlite", "new --db"),
+    C("compare-o-holds-lut-spec", "compare --truth {d}/good.csv -o {d}/rep_lut "
+      "lut:{d}/rep_lut/metrics.csv?uncalibrated", "metrics.csv", "inputs"),
+    C("const-node-dims", "info {d}/const_dims.onnx", "const_dims.onnx", "Constant node"),
+    C("demo-out-holds-truth", "demo --out {d}/rep --truth {d}/rep/predictions.csv --train 5",
+      "predictions.csv", "inputs"),
     C("fit-o-is-its-prior", "fit hybrid --train {d}/good.csv --prior gbdt:{d}/m_ok -o {d}/m_ok",
       "m_ok", "inputs"),
     C("spec-inf", "estimate roofline:{d}/inf.toml --sample 1 -o {d}/o.csv", "inf.toml",

@@ -45,10 +45,13 @@ def test_saving_over_another_class_removes_only_its_listed_files(tmp_path, data)
     d = tmp_path / "m"
     make("gnn", **FAST_GNN).fit(nets[:40], y[:40]).save(d)
     (d / "notes.txt").write_text("mine")
+    doc = json.loads((d / "manifest.json").read_text())
+    doc["files"]["notes.txt"] = "0" * 64  # an edited manifest names a file of the user's
+    (d / "manifest.json").write_text(json.dumps(doc))
     assert (d / "model.safetensors").is_file()
     make("gbdt", n_estimators=10).fit(nets[:40], y[:40]).save(d)
     assert not (d / "model.safetensors").exists()  # the GNN's weights, listed by its manifest
-    assert (d / "notes.txt").read_text() == "mine"  # never listed: left alone
+    assert (d / "notes.txt").read_text() == "mine"  # not a name our classes write: kept
     assert sorted(json.loads((d / "manifest.json").read_text())["files"]) == \
         ["arrays.npz", "model.json"]
     load(str(d))
