@@ -434,7 +434,8 @@ def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, f
                     if row.get(c) not in ("", None) and (c in CURVE_METRICS or c.endswith("_std")
                                                           or c == "seeds")}
             k = float(row["k"])
-            if not (k >= 1 and k == int(k)) or not all(np.isfinite(v) for v in vals.values()):
+            if not (np.isfinite(k) and k >= 1 and k == int(k)) \
+                    or not all(np.isfinite(v) for v in vals.values()):
                 raise ValueError("k must be a whole number >= 1 and every metric finite")
             raw.setdefault(label, {}).setdefault(int(k), []).append(vals)
         except (ValueError, TypeError) as exc:
