@@ -68,20 +68,38 @@ class LatencyTable:
         return stem[len("nb201_"):] if stem.startswith("nb201_") else stem
 
 
-def sidecar_device(path: str | Path) -> str:
-    """The ``device`` a table's ``<stem>.fingerprint.json`` sidecar names (what
-    ``measure-space`` writes: the machine it measured on), or ''; never an error."""
+def read_sidecar(path: str | Path) -> dict:
+    """A table's ``<stem>.fingerprint.json`` sidecar (what ``measure-space`` writes beside
+    it: device, space, dataset, batch, ...), or {}; never an error."""
     import json
 
     side = Path(path).with_name(Path(path).stem + ".fingerprint.json")
     try:
         if not side.is_file() or side.stat().st_size > 1 << 20:
-            return ""
+            return {}
         doc = json.loads(side.read_text(encoding="utf-8"))
     except (OSError, ValueError):
-        return ""
-    device = doc.get("device") if isinstance(doc, dict) else None
+        return {}
+    return doc if isinstance(doc, dict) else {}
+
+
+def sidecar_device(path: str | Path) -> str:
+    """The ``device`` a table's sidecar names (the machine it was measured on), or ''."""
+    device = read_sidecar(path).get("device")
     return device if isinstance(device, str) else ""
+
+
+def sidecar_mismatch(path: str | Path, dataset: str | None, batch: int) -> str:
+    """A warning when the table's sidecar says it was measured at another dataset or batch
+    than the networks a command is about to build for it, else ''."""
+    doc = read_sidecar(path)
+    diff = [f"{what} {theirs} (here {mine})" for what, theirs, mine in
+            (("dataset", doc.get("dataset"), dataset), ("batch", doc.get("batch"), batch))
+            if what in doc and theirs is not None and mine is not None and theirs != mine]
+    if not diff:
+        return ""
+    return (f"warning: {path}: its sidecar says it was measured at {', '.join(diff)}; give "
+            "--dataset/--batch as measured, or the networks scored are not the ones timed")
 
 
 # The largest latency (ms) or energy (mJ) a table may hold: beyond it fits overflow.

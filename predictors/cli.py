@@ -196,7 +196,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
     from costmodels.cli import build_networks, check_output_dir, open_space
-    from costmodels.tables import read_table, sidecar_device
+    from costmodels.tables import read_table, sidecar_device, sidecar_mismatch
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
     from predictors.persistence import MODEL_FILES
@@ -211,6 +211,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              "saved before)")
     space = open_space(args)
     table = read_table(args.train, duplicates=args.duplicates, space=space)
+    if note := sidecar_mismatch(args.train, space.check_dataset(args.dataset), args.batch):
+        print(note, file=sys.stderr)
     rows = np.arange(len(table))
     if args.limit and args.limit < len(table):
         rows = np.sort(np.random.default_rng(args.seed).choice(len(table), args.limit,

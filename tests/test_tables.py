@@ -140,3 +140,18 @@ def test_table_backend(tmp_path):
     with pytest.raises(NotCovered, match="no row"):
         model.estimate(nb201.build_network(2))
     assert np.isfinite(read_table(p).latency_ms).all()
+
+
+def test_sidecar_mismatch_names_dataset_and_batch(tmp_path):
+    import json
+
+    from costmodels.tables import sidecar_mismatch
+
+    (tmp_path / "t.fingerprint.json").write_text(json.dumps({"dataset": "cifar10",
+                                                             "batch": 1}))
+    assert sidecar_mismatch(tmp_path / "t.csv", "cifar10", 1) == ""
+    note = sidecar_mismatch(tmp_path / "t.csv", "cifar100", 4)
+    assert "dataset cifar10 (here cifar100)" in note and "batch 1 (here 4)" in note
+    assert sidecar_mismatch(tmp_path / "none.csv", "cifar100", 4) == ""  # no sidecar
+    (tmp_path / "m.fingerprint.json").write_text(json.dumps({"dataset": None, "batch": 1}))
+    assert sidecar_mismatch(tmp_path / "m.csv", None, 1) == ""  # a models:DIR table

@@ -88,7 +88,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
     check_output_dir(args.output, "-o", writes=WRITES)
     space = open_space(args)
-    from costmodels.tables import iter_csv, read_table
+    from costmodels.tables import iter_csv, read_table, sidecar_mismatch
+
+    if note := sidecar_mismatch(args.truth, space.check_dataset(args.dataset), args.batch):
+        print(note, file=sys.stderr)
 
     for src in args.source:            # bad side files fail now, not after the report is begun
         read_table(src, duplicates="mean", space=space)
