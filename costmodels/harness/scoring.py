@@ -66,7 +66,10 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
         errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
             f"non-finite latency {lat[i]}"
     bad = np.flatnonzero(~ok)
-    first = f"{nets[bad[0]].name}: {errors[bad[0]]}" if bad.size else None
+    first = None
+    if bad.size:  # named once: an error may already begin with the network's name
+        name, err = nets[bad[0]].name, str(errors[bad[0]])
+        first = err if err.startswith(f"{name}: ") else f"{name}: {err}"
     if batch_error and first is None:  # only the batched call failed; say so
         first = f"estimate_many failed ({batch_error}); estimated one by one"
     return Estimated(ok, lat, errors, first, seconds, energy)
