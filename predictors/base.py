@@ -134,9 +134,9 @@ class Predictor(BaseCostModel):
         now = _domain(nets)  # not the names: only the manifest needs them
         odd = []
         for key, what in (("spaces", "space"), ("datasets", "dataset"), ("batches", "batch")):
-            new = sorted(set(now[key]) - set(seen.get(key, [])))
-            if new:
-                odd.append(f"{what} {', '.join(map(str, new))}")
+            new = sorted(set(now[key]) - set(seen.get(key, [])), key=str)
+            if new:  # a folder's models have no dataset: say so, not "None"
+                odd.append(f"{what} {', '.join('(none)' if v is None else str(v) for v in new)}")
         if odd:
             self._domain_warned = True
             trained = "; ".join(f"{k} {', '.join(map(str, seen.get(k, [])))}"
