@@ -73,7 +73,8 @@ def cmd_build(args: argparse.Namespace) -> int:
              "not built, below)" if rep.uncostable else f"{rep.networks} networks")
     print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {built} "
           f"of {space.spec} ({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
-          f"{len(rep.failed)} failed, {len(rep.noisy)} noisy (CV > {config.max_cv}); "
+          f"{len(rep.failed)} failed, {len(rep.noisy)} of the measured noisy (CV > "
+          f"{config.max_cv}; `lut show` counts the whole LUT); "
           f"{dt:.1f} s", file=sys.stderr)
     if rep.calibration:
         c = rep.calibration
