@@ -74,7 +74,8 @@ def parse_arch(arch: str) -> tuple[int, ...]:
     m = _ARCH_RE.match(arch.strip())
     if not m:
         hint = ("; this looks like an FBNet architecture: give --space fbnet"
-                if "|" in arch and "~" not in arch and "+" not in arch else "")
+                if arch.count("|") >= 10 and not arch.startswith("|") and "~" not in arch
+                else "")  # FBNet: 22 block names joined by '|
         raise UnknownArchitecture(
             arch, "expected 3 node groups '|op~0|+|op~0|op~1|+|op~0|op~1|op~2|'" + hint)
     ops: list[int] = []
