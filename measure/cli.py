@@ -152,6 +152,15 @@ def check_measure_args(args: argparse.Namespace) -> None:
 
         raise InputError("--rpc-tracker needs a device key, option --rpc-key; add "
                          "--rpc-key KEY")
+    from measure.config import MeasureConfig
+
+    tvm_only = [flag for flag, given in (
+        ("--target", bool(getattr(args, "target", ""))),
+        ("--work-dir", bool(getattr(args, "work_dir", ""))),
+        ("--trials", getattr(args, "trials", 0) != MeasureConfig.tvm_trials)) if given]
+    if args.runtime != "tvm" and tvm_only:
+        print(f"warning: {', '.join(tvm_only)} only apply to --runtime tvm; ignored with "
+              f"--runtime {args.runtime}", file=sys.stderr)
 
 
 def config_from_args(args: argparse.Namespace):
