@@ -94,7 +94,9 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
     try:  # what TVM itself refuses (an unknown option, a wrong type), before any work
         tvm.target.Target(d)
     except Exception as exc:  # noqa: BLE001 - TVM raises ValueError/TVMError variants
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        if len(first) > 400:  # keep TVM's own end (what it expected), cut the middle
+            first = f"{first[:200]} ... {first[-200:]}"
         raise InputError(f"--target {spec!r}: TVM refuses it ({first})") from None
     return d
 
