@@ -193,10 +193,11 @@ def check_distinct_outputs(args) -> None:
         except (OSError, RuntimeError, ValueError):
             continue
         if p in seen:
-            flag = {"output": "-o", "db": "--db"}.get(key, f"--{key.replace('_', '-')}")
-            other = {"output": "-o", "db": "--db"}.get(seen[p], f"--{seen[p].replace('_', '-')}")
-            raise InputError(f"{other} and {flag} both name {value}; each needs its own file "
-                             "(nothing was written)")
+            def flag(k: str) -> str:
+                return {"output": "-o", "db": "--db"}.get(k, f"--{k.replace('_', '-')}")
+
+            raise InputError(f"{flag(seen[p])} and {flag(key)} both name {value}; each needs "
+                             "its own file (nothing was written)")
         seen[p] = key
 
 
@@ -523,11 +524,11 @@ def _os_hint(exc: OSError) -> str:
     return hints.get(exc.errno, "; check the path")
 
 
-def _one_line(exc: BaseException, limit: int = 400) -> str:
+def _one_line(exc: BaseException) -> str:
     """The first line of an error, its middle cut where too long (the advice is at its end)."""
-    text = str(exc).strip().splitlines()
-    line = text[0] if text else type(exc).__name__
-    return line if len(line) <= limit else f"{line[:limit // 2]} ... {line[-limit // 2:]}"
+    from costmodels.errors import first_line
+
+    return first_line(str(exc)) or type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- parser

@@ -43,10 +43,7 @@ class UnknownArchitecture(CostModelError, ValueError):
     def __init__(self, arch: object, reason: str) -> None:
         self.arch = arch
         self.reason = reason
-        shown = repr(arch)
-        if len(shown) > 160:  # an unterminated quote in a CSV makes the rest of it one value
-            shown = f"{shown[:120]}... ({len(str(arch))} characters)"
-        super().__init__(f"unknown architecture {shown}: {reason}")
+        super().__init__(f"unknown architecture {short_repr(arch)}: {reason}")
 
 
 class UnknownBackend(CostModelError, ValueError):
@@ -92,3 +89,18 @@ class MissingKernel(CostModelError, KeyError):
 
 class ModelFileError(CostModelError, ValueError):
     """A saved model or store that is corrupt, foreign or incompatible; left untouched."""
+
+
+def short_repr(value: object) -> str:
+    """``repr(value)``, cut where long: an unterminated quote in a CSV makes the rest of the
+    file one value, which an error must not echo."""
+    shown = repr(value)
+    return shown if len(shown) <= 160 else f"{shown[:120]}... ({len(str(value))} characters)"
+
+
+def first_line(text: str, limit: int = 400) -> str:
+    """The first line of an error text, its middle cut where longer than ``limit`` (the
+    advice is at its end)."""
+    lines = str(text).strip().splitlines()
+    line = lines[0] if lines else ""
+    return line if len(line) <= limit else f"{line[:limit // 2]} ... {line[-limit // 2:]}"

@@ -18,7 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from costmodels.errors import NotCovered, TableError, UnknownArchitecture, UnknownBackend
+from costmodels.errors import (
+    NotCovered,
+    TableError,
+    UnknownArchitecture,
+    UnknownBackend,
+    short_repr,
+)
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
 
@@ -68,12 +74,17 @@ class LatencyTable:
         return stem[len("nb201_"):] if stem.startswith("nb201_") else stem
 
 
+def sidecar_path(path: str | Path) -> Path:
+    """Where a table's sidecar lives: ``truth.csv`` -> ``truth.fingerprint.json``."""
+    return Path(path).with_suffix(".fingerprint.json")
+
+
 def read_sidecar(path: str | Path) -> dict:
     """A table's ``<stem>.fingerprint.json`` sidecar (what ``measure-space`` writes beside
     it: device, space, dataset, batch, ...), or {}; never an error."""
     import json
 
-    side = Path(path).with_name(Path(path).stem + ".fingerprint.json")
+    side = sidecar_path(path)
     try:
         if not side.is_file() or side.stat().st_size > 1 << 20:
             return {}
@@ -226,8 +237,9 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             try:
                 s = sp.parse(s)
             except UnknownArchitecture as exc:
-                shown = repr(s) if len(s) <= 160 else f"{s[:120]!r}... ({len(s)} characters"\
-                    "; an unterminated quote?)"
+                shown = short_repr(s)
+                if shown != repr(s):
+                    shown = shown[:-1] + "; an unterminated quote?)"
                 raise TableError(f"{path}:{line}: field 'arch_str': {exc.reason} "
                                  f"(got {shown})") from None
         elif not s:

@@ -248,6 +248,7 @@ def cmd_measure(args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- measure-space
 def cmd_measure_space(args: argparse.Namespace) -> int:
     from costmodels.cli import check_output, selected_archs
+    from costmodels.tables import sidecar_path
     from measure.campaign import expand, representatives, run_campaign, space_jobs
     from measure.sqlite import inspect
     from measure.store import SCHEMA as STORE_SCHEMA
@@ -263,7 +264,7 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     if args.window < 1:
         raise _bad("--window", args.window, "an integer >= 1")
     out = check_output(args.output, "latency table (-o)")
-    side = out.with_suffix(".fingerprint.json")
+    side = sidecar_path(out)
     check_output(side, "fingerprint sidecar")
     check_output(args.db, "measurement store (--db)", text=False)
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched

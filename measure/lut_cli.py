@@ -237,21 +237,21 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_refit(args: argparse.Namespace) -> int:
     from costmodels.errors import InputError
-    from measure.lut.calibrate import refit
+    from measure.lut.calibrate import refit, store_calibration
     from measure.lut.table import LutFile
 
     terms = tuple(args.terms.split(","))
     with LutFile(args.db, readonly=True) as lut:  # nothing to fit: fail with the file untouched
         n_points = len(lut.points())
-        trial = refit(lut, terms, store=False)
-    if not trial:
+        c = refit(lut, terms, store=False)
+    if not c:
         why = ("holds no calibration points" if not n_points else
                f"holds {n_points} calibration points, none usable (a non-positive latency, or "
                "a kernel the LUT has no value for)")
         raise InputError(f"{args.db}: {why}; measure networks for it with `costmodels lut "
                          "build --calibrate N`")
-    with LutFile(args.db) as lut:
-        c = refit(lut, terms)
+    with LutFile(args.db) as lut:  # fitted once, above; only kept here
+        store_calibration(lut, c)
     print(f"{args.db}: intercept {c['intercept_ms']:.4f} ms, per kernel "
           f"{c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} on {c['n_points']} "
           f"networks (fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)

@@ -52,7 +52,7 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
     dict, or ``"llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"`` (parsed into a dict,
     since TVM 0.27 rejects the old string form).
     """
-    from costmodels.errors import InputError
+    from costmodels.errors import InputError, first_line
 
     spec = config.tvm_target.strip()
     if spec.startswith("{"):
@@ -94,9 +94,7 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
     try:  # what TVM itself refuses (an unknown option, a wrong type), before any work
         tvm.target.Target(d)
     except Exception as exc:  # noqa: BLE001 - TVM raises ValueError/TVMError variants
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        if len(first) > 400:  # keep TVM's own end (what it expected), cut the middle
-            first = f"{first[:200]} ... {first[-200:]}"
+        first = first_line(str(exc)) or type(exc).__name__  # TVM's end says what it expected
         raise InputError(f"--target {spec!r}: TVM refuses it ({first})") from None
     return d
 

@@ -144,8 +144,13 @@ def refit(lut, terms: Sequence[str] = DEFAULT_TERMS, store: bool = True) -> dict
     else:
         rec = fit(sums, counts, ys, terms)
     if store:  # (store=False: only see what a refit would give, on a LUT opened read-only)
-        lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
+        store_calibration(lut, rec)
     return rec
+
+
+def store_calibration(lut, rec: dict) -> None:
+    """Keep a :func:`refit` result as the LUT's calibration."""
+    lut.set_meta("calibration", json.dumps(rec, sort_keys=True))
 
 
 def kernel_lists_of(nets: Sequence, rules) -> list[Mapping[str, int]]:
