@@ -605,8 +605,15 @@ def _is_alias(node: Any, prov: Mapping[str, frozenset[str]]) -> bool:
     """An ``Identity`` of an original constant: torch's exporter stores equal-valued
     parameters of different layers (fresh norm weights of ones, biases of zeros) once and
     gives every other layer an ``Identity`` of it; each alias is a parameter of its own."""
-    return (node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1
-            and prov.get(node.input[0]) == frozenset({node.input[0]}))
+    src = _identity_input(node)
+    return src is not None and prov.get(src) == frozenset({src})
+
+
+def _identity_input(node: Any) -> str | None:
+    """The tensor a one-in, one-out ``Identity`` node passes on, else None."""
+    if node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
+        return node.input[0]
+    return None
 
 
 def _param_inputs(node: Any) -> list[str]:
@@ -654,9 +661,8 @@ def _source_params(graph: Any) -> dict[str, int]:
                     fl = list(a.floats)
                     trivial = all(f == 1 for f in fl) or not any(fl)
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
-        elif node.op_type == "Identity" and len(node.input) == 1 and node.input[0] in out \
-                and len(node.output) == 1:
-            out[node.output[0]] = out[node.input[0]]  # an alias: its own parameter (_is_alias)
+        elif (src := _identity_input(node)) is not None and src in out:
+            out[node.output[0]] = out[src]  # an alias: its own parameter (_is_alias)
     return out
 
 
