@@ -402,9 +402,7 @@ def _clean_subset(path, truth, base, tables, priors, prior_est, seeds: int) -> l
     campaigns (processes, at different times), ``latency_ms`` the figure of the passes that
     repeats best (``bench/clean_truth.py``); each predictor is fitted on k of these cells and
     scored on the others."""
-    import csv
-
-    from clean_truth import FIGURES, repeatability
+    from clean_truth import FIGURES, read_passes, repeatability
 
     from costmodels.spaces import nb201
     from costmodels.tables import LatencyTable, read_table
@@ -412,12 +410,7 @@ def _clean_subset(path, truth, base, tables, priors, prior_est, seeds: int) -> l
     from predictors.transfer import source_matrix
 
     clean = read_table(path)
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    cols = sorted(c for c in rows[0] if c.startswith("pass") and c.endswith("_ms"))
-    passes = np.array([[float(r[c]) for c in cols] for r in rows])
-    order = {int(r["arch_index"]): i for i, r in enumerate(rows)}
-    passes = passes[[order[int(a)] for a in clean.arch_index]]
+    passes = read_passes(path, clean.arch_index)
     idx = np.asarray(clean.arch_index, dtype=int)
     y = clean.latency_ms
     figure = next((f for f, fn in FIGURES.items() if np.allclose(fn(passes), y, rtol=1e-4)),

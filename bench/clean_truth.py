@@ -43,6 +43,18 @@ FIGURES = {"geomean": lambda a: np.exp(np.log(a).mean(axis=1)),
            "min": lambda a: a.min(axis=1)}
 
 
+def read_passes(path: str | Path, arch_index) -> np.ndarray:
+    """(n, passes) latencies in ms of a table this script wrote (its ``passN_ms`` columns),
+    rows in the order of ``arch_index``."""
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    cols = sorted((c for c in rows[0] if c.startswith("pass") and c.endswith("_ms")),
+                  key=lambda c: int(c[4:-3]))
+    order = {int(r["arch_index"]): i for i, r in enumerate(rows)}
+    passes = np.array([[float(r[c]) for c in cols] for r in rows])
+    return passes[[order[int(a)] for a in arch_index]]
+
+
 def repeatability(lat: np.ndarray) -> dict[str, tuple[float, float]]:
     """Per figure: (share of cells whose two half-figures agree within ±10%, median
     |log ratio| of the halves), averaged over the two splits (time halves, odd/even)."""

@@ -25,6 +25,8 @@ TVM sample is one inference, like an ONNX Runtime sample.
 
 from __future__ import annotations
 
+import copy
+import functools
 import json
 import os
 import tempfile
@@ -50,11 +52,17 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
 
     ``config.tvm_target``: '' (host ``mcpu`` when known; plain llvm for RPC), a JSON
     dict, or ``"llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72"`` (parsed into a dict,
-    since TVM 0.27 rejects the old string form).
+    since TVM 0.27 rejects the old string form). Parsed and checked by TVM once per
+    (target, RPC or not, threads); each call gets its own copy.
     """
+    return copy.deepcopy(_target_dict(config.tvm_target.strip(), bool(config.rpc_tracker),
+                                      config.threads))
+
+
+@functools.lru_cache(maxsize=32)
+def _target_dict(spec: str, rpc: bool, threads: int) -> dict[str, Any]:
     from costmodels.errors import InputError, first_line
 
-    spec = config.tvm_target.strip()
     if spec.startswith("{"):
         try:
             d = json.loads(spec)
@@ -76,7 +84,7 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
                 d[key] = (int(value) if value.lstrip("-").isdigit() else value) if value else True
     else:
         d = {"kind": "llvm"}
-        mcpu = "" if config.rpc_tracker else host_mcpu()
+        mcpu = "" if rpc else host_mcpu()
         if mcpu:
             d["mcpu"] = mcpu
     if d["kind"] not in TARGET_KINDS:
@@ -84,7 +92,7 @@ def target_dict(config: MeasureConfig) -> dict[str, Any]:
                          f"compiles for one of {', '.join(sorted(TARGET_KINDS))} (CPUs: llvm, "
                          "e.g. 'llvm -mtriple=aarch64-linux-gnu -mcpu=cortex-a72')")
     if d["kind"] == "llvm":  # the CPU kind's thread count (other kinds have no such option)
-        d.setdefault("num-cores", config.threads)
+        d.setdefault("num-cores", threads)
         cores = d["num-cores"]
         if not isinstance(cores, int) or isinstance(cores, bool) or cores < 1:
             raise InputError(f"--target {spec!r}: num-cores must be a positive integer, not "

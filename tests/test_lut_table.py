@@ -234,7 +234,7 @@ def test_an_entry_edited_by_hand_is_refused_by_name_and_merges_nothing(tmp_path)
 
 
 @pytest.mark.parametrize("cols, match", [
-    ("cv", "must not be negative"), ("p10_ms", "is above p90_ms"), ("ops", "is not the key's")])
+    ("cv", "the cv is negative"), ("p10_ms", "p10_ms is above p90_ms"), ("ops", "is not the key's")])
 def test_lut_import_refuses_values_no_measurement_gives(tmp_path, cols, match):
     from measure.lut.table import read_csv
 

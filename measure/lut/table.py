@@ -209,19 +209,16 @@ class LutFile(SchemaFile):
         above p90 (absent ones, NaN, pass)."""
         if not e.ok:
             return e
-        med, p10, p90, cv = (_as_float(v) for v in (e.median_ms, e.p10_ms, e.p90_ms, e.cv))
+        med = _as_float(e.median_ms)
         usable = math.isfinite(med) and med > 0
-        if usable and not (any(v < 0 for v in (p10, p90, cv)) or p10 > p90):
+        spread = _spread_problem(*(_as_float(v) for v in (e.p10_ms, e.p90_ms, e.cv)))
+        if usable and spread is None:
             return e
         shown = e.key if len(e.key) <= 120 else e.key[:117] + "..."
-        if not usable:
-            raise ModelFileError(f"{self.path}: entry {shown!r} has median_ms {e.median_ms!r}, "
-                                 "not a positive number (edited by hand, or corrupt); rebuild "
-                                 "the LUT or `lut import` the entry again")
-        raise ModelFileError(f"{self.path}: entry {shown!r} has p10_ms {e.p10_ms!r}, "
-                             f"p90_ms {e.p90_ms!r}, cv {e.cv!r}: negative or p10 above p90 "
-                             "(edited by hand, or corrupt); rebuild the LUT or `lut import` "
-                             "the entry again")
+        what = (f"median_ms {e.median_ms!r}, not a positive number" if not usable
+                else f"p10_ms {e.p10_ms!r}, p90_ms {e.p90_ms!r}, cv {e.cv!r}: {spread}")
+        raise ModelFileError(f"{self.path}: entry {shown!r} has {what} (edited by hand, or "
+                             "corrupt); rebuild the LUT or `lut import` the entry again")
 
     def keys(self, ok_only: bool = True) -> set[str]:
         q = "SELECT key FROM entries" + (" WHERE ok = 1" if ok_only else "")
@@ -348,10 +345,11 @@ def read_csv(path: str | Path) -> list[Entry]:
                    for c, v in (("p10_ms", p10), ("p90_ms", p90), ("cv", cv))):
                 raise ValueError("p10_ms, p90_ms and cv must be finite numbers where given")
             count, uses = int(_opt(row, "count", 0)), int(_opt(row, "uses", 0))
-            if any(v < 0 for v in (p10, p90, cv, count, uses)):  # NaN (absent) passes
-                raise ValueError("p10_ms, p90_ms, cv, count and uses must not be negative")
-            if p10 > p90:
-                raise ValueError(f"p10_ms {p10} is above p90_ms {p90}")
+            if count < 0 or uses < 0:
+                raise ValueError("count and uses must not be negative")
+            spread = _spread_problem(p10, p90, cv)
+            if spread:
+                raise ValueError(f"p10_ms {p10}, p90_ms {p90}, cv {cv}: {spread}")
             if row.get("ops") and row["ops"] != "+".join(key.ops):
                 raise ValueError(f"ops {row['ops']!r} is not the key's ({'+'.join(key.ops)!r})")
             out.append(Entry(
@@ -405,6 +403,17 @@ def merge_entries(dst: LutFile, src: Iterable[Entry], policy: str = "lower-cv") 
         else:
             stats["kept"] += 1
     return stats
+
+
+def _spread_problem(p10: float, p90: float, cv: float) -> str | None:
+    """What is wrong with a measured spread (absent values, NaN, pass), or None: what no
+    measurement gives, a negative quantile or cv, p10 above p90. Checked on stored entries
+    and on ``lut import`` rows alike."""
+    if any(v < 0 for v in (p10, p90, cv)):
+        return "a quantile or the cv is negative"
+    if p10 > p90:
+        return "p10_ms is above p90_ms"
+    return None
 
 
 def _cv(e: Entry) -> float:
