@@ -353,7 +353,7 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
         given = parse_input_shapes(input_shapes or [])
         # as in a models:DIR folder: without --input-shape a dynamic batch takes --batch
         net, how = import_model_file(target, batch, given)
-        if given and batch != 1 and "--batch" not in how:
+        if given and batch != 1 and not how.uses_batch:
             print(f"warning: --batch {batch} ignored: --input-shape gives {target}'s "
                   "input shapes, batch included", file=sys.stderr)
         if note := batch_note(how, batch):

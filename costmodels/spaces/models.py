@@ -146,7 +146,7 @@ class ModelsSpace(SearchSpace):
             meta = {**net.meta, "space": self.spec, "arch_str": name,
                     "arch_index": self._pos[name], "dataset": None,
                     "batch": int(net.inputs[0][1][0]) if net.inputs and net.inputs[0][1] else 1,
-                    "source": str(self._files[name]), "shapes_from": how}
+                    "source": str(self._files[name]), "shapes_from": str(how)}
             self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
             if batch != 1 and how == "model" and meta["batch"] != batch \
                     and self.root not in _WARNED_BATCH:
@@ -157,7 +157,7 @@ class ModelsSpace(SearchSpace):
                       "batch axis to change it", file=sys.stderr)
         return self._cache[key]
 
-    def _import(self, name: str, batch: int) -> tuple[Network, str]:
+    def _import(self, name: str, batch: int) -> tuple[Network, ShapesFrom]:
         from costmodels.errors import CostModelError, OnnxImportError
 
         path = str(self._files[name])
@@ -196,12 +196,31 @@ class ModelsSpace(SearchSpace):
         return {**super().describe(), "folder": str(self.root), "models": list(self._names)}
 
 
+class ShapesFrom(str):
+    """Where an imported model's input shapes came from: ``"model"``, ``"--input-shape"``,
+    ``"--batch"`` or ``"--input-shape and --batch (NAMES)"`` (the text, kept in a network's
+    ``meta["shapes_from"]``), with the inputs whose leading dimension took ``--batch``
+    (``batch_inputs``) kept as data."""
+
+    batch_inputs: tuple[str, ...]
+
+    def __new__(cls, kind: str, batch_inputs: Sequence[str] = ()) -> ShapesFrom:
+        text = kind + (f" and --batch ({', '.join(batch_inputs)})" if batch_inputs else "")
+        out = super().__new__(cls, text)
+        out.batch_inputs = tuple(batch_inputs)
+        return out
+
+    @property
+    def uses_batch(self) -> bool:
+        """Whether ``--batch`` sized some input."""
+        return self == "--batch" or bool(self.batch_inputs)
+
+
 def import_model_file(path: str, batch: int = 1,
                       input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
-                      folder: bool = False) -> tuple[Network, str]:
+                      folder: bool = False) -> tuple[Network, ShapesFrom]:
     """One ONNX file as a :class:`Network`, and where its input shapes came from
-    (``"--input-shape"``, ``"--input-shape and --batch (NAMES)"``, ``"model"`` or
-    ``"--batch"``).
+    (:class:`ShapesFrom`).
 
     ``input_shapes`` fix the inputs (a name the model lacks is an error, unless ``folder``:
     then only the named inputs the model has are fixed, and a model with none of them is
@@ -223,9 +242,9 @@ def import_model_file(path: str, batch: int = 1,
     elif input_shapes and isinstance(input_shapes, Mapping):
         return _import_named(path, load_model_proto(path), input_shapes, batch)
     elif input_shapes:
-        return import_onnx(path, input_shapes=input_shapes), "--input-shape"
+        return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
     try:
-        return import_onnx(path), "model"
+        return import_onnx(path), ShapesFrom("model")
     except OnnxImportError as first:
         proto = proto if proto is not None else load_model_proto(path)
         shapes = _batch_only_shapes(proto, batch)
@@ -236,11 +255,11 @@ def import_model_file(path: str, batch: int = 1,
                     f"them an input of this model, whose inputs are "
                     f"{sorted(_graph_inputs(proto))})") from None
             raise first from None
-        return import_onnx(path, input_shapes=shapes), "--batch"
+        return import_onnx(path, input_shapes=shapes), ShapesFrom("--batch")
 
 
 def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
-                  ) -> tuple[Network, str]:
+                  ) -> tuple[Network, ShapesFrom]:
     """Import with the named inputs' shapes; each input not named has its dynamic
     dimensions filled where it can be said: a dimension named like one of a named input
     (an exporter's shared ``batch``/``seq``) takes that size, a leading one ``batch``."""
@@ -272,18 +291,16 @@ def _import_named(path: str, proto: Any, named: Mapping[str, Shape], batch: int
                 break  # left to the import, which names the input and what to give
         else:
             shapes[name] = tuple(shape)
-    how = "--input-shape" + (f" and --batch ({', '.join(used_batch)})" if used_batch else "")
-    return import_onnx(path, input_shapes=shapes), how
+    return import_onnx(path, input_shapes=shapes), ShapesFrom("--input-shape", used_batch)
 
 
-def batch_note(how: str, batch: int) -> str:
+def batch_note(how: ShapesFrom, batch: int) -> str:
     """The note for inputs that took ``--batch`` because ``--input-shape`` did not name them
     (``how`` of :func:`import_model_file`), or ''."""
-    if "--batch (" not in how:
+    if not how.batch_inputs:
         return ""
-    names = how.split("--batch (", 1)[1].rstrip(")")
-    return (f"note: {names}: not named by --input-shape, so its leading dimension is "
-            f"--batch {batch}")
+    return (f"note: {', '.join(how.batch_inputs)}: not named by --input-shape, so its "
+            f"leading dimension is --batch {batch}")
 
 
 def _graph_inputs(model: Any) -> set[str]:
