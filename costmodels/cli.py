@@ -613,13 +613,26 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]
+                    ) -> argparse.ArgumentParser:
+    """The innermost (sub)command parser that ``argv`` names (``lut build`` -> its parser)."""
+    for token in argv:
+        subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if subs and token in subs[0].choices:
+            parser = subs[0].choices[token]
+    return parser
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. User mistakes print one ``error:`` line and return 2; never a traceback."""
     import os
 
     try:
         parser = build_parser()  # imports the plug-ins' modules: a Ctrl-C lands here first
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
+        if extra:  # named by the (sub)command they were given to, whose --help says more
+            _command_parser(parser, sys.argv[1:] if argv is None else list(argv)).error(
+                f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
         return int(exc.code or 0) if isinstance(exc.code, int) else 2
     except KeyboardInterrupt:

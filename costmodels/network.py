@@ -215,10 +215,12 @@ def _macs(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
 
 
 def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
-              kernel: Shape) -> int:
-    """Non-MAC arithmetic of a layer (conventions in the module docstring)."""
+              kernel: Shape, operands: int | None = None) -> int:
+    """Non-MAC arithmetic of a layer (conventions in the module docstring); ``operands``:
+    how many inputs an Einsum has, weights included (default: its activations)."""
     out_elems = numel(output_shape)
-    if op == "Einsum" and len(input_shapes) == 1:  # a transpose or a reduction
+    if op == "Einsum" and (len(input_shapes) if operands is None else operands) == 1:
+        # a transpose or a reduction
         return numel(input_shapes[0])
     if op in MAC_OPS:
         return 0
@@ -268,6 +270,7 @@ def make_layer(
     equation: str = "",
     bytes_weights: int | None = None,
     weight_params: Sequence[int] | None = None,
+    extra_bytes_out: int = 0,
 ) -> Layer:
     """Build a :class:`Layer` and compute its MACs, element ops, params and bytes.
 
@@ -279,7 +282,8 @@ def make_layer(
     ``bytes_weights`` overrides the weight bytes when weights are stored in another
     type than ``dtype`` (int8 weights, int32 biases). ``weight_params`` overrides
     the parameters each weight holds (default: its element count), for weights
-    computed from smaller ones (a bias broadcast by ``Expand``).
+    computed from smaller ones (a bias broadcast by ``Expand``). ``extra_bytes_out``: the
+    bytes of a layer's outputs after the first (``Split``'s parts, ``MaxPool``'s indices).
     """
     itemsize = DTYPE_BYTES.get(dtype, 4)
     out_itemsize = DTYPE_BYTES.get(out_dtype or dtype, 4)
@@ -302,10 +306,12 @@ def make_layer(
         groups=groups,
         dtype=dtype,
         macs=int(macs),
-        elem_ops=int(_elem_ops(op, input_shapes, output_shape, kernel)),
+        elem_ops=int(_elem_ops(op, input_shapes, output_shape, kernel,
+                               len(operand_shapes) if operand_shapes is not None
+                               else len(input_shapes) + len(weight_shapes))),
         params=int(_params(op, weight_shapes, weight_params)),
         bytes_in=sum(numel(s) for s in input_shapes) * itemsize,
-        bytes_out=numel(output_shape) * out_itemsize,
+        bytes_out=numel(output_shape) * out_itemsize + int(extra_bytes_out),
         bytes_weights=int(bytes_weights),
         equation=equation if op == "Einsum" else "",
         out_dtype=out_dtype if out_dtype and out_dtype != dtype else "",

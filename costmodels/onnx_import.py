@@ -55,7 +55,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from costmodels.errors import OnnxImportError, UnsupportedOperator
-from costmodels.network import Layer, Network, Shape, make_layer
+from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
 __all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes",
@@ -242,6 +242,10 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
         raise OnnxImportError(f"{source}: ONNX IR version {proto.ir_version} is newer than "
                               f"this onnx and ONNX Runtime read ({onnx.IR_VERSION}); export "
                               "with an older exporter or opset")
+    if not any(o.domain in _DEFAULT_DOMAINS for o in proto.opset_import):
+        raise OnnxImportError(f"{source}: the model imports no opset of the default ONNX "
+                              "domain (its opset_import has no entry for '' or 'ai.onnx'), "
+                              "so its operators have no meaning; export it again")
     if not _MIN_OPSET <= opset <= newest:
         raise OnnxImportError(f"{source}: ONNX opset {opset} is outside {_MIN_OPSET}..{newest}"
                               " (what this onnx reads); export with an opset in that range")
@@ -282,6 +286,21 @@ def _check_initializer_sizes(graph: Any, source: str) -> None:
     values = [(f"initializer {t.name!r}", t) for t in graph.initializer]
     values += [(f"Constant node {_node_name(n, i)!r}", a.t) for i, n in enumerate(graph.node)
                if n.op_type == "Constant" for a in n.attribute if a.name == "value"]
+    dims = {t.name: tuple(t.dims) for t in graph.initializer}
+    for kind, vis in (("graph input", graph.input), ("value_info", graph.value_info)):
+        for vi in vis:
+            if vi.name not in dims or not vi.type.tensor_type.HasField("shape"):
+                continue
+            declared = [d.dim_value if d.HasField("dim_value") else None
+                        for d in vi.type.tensor_type.shape.dim]
+            real = dims[vi.name]
+            if len(declared) != len(real) or any(
+                    d is not None and d != r for d, r in zip(declared, real, strict=False)):
+                shown = "x".join("?" if d is None else str(d) for d in declared) or "scalar"
+                raise OnnxImportError(
+                    f"{source}: initializer {vi.name!r} is {'x'.join(map(str, real)) or 'a scalar'}"
+                    f" but its {kind} entry declares {shown}; the two disagree: export the "
+                    "model again")
     for what, t in values:
         if t.external_data or _tensor_bytes(t) is None:
             continue
@@ -300,6 +319,29 @@ def _check_initializer_sizes(graph: Any, source: str) -> None:
                                   "the model again")
 
 
+def _has_cycle(graph: Any) -> bool:
+    """Whether the nodes' data flow has a cycle (no order runs every node after its inputs)."""
+    producer = {t: i for i, node in enumerate(graph.node) for t in node.output if t}
+    deps = [{producer[t] for t in node.input if t in producer} for node in graph.node]
+    state = [0] * len(deps)  # 0 unseen, 1 on the stack, 2 done
+    for start in range(len(deps)):
+        stack = [(start, iter(deps[start]))] if state[start] == 0 else []
+        if stack:
+            state[start] = 1
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                state[node] = 2
+                stack.pop()
+            elif state[nxt] == 1:
+                return True
+            elif state[nxt] == 0:
+                state[nxt] = 1
+                stack.append((nxt, iter(deps[nxt])))
+    return False
+
+
 def _check_wiring(graph: Any, source: str) -> None:
     """Every node input is produced earlier (what a truncated or cut file breaks), no
     tensor is defined twice, and the graph has outputs.
@@ -309,13 +351,26 @@ def _check_wiring(graph: Any, source: str) -> None:
     """
     known = {t.name for t in graph.initializer} | {vi.name for vi in graph.input} | {""}
     writer = {vi.name: f"graph input {vi.name!r}" for vi in graph.input}
+    later = {t: i for i, node in enumerate(graph.node) for t in node.output if t}
+    named: dict[str, int] = {}
     for i, node in enumerate(graph.node):
+        if node.name and named.setdefault(node.name, i) != i:
+            raise OnnxImportError(
+                f"{source}: nodes {named[node.name]} and {i} are both named {node.name!r}; "
+                "node names must differ (ONNX Runtime refuses the model): rename them or "
+                "export it again")
         for t in node.input:
             if t not in known:
+                if t in later:
+                    why = (f"which node {_node_name(graph.node[later[t]], later[t])!r} "
+                           "produces later; " + ("the graph has a cycle" if _has_cycle(graph)
+                                                 else "its nodes are out of order"))
+                else:
+                    why = ("which no node, initializer or input produces; the file may be "
+                           "truncated")
                 raise OnnxImportError(
                     f"{source}: node {_node_name(node, i)!r} ({node.op_type}) reads tensor "
-                    f"{t!r}, which no earlier node, initializer or input produces; the file "
-                    "may be truncated or its nodes out of order: export it again")
+                    f"{t!r}, {why}: export it again")
         for t in node.output:
             if t and t in writer:
                 raise OnnxImportError(
@@ -666,7 +721,7 @@ def _source_params(graph: Any) -> dict[str, int]:
     return out
 
 
-def _infer(proto: Any, source: str) -> Any:
+def _infer(proto: Any, source: str, given: bool = False) -> Any:
     from onnx import shape_inference
 
     try:
@@ -681,8 +736,11 @@ def _infer(proto: Any, source: str) -> Any:
         return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise OnnxImportError(f"{source}: ONNX shape inference failed ({first}); check the "
-                              "--input-shape values") from None
+        check = ("check the --input-shape values (rank and sizes) against the model's inputs"
+                 if given else "the model's declared shapes contradict its operators: export "
+                 "it again")
+        raise OnnxImportError(f"{source}: ONNX shape inference failed ({first}); {check}"
+                              ) from None
 
 
 # ------------------------------------------------------------------ the importer
@@ -725,7 +783,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
-    inferred = _infer(folded, source)
+    inferred = _infer(folded, source, given=bool(input_shapes))
     layers, n_const = _layers(inferred.graph, source, prov, params)
     return Network(
         name=name or (Path(path).stem if path else source) or "model",
@@ -856,8 +914,14 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
         kw["kernel"] = (int(a.get("size", 1)),)
     elif op in ("Resize", "Upsample") and in_shapes:
         kw["kernel"] = resize_taps(a.get("mode", b"nearest"), in_shapes[0], out_shape)
+    extra_out = 0  # the other outputs' bytes (Split's parts, MaxPool's indices, LSTM's states)
+    for t in outs[1:]:
+        try:
+            extra_out += math.prod(shape_of(t, node_name, op)) * DTYPE_BYTES.get(dtype_of(t), 4)
+        except OnnxImportError:  # an optional output shape inference leaves unknown
+            pass
     return make_layer(node_name, op, acts, outs, in_shapes, out_shape,
-                      [consts[t].shape for t in wts], dtype=dtype,
+                      [consts[t].shape for t in wts], dtype=dtype, extra_bytes_out=extra_out,
                       out_dtype=out_dtype if out_dtype != dtype else None,
                       bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
                                         for t in wts),

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 
 def progress(description: str = "working"):
-    """A rich progress bar (done/total, rate, ETA) on stderr; use as a context manager."""
+    """A rich progress bar (done/total, rate, ETA) on stderr when it is a terminal; use as a
+    context manager."""
     from rich.console import Console
     from rich.progress import (
         BarColumn,
@@ -15,6 +16,9 @@ def progress(description: str = "working"):
         TimeRemainingColumn,
     )
 
+    console = Console(stderr=True)
+    # Drawn on a terminal only: in a pipe or a log file it would be one more line
+    # beside the results and the one `error:` line.
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
-                    console=Console(stderr=True), transient=False)
+                    console=console, transient=False, disable=not console.is_terminal)

@@ -341,6 +341,21 @@ def make_fixtures(d: Path) -> None:
             "kconst", onnx.TensorProto.FLOAT, [1, 4], [1.0, 2.0, 3.0, 4.0])))
     del m.graph.node[0].attribute[0].t.float_data[2:]  # dims 1x4, two values
     onnx.save(m, d / "const_dims.onnx")
+    m = tiny_model()  # relu reads gap's output, gap reads relu's: a cycle
+    m.graph.node[1].input[0] = "y"
+    m.graph.node[2].input[0] = "r"
+    m.graph.node[2].output[0] = "y"
+    onnx.save(m, d / "cycle.onnx")
+    m = tiny_model()
+    m.graph.node[1].name = m.graph.node[0].name  # two nodes named "conv"
+    onnx.save(m, d / "dup_names.onnx")
+    m = tiny_model()
+    del m.opset_import[:]
+    onnx.save(m, d / "no_opset.onnx")
+    m = tiny_model()
+    m.graph.input.append(onnx.helper.make_tensor_value_info("w", onnx.TensorProto.FLOAT,
+                                                            [4, 3, 3, 3]))  # it is 8x3x3x3
+    onnx.save(m, d / "init_as_input.onnx")
     shutil.copy(LUT, d / "nopoints.lut.sqlite")
     _sqlite(d / "nopoints.lut.sqlite", "DELETE FROM calibration_points")
     k0, m0 = keys[0]

@@ -404,6 +404,14 @@ CASES += [
       "m_ok", "inputs"),
     C("spec-inf", "estimate roofline:{d}/inf.toml --sample 1 -o {d}/o.csv", "inf.toml",
       "peak_gflops", "finite"),
+    C("onnx-cycle", "info {d}/cycle.onnx", "cycle.onnx", "'relu'", "cycle"),
+    C("onnx-dup-node-names", "info {d}/dup_names.onnx", "dup_names.onnx", "'conv'",
+      "both named"),
+    C("onnx-no-opset", "info {d}/no_opset.onnx", "no_opset.onnx", "opset_import"),
+    C("onnx-initializer-declared-other-shape", "info {d}/init_as_input.onnx",
+      "init_as_input.onnx", "'w'", "8x3x3x3", "4x3x3x3"),
+    C("unknown-arg-names-subcommand", "estimate flops {d}/tiny.onnx -o {d}/o.csv",
+      "tiny.onnx", "costmodels estimate --help"),
 ]
 
 CASES += [

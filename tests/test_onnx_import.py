@@ -399,3 +399,60 @@ def test_a_learned_recurrent_initial_state_is_parameters():
                                  name="lstm", hidden_size=h)],
                [_vi("x", [5, b, i])], [_vi("y", [5, 1, b, h])], inits)
     assert import_onnx(m).params == 4 * h * i + 4 * h * h + 8 * h + b * h
+
+
+def test_every_output_of_a_layer_counts_in_its_bytes_out():
+    """Split's parts and MaxPool's int64 indices are written too (the roofline's memory
+    term reads bytes_out)."""
+    m = _model([helper.make_node("Split", ["x"], ["a", "b"], name="split", axis=1,
+                                 num_outputs=2),
+                helper.make_node("MaxPool", ["a"], ["p", "i"], name="pool", kernel_shape=[2, 2],
+                                 strides=[2, 2])],
+               [_vi("x", [1, 8, 4, 4])], [_vi("b", None), _vi("p", None), _vi("i", None)],
+               opset=18)
+    m.graph.output[2].type.tensor_type.elem_type = TensorProto.INT64
+    layers = {la.name: la for la in import_onnx(m).layers}
+    assert layers["split"].bytes_out == 8 * 4 * 4 * 4  # both halves, float32
+    assert layers["pool"].bytes_out == 4 * 2 * 2 * 4 + 4 * 2 * 2 * 8  # values + int64 indices
+
+
+def test_an_einsum_with_a_constant_operand_is_a_product_not_a_transpose():
+    m = _model([helper.make_node("Einsum", ["x", "w"], ["y"], name="proj",
+                                 equation="bij,jk->bik")],
+               [_vi("x", [1, 4, 16])], [_vi("y", [1, 4, 32])], [_w("w", (16, 32))])
+    layer = import_onnx(m).layers[0]
+    assert (layer.macs, layer.elem_ops) == (4 * 16 * 32, 0)
+
+
+def test_an_input_without_a_declared_shape_gets_the_given_one_for_the_runtime():
+    """`measure` rebuilds the file at the import's shapes: an input that declares no shape
+    at all must get them too (ONNX Runtime was given a scalar)."""
+    from costmodels.spaces import fix_input_dims
+
+    m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+               [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+               [_vi("y", None)])
+    assert not m.graph.input[0].type.tensor_type.HasField("shape")
+    fix_input_dims(m, {"x": (1, 3, 4, 4)})
+    dims = [d.dim_value for d in m.graph.input[0].type.tensor_type.shape.dim]
+    assert dims == [1, 3, 4, 4]
+
+
+def test_a_named_shape_in_a_folder_leaves_a_static_input_of_that_name(tmp_path):
+    """In a folder, `--input-shape x=...` fixes models whose `x` is open; a model whose `x`
+    is static keeps it (common input names would otherwise refuse static models)."""
+    from costmodels.spaces.models import import_model_file
+
+    static = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+                    [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 3, 8, 8])])
+    dynamic = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
+                     [_vi("x", ["N", 3, "H", "W"])], [_vi("y", ["N", 3, "H", "W"])])
+    onnx.save(static, tmp_path / "static.onnx")
+    onnx.save(dynamic, tmp_path / "dynamic.onnx")
+    shapes = {"x": (2, 3, 16, 16)}
+    net, how = import_model_file(str(tmp_path / "static.onnx"), 1, shapes, folder=True)
+    assert net.inputs[0][1] == (1, 3, 8, 8) and how == "model"
+    net, how = import_model_file(str(tmp_path / "dynamic.onnx"), 1, shapes, folder=True)
+    assert net.inputs[0][1] == (2, 3, 16, 16) and how == "--input-shape"
+    with pytest.raises(OnnxImportError, match="static"):  # one file: the user asked for it
+        import_model_file(str(tmp_path / "static.onnx"), 1, shapes)

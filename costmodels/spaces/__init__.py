@@ -179,11 +179,23 @@ def onnx_for(net: Network, seed: int = 0) -> Any:
                                     int(net.meta.get("batch", 1)), seed=seed)
 
 
+def onnx_dim(value: int) -> Any:
+    """One static ONNX ``TensorShapeProto.Dimension``."""
+    from onnx import TensorShapeProto
+
+    return TensorShapeProto.Dimension(dim_value=int(value))
+
+
 def fix_input_dims(model: Any, shapes: Mapping[str, Sequence[int]]) -> Any:
-    """Set the graph inputs of ``model`` (in place) to the static ``shapes`` given."""
+    """Set the graph inputs of ``model`` (in place) to the static ``shapes`` given (an input
+    that declares no shape at all gets one)."""
     for vi in model.graph.input:
         shape = shapes.get(vi.name)
         if shape is None or not vi.type.HasField("tensor_type"):
+            continue
+        if not vi.type.tensor_type.HasField("shape"):
+            vi.type.tensor_type.shape.dim.extend(
+                onnx_dim(int(v)) for v in shape)
             continue
         dims = vi.type.tensor_type.shape.dim
         if len(dims) != len(shape):

@@ -232,10 +232,10 @@ def import_model_file(path: str, batch: int = 1,
 
     proto = named = None
     if input_shapes and folder and isinstance(input_shapes, Mapping):
-        # In a folder, a named --input-shape fixes the models that have that input; the
+        # In a folder, a named --input-shape fixes the models that have that input open; the
         # others are imported as they are (a mixed folder needs no per-model flags).
         proto = load_model_proto(path)
-        inputs = _graph_inputs(proto)
+        inputs = _graph_inputs(proto, dynamic_only=True)  # a static input keeps its shape
         named = {k: v for k, v in input_shapes.items() if k in inputs}
         if named:
             return _import_named(path, proto, named, batch)
@@ -303,10 +303,18 @@ def batch_note(how: ShapesFrom, batch: int) -> str:
             f"leading dimension is --batch {batch}")
 
 
-def _graph_inputs(model: Any) -> set[str]:
-    """Names of the graph inputs that are not initializers."""
+def _graph_inputs(model: Any, dynamic_only: bool = False) -> set[str]:
+    """Names of the graph inputs that are not initializers (``dynamic_only``: those with a
+    dimension the file leaves open, or no declared shape)."""
     inits = {t.name for t in model.graph.initializer}
-    return {vi.name for vi in model.graph.input if vi.name not in inits}
+
+    def dynamic(vi: Any) -> bool:
+        tt = vi.type.tensor_type
+        return not tt.HasField("shape") or any(
+            not (d.HasField("dim_value") and d.dim_value > 0) for d in tt.shape.dim)
+
+    return {vi.name for vi in model.graph.input
+            if vi.name not in inits and (not dynamic_only or dynamic(vi))}
 
 
 def _batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
