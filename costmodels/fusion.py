@@ -262,6 +262,8 @@ def _out_dtype(layer: Layer) -> str:
     The IR keeps the input dtype and the output's bytes; a Cast, a comparison,
     a QuantizeLinear change the element size, and the one-kernel model needs it.
     """
+    if len(layer.outputs) > 1:  # bytes_out holds every output's bytes: the IR's own field
+        return layer.out_dtype
     n = math.prod(layer.output_shape)
     if n <= 0 or layer.bytes_out == n * DTYPE_BYTES.get(layer.dtype, 4) or layer.bytes_out % n:
         return ""

@@ -502,9 +502,10 @@ def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
     try:
         import onnxslim
     except ImportError:
-        return proto, "not folded: onnxslim is not installed", 0
+        return proto, "not folded: onnxslim is not installed", 0, []
     work = onnx.ModelProto()
     work.CopyFrom(proto)
+    _tensor_constants(work.graph)
     skip = ["graph_fusion", "dead_node_elimination", "subexpression_elimination",
             "weight_tying"]
     said = io.StringIO()
@@ -530,6 +531,29 @@ def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
                                  if name in needed and name not in have | produced)
     del out.graph.value_info[:]
     return out, f"onnxslim {onnxslim.__version__} (constant folding)", len(removed), failed
+
+
+def _tensor_constants(graph: Any) -> None:
+    """Rewrite (in place) each ``Constant`` node given by ``value_float(s)``/``value_int(s)``
+    as the same tensor in ``value``: onnxslim 0.1.98 folds ``value_floats`` into a float64
+    initializer, which a float operand (Resize's scales) then refuses."""
+    from onnx import TensorProto, helper
+
+    kinds = {"value_float": (TensorProto.FLOAT, False), "value_floats": (TensorProto.FLOAT, True),
+             "value_int": (TensorProto.INT64, False), "value_ints": (TensorProto.INT64, True)}
+    for node in graph.node:
+        if node.op_type != "Constant" or node.domain not in _DEFAULT_DOMAINS:
+            continue
+        for i, a in enumerate(node.attribute):
+            if a.name in kinds:
+                dtype, many = kinds[a.name]
+                vals = helper.get_attribute_value(a)
+                vals = list(vals) if many else [vals]
+                t = helper.make_tensor(node.output[0] if node.output else "c", dtype,
+                                       [len(vals)] if many else [], vals)
+                del node.attribute[i]
+                node.attribute.append(helper.make_attribute("value", t))
+                break
 
 
 _ORT_NODE_FAILURE = re.compile(r"running (\w+) node\. Name:'([^']*)' Status Message: ([^\n\x1b]*)")
@@ -647,7 +671,7 @@ def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
     prov: dict[str, frozenset[str]] = {t.name: frozenset({t.name}) for t in graph.initializer}
     for node in graph.node:
         outs = [t for t in node.output if t]
-        if node.op_type == "Constant" or _is_alias(node, prov):
+        if node.op_type == "Constant":
             prov.update({t: frozenset({t}) for t in outs})
         elif outs and (all(t in folded for t in outs)
                        or all(t in prov for t in node.input if t)):
@@ -656,12 +680,34 @@ def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
     return prov
 
 
-def _is_alias(node: Any, prov: Mapping[str, frozenset[str]]) -> bool:
-    """An ``Identity`` of an original constant: torch's exporter stores equal-valued
-    parameters of different layers (fresh norm weights of ones, biases of zeros) once and
-    gives every other layer an ``Identity`` of it; each alias is a parameter of its own."""
-    src = _identity_input(node)
-    return src is not None and prov.get(src) == frozenset({src})
+def _uniform_constants(graph: Any) -> set[str]:
+    """Original constants (initializers, ``Constant`` values) of a weight type with more
+    than one element, all of them equal: what exporters store once for several layers.
+
+    torch's exporters keep one copy of equal-valued tensors (fresh norm weights of ones,
+    biases of zeros, the zero biases left by folding BatchNorm): the default exporter lets
+    every other layer read it through an ``Identity``, the dynamo exporter's optimizer
+    lets them read it directly. Such a tensor is a parameter of *each* layer that reads
+    it (torch counts each layer's own); a tied weight of varied values (a shared
+    embedding) is one parameter however many layers read it.
+    """
+    import numpy as np
+    from onnx import numpy_helper
+
+    tensors = [(t.name, t) for t in graph.initializer]
+    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
+                for a in n.attribute if a.name == "value"]
+    out = set()
+    for name, t in tensors:
+        if t.data_type not in _PARAM_DTYPES or math.prod(t.dims) <= 1:
+            continue
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
+            continue
+        if arr.size > 1 and np.all(arr == arr.flat[0]):
+            out.add(name)
+    return out
 
 
 def _identity_input(node: Any) -> str | None:
@@ -689,14 +735,17 @@ def _source_params(graph: Any) -> dict[str, int]:
     type (floating point or a quantized integer) with more than one element; 0 for
     int64/bool shape data, for scalars (scales, epsilons, mask fill values) and for a
     ``Constant`` node of all ones or all zeros (what an exporter writes for an identity
-    affine, e.g. the InstanceNormalization inside torch's GroupNorm export; trained weights
-    are initializers, and an untrained initializer of ones still counts), and for a
-    recurrent layer's all-zero initial state or sequence lengths (:data:`_STATE_OPERANDS`)."""
+    affine; trained weights are initializers, and an untrained initializer of ones still
+    counts), for the ones and zeros of an ``InstanceNormalization`` of a reshaped tensor
+    (the identity affine inside torch's GroupNorm export, an initializer in the dynamo
+    exporter's file), and for a recurrent layer's all-zero initial state or sequence
+    lengths (:data:`_STATE_OPERANDS`)."""
     import numpy as np
     from onnx import numpy_helper
 
     out = {t.name: n if t.data_type in _PARAM_DTYPES and (n := math.prod(t.dims)) > 1 else 0
            for t in graph.initializer}
+    reshaped = {t for n in graph.node if n.op_type == "Reshape" for t in n.output}
     inits = {t.name: t for t in graph.initializer}
     for node in graph.node:  # an all-zero initial state (torch's default exporter's h0/c0)
         for i in _STATE_OPERANDS.get(node.op_type, ()):
@@ -716,9 +765,29 @@ def _source_params(graph: Any) -> dict[str, int]:
                     fl = list(a.floats)
                     trivial = all(f == 1 for f in fl) or not any(fl)
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
-        elif (src := _identity_input(node)) is not None and src in out:
-            out[node.output[0]] = out[src]  # an alias: its own parameter (_is_alias)
+    for node in graph.node:  # the identity affine of torch's GroupNorm export
+        if (node.op_type == "InstanceNormalization" and len(node.input) == 3
+                and node.input[0] in reshaped):
+            scale, bias = (_values(graph, t) for t in node.input[1:3])
+            if (scale is not None and bias is not None and np.all(scale == 1)
+                    and not np.any(bias)):
+                out[node.input[1]] = out[node.input[2]] = 0
     return out
+
+
+def _values(graph: Any, name: str) -> Any:
+    """The values of an original constant (initializer or ``Constant`` value), or None."""
+    from onnx import numpy_helper
+
+    for t in graph.initializer:
+        if t.name == name:
+            return numpy_helper.to_array(t)
+    for n in graph.node:
+        if n.op_type == "Constant" and n.output and n.output[0] == name:
+            for a in n.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+    return None
 
 
 def _infer(proto: Any, source: str, given: bool = False) -> Any:
@@ -771,6 +840,10 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     proto, source, path = _load(model)
     init_names = {t.name for t in proto.graph.initializer}
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
+    # did the given shapes decide anything (an open dimension, an input without a shape)?
+    open_dims = any(not vi.type.tensor_type.HasField("shape") or any(
+        not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim)
+        for vi in graph_inputs)
     final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
     folded, how, n_folded, fold_failed = _fold(proto)
     if fold_failed:
@@ -783,8 +856,9 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
-    inferred = _infer(folded, source, given=bool(input_shapes))
-    layers, n_const = _layers(inferred.graph, source, prov, params)
+    inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
+    layers, n_const = _layers(inferred.graph, source, prov, params,
+                              _uniform_constants(proto.graph))
     return Network(
         name=name or (Path(path).stem if path else source) or "model",
         inputs=tuple(final_inputs.items()), layers=tuple(layers),
@@ -815,11 +889,14 @@ def _constants(graph: Any) -> dict[str, _Const]:
 
 
 def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
-            params: Mapping[str, int]) -> tuple[list[Layer], int]:
+            params: Mapping[str, int], per_layer: set[str] = frozenset()
+            ) -> tuple[list[Layer], int]:
     """The graph's layers, and how many nodes were constant (weight preparation).
 
     ``prov`` maps constant tensors to the original constants they come from (updated
-    here for the weight-preparation nodes met); ``params`` is what each of those holds.
+    here for the weight-preparation nodes met); ``params`` is what each of those holds;
+    ``per_layer``: those that are a parameter of every layer that reads them
+    (:func:`_uniform_constants`), where any other counts once, in the first layer.
     """
     info: dict[str, tuple[list, int]] = {}
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
@@ -840,17 +917,21 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     layers: list[Layer] = []
     n_const = 0
     counted: set[str] = set()
+    this_layer: set[str] = set()
 
     def params_of(tensor: str) -> int:
-        """Parameters of a weight not yet counted by an earlier layer (shared weights
-        count once, in the first layer that reads them)."""
-        new = prov.get(tensor, frozenset({tensor})) - counted
+        """Parameters of a weight not yet counted (a tied weight counts once, in the first
+        layer that reads it; a ``per_layer`` one once in each layer)."""
+        src = prov.get(tensor, frozenset({tensor}))
+        new = (src - per_layer - counted) | (src & per_layer) - this_layer
         counted.update(new)
+        this_layer.update(new)
         return sum(params.get(s, 0) for s in new)
 
     for i, node in enumerate(graph.node):
         if node.op_type == "Constant":
             continue
+        this_layer.clear()
         node_name = _node_name(node, i)
         ins = [t for t in node.input if t]
         if ins and all(t in consts for t in ins):  # weight preparation (Identity, Cast, ...)

@@ -456,3 +456,55 @@ def test_a_named_shape_in_a_folder_leaves_a_static_input_of_that_name(tmp_path):
     assert net.inputs[0][1] == (2, 3, 16, 16) and how == "--input-shape"
     with pytest.raises(OnnxImportError, match="static"):  # one file: the user asked for it
         import_model_file(str(tmp_path / "static.onnx"), 1, shapes)
+
+
+def _rand(name, shape, seed=0):
+    return numpy_helper.from_array(
+        np.random.default_rng(seed).normal(size=shape).astype(np.float32), name)
+
+
+def test_a_tied_weight_counts_once_an_exporters_shared_constant_once_per_layer():
+    """Varied values read by two layers (through an Identity alias or directly) are one
+    tied weight; equal values (fresh norm weights) stored once are each layer's own."""
+    nodes = [helper.make_node("Identity", ["w"], ["w_alias"], name="alias"),
+             helper.make_node("MatMul", ["x", "w"], ["a"], name="mm1"),
+             helper.make_node("MatMul", ["a", "w_alias"], ["b"], name="mm2"),
+             helper.make_node("LayerNormalization", ["b", "ones", "zeros"], ["c"], name="ln1"),
+             helper.make_node("LayerNormalization", ["c", "ones", "zeros"], ["y"], name="ln2")]
+    m = _model(nodes, [_vi("x", [2, 8])], [_vi("y", [2, 8])],
+               [_rand("w", (8, 8)), _w("ones", (8,)),
+                numpy_helper.from_array(np.zeros(8, np.float32), "zeros")])
+    layers = {la.name: la.params for la in import_onnx(m).layers}
+    assert layers["mm1"] == 64 and layers["mm2"] == 0  # tied: once
+    assert layers["ln1"] == layers["ln2"] == 16  # each norm's own weight and bias
+
+
+def test_the_identity_affine_of_a_group_norm_export_is_not_a_parameter():
+    """torch exports GroupNorm as Reshape -> InstanceNormalization(ones, zeros) -> Reshape
+    -> Mul -> Add; the dynamo exporter stores those ones and zeros as initializers."""
+    nodes = [helper.make_node("Reshape", ["x", "g"], ["r"], name="to_groups"),
+             helper.make_node("InstanceNormalization", ["r", "s", "b"], ["n"], name="inorm"),
+             helper.make_node("Reshape", ["n", "back"], ["y"], name="from_groups")]
+    inits = [numpy_helper.from_array(np.array([1, 2, -1], np.int64), "g"),
+             _w("s", (2,)), numpy_helper.from_array(np.zeros(2, np.float32), "b"),
+             numpy_helper.from_array(np.array([1, 4, 4, 4], np.int64), "back")]
+    m = _model(nodes, [_vi("x", [1, 4, 4, 4])], [_vi("y", [1, 4, 4, 4])], inits)
+    assert import_onnx(m).params == 0
+    m.graph.node[0].op_type = "Identity"  # a plain InstanceNorm: its fresh affine counts
+    del m.graph.node[0].input[1]
+    m.graph.node[0].output[0] = "r"
+    m.graph.node[1].input[0] = "x"
+    m.graph.node.remove(m.graph.node[0])
+    m.graph.node[1].input[1] = "back"
+    assert import_onnx(m).params == 4
+
+
+def test_constant_value_floats_stay_float_through_folding():
+    """onnxslim folded a Constant's value_floats into a float64 initializer, which Resize's
+    float scales refused (a dynamo export of F.interpolate with optimize=False)."""
+    nodes = [helper.make_node("Constant", [], ["sc"], name="scales",
+                              value_floats=[1.0, 1.0, 2.0, 2.0]),
+             helper.make_node("Resize", ["x", "", "sc"], ["y"], name="up", mode="nearest")]
+    m = _model(nodes, [_vi("x", [1, 3, 4, 4])], [_vi("y", [1, 3, 8, 8])])
+    net = import_onnx(m)
+    assert net.layers[-1].output_shape == (1, 3, 8, 8)

@@ -60,6 +60,22 @@ def test_every_zoo_model_imports_through_the_cli_with_independent_macs(zoo, caps
         assert doc["meta"]["folding"].startswith("onnxslim"), name
 
 
+def test_dynamo_exports_import_with_torchs_macs_and_parameters(tmp_path, capsys):
+    """torch's default (dynamo) exporter: the same modules give torch's MACs, and torch's
+    parameter count where no BatchNorm is folded (its optimizer reads one stored copy of
+    equal-valued norm weights from every layer: each layer's own parameters)."""
+    pytest.importorskip("onnxscript", reason="the dynamo exporter needs onnxscript (dev extra)")
+    from tests.zoo.export import write_torch_dynamo
+
+    entries = write_torch_dynamo(tmp_path)
+    assert len(entries) >= 9
+    for name, entry in sorted(entries.items()):
+        doc = _info(capsys, tmp_path / name)
+        assert doc["macs"] == entry["macs"], name
+        if "params" in entry:
+            assert doc["params"] == entry["params"], name
+
+
 def test_proxy_backends_estimate_every_zoo_model(zoo):
     d, index = zoo
     flops, params = create("flops"), create("params")

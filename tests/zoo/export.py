@@ -73,6 +73,40 @@ def _export(module: torch.nn.Module, x: torch.Tensor, opset: int,
     return onnx.load_from_string(buf.getvalue())
 
 
+def write_torch_dynamo(directory: Path) -> dict[str, Entry]:
+    """Export every module of :data:`TORCH_MODELS` with torch's *dynamo* exporter (the
+    default in torch 2.13; needs onnxscript) at its static input shape, weights in the
+    file. Its optimizer stores equal-valued tensors once for every layer that reads them
+    (no ``Identity`` aliases) and drops zero biases; the entries say what torch counts
+    where that loses nothing (no BatchNorm folded into a zero bias)."""
+    entries: dict[str, Entry] = {}
+    for name, (cls, _dynamic, _opset, _batch, form, _key_ops) in TORCH_MODELS.items():
+        torch.manual_seed(0)
+        module = cls().eval()
+        x = torch.randn(*cls.input_shape)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            logging.disable(logging.WARNING)  # "torchvision is not installed" notices
+            try:
+                program = torch.onnx.export(module, (x,), dynamo=True, verbose=False)
+            finally:
+                logging.disable(logging.NOTSET)
+        out = name.replace(".onnx", "_dynamo.onnx")
+        onnx.save(program.model_proto, str(directory / out))
+        entries[out] = {"exporter": "torch.onnx dynamo", "form": f"{form} (dynamo exporter)",
+                        "macs": torch_macs(module, x), "input_shape": None}
+        if (not any(isinstance(m, torch.nn.BatchNorm2d) for m in module.modules())
+                and name not in _DYNAMO_FOLDS_FORWARD):
+            entries[out]["params"] = torch_params(module)
+    return entries
+
+
+# Modules whose forward computes a tensor from static shapes alone (the shifted-window
+# mask): at a static shape the dynamo exporter stores its value as an initializer, which
+# a file cannot tell from a weight (torch counts no parameter for it).
+_DYNAMO_FOLDS_FORWARD = {"swin_mask_dynamic.onnx"}
+
+
 def _shape(module_cls: type, batch: int | None) -> tuple[int, ...]:
     shape = tuple(module_cls.input_shape)
     return (batch, *shape[1:]) if batch else shape
