@@ -736,7 +736,7 @@ def _source_params(graph: Any) -> dict[str, int]:
     int64/bool shape data, for scalars (scales, epsilons, mask fill values) and for a
     ``Constant`` node of all ones or all zeros (what an exporter writes for an identity
     affine; trained weights are initializers, and an untrained initializer of ones still
-    counts), for the ones and zeros of an ``InstanceNormalization`` of a reshaped tensor
+    counts), for the ones and zeros of an ``InstanceNormalization`` between two reshapes
     (the identity affine inside torch's GroupNorm export, an initializer in the dynamo
     exporter's file), and for a recurrent layer's all-zero initial state or sequence
     lengths (:data:`_STATE_OPERANDS`)."""
@@ -765,9 +765,11 @@ def _source_params(graph: Any) -> dict[str, int]:
                     fl = list(a.floats)
                     trivial = all(f == 1 for f in fl) or not any(fl)
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
+    reshape_inputs = {n.input[0] for n in graph.node if n.op_type == "Reshape" and n.input}
     for node in graph.node:  # the identity affine of torch's GroupNorm export
         if (node.op_type == "InstanceNormalization" and len(node.input) == 3
-                and node.input[0] in reshaped):
+                and node.input[0] in reshaped and node.output
+                and node.output[0] in reshape_inputs):
             scale, bias = (_values(graph, t) for t in node.input[1:3])
             if (scale is not None and bias is not None and np.all(scale == 1)
                     and not np.any(bias)):
