@@ -490,6 +490,9 @@ def test_the_identity_affine_of_a_group_norm_export_is_not_a_parameter():
              numpy_helper.from_array(np.array([1, 4, 4, 4], np.int64), "back")]
     m = _model(nodes, [_vi("x", [1, 4, 4, 4])], [_vi("y", [1, 4, 4, 4])], inits)
     assert import_onnx(m).params == 0
+    after_view = _model(nodes[:2] + [helper.make_node("Relu", ["n"], ["y"], name="act")],
+                        [_vi("x", [1, 4, 4, 4])], [_vi("y", [1, 2, 32])], inits)
+    assert import_onnx(after_view).params == 4  # a fresh InstanceNorm after a view: its own
     m.graph.node[0].op_type = "Identity"  # a plain InstanceNorm: its fresh affine counts
     del m.graph.node[0].input[1]
     m.graph.node[0].output[0] = "r"
