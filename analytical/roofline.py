@@ -118,8 +118,8 @@ class RooflineModel(BaseCostModel):
 
     def kernel_cost(self, k: Kernel) -> LayerCost:
         """The cost of one kernel. The figures are cached by its
-        :class:`~costmodels.fusion.KernelKey` and layout (two kernels with the same key cost
-        the same); the names are the kernel's own."""
+        :class:`~costmodels.fusion.KernelKey`, layout and weight bytes (two kernels with the
+        same key and weights cost the same); the names are the kernel's own."""
         latency_ms, bound, meta = self._figures_of(k)
         return LayerCost(
             name=k.layers[0].name if k.layers else k.ops[0], op="+".join(k.ops),
@@ -182,7 +182,9 @@ class RooflineModel(BaseCostModel):
                  "sequential_steps": steps})
 
     def _figures_of(self, k: Kernel) -> tuple[float, str, dict]:
-        ck = (k.key, k.layout)
+        # the key holds shapes, not the weights' element size (a float64 scalar next to a
+        # float32 one): their bytes join it, so a figure never depends on another network
+        ck = (k.key, k.layout, sum(la.bytes_weights for la in k.layers))
         fig = self._by_key.get(ck)
         if fig is None:
             fig = self._by_key[ck] = self._figures(k)

@@ -240,3 +240,20 @@ def test_recurrence_costs_its_steps_one_after_the_other():
         1.0, 1.0, model.class_cost("elementwise").launch_us + 5.0)}))
     assert slow.estimate(_lstm_net(1000)).latency_ms == pytest.approx(
         long_.latency_ms + 1000 * 5.0e-3, rel=0.02)
+
+
+def test_a_networks_figure_does_not_depend_on_what_was_estimated_before():
+    """Two kernels of one key whose weights differ in bytes (int8 vs float32 storage) are
+    costed each from its own bytes: the cache must not hand one the other's figure."""
+    def head(weight_bytes):
+        layer = make_layer("fc", "Gemm", ["x"], ["fc"], [(1, 1024)], (1, 1024),
+                           [(1024, 1024)], bytes_weights=weight_bytes)
+        return Network("t", (("x", (1, 1024)),), (layer,), ("fc",))
+
+    a, b = head(1024 * 1024 * 4), head(1024 * 1024)  # a batch-1 head: memory-bound
+    fresh_a = RooflineModel(XEON).estimate(a).latency_ms
+    fresh_b = RooflineModel(XEON).estimate(b).latency_ms
+    assert fresh_b < fresh_a
+    model = RooflineModel(XEON)
+    assert model.estimate(a).latency_ms == fresh_a
+    assert model.estimate(b).latency_ms == fresh_b
