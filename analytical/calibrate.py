@@ -496,7 +496,10 @@ def write_spec(cal: Calibration, path: str | Path, name: str = "local",
     """Write the calibrated spec to ``path`` (folders created) and check it loads back."""
     p = Path(path).expanduser()
     p.parent.mkdir(parents=True, exist_ok=True)
-    p.write_text(spec_toml(cal, name, base))
+    from costmodels.tables import atomic_output
+
+    with atomic_output(p) as fh:
+        fh.write(spec_toml(cal, name, base))
     load_spec(str(p), RooflineSpec)
     return p
 

@@ -114,15 +114,23 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True)
     is a writable directory.
     """
     import os
+    import stat
 
     from costmodels.errors import InputError
 
     p = Path(path)
     if str(path).strip() == "":
         raise InputError(f"{what}: empty path")
+    if str(path) == "-":
+        raise InputError(f"{what} -: costmodels writes its outputs to files, not to stdout; "
+                         "give a file name (nothing was written)")
     if p.exists():
         if p.is_dir():
             raise InputError(f"{what} {path}: is a directory; give a file name")
+        if not stat.S_ISREG(p.stat().st_mode):  # a device, a pipe, a socket (links followed)
+            raise InputError(f"{what} {path}: is not a regular file (a device or a pipe); "
+                             "costmodels writes a file beside the target and renames it over "
+                             "it when complete, so give a file path (nothing was written)")
         if p.resolve() in _INPUT_FILES:
             raise InputError(f"{what} {path}: is one of this command's inputs; give another "
                              "file name (nothing was written)")
@@ -409,14 +417,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    import onnx
 
     out = check_output(args.output, "-o")
     space = open_space(args)
     arch = space.parse(args.arch)
     model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    onnx.save(model, str(out))
+    from costmodels.tables import atomic_output
+
+    with atomic_output(out, "wb") as fh:
+        fh.write(model.SerializeToString())
     print(f"wrote {args.output} ({arch}{', ' + args.dataset if args.dataset else ''})",
           file=sys.stderr)
     return 0

@@ -8,10 +8,11 @@ file, line and field at fault. Duplicate cells: by default an error; with
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -187,6 +188,11 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
                 raise TableError(f"{path}:{line}: more fields than the header has "
                                  f"({len(header)}); check for an unquoted comma")
             rows.append((line, row))
+        if rows and None in rows[-1][1].values() and not text.endswith(("\n", "\r")):
+            have = sum(v is not None for v in rows[-1][1].values())
+            raise TableError(f"{path}:{rows[-1][0]}: the last line is cut short ({have} of "
+                             f"{len(header)} fields, no line end): the file looks truncated "
+                             "(a full disk, an interrupted copy?); nothing was read")
     except csv.Error as exc:
         raise TableError(f"{path}: malformed CSV: {exc}") from None
     return header, rows
@@ -286,6 +292,27 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
                         np.array(lat_arr), energy, path, tuple(failed))
 
 
+@contextlib.contextmanager
+def atomic_output(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator[Any]:
+    """Open a file to write ``path`` whole or not at all: the data goes to a temporary file
+    beside the target, renamed over it when the block ends without an error (a full disk,
+    a Ctrl-C leave the old file, or none, never a truncated one). A symbolic link is
+    written through (its target is replaced, the link kept). Yields the open file."""
+    import os
+    import secrets
+
+    path = Path(path)
+    target = path.resolve() if path.is_symlink() else path
+    # a short name: the target's own may already be near the 255-byte limit
+    tmp = target.with_name(f".costmodels-{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        with open(tmp, mode, **open_kw) as fh:
+            yield fh
+        os.replace(tmp, target)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
 def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: Iterable[str],
                 latency_ms: Iterable[float], energy_mj: Iterable[float | None] | None = None,
                 extra: Mapping[str, Sequence[Any]] | None = None) -> None:
@@ -298,31 +325,25 @@ def write_table(path: str | Path, arch_index: Iterable[int | None], arch_strs: I
     path = Path(path)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
     extra = dict(extra or {})
-    try:
-        _write_rows(tmp, arch_index, arch_strs, latency_ms, energy_mj, extra)
-        tmp.replace(path)
-    except BaseException:
-        # leave nothing behind: a value that fails mid-way, a target that is a folder
-        tmp.unlink(missing_ok=True)
-        raise
+    # nothing is left behind by a value that fails mid-way or a target that is a folder
+    with atomic_output(path, "w", newline="", encoding="utf-8") as fh:
+        _write_rows(fh, arch_index, arch_strs, latency_ms, energy_mj, extra)
 
 
-def _write_rows(tmp: Path, arch_index, arch_strs, latency_ms, energy_mj, extra) -> None:
-    with open(tmp, "w", newline="", encoding="utf-8") as fh:
-        w = csv.writer(fh)
-        cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else []) + list(extra)
-        w.writerow(cols)
-        energies = list(energy_mj) if energy_mj is not None else None
-        for r, (i, s, lat) in enumerate(zip(arch_index, arch_strs, latency_ms, strict=False)):
-            idx = "" if i is None or int(i) < 0 else int(i)
-            row = [idx, s, "" if lat is None or not math.isfinite(lat) else repr(float(lat))]
-            if energies is not None:
-                en = energies[r]
-                row.append("" if en is None or not math.isfinite(en) else repr(float(en)))
-            row += ["" if v[r] is None else v[r] for v in extra.values()]
-            w.writerow(row)
+def _write_rows(fh: Any, arch_index, arch_strs, latency_ms, energy_mj, extra) -> None:
+    w = csv.writer(fh)
+    cols = list(REQUIRED) + (["energy_mj"] if energy_mj is not None else []) + list(extra)
+    w.writerow(cols)
+    energies = list(energy_mj) if energy_mj is not None else None
+    for r, (i, s, lat) in enumerate(zip(arch_index, arch_strs, latency_ms, strict=False)):
+        idx = "" if i is None or int(i) < 0 else int(i)
+        row = [idx, s, "" if lat is None or not math.isfinite(lat) else repr(float(lat))]
+        if energies is not None:
+            en = energies[r]
+            row.append("" if en is None or not math.isfinite(en) else repr(float(en)))
+        row += ["" if v[r] is None else v[r] for v in extra.values()]
+        w.writerow(row)
 
 
 class TableModel(BaseCostModel):

@@ -295,8 +295,11 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
         camps = [c for c in store.campaigns() if c["config_hash"] == summary.config_hash
                  and c["device_hash"] == summary.device_hash]
     failed = [r for r in records if not r.result.ok]
-    side.write_text(json.dumps(_sidecar(args, config, summary, records, camps, figure, n,
-                                        len(groups), len(jobs)), indent=1, default=str) + "\n")
+    from costmodels.tables import atomic_output
+
+    with atomic_output(side) as fh:
+        fh.write(json.dumps(_sidecar(args, config, summary, records, camps, figure, n,
+                                     len(groups), len(jobs)), indent=1, default=str) + "\n")
     print(f"{summary.measured} measured ({summary.failed} failed), {summary.skipped} already in "
           f"{args.db}; wrote {out} ({n} cells{_rep_note(args, groups, jobs)}, {figure} "
           f"figure) and {side} in {summary.seconds:.1f} s", file=sys.stderr)

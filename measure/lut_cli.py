@@ -124,7 +124,7 @@ def write_fingerprint(db: str, rep, config, rules, space: str, dataset: str | No
 def cmd_show(args: argparse.Namespace) -> int:
     from measure.lut.table import LutFile
 
-    with LutFile(args.db, readonly=True) as lut:
+    with LutFile(args.lut, readonly=True) as lut:
         meta = lut.meta()
         version = lut.schema_version
         entries = list(lut.entries())
@@ -134,7 +134,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     ok = [e for e in entries if e.ok]
     cvs = sorted(e.cv for e in ok if not math.isnan(e.cv))
     doc = {
-        "path": args.db, "runtime": meta.get("runtime"), "schema_version":
+        "path": args.lut, "runtime": meta.get("runtime"), "schema_version":
         version, "rules": json.loads(meta.get("rules", "{}")).get("name"),
         "rules_hash": meta.get("rules_hash"), "device": fp.get("cpu_model"),
         "cores": fp.get("cores"), "runtime_version": fp.get("runtime_version"),
@@ -180,7 +180,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from measure.lut.table import LutFile, export_csv
 
     check_output(args.output, "-o")
-    with LutFile(args.db, readonly=True) as lut:
+    with LutFile(args.lut, readonly=True) as lut:
         n = export_csv(lut, args.output)
     print(f"wrote {args.output}: {n} entries", file=sys.stderr)
     return 0
@@ -241,18 +241,18 @@ def cmd_refit(args: argparse.Namespace) -> int:
     from measure.lut.table import LutFile
 
     terms = tuple(args.terms.split(","))
-    with LutFile(args.db, readonly=True) as lut:  # nothing to fit: fail with the file untouched
+    with LutFile(args.lut, readonly=True) as lut:  # nothing to fit: fail with the file untouched
         n_points = len(lut.points())
         c = refit(lut, terms, store=False)
     if not c:
         why = ("holds no calibration points" if not n_points else
                f"holds {n_points} calibration points, none usable (a non-positive latency, or "
                "a kernel the LUT has no value for)")
-        raise InputError(f"{args.db}: {why}; measure networks for it with `costmodels lut "
+        raise InputError(f"{args.lut}: {why}; measure networks for it with `costmodels lut "
                          "build --calibrate N`")
-    with LutFile(args.db) as lut:  # fitted once, above; only kept here
+    with LutFile(args.lut) as lut:  # fitted once, above; only kept here
         store_calibration(lut, c)
-    print(f"{args.db}: intercept {c['intercept_ms']:.4f} ms, per kernel "
+    print(f"{args.lut}: intercept {c['intercept_ms']:.4f} ms, per kernel "
           f"{c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} on {c['n_points']} "
           f"networks (fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
     return 0
@@ -288,14 +288,14 @@ def register(sub) -> None:
                             "examples:\n"
                             "  costmodels lut show datasets/nb201/xeon-2c-ort-cifar10-lut.sqlite\n"
                             "  costmodels lut show lut.sqlite --entries --json"))
-    p.add_argument("db", help="LUT file")
+    p.add_argument("lut", metavar="LUT", help="LUT file")
     p.add_argument("--entries", action="store_true", help="list every entry")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_show)
 
     p = lsub.add_parser("export", help="write the entries as CSV", formatter_class=Formatter,
                         epilog="examples:\n  costmodels lut export lut.sqlite -o lut.csv")
-    p.add_argument("db", help="LUT file")
+    p.add_argument("lut", metavar="LUT", help="LUT file")
     p.add_argument("-o", "--output", required=True, help="CSV path")
     p.set_defaults(func=cmd_export)
 
@@ -325,7 +325,7 @@ def register(sub) -> None:
                         formatter_class=Formatter, epilog=(
                             "examples:\n  costmodels lut refit lut.sqlite --terms "
                             "intercept,scale   # drop the per-kernel term"))
-    p.add_argument("db", help="LUT file")
+    p.add_argument("lut", metavar="LUT", help="LUT file")
     p.add_argument("--terms", default="intercept,per_kernel,scale",
                    help="comma-separated terms: intercept, per_kernel, scale")
     p.set_defaults(func=cmd_refit)

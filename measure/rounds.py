@@ -233,6 +233,7 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
     if path is None:
         return None
     key = anchor_key(config)
+    _mark_active(path)
     found = _anchor_of(_read_anchors(path).get(key))
     if found is not None:
         return found
@@ -247,6 +248,71 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
               f"this figure is on its own level. Set ${ANCHORS_ENV} to a writable file",
               file=sys.stderr)
         return float(candidate_ms)
+
+
+# Runs that measure on this machine: each holds an exclusive lock on a file named by its
+# run id in ``<anchors>.active/`` while it lives (its isolated worker processes inherit the
+# id and hold nothing of their own). A new anchor is not recorded while another run holds
+# one: two campaigns started together would record the level of each other's contention.
+RUN_ID_ENV = "COSTMODELS_RUN_ID"
+_HELD: dict[str, Any] = {}
+
+
+def _run_id() -> str:
+    rid = os.environ.get(RUN_ID_ENV, "")
+    if not rid or "/" in rid or rid.startswith("."):
+        import secrets
+
+        rid = os.environ[RUN_ID_ENV] = f"{os.getpid()}-{secrets.token_hex(4)}"
+    return rid
+
+
+def _mark_active(path: Path) -> None:
+    """Hold this run's lock in ``<anchors>.active/`` (once per process; nothing on a
+    read-only cache)."""
+    import fcntl
+
+    if str(path) in _HELD:
+        return
+    try:
+        d = path.with_name(path.name + ".active")
+        d.mkdir(parents=True, exist_ok=True)
+        fh = open(d / _run_id(), "a")  # noqa: SIM115 - held for the life of the process
+    except OSError:
+        return
+    try:
+        fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:  # the parent run that started this worker holds it
+        fh.close()
+        _HELD[str(path)] = None
+        return
+    _HELD[str(path)] = fh
+    import atexit
+
+    atexit.register(lambda: (d / _run_id()).unlink(missing_ok=True))
+
+
+def _others_active(path: Path) -> bool:
+    """Whether another run holds its lock in ``<anchors>.active/`` (stale files of runs
+    that ended are removed on the way)."""
+    import fcntl
+
+    d = path.with_name(path.name + ".active")
+    me = os.environ.get(RUN_ID_ENV, "")
+    try:
+        entries = [p for p in d.iterdir() if p.name != me and p.is_file()]
+    except OSError:
+        return False
+    for p in entries:
+        try:
+            with open(p, "a") as fh:
+                fcntl.flock(fh, fcntl.LOCK_SH | fcntl.LOCK_NB)
+            p.unlink(missing_ok=True)  # nobody holds it: a run that ended
+        except BlockingIOError:
+            return True
+        except OSError:
+            continue
+    return False
 
 
 def _anchor_of(entry: Any) -> float | None:
@@ -278,6 +344,14 @@ def _set_anchor(path: Path, key: str, config: MeasureConfig, candidate_ms: float
         found = _anchor_of(anchors.get(key))
         if found is not None:
             return found
+        if _others_active(path):
+            import sys
+
+            print("warning: another costmodels measurement is running on this machine, so "
+                  "the machine anchor (the level every later corrected figure here is put on) "
+                  f"was not recorded from this contended run ({path}); this run's figures are "
+                  "on its own level. Measure once alone to record it", file=sys.stderr)
+            return float(candidate_ms)
         from measure.fingerprint import fingerprint
         from measure.sqlite import utc_now
 

@@ -304,8 +304,19 @@ class _NamedConnection(sqlite3.Connection):
         except sqlite3.OperationalError as exc:
             raise self._named(exc) from None
 
+    def commit(self):
+        try:
+            return super().commit()
+        except sqlite3.OperationalError as exc:
+            raise self._named(exc) from None
+
     def _named(self, exc: sqlite3.OperationalError) -> DatabaseFileError:
         msg = str(exc)
+        if "full" in msg or "disk I/O" in msg:
+            return DatabaseFileError(
+                f"{self.path}: could not write ({msg}); what was committed before is kept: "
+                "free disk space (or write elsewhere) and rerun: a campaign or a build "
+                "resumes")
         if "locked" in msg or "busy" in msg:
             return DatabaseFileError(
                 f"{self.path}: database is locked by another process (waited "
@@ -379,7 +390,7 @@ class Database:
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; a store is an ordinary file
         try:
-            con = sqlite3.connect(tmp, isolation_level=None)
+            con = _connect(tmp, self.path, self.schema.what, isolation_level=None)
             try:
                 con.execute("BEGIN")
                 for stmt in _statements(self.schema.ddl):

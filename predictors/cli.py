@@ -192,6 +192,28 @@ def _seeds(text: str) -> int:
     return v
 
 
+def _save_or_clean(est, out: Path, model_files) -> None:
+    """``est.save(out)``; when it fails part-way (a full disk: XGBoost and safetensors raise
+    their own errors), the files of ours it left without a manifest are removed, so a rerun
+    is not refused for a folder holding a half-written model, and the failure is one line."""
+    from costmodels.errors import first_line
+    from predictors.base import PredictorError
+
+    existed = out.is_dir()
+    try:
+        est.save(out)
+    except Exception as exc:  # noqa: BLE001 - OSError, XGBoostError, SafetensorError ...
+        if not (out / "manifest.json").is_file():
+            for name in (*model_files, "manifest.json.tmp"):
+                (out / name).unlink(missing_ok=True)
+            if not existed and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
+        why = getattr(exc, "strerror", None) or first_line(str(exc)) or type(exc).__name__
+        raise PredictorError(f"-o {out}: the model could not be saved ({why}); no half-written "
+                             "model was left there: free disk space or write elsewhere, then "
+                             "rerun") from None
+
+
 def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
@@ -253,7 +275,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     measured_on = sidecar_device(args.train)
     if measured_on and isinstance(getattr(est, "trained_on_", None), dict):
         est.trained_on_["measured_on"] = measured_on  # the machine, for compare's in-sample test
-    est.save(args.output)
+    _save_or_clean(est, out, MODEL_FILES)
     report = getattr(est, "report_", None)
     if report:
         print(f"chosen: {report['chosen']} (strategy {report['strategy']}, {report['cv']} "
@@ -298,7 +320,9 @@ def cmd_select(args: argparse.Namespace) -> int:
         rows = Rows.for_networks(nets, tables)
         lat = rows.matrix(tables)[rows.index(nets)]  # a candidate no source lists: named
     chosen = sampling.select(args.method, args.k, args.seed, F.features(nets), lat)
-    with open(out, "w", newline="", encoding="utf-8") as fh:
+    from costmodels.tables import atomic_output
+
+    with atomic_output(out, "w", newline="", encoding="utf-8") as fh:
         w = csv.writer(fh)
         w.writerow(["arch_index", "arch_str"])
         for i in chosen:

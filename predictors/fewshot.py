@@ -176,7 +176,9 @@ def write_curve(rows: Sequence[dict], path: str | Path) -> Path:
     """Write the rows as CSV at ``path`` and a plot at ``path`` with suffix ``.png``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "w", newline="") as fh:
+    from costmodels.tables import atomic_output
+
+    with atomic_output(path, "w", newline="") as fh:
         w = csv.DictWriter(fh, fieldnames=list(CURVE_COLUMNS))
         w.writeheader()
         for r in rows:

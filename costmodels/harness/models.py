@@ -218,13 +218,15 @@ def build_model(name: str, seed: int = 0):
 def generate_models(out_dir: str | Path, names: list[str] | None = None, seed: int = 0
                     ) -> list[Path]:
     """Write the zoo (or ``names`` of it) as ``OUT_DIR/NAME.onnx``; returns the paths."""
-    import onnx
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names or list(ZOO):
         path = out / f"{name}.onnx"
-        onnx.save(build_model(name, seed), str(path))
+        from costmodels.tables import atomic_output
+
+        with atomic_output(path, "wb") as fh:
+            fh.write(build_model(name, seed).SerializeToString())
         paths.append(path)
     return paths

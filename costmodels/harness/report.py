@@ -18,6 +18,7 @@ import numpy as np
 from costmodels.harness import metrics
 from costmodels.harness.compare import PROXIES, BackendResult, ComparisonResult, ModelsResult
 from costmodels.harness.scoring import rank
+from costmodels.tables import atomic_output
 
 __all__ = ["print_table", "write_report", "write_metrics_csv", "write_predictions_csv",
            "plot_scatter", "plot_rank_bars", "plot_curves", "recommend", "table_rows",
@@ -251,7 +252,7 @@ def write_metrics_csv(result: ComparisonResult | ModelsResult, path: str | Path)
     head = ["backend", "spec", "n_total", "n_covered", "coverage", "build_measurements",
             "build_s", "query_us", "fitted", "calibrated", "first_error", "note"]
     key = "kendall" if isinstance(result, ComparisonResult) else "spearman"
-    with open(path, "w", newline="") as fh:
+    with atomic_output(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(head + keys)
         for r in result.ranked(key):
@@ -269,7 +270,7 @@ def write_predictions_csv(result: ComparisonResult, truth_latency: np.ndarray,
     """Scored cells with the measured latency and each backend's estimate (empty = failed)."""
     path = Path(path)
     cols = {r.name: r.by_row() for r in result.results}
-    with open(path, "w", newline="") as fh:
+    with atomic_output(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["arch_index", "arch_str", "latency_ms"] + [f"{n}_ms" for n in cols])
         for row in result.test_rows.tolist():
@@ -648,6 +649,7 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
             lines += [f"![{caption}]({figs[key].name})", ""]
     if models:
         lines += _models_section(models, figs.get("models"), result)
-    (out / "report.md").write_text("\n".join(lines) + "\n")
+    with atomic_output(out / "report.md") as fh:
+        fh.write("\n".join(lines) + "\n")
     files["report"] = out / "report.md"
     return files

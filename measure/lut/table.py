@@ -301,7 +301,9 @@ def export_csv(lut: LutFile, path: str | Path) -> int:
     rows = [[e.key, e.ops, repr(e.median_ms), repr(e.p10_ms), repr(e.p90_ms), repr(e.cv),
              e.count, e.uses, int(e.noisy), e.source]
             for e in lut.entries() if e.ok]  # all read (and checked) before a byte is written
-    with open(path, "w", newline="") as fh:
+    from costmodels.tables import atomic_output
+
+    with atomic_output(path, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(CSV_COLUMNS)
         w.writerows(rows)
