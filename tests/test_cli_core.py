@@ -205,3 +205,50 @@ def test_a_folder_model_with_a_fixed_batch_is_named_when_batch_is_given(tmp_path
                  "-o", str(tmp_path / "f.csv")]) == 0
     err = capsys.readouterr().err
     assert "fixed.onnx" in err and "keeps its own batch 1" in err
+
+
+def test_outputs_that_are_not_files_are_refused_before_any_work(tmp_path, capsys):
+    """A pipe or a device at -o: the atomic rename would replace it (it replaced /dev/null
+    when run as root), and reading it to check for a binary file hung on a FIFO."""
+    import os
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    for target in (str(fifo), "-"):
+        assert main(["estimate", "flops", "--sample", "2", "-o", target]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error: -o ") and err.count("\n") == 1
+    assert fifo.exists() and not fifo.is_file() and not (tmp_path / "-").exists()
+
+
+def test_an_output_through_a_symlink_writes_its_target_and_keeps_the_link(tmp_path):
+    target = tmp_path / "real.csv"
+    target.write_text("old\n")
+    link = tmp_path / "link.csv"
+    link.symlink_to(target)
+    assert main(["estimate", "flops", "--sample", "2", "-o", str(link)]) == 0
+    assert link.is_symlink() and target.read_text().startswith("arch_index,arch_str")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link.csv", "real.csv"]
+
+
+def test_an_atomic_output_leaves_the_old_file_when_writing_fails(tmp_path):
+    from costmodels.tables import atomic_output
+
+    out = tmp_path / "o.csv"
+    out.write_text("old\n")
+    with pytest.raises(OSError), atomic_output(out) as fh:
+        fh.write("half")
+        raise OSError(28, "No space left on device")
+    assert out.read_text() == "old\n" and [p.name for p in tmp_path.iterdir()] == ["o.csv"]
+
+
+def test_a_csv_cut_short_is_refused_as_truncated(tmp_path):
+    from costmodels.errors import TableError
+    from costmodels.tables import iter_csv
+
+    p = tmp_path / "t.csv"
+    p.write_text("key,median_ms,p10_ms,p90_ms\nA,0.5,0.4,0.6\nB,0.01")  # cut mid-row
+    with pytest.raises(TableError, match=r"t.csv:3: the last line is cut short"):
+        iter_csv(str(p))
+    p.write_text("key,median_ms\nA,0.5\nB,0.25")  # complete, no line end: fine
+    assert len(iter_csv(str(p))[1]) == 2

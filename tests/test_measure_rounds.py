@@ -135,6 +135,27 @@ def test_the_machine_anchor_is_set_once_and_shared(tmp_path, monkeypatch):
     assert anchors_path() is None and machine_anchor(cfg, 1.0) is None
 
 
+def test_no_anchor_is_recorded_while_another_run_measures(tmp_path, monkeypatch, capsys):
+    """Two campaigns started together would record each other's contention as the
+    machine's level: while another run holds its lock, the level is not recorded."""
+    import fcntl
+
+    from measure.rounds import machine_anchor
+
+    path = tmp_path / "anchors.json"
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(path))
+    cfg = MeasureConfig(drift_ref=True)
+    assert machine_anchor(cfg) is None  # this run marks itself active
+    active = path.with_name(path.name + ".active")
+    with open(active / "other-run", "a") as other:  # another run, alive
+        fcntl.flock(other, fcntl.LOCK_EX)
+        assert machine_anchor(cfg, 2.0) == 2.0  # its own level, not recorded
+        assert machine_anchor(cfg) is None
+    assert "another costmodels measurement is running" in capsys.readouterr().err
+    assert machine_anchor(cfg, 1.5) == 1.5 and machine_anchor(cfg) == 1.5  # alone: recorded
+    assert not (active / "other-run").exists()  # a run that ended: its file is removed
+
+
 def test_processes_share_the_machine_anchor(tmp_path, monkeypatch):
     """Two calls (as two processes would) put corrected figures on one level: the second
     call uses the first call's anchor instead of its own panel median."""

@@ -298,3 +298,18 @@ def test_a_record_edited_by_hand_is_named_and_left_as_it_is(tmp_path, edit, matc
         with MeasureStore(p, readonly=True) as s:
             s.records("c", "d")
     assert _digest(tmp_path) == before
+
+
+def test_a_full_disk_is_named_as_such_not_as_a_foreign_file(tmp_path):
+    import sqlite3
+
+    from measure.sqlite import DatabaseFileError, _connect
+
+    con = _connect(str(tmp_path / "s.sqlite"), tmp_path / "s.sqlite", "measurement store")
+    try:
+        exc = con._named(sqlite3.OperationalError("database or disk is full"))
+    finally:
+        con.close()
+    assert isinstance(exc, DatabaseFileError)
+    assert "s.sqlite: could not write (database or disk is full)" in str(exc)
+    assert "rerun" in str(exc) and "edited by hand" not in str(exc)

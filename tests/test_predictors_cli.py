@@ -54,3 +54,28 @@ def test_fewshot_transfer_without_sources_is_an_error(tmp_path, capsys):
     assert main(["fewshot", "--target", str(tmp_path / "nb201_dev.csv"), "--model", "transfer",
                  "-o", str(tmp_path / "c.csv")]) == 2
     assert "--source" in capsys.readouterr().err
+
+
+def test_a_save_that_fails_part_way_leaves_no_half_model_and_a_rerun_works(tmp_path, capsys,
+                                                                            monkeypatch):
+    """A full disk mid-save (XGBoost's own error): one error line, exit 2, no half-written
+    model.json left to block the rerun."""
+    from predictors.gbdt import GBDTModel
+
+    idx = nb201.SPACE.sample(40, seed=3)
+    _write(tmp_path / "nb201_dev.csv", idx, np.linspace(1.0, 2.0, len(idx)))
+    real_save = GBDTModel.save
+
+    def full_disk(self, model_dir):
+        (tmp_path / "m").mkdir(exist_ok=True)
+        (tmp_path / "m" / "model.json").write_text("{")
+        raise RuntimeError("FileStream.Write incomplete")
+
+    monkeypatch.setattr(GBDTModel, "save", full_disk)
+    argv = ["fit", "gbdt", "--train", str(tmp_path / "nb201_dev.csv"), "-o", str(tmp_path / "m")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "could not be saved (FileStream.Write incomplete)" in err and err.count("\n") == 1
+    assert not (tmp_path / "m").exists()
+    monkeypatch.setattr(GBDTModel, "save", real_save)
+    assert main(argv) == 0 and (tmp_path / "m" / "manifest.json").is_file()
