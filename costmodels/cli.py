@@ -633,6 +633,24 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]
     return parser
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is so that open files and stores are closed."""
+
+
+def _on_sigterm():
+    """Turn SIGTERM into :class:`_Terminated` (main thread only); returns the old handler."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return None
+
+    def handler(signum, frame):
+        raise _Terminated
+
+    return signal.signal(signal.SIGTERM, handler)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. User mistakes print one ``error:`` line and return 2; never a traceback."""
     import os
@@ -651,6 +669,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 2
+    if sys.stdout is None:  # started with stdout closed (>&-): what it prints goes nowhere
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    previous = _on_sigterm()
     try:
         _INPUT_FILES.clear()
         _INPUT_FILES.update(_input_files(args))
@@ -659,9 +680,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CostModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; what was committed is kept (rerun to resume)", file=sys.stderr)
-        return 130
+    except (KeyboardInterrupt, _Terminated) as exc:
+        term = isinstance(exc, _Terminated)
+        print(f"{'terminated (SIGTERM)' if term else 'interrupted'}: every file written is "
+              "whole (outputs are renamed into place when complete); a measurement store or "
+              "LUT keeps what was committed, and rerunning the command resumes it",
+              file=sys.stderr)
+        return 143 if term else 130
     except BrokenPipeError:
         return 0
     except SystemExit as exc:  # sys.exit("error: ...") in a handler: the same one line, code 2
@@ -671,7 +696,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(text if text.startswith("error: ") else f"error: {text}", file=sys.stderr)
         return 2
     except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
+        named = exc.filename or next((getattr(args, k) for k in ("output", "out", "db")
+                                      if isinstance(getattr(args, k, None), str)), None)
+        where = f"{named}: " if named else ""
         print(f"error: {where}{exc.strerror or exc}{_os_hint(exc)}", file=sys.stderr)
         return 2
     except MemoryError:
@@ -684,6 +711,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               "in costmodels, please report it with the command line (COSTMODELS_DEBUG=1 shows "
               "the traceback)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            import signal
+
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":
