@@ -35,9 +35,10 @@ exporters write it into a :class:`~costmodels.network.Network`:
    and zero points) are neither activations nor parameters. A layer's ``params``
    are the elements of the original weights its constants come from (a bias
    broadcast by ``Expand`` counts its own size), counted in the first layer that
-   reads them (a weight two layers read counts once; an ``Identity`` alias of one is
-   the parameter of its own layer: torch's exporter stores equal-valued parameters
-   that way); one-element constants are not parameters.
+   reads them (a tied weight of varied values counts once, however it is read; a stored
+   tensor of equal values counts in each layer that reads it, directly or through an
+   ``Identity``: torch's exporters keep one copy of fresh norm weights and zero biases,
+   :func:`_uniform_constants`); one-element constants are not parameters.
 
 Nothing is dropped silently: an operator outside :data:`costmodels.ops.SUPPORTED_OPS`
 raises :class:`~costmodels.errors.UnsupportedOperator` naming the node.
@@ -710,13 +711,6 @@ def _uniform_constants(graph: Any) -> set[str]:
     return out
 
 
-def _identity_input(node: Any) -> str | None:
-    """The tensor a one-in, one-out ``Identity`` node passes on, else None."""
-    if node.op_type == "Identity" and len(node.input) == 1 and len(node.output) == 1:
-        return node.input[0]
-    return None
-
-
 def _param_inputs(node: Any) -> list[str]:
     """The inputs whose values a constant node's output carries as parameters: a
     (de)quantizer's data, not its scale and zero point; every input of any other op."""
@@ -925,7 +919,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         """Parameters of a weight not yet counted (a tied weight counts once, in the first
         layer that reads it; a ``per_layer`` one once in each layer)."""
         src = prov.get(tensor, frozenset({tensor}))
-        new = (src - per_layer - counted) | (src & per_layer) - this_layer
+        new = (src - per_layer - counted) | ((src & per_layer) - this_layer)
         counted.update(new)
         this_layer.update(new)
         return sum(params.get(s, 0) for s in new)
