@@ -116,11 +116,11 @@ def cmd_specs(args: argparse.Namespace) -> int:
 
 
 def cmd_layers(args: argparse.Namespace) -> int:
-    from rich.console import Console
     from rich.table import Table
 
     from costmodels.cli import load_network
     from costmodels.errors import InputError
+    from costmodels.progress import console as progress_console
     from costmodels.registry import create
 
     kind = args.backend.partition(":")[0]
@@ -137,7 +137,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
     for lc in est.per_layer:
         t.add_row(lc.name, lc.op, f"{lc.latency_ms:.5f}",
                   "" if lc.energy_mj is None else f"{lc.energy_mj:.6f}", lc.bound, _detail(lc.meta))
-    console = Console()
+    console = progress_console()
     console.print(t)
     energy = "" if est.energy_mj is None else f", {est.energy_mj:.4f} mJ"
     extra = ""

@@ -396,8 +396,9 @@ def cmd_info(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=1, default=list)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
+
+    from costmodels.progress import console as progress_console
 
     t = Table(title=f"{net.name}  ({len(net)} layers)", show_lines=False)
     for col in ("layer", "op", "output", "kernel/stride", "MACs", "params", "bytes"):
@@ -407,7 +408,7 @@ def cmd_info(args: argparse.Namespace) -> int:
         ks += f"/{'x'.join(map(str, layer.stride))}" if layer.kernel and layer.stride else ""
         t.add_row(layer.name, layer.op, "x".join(map(str, layer.output_shape)), ks,
                   f"{layer.macs:,}", f"{layer.params:,}", f"{layer.bytes_total:,}")
-    console = Console()
+    console = progress_console()
     if not args.totals_only:
         console.print(t)
     tot = net.totals()

@@ -22,3 +22,20 @@ def progress(description: str = "working"):
     return Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                     TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn(),
                     console=console, transient=False, disable=not console.is_terminal)
+
+
+def console(**kw):
+    """A rich Console for the CLI's tables. A closed pipe (``| head``) ends the command like
+    any other CLI's (exit 0, via ``BrokenPipeError``), where rich's own exits 1."""
+    import os
+    import sys
+
+    from rich.console import Console
+
+    class _Console(Console):
+        def on_broken_pipe(self) -> None:
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe
+            raise BrokenPipeError
+
+    return _Console(**kw)

@@ -152,10 +152,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         json.dump(doc, sys.stdout, indent=1, default=str)
         sys.stdout.write("\n")
         return 0
-    from rich.console import Console
     from rich.table import Table
 
-    console = Console()
+    from costmodels.progress import console as progress_console
+
+    console = progress_console()
     for k, v in doc.items():
         if k != "calibration":
             console.print(f"[bold]{k}[/]: {v}")

@@ -278,3 +278,15 @@ def test_sigterm_closes_the_store_and_says_what_was_kept(tmp_path):
     assert err.strip().splitlines()[-1].startswith("terminated (SIGTERM)")
     assert "Traceback" not in err
     assert not (tmp_path / "s.sqlite-wal").exists()
+
+
+def test_a_closed_pipe_ends_a_table_command_quietly(tmp_path):
+    """`costmodels info ... | head -0`: exit 0 and nothing on stderr, as `archs` (rich's own
+    handling exited 1)."""
+    import subprocess
+    import sys
+
+    arch = nb201.SPACE[0]
+    cmd = f"{sys.executable} -m costmodels.cli info '{arch}' | head -c 0; exit ${{PIPESTATUS[0]}}"
+    res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and res.stderr == "", res.stderr

@@ -72,6 +72,7 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
 
     from costmodels.harness.compare import compare, compare_models
     from costmodels.harness.report import print_table, write_report
+    from costmodels.progress import console as progress_console
     from costmodels.tables import read_table
 
     err = Console(stderr=True)
@@ -93,7 +94,7 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
         say(f"models in {models_dir}")
         models = compare_models(models_dir, result.results, truth=models_truth, notes=notes,
                                 on_progress=say, input_shapes=input_shapes)
-    print_table(result, console or Console())
+    print_table(result, console or progress_console())
     files = write_report(result, out_dir, fingerprint=fingerprint or machine_line(),
                          curve_csvs=curve_csvs, models=models, truth_table=table, title=title)
     err.print(f"wrote {', '.join(str(p) for p in files.values())} "

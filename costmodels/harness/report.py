@@ -96,12 +96,13 @@ def _space_words(result: ComparisonResult) -> str:
 
 def print_table(result: ComparisonResult, console=None) -> None:
     """The ranked table (by Kendall tau) in the terminal, with errors and notes below."""
-    from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    from costmodels.progress import console as progress_console
+
+    console = console or progress_console()
     if not console.is_terminal:  # piped or captured: do not squeeze to 80 columns
-        console = Console(file=console.file, width=max(console.width, 140))
+        console = progress_console(file=console.file, width=max(console.width, 140))
     t = Table(title=_title(result), title_justify="left")
     for i, col in enumerate(SHORT):
         t.add_column(col, justify="left" if i == 0 else "right", no_wrap=i in (0, 7, 8))
