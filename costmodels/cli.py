@@ -635,7 +635,10 @@ def _command_parser(parser: argparse.ArgumentParser, argv: Sequence[str]
 
 
 class _Terminated(BaseException):
-    """SIGTERM, raised where the process is so that open files and stores are closed."""
+    """SIGTERM, raised where the process is so that open files and stores are closed (``seen``:
+    one arrived, also when an extension module's import turned it into an ImportError)."""
+
+    seen = False
 
 
 def _on_sigterm():
@@ -647,9 +650,30 @@ def _on_sigterm():
         return None
 
     def handler(signum, frame):
+        _Terminated.seen = True
         raise _Terminated
 
     return signal.signal(signal.SIGTERM, handler)
+
+
+def _interrupted(term: bool) -> int:
+    """The one line of a Ctrl-C (130) or a SIGTERM (143) during a command."""
+    print(f"{'terminated (SIGTERM)' if term else 'interrupted'}: every file written is whole "
+          "(outputs are renamed into place when complete); a measurement store or LUT keeps "
+          "what was committed, and rerunning the command resumes it", file=sys.stderr)
+    return 143 if term else 130
+
+
+def _unexpected(exc: Exception) -> int:
+    """The last resort: a bug, not a user mistake (one line; the traceback on request)."""
+    import os
+
+    if os.environ.get("COSTMODELS_DEBUG"):
+        raise exc
+    print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug "
+          "in costmodels, please report it with the command line (COSTMODELS_DEBUG=1 shows "
+          "the traceback)", file=sys.stderr)
+    return 1
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -672,6 +696,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if sys.stdout is None:  # started with stdout closed (>&-): what it prints goes nowhere
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    _Terminated.seen = False
     previous = _on_sigterm()
     try:
         _INPUT_FILES.clear()
@@ -682,12 +707,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except (KeyboardInterrupt, _Terminated) as exc:
-        term = isinstance(exc, _Terminated)
-        print(f"{'terminated (SIGTERM)' if term else 'interrupted'}: every file written is "
-              "whole (outputs are renamed into place when complete); a measurement store or "
-              "LUT keeps what was committed, and rerunning the command resumes it",
-              file=sys.stderr)
-        return 143 if term else 130
+        return _interrupted(isinstance(exc, _Terminated) or _Terminated.seen)
     except BrokenPipeError:
         return 0
     except SystemExit as exc:  # sys.exit("error: ...") in a handler: the same one line, code 2
@@ -706,12 +726,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("error: out of memory; use a smaller --sample or --batch", file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - last resort: a bug, not a user mistake
-        if os.environ.get("COSTMODELS_DEBUG"):
-            raise
-        print(f"error: internal error ({type(exc).__name__}: {_one_line(exc)}); this is a bug "
-              "in costmodels, please report it with the command line (COSTMODELS_DEBUG=1 shows "
-              "the traceback)", file=sys.stderr)
-        return 1
+        # (unless a SIGTERM arrived inside an extension's import, which reports ImportError)
+        return _interrupted(True) if _Terminated.seen else _unexpected(exc)
     finally:
         if previous is not None:
             import signal

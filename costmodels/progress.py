@@ -26,7 +26,8 @@ def progress(description: str = "working"):
 
 def console(**kw):
     """A rich Console for the CLI's tables. A closed pipe (``| head``) ends the command like
-    any other CLI's (exit 0, via ``BrokenPipeError``), where rich's own exits 1."""
+    any other CLI's (exit 0, via ``BrokenPipeError``), where rich's own exits 1; written to a
+    pipe or a file, it is at least 160 columns wide."""
     import os
     import sys
 
@@ -38,4 +39,7 @@ def console(**kw):
             os.dup2(devnull, sys.stdout.fileno())  # nothing more reaches the closed pipe
             raise BrokenPipeError
 
-    return _Console(**kw)
+    out = _Console(**kw)
+    if "width" not in kw and not out.is_terminal:  # a pipe or a file: no terminal to fit
+        out.width = max(out.width, 160)  # (COLUMNS=20 wrapped every value onto a new line)
+    return out
