@@ -418,14 +418,13 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    from costmodels.tables import atomic_output
 
     out = check_output(args.output, "-o")
     space = open_space(args)
     arch = space.parse(args.arch)
     model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)
     out.parent.mkdir(parents=True, exist_ok=True)
-    from costmodels.tables import atomic_output
-
     with atomic_output(out, "wb") as fh:
         fh.write(model.SerializeToString())
     print(f"wrote {args.output} ({arch}{', ' + args.dataset if args.dataset else ''})",

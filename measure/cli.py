@@ -238,8 +238,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
               f"pinned {res.meta.get('pinned_cpus') or 'no'}"
               + (f", tuned {res.meta.get('tune_s', 0):.0f} s" if res.meta.get("tuned") else ""))
     if not res.ok:
-        text = (str(res.error).strip().splitlines() or ["failed"])[0]
-        print(f"error: {args.model}: {text[:400]}", file=sys.stderr)
+        from costmodels.errors import first_line
+
+        text = first_line(str(res.error)) or "failed"
+        print(f"error: {args.model}: {text}", file=sys.stderr)
         # the runtime refused the model itself (a user's file): 2; it failed while running: 1
         return 2 if text.startswith("build failed") else 1
     return 0

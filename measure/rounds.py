@@ -267,6 +267,11 @@ def _run_id() -> str:
     return rid
 
 
+def _active_dir(path: Path) -> Path:
+    """The folder of the running runs' locks beside the anchor file."""
+    return path.with_name(path.name + ".active")
+
+
 def _mark_active(path: Path) -> None:
     """Hold this run's lock in ``<anchors>.active/`` (once per process; nothing on a
     read-only cache)."""
@@ -274,10 +279,10 @@ def _mark_active(path: Path) -> None:
 
     if str(path) in _HELD:
         return
+    mine = _active_dir(path) / _run_id()
     try:
-        d = path.with_name(path.name + ".active")
-        d.mkdir(parents=True, exist_ok=True)
-        fh = open(d / _run_id(), "a")  # noqa: SIM115 - held for the life of the process
+        mine.parent.mkdir(parents=True, exist_ok=True)
+        fh = open(mine, "a")  # noqa: SIM115 - held for the life of the process
     except OSError:
         return
     try:
@@ -289,7 +294,7 @@ def _mark_active(path: Path) -> None:
     _HELD[str(path)] = fh
     import atexit
 
-    atexit.register(lambda: (d / _run_id()).unlink(missing_ok=True))
+    atexit.register(mine.unlink, missing_ok=True)
 
 
 def _others_active(path: Path) -> bool:
@@ -297,10 +302,9 @@ def _others_active(path: Path) -> bool:
     that ended are removed on the way)."""
     import fcntl
 
-    d = path.with_name(path.name + ".active")
     me = os.environ.get(RUN_ID_ENV, "")
     try:
-        entries = [p for p in d.iterdir() if p.name != me and p.is_file()]
+        entries = [p for p in _active_dir(path).iterdir() if p.name != me and p.is_file()]
     except OSError:
         return False
     for p in entries:

@@ -198,13 +198,14 @@ def _save_or_clean(est, out: Path, model_files) -> None:
     is not refused for a folder holding a half-written model, and the failure is one line."""
     from costmodels.errors import first_line
     from predictors.base import PredictorError
+    from predictors.persistence import MANIFEST
 
     existed = out.is_dir()
     try:
         est.save(out)
     except Exception as exc:  # noqa: BLE001 - OSError, XGBoostError, SafetensorError ...
-        if not (out / "manifest.json").is_file():
-            for name in (*model_files, "manifest.json.tmp"):
+        if not (out / MANIFEST).is_file():
+            for name in (*model_files, MANIFEST + ".tmp"):
                 (out / name).unlink(missing_ok=True)
             if not existed and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()

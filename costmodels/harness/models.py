@@ -218,14 +218,13 @@ def build_model(name: str, seed: int = 0):
 def generate_models(out_dir: str | Path, names: list[str] | None = None, seed: int = 0
                     ) -> list[Path]:
     """Write the zoo (or ``names`` of it) as ``OUT_DIR/NAME.onnx``; returns the paths."""
+    from costmodels.tables import atomic_output
 
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     paths = []
     for name in names or list(ZOO):
         path = out / f"{name}.onnx"
-        from costmodels.tables import atomic_output
-
         with atomic_output(path, "wb") as fh:
             fh.write(build_model(name, seed).SerializeToString())
         paths.append(path)
