@@ -24,6 +24,7 @@ examples:
   costmodels roofline layers 1462 --backend eyeriss            # HW-NAS-Bench's Eyeriss
   costmodels roofline layers 1462 --backend eyeriss:eyeriss_rs # the physical model
   costmodels roofline layers model.onnx --input-shape 1x3x224x224 --backend fpga
+  costmodels roofline layers resnet18 --space models:my_models/ --backend eyeriss
 """
 
 
@@ -77,7 +78,8 @@ def register(sub) -> None:
 
     e = rsub.add_parser("layers", help="per-layer (per-kernel) breakdown of one network",
                         formatter_class=Formatter, epilog=LAYERS_EPILOG)
-    e.add_argument("model", help="MODEL.onnx, a NAS-Bench-201 arch string or a standard index")
+    e.add_argument("model", help="MODEL.onnx, or an architecture of --space (NAS-Bench-201: "
+                                 "arch string or standard index; models:DIR: a file's stem)")
     e.add_argument("--backend", default="roofline",
                    help="roofline[:SPEC], eyeriss[:SPEC] or fpga[:SPEC]")
     e.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224")
@@ -128,7 +130,7 @@ def cmd_layers(args: argparse.Namespace) -> int:
         raise InputError(f"--backend {args.backend}: `roofline layers` breaks down an "
                          "analytical model (roofline[:SPEC], eyeriss[:SPEC] or fpga[:SPEC]); "
                          f"for {kind!r} use `costmodels estimate {args.backend}`")
-    net = load_network(args.model, args.dataset, args.batch, args.input_shape)
+    net = load_network(args.model, args.dataset, args.batch, args.input_shape, args.space)
     model = create(args.backend)
     est = model.estimate(net)
     t = Table(title=f"{net.name} on {model.name}")

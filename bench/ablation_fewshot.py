@@ -1,5 +1,8 @@
 """Ablations of the few-shot predictor that were tried and not adopted (issue 15).
 
+At k=5 (``SMALL_K_VARIANTS``, below 8 cells) the shipped blend of the source mix and the
+additive family is scored against the mix alone (the default before it) and other shares.
+
 Same protocol as ``bench_fewshot.py`` (leave-one-out over the reference tables, k random
 cells of the target, seeds averaged, Spearman on all other cells). Each variant changes
 one piece of :mod:`predictors` in this process only (the library is not changed):
@@ -257,6 +260,22 @@ VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
 ]
 
 
+def _small_k_shares(mix: float):
+    """Below 8 cells, the source mix and the additive family in shares ``mix : 1 - mix``."""
+    from predictors import select as S
+
+    return lambda: _patched(S, "SMALL_K_SHARES", {"mix-plain": mix, "additive": 1.0 - mix})
+
+
+# Below 8 cells (scored at k=5; section() runs them beside the k=10 table).
+SMALL_K_VARIANTS: list[tuple[str, str, list[str] | None, Callable]] = [
+    ("k < 8", "as shipped (mix-plain 3 : additive 1, fixed shares)", None, nullcontext),
+    ("k < 8", "mix-plain alone (the default before)", ["mix-plain"], nullcontext),
+    ("k < 8", "mix-plain 1 : additive 1", None, _small_k_shares(0.5)),
+    ("k < 8", "mix-plain 7 : additive 1", None, _small_k_shares(0.875)),
+]
+
+
 # Variants also scored on DCE twins (:func:`_dce_twins`): a device type none of the sources is.
 TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gaussian per source)"),
               ("stack", "as shipped (default families)"),
@@ -268,7 +287,8 @@ TWIN_CHECK = {("additive", "as shipped"), ("additive", "mixture prior (one Gauss
               ("stack", "counts on all three bases"),
               ("stack", "weights shrunk to equal shares"),
               ("stack", "the source mix alone unless counts' LOO error is at most its own"),
-              ("stack", "the source mix alone unless counts' LOO error is at most 1.5 x its own")}
+              ("stack", "the source mix alone unless counts' LOO error is at most 1.5 x its own")
+              } | {(g, label) for g, label, _, _ in SMALL_K_VARIANTS}
 
 
 def _dce_twins(targets):
@@ -312,7 +332,7 @@ def _layerwise(targets):
     return [B._whole_space_target(base, y, f"layerwise-{i}", tables) for i, y in enumerate(ys)]
 
 
-def run(k: int, seeds: int) -> str:
+def run(k: int, seeds: int, variants=None) -> str:
     import glob
 
     import bench_fewshot as B
@@ -327,7 +347,7 @@ def run(k: int, seeds: int) -> str:
     twins = _dce_twins(targets)
     layerwise = _layerwise(targets)
     rows = []
-    for group, label, fams, ctx in VARIANTS:
+    for group, label, fams, ctx in variants or VARIANTS:
         t0 = time.perf_counter()
         params = {"families": fams} if fams else {}
         check = (group, label) in TWIN_CHECK
@@ -349,7 +369,7 @@ def run(k: int, seeds: int) -> str:
     head = ("| family | variant | mean ρ | DCE twins mean ρ | layer-wise accelerators mean ρ | "
             + " | ".join(devices) + " |")
     out = [f"### Few-shot ablations (k={k}, {seeds} seeds, random cells, leave-one-out over "
-           f"{len(devices)} tables; not adopted)", "", head,
+           f"{len(devices)} tables; rows 'as shipped' are the defaults, the others not adopted)", "", head,
            "|" + "---|" * (head.count("|") - 1)]
     for group, label, rho, twin, layer in rows:
         out.append(f"| {group} | {label} | **{np.mean(rho):.4f}** | "
@@ -377,8 +397,10 @@ def run(k: int, seeds: int) -> str:
 
 
 def section(quick: bool = False) -> str:
-    """The ``ablation`` section of ``make bench`` (``--quick``: 2 seeds)."""
-    return run(10, 2 if quick else 5)
+    """The ``ablation`` section of ``make bench`` (``--quick``: 2 seeds): the variants at
+    k=10, then the small-k blends at k=5."""
+    seeds = 2 if quick else 5
+    return run(10, seeds) + "\n" + run(5, seeds, SMALL_K_VARIANTS)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -387,7 +409,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--k", type=int, default=10)
     ap.add_argument("--seeds", type=int, default=5)
     a = ap.parse_args(argv)
-    print(run(a.k, a.seeds))
+    print(run(a.k, a.seeds, SMALL_K_VARIANTS if a.k < 8 else None))
     return 0
 
 

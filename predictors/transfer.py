@@ -113,7 +113,11 @@ def _shrunk_nnls(x: np.ndarray, y: np.ndarray, m: int, lam: float,
     if prior is None:
         prior = np.full(m, 1.0 / m)
     mixed = x[:, :m] @ prior
-    a = float(np.polyfit(mixed, y, 1)[0]) if n > 1 and np.ptp(mixed) > 0 else 1.0
+    a = float(np.polyfit(mixed, y, 1)[0]) if n > 1 and np.ptp(mixed) > 0 else 0.0
+    if a <= 0:
+        # One cell, or cells that rank against the mixed source (two noisy cells can):
+        # its proportional fit, so the shrunk weights keep its ranking instead of none.
+        a = float(mixed @ y) / max(float(mixed @ mixed), 1e-300)
     w0 = np.zeros(x.shape[1])
     w0[:m] = max(a, 0.0) * prior
     reg = np.zeros((m, x.shape[1]))

@@ -257,3 +257,15 @@ def test_a_networks_figure_does_not_depend_on_what_was_estimated_before():
     model = RooflineModel(XEON)
     assert model.estimate(a).latency_ms == fresh_a
     assert model.estimate(b).latency_ms == fresh_b
+
+
+def test_layers_takes_the_network_from_space(capsys):
+    from costmodels.cli import main
+    from costmodels.spaces import get_space
+
+    sp = get_space("fbnet")
+    arch = sp.sample(1, seed=3)[0]
+    net = sp.build_network(arch, "cifar100", 1)
+    assert main(["roofline", "layers", arch, "--space", "fbnet", "--dataset", "cifar100", "--backend", "eyeriss"]) == 0
+    out = capsys.readouterr().out
+    assert net.name in out and "nb201" not in out  # it was NB201 cell 0, whatever --space said

@@ -154,6 +154,12 @@ CASES: list[Case] = [
     C("fewshot-samples-abc", "fewshot --target {d}/good.csv --samples abc -o {d}/c.csv",
       "--samples"),
     C("compare-backend-unknown", "compare --truth {d}/good.csv nope -o {d}/r", "nope"),
+    C("compare-learned-unfitted", "compare --truth {d}/good.csv flops gbdt -o {d}/r", "gbdt",
+      "--train-samples"),
+    C("compare-transfer-no-source", "compare --truth {d}/good.csv flops transfer "
+      "--train-samples 5 -o {d}/r", "transfer", "--source"),
+    C("compare-hybrid-no-prior", "compare --truth {d}/good.csv hybrid --train-samples 5 "
+      "-o {d}/r", "hybrid", "--prior"),
     C("compare-models-missing", "compare --truth {d}/good.csv flops --models {d}/nomodels "
       "-o {d}/r", "nomodels"),
     C("tvm-tasks-space-unknown", "tvm tasks --space foo", "foo"),

@@ -268,3 +268,22 @@ def test_an_entry_with_a_negative_cv_edited_in_is_refused(tmp_path):
     assert not (tmp_path / "out.csv").exists()
     with pytest.raises(ModelFileError, match="cv -1"):  # estimate reads values() too
         LookupTable(bad).estimate(nb201.build_network(ARCHS[0]))
+
+
+def test_merge_carries_the_points_kernel_lists(tmp_path):
+    """A point's kernel list is what refit sums its LUT values over: a merge that moved the
+    point without it left the point out of every refit (``lut merge --refit``)."""
+    from measure.lut.calibrate import point_kernels, record_point_kernels, refit
+
+    a, _ = make_lut(tmp_path / "a.sqlite", archs=ARCHS)
+    b, _ = make_lut(tmp_path / "b.sqlite", archs=ARCHS)
+    keys = [k.text for k in kernels(nb201.build_network(ARCHS[1]), load_rules("ort"))]
+    with LutFile(b) as lut:
+        for i in range(3):  # models of a folder: no NB201 cell to rebuild the list from
+            lut.put_point(CalibrationPoint(f"m{i}", f"model{i}", "cifar10", 1.0 + i))
+            record_point_kernels(lut, f"m{i}", keys[: 3 + i])
+    with LutFile(a) as dst, LutFile(b, readonly=True) as src:
+        assert merge_luts(dst, src)["points"] >= 3
+    with LutFile(a) as lut:
+        assert {f"m{i}" for i in range(3)} <= set(point_kernels(lut))
+        assert refit(lut, terms=("intercept",))["n_points"] >= 3

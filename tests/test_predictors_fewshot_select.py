@@ -38,7 +38,7 @@ def test_prior_power_concentrates_the_mix():
 
 
 def test_default_families_follow_k():
-    assert default_families(5) == ("mix-plain",)
+    assert default_families(5) == ("mix-plain", "additive")
     assert "mix" in default_families(10) and "gbdt" not in default_families(10)
     assert "counts" in default_families(10) and "counts" in default_families(100)
     assert "gbdt" not in default_families(20) and "gbdt" in default_families(100)
@@ -49,7 +49,8 @@ def test_small_k_fit_reports_its_cv_score(devices):
     y = 0.6 * lat[cells, 0] + 0.3 * lat[cells, 2]
     m = FewShotModel().use_matrix(lat, ["a", "b", "c"])
     m.fit_arrays(cells[:5], x[:5], y[:5])
-    assert m.report_["chosen"] == {"mix-plain": 1.0}
+    assert m.report_["chosen"] == {"mix-plain": 0.75, "additive": 0.25}  # fixed below 8 cells
+    assert set(m.report_["cv_log_mse"]) == {"mix-plain", "additive"}
     assert np.isfinite(m.report_["cv_log_mse_final"])
     rho = metrics.spearman(y[5:], m.predict_arrays(cells[5:], x[5:]))
     assert rho > 0.95
@@ -239,3 +240,16 @@ def test_inverse_error_shares():
     np.testing.assert_allclose(inverse_error_shares(np.array([3.0, 3.0, 3.0]), 1.0), 1 / 3)
     exact = inverse_error_shares(np.array([0.0, 0.5]), 2.0)
     assert np.isfinite(exact).all() and exact[0] > 0.999 and np.isclose(exact.sum(), 1)
+
+
+def test_two_cells_that_rank_against_the_sources_still_give_a_ranking(devices):
+    lat, cells, x = devices
+    y = lat[cells, 0].copy()
+    a, b = np.argmin(y[:20]), np.argmax(y[:20])
+    train = np.array([a, b])
+    yt = y[train][::-1].copy()  # the slower cell measured faster: a negative slope
+    m = FewShotModel(families=("mix-plain",)).use_matrix(lat, ["a", "b", "c"])
+    m.fit_arrays(cells[train], x[train], yt)
+    pred = m.predict_arrays(cells, x)
+    assert np.ptp(pred) > 0  # before: every source weight 0, one value for every cell
+    assert metrics.spearman(y, pred) > 0.5

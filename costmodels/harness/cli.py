@@ -26,9 +26,10 @@ examples:
 
 A BACKEND is a registry spec (see `costmodels backends`: flops, params, lut:PATH,
 roofline:SPEC, eyeriss, fpga, gbdt:DIR, gnn:DIR, measure:ort) or a latency-table
-CSV measured elsewhere. gbdt, gnn, transfer and hybrid (GBDT correcting the
---prior estimators) without :DIR are fitted on --train-samples rows; with --train-samples, flops and params are fitted too
-(slope + intercept) and every backend is scored on the remaining rows only.
+CSV measured elsewhere. gbdt, gnn, transfer, fewshot (both from --source tables) and
+hybrid (GBDT correcting the --prior estimators) without :DIR are fitted on
+--train-samples rows; with --train-samples, flops and params are fitted too (slope +
+intercept) and every backend is scored on the remaining rows only.
 Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 """
 
@@ -61,7 +62,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="scored and shown but never recommended (a model of other hardware; "
                         "need not be listed as a backend too); repeatable")
     p.add_argument("--curve", action="append", default=[], metavar="CURVE.csv",
-                   help="few-shot curve CSV (k,seed,spearman,...) to plot; repeatable")
+                   help="few-shot curve CSV to plot (as `costmodels fewshot -o` writes it, "
+                        "or one row per k and seed: k,seed,spearman,...); repeatable")
     p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
     p.add_argument("--models-truth", default="measure:ort", metavar="SPEC",
                    help="backend that measures the --models networks")
@@ -107,6 +109,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     # A --reference-only backend is scored (shown, never recommended) even when it is not
     # also listed as a backend.
     backends = list(args.backends) + [b for b in args.reference_only if b not in args.backends]
+    _check_fitting_options(backends, args)
     alone = [b for b in backends if b in ("gbdt", "gnn")]
     if alone and args.train_samples and args.train_samples < 20:
         print(f"warning: --train-samples {args.train_samples}: {', '.join(alone)} learn from "
@@ -127,6 +130,28 @@ def cmd_compare(args: argparse.Namespace) -> int:
     print(f"error: no backend estimated any cell of {args.truth}"
           + (f"; first error: {first}" if first else ""), file=sys.stderr)
     return 1
+
+
+def _check_fitting_options(backends: list[str], args: argparse.Namespace) -> None:
+    """A learned backend given by name is fitted here: without what its fit needs it is the
+    user's mistake (one line, exit 2, before any work), not a backend that failed."""
+    from costmodels.errors import InputError
+    from costmodels.registry import LEARNED_BACKENDS
+
+    for b in backends:
+        if b not in LEARNED_BACKENDS:
+            continue
+        if not args.train_samples:
+            raise InputError(f"{b} is fitted by compare on measured rows: give --train-samples "
+                             f"K, or a fitted model as {b}:DIR (`costmodels fit {b}` makes one)")
+        if b in ("transfer", "fewshot") and not args.source:
+            raise InputError(f"{b} is fitted from other devices' latency tables of these "
+                             "networks: give --source TABLE.csv (repeatable), or a fitted "
+                             f"model as {b}:DIR")
+        if b == "hybrid" and not args.prior:
+            raise InputError("hybrid corrects other estimators: give --prior SPEC (repeatable, "
+                             "e.g. --prior roofline --prior lut:LUT.sqlite), or a fitted model "
+                             "as hybrid:DIR")
 
 
 def cmd_gen_models(args: argparse.Namespace) -> int:

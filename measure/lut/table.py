@@ -438,8 +438,11 @@ def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str
         if a.get(name) and b.get(name) and a.get(name) != b.get(name):
             raise ModelFileError(f"cannot merge {src.path} into {dst.path}: measured on another "
                                  f"device ({name} {b.get(name)!r} vs {a.get(name)!r})")
+    from measure.lut.calibrate import KERNELS_META, point_kernels
+
     try:  # everything of src read (and decoded) before dst is written at all
         entries, points, rows = list(src.entries()), list(src.points()), src.index_rows()
+        kernels = point_kernels(src)
     except ModelFileError:
         raise
     except (ValueError, TypeError, KeyError) as exc:
@@ -450,6 +453,9 @@ def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str
     new_points = [p for p in points if p.name not in have]
     for p in new_points:
         dst.put_point(p)
+    moved = {p.name: kernels[p.name] for p in new_points if p.name in kernels}
+    if moved:  # the kernel lists refit sums a point's LUT values over
+        dst.set_meta(KERNELS_META, json.dumps({**point_kernels(dst), **moved}, sort_keys=True))
     stats["points"] = len(new_points)
     with dst._db.transaction() as con:
         con.executemany("INSERT OR IGNORE INTO space_index VALUES (?,?,?,?,?,?)", rows)
