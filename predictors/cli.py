@@ -34,7 +34,9 @@ Each model loads with the backend of its name (gbdt:DIR, hybrid:DIR, gnn:DIR,
 transfer:DIR, fewshot:DIR); a directory holding another class is refused with
 the name to use. transfer and fewshot need --source: tables of the same space (NB201 cells by
 index; FBNet and models:DIR by arch_str, and only networks the sources list);
-hybrid needs --prior, whose files must still exist where they were.
+hybrid needs --prior; the fit stores file arguments as absolute paths (a bare
+`roofline`: the spec it loads now), the files must stay there, and a load warns
+when one has changed since the fit.
 """
 
 FEWSHOT_EPILOG = """\

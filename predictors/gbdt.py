@@ -16,6 +16,8 @@ linear base, with 1,000 mostly trees.
 
 from __future__ import annotations
 
+import os
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -122,6 +124,11 @@ class GBDTModel(Predictor):
         margin = None
         if self.prior:
             self.priors_ = None
+            # What each prior spec names now (a path made absolute, a bare `roofline` the
+            # spec it loads here) and the bytes of its files: a saved hybrid reads these,
+            # not whatever the spec would name in another folder or after a recalibration.
+            self.prior_pinned_ = [pin_prior(spec) for spec in self.prior]
+            self.prior_sha256_ = prior_files_sha256(self.prior_pinned_)
             est = np.c_[self._prior_estimates(nets), np.ones(len(y))]
             # The blend minimises the *relative* error (rows divided by the latency): the
             # trees then fit log latency, where a fast network's 10% counts like a slow
@@ -141,7 +148,7 @@ class GBDTModel(Predictor):
         if getattr(self, "priors_", None) is None:
             from costmodels.registry import create
 
-            self.priors_ = [create(spec) for spec in self.prior]
+            self.priors_ = [create(spec) for spec in getattr(self, "prior_pinned_", self.prior)]
         return self.priors_
 
     def _prior_estimates(self, nets: Sequence[Network]) -> np.ndarray:
@@ -193,11 +200,12 @@ class GBDTModel(Predictor):
             arrays["prior_coef"] = self.prior_coef_
         P.save_arrays(d / "arrays.npz", arrays)
         params = self.get_params()
-        params["prior"] = list(self.prior)
+        params["prior"] = list(getattr(self, "prior_pinned_", self.prior))
+        state = ({"prior_sha256": getattr(self, "prior_sha256_", {})} if self.prior else None)
         P.write_manifest(d, self.class_name(), params, libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
                          trained_on=getattr(self, "trained_on_", None),
-                         device=self.device_, files=("model.json", "arrays.npz"))
+                         device=self.device_, files=("model.json", "arrays.npz"), state=state)
         return d
 
     @classmethod
@@ -227,7 +235,49 @@ class GBDTModel(Predictor):
                     f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
                     f"created here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                     "); put those files back or fit the model again") from None
+            stored = (doc.get("state") or {}).get("prior_sha256")
+            if isinstance(stored, dict):
+                changed = [f for f, h in stored.items()
+                           if not Path(f).is_file() or P.file_sha256(Path(f)) != h]
+                if changed:
+                    print(f"warning: {d}: the prior file {changed[0]} changed since this model "
+                          "was fitted (its bytes differ); its estimates move with it. Fit the "
+                          "model again to learn the correction to it as it is now",
+                          file=sys.stderr)
         return P.finish_restore(model, doc)
+
+
+def pin_prior(spec: str) -> str:
+    """``spec`` as it resolves here and now: a file argument made absolute (a query such
+    as ``?best-effort`` kept), a bare ``roofline`` the spec it loads (the local calibrated
+    spec, else the generic one). Shipped spec names and other arguments stay as given."""
+    from costmodels.registry import split_spec
+
+    name, arg = split_spec(spec)
+    if name == "roofline" and not arg:
+        from analytical.roofline import DEFAULT_SPEC, local_spec_path
+
+        local = local_spec_path()
+        arg = os.path.abspath(local) if local.is_file() else DEFAULT_SPEC
+    if not arg:
+        return spec.strip()
+    base, q, query = arg.partition("?")
+    path = Path(base).expanduser()
+    if path.is_file():
+        arg = os.path.abspath(path) + q + query
+    return arg if name == "table" else f"{name}:{arg}"
+
+
+def prior_files_sha256(specs: Sequence[str]) -> dict[str, str]:
+    """{file: sha256 of its bytes} of the files that the pinned ``specs`` read."""
+    from costmodels.registry import split_spec
+
+    out = {}
+    for spec in specs:
+        path = Path((split_spec(spec)[1] or "").partition("?")[0])
+        if path.is_absolute() and path.is_file():
+            out[str(path)] = P.file_sha256(path)
+    return out
 
 
 def load_booster(path: Path, params: dict):

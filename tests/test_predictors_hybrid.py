@@ -67,3 +67,30 @@ def test_fit_hybrid_cli(tmp_path, capsys):
     assert load(str(out)).prior == [PRIOR]
     assert main(["fit", "hybrid", "--train", str(TRUTH), "-o", str(tmp_path / "x")]) == 2
     assert "needs prior estimators: --prior" in capsys.readouterr().err
+
+
+def test_a_saved_hybrid_reads_the_prior_files_it_was_fitted_with(data, tmp_path, monkeypatch,
+                                                                    capsys):
+    """A relative prior path is pinned at the fit: loaded from another folder, the model
+    reads the same file, not one of that name there; a prior file whose bytes changed since
+    is named in a warning (its estimates move with it)."""
+    nets, y = data
+    specs = ROOT / "analytical" / "specs"
+    fit_dir, other = tmp_path / "fit", tmp_path / "other"
+    fit_dir.mkdir()
+    other.mkdir()
+    shutil.copy(specs / "xeon_2c.toml", fit_dir / "spec.toml")
+    shutil.copy(specs / "x86_generic.toml", other / "spec.toml")  # same name, other numbers
+    monkeypatch.chdir(fit_dir)
+    hyb = make("hybrid", prior=["roofline:spec.toml"]).fit(nets[:30], y[:30])
+    want = hyb.predict(nets[30:60])
+    hyb.save(tmp_path / "m")
+    monkeypatch.chdir(other)
+    again = load(str(tmp_path / "m"))
+    assert again.prior == [f"roofline:{fit_dir / 'spec.toml'}"]
+    np.testing.assert_array_equal(again.predict(nets[30:60]), want)
+    assert "changed" not in capsys.readouterr().err
+    with open(fit_dir / "spec.toml", "a") as fh:
+        fh.write("\n# edited after the fit\n")
+    load(str(tmp_path / "m"))
+    assert f"prior file {fit_dir / 'spec.toml'} changed" in capsys.readouterr().err
