@@ -88,6 +88,25 @@ def test_partial_coverage_is_recorded_not_raised(truth):
     assert res.ranked()[-1] is bad
 
 
+class PartialSums(BaseCostModel):
+    """Like a best-effort LUT: odd cells get a partial total, flagged as a lower bound."""
+
+    name = "partial-sums"
+
+    def estimate(self, net):
+        odd = net.meta["arch_index"] % 2 == 1
+        return Estimate(net.macs * 1e-7 * (0.5 if odd else 1.0), meta={"lower_bound": odd})
+
+
+def test_lower_bound_totals_are_noted(truth):
+    res = compare(truth, [PartialSums(), "flops"])
+    part, flops = res.results
+    n_odd = int((truth.arch_index % 2 == 1).sum())
+    assert part.n_covered == len(truth)  # covered, but said to be partial
+    assert f"{n_odd} of {len(truth)} totals are lower bounds" in part.note
+    assert "lower bound" not in flops.note
+
+
 def test_table_backend_with_some_cells(tmp_path, truth):
     part = tmp_path / "other_device.csv"
     write_table(part, truth.arch_index[:30], truth.arch_str[:30], truth.latency_ms[:30] * 2)

@@ -41,6 +41,7 @@ from costmodels.harness.scoring import (  # noqa: F401 - re-exported
     _energy_metrics,
     _first_line,
     estimate_all,
+    lower_bound_note,
     rank,
     split_rows,
 )
@@ -254,7 +255,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             res.name = f"{label} (fit on {len(train_rows)}{with_sources})"
         res.build_measurements = _build_measurements(spec, model,
                                                      len(train_rows) if learned else None)
-        ok, lat, _, res.first_error, secs, energy = estimate_all(model, test_nets)
+        ok, lat, _, res.first_error, secs, energy, partial = estimate_all(model, test_nets)
         secs = _best_time(model, test_nets, secs, res.first_error is None)
         res.n_covered = int(ok.sum())
         res.query_us = secs / len(test_nets) * 1e6 if res.n_covered else math.nan
@@ -263,6 +264,8 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
         res.calibrated = _calibrated(model, [n for n, o in zip(test_nets, ok, strict=True) if o][:1])
         if not res.calibrated and not res.note:
             res.note = "uncalibrated proxy: scale arbitrary, only rank metrics are meaningful"
+        if note := lower_bound_note(partial):
+            res.note = "; ".join(filter(None, (res.note, note)))
         if res.n_covered >= 2:
             res.metrics = metrics.summary(res.y_true, res.y_pred, connected[ok])
             res.metrics.update(_energy_metrics(truth, test_rows[ok], energy[ok]))
@@ -369,7 +372,9 @@ def compare_models(folder: str | Path,
         res.model = model
         if res.build_measurements is None:
             res.build_measurements = _build_measurements(spec, model, None)
-        hit, lat, _, res.first_error, secs, _ = estimate_all(model, scored_nets)
+        hit, lat, _, res.first_error, secs, _, partial = estimate_all(model, scored_nets)
+        if note := lower_bound_note(partial):
+            res.note = "; ".join(filter(None, (res.note, note)))
         secs = _best_time(model, scored_nets, secs, res.first_error is None)
         res.n_covered = int(hit.sum())
         res.query_us = secs / len(scored_nets) * 1e6 if res.n_covered else math.nan

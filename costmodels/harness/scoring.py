@@ -38,6 +38,7 @@ class Estimated(NamedTuple):
     first_error: str | None   # the first of them, with the network's name
     seconds: float            # time spent in the backend
     energy_mj: np.ndarray | None = None  # nan where the backend gave no energy
+    lower_bound: np.ndarray | None = None  # bool: a partial total (meta['lower_bound'])
 
 
 def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
@@ -51,6 +52,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     n = len(nets)
     lat = np.full(n, math.nan)
     energy = np.full(n, math.nan)
+    partial = np.zeros(n, dtype=bool)
     errors: list[str | None] = [None] * n
     each = estimate_each(model, nets, catch=Exception)
     for i, est in enumerate(each.results):
@@ -59,6 +61,7 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
             continue
         lat[i], errors[i] = est.latency_ms, est.meta.get("error")
         energy[i] = math.nan if est.energy_mj is None else est.energy_mj
+        partial[i] = bool(est.meta.get("lower_bound"))
     batch_error = _first_line(each.batch_error) if each.batch_error is not None else None
     seconds = each.seconds
     ok = np.isfinite(lat)
@@ -72,7 +75,14 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
         first = err if err.startswith(f"{name}: ") else f"{name}: {err}"
     if batch_error and first is None:  # only the batched call failed; say so
         first = f"estimate_many failed ({batch_error}); estimated one by one"
-    return Estimated(ok, lat, errors, first, seconds, energy)
+    return Estimated(ok, lat, errors, first, seconds, energy, partial & ok)
+
+
+def lower_bound_note(partial: np.ndarray) -> str:
+    """The report's note on totals that are lower bounds (a best-effort LUT's partial sums)."""
+    n = int(partial.sum())
+    return (f"{n} of {len(partial)} totals are lower bounds (kernels missing from the LUT, "
+            "best-effort): those cells are scored low") if n else ""
 
 
 def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,
