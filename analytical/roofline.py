@@ -216,7 +216,15 @@ class RooflineModel(BaseCostModel):
 
 
 def from_spec(arg: str | None) -> RooflineModel:
-    """Registry factory: ``roofline`` (local calibrated spec, else x86_generic) or ``roofline:SPEC``."""
+    """Registry factory: ``roofline`` (local calibrated spec, else x86_generic) or ``roofline:SPEC``
+    (``roofline:local``, the name a calibrated spec reports: that spec, which must exist)."""
+    if arg == "local" and not Path(arg).exists():
+        local = local_spec_path()
+        if not local.is_file():
+            from analytical.specs import SpecError
+            raise SpecError(f"roofline:local is this machine's calibrated spec, {local}, and it "
+                            "does not exist yet: run `costmodels roofline calibrate`")
+        arg = str(local)
     if not arg:
         local = local_spec_path()
         if local.exists() and not local.is_file():  # absent: not calibrated yet (generic)

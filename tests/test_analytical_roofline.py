@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -269,3 +270,25 @@ def test_layers_takes_the_network_from_space(capsys):
     assert main(["roofline", "layers", arch, "--space", "fbnet", "--dataset", "cifar100", "--backend", "eyeriss"]) == 0
     out = capsys.readouterr().out
     assert net.name in out and "nb201" not in out  # it was NB201 cell 0, whatever --space said
+
+
+def test_roofline_local_names_the_calibrated_spec(tmp_path, monkeypatch):
+    """``estimate roofline`` labels its backend ``roofline:local`` with a calibrated spec:
+    that label is a spec too."""
+    import shutil
+
+    from analytical.roofline import LOCAL_SPEC_ENV
+    from analytical.specs import SpecError
+    from costmodels.registry import create
+
+    local = tmp_path / "local.toml"
+    monkeypatch.setenv(LOCAL_SPEC_ENV, str(local))
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SpecError, match="roofline calibrate"):
+        create("roofline:local")
+    shutil.copy(Path(__file__).resolve().parents[1] / "analytical" / "specs" / "xeon_2c.toml",
+                local)
+    net = nb201.build_network(1835)
+    assert (create("roofline:local").estimate(net).latency_ms
+            == create("roofline").estimate(net).latency_ms
+            == create(f"roofline:{local}").estimate(net).latency_ms)
