@@ -213,9 +213,16 @@ def cmd_import(args: argparse.Namespace) -> int:
 
     entries = read_csv(args.csv)
     with _open_for_write(args.db, args.runtime, args.rules) as lut:
+        baseline = any(k.startswith("Null|") for k in lut.keys())
         stats = merge_entries(lut, entries, args.policy)
     print(f"{args.db}: {stats['added']} added, {stats['replaced']} replaced, {stats['kept']} "
           f"kept from {args.csv}", file=sys.stderr)
+    if baseline and not any(e.key.startswith("Null|") for e in entries):
+        print(f"note: {args.db} holds an empty-run baseline (Null| entries, as `lut build` "
+              "measures): its values are one-kernel session times, and each estimate takes the "
+              f"baseline off them; {args.csv}'s values are read the same way. Kernel times "
+              "from another tool belong in a new LUT, where they count as they are",
+              file=sys.stderr)
     return 0
 
 
@@ -232,7 +239,10 @@ def cmd_merge(args: argparse.Namespace) -> int:
         if args.refit:
             from measure.lut.calibrate import refit
 
-            refit(dst)
+            c = refit(dst)
+            print(f"{args.into}: " + (f"calibration refit on {c['n_points']} points"
+                                      if c else "no usable calibration point to refit on"),
+                  file=sys.stderr)
     return 0
 
 
@@ -295,7 +305,11 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_show)
 
     p = lsub.add_parser("export", help="write the entries as CSV", formatter_class=Formatter,
-                        epilog="examples:\n  costmodels lut export lut.sqlite -o lut.csv")
+                        epilog="examples:\n  costmodels lut export lut.sqlite -o lut.csv\n"
+                               "The CSV holds the kernel entries (raw one-kernel medians, the "
+                               "empty-run Null| entries\nincluded), not the calibration: a LUT "
+                               "imported from it estimates uncalibrated until\n`lut build "
+                               "--calibrate N` measures points for `lut refit`.")
     p.add_argument("lut", metavar="LUT", help="LUT file")
     p.add_argument("-o", "--output", required=True, help="CSV path")
     p.set_defaults(func=cmd_export)
@@ -303,7 +317,12 @@ def register(sub) -> None:
     p = lsub.add_parser("import", help="read entries from a CSV (the export form) into a LUT",
                         formatter_class=Formatter, epilog=(
                             "examples:\n  costmodels lut import lut.csv --db other.sqlite "
-                            "--runtime ort   # e.g. from another tool"))
+                            "--runtime ort   # e.g. from another tool\n"
+                            "median_ms is read in the LUT's convention: in a LUT with an "
+                            "empty-run baseline\n(Null| entries: every `lut build`, every "
+                            "export of one) a value is a one-kernel session\ntime and the "
+                            "baseline is taken off it; in a LUT without one (a new file) it is "
+                            "the\nkernel's time as it is."))
     p.add_argument("csv", help="CSV with at least key,median_ms")
     p.add_argument("--db", required=True, help="LUT file (created if missing)")
     p.add_argument("--runtime", default="ort", help="runtime the times were measured with")
