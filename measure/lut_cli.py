@@ -73,8 +73,9 @@ def cmd_build(args: argparse.Namespace) -> int:
              "not built, below)" if rep.uncostable else f"{rep.networks} networks")
     print(f"wrote {args.db}: {rep.unique_kernels} unique kernels in {built} "
           f"of {space.spec} ({rules.name} rules), {rep.measured} measured, {rep.reused} reused, "
-          f"{len(rep.failed)} failed, {len(rep.noisy)} of the measured noisy (CV > "
-          f"{config.max_cv}; `lut show` counts the whole LUT); "
+          f"{len(rep.failed)} failed, {len(rep.noisy)} of the measured noisy (round-to-round "
+          f"CV > {config.max_cv}; `lut show`'s cv column is the spread of all its timed runs, "
+          "and it counts the whole LUT); "
           f"{dt:.1f} s", file=sys.stderr)
     if rep.calibration:
         c = rep.calibration
