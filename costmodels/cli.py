@@ -453,6 +453,7 @@ def cmd_spaces(args: argparse.Namespace) -> int:
 def cmd_estimate(args: argparse.Namespace) -> int:
     import math
 
+    from costmodels.baselines import ProxyModel
     from costmodels.interface import estimate_each
     from costmodels.registry import create
     from costmodels.tables import write_table
@@ -510,6 +511,11 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {len(archs) - bad} of {len(archs)} architectures with "
           f"{model.name} in {dt:.1f} s{' (with energy_mj)' if has_energy else ''}",
           file=sys.stderr)
+    if isinstance(model, ProxyModel) and not model.is_fitted():
+        unit = "MMACs" if model.proxy == "macs" else "millions of parameters"
+        print(f"note: {model.name} is a proxy, not a latency: its latency_ms column holds "
+              f"{unit}, good for ranking only (compare --train-samples K fits it to ms)",
+              file=sys.stderr)
     if bad:
         first = next(e for e in errors if e)
         what = ("error: no architecture could be estimated" if bad == len(archs) else

@@ -245,9 +245,12 @@ def _normalise(raw: dict[str, str], cols: list[str], name: str = "costmodels.lut
 def _refuse_foreign(path: Path, schema: Schema, name: str, tables: set[str], views: set[str],
                     user_version: int) -> None:
     if name.startswith(SCHEMA_PREFIX) or name.startswith("costmodels-"):
-        use = " (a block LUT: use it as blocklut:PATH)" if "blocklut" in name else ""
+        use = (" (a block LUT: estimate and compare read it as blocklut:PATH)"
+               if "blocklut" in name else "")
+        # the schema's hint says how to make a file of this kind: not what this one needs
         raise ModelFileError(f"{path}: is a costmodels file of another kind ({name!r}){use}, "
-                             f"not a {schema.what}; the file was not modified; {schema.hint}")
+                             f"not a {schema.what}; the file was not modified; pass a "
+                             f"{schema.what} here")
     found = []
     if tables:
         found.append(f"tables: {', '.join(sorted(tables))}")

@@ -7,8 +7,10 @@ candidates are ranked by a *consensus* latency -- the geometric mean of the
 source devices' latencies scaled to a common mean when source tables are given,
 else MACs -- and cut into k equal-count bins; from each bin the candidate
 farthest (standardised compact features) from those already chosen is taken,
-out of a few drawn with the seed. Extremes of the range are always covered,
-which is what a linear transfer fit needs.
+out of a few drawn with the seed. The lowest and the highest bin each give a
+cell, so both ends of the range are covered (by a cell of the fastest and of the
+slowest k-th, not necessarily the extreme cells), which is what a linear
+transfer fit needs.
 
 ``active``: asks for the most informative next cell for a source mix, one at a
 time: among a seeded pool of candidates, the cell farthest (greedy max-min)
