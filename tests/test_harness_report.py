@@ -240,3 +240,19 @@ def test_tables_of_one_machine_under_two_names_are_one_device(tmp_path):
     assert _in_sample(model, nets, "f_truth100", "xeon-2c") == 0
     (tmp_path / "bad.fingerprint.json").write_text("{ not json")
     assert sidecar_device(tmp_path / "bad.csv") == "" == sidecar_device(tmp_path / "none.csv")
+
+
+def test_energy_metrics_reach_report_md(tmp_path):
+    from costmodels.spaces import nb201
+    from costmodels.tables import read_table, write_table
+
+    idx = nb201.SPACE.sample(12, 1)
+    nets = [nb201.build_network(i) for i in idx]
+    write_table(tmp_path / "nb201_e.csv", idx, [nb201.SPACE[i] for i in idx],
+                [n.macs * 1e-7 for n in nets], [n.macs * 2e-9 + 0.01 for n in nets])
+    res = compare(read_table(tmp_path / "nb201_e.csv"), ["eyeriss", "flops"])
+    report.write_report(res, tmp_path / "r")
+    text = (tmp_path / "r" / "report.md").read_text()
+    assert "Energy (the truth table has `energy_mj`" in text
+    energy = text[text.index("Energy (the truth"):]
+    assert "| eyeriss |" in energy and "| flops |" not in energy.split("\n\n")[1]

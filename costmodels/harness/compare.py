@@ -382,6 +382,7 @@ def compare_models(folder: str | Path,
         res.y_true, res.y_pred = truth_ms[scored][hit], lat[hit]
         res.calibrated = _calibrated(model, [n for n, h in zip(scored_nets, hit, strict=True) if h][:1])
         if res.n_covered >= 2:
+            # a quarter, not summary's 5%: of a dozen models that is one (the report says so)
             res.metrics = metrics.summary(res.y_true, res.y_pred, k=max(1, res.n_covered // 4))
         results.append(res)
     return ModelsResult(str(folder), truth if isinstance(truth, str) else _spec_name(truth),

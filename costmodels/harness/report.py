@@ -584,12 +584,26 @@ def _models_section(models: ModelsResult, figure: Path | None,
             preds.append(_f(d[i], ".3g") if i in d else "—")
         rows.append([name, f"{models.macs[i] / 1e6:.1f}", _f(models.truth_ms[i], ".3f")] + preds)
     lines += [_md_table(head, rows), ""]
-    lines += [_md_table(COLUMNS, table_rows(models)), ""]
+    lines += [_md_table(COLUMNS, table_rows(models)), "",
+              "Top-k here: k = a quarter of the models (5% of a dozen models would be one, and "
+              "a top-1 overlap is all or nothing).", ""]
     for name, err in models.truth_errors.items():
         lines.append(f"- truth failed on {name}: {err}")
     if figure:
         lines += ["", f"![measured vs estimated on generated models]({figure.name})", ""]
     return lines
+
+
+def _energy_lines(ranked: Sequence[BackendResult]) -> list[str]:
+    """A table of the energy metrics, for backends that estimated energy where the truth
+    has ``energy_mj`` (nothing otherwise)."""
+    have = [r for r in ranked if not math.isnan(r.metric("energy_kendall"))]
+    if not have:
+        return []
+    rows = [[r.name, f"{r.metric('energy_kendall'):.3f}", f"{r.metric('energy_spearman'):.3f}",
+             f"{r.metric('energy_mape'):.1f}"] for r in have]
+    return ["", "Energy (the truth table has `energy_mj`; backends that estimate energy):", "",
+            _md_table(["backend", "Kendall τ", "Spearman", "MAPE %"], rows)]
 
 
 def write_report(result: ComparisonResult, out_dir: str | Path, *,
@@ -630,6 +644,7 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
               f"- protocol: {mode}", "",
               "## Ranking (by Kendall τ; backends with full coverage first)", "", _md_table(COLUMNS, table_rows(result)), ""]
     lines += [f"- {line}" for line in _footnotes(result.results)]
+    lines += _energy_lines(ranked)
     if result.build_errors:
         first = next(iter(result.build_errors.items()))
         lines.append(f"- {len(result.build_errors)} truth row(s) could not be built as networks "
