@@ -392,7 +392,9 @@ class FewShotModel(Predictor):
         self.candidates_ = [(fam, self._candidate(fam).fit(idx, x, y))
                             for fam, w in zip(fams, weights, strict=True) if w > 0]
         self.weights_ = weights[weights > 0]
-        self.report_ = {"strategy": self.strategy, "families": list(fams),
+        strategy = (f"fixed shares below {MIN_K_RESIDUAL} cells"
+                    if self._fixed_shares(fams, k) else self.strategy)
+        self.report_ = {"strategy": strategy, "families": list(fams),
                         "priors": self.priors, "priors_used": self.priors_used_,
                         "priors_loo_rms": self.priors_rms_,
                         "cv": "loo" if k <= SMALL_K else "5-fold",
@@ -408,11 +410,15 @@ class FewShotModel(Predictor):
         self._mark_fitted(k)
         return self
 
+    def _fixed_shares(self, fams, k: int) -> bool:
+        """Whether the default small-k families take :data:`SMALL_K_SHARES` (not the stack)."""
+        return (self.strategy == "stack" and not self.families and k < MIN_K_RESIDUAL
+                and tuple(fams) == tuple(SMALL_K_SHARES))
+
     def _weights(self, fams, oof, y, cv) -> np.ndarray:
         m = len(fams)
         equal = np.full(m, 1.0 / m)
-        if (self.strategy == "stack" and not self.families and len(y) < MIN_K_RESIDUAL
-                and tuple(fams) == tuple(SMALL_K_SHARES)):
+        if self._fixed_shares(fams, len(y)):
             return np.array([SMALL_K_SHARES[f] for f in fams])
         if not cv or self.strategy == "average":
             return equal
