@@ -68,10 +68,15 @@ def _domain(nets: Sequence[Network]) -> dict[str, list]:
             "batches": sorted({int(_meta(n, "batch", 1) or 1) for n in nets})}
 
 
-def training_domain(nets: Sequence[Network]) -> dict[str, list]:
-    """What a model was fitted on, for the manifest: :func:`_domain` of the networks and
-    each network's name (``arch_str``) in order."""
-    return {**_domain(nets), "archs": [str(_meta(n, "arch_str", None) or n.name) for n in nets]}
+def training_domain(nets: Sequence[Network], latencies_ms: Sequence[float] | None = None
+                    ) -> dict[str, list]:
+    """What a model was fitted on, for the manifest: :func:`_domain` of the networks, each
+    network's name (``arch_str``) in order and, given, its measured latency (ms): with them
+    ``compare`` tells a table the model was fitted on by its values, whatever its name."""
+    out = {**_domain(nets), "archs": [str(_meta(n, "arch_str", None) or n.name) for n in nets]}
+    if latencies_ms is not None:
+        out["latency_ms"] = [float(v) for v in latencies_ms]
+    return out
 
 
 class Predictor(BaseCostModel):
@@ -118,9 +123,10 @@ class Predictor(BaseCostModel):
         self.training_data_sha256_ = data_sha256
         self._fitted = True
 
-    def _note_training(self, nets: Sequence[Network]) -> None:
+    def _note_training(self, nets: Sequence[Network], latencies_ms: Sequence[float] | None = None
+                       ) -> None:
         """Record :func:`training_domain` of the training networks (saved in the manifest)."""
-        self.trained_on_ = training_domain(nets)
+        self.trained_on_ = training_domain(nets, latencies_ms)
         self._domain_warned = False
 
     def _check_domain(self, nets: Sequence[Network]) -> None:

@@ -140,7 +140,7 @@ class GBDTModel(Predictor):
             self.base_floor_ms_ = float(np.min(y)) / 2
             margin = self._blend(est)
         self.fit_features(F.features(nets), y, P.data_hash(nets, y), margin=margin)
-        self._note_training(nets)
+        self._note_training(nets, y)
         return self
 
     # ------------------------------------------------------------------ analytical prior

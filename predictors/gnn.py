@@ -212,7 +212,7 @@ class GNNModel(Predictor):
                         break
             self.module_.eval()
         self._mark_fitted(n, P.data_hash(nets, y))
-        self._note_training(nets)
+        self._note_training(nets, y)
         return self
 
     def predict(self, nets: Sequence[Network]) -> np.ndarray:

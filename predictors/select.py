@@ -366,7 +366,7 @@ class FewShotModel(Predictor):
         self.batch_ = int(nets[0].meta.get("batch", 1))
         self.fit_arrays(idx, F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
-        self._note_training(nets)
+        self._note_training(nets, y)
         return self
 
     def fit_arrays(self, idx: np.ndarray, x: np.ndarray, y: np.ndarray) -> FewShotModel:

@@ -375,7 +375,7 @@ class TransferModel(Predictor):
         self.use_tables(tables, Rows.for_networks(nets, tables))
         self.fit_arrays(self.rows_.index(nets), F.features(nets), y)
         self.training_data_sha256_ = P.data_hash(nets, y)
-        self._note_training(nets)
+        self._note_training(nets, y)
         return self
 
     def use_tables(self, tables: Sequence[LatencyTable], rows: Rows | None = None

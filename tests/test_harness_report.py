@@ -204,6 +204,25 @@ def test_a_model_of_another_device_is_out_of_sample():
     assert _in_sample(model, nets, "epyc-2c") == 0
 
 
+def test_rows_cut_from_the_truth_under_another_name_are_in_sample():
+    """A model fitted on rows copied out of the truth table (another file name, no sidecar)
+    is told by its training latencies: equal to every digit on those cells."""
+    from types import SimpleNamespace
+
+    import numpy as np
+
+    from costmodels.harness.compare import _in_sample
+    from costmodels.spaces import nb201
+
+    nets = [nb201.build_network(i, "cifar10") for i in (1, 2, 3)]
+    seen = {"archs": [nb201.SPACE[1], nb201.SPACE[2]], "datasets": ["cifar10"], "batches": [1],
+            "latency_ms": [1.2345678, 2.5]}
+    model = SimpleNamespace(trained_on_=seen, device_="train10")
+    assert _in_sample(model, nets, "truth", "", np.array([1.2345678, 2.5, 3.0])) == 2
+    assert _in_sample(model, nets, "truth", "", np.array([1.2345679, 2.6, 3.0])) == 0
+    assert _in_sample(model, nets, "truth") == 0  # no truth figures given: names decide
+
+
 def test_advice_on_one_cell_and_on_a_tie_with_the_proxy(tmp_path):
     truth = make_truth(tmp_path / "nb201_fake.csv", n=60)
     res = compare(truth, ["flops", "eyeriss"])

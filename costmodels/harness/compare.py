@@ -100,30 +100,42 @@ class BackendResult:
 
 
 def _in_sample(model: Any, nets: Sequence[Network], device: str = "",
-               measured_on: str = "") -> int:
+               measured_on: str = "", truth_ms: np.ndarray | None = None) -> int:
     """How many of ``nets`` a saved learned model was fitted on (its manifest's training
     networks, by ``arch_str``, dataset and batch) on this ``device`` (the truth's; a model
     fitted on another device's table is scored out of sample); 0 for anything else.
 
     Table names are file stems, so two tables of one machine may differ in name
     (``truth.csv``, ``truth100.csv``): where both the truth's sidecar (``measured_on``) and
-    the manifest name the machine that measured them, that decides instead."""
+    the manifest name the machine that measured them, that decides instead. Where neither
+    does, a network whose truth latency (``truth_ms``, aligned with ``nets``) is exactly the
+    one the model was fitted with counts too: rows cut from this very table under another
+    name (another device's measurement does not repeat a figure to every digit)."""
     seen = getattr(model, "trained_on_", None)
-    fitted_for = str(getattr(model, "device_", "") or "")
-    fitted_on = str(seen.get("measured_on") or "") if isinstance(seen, dict) else ""
-    if measured_on and fitted_on:
-        if measured_on != fitted_on:
-            return 0
-    elif device and fitted_for and fitted_for != device:
-        return 0
-    archs = set(seen.get("archs") or ()) if isinstance(seen, dict) else set()
-    if not archs:
+    if not isinstance(seen, dict) or not seen.get("archs"):
         return 0
     datasets = {str(d) for d in seen.get("datasets") or ()}
     batches = {int(b) for b in seen.get("batches") or ()}
-    return sum(1 for n in nets if str(n.meta.get("arch_str") or n.name) in archs
-               and (not datasets or str(n.meta.get("dataset")) in datasets)
-               and (not batches or int(n.meta.get("batch", 1) or 1) in batches))
+
+    def key(n: Network) -> str | None:
+        if datasets and str(n.meta.get("dataset")) not in datasets:
+            return None
+        if batches and int(n.meta.get("batch", 1) or 1) not in batches:
+            return None
+        return str(n.meta.get("arch_str") or n.name)
+
+    fitted_for = str(getattr(model, "device_", "") or "")
+    fitted_on = str(seen.get("measured_on") or "")
+    same = (measured_on == fitted_on if measured_on and fitted_on
+            else not (device and fitted_for and fitted_for != device))
+    if same:
+        archs = set(seen["archs"])
+        return sum(1 for n in nets if key(n) in archs)
+    lat = seen.get("latency_ms")
+    if truth_ms is None or not isinstance(lat, list) or len(lat) != len(seen["archs"]):
+        return 0
+    fitted = {(a, float(v)) for a, v in zip(seen["archs"], lat, strict=True)}
+    return sum(1 for n, t in zip(nets, truth_ms, strict=True) if (key(n), float(t)) in fitted)
 
 
 @dataclass
@@ -246,7 +258,8 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             continue
         res.model = model
         res.in_sample = _in_sample(model, test_nets, truth.device,
-                                   sidecar_device(truth.source) if truth.source else "")
+                                   sidecar_device(truth.source) if truth.source else "",
+                                   y_true_all)
         if res.in_sample:
             res.note = (f"fitted on {res.in_sample} of the {len(test_nets)} scored cells "
                         "(in-sample: its errors are optimistic); left out of the advice")
