@@ -332,6 +332,26 @@ def _layerwise(targets):
     return [B._whole_space_target(base, y, f"layerwise-{i}", tables) for i, y in enumerate(ys)]
 
 
+def _oracle(targets, k: int, seeds: int) -> list[float]:
+    """Per target, the mean over seeds of the best Spearman any one default family scores
+    on the same k random cells: what choosing among the families could reach at most."""
+    from costmodels.harness import metrics
+    from predictors import fewshot as FS
+    from predictors import sampling
+    from predictors.select import default_families
+
+    out = []
+    for t in targets:
+        best = []
+        for seed in range(seeds):
+            train = sampling.select("random", k, seed, t.x, t.source_lat)
+            test = np.setdiff1d(np.arange(len(t.y)), train)
+            best.append(max(metrics.spearman(t.y[test], FS._fit_predict(
+                "fewshot", t, train, test, seed, {"families": [f]})) for f in default_families(k)))
+        out.append(float(np.mean(best)))
+    return out
+
+
 def run(k: int, seeds: int, variants=None) -> str:
     import glob
 
@@ -366,6 +386,12 @@ def run(k: int, seeds: int, variants=None) -> str:
         rows.append((group, label, rho, twin, layer))
         print(f"{group} / {label}: mean {np.mean(rho):.4f} ({time.perf_counter() - t0:.0f} s)",
               file=sys.stderr)
+    if variants is None:
+        t0 = time.perf_counter()
+        rows.append(("bound", "oracle: the best single default family per device and seed, "
+                     "picked on the scored cells (no fit can choose so)",
+                     _oracle(targets, k, seeds), None, None))
+        print(f"oracle ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     head = ("| family | variant | mean ρ | DCE twins mean ρ | layer-wise accelerators mean ρ | "
             + " | ".join(devices) + " |")
     out = [f"### Few-shot ablations (k={k}, {seeds} seeds, random cells, leave-one-out over "
