@@ -65,9 +65,10 @@ def conv_time(shape: ConvShape, spec: FpgaSpec) -> LayerTime:
     n, M, N, g, H, W, R, S, E, F, U = shape
     tm, tn = spec.unroll_out_channels, spec.unroll_in_channels
     b = spec.data_bits / 8
-    tr = np.array(sorted({math.ceil(E / k) for k in range(1, E + 1)}), dtype=np.float64)
-    tc = np.array(sorted({math.ceil(F / k) for k in range(1, F + 1)}), dtype=np.float64)
-    tr, tc = (a.ravel() for a in np.meshgrid(tr, tc, indexing="ij"))
+    # A tile fits only if its outputs do: tr * tc <= limit. Larger candidates are never
+    # chosen, and listing them took O(E) time and O(E * F) memory (a 2^31-row map hung).
+    limit = max(1, int(spec.bram_bytes * spec.bram_usable_fraction / (2 * b) // min(tm, M)))
+    tr, tc = _tile_pairs(_tile_sizes(E, limit), _tile_sizes(F, limit), limit)
     in_tile = min(tn, N) * ((tr - 1) * U + R) * ((tc - 1) * U + S)
     w_tile = min(tm, M) * min(tn, N) * R * S
     out_tile = min(tm, M) * tr * tc
@@ -86,6 +87,21 @@ def conv_time(shape: ConvShape, spec: FpgaSpec) -> LayerTime:
     util = macs / (float(compute[i]) * tm * tn)
     return LayerTime("array", float(compute[i]), float(ddr[i]), bram, macs, 0.0,
                      (("Tm", tm), ("Tn", tn), ("Tr", int(tr[i])), ("Tc", int(tc[i]))), util)
+
+
+def _tile_sizes(extent: int, limit: int) -> np.ndarray:
+    """The distinct ``ceil(extent / k)``, k = 1..extent (the tile sizes that split the
+    extent evenly into k tiles), up to ``limit``; 1 is always one."""
+    v = np.arange(1, max(1, min(extent, limit)) + 1, dtype=np.int64)
+    return v[-(-extent // (-(-extent // v))) == v]
+
+
+def _tile_pairs(trs: np.ndarray, tcs: np.ndarray, limit: int) -> tuple[np.ndarray, np.ndarray]:
+    """Every (tr, tc) of the two sorted candidate lists with tr * tc <= limit, as floats."""
+    counts = np.searchsorted(tcs, limit // trs, side="right")
+    tr = np.repeat(trs, counts)
+    tc = tcs[np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)]
+    return tr.astype(np.float64), tc.astype(np.float64)
 
 
 def vector_time(layer: Layer, spec: FpgaSpec) -> LayerTime:

@@ -258,7 +258,7 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
         if node.op_type in CONTROL_FLOW_OPS:
             raise UnsupportedOperator(_node_name(node, i), node.op_type, source)
         try:
-            onnx.defs.get_schema(node.op_type, opset, "")
+            schema = onnx.defs.get_schema(node.op_type, opset, "")
         except onnx.defs.SchemaError:  # not an ONNX op at this opset: shapes cannot be inferred
             since = _first_opset(node.op_type)
             raise UnsupportedOperator(
@@ -268,6 +268,22 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
                 + ": a runtime's own op, as an ONNX Runtime-optimized model has; import the "
                   "model as exported" + (f", or export it at opset {since} or later"
                                          if since else "")) from None
+        _check_attribute_types(node, _node_name(node, i), schema, source)
+
+
+def _check_attribute_types(node: Any, name: str, schema: Any, source: str) -> None:
+    """Each attribute of the type the operator's schema (at the model's opset) declares:
+    ONNX Runtime refuses another, and the costing code would fail on it unnamed."""
+    from onnx import AttributeProto
+
+    for a in node.attribute:
+        want = schema.attributes.get(a.name)
+        if want is not None and a.type != int(want.type):
+            kind = AttributeProto.AttributeType.Name
+            raise OnnxImportError(
+                f"{source}: node {name!r} ({node.op_type}): attribute {a.name!r} is "
+                f"{kind(a.type)}, the operator declares {kind(int(want.type))} (ONNX Runtime "
+                "refuses it); export the model again")
 
 
 def _first_opset(op: str) -> int | None:

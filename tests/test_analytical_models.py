@@ -197,3 +197,20 @@ def test_imported_onnx_model(request, tiny_onnx, model_name):
     net = import_onnx(tiny_onnx)
     est = request.getfixturevalue(model_name).estimate(net)
     assert est.latency_ms > 0 and all(lc.latency_ms >= 0 for lc in est.per_layer)
+
+
+def test_fpga_tile_candidates_are_the_even_splits_up_to_the_bram_bound():
+    """The candidate tile sizes are the distinct ceil(E / k), found without looping over E
+    (a 2^31-row feature map hung the FPGA model) and without pairs whose outputs overflow
+    the BRAM (tr * tc above the bound never fit)."""
+    from analytical.fpga import _tile_pairs, _tile_sizes
+
+    for extent in (1, 2, 7, 32, 97, 224):
+        brute = sorted({-(-extent // k) for k in range(1, extent + 1)})
+        assert _tile_sizes(extent, 10**9).tolist() == brute
+        assert _tile_sizes(extent, 10).tolist() == [v for v in brute if v <= 10]
+    huge = _tile_sizes(2**31, 5000)
+    assert huge[0] == 1 and huge[-1] <= 5000 and len(huge) <= 5000
+    tr, tc = _tile_pairs(_tile_sizes(56, 300), _tile_sizes(56, 300), 300)
+    pairs = {(a, b) for a in _tile_sizes(56, 300) for b in _tile_sizes(56, 300) if a * b <= 300}
+    assert set(zip(tr.astype(int).tolist(), tc.astype(int).tolist(), strict=True)) == pairs

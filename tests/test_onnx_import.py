@@ -323,6 +323,20 @@ def test_a_conv_whose_groups_and_channels_do_not_fit_is_named(group, w_shape):
         import_onnx(m)
 
 
+@pytest.mark.parametrize("attr", [
+    helper.make_attribute("dilations", numpy_helper.from_array(np.ones(2, np.int64))),
+    helper.make_attribute("group", [1, 1]),
+    helper.make_attribute("strides", 2.0)])
+def test_an_attribute_of_another_type_than_its_operator_declares_is_named(attr):
+    node = helper.make_node("Conv", ["x", "w"], ["y"], name="convt")
+    node.attribute.append(attr)
+    m = _model([node], [_vi("x", [1, 3, 16, 16])], [_vi("y", [1, 4, 14, 14])],
+               [_w("w", (4, 3, 3, 3))])
+    with pytest.raises(OnnxImportError, match=rf"'convt' \(Conv\): attribute '{attr.name}' "
+                                              "is .*, the operator declares INT"):
+        import_onnx(m)
+
+
 def test_an_ir_version_newer_than_onnx_reads_is_named():
     m = _model([helper.make_node("Relu", ["x"], ["y"], name="r")],
                [_vi("x", [1, 3])], [_vi("y", [1, 3])])
