@@ -122,6 +122,21 @@ def write_fingerprint(db: str, rep, config, rules, space: str, dataset: str | No
     return str(out)
 
 
+def _rules_name(path: str, text: str) -> str | None:
+    """The name of a LUT's stored fusion rules (meta 'rules', JSON), the file refused by
+    name when that is not what costmodels wrote."""
+    from costmodels.errors import ModelFileError
+
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        doc = None
+    if not isinstance(doc, dict):
+        raise ModelFileError(f"{path}: its meta 'rules' is not the fusion rules' JSON (edited "
+                             "by hand, or corrupt); rebuild the LUT")
+    return doc.get("name")
+
+
 def cmd_show(args: argparse.Namespace) -> int:
     from measure.lut.table import LutFile
 
@@ -136,7 +151,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     cvs = sorted(e.cv for e in ok if not math.isnan(e.cv))
     doc = {
         "path": args.lut, "runtime": meta.get("runtime"), "schema_version":
-        version, "rules": json.loads(meta.get("rules", "{}")).get("name"),
+        version, "rules": _rules_name(args.lut, meta.get("rules", "{}")),
         "rules_hash": meta.get("rules_hash"), "device": fp.get("cpu_model"),
         "cores": fp.get("cores"), "runtime_version": fp.get("runtime_version"),
         "created_at": meta.get("created_at"), "entries": len(entries),

@@ -287,24 +287,67 @@ class DatabaseFileError(ModelFileError, sqlite3.OperationalError):
     ``OperationalError`` for the code that retries a lock)."""
 
 
+def _file_fault(exc: BaseException) -> bool:
+    """An error of the file or of what it holds (a lock, a full disk, a corrupt page, text
+    that is not UTF-8), not of the statement (a ProgrammingError or IntegrityError is ours)."""
+    return isinstance(exc, sqlite3.OperationalError) or type(exc) in (sqlite3.DatabaseError,
+                                                                       sqlite3.DataError)
+
+
+class _NamedCursor(sqlite3.Cursor):
+    """A cursor whose errors while reading rows (a corrupt page met half-way, a value
+    that does not decode) name the file, as the connection's do."""
+
+    def _named(self, exc: sqlite3.Error) -> BaseException:
+        return self.connection._named(exc) if _file_fault(exc) else exc
+
+    def __next__(self):
+        try:
+            return super().__next__()
+        except sqlite3.Error as exc:
+            raise self._named(exc) from None
+
+    def fetchone(self):
+        try:
+            return super().fetchone()
+        except sqlite3.Error as exc:
+            raise self._named(exc) from None
+
+    def fetchmany(self, size: int | None = None):
+        try:
+            return super().fetchmany(self.arraysize if size is None else size)
+        except sqlite3.Error as exc:
+            raise self._named(exc) from None
+
+    def fetchall(self):
+        try:
+            return super().fetchall()
+        except sqlite3.Error as exc:
+            raise self._named(exc) from None
+
+
 class _NamedConnection(sqlite3.Connection):
     """A connection whose errors name its file and say what to do: a lock another process
     holds past the busy timeout, a table or column that is not ours (a file edited by
-    hand). The file is left as it is."""
+    hand), a corrupt file. The file is left as it is."""
 
     path = ""
     what = "database"
 
     def execute(self, sql, parameters=(), /):
         try:
-            return super().execute(sql, parameters)
-        except sqlite3.OperationalError as exc:
+            return self.cursor(_NamedCursor).execute(sql, parameters)
+        except sqlite3.Error as exc:
+            if not _file_fault(exc) or isinstance(exc, DatabaseFileError):
+                raise
             raise self._named(exc) from None
 
     def executemany(self, sql, parameters, /):
         try:
-            return super().executemany(sql, parameters)
-        except sqlite3.OperationalError as exc:
+            return self.cursor(_NamedCursor).executemany(sql, parameters)
+        except sqlite3.Error as exc:
+            if not _file_fault(exc) or isinstance(exc, DatabaseFileError):
+                raise
             raise self._named(exc) from None
 
     def commit(self):
@@ -313,8 +356,12 @@ class _NamedConnection(sqlite3.Connection):
         except sqlite3.OperationalError as exc:
             raise self._named(exc) from None
 
-    def _named(self, exc: sqlite3.OperationalError) -> DatabaseFileError:
+    def _named(self, exc: sqlite3.Error) -> DatabaseFileError:
         msg = str(exc)
+        if "malformed" in msg or "not a database" in msg or "decode" in msg:
+            return DatabaseFileError(
+                f"{self.path}: this {self.what} is corrupt ({msg}); it was left as it is: "
+                "restore a copy, or rebuild it")
         if "full" in msg or "disk I/O" in msg:
             return DatabaseFileError(
                 f"{self.path}: could not write ({msg}); what was committed before is kept: "

@@ -287,3 +287,43 @@ def test_merge_carries_the_points_kernel_lists(tmp_path):
     with LutFile(a) as lut:
         assert {f"m{i}" for i in range(3)} <= set(point_kernels(lut))
         assert refit(lut, terms=("intercept",))["n_points"] >= 3
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("UPDATE entries SET cv = 'x'", "has cv 'x', not a number"),
+    ("UPDATE entries SET count = 'many'", "has count 'many', not a number"),
+    ("UPDATE entries SET key = CAST(X'436F6E76FF7C' AS TEXT) WHERE rowid = "
+     "(SELECT min(rowid) FROM entries)", "corrupt .*decode"),
+    ("UPDATE meta SET value = '{\"intercept_ms\": \"x\"}' WHERE key = 'calibration'",
+     "calibration .*intercept_ms 'x', not a number"),
+])
+def test_a_stored_value_that_is_not_what_costmodels_writes_is_named(tmp_path, edit, match):
+    """Fields SQLite kept whatever was written into (found by mutation fuzzing: each had been
+    an internal error in `lut show` or `estimate lut:`)."""
+    import sqlite3
+
+    path, _ = make_lut(tmp_path / "a.sqlite", archs=ARCHS[:1])
+    con = sqlite3.connect(path)
+    con.execute("INSERT OR REPLACE INTO meta VALUES ('calibration', '{\"intercept_ms\": 0.1}')")
+    con.execute(edit)
+    con.commit()
+    con.close()
+    before = open(path, "rb").read()
+    with pytest.raises(ModelFileError, match=match):
+        with LutFile(path, readonly=True) as lut:
+            list(lut.entries())
+            lut.calibration  # noqa: B018 - reading it is the check
+    assert open(path, "rb").read() == before
+
+
+def test_a_corrupt_page_is_named_not_an_internal_error(tmp_path):
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    data = bytearray(open(path, "rb").read())
+    page = int.from_bytes(data[16:18], "big")
+    assert len(data) > 3 * page
+    data[page:] = b"\xff" * (len(data) - page)  # every page after the schema's: garbage
+    open(path, "wb").write(bytes(data))
+    with pytest.raises(ModelFileError, match="corrupt|cannot be read"):
+        with LutFile(path, readonly=True) as lut:
+            list(lut.entries())
+            lut.points()

@@ -180,8 +180,26 @@ class LutFile(SchemaFile):
 
     @property
     def calibration(self) -> dict[str, Any]:
+        """The stored overhead fit (:func:`measure.lut.calibrate.fit`'s record), checked: a
+        JSON object whose terms are finite numbers; {} when there is none."""
         text = self.get_meta("calibration")
-        return json.loads(text) if text else {}
+        if not text:
+            return {}
+        try:
+            cal = json.loads(text)
+        except ValueError:
+            cal = None
+        bad = "not a JSON object" if not isinstance(cal, dict) else next(
+            (f"{k} {cal[k]!r}, not a number" for k in ("intercept_ms", "per_kernel_ms", "scale",
+                                                        "n_points", "rmse_ms", "mape")
+             if k in cal and not (isinstance(cal[k], (int, float))
+                                  and not isinstance(cal[k], bool)
+                                  and math.isfinite(cal[k]))), None)
+        if bad:
+            raise ModelFileError(f"{self.path}: its calibration (meta 'calibration') has {bad} "
+                                 "(edited by hand, or corrupt); refit it with `costmodels lut "
+                                 "refit`")
+        return cal
 
     # ------------------------------------------------------------------ entries
     def put(self, entry: Entry) -> None:
@@ -196,11 +214,23 @@ class LutFile(SchemaFile):
     def entries(self) -> Iterator[Entry]:
         cur = self._con.execute("SELECT * FROM entries ORDER BY key")
         for row in cur:
-            yield self._checked(_entry(row))
+            yield self._checked(self._entry(row))
 
     def get(self, key: str) -> Entry | None:
         row = self._con.execute("SELECT * FROM entries WHERE key = ?", (key,)).fetchone()
-        return self._checked(_entry(row)) if row else None
+        return self._checked(self._entry(row)) if row else None
+
+    def _entry(self, row: tuple) -> Entry:
+        """:func:`_entry` of a stored row; the file refused naming the entry and field when a
+        figure is not a number (SQLite keeps whatever was written)."""
+        try:
+            return _entry(row)
+        except ValueError as exc:
+            key = str(row[0])
+            shown = key if len(key) <= 120 else key[:117] + "..."
+            raise ModelFileError(f"{self.path}: entry {shown!r} has {exc} (edited by hand, or "
+                                 "corrupt); rebuild the LUT or `lut import` the entry "
+                                 "again") from None
 
     def _checked(self, e: Entry) -> Entry:
         """``e``, or the file refused naming the entry when a usable one holds what no
@@ -229,7 +259,7 @@ class LutFile(SchemaFile):
         out = {}
         for row in self._con.execute("SELECT * FROM entries WHERE ok = 1 AND median_ms IS "
                                      "NOT NULL"):
-            e = self._checked(_entry(row))
+            e = self._checked(self._entry(row))
             out[e.key] = float(e.median_ms)
         return out
 
@@ -287,11 +317,26 @@ def _num(x: float) -> float | None:
 
 
 def _entry(row: tuple) -> Entry:
-    vals = [math.nan if v is None else v for v in row]
-    return Entry(key=vals[0], ops=vals[1], ok=bool(vals[2]), median_ms=vals[3], p10_ms=vals[4],
-                 p90_ms=vals[5], cv=vals[6], count=int(vals[7]), noisy=bool(vals[8]),
-                 uses=int(vals[9]), error=row[10] or "", source=row[11] or "",
-                 measured_at=row[12] or "")
+    """An :class:`Entry` of a stored row; ``ValueError`` naming the field whose value is not
+    a number (absent figures are NaN)."""
+    names = ("median_ms", "p10_ms", "p90_ms", "cv", "count", "uses")
+
+    def num(i: int, kind: type) -> Any:
+        v = row[i]
+        if v is None and kind is float:
+            return math.nan
+        try:
+            out = kind(v)
+        except (TypeError, ValueError):
+            out = None
+        if out is None or isinstance(v, bytes) or (kind is int and out != v):
+            raise ValueError(f"{names[(3, 4, 5, 6, 7, 9).index(i)]} {v!r}, not a number")
+        return out
+
+    return Entry(key=row[0], ops=row[1], ok=bool(row[2]), median_ms=num(3, float),
+                 p10_ms=num(4, float), p90_ms=num(5, float), cv=num(6, float),
+                 count=num(7, int), noisy=bool(row[8]), uses=num(9, int), error=row[10] or "",
+                 source=row[11] or "", measured_at=row[12] or "")
 
 
 # ----------------------------------------------------------------------------- CSV and merge
