@@ -420,10 +420,13 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"],
             channel_alignment=int(lay.get("channel_alignment", 1)))
         fusion = tuple(
-            FusionRule(r["anchor"], r.get("layout", "any"),
+            FusionRule(_text(r["anchor"], "fusion[].anchor"),
+                       _text(r.get("layout", "any"), "fusion[].layout"),
                        tuple(ChainStep(_op_set(s["op"]), bool(s.get("repeat", False)),
                                        bool(s.get("constant_operand", False)),
-                                       s.get("other_input_layout", ""), s.get("pick", "first"))
+                                       _text(s.get("other_input_layout", ""),
+                                             "fusion[].chain[].other_input_layout"),
+                                       _text(s.get("pick", "first"), "fusion[].chain[].pick"))
                              for s in r.get("chain", ())))
             for r in d.get("fusion", ()))
         cse = d.get("cse") or {}
@@ -452,7 +455,13 @@ def _names(v: Any, field: str) -> frozenset[str]:
 
 
 def _op_set(op: str | list[str]) -> frozenset[str]:
-    return frozenset([op] if isinstance(op, str) else op)
+    return frozenset([op]) if isinstance(op, str) else _names(op, "fusion[].chain[].op")
+
+
+def _text(v: Any, field: str) -> str:
+    if not isinstance(v, str):
+        raise TypeError(f"field {field!r} must be a string, not {v!r:.60}")
+    return v
 
 
 def shipped_rules() -> list[str]:

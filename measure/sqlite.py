@@ -337,6 +337,8 @@ class _NamedConnection(sqlite3.Connection):
     def execute(self, sql, parameters=(), /):
         try:
             return self.cursor(_NamedCursor).execute(sql, parameters)
+        except UnicodeDecodeError as exc:  # a column name in the stored schema
+            raise self._named(exc) from None
         except sqlite3.Error as exc:
             if not _file_fault(exc) or isinstance(exc, DatabaseFileError):
                 raise
@@ -356,7 +358,7 @@ class _NamedConnection(sqlite3.Connection):
         except sqlite3.OperationalError as exc:
             raise self._named(exc) from None
 
-    def _named(self, exc: sqlite3.Error) -> DatabaseFileError:
+    def _named(self, exc: sqlite3.Error | UnicodeDecodeError) -> DatabaseFileError:
         msg = str(exc)
         if "malformed" in msg or "not a database" in msg or "decode" in msg:
             return DatabaseFileError(

@@ -202,7 +202,13 @@ class MeasureStore:
         with self.db.transaction() as con:
             row = con.execute("SELECT windows_json, measured, failed FROM campaigns WHERE id=?",
                               (campaign_id,)).fetchone()
-            windows = json.loads(row[0]) + [window]
+            try:
+                windows = json.loads(row[0]) + [window]
+                row = (row[0], int(_stat({"n": row[1]}, "n")), int(_stat({"n": row[2]}, "n")))
+            except (TypeError, ValueError) as exc:
+                raise ModelFileError(f"{self.path}: campaign {campaign_id} cannot be updated "
+                                     f"({str(exc).splitlines()[0]}); edited by hand or corrupt: "
+                                     "what was measured is stored; use another --db") from None
             drifts = [w["drift"] for w in windows if w.get("drift") is not None]
             refs = [w["reference_drift"] for w in windows if w.get("reference_drift") is not None]
             con.execute("UPDATE campaigns SET windows_json=?, measured=?, failed=?, drift=?, "
@@ -224,7 +230,14 @@ class MeasureStore:
                 con.execute("INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) "
                             "DO NOTHING", (key, repr(float(candidate_ms))))
             row = self.con.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
-        return float(row[0]) if row else None
+        if row is None:
+            return None
+        value = _as_number(row[0])
+        if value is None or not value > 0:
+            raise ModelFileError(f"{self.path}: meta {key!r} is {row[0]!r}, not a time in ms; "
+                                 "edited by hand or corrupt: it was left as it is, use another "
+                                 "--db (or delete that meta row to take a new anchor)")
+        return value
 
     # ------------------------------------------------------------------ reading
     def done_keys(self, config_hash: str, device_hash: str, include_failed: bool = True
@@ -260,7 +273,8 @@ class MeasureStore:
         """:func:`_record`, or an error naming the file and record for one edited by hand."""
         try:
             rec = _record(d)
-        except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError) as exc:
+        except (zlib.error, json.JSONDecodeError, KeyError, TypeError, ValueError,
+                OverflowError) as exc:
             raise ModelFileError(f"{self.path}: measurement {d.get('id')} ({d.get('name')!r}) "
                                  f"cannot be decoded ({type(exc).__name__}: "
                                  f"{str(exc).splitlines()[0] if str(exc) else ''}); edited by "
@@ -282,9 +296,13 @@ class MeasureStore:
         out = []
         for r in cur:
             d = dict(zip(cols, r, strict=True))
-            d["windows"] = json.loads(d.pop("windows_json"))
-            d["meta"] = json.loads(d.pop("meta_json"))
-            out.append(d)
+            try:
+                out.append(_campaign(d))
+            except (KeyError, TypeError, ValueError) as exc:
+                why = f"no column {exc}" if isinstance(exc, KeyError) else str(exc)
+                raise ModelFileError(f"{self.path}: campaign {d.get('id')!r} cannot be decoded "
+                                     f"({why.splitlines()[0]}); edited by hand or corrupt: it "
+                                     "was left as it is, use another --db") from None
         return out
 
     def count(self) -> int:
@@ -320,19 +338,63 @@ class MeasureStore:
         return sum(r.result.ok for r in rows)
 
 
+def _as_number(v: Any) -> float | None:
+    """A stored figure as a float, or None when it is not a number (SQLite keeps text)."""
+    if isinstance(v, bool) or not isinstance(v, (int, float, str)):
+        return None
+    try:
+        return float(v)
+    except ValueError:
+        return None
+
+
+def _stat(d: dict[str, Any], name: str) -> float:
+    """A stored statistic: NaN where absent, ``ValueError`` naming it where not a number."""
+    v = d.get(name)
+    if v is None:
+        return np.nan
+    x = _as_number(v)
+    if x is None:
+        raise ValueError(f"{name} {v!r} is not a number")
+    return x
+
+
 def _record(d: dict[str, Any]) -> StoredMeasurement:
     res = MeasureResult(
-        ok=bool(d["ok"]), **{s: (np.nan if d[s] is None else d[s]) for s in _STATS},
+        ok=bool(d["ok"]), **{s: _stat(d, s) for s in _STATS},
         repeat=d["repeat"], runtime=d["runtime"], noisy=bool(d["noisy"]), error=d["error"],
         times_ms=tuple(unpack_times(d["times_zlib"]).tolist()),
         fingerprint=json.loads(d["fingerprint_json"]), meta=json.loads(d["meta_json"]),
-        rounds=int(d.get("rounds") or (1 if d["ok"] else 0)),
+        rounds=int(_stat(d, "rounds")) if d.get("rounds") else (1 if d["ok"] else 0),
         round_medians_ms=tuple(unpack_times(d.get("round_medians_zlib")).tolist()),
-        round_cv=np.nan if d.get("round_cv") is None else d["round_cv"],
-        corrected_ms=np.nan if d.get("corrected_ms") is None else d["corrected_ms"])
+        round_cv=_stat(d, "round_cv"), corrected_ms=_stat(d, "corrected_ms"))
     net = NetKey(d["net_key"], d["name"], d["arch_str"], d["arch_index"], d["dataset"])
     return StoredMeasurement(d["id"], net, d["config_hash"], d["device_hash"],
                              json.loads(d["config_json"]), res, d["created_at"])
+
+
+def _campaign(d: dict[str, Any]) -> dict[str, Any]:
+    """A campaign row with its windows and meta decoded, its figures checked (``KeyError``
+    for a missing column, ``TypeError``/``ValueError`` naming a field that is not what
+    :meth:`MeasureStore.add_window` writes)."""
+    out = {k: v for k, v in d.items() if k not in ("windows_json", "meta_json")}
+    out["windows"] = json.loads(d["windows_json"])
+    out["meta"] = json.loads(d["meta_json"])
+    if not isinstance(out["windows"], list) or not all(isinstance(w, dict)
+                                                       for w in out["windows"]):
+        raise ValueError("windows_json is not a list of windows")
+    if not isinstance(out["meta"], dict):
+        raise ValueError("meta_json is not an object")
+    for name in ("drift", "reference_drift"):
+        v = d[name]
+        if v is not None and _as_number(v) is None:
+            raise ValueError(f"{name} {v!r} is not a number")
+        out[name] = None if v is None else _as_number(v)
+    for name in ("networks", "measured", "failed"):
+        if _as_number(d[name]) is None:
+            raise ValueError(f"{name} {d[name]!r} is not a number")
+    d["started_at"]  # noqa: B018 - the column must be there (KeyError otherwise)
+    return out
 
 
 def _real(x: float) -> float | None:

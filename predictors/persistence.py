@@ -272,6 +272,13 @@ def read_manifest(model_dir: str | Path, expect: Sequence[str]) -> dict:
     _check_schema(path, doc["feature_schema"])
     _check_libraries(path, doc["libraries"])
     _check_files(d, path, doc["files"])
+    seen = doc.get("trained_on")
+    if isinstance(seen, dict) and all(isinstance(seen.get(k), list)
+                                      for k in ("spaces", "datasets", "batches")) \
+            and not _valid_domain(seen):
+        raise ModelFileError(f"{path}: its trained_on is not what costmodels writes (lists of "
+                             "space and dataset names, batch sizes, architecture names, "
+                             "latencies); fit the model again")
     return doc
 
 
@@ -322,3 +329,19 @@ def finish_restore(model: Any, doc: dict) -> Any:
                                       for k in ("spaces", "datasets", "batches")):
         model.trained_on_ = seen  # older manifests lack it: no domain check then
     return model
+
+
+def _valid_domain(seen: dict) -> bool:
+    """Whether a manifest's ``trained_on`` holds what :func:`predictors.base.training_domain`
+    writes (``archs``, ``latency_ms`` and ``measured_on`` optional: older manifests)."""
+    def items(key: str, kinds: tuple[type, ...], required: bool = True) -> bool:
+        v = seen.get(key)
+        if v is None:
+            return not required
+        return isinstance(v, list) and all(isinstance(x, kinds) and not isinstance(x, bool)
+                                           for x in v)
+
+    return (items("spaces", (str,)) and items("datasets", (str,))
+            and items("batches", (int,)) and items("archs", (str,), required=False)
+            and items("latency_ms", (int, float), required=False)
+            and isinstance(seen.get("measured_on", ""), str))

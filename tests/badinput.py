@@ -361,6 +361,7 @@ def make_fixtures(d: Path) -> None:
     k0, m0 = keys[0]
     (d / "lut_dupkey.csv").write_text(f'key,median_ms\n"{k0}",{m0!r}\n"{k0}",{2 * m0!r}\n')
     (d / "lut_huge.csv").write_text(f'key,median_ms\n"{k0}",1e300\n')
+    (d / "lut_short.csv").write_text(f'key,ops,median_ms\n"{k0}",Conv\n')
     (d / "lut_cv_nan.csv").write_text(f'key,median_ms,cv\n"{k0}",{m0!r},nan\n')
     (d / "short_row.csv").write_text(_table(good[:1]) + f"{good[1][0]},{good[1][1]}\n")
     fb = "|".join(["k3_e1"] * 22)

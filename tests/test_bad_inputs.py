@@ -397,6 +397,8 @@ CASES += [
     C("lut-import-dup-key", "lut import {d}/lut_dupkey.csv --db {d}/new.sqlite",
       "lut_dupkey.csv:3", "again"),
     C("lut-import-huge", "lut import {d}/lut_huge.csv --db {d}/new.sqlite", "lut_huge.csv:2"),
+    C("lut-import-short-row", "lut import {d}/lut_short.csv --db {d}/new.sqlite",
+      "lut_short.csv:2", "fields"),
     C("lut-import-cv-nan", "lut import {d}/lut_cv_nan.csv --db {d}/new.sqlite",
       "lut_cv_nan.csv:2", "finite"),
     C("lut-import-other-rules", "lut import {d}/lut_entries.csv --db {d}/ort.lut.sqlite "

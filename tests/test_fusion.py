@@ -139,6 +139,10 @@ def test_rules_are_data_and_validated(tmp_path):
     assert rules.hash != load_rules("ort").hash
     with pytest.raises(ModelFileError, match="not a costmodels fusion-rules"):
         rules_from_json('{"format": "other"}')
+    doc = json.loads(load_rules("ort").doc)
+    doc["fusion"][0]["anchor"] = ["Conv"]  # a list where an op name goes (found by fuzzing)
+    with pytest.raises(ModelFileError, match="'fusion\\[\\].anchor' must be a string"):
+        rules_from_json(json.dumps(doc))
     with pytest.raises(ModelFileError, match="no fusion rules named 'nosuchruntime'"):
         load_rules("nosuchruntime")
     with pytest.raises(ModelFileError, match="cannot read"):

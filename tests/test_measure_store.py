@@ -136,3 +136,43 @@ def test_job_that_cannot_build_its_model_is_a_failure(tmp_path):
     with MeasureStore(tmp_path / "runs.sqlite") as store:
         s = run_campaign([job], FAST, store, show_progress=False)
     assert s.failed == 1 and "bogus" in s.records[0].result.error
+
+
+def _store_with_a_campaign(path):
+    res = MeasureResult.from_times([1.0, 2.0, 3.0], "ort", fingerprint={"cpu_model": "x"})
+    key = NetKey("abc", "net", "|skip_connect~0|+|none~0|none~1|+|none~0|none~1|none~2|", 7,
+                 "cifar10")
+    with MeasureStore(path) as store:
+        store.put(key, FAST, "c", "d", res)
+        cid = store.start_campaign("c", "d", 1)
+        store.add_window(cid, {"drift": 0.01, "reference_drift": 0.02}, 1, 0)
+        assert store.reference_anchor("c", "d", 1.5) == 1.5
+
+
+@pytest.mark.parametrize("edit, match", [
+    ("ALTER TABLE campaigns DROP COLUMN drift", "campaign 1 .*no column 'drift'"),
+    ("UPDATE campaigns SET windows_json = '{not json'", "campaign 1 cannot be decoded"),
+    ("UPDATE campaigns SET windows_json = 'null'", "windows_json is not a list"),
+    ("UPDATE campaigns SET reference_drift = 'x'", "reference_drift 'x' is not a number"),
+    ("UPDATE measurements SET round_cv = 'x'", "measurement 1 .*round_cv 'x' is not a number"),
+    ("UPDATE measurements SET median_ms = 'abc'", "median_ms 'abc' is not a number"),
+    ("UPDATE measurements SET rounds = 9e999", "measurement 1 .*OverflowError"),
+    ("UPDATE meta SET value = 'x' WHERE key LIKE 'reference_anchor:%'",
+     "meta 'reference_anchor:.*' is 'x', not a time"),
+])
+def test_a_store_field_edited_by_hand_is_named(tmp_path, edit, match):
+    """What mutation fuzzing found: each had been an internal error in measure-quality or a
+    resumed measure-space. The file is left as it is."""
+    path = tmp_path / "runs.sqlite"
+    _store_with_a_campaign(path)
+    con = sqlite3.connect(path)
+    con.execute(edit)
+    con.commit()
+    con.close()
+    before = path.read_bytes()
+    with pytest.raises(ModelFileError, match=match):
+        with MeasureStore(path, readonly=True) as store:
+            store.records()
+            store.campaigns()
+            store.reference_anchor("c", "d")
+    assert path.read_bytes() == before

@@ -201,3 +201,19 @@ def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, co
     out = tmp_path / "o.csv"
     assert main(["estimate", f"gbdt:{saved_gbdt}", "--sample", "2", "-o", str(out)]) == 1
     assert match in capsys.readouterr().err
+
+
+def test_a_trained_on_of_another_shape_is_refused(tmp_path, data):
+    """A manifest whose trained_on holds a list where a batch size goes (checksum resealed,
+    as an editor who knows the format would): refused by name, not an internal error."""
+    from predictors import persistence as P
+
+    nets, y = data
+    make("gbdt", n_estimators=5).fit(nets[:20], y[:20]).save(tmp_path / "g")
+    path = tmp_path / "g" / "manifest.json"
+    doc = json.loads(path.read_text())
+    doc["trained_on"]["batches"] = [[1]]
+    doc["manifest_sha256"] = P._canonical_sha256(doc)
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ModelFileError, match="trained_on is not what costmodels writes"):
+        create(f"gbdt:{tmp_path / 'g'}")

@@ -378,6 +378,10 @@ def read_csv(path: str | Path) -> list[Entry]:
     seen: dict[str, int] = {}
     for line, row in rows:
         try:
+            given = sum(row.get(c) is not None for c in cols)
+            if given < len(cols):  # csv gives None for the fields a short row lacks
+                raise ValueError(f"the row has {given} fields, the header {len(cols)} (a "
+                                 "field missing, or a quote left open)")
             key = parse_key(row["key"])
             med = float(row["median_ms"])
             if not math.isfinite(med) or med <= 0 or med > MAX_KERNEL_MS:
