@@ -204,7 +204,8 @@ class MeasureStore:
                               (campaign_id,)).fetchone()
             try:
                 windows = json.loads(row[0]) + [window]
-                row = (row[0], int(_stat({"n": row[1]}, "n")), int(_stat({"n": row[2]}, "n")))
+                counts = {"measured": row[1], "failed": row[2]}
+                row = (row[0], *(int(_stat(counts, k)) for k in counts))
             except (TypeError, ValueError) as exc:
                 raise ModelFileError(f"{self.path}: campaign {campaign_id} cannot be updated "
                                      f"({str(exc).splitlines()[0]}); edited by hand or corrupt: "
