@@ -294,36 +294,24 @@ def _file_fault(exc: BaseException) -> bool:
                                                                        sqlite3.DataError)
 
 
+def _naming(method: Callable) -> Callable:
+    """``method`` of a cursor, with the file's errors named by its connection."""
+    def wrapped(self, *args):
+        try:
+            return method(self, *args)
+        except sqlite3.Error as exc:
+            raise (self.connection._named(exc) if _file_fault(exc) else exc) from None
+    return wrapped
+
+
 class _NamedCursor(sqlite3.Cursor):
     """A cursor whose errors while reading rows (a corrupt page met half-way, a value
     that does not decode) name the file, as the connection's do."""
 
-    def _named(self, exc: sqlite3.Error) -> BaseException:
-        return self.connection._named(exc) if _file_fault(exc) else exc
-
-    def __next__(self):
-        try:
-            return super().__next__()
-        except sqlite3.Error as exc:
-            raise self._named(exc) from None
-
-    def fetchone(self):
-        try:
-            return super().fetchone()
-        except sqlite3.Error as exc:
-            raise self._named(exc) from None
-
-    def fetchmany(self, size: int | None = None):
-        try:
-            return super().fetchmany(self.arraysize if size is None else size)
-        except sqlite3.Error as exc:
-            raise self._named(exc) from None
-
-    def fetchall(self):
-        try:
-            return super().fetchall()
-        except sqlite3.Error as exc:
-            raise self._named(exc) from None
+    __next__ = _naming(sqlite3.Cursor.__next__)
+    fetchone = _naming(sqlite3.Cursor.fetchone)
+    fetchmany = _naming(sqlite3.Cursor.fetchmany)
+    fetchall = _naming(sqlite3.Cursor.fetchall)
 
 
 class _NamedConnection(sqlite3.Connection):
