@@ -257,7 +257,7 @@ def open_space(args: argparse.Namespace):
 def selected_archs(args: argparse.Namespace):
     """``(space, arch_strs)`` chosen by --space / --archs / --sample (all by default)."""
     space = open_space(args)
-    if getattr(args, "archs", None):
+    if getattr(args, "archs", None) is not None:  # '' is a mistake, not "all of them"
         return space, read_arch_list(args.archs, space)
     if getattr(args, "sample", None):
         return space, space.sample(args.sample, args.seed)

@@ -85,8 +85,8 @@ def read_sidecar(path: str | Path) -> dict:
     it: device, space, dataset, batch, ...), or {}; never an error."""
     import json
 
-    side = sidecar_path(path)
     try:
+        side = sidecar_path(path)  # ValueError for a path with no name ('', '.')
         if not side.is_file() or side.stat().st_size > 1 << 20:
             return {}
         doc = json.loads(side.read_text(encoding="utf-8"))
@@ -155,6 +155,8 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
     ``required`` columns are checked before any row is read (a file that is not a table
     at all is reported as such, not by its first odd row).
     """
+    if not str(path).strip():
+        raise TableError(f"an empty path given for the {what} CSV file")
     try:
         data = Path(path).read_bytes()
     except IsADirectoryError:

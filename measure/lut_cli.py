@@ -49,7 +49,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     check_output(args.db, "--db", text=False)
     config = config_from_args(args)
     rules = load_rules(args.rules or config.runtime)
-    if not args.archs and not args.sample:
+    if args.archs is None and not args.sample:
         from costmodels.cli import open_space
 
         space = open_space(args)

@@ -48,9 +48,9 @@ def _networks(args: argparse.Namespace):
     from costmodels.spaces import onnx_for
     from measure.tune import covering_archs
 
-    if getattr(args, "archs", None) or getattr(args, "sample", None):
+    if getattr(args, "archs", None) is not None or getattr(args, "sample", None):
         space, archs = selected_archs(args)
-        how = {"how": "--archs" if args.archs else f"--sample {args.sample} --seed {args.seed}"}
+        how = {"how": "--archs" if args.archs is not None else f"--sample {args.sample} --seed {args.seed}"}
     else:
         space = open_space(args)
         archs, how = covering_archs(space)

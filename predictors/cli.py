@@ -306,8 +306,8 @@ def cmd_select(args: argparse.Namespace) -> int:
     out = check_output(args.output, "-o")
     space = open_space(args)
     tables = [read_table(s, duplicates="mean", space=space) for s in args.source]
-    if args.archs or args.sample or not tables:
-        if not tables and space.spec == "fbnet" and not (args.archs or args.sample):
+    if args.archs is not None or args.sample or not tables:
+        if not tables and space.spec == "fbnet" and not (args.archs is not None or args.sample):
             raise PredictorError("FBNet has 9^22 architectures: give the candidates with "
                                  "--archs FILE.csv (or --sample N), or --source tables")
         _, archs = selected_archs(args)

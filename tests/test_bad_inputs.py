@@ -154,6 +154,8 @@ CASES: list[Case] = [
     C("fewshot-samples-abc", "fewshot --target {d}/good.csv --samples abc -o {d}/c.csv",
       "--samples"),
     C("compare-backend-unknown", "compare --truth {d}/good.csv nope -o {d}/r", "nope"),
+    C("compare-truth-empty-path", "compare --truth '' eyeriss -o {d}/r", "empty path"),
+    C("estimate-archs-empty-path", "estimate flops --archs '' -o {d}/e.csv", "empty path"),
     C("compare-learned-unfitted", "compare --truth {d}/good.csv flops gbdt -o {d}/r", "gbdt",
       "--train-samples"),
     C("compare-transfer-no-source", "compare --truth {d}/good.csv flops transfer "
