@@ -48,7 +48,7 @@ def cpu_choice(text: str) -> str | int:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args, positive_int
+    from costmodels.cli import Formatter, add_space_args, needs_command, positive_int
 
     p = sub.add_parser("roofline", help="analytical models: calibrate, list specs, explain layers",
                        formatter_class=Formatter, epilog=(
@@ -85,7 +85,7 @@ def register(sub) -> None:
     e.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224")
     add_space_args(e, archs=False)
     e.set_defaults(func=cmd_layers)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_command(p))
 
 
 def cmd_calibrate(args: argparse.Namespace) -> int:

@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from costmodels.errors import CostModelError
+from costmodels.errors import CostModelError, special_file
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -277,7 +277,9 @@ def resolve_spec_path(name_or_path: str) -> Path:
     p = Path(os.path.expanduser(name_or_path))
     if p.suffix == ".toml" or p.exists() or os.sep in name_or_path:
         if not p.is_file():
-            raise SpecError(f"{p}: no such spec file")
+            kind = special_file(p) or ("a folder" if p.is_dir() else None)
+            raise SpecError(f"{p}: is {kind}, not a spec file" if kind else
+                            f"{p}: no such spec file")
         return p
     shipped = spec_dir() / f"{name_or_path}.toml"
     if not shipped.is_file():

@@ -164,6 +164,18 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True)
     return p
 
 
+def needs_command(parser: argparse.ArgumentParser):
+    """The ``func`` of a command group called without one of its commands: one error line
+    listing them, on stderr, exit 2 (as any other usage error)."""
+    def run(args: argparse.Namespace) -> int:
+        choices = next((list(a.choices) for a in parser._actions
+                        if isinstance(a, argparse._SubParsersAction)), [])
+        print(f"error: `{parser.prog}` needs a command: {', '.join(choices)} (see "
+              f"`{parser.prog} --help`)", file=sys.stderr)
+        return 2
+    return run
+
+
 def check_output_dir(path: str | Path, what: str = "output folder",
                      writes: Sequence[str] = ()) -> Path:
     """Fail before any work if folder ``path`` cannot be created or written, or if one of
@@ -172,6 +184,8 @@ def check_output_dir(path: str | Path, what: str = "output folder",
 
     from costmodels.errors import InputError
 
+    if not str(path).strip():
+        raise InputError(f"{what}: an empty path; name the folder")
     p = Path(path)
     if p.exists():
         if not p.is_dir():
@@ -249,7 +263,8 @@ def open_space(args: argparse.Namespace):
         from costmodels.onnx_import import parse_input_shapes
 
         shapes = parse_input_shapes(args.input_shape)
-    space = get_space(getattr(args, "space", "nb201") or "nb201", input_shapes=shapes)
+    spec = getattr(args, "space", None)
+    space = get_space("nb201" if spec is None else spec, input_shapes=shapes)
     args.dataset = space.check_dataset(getattr(args, "dataset", None))
     return space
 
@@ -697,8 +712,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("interrupted before any work", file=sys.stderr)
         return 130
     if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+        return needs_command(parser)(args)
     if sys.stdout is None:  # started with stdout closed (>&-): what it prints goes nowhere
         sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     _Terminated.seen = False

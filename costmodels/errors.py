@@ -104,3 +104,23 @@ def first_line(text: str, limit: int = 400) -> str:
     lines = str(text).strip().splitlines()
     line = lines[0] if lines else ""
     return line if len(line) <= limit else f"{line[:limit // 2]} ... {line[-limit // 2:]}"
+
+
+def special_file(path: object) -> str | None:
+    """What ``path`` is when it exists and is neither a regular file nor a folder ("a
+    device", "a pipe", "a socket"), else None. Readers ask before they open an input: a
+    FIFO blocks the open and /dev/zero never ends (``stat`` does neither)."""
+    import os
+    import stat
+
+    try:
+        mode = os.stat(os.fspath(path)).st_mode  # type: ignore[arg-type]
+    except (OSError, TypeError, ValueError):
+        return None
+    if stat.S_ISREG(mode) or stat.S_ISDIR(mode):
+        return None
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    return "a device"

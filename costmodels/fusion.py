@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
-from costmodels.errors import ModelFileError
+from costmodels.errors import ModelFileError, special_file
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape
 
 RULES_FORMAT = "costmodels-fusion-rules"
@@ -474,6 +474,8 @@ def load_rules(name_or_path: str | Path) -> FusionRules:
     """Shipped rules by name (``"ort"``, ``"tvm"``, ... see :func:`shipped_rules`) or a JSON path."""
     p = Path(name_or_path)
     if p.suffix == ".json" or p.exists():
+        if kind := special_file(p):
+            raise ModelFileError(f"{p}: is {kind}, not a fusion-rules JSON file")
         try:
             text = p.read_text()
         except OSError as exc:

@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from costmodels.errors import OnnxImportError, UnsupportedOperator
+from costmodels.errors import OnnxImportError, UnsupportedOperator, special_file
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
@@ -108,6 +108,9 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
                                   "1x3x224x224") from None
         if any(d <= 0 for d in shape):
             raise OnnxImportError(f"--input-shape {item!r}: dimensions must be positive")
+        if sep and not name.strip():
+            raise OnnxImportError(f"--input-shape {item!r}: the input's name before '=' is "
+                                  "empty; give NAME=DxD... or the dims alone")
         if sep:
             if name in named and named[name] != shape:
                 raise OnnxImportError(f"--input-shape: input {name!r} is given twice "
@@ -131,6 +134,8 @@ def load_model_proto(path: str | os.PathLike[str], ops: bool = True) -> Any:
     runtime is to run, not the IR to cost).
     """
     source = str(path)
+    if kind := special_file(source):
+        raise OnnxImportError(f"{source}: is {kind}, not an ONNX model file")
     try:
         data = Path(source).read_bytes()
     except OSError as exc:

@@ -25,6 +25,7 @@ from costmodels.errors import (
     UnknownArchitecture,
     UnknownBackend,
     short_repr,
+    special_file,
 )
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
@@ -148,6 +149,14 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
 DUPLICATE_POLICIES = ("error", "mean", "first")
 
 
+def _csv(what: str) -> str:
+    return what if what.endswith("CSV") else f"{what} CSV file"
+
+
+def _article(text: str) -> str:
+    return ("an " if text[:1].lower() in "aeiou" else "a ") + text
+
+
 def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
              ) -> tuple[list[str], list[tuple[int, dict]]]:
     """``(header, rows)`` of a CSV; rows are ``(line, dict)``. Bad bytes name file and line.
@@ -156,11 +165,13 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
     at all is reported as such, not by its first odd row).
     """
     if not str(path).strip():
-        raise TableError(f"an empty path given for the {what} CSV file")
+        raise TableError(f"an empty path given for the {_csv(what)}")
+    if kind := special_file(path):
+        raise TableError(f"{path}: is {kind}, not {_article(_csv(what))}")
     try:
         data = Path(path).read_bytes()
     except IsADirectoryError:
-        raise TableError(f"{path}: is a directory, not a {what} CSV file") from None
+        raise TableError(f"{path}: is a directory, not {_article(_csv(what))}") from None
     except OSError as exc:
         raise TableError(f"{path}: cannot read {what}: {exc.strerror}") from None
     try:

@@ -261,8 +261,9 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     if figure == "corrected" and not config.drift_ref:
         from costmodels.errors import InputError
 
-        raise InputError("--figure corrected needs the drift reference, option --figure; "
-                         "drop --no-drift-correct (ONNX Runtime only) or use --figure raw")
+        raise InputError("--figure corrected needs the drift reference, which "
+                         "--no-drift-correct (or a runtime other than ONNX Runtime) turns off; "
+                         "drop --no-drift-correct or use --figure raw")
     if args.window < 1:
         raise _bad("--window", args.window, "an integer >= 1")
     out = check_output(args.output, "latency table (-o)")

@@ -286,7 +286,7 @@ def cmd_refit(args: argparse.Namespace) -> int:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, add_space_args, nonneg_int
+    from costmodels.cli import Formatter, add_space_args, needs_command, nonneg_int
     from measure.cli import add_measure_args
 
     lut = sub.add_parser("lut", help="lookup tables: build, show, export, import, merge",
@@ -365,4 +365,4 @@ def register(sub) -> None:
     p.add_argument("--terms", default="intercept,per_kernel,scale",
                    help="comma-separated terms: intercept, per_kernel, scale")
     p.set_defaults(func=cmd_refit)
-    lut.set_defaults(func=lambda a: (lut.print_help(), 2)[1])
+    lut.set_defaults(func=needs_command(lut))

@@ -385,6 +385,7 @@ class Database:
 
     def __init__(self, path: str | Path, schema: Schema, readonly: bool = False,
                  create_meta: Mapping[str, str] | None = None) -> None:
+        _given(path, schema)
         self.path = Path(path)
         self.schema = schema
         self.readonly = readonly
@@ -539,6 +540,12 @@ def _retry_locked(step: Callable[[], object], timeout_s: float = BUSY_TIMEOUT_S)
             delay = min(delay * 2, 0.2)
 
 
+def _given(path: str | Path, schema: Schema) -> None:
+    """Refuse an empty path: ``Path('')`` is '.', which the errors would name instead."""
+    if not str(path).strip():
+        raise ModelFileError(f"an empty path given for the {schema.what}")
+
+
 class SchemaFile:
     """Base of a costmodels file of one schema (a LUT, a block LUT) opened through
     :class:`Database`: the file is checked (``_check``, refusing without writing) before it
@@ -551,6 +558,7 @@ class SchemaFile:
     _check: Callable[[Path], None]
 
     def __init__(self, path: str | Path, readonly: bool = False) -> None:
+        _given(path, self.schema)
         self.path = Path(path)
         type(self)._check(self.path)
         self._db = Database(self.path, self.schema, readonly=readonly)

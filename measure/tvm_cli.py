@@ -151,8 +151,8 @@ def _positive_float(text: str) -> float:
         v = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0 seconds, got {v}")
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a finite number > 0 of seconds, got {v}")
     return v
 
 
@@ -172,7 +172,7 @@ def _common(p: argparse.ArgumentParser) -> None:
 
 
 def register(sub) -> None:
-    from costmodels.cli import Formatter, nonneg_int, positive_int
+    from costmodels.cli import Formatter, needs_command, nonneg_int, positive_int
 
     p = sub.add_parser("tvm", help="TVM: target, tuning tasks of a space, tune a space once",
                        formatter_class=Formatter, epilog=EPILOG,
@@ -218,4 +218,4 @@ def register(sub) -> None:
     q.add_argument("--timeout", type=_positive_float, default=30.0,
                    help="seconds before one trial's build or run is abandoned")
     q.set_defaults(func=cmd_tune)
-    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+    p.set_defaults(func=needs_command(p))
