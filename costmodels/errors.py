@@ -108,8 +108,9 @@ def first_line(text: str, limit: int = 400) -> str:
 
 def special_file(path: object) -> str | None:
     """What ``path`` is when it exists and is neither a regular file nor a folder ("a
-    device", "a pipe", "a socket"), else None. Readers ask before they open an input: a
-    FIFO blocks the open and /dev/zero never ends (``stat`` does neither)."""
+    device", "a pipe", "a socket"), else None. Readers ask before they open an input:
+    /dev/zero never ends and a terminal waits for typing (``stat`` does neither); a pipe
+    (``--truth /dev/stdin`` fed by a shell) is read, up to :func:`read_capped`'s limit."""
     import os
     import stat
 
@@ -124,3 +125,21 @@ def special_file(path: object) -> str | None:
     if stat.S_ISSOCK(mode):
         return "a socket"
     return "a device"
+
+
+def read_capped(path: object, limit: int, what: str, error: type[Exception]) -> bytes:
+    """The bytes of input ``path``: a regular file's, or up to ``limit`` of a pipe's; a
+    device or a socket, or a pipe that gives more, refused with ``error`` naming it."""
+    from pathlib import Path
+
+    kind = special_file(path)
+    if kind is None:
+        return Path(path).read_bytes()  # type: ignore[arg-type]
+    if kind != "a pipe":
+        raise error(f"{path}: is {kind}, not {what}")
+    with open(path, "rb") as fh:  # type: ignore[arg-type]
+        data = fh.read(limit + 1)
+    if len(data) > limit:
+        raise error(f"{path}: a pipe that gave more than {limit >> 20} MiB, more than "
+                    f"{what} holds; give the file")
+    return data

@@ -55,7 +55,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from costmodels.errors import OnnxImportError, UnsupportedOperator, special_file
+from costmodels.errors import OnnxImportError, UnsupportedOperator, read_capped
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
@@ -134,10 +134,8 @@ def load_model_proto(path: str | os.PathLike[str], ops: bool = True) -> Any:
     runtime is to run, not the IR to cost).
     """
     source = str(path)
-    if kind := special_file(source):
-        raise OnnxImportError(f"{source}: is {kind}, not an ONNX model file")
-    try:
-        data = Path(source).read_bytes()
+    try:  # from a pipe at most protobuf's 2 GiB
+        data = read_capped(source, 2 << 30, "an ONNX model file", OnnxImportError)
     except OSError as exc:
         raise OnnxImportError(f"{source}: cannot read the model file: {exc.strerror}; "
                               "check the path") from None

@@ -24,8 +24,8 @@ from costmodels.errors import (
     TableError,
     UnknownArchitecture,
     UnknownBackend,
+    read_capped,
     short_repr,
-    special_file,
 )
 from costmodels.interface import BaseCostModel, Estimate
 from costmodels.network import Network
@@ -147,6 +147,8 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
 
 
 DUPLICATE_POLICIES = ("error", "mean", "first")
+# The most a table may be when it comes through a pipe (a regular file's size is known).
+PIPE_LIMIT = 256 << 20
 
 
 def _csv(what: str) -> str:
@@ -166,10 +168,8 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
     """
     if not str(path).strip():
         raise TableError(f"an empty path given for the {_csv(what)}")
-    if kind := special_file(path):
-        raise TableError(f"{path}: is {kind}, not {_article(_csv(what))}")
     try:
-        data = Path(path).read_bytes()
+        data = read_capped(path, PIPE_LIMIT, _article(_csv(what)), TableError)
     except IsADirectoryError:
         raise TableError(f"{path}: is a directory, not {_article(_csv(what))}") from None
     except OSError as exc:

@@ -155,3 +155,28 @@ def test_sidecar_mismatch_names_dataset_and_batch(tmp_path):
     assert sidecar_mismatch(tmp_path / "none.csv", "cifar100", 4) == ""  # no sidecar
     (tmp_path / "m.fingerprint.json").write_text(json.dumps({"dataset": None, "batch": 1}))
     assert sidecar_mismatch(tmp_path / "m.csv", None, 1) == ""  # a models:DIR table
+
+
+def test_a_table_through_a_pipe_is_read_a_device_refused(monkeypatch):
+    """``--truth /dev/stdin`` fed by a shell works; /dev/zero (it never ends) is refused
+    before it is read, and a pipe that gives more than a table holds is cut off."""
+    import os
+
+    from costmodels import tables
+    from costmodels.errors import TableError
+    from costmodels.tables import iter_csv
+
+    def pipe(data: bytes) -> str:
+        r, w = os.pipe()
+        os.write(w, data)
+        os.close(w)
+        return f"/dev/fd/{r}"
+
+    cols, rows = iter_csv(pipe(b"arch_index,latency_ms\n3,1.5\n"), "latency table")
+    assert cols == ["arch_index", "latency_ms"] and rows == [(2, {"arch_index": "3",
+                                                                  "latency_ms": "1.5"})]
+    with pytest.raises(TableError, match="/dev/zero: is a device, not a latency table CSV"):
+        iter_csv("/dev/zero", "latency table")
+    monkeypatch.setattr(tables, "PIPE_LIMIT", 16)
+    with pytest.raises(TableError, match="a pipe that gave more than"):
+        iter_csv(pipe(b"arch_index,latency_ms\n" * 4), "latency table")
