@@ -11,6 +11,7 @@ import json
 import math
 import sys
 import time
+from pathlib import Path
 
 LUT_EPILOG = """\
 examples:
@@ -243,8 +244,13 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def cmd_merge(args: argparse.Namespace) -> int:
+    from costmodels.errors import InputError
     from measure.lut.table import LutFile, merge_luts
 
+    for src_path in args.sources:
+        if Path(src_path).resolve() == Path(args.into).resolve():
+            raise InputError(f"lut merge: {src_path} is the --into LUT itself; nothing to merge "
+                             "(nothing was written)")
     with LutFile(args.into) as dst:
         for src_path in args.sources:
             with LutFile(src_path, readonly=True) as src:

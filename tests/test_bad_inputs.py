@@ -411,6 +411,8 @@ CASES += [
     C("lut-import-dup-key", "lut import {d}/lut_dupkey.csv --db {d}/new.sqlite",
       "lut_dupkey.csv:3", "again"),
     C("lut-import-huge", "lut import {d}/lut_huge.csv --db {d}/new.sqlite", "lut_huge.csv:2"),
+    C("lut-merge-into-itself", "lut merge --into {d}/ort.lut.sqlite {d}/./ort.lut.sqlite",
+      "itself"),
     C("lut-import-short-row", "lut import {d}/lut_short.csv --db {d}/new.sqlite",
       "lut_short.csv:2", "fields"),
     C("lut-import-cv-nan", "lut import {d}/lut_cv_nan.csv --db {d}/new.sqlite",
