@@ -225,13 +225,17 @@ def from_spec(arg: str | None) -> RooflineModel:
             raise SpecError(f"roofline:local is this machine's calibrated spec, {local}, and it "
                             "does not exist yet: run `costmodels roofline calibrate`")
         arg = str(local)
-    if not arg:
-        local = local_spec_path()
-        if local.exists() and not local.is_file():  # absent: not calibrated yet (generic)
-            from analytical.specs import SpecError
-            raise SpecError(f"{local} (the local roofline spec, ${LOCAL_SPEC_ENV} or "
-                            f"~/.config/costmodels): {'a folder' if local.is_dir() else 'not a file'}"
-                            f", not a roofline spec; point ${LOCAL_SPEC_ENV} at a TOML that "
-                            "`costmodels roofline calibrate` wrote, or unset it")
-        arg = str(local) if local.is_file() else DEFAULT_SPEC
-    return RooflineModel(load_spec(arg, RooflineSpec))
+    return RooflineModel(load_spec(arg or default_spec(), RooflineSpec))
+
+
+def default_spec() -> str:
+    """The spec a bare ``roofline`` loads: the local calibrated one (its path) when it
+    exists, else :data:`DEFAULT_SPEC`."""
+    local = local_spec_path()
+    if local.exists() and not local.is_file():  # absent: not calibrated yet (generic)
+        from analytical.specs import SpecError
+        raise SpecError(f"{local} (the local roofline spec, ${LOCAL_SPEC_ENV} or "
+                        f"~/.config/costmodels): {'a folder' if local.is_dir() else 'not a file'}"
+                        f", not a roofline spec; point ${LOCAL_SPEC_ENV} at a TOML that "
+                        "`costmodels roofline calibrate` wrote, or unset it")
+    return str(local) if local.is_file() else DEFAULT_SPEC

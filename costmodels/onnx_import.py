@@ -339,9 +339,9 @@ def _check_initializer_sizes(graph: Any, source: str) -> None:
                                   "the model again")
 
 
-def _has_cycle(graph: Any) -> bool:
-    """Whether the nodes' data flow has a cycle (no order runs every node after its inputs)."""
-    producer = {t: i for i, node in enumerate(graph.node) for t in node.output if t}
+def _has_cycle(graph: Any, producer: Mapping[str, int]) -> bool:
+    """Whether the nodes' data flow has a cycle (no order runs every node after its inputs;
+    ``producer``: the node that writes each tensor)."""
     deps = [{producer[t] for t in node.input if t in producer} for node in graph.node]
     state = [0] * len(deps)  # 0 unseen, 1 on the stack, 2 done
     for start in range(len(deps)):
@@ -383,7 +383,7 @@ def _check_wiring(graph: Any, source: str) -> None:
             if t not in known:
                 if t in later:
                     why = (f"which node {_node_name(graph.node[later[t]], later[t])!r} "
-                           "produces later; " + ("the graph has a cycle" if _has_cycle(graph)
+                           "produces later; " + ("the graph has a cycle" if _has_cycle(graph, later)
                                                  else "its nodes are out of order"))
                 else:
                     why = ("which no node, initializer or input produces; the file may be "
@@ -433,6 +433,14 @@ def _node_name(node: Any, i: int) -> str:
 
 
 # ------------------------------------------------------------------ input shapes
+def has_open_dims(vi: Any) -> bool:
+    """Whether a graph input leaves its shape open: none declared, or a dimension that is
+    not a positive size (a name, or unset)."""
+    tt = vi.type.tensor_type
+    return not tt.HasField("shape") or any(
+        not (d.HasField("dim_value") and d.dim_value > 0) for d in tt.shape.dim)
+
+
 def _dims(vi: Any) -> list[int | str | None] | None:
     """An input's declared dimensions; ``[]`` for a scalar, None when no shape is declared."""
     tt = vi.type.tensor_type
@@ -714,11 +722,8 @@ def _uniform_constants(graph: Any) -> set[str]:
     import numpy as np
     from onnx import numpy_helper
 
-    tensors = [(t.name, t) for t in graph.initializer]
-    tensors += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
-                for a in n.attribute if a.name == "value"]
     out = set()
-    for name, t in tensors:
+    for name, t in _stored_tensors(graph):
         if t.data_type not in _PARAM_DTYPES or math.prod(t.dims) <= 1:
             continue
         try:
@@ -790,19 +795,21 @@ def _source_params(graph: Any) -> dict[str, int]:
     return out
 
 
+def _stored_tensors(graph: Any) -> list[tuple[str, Any]]:
+    """``(name, TensorProto)`` of the original constants: initializers, then ``Constant``
+    nodes' ``value`` tensors."""
+    out = [(t.name, t) for t in graph.initializer]
+    out += [(n.output[0], a.t) for n in graph.node if n.op_type == "Constant" and n.output
+            for a in n.attribute if a.name == "value"]
+    return out
+
+
 def _values(graph: Any, name: str) -> Any:
     """The values of an original constant (initializer or ``Constant`` value), or None."""
     from onnx import numpy_helper
 
-    for t in graph.initializer:
-        if t.name == name:
-            return numpy_helper.to_array(t)
-    for n in graph.node:
-        if n.op_type == "Constant" and n.output and n.output[0] == name:
-            for a in n.attribute:
-                if a.name == "value":
-                    return numpy_helper.to_array(a.t)
-    return None
+    t = next((t for n, t in _stored_tensors(graph) if n == name), None)
+    return None if t is None else numpy_helper.to_array(t)
 
 
 def _infer(proto: Any, source: str, given: bool = False) -> Any:
@@ -856,9 +863,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     init_names = {t.name for t in proto.graph.initializer}
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     # did the given shapes decide anything (an open dimension, an input without a shape)?
-    open_dims = any(not vi.type.tensor_type.HasField("shape") or any(
-        not (d.HasField("dim_value") and d.dim_value > 0) for d in vi.type.tensor_type.shape.dim)
-        for vi in graph_inputs)
+    open_dims = any(has_open_dims(vi) for vi in graph_inputs)
     final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
     folded, how, n_folded, fold_failed = _fold(proto)
     if fold_failed:

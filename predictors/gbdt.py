@@ -255,10 +255,9 @@ def pin_prior(spec: str) -> str:
 
     name, arg = split_spec(spec)
     if name == "roofline" and not arg:
-        from analytical.roofline import DEFAULT_SPEC, local_spec_path
+        from analytical.roofline import default_spec
 
-        local = local_spec_path()
-        arg = os.path.abspath(local) if local.is_file() else DEFAULT_SPEC
+        arg = default_spec()
     if not arg:
         return spec.strip()
     base, q, query = arg.partition("?")

@@ -277,8 +277,7 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
         res.calibrated = _calibrated(model, [n for n, o in zip(test_nets, ok, strict=True) if o][:1])
         if not res.calibrated and not res.note:
             res.note = "uncalibrated proxy: scale arbitrary, only rank metrics are meaningful"
-        if note := lower_bound_note(partial):
-            res.note = "; ".join(filter(None, (res.note, note)))
+        res.note = lower_bound_note(res.note, partial)
         if res.n_covered >= 2:
             res.metrics = metrics.summary(res.y_true, res.y_pred, connected[ok])
             res.metrics.update(_energy_metrics(truth, test_rows[ok], energy[ok]))
@@ -386,8 +385,7 @@ def compare_models(folder: str | Path,
         if res.build_measurements is None:
             res.build_measurements = _build_measurements(spec, model, None)
         hit, lat, _, res.first_error, secs, _, partial = estimate_all(model, scored_nets)
-        if note := lower_bound_note(partial):
-            res.note = "; ".join(filter(None, (res.note, note)))
+        res.note = lower_bound_note(res.note, partial)
         secs = _best_time(model, scored_nets, secs, res.first_error is None)
         res.n_covered = int(hit.sum())
         res.query_us = secs / len(scored_nets) * 1e6 if res.n_covered else math.nan

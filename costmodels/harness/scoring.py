@@ -78,11 +78,13 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
     return Estimated(ok, lat, errors, first, seconds, energy, partial & ok)
 
 
-def lower_bound_note(partial: np.ndarray) -> str:
-    """The report's note on totals that are lower bounds (a best-effort LUT's partial sums)."""
+def lower_bound_note(note: str, partial: np.ndarray) -> str:
+    """``note`` with the report's note on totals that are lower bounds (a best-effort LUT's
+    partial sums) joined to it, where there are any."""
     n = int(partial.sum())
-    return (f"{n} of {len(partial)} totals are lower bounds (kernels missing from the LUT, "
+    more = (f"{n} of {len(partial)} totals are lower bounds (kernels missing from the LUT, "
             "best-effort): those cells are scored low") if n else ""
+    return "; ".join(filter(None, (note, more)))
 
 
 def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,

@@ -306,15 +306,11 @@ def batch_note(how: ShapesFrom, batch: int) -> str:
 def _graph_inputs(model: Any, dynamic_only: bool = False) -> set[str]:
     """Names of the graph inputs that are not initializers (``dynamic_only``: those with a
     dimension the file leaves open, or no declared shape)."""
+    from costmodels.onnx_import import has_open_dims
+
     inits = {t.name for t in model.graph.initializer}
-
-    def dynamic(vi: Any) -> bool:
-        tt = vi.type.tensor_type
-        return not tt.HasField("shape") or any(
-            not (d.HasField("dim_value") and d.dim_value > 0) for d in tt.shape.dim)
-
     return {vi.name for vi in model.graph.input
-            if vi.name not in inits and (not dynamic_only or dynamic(vi))}
+            if vi.name not in inits and (not dynamic_only or has_open_dims(vi))}
 
 
 def _batch_only_shapes(model: Any, batch: int) -> dict[str, tuple[int, ...]] | None:
