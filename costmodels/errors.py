@@ -21,11 +21,21 @@ class UnsupportedOperator(OnnxImportError):
         where = f"{source}: " if source else ""
         if why:  # e.g. an op the model's opset does not define
             text = f"{where}node {node!r} has operator {op_type!r}, {why}"
+        elif domain == "com.microsoft":
+            text = (f"{where}node {node!r} has operator {op_type!r} of domain {domain!r} (an "
+                    "ONNX Runtime contrib op, as ONNX Runtime's graph optimiser or "
+                    "onnxruntime.quantization's QOperator format writes), which costmodels "
+                    "cannot cost; import the model as exported, before runtime optimisation, "
+                    "or quantize it in the QDQ format (quant_format=QuantFormat.QDQ)")
+        elif domain == "ai.onnx.ml":
+            text = (f"{where}node {node!r} has operator {op_type!r} of domain {domain!r} (a "
+                    "classical machine-learning op), which costmodels cannot cost: it costs "
+                    "neural-network layers; cost the network without that stage")
         elif domain and domain != "ai.onnx":
             text = (f"{where}node {node!r} has operator {op_type!r} of domain {domain!r} (a "
-                    "runtime's own op, as an ONNX Runtime-optimized or QOperator model has), "
-                    "which costmodels cannot cost; import the model as exported, before "
-                    "runtime optimisation")
+                    "runtime's or exporter's own op, not a standard ONNX one), which "
+                    "costmodels cannot cost; import the model as exported, before runtime "
+                    "optimisation, or replace the op before export")
         else:
             text = (f"{where}node {node!r} has operator {op_type!r}, which costmodels cannot "
                     "cost; open an issue with the model, or replace the op before export")

@@ -63,10 +63,16 @@ __all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shap
            "with_input_shapes"]
 
 _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int32", 7: "int64",
-           9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16"}
+           9: "bool", 10: "float16", 11: "float64", 12: "uint32", 13: "uint64", 16: "bfloat16",
+           17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
+           21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2", 26: "int2",
+           27: "float6e2m3", 28: "float6e3m2"}
+# Bytes per element as stored (packed sub-byte types: a fraction; a tensor's total is rounded up).
 _ITEMSIZE = {"float32": 4, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4,
              "int64": 8, "bool": 1, "float16": 2, "float64": 8, "uint32": 4, "uint64": 8,
-             "bfloat16": 2}
+             "bfloat16": 2, "float8e4m3fn": 1, "float8e4m3fnuz": 1, "float8e5m2": 1,
+             "float8e5m2fnuz": 1, "float8e8m0": 1, "uint4": 0.5, "int4": 0.5, "float4e2m1": 0.5,
+             "uint2": 0.25, "int2": 0.25, "float6e2m3": 0.75, "float6e3m2": 0.75}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _MIN_OPSET = 7
 
@@ -91,7 +97,7 @@ class _Const(NamedTuple):
     """A constant tensor: its shape and the bytes per element it is stored in."""
 
     shape: Shape
-    itemsize: int
+    itemsize: float  # bytes per element; a fraction for packed sub-byte types
 
 
 # ------------------------------------------------------------------ input shapes
@@ -141,6 +147,7 @@ def load_model_proto(path: str | os.PathLike[str], ops: bool = True) -> Any:
                               "check the path") from None
     proto = _parse(data, source)
     _load_external(proto, Path(source).resolve().parent, source)
+    _densify_sparse(proto, source)
     proto = _inline_functions(proto, source)
     _check(proto, source, ops)
     return proto
@@ -162,6 +169,41 @@ def _inline_functions(proto: Any, source: str) -> Any:
                               "; export without export_modules_as_functions") from None
 
 
+def _densify_sparse(proto: Any, source: str) -> None:
+    """Sparse initializers (``graph.sparse_initializer``) become dense initializers, as ONNX
+    Runtime loads them: the layer that reads one is what runs (and its dense size is what
+    a runtime stores). Indices out of range, or values and indices of different lengths,
+    are refused naming the tensor."""
+    if not proto.graph.sparse_initializer:
+        return
+    import numpy as np
+    from onnx import numpy_helper
+
+    dense = []
+    for sp in proto.graph.sparse_initializer:
+        name, dims = sp.values.name, tuple(int(d) for d in sp.dims)
+        try:
+            vals = numpy_helper.to_array(sp.values).reshape(-1)
+            idx = numpy_helper.to_array(sp.indices).astype(np.int64)
+            if any(d < 0 for d in dims) or math.prod(dims) * vals.itemsize > 2 << 30:
+                raise ValueError(f"dimensions {'x'.join(map(str, dims))} out of range")
+            flat = (idx.reshape(-1) if idx.ndim == 1 else
+                    np.ravel_multi_index(tuple(idx.T), dims) if idx.ndim == 2
+                    and idx.shape[1] == len(dims) else None)
+            if flat is None or len(flat) != len(vals):
+                raise ValueError(f"{len(vals)} values for indices of shape {idx.shape}")
+            if len(flat) and (flat.min() < 0 or flat.max() >= math.prod(dims)):
+                raise ValueError("an index is outside the tensor")
+            arr = np.zeros(math.prod(dims), vals.dtype)
+            arr[flat] = vals
+        except (ValueError, TypeError) as exc:  # onnx's own errors on a malformed tensor
+            raise OnnxImportError(f"{source}: sparse initializer {name!r}: {exc}; export "
+                                  "the model again") from None
+        dense.append(numpy_helper.from_array(arr.reshape(dims), name))
+    proto.graph.initializer.extend(dense)
+    del proto.graph.sparse_initializer[:]
+
+
 def _parse(data: bytes, source: str) -> Any:
     import onnx
 
@@ -170,9 +212,14 @@ def _parse(data: bytes, source: str) -> Any:
     except Exception as exc:  # protobuf raises DecodeError and friends
         raise OnnxImportError(f"{source}: not a valid ONNX model ({type(exc).__name__}); the "
                               "file may be truncated or not ONNX: export it again") from None
-    if not proto.HasField("graph") or not proto.graph.node:
-        raise OnnxImportError(f"{source}: the ONNX graph has no nodes; the file may be "
-                              "truncated or not ONNX: export it again")
+    if not proto.HasField("graph"):
+        raise OnnxImportError(f"{source}: the file holds no ONNX graph; it may be truncated "
+                              "or not ONNX: export it again")
+    if not proto.graph.node:
+        raise OnnxImportError(f"{source}: the ONNX graph has no nodes (its outputs are its "
+                              "inputs or stored tensors): there is nothing to cost; if it "
+                              "should hold a network, the file may be truncated: export it "
+                              "again")
     return proto
 
 
@@ -742,7 +789,9 @@ def _param_inputs(node: Any) -> list[str]:
     return ins[:1] if node.op_type in ("DequantizeLinear", "QuantizeLinear") else ins
 
 
-_PARAM_DTYPES = {1, 2, 3, 6, 10, 11, 16}  # float32, uint8, int8, int32, float16/64, bfloat16
+# Weight types: floating point of any width and the integers quantized weights are stored in
+# (4-, 8- and 16-bit, int32 biases); not int64/uint32/uint64/bool (shapes, indices, masks).
+_PARAM_DTYPES = {1, 2, 3, 4, 5, 6, 10, 11, 16, *range(17, 29)}
 # Recurrent ops' sequence_lens and initial state operands: parameters only when learned
 # (not all zero); torch's default exporter stores a zero h0/c0 as an initializer.
 _STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
@@ -812,6 +861,42 @@ def _values(graph: Any, name: str) -> Any:
     return None if t is None else numpy_helper.to_array(t)
 
 
+# Operators whose first output has the type and shape of their first input, and for which
+# onnx's own inference can leave the output untyped (GroupNormalization-21's function body in
+# onnx 1.23: every later node then fails strict inference on a model ONNX Runtime runs).
+_SAME_SHAPE_OPS = frozenset({"GroupNormalization", "LayerNormalization", "RMSNormalization",
+                             "InstanceNormalization"})
+
+
+def _typed_same_shape(proto: Any) -> Any | None:
+    """A copy of ``proto`` where each :data:`_SAME_SHAPE_OPS` output that onnx's lenient
+    inference leaves untyped is declared with its input's type and shape; None if none is."""
+    from onnx import shape_inference
+
+    try:
+        lenient = shape_inference.infer_shapes(proto, strict_mode=False, data_prop=True)
+    except Exception:
+        return None
+    known = {vi.name: vi for vi in (*lenient.graph.input, *lenient.graph.value_info,
+                                    *lenient.graph.output) if vi.type.tensor_type.elem_type}
+    known.update((t.name, None) for t in lenient.graph.initializer)
+    added = []
+    for node in lenient.graph.node:
+        if (node.op_type in _SAME_SHAPE_OPS and node.input and node.output
+                and node.output[0] not in known and known.get(node.input[0]) is not None):
+            vi = type(known[node.input[0]])()
+            vi.CopyFrom(known[node.input[0]])
+            vi.name = node.output[0]
+            known[vi.name] = vi
+            added.append(vi)
+    if not added:
+        return None
+    typed = type(proto)()
+    typed.CopyFrom(proto)
+    typed.graph.value_info.extend(added)
+    return typed
+
+
 def _infer(proto: Any, source: str, given: bool = False) -> Any:
     from onnx import shape_inference
 
@@ -826,6 +911,10 @@ def _infer(proto: Any, source: str, given: bool = False) -> Any:
     try:
         return shape_inference.infer_shapes(proto, strict_mode=True, data_prop=True)
     except Exception as exc:
+        typed = _typed_same_shape(proto)
+        if typed is not None:
+            with contextlib.suppress(Exception):
+                return shape_inference.infer_shapes(typed, strict_mode=True, data_prop=True)
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
         check = ("check the --input-shape values (rank and sizes) against the model's inputs"
                  if given else "the model's declared shapes contradict its operators: export "
@@ -889,7 +978,6 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
 
 
 def _constants(graph: Any) -> dict[str, _Const]:
-    from onnx import numpy_helper
 
     consts: dict[str, _Const] = {}
     for t in graph.initializer:
@@ -899,8 +987,8 @@ def _constants(graph: Any) -> dict[str, _Const]:
             continue
         for a in node.attribute:
             if a.name == "value":
-                arr = numpy_helper.to_array(a.t)
-                consts[node.output[0]] = _Const(tuple(arr.shape), arr.dtype.itemsize)
+                consts[node.output[0]] = _Const(tuple(a.t.dims),
+                                                _ITEMSIZE.get(_DTYPES.get(a.t.data_type, ""), 4))
             elif a.name in ("value_float", "value_int"):
                 consts[node.output[0]] = _Const((), 4 if a.name == "value_float" else 8)
             elif a.name in ("value_floats", "value_ints"):
@@ -1024,7 +1112,7 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
     return make_layer(node_name, op, acts, outs, in_shapes, out_shape,
                       [consts[t].shape for t in wts], dtype=dtype, extra_bytes_out=extra_out,
                       out_dtype=out_dtype if out_dtype != dtype else None,
-                      bytes_weights=sum(math.prod(consts[t].shape) * consts[t].itemsize
+                      bytes_weights=sum(math.ceil(math.prod(consts[t].shape) * consts[t].itemsize)
                                         for t in wts),
                       weight_params=[0 if _is_index(node, t) else params_of(t) for t in wts],
                       **kw)

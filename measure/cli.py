@@ -241,7 +241,10 @@ def cmd_measure(args: argparse.Namespace) -> int:
         from costmodels.errors import first_line
 
         text = first_line(str(res.error)) or "failed"
-        print(f"error: {args.model}: {text}", file=sys.stderr)
+        hint = ("; that is TVM's ONNX frontend or compiler refusing this model: ONNX "
+                "Runtime may run it (--runtime ort)"
+                if res.runtime == "tvm" and text.startswith("build failed") else "")
+        print(f"error: {args.model}: {text}{hint}", file=sys.stderr)
         # the runtime refused the model itself (a user's file): 2; it failed while running: 1
         return 2 if text.startswith("build failed") else 1
     return 0

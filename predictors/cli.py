@@ -269,7 +269,19 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"warning: {len(table)} training rows: {args.model} {what} and needs tens to "
               "hundreds of them (fewshot or transfer, with --source tables of other devices, "
               "are made for a handful)", file=sys.stderr)
-    nets = build_networks(space, list(table.arch_str), args.dataset, args.batch)
+    build_errors: list = []
+    nets = build_networks(space, list(table.arch_str), args.dataset, args.batch,
+                          errors=build_errors)
+    if build_errors:  # a model of a folder that cannot be costed: its row is left out
+        arch, exc = build_errors[0]
+        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        if len(build_errors) == len(nets):
+            raise PredictorError(f"none of the {len(nets)} training networks can be built "
+                                 f"(first: {first})")
+        print(f"warning: left out {len(build_errors)} of {len(nets)} training rows whose "
+              f"network cannot be built (first: {first})", file=sys.stderr)
+        table = table.subset(np.array([i for i, n in enumerate(nets) if n is not None]))
+        nets = [n for n in nets if n is not None]
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
                         prior=list(args.prior), device=device, random_state=args.seed,

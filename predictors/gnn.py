@@ -36,6 +36,8 @@ from predictors.base import Predictor, check_training_data
 
 CLASS = "predictors.gnn.GNNModel"
 NODE_FEATURES = len(F.GROUPS) + 5
+# Predictions are clipped to this many standard deviations of the training log-latencies.
+GNN_CLIP = 8.0
 _GRAPH_CACHE: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
 
 
@@ -227,7 +229,10 @@ class GNNModel(Predictor):
                 part = list(nets[start:start + 256])
                 out.append(self.module_(*self._inputs(part, g[start:start + 256])).double()
                            .numpy())
-        out = np.concatenate(out)
+        # A network far outside the training set (one that folds to no layer, a model 1e6x
+        # larger) can drive the output anywhere: clip to GNN_CLIP standard deviations of the
+        # training log-latencies, a finite extrapolation rather than an overflow.
+        out = np.clip(np.concatenate(out), -GNN_CLIP, GNN_CLIP)
         return np.exp(out * self.y_std_ + self.y_mean_)
 
     # ------------------------------------------------------------------ persistence

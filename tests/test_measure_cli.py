@@ -288,3 +288,18 @@ def test_measure_keeps_input_shape_for_a_model_the_ir_cannot_cost(tmp_path, caps
                  "--rounds", "1", "--warmup", "1", "--json"]) == 0
     capsys.readouterr()
     assert path.read_bytes() == before
+
+
+def test_a_model_tvm_cannot_build_says_it_is_tvm_and_names_ort(tiny_onnx, capsys, monkeypatch):
+    """TVM's frontend errors (InternalError: Check failed ...) came through bare: the line
+    now says it was TVM that refused the model and that ONNX Runtime may run it."""
+    import measure
+    from measure.config import MeasureResult
+
+    monkeypatch.setattr(measure, "measure", lambda model, config: MeasureResult.failure(
+        "build failed: InternalError: Check failed: arr_size == nbytes", config.runtime))
+    assert main(["measure", str(tiny_onnx), "--runtime", "tvm", "--trials", "0"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "InternalError" in err and "--runtime ort" in err
+    assert main(["measure", str(tiny_onnx), "--runtime", "ort"]) == 2
+    assert "--runtime ort" not in capsys.readouterr().err

@@ -525,3 +525,94 @@ def test_constant_value_floats_stay_float_through_folding():
     m = _model(nodes, [_vi("x", [1, 3, 4, 4])], [_vi("y", [1, 3, 8, 8])])
     net = import_onnx(m)
     assert net.layers[-1].output_shape == (1, 3, 8, 8)
+
+
+@pytest.mark.parametrize("dtype,bits", [(TensorProto.INT4, 4), (TensorProto.UINT4, 4),
+                                        (TensorProto.INT16, 16),
+                                        (TensorProto.FLOAT8E4M3FN, 8)])
+def test_sub_byte_and_float8_weights_are_parameters_stored_at_their_width(dtype, bits):
+    """A MatMul on a DequantizeLinear of an int4/uint4/int16/float8 weight holds its
+    elements as parameters, and the weight's bytes are its elements x its bit width / 8."""
+    w = helper.make_tensor("wq", dtype, (32, 16), np.ones(32 * 16, np.int32).tolist()
+                           if dtype != TensorProto.FLOAT8E4M3FN else np.ones(32 * 16).tolist())
+    ws = numpy_helper.from_array(np.array(0.1, np.float32), "ws")
+    m = _model([helper.make_node("DequantizeLinear", ["wq", "ws"], ["w"]),
+                helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")],
+               [_vi("x", [2, 32])], [_vi("y", None)], [w, ws], opset=21)
+    m.ir_version = 10
+    (mm,) = import_onnx(m).layers
+    assert mm.params == 32 * 16
+    assert mm.bytes_weights == 32 * 16 * bits // 8
+
+
+def _sparse_matmul(indices, values, dims=(64, 32)):
+    vals = numpy_helper.from_array(np.asarray(values, np.float32), "ws")
+    idx = numpy_helper.from_array(np.asarray(indices, np.int64), "ws_idx")
+    g = helper.make_graph([helper.make_node("MatMul", ["x", "ws"], ["y"], name="mm")], "g",
+                          [_vi("x", [4, 64])], [_vi("y", [4, 32])],
+                          sparse_initializer=[helper.make_sparse_tensor(vals, idx, dims)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    m.ir_version = 8
+    return m
+
+
+def test_a_sparse_initializer_is_read_as_its_dense_tensor(tmp_path):
+    """ONNX Runtime densifies a graph's sparse initializers: the layer reading one is costed
+    with the dense weight (it was refused as a tensor no node produces)."""
+    path = tmp_path / "sparse.onnx"
+    onnx.save(_sparse_matmul([4, 9, 100, 2047], [1.0, 2.0, 3.0, 4.0]), path)
+    (mm,) = import_onnx(path).layers
+    assert mm.macs == 4 * 64 * 32 and mm.params == 64 * 32 and mm.output_shape == (4, 32)
+    coo = tmp_path / "coo.onnx"  # the [NNZ, rank] form of the indices
+    onnx.save(_sparse_matmul([[0, 4], [63, 31]], [1.0, 2.0]), coo)
+    assert import_onnx(coo).layers[0].params == 64 * 32
+    bad = tmp_path / "bad.onnx"
+    onnx.save(_sparse_matmul([4, 2048], [1.0, 2.0]), bad)
+    before = bad.read_bytes()
+    with pytest.raises(OnnxImportError, match="bad.onnx: sparse initializer 'ws': an index"):
+        import_onnx(bad)
+    assert bad.read_bytes() == before
+    onnx.save(_sparse_matmul([4, 9], [1.0]), bad)
+    with pytest.raises(OnnxImportError, match="sparse initializer 'ws': 1 values"):
+        import_onnx(bad)
+
+
+def test_group_normalization_21_whose_onnx_inference_leaves_it_untyped_imports():
+    """onnx 1.23's inference of GroupNormalization-21 leaves its output untyped, and strict
+    inference then fails on every later node of a model ONNX Runtime runs (torch's dynamo
+    exporter at opset 21 writes the op). Its output takes its input's type and shape."""
+    nodes = [helper.make_node("Conv", ["x", "w"], ["a"], name="conv", pads=[1, 1, 1, 1]),
+             helper.make_node("GroupNormalization", ["a", "s", "b"], ["g"], name="gn",
+                              num_groups=4),
+             helper.make_node("Relu", ["g"], ["y"], name="relu")]
+    m = _model(nodes, [_vi("x", [2, 3, 8, 8])], [_vi("y", None)],
+               [_w("w", (16, 3, 3, 3)), _w("s", (16,)), _w("b", (16,))], opset=21)
+    m.ir_version = 10
+    from onnx import shape_inference
+    with pytest.raises(Exception, match="expected to have type"):  # the onnx behaviour
+        shape_inference.infer_shapes(m, strict_mode=True, data_prop=True)
+    net = import_onnx(m)
+    assert [(x.op, x.output_shape) for x in net.layers] == [
+        ("Conv", (2, 16, 8, 8)), ("GroupNormalization", (2, 16, 8, 8)), ("Relu", (2, 16, 8, 8))]
+    assert net.layers[0].macs == 2 * 16 * 8 * 8 * 27
+
+
+def test_other_domains_ops_say_what_they_are():
+    m = _model([helper.make_node("Normalizer", ["x"], ["y"], name="nz", domain="ai.onnx.ml",
+                                 norm="L2")], [_vi("x", [1, 4])], [_vi("y", None)])
+    m.opset_import.append(helper.make_opsetid("ai.onnx.ml", 1))
+    with pytest.raises(UnsupportedOperator, match="classical machine-learning op"):
+        import_onnx(m)
+    m = _model([helper.make_node("QGemm", ["x"], ["y"], name="qg", domain="com.microsoft")],
+               [_vi("x", [1, 4])], [_vi("y", None)])
+    m.opset_import.append(helper.make_opsetid("com.microsoft", 1))
+    with pytest.raises(UnsupportedOperator, match="contrib op.*QDQ format"):
+        import_onnx(m)
+
+
+def test_a_graph_with_no_nodes_is_nothing_to_cost_not_a_truncated_file(tmp_path):
+    g = helper.make_graph([], "g", [_vi("x", [1, 4])], [_vi("x", [1, 4])])
+    path = tmp_path / "empty_graph.onnx"
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
+    with pytest.raises(OnnxImportError, match="has no nodes .*nothing to cost"):
+        import_onnx(path)

@@ -72,6 +72,26 @@ def test_gnn_is_deterministic_for_a_seed(data):
     np.testing.assert_array_equal(a, b)
 
 
+def test_gnn_prediction_far_outside_its_training_set_stays_finite(data, monkeypatch):
+    """A network unlike any it was fitted on (one that folds to no layer, a model 1e6x
+    larger) could drive the GNN's output to an overflow (inf ms, a numpy warning): the
+    output is clipped to GNN_CLIP standard deviations of the training log-latencies."""
+    import warnings
+
+    from predictors import gnn
+
+    nets, y = data
+    model = make("gnn", **FAST_GNN).fit(nets[:40], y[:40])
+    real = model.module_.forward
+    monkeypatch.setattr(model.module_, "forward", lambda *a: real(*a) * 0 + 1e6)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no overflow warning
+        pred = model.predict(nets[40:42])
+    expect = np.exp(gnn.GNN_CLIP * model.y_std_ + model.y_mean_)
+    np.testing.assert_allclose(pred, expect)
+    assert np.isfinite(pred).all()
+
+
 def test_gbdt_learns_the_ranking(data):
     from scipy.stats import spearmanr
 

@@ -190,3 +190,33 @@ def test_select_writes_the_cells_to_measure_spread_over_the_sources(fbnet, tmp_p
     assert main(["select", "99", "--space", "fbnet", "--source", *paths,
                  "-o", str(tmp_path / "x.csv")]) == 2
     assert "at most 80" in capsys.readouterr().err and not (tmp_path / "x.csv").exists()
+
+
+def test_fit_leaves_out_a_training_row_whose_model_cannot_be_costed(tmp_path, capsys):
+    """``estimate`` and ``compare`` keep a folder's model that fails to import as a row with
+    its error; ``fit`` leaves its training row out with a warning (it ended the fit)."""
+    from onnx import TensorProto, helper, save
+
+    from costmodels.cli import main
+
+    d = tmp_path / "models"
+    d.mkdir()
+    for c in (4, 8, 12, 16):
+        _conv_model(d / f"conv_c{c}.onnx", c, 2)
+    g = helper.make_graph([helper.make_node("NonMaxSuppression", ["b", "s"], ["sel"], name="nms")],
+                          "det", [helper.make_tensor_value_info("b", TensorProto.FLOAT, [1, 8, 4]),
+                                  helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 1, 8])],
+                          [helper.make_tensor_value_info("sel", TensorProto.INT64, None)])
+    save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(d / "det.onnx"))
+    archs = ["conv_c4", "conv_c8", "conv_c12", "conv_c16", "det"]
+    write_table(tmp_path / "truth.csv", [None] * 5, archs, [0.1, 0.2, 0.3, 0.4, 0.05])
+    out = tmp_path / "gbdt"
+    assert main(["fit", "gbdt", "--space", f"models:{d}", "--train", str(tmp_path / "truth.csv"),
+                 "-o", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 of 5 training rows" in err and "NonMaxSuppression" in err
+    assert "gbdt on 4 networks" in err
+    write_table(tmp_path / "det.csv", [None], ["det"], [0.05])
+    assert main(["fit", "gbdt", "--space", f"models:{d}", "--train", str(tmp_path / "det.csv"),
+                 "-o", str(tmp_path / "none")]) == 2
+    assert "none of the 1 training networks can be built" in capsys.readouterr().err
