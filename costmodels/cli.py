@@ -486,6 +486,7 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     energy: list[float | None] = []
     errors: list[str] = []
     missing: list[int | None] = []   # kernels a best-effort LUT lacked, per row
+    zero: list[str] = []             # networks costed 0 ms (nothing the model costs)
     chunk = 1024
     with progress(f"estimate {args.backend}") as bar:
         task = bar.add_task(f"estimate {args.backend}", total=len(archs))
@@ -510,6 +511,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
                     missing.append(None)
                     continue
                 lat.append(est.latency_ms)
+                if est.latency_ms == 0:
+                    zero.append(a)
                 energy.append(est.energy_mj)
                 errors.append("")
                 missing.append(len(est.meta.get("missing_kernels", ())))
@@ -526,11 +529,17 @@ def cmd_estimate(args: argparse.Namespace) -> int:
     print(f"wrote {args.output}: {len(archs) - bad} of {len(archs)} architectures with "
           f"{model.name} in {dt:.1f} s{' (with energy_mj)' if has_energy else ''}",
           file=sys.stderr)
-    if isinstance(model, ProxyModel) and not model.is_fitted():
+    proxy = isinstance(model, ProxyModel) and not model.is_fitted()
+    if proxy:
         unit = "MMACs" if model.proxy == "macs" else "millions of parameters"
         print(f"note: {model.name} is a proxy, not a latency: its latency_ms column holds "
               f"{unit}, good for ranking only (compare --train-samples K fits it to ms)",
               file=sys.stderr)
+    if zero and not proxy:
+        print(f"note: {len(zero)} network(s) were costed 0 ms (first: {zero[0]}): nothing "
+              f"in them is work {model.name} costs (constants fold away; views, Identity "
+              "and, on the accelerator models, element-wise ops are free), while a runtime "
+              "still spends its per-run overhead on them", file=sys.stderr)
     if bad:
         first = next(e for e in errors if e)
         what = ("error: no architecture could be estimated" if bad == len(archs) else

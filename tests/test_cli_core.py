@@ -290,3 +290,28 @@ def test_a_closed_pipe_ends_a_table_command_quietly(tmp_path):
     cmd = f"{sys.executable} -m costmodels.cli info '{arch}' | head -c 0; exit ${{PIPESTATUS[0]}}"
     res = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0 and res.stderr == "", res.stderr
+
+
+def test_a_network_costed_zero_ms_is_noted(tmp_path, capsys):
+    """A model whose graph folds to nothing but an Identity costs 0 ms on the roofline: the
+    row stays 0, and a note says why and that a runtime still spends its overhead there."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    from measure.testing import tiny_model
+
+    d = tmp_path / "m"
+    d.mkdir()
+    onnx.save(tiny_model(), d / "cnn.onnx")
+    g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"], name="id")], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])])
+    onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), d / "id.onnx")
+    out = tmp_path / "o.csv"
+    assert main(["estimate", "roofline:x86_generic", "--space", f"models:{d}",
+                 "-o", str(out)]) == 0
+    rows = {r["arch_str"]: float(r["latency_ms"]) for r in csv.DictReader(out.open())}
+    assert rows["id"] == 0 and rows["cnn"] > 0
+    assert "note: 1 network(s) were costed 0 ms (first: id)" in capsys.readouterr().err
+    assert main(["estimate", "flops", "--space", f"models:{d}", "-o", str(out)]) == 0
+    assert "costed 0 ms" not in capsys.readouterr().err  # a proxy's column is not ms
