@@ -253,3 +253,38 @@ def test_two_cells_that_rank_against_the_sources_still_give_a_ranking(devices):
     pred = m.predict_arrays(cells, x)
     assert np.ptp(pred) > 0  # before: every source weight 0, one value for every cell
     assert metrics.spearman(y, pred) > 0.5
+
+
+def _twins(n: int, seed: int = 0) -> list[tuple[int, int]]:
+    """n pairs of NB201 cells that run the same kernels (edge 2<-1 none, nodes 1, 2 swapped)."""
+    from predictors.fewshot import swap_pairs
+
+    pairs = swap_pairs(list(nb201.SPACE))
+    rng = np.random.default_rng(seed)
+    return [tuple(map(int, p)) for p in pairs[rng.choice(len(pairs), n, replace=False)]]
+
+
+def test_twin_cells_are_left_out_together_in_the_cv(devices):
+    """Cells that are one network (NB201's swapped twins; cells that differ in dead edges)
+    form one CV group: leave-one-out kept a twin's partner in the fit, and a family that
+    gives both one prediction (counts) looked exact."""
+    from predictors.rows import Rows
+    from predictors.select import cv_groups
+
+    lat, _, _ = devices
+    pairs = _twins(3)
+    extra = [i for i in (11, 222, 3333, 4444) if i not in {c for p in pairs for c in p}]
+    cells = np.array([c for p in pairs for c in p] + extra)
+    x = F.features([nb201.build_network(int(i)) for i in cells])
+    g = cv_groups(Rows(), cells, x)
+    assert len(set(g)) == 3 + len(extra)
+    assert all(g[2 * i] == g[2 * i + 1] for i in range(3))
+    y = lat[cells, 0]
+    m = FewShotModel().use_matrix(lat, ["a", "b", "c"]).fit_arrays(cells, x, y)
+    assert m.report_["cv_groups"] == 7 and m.report_["cv"] == "leave-one-group-out"
+    assert m.report_["strategy"].startswith("fixed shares below 8 cells (7 distinct networks")
+    # off NB201, networks with the same feature row are one group
+    rows = Rows(keys=[f"m{i}" for i in range(4)], space="models")
+    same = np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    g = cv_groups(rows, np.arange(4), same)
+    assert g[0] == g[1] and len(set(g)) == 3
