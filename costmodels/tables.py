@@ -192,9 +192,14 @@ def iter_csv(path: str, what: str = "table", required: Sequence[str] = ()
                              f"times in the header; keep one")
         missing = [c for c in required if c not in header]
         if missing:
+            sep = next((f"{name} ({c!r})" for c, name in ((";", "semicolons"),
+                                                           ("\t", "tabs"))
+                        if len(header) == 1 and c in header[0]), None)
+            why = (f"; its header is split by {sep}, and a latency table is comma-separated"
+                   if sep else "")
             raise TableError(f"{path}: missing column(s) {', '.join(missing)}; a latency table "
                              f"has the header {','.join(REQUIRED)}[,energy_mj] (found "
-                             f"{len([h for h in header if h])} other column(s))")
+                             f"{len([h for h in header if h])} other column(s)){why}")
         rows = []
         for line, row in enumerate(reader, start=2):
             if None in row:

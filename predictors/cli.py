@@ -105,6 +105,7 @@ def register(sub) -> None:
                         "models:DIR folder; FBNet needs --archs or --source)")
     p.add_argument("--method", default="diverse", choices=["diverse", "random", "active"],
                    help="how to choose (see below)")
+    _add_duplicates(p, "a --source table")
     add_space_args(p)
     p.add_argument("-o", "--output", required=True, metavar="cells.csv",
                    help="CSV to write (arch_index,arch_str)")
@@ -131,9 +132,7 @@ def register(sub) -> None:
     p.add_argument("--limit", type=positive_int, metavar="N",
                    help="use only N rows of --train, drawn with --seed")
     p.add_argument("--seed", type=nonneg_int, default=0, help="seed of --limit and of the model")
-    p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
-                   help="a network listed twice in --train: refuse (as compare does), "
-                        "average the rows, or keep the first")
+    _add_duplicates(p, "--train or a --source table")
     p.add_argument("--device", help="target device name for the manifest (default: from the "
                                     "--train file name)")
     add_space_args(p, archs=False)
@@ -161,10 +160,17 @@ def register(sub) -> None:
                    f"{MAX_SEEDS})")
     p.add_argument("--select", default="random", choices=["random", "diverse", "active"],
                    help="which cells to measure")
+    _add_duplicates(p, "--target or a --source table")
     add_space_args(p, archs=False)
     p.add_argument("-o", "--output", required=True, metavar="curve.csv",
                    help="CSV to write (plot: same name with .png)")
     p.set_defaults(func=cmd_fewshot)
+
+
+def _add_duplicates(p, where: str) -> None:
+    p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
+                   help=f"a network listed twice in {where}: refuse (as compare does), "
+                        "average the rows, or keep the first")
 
 
 def _holds_a_model(folder: Path) -> bool:
@@ -255,11 +261,15 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              f"{args.model}` (a hybrid takes estimators with --prior)")
     params = {"priors": args.priors} if args.priors else {}
     # read in the target's space (an FBNet or models:DIR table is keyed by its arch strings)
-    sources = [t for t in (read_table(s, duplicates=args.duplicates, space=space)
-                           for s in args.source) if t.device != device]
-    if len(sources) < len(args.source):
-        print(f"note: skipped {len(args.source) - len(sources)} source table(s) of the target "
-              f"device {device} itself", file=sys.stderr)
+    from predictors.fewshot import copies_target
+
+    sources, own = [], []
+    for t in (read_table(s, duplicates=args.duplicates, space=space) for s in args.source):
+        (own if t.device == device or copies_target(t, table) else sources).append(t)
+    if own:
+        print(f"note: skipped {len(own)} source table(s) of the target device {device} "
+              f"itself ({', '.join(t.source or t.device for t in own)}: its device name, or "
+              "the training latencies on every training cell)", file=sys.stderr)
     if args.source and not sources:
         raise PredictorError("no source table of another device is left after skipping the "
                              "target's own; give tables of other devices")
@@ -269,6 +279,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"warning: {len(table)} training rows: {args.model} {what} and needs tens to "
               "hundreds of them (fewshot or transfer, with --source tables of other devices, "
               "are made for a handful)", file=sys.stderr)
+    if len(table) > 1 and np.ptp(table.latency_ms) == 0:
+        print(f"warning: all {len(table)} training latencies are equal "
+              f"({table.latency_ms[0]:g} ms): they rank nothing, and the model will predict "
+              "about that for every network", file=sys.stderr)
     build_errors: list = []
     nets = build_networks(space, list(table.arch_str), args.dataset, args.batch,
                           errors=build_errors)
@@ -317,7 +331,7 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     out = check_output(args.output, "-o")
     space = open_space(args)
-    tables = [read_table(s, duplicates="mean", space=space) for s in args.source]
+    tables = [read_table(s, duplicates=args.duplicates, space=space) for s in args.source]
     if args.archs is not None or args.sample or not tables:
         if not tables and space.spec == "fbnet" and not (args.archs is not None or args.sample):
             raise PredictorError("FBNet has 9^22 architectures: give the candidates with "
@@ -369,7 +383,12 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
                              "tables)")
     t0 = time.perf_counter()
     tgt = fewshot.prepare(args.target, args.source if with_sources else (), args.dataset,
-                          space=open_space(args), batch=args.batch)
+                          space=open_space(args), batch=args.batch,
+                          duplicates=args.duplicates)
+    if tgt.left_out:
+        print(f"note: left out {len(tgt.left_out)} source table(s) that are the target itself "
+              f"({', '.join(t.source or t.device for t in tgt.left_out)}: its device, or its "
+              "figures on every target cell)", file=sys.stderr)
     rows = []
     for k in args.samples:
         if k >= len(tgt.y):

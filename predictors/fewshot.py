@@ -52,6 +52,7 @@ class Target:
     rows: Rows | None = None  # rows of the source matrix (default: NB201's index)
     idx: np.ndarray | None = None  # row of each target cell (default: its NB201 index)
     _matrix: np.ndarray | None = None
+    left_out: list[LatencyTable] = field(default_factory=list)  # sources that were the target
 
     @property
     def y(self) -> np.ndarray:
@@ -66,34 +67,58 @@ class Target:
         return rows, self._matrix, idx
 
 
+def copies_target(source: LatencyTable, target: LatencyTable) -> bool:
+    """Whether ``source`` holds the target's own figures: every network of the target (two
+    or more) at the same latency to every digit. The target's table under another file
+    name (its device is taken from the file name): as a source it would leak the target's
+    values into its own prediction."""
+    if len(target) < 2:
+        return False
+    pos = source.lookup()
+    at = [pos.get(a) for a in target.arch_str]
+    return None not in at and bool(np.array_equal(source.latency_ms[at], target.latency_ms))
+
+
+def other_sources(target: LatencyTable, sources: Sequence[LatencyTable]
+                  ) -> tuple[list[LatencyTable], list[LatencyTable]]:
+    """(sources kept, sources left out): a table of the target's device (by name) or one that
+    :func:`copies_target` is not a source of its own target."""
+    kept, out = [], []
+    for s in sources:
+        (out if s.device == target.device or copies_target(s, target) else kept).append(s)
+    return kept, out
+
+
 def _as_table(t: str | Path | LatencyTable) -> LatencyTable:
     return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean")
 
 
 def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | LatencyTable] = (),
             dataset: str | None = "cifar10", space="nb201", batch: int = 1,
-            nets: Sequence[Network] | None = None) -> Target:
+            nets: Sequence[Network] | None = None, duplicates: str = "mean") -> Target:
     """Load the tables, build the target's networks (in ``space``, a spec or a
     :class:`~costmodels.spaces.SearchSpace`) and their features once.
 
     ``nets``: the target's networks already built (one per row of the target table, in
-    its order), to skip building them again."""
+    its order), to skip building them again. ``duplicates``: what :func:`read_table` does
+    with a network listed twice (the CLI's default is ``error``)."""
     from costmodels.spaces import SearchSpace, get_space
 
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     dataset = sp.check_dataset(dataset)
 
     def load(t):
-        return t if isinstance(t, LatencyTable) else read_table(t, duplicates="mean", space=sp)
+        return t if isinstance(t, LatencyTable) else read_table(t, duplicates=duplicates,
+                                                                 space=sp)
 
     table = load(target)
-    srcs = [s for s in (load(s) for s in sources) if s.device != table.device]
+    srcs, dropped = other_sources(table, [load(s) for s in sources])
     if nets is None:
         nets = [sp.build_network(a, dataset, batch) for a in table.arch_str]
     elif len(nets) != len(table):
         raise ValueError(f"{len(nets)} networks for a target table of {len(table)} rows")
     nets = list(nets)
-    tgt = Target(table, nets, F.features(nets), srcs, None)
+    tgt = Target(table, nets, F.features(nets), srcs, None, left_out=dropped)
     if srcs:
         tgt.rows = Rows.for_networks(nets, srcs)
         tgt.idx = tgt.rows.index(nets)

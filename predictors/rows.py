@@ -107,7 +107,8 @@ class Rows:
             row = self._pos.get(str(net.meta.get("arch_str")))
             if row is None:
                 arch = str(net.meta.get("arch_str"))
-                what = net.name if len(arch) > 60 or arch == net.name else f"{net.name} ({arch})"
+                shown = arch if len(arch) <= 200 else arch[:200] + "..."
+                what = net.name if arch == net.name else f"{net.name} (arch_str {shown})"
                 raise PredictorError(f"{what} is in none of the source tables; a transfer or "
                                      "few-shot model predicts only the networks the source "
                                      "devices measured (add it to a source table, or use gbdt)")

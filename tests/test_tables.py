@@ -66,6 +66,11 @@ def test_missing_column_and_missing_file(tmp_path):
         read_table(_write(tmp_path, "1,x\n", header="arch_index,arch_str\n"))
     with pytest.raises(TableError, match="nope.csv: cannot read latency table: No such file"):
         read_table(tmp_path / "nope.csv")
+    for sep, name in ((";", "semicolons"), ("\t", "tabs")):
+        body = sep.join(["0", nb201.SPACE[0], "1.5"]) + "\n"
+        with pytest.raises(TableError, match=f"split by {name}.*comma-separated"):
+            read_table(_write(tmp_path, body, header=sep.join(
+                ["arch_index", "arch_str", "latency_ms"]) + "\n"))
 
 
 def test_utf8_bom_accepted_and_bad_bytes_named(tmp_path):
