@@ -978,7 +978,6 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
 
 
 def _constants(graph: Any) -> dict[str, _Const]:
-
     consts: dict[str, _Const] = {}
     for t in graph.initializer:
         consts[t.name] = _Const(tuple(t.dims), _ITEMSIZE.get(_DTYPES.get(t.data_type, ""), 4))

@@ -261,11 +261,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              f"{args.model}` (a hybrid takes estimators with --prior)")
     params = {"priors": args.priors} if args.priors else {}
     # read in the target's space (an FBNet or models:DIR table is keyed by its arch strings)
-    from predictors.fewshot import copies_target
+    from predictors.fewshot import other_sources
 
-    sources, own = [], []
-    for t in (read_table(s, duplicates=args.duplicates, space=space) for s in args.source):
-        (own if t.device == device or copies_target(t, table) else sources).append(t)
+    sources, own = other_sources(table, [read_table(s, duplicates=args.duplicates, space=space)
+                                         for s in args.source], device)
     if own:
         print(f"note: skipped {len(own)} source table(s) of the target device {device} "
               f"itself ({', '.join(t.source or t.device for t in own)}: its device name, or "
@@ -287,8 +286,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     nets = build_networks(space, list(table.arch_str), args.dataset, args.batch,
                           errors=build_errors)
     if build_errors:  # a model of a folder that cannot be costed: its row is left out
-        arch, exc = build_errors[0]
-        first = (str(exc).splitlines() or [type(exc).__name__])[0]
+        from costmodels.errors import first_line
+
+        first = first_line(str(build_errors[0][1])) or type(build_errors[0][1]).__name__
         if len(build_errors) == len(nets):
             raise PredictorError(f"none of the {len(nets)} training networks can be built "
                                  f"(first: {first})")

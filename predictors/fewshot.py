@@ -79,13 +79,15 @@ def copies_target(source: LatencyTable, target: LatencyTable) -> bool:
     return None not in at and bool(np.array_equal(source.latency_ms[at], target.latency_ms))
 
 
-def other_sources(target: LatencyTable, sources: Sequence[LatencyTable]
+def other_sources(target: LatencyTable, sources: Sequence[LatencyTable], device: str = ""
                   ) -> tuple[list[LatencyTable], list[LatencyTable]]:
-    """(sources kept, sources left out): a table of the target's device (by name) or one that
-    :func:`copies_target` is not a source of its own target."""
+    """(sources kept, sources left out): a table of the target's device (by name: ``device``,
+    default the target table's) or one that :func:`copies_target` is not a source of its
+    own target."""
+    device = device or target.device
     kept, out = [], []
     for s in sources:
-        (out if s.device == target.device or copies_target(s, target) else kept).append(s)
+        (out if s.device == device or copies_target(s, target) else kept).append(s)
     return kept, out
 
 

@@ -210,10 +210,9 @@ class _GNN:
 
 
 def _folds(groups: np.ndarray) -> np.ndarray:
-    """CV fold of each training cell: leave one group out up to :data:`SMALL_K` groups, else
-    5 folds of whole groups."""
-    ids = np.unique(groups, return_inverse=True)[1]
-    return ids if ids.max(initial=-1) < SMALL_K else ids % 5
+    """CV fold of each training cell (``groups``: ids 0..n-1 from :func:`cv_groups`): leave
+    one group out up to :data:`SMALL_K` groups, else 5 folds of whole groups."""
+    return groups if groups.max(initial=-1) < SMALL_K else groups % 5
 
 
 def cv_groups(rows: Rows, idx: np.ndarray, x: np.ndarray) -> np.ndarray:
@@ -406,7 +405,7 @@ class FewShotModel(Predictor):
         self.priors_used_ = self.priors == "builtin" and self._priors_win(y, idx)
         folds = _folds(groups)
         oof = np.zeros((len(y), len(fams)))
-        if k >= 3 and (len(fams) == 1 or self.strategy != "average"):  # k groups
+        if k >= 3 and (len(fams) == 1 or self.strategy != "average"):
             for f in np.unique(folds):
                 test = folds == f
                 for j, fam in enumerate(fams):
