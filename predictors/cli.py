@@ -167,6 +167,27 @@ def register(sub) -> None:
     p.set_defaults(func=cmd_fewshot)
 
 
+def _build_or_leave_out(space, archs: list[str], dataset, batch: int, what: str):
+    """(networks that can be built, mask over ``archs``): a model of a folder that cannot be
+    costed is left out with a warning naming the first failure; none left is an error."""
+    import numpy as np
+
+    from costmodels.cli import build_networks
+    from costmodels.errors import first_line
+    from predictors.base import PredictorError
+
+    errors: list = []
+    nets = build_networks(space, archs, dataset, batch, errors=errors)
+    keep = np.array([n is not None for n in nets], dtype=bool)
+    if errors:
+        first = first_line(str(errors[0][1])) or type(errors[0][1]).__name__
+        if not keep.any():
+            raise PredictorError(f"none of the {len(nets)} {what} can be built (first: {first})")
+        print(f"warning: left out {len(errors)} of {len(nets)} {what} whose network cannot "
+              f"be built (first: {first})", file=sys.stderr)
+    return [n for n in nets if n is not None], keep
+
+
 def _add_duplicates(p, where: str) -> None:
     p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
                    help=f"a network listed twice in {where}: refuse (as compare does), "
@@ -226,7 +247,7 @@ def _save_or_clean(est, out: Path, model_files) -> None:
 def cmd_fit(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from costmodels.cli import build_networks, check_output_dir, open_space
+    from costmodels.cli import check_output_dir, open_space
     from costmodels.tables import read_table, sidecar_device, sidecar_mismatch
     from predictors.base import PredictorError
     from predictors.learned import NEEDS, fit_from_spec
@@ -282,20 +303,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"warning: all {len(table)} training latencies are equal "
               f"({table.latency_ms[0]:g} ms): they rank nothing, and the model will predict "
               "about that for every network", file=sys.stderr)
-    build_errors: list = []
-    nets = build_networks(space, list(table.arch_str), args.dataset, args.batch,
-                          errors=build_errors)
-    if build_errors:  # a model of a folder that cannot be costed: its row is left out
-        from costmodels.errors import first_line
-
-        first = first_line(str(build_errors[0][1])) or type(build_errors[0][1]).__name__
-        if len(build_errors) == len(nets):
-            raise PredictorError(f"none of the {len(nets)} training networks can be built "
-                                 f"(first: {first})")
-        print(f"warning: left out {len(build_errors)} of {len(nets)} training rows whose "
-              f"network cannot be built (first: {first})", file=sys.stderr)
-        table = table.subset(np.array([i for i, n in enumerate(nets) if n is not None]))
-        nets = [n for n in nets if n is not None]
+    nets, keep = _build_or_leave_out(space, list(table.arch_str), args.dataset, args.batch,
+                                     "training rows")
+    if not keep.all():
+        table = table.subset(np.flatnonzero(keep))
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
                         prior=list(args.prior), device=device, random_state=args.seed,
@@ -343,7 +354,11 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise PredictorError(f"cannot choose {args.k} of {len(archs)} candidate networks; "
                              f"ask for at most {len(archs)}")
     dataset = space.check_dataset(args.dataset)
-    nets = [space.build_network(a, dataset, args.batch) for a in archs]
+    nets, keep = _build_or_leave_out(space, archs, dataset, args.batch, "candidate networks")
+    archs = [a for a, ok in zip(archs, keep, strict=True) if ok]
+    if args.k > len(archs):
+        raise PredictorError(f"cannot choose {args.k} of the {len(archs)} candidate networks "
+                             f"that can be built; ask for at most {len(archs)}")
     lat = None
     if tables:
         rows = Rows.for_networks(nets, tables)

@@ -219,4 +219,13 @@ def test_fit_leaves_out_a_training_row_whose_model_cannot_be_costed(tmp_path, ca
     write_table(tmp_path / "det.csv", [None], ["det"], [0.05])
     assert main(["fit", "gbdt", "--space", f"models:{d}", "--train", str(tmp_path / "det.csv"),
                  "-o", str(tmp_path / "none")]) == 2
-    assert "none of the 1 training networks can be built" in capsys.readouterr().err
+    assert "none of the 1 training rows can be built" in capsys.readouterr().err
+    cells = tmp_path / "cells.csv"  # select leaves the candidate out the same way
+    assert main(["select", "3", "--space", f"models:{d}", "-o", str(cells)]) == 0
+    assert "left out 1 of 5 candidate networks" in capsys.readouterr().err
+    import csv
+
+    chosen = [r["arch_str"] for r in csv.DictReader(cells.open())]
+    assert len(chosen) == 3 and "det" not in chosen
+    assert main(["select", "5", "--space", f"models:{d}", "-o", str(cells)]) == 2
+    assert "of the 4 candidate networks that can be built" in capsys.readouterr().err
