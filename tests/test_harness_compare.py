@@ -164,6 +164,21 @@ def test_source_equal_to_truth_is_refused(truth):
         compare(truth, ["flops"], sources=[truth.source])
 
 
+def test_a_copy_of_the_truth_as_source_backend_or_prior_is_refused(truth, tmp_path):
+    """The truth under another file name (all its rows, or a subset of them) was taken as a
+    source, a table backend or a hybrid prior, scored tau 1.000 and recommended."""
+    half = tmp_path / "half.csv"
+    write_table(half, truth.arch_index[::2], truth.arch_str[::2], truth.latency_ms[::2])
+    for kw in ({"sources": [str(half)]}, {"backends": [str(half)]},
+               {"priors": [str(half)], "backends": ["hybrid"], "train_samples": 10}):
+        args = {"backends": ["flops"], **kw}
+        with pytest.raises(ValueError, match="half.csv is the truth table itself"):
+            compare(truth, args.pop("backends"), **args)
+    other = tmp_path / "other.csv"  # another device: the same networks, other figures
+    write_table(other, truth.arch_index, truth.arch_str, truth.latency_ms * 1.1)
+    assert compare(truth, ["flops", str(other)]).results[1].n_covered == len(truth)
+
+
 def test_max_cells_and_reference_only(truth):
     res = compare(truth, ["flops", "params"], max_cells=25, reference_only=["params"])
     assert res.results[0].n_total == 25

@@ -220,6 +220,8 @@ def test_rows_cut_from_the_truth_under_another_name_are_in_sample():
     model = SimpleNamespace(trained_on_=seen, device_="train10")
     assert _in_sample(model, nets, "truth", "", np.array([1.2345678, 2.5, 3.0])) == 2
     assert _in_sample(model, nets, "truth", "", np.array([1.2345679, 2.6, 3.0])) == 0
+    # the same rows saved with fewer digits: every shared network within 0.1%
+    assert _in_sample(model, nets, "truth", "", np.array([1.2346, 2.5, 3.0])) == 2
     assert _in_sample(model, nets, "truth") == 0  # no truth figures given: names decide
 
 
