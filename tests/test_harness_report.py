@@ -277,3 +277,43 @@ def test_energy_metrics_reach_report_md(tmp_path):
     assert "Energy (the truth table has `energy_mj`" in text
     energy = text[text.index("Energy (the truth"):]
     assert "| eyeriss |" in energy and "| flops |" not in energy.split("\n\n")[1]
+
+
+def test_advice_names_only_backends_that_covered_every_cell(tmp_path):
+    """A table missing one of 100 cells (coverage 0.99) was recommended as the economical and
+    most accurate choice; rank() puts it after every full one, and so does the advice now."""
+    from costmodels.tables import write_table
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=100)
+    near = tmp_path / "near.csv"  # another device close to the truth, missing one cell
+    write_table(near, truth.arch_index[1:], truth.arch_str[1:], truth.latency_ms[1:] * 1.01)
+    text = report.recommend(compare(truth, ["flops", str(near)]))
+    assert "**near.csv**" not in text and "near.csv covered only part" in text
+    assert "**flops** ranks networks best" in text
+
+
+def test_advice_on_a_constant_truth_says_so(tmp_path):
+    from costmodels.tables import write_table
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=20)
+    flat = tmp_path / "flat.csv"
+    write_table(flat, truth.arch_index, truth.arch_str, np.full(20, 5.0))
+    from costmodels.tables import read_table
+
+    text = report.recommend(compare(read_table(flat), ["flops", "eyeriss"]))
+    assert text.startswith("Every scored cell has the same measured latency (5 ms)")
+
+
+def test_report_carries_the_truths_dataset_caveat_and_a_fitted_proxy_is_not_free(tmp_path):
+    import json
+
+    from costmodels.harness import run
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=60)
+    (tmp_path / "nb201_fake.fingerprint.json").write_text(
+        json.dumps({"device": "x", "dataset": "ImageNet16-120", "batch": 1}))
+    run(truth.source, ["flops", "eyeriss"], tmp_path / "rep", dataset="cifar10",
+        train_samples=30, console=Console(file=io.StringIO()))
+    text = (tmp_path / "rep" / "report.md").read_text()
+    assert "**Caveat:**" in text and "dataset ImageNet16-120 (here cifar10)" in text
+    assert "free proxy flops (fit on" not in text and "the proxy flops (fit on 30)" in text

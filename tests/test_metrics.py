@@ -63,6 +63,10 @@ def test_topk_overlap_hand_cases():
     assert m.topk_overlap(t, [5, 4, 3, 2, 1], 2) == 0.0
     assert m.topk_overlap(t, [1, 3, 2, 4, 5], 2) == 0.5  # true {0,1}, predicted {0,2}
     assert m.topk_overlap(t, [1, 3, 2, 4, 5], 99) == 1.0  # k clipped to n
+    # ties count as broken at random: a constant finds k/n, not the first rows
+    assert m.topk_overlap(t, [7, 7, 7, 7, 7], 2) == pytest.approx(2 / 5)
+    assert m.topk_overlap(t, [1, 2, 2, 2, 5], 2) == pytest.approx(0.5 + 0.5 / 3)
+    assert m.topk_overlap([1, 1, 3, 4], [1, 2, 3, 4], 1) == pytest.approx(0.5)
 
 
 @pytest.mark.parametrize("t,p,msg", [

@@ -89,6 +89,10 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
                      sources=sources, max_cells=max_cells, notes=notes,
                      reference_only=reference_only, priors=priors, on_progress=say,
                      space=sp, batch=batch)
+    from costmodels.tables import sidecar_mismatch
+
+    if note := sidecar_mismatch(truth, result.dataset or None, batch):
+        result.warnings.append(note.removeprefix("warning: "))
     models = None
     if models_dir:
         say(f"models in {models_dir}")

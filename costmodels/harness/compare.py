@@ -160,6 +160,8 @@ class ComparisonResult:
     space: str = "nb201"
     #: truth rows whose network could not be built: {arch_str: error}; never scored
     build_errors: dict[str, str] = field(default_factory=dict)
+    #: caveats about the truth itself (measured at another dataset or batch), for the report
+    warnings: list[str] = field(default_factory=list)
 
     def ranked(self, key: str = "kendall") -> list[BackendResult]:
         """Best first by ``key``: see :func:`rank`."""

@@ -157,14 +157,27 @@ FEW_CELLS = 30
 
 def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     """One paragraph: which estimator to use on this device, derived from the numbers."""
-    full = [r for r in result.results if r.n_total and r.coverage >= 0.99
+    # every scored cell covered, as rank() puts first: a backend that failed on some is
+    # scored on fewer (possibly easier) cells and is named below instead
+    full = [r for r in result.results if r.n_total and r.n_covered == r.n_total
             and not math.isnan(r.metric("kendall")) and not r.reference_only
             and not r.in_sample]
     if not full:
-        if any(r.n_covered for r in result.results) and \
-                all(r.n_covered < 2 for r in result.results):
+        scored = [r for r in result.results if r.n_covered]
+        if scored and all(r.n_covered < 2 for r in result.results):
             return (f"Only {max(r.n_covered for r in result.results)} cell was scored: a "
                     "ranking needs at least two, and a choice tens; measure more networks.")
+        truth = np.concatenate([r.y_true for r in scored]) if scored else np.zeros(0)
+        if len(truth) > 1 and np.ptp(truth) == 0:
+            return (f"Every scored cell has the same measured latency ({truth[0]:g} ms): there "
+                    "is nothing to rank, so no estimator can be recommended from this run; "
+                    "check the truth table.")
+        partial = [r.name for r in scored if r.n_covered < r.n_total and not r.reference_only
+                   and not r.in_sample]
+        if partial:
+            return (f"No estimator covered every scored cell ({', '.join(partial)} covered "
+                    "only part of them, see the errors above), so none can be recommended "
+                    "from this run.")
         return ("No estimator covered the truth cells (see the errors above), so none can be "
                 "recommended from this run.")
     ranked = rank(full, "kendall")
@@ -216,20 +229,22 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     proxies = [r for r in full if r.spec in PROXIES]
     if proxies:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
+        # fitted to ms on measured rows (--train-samples), a proxy is no longer free
+        proxy = "the free proxy" if not floor.build_measurements else "the proxy"
         worse = [r for r in full if r not in proxies and r is not best
                  and r.metric("kendall") <= floor.metric("kendall")]
         costly = [r.name for r in worse if _clearly_cheaper(floor, r)]
         free = [r.name for r in worse if not _clearly_cheaper(floor, r)]
         one = len(costly) == 1
         if costly:
-            parts.append(f"The free proxy {floor.name} (τ = {floor.metric('kendall'):.3f}) is "
+            parts.append(f"{proxy.capitalize()} {floor.name} (τ = {floor.metric('kendall'):.3f}) is "
                          f"not beaten by {', '.join(costly)}, which {'is' if one else 'are'} "
                          f"not worth {'its' if one else 'their'} build cost on this device.")
         if free:
             parts.append(f"{', '.join(free)} {'ranks' if len(free) == 1 else 'rank'} no better "
-                         f"than the free proxy {floor.name}.")
+                         f"than {proxy} {floor.name}.")
         if not worse and floor is not best:
-            parts.append(f"Every other estimator beats the free proxy {floor.name} "
+            parts.append(f"Every other estimator beats {proxy} {floor.name} "
                          f"(τ = {floor.metric('kendall'):.3f}).")
     inside = [r.name for r in result.results if r.in_sample]
     if inside:
@@ -237,7 +252,8 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                      f"cells {'it was' if len(inside) == 1 else 'they were'} fitted on "
                      f"(in-sample) and {'is' if len(inside) == 1 else 'are'} left out of this "
                      "advice; score a saved model on a table it was not fitted on.")
-    partial = [r.name for r in result.results if r.n_total and 0 < r.coverage < 0.99]
+    partial = [r.name for r in result.results if r.n_total and 0 < r.n_covered < r.n_total
+               and not r.reference_only and not r.in_sample]
     if partial:
         parts.append(f"{', '.join(partial)} covered only part of the cells and "
                      f"{'is' if len(partial) == 1 else 'are'} left out of this advice.")
@@ -641,8 +657,9 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
         lines.append(f"- machine: {fingerprint}")
     lines += [f"- ground truth: `{result.truth_source}` ({result.n_truth:,} architectures of "
               f"{_space_words(result)}, device `{result.device}`)",
-              f"- protocol: {mode}", "",
-              "## Ranking (by Kendall τ; backends with full coverage first)", "", _md_table(COLUMNS, table_rows(result)), ""]
+              f"- protocol: {mode}", ""]
+    lines += [f"**Caveat:** {w}" for w in result.warnings] + ([""] if result.warnings else [])
+    lines += ["## Ranking (by Kendall τ; backends with full coverage first)", "", _md_table(COLUMNS, table_rows(result)), ""]
     lines += [f"- {line}" for line in _footnotes(result.results)]
     lines += _energy_lines(ranked)
     if result.build_errors:
