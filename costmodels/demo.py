@@ -99,8 +99,17 @@ def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | N
     # NB201: every unique kernel of the whole space (73); other spaces: the kernels of the
     # architectures being scored (FBNet cannot be enumerated; a folder is small).
     lut_pick = [] if space == "nb201" else (["--archs", str(truth_path)])
+    # Off NB201 the networks are the truth's own: the LUT's overhead terms are calibrated on
+    # the networks compare fits on (its split, written before that step), never on the
+    # ones it scores.
+    no_cal = [] if space == "nb201" else ["--calibrate", "0"]
     plan.append(("build the lookup table",
-                 ["lut", "build", *where, *lut_pick, "--runtime", "ort", "--db", str(lut)]))
+                 ["lut", "build", *where, *lut_pick, "--runtime", "ort", "--db", str(lut),
+                  *no_cal]))
+    if space != "nb201":
+        plan.append((CALIBRATE_LUT,
+                     ["lut", "build", *where, "--archs", str(train_archs_path(out, seed, train)),
+                      "--runtime", "ort", "--db", str(lut)]))
     if not spec.exists():
         plan.append(("calibrate the roofline", ["roofline", "calibrate", "-o", str(spec)]))
     plan.append(
@@ -111,6 +120,27 @@ def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | N
           "--reference-only", "eyeriss", "--reference-only", "fpga",
           "--train-samples", str(train), "--seed", str(seed), "-o", str(out)]))
     return plan
+
+
+CALIBRATE_LUT = "calibrate the lookup table on the training networks"
+
+
+def train_archs_path(out: Path, seed: int, train: int) -> Path:
+    return out / "work" / f"train-archs-seed{seed}-{train}.csv"
+
+
+def _write_train_archs(plan, args, space) -> None:
+    """The networks compare will fit on (:func:`costmodels.harness.compare.split_truth`, same
+    truth, --train and --seed), for the LUT's calibration step."""
+    from costmodels.harness.compare import split_truth
+    from costmodels.tables import read_table, write_table
+
+    argv = next(a for title, a in plan if title == "compare every estimator")
+    truth = read_table(argv[argv.index("--truth") + 1], space=space)
+    _, _, train_rows, _ = split_truth(truth, space, args.dataset, 1, args.train, args.seed)
+    path = train_archs_path(Path(args.out), args.seed, args.train)
+    archs = [truth.arch_str[r] for r in train_rows]
+    write_table(path, [space.index(a) for a in archs], archs, truth.latency_ms[train_rows])
 
 
 def _slug(space: str) -> str:
@@ -145,6 +175,7 @@ def run(args: argparse.Namespace) -> int:
         if args.train >= rows:
             raise InputError(f"--train {args.train} leaves nothing to score: {args.truth} has "
                              f"{rows} rows; use --train below {rows}")
+        _note_truth_machine(console, args.truth)
     (out / "work").mkdir(parents=True, exist_ok=True)
     plan = steps(out, sample, args.train, args.seed, args.dataset, args.space, args.truth,
                  args.input_shape)
@@ -169,6 +200,8 @@ def run(args: argparse.Namespace) -> int:
                       f"{step} measures every kernel", highlight=False)
     t0 = time.perf_counter()
     for i, (title, argv) in enumerate(plan, start=1):
+        if title == CALIBRATE_LUT:
+            _write_train_archs(plan, args, space)
         console.rule(f"[bold]step {i}: {title}")
         console.print(f"$ costmodels {shlex.join(argv)}", style="dim", highlight=False)
         t = time.perf_counter()
@@ -190,6 +223,23 @@ def run(args: argparse.Namespace) -> int:
     console.rule(f"[bold green]done in {time.perf_counter() - t0:.0f} s")
     console.print(f"report: {out / 'report.md'}  (figures and metrics.csv beside it)")
     return 0
+
+
+def _note_truth_machine(console, truth: str) -> None:
+    """The LUT and the roofline are built on this machine: say so when ``--truth`` was
+    measured elsewhere (its sidecar names another device) or nothing says where."""
+    from costmodels.tables import sidecar_device
+    from measure.fingerprint import device_slug
+
+    theirs, here = sidecar_device(truth), device_slug()
+    if theirs and theirs != here:
+        console.print(f"warning: {truth} was measured on {theirs} (its sidecar), not on this "
+                      f"machine ({here}): the LUT and the roofline are built here, so their "
+                      "scores are against another machine's latencies", highlight=False)
+    elif not theirs:
+        console.print(f"note: no sidecar says which machine measured {truth}; the LUT and the "
+                      f"roofline are built on this one ({here}), so their scores mean "
+                      "something only if it was measured here", highlight=False)
 
 
 def _partial_truth(console, truth: Path, train: int) -> Path | None:

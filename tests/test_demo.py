@@ -49,13 +49,26 @@ def test_demo_goes_on_without_the_models_that_failed_to_measure(tmp_path, monkey
     ran: list = []
     monkeypatch.setattr("costmodels.cli.main", _fake_main(ran, {"m3"}))
     assert demo.run(_args(tmp_path, folder, train=2)) == 0
-    assert [a[0] for a in ran] == ["measure-space", "lut", "roofline", "compare"]
+    assert [a[0] for a in ran] == ["measure-space", "lut", "lut", "roofline", "compare"]
     lut = ran[1]
     archs = lut[lut.index("--archs") + 1]  # the LUT covers only the measured models
     assert archs.endswith("-measured.csv")
     from costmodels.spaces import get_space
 
-    assert read_arch_list(archs, get_space(f"models:{folder}")) == ["m0", "m1", "m2", "m4"]
+    space = get_space(f"models:{folder}")
+    assert read_arch_list(archs, space) == ["m0", "m1", "m2", "m4"]
+    # ... calibrated on none of them, then on the 2 that compare fits on, never on the scored
+    assert lut[lut.index("--calibrate") + 1] == "0"
+    cal = ran[2]
+    assert "--calibrate" not in cal
+    train = read_arch_list(cal[cal.index("--archs") + 1], space)
+    from costmodels.harness.compare import split_truth
+    from costmodels.tables import read_table
+
+    truth = read_table(ran[4][ran[4].index("--truth") + 1], space=space)
+    _, _, rows, scored = split_truth(truth, space, None, 1, 2, 0)
+    assert train == [truth.arch_str[r] for r in rows] and len(train) == 2
+    assert not set(train) & {truth.arch_str[r] for r in scored}
 
 
 @pytest.mark.parametrize("failing,train", [({"m0", "m1", "m2"}, 2), ({"m1"}, 4)])

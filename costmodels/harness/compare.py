@@ -204,7 +204,6 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
     ``build_errors`` and not scored. When the truth has ``energy_mj``, backends that
     estimate energy are scored on it too (``energy_*`` metrics).
     """
-    from costmodels.errors import CostModelError, InputError
     from costmodels.registry import BACKENDS, split_spec
     from costmodels.spaces import SearchSpace, get_space
 
@@ -217,21 +216,8 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             resolve(split_spec(spec)[0])
     _refuse_truth_copies(truth, sp, sources, [b for b in backends if isinstance(b, str)],
                          priors)
-    built: list[Network | None] = []
-    build_errors: dict[str, str] = {a: f"failed in the truth table: {e}" for a, e in truth.failed}
-    for a in truth.arch_str:
-        try:
-            built.append(sp.build_network(sp.parse(a), dataset, batch))
-        except CostModelError as exc:
-            build_errors[a] = _first_line(exc)
-            built.append(None)
-    usable = np.array([n is not None for n in built])
-    if not usable.any():
-        raise InputError(f"{truth.source}: none of its {len(truth)} networks could be built in "
-                         f"{sp.spec}; first error: {next(iter(build_errors.values()))}")
-    train_rows, test_rows = split_rows(int(usable.sum()), train_samples, seed)
-    kept = np.flatnonzero(usable)
-    train_rows, test_rows = kept[train_rows], kept[test_rows]
+    built, build_errors, train_rows, test_rows = split_truth(truth, sp, dataset, batch,
+                                                            train_samples, seed)
     if max_cells and max_cells < len(test_rows):
         rng = np.random.default_rng(seed + 1)
         test_rows = np.sort(rng.choice(test_rows, size=max_cells, replace=False))
@@ -293,6 +279,31 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
                             test_rows=test_rows, seed=seed, results=results,
                             train_samples=train_samples, space=_space_label(sp),
                             build_errors=build_errors)
+
+
+def split_truth(truth: LatencyTable, sp: Any, dataset: str | None, batch: int,
+                train_samples: int | None, seed: int
+                ) -> tuple[list[Network | None], dict[str, str], np.ndarray, np.ndarray]:
+    """The truth's networks (None where one cannot be built), the build errors, and the rows
+    learned backends are fitted on and the rows scored (:func:`split_rows` over the rows
+    that build). ``demo`` calibrates its LUT on the same training rows."""
+    from costmodels.errors import CostModelError, InputError
+
+    built: list[Network | None] = []
+    build_errors: dict[str, str] = {a: f"failed in the truth table: {e}" for a, e in truth.failed}
+    for a in truth.arch_str:
+        try:
+            built.append(sp.build_network(sp.parse(a), dataset, batch))
+        except CostModelError as exc:
+            build_errors[a] = _first_line(exc)
+            built.append(None)
+    usable = np.array([n is not None for n in built])
+    if not usable.any():
+        raise InputError(f"{truth.source}: none of its {len(truth)} networks could be built in "
+                         f"{sp.spec}; first error: {next(iter(build_errors.values()))}")
+    train_rows, test_rows = split_rows(int(usable.sum()), train_samples, seed)
+    kept = np.flatnonzero(usable)
+    return built, build_errors, kept[train_rows], kept[test_rows]
 
 
 def _refuse_truth_copies(truth: LatencyTable, sp: Any, sources: Sequence[str],
