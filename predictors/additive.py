@@ -89,8 +89,8 @@ def count_basis() -> np.ndarray:
 # cell (a device that runs them all; it nests "all edges", a device whose node sums cost
 # nothing), or the edges that reach the output (a runtime that drops dead code). With
 # "all edges" as a third candidate, k=10 (5 seeds): 13 reference tables 0.9691 vs 0.9690,
-# their dead-code-dropping twins 0.9521 vs 0.9548, layer-wise accelerators 0.9835 vs
-# 0.9832 (bench/ablation_fewshot.py): a third basis is one more chance for noise to win a
+# their dead-code-dropping twins 0.9521 vs 0.9548, layer-wise accelerators 0.9830 vs
+# 0.9826 (bench/ablation_fewshot.py): a third basis is one more chance for noise to win a
 # share.
 COUNT_BASES = ("every layer", "edges reaching the output")
 
