@@ -137,7 +137,8 @@ def _write_train_archs(plan, args, space) -> None:
 
     argv = next(a for title, a in plan if title == "compare every estimator")
     truth = read_table(argv[argv.index("--truth") + 1], space=space)
-    _, _, train_rows, _ = split_truth(truth, space, args.dataset, 1, args.train, args.seed)
+    _, _, train_rows, _ = split_truth(truth, space, space.check_dataset(args.dataset), 1,
+                                      args.train, args.seed)
     path = train_archs_path(Path(args.out), args.seed, args.train)
     archs = [truth.arch_str[r] for r in train_rows]
     write_table(path, [space.index(a) for a in archs], archs, truth.latency_ms[train_rows])

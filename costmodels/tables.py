@@ -96,6 +96,20 @@ def read_sidecar(path: str | Path) -> dict:
     return doc if isinstance(doc, dict) else {}
 
 
+def holds_figures_of(table: LatencyTable, target: LatencyTable, min_shared: int | None = None
+                     ) -> bool:
+    """Whether ``table`` holds ``target``'s latencies to every digit on the networks both
+    list: all of the target's (``min_shared`` None), or at least ``min_shared`` of them
+    (never fewer than 2). The target's own table under another file name."""
+    pos = table.lookup()
+    shared = [(i, pos[a]) for i, a in enumerate(target.arch_str) if a in pos]
+    need = len(target) if min_shared is None else min_shared
+    if len(shared) < max(need, 2):
+        return False
+    mine, theirs = zip(*shared, strict=True)
+    return bool(np.array_equal(target.latency_ms[list(mine)], table.latency_ms[list(theirs)]))
+
+
 def sidecar_device(path: str | Path) -> str:
     """The ``device`` a table's sidecar names (the machine it was measured on), or ''."""
     device = read_sidecar(path).get("device")

@@ -67,27 +67,19 @@ class Target:
         return rows, self._matrix, idx
 
 
-def copies_target(source: LatencyTable, target: LatencyTable) -> bool:
-    """Whether ``source`` holds the target's own figures: every network of the target (two
-    or more) at the same latency to every digit. The target's table under another file
-    name (its device is taken from the file name): as a source it would leak the target's
-    values into its own prediction."""
-    if len(target) < 2:
-        return False
-    pos = source.lookup()
-    at = [pos.get(a) for a in target.arch_str]
-    return None not in at and bool(np.array_equal(source.latency_ms[at], target.latency_ms))
-
-
 def other_sources(target: LatencyTable, sources: Sequence[LatencyTable], device: str = ""
                   ) -> tuple[list[LatencyTable], list[LatencyTable]]:
     """(sources kept, sources left out): a table of the target's device (by name: ``device``,
-    default the target table's) or one that :func:`copies_target` is not a source of its
-    own target."""
+    default the target table's) or one holding the target's figures on every network of
+    the target (:func:`costmodels.tables.holds_figures_of`: the target's table under another
+    file name) is not a source of its own target: it would leak the target's values into
+    its own prediction."""
+    from costmodels.tables import holds_figures_of
+
     device = device or target.device
     kept, out = [], []
     for s in sources:
-        (out if s.device == device or copies_target(s, target) else kept).append(s)
+        (out if s.device == device or holds_figures_of(s, target) else kept).append(s)
     return kept, out
 
 

@@ -314,7 +314,7 @@ def _refuse_truth_copies(truth: LatencyTable, sp: Any, sources: Sequence[str],
     ranks perfectly and would be recommended."""
     from costmodels.errors import CostModelError, InputError
     from costmodels.registry import split_spec
-    from costmodels.tables import read_table
+    from costmodels.tables import holds_figures_of, read_table
 
     tables = [("--source", s) for s in sources]
     tables += [(role, arg) for role, specs in (("backend", backends), ("--prior", priors))
@@ -326,10 +326,7 @@ def _refuse_truth_copies(truth: LatencyTable, sp: Any, sources: Sequence[str],
                 table = read_table(path, duplicates="mean", space=sp)
             except (CostModelError, OSError):
                 continue  # reported where it is used
-            pos = table.lookup()
-            rows = [(i, pos[a]) for i, a in enumerate(truth.arch_str) if a in pos]
-            same = (len(rows) >= min(5, len(truth)) and len(rows) >= 2 and np.array_equal(
-                truth.latency_ms[[i for i, _ in rows]], table.latency_ms[[j for _, j in rows]]))
+            same = holds_figures_of(table, truth, min_shared=min(5, len(truth)))
         if same:
             raise InputError(f"{role} {path} is the truth table itself (its path, or the "
                              "truth's latencies on every network both list); a predictor's "
