@@ -129,19 +129,29 @@ def train_archs_path(out: Path, seed: int, train: int) -> Path:
     return out / "work" / f"train-archs-seed{seed}-{train}.csv"
 
 
+def argv_of(plan, title: str) -> list[str]:
+    return next(a for t, a in plan if t == title)
+
+
 def _write_train_archs(plan, args, space) -> None:
     """The networks compare will fit on (:func:`costmodels.harness.compare.split_truth`, same
     truth, --train and --seed), for the LUT's calibration step."""
     from costmodels.harness.compare import split_truth
     from costmodels.tables import read_table, write_table
 
-    argv = next(a for title, a in plan if title == "compare every estimator")
+    argv = argv_of(plan, "compare every estimator")
     truth = read_table(argv[argv.index("--truth") + 1], space=space)
     _, _, train_rows, _ = split_truth(truth, space, space.check_dataset(args.dataset), 1,
                                       args.train, args.seed)
     path = train_archs_path(Path(args.out), args.seed, args.train)
     archs = [truth.arch_str[r] for r in train_rows]
     write_table(path, [space.index(a) for a in archs], archs, truth.latency_ms[train_rows])
+    lut = Path(argv_of(plan, CALIBRATE_LUT)[argv_of(plan, CALIBRATE_LUT).index("--db") + 1])
+    if lut.exists():  # a rerun with another --train/--seed: points of scored networks go
+        from measure.lut.table import LutFile
+
+        with LutFile(lut) as f:
+            f.keep_points(set(archs))
 
 
 def _slug(space: str) -> str:

@@ -293,6 +293,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.source and not sources:
         raise PredictorError("no source table of another device is left after skipping the "
                              "target's own; give tables of other devices")
+    nets, keep = _build_or_leave_out(space, list(table.arch_str), args.dataset, args.batch,
+                                     "training rows")
+    if not keep.all():
+        table = table.subset(np.flatnonzero(keep))
     if need in (None, "prior") and len(table) < FEW_ROWS:
         what = ("corrects its priors with trees fitted on the target's cells alone" if need
                 else "learns from the target's cells alone")
@@ -303,10 +307,6 @@ def cmd_fit(args: argparse.Namespace) -> int:
         print(f"warning: all {len(table)} training latencies are equal "
               f"({table.latency_ms[0]:g} ms): they rank nothing, and the model will predict "
               "about that for every network", file=sys.stderr)
-    nets, keep = _build_or_leave_out(space, list(table.arch_str), args.dataset, args.batch,
-                                     "training rows")
-    if not keep.all():
-        table = table.subset(np.flatnonzero(keep))
     t0 = time.perf_counter()
     est = fit_from_spec(args.model, nets, table.latency_ms, sources=sources,
                         prior=list(args.prior), device=device, random_state=args.seed,
@@ -354,7 +354,7 @@ def cmd_select(args: argparse.Namespace) -> int:
         raise PredictorError(f"cannot choose {args.k} of {len(archs)} candidate networks; "
                              f"ask for at most {len(archs)}")
     dataset = space.check_dataset(args.dataset)
-    nets, keep = _build_or_leave_out(space, archs, dataset, args.batch, "candidate networks")
+    nets, keep = _build_or_leave_out(space, archs, dataset, args.batch, "candidates")
     archs = [a for a, ok in zip(archs, keep, strict=True) if ok]
     if args.k > len(archs):
         raise PredictorError(f"cannot choose {args.k} of the {len(archs)} candidate networks "

@@ -416,14 +416,16 @@ class FewShotModel(Predictor):
         self.candidates_ = [(fam, self._candidate(fam).fit(idx, x, y))
                             for fam, w in zip(fams, weights, strict=True) if w > 0]
         self.weights_ = weights[weights > 0]
-        strategy = (f"fixed shares below {MIN_K_RESIDUAL} cells"
+        unit = "cells" if k == len(y) else "distinct networks"
+        strategy = (f"fixed shares below {MIN_K_RESIDUAL} {unit}"
                     if self._fixed_shares(fams, k) else self.strategy)
         if k < len(y):
             strategy += f" ({k} distinct networks among the {len(y)} cells)"
         self.report_ = {"strategy": strategy, "families": list(fams),
                         "priors": self.priors, "priors_used": self.priors_used_,
                         "priors_loo_rms": self.priors_rms_,
-                        "cv": ("loo" if k == len(y) else "leave-one-group-out")
+                        "cv": "none" if not cv else
+                        ("loo" if k == len(y) else "leave-one-group-out")
                         if k <= SMALL_K else "5-fold",
                         "cv_groups": k,
                         "cv_log_mse": {f: round(v, 6) for f, v in cv.items()},

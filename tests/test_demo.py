@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import pytest
 
@@ -106,3 +107,29 @@ def test_committed_lut_is_found_outside_the_source_tree(tmp_path, monkeypatch):
     assert demo.committed_lut("cifar10") == tmp_path / "datasets" / "nb201" / name
     monkeypatch.setenv(demo.DATASETS_ENV, str(tmp_path / "elsewhere"))
     assert demo.committed_lut("cifar10") == tmp_path / "elsewhere" / "nb201" / name
+
+
+def test_a_rerun_with_another_split_drops_the_lut_points_of_networks_now_scored(tmp_path,
+                                                                                monkeypatch):
+    """The LUT is calibrated on compare's training networks; a rerun with another --train
+    kept the first split's points, some of them networks the second run scores."""
+    from costmodels.spaces import get_space
+    from measure.lut.table import CalibrationPoint, LutFile
+
+    folder = _folder(tmp_path, 5)
+    ran: list = []
+    monkeypatch.setattr("costmodels.cli.main", _fake_main(ran, set()))
+    args = _args(tmp_path, folder, train=2)
+    plan = demo.steps(tmp_path / "r", None, 2, 0, None, args.space)
+    argv = demo.argv_of(plan, demo.CALIBRATE_LUT)
+    lut = Path(argv[argv.index("--db") + 1])
+    lut.parent.mkdir(parents=True)
+    LutFile.create(lut, "ort", "{}", "h").close()
+    with LutFile(lut) as f:
+        for i in range(5):
+            f.put_point(CalibrationPoint(f"p{i}", f"m{i}", "cifar10", 1.0 + i))
+    assert demo.run(args) == 0
+    cal = ran[2]
+    train = set(read_arch_list(cal[cal.index("--archs") + 1], get_space(f"models:{folder}")))
+    with LutFile(lut, readonly=True) as f:
+        assert {p.arch_str for p in f.points()} == train and len(train) == 2

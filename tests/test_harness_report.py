@@ -174,6 +174,11 @@ def test_advice_on_the_free_proxy_never_contradicts_itself(tmp_path):
     assert "eyeriss, which is not worth its build cost" in text
     assert "fpga ranks no better than the free proxy" in text
     assert "Every other estimator beats" not in text
+    # once fpga is recommended for absolute latency, it is not also dismissed below
+    fpga.metrics.update(mape=5.0, acc10=0.95)
+    text = report.recommend(res)
+    assert "**fpga** is the most accurate" in text and "fpga ranks no better" not in text
+    assert "Every other estimator beats" not in text
 
 
 def test_in_sample_needs_the_same_cell_dataset_and_batch():

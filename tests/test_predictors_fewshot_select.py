@@ -282,7 +282,11 @@ def test_twin_cells_are_left_out_together_in_the_cv(devices):
     y = lat[cells, 0]
     m = FewShotModel().use_matrix(lat, ["a", "b", "c"]).fit_arrays(cells, x, y)
     assert m.report_["cv_groups"] == 7 and m.report_["cv"] == "leave-one-group-out"
-    assert m.report_["strategy"].startswith("fixed shares below 8 cells (7 distinct networks")
+    assert m.report_["strategy"] == ("fixed shares below 8 distinct networks (7 distinct "
+                                      "networks among the 10 cells)")
+    two = cells[:4]  # two twin pairs: 2 distinct networks, too few for any CV
+    m = FewShotModel().use_matrix(lat, ["a", "b", "c"]).fit_arrays(two, x[:4], y[:4])
+    assert m.report_["cv"] == "none" and m.report_["cv_groups"] == 2
     # off NB201, networks with the same feature row are one group
     rows = Rows(keys=[f"m{i}" for i in range(4)], space="models")
     same = np.array([[1.0, 2.0], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])

@@ -222,7 +222,7 @@ def test_fit_leaves_out_a_training_row_whose_model_cannot_be_costed(tmp_path, ca
     assert "none of the 1 training rows can be built" in capsys.readouterr().err
     cells = tmp_path / "cells.csv"  # select leaves the candidate out the same way
     assert main(["select", "3", "--space", f"models:{d}", "-o", str(cells)]) == 0
-    assert "left out 1 of 5 candidate networks" in capsys.readouterr().err
+    assert "left out 1 of 5 candidates" in capsys.readouterr().err
     import csv
 
     chosen = [r["arch_str"] for r in csv.DictReader(cells.open())]

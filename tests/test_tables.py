@@ -185,3 +185,25 @@ def test_a_table_through_a_pipe_is_read_a_device_refused(monkeypatch):
     monkeypatch.setattr(tables, "PIPE_LIMIT", 16)
     with pytest.raises(TableError, match="a pipe that gave more than"):
         iter_csv(pipe(b"arch_index,latency_ms\n" * 4), "latency table")
+
+
+def test_holds_figures_of_needs_more_equal_cells_in_whole_milliseconds(tmp_path):
+    """Two phones' integer-ms tables agree on ~8% of cells: five equal whole-ms figures are
+    chance, not the target's table under another name; five equal float figures are not."""
+    from costmodels.tables import INTEGER_SHARED, LatencyTable, holds_figures_of
+
+    def table(values, n=None):
+        n = len(values) if n is None else n
+        idx = np.arange(n)
+        return LatencyTable(idx, tuple(nb201.SPACE[i] for i in idx), np.asarray(values, float))
+
+    whole = [5.0, 7.0, 12.0, 21.0, 30.0]
+    assert not holds_figures_of(table(whole + [9.0] * 30), table(whole))
+    assert holds_figures_of(table([1.25, 2.5, 3.75, 5.125, 6.5] + [9.0] * 30),
+                            table([1.25, 2.5, 3.75, 5.125, 6.5]))
+    many = [float(v) for v in range(3, 3 + INTEGER_SHARED)]
+    assert holds_figures_of(table(many + [1.0]), table(many))
+    assert not holds_figures_of(table([v + 1 for v in many]), table(many))
+    floats = [1.23456, 2.34567, 3.45678, 4.56789, 5.67891]
+    assert holds_figures_of(table([round(v, 3) for v in floats]), table(floats))  # rounded copy
+    assert not holds_figures_of(table([v * 1.01 for v in floats]), table(floats))

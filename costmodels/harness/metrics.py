@@ -117,15 +117,18 @@ def _in_top(v: np.ndarray, k: int) -> np.ndarray:
 def topk_overlap(y_true: ArrayLike, y_pred: ArrayLike, k: int) -> float:
     """Fraction (0..1) of the k fastest true cells that are among the k fastest predicted.
 
-    Ties at the boundary count as broken at random, on both sides (the expected overlap):
-    a predictor that gives every cell one value finds k/n of them, not the first k rows by
-    position. ``k`` larger than the number of cells is clipped to it.
+    The true k fastest include every cell tied with the k-th (any of them is a right
+    answer); ties among the predictions count as broken at random (the expected overlap):
+    a predictor that gives every cell one value finds about k/n of them, not the first k
+    rows by position, and a perfect one finds all even where the truth has ties. ``k``
+    larger than the number of cells is clipped to it.
     """
     t, p = _pair(y_true, y_pred)
     if k < 1:
         raise ValueError(f"k must be >= 1, got {k}")
     k = min(int(k), t.size)
-    return float(np.sum(_in_top(t, k) * _in_top(p, k)) / k)
+    fastest = t <= np.partition(t, k - 1)[k - 1]
+    return float(min(np.sum(fastest * _in_top(p, k)) / k, 1.0))
 
 
 def default_k(n: int) -> int:

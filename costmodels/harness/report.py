@@ -202,8 +202,11 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                      f"({cheap.metric('kendall'):.3f}) for less build cost ({build_cost(cheap)} "
                      f"against {build_cost(best)}), so it is the economical choice for ranking.")
     cal = [r for r in full if absolute(r) and not math.isnan(r.metric("mape"))]
+    useful = None  # the estimator recommended for absolute latency, if any
     if cal:
         acc = min(cal, key=lambda r: r.metric("mape"))
+        if acc.metric("acc10") >= 0.9 or acc.metric("mape") <= 20:
+            useful = acc
         numbers = (f"MAPE {acc.metric('mape'):.1f}%, {100 * acc.metric('acc10'):.0f}% of cells "
                    "within ±10%")
         if acc.metric("acc10") >= 0.9:
@@ -217,7 +220,7 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                          f"{numbers}); use them to rank, and measure the networks whose latency "
                          "must meet a budget.")
         conn = acc.metric("mape_connected")
-        if not math.isnan(conn) and conn < acc.metric("mape") / 2:
+        if not math.isnan(conn) and conn < acc.metric("mape") / 2 and acc.metric("mape") >= 1:
             parts.append(f"Over connected cells only its MAPE is {conn:.1f}% "
                          f"({100 * acc.metric('acc10_connected'):.0f}% within ±10%): the "
                          f"{int(acc.metric('n') - acc.metric('n_connected'))} cells with no path "
@@ -231,7 +234,8 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
         floor = max(proxies, key=lambda r: r.metric("kendall"))
         # fitted to ms on measured rows (--train-samples), a proxy is no longer free
         proxy = "the free proxy" if not floor.build_measurements else "the proxy"
-        worse = [r for r in full if r not in proxies and r is not best
+        named = [r for r in (best, cheap, useful) if r is not None]  # recommended above
+        worse = [r for r in full if r not in proxies and r not in named
                  and r.metric("kendall") <= floor.metric("kendall")]
         costly = [r.name for r in worse if _clearly_cheaper(floor, r)]
         free = [r.name for r in worse if not _clearly_cheaper(floor, r)]
@@ -243,7 +247,8 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
         if free:
             parts.append(f"{', '.join(free)} {'ranks' if len(free) == 1 else 'rank'} no better "
                          f"than {proxy} {floor.name}.")
-        if not worse and floor is not best:
+        if floor is not best and all(r.metric("kendall") > floor.metric("kendall")
+                                     for r in full if r not in proxies):
             parts.append(f"Every other estimator beats {proxy} {floor.name} "
                          f"(τ = {floor.metric('kendall'):.3f}).")
     inside = [r.name for r in result.results if r.in_sample]

@@ -283,6 +283,16 @@ class LutFile(SchemaFile):
                                _num(p.p90_ms), _num(p.cv), _num(p.kernel_sum_ms), p.n_kernels,
                                p.measured_at))
 
+    def keep_points(self, arch_strs: set[str]) -> int:
+        """Drop the calibration points of networks outside ``arch_strs``; how many. (The demo
+        calibrates on its training networks only; a rerun with another split must not keep
+        points of networks it now scores.)"""
+        drop = [p.name for p in self.points() if p.arch_str not in arch_strs]
+        with self._db.transaction() as con:
+            con.executemany("DELETE FROM calibration_points WHERE name = ?",
+                            [(n,) for n in drop])
+        return len(drop)
+
     def points(self) -> list[CalibrationPoint]:
         rows = self._con.execute("SELECT * FROM calibration_points ORDER BY name").fetchall()
         return [CalibrationPoint(*[math.nan if v is None else v for v in r]) for r in rows]
