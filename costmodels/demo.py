@@ -146,7 +146,8 @@ def _write_train_archs(plan, args, space) -> None:
     path = train_archs_path(Path(args.out), args.seed, args.train)
     archs = [truth.arch_str[r] for r in train_rows]
     write_table(path, [space.index(a) for a in archs], archs, truth.latency_ms[train_rows])
-    lut = Path(argv_of(plan, CALIBRATE_LUT)[argv_of(plan, CALIBRATE_LUT).index("--db") + 1])
+    cal = argv_of(plan, CALIBRATE_LUT)
+    lut = Path(cal[cal.index("--db") + 1])
     if lut.exists():  # a rerun with another --train/--seed: points of scored networks go
         from measure.lut.table import LutFile
 
