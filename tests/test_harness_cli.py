@@ -82,6 +82,16 @@ def test_unknown_backend_is_a_clear_error(tmp_path, capsys):
     assert rc == 2 and "unknown backend 'nosuch'" in capsys.readouterr().err
 
 
+def test_a_missing_table_backend_or_prior_is_a_clear_error(tmp_path, capsys):
+    """A table given as a backend that does not exist was a 0-coverage row and exit 0."""
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=10)
+    for extra in (["nope.csv"], ["hybrid", "--prior", "table:nope.csv", "--train-samples", "5"]):
+        rc = main(["compare", "--truth", truth.source, "flops", *extra,
+                   "-o", str(tmp_path / "r")])
+        assert rc == 2 and "nope.csv: cannot read latency table" in capsys.readouterr().err
+    assert not (tmp_path / "r").exists()
+
+
 def test_gen_models(tmp_path):
     from costmodels.harness.models import ZOO
     from costmodels.onnx_import import import_onnx

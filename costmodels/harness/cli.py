@@ -95,7 +95,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
     if note := sidecar_mismatch(args.truth, space.check_dataset(args.dataset), args.batch):
         print(note, file=sys.stderr)
 
-    for src in args.source:            # bad side files fail now, not after the report is begun
+    from costmodels.registry import split_spec
+
+    # bad side files fail now, not after the report is begun: sources, and the tables given
+    # as backends or priors (a missing one was a 0-coverage row and exit 0)
+    tables = [a for name, a in map(split_spec, [*args.backends, *args.prior, *args.reference_only])
+              if name == "table" and a]
+    for src in [*args.source, *tables]:
         read_table(src, duplicates="mean", space=space)
     from costmodels.harness.report import read_curve
 
