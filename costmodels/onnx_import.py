@@ -67,12 +67,12 @@ _DTYPES = {1: "float32", 2: "uint8", 3: "int8", 4: "uint16", 5: "int16", 6: "int
            17: "float8e4m3fn", 18: "float8e4m3fnuz", 19: "float8e5m2", 20: "float8e5m2fnuz",
            21: "uint4", 22: "int4", 23: "float4e2m1", 24: "float8e8m0", 25: "uint2", 26: "int2",
            27: "float6e2m3", 28: "float6e3m2"}
-# Bytes per element as stored (packed sub-byte types: a fraction; a tensor's total is rounded up).
-_ITEMSIZE = {"float32": 4, "uint8": 1, "int8": 1, "uint16": 2, "int16": 2, "int32": 4,
-             "int64": 8, "bool": 1, "float16": 2, "float64": 8, "uint32": 4, "uint64": 8,
-             "bfloat16": 2, "float8e4m3fn": 1, "float8e4m3fnuz": 1, "float8e5m2": 1,
-             "float8e5m2fnuz": 1, "float8e8m0": 1, "uint4": 0.5, "int4": 0.5, "float4e2m1": 0.5,
-             "uint2": 0.25, "int2": 0.25, "float6e2m3": 0.75, "float6e3m2": 0.75}
+# Bytes per element as stored: the IR's activation types, and the weight-only ones (packed
+# sub-byte types a fraction; a tensor's total is rounded up).
+_ITEMSIZE = {**DTYPE_BYTES, "uint16": 2, "uint32": 4, "uint64": 8, "float8e4m3fn": 1,
+             "float8e4m3fnuz": 1, "float8e5m2": 1, "float8e5m2fnuz": 1, "float8e8m0": 1,
+             "uint4": 0.5, "int4": 0.5, "float4e2m1": 0.5, "uint2": 0.25, "int2": 0.25,
+             "float6e2m3": 0.75, "float6e3m2": 0.75}
 _DEFAULT_DOMAINS = ("", "ai.onnx")
 _MIN_OPSET = 7
 

@@ -162,6 +162,8 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
     full = [r for r in result.results if r.n_total and r.n_covered == r.n_total
             and not math.isnan(r.metric("kendall")) and not r.reference_only
             and not r.in_sample]
+    partial = [r.name for r in result.results if r.n_total and 0 < r.n_covered < r.n_total
+               and not r.reference_only and not r.in_sample]
     if not full:
         scored = [r for r in result.results if r.n_covered]
         if scored and all(r.n_covered < 2 for r in result.results):
@@ -172,8 +174,6 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
             return (f"Every scored cell has the same measured latency ({truth[0]:g} ms): there "
                     "is nothing to rank, so no estimator can be recommended from this run; "
                     "check the truth table.")
-        partial = [r.name for r in scored if r.n_covered < r.n_total and not r.reference_only
-                   and not r.in_sample]
         if partial:
             return (f"No estimator covered every scored cell ({', '.join(partial)} covered "
                     "only part of them, see the errors above), so none can be recommended "
@@ -257,8 +257,6 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
                      f"cells {'it was' if len(inside) == 1 else 'they were'} fitted on "
                      f"(in-sample) and {'is' if len(inside) == 1 else 'are'} left out of this "
                      "advice; score a saved model on a table it was not fitted on.")
-    partial = [r.name for r in result.results if r.n_total and 0 < r.n_covered < r.n_total
-               and not r.reference_only and not r.in_sample]
     if partial:
         parts.append(f"{', '.join(partial)} covered only part of the cells and "
                      f"{'is' if len(partial) == 1 else 'are'} left out of this advice.")
