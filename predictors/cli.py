@@ -397,9 +397,18 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
         raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "
                              "tables)")
     t0 = time.perf_counter()
-    tgt = fewshot.prepare(args.target, args.source if with_sources else (), args.dataset,
-                          space=open_space(args), batch=args.batch,
-                          duplicates=args.duplicates)
+    from costmodels.tables import read_table
+
+    space = open_space(args)
+    table = read_table(args.target, duplicates=args.duplicates, space=space)
+    dataset = space.check_dataset(args.dataset)
+    # a folder model that cannot be costed is left out of the target, as fit and select do
+    nets, keep = _build_or_leave_out(space, list(table.arch_str), dataset, args.batch,
+                                     "target rows")
+    if not keep.all():
+        table = table.subset(np.flatnonzero(keep))
+    tgt = fewshot.prepare(table, args.source if with_sources else (), dataset, space=space,
+                          batch=args.batch, nets=nets, duplicates=args.duplicates)
     if tgt.left_out:
         print(f"note: left out {len(tgt.left_out)} source table(s) that are the target itself "
               f"({', '.join(t.source or t.device for t in tgt.left_out)}: its device, or its "

@@ -208,11 +208,9 @@ def write_curve(rows: Sequence[dict], path: str | Path) -> Path:
 
 def plot_curve(rows: Sequence[dict], png: str | Path) -> Path:
     """Spearman and ±10% accuracy against k (log axis), one line per model/target/select."""
-    import matplotlib
+    from costmodels.harness.report import pyplot
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
     groups: dict[tuple, list[dict]] = {}
     for r in rows:

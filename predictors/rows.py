@@ -33,6 +33,32 @@ def table_keys(tables: Sequence[LatencyTable]) -> list[str]:
     return sorted({s for t in tables for s in t.arch_str})
 
 
+def _buildable(keys: list[str], built: set[str], space: str, input_shapes, batch: int
+               ) -> list[str]:
+    """``keys`` less the models of a folder that cannot be built (a broken or uncostable
+    file a source table lists: it has no features, so it cannot be a row), with a warning
+    naming the first; ``built``: keys already built."""
+    import sys
+
+    from costmodels.errors import CostModelError, first_line
+    from costmodels.spaces import get_space
+
+    sp = get_space(space, input_shapes=input_shapes)
+    bad: list[tuple[str, str]] = []
+    for key in keys:
+        if key in built:
+            continue
+        try:
+            sp.build_network(key, None, batch)
+        except CostModelError as exc:
+            bad.append((key, first_line(str(exc))))
+    if bad:
+        print(f"warning: left out {len(bad)} source row(s) whose model cannot be built "
+              f"(first: {bad[0][1]})", file=sys.stderr)
+    gone = {k for k, _ in bad}
+    return [k for k in keys if k not in gone]
+
+
 class Rows:
     """Row keys of a source matrix: ``keys=None`` = NB201's standard index."""
 
@@ -69,7 +95,11 @@ class Rows:
         first = nets[0].meta
         if space == NB201:
             return cls(dataset=first.get("dataset"), batch=int(first.get("batch", 1)))
-        return cls(table_keys(tables), space, first.get("dataset"), int(first.get("batch", 1)),
+        keys = table_keys(tables)
+        if space.startswith("models:"):
+            keys = _buildable(keys, {str(n.meta.get("arch_str")) for n in nets}, space,
+                              first.get("input_shapes"), int(first.get("batch", 1)))
+        return cls(keys, space, first.get("dataset"), int(first.get("batch", 1)),
                    first.get("input_shapes"))
 
     def matrix(self, tables: Sequence[LatencyTable]) -> np.ndarray:

@@ -229,3 +229,16 @@ def test_fit_leaves_out_a_training_row_whose_model_cannot_be_costed(tmp_path, ca
     assert len(chosen) == 3 and "det" not in chosen
     assert main(["select", "5", "--space", f"models:{d}", "-o", str(cells)]) == 2
     assert "of the 4 candidate networks that can be built" in capsys.readouterr().err
+    # fewshot leaves the target row out, and a source table's row of it (no features)
+    write_table(tmp_path / "src.csv", [None] * 5, archs, [0.2, 0.5, 0.6, 0.9, 0.1])
+    curve = tmp_path / "curve.csv"
+    assert main(["fewshot", "--space", f"models:{d}", "--target", str(tmp_path / "truth.csv"),
+                 "--source", str(tmp_path / "src.csv"), "--samples", "2", "--seeds", "1",
+                 "-o", str(curve)]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 of 5 target rows" in err and "left out 1 source row(s)" in err
+    assert "k=    2" in err and curve.exists()
+    assert main(["fit", "fewshot", "--space", f"models:{d}", "--train",
+                 str(tmp_path / "truth.csv"), "--source", str(tmp_path / "src.csv"),
+                 "-o", str(tmp_path / "fs")]) == 0
+    assert "fewshot on 4 networks" in capsys.readouterr().err

@@ -301,10 +301,16 @@ def write_predictions_csv(result: ComparisonResult, truth_latency: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- figures
-def _plt():
+def pyplot():
+    """matplotlib's pyplot on the file-only Agg backend, its font lookup quiet: a stale font
+    cache (one written by a since-deleted environment) makes it log a ``findfont`` line per
+    missing font on stderr, and it falls back to a font it has either way."""
+    import logging
+
     import matplotlib
 
     matplotlib.use("Agg")
+    logging.getLogger("matplotlib.font_manager").setLevel(logging.ERROR)
     import matplotlib.pyplot as plt
 
     return plt
@@ -339,7 +345,7 @@ def plot_scatter(results: Sequence[BackendResult], path: str | Path, *, device: 
     shown = [r for r in results if r.n_covered >= 2]
     if not shown:
         return None
-    plt = _plt()
+    plt = pyplot()
     cols = min(3, len(shown))
     rows = math.ceil(len(shown) / cols)
     fig, axes = plt.subplots(rows, cols, figsize=(4.6 * cols, 4.4 * rows), squeeze=False)
@@ -396,7 +402,7 @@ def plot_rank_bars(results: Sequence[BackendResult], path: str | Path, *, device
     shown = [r for r in results if not math.isnan(r.metric("kendall"))]
     if not shown:
         return None
-    plt = _plt()
+    plt = pyplot()
     names = [r.name + ("" if r.coverage >= 0.99 else f"\n({100 * r.coverage:.0f}% covered)")
              + ("\n(other hardware)" if r.reference_only else "") for r in shown]
     x = np.arange(len(shown))
@@ -486,7 +492,7 @@ def plot_curves(curve_csvs: Sequence[str | Path], path: str | Path, *, device: s
             curves[f"{label} ({Path(c).stem})" if label in curves else label] = by_k
     if not curves:
         return None
-    plt = _plt()
+    plt = pyplot()
     from matplotlib.ticker import NullFormatter, ScalarFormatter
 
     keys = [m for m in ("spearman", "kendall")
@@ -526,7 +532,7 @@ def plot_models(models: ModelsResult, path: str | Path) -> Path | None:
     ok = np.isfinite(models.truth_ms)
     if not shown or not ok.any():
         return None
-    plt = _plt()
+    plt = pyplot()
     order = [i for i in np.argsort(models.truth_ms) if ok[i]]
     fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(order) + 3), 4.4))
     x = np.arange(len(order))
