@@ -12,6 +12,11 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
 * **Cache bandwidth**: the best of a numpy ``add`` of 512 KiB vectors and a single
   ONNX Runtime ``Add`` of L2-resident tensors (both 3 x 512 KiB per call). It is
   measured on its own: the element-wise chains below do not raise it.
+* **Last-level cache** (when sysfs shows an L3 larger than twice the L2):
+  ``llc_bytes`` = half the L3 (:func:`llc_bytes`), ``llc_bandwidth_gbps`` = an ORT
+  ``Add`` whose three streams span half of that. Without it every kernel over the L2
+  was priced at DRAM's rate, a 3x underestimate of the rate of the 1-16 MiB kernels
+  of 224x224 networks on a 32 MiB L3 (bench section *models*).
 * **Per op class**, a least-squares line ``time_per_op = launch + work / rate`` over
   the class's benchmark points (relative residuals, :func:`fit_line`) gives the launch
   overhead (intercept) and sustained rate (slope); efficiency = rate / roof:
@@ -24,8 +29,8 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
     transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) for
     the compute efficiency, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
     stream their weights) for the memory efficiency: the median over the heads of
-    their byte rate / the roof the model prices them at (cache when their bytes fit
-    ``cache_bytes``, DRAM otherwise);
+    their byte rate / the roof the model prices them at (the cache, last-level cache
+    or DRAM, by the smallest one their bytes fit in);
   - ``pool``, ``global_pool``, ``elementwise``: fitted on bytes;
   - ``recurrent`` (what one time step of an LSTM/GRU/RNN costs beyond its recurrent
     GEMM: the gates and the op's per-step overhead): forward LSTMs of
@@ -88,6 +93,16 @@ class Calibration:
     onnxruntime: str
     seconds: float
     raw: dict[str, float] = field(default_factory=dict)
+    llc_bandwidth_gbps: float = 0.0   # 0: no last-level cache found
+    llc_bytes: int = 0
+
+    def bandwidth_gbps(self, nbytes: float) -> float:
+        """The roof streams of ``nbytes`` are priced at (as :class:`RooflineSpec` does)."""
+        if nbytes <= self.cache_bytes:
+            return self.cache_bandwidth_gbps
+        if nbytes <= self.llc_bytes:
+            return self.llc_bandwidth_gbps
+        return self.dram_bandwidth_gbps
 
 
 def idlest_cpu(sample_s: float = 0.3) -> int:
@@ -325,18 +340,40 @@ def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int =
     return max(numpy_gbps, measure_dram_gbps(elems, repeats=repeats))
 
 
-def cache_bytes() -> int:
-    """Per-core L2 size from sysfs (bytes); 1 MiB if unknown."""
+def _sysfs_cache(level: int) -> int | None:
+    """Size (bytes) of CPU 0's level-``level`` data or unified cache from sysfs; None if
+    unknown."""
     try:
         base = Path("/sys/devices/system/cpu/cpu0/cache")
         for idx in sorted(base.glob("index*")):
-            if (idx / "level").read_text().strip() == "2":
+            if (idx / "level").read_text().strip() == str(level) and \
+                    (idx / "type").read_text().strip() != "Instruction":
                 size = (idx / "size").read_text().strip().upper()
                 mult = {"K": 1024, "M": 1024**2}.get(size[-1], 1)
                 return int(size.rstrip("KM")) * mult
-    except OSError:
+    except (OSError, ValueError):
         pass
-    return 1 << 20
+    return None
+
+
+def cache_bytes() -> int:
+    """Per-core L2 size from sysfs (bytes); 1 MiB if unknown."""
+    return _sysfs_cache(2) or 1 << 20
+
+
+def llc_bytes() -> int:
+    """The bytes a kernel's streams may span and still run at the last-level cache's rate:
+    half the L3 from sysfs (an ORT ``Add`` swept over sizes on an EPYC with 32 MiB of L3
+    holds its L3 rate up to 16 MiB of streams and falls toward DRAM's by 32 MiB: the
+    cache also holds the runtime's other data); 0 when there is no L3 or it is no bigger
+    than twice the L2."""
+    l3 = _sysfs_cache(3) or 0
+    return l3 // 2 if l3 // 2 > cache_bytes() else 0
+
+
+def measure_llc_gbps(nbytes: int, repeats: int = 7) -> float:
+    """GB/s of an ORT ``Add`` whose three streams span ``nbytes`` / 2 (inside the L3)."""
+    return measure_dram_gbps(max(nbytes // 2 // 12, 1024), repeats=repeats)
 
 
 def cpu_name() -> str:
@@ -385,7 +422,11 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
         log(f"peak: {peak:.1f} GFLOP/s (best MatMul of {PEAK_SIZES} cubed)")
         dram = measure_dram_gbps(repeats=max(repeats // 2, 3))
         cache = measure_cache_gbps(repeats=repeats)
-        log(f"bandwidth: DRAM {dram:.1f} GB/s (Add 3x32 MiB), cache {cache:.1f} GB/s")
+        llc_b = llc_bytes()
+        llc = measure_llc_gbps(llc_b, repeats=max(repeats // 2, 3)) if llc_b else 0.0
+        log(f"bandwidth: DRAM {dram:.1f} GB/s (Add 3x32 MiB), cache {cache:.1f} GB/s"
+            + (f", last-level cache {llc:.1f} GB/s (Add of {llc_b / 2**21:.0f} MiB)"
+               if llc_b else ""))
         secs = {name: [time_model(p.model, p.feeds, repeats=repeats) / p.ops for p in pts_]
                 for name, pts_ in pts.items()}
     ops: dict[str, dict[str, float]] = {}
@@ -408,9 +449,9 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
         log(f"{name}: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s")
     # gemm: compute efficiency at transformer sizes, memory efficiency of classifier heads
     launch, rate = _fit(pts["gemm"], secs["gemm"], "flops")
-    # each head against the roof the model prices it at (cache when its bytes fit)
-    l2 = cache_bytes()
-    head_eff = [p.nbytes / t / ((cache if p.nbytes <= l2 else dram) * 1e9)
+    # each head against the roof the model prices it at (the smallest level it fits in)
+    levels = Calibration(peak, dram, cache, cache_bytes(), {}, "", "", 0.0, {}, llc, llc_b)
+    head_eff = [p.nbytes / t / (levels.bandwidth_gbps(p.nbytes) * 1e9)
                 for p, t in zip(pts["gemv"], secs["gemv"], strict=True)]
     ops["gemm"] = {"launch_us": launch * 1e6,
                    "compute_efficiency": _efficiency("gemm", "compute", rate, peak * 1e9, raw,
@@ -424,7 +465,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     rest = []
     for (_, hidden), p in zip(RNN_SIZES, pts["recurrent"], strict=True):
         gemm_flops = 2.0 * p.flops * hidden  # 2 x batch x 4h x h
-        bw = cache if p.nbytes <= l2 else dram
+        bw = levels.bandwidth_gbps(p.nbytes)
         rest.append(max(gemm_flops / (peak * 1e9 * g["compute_efficiency"]),
                         p.nbytes / (bw * 1e9 * g["memory_efficiency"])))
     residual = [max(t - r, 0.0) for t, r in zip(secs["recurrent"], rest, strict=True)]
@@ -436,7 +477,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     log(f"recurrent: {launch * 1e6:.2f} us per step beyond its GEMM, gates at "
         f"{rate / 1e9:.2f} G elements/s")
     return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
-                       time.perf_counter() - t0, raw)
+                       time.perf_counter() - t0, raw, llc, llc_b)
 
 
 def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None = None) -> str:
@@ -463,6 +504,10 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"cache_bandwidth_gbps = {cal.cache_bandwidth_gbps:.3f}   # best of numpy add and one "
         "ORT Add, 3 x 512 KiB",
         f"cache_bytes = {cal.cache_bytes}   # L2 per core (sysfs)",
+        *([f"llc_bandwidth_gbps = {cal.llc_bandwidth_gbps:.3f}   # ORT Add, 3 streams of "
+           f"{cal.llc_bytes / 2**21:g} MiB in all",
+           f"llc_bytes = {cal.llc_bytes}   # half the L3 (sysfs): streams up to it run at "
+           "the L3 rate"] if cal.llc_bytes else []),
         f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
         "",
         "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",

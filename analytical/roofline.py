@@ -12,7 +12,8 @@ the same kernels the lookup table sums. Each kernel ``k`` of op class ``c`` then
 
 with ``flops = 2 * MACs + element ops`` of the layers it covers and ``bytes`` = the
 kernel's activation inputs + weights + output (bandwidth is the cache's when they
-fit in ``cache_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
+fit in ``cache_bytes``, the last-level cache's when the spec has one and they fit in
+``llc_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
 is op class ``reorder``, pure data movement (no FLOPs; bytes = its input + its
 output). The network's latency is the sum over kernels (one stream, no overlap).
 
@@ -130,7 +131,7 @@ class RooflineModel(BaseCostModel):
         """(compute_ms, memory_ms, launch_ms) of one kernel of class ``cls``."""
         s = self.spec
         c = self.class_cost(cls)
-        bw = s.cache_bandwidth_gbps if nbytes <= s.cache_bytes else s.dram_bandwidth_gbps
+        bw = s.bandwidth_gbps(nbytes)
         return (flops / (s.peak_gflops * 1e6 * c.compute_efficiency),
                 nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency),
                 c.launch_us * 1e-3)

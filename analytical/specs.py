@@ -68,7 +68,9 @@ class RooflineSpec:
 
     FLOPs are 2 per MAC plus one per element op. Memory traffic uses
     ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
-    ``dram_bandwidth_gbps``. ``ops`` must define every class of
+    ``llc_bandwidth_gbps`` when they fit in ``llc_bytes`` (an optional last-level
+    cache; 0, the default, means none), else ``dram_bandwidth_gbps``. ``ops`` must define
+    every class of
     :data:`analytical.roofline.OP_CLASSES`; an optional class
     (:data:`analytical.roofline.OPTIONAL_CLASSES`, e.g. ``grouped``) falls back to the
     one named there when absent. ``fusion`` names the fusion rules of
@@ -86,7 +88,23 @@ class RooflineSpec:
     cache_bytes: int = field(metadata=_pos(ge=0))
     ops: dict[str, OpClassCost]
     fusion: str
+    llc_bandwidth_gbps: float = field(default=0.0, metadata=_pos(ge=0))
+    llc_bytes: int = field(default=0, metadata=_pos(ge=0))
     calibration: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.llc_bytes and not self.llc_bandwidth_gbps:
+            raise ValueError(f"field 'llc_bytes' is set ({self.llc_bytes}) but "
+                             "'llc_bandwidth_gbps' is not: give both or neither")
+
+    def bandwidth_gbps(self, nbytes: float) -> float:
+        """The bandwidth streams of ``nbytes`` run at: the cache's, the last-level cache's
+        or DRAM's, by the smallest level they fit in."""
+        if nbytes <= self.cache_bytes:
+            return self.cache_bandwidth_gbps
+        if nbytes <= self.llc_bytes:
+            return self.llc_bandwidth_gbps
+        return self.dram_bandwidth_gbps
 
 
 # ----------------------------------------------------------------------------- eyeriss

@@ -172,6 +172,28 @@ def test_spec_toml_round_trip(tmp_path):
     assert str(SIZES) in spec_toml(_fake_calibration())
 
 
+def test_last_level_cache_prices_kernels_between_the_l2_and_it(tmp_path):
+    """A kernel over the L2 but within ``llc_bytes`` streams at the L3's rate, one beyond
+    it at DRAM's; a spec without the level prices both at DRAM's; the level round-trips
+    through a calibrated spec, and half of it is refused."""
+    cal = replace(_fake_calibration(), llc_bandwidth_gbps=45.0, llc_bytes=1 << 24)
+    assert [cal.bandwidth_gbps(b) for b in (1 << 20, 1 << 23, 1 << 25)] == [60.0, 45.0, 20.0]
+    spec = load_spec(str(write_spec(cal, tmp_path / "llc.toml")), RooflineSpec)
+    assert (spec.llc_bytes, spec.llc_bandwidth_gbps) == (1 << 24, 45.0)
+    assert [spec.bandwidth_gbps(b) for b in (1 << 20, 1 << 23, 1 << 25)] == [60.0, 45.0, 20.0]
+    plain = load_spec(str(write_spec(_fake_calibration(), tmp_path / "plain.toml")),
+                      RooflineSpec)
+    assert plain.llc_bytes == 0 and plain.bandwidth_gbps(1 << 23) == 20.0
+    mid = RooflineModel(spec)._roof("elementwise", 0, 1 << 23)[1]
+    assert mid == pytest.approx(RooflineModel(plain)._roof("elementwise", 0, 1 << 23)[1]
+                                * 20.0 / 45.0)
+    half = tmp_path / "half.toml"
+    half.write_text("\n".join(line for line in (tmp_path / "llc.toml").read_text().splitlines()
+                              if not line.startswith("llc_bandwidth_gbps")))
+    with pytest.raises(SpecError, match="'llc_bandwidth_gbps' is not"):
+        load_spec(str(half), RooflineSpec)
+
+
 @pytest.mark.slow
 def test_cli_calibrate_specs_and_layers(tmp_path, capsys, monkeypatch):
     """A real calibration (micro-benchmarks through ONNX Runtime); one round of one timed
