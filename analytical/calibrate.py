@@ -25,6 +25,12 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
     (3x3, groups = C/8): chains of :data:`CHAIN` convs at (C, H) in :data:`SIZES`,
     each class its own, fitted on FLOPs; their memory efficiency is the element-wise
     stream's (a byte rate fitted on compute-bound runs would understate the roof);
+  - ``conv_nchw`` and ``depthwise_nchw``: the same 3x3 chains at 2 more channels
+    (:data:`SIZES_NCHW`), a count ONNX Runtime cannot reorder to its blocked NCHWc
+    layout: the convs run in plain NCHW, depthwise ones through the generic grouped
+    path (im2col and a GEMM per group), about 7x slower than the NCHWc depthwise kernel
+    on this project's EPYC; the roofline prices a conv the fusion planner leaves in
+    NCHW with them;
   - ``gemm`` (Gemm and MatMul): the shapes networks use, at batch 1:
     transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) for
     the compute efficiency, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
@@ -63,6 +69,9 @@ from analytical.specs import RooflineSpec, load_spec
 CHAIN = 16
 ROUNDS = 3
 SIZES = ((8, 8), (32, 16), (64, 32))   # (channels, height = width) of the conv/pool chains
+# the same with 2 more channels: not a multiple of 4, so ONNX Runtime cannot reorder the
+# tensors to its blocked NCHWc layout and runs the convs in plain NCHW (the *_nchw classes)
+SIZES_NCHW = tuple((c + 2, h) for c, h in SIZES)
 PEAK_SIZES = (256, 512, 1024)           # square MatMuls for the peak
 # (tokens, in features, out features): ViT-S/B, Swin and ConvNeXt-style projections and MLPs
 GEMM_SHAPES = ((49, 96, 384), (197, 384, 384), (197, 768, 768), (197, 768, 3072))
@@ -71,8 +80,9 @@ GEMV_SHAPES = ((512, 1000), (1024, 1000), (2048, 1000))
 # (batch, hidden) of the LSTM benchmarks of the ``recurrent`` class, RNN_STEPS steps each
 RNN_SIZES = ((1, 32), (1, 128), (8, 64), (8, 256))
 RNN_STEPS = 64
-OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "gemm", "pool",
-                       "global_pool", "elementwise", "recurrent")
+OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
+                       "depthwise_nchw", "gemm", "pool", "global_pool", "elementwise",
+                       "recurrent")
 
 
 @dataclass(frozen=True)
@@ -282,6 +292,8 @@ def benchmark_points() -> dict[str, list[Point]]:
         "conv1x1": conv(1, lambda c: 1),
         "depthwise": conv(3, lambda c: c),
         "grouped": conv(3, lambda c: max(c // 8, 1)),
+        "conv_nchw": [conv_chain(c, h, 3, 1) for c, h in SIZES_NCHW],
+        "depthwise_nchw": [conv_chain(c, h, 3, c) for c, h in SIZES_NCHW],
         "gemm": [matmul_point(*s) for s in GEMM_SHAPES],
         "gemv": [matmul_point(1, k, n) for k, n in GEMV_SHAPES],
         "pool": [pool_chain(c, h) for c, h in SIZES],
@@ -438,7 +450,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                                                       log)}
         log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
     stream = ops["elementwise"]["memory_efficiency"]
-    for name in ("conv", "conv1x1", "depthwise", "grouped"):
+    for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw"):
         # fitted on FLOPs; a byte rate fitted on compute-bound runs would understate the
         # memory roof, so they stream at the element-wise efficiency
         launch, rate = _fit(pts[name], secs[name], "flops")
@@ -517,7 +529,7 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"# recurrent: one step of forward LSTMs ({RNN_STEPS} steps) at (batch, hidden) in "
         f"{RNN_SIZES}.",
     ]
-    for cls in OP_CLASSES_MEASURED:
+    for cls in (c for c in OP_CLASSES_MEASURED if c in cal.ops):
         o = cal.ops[cls]
         lines += [f"[ops.{cls}]",
                   f"compute_efficiency = {max(o.get('compute_efficiency', 1.0), 1e-4):.4f}",

@@ -45,7 +45,11 @@ from costmodels.ops import op_class as ops_class
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
               "view", "reorder")
 # Classes a spec may add; absent, a layer of the class is costed as the one named here.
-OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise"}
+OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": "conv",
+                    "depthwise_nchw": "depthwise", "grouped_nchw": "grouped"}
+# A conv the planner leaves in plain NCHW under rules with a blocked layout (its channels
+# cannot be reordered) runs the runtime's generic path: these classes, when the spec has them.
+NCHW_CLASSES = {"conv": "conv_nchw", "depthwise": "depthwise_nchw", "grouped": "grouped_nchw"}
 # costmodels.ops classes -> this model's spec classes (conv is split by kernel below)
 _SPEC_CLASS = {"depthwise_conv": "depthwise", "grouped_conv": "grouped", "gemm": "gemm",
                "matmul": "gemm", "pool": "pool", "global_pool": "global_pool", "view": "view"}
@@ -98,10 +102,21 @@ class RooflineModel(BaseCostModel):
 
     def __init__(self, spec: RooflineSpec) -> None:
         self.spec = spec
+        from analytical.specs import SpecError
+
         missing = [c for c in OP_CLASSES if c not in spec.ops]
         if missing:
-            from analytical.specs import SpecError
             raise SpecError(f"{spec.name}: field 'ops' lacks op class(es) {', '.join(missing)}")
+        known = (*OP_CLASSES, *OPTIONAL_CLASSES)
+        unknown = [c for c in spec.ops if c not in known]
+        if unknown:  # a misspelt class would silently never be used
+            import difflib
+
+            near = difflib.get_close_matches(unknown[0], known, n=1)
+            raise SpecError(f"{spec.name}: field 'ops' has unknown op class(es) "
+                            f"{', '.join(unknown)}"
+                            + (f" (did you mean {near[0]!r}?)" if near else "")
+                            + f"; known: {', '.join(known)}")
         self.rules = load_rules(spec.fusion)
         self._by_key: dict[tuple, LayerCost] = {}
 
@@ -111,11 +126,11 @@ class RooflineModel(BaseCostModel):
 
     def class_cost(self, cls: str):
         """The spec's costs of op class ``cls`` (an optional class falls back, see
-        :data:`OPTIONAL_CLASSES`)."""
+        :data:`OPTIONAL_CLASSES`, in turn: ``grouped_nchw`` -> ``grouped`` -> ``conv``)."""
         ops = self.spec.ops
-        if cls in ops:
-            return ops[cls]
-        return ops[OPTIONAL_CLASSES.get(cls, "elementwise")]
+        while cls not in ops:
+            cls = OPTIONAL_CLASSES.get(cls, "elementwise")
+        return ops[cls]
 
     def kernel_cost(self, k: Kernel) -> LayerCost:
         """The cost of one kernel. The figures are cached by its
@@ -138,6 +153,8 @@ class RooflineModel(BaseCostModel):
 
     def _figures(self, k: Kernel) -> tuple[float, str, dict]:
         cls, flops, nbytes = kernel_work(k)
+        if k.layout == "nchw" and cls in NCHW_CLASSES and self.rules.layout is not None:
+            cls = NCHW_CLASSES[cls]
         if k.layers and k.layers[0].op in RNN_OPS:
             fig = self._recurrence_figures(k, flops, nbytes)
             if fig is not None:

@@ -63,6 +63,28 @@ def test_kernels_fuse_drop_and_dedupe_as_the_rules_say():
         x.bytes_weights for x in covered) + 2 * 8 * 8 * 8 * 4
 
 
+def test_a_conv_left_in_nchw_is_priced_by_its_nchw_class():
+    """Depthwise convs of 32 channels run in ORT's blocked NCHWc layout, of 34 (not a
+    multiple of 4) in plain NCHW: the second is priced with ``depthwise_nchw`` when the spec
+    has it, with ``depthwise`` when it does not; a misspelt class is refused."""
+    def dw(c):
+        shape = (1, c, 16, 16)
+        layer = make_layer("dw", "Conv", ["x"], ["dw"], [shape], shape, [(c, 1, 3, 3)],
+                           kernel=(3, 3), stride=(1, 1), pads=(1, 1, 1, 1), groups=c)
+        return Network("t", (("x", shape),), (layer,), ("dw",))
+
+    slow = replace(XEON.ops["depthwise"], compute_efficiency=0.01)
+    spec = replace(XEON, ops={**XEON.ops, "depthwise_nchw": slow})
+    with_class, without = RooflineModel(spec), RooflineModel(XEON)
+    kinds = {c: [(k.meta["op_class"], k.meta["layout"]) for k in with_class.estimate(dw(c))
+                 .per_layer if k.meta["op_class"] != "reorder"] for c in (32, 34)}
+    assert kinds == {32: [("depthwise", "nchwc")], 34: [("depthwise_nchw", "nchw")]}
+    assert with_class.estimate(dw(32)).latency_ms == without.estimate(dw(32)).latency_ms
+    assert with_class.estimate(dw(34)).latency_ms > 5 * without.estimate(dw(34)).latency_ms
+    with pytest.raises(SpecError, match="did you mean 'depthwise_nchw'"):
+        RooflineModel(replace(XEON, ops={**XEON.ops, "depthwise_ncwh": slow}))
+
+
 def test_without_fusion_is_one_kernel_per_layer():
     layers = [_op("r", "Relu", ["x"]), _conv("c", "r"), _op("bn", "BatchNormalization", ["c"])]
     est = RooflineModel(replace(XEON, fusion="naive")).estimate(_net(layers, ["bn"]))
@@ -150,7 +172,9 @@ def test_fit_line_intercept_is_not_swung_by_the_largest_points_noise():
 
 def _fake_calibration() -> Calibration:
     ops = {c: {"launch_us": 1.0, "compute_efficiency": 0.8, "memory_efficiency": 0.7}
-           for c in ("conv", "conv1x1", "gemm", "depthwise", "grouped")}
+           for c in ("conv", "conv1x1", "gemm", "depthwise", "grouped", "conv_nchw")}
+    ops["depthwise_nchw"] = {"launch_us": 2.0, "compute_efficiency": 0.1,
+                             "memory_efficiency": 0.7}
     ops |= {c: {"launch_us": 0.5, "memory_efficiency": 0.6}
             for c in ("pool", "global_pool", "elementwise")}
     ops["recurrent"] = {"launch_us": 0.3, "compute_efficiency": 0.01, "memory_efficiency": 0.6}
@@ -167,6 +191,7 @@ def test_spec_toml_round_trip(tmp_path):
     assert spec.ops["pool"].compute_efficiency == 1.0  # measured on bytes only
     assert spec.ops["view"].traffic_factor == 0.0
     assert spec.ops["recurrent"].launch_us == 0.3
+    assert spec.ops["depthwise_nchw"].compute_efficiency == 0.1
     assert spec.ops["reorder"].memory_efficiency == spec.ops["elementwise"].memory_efficiency
     assert spec.fusion == load_spec("x86_generic", RooflineSpec).fusion == "ort"
     assert str(SIZES) in spec_toml(_fake_calibration())
