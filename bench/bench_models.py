@@ -48,6 +48,33 @@ def _run(argv: list[str], log: list[str]) -> float:
     return dt
 
 
+def micro(quick: bool = False) -> list[str]:
+    """Why the roofline has a last-level cache and NCHW conv classes: an ORT ``Add`` over
+    growing streams, and 3x3 depthwise chains whose channels ORT can / cannot reorder to
+    NCHWc (the calibration's own benchmark builders and timer, pinned)."""
+    from analytical.calibrate import conv_chain, measure_dram_gbps, time_model
+    from measure.timing import pinned
+
+    reps = 3 if quick else 7
+    lines = ["#### Why the roofline has a last-level cache level and NCHW conv classes", "",
+             "ONNX Runtime `Add` of two tensors (one thread; three streams of the size given "
+             "in all):", "", "| streams | GB/s |", "|---|---|"]
+    with pinned(-1):
+        for mib in (0.5, 2, 8, 16, 32, 96):
+            elems = int(mib * 2**20 / 12)
+            lines.append(f"| {mib:g} MiB | {measure_dram_gbps(elems, repeats=reps):.1f} |")
+        lines += ["", "Chains of 16 depthwise 3x3 convs + ReLU at C channels and H x H: at a "
+                  "multiple of 4 channels ORT runs them in its blocked NCHWc layout, at 2 "
+                  "more in plain NCHW (its generic grouped path):", "",
+                  "| C | H | layout | µs per conv | GFLOP/s |", "|---|---|---|---|---|"]
+        for c, h in ((64, 32), (66, 32), (192, 56), (198, 56)):
+            p = conv_chain(c, h, 3, c)
+            t = time_model(p.model, p.feeds, repeats=reps, rounds=3) / p.ops
+            lines.append(f"| {c} | {h} | {'NCHWc' if c % 4 == 0 else 'NCHW'} | "
+                         f"{t * 1e6:.1f} | {p.flops / t / 1e9:.1f} |")
+    return [*lines, ""]
+
+
 def section(quick: bool = False, work: str | Path | None = None) -> str:
     from user_models import write_models
 
@@ -115,7 +142,7 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
         "last-level cache (`llc_*` fields), so every kernel over the L2 streams at DRAM's "
         "rate: the roofline before that level, scored on the same truth.", "",
         "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | lut ms |",
-        "|---|---|---|---|---|", *per_model, "",
+        "|---|---|---|---|---|", *per_model, "", *micro(quick),
         "Steps and their time (a rerun reuses the stores):", "",
         "| step | time | |", "|---|---|---|", *steps, ""])
 
