@@ -12,6 +12,10 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
 * **Cache bandwidth**: the best of a numpy ``add`` of 512 KiB vectors and a single
   ONNX Runtime ``Add`` of L2-resident tensors (both 3 x 512 KiB per call). It is
   measured on its own: the element-wise chains below do not raise it.
+* **Run overhead** (``run_overhead_us``): what one ORT run costs beyond its ops (feeds,
+  outputs, scheduling), the intercept of chains of 1 and :data:`CHAIN` ReLUs on 4
+  floats; a network pays it once. Without it a model of a few microseconds of kernels
+  was priced at a fraction of its run time.
 * **Last-level cache** (when sysfs shows an L3 larger than twice the L2):
   ``llc_bytes`` = half the L3 (:func:`llc_bytes`), ``llc_bandwidth_gbps`` = an ORT
   ``Add`` whose three streams span half of that. Without it every kernel over the L2
@@ -105,6 +109,7 @@ class Calibration:
     raw: dict[str, float] = field(default_factory=dict)
     llc_bandwidth_gbps: float = 0.0   # 0: no last-level cache found
     llc_bytes: int = 0
+    run_overhead_us: float = 0.0
 
     def bandwidth_gbps(self, nbytes: float) -> float:
         """The roof streams of ``nbytes`` are priced at (as :class:`RooflineSpec` does)."""
@@ -339,6 +344,27 @@ def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7) -> float:
     return 3 * 4 * elems / time_model(m, feeds, repeats=repeats) / 1e9
 
 
+def relu_chain(n: int) -> Point:
+    """``n`` ReLUs on 4 floats: a run that is all overhead."""
+    from onnx import helper
+
+    nodes, x = [], "x"
+    for i in range(n):
+        nodes.append(helper.make_node("Relu", [x], [f"y{i}"]))
+        x = f"y{i}"
+    return Point(_graph(nodes, [("x", (1, 4))], [(x, (1, 4))], []),
+                 {"x": np.ones((1, 4), np.float32)}, n, 4.0 * n, 32.0 * n)
+
+
+def measure_run_overhead_us(repeats: int = 50) -> float:
+    """Microseconds one ORT run costs beyond its ops: the intercept of the run time of
+    chains of 1 and :data:`CHAIN` trivial ReLUs (at least 0)."""
+    one, many = (time_model(p.model, p.feeds, repeats=repeats)
+                 for p in (relu_chain(1), relu_chain(CHAIN)))
+    per_op = max(many - one, 0.0) / (CHAIN - 1)
+    return max(one - per_op, 0.0) * 1e6
+
+
 def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int = 15) -> float:
     """GB/s of L2-resident streams: best of numpy ``add`` and one ORT ``Add`` (3 x 4 x elems B)."""
     a, b, c = (np.ones(elems, np.float32) for _ in range(3))
@@ -439,6 +465,8 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
         log(f"bandwidth: DRAM {dram:.1f} GB/s (Add 3x32 MiB), cache {cache:.1f} GB/s"
             + (f", last-level cache {llc:.1f} GB/s (Add of {llc_b / 2**21:.0f} MiB)"
                if llc_b else ""))
+        run_us = measure_run_overhead_us(repeats=max(repeats, 10) * 3)
+        log(f"run overhead: {run_us:.2f} us per run")
         secs = {name: [time_model(p.model, p.feeds, repeats=repeats) / p.ops for p in pts_]
                 for name, pts_ in pts.items()}
     ops: dict[str, dict[str, float]] = {}
@@ -489,7 +517,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     log(f"recurrent: {launch * 1e6:.2f} us per step beyond its GEMM, gates at "
         f"{rate / 1e9:.2f} G elements/s")
     return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
-                       time.perf_counter() - t0, raw, llc, llc_b)
+                       time.perf_counter() - t0, raw, llc, llc_b, run_us)
 
 
 def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None = None) -> str:
@@ -520,6 +548,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
            f"{cal.llc_bytes / 2**21:g} MiB in all",
            f"llc_bytes = {cal.llc_bytes}   # half the L3 (sysfs): streams up to it run at "
            "the L3 rate"] if cal.llc_bytes else []),
+        f"run_overhead_us = {cal.run_overhead_us:.3f}   # one ORT run beyond its ops (ReLU chains "
+        f"of 1 and {CHAIN} ops on 4 floats)",
         f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
         "",
         "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",

@@ -15,7 +15,8 @@ kernel's activation inputs + weights + output (bandwidth is the cache's when the
 fit in ``cache_bytes``, the last-level cache's when the spec has one and they fit in
 ``llc_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
 is op class ``reorder``, pure data movement (no FLOPs; bytes = its input + its
-output). The network's latency is the sum over kernels (one stream, no overlap).
+output). The network's latency is the sum over kernels (one stream, no overlap) plus
+the spec's ``run_overhead_us``, once per run (a ``run`` entry of ``per_layer``).
 
 A recurrence (LSTM, GRU, RNN) is not one GEMM: its time steps run one after the
 other. It costs the input projection ``x_t W^T`` of every step as one ``gemm``
@@ -208,12 +209,23 @@ class RooflineModel(BaseCostModel):
             fig = self._by_key[ck] = self._figures(k)
         return fig
 
+    def _run_cost(self) -> tuple[LayerCost, ...]:
+        """The per-run overhead as a ``per_layer`` entry (none when the spec has none)."""
+        ms = self.spec.run_overhead_us * 1e-3
+        if not ms:
+            return ()
+        return (LayerCost(name="(run)", op="run", latency_ms=ms, bound="overhead",
+                          meta=MappingProxyType({"op_class": "run", "compute_ms": 0.0,
+                                                 "memory_ms": 0.0, "launch_ms": ms, "flops": 0,
+                                                 "bytes": 0, "fused": (), "layout": ""})),)
+
     def estimate(self, net: Network) -> Estimate:
-        costs = tuple(self.kernel_cost(k) for k in kernels(net, self.rules))
+        planned = tuple(self.kernel_cost(k) for k in kernels(net, self.rules))
+        costs = planned + self._run_cost()
         return Estimate(
             latency_ms=sum(c.latency_ms for c in costs), energy_mj=None, per_layer=costs,
             meta={"backend": self.name, "device": self.spec.name, "rules": self.rules.name,
-                  "kernels": len(costs), "layers": len(net.layers),
+                  "kernels": len(planned), "layers": len(net.layers),
                   "compute_bound": sum(c.bound == "compute" for c in costs),
                   "memory_bound": sum(c.bound == "memory" for c in costs),
                   "uncosted_layers": ()})
@@ -224,7 +236,8 @@ class RooflineModel(BaseCostModel):
         for net in nets:
             figs = [self._figures_of(k) for k in kernels(net, self.rules)]
             out.append(Estimate(
-                latency_ms=sum(f[0] for f in figs), energy_mj=None,
+                latency_ms=sum(f[0] for f in figs) + self.spec.run_overhead_us * 1e-3,
+                energy_mj=None,
                 meta={"backend": self.name, "device": self.spec.name, "rules": self.rules.name,
                       "kernels": len(figs), "layers": len(net.layers),
                       "compute_bound": sum(f[1] == "compute" for f in figs),

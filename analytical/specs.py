@@ -69,8 +69,9 @@ class RooflineSpec:
     FLOPs are 2 per MAC plus one per element op. Memory traffic uses
     ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
     ``llc_bandwidth_gbps`` when they fit in ``llc_bytes`` (an optional last-level
-    cache; 0, the default, means none), else ``dram_bandwidth_gbps``. ``ops`` must define
-    every class of
+    cache; 0, the default, means none), else ``dram_bandwidth_gbps``.
+    ``run_overhead_us`` is paid once per run of a network (the runtime's own call: feeds,
+    outputs, scheduling; default 0). ``ops`` must define every class of
     :data:`analytical.roofline.OP_CLASSES`; an optional class
     (:data:`analytical.roofline.OPTIONAL_CLASSES`, e.g. ``grouped``) falls back to the
     one named there when absent. ``fusion`` names the fusion rules of
@@ -90,6 +91,7 @@ class RooflineSpec:
     fusion: str
     llc_bandwidth_gbps: float = field(default=0.0, metadata=_pos(ge=0))
     llc_bytes: int = field(default=0, metadata=_pos(ge=0))
+    run_overhead_us: float = field(default=0.0, metadata=_pos(ge=0))
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -219,6 +219,23 @@ def test_last_level_cache_prices_kernels_between_the_l2_and_it(tmp_path):
         load_spec(str(half), RooflineSpec)
 
 
+def test_run_overhead_is_paid_once_per_network(tmp_path):
+    """``run_overhead_us`` adds once to a network's latency, as a ``run`` entry of
+    ``per_layer`` (the entries still sum to the total); estimate and estimate_many agree."""
+    net = nb201.build_network(1835)
+    plain = RooflineModel(load_spec(str(write_spec(_fake_calibration(), tmp_path / "a.toml")),
+                                    RooflineSpec))
+    spec = load_spec(str(write_spec(replace(_fake_calibration(), run_overhead_us=5.0),
+                                    tmp_path / "b.toml")), RooflineSpec)
+    assert spec.run_overhead_us == 5.0
+    est, base = RooflineModel(spec).estimate(net), plain.estimate(net)
+    assert est.latency_ms == pytest.approx(base.latency_ms + 0.005)
+    assert est.latency_ms == pytest.approx(sum(c.latency_ms for c in est.per_layer))
+    assert [c.op for c in est.per_layer if c.meta["op_class"] == "run"] == ["run"]
+    assert est.meta["kernels"] == base.meta["kernels"] == len(base.per_layer)
+    assert RooflineModel(spec).estimate_many([net])[0].latency_ms == est.latency_ms
+
+
 @pytest.mark.slow
 def test_cli_calibrate_specs_and_layers(tmp_path, capsys, monkeypatch):
     """A real calibration (micro-benchmarks through ONNX Runtime); one round of one timed
