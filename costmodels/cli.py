@@ -73,6 +73,26 @@ def nonneg_int(text: str) -> int:
     return v
 
 
+SEED_MAX = 2**32 - 1   # what every generator a seed reaches takes (numpy, XGBoost, torch)
+BATCH_MAX = 65536
+
+
+def seed_int(text: str) -> int:
+    """argparse type: a seed, an integer in 0 .. 2**32 - 1."""
+    v = nonneg_int(text)
+    if v > SEED_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {SEED_MAX} (2**32 - 1), got {v}")
+    return v
+
+
+def batch_int(text: str) -> int:
+    """argparse type: a batch size, 1 .. :data:`BATCH_MAX`."""
+    v = positive_int(text)
+    if v > BATCH_MAX:
+        raise argparse.ArgumentTypeError(f"must be at most {BATCH_MAX}, got {v}")
+    return v
+
+
 # Existing files the running command reads (set by :func:`main` from its arguments): an
 # output path that is one of them is refused, so no input is ever overwritten.
 _INPUT_FILES: set[Path] = set()
@@ -241,7 +261,7 @@ def add_space_args(p: argparse.ArgumentParser, archs: bool = True,
     """
     p.add_argument("--space", default="nb201", metavar="SPACE", help=SPACE_HELP)
     p.add_argument("--dataset", default=None, help=DATASET_HELP)
-    p.add_argument("--batch", type=positive_int, default=1, help="batch size of built networks")
+    p.add_argument("--batch", type=batch_int, default=1, help="batch size of built networks")
     if "--input-shape" not in p._option_string_actions:
         p.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
                        help=INPUT_SHAPE_HELP)
@@ -251,7 +271,7 @@ def add_space_args(p: argparse.ArgumentParser, archs: bool = True,
                             f"arch_index column); default: {archs_default}")
         p.add_argument("--sample", type=positive_int, metavar="N",
                        help="a random sample of N architectures")
-        p.add_argument("--seed", type=nonneg_int, default=0, help="seed of --sample")
+        p.add_argument("--seed", type=seed_int, default=0, help="seed of --sample")
 
 
 def open_space(args: argparse.Namespace):
@@ -368,8 +388,14 @@ def load_network(target: str, dataset: str | None, batch: int, input_shapes: lis
     from costmodels.spaces import get_space
 
     path = Path(target)
-    if target.lower().endswith(".onnx") or (path.exists() and not path.is_dir()
-                                            and not target.isdigit()):
+
+    def is_file() -> bool:
+        try:
+            return path.exists() and not path.is_dir() and not target.isdigit()
+        except OSError:  # a name too long to be a path: an architecture string, or a typo
+            return False
+
+    if target.lower().endswith(".onnx") or is_file():
         from costmodels.onnx_import import parse_input_shapes
         from costmodels.spaces.models import batch_note, import_model_file
 
@@ -612,7 +638,7 @@ def build_parser() -> argparse.ArgumentParser:
                               "--space fbnet -o fbnet.onnx")
     p.add_argument("arch", help="arch string or standard index")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random weights")
     add_space_args(p, archs=False)
     p.set_defaults(func=cmd_export)
 
@@ -747,6 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OSError as exc:
         named = exc.filename or next((getattr(args, k) for k in ("output", "out", "db")
                                       if isinstance(getattr(args, k, None), str)), None)
+        if named and len(str(named)) > 160:  # a mistyped argument read as a path
+            named = f"{str(named)[:120]}... ({len(str(named))} characters)"
         where = f"{named}: " if named else ""
         print(f"error: {where}{exc.strerror or exc}{_os_hint(exc)}", file=sys.stderr)
         return 2

@@ -281,7 +281,7 @@ def _partial_truth(console, truth: Path, train: int) -> Path | None:
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from costmodels.cli import Formatter, add_space_args, nonneg_int, positive_int
+    from costmodels.cli import Formatter, add_space_args, positive_int, seed_int
 
     p = sub.add_parser(
         "demo", help="measure a sample here, build a LUT, fit, compare -> report/",
@@ -298,7 +298,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         "and fbnet; every model of a models:DIR folder)")
     p.add_argument("--train", type=positive_int, default=100,
                    help="of which the learned predictors are fitted on this many")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the sample and the split")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the sample and the split")
     p.add_argument("--truth", metavar="TABLE.csv",
                    help="score on this measured table instead of measuring a sample")
     p.set_defaults(func=run)

@@ -56,7 +56,7 @@ from pathlib import Path
 from typing import Any, NamedTuple
 
 from costmodels.errors import OnnxImportError, UnsupportedOperator, read_capped
-from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer
+from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer, numel
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
 __all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes",
@@ -476,7 +476,7 @@ def _load(model: Any, ops: bool = True) -> tuple[Any, str, str | None]:
 
 
 def _node_name(node: Any, i: int) -> str:
-    return node.name or (node.output[0] if node.output else f"{node.op_type}_{i}")
+    return node.name or next((t for t in node.output if t), f"{node.op_type}_{i}")
 
 
 # ------------------------------------------------------------------ input shapes
@@ -968,6 +968,11 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
     layers, n_const = _layers(inferred.graph, source, prov, params,
                               _uniform_constants(proto.graph))
+    if not layers:
+        raise OnnxImportError(f"{source}: every node of the graph computes a constant "
+                              f"(its {len(proto.graph.node)} node(s) read no graph input): "
+                              "nothing runs per inference, so there is nothing to cost")
+    _check_sizes(layers, source)
     return Network(
         name=name or (Path(path).stem if path else source) or "model",
         inputs=tuple(final_inputs.items()), layers=tuple(layers),
@@ -975,6 +980,28 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         meta={"source": path, "opset": _opset(proto),
               "input_shapes": {k: list(v) for k, v in final_inputs.items()},
               "folding": how, "constant_nodes": n_folded + n_const})
+
+
+# No runtime here runs a tensor this large (2**36 elements: 256 GiB of float32); a shape
+# over it is a wrong attribute, a wrong --input-shape or a corrupt file, and costing it
+# gives absurd figures (and analytical mappers that loop over its extent never end).
+MAX_TENSOR_ELEMENTS = 2 ** 36
+
+
+def _check_sizes(layers: Sequence[Layer], source: str) -> None:
+    """Refuse a layer with a tensor over :data:`MAX_TENSOR_ELEMENTS`, naming it."""
+    for layer in layers:
+        for what, shape in (*(("input", s) for s in layer.input_shapes),
+                            ("output", layer.output_shape),
+                            *(("weight", s) for s in layer.weight_shapes)):
+            n = numel(shape)
+            if n > MAX_TENSOR_ELEMENTS:
+                dims = "x".join(map(str, shape))
+                raise OnnxImportError(
+                    f"{source}: node {layer.name!r} ({layer.op}) has an {what} of shape "
+                    f"{dims[:120]} ({n:.3g} elements, over the {MAX_TENSOR_ELEMENTS:.3g} "
+                    "that fit in 256 GiB of float32): check its attributes (pads, "
+                    "strides, repeats, shapes) and --input-shape")
 
 
 def _constants(graph: Any) -> dict[str, _Const]:
@@ -1053,6 +1080,10 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             continue
         if node.domain not in _DEFAULT_DOMAINS or node.op_type not in SUPPORTED_OPS:
             raise UnsupportedOperator(node_name, node.op_type, source, node.domain)
+        if not any(node.output):
+            raise OnnxImportError(f"{source}: node {node_name!r} ({node.op_type}) names no "
+                                  "output: an ONNX node must name at least one (an empty "
+                                  "name marks an optional output left out)")
         try:
             layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
         except OnnxImportError as exc:

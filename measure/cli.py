@@ -125,7 +125,8 @@ def check_measure_args(args: argparse.Namespace) -> None:
               ("--max-retries", args.max_retries, 0, MAX_RETRIES,
                f"an integer >= 0, at most {MAX_RETRIES}"),
               ("--trials", args.trials, 0, 10 ** 7, "an integer >= 0, at most 10,000,000"),
-              ("--min-round-s", args.min_round_s, 0, math.inf, "seconds >= 0"))
+              ("--min-round-s", args.min_round_s, 0, math.inf, "seconds >= 0"),
+              ("--input-seed", args.input_seed, 0, 2 ** 32 - 1, "an integer 0 to 2**32 - 1"))
     for flag, value, low, high, want in ranges:
         if not low <= value <= high:
             raise _bad(flag, value, want)
@@ -152,6 +153,10 @@ def check_measure_args(args: argparse.Namespace) -> None:
 
         raise InputError("--rpc-tracker needs a device key, option --rpc-key; add "
                          "--rpc-key KEY")
+    if args.rpc_tracker:
+        from measure.rpc import parse_tracker
+
+        parse_tracker(args.rpc_tracker)  # HOST:PORT, before anything is built
     from measure.config import MeasureConfig
 
     tvm_only = [flag for flag, given in (

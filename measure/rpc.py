@@ -63,8 +63,9 @@ class RpcError(CostModelError, ValueError):
 def parse_tracker(spec: str) -> tuple[str, int]:
     """``"HOST:PORT"`` -> (host, port), with a clear error."""
     host, sep, port = spec.rpartition(":")
-    if not sep or not host or not port.isdigit():
-        raise RpcError(f"--rpc-tracker must be HOST:PORT (e.g. 127.0.0.1:9190), not {spec!r}; "
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise RpcError(f"--rpc-tracker must be HOST:PORT with PORT 1-65535 (e.g. "
+                       f"127.0.0.1:9190), not {spec[:80]!r}; "
                        "give the address the tracker was started with (--host/--port)")
     return host, int(port)
 

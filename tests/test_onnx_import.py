@@ -616,3 +616,35 @@ def test_a_graph_with_no_nodes_is_nothing_to_cost_not_a_truncated_file(tmp_path)
     onnx.save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), path)
     with pytest.raises(OnnxImportError, match="has no nodes .*nothing to cost"):
         import_onnx(path)
+
+
+def test_a_graph_of_constants_only_is_nothing_to_cost():
+    const = helper.make_node("Constant", [], ["y"], value=_w("k", (2, 2)))
+    m = _model([const], [], [_vi("y", [2, 2])])
+    with pytest.raises(OnnxImportError, match="every node of the graph computes a constant"):
+        import_onnx(m)
+
+
+def test_a_node_naming_no_output_is_refused_by_name():
+    m = _model([helper.make_node("Relu", ["x"], [""]), helper.make_node("Relu", ["x"], ["y"])],
+               [_vi("x", [1, 4])], [_vi("y", [1, 4])])
+    with pytest.raises(OnnxImportError, match="node 'Relu_0' \\(Relu\\) names no output"):
+        import_onnx(m)
+
+
+@pytest.mark.parametrize("build", ["pads", "matmul", "input"])
+def test_absurd_tensor_sizes_are_refused_naming_the_node(build):
+    """Pads of 2**40, a 2**31 x 2**31 MatMul or a 2**40-wide input: refused at import (an
+    analytical mapper looping over such an extent never ended)."""
+    if build == "pads":
+        m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c", kernel_shape=[3, 3],
+                                     pads=[2**40] * 4)],
+                   [_vi("x", [1, 3, 16, 16])], [_vi("y", None)], [_w("w", (8, 3, 3, 3))])
+    elif build == "matmul":
+        m = _model([helper.make_node("MatMul", ["x", "w"], ["y"], name="c")],
+                   [_vi("x", [1, 2**31]), _vi("w", [2**31, 2**31])], [_vi("y", None)])
+    else:
+        m = _model([helper.make_node("Relu", ["x"], ["y"], name="c")],
+                   [_vi("x", [1, 3, 2**40, 16])], [_vi("y", None)])
+    with pytest.raises(OnnxImportError, match="node 'c' .* elements, over the"):
+        import_onnx(m)

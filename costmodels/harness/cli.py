@@ -35,7 +35,7 @@ Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from costmodels.cli import Formatter, add_space_args, nonneg_int, positive_int
+    from costmodels.cli import Formatter, add_space_args, positive_int, seed_int
 
     p = sub.add_parser("compare", help="rank estimators against measured latency -> report",
                        formatter_class=Formatter, epilog=COMPARE_EPILOG,
@@ -50,7 +50,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_space_args(p, archs=False)
     p.add_argument("--train-samples", type=positive_int, metavar="K",
                    help="fit learned backends on K truth rows, score all on the rest")
-    p.add_argument("--seed", type=nonneg_int, default=0, help="seed of the train/test split")
+    p.add_argument("--seed", type=seed_int, default=0, help="seed of the train/test split")
     p.add_argument("--source", action="append", default=[], metavar="TABLE.csv",
                    help="other devices' tables for few-shot transfer (repeatable)")
     p.add_argument("--prior", action="append", default=[], metavar="SPEC",
@@ -79,7 +79,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                               "  costmodels compare --truth truth.csv flops --models models/ "
                               "-o report/")
     g.add_argument("-o", "--output", required=True, metavar="DIR", help="folder for *.onnx")
-    g.add_argument("--seed", type=nonneg_int, default=0, help="seed of the random weights")
+    g.add_argument("--seed", type=seed_int, default=0, help="seed of the random weights")
     g.set_defaults(func=cmd_gen_models)
 
 

@@ -170,6 +170,8 @@ def parse_arch(arch: str | Sequence[int] | Sequence[str]) -> tuple[int, ...]:
                 items = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise UnknownArchitecture(arch, f"not a valid JSON list ({exc.msg})") from None
+            except RecursionError:
+                raise UnknownArchitecture(arch, "a JSON list nested too deep") from None
             if not isinstance(items, list):
                 raise UnknownArchitecture(arch, "expected a JSON list of block indices")
             if items and all(isinstance(i, str) for i in items):
