@@ -56,9 +56,9 @@ class OpClassCost:
     such as Flatten, which move nothing).
     """
 
-    compute_efficiency: float = field(metadata=_pos(gt=0, le=1))
-    memory_efficiency: float = field(metadata=_pos(gt=0, le=1))
-    launch_us: float = field(metadata=_pos(ge=0))
+    compute_efficiency: float = field(metadata=_pos(ge=1e-4, le=1))
+    memory_efficiency: float = field(metadata=_pos(ge=1e-4, le=1))
+    launch_us: float = field(metadata=_pos(ge=0, le=1e6))
     traffic_factor: float = field(default=1.0, metadata=_pos(ge=0))
 
 
@@ -83,18 +83,22 @@ class RooflineSpec:
     schema_version: int
     name: str
     description: str
-    peak_gflops: float = field(metadata=_pos(gt=0))
-    dram_bandwidth_gbps: float = field(metadata=_pos(gt=0))
-    cache_bandwidth_gbps: float = field(metadata=_pos(gt=0))
+    # floors: 1 MFLOP/s and 1 MB/s, below any processor (a typo's 1e-300 gave 1e301 ms)
+    peak_gflops: float = field(metadata=_pos(ge=1e-3))
+    dram_bandwidth_gbps: float = field(metadata=_pos(ge=1e-3))
+    cache_bandwidth_gbps: float = field(metadata=_pos(ge=1e-3))
     cache_bytes: int = field(metadata=_pos(ge=0))
     ops: dict[str, OpClassCost]
     fusion: str
     llc_bandwidth_gbps: float = field(default=0.0, metadata=_pos(ge=0))
     llc_bytes: int = field(default=0, metadata=_pos(ge=0))
-    run_overhead_us: float = field(default=0.0, metadata=_pos(ge=0))
+    run_overhead_us: float = field(default=0.0, metadata=_pos(ge=0, le=1e6))
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if 0 < self.llc_bandwidth_gbps < 1e-3:
+            raise ValueError(f"field 'llc_bandwidth_gbps' must be 0 (no such level) or >= "
+                             f"0.001 (got {self.llc_bandwidth_gbps})")
         if self.llc_bytes and not self.llc_bandwidth_gbps:
             raise ValueError(f"field 'llc_bytes' is set ({self.llc_bytes}) but "
                              "'llc_bandwidth_gbps' is not: give both or neither")

@@ -321,17 +321,29 @@ def read_arch_list(path: str, space=None) -> list[str]:
         raise TableError(f"{path}: needs an arch_str or arch_index column "
                          f"(found {','.join(c for c in cols if c) or 'nothing'})")
     out: list[str] = []
+    seen: dict[str, int] = {}
     for line, row in rows:
         text = (row.get("arch_str") or "").strip() or (row.get("arch_index") or "").strip()
+        raw_idx = (row.get("arch_index") or "").strip()
         if not text:
             raise TableError(f"{path}:{line}: empty arch_str and arch_index")
         if not row.get("arch_str") and not text.isdigit():
             raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: {text!r}")
         try:
-            out.append(space.parse(int(text) if text.isdigit() and not row.get("arch_str")
-                                   else text))
+            arch = space.parse(int(text) if text.isdigit() and not row.get("arch_str")
+                               else text)
         except UnknownArchitecture as exc:
             raise TableError(f"{path}:{line}: {exc}") from None
+        if row.get("arch_str") and raw_idx and getattr(space, "strict_index", False):
+            std = space.index(arch)
+            if std is not None and str(std) != raw_idx:  # as read_table refuses it
+                raise TableError(f"{path}:{line}: arch_index {raw_idx} does not match "
+                                 f"arch_str; the standard index of that architecture is {std}")
+        if arch in seen:
+            raise TableError(f"{path}:{line}: architecture listed again (first at line "
+                             f"{seen[arch]}); list each once")
+        seen[arch] = line
+        out.append(arch)
     if not out:
         raise TableError(f"{path}: lists no architectures")
     return out

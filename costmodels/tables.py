@@ -151,9 +151,12 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
         raise TableError(f"{path}:{line}: field {fld!r} is missing: the row has fewer fields "
                          "than the header")
     try:
+        if "_" in value:  # Python's digit grouping (1_000): no CSV writer means it
+            raise ValueError(value)
         x = float(value)
     except (TypeError, ValueError):
-        raise TableError(f"{path}:{line}: field {fld!r} is not a number: {value!r}") from None
+        raise TableError(f"{path}:{line}: field {fld!r} is not a number: "
+                         f"{short_repr(value)}") from None
     if not math.isfinite(x):
         raise TableError(f"{path}:{line}: field {fld!r} is {value!r}; every latency must be a "
                          "finite number (drop or re-measure that cell)")

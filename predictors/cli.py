@@ -269,6 +269,9 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.limit and args.limit < len(table):
         rows = np.sort(np.random.default_rng(args.seed).choice(len(table), args.limit,
                                                               replace=False))
+    elif args.limit and args.limit > len(table):
+        print(f"note: --limit {args.limit}: {args.train} has {len(table)} rows; fitting on all "
+              "of them", file=sys.stderr)
     table = table.subset(rows)
     device = args.device or table.device
     need = NEEDS.get(args.model)

@@ -604,3 +604,45 @@ def test_bom_truth_is_accepted_in_a_subprocess(tmp_path):
                      d, home)
     assert out.code == 0 and "Traceback" not in out.err, out.err
     assert (d / "r" / "report.md").is_file()
+
+
+def test_small_truths_lists_and_odd_numbers(tmp_path, capsys):
+    """Inputs that were taken and gave something wrong: a truth of 1-2 networks (every rank
+    metric trivial), an arch list whose index contradicts its string or that lists a network
+    twice, a latency written with Python's digit grouping, a few-shot curve whose rank metric
+    is undefined (nan), a spec peak of 1e-300."""
+    from costmodels.cli import main
+
+    rows = B.nb201_rows(50)
+    (tmp_path / "two.csv").write_text(B._table(rows[:2]))
+    assert main(["compare", "--truth", str(tmp_path / "two.csv"), "flops",
+                 "-o", str(tmp_path / "r")]) == 2
+    assert "2 network(s) to score; ranking estimators needs at least 3" in \
+        capsys.readouterr().err and not (tmp_path / "r").exists()
+    idx, arch, _ = rows[0]
+    (tmp_path / "mismatch.csv").write_text(f"arch_index,arch_str\n{(idx + 1) % 15625},{arch}\n")
+    assert main(["archs", "--archs", str(tmp_path / "mismatch.csv")]) == 2
+    assert f"the standard index of that architecture is {idx}" in capsys.readouterr().err
+    (tmp_path / "twice.csv").write_text(B._table([*rows[:5], rows[2]]))
+    assert main(["estimate", "flops", "--archs", str(tmp_path / "twice.csv"),
+                 "-o", str(tmp_path / "e.csv")]) == 2
+    assert "twice.csv:7: architecture listed again (first at line 4)" in capsys.readouterr().err
+    (tmp_path / "grouped.csv").write_text(B._table(rows[:5]).replace(
+        f",{rows[3][2]!r}", ",1_000"))
+    assert "1_000" in (tmp_path / "grouped.csv").read_text()
+    assert main(["compare", "--truth", str(tmp_path / "grouped.csv"), "flops",
+                 "-o", str(tmp_path / "r")]) == 2
+    assert "grouped.csv:5: field 'latency_ms' is not a number: '1_000'" in \
+        capsys.readouterr().err
+    (tmp_path / "truth.csv").write_text(B._table(rows[:10]))
+    (tmp_path / "curve.csv").write_text(
+        "model,target,select,k,seeds,spearman,spearman_std,kendall,mape,acc10,n_test,fit_s\n"
+        "gbdt,t,random,1,1,nan,nan,nan,56.9,0.1,9,0.3\n")
+    assert main(["compare", "--truth", str(tmp_path / "truth.csv"), "flops", "--curve",
+                 str(tmp_path / "curve.csv"), "-o", str(tmp_path / "r")]) == 0
+    assert "no rank metric is defined at any k" in capsys.readouterr().err
+    spec = (B.ROOT / "analytical" / "specs" / "x86_generic.toml").read_text()
+    (tmp_path / "tiny.toml").write_text(spec.replace("peak_gflops = 96.0", "peak_gflops = 1e-300"))
+    assert main(["estimate", f"roofline:{tmp_path / 'tiny.toml'}", "--sample", "2",
+                 "-o", str(tmp_path / "e.csv")]) == 2
+    assert "field 'peak_gflops' must be >= 0.001" in capsys.readouterr().err

@@ -183,6 +183,9 @@ def _backend_names() -> tuple[str, ...]:
 
 
 # ----------------------------------------------------------------------------- compare
+MIN_SCORED = 3  # below it every rank metric is trivially +-1 or undefined
+
+
 def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
             dataset: str | None = None,
             train_samples: int | None = None, seed: int = 0, sources: Sequence[str] = (),
@@ -221,6 +224,15 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
     if max_cells and max_cells < len(test_rows):
         rng = np.random.default_rng(seed + 1)
         test_rows = np.sort(rng.choice(test_rows, size=max_cells, replace=False))
+    if len(test_rows) < MIN_SCORED:
+        from costmodels.errors import InputError
+
+        fitted = f" beside the {len(train_rows)} learned backends are fitted on" \
+            if len(train_rows) else ""
+        raise InputError(f"{truth.source}: {len(test_rows)} network(s) to score{fitted}; "
+                         f"ranking estimators needs at least {MIN_SCORED}: give a truth "
+                         "table of more networks" + (" or fewer --train-samples"
+                                                     if len(train_rows) else ""))
     nets = built
     train_nets = [nets[r] for r in train_rows]
     test_nets = [nets[r] for r in test_rows]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as _dt
 import math
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -460,10 +461,13 @@ def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, f
             vals = {c: float(row[c]) for c in cols
                     if row.get(c) not in ("", None) and (c in CURVE_METRICS or c.endswith("_std")
                                                           or c == "seeds")}
+            # nan: undefined (a rank correlation of constant predictions); left out
+            vals = {c: v for c, v in vals.items() if not math.isnan(v)}
             k = float(row["k"])
             if not (np.isfinite(k) and k >= 1 and k == int(k)) \
                     or not all(np.isfinite(v) for v in vals.values()):
-                raise ValueError("k must be a whole number >= 1 and every metric finite")
+                raise ValueError("k must be a whole number >= 1 and every metric finite, or "
+                                 "nan where undefined")
             raw.setdefault(label, {}).setdefault(int(k), []).append(vals)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{path}:{line}: not a few-shot curve row ({exc})"[:300]) from None
@@ -497,6 +501,8 @@ def plot_curves(curve_csvs: Sequence[str | Path], path: str | Path, *, device: s
 
     keys = [m for m in ("spearman", "kendall")
             if any(m in st for by_k in curves.values() for st in by_k.values())]
+    if not keys:  # every rank metric undefined (nan): nothing to plot
+        return None
     fig, axes = plt.subplots(1, len(keys), figsize=(5.8 * len(keys), 4.4), squeeze=False)
     for ax, key in zip(axes.flat, keys, strict=True):
         for label, by_k in curves.items():
@@ -655,6 +661,9 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
                                               device=result.device) if curve_csvs else None),
             "models": plot_models(models, out / "models.png") if models else None}
     files.update({k: v for k, v in figs.items() if v})
+    if curve_csvs and not figs["sample_efficiency"]:
+        print(f"note: no rank metric is defined at any k of {', '.join(map(str, curve_csvs))} "
+              "(nan: constant predictions): no sample-efficiency plot", file=sys.stderr)
     when = _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     mode = (f"{result.train_samples} truth rows drawn with seed {result.seed} were used to fit "
             f"the learned backends (marked *fit on N*); **every** backend is scored on the other "
