@@ -56,6 +56,8 @@ ALLOWED_LIBRARIES: dict[str, tuple[str, ...]] = {
 }
 _KEYS = ("manifest_version", "class", "params", "feature_schema", "libraries", "files",
          "manifest_sha256")
+# what write_manifest writes beside _KEYS; anything else was not written by costmodels
+_OPTIONAL_KEYS = ("training_data_sha256", "n_train", "device", "state", "trained_on")
 
 
 def library_versions(names: Iterable[str]) -> dict[str, str]:
@@ -181,6 +183,12 @@ def _check_keys(path: Path, doc: dict) -> None:
                              f"version {MANIFEST_VERSION}; fit the model again with this version")
     if missing:
         raise ModelFileError(f"{path}: manifest lacks {', '.join(missing)}; fit the model again")
+    unknown = sorted(k for k in doc if k not in _KEYS and k not in _OPTIONAL_KEYS)
+    if unknown:
+        shown = ", ".join(repr(k[:40]) for k in unknown[:5])
+        raise ModelFileError(f"{path}: manifest has field(s) costmodels never writes ({shown}"
+                             f"{', ...' if len(unknown) > 5 else ''}); it was not saved by "
+                             "this costmodels: fit the model again")
     try:
         checksum = _canonical_sha256(doc)
     except ValueError:  # NaN or infinity: JSON has no such numbers, costmodels never wrote one
@@ -312,12 +320,38 @@ def restore(cls: type, model_dir: str | Path, class_name: str) -> tuple[Any, dic
     """
     d = Path(model_dir)
     doc = read_manifest(d, (class_name,))
+    _check_param_types(d / MANIFEST, cls, doc["params"])
     try:
         model = cls(**doc["params"])
     except TypeError:
         raise ModelFileError(f"{d / MANIFEST}: its parameters do not fit {cls.__name__}; fit the "
                              "model again") from None
     return model, doc, d
+
+
+def _check_param_types(path: Path, cls: type, params: dict) -> None:
+    """Each parameter of the JSON type of ``cls``'s default for it (an int may stand for a
+    float; a default of None or a list allows any): a value of another type is refused."""
+    import inspect
+
+    try:
+        defaults = {k: p.default for k, p in inspect.signature(cls).parameters.items()
+                    if p.default is not inspect.Parameter.empty}
+    except (TypeError, ValueError):
+        return
+    for key, value in params.items():
+        want = defaults.get(key)
+        if want is None or isinstance(want, (list, tuple, dict)):
+            continue
+        ok = (isinstance(value, bool) if isinstance(want, bool) else
+              isinstance(value, (int, float)) and not isinstance(value, bool)
+              if isinstance(want, float) else
+              isinstance(value, int) and not isinstance(value, bool) if isinstance(want, int)
+              else isinstance(value, type(want)))
+        if not ok:
+            raise ModelFileError(f"{path}: field 'params.{key}' is {str(value)[:40]!r}, not a "
+                                 f"{type(want).__name__} as {cls.__name__} takes; fit the model "
+                                 "again")
 
 
 def finish_restore(model: Any, doc: dict) -> Any:

@@ -406,6 +406,10 @@ CASES += [
     C("repeat-huge", "measure {d}/tiny.onnx --repeat 1000000000000", "--repeat"),
     C("manifest-n-train-text", "estimate gbdt:{d}/m_ntrain --sample 1 -o {d}/o.csv",
       "m_ntrain", "n_train"),
+    C("manifest-param-wrong-type", "estimate gbdt:{d}/m_ptype --sample 1 -o {d}/o.csv",
+      "m_ptype", "params.max_depth", "'abc'"),
+    C("manifest-unknown-field", "estimate gbdt:{d}/m_extra --sample 1 -o {d}/o.csv",
+      "m_extra", "'loader'", "never writes"),
     C("manifest-nan", "estimate gbdt:{d}/m_nan --sample 1 -o {d}/o.csv", "m_nan", "NaN"),
     C("input-shape-twice", "info {d}/tiny.onnx --input-shape x=1x3x16x16 "
       "--input-shape x=1x3x8x8", "'x'", "twice"),
@@ -505,6 +509,10 @@ def _model_dirs(d, fitted) -> None:
     B.edit_manifest(fitted, d / "m_import", library, reseal=True)
     B.edit_manifest(fitted, d / "m_import_raw", library)
     B.edit_manifest(fitted, d / "m_class", cls, reseal=True)
+    B.edit_manifest(fitted, d / "m_ptype", lambda doc: doc["params"].update(max_depth="abc"),
+                    reseal=True)
+    B.edit_manifest(fitted, d / "m_extra", lambda doc: doc.update(loader="evil_cm_mod.load"),
+                    reseal=True)
     B.edit_manifest(fitted, d / "m_ntrain", lambda doc: doc.update(n_train="thirty"),
                     reseal=True)
     B.edit_manifest(fitted, d / "m_nan", lambda doc: doc.update(n_train=float("nan")))
