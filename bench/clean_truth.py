@@ -11,7 +11,7 @@ the most cells (ties: the smaller median disagreement). A disturbance on a share
 only ever slows a run, so the minimum can repeat best where passes are disturbed. ``bench/bench_fewshot.py`` scores the ±10% accuracy of the
 predictors against it (section *fewshot*, "against a cleaner truth").
 
-    python bench/clean_truth.py pass1.csv pass2.csv pass3.csv -o datasets/nb201/X-clean.csv
+    python bench/clean_truth.py pass1.csv pass2.csv pass3.csv pass4.csv -o datasets/nb201/X-clean.csv
 """
 
 from __future__ import annotations

@@ -61,7 +61,8 @@ def committed_lut(dataset: str) -> Path | None:
 
 
 def _usable_lut(path: Path) -> bool:
-    """Was the LUT at ``path`` measured on this device and runtime, with today's settings?"""
+    """Was the LUT at ``path`` measured on a machine of this kind (CPU model, cores,
+    architecture, runtime and its version; not the OS kernel build) with today's settings?"""
     import json
 
     from measure.config import MeasureConfig
@@ -74,7 +75,10 @@ def _usable_lut(path: Path) -> bool:
     ours = MeasureConfig(drift_ref=True)
     if not stored or settings_differences(stored, ours):
         return False
-    return device_hash(theirs) == device_hash(fingerprint(ours))
+    # the machine's kind, not its kernel build: a VM of the same CPU, cores and runtime
+    # gets a new host kernel version with each image, and times the kernels the same
+    here = fingerprint(ours)
+    return device_hash({**theirs, "os_kernel": ""}) == device_hash({**here, "os_kernel": ""})
 
 
 def steps(out: Path, sample: int | None, train: int, seed: int, dataset: str | None,
