@@ -15,7 +15,9 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
 * **Run overhead** (``run_overhead_us``): what one ORT run costs beyond its ops (feeds,
   outputs, scheduling), the intercept of chains of 1 and :data:`CHAIN` ReLUs on 4
   floats; a network pays it once. Without it a model of a few microseconds of kernels
-  was priced at a fraction of its run time.
+  was priced at a fraction of its run time. It is measured first and taken off the
+  time of every benchmark run below (each is one run): a one-op benchmark such as a
+  ``gemm`` point would otherwise put it into its class's launch.
 * **Last-level cache** (when sysfs shows an L3 larger than twice the L2):
   ``llc_bytes`` = half the L3 (:func:`llc_bytes`), ``llc_bandwidth_gbps`` = an ORT
   ``Add`` whose three streams span half of that. Without it every kernel over the L2
@@ -36,8 +38,9 @@ the process pinned by :func:`measure.timing.pinned`; a figure is the median of
     on this project's EPYC; the roofline prices a conv the fusion planner leaves in
     NCHW with them;
   - ``gemm`` (Gemm and MatMul): the shapes networks use, at batch 1:
-    transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) for
-    the compute efficiency, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
+    transformer projections and MLPs (tokens x d -> d / 4d, :data:`GEMM_SHAPES`) and
+    chains of small square MatMuls (:data:`GEMM_CHAINS`, which pin the launch) for
+    the compute efficiency and the launch, classifier heads (1 x K -> N, :data:`GEMV_SHAPES`, which
     stream their weights) for the memory efficiency: the median over the heads of
     their byte rate / the roof the model prices them at (the cache, last-level cache
     or DRAM, by the smallest one their bytes fit in);
@@ -79,6 +82,8 @@ SIZES_NCHW = tuple((c + 2, h) for c, h in SIZES)
 PEAK_SIZES = (256, 512, 1024)           # square MatMuls for the peak
 # (tokens, in features, out features): ViT-S/B, Swin and ConvNeXt-style projections and MLPs
 GEMM_SHAPES = ((49, 96, 384), (197, 384, 384), (197, 768, 768), (197, 768, 3072))
+# (tokens, width): chains of small square MatMuls, which pin the gemm class's launch
+GEMM_CHAINS = ((1, 64), (1, 256), (16, 128))
 # (1, K, N): classifier heads at batch 1 (weights streamed once per call)
 GEMV_SHAPES = ((512, 1000), (1024, 1000), (2048, 1000))
 # (batch, hidden) of the LSTM benchmarks of the ``recurrent`` class, RNN_STEPS steps each
@@ -233,6 +238,22 @@ def matmul_point(m: int, k: int, n: int) -> Point:
     return Point(model, feeds, 1, 2.0 * m * k * n, 4.0 * (m * k + k * n + m * n))
 
 
+def matmul_chain(m: int, k: int) -> Point:
+    """``CHAIN`` MatMuls of an m x k activation by k x k weights, one after the other: small
+    ones are all launch, which a line through single large MatMuls only extrapolates."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "a"
+    for i in range(CHAIN):
+        inits.append(_init(f"w{i}", (k, k), rng))
+        nodes.append(helper.make_node("MatMul", [x, f"w{i}"], [f"y{i}"]))
+        x = f"y{i}"
+    feeds = {"a": rng.normal(size=(1, m, k)).astype(np.float32)}
+    return Point(_graph(nodes, [("a", (1, m, k))], [(x, (1, m, k))], inits), feeds, CHAIN,
+                 2.0 * m * k * k, 4.0 * (2 * m * k + k * k))
+
+
 def pool_chain(c: int, h: int) -> Point:
     from onnx import helper
 
@@ -299,7 +320,8 @@ def benchmark_points() -> dict[str, list[Point]]:
         "grouped": conv(3, lambda c: max(c // 8, 1)),
         "conv_nchw": [conv_chain(c, h, 3, 1) for c, h in SIZES_NCHW],
         "depthwise_nchw": [conv_chain(c, h, 3, c) for c, h in SIZES_NCHW],
-        "gemm": [matmul_point(*s) for s in GEMM_SHAPES],
+        "gemm": [matmul_point(*s) for s in GEMM_SHAPES]
+        + [matmul_chain(m, k) for m, k in GEMM_CHAINS],
         "gemv": [matmul_point(1, k, n) for k, n in GEMV_SHAPES],
         "pool": [pool_chain(c, h) for c, h in SIZES],
         "global_pool": [gap_fan(c, h) for c, h in SIZES],
@@ -333,15 +355,18 @@ def measure_peak_gflops(sizes: tuple[int, ...] = PEAK_SIZES, repeats: int = 5) -
                for p in (matmul_point(n, n, n) for n in sizes))
 
 
-def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7) -> float:
-    """GB/s of an ORT ``Add`` of two ``elems``-float tensors (3 x 4 x elems bytes)."""
+def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7,
+                      overhead_s: float = 0.0) -> float:
+    """GB/s of an ORT ``Add`` of two ``elems``-float tensors (3 x 4 x elems bytes); the
+    run's own ``overhead_s`` (:func:`measure_run_overhead_us`) taken off its time."""
     from onnx import helper
 
     shape = (elems,)
     m = _graph([helper.make_node("Add", ["a", "b"], ["y"])], [("a", shape), ("b", shape)],
                [("y", shape)], [])
     feeds = {"a": np.ones(shape, np.float32), "b": np.ones(shape, np.float32)}
-    return 3 * 4 * elems / time_model(m, feeds, repeats=repeats) / 1e9
+    t = time_model(m, feeds, repeats=repeats)
+    return 3 * 4 * elems / max(t - overhead_s, t / 2) / 1e9
 
 
 def relu_chain(n: int) -> Point:
@@ -365,7 +390,8 @@ def measure_run_overhead_us(repeats: int = 50) -> float:
     return max(one - per_op, 0.0) * 1e6
 
 
-def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int = 15) -> float:
+def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int = 15,
+                       overhead_s: float = 0.0) -> float:
     """GB/s of L2-resident streams: best of numpy ``add`` and one ORT ``Add`` (3 x 4 x elems B)."""
     a, b, c = (np.ones(elems, np.float32) for _ in range(3))
     best = float("inf")
@@ -375,7 +401,7 @@ def measure_cache_gbps(elems: int = 128 * 1024, loops: int = 200, repeats: int =
             np.add(a, b, out=c)
         best = min(best, (time.perf_counter_ns() - t0) * 1e-9 / loops)
     numpy_gbps = 3 * 4 * elems / best / 1e9
-    return max(numpy_gbps, measure_dram_gbps(elems, repeats=repeats))
+    return max(numpy_gbps, measure_dram_gbps(elems, repeats=repeats, overhead_s=overhead_s))
 
 
 def _sysfs_cache(level: int) -> int | None:
@@ -409,9 +435,10 @@ def llc_bytes() -> int:
     return l3 // 2 if l3 // 2 > cache_bytes() else 0
 
 
-def measure_llc_gbps(nbytes: int, repeats: int = 7) -> float:
+def measure_llc_gbps(nbytes: int, repeats: int = 7, overhead_s: float = 0.0) -> float:
     """GB/s of an ORT ``Add`` whose three streams span ``nbytes`` / 2 (inside the L3)."""
-    return measure_dram_gbps(max(nbytes // 2 // 12, 1024), repeats=repeats)
+    return measure_dram_gbps(max(nbytes // 2 // 12, 1024), repeats=repeats,
+                             overhead_s=overhead_s)
 
 
 def cpu_name() -> str:
@@ -456,19 +483,27 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     log(f"pinned to CPU {cpu}" if cpu is not None else "not pinned")
     pts = benchmark_points()
     with pinned(-1 if cpu is None else int(cpu)):
+        # first, what a run costs beyond its ops: every benchmark below is one run, and
+        # the roofline adds this once per network, so it comes off each run's time
+        run_us = measure_run_overhead_us(repeats=max(repeats, 10) * 3)
+        run_s = run_us * 1e-6
+        log(f"run overhead: {run_us:.2f} us per run")
         peak = measure_peak_gflops(repeats=max(repeats // 3, 3))
         log(f"peak: {peak:.1f} GFLOP/s (best MatMul of {PEAK_SIZES} cubed)")
-        dram = measure_dram_gbps(repeats=max(repeats // 2, 3))
-        cache = measure_cache_gbps(repeats=repeats)
+        dram = measure_dram_gbps(repeats=max(repeats // 2, 3), overhead_s=run_s)
+        cache = measure_cache_gbps(repeats=repeats, overhead_s=run_s)
         llc_b = llc_bytes()
-        llc = measure_llc_gbps(llc_b, repeats=max(repeats // 2, 3)) if llc_b else 0.0
+        llc = (measure_llc_gbps(llc_b, repeats=max(repeats // 2, 3), overhead_s=run_s)
+               if llc_b else 0.0)
         log(f"bandwidth: DRAM {dram:.1f} GB/s (Add 3x32 MiB), cache {cache:.1f} GB/s"
             + (f", last-level cache {llc:.1f} GB/s (Add of {llc_b / 2**21:.0f} MiB)"
                if llc_b else ""))
-        run_us = measure_run_overhead_us(repeats=max(repeats, 10) * 3)
-        log(f"run overhead: {run_us:.2f} us per run")
-        secs = {name: [time_model(p.model, p.feeds, repeats=repeats) / p.ops for p in pts_]
-                for name, pts_ in pts.items()}
+
+        def per_op(p: Point) -> float:
+            t = time_model(p.model, p.feeds, repeats=repeats)
+            return max(t - run_s, t / 2) / p.ops
+
+        secs = {name: [per_op(p) for p in pts_] for name, pts_ in pts.items()}
     ops: dict[str, dict[str, float]] = {}
     raw: dict[str, float] = {}
     for name in ("pool", "global_pool", "elementwise"):
@@ -554,7 +589,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         "",
         "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",
         f"# conv/conv1x1/depthwise/grouped/pool/global_pool/elementwise: chains of {CHAIN} ops at",
-        f"# (C, H) in {SIZES}; gemm: MatMuls of (tokens, in, out) {GEMM_SHAPES}",
+        f"# (C, H) in {SIZES}; gemm: MatMuls of (tokens, in, out) {GEMM_SHAPES} and chains",
+        f"# of {CHAIN} (tokens, width) x (width, width) MatMuls at {GEMM_CHAINS}",
         f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory);",
         f"# recurrent: one step of forward LSTMs ({RNN_STEPS} steps) at (batch, hidden) in "
         f"{RNN_SIZES}.",

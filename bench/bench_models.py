@@ -52,17 +52,18 @@ def micro(quick: bool = False) -> list[str]:
     """Why the roofline has a last-level cache and NCHW conv classes: an ORT ``Add`` over
     growing streams, and 3x3 depthwise chains whose channels ORT can / cannot reorder to
     NCHWc (the calibration's own benchmark builders and timer, pinned)."""
-    from analytical.calibrate import conv_chain, measure_dram_gbps, time_model
+    from analytical.calibrate import conv_chain, idlest_cpu, measure_dram_gbps, time_model
     from measure.timing import pinned
 
-    reps = 3 if quick else 7
+    reps = 5 if quick else 15
     lines = ["#### Why the roofline has a last-level cache level and NCHW conv classes", "",
              "ONNX Runtime `Add` of two tensors (one thread; three streams of the size given "
              "in all):", "", "| streams | GB/s |", "|---|---|"]
-    with pinned(-1):
+    with pinned(idlest_cpu()):
         for mib in (0.5, 2, 8, 16, 32, 96):
             elems = int(mib * 2**20 / 12)
-            lines.append(f"| {mib:g} MiB | {measure_dram_gbps(elems, repeats=reps):.1f} |")
+            best = max(measure_dram_gbps(elems, repeats=reps) for _ in range(3))
+            lines.append(f"| {mib:g} MiB | {best:.1f} |")
         lines += ["", "Chains of 16 depthwise 3x3 convs + ReLU at C channels and H x H: at a "
                   "multiple of 4 channels ORT runs them in its blocked NCHWc layout, at 2 "
                   "more in plain NCHW (its generic grouped path):", "",
@@ -73,6 +74,18 @@ def micro(quick: bool = False) -> list[str]:
             lines.append(f"| {c} | {h} | {'NCHWc' if c % 4 == 0 else 'NCHW'} | "
                          f"{t * 1e6:.1f} | {p.flops / t / 1e9:.1f} |")
     return [*lines, ""]
+
+
+def _strip(text: str, keys: tuple[str, ...], sections: tuple[str, ...], name: str) -> str:
+    """A spec's TOML less the lines starting with ``keys`` and the ``sections`` (a header
+    and its lines up to the next header), renamed ``name``."""
+    out, skip = [], False
+    for line in text.splitlines(keepends=True):
+        if line.startswith("["):
+            skip = line.split("#")[0].strip() in sections
+        if not skip and not line.startswith(keys):
+            out.append(line)
+    return "".join(out).replace('name = "local"', f'name = "{name}"')
 
 
 def section(quick: bool = False, work: str | Path | None = None) -> str:
@@ -95,14 +108,16 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
     _run(["lut", "build", *space, "--runtime", "ort", "--db", str(lut), *reps], steps)
     if not spec.exists() or "llc_" not in spec.read_text():
         _run(["roofline", "calibrate", "-o", str(spec)], steps)
-    # the same calibration without its last-level cache: every kernel over the L2 at DRAM's
-    # rate (the roofline before that level), the baseline of the row above it
+    # the same calibration without its last-level cache (every kernel over the L2 at DRAM's
+    # rate), and without that, its NCHW conv classes and its run overhead too (the roofline
+    # of 2026-12-06): the baselines of the row above them, on the same truth
     two = work / "roofline-l2.toml"
-    two.write_text("".join(line for line in spec.read_text().splitlines(keepends=True)
-                           if not line.startswith("llc_")).replace('name = "local"',
-                                                                  'name = "local-l2"'))
+    two.write_text(_strip(spec.read_text(), ("llc_",), (), "local-l2"))
+    old = work / "roofline-v1.toml"
+    old.write_text(_strip(spec.read_text(), ("llc_", "run_overhead_us"),
+                          ("[ops.conv_nchw]", "[ops.depthwise_nchw]"), "local-v1"))
     backends = ["flops", f"lut:{lut}", f"roofline:{spec}", f"roofline:{two}",
-                "roofline:x86_generic", "eyeriss", "fpga"]
+                f"roofline:{old}", "roofline:x86_generic", "eyeriss", "fpga"]
     _run(["compare", *space, "--truth", str(truth), *backends, "--reference-only", "eyeriss",
           "--reference-only", "fpga", "-o", str(report)], steps)
     _run(["fit", "gbdt", *space, "--train", str(truth), "-o", str(work / "gbdt")], steps)
@@ -125,7 +140,8 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
     per_model = []
     with open(report / "predictions.csv", newline="") as fh:
         # compare names a backend given by a path by the file's name
-        cols = [f"roofline:{spec.name}_ms", f"roofline:{two.name}_ms", f"lut:{lut.name}_ms"]
+        cols = [f"roofline:{spec.name}_ms", f"roofline:{two.name}_ms",
+                f"roofline:{old.name}_ms", f"lut:{lut.name}_ms"]
         for r in csv.DictReader(fh):
             y = float(r["latency_ms"])
             per_model.append(f"| {r['arch_str']} | {y:.2f} | " + " | ".join(
@@ -140,9 +156,12 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
         "(rank metrics only). `roofline.toml` is this machine's calibration "
         "(`costmodels roofline calibrate`); `roofline-l2.toml` is the same file less its "
         "last-level cache (`llc_*` fields), so every kernel over the L2 streams at DRAM's "
-        "rate: the roofline before that level, scored on the same truth.", "",
-        "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | lut ms |",
-        "|---|---|---|---|---|", *per_model, "", *micro(quick),
+        "rate; `roofline-v1.toml` is that less its `conv_nchw` / `depthwise_nchw` classes and "
+        "its `run_overhead_us` as well: the roofline as it was before all three (2026-12-06). "
+        "All three on the same truth.", "",
+        "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | roofline-v1.toml ms "
+        "| lut ms |",
+        "|---|---|---|---|---|---|", *per_model, "", *micro(quick),
         "Steps and their time (a rerun reuses the stores):", "",
         "| step | time | |", "|---|---|---|", *steps, ""])
 

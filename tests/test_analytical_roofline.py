@@ -219,6 +219,18 @@ def test_last_level_cache_prices_kernels_between_the_l2_and_it(tmp_path):
         load_spec(str(half), RooflineSpec)
 
 
+def test_llc_bytes_is_half_an_l3_larger_than_the_l2(monkeypatch):
+    import analytical.calibrate as cal
+
+    sizes = {2: 1 << 20, 3: 32 << 20}
+    monkeypatch.setattr(cal, "_sysfs_cache", lambda level: sizes.get(level))
+    assert cal.llc_bytes() == 16 << 20
+    sizes[3] = 2 << 20          # half of it no larger than the L2: no level
+    assert cal.llc_bytes() == 0
+    del sizes[3]                # no L3 at all
+    assert cal.llc_bytes() == 0
+
+
 def test_run_overhead_is_paid_once_per_network(tmp_path):
     """``run_overhead_us`` adds once to a network's latency, as a ``run`` entry of
     ``per_layer`` (the entries still sum to the total); estimate and estimate_many agree."""
