@@ -207,18 +207,23 @@ class Point:
     nbytes: float
 
 
-def conv_chain(c: int, h: int, k: int, groups: int) -> Point:
-    """``CHAIN`` convs (k x k, ``groups``) + ReLU on a 1 x c x h x h map."""
-    from onnx import helper
+def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu") -> Point:
+    """``CHAIN`` convs (k x k, ``groups``) + ``act`` (``Relu``, or ``Clip`` to [0, 6]: ReLU6)
+    on a 1 x c x h x h map."""
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     nodes, inits, x = [], [], "x"
     cin = c // groups
+    if act == "Clip":
+        inits += [numpy_helper.from_array(np.float32(0.0), "lo"),
+                  numpy_helper.from_array(np.float32(6.0), "hi")]
     for i in range(CHAIN):
         inits += [_init(f"w{i}", (c, cin, k, k), rng), _init(f"b{i}", (c,), rng)]
         nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
                                       kernel_shape=[k, k], pads=[k // 2] * 4, group=groups))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"y{i}"]))
+        nodes.append(helper.make_node(act, [f"c{i}", "lo", "hi"] if act == "Clip"
+                                      else [f"c{i}"], [f"y{i}"]))
         x = f"y{i}"
     shape = (1, c, h, h)
     macs = h * h * c * cin * k * k
@@ -586,6 +591,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"run_overhead_us = {cal.run_overhead_us:.3f}   # one ORT run beyond its ops (ReLU chains "
         f"of 1 and {CHAIN} ops on 4 floats)",
         f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
+        f"post_pass_ops = {json.dumps(list(base.post_pass_ops))}   # fused activations applied "
+        f"over the conv's output: from the {base.name} spec",
         "",
         "# Per op class: launch_us = fitted intercept, efficiency = fitted rate / roof.",
         f"# conv/conv1x1/depthwise/grouped/pool/global_pool/elementwise: chains of {CHAIN} ops at",

@@ -15,7 +15,9 @@ kernel's activation inputs + weights + output (bandwidth is the cache's when the
 fit in ``cache_bytes``, the last-level cache's when the spec has one and they fit in
 ``llc_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
 is op class ``reorder``, pure data movement (no FLOPs; bytes = its input + its
-output). The network's latency is the sum over kernels (one stream, no overlap) plus
+output). An absorbed op the spec lists in ``post_pass_ops`` (a fused Clip on ONNX
+Runtime) adds one element-wise pass over the kernel's output (its bytes read and
+written). The network's latency is the sum over kernels (one stream, no overlap) plus
 the spec's ``run_overhead_us``, once per run (a ``run`` entry of ``per_layer``).
 
 A recurrence (LSTM, GRU, RNN) is not one GEMM: its time steps run one after the
@@ -161,10 +163,21 @@ class RooflineModel(BaseCostModel):
             if fig is not None:
                 return fig
         compute_ms, memory_ms, launch_ms = self._roof(cls, flops, nbytes)
-        return (max(compute_ms, memory_ms) + launch_ms,
+        post_ms = self._post_pass_ms(k)
+        return (max(compute_ms, memory_ms) + post_ms + launch_ms,
                 "compute" if compute_ms >= memory_ms else "memory",
                 {"op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
-                 "launch_ms": launch_ms, "flops": flops, "bytes": nbytes})
+                 "launch_ms": launch_ms, "post_pass_ms": post_ms, "flops": flops,
+                 "bytes": nbytes})
+
+    def _post_pass_ms(self, k: Kernel) -> float:
+        """The passes over the output of the absorbed ops the spec's runtime applies after
+        the kernel (``post_pass_ops``): each reads and writes the output once."""
+        n = sum(la.op in self.spec.post_pass_ops for la in k.layers[1:])
+        if not n:
+            return 0.0
+        out = 2 * numel(k.key.output_shape) * DTYPE_BYTES.get(k.key.dtype, 4)
+        return n * self._roof("elementwise", 0, out)[1]
 
     def _recurrence_figures(self, k: Kernel, flops: int, nbytes: int
                             ) -> tuple[float, str, dict] | None:

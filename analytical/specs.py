@@ -71,7 +71,10 @@ class RooflineSpec:
     ``llc_bandwidth_gbps`` when they fit in ``llc_bytes`` (an optional last-level
     cache; 0, the default, means none), else ``dram_bandwidth_gbps``.
     ``run_overhead_us`` is paid once per run of a network (the runtime's own call: feeds,
-    outputs, scheduling; default 0). ``ops`` must define every class of
+    outputs, scheduling; default 0). ``post_pass_ops``: ops a kernel absorbs (fused
+    activations) but applies as one more pass over its output, each costing the output's
+    bytes read and written at the ``elementwise`` class's memory rate (ONNX Runtime's
+    convs apply ReLU in their registers, Clip and the like over the output buffer). ``ops`` must define every class of
     :data:`analytical.roofline.OP_CLASSES`; an optional class
     (:data:`analytical.roofline.OPTIONAL_CLASSES`, e.g. ``grouped``) falls back to the
     one named there when absent. ``fusion`` names the fusion rules of
@@ -93,6 +96,7 @@ class RooflineSpec:
     llc_bandwidth_gbps: float = field(default=0.0, metadata=_pos(ge=0))
     llc_bytes: int = field(default=0, metadata=_pos(ge=0))
     run_overhead_us: float = field(default=0.0, metadata=_pos(ge=0, le=1e6))
+    post_pass_ops: tuple[str, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:

@@ -49,14 +49,16 @@ def _run(argv: list[str], log: list[str]) -> float:
 
 
 def micro(quick: bool = False) -> list[str]:
-    """Why the roofline has a last-level cache and NCHW conv classes: an ORT ``Add`` over
-    growing streams, and 3x3 depthwise chains whose channels ORT can / cannot reorder to
-    NCHWc (the calibration's own benchmark builders and timer, pinned)."""
+    """Why the roofline has a last-level cache, NCHW conv classes and post passes: an ORT
+    ``Add`` over growing streams, 3x3 depthwise chains whose channels ORT can / cannot
+    reorder to NCHWc, and conv chains with ReLU or Clip (the calibration's own benchmark
+    builders and timer, pinned)."""
     from analytical.calibrate import conv_chain, idlest_cpu, measure_dram_gbps, time_model
     from measure.timing import pinned
 
     reps = 5 if quick else 15
-    lines = ["#### Why the roofline has a last-level cache level and NCHW conv classes", "",
+    lines = ["#### Why the roofline has a last-level cache level, NCHW conv classes and post "
+             "passes", "",
              "ONNX Runtime `Add` of two tensors (one thread; three streams of the size given "
              "in all):", "", "| streams | GB/s |", "|---|---|"]
     with pinned(idlest_cpu()):
@@ -73,6 +75,15 @@ def micro(quick: bool = False) -> list[str]:
             t = time_model(p.model, p.feeds, repeats=reps, rounds=3) / p.ops
             lines.append(f"| {c} | {h} | {'NCHWc' if c % 4 == 0 else 'NCHW'} | "
                          f"{t * 1e6:.1f} | {p.flops / t / 1e9:.1f} |")
+        lines += ["", "The same chains at 192 channels, 56 x 56 (NCHWc), with ReLU or Clip "
+                  "(ReLU6) after each conv; the roofline's post pass is the output's 2.4 MB "
+                  "read and written once more:", "",
+                  "| conv | activation | µs per conv |", "|---|---|---|"]
+        for kind, k, g in (("depthwise 3x3", 3, 192), ("1x1", 1, 1)):
+            for act in ("Relu", "Clip"):
+                p = conv_chain(192, 56, k, g, act)
+                t = time_model(p.model, p.feeds, repeats=reps, rounds=3) / p.ops
+                lines.append(f"| {kind} | {act} | {t * 1e6:.1f} |")
     return [*lines, ""]
 
 
@@ -109,12 +120,12 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
     if not spec.exists() or "llc_" not in spec.read_text():
         _run(["roofline", "calibrate", "-o", str(spec)], steps)
     # the same calibration without its last-level cache (every kernel over the L2 at DRAM's
-    # rate), and without that, its NCHW conv classes and its run overhead too (the roofline
-    # of 2026-12-06): the baselines of the row above them, on the same truth
+    # rate), and without that, its NCHW conv classes, run overhead and post passes too (the
+    # roofline of 2026-12-06): the baselines of the row above them, on the same truth
     two = work / "roofline-l2.toml"
     two.write_text(_strip(spec.read_text(), ("llc_",), (), "local-l2"))
     old = work / "roofline-v1.toml"
-    old.write_text(_strip(spec.read_text(), ("llc_", "run_overhead_us"),
+    old.write_text(_strip(spec.read_text(), ("llc_", "run_overhead_us", "post_pass_ops"),
                           ("[ops.conv_nchw]", "[ops.depthwise_nchw]"), "local-v1"))
     backends = ["flops", f"lut:{lut}", f"roofline:{spec}", f"roofline:{two}",
                 f"roofline:{old}", "roofline:x86_generic", "eyeriss", "fpga"]
@@ -156,9 +167,9 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
         "(rank metrics only). `roofline.toml` is this machine's calibration "
         "(`costmodels roofline calibrate`); `roofline-l2.toml` is the same file less its "
         "last-level cache (`llc_*` fields), so every kernel over the L2 streams at DRAM's "
-        "rate; `roofline-v1.toml` is that less its `conv_nchw` / `depthwise_nchw` classes and "
-        "its `run_overhead_us` as well: the roofline as it was before all three (2026-12-06). "
-        "All three on the same truth.", "",
+        "rate; `roofline-v1.toml` is that less its `conv_nchw` / `depthwise_nchw` classes, "
+        "its `run_overhead_us` and its `post_pass_ops` as well: the roofline as it was before "
+        "all four (2026-12-06). All three on the same truth.", "",
         "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | roofline-v1.toml ms "
         "| lut ms |",
         "|---|---|---|---|---|---|", *per_model, "", *micro(quick),

@@ -85,6 +85,25 @@ def test_a_conv_left_in_nchw_is_priced_by_its_nchw_class():
         RooflineModel(replace(XEON, ops={**XEON.ops, "depthwise_ncwh": slow}))
 
 
+def test_a_post_pass_activation_adds_one_pass_over_the_output():
+    """A Conv absorbs a following Clip (ReLU6) and a Relu alike; a spec listing Clip in
+    ``post_pass_ops`` adds the output's bytes read and written at the element-wise rate to
+    the Clip kernel only."""
+    def net(act):
+        layers = [_conv("c", "x"), make_layer("a", act, ["c"], ["a"], [SHAPE], SHAPE)]
+        return _net(layers, ["a"])
+
+    post = RooflineModel(replace(XEON, post_pass_ops=("Clip",)))
+    plain = RooflineModel(replace(XEON, post_pass_ops=()))
+    clip, relu = post.estimate(net("Clip")), post.estimate(net("Relu"))
+    assert [c.op for c in clip.per_layer if c.meta["op_class"] != "reorder"] == ["Conv+Clip"]
+    extra = clip.latency_ms - plain.estimate(net("Clip")).latency_ms
+    out = 2 * numel(SHAPE) * 4
+    assert extra == pytest.approx(out / (XEON.bandwidth_gbps(out) * 1e6
+                                         * XEON.ops["elementwise"].memory_efficiency))
+    assert relu.latency_ms == plain.estimate(net("Relu")).latency_ms
+
+
 def test_without_fusion_is_one_kernel_per_layer():
     layers = [_op("r", "Relu", ["x"]), _conv("c", "r"), _op("bn", "BatchNormalization", ["c"])]
     est = RooflineModel(replace(XEON, fusion="naive")).estimate(_net(layers, ["bn"]))
