@@ -615,12 +615,18 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         if lay is not None:
             for t, s in zip(ins, layer.input_shapes, strict=False):
                 src = layout.get(t, "nchw")
+                if (here == "nchwc" and src == "nchwc" and layer.op in lay.plain_input_ok
+                        and layer.groups == 1 and len(s) > 1 and s[1] < lay.block):
+                    # a plain conv of fewer input channels than the block reads an NCHW
+                    # buffer (ORT's stem case): a blocked input is reordered back first
+                    reorder(t, "nchw", shape_of.get(t, s))
+                    continue
                 if src == here:
                     continue
                 if here == "nchw":
                     reorder(t, "nchw", shape_of.get(t, s))
-                elif not (layer.op in lay.plain_input_ok and len(s) > 1
-                          and s[1] % lay.block != 0):
+                elif not (layer.op in lay.plain_input_ok and layer.groups == 1
+                          and len(s) > 1 and s[1] % lay.block != 0):
                     reorder(t, "nchwc", shape_of.get(t, s))
         layout[out] = here
         rule = rules.anchor_rule(layer.op, here)
@@ -646,14 +652,37 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
     if layer.op in lay.always:
-        small_ok = layer.op in lay.plain_input_ok
+        # a grouped or depthwise conv always reads a blocked input (ORT reorders it); only a
+        # plain conv reads an NCHW input of fewer channels than the block directly (a stem)
+        small_ok = layer.op in lay.plain_input_ok and layer.groups == 1
         for s in layer.input_shapes:
             if len(s) == 4 and not _aligned(s, lay) and not (small_ok and s[1] < lay.block):
                 return "nchw"  # an input the blocked kernel cannot take: the op stays in NCHW
         return "nchwc"
     if layer.op in lay.follow and ins and all(layout.get(t) == "nchwc" for t in ins):
+        shapes = [tuple(s) for s in layer.input_shapes]
+        if layer.op == "Concat":
+            # ORT concatenates blocked tensors along the channels, each a whole number of
+            # blocks; any other Concat runs in NCHW
+            if not _channel_concat(shapes, layer.output_shape) or any(
+                    s[1] % lay.block for s in shapes):
+                return "nchw"
+        elif len(set(shapes)) > 1 or (layer.op in _BINARY and layer.weight_shapes):
+            # ORT's blocked Add/Sum/Mul take blocked tensors of equal shapes only: one that
+            # broadcasts, or has a constant operand (x * 0), runs in NCHW
+            return "nchw"
         return "nchwc"
     return "nchw"
+
+
+_BINARY = frozenset({"Add", "Sum", "Mul"})
+
+
+def _channel_concat(shapes: list[tuple[int, ...]], out: Shape) -> bool:
+    """Whether 4-D ``shapes`` are concatenated along axis 1 into ``out``."""
+    return (len(out) == 4 and all(len(s) == 4 and s[0] == out[0] and s[2:] == tuple(out[2:])
+                                  for s in shapes)
+            and sum(s[1] for s in shapes) == out[1])
 
 
 def _absorb(layer: Layer, ins: tuple[str, ...], out: str, open_by_out: dict[str, _Open],

@@ -334,3 +334,69 @@ def test_layout_reorders_match_ort_at_unaligned_channels(mid, between, tmp_path,
     mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
                    if k.ops[0].startswith("Reorder"))
     assert mine == theirs
+
+
+def _graph_model(nodes, x_shape, inits):
+    from onnx import TensorProto, helper
+
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     list(x_shape))],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    return model
+
+
+def _w(rng, name, shape):
+    import numpy as np
+    from onnx import numpy_helper
+
+    return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32) * 0.1, name)
+
+
+@pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat"])
+def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
+    """The reorders ORT inserts in blocks of real mobile networks are the planner's: SiLU
+    (x * sigmoid(x)) and squeeze-excitation (EfficientNet: the equal-shape Mul stays
+    blocked, the broadcasting one does not), a depthwise conv after a conv left in NCHW
+    (MobileNetV2 x1.4: ORT reorders the depthwise conv's input), a channel Concat of
+    whole blocks (SqueezeNet's fire module: blocked)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    if block == "silu_se":
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Sigmoid", ["c"], ["s"]),
+                 n("Mul", ["c", "s"], ["a"]), n("GlobalAveragePool", ["a"], ["p"]),
+                 n("Conv", ["p", "w2"], ["q"]), n("Sigmoid", ["q"], ["qs"]),
+                 n("Mul", ["q", "qs"], ["qa"]), n("Conv", ["qa", "w3"], ["e"]),
+                 n("Sigmoid", ["e"], ["es"]), n("Mul", ["a", "es"], ["m"]),
+                 n("Conv", ["m", "w4"], ["y"])]
+        inits = [_w(rng, "w1", (32, 32, 1, 1)), _w(rng, "w2", (8, 32, 1, 1)),
+                 _w(rng, "w3", (32, 8, 1, 1)), _w(rng, "w4", (32, 32, 1, 1))]
+        x = (1, 32, 16, 16)
+    elif block == "depthwise_after_nchw":
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Clip", ["c", "lo", "hi"], ["r"]),
+                 n("Conv", ["r", "w2"], ["d"], group=132, pads=[1, 1, 1, 1]),
+                 n("Clip", ["d", "lo", "hi"], ["dr"]), n("Conv", ["dr", "w3"], ["y"])]
+        inits = [_w(rng, "w1", (132, 22, 1, 1)), _w(rng, "w2", (132, 1, 3, 3)),
+                 _w(rng, "w3", (32, 132, 1, 1)),
+                 numpy_helper.from_array(np.float32(0), "lo"),
+                 numpy_helper.from_array(np.float32(6), "hi")]
+        x = (1, 22, 16, 16)
+    else:
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
+                 n("Conv", ["r", "w2"], ["e1"]), n("Relu", ["e1"], ["r1"]),
+                 n("Conv", ["r", "w3"], ["e3"], pads=[1, 1, 1, 1]), n("Relu", ["e3"], ["r3"]),
+                 n("Concat", ["r1", "r3"], ["cat"], axis=1), n("Conv", ["cat", "w4"], ["y"])]
+        inits = [_w(rng, "w1", (16, 32, 1, 1)), _w(rng, "w2", (64, 16, 1, 1)),
+                 _w(rng, "w3", (64, 16, 3, 3)), _w(rng, "w4", (32, 128, 1, 1))]
+        x = (1, 32, 16, 16)
+    model = _graph_model(nodes, x, inits)
+    theirs = Counter(op for op in _ort_node_ops(model, tmp_path) if op.startswith("Reorder"))
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
+                   if k.ops[0].startswith("Reorder"))
+    assert mine == theirs
