@@ -87,6 +87,38 @@ def micro(quick: bool = False) -> list[str]:
     return [*lines, ""]
 
 
+def reorders(models: Path) -> list[str]:
+    """The layout reorders ORT's optimised graph holds against those the fusion planner
+    inserts, per model of the folder (what the roofline and the LUT cost as ``reorder``)."""
+    import tempfile
+    from collections import Counter
+
+    import onnx
+    import onnxruntime as ort
+
+    from costmodels.fusion import kernels, load_rules
+    from costmodels.spaces import get_space
+
+    rules, space = load_rules("ort"), get_space(f"models:{models}")
+    lines = ["#### Layout reorders: ONNX Runtime's optimised graph against the planner", "",
+             "| model | ORT ReorderInput / ReorderOutput | planner | |", "|---|---|---|---|"]
+    with tempfile.TemporaryDirectory() as tmp:
+        for name in space.archs():
+            so = ort.SessionOptions()
+            so.intra_op_num_threads, so.log_severity_level = 1, 3
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            so.optimized_model_filepath = str(Path(tmp) / f"{name}.onnx")
+            ort.InferenceSession(str(models / f"{name}.onnx"), so,
+                                 providers=["CPUExecutionProvider"])
+            theirs = Counter(n.op_type for n in onnx.load(so.optimized_model_filepath,
+                                                          load_external_data=False).graph.node)
+            mine = Counter(k.ops[0] for k in kernels(space.build_network(name), rules))
+            t, m = ((c["ReorderInput"], c["ReorderOutput"]) for c in (theirs, mine))
+            lines.append(f"| {name} | {t[0]} / {t[1]} | {m[0]} / {m[1]} | "
+                         f"{'same' if t == m else 'differ'} |")
+    return [*lines, ""]
+
+
 def _strip(text: str, keys: tuple[str, ...], sections: tuple[str, ...], name: str) -> str:
     """A spec's TOML less the lines starting with ``keys`` and the ``sections`` (a header
     and its lines up to the next header), renamed ``name``."""
@@ -172,7 +204,7 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
         "all four (2026-12-06). All three on the same truth.", "",
         "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | roofline-v1.toml ms "
         "| lut ms |",
-        "|---|---|---|---|---|---|", *per_model, "", *micro(quick),
+        "|---|---|---|---|---|---|", *per_model, "", *reorders(models), *micro(quick),
         "Steps and their time (a rerun reuses the stores):", "",
         "| step | time | |", "|---|---|---|", *steps, ""])
 
