@@ -626,7 +626,7 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
                 if here == "nchw":
                     reorder(t, "nchw", shape_of.get(t, s))
                 elif not (layer.op in lay.plain_input_ok and layer.groups == 1
-                          and len(s) > 1 and s[1] % lay.block != 0):
+                          and len(s) > 1 and s[1] < lay.block):
                     reorder(t, "nchwc", shape_of.get(t, s))
         layout[out] = here
         rule = rules.anchor_rule(layer.op, here)

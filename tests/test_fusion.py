@@ -354,13 +354,16 @@ def _w(rng, name, shape):
     return numpy_helper.from_array(rng.normal(size=shape).astype(np.float32) * 0.1, name)
 
 
-@pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat"])
+@pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat",
+                                   "residual_44"])
 def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
     """The reorders ORT inserts in blocks of real mobile networks are the planner's: SiLU
     (x * sigmoid(x)) and squeeze-excitation (EfficientNet: the equal-shape Mul stays
     blocked, the broadcasting one does not), a depthwise conv after a conv left in NCHW
     (MobileNetV2 x1.4: ORT reorders the depthwise conv's input), a channel Concat of
-    whole blocks (SqueezeNet's fire module: blocked)."""
+    whole blocks (SqueezeNet's fire module: blocked), a residual block of 44 channels (a
+    conv reads an NCHW input only when it has fewer channels than the block: here ORT
+    reorders the 44-channel inputs)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -387,6 +390,13 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
                  numpy_helper.from_array(np.float32(0), "lo"),
                  numpy_helper.from_array(np.float32(6), "hi")]
         x = (1, 22, 16, 16)
+    elif block == "residual_44":
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
+                 n("Conv", ["r", "w2"], ["p"]), n("Add", ["x", "p"], ["a"]),
+                 n("Conv", ["a", "w3"], ["y"])]
+        inits = [_w(rng, "w1", (264, 44, 1, 1)), _w(rng, "w2", (44, 264, 1, 1)),
+                 _w(rng, "w3", (264, 44, 1, 1))]
+        x = (1, 44, 28, 28)
     else:
         nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
                  n("Conv", ["r", "w2"], ["e1"]), n("Relu", ["e1"], ["r1"]),
