@@ -10,7 +10,8 @@ the same kernels the lookup table sums. Each kernel ``k`` of op class ``c`` then
     memory_s  = bytes_k * traffic_factor_c / (bandwidth_gbps * 1e9 * memory_efficiency_c)
     time_s    = max(compute_s, memory_s) + launch_us_c * 1e-6
 
-with ``flops = 2 * MACs + element ops`` of the layers it covers and ``bytes`` = the
+with ``flops = 2 * MACs + element ops`` of the layers it covers (a conv run in a blocked
+layout computes its channels padded to whole blocks: :func:`block_padding`) and ``bytes`` = the
 kernel's activation inputs + weights + output (bandwidth is the cache's when they
 fit in ``cache_bytes``, the last-level cache's when the spec has one and they fit in
 ``llc_bytes``, DRAM's otherwise). A layout reorder covers no IR layer: it
@@ -100,6 +101,21 @@ def kernel_work(k: Kernel) -> tuple[str, int, int]:
             act + sum(x.bytes_weights for x in k.layers))
 
 
+def block_padding(conv: Layer, block: int) -> float:
+    """The FLOPs a conv run in a blocked layout computes / its own: the runtime pads the
+    output channels to whole blocks, and the input channels too when it reads a blocked
+    input (a plain conv of at least ``block`` input channels; a depthwise conv's padded
+    channels are its output's)."""
+    def up(c: int) -> float:
+        return -(-c // block) * block / c if c > 0 else 1.0
+
+    factor = up(conv.output_shape[1]) if len(conv.output_shape) > 1 else 1.0
+    cin = conv.input_shapes[0][1] if conv.input_shapes and len(conv.input_shapes[0]) > 1 else 0
+    if conv.groups == 1 and cin >= block:
+        factor *= up(cin)
+    return factor
+
+
 class RooflineModel(BaseCostModel):
     """Roofline over planned kernels; ``per_layer`` has one entry per kernel with its bound."""
 
@@ -156,19 +172,22 @@ class RooflineModel(BaseCostModel):
 
     def _figures(self, k: Kernel) -> tuple[float, str, dict]:
         cls, flops, nbytes = kernel_work(k)
+        pad = 1.0
         if k.layout == "nchw" and cls in NCHW_CLASSES and self.rules.layout is not None:
             cls = NCHW_CLASSES[cls]
+        elif k.layout == "nchwc" and k.layers and k.layers[0].op == "Conv":
+            pad = block_padding(k.layers[0], self.rules.layout.block)
         if k.layers and k.layers[0].op in RNN_OPS:
             fig = self._recurrence_figures(k, flops, nbytes)
             if fig is not None:
                 return fig
-        compute_ms, memory_ms, launch_ms = self._roof(cls, flops, nbytes)
+        compute_ms, memory_ms, launch_ms = self._roof(cls, flops * pad, nbytes)
         post_ms = self._post_pass_ms(k)
         return (max(compute_ms, memory_ms) + post_ms + launch_ms,
                 "compute" if compute_ms >= memory_ms else "memory",
                 {"op_class": cls, "compute_ms": compute_ms, "memory_ms": memory_ms,
                  "launch_ms": launch_ms, "post_pass_ms": post_ms, "flops": flops,
-                 "bytes": nbytes})
+                 "block_padding": pad, "bytes": nbytes})
 
     def _post_pass_ms(self, k: Kernel) -> float:
         """The passes over the output of the absorbed ops the spec's runtime applies after

@@ -104,6 +104,27 @@ def test_a_post_pass_activation_adds_one_pass_over_the_output():
     assert relu.latency_ms == plain.estimate(net("Relu")).latency_ms
 
 
+def test_a_blocked_conv_computes_its_channels_padded_to_whole_blocks():
+    """ORT's NCHWc convs compute whole blocks of 16 channels: 8 -> 8 channels (a stem: input
+    not padded) costs 16/8 of its FLOPs, 24 -> 40 costs (32/24) x (48/40); a plain-layout
+    conv and a conv of whole blocks cost their own FLOPs."""
+    from analytical.roofline import block_padding
+
+    def conv(cin, cout, groups=1):
+        shape_in, shape_out = (1, cin, 8, 8), (1, cout, 8, 8)
+        return make_layer("c", "Conv", ["x"], ["c"], [shape_in], shape_out,
+                          [(cout, cin // groups, 3, 3)], kernel=(3, 3), stride=(1, 1),
+                          pads=(1, 1, 1, 1), groups=groups)
+
+    assert block_padding(conv(8, 8), 16) == 2.0
+    assert block_padding(conv(24, 40), 16) == pytest.approx(32 / 24 * 48 / 40)
+    assert block_padding(conv(32, 64), 16) == 1.0
+    assert block_padding(conv(40, 40, groups=40), 16) == pytest.approx(48 / 40)
+    est = RooflineModel(XEON).estimate(_net([_conv("c", "x")], ["c"]))
+    (k,) = [c for c in est.per_layer if c.meta["op_class"] != "reorder"]
+    assert k.meta["block_padding"] == 2.0 and k.meta["flops"] == 2 * 8 * 8 * 8 * 8 * 9
+
+
 def test_without_fusion_is_one_kernel_per_layer():
     layers = [_op("r", "Relu", ["x"]), _conv("c", "r"), _op("bn", "BatchNormalization", ["c"])]
     est = RooflineModel(replace(XEON, fusion="naive")).estimate(_net(layers, ["bn"]))
