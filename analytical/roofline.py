@@ -136,6 +136,12 @@ class RooflineModel(BaseCostModel):
                             f"{', '.join(unknown)}"
                             + (f" (did you mean {near[0]!r}?)" if near else "")
                             + f"; known: {', '.join(known)}")
+        from costmodels.onnx_import import SUPPORTED_OPS
+
+        odd = [op for op in spec.post_pass_ops if op not in SUPPORTED_OPS]
+        if odd:  # a misspelt op would silently never match
+            raise SpecError(f"{spec.name}: field 'post_pass_ops' names {', '.join(odd)}, not "
+                            "ONNX ops costmodels imports (e.g. Clip, Sigmoid)")
         self.rules = load_rules(spec.fusion)
         self._by_key: dict[tuple, LayerCost] = {}
 

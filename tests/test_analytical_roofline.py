@@ -102,6 +102,8 @@ def test_a_post_pass_activation_adds_one_pass_over_the_output():
     assert extra == pytest.approx(out / (XEON.bandwidth_gbps(out) * 1e6
                                          * XEON.ops["elementwise"].memory_efficiency))
     assert relu.latency_ms == plain.estimate(net("Relu")).latency_ms
+    with pytest.raises(SpecError, match="'post_pass_ops' names Clipp"):
+        RooflineModel(replace(XEON, post_pass_ops=("Clipp",)))
 
 
 def test_a_blocked_conv_computes_its_channels_padded_to_whole_blocks():
