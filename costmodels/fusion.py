@@ -651,7 +651,12 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
                lay: LayoutRules | None) -> str:
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
+    if layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
+            and layer.input_shapes[0][1] % lay.block:
+        return "nchw"  # ORT blocks a pool only on whole blocks of channels
     if layer.op in lay.always:
+        if layer.op == "Conv" and layer.groups > 1 and not _blocked_groups(layer, lay.block):
+            return "nchw"
         # a grouped or depthwise conv always reads a blocked input (ORT reorders it); only a
         # plain conv reads an NCHW input of fewer channels than the block directly (a stem)
         small_ok = layer.op in lay.plain_input_ok and layer.groups == 1
@@ -676,6 +681,17 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
 
 
 _BINARY = frozenset({"Add", "Sum", "Mul"})
+_POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPool"})
+
+
+def _blocked_groups(conv: Layer, block: int) -> bool:
+    """Whether ORT runs a grouped conv blocked: a depthwise one (one channel per group, in
+    and out), or one whose channels per group are whole blocks, in and out."""
+    cin = conv.input_shapes[0][1] if conv.input_shapes and len(conv.input_shapes[0]) > 1 else 0
+    cout, g = conv.output_shape[1], conv.groups
+    if cin == g and cout == g:
+        return True
+    return (cin // g) % block == 0 and (cout // g) % block == 0
 
 
 def _channel_concat(shapes: list[tuple[int, ...]], out: Shape) -> bool:

@@ -355,7 +355,8 @@ def _w(rng, name, shape):
 
 
 @pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat",
-                                   "residual_44"])
+                                   "residual_44", "hardswish_se", "grouped_4_per_group",
+                                   "resize", "maxpool_24"])
 def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
     """The reorders ORT inserts in blocks of real mobile networks are the planner's: SiLU
     (x * sigmoid(x)) and squeeze-excitation (EfficientNet: the equal-shape Mul stays
@@ -363,7 +364,10 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
     (MobileNetV2 x1.4: ORT reorders the depthwise conv's input), a channel Concat of
     whole blocks (SqueezeNet's fire module: blocked), a residual block of 44 channels (a
     conv reads an NCHW input only when it has fewer channels than the block: here ORT
-    reorders the 44-channel inputs)."""
+    reorders the 44-channel inputs), MobileNetV3's HardSwish (fused into the conv) and
+    squeeze-excitation, ResNeXt's grouped conv of 4 channels per group (NCHW), a UNet's
+    Resize as torch exports it (blocked), a MaxPool of 24 channels (NCHW: a pool stays
+    blocked only on whole blocks of channels)."""
     import numpy as np
     from onnx import helper, numpy_helper
 
@@ -390,6 +394,36 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
                  numpy_helper.from_array(np.float32(0), "lo"),
                  numpy_helper.from_array(np.float32(6), "hi")]
         x = (1, 22, 16, 16)
+    elif block == "hardswish_se":  # MobileNetV3: HardSwish fuses into the conv
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("HardSwish", ["c"], ["h"]),
+                 n("GlobalAveragePool", ["h"], ["p"]), n("Conv", ["p", "w2"], ["q"]),
+                 n("Relu", ["q"], ["qr"]), n("Conv", ["qr", "w3"], ["e"]),
+                 n("HardSigmoid", ["e"], ["es"]), n("Mul", ["h", "es"], ["m"]),
+                 n("Conv", ["m", "w4"], ["y"])]
+        inits = [_w(rng, "w1", (64, 64, 1, 1)), _w(rng, "w2", (16, 64, 1, 1)),
+                 _w(rng, "w3", (64, 16, 1, 1)), _w(rng, "w4", (32, 64, 1, 1))]
+        x = (1, 64, 16, 16)
+    elif block == "grouped_4_per_group":  # ResNeXt 32x4d: not whole blocks per group
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
+                 n("Conv", ["r", "w2"], ["g"], group=32, pads=[1, 1, 1, 1]),
+                 n("Relu", ["g"], ["gr"]), n("Conv", ["gr", "w3"], ["y"])]
+        inits = [_w(rng, "w1", (128, 64, 1, 1)), _w(rng, "w2", (128, 4, 3, 3)),
+                 _w(rng, "w3", (64, 128, 1, 1))]
+        x = (1, 64, 16, 16)
+    elif block == "resize":  # a UNet's upsampling as torch exports it: blocked
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Resize", ["c", "", "sc"], ["u"],
+                                                   mode="nearest", nearest_mode="floor",
+                                                   coordinate_transformation_mode="asymmetric"),
+                 n("Conv", ["u", "w2"], ["y"])]
+        inits = [_w(rng, "w1", (32, 32, 1, 1)), _w(rng, "w2", (32, 32, 1, 1)),
+                 numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
+        x = (1, 32, 16, 16)
+    elif block == "maxpool_24":  # a pool of 24 channels: not blocked
+        nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
+                 n("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]),
+                 n("Conv", ["p", "w2"], ["y"])]
+        inits = [_w(rng, "w1", (24, 32, 1, 1)), _w(rng, "w2", (32, 24, 1, 1))]
+        x = (1, 32, 16, 16)
     elif block == "residual_44":
         nodes = [n("Conv", ["x", "w1"], ["c"]), n("Relu", ["c"], ["r"]),
                  n("Conv", ["r", "w2"], ["p"]), n("Add", ["x", "p"], ["a"]),
