@@ -364,6 +364,10 @@ class LayoutRules:
     reorder_input: str
     reorder_output: str
     channel_alignment: int = 1  # a tensor can be reordered only if its channels are a multiple
+    # 1: the layouts of the first rules files; 2: ORT's handling of pools, grouped convs,
+    # broadcasting binary ops, Concat and plain-conv inputs (rules files that say so): a LUT
+    # keeps planning with the version its stored rules name
+    version: int = 1
 
 
 @dataclass(frozen=True)
@@ -418,7 +422,8 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             plain_input_ok=frozenset(lay.get("plain_input_ok_if_channels_not_multiple_of_block",
                                              ())),
             reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"],
-            channel_alignment=int(lay.get("channel_alignment", 1)))
+            channel_alignment=int(lay.get("channel_alignment", 1)),
+            version=int(lay.get("version", 1)))
         fusion = tuple(
             FusionRule(_text(r["anchor"], "fusion[].anchor"),
                        _text(r.get("layout", "any"), "fusion[].layout"),
@@ -615,8 +620,9 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         if lay is not None:
             for t, s in zip(ins, layer.input_shapes, strict=False):
                 src = layout.get(t, "nchw")
-                if (here == "nchwc" and src == "nchwc" and layer.op in lay.plain_input_ok
-                        and layer.groups == 1 and len(s) > 1 and s[1] < lay.block):
+                if (lay.version >= 2 and here == "nchwc" and src == "nchwc"
+                        and layer.op in lay.plain_input_ok and layer.groups == 1
+                        and len(s) > 1 and s[1] < lay.block):
                     # a plain conv of fewer input channels than the block reads an NCHW
                     # buffer (ORT's stem case): a blocked input is reordered back first
                     reorder(t, "nchw", shape_of.get(t, s))
@@ -625,8 +631,9 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
                     continue
                 if here == "nchw":
                     reorder(t, "nchw", shape_of.get(t, s))
-                elif not (layer.op in lay.plain_input_ok and layer.groups == 1
-                          and len(s) > 1 and s[1] < lay.block):
+                elif not (layer.op in lay.plain_input_ok and len(s) > 1
+                          and (s[1] % lay.block != 0 if lay.version < 2
+                               else layer.groups == 1 and s[1] < lay.block)):
                     reorder(t, "nchwc", shape_of.get(t, s))
         layout[out] = here
         rule = rules.anchor_rule(layer.op, here)
@@ -651,20 +658,24 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
                lay: LayoutRules | None) -> str:
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
-    if layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
+    v2 = lay.version >= 2
+    if v2 and layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
             and layer.input_shapes[0][1] % lay.block:
         return "nchw"  # ORT blocks a pool only on whole blocks of channels
     if layer.op in lay.always:
-        if layer.op == "Conv" and layer.groups > 1 and not _blocked_groups(layer, lay.block):
+        if v2 and layer.op == "Conv" and layer.groups > 1 \
+                and not _blocked_groups(layer, lay.block):
             return "nchw"
         # a grouped or depthwise conv always reads a blocked input (ORT reorders it); only a
         # plain conv reads an NCHW input of fewer channels than the block directly (a stem)
-        small_ok = layer.op in lay.plain_input_ok and layer.groups == 1
+        small_ok = layer.op in lay.plain_input_ok and (layer.groups == 1 or not v2)
         for s in layer.input_shapes:
             if len(s) == 4 and not _aligned(s, lay) and not (small_ok and s[1] < lay.block):
                 return "nchw"  # an input the blocked kernel cannot take: the op stays in NCHW
         return "nchwc"
     if layer.op in lay.follow and ins and all(layout.get(t) == "nchwc" for t in ins):
+        if not v2:
+            return "nchwc"
         shapes = [tuple(s) for s in layer.input_shapes]
         if layer.op == "Concat":
             # ORT concatenates blocked tensors along the channels, each a whole number of

@@ -444,3 +444,23 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
     mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
                    if k.ops[0].startswith("Reorder"))
     assert mine == theirs
+
+
+def test_committed_fbnet_lut_plans_with_its_stored_rules():
+    """A LUT plans with the rules stored in it, layout version included: the committed FBNet
+    LUT (version-1 rules) still covers FBNet networks whose grouped convs the shipped
+    version-2 rules run in NCHW (and so with other kernels)."""
+    from costmodels.spaces import get_space
+    from measure.lut.model import LookupTable
+
+    path = ROOT / "datasets" / "fbnet" / \
+        "epyc-2c-ort-fbnet-cifar100-lut.sqlite"
+    if not path.exists():
+        pytest.skip(f"{path} not committed")
+    lut = LookupTable(path)
+    assert lut.rules_.layout.version == 1 and load_rules("ort").layout.version == 2
+    space = get_space("fbnet")
+    archs = [a for a in space.sample(40, seed=3) if "g2" in a][:4] or space.sample(4, seed=3)
+    for arch in archs:
+        net = space.build_network(arch, "cifar100")
+        assert lut.estimate(net).latency_ms > 0
