@@ -68,10 +68,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 
-from analytical.specs import RooflineSpec, load_spec
+from analytical.specs import RooflineSpec, level_bandwidth, load_spec
 
 CHAIN = 16
 ROUNDS = 3
@@ -118,11 +119,7 @@ class Calibration:
 
     def bandwidth_gbps(self, nbytes: float) -> float:
         """The roof streams of ``nbytes`` are priced at (as :class:`RooflineSpec` does)."""
-        if nbytes <= self.cache_bytes:
-            return self.cache_bandwidth_gbps
-        if nbytes <= self.llc_bytes:
-            return self.llc_bandwidth_gbps
-        return self.dram_bandwidth_gbps
+        return level_bandwidth(nbytes, self)
 
 
 def idlest_cpu(sample_s: float = 0.3) -> int:
@@ -370,8 +367,12 @@ def measure_dram_gbps(elems: int = 8 * 1024 * 1024, repeats: int = 7,
     m = _graph([helper.make_node("Add", ["a", "b"], ["y"])], [("a", shape), ("b", shape)],
                [("y", shape)], [])
     feeds = {"a": np.ones(shape, np.float32), "b": np.ones(shape, np.float32)}
-    t = time_model(m, feeds, repeats=repeats)
-    return 3 * 4 * elems / max(t - overhead_s, t / 2) / 1e9
+    return 3 * 4 * elems / _less(time_model(m, feeds, repeats=repeats), overhead_s) / 1e9
+
+
+def _less(seconds: float, overhead_s: float) -> float:
+    """A run's time less the run overhead (never below half of it: a noisy overhead)."""
+    return max(seconds - overhead_s, seconds / 2)
 
 
 def relu_chain(n: int) -> Point:
@@ -504,11 +505,8 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
             + (f", last-level cache {llc:.1f} GB/s (Add of {llc_b / 2**21:.0f} MiB)"
                if llc_b else ""))
 
-        def per_op(p: Point) -> float:
-            t = time_model(p.model, p.feeds, repeats=repeats)
-            return max(t - run_s, t / 2) / p.ops
-
-        secs = {name: [per_op(p) for p in pts_] for name, pts_ in pts.items()}
+        secs = {name: [_less(time_model(p.model, p.feeds, repeats=repeats), run_s) / p.ops
+                       for p in pts_] for name, pts_ in pts.items()}
     ops: dict[str, dict[str, float]] = {}
     raw: dict[str, float] = {}
     for name in ("pool", "global_pool", "elementwise"):
@@ -530,8 +528,10 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     # gemm: compute efficiency at transformer sizes, memory efficiency of classifier heads
     launch, rate = _fit(pts["gemm"], secs["gemm"], "flops")
     # each head against the roof the model prices it at (the smallest level it fits in)
-    levels = Calibration(peak, dram, cache, cache_bytes(), {}, "", "", 0.0, {}, llc, llc_b)
-    head_eff = [p.nbytes / t / (levels.bandwidth_gbps(p.nbytes) * 1e9)
+    levels = SimpleNamespace(cache_bytes=cache_bytes(), llc_bytes=llc_b,
+                             cache_bandwidth_gbps=cache, llc_bandwidth_gbps=llc,
+                             dram_bandwidth_gbps=dram)
+    head_eff = [p.nbytes / t / (level_bandwidth(p.nbytes, levels) * 1e9)
                 for p, t in zip(pts["gemv"], secs["gemv"], strict=True)]
     ops["gemm"] = {"launch_us": launch * 1e6,
                    "compute_efficiency": _efficiency("gemm", "compute", rate, peak * 1e9, raw,
@@ -545,7 +545,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     rest = []
     for (_, hidden), p in zip(RNN_SIZES, pts["recurrent"], strict=True):
         gemm_flops = 2.0 * p.flops * hidden  # 2 x batch x 4h x h
-        bw = levels.bandwidth_gbps(p.nbytes)
+        bw = level_bandwidth(p.nbytes, levels)
         rest.append(max(gemm_flops / (peak * 1e9 * g["compute_efficiency"]),
                         p.nbytes / (bw * 1e9 * g["memory_efficiency"])))
     residual = [max(t - r, 0.0) for t, r in zip(secs["recurrent"], rest, strict=True)]
@@ -556,7 +556,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                         "memory_efficiency": stream}
     log(f"recurrent: {launch * 1e6:.2f} us per step beyond its GEMM, gates at "
         f"{rate / 1e9:.2f} G elements/s")
-    return Calibration(peak, dram, cache, cache_bytes(), ops, cpu_name(), ort.__version__,
+    return Calibration(peak, dram, cache, levels.cache_bytes, ops, cpu_name(), ort.__version__,
                        time.perf_counter() - t0, raw, llc, llc_b, run_us)
 
 

@@ -109,10 +109,9 @@ def block_padding(conv: Layer, block: int) -> float:
     def up(c: int) -> float:
         return -(-c // block) * block / c if c > 0 else 1.0
 
-    factor = up(conv.output_shape[1]) if len(conv.output_shape) > 1 else 1.0
-    cin = conv.input_shapes[0][1] if conv.input_shapes and len(conv.input_shapes[0]) > 1 else 0
-    if conv.groups == 1 and cin >= block:
-        factor *= up(cin)
+    factor = up(conv.out_channels)
+    if conv.groups == 1 and conv.in_channels >= block:
+        factor *= up(conv.in_channels)
     return factor
 
 

@@ -108,13 +108,19 @@ class RooflineSpec:
                              "'llc_bandwidth_gbps' is not: give both or neither")
 
     def bandwidth_gbps(self, nbytes: float) -> float:
-        """The bandwidth streams of ``nbytes`` run at: the cache's, the last-level cache's
-        or DRAM's, by the smallest level they fit in."""
-        if nbytes <= self.cache_bytes:
-            return self.cache_bandwidth_gbps
-        if nbytes <= self.llc_bytes:
-            return self.llc_bandwidth_gbps
-        return self.dram_bandwidth_gbps
+        """The bandwidth streams of ``nbytes`` run at (:func:`level_bandwidth`)."""
+        return level_bandwidth(nbytes, self)
+
+
+def level_bandwidth(nbytes: float, levels: Any) -> float:
+    """The bandwidth streams of ``nbytes`` run at on ``levels`` (a :class:`RooflineSpec` or a
+    calibration: ``cache_bytes``, ``llc_bytes`` and the three ``*_bandwidth_gbps``): the
+    cache's, the last-level cache's or DRAM's, by the smallest level they fit in."""
+    if nbytes <= levels.cache_bytes:
+        return levels.cache_bandwidth_gbps
+    if nbytes <= levels.llc_bytes:
+        return levels.llc_bandwidth_gbps
+    return levels.dram_bandwidth_gbps
 
 
 # ----------------------------------------------------------------------------- eyeriss

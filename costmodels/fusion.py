@@ -698,8 +698,7 @@ _POOLS = frozenset({"MaxPool", "AveragePool", "GlobalAveragePool", "GlobalMaxPoo
 def _blocked_groups(conv: Layer, block: int) -> bool:
     """Whether ORT runs a grouped conv blocked: a depthwise one (one channel per group, in
     and out), or one whose channels per group are whole blocks, in and out."""
-    cin = conv.input_shapes[0][1] if conv.input_shapes and len(conv.input_shapes[0]) > 1 else 0
-    cout, g = conv.output_shape[1], conv.groups
+    cin, cout, g = conv.in_channels, conv.out_channels, conv.groups
     if cin == g and cout == g:
         return True
     return (cin // g) % block == 0 and (cout // g) % block == 0

@@ -114,6 +114,7 @@ def _bad(flag: str, value, want: str):
 
 def check_measure_args(args: argparse.Namespace) -> None:
     """Every timing option in range, before any work (one ``error:`` line naming the flag)."""
+    from costmodels.cli import SEED_MAX
     from measure.config import MAX_RETRIES, MAX_ROUNDS, MAX_RUNS
 
     runs = f"at most {MAX_RUNS:,}"
@@ -126,7 +127,7 @@ def check_measure_args(args: argparse.Namespace) -> None:
                f"an integer >= 0, at most {MAX_RETRIES}"),
               ("--trials", args.trials, 0, 10 ** 7, "an integer >= 0, at most 10,000,000"),
               ("--min-round-s", args.min_round_s, 0, math.inf, "seconds >= 0"),
-              ("--input-seed", args.input_seed, 0, 2 ** 32 - 1, "an integer 0 to 2**32 - 1"))
+              ("--input-seed", args.input_seed, 0, SEED_MAX, "an integer 0 to 2**32 - 1"))
     for flag, value, low, high, want in ranges:
         if not low <= value <= high:
             raise _bad(flag, value, want)
