@@ -188,6 +188,15 @@ def _build_or_leave_out(space, archs: list[str], dataset, batch: int, what: str)
     return [n for n in nets if n is not None], keep
 
 
+def _buildable_rows(space, table, dataset, batch: int, what: str):
+    """(the rows of ``table`` whose network can be built, their networks), as
+    :func:`_build_or_leave_out` leaves the others out."""
+    import numpy as np
+
+    nets, keep = _build_or_leave_out(space, list(table.arch_str), dataset, batch, what)
+    return (table if keep.all() else table.subset(np.flatnonzero(keep))), nets
+
+
 def _add_duplicates(p, where: str) -> None:
     p.add_argument("--duplicates", default="error", choices=["error", "mean", "first"],
                    help=f"a network listed twice in {where}: refuse (as compare does), "
@@ -296,10 +305,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     if args.source and not sources:
         raise PredictorError("no source table of another device is left after skipping the "
                              "target's own; give tables of other devices")
-    nets, keep = _build_or_leave_out(space, list(table.arch_str), args.dataset, args.batch,
-                                     "training rows")
-    if not keep.all():
-        table = table.subset(np.flatnonzero(keep))
+    table, nets = _buildable_rows(space, table, args.dataset, args.batch, "training rows")
     if need in (None, "prior") and len(table) < FEW_ROWS:
         what = ("corrects its priors with trees fitted on the target's cells alone" if need
                 else "learns from the target's cells alone")
@@ -406,10 +412,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     table = read_table(args.target, duplicates=args.duplicates, space=space)
     dataset = space.check_dataset(args.dataset)
     # a folder model that cannot be costed is left out of the target, as fit and select do
-    nets, keep = _build_or_leave_out(space, list(table.arch_str), dataset, args.batch,
-                                     "target rows")
-    if not keep.all():
-        table = table.subset(np.flatnonzero(keep))
+    table, nets = _buildable_rows(space, table, dataset, args.batch, "target rows")
     tgt = fewshot.prepare(table, args.source if with_sources else (), dataset, space=space,
                           batch=args.batch, nets=nets, duplicates=args.duplicates)
     if tgt.left_out:

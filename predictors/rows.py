@@ -40,21 +40,16 @@ def _buildable(keys: list[str], built: set[str], space: str, input_shapes, batch
     naming the first; ``built``: keys already built."""
     import sys
 
-    from costmodels.errors import CostModelError, first_line
+    from costmodels.cli import build_networks
+    from costmodels.errors import first_line
     from costmodels.spaces import get_space
 
-    sp = get_space(space, input_shapes=input_shapes)
-    bad: list[tuple[str, str]] = []
-    for key in keys:
-        if key in built:
-            continue
-        try:
-            sp.build_network(key, None, batch)
-        except CostModelError as exc:
-            bad.append((key, first_line(str(exc))))
+    bad: list = []
+    build_networks(get_space(space, input_shapes=input_shapes),
+                   [k for k in keys if k not in built], None, batch, errors=bad)
     if bad:
         print(f"warning: left out {len(bad)} source row(s) whose model cannot be built "
-              f"(first: {bad[0][1]})", file=sys.stderr)
+              f"(first: {first_line(str(bad[0][1]))})", file=sys.stderr)
     gone = {k for k, _ in bad}
     return [k for k in keys if k not in gone]
 
