@@ -201,7 +201,8 @@ class GBDTModel(Predictor):
         P.save_arrays(d / "arrays.npz", arrays)
         params = self.get_params()
         params["prior"] = list(getattr(self, "prior_pinned_", self.prior))
-        state = ({"prior_sha256": getattr(self, "prior_sha256_", {})} if self.prior else None)
+        state = ({"prior_content_sha256": getattr(self, "prior_sha256_", {})} if self.prior
+                 else None)
         P.write_manifest(d, self.class_name(), params, libraries=("xgboost", "numpy"),
                          training_data_sha256=self.training_data_sha256_, n_train=self.n_train_,
                          trained_on=getattr(self, "trained_on_", None),
@@ -235,13 +236,18 @@ class GBDTModel(Predictor):
                     f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
                     f"created here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
                     "); put those files back or fit the model again") from None
-            stored = (doc.get("state") or {}).get("prior_sha256")
+            state = doc.get("state") or {}
+            # models saved before the content digest recorded the files' bytes
+            content = isinstance(state.get("prior_content_sha256"), dict)
+            stored = state.get("prior_content_sha256" if content else "prior_sha256")
             if isinstance(stored, dict):
+                digest = content_sha256 if content else P.file_sha256
                 changed = [f for f, h in stored.items()
-                           if not Path(f).is_file() or P.file_sha256(Path(f)) != h]
+                           if not Path(f).is_file() or digest(Path(f)) != h]
                 if changed:
                     print(f"warning: {d}: the prior file {changed[0]} changed since this model "
-                          "was fitted (its bytes differ); its estimates move with it. Fit the "
+                          f"was fitted (its {'content' if content else 'bytes'} differ"
+                          f"{'s' if content else ''}); its estimates move with it. Fit the "
                           "model again to learn the correction to it as it is now",
                           file=sys.stderr)
         return P.finish_restore(model, doc)
@@ -267,16 +273,43 @@ def pin_prior(spec: str) -> str:
     return arg if name == "table" else f"{name}:{arg}"
 
 
-def prior_files_sha256(specs: Sequence[str]) -> dict[str, str]:
-    """{file: sha256 of its bytes} of the files that the pinned ``specs`` read."""
+def prior_files_sha256(specs: Sequence[str], content: bool = True) -> dict[str, str]:
+    """{file: digest} of the files that the pinned ``specs`` read: :func:`content_sha256`
+    (``content``), or the SHA-256 of the bytes (what models saved before recorded)."""
     from costmodels.registry import split_spec
 
     out = {}
     for spec in specs:
         path = Path((split_spec(spec)[1] or "").partition("?")[0])
         if path.is_absolute() and path.is_file():
-            out[str(path)] = P.file_sha256(path)
+            out[str(path)] = content_sha256(path) if content else P.file_sha256(path)
     return out
+
+
+def content_sha256(path: Path) -> str:
+    """SHA-256 of what a prior file holds: an SQLite file's rows (its SQL dump, lines
+    sorted: the order rows were written in and the free pages, journal mode and change
+    counter of the header are not content), any other file's bytes. A LUT that a
+    ``lut build`` found complete (nothing measured) keeps its digest though SQLite
+    rewrote some of its bytes."""
+    import hashlib
+    import sqlite3
+
+    with open(path, "rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            return P.file_sha256(path)
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)
+        try:
+            lines = sorted(con.iterdump())
+        finally:
+            con.close()
+    except sqlite3.Error:  # unreadable now: its bytes (it differs from any readable LUT)
+        return P.file_sha256(path)
+    h = hashlib.sha256()
+    for line in lines:
+        h.update(line.encode("utf-8", "surrogatepass") + b"\n")
+    return h.hexdigest()
 
 
 def load_booster(path: Path, params: dict):

@@ -88,14 +88,16 @@ class Rows:
                                  f"(got {', '.join(sorted(spaces)) or 'none'})")
         space = spaces.pop()
         first = nets[0].meta
+        # the folder's own --input-shape, not the first network's shapes (another model of
+        # the folder may take another input size)
+        shapes = first.get("space_input_shapes")
         if space == NB201:
             return cls(dataset=first.get("dataset"), batch=int(first.get("batch", 1)))
         keys = table_keys(tables)
         if space.startswith("models:"):
             keys = _buildable(keys, {str(n.meta.get("arch_str")) for n in nets}, space,
-                              first.get("input_shapes"), int(first.get("batch", 1)))
-        return cls(keys, space, first.get("dataset"), int(first.get("batch", 1)),
-                   first.get("input_shapes"))
+                              shapes, int(first.get("batch", 1)))
+        return cls(keys, space, first.get("dataset"), int(first.get("batch", 1)), shapes)
 
     def matrix(self, tables: Sequence[LatencyTable]) -> np.ndarray:
         """Latencies (ms): rows x one column per table (NaN where a table lacks the row)."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -500,3 +501,52 @@ def test_kernels_the_probe_could_not_build_now_build_and_run(case):
         if case == "lrn":
             (node,) = [n for n in model.graph.node if n.op_type == "LRN"]
             assert helper.get_attribute_value(node.attribute[0]) == 3
+
+
+def test_a_models_calibration_point_is_its_network_not_its_file_name(tmp_path):
+    """A model replaced under the same file name is a new calibration point (the old one's
+    end-to-end time was paired with the new network's kernels: scale 0.99 -> 0.33); a
+    renamed one is the same point (nothing measured again)."""
+    import argparse
+
+    from onnx import save
+
+    from costmodels.fusion import kernels, load_rules
+    from costmodels.spaces import get_space
+    from measure import lut_cli
+    from measure.lut.build import point_name
+    from measure.lut.calibrate import point_kernels
+    from measure.lut.table import LutFile
+    from measure.testing import tiny_model
+
+    d = tmp_path / "m"
+    d.mkdir()
+    save(tiny_model(size=16), str(d / "a.onnx"))
+    save(tiny_model(size=24), str(d / "b.onnx"))
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+    db = tmp_path / "lut.sqlite"
+
+    def build() -> tuple[list, dict]:
+        args = parser.parse_args(["lut", "build", "--space", f"models:{d}", "--db", str(db),
+                                  "--repeat", "3", "--warmup", "1", "--max-retries", "0",
+                                  "--rounds", "2", "--min-round-s", "0", "--calibrate", "9"])
+        assert args.func(args) == 0
+        with LutFile(db, readonly=True) as lut:
+            return lut.points(), point_kernels(lut)
+
+    def listed(net) -> dict:
+        return dict(Counter(k.text for k in kernels(net, load_rules("ort"))))
+
+    points, lists = build()
+    assert len(points) == 2
+    first = {p.name: p.latency_ms for p in points}
+    (d / "b.onnx").rename(d / "c.onnx")
+    points, _ = build()
+    assert {p.name: p.latency_ms for p in points} == first  # the same networks, as measured
+    old = get_space(f"models:{d}").build_network("a")
+    save(tiny_model(size=40), str(d / "a.onnx"))
+    new = get_space(f"models:{d}").build_network("a")
+    points, lists = build()
+    assert len(points) == 3 and point_name(new) != point_name(old)
+    assert lists[point_name(new)] == listed(new) and lists[point_name(old)] == listed(old)

@@ -94,3 +94,48 @@ def test_a_saved_hybrid_reads_the_prior_files_it_was_fitted_with(data, tmp_path,
         fh.write("\n# edited after the fit\n")
     load(str(tmp_path / "m"))
     assert f"prior file {fit_dir / 'spec.toml'} changed" in capsys.readouterr().err
+
+
+def test_a_lut_prior_rewritten_with_the_same_rows_is_not_changed(data, tmp_path, capsys):
+    """A LUT prior is compared by its rows, not its bytes: SQLite rewriting the file without
+    changing a row (a `lut build` that measured nothing, a VACUUM) raises no warning; a
+    changed value does. A model saved with the older byte digest is still checked by bytes."""
+    import sqlite3
+
+    nets, y = data
+    lut = tmp_path / "lut.sqlite"
+    shutil.copy(ROOT / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite", lut)
+    make("hybrid", prior=[f"lut:{lut}"]).fit(nets[:30], y[:30]).save(tmp_path / "m")
+    before = lut.read_bytes()
+    con = sqlite3.connect(lut)
+    con.execute("UPDATE entries SET key = key")  # rows rewritten as they were
+    con.commit()
+    con.execute("VACUUM")
+    con.close()
+    assert lut.read_bytes() != before
+    load(str(tmp_path / "m"))
+    assert "changed" not in capsys.readouterr().err
+    con = sqlite3.connect(lut)
+    con.execute("UPDATE entries SET median_ms = median_ms * 2 WHERE rowid = "
+                "(SELECT MIN(rowid) FROM entries)")
+    con.commit()
+    con.close()
+    load(str(tmp_path / "m"))
+    assert f"prior file {lut} changed since this model was fitted (its content differs)" \
+        in capsys.readouterr().err
+    # a model saved before: the bytes' SHA-256 under "prior_sha256"
+    manifest = tmp_path / "m" / "manifest.json"
+    doc = json.loads(manifest.read_text())
+    from predictors.persistence import _canonical_sha256, file_sha256
+
+    doc["state"] = {"prior_sha256": {str(lut): file_sha256(lut)}}
+    doc["manifest_sha256"] = _canonical_sha256(doc)
+    manifest.write_text(json.dumps(doc))
+    load(str(tmp_path / "m"))
+    assert "changed" not in capsys.readouterr().err
+    con = sqlite3.connect(lut)
+    con.execute("UPDATE entries SET key = key")  # the header's change counter moves
+    con.commit()
+    con.close()
+    load(str(tmp_path / "m"))
+    assert "(its bytes differ)" in capsys.readouterr().err

@@ -88,7 +88,8 @@ def test_fewshot_on_fbnet_uses_the_generic_additive_family(fbnet):
     assert "counts" not in default.report_["families"]
 
 
-def _conv_model(path, channels: int, layers: int) -> None:
+def _conv_model(path, channels: int, layers: int, size: int = 16, batch: int | str = 1
+                ) -> None:
     from onnx import TensorProto, helper, numpy_helper, save
 
     rng = np.random.default_rng(channels * 10 + layers)
@@ -101,9 +102,10 @@ def _conv_model(path, channels: int, layers: int) -> None:
                   helper.make_node("Relu", [f"c{i}"], [f"r{i}"], name=f"relu{i}")]
         prev, c_in = f"r{i}", channels
     g = helper.make_graph(nodes, "m",
-                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                         [batch, 3, size, size])],
                           [helper.make_tensor_value_info(prev, TensorProto.FLOAT,
-                                                         [1, channels, 16, 16])], inits)
+                                                         [batch, channels, size, size])], inits)
     save(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]), str(path))
 
 
@@ -134,6 +136,38 @@ def test_fit_and_estimate_fewshot_on_a_model_folder(tmp_path, capsys):
     pos = est.lookup()
     pred = np.array([est.latency_ms[pos[a]] for a in archs])
     assert spearmanr(pred[6:], y[6:])[0] > 0.9
+
+
+@pytest.mark.parametrize("name", ["transfer", "fewshot"])
+def test_a_folder_of_models_of_other_input_sizes_keeps_each_ones_size(tmp_path, name):
+    """The first training model's input size is not the folder's: a dynamic-batch model of
+    another size is still built at its own (it was given the first one's as an
+    --input-shape, and fit refused it or left it out of the rows)."""
+    from costmodels.cli import main
+
+    d = tmp_path / "models"
+    d.mkdir()
+    _conv_model(d / "a_big.onnx", 8, 2, size=32)
+    _conv_model(d / "dyn.onnx", 8, 2, batch="batch")
+    for c in (4, 12, 16):
+        _conv_model(d / f"conv{c}.onnx", c, 1)
+    space = get_space(f"models:{d}")
+    archs = list(space.archs())
+    nets = [space.build_network(a) for a in archs]
+    assert nets[0].inputs[0][1] == (1, 3, 32, 32) and archs[1] == "conv12"
+    for s, p in enumerate([(0.1, 1.0, 0.1), (0.1, 0.1, 1.0)]):
+        write_table(tmp_path / f"dev{s}.csv", [None] * len(archs), archs, _device(nets, *p, 0.0, s))
+    y = _device(nets, 0.1, 0.5, 0.5, 0.0, 0)
+    write_table(tmp_path / "target.csv", [None] * 3, archs[:3], y[:3])  # a_big first
+    out = tmp_path / name
+    assert main(["fit", name, "--space", f"models:{d}", "--train", str(tmp_path / "target.csv"),
+                 "--source", str(tmp_path / "dev0.csv"), str(tmp_path / "dev1.csv"),
+                 "-o", str(out)]) == 0
+    assert main(["estimate", f"{name}:{out}", "--space", f"models:{d}",
+                 "-o", str(tmp_path / "est.csv")]) == 0
+    from costmodels.tables import read_table
+
+    assert read_table(tmp_path / "est.csv", space=space).arch_str[-1] == "dyn"
 
 
 def test_fewshot_curve_cli_on_fbnet(fbnet, tmp_path):

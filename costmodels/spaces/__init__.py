@@ -160,7 +160,7 @@ def space_of(net: Network) -> SearchSpace:
     if not spec:
         raise UnknownSpace(f"network {net.name} was not built from a search space "
                            "(no meta['space'])")
-    return get_space(spec, input_shapes=net.meta.get("input_shapes"))
+    return get_space(spec, input_shapes=net.meta.get("space_input_shapes"))
 
 
 def onnx_for(net: Network, seed: int = 0) -> Any:

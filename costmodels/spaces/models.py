@@ -146,7 +146,8 @@ class ModelsSpace(SearchSpace):
             meta = {**net.meta, "space": self.spec, "arch_str": name,
                     "arch_index": self._pos[name], "dataset": None,
                     "batch": int(net.inputs[0][1][0]) if net.inputs and net.inputs[0][1] else 1,
-                    "source": str(self._files[name]), "shapes_from": str(how)}
+                    "source": str(self._files[name]), "shapes_from": str(how),
+                    "space_input_shapes": self.input_shapes_state()}
             self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
             if batch != 1 and how == "model" and meta["batch"] != batch \
                     and self.root not in _WARNED_BATCH:
@@ -156,6 +157,18 @@ class ModelsSpace(SearchSpace):
                       f"{meta['batch']}; its row is at that batch. Export it with a dynamic "
                       "batch axis to change it", file=sys.stderr)
         return self._cache[key]
+
+    def input_shapes_state(self) -> dict[str, list[int]] | list[list[int]] | None:
+        """The space's own ``--input-shape`` (named: a dict, unnamed: a list of shapes, or
+        None), as JSON: what reopens this space (:func:`costmodels.spaces.space_of`). A
+        network's ``meta["input_shapes"]`` is the shapes *it* was built at, which are not
+        the folder's: another model of the folder may have another input size."""
+        shapes = self.input_shapes
+        if not shapes:
+            return None
+        if isinstance(shapes, Mapping):
+            return {str(k): [int(d) for d in v] for k, v in shapes.items()}
+        return [[int(d) for d in v] for v in shapes]
 
     def _import(self, name: str, batch: int) -> tuple[Network, ShapesFrom]:
         from costmodels.errors import CostModelError, OnnxImportError

@@ -271,13 +271,27 @@ def calibration_picks(sums: np.ndarray, ok: np.ndarray, n: int) -> list[int]:
 
 
 def point_name(net: Network) -> str:
-    """Name of a network's calibration point: ``<space>-<dataset>-b<batch>-<arch_str>``.
+    """Name of a network's calibration point: ``<space>-<dataset>-b<batch>-<arch_str>``, or
+    ``...-<fingerprint>`` for a network read from a file (``models:DIR``): a file's stem
+    names no content (a model replaced under the same name is another network, one
+    renamed is the same), so such a point is keyed by the network's structure.
 
     Only a name (a primary key): nothing is ever parsed back out of it.
     """
     m = net.meta
     space = str(m.get("space") or "net").split(":", 1)[0]
-    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{m.get('arch_str') or net.fingerprint}"
+    arch = net.fingerprint if m.get("source") else (m.get("arch_str") or net.fingerprint)
+    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{arch}"
+
+
+def _stem_name(net: Network) -> str | None:
+    """The name LUTs built before gave a file-backed network's point (by its file stem), or
+    None for a network of a generated space."""
+    m = net.meta
+    if not m.get("source"):
+        return None
+    space = str(m.get("space") or "net").split(":", 1)[0]
+    return f"{space}-{m.get('dataset')}-b{m.get('batch', 1)}-{m.get('arch_str')}"
 
 
 def _legacy_name(net: Network) -> str:
@@ -298,9 +312,22 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
     from costmodels.spaces import onnx_for
     from measure.lut.calibrate import record_point_kernels
 
+    from measure.lut.calibrate import point_kernels
+
     have = {p.name for p in lut.points()}
-    todo = [(point_name(net), net) for net in nets
-            if not (net.meta.get("space") == "nb201" and _legacy_name(net) in have)]
+    lists = point_kernels(lut)
+
+    def stored(net: Network) -> bool:
+        """Whether an older LUT holds this network's point under its old name: an NB201
+        cell's by index; a file's by stem only while its stored kernels are this
+        network's (the file may since hold another model)."""
+        if net.meta.get("space") == "nb201":
+            return _legacy_name(net) in have
+        stem = _stem_name(net)
+        return stem in have and lists.get(stem) == dict(Counter(k.text for k in
+                                                                kernels(net, rules)))
+
+    todo = [(point_name(net), net) for net in nets if not stored(net)]
     todo = [(name, net) for name, net in dict(todo).items() if name not in have]
     by_name = dict(todo)
     models: list = []
@@ -387,6 +414,8 @@ def refresh_point_kernels(lut: LutFile, nets: Sequence[Network], rules: FusionRu
     lists = point_kernels(lut)
     n = 0
     for net in nets:
+        # a file's stem-named point of an older LUT is not rewritten: the file may now hold
+        # another model, and its point's latency is of the one measured then
         legacy = (_legacy_name(net),) if net.meta.get("space") == "nb201" else ()
         for name in (point_name(net), *legacy):
             if name in have:
