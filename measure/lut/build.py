@@ -310,9 +310,7 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
     A network that cannot be exported or run is reported, not stored.
     """
     from costmodels.spaces import onnx_for
-    from measure.lut.calibrate import record_point_kernels
-
-    from measure.lut.calibrate import point_kernels
+    from measure.lut.calibrate import point_kernels, record_point_kernels
 
     have = {p.name for p in lut.points()}
     lists = point_kernels(lut)
