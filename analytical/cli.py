@@ -147,9 +147,15 @@ def cmd_layers(args: argparse.Namespace) -> int:
         extra += f", arithmetic intensity {est.meta['arithmetic_intensity']:.2f} MAC/DRAM access"
     if est.meta.get("free_layers"):
         extra += f"; {est.meta['free_layers']} layers free by the model's convention"
-    console.print(f"[bold]total[/]: {est.latency_ms:.4f} ms{energy}{extra}")
+    from costmodels.interface import uncosted_compute
+
     for u in est.meta.get("uncosted_layers", ()):
         console.print(f"not costed: {u['name']} ({u['op']}): {u['reason']}")
+    if (gap := uncosted_compute(est, net)) is not None:
+        # the layers above, but no total that leaves out compute (what `estimate` does too)
+        print(f"error: no total: {gap}", file=sys.stderr)
+        return 1
+    console.print(f"[bold]total[/]: {est.latency_ms:.4f} ms{energy}{extra}")
     return 0
 
 

@@ -50,9 +50,12 @@ class UncostedCompute(CostModelError, ValueError):
 class UnknownArchitecture(CostModelError, ValueError):
     """An architecture string or index that is not in the search space."""
 
-    def __init__(self, arch: object, reason: str) -> None:
+    def __init__(self, arch: object, reason: str, absent: bool = False) -> None:
         self.arch = arch
         self.reason = reason
+        #: a well-formed name that this space lacks (a model folder without that file), not
+        #: a malformed one: another device's table may list models this folder does not have
+        self.absent = absent
         super().__init__(f"unknown architecture {short_repr(arch)}: {reason}")
 
 

@@ -409,6 +409,45 @@ def _has_cycle(graph: Any, producer: Mapping[str, int]) -> bool:
     return False
 
 
+def _sort_nodes(graph: Any, known: set[str], producer: dict[str, int]) -> bool:
+    """Put the nodes of ``graph`` in an order that runs each after its inputs' producers
+    (stable: the file's order where it already does), when the file's order does not
+    and no cycle forbids it; whether it moved them. ONNX Runtime sorts such a graph
+    itself (ORT's own float16 converter appends its input Casts after their readers)."""
+    nodes = graph.node
+    if all(t in known or producer.get(t, -1) < i for i, node in enumerate(nodes)
+           for t in node.input if t) or _has_cycle(graph, producer):
+        return False
+    import heapq
+
+    deps = [{producer[t] for t in node.input if t in producer and t not in known}
+            for node in nodes]
+    users: list[list[int]] = [[] for _ in nodes]
+    for i, ds in enumerate(deps):
+        for d in ds:
+            users[d].append(i)
+    waiting = [len(ds) for ds in deps]
+    ready = [i for i, n in enumerate(waiting) if n == 0]
+    heapq.heapify(ready)
+    order = []
+    while ready:
+        i = heapq.heappop(ready)
+        order.append(i)
+        for u in users[i]:
+            waiting[u] -= 1
+            if waiting[u] == 0:
+                heapq.heappush(ready, u)
+    if len(order) != len(nodes):  # a node reads itself: left to the checks to name
+        return False
+    moved = [nodes[i] for i in order]
+    copies = [type(n)() for n in moved]
+    for c, n in zip(copies, moved, strict=True):
+        c.CopyFrom(n)
+    del nodes[:]
+    nodes.extend(copies)
+    return True
+
+
 def _check_wiring(graph: Any, source: str) -> None:
     """Every node input is produced earlier (what a truncated or cut file breaks), no
     tensor is defined twice, and the graph has outputs.
@@ -419,6 +458,8 @@ def _check_wiring(graph: Any, source: str) -> None:
     known = {t.name for t in graph.initializer} | {vi.name for vi in graph.input} | {""}
     writer = {vi.name: f"graph input {vi.name!r}" for vi in graph.input}
     later = {t: i for i, node in enumerate(graph.node) for t in node.output if t}
+    if _sort_nodes(graph, known, later):  # out of order, no cycle: run as ONNX Runtime does
+        later = {t: i for i, node in enumerate(graph.node) for t in node.output if t}
     named: dict[str, int] = {}
     for i, node in enumerate(graph.node):
         if node.name and named.setdefault(node.name, i) != i:

@@ -50,6 +50,8 @@ class LatencyTable:
     #: rows that carry an ``error`` and no latency (a model that failed to measure or
     #: estimate): ``(arch_str, error)``; they are not rows of the table
     failed: tuple[tuple[str, str], ...] = ()
+    #: rows left out because they name architectures the space lacks (``absent="skip"``)
+    absent: tuple[str, ...] = ()
 
     def __len__(self) -> int:
         return len(self.arch_index)
@@ -252,8 +254,11 @@ def _resolve_space(space):
     return get_space(space)
 
 
+_NOTED_ABSENT: set[tuple[str, int]] = set()
+
+
 def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
-               check_space: bool = True) -> LatencyTable:
+               check_space: bool = True, absent: str = "error") -> LatencyTable:
     """Read and validate a latency table.
 
     ``space`` is a :class:`~costmodels.spaces.SearchSpace` or its spec (``None``:
@@ -264,6 +269,10 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
     latencies of a repeated ``arch_str``) or ``"first"``. Rows with an ``error`` column
     and no latency (what ``estimate`` and ``measure-space`` write for a model that
     failed) are kept aside in :attr:`LatencyTable.failed`, not read as rows.
+    ``absent="skip"``: a row naming an architecture the space lacks (a model that is not in
+    the folder: another device's table, or a truth measured before a file was removed) is
+    left out, listed in :attr:`LatencyTable.absent` and named in one note; ``"error"``
+    refuses the table.
     """
     path = str(path)
     if duplicates not in DUPLICATE_POLICIES:
@@ -280,6 +289,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
     has_energy = "energy_mj" in header
     rows: dict[str, list[tuple[int, float, float]]] = {}
     failed: list[tuple[str, str]] = []
+    skipped: list[str] = []
     for line, row in body:
         s = (row.get("arch_str") or "").strip()
         if (row.get("error") or "").strip() and not (row.get("latency_ms") or "").strip():
@@ -289,6 +299,9 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             try:
                 s = sp.parse(s)
             except UnknownArchitecture as exc:
+                if exc.absent and absent == "skip":
+                    skipped.append(s)
+                    continue
                 shown = short_repr(s)
                 if shown != repr(s):
                     shown = shown[:-1] + "; an unterminated quote?)"
@@ -321,9 +334,16 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             raise TableError(f"{path}:{line}: architecture {s} appears twice; pass "
                              "--duplicates mean (average repeats) or --duplicates first")
         rows.setdefault(s, []).append((idx, lat, en))
+    if skipped and (path, len(skipped)) not in _NOTED_ABSENT:
+        _NOTED_ABSENT.add((path, len(skipped)))
+        import sys
+
+        print(f"note: {path}: left out {len(skipped)} row(s) naming models that are not in "
+              f"{sp.spec} (first: {short_repr(skipped[0])})", file=sys.stderr)
     if not rows:
         why = f" ({len(failed)} rows are failures: first {failed[0][0]}: {failed[0][1]})" \
-            if failed else ""
+            if failed else (f" (its {len(skipped)} rows name models that are not in {sp.spec})"
+                            if skipped else "")
         raise TableError(f"{path}: the table has no rows with a latency{why}")
     keys = list(rows)
     if all(rows[k][0][0] >= 0 for k in keys):
@@ -335,7 +355,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
         en_arr.append(float(np.mean([v[2] for v in vals])))
     energy = np.array(en_arr) if has_energy else None
     return LatencyTable(np.array([rows[k][0][0] for k in keys], dtype=np.int64), tuple(keys),
-                        np.array(lat_arr), energy, path, tuple(failed))
+                        np.array(lat_arr), energy, path, tuple(failed), tuple(skipped))
 
 
 @contextlib.contextmanager

@@ -271,7 +271,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              "a model is written into a new or empty folder (or over one "
                              "saved before)")
     space = open_space(args)
-    table = read_table(args.train, duplicates=args.duplicates, space=space)
+    table = read_table(args.train, duplicates=args.duplicates, space=space, absent="skip")
     if note := sidecar_mismatch(args.train, space.check_dataset(args.dataset), args.batch):
         print(note, file=sys.stderr)
     rows = np.arange(len(table))
@@ -296,7 +296,8 @@ def cmd_fit(args: argparse.Namespace) -> int:
     # read in the target's space (an FBNet or models:DIR table is keyed by its arch strings)
     from predictors.fewshot import other_sources
 
-    sources, own = other_sources(table, [read_table(s, duplicates=args.duplicates, space=space)
+    sources, own = other_sources(table, [read_table(s, duplicates=args.duplicates, space=space,
+                                                    absent="skip")
                                          for s in args.source], device)
     if own:
         print(f"note: skipped {len(own)} source table(s) of the target device {device} "
@@ -351,7 +352,8 @@ def cmd_select(args: argparse.Namespace) -> int:
 
     out = check_output(args.output, "-o")
     space = open_space(args)
-    tables = [read_table(s, duplicates=args.duplicates, space=space) for s in args.source]
+    tables = [read_table(s, duplicates=args.duplicates, space=space, absent="skip")
+              for s in args.source]
     if args.archs is not None or args.sample or not tables:
         if not tables and space.spec == "fbnet" and not (args.archs is not None or args.sample):
             raise PredictorError("FBNet has 9^22 architectures: give the candidates with "
@@ -409,7 +411,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from costmodels.tables import read_table
 
     space = open_space(args)
-    table = read_table(args.target, duplicates=args.duplicates, space=space)
+    table = read_table(args.target, duplicates=args.duplicates, space=space, absent="skip")
     dataset = space.check_dataset(args.dataset)
     # a folder model that cannot be costed is left out of the target, as fit and select do
     table, nets = _buildable_rows(space, table, dataset, args.batch, "target rows")

@@ -101,12 +101,12 @@ def prepare(target: str | Path | LatencyTable, sources: Sequence[str | Path | La
     sp = space if isinstance(space, SearchSpace) else get_space(space)
     dataset = sp.check_dataset(dataset)
 
-    def load(t):
+    def load(t, absent: str = "error"):
         return t if isinstance(t, LatencyTable) else read_table(t, duplicates=duplicates,
-                                                                 space=sp)
+                                                                 space=sp, absent=absent)
 
     table = load(target)
-    srcs, dropped = other_sources(table, [load(s) for s in sources])
+    srcs, dropped = other_sources(table, [load(s, "skip") for s in sources])
     if nets is None:
         nets = [sp.build_network(a, dataset, batch) for a in table.arch_str]
     elif len(nets) != len(table):

@@ -291,7 +291,8 @@ def _load_sources(sources: Sequence[str | LatencyTable], nets: Sequence[Network]
 
         space = space_of(nets[0])
     return [s if isinstance(s, LatencyTable) else
-            read_table(s, duplicates="mean", space=space or "nb201") for s in sources]
+            read_table(s, duplicates="mean", space=space or "nb201", absent="skip")
+            for s in sources]
 
 
 class TransferModel(Predictor):

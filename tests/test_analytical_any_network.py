@@ -204,6 +204,12 @@ def test_cli_and_harness_refuse_totals_that_leave_out_mac_layers(tmp_path, capsy
         assert cli.main(["estimate", spec, "--space", f"models:{d}", "-o", str(out)]) == 1
         [row] = list(csv.DictReader(out.open()))
         assert row["latency_ms"] == "" and "'c3'" in row["error"], row
+        capsys.readouterr()
+        # `roofline layers` shows the layers it costed, and no total without the conv
+        assert cli.main(["roofline", "layers", str(d / "clip.onnx"), "--backend", spec]) == 1
+        got = capsys.readouterr()
+        assert "total" not in got.out and "not costed: c3" in got.out
+        assert got.err.startswith("error: no total:") and "'c3'" in got.err
     assert uncosted_compute(create("roofline:x86_generic").estimate(net), net) is None
     out = tmp_path / "roof.csv"
     assert cli.main(["estimate", "roofline:x86_generic", "--space", f"models:{d}",

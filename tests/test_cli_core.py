@@ -192,6 +192,36 @@ def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp
     assert same == one and "--batch 4 ignored" in err and "'x'" in err
 
 
+def test_an_unnamed_input_shape_fixes_a_folders_open_models_only(tmp_path, capsys):
+    """README: an unnamed --input-shape fixes the models that leave a dimension open; a
+    static model of another size keeps its own (it was an error row)."""
+    import onnx
+
+    from costmodels.tables import read_table
+    from measure.testing import tiny_model
+
+    d = tmp_path / "m"
+    d.mkdir()
+    onnx.save(tiny_model(size=32), d / "big.onnx")
+    onnx.save(tiny_model(size=16), d / "small.onnx")
+    m = tiny_model(size=16)
+    del m.graph.value_info[:]
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "N"
+    onnx.save(m, d / "dyn.onnx")
+    out = tmp_path / "f.csv"
+    assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", "4x3x16x16",
+                 "-o", str(out)]) == 0
+    t = read_table(out, space=f"models:{d}")
+    mm = dict(zip(t.arch_str, t.latency_ms, strict=True))
+    assert not t.failed and mm["big"] == pytest.approx(4 * mm["small"])  # 32² vs 16²
+    assert mm["dyn"] == pytest.approx(4 * mm["small"])                     # batch 4
+    assert main(["info", str(d / "small.onnx"), "--input-shape", "4x3x16x16"]) == 2  # one file
+    assert "contradicts" in capsys.readouterr().err
+
+
 def test_a_folder_model_with_a_fixed_batch_is_named_when_batch_is_given(tmp_path, capsys):
     import onnx
     from badinput import tiny_model

@@ -648,3 +648,22 @@ def test_absurd_tensor_sizes_are_refused_naming_the_node(build):
                    [_vi("x", [1, 3, 2**40, 16])], [_vi("y", None)])
     with pytest.raises(OnnxImportError, match="node 'c' .* elements, over the"):
         import_onnx(m)
+
+
+def test_nodes_out_of_order_are_run_in_data_order(tmp_path):
+    """ONNX Runtime sorts a graph whose nodes are listed out of order (ORT's float16
+    converter appends its input Casts after their readers); the import does too. A cycle
+    is still refused."""
+    from measure.testing import tiny_model
+
+    m = tiny_model()
+    want = import_onnx(m)
+    nodes = list(m.graph.node)[::-1]
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    net = import_onnx(m)
+    assert net.macs == want.macs and [la.op for la in net.layers] == \
+        [la.op for la in want.layers]
+    m.graph.node[0].input[0] = "y"  # conv2 now reads its own output: a cycle
+    with pytest.raises(OnnxImportError, match="cycle"):
+        import_onnx(m)

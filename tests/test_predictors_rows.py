@@ -139,7 +139,7 @@ def test_fit_and_estimate_fewshot_on_a_model_folder(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("name", ["transfer", "fewshot"])
-def test_a_folder_of_models_of_other_input_sizes_keeps_each_ones_size(tmp_path, name):
+def test_a_folder_of_models_of_other_input_sizes_keeps_each_ones_size(tmp_path, name, capsys):
     """The first training model's input size is not the folder's: a dynamic-batch model of
     another size is still built at its own (it was given the first one's as an
     --input-shape, and fit refused it or left it out of the rows)."""
@@ -156,13 +156,16 @@ def test_a_folder_of_models_of_other_input_sizes_keeps_each_ones_size(tmp_path, 
     nets = [space.build_network(a) for a in archs]
     assert nets[0].inputs[0][1] == (1, 3, 32, 32) and archs[1] == "conv12"
     for s, p in enumerate([(0.1, 1.0, 0.1), (0.1, 0.1, 1.0)]):
-        write_table(tmp_path / f"dev{s}.csv", [None] * len(archs), archs, _device(nets, *p, 0.0, s))
+        # another device's table lists a model this folder lacks: that row is left out
+        write_table(tmp_path / f"dev{s}.csv", [None] * (len(archs) + 1), [*archs, "gone"],
+                    [*_device(nets, *p, 0.0, s), 1.0])
     y = _device(nets, 0.1, 0.5, 0.5, 0.0, 0)
     write_table(tmp_path / "target.csv", [None] * 3, archs[:3], y[:3])  # a_big first
     out = tmp_path / name
     assert main(["fit", name, "--space", f"models:{d}", "--train", str(tmp_path / "target.csv"),
                  "--source", str(tmp_path / "dev0.csv"), str(tmp_path / "dev1.csv"),
                  "-o", str(out)]) == 0
+    assert "left out 1 row(s) naming models that are not in" in capsys.readouterr().err
     assert main(["estimate", f"{name}:{out}", "--space", f"models:{d}",
                  "-o", str(tmp_path / "est.csv")]) == 0
     from costmodels.tables import read_table

@@ -132,6 +132,29 @@ def test_archs_output_reads_back_with_a_comma_in_a_model_name(tmp_path, capsys):
                  "-o", str(out)]) == 0
     assert 'a,b"c' in read_table(out, space=f"models:{folder}").arch_str
 
+def test_a_truth_row_of_a_model_no_longer_in_the_folder_is_named_not_scored(tmp_path, capsys):
+    """compare on a folder whose truth lists a removed model: that row is named (a note and
+    the report's warnings) and the others are scored; an arch list naming it is refused."""
+    from costmodels.cli import main
+
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    for i in (1, 2, 3, 4):
+        (folder / f"m{i}.onnx").write_bytes(nb201.build_onnx(i * 1000).SerializeToString())
+    truth = tmp_path / "truth.csv"
+    truth.write_text("arch_index,arch_str,latency_ms\n,m1,1.0\n,m2,2.0\n,m3,3.0\n,m4,4.0\n"
+                     ",gone,5.0\n")
+    assert main(["compare", "flops", "--space", f"models:{folder}", "--truth", str(truth),
+                 "-o", str(tmp_path / "rep")]) == 0
+    err = capsys.readouterr().err
+    assert "left out 1 row(s) naming models that are not in" in err and "'gone'" in err
+    report = (tmp_path / "rep" / "report.md").read_text()
+    assert "1 truth row(s) name models that are not in" in report
+    assert "4 cells scored" in report or "4/4" in report
+    with pytest.raises(Exception, match="no gone.onnx"):
+        read_table(truth, space=f"models:{folder}")  # the default: refused
+
+
 def test_duplicate_policy_mean(tmp_path):
     p = _write(tmp_path, _row(1, "1") + _row(1, "3"))
     assert read_table(p, duplicates="mean").latency_ms[0] == 2.0

@@ -79,12 +79,13 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
     t0 = time.perf_counter()
 
     def say(name: str) -> None:
-        err.print(f"[dim]{time.perf_counter() - t0:6.1f} s[/]  {name}", highlight=False)
+        err.print(f"[dim]at {time.perf_counter() - t0:.1f} s:[/] {name}", highlight=False)
 
     from costmodels.spaces import SearchSpace, get_space
 
     sp = space if isinstance(space, SearchSpace) else get_space(space, input_shapes=input_shapes)
-    table = read_table(truth, duplicates=duplicates, space=sp)
+    # a truth row of a model no longer in the folder is named in a note and not scored
+    table = read_table(truth, duplicates=duplicates, space=sp, absent="skip")
     result = compare(table, backends, dataset=dataset, train_samples=train_samples, seed=seed,
                      sources=sources, max_cells=max_cells, notes=notes,
                      reference_only=reference_only, priors=priors, on_progress=say,
@@ -93,6 +94,9 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
 
     if note := sidecar_mismatch(truth, result.dataset or None, batch):
         result.warnings.append(note.removeprefix("warning: "))
+    if table.absent:
+        result.warnings.append(f"{len(table.absent)} truth row(s) name models that are not in "
+                               f"{sp.spec} (first: {table.absent[0]}); they are not scored")
     models = None
     if models_dir:
         say(f"models in {models_dir}")

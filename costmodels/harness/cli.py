@@ -102,7 +102,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
     tables = [a for name, a in map(split_spec, [*args.backends, *args.prior, *args.reference_only])
               if name == "table" and a]
     for src in [*args.source, *tables]:
-        read_table(src, duplicates="mean", space=space)
+        read_table(src, duplicates="mean", space=space, absent="skip")
     from costmodels.harness.report import read_curve
 
     for curve in args.curve:

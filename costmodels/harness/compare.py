@@ -335,7 +335,7 @@ def _refuse_truth_copies(truth: LatencyTable, sp: Any, sources: Sequence[str],
         same = bool(truth.source) and Path(path).resolve() == Path(truth.source).resolve()
         if not same:
             try:
-                table = read_table(path, duplicates="mean", space=sp)
+                table = read_table(path, duplicates="mean", space=sp, absent="skip")
             except (CostModelError, OSError):
                 continue  # reported where it is used
             same = holds_figures_of(table, truth, min_shared=min(5, len(truth)))

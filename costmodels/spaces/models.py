@@ -106,7 +106,8 @@ class ModelsSpace(SearchSpace):
             name = Path(name).stem
         if name not in self._pos:
             shown = ", ".join(self._names[:5]) + (", ..." if self.size > 5 else "")
-            raise UnknownArchitecture(text, f"no {name}.onnx in {self.root} (it has: {shown})")
+            raise UnknownArchitecture(text, f"no {name}.onnx in {self.root} (it has: {shown})",
+                                      absent=True)
         return name
 
     def index(self, arch: str) -> int:
@@ -254,6 +255,13 @@ def import_model_file(path: str, batch: int = 1,
             return _import_named(path, proto, named, batch)
     elif input_shapes and isinstance(input_shapes, Mapping):
         return _import_named(path, load_model_proto(path), input_shapes, batch)
+    elif input_shapes and folder:
+        # In a folder, an unnamed --input-shape fixes the models that leave an input open;
+        # a static model keeps its own shapes (a folder of 224 and 32 pixel CNNs and one
+        # dynamic model needs one flag)
+        proto = load_model_proto(path)
+        if _graph_inputs(proto, dynamic_only=True):
+            return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
     elif input_shapes:
         return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
     try:
