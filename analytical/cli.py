@@ -82,7 +82,10 @@ def register(sub) -> None:
                                  "arch string or standard index; models:DIR: a file's stem)")
     e.add_argument("--backend", default="roofline",
                    help="roofline[:SPEC], eyeriss[:SPEC] or fpga[:SPEC]")
-    e.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224")
+    from costmodels.cli import INPUT_SHAPE_HELP
+
+    e.add_argument("--input-shape", action="append", metavar="[NAME=]1x3x224x224",
+                   help=INPUT_SHAPE_HELP)
     add_space_args(e, archs=False)
     e.set_defaults(func=cmd_layers)
     p.set_defaults(func=needs_command(p))

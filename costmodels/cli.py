@@ -477,6 +477,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     space = open_space(args)
     arch = space.parse(args.arch)
     model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)
+    if args.seed and space.spec.startswith("models:"):
+        print(f"note: --seed {args.seed} does not apply to a model file: {arch} is written "
+              "with its own weights (its inputs fixed to the shapes it is costed at)",
+              file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(out, "wb") as fh:
         fh.write(model.SerializeToString())
@@ -650,7 +654,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "--space fbnet -o fbnet.onnx")
     p.add_argument("arch", help="arch string or standard index")
     p.add_argument("-o", "--output", required=True, help="output .onnx path")
-    p.add_argument("--seed", type=seed_int, default=0, help="seed of the random weights")
+    p.add_argument("--seed", type=seed_int, default=0,
+                   help="seed of the random weights of a generated network (nb201, fbnet; a "
+                        "models:DIR file is written with its own weights)")
     add_space_args(p, archs=False)
     p.set_defaults(func=cmd_export)
 

@@ -312,7 +312,8 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     with atomic_output(side) as fh:
         fh.write(json.dumps(_sidecar(args, config, summary, records, camps, figure, n,
                                      len(groups), len(jobs)), indent=1, default=str) + "\n")
-    print(f"{summary.measured} measured ({summary.failed} failed), {summary.skipped} already in "
+    print(f"{summary.measured - summary.failed} measured, {summary.failed} failed, "
+          f"{summary.skipped} already in "
           f"{args.db}; wrote {out} ({n} cells{_rep_note(args, groups, jobs)}, {figure} "
           f"figure) and {side} in {summary.seconds:.1f} s", file=sys.stderr)
     for r in failed[:20]:
@@ -438,11 +439,11 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
     from costmodels.errors import InputError
 
     if not args.tables and not args.db:
-        raise InputError("measure-quality needs two tables or --db, arguments; give A.csv "
-                         "B.csv (two campaigns of the same cells) or --db STORE")
+        raise InputError("measure-quality needs two tables or --db; give A.csv B.csv (two "
+                         "campaigns of the same cells) or --db STORE")
     if args.tables and len(args.tables) != 2:
-        raise InputError(f"measure-quality takes two tables, got {len(args.tables)}, "
-                         "arguments; give A.csv B.csv")
+        raise InputError(f"measure-quality takes two tables, got {len(args.tables)}; give "
+                         "A.csv B.csv")
     doc: dict = {}
     if args.tables:
         doc["deviation"] = table_deviation(*args.tables)
@@ -458,13 +459,16 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
         print(f"per-cell deviation over {d['cells']} cells: median {100 * d['median']:.2f}%, "
               f"p90 {100 * d['p90']:.2f}%, max {100 * d['max']:.2f}%; B/A geometric mean "
               f"{d['mean_ratio']:.4f}{tau}")
+        if d["only_a"] or d["only_b"]:
+            print(f"not compared: {d['only_a']} row(s) only in {args.tables[0]}, "
+                  f"{d['only_b']} only in {args.tables[1]}")
     if "store" in doc:
         s = doc["store"]
         print(f"{s['rows']} rows: round-to-round CV median {_pct(s['round_cv_median'])}, "
               f"p90 {_pct(s['round_cv_p90'])}")
         for c in s["campaigns"]:
             print(f"campaign {c['id']} ({c['started_at']}): {c['measured']} measured in "
-                  f"{c['windows']} windows, drift {_pct(c['drift'])}, reference drift "
+                  f"{c['windows']} window{'' if c['windows'] == 1 else 's'}, drift {_pct(c['drift'])}, reference drift "
                   f"{_pct(c['reference_drift'])}")
     return 0
 

@@ -146,7 +146,8 @@ class Predictor(BaseCostModel):
         if odd:
             self._domain_warned = True
             trained = "; ".join(f"{k} {', '.join(map(str, seen.get(k, [])))}"
-                                for k in ("spaces", "datasets", "batches"))
+                                for k in ("spaces", "datasets", "batches")
+                                if [v for v in seen.get(k, []) if v is not None])
             print(f"warning: this {self.name} model was fitted on {self.n_train_} networks "
                   f"({trained}); estimating networks of {'; '.join(odd)} is an "
                   "extrapolation: expect larger errors, or fit a model on such networks",

@@ -328,8 +328,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
     _save_or_clean(est, out, MODEL_FILES)
     report = getattr(est, "report_", None)
     if report:
-        print(f"chosen: {report['chosen']} (strategy {report['strategy']}, {report['cv']} "
-              f"log-MSE {report['cv_log_mse']}; built-in priors "
+        shares = ", ".join(f"{f} {w:.2f}" for f, w in report["chosen"].items())
+        scores = ", ".join(f"{f} {v:.4f}" for f, v in report["cv_log_mse"].items())
+        cv = (f"{report['cv']} log-MSE {scores}" if scores else "no cross-validation")
+        print(f"chosen: {shares} (strategy {report['strategy']}, {cv}; built-in priors "
               f"{'used' if report.get('priors_used') else 'not used'}"
               + ("; counts on " + ", ".join(f"{b} {w:.2f}" for b, w in
                                             report["counts_basis"].items())
@@ -422,9 +424,12 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
               f"({', '.join(t.source or t.device for t in tgt.left_out)}: its device, or its "
               "figures on every target cell)", file=sys.stderr)
     rows = []
+    big = [k for k in args.samples if k >= len(tgt.y)]
+    if big and len(big) < len(args.samples):  # all too big: the error below says it once
+        print(f"skipping k={', '.join(map(str, big))}: the target has only {len(tgt.y)} "
+              "networks (each k leaves at least one to score)", file=sys.stderr)
     for k in args.samples:
         if k >= len(tgt.y):
-            print(f"skipping k={k}: the target has only {len(tgt.y)} cells", file=sys.stderr)
             continue
         tgt.reports.clear()
         r = fewshot.point(tgt, args.model, k, args.seeds, args.select, params)
@@ -434,14 +439,17 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
             top = Counter(max(rep["chosen"], key=rep["chosen"].get) for rep in tgt.reports)
             cv = np.mean([rep.get("cv_log_mse_final", np.nan) for rep in tgt.reports])
             used = sum(bool(rep.get("priors_used")) for rep in tgt.reports)
-            chosen = (f"  chosen {dict(top)} ({tgt.reports[0]['strategy']}, CV log-MSE "
-                      f"{cv:.4f}; priors used in {used}/{len(tgt.reports)} fits)")
+            most = ", ".join(f"{f} in {n}/{len(tgt.reports)}" for f, n in top.most_common())
+            chosen = (f"  largest share: {most} fits ({tgt.reports[0]['strategy']}"
+                      + (f", CV log-MSE {cv:.4f}" if np.isfinite(cv) else "")
+                      + f"; priors used in {used}/{len(tgt.reports)} fits)")
         print(f"k={k:>5}  spearman {r['spearman']:.3f} ± {r['spearman_std']:.3f}  kendall "
               f"{r['kendall']:.3f}  MAPE {r['mape']:.1f}%  ±10% {100 * r['acc10']:.1f}%{chosen}",
               file=sys.stderr)
     if not rows:
-        raise PredictorError(f"no --samples value leaves a test cell: the target "
-                             f"{args.target} has {len(tgt.y)} cells; give smaller k")
+        raise PredictorError(f"no --samples value leaves a network to score: the target "
+                             f"{args.target} has {len(tgt.y)} networks; give a k below "
+                             f"{len(tgt.y)} (--samples {', '.join(map(str, args.samples))})")
     png = fewshot.write_curve(rows, args.output)
     print(f"wrote {args.output} and {png} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
     return 0

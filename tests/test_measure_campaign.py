@@ -51,7 +51,7 @@ def test_sigkill_midway_then_rerun_measures_each_network_once(tmp_path):
 
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert f"{N - len(first)} measured (0 failed), {len(first)} already in" in done.stderr
+    assert f"{N - len(first)} measured, 0 failed, {len(first)} already in" in done.stderr
     rows = _rows(db)
     assert len(rows) == N and len({r[1] for r in rows}) == N and all(r[3] for r in rows)
     assert rows[:len(first)] == first  # committed rows were kept as they were

@@ -101,7 +101,7 @@ def test_representatives_measure_one_per_class_and_map_to_all(tmp_path, capsys):
     side = json.loads(out.with_suffix(".fingerprint.json").read_text())
     assert side["representatives"] == "graph" and side["classes"] == 2 and side["cells"] == 3
     assert main(args) == 0  # resumable: nothing left to measure
-    assert "0 measured (0 failed), 2 already in" in capsys.readouterr().err
+    assert "0 measured, 0 failed, 2 already in" in capsys.readouterr().err
 
 
 def test_models_folder_with_a_broken_model_gives_an_error_row(tmp_path, capsys):

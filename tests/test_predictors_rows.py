@@ -198,7 +198,7 @@ def test_fewshot_curve_with_no_usable_k_is_one_error(fbnet, tmp_path, capsys):
     out = tmp_path / "curve.csv"
     assert main(["fewshot", "--space", "fbnet", "--target", str(tmp_path / "target.csv"),
                  "--model", "gbdt", "--samples", "500", "-o", str(out)]) == 2
-    assert "error: no --samples value leaves a test cell" in capsys.readouterr().err
+    assert "error: no --samples value leaves a network to score" in capsys.readouterr().err
     assert not out.exists()
 
 

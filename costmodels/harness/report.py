@@ -265,10 +265,19 @@ def recommend(result: ComparisonResult, tau_margin: float = 0.02) -> str:
 
 
 # ----------------------------------------------------------------------------- files
+def _has_disconnected(result) -> bool:
+    """Whether a scored network of ``result`` has no path from input to output (NB201
+    cells): only then do metrics over the connected ones say something more."""
+    return any(r.connected.size and not r.connected.all()
+               for r in getattr(result, "results", ()) if hasattr(r, "connected"))
+
+
 def write_metrics_csv(result: ComparisonResult | ModelsResult, path: str | Path) -> Path:
     """One row per backend: coverage, costs, flags and every metric of :func:`metrics.summary`."""
     path = Path(path)
-    keys = list(metrics.METRIC_KEYS) + [f"{k}_connected" for k in metrics.METRIC_KEYS]
+    keys = list(metrics.METRIC_KEYS)
+    if _has_disconnected(result):  # NB201 cells with no path: the metrics without them too
+        keys += [f"{k}_connected" for k in metrics.METRIC_KEYS]
     keys += sorted({k for r in result.results for k in r.metrics if k.startswith("energy_")})
     head = ["backend", "spec", "n_total", "n_covered", "coverage", "build_measurements",
             "build_s", "query_us", "fitted", "calibrated", "first_error", "note"]
@@ -361,7 +370,9 @@ def plot_scatter(results: Sequence[BackendResult], path: str | Path, *, device: 
         ok = (t > 0) & (p > 0)
         conn = r.connected if r.connected.size == t.size else np.ones(t.size, bool)
         alpha = 0.5 if t.size < 2000 else 0.15
-        for mask, colour, label in ((ok & conn, "tab:blue", "connected cell"),
+        split = not conn.all()
+        for mask, colour, label in ((ok & conn, "tab:blue",
+                                     "connected cell" if split else "network"),
                                     (ok & ~conn, "tab:orange", "disconnected cell (no path)")):
             if mask.any():
                 ax.scatter(t[mask], p[mask], s=5, alpha=alpha, color=colour, label=label,
@@ -689,8 +700,9 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
               "(nn-Meter's accuracy); *top-k overlap* = share of the k fastest measured cells "
               "that are among the k fastest estimated (k = 5% of cells); *build cost* = "
               "measurements behind the backend + seconds to create or fit it here; *query* = "
-              "microseconds per network to estimate. Metrics over connected cells only are in "
-              "`metrics.csv` (suffix `_connected`).", "",
+              "microseconds per network to estimate."
+              + (" Metrics over connected cells only are in `metrics.csv` (suffix "
+                 "`_connected`)." if _has_disconnected(result) else ""), "",
               "## Which estimator to use", "", recommend(result), "", "## Figures", ""]
     captions = {"rank_correlation": "Rank correlation per estimator",
                 "scatter": "Estimated vs measured latency per estimator",

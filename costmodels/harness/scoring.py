@@ -88,15 +88,18 @@ def lower_bound_note(note: str, partial: np.ndarray) -> str:
 
 
 def _best_time(model: CostModel, nets: Sequence[Network], seconds: float, clean: bool,
-               quick_s: float = 0.5, repeats: int = 2) -> float:
-    """Query time, re-timed ``repeats`` more times (minimum kept) when the first pass was quick.
+               quick_s: float = 0.5, repeats: int = 2, once_s: float = 3.0) -> float:
+    """Query time, re-timed ``repeats`` more times (minimum kept) when the first pass was
+    quick, once more when it took under ``once_s``.
 
-    A microsecond backend timed once on a shared machine is mostly noise; a slow
-    one (measurement) is timed once. Only when the first pass raised nothing.
+    A microsecond backend timed once on a shared machine is mostly noise, and a first
+    pass on a few networks is mostly one-time work (importing torch or XGBoost, which made
+    the GNN look a hundred times slower on 8 networks); a slow one (measurement) is timed
+    once. Only when the first pass raised nothing.
     """
-    if not clean or seconds > quick_s:
+    if not clean or seconds > once_s:
         return seconds
-    for _ in range(repeats):
+    for _ in range(repeats if seconds <= quick_s else 1):
         t0 = time.perf_counter()
         model.estimate_many(list(nets))
         seconds = min(seconds, time.perf_counter() - t0)

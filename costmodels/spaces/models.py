@@ -28,7 +28,7 @@ from costmodels.network import Network, Shape
 from costmodels.spaces import SearchSpace
 
 # Folders whose skipped files were already named in this process (one warning each).
-_WARNED_SKIPS: set[Path] = set()
+_WARNED_SKIPS: set[Path | tuple[Path, str]] = set()
 _WARNED_BATCH: set[Path] = set()  # folders already warned about a fixed batch
 
 
@@ -75,9 +75,17 @@ class ModelsSpace(SearchSpace):
                    f"or not regular files (first: {skipped[0]}): copy the models in"
                    if skipped else "")
             raise UnknownSpace(f"models:{folder}: no .onnx files in that folder{why}")
+        nested = _nested_model_folders(root)
+        if nested and (self.root, "nested") not in _WARNED_SKIPS:
+            _WARNED_SKIPS.add((self.root, "nested"))
+            print(f"note: models:{folder}: the .onnx files of its subfolder"
+                  f"{'' if len(nested) == 1 else 's'} {', '.join(nested[:3])}"
+                  f"{', ...' if len(nested) > 3 else ''} are not read; the space is the .onnx "
+                  "files directly in the folder", file=sys.stderr)
         if skipped and self.root not in _WARNED_SKIPS:
             _WARNED_SKIPS.add(self.root)
-            print(f"warning: models:{folder}: skipped {len(skipped)} .onnx that are links "
+            print(f"warning: models:{folder}: skipped {len(skipped)} .onnx "
+                  f"{'file that is a link' if len(skipped) == 1 else 'files that are links'} "
                   f"out of the folder, broken links or not regular files "
                   f"({', '.join(skipped[:5])}{', ...' if len(skipped) > 5 else ''}); copy "
                   "the models in", file=sys.stderr)
@@ -322,6 +330,20 @@ def batch_note(how: ShapesFrom, batch: int) -> str:
         return ""
     return (f"note: {', '.join(how.batch_inputs)}: not named by --input-shape, so its "
             f"leading dimension is --batch {batch}")
+
+
+def _nested_model_folders(root: Path) -> list[str]:
+    """Names of the subfolders of ``root`` that hold ``.onnx`` files (not read: a note says
+    so); an unreadable one is passed over."""
+    out = []
+    for q in sorted(root.iterdir()):
+        try:
+            if q.is_dir() and not q.name.startswith(".") and q.suffix != ".onnx" \
+                    and next(q.glob("*.onnx"), None) is not None:
+                out.append(q.name)
+        except OSError:
+            continue
+    return out
 
 
 def _graph_inputs(model: Any, dynamic_only: bool = False) -> set[str]:
