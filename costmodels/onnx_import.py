@@ -823,6 +823,43 @@ def _uniform_constants(graph: Any) -> set[str]:
     return out
 
 
+def _tie_transposed(graph: Any, prov: dict[str, frozenset[str]], uniform: set[str]) -> None:
+    """Count a stored matrix that is another's transpose as that one (in ``prov``).
+
+    A tied weight read as ``x @ W.T`` (a language model's head sharing the embedding) is
+    stored twice by the TorchScript exporter: the embedding and its transpose, folded into
+    a second initializer. torch counts it once; so does the import (the dynamo exporter
+    keeps one tensor and a ``Transpose``, which provenance already follows)."""
+    import hashlib
+
+    import numpy as np
+    from onnx import numpy_helper
+
+    def key(a: Any) -> tuple:
+        return (a.shape, str(a.dtype), hashlib.sha256(a.tobytes()).hexdigest())
+
+    seen: dict[tuple, str] = {}
+    flipped: list[tuple[tuple, str]] = []
+    for name, t in _stored_tensors(graph):
+        if len(t.dims) != 2 or t.data_type not in _PARAM_DTYPES or name in uniform \
+                or min(t.dims) <= 1:
+            continue
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
+            continue
+        seen.setdefault(key(arr), name)
+        flipped.append((key(np.ascontiguousarray(arr.T)), name))
+    alias = {name: seen[k] for k, name in flipped if seen.get(k, name) != name}
+    # the first of a pair stays itself: a tensor and its transpose, each the other's flip
+    alias = {b: a for b, a in alias.items() if alias.get(a) != b or a < b}
+    if not alias:
+        return
+    for t, src in prov.items():
+        if src & alias.keys():
+            prov[t] = frozenset(alias.get(x, x) for x in src)
+
+
 def _param_inputs(node: Any) -> list[str]:
     """The inputs whose values a constant node's output carries as parameters: a
     (de)quantizer's data, not its scale and zero point; every input of any other op."""
@@ -1006,9 +1043,10 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
+    uniform = _uniform_constants(proto.graph)
+    _tie_transposed(proto.graph, prov, uniform)
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
-    layers, n_const = _layers(inferred.graph, source, prov, params,
-                              _uniform_constants(proto.graph))
+    layers, n_const = _layers(inferred.graph, source, prov, params, uniform)
     if not layers:
         raise OnnxImportError(f"{source}: every node of the graph computes a constant "
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "

@@ -272,6 +272,10 @@ def cmd_fit(args: argparse.Namespace) -> int:
                              "saved before)")
     space = open_space(args)
     table = read_table(args.train, duplicates=args.duplicates, space=space, absent="skip")
+    if table.failed:
+        print(f"note: {args.train}: left out {len(table.failed)} row(s) with an error and no "
+              f"latency (first: {table.failed[0][0]}: {table.failed[0][1][:120]})",
+              file=sys.stderr)
     if note := sidecar_mismatch(args.train, space.check_dataset(args.dataset), args.batch):
         print(note, file=sys.stderr)
     rows = np.arange(len(table))

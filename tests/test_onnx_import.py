@@ -667,3 +667,24 @@ def test_nodes_out_of_order_are_run_in_data_order(tmp_path):
     m.graph.node[0].input[0] = "y"  # conv2 now reads its own output: a cycle
     with pytest.raises(OnnxImportError, match="cycle"):
         import_onnx(m)
+
+
+def test_a_tied_head_stored_transposed_counts_once():
+    """The TorchScript exporter stores a language model's tied embedding twice: as the
+    Gather table and, transposed, as the head's MatMul weight. torch counts it once, and so
+    does the import; an untied head of the same shape counts on its own."""
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(50, 8)).astype(np.float32)
+
+    def model(head):
+        g = helper.make_graph(
+            [helper.make_node("Gather", ["emb", "ids"], ["h"], name="gather"),
+             helper.make_node("MatMul", ["h", "head"], ["y"], name="head")], "lm",
+            [helper.make_tensor_value_info("ids", TensorProto.INT64, [1, 4])],
+            [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4, 50])],
+            [numpy_helper.from_array(emb, "emb"), numpy_helper.from_array(head, "head")])
+        return helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+
+    assert import_onnx(model(np.ascontiguousarray(emb.T))).params == emb.size
+    untied = rng.normal(size=(8, 50)).astype(np.float32)
+    assert import_onnx(model(untied)).params == 2 * emb.size
