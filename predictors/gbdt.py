@@ -16,6 +16,7 @@ linear base, with 1,000 mostly trees.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 from collections.abc import Sequence
@@ -312,10 +313,51 @@ def content_sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def load_booster(path: Path, params: dict):
-    """An ``XGBRegressor`` read from XGBoost's own JSON; :class:`ModelFileError` if unreadable."""
+def check_booster_json(path: Path, n_features: int | None = None) -> None:
+    """Refuse a booster file whose trees XGBoost would walk out of bounds (it reads them
+    unchecked: a child index that loops back crashed the process with SIGSEGV): every
+    tree's arrays hold ``num_nodes`` entries, a node's children are both leaves (-1) or
+    later nodes of the tree, and a split's feature is one of the model's."""
+    def bad(why: str) -> ModelFileError:
+        return ModelFileError(f"{path}: {why}; the file was edited or is not this program's: "
+                              "fit the model again")
+
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+        learner = doc["learner"]
+        n_feat = int(learner["learner_model_param"]["num_feature"])
+        trees = learner["gradient_booster"]["model"]["trees"]
+    except (OSError, ValueError, KeyError, TypeError, RecursionError):
+        raise bad("not an XGBoost model JSON with learner, num_feature and trees") from None
+    if not isinstance(trees, list) or (n_features is not None and n_feat != n_features):
+        raise bad(f"its trees read {n_feat} features, the model's schema {n_features}")
+    for ti, t in enumerate(trees):
+        try:
+            n = int(t["tree_param"]["num_nodes"])
+            left, right = t["left_children"], t["right_children"]
+            feat, cond = t["split_indices"], t["split_conditions"]
+            arrays = (left, right, feat, cond, t["base_weights"], t["default_left"])
+        except (KeyError, TypeError, ValueError):
+            raise bad(f"tree {ti} lacks num_nodes or its node arrays") from None
+        if n < 1 or any(not isinstance(a, list) or len(a) != n for a in arrays):
+            raise bad(f"tree {ti}: its node arrays do not all hold num_nodes = {n} entries")
+        for i in range(n):
+            lc, rc, f = left[i], right[i], feat[i]
+            if not all(isinstance(v, int) and not isinstance(v, bool) for v in (lc, rc, f)):
+                raise bad(f"tree {ti} node {i}: a child or split index is not an integer")
+            if lc == rc == -1:
+                continue
+            if not (i < lc < n and i < rc < n) or not 0 <= f < n_feat:
+                raise bad(f"tree {ti} node {i}: children {lc}, {rc} or split feature {f} out "
+                          f"of range ({n} nodes, {n_feat} features)")
+
+
+def load_booster(path: Path, params: dict, n_features: int | None = None):
+    """An ``XGBRegressor`` read from XGBoost's own JSON (checked first:
+    :func:`check_booster_json`); :class:`ModelFileError` if unreadable."""
     import xgboost as xgb
 
+    check_booster_json(path, n_features)
     booster = xgb.XGBRegressor(**params)
     try:
         booster.load_model(str(path))

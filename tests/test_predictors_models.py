@@ -223,6 +223,35 @@ def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, co
     assert match in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("edit", ["loop", "feature", "short"])
+def test_a_booster_edited_and_sealed_again_is_refused_not_run(data, tmp_path, edit, capsys):
+    """XGBoost walks a tree's child indices unchecked: a child that points back at its
+    parent crashed the process (SIGSEGV, exit 139, no message). The trees are checked
+    before XGBoost reads them."""
+    from costmodels.cli import main
+    from predictors.persistence import file_sha256
+
+    nets, y = data
+    d = tmp_path / "g"
+    noisy = y * np.exp(np.random.default_rng(0).normal(0, 0.3, len(y)))  # trees that split
+    make("gbdt", n_estimators=5).fit(nets, noisy).save(d)
+    path = d / "model.json"
+    doc = json.loads(path.read_text())
+    tree = next(t for t in doc["learner"]["gradient_booster"]["model"]["trees"]
+                if int(t["tree_param"]["num_nodes"]) > 1)
+    if edit == "loop":
+        tree["left_children"] = [0] * len(tree["left_children"])
+    elif edit == "feature":
+        tree["split_indices"][0] = 10**6
+    else:
+        tree["right_children"] = tree["right_children"][:-1]
+    path.write_text(json.dumps(doc))
+    _edit_manifest(d, lambda m: m["files"].update({"model.json": file_sha256(path)}))
+    assert main(["estimate", f"gbdt:{d}", "--sample", "2", "-o", str(tmp_path / "o.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error:") and "model.json: tree " in err
+
+
 def test_a_trained_on_of_another_shape_is_refused(tmp_path, data):
     """A manifest whose trained_on holds a list where a batch size goes (checksum resealed,
     as an editor who knows the format would): refused by name, not an internal error."""
