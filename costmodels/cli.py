@@ -32,13 +32,16 @@ examples:
 
 
 class Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
-    """Keeps the examples' layout and shows defaults (not ``None``, ``[]`` or ``False``, and
-    not where the help already says what the default is)."""
+    """Keeps the examples' layout and shows defaults (not ``None``, ``[]``, ``''`` or
+    ``False``, and not where the help already says what the default is); a list default
+    the way it is typed (``10,20``), not as a Python list."""
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if action.default in (None, [], False) or "default" in text or action.required:
+        if action.default in (None, [], False, "") or "default" in text or action.required:
             return text
+        if isinstance(action.default, (list, tuple)):
+            return f"{text} (default: {','.join(map(str, action.default))})"
         return super()._get_help_string(action)
 
 
@@ -144,6 +147,18 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True)
     if str(path) == "-":
         raise InputError(f"{what} -: costmodels writes its outputs to files, not to stdout; "
                          "give a file name (nothing was written)")
+    if str(path).endswith(("/", os.sep)) and not p.is_dir():
+        raise InputError(f"{what} {path}: names a folder (it ends with '/'); give a file name "
+                         "(nothing was written)")
+    if p.is_symlink():  # a link is written through: its target must be a path that can be
+        try:
+            p.resolve(strict=False)
+        except (OSError, RuntimeError):  # a loop of links
+            raise InputError(f"{what} {path}: a symbolic link that loops; give a file "
+                             "name (nothing was written)") from None
+        if not p.exists() and not p.resolve().parent.is_dir():
+            raise InputError(f"{what} {path}: a symbolic link to {p.resolve()}, whose folder "
+                             "does not exist; give a file name (nothing was written)")
     if p.exists():
         if p.is_dir():
             raise InputError(f"{what} {path}: is a directory; give a file name")

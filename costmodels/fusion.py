@@ -56,6 +56,7 @@ from costmodels.network import DTYPE_BYTES, Layer, Network, Shape
 
 RULES_FORMAT = "costmodels-fusion-rules"
 RULES_SCHEMA = 1
+LAYOUT_VERSION = 2  # the newest layout rules this planner knows (ort.json's)
 RULES_PACKAGE_DIR = "fusion_rules"
 _KEY_FIELDS = ("in", "out", "w", "k", "s", "p", "d", "g", "dt", "a")
 # ops whose kernel reads two activations when they anchor a fused kernel (default arity)
@@ -367,7 +368,7 @@ class LayoutRules:
     # 1: the layouts of the first rules files; 2: ORT's handling of pools, grouped convs,
     # broadcasting binary ops, Concat and plain-conv inputs (rules files that say so): a LUT
     # keeps planning with the version its stored rules name
-    version: int = 1
+    version: int = 1  # of the layout rules (1..LAYOUT_VERSION); a LUT plans with its own
 
 
 @dataclass(frozen=True)
@@ -410,20 +411,28 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         d: dict[str, Any] = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ModelFileError(f"{source}: fusion rules are not valid JSON ({exc})") from None
+    except RecursionError:
+        raise ModelFileError(f"{source}: fusion rules nested too deep to be rules") from None
     fmt, schema = (d.get("format"), d.get("schema")) if isinstance(d, dict) else (None, None)
     if fmt != RULES_FORMAT or schema != RULES_SCHEMA:
         raise ModelFileError(f"{source}: not a costmodels fusion-rules file of schema "
                              f"{RULES_SCHEMA} (format={fmt!r}, schema={schema!r})")
     try:
         lay = d.get("layout")
+        if lay and not isinstance(lay, dict):
+            raise TypeError(f"field 'layout' must be an object, not {lay!r:.60}")
         layout = None if not lay else LayoutRules(
-            block=int(lay["block"]), always=frozenset(lay["always"]),
-            follow=frozenset(lay["follow"]),
-            plain_input_ok=frozenset(lay.get("plain_input_ok_if_channels_not_multiple_of_block",
-                                             ())),
-            reorder_input=lay["reorder_input"], reorder_output=lay["reorder_output"],
-            channel_alignment=int(lay.get("channel_alignment", 1)),
-            version=int(lay.get("version", 1)))
+            block=_count(lay["block"], "layout.block", 1 << 12),
+            always=_names(lay["always"], "layout.always"),
+            follow=_names(lay["follow"], "layout.follow"),
+            plain_input_ok=_names(lay.get("plain_input_ok_if_channels_not_multiple_of_block",
+                                          ()), "layout.plain_input_ok_if_channels_not_"
+                                               "multiple_of_block"),
+            reorder_input=_text(lay["reorder_input"], "layout.reorder_input"),
+            reorder_output=_text(lay["reorder_output"], "layout.reorder_output"),
+            channel_alignment=_count(lay.get("channel_alignment", 1), "layout.channel_alignment",
+                                     1 << 12),
+            version=_count(lay.get("version", 1), "layout.version", LAYOUT_VERSION))
         fusion = tuple(
             FusionRule(_text(r["anchor"], "fusion[].anchor"),
                        _text(r.get("layout", "any"), "fusion[].layout"),
@@ -450,6 +459,14 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
+
+
+def _count(v: Any, field: str, most: int) -> int:
+    """A whole number in 1..``most`` (a block of 0 divided by zero; "16" or 16.7 passed)."""
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= most:
+        raise ValueError(f"field {field!r} must be a whole number from 1 to {most}, not "
+                         f"{v!r:.60}")
+    return v
 
 
 def _names(v: Any, field: str) -> frozenset[str]:

@@ -114,6 +114,10 @@ def parse_input_shapes(items: Sequence[str]) -> dict[str, Shape] | list[Shape]:
                                   "1x3x224x224") from None
         if any(d <= 0 for d in shape):
             raise OnnxImportError(f"--input-shape {item!r}: dimensions must be positive")
+        if math.prod(shape) > MAX_TENSOR_ELEMENTS:
+            raise OnnxImportError(f"--input-shape {item:.80}: {math.prod(shape):.3g} elements, "
+                                  f"more than the {MAX_TENSOR_ELEMENTS:,} costmodels costs in "
+                                  "one tensor")
         if sep and not name.strip():
             raise OnnxImportError(f"--input-shape {item!r}: the input's name before '=' is "
                                   "empty; give NAME=DxD... or the dims alone")
@@ -240,11 +244,18 @@ def _load_external(proto: Any, base: Path, source: str) -> None:
             continue
         info = {e.key: e.value for e in t.external_data}
         loc = info.get("location", "")
-        target = (base / loc).resolve()
+        try:
+            target = (base / loc).resolve()
+        except (OSError, RuntimeError, ValueError):  # a NUL byte, a loop of links
+            raise OnnxImportError(f"{source}: tensor {t.name!r} points to external data "
+                                  f"{loc!r:.80}, which is not a readable path") from None
         if not loc or Path(loc).is_absolute() or not target.is_relative_to(base):
             raise OnnxImportError(f"{source}: tensor {t.name!r} points to external data "
                                   f"{loc!r} outside the model's folder; keep weight files "
                                   "beside the model")
+        if target.exists() and not target.is_file():  # a FIFO blocked the read forever
+            raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is not "
+                                  "a regular file (a folder, a pipe or a device)")
         try:
             offset, length = int(info.get("offset", 0)), info.get("length")
             with target.open("rb") as fh:

@@ -290,6 +290,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
     rows: dict[str, list[tuple[int, float, float]]] = {}
     failed: list[tuple[str, str]] = []
     skipped: list[str] = []
+    first_absent = ""
     for line, row in body:
         s = (row.get("arch_str") or "").strip()
         if (row.get("error") or "").strip() and not (row.get("latency_ms") or "").strip():
@@ -299,14 +300,15 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             try:
                 s = sp.parse(s)
             except UnknownArchitecture as exc:
-                if exc.absent and absent == "skip":
-                    skipped.append(s)
-                    continue
                 shown = short_repr(s)
                 if shown != repr(s):
                     shown = shown[:-1] + "; an unterminated quote?)"
-                raise TableError(f"{path}:{line}: field 'arch_str': {exc.reason} "
-                                 f"(got {shown})") from None
+                why = f"{path}:{line}: field 'arch_str': {exc.reason} (got {shown})"
+                if exc.absent and absent == "skip":
+                    skipped.append(s)
+                    first_absent = first_absent or why
+                    continue
+                raise TableError(why) from None
         elif not s:
             raise TableError(f"{path}:{line}: field 'arch_str' is empty")
         raw_idx = (row.get("arch_index") or "").strip()
@@ -334,6 +336,8 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
             raise TableError(f"{path}:{line}: architecture {s} appears twice; pass "
                              "--duplicates mean (average repeats) or --duplicates first")
         rows.setdefault(s, []).append((idx, lat, en))
+    if skipped and not rows:  # no row is this folder's: a table of another space
+        raise TableError(first_absent)
     if skipped and (path, len(skipped)) not in _NOTED_ABSENT:
         _NOTED_ABSENT.add((path, len(skipped)))
         import sys
@@ -342,8 +346,7 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
               f"{sp.spec} (first: {short_repr(skipped[0])})", file=sys.stderr)
     if not rows:
         why = f" ({len(failed)} rows are failures: first {failed[0][0]}: {failed[0][1]})" \
-            if failed else (f" (its {len(skipped)} rows name models that are not in {sp.spec})"
-                            if skipped else "")
+            if failed else ""
         raise TableError(f"{path}: the table has no rows with a latency{why}")
     keys = list(rows)
     if all(rows[k][0][0] >= 0 for k in keys):

@@ -56,7 +56,8 @@ def add_measure_args(p: argparse.ArgumentParser) -> None:
 
     d = MeasureConfig()
     g = p.add_argument_group("timing protocol")
-    g.add_argument("--runtime", choices=["ort", "tvm"], default=d.runtime)
+    g.add_argument("--runtime", choices=["ort", "tvm"], default=d.runtime,
+                   help="ONNX Runtime (CPU) or Apache TVM (local, or --rpc-tracker boards)")
     g.add_argument("--threads", type=int, default=d.threads, help="intra-op threads (>= 1)")
     g.add_argument("--warmup", type=int, default=d.warmup, help="untimed runs first (>= 0)")
     g.add_argument("--repeat", type=int, default=d.repeat,
@@ -388,34 +389,30 @@ def table_deviation(a_path: str, b_path: str) -> dict:
     return {"cells": len(common), "median": float(np.median(dev)),
             "p90": float(np.percentile(dev, 90)), "max": float(dev.max()),
             "mean_ratio": float(np.exp(np.mean(np.log(y / x)))),
-            "kendall": kendall(x, y) if len(common) > 2 else None,
+            "kendall": _finite_or_none(kendall(x, y)) if len(common) > 2 else None,
             "only_a": len(set(a) - set(b)), "only_b": len(set(b) - set(a))}
 
 
-def _read_latencies(path: str) -> dict[str, float]:
-    """arch_str -> latency_ms of the rows that have one (error rows are skipped)."""
-    from costmodels.errors import TableError
-    from costmodels.tables import iter_csv
+def _finite_or_none(v: float) -> float | None:
+    """``v``, or None where it is undefined (Kendall of a constant column): JSON has no NaN."""
+    return float(v) if math.isfinite(v) else None
 
-    cols, rows = iter_csv(path, "latency table")
-    if "arch_str" not in cols or "latency_ms" not in cols:
-        raise TableError(f"{path}: needs the columns arch_str and latency_ms (found "
-                         f"{','.join(c for c in cols if c) or 'nothing'})")
-    out = {}
-    for line, row in rows:
-        text = (row.get("latency_ms") or "").strip()
-        if not text:
-            continue  # an error row
-        try:
-            value = float(text)
-        except ValueError:
-            raise TableError(f"{path}:{line}: field 'latency_ms' is not a number: "
-                             f"{text!r}") from None
-        if not (math.isfinite(value) and value > 0):
-            raise TableError(f"{path}:{line}: field 'latency_ms' is {value}; latencies must "
-                             "be finite and > 0")
-        out[row["arch_str"].strip()] = value
-    return out
+
+def _read_latencies(path: str) -> dict[str, float]:
+    """arch_str -> latency_ms of the rows that have one (error rows are skipped), read by
+    the toolkit's one table reader (its number, empty-field and truncation checks); a
+    network listed twice is refused (which of its figures would be compared?)."""
+    from costmodels.errors import TableError
+    from costmodels.tables import read_table
+
+    try:
+        t = read_table(path, space=None)
+    except TableError as exc:
+        if "appears twice" in str(exc):
+            raise TableError(str(exc).split("; pass --duplicates")[0] + "; measure-quality "
+                             "compares one figure per network: keep one row of it") from None
+        raise
+    return dict(zip(t.arch_str, (float(v) for v in t.latency_ms), strict=True))
 
 
 def store_quality(db: str) -> dict:

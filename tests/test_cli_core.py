@@ -89,6 +89,7 @@ def test_help_shows_only_meaningful_defaults():
     for p in parsers:
         text = " ".join(p.format_help().split())
         assert "(default: None)" not in text and "(default: [])" not in text, p.prog
+        assert "(default: )" not in text and "(default: [" not in text, p.prog
         assert "(default: False)" not in text, p.prog
     import re
 
@@ -345,3 +346,64 @@ def test_a_network_costed_zero_ms_is_noted(tmp_path, capsys):
     assert "note: 1 network(s) were costed 0 ms (first: id)" in capsys.readouterr().err
     assert main(["estimate", "flops", "--space", f"models:{d}", "-o", str(out)]) == 0
     assert "costed 0 ms" not in capsys.readouterr().err  # a proxy's column is not ms
+
+
+def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys):
+    """From a bad-input probe: each is exit 2 with one `error:` line naming the file or
+    field (they were internal errors, a hang, a wrong alias or a file named like a folder)."""
+    import json
+    import os
+
+    import onnx
+    from onnx import TensorProto
+
+    from costmodels.fusion import load_rules
+    from measure.testing import tiny_model
+
+    def refused(argv, *names):
+        capsys.readouterr()
+        assert main(argv) == 2, argv
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and "Traceback" not in err, err
+        for n in names:
+            assert n in err, (n, err)
+
+    rules = json.loads(load_rules("ort").doc)
+    rules["layout"]["block"] = 0
+    (tmp_path / "block0.json").write_text(json.dumps(rules))
+    from analytical.specs import spec_dir
+
+    spec = (spec_dir() / "x86_generic.toml").read_text()
+    (tmp_path / "s.toml").write_text(spec.replace('fusion = "ort"', 'fusion = "block0.json"'))
+    refused(["estimate", f"roofline:{tmp_path / 's.toml'}", "--sample", "2",
+             "-o", str(tmp_path / "o.csv")], "layout.block")
+    os.symlink("loop.csv", tmp_path / "loop.csv")
+    refused(["estimate", "flops", "--sample", "2", "-o", str(tmp_path / "loop.csv")], "loops")
+    refused(["export", "1", "-o", f"{tmp_path / 'newdir'}/"], "names a folder")
+    assert not (tmp_path / "newdir").exists()
+    refused(["info", str(tmp_path / "none.onnx"), "--input-shape", "1x3x99999999999x99999"],
+            "elements")
+    # external data that is a pipe (the read blocked forever)
+    m = tiny_model()
+    w = m.graph.initializer[0]
+    w.ClearField("raw_data")
+    del w.float_data[:]
+    w.data_location = TensorProto.EXTERNAL
+    w.external_data.add(key="location", value="fifo.bin")
+    d = tmp_path / "ext"
+    d.mkdir()
+    os.mkfifo(d / "fifo.bin")
+    onnx.save(m, d / "m.onnx")
+    refused(["info", str(d / "m.onnx")], "fifo.bin", "not a regular file")
+    # measure-quality reads tables with the shared reader: a repeated row is refused
+    t = tmp_path / "t.csv"
+    t.write_text("arch_index,arch_str,latency_ms\n,a,1.0\n,a,3.0\n,b,2.0\n")
+    refused(["measure-quality", str(t), str(t)], "appears twice")
+    # a folder holding x.onnx and x.onnx.onnx: two models, not one listed twice
+    f = tmp_path / "dbl"
+    f.mkdir()
+    onnx.save(tiny_model(size=8), f / "x.onnx")
+    onnx.save(tiny_model(size=16), f / "x.onnx.onnx")
+    assert main(["estimate", "flops", "--space", f"models:{f}", "-o", str(tmp_path / "d.csv")]) == 0
+    rows = (tmp_path / "d.csv").read_text().splitlines()[1:]
+    assert [r.split(",")[1] for r in rows] == ["x", "x.onnx"] and rows[0][-5:] != rows[1][-5:]
