@@ -612,6 +612,83 @@ def _shown(dims: Sequence[Any]) -> str:
 
 
 # ------------------------------------------------------------------ folding and inference
+MAX_FOLD_ELEMENTS = 2 ** 26  # a constant the folder computes: 256 MB of float32
+MAX_FOLD_MACS = 2 ** 32       # a constant product the folder computes (seconds of work)
+
+
+def _check_fold_sizes(proto: Any, source: str) -> None:
+    """Refuse a constant sub-graph whose folding would compute a tensor over
+    :data:`MAX_FOLD_ELEMENTS` (a 215-byte file of ``ConstantOfShape [8192, 8192] -> MatMul``
+    took 18 s and 1.2 GB to fold; 16384 would take minutes and gigabytes). The sizes come
+    from ONNX's shape inference of the file as it is, before anything runs."""
+    import onnx
+    from onnx import helper
+
+    g = proto.graph
+    # the weights' values are not needed to infer shapes: a large float initializer goes in
+    # as an input of its type and shape (copying a 100 MB model took most of the time)
+    small = [t for t in g.initializer if math.prod(t.dims) <= 4096 or t.data_type in (6, 7)]
+    big = [helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+           for t in g.initializer if not (math.prod(t.dims) <= 4096 or t.data_type in (6, 7))]
+    work = helper.make_model(helper.make_graph(list(g.node), g.name or "g",
+                                               [*g.input, *big], list(g.output), small),
+                             opset_imports=list(proto.opset_import))
+    work.ir_version = proto.ir_version
+    try:
+        inferred = onnx.shape_inference.infer_shapes(work, data_prop=True)
+    except Exception:  # noqa: BLE001 - the import's own inference names what is wrong
+        return
+    shapes = {vi.name: vi.type.tensor_type.shape for vi in inferred.graph.value_info
+              if vi.type.HasField("tensor_type")}
+    const = {t.name for t in proto.graph.initializer}
+    for i, node in enumerate(proto.graph.node):
+        ins = [t for t in node.input if t]
+        if node.op_type != "Constant" and not (ins and all(t in const for t in ins)) and \
+                node.op_type != "ConstantOfShape":
+            continue
+        if node.op_type == "ConstantOfShape" and not all(t in const for t in ins):
+            continue
+        const.update(t for t in node.output if t)
+        if node.op_type in ("MatMul", "Gemm") and len(ins) >= 2:
+            a, b = (_static_dims(shapes.get(t) or _init_shape(proto.graph, t)) for t in ins[:2])
+            if a and b and len(a) >= 2 and len(b) >= 2:
+                macs = math.prod(a) * b[-1] if node.op_type == "MatMul" else \
+                    a[0] * a[1] * max(b)
+                if macs > MAX_FOLD_MACS:
+                    raise OnnxImportError(
+                        f"{source}: node {_node_name(node, i)!r} ({node.op_type}) multiplies "
+                        f"constants of {'x'.join(map(str, a))} and {'x'.join(map(str, b))} "
+                        f"({macs:.3g} MACs, over the {MAX_FOLD_MACS:.3g} costmodels folds); "
+                        "no model needs that: export it again")
+        for t in node.output:
+            shape = shapes.get(t)
+            if shape is None or not shape.dim:
+                continue
+            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in shape.dim]
+            n = math.prod(dims)
+            if n > MAX_FOLD_ELEMENTS:
+                raise OnnxImportError(
+                    f"{source}: node {_node_name(node, i)!r} ({node.op_type}) computes a "
+                    f"constant of {'x'.join(map(str, dims))} ({n:.3g} elements, over the "
+                    f"{MAX_FOLD_ELEMENTS:.3g} costmodels folds); no model needs one: export "
+                    "it again")
+
+
+def _static_dims(shape: Any) -> list[int] | None:
+    """The dims of a TensorShapeProto (or a list) when all are known, else None."""
+    if shape is None:
+        return None
+    if isinstance(shape, list):
+        return shape
+    dims = [d.dim_value if d.HasField("dim_value") else 0 for d in shape.dim]
+    return dims if dims and all(d > 0 for d in dims) else None
+
+
+def _init_shape(graph: Any, name: str) -> list[int] | None:
+    t = next((t for t in graph.initializer if t.name == name), None)
+    return list(t.dims) if t is not None else None
+
+
 def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
     """Constant-fold with onnxslim; the original graph with folded nodes replaced.
 
@@ -1043,6 +1120,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     # did the given shapes decide anything (an open dimension, an input without a shape)?
     open_dims = any(has_open_dims(vi) for vi in graph_inputs)
     final_inputs = _fix_inputs(source, graph_inputs, input_shapes)
+    _check_fold_sizes(proto, source)
     folded, how, n_folded, fold_failed = _fold(proto)
     if fold_failed:
         dead = _check_fold_failures(proto.graph, fold_failed, source)

@@ -354,6 +354,7 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys):
     import json
     import os
 
+    import numpy as np
     import onnx
     from onnx import TensorProto
 
@@ -395,6 +396,26 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys):
     os.mkfifo(d / "fifo.bin")
     onnx.save(m, d / "m.onnx")
     refused(["info", str(d / "m.onnx")], "fifo.bin", "not a regular file")
+    # a constant sub-graph whose folding is minutes of work (a 215-byte file)
+    from onnx import helper, numpy_helper
+
+    h = helper
+    bomb = h.make_model(h.make_graph(
+        [h.make_node("ConstantOfShape", ["s"], ["c"],
+                     value=numpy_helper.from_array(np.ones(1, np.float32))),
+         h.make_node("MatMul", ["c", "c"], ["c2"]),
+         h.make_node("ReduceSum", ["c2"], ["r"], keepdims=0),
+         h.make_node("Add", ["x", "r"], ["y"])], "g",
+        [h.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [h.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+        [numpy_helper.from_array(np.array([16384, 16384], np.int64), "s")]),
+        opset_imports=[h.make_opsetid("", 17)])
+    onnx.save(bomb, tmp_path / "bomb.onnx")
+    refused(["info", str(tmp_path / "bomb.onnx")], "computes a constant of 16384x16384")
+    bomb.graph.initializer[0].CopyFrom(numpy_helper.from_array(np.array([8192, 8192], np.int64),
+                                                               "s"))
+    onnx.save(bomb, tmp_path / "bomb.onnx")  # each tensor within bounds, the product is not
+    refused(["info", str(tmp_path / "bomb.onnx")], "'c2' (MatMul) multiplies constants")
     # measure-quality reads tables with the shared reader: a repeated row is refused
     t = tmp_path / "t.csv"
     t.write_text("arch_index,arch_str,latency_ms\n,a,1.0\n,a,3.0\n,b,2.0\n")

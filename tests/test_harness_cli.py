@@ -92,6 +92,21 @@ def test_a_missing_table_backend_or_prior_is_a_clear_error(tmp_path, capsys):
     assert not (tmp_path / "r").exists()
 
 
+def test_a_missing_backend_file_or_spec_is_a_clear_error(tmp_path, capsys):
+    """lut:/gbdt: paths that are not there and a spec that does not load were a 0-coverage
+    row and exit 0 (or a report and exit 1), where `fit` refused the same input."""
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=10)
+    for extra, said in ((["lut:nope.sqlite"], "nope.sqlite does not exist"),
+                        ([f"gbdt:{tmp_path / 'nodir'}"], "nodir does not exist"),
+                        (["hybrid", "--prior", "roofline:nosuchspec", "--train-samples", "5"],
+                         "unknown spec 'nosuchspec'")):
+        rc = main(["compare", "--truth", truth.source, "flops", *extra,
+                   "-o", str(tmp_path / "r")])
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith("error: backend") and said in err, err
+    assert not (tmp_path / "r").exists()
+
+
 def test_gen_models(tmp_path):
     from costmodels.harness.models import ZOO
     from costmodels.onnx_import import import_onnx

@@ -83,6 +83,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     g.set_defaults(func=cmd_gen_models)
 
 
+# backends whose argument is a file or folder the user names (a bare learned name is fitted)
+_FILE_BACKENDS = ("lut", "blocklut", "gbdt", "gnn", "hybrid", "transfer", "fewshot")
+
+
+def _check_backend_files(specs) -> None:
+    """A backend or prior that names a file that is not there, or a spec that does not
+    load, is a mistake said before any work (it was a 0-coverage row and exit 0, or a report
+    written and exit 1; `fit` refused the same input)."""
+    from pathlib import Path
+
+    from costmodels.errors import CostModelError, InputError, first_line
+    from costmodels.registry import create, split_spec
+
+    for spec in specs:
+        name, arg = split_spec(spec)
+        path = (arg or "").partition("?")[0]
+        if name in _FILE_BACKENDS and path and not Path(path).exists():
+            raise InputError(f"backend {spec}: {path} does not exist (nothing was written)")
+        if name in ("roofline", "eyeriss", "fpga") and arg:
+            try:
+                create(spec)
+            except (CostModelError, OSError) as exc:
+                raise InputError(f"backend {spec}: {first_line(str(exc))}") from None
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     from costmodels.cli import check_output_dir, open_space
     from costmodels.harness import run
@@ -103,6 +128,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
               if name == "table" and a]
     for src in [*args.source, *tables]:
         read_table(src, duplicates="mean", space=space, absent="skip")
+    _check_backend_files([*args.backends, *args.prior, *args.reference_only])
     from costmodels.harness.report import read_curve
 
     for curve in args.curve:
