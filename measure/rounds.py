@@ -205,6 +205,10 @@ def _read_anchors(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: the machine anchor file is a folder; point ${ANCHORS_ENV} "
                          "at a file (e.g. .../anchors.json), or set it to '' for per-call "
                          "anchors")
+    if path.exists() and not path.is_file():  # a pipe blocked the read forever
+        raise InputError(f"{path}: the machine anchor file is not a regular file (a pipe or "
+                         f"a device); point ${ANCHORS_ENV} at a file, or set it to '' for "
+                         "per-call anchors")
     try:
         doc = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -233,8 +237,9 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
     if path is None:
         return None
     key = anchor_key(config)
+    anchors = _read_anchors(path)  # a bad file is refused before anything is created beside it
     _mark_active(path)
-    found = _anchor_of(_read_anchors(path).get(key))
+    found = _anchor_of(anchors.get(key))
     if found is not None:
         return found
     if candidate_ms is None or not candidate_ms > 0:

@@ -348,7 +348,7 @@ def test_a_network_costed_zero_ms_is_noted(tmp_path, capsys):
     assert "costed 0 ms" not in capsys.readouterr().err  # a proxy's column is not ms
 
 
-def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys):
+def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, monkeypatch):
     """From a bad-input probe: each is exit 2 with one `error:` line naming the file or
     field (they were internal errors, a hang, a wrong alias or a file named like a folder)."""
     import json
@@ -416,6 +416,12 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys):
                                                                "s"))
     onnx.save(bomb, tmp_path / "bomb.onnx")  # each tensor within bounds, the product is not
     refused(["info", str(tmp_path / "bomb.onnx")], "'c2' (MatMul) multiplies constants")
+    # an anchor file that is a pipe (the measurement blocked on it), refused untouched
+    os.mkfifo(tmp_path / "anchors")
+    monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path / "anchors"))
+    refused(["measure", "1", "--repeat", "2", "--rounds", "2", "--min-round-s", "0"],
+            "not a regular file")
+    assert not (tmp_path / "anchors.active").exists()
     # measure-quality reads tables with the shared reader: a repeated row is refused
     t = tmp_path / "t.csv"
     t.write_text("arch_index,arch_str,latency_ms\n,a,1.0\n,a,3.0\n,b,2.0\n")
