@@ -425,7 +425,11 @@ def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
         ok = isinstance(value, int) and not isinstance(value, bool)
     elif tp is float:
         ok = isinstance(value, (int, float)) and not isinstance(value, bool)
-        value = float(value) if ok else value
+        try:
+            value = float(value) if ok else value
+        except OverflowError:  # an integer of hundreds of digits
+            raise SpecError(f"{source}: field {name!r} must be a finite number (got an "
+                            f"integer of {len(str(value))} digits)") from None
         if ok and not math.isfinite(value):
             raise SpecError(f"{source}: field {name!r} must be a finite number (got {value!r})")
     else:

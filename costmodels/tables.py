@@ -315,10 +315,13 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
         idx = -1
         if raw_idx:
             try:
-                idx = int(raw_idx)
+                idx = int(raw_idx) if len(raw_idx) <= 18 else None  # fits an int64
             except ValueError:
                 raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: "
-                                 f"{raw_idx!r}") from None
+                                 f"{raw_idx[:40]!r}") from None
+            if idx is None:
+                raise TableError(f"{path}:{line}: field 'arch_index' has {len(raw_idx)} digits; "
+                                 "no space has such an index")
         if sp is not None and check_space:
             std = sp.index(s)
             if raw_idx and std is not None and std != idx and sp.strict_index:

@@ -416,6 +416,17 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
                                                                "s"))
     onnx.save(bomb, tmp_path / "bomb.onnx")  # each tensor within bounds, the product is not
     refused(["info", str(tmp_path / "bomb.onnx")], "'c2' (MatMul) multiplies constants")
+    # integers of hundreds or thousands of digits (OverflowError, ValueError inside)
+    (tmp_path / "big.toml").write_text(spec.replace("peak_gflops = ", "peak_gflops = "
+                                                    + "9" * 400 + " # ", 1))
+    refused(["estimate", f"roofline:{tmp_path / 'big.toml'}", "--sample", "2",
+             "-o", str(tmp_path / "o.csv")], "peak_gflops", "400 digits")
+    (tmp_path / "idx.csv").write_text("arch_index,arch_str,latency_ms\n" + "9" * 30
+                                      + f",{nb201.SPACE[1]},1.0\n")
+    refused(["estimate", f"table:{tmp_path / 'idx.csv'}", "--sample", "2",
+             "-o", str(tmp_path / "o.csv")], "idx.csv:2", "30 digits")
+    refused(["info", "9" * 5000], "index out of range")
+    refused(["info", "[" + "9" * 5000 + "]", "--space", "fbnet"], "too long")
     # an anchor file that is a pipe (the measurement blocked on it), refused untouched
     os.mkfifo(tmp_path / "anchors")
     monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path / "anchors"))

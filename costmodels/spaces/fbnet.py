@@ -170,6 +170,9 @@ def parse_arch(arch: str | Sequence[int] | Sequence[str]) -> tuple[int, ...]:
                 items = json.loads(text)
             except json.JSONDecodeError as exc:
                 raise UnknownArchitecture(arch, f"not a valid JSON list ({exc.msg})") from None
+            except ValueError:  # a number of thousands of digits (int() refuses over 4,300)
+                raise UnknownArchitecture(arch, "a number too long to be a block index"
+                                          ) from None
             except RecursionError:
                 raise UnknownArchitecture(arch, "a JSON list nested too deep") from None
             if not isinstance(items, list):

@@ -483,6 +483,9 @@ class NB201SearchSpace(SearchSpace):
 
     def parse(self, text: str | int | Sequence[int]) -> str:
         if isinstance(text, str) and text.strip().isdigit():
+            if len(text.strip()) > 12:  # no index has more digits (int() refuses 4,300)
+                raise UnknownArchitecture(text[:40] + ("..." if len(text) > 40 else ""),
+                                          f"index out of range 0..{NUM_ARCHS - 1}")
             text = int(text.strip())
         return arch_str(_arch_ops(text))
 

@@ -405,9 +405,11 @@ def read_csv(path: str | Path) -> list[Entry]:
             if any(row.get(c) not in (None, "") and not math.isfinite(v)
                    for c, v in (("p10_ms", p10), ("p90_ms", p90), ("cv", cv))):
                 raise ValueError("p10_ms, p90_ms and cv must be finite numbers where given")
-            count, uses = int(_opt(row, "count", 0)), int(_opt(row, "uses", 0))
-            if count < 0 or uses < 0:
-                raise ValueError("count and uses must not be negative")
+            count, uses = _opt(row, "count", 0), _opt(row, "uses", 0)
+            if not (0 <= count < 2 ** 62 and 0 <= uses < 2 ** 62):  # an SQLite integer
+                raise ValueError(f"count and uses must be whole numbers from 0 to 2**62 (got "
+                                 f"{count:.3g}, {uses:.3g})")
+            count, uses = int(count), int(uses)
             spread = _spread_problem(p10, p90, cv)
             if spread:
                 raise ValueError(f"p10_ms {p10}, p90_ms {p90}, cv {cv}: {spread}")
