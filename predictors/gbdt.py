@@ -220,14 +220,21 @@ class GBDTModel(Predictor):
         model, doc, d = P.restore(cls, model_dir, cls.class_name())
         model.booster_ = load_booster(P.model_file(d, doc, "model.json"), model._booster_params())
         arrays = P.load_arrays(P.model_file(d, doc, "arrays.npz"))
-        model.base_ = Ridge.from_arrays(arrays, "base_") if "base_coef" in arrays else None
+        where = d / "arrays.npz"
+        model.base_ = (Ridge.from_arrays(arrays, "base_", where) if "base_coef" in arrays
+                       else None)
         if "base_floor_ms" not in arrays:
-            raise ModelFileError(f"{d / 'arrays.npz'} lacks base_floor_ms (saved by an older "
+            raise ModelFileError(f"{where} lacks base_floor_ms (saved by an older "
                                  "costmodels); fit the model again")
+        if arrays["base_floor_ms"].shape != (1,):
+            raise ModelFileError(f"{where}: array 'base_floor_ms' has shape "
+                                 f"{arrays['base_floor_ms'].shape}, not one number; the file "
+                                 "was edited: fit the model again")
         model.base_floor_ms_ = float(arrays["base_floor_ms"][0])
         if model.prior:
-            if "prior_coef" not in arrays:
-                raise ModelFileError(f"{d / 'arrays.npz'} lacks prior_coef; fit the model again")
+            if "prior_coef" not in arrays or arrays["prior_coef"].ndim != 1:
+                raise ModelFileError(f"{where} lacks prior_coef as a list of numbers; fit the "
+                                     "model again")
             model.prior_coef_ = arrays["prior_coef"]
             model.priors_ = None
             try:

@@ -153,6 +153,11 @@ class GNNModel(Predictor):
     name = "gnn"
     registry_name = "gnn"
 
+    # what a saved model may say (persistence refuses more: the net is built before its
+    # weights are read, so a manifest edited to 10**6 layers built for minutes)
+    PARAM_BOUNDS = {"hidden": (1, 4096), "layers": (1, 64), "epochs": (1, 10 ** 6),
+                    "batch_size": (1, 1 << 16), "min_steps": (0, 10 ** 7), "n_threads": (1, 1024)}
+
     def __init__(self, hidden: int = 32, layers: int = 3, epochs: int = 100, lr: float = 3e-3,
                  weight_decay: float = 1e-4, batch_size: int = 32, min_steps: int = 200,
                  random_state: int = 0, n_threads: int = 1, device: str = "") -> None:

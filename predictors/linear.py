@@ -38,13 +38,21 @@ class Ridge:
                 f"{prefix}intercept_alpha": np.array([self.intercept, self.alpha])}
 
     @classmethod
-    def from_arrays(cls, a: dict[str, np.ndarray], prefix: str) -> Ridge:
-        try:
-            ia = a[f"{prefix}intercept_alpha"]
-            return cls(a[f"{prefix}mean"], a[f"{prefix}scale"], a[f"{prefix}coef"],
-                       float(ia[0]), float(ia[1]))
-        except (KeyError, IndexError) as exc:
-            raise ModelFileError(f"arrays.npz lacks {exc}; fit the model again") from None
+    def from_arrays(cls, a: dict[str, np.ndarray], prefix: str, where: object = "arrays.npz"
+                    ) -> Ridge:
+        """The ridge saved by :meth:`arrays` (``where``: the file, for messages); arrays of
+        other shapes are refused by name."""
+        names = [f"{prefix}{k}" for k in ("mean", "scale", "coef", "intercept_alpha")]
+        missing = [n for n in names if n not in a]
+        if missing:
+            raise ModelFileError(f"{where} lacks {', '.join(missing)}; fit the model again")
+        mean, scale, coef, ia = (a[n] for n in names)
+        if not (mean.ndim == scale.ndim == coef.ndim == ia.ndim == 1
+                and len(mean) == len(scale) == len(coef) and len(ia) == 2):
+            raise ModelFileError(f"{where}: arrays {', '.join(names)} do not have the shapes of "
+                                 "one ridge (three of one length, and two numbers); the file "
+                                 "was edited: fit the model again")
+        return cls(mean, scale, coef, float(ia[0]), float(ia[1]))
 
 
 def ridge_loo(x: np.ndarray, y: np.ndarray, alphas: Sequence[float] = ALPHAS) -> Ridge:

@@ -303,12 +303,23 @@ def save_arrays(path: Path, arrays: dict[str, np.ndarray]) -> None:
 
 
 def load_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The arrays of a saved model: numbers only (a string, complex, structured or object
+    array is refused by name: it failed deep inside numpy, as a UFuncTypeError)."""
     try:
         with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+            out = {k: z[k] for k in z.files}
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as exc:
         raise ModelFileError(f"{path}: unreadable arrays ({type(exc).__name__}); fit the model "
                              "again") from None
+    except MemoryError:  # a header edited to claim billions of values
+        raise ModelFileError(f"{path}: an array claims more values than memory holds; the "
+                             "file was edited: fit the model again") from None
+    for k, a in out.items():
+        if a.dtype.kind not in "biuf" and not (a.dtype.kind == "U" and k.endswith("keys")):
+            raise ModelFileError(f"{path}: array {k!r} holds {a.dtype} values, not numbers; "
+                                 "the file was edited or is not this program's: fit the model "
+                                 "again")
+    return out
 
 
 def restore(cls: type, model_dir: str | Path, class_name: str) -> tuple[Any, dict, Path]:
@@ -352,6 +363,10 @@ def _check_param_types(path: Path, cls: type, params: dict) -> None:
             raise ModelFileError(f"{path}: field 'params.{key}' is {str(value)[:40]!r}, not a "
                                  f"{type(want).__name__} as {cls.__name__} takes; fit the model "
                                  "again")
+        lo, hi = getattr(cls, "PARAM_BOUNDS", {}).get(key, (None, None))
+        if lo is not None and not lo <= value <= hi:  # a GNN of 10**6 layers never loaded
+            raise ModelFileError(f"{path}: field 'params.{key}' is {str(value)[:40]}, outside "
+                                 f"{lo}..{hi}; the file was edited: fit the model again")
 
 
 def finish_restore(model: Any, doc: dict) -> Any:

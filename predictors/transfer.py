@@ -518,12 +518,20 @@ class TransferModel(Predictor):
             model.weights_ = a["weights"]
             model.floor_ = float(a["floor"][0])
             model.rows_ = Rows.restore(state.get("rows"), a.get("row_keys"))
-        except (KeyError, IndexError, TypeError, ValueError, PredictorError) as exc:
-            raise ModelFileError(f"{d / 'arrays.npz'}: lacks {exc}; fit the model again") from None
+            if model.floor_ != model.floor_ or model.weights_.ndim != 1 \
+                    or model.source_lat_.ndim != 2:
+                raise ValueError("weights, source_lat or floor of another shape")
+        except (KeyError, IndexError, TypeError, ValueError, AttributeError,
+                PredictorError) as exc:
+            why = f"lacks {exc}" if isinstance(exc, KeyError) else \
+                f"{type(exc).__name__}: {str(exc)[:120]}"
+            raise ModelFileError(f"{d / 'arrays.npz'} (or the manifest's state.rows) does not "
+                                 f"fit a TransferModel ({why}); fit the model again") from None
         if len(model.source_lat_) != len(model.rows_):
             raise ModelFileError(f"{d / 'arrays.npz'}: {len(model.source_lat_)} source rows for "
                                  f"{len(model.rows_)} row keys; fit the model again")
-        model.ridge_ = Ridge.from_arrays(a, "ridge_") if model.residual_kind_ == "ridge" else None
+        model.ridge_ = (Ridge.from_arrays(a, "ridge_", d / "arrays.npz")
+                        if model.residual_kind_ == "ridge" else None)
         model.gbdt_ = None
         model.gbase_ = None
         if model.residual_kind_ == "gbdt":
@@ -534,5 +542,5 @@ class TransferModel(Predictor):
             g.base_ = None
             g._mark_fitted(int(doc.get("n_train", 0)))
             model.gbdt_ = g
-            model.gbase_ = Ridge.from_arrays(a, "gbase_")
+            model.gbase_ = Ridge.from_arrays(a, "gbase_", d / "arrays.npz")
         return P.finish_restore(model, doc)

@@ -201,12 +201,12 @@ def test_estimating_another_space_or_dataset_warns_once(tmp_path, data, capsys):
     assert err.count("warning:") == 1 and "dataset cifar100" in err and "cifar10" in err
 
 
-@pytest.mark.parametrize("coef, match", [(np.zeros(3), "its arrays do not fit a GBDTModel"),
-                                         (None, "latency of nan")])
-def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, coef, match,
+@pytest.mark.parametrize("coef, match, rc", [
+    (np.zeros(3), "do not have the shapes of one ridge", 2), (None, "latency of nan", 1)])
+def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, coef, match, rc,
                                                    capsys):
     """A forgery that re-seals the manifest over edited arrays: wrong shapes are a model-file
-    error naming the directory; NaN coefficients an error row, not a blank 'estimated'."""
+    error naming the file, at load; NaN coefficients an error row, not a blank 'estimated'."""
     from costmodels.cli import main
     from predictors.persistence import file_sha256
 
@@ -219,7 +219,7 @@ def test_arrays_edited_and_sealed_again_are_named(saved_gbdt, data, tmp_path, co
     _edit_manifest(saved_gbdt, lambda doc: doc["files"].update(
         {"arrays.npz": file_sha256(arrays)}))
     out = tmp_path / "o.csv"
-    assert main(["estimate", f"gbdt:{saved_gbdt}", "--sample", "2", "-o", str(out)]) == 1
+    assert main(["estimate", f"gbdt:{saved_gbdt}", "--sample", "2", "-o", str(out)]) == rc
     assert match in capsys.readouterr().err
 
 
@@ -266,3 +266,42 @@ def test_a_trained_on_of_another_shape_is_refused(tmp_path, data):
     path.write_text(json.dumps(doc))
     with pytest.raises(ModelFileError, match="trained_on is not what costmodels writes"):
         create(f"gbdt:{tmp_path / 'g'}")
+
+
+def test_model_files_edited_past_what_a_fit_writes_are_refused_at_load(data, tmp_path,
+                                                                       capsys):
+    """A probe's resealed forgeries: an array of strings (a UFuncTypeError inside numpy), a
+    GNN of 10**6 layers (it was built for minutes before its weights were read), a
+    transfer model whose state.rows is a list (an AttributeError)."""
+    from costmodels.cli import main
+    from predictors.persistence import file_sha256
+
+    nets, y = data
+
+    def refused(spec, *said):
+        capsys.readouterr()
+        assert main(["estimate", spec, "--sample", "2", "-o", str(tmp_path / "o.csv")]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("error:") and all(s in err for s in said), err
+
+    g = tmp_path / "g"
+    make("gbdt", n_estimators=3).fit(nets[:30], y[:30]).save(g)
+    z = dict(np.load(g / "arrays.npz"))
+    z["base_coef"] = np.array(["x"] * len(z["base_coef"]))
+    with open(g / "arrays.npz", "wb") as fh:
+        np.savez(fh, **z)
+    _edit_manifest(g, lambda m: m["files"].update({"arrays.npz": file_sha256(g / "arrays.npz")}))
+    refused(f"gbdt:{g}", "'base_coef' holds <U1 values, not numbers")
+    n = tmp_path / "n"
+    make("gnn", epochs=1, min_steps=1).fit(nets[:20], y[:20]).save(n)
+    _edit_manifest(n, lambda m: m["params"].update({"layers": 10 ** 6}))
+    refused(f"gnn:{n}", "'params.layers' is 1000000, outside 1..64")
+    from costmodels.tables import LatencyTable
+
+    src = LatencyTable(np.array([nb201.SPACE.index(s) for s in [n_.meta["arch_str"]
+                                                                for n_ in nets]]),
+                       tuple(n_.meta["arch_str"] for n_ in nets), y * 1.3, source="s.csv")
+    t = tmp_path / "t"
+    make("transfer", sources=[src]).fit(nets[:10], y[:10]).save(t)
+    _edit_manifest(t, lambda m: m["state"].update({"rows": [1, 2]}))
+    refused(f"transfer:{t}", "does not fit a TransferModel")
