@@ -363,9 +363,15 @@ def _check_fusion_field(doc: dict[str, Any], path: Path) -> None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         with open(path, "rb") as fh:
-            return tomllib.load(fh)
+            raw = fh.read(1 << 22)  # a spec is a few kB; no TOML of 4 MB is one
+        text = raw.decode("utf-8")
+        return tomllib.loads(text)
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
+    except UnicodeDecodeError as exc:  # the line, not a byte offset, tells where
+        line = raw[:exc.start].count(b"\n") + 1
+        raise SpecError(f"{path.name}: line {line}: not UTF-8 text (byte {raw[exc.start]:#x}); "
+                        "save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path.name}: not valid TOML: {exc}") from None
 
@@ -439,9 +445,23 @@ def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
     return value
 
 
+# A field that must be positive is also held to a physical range: a clock of 1e-300 MHz gave
+# 1e302 ms, and an array of 10**18 PEs ran out of memory mapping its first layer.
+POSITIVE_FLOOR = 1e-6
+MAX_COUNT, MAX_BYTES = 1 << 24, 1 << 40
+
+
 def _check_bounds(meta: Any, value: Any, source: str, name: str) -> None:
     if "gt" in meta and not value > meta["gt"]:
         raise SpecError(f"{source}: field {name!r} must be > {meta['gt']} (got {value!r})")
+    if "gt" in meta and isinstance(value, float) and value < POSITIVE_FLOOR:
+        raise SpecError(f"{source}: field {name!r} must be at least {POSITIVE_FLOOR:g} (got "
+                        f"{value!r})")
+    if "gt" in meta and isinstance(value, int) and not isinstance(value, bool):
+        most = MAX_BYTES if name.endswith(("bytes", "words")) else MAX_COUNT
+        if value > most:
+            raise SpecError(f"{source}: field {name!r} must be at most {most:,} (got "
+                            f"{value:.3g})")
     if "ge" in meta and not value >= meta["ge"]:
         raise SpecError(f"{source}: field {name!r} must be >= {meta['ge']} (got {value!r})")
     if "le" in meta and not value <= meta["le"]:

@@ -557,7 +557,8 @@ def cmd_estimate(args: argparse.Namespace) -> int:
             it = iter(ests)
             for a, n in zip(part, nets, strict=True):
                 est = next(it) if n is not None else failed[a]
-                if not isinstance(est, Exception) and not math.isfinite(est.latency_ms):
+                if not isinstance(est, Exception) and not (math.isfinite(est.latency_ms)
+                                                          and est.latency_ms >= 0):
                     est = ValueError(est.meta.get("error") or  # a failed measurement says why
                                      f"{model.name} gave a latency of {est.latency_ms} ms for "
                                      f"{a} (a model file edited by hand, or a bug)")

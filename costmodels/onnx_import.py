@@ -1341,6 +1341,10 @@ def _conv_attrs(node: Any, node_name: str, a: Mapping[str, Any],
     w = operands[widx]
     nd = len(w) - 2
     kernel = tuple(a.get("kernel_shape", w[2:]))
+    if kernel != tuple(w[2:]):  # ONNX Runtime refuses it; its MACs would be the attribute's
+        raise OnnxImportError(f"node {node_name!r} ({node.op_type}): kernel_shape "
+                              f"{'x'.join(map(str, kernel))} is not its weight's "
+                              f"{'x'.join(map(str, w[2:]))}; export the model again")
     stride = tuple(a.get("strides", (1,) * nd))
     dilation = tuple(a.get("dilations", (1,) * nd))
     groups = int(a.get("group", 1))

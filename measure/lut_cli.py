@@ -211,7 +211,11 @@ def _open_for_write(path: str, runtime: str, rules_name: str):
     from costmodels.fusion import load_rules
     from measure.lut.table import LutFile
 
-    rules = load_rules(rules_name or runtime)
+    try:
+        rules = load_rules(rules_name or runtime)
+    except ModelFileError as exc:  # say which option named them
+        raise ModelFileError(f"{'--rules' if rules_name else '--runtime'} "
+                             f"{rules_name or runtime}: {exc}") from None
     if not Path(path).exists():
         return LutFile.create(path, runtime, rules.doc, rules.hash, {"source": "import"}, {})
     with LutFile(path, readonly=True) as lut:  # refused with the file untouched
@@ -347,7 +351,9 @@ def register(sub) -> None:
                             "the\nkernel's time as it is."))
     p.add_argument("csv", help="CSV with at least key,median_ms")
     p.add_argument("--db", required=True, help="LUT file (created if missing)")
-    p.add_argument("--runtime", default="ort", help="runtime the times were measured with")
+    p.add_argument("--runtime", default="ort",
+                   help="runtime the times were measured with: its fusion rules (ort, tvm, "
+                        "...) plan the kernels the LUT sums")
     p.add_argument("--rules", default="", help="fusion rules the keys follow (default: runtime's)")
     p.add_argument("--policy", default="lower-cv", choices=["lower-cv", "keep", "replace"],
                    help="which entry wins when a key is already there")

@@ -237,13 +237,23 @@ class GBDTModel(Predictor):
                                      "model again")
             model.prior_coef_ = arrays["prior_coef"]
             model.priors_ = None
+            here = str(d.resolve())
+            if here in _LOADING:  # a prior that is (or leads back to) this model
+                raise ModelFileError(f"{d / P.MANIFEST}: a prior of this model is the model "
+                                     "itself (a loop of saved models); fit it again on "
+                                     "analytical priors or LUTs")
+            _LOADING.add(here)
             try:
                 model._prior_models()
             except Exception as exc:  # noqa: BLE001 - say which prior and what to do
+                from costmodels.errors import first_line
+
                 raise ModelFileError(
                     f"{d / P.MANIFEST}: its prior estimators {list(model.prior)} cannot be "
-                    f"created here ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+                    f"created here ({first_line(str(exc), 300) or type(exc).__name__}"
                     "); put those files back or fit the model again") from None
+            finally:
+                _LOADING.discard(here)
             state = doc.get("state") or {}
             # models saved before the content digest recorded the files' bytes
             content = isinstance(state.get("prior_content_sha256"), dict)
@@ -278,7 +288,9 @@ def pin_prior(spec: str) -> str:
     path = Path(base).expanduser()
     if path.is_file():
         arg = os.path.abspath(path) + q + query
-    return arg if name == "table" else f"{name}:{arg}"
+    if name == "table" and arg.lower().endswith(".csv"):
+        return arg  # a .csv path names a table by itself
+    return f"{name}:{arg}"
 
 
 def prior_files_sha256(specs: Sequence[str], content: bool = True) -> dict[str, str]:
@@ -318,6 +330,9 @@ def content_sha256(path: Path) -> str:
     for line in lines:
         h.update(line.encode("utf-8", "surrogatepass") + b"\n")
     return h.hexdigest()
+
+
+_LOADING: set[str] = set()  # saved hybrids being loaded (a prior that loops back to one)
 
 
 def check_booster_json(path: Path, n_features: int | None = None) -> None:

@@ -353,6 +353,7 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
     field (they were internal errors, a hang, a wrong alias or a file named like a folder)."""
     import json
     import os
+    import re
 
     import numpy as np
     import onnx
@@ -427,6 +428,21 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
              "-o", str(tmp_path / "o.csv")], "idx.csv:2", "30 digits")
     refused(["info", "9" * 5000], "index out of range")
     refused(["info", "[" + "9" * 5000 + "]", "--space", "fbnet"], "too long")
+    # a spec that is not UTF-8 (a byte offset), a clock of 1e-300 MHz (1e302 ms)
+    (tmp_path / "l1.toml").write_bytes(spec.encode() + b"\n# caf\xe9\n")
+    refused(["estimate", f"roofline:{tmp_path / 'l1.toml'}", "--sample", "2",
+             "-o", str(tmp_path / "o.csv")], "not UTF-8", f"line {spec.count(chr(10)) + 2}")
+    fpga = (spec_dir() / "zc706.toml").read_text()
+    (tmp_path / "slow.toml").write_text(re.sub(r"(?m)^clock_mhz = .*$", "clock_mhz = 1e-300",
+                                               fpga))
+    refused(["estimate", f"fpga:{tmp_path / 'slow.toml'}", "--sample", "2",
+             "-o", str(tmp_path / "o.csv")], "clock_mhz", "at least")
+    # a conv whose kernel_shape is not its weight's (ORT refuses it; MACs were the attribute's)
+    k = tiny_model()
+    next(a for a in k.graph.node[0].attribute if a.name == "pads").ints[:] = [2, 2, 2, 2]
+    k.graph.node[0].attribute.append(onnx.helper.make_attribute("kernel_shape", [5, 5]))
+    onnx.save(k, tmp_path / "k.onnx")
+    refused(["info", str(tmp_path / "k.onnx")], "kernel_shape 5x5 is not its weight's 3x3")
     # an anchor file that is a pipe (the measurement blocked on it), refused untouched
     os.mkfifo(tmp_path / "anchors")
     monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path / "anchors"))

@@ -139,3 +139,26 @@ def test_a_lut_prior_rewritten_with_the_same_rows_is_not_changed(data, tmp_path,
     con.close()
     load(str(tmp_path / "m"))
     assert "(its bytes differ)" in capsys.readouterr().err
+
+
+def test_a_hybrid_whose_prior_is_itself_is_one_short_error(data, tmp_path):
+    """A manifest edited so that a prior is the model itself recursed into a 26 kB error
+    line; a loop of saved models is named once."""
+    from test_predictors_models import _edit_manifest
+
+    nets, y = data
+    d = tmp_path / "h"
+    make("hybrid", prior=[PRIOR]).fit(nets[:30], y[:30]).save(d)
+    _edit_manifest(d, lambda m: m["params"].update({"prior": [f"hybrid:{d}"]}))
+    with pytest.raises(ModelFileError, match="is the model itself") as err:
+        load(str(d))
+    assert len(str(err.value)) < 1000
+
+
+def test_a_table_prior_that_is_no_csv_keeps_its_backend_name():
+    """`--prior table:DIR` was pinned as the bare path and read back as a backend named
+    after it ('unknown backend'); only a .csv path names a table by itself."""
+    from predictors.gbdt import pin_prior
+
+    assert pin_prior("table:some/dir") == "table:some/dir"
+    assert pin_prior("table:t.csv") == "t.csv"

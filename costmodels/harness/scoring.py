@@ -64,10 +64,10 @@ def estimate_all(model: CostModel, nets: Sequence[Network]) -> Estimated:
         partial[i] = bool(est.meta.get("lower_bound"))
     batch_error = _first_line(each.batch_error) if each.batch_error is not None else None
     seconds = each.seconds
-    ok = np.isfinite(lat)
+    ok = np.isfinite(lat) & ~(lat < 0)  # a negative time: a model file edited by hand
     for i in np.flatnonzero(~ok):
         errors[i] = str(errors[i]).strip().splitlines()[0] if errors[i] else \
-            f"non-finite latency {lat[i]}"
+            f"{'negative' if lat[i] < 0 else 'non-finite'} latency {lat[i]}"
     bad = np.flatnonzero(~ok)
     first = None
     if bad.size:  # named once: an error may already begin with the network's name
