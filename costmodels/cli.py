@@ -285,7 +285,8 @@ def add_space_args(p: argparse.ArgumentParser, archs: bool = True,
                        help="only the architectures listed in this CSV (an arch_str or "
                             f"arch_index column); default: {archs_default}")
         p.add_argument("--sample", type=positive_int, metavar="N",
-                       help="a random sample of N architectures")
+                       help="a random sample of N architectures (of those --archs lists, "
+                            "when given)")
         p.add_argument("--seed", type=seed_int, default=0, help="seed of --sample")
 
 
@@ -308,7 +309,19 @@ def selected_archs(args: argparse.Namespace):
     """``(space, arch_strs)`` chosen by --space / --archs / --sample (all by default)."""
     space = open_space(args)
     if getattr(args, "archs", None) is not None:  # '' is a mistake, not "all of them"
-        return space, read_arch_list(args.archs, space)
+        listed = read_arch_list(args.archs, space)
+        n = getattr(args, "sample", None)
+        if n:  # both: a sample of the listed ones (it used them all, without a word)
+            from costmodels.errors import InputError
+
+            if n > len(listed):
+                raise InputError(f"--sample {n}: {args.archs} lists {len(listed)} "
+                                 "architectures; give a smaller sample")
+            import numpy as np
+
+            rng = np.random.default_rng(args.seed)
+            return space, [listed[i] for i in sorted(rng.choice(len(listed), n, replace=False))]
+        return space, listed
     if getattr(args, "sample", None):
         return space, space.sample(args.sample, args.seed)
     return space, list(space.archs())

@@ -64,6 +64,9 @@ def _samples(text: str) -> list[int]:
                                          ) from None
     if not out or any(k < 1 for k in out):
         raise argparse.ArgumentTypeError("sample sizes must be positive integers")
+    if len(set(out)) != len(out):
+        raise argparse.ArgumentTypeError(f"{text!r} lists a size twice; each k is one point "
+                                         "of the curve")
     return out
 
 

@@ -461,3 +461,20 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
     assert main(["estimate", "flops", "--space", f"models:{f}", "-o", str(tmp_path / "d.csv")]) == 0
     rows = (tmp_path / "d.csv").read_text().splitlines()[1:]
     assert [r.split(",")[1] for r in rows] == ["x", "x.onnx"] and rows[0][-5:] != rows[1][-5:]
+
+
+def test_sample_with_archs_samples_the_listed_ones(tmp_path, capsys):
+    """--sample N with --archs FILE: N of the listed architectures (it used all of them
+    without a word); more than listed is an error."""
+    listing = tmp_path / "a.csv"
+    assert main(["archs", "--sample", "6", "--seed", "1"]) == 0
+    listing.write_text(capsys.readouterr().out)
+    out = tmp_path / "o.csv"
+    assert main(["estimate", "flops", "--archs", str(listing), "--sample", "3",
+                 "-o", str(out)]) == 0
+    got = [r["arch_str"] for r in csv.DictReader(out.open())]
+    listed = [r["arch_str"] for r in csv.DictReader(listing.open())]
+    assert len(got) == 3 and set(got) <= set(listed)
+    assert main(["estimate", "flops", "--archs", str(listing), "--sample", "7",
+                 "-o", str(out)]) == 2
+    assert "lists 6 architectures" in capsys.readouterr().err
