@@ -1209,7 +1209,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
-        if dims is None or any(not isinstance(d, int) or d <= 0 for d in dims):
+        if dims is None or any(not isinstance(d, int) or d < 0 for d in dims):
             raise OnnxImportError(
                 f"{source}: node {node_name!r} ({op}): the shape of tensor {tensor!r} is not "
                 "known after folding and shape inference; fix the dynamic inputs with "

@@ -39,14 +39,15 @@ def as_bytes(model) -> bytes:
 
 
 def input_specs(proto: onnx.ModelProto) -> list[tuple[str, tuple[int, ...], np.dtype]]:
-    """Graph inputs that are not initializers: (name, shape, dtype); unknown dims become 1."""
+    """Graph inputs that are not initializers: (name, shape, dtype); unknown dims become 1 (a
+    declared 0 stays: an empty tensor, such as a zero-length slice's kernel reads)."""
     inits = {t.name for t in proto.graph.initializer}
     specs = []
     for vi in proto.graph.input:
         if vi.name in inits:
             continue
         tt = vi.type.tensor_type
-        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else 1
+        shape = tuple(d.dim_value if d.HasField("dim_value") and d.dim_value >= 0 else 1
                       for d in tt.shape.dim)
         dtype = np.dtype(_ONNX_DTYPES.get(tt.elem_type, np.float32))
         specs.append((vi.name, shape, dtype))

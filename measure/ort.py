@@ -69,7 +69,8 @@ def session_inputs(sess, seed: int, bounds: dict[str, int] | None = None
     indices below their ``bounds``, :func:`measure.inputs.index_bounds`)."""
     specs = []
     for arg in sess.get_inputs():
-        shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in arg.shape)
+        # a declared 0 stays (an empty tensor); an open dimension (None, a name) takes 1
+        shape = tuple(d if isinstance(d, int) and d >= 0 else 1 for d in arg.shape)
         specs.append((arg.name, shape, _ort_dtype(arg.type)))
     return random_inputs(specs, seed, bounds)
 

@@ -688,3 +688,25 @@ def test_a_tied_head_stored_transposed_counts_once():
     assert import_onnx(model(np.ascontiguousarray(emb.T))).params == emb.size
     untied = rng.normal(size=(8, 50)).astype(np.float32)
     assert import_onnx(model(untied)).params == 2 * emb.size
+
+
+def test_a_zero_length_slice_is_an_empty_tensor_not_an_unknown_shape():
+    """torch.roll with a zero shift (a Swin block written without an `if`) exports a Slice
+    of length 0: an empty tensor, which ONNX Runtime runs. It was refused as a shape 'not
+    known after folding'; its kernels' inputs keep the 0 when measured."""
+    from measure.inputs import input_specs
+
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 4, 4])
+    c = [numpy_helper.from_array(np.array(v, np.int64), n)
+         for n, v in (("s", [8]), ("e", [8]), ("a", [1]))]
+    g = helper.make_graph([helper.make_node("Slice", ["x", "s", "e", "a"], ["z"], name="cut"),
+                           helper.make_node("Concat", ["z", "x"], ["y"], axis=1, name="cat")],
+                          "roll0", [x], [helper.make_tensor_value_info("y", TensorProto.FLOAT,
+                                                                       [1, 8, 4, 4])], c)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    net = import_onnx(m)
+    assert [la.op for la in net.layers] == ["Slice", "Concat"]
+    assert net.layers[1].input_shapes[0] == (1, 0, 4, 4)
+    z = helper.make_graph([], "k", [helper.make_tensor_value_info("z", TensorProto.FLOAT,
+                                                                  [1, 0, 4, 4])], [])
+    assert input_specs(helper.make_model(z))[0][1] == (1, 0, 4, 4)
