@@ -51,6 +51,7 @@ import io
 import math
 import os
 import re
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -643,11 +644,8 @@ def _check_fold_sizes(proto: Any, source: str) -> None:
     const = {t.name for t in proto.graph.initializer}
     for i, node in enumerate(proto.graph.node):
         ins = [t for t in node.input if t]
-        if node.op_type != "Constant" and not (ins and all(t in const for t in ins)) and \
-                node.op_type != "ConstantOfShape":
-            continue
-        if node.op_type == "ConstantOfShape" and not all(t in const for t in ins):
-            continue
+        if node.op_type != "Constant" and not (ins and all(t in const for t in ins)):
+            continue  # reads a graph input: not folded
         const.update(t for t in node.output if t)
         if node.op_type in ("MatMul", "Gemm") and len(ins) >= 2:
             a, b = (_static_dims(shapes.get(t) or _init_shape(proto.graph, t)) for t in ins[:2])
@@ -926,12 +924,17 @@ def _tie_transposed(graph: Any, prov: dict[str, frozenset[str]], uniform: set[st
     def key(a: Any) -> tuple:
         return (a.shape, str(a.dtype), hashlib.sha256(a.tobytes()).hexdigest())
 
+    cands = [(name, t) for name, t in _stored_tensors(graph)
+             if len(t.dims) == 2 and t.data_type in _PARAM_DTYPES and name not in uniform
+             and min(t.dims) > 1]
+    # only a matrix whose transposed shape another one has can be its transpose: the rest
+    # are not hashed (every weight's bytes, twice, on a large model)
+    shapes = Counter(tuple(t.dims) for _, t in cands)
+    cands = [(n, t) for n, t in cands
+             if shapes[tuple(t.dims)[::-1]] > (1 if t.dims[0] == t.dims[1] else 0)]
     seen: dict[tuple, str] = {}
     flipped: list[tuple[tuple, str]] = []
-    for name, t in _stored_tensors(graph):
-        if len(t.dims) != 2 or t.data_type not in _PARAM_DTYPES or name in uniform \
-                or min(t.dims) <= 1:
-            continue
+    for name, t in cands:
         try:
             arr = numpy_helper.to_array(t)
         except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
