@@ -222,6 +222,9 @@ def check_output_dir(path: str | Path, what: str = "output folder",
     if not str(path).strip():
         raise InputError(f"{what}: an empty path; name the folder")
     p = Path(path)
+    if p.is_symlink() and not p.exists():  # a loop of links, or a link to nowhere
+        raise InputError(f"{what} {path}: a symbolic link to nothing that exists (or a loop "
+                         "of links); name a folder (nothing was written)")
     if p.exists():
         if not p.is_dir():
             raise InputError(f"{what} {path}: exists and is not a folder")

@@ -200,7 +200,7 @@ def representatives(jobs: Sequence[Job], rule: str = "graph", space=None
     """
     if rule not in ("graph", "space"):
         raise ValueError(f"unknown representatives rule {rule!r}; use graph or space")
-    canon = _space_canonical(space) if rule == "space" else None
+    canon = space_canonical(space) if rule == "space" else None
     groups: dict[str, list[Job]] = {}
     for job in jobs:
         if job.network is None:
@@ -213,7 +213,7 @@ def representatives(jobs: Sequence[Job], rule: str = "graph", space=None
     return {members[0].net.key: members for members in groups.values()}
 
 
-def _space_canonical(space) -> Callable[[str], str]:
+def space_canonical(space) -> Callable[[str], str]:
     from costmodels.errors import UnknownSpace
 
     if space is not None and hasattr(space, "canonical"):

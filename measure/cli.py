@@ -282,6 +282,10 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     check_output(args.db, "measurement store (--db)", text=False)
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
     space, archs = selected_archs(args)  # --space / --archs / --sample read and checked
+    if args.representatives == "space":  # a space without the rule: before the store exists
+        from measure.campaign import space_canonical
+
+        space_canonical(space)
     if args.devices and not config.rpc_tracker:
         from costmodels.errors import InputError
         raise InputError("--devices needs --rpc-tracker HOST:PORT and --rpc-key (a farm of "

@@ -443,6 +443,24 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
     k.graph.node[0].attribute.append(onnx.helper.make_attribute("kernel_shape", [5, 5]))
     onnx.save(k, tmp_path / "k.onnx")
     refused(["info", str(tmp_path / "k.onnx")], "kernel_shape 5x5 is not its weight's 3x3")
+    # mistakes said before any work: a report folder that is a loop of links (the report
+    # was computed first), a misspelt --models-truth (models built first), a space without
+    # an isomorphism rule for --representatives space (the --db was created first)
+    os.symlink("lp", tmp_path / "lp")
+    truth = tmp_path / "truth.csv"
+    truth.write_text("arch_index,arch_str,latency_ms\n" + "".join(
+        f"{i},{nb201.SPACE[i]},{1 + i / 10}\n" for i in range(1, 6)))
+    refused(["compare", "flops", "--truth", str(truth), "-o", str(tmp_path / "lp")], "loop")
+    mods = tmp_path / "mods"
+    mods.mkdir()
+    onnx.save(tiny_model(), mods / "t.onnx")
+    refused(["compare", "flops", "--truth", str(truth), "--models", str(mods),
+             "--models-truth", "nope", "-o", str(tmp_path / "rr")], "unknown backend 'nope'")
+    assert not (tmp_path / "rr").exists()
+    refused(["measure-space", "--space", f"models:{mods}", "--representatives", "space",
+             "--db", str(tmp_path / "r.sqlite"), "-o", str(tmp_path / "r.csv")],
+            "no isomorphism rule")
+    assert not (tmp_path / "r.sqlite").exists()
     # an anchor file that is a pipe (the measurement blocked on it), refused untouched
     os.mkfifo(tmp_path / "anchors")
     monkeypatch.setenv("COSTMODELS_ANCHORS", str(tmp_path / "anchors"))

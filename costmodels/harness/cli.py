@@ -138,6 +138,10 @@ def cmd_compare(args: argparse.Namespace) -> int:
         from costmodels.spaces import get_space
 
         get_space(f"models:{args.models}")
+        from costmodels.registry import resolve
+
+        resolve(split_spec(args.models_truth)[0])  # a misspelt runtime before any model runs
+        _check_backend_files([args.models_truth])
     # A --reference-only backend is scored (shown, never recommended) even when it is not
     # also listed as a backend.
     backends = list(args.backends) + [b for b in args.reference_only if b not in args.backends]
