@@ -1144,13 +1144,142 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "
                               "nothing runs per inference, so there is nothing to cost")
     _check_sizes(layers, source)
+    outputs = tuple(vi.name for vi in proto.graph.output)
+    layers, n_ln = fuse_layer_norms(layers, outputs)
+    layers, n_gelu = fuse_gelus(layers, outputs)
+    meta = {"source": path, "opset": _opset(proto),
+            "input_shapes": {k: list(v) for k, v in final_inputs.items()},
+            "folding": how, "constant_nodes": n_folded + n_const}
+    if n_ln or n_gelu:  # what the importer wrote as one layer (ORT fuses them too)
+        meta["fused"] = {"LayerNormalization": n_ln, "Gelu": n_gelu}
     return Network(
         name=name or (Path(path).stem if path else source) or "model",
-        inputs=tuple(final_inputs.items()), layers=tuple(layers),
-        outputs=tuple(vi.name for vi in proto.graph.output),
-        meta={"source": path, "opset": _opset(proto),
-              "input_shapes": {k: list(v) for k, v in final_inputs.items()},
-              "folding": how, "constant_nodes": n_folded + n_const})
+        inputs=tuple(final_inputs.items()), layers=tuple(layers), outputs=outputs, meta=meta)
+
+
+def _readers(layers: Sequence[Layer], outputs: Sequence[str]) -> dict[str, list[int]]:
+    """Tensor -> the layers reading it (-1 for a graph output)."""
+    users: dict[str, list[int]] = {}
+    for i, la in enumerate(layers):
+        for t in la.inputs:
+            users.setdefault(t, []).append(i)
+    for t in outputs:
+        users.setdefault(t, []).append(-1)
+    return users
+
+
+def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
+               ) -> tuple[list[Layer], int]:
+    """Layers with each exact GELU written out as ``x * 0.5 * (1 + erf(x / sqrt 2))`` (``Div
+    -> Erf -> Add -> Mul -> Mul``, the constant factor first or last, as the TorchScript and
+    dynamo exporters write it below opset 20) as one ``Gelu`` layer, and how many were
+    (ONNX Runtime's GeluFusion; opset 20 writes one ``Gelu``). The constants' values are
+    not in the IR: the pattern is the ops, their single-use chain and scalar constants."""
+    users = _readers(layers, outputs)
+
+    def only(i: int, op: str) -> int | None:
+        u = users.get(layers[i].outputs[0], []) if layers[i].outputs else []
+        return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
+
+    def scalar(i: int) -> bool:
+        return len(layers[i].inputs) == 1 and tuple(layers[i].weight_shapes) in (((),), ((1,),))
+
+    drop: set[int] = set()
+    put: dict[int, Layer] = {}
+    for dv, la in enumerate(layers):
+        if la.op != "Div" or not scalar(dv) or dv in drop:
+            continue
+        x = la.inputs[0]
+        erf = only(dv, "Erf")
+        add = only(erf, "Add") if erf is not None else None
+        m1 = only(add, "Mul") if add is not None and scalar(add) else None
+        if m1 is None:
+            continue
+        if scalar(m1):  # 1 + erf scaled by 0.5 first, then times x
+            m2 = only(m1, "Mul")
+            ok = m2 is not None and set(layers[m2].inputs) == {x, layers[m1].outputs[0]}
+        else:           # x * (1 + erf) first, then by 0.5
+            m2 = only(m1, "Mul")
+            ok = (set(layers[m1].inputs) == {x, layers[add].outputs[0]} and m2 is not None
+                  and scalar(m2))
+        part = [dv, erf, add, m1, m2]
+        if not ok or any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
+            continue
+        shape = tuple(la.input_shapes[0])
+        drop.update(part)
+        put[m2] = make_layer(la.name, "Gelu", (x,), layers[m2].outputs, (shape,), shape,
+                             dtype=la.dtype)
+    if not put:
+        return list(layers), 0
+    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
+
+
+def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
+                     ) -> tuple[list[Layer], int]:
+    """Layers with each layer norm written out in element-wise ops as one
+    ``LayerNormalization`` layer, and how many were.
+
+    The TorchScript exporter below opset 17 writes ``nn.LayerNorm`` as ``ReduceMean -> Sub
+    -> Pow -> ReduceMean -> Add(eps) -> Sqrt -> Div -> Mul(gamma) [-> Add(beta)]`` over the
+    last axis; the dynamo exporter and opset 17 write one ``LayerNormalization``, and ONNX
+    Runtime fuses the former into the latter (LayerNormFusion). One layer either way, so a
+    network costs the same whichever exporter wrote it (a BERT encoder's roofline read 39%
+    more from the opset-13 file). Only the whole pattern is fused: every intermediate read
+    by the next op alone, the reductions over the last axis, gamma (and beta) of its size.
+    """
+    users = _readers(layers, outputs)
+
+    def only(i: int, op: str) -> int | None:
+        """The one layer reading layer ``i``'s output, when it is an ``op``."""
+        u = users.get(layers[i].outputs[0], []) if layers[i].outputs else []
+        return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
+
+    drop: set[int] = set()
+    put: dict[int, Layer] = {}
+    for r1, la in enumerate(layers):
+        if la.op != "ReduceMean" or len(la.input_shapes) != 1 or r1 in drop:
+            continue
+        shape = tuple(la.input_shapes[0])
+        if len(shape) < 2 or tuple(la.output_shape) != shape[:-1] + (1,):
+            continue
+        x = la.inputs[0]
+        sub = only(r1, "Sub")
+        if sub is None or layers[sub].inputs != (x, la.outputs[0]):
+            continue
+        readers = users.get(layers[sub].outputs[0], [])
+        pw = next((j for j in readers if j >= 0 and layers[j].op == "Pow"), None)
+        dv = next((j for j in readers if j >= 0 and layers[j].op == "Div"), None)
+        if len(readers) != 2 or pw is None or dv is None:
+            continue
+        r2 = only(pw, "ReduceMean")
+        eps = only(r2, "Add") if r2 is not None else None
+        sq = only(eps, "Sqrt") if eps is not None else None
+        if sq is None or only(sq, "Div") != dv or layers[dv].inputs != (
+                layers[sub].outputs[0], layers[sq].outputs[0]):
+            continue
+        if tuple(layers[r2].output_shape) != shape[:-1] + (1,) or \
+                tuple(layers[eps].weight_shapes) not in (((),), ((1,),)):
+            continue
+        mul = only(dv, "Mul")
+        if mul is None or tuple(layers[mul].weight_shapes) != ((shape[-1],),):
+            continue
+        add = only(mul, "Add")
+        if add is not None and tuple(layers[add].weight_shapes) != ((shape[-1],),):
+            add = None
+        affine = [layers[mul]] + ([layers[add]] if add is not None else [])
+        last = add if add is not None else mul
+        part = [r1, sub, pw, r2, eps, sq, dv, mul] + ([add] if add is not None else [])
+        if any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
+            continue
+        drop.update(part)
+        put[last] = make_layer(
+            la.name, "LayerNormalization", (x,), layers[last].outputs, (shape,), shape,
+            tuple(a.weight_shapes[0] for a in affine), dtype=la.dtype,
+            bytes_weights=sum(a.bytes_weights for a in affine),
+            weight_params=tuple(a.params for a in affine))
+    if not put:
+        return list(layers), 0
+    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
 
 
 # No runtime here runs a tensor this large (2**36 elements: 256 GiB of float32); a shape
