@@ -92,7 +92,9 @@ RNN_SIZES = ((1, 32), (1, 128), (8, 64), (8, 256))
 RNN_STEPS = 64
 OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
                        "depthwise_nchw", "gemm", "pool", "global_pool", "elementwise",
-                       "recurrent")
+                       "transcendental", "recurrent")
+# the ops of the ``transcendental`` benchmark chains, in turn (Gelu: opset 20)
+TRANSCENDENTAL_CHAIN = ("Gelu", "Erf")
 
 
 @dataclass(frozen=True)
@@ -174,7 +176,7 @@ def time_model(model, feeds: dict[str, np.ndarray], repeats: int = 15, warmup: i
     return best
 
 
-def _graph(nodes, inputs, outputs, inits):
+def _graph(nodes, inputs, outputs, inits, opset: int = 17):
     from onnx import TensorProto, helper
 
     def vi(name, shape):
@@ -182,7 +184,7 @@ def _graph(nodes, inputs, outputs, inits):
 
     g = helper.make_graph(nodes, "calib", [vi(n, s) for n, s in inputs],
                           [vi(n, s) for n, s in outputs], inits)
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     return m
 
@@ -283,6 +285,22 @@ def add_chain(c: int, h: int) -> Point:
                  {"x": np.ones(shape, np.float32)}, CHAIN, float(c * h * h), 12.0 * c * h * h)
 
 
+def transcendental_chain(c: int, h: int) -> Point:
+    """A chain of element-wise transcendental ops (:data:`TRANSCENDENTAL_CHAIN` in turn) on a
+    1 x C x H x H tensor; work = elements per op."""
+    from onnx import helper
+
+    shape = (1, c, h, h)
+    nodes, x = [], "x"
+    for i in range(CHAIN):
+        nodes.append(helper.make_node(TRANSCENDENTAL_CHAIN[i % len(TRANSCENDENTAL_CHAIN)],
+                                      [x], [f"y{i}"]))
+        x = f"y{i}"
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], [], opset=20),
+                 {"x": np.full(shape, 0.5, np.float32)}, CHAIN, float(c * h * h),
+                 8.0 * c * h * h)
+
+
 def gap_fan(c: int, h: int) -> Point:
     from onnx import helper
 
@@ -328,6 +346,7 @@ def benchmark_points() -> dict[str, list[Point]]:
         "pool": [pool_chain(c, h) for c, h in SIZES],
         "global_pool": [gap_fan(c, h) for c, h in SIZES],
         "elementwise": [add_chain(c, h) for c, h in SIZES],
+        "transcendental": [transcendental_chain(c, h) for c, h in SIZES],
         "recurrent": [lstm_point(b, h) for b, h in RNN_SIZES],
     }
 
@@ -516,6 +535,14 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                                                       log)}
         log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
     stream = ops["elementwise"]["memory_efficiency"]
+    # transcendental element-wise ops: a rate of elements (one op each) against the peak
+    launch, rate = _fit(pts["transcendental"], secs["transcendental"], "flops")
+    ops["transcendental"] = {"launch_us": launch * 1e6,
+                             "compute_efficiency": _efficiency("transcendental", "compute",
+                                                               rate, peak * 1e9, raw, log),
+                             "memory_efficiency": stream}
+    log(f"transcendental: launch {launch * 1e6:.2f} us, {rate / 1e9:.2f} G elements/s "
+        f"({'/'.join(TRANSCENDENTAL_CHAIN)} chains)")
     for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw"):
         # fitted on FLOPs; a byte rate fitted on compute-bound runs would understate the
         # memory roof, so they stream at the element-wise efficiency
@@ -600,7 +627,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"# of {CHAIN} (tokens, width) x (width, width) MatMuls at {GEMM_CHAINS}",
         f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory);",
         f"# recurrent: one step of forward LSTMs ({RNN_STEPS} steps) at (batch, hidden) in "
-        f"{RNN_SIZES}.",
+        f"{RNN_SIZES}; transcendental: chains of {CHAIN} {'/'.join(TRANSCENDENTAL_CHAIN)} at "
+        "the conv sizes (one element = one op).",
     ]
     for cls in (c for c in OP_CLASSES_MEASURED if c in cal.ops):
         o = cal.ops[cls]

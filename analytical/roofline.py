@@ -50,7 +50,13 @@ OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "el
               "view", "reorder")
 # Classes a spec may add; absent, a layer of the class is costed as the one named here.
 OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": "conv",
-                    "depthwise_nchw": "depthwise", "grouped_nchw": "grouped"}
+                    "depthwise_nchw": "depthwise", "grouped_nchw": "grouped",
+                    "transcendental": "elementwise"}
+# Element-wise ops whose function is costly per element: compute-bound on a CPU (ONNX
+# Runtime's Gelu takes ~6x and its Erf ~5x a Relu's time on the same tensor), the
+# ``transcendental`` class where the spec has it (one element = one op). Sigmoid and Tanh
+# (~3x, and most often fused into a conv as a post pass) stay element-wise passes.
+TRANSCENDENTAL_OPS = frozenset({"Gelu", "Erf"})
 # A conv the planner leaves in plain NCHW under rules with a blocked layout (its channels
 # cannot be reordered) runs the runtime's generic path: these classes, when the spec has them.
 NCHW_CLASSES = {"conv": "conv_nchw", "depthwise": "depthwise_nchw", "grouped": "grouped_nchw"}
@@ -77,10 +83,13 @@ def local_spec_path() -> Path:
 def op_class(layer: Layer) -> str:
     """The spec's op class of a layer, from :func:`costmodels.ops.op_class`: convolutions
     by groups and kernel (``depthwise``, ``grouped``, ``conv1x1``, ``conv``), Gemm and
-    MatMul ``gemm``, pools, views; every other op streams like an ``elementwise`` one."""
+    MatMul ``gemm``, pools, views, ``transcendental`` element-wise ops
+    (:data:`TRANSCENDENTAL_OPS`); every other op streams like an ``elementwise`` one."""
     cls = ops_class(layer)
     if cls == "conv":
         return "conv1x1" if layer.kernel and numel(layer.kernel) == 1 else "conv"
+    if layer.op in TRANSCENDENTAL_OPS:
+        return "transcendental"
     return _SPEC_CLASS.get(cls, "elementwise")
 
 

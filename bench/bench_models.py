@@ -149,16 +149,18 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
     _run(["measure-space", *space, "--runtime", "ort", "--db", str(work / "runs.sqlite"),
           "-o", str(truth), *reps], steps)
     _run(["lut", "build", *space, "--runtime", "ort", "--db", str(lut), *reps], steps)
-    if not spec.exists() or "llc_" not in spec.read_text():
+    if not spec.exists() or "llc_" not in spec.read_text() \
+            or "[ops.transcendental]" not in spec.read_text():
         _run(["roofline", "calibrate", "-o", str(spec)], steps)
     # the same calibration without its last-level cache (every kernel over the L2 at DRAM's
-    # rate), and without that, its NCHW conv classes, run overhead and post passes too (the
-    # roofline of 2026-12-06): the baselines of the row above them, on the same truth
+    # rate), and without that, its NCHW conv classes, transcendental class, run overhead and
+    # post passes too (the roofline of 2026-12-06): the baselines of the rows above them
     two = work / "roofline-l2.toml"
     two.write_text(_strip(spec.read_text(), ("llc_",), (), "local-l2"))
     old = work / "roofline-v1.toml"
     old.write_text(_strip(spec.read_text(), ("llc_", "run_overhead_us", "post_pass_ops"),
-                          ("[ops.conv_nchw]", "[ops.depthwise_nchw]"), "local-v1"))
+                          ("[ops.conv_nchw]", "[ops.depthwise_nchw]",
+                           "[ops.transcendental]"), "local-v1"))
     backends = ["flops", f"lut:{lut}", f"roofline:{spec}", f"roofline:{two}",
                 f"roofline:{old}", "roofline:x86_generic", "eyeriss", "fpga"]
     _run(["compare", *space, "--truth", str(truth), *backends, "--reference-only", "eyeriss",
@@ -199,9 +201,9 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
         "(rank metrics only). `roofline.toml` is this machine's calibration "
         "(`costmodels roofline calibrate`); `roofline-l2.toml` is the same file less its "
         "last-level cache (`llc_*` fields), so every kernel over the L2 streams at DRAM's "
-        "rate; `roofline-v1.toml` is that less its `conv_nchw` / `depthwise_nchw` classes, "
-        "its `run_overhead_us` and its `post_pass_ops` as well: the roofline as it was before "
-        "all four (2026-12-06). All three on the same truth.", "",
+        "rate; `roofline-v1.toml` is that less its `conv_nchw` / `depthwise_nchw` / "
+        "`transcendental` classes, its `run_overhead_us` and its `post_pass_ops` as well: the "
+        "roofline as it was before all of them (2026-12-06). All three on the same truth.", "",
         "| model | measured ms | roofline.toml ms | roofline-l2.toml ms | roofline-v1.toml ms "
         "| lut ms |",
         "|---|---|---|---|---|---|", *per_model, "", *reorders(models), *micro(quick),

@@ -410,3 +410,22 @@ def test_roofline_local_names_the_calibrated_spec(tmp_path, monkeypatch):
     assert (create("roofline:local").estimate(net).latency_ms
             == create("roofline").estimate(net).latency_ms
             == create(f"roofline:{local}").estimate(net).latency_ms)
+
+
+def test_transcendental_ops_are_their_own_class_where_the_spec_has_one():
+    """ONNX Runtime's Gelu takes several times a Relu's time on the same tensor (the
+    function is computed per element); a spec with a calibrated ``transcendental`` class
+    prices it so, and one without it (x86_generic) as an element-wise pass, as before."""
+    from analytical.roofline import from_spec
+
+    def net(op):
+        layer = make_layer("a", op, ["x"], ["y"], [(1, 384, 56, 56)], (1, 384, 56, 56))
+        return Network(op, (("x", (1, 384, 56, 56)),), (layer,), ("y",))
+
+    assert op_class(net("Gelu").layers[0]) == "transcendental"
+    assert op_class(net("Relu").layers[0]) == "elementwise"
+    cal, generic = from_spec("epyc_2c"), from_spec("x86_generic")
+    assert "transcendental" in cal.spec.ops and "transcendental" not in generic.spec.ops
+    assert cal.estimate(net("Gelu")).latency_ms > 3 * cal.estimate(net("Relu")).latency_ms
+    assert generic.estimate(net("Gelu")).latency_ms == pytest.approx(
+        generic.estimate(net("Relu")).latency_ms)
