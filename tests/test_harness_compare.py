@@ -260,3 +260,23 @@ def test_estimate_each_is_the_one_fallback_of_the_cli_and_the_harness():
     each = estimate_each(WrongLength(), nets, catch=Exception)
     assert isinstance(each.batch_error, TypeError) and len(each.results) == 3
     assert estimate_each(WrongLength(), []).results == []
+
+
+def test_a_lut_calibrated_on_scored_networks_is_noted(tmp_path):
+    """A LUT whose overhead terms were fitted on some of the scored networks' end-to-end
+    times says so (a probe's LUT built on a whole folder, scored on that folder)."""
+    from pathlib import Path
+
+    from measure.lut.model import LookupTable
+
+    path = Path(__file__).resolve().parents[1] / "datasets" / "nb201" / "xeon-2c-ort-cifar10-lut.sqlite"
+    lut = LookupTable(path)
+    cells = sorted(a for a, d in lut.calibrated_on_ if d == "cifar10")[:6]
+    idx = [nb201.SPACE.index(a) for a in cells] + nb201.SPACE.sample(6, 5)
+    t = tmp_path / "t.csv"
+    write_table(t, idx, [nb201.SPACE[i] for i in idx],
+                [nb201.build_network(i).macs * 1e-7 + 0.05 for i in idx])
+    res = compare(read_table(t), [f"lut:{path}", "flops"])
+    notes = {r.name: r.note for r in res.results}
+    assert [n for n in notes.values() if "end-to-end times of 6 of the scored" in n]
+    assert "end-to-end" not in notes["flops"]

@@ -267,6 +267,12 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
         if res.in_sample:
             res.note = (f"fitted on {res.in_sample} of the {len(test_nets)} scored cells "
                         "(in-sample: its errors are optimistic); left out of the advice")
+        elif (cal_on := getattr(model, "calibrated_on_", None)) and (n_cal := sum(
+                (str(n.meta.get("arch_str") or n.name), str(n.meta.get("dataset"))) in cal_on
+                for n in test_nets)):
+            res.note = (f"its overhead terms were fitted on the end-to-end times of {n_cal} of "
+                        "the scored networks (a few coefficients; its MAPE is slightly "
+                        "optimistic)")
         if learned:
             with_sources = f", {len(sources)} source devices" if label == "transfer" else ""
             res.name = f"{label} (fit on {len(train_rows)}{with_sources})"

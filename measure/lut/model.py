@@ -148,7 +148,10 @@ class LookupTable(FileModel):
         self.calibration_ = cal
         # what it cost to build: one measurement per stored kernel entry, plus the
         # end-to-end networks its overhead terms were fitted on (read by the harness)
-        self.n_measurements_ = len(self.raw_values_) + (len(lut.points()) if cal else 0)
+        points = lut.points() if cal else []
+        self.n_measurements_ = len(self.raw_values_) + len(points)
+        # the networks the overhead terms were fitted on (compare notes scored ones)
+        self.calibrated_on_ = frozenset((p.arch_str, p.dataset) for p in points)
         self.fingerprint_ = lut.fingerprint
         self._index: dict[tuple[str, int], tuple[np.ndarray, np.ndarray, list[list[str]]]] = {}
         self._raw_index: dict[tuple[str, int], tuple[list[str], np.ndarray] | None] = {}
