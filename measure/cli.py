@@ -42,10 +42,10 @@ the figure and the measured quality are written beside the table (truth.fingerpr
 
 QUALITY_EPILOG = """\
 examples:
-  costmodels measure-quality a.csv b.csv             two campaigns of the same cells
+  costmodels measure-quality a.csv b.csv             two campaigns of the same networks
   costmodels measure-quality --db runs.sqlite        round CV and drift of stored campaigns
   costmodels measure-quality a.csv b.csv --json
-Deviation of a cell: |a - b| / mean(a, b), over the cells in both tables.
+Deviation of a network: |a - b| / mean(a, b), over the networks in both tables.
 """
 
 
@@ -319,7 +319,7 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
                                      len(groups), len(jobs)), indent=1, default=str) + "\n")
     print(f"{summary.measured - summary.failed} measured, {summary.failed} failed, "
           f"{summary.skipped} already in "
-          f"{args.db}; wrote {out} ({n} cells{_rep_note(args, groups, jobs)}, {figure} "
+          f"{args.db}; wrote {out} ({n} networks{_rep_note(args, groups, jobs)}, {figure} "
           f"figure) and {side} in {summary.seconds:.1f} s", file=sys.stderr)
     for r in failed[:20]:
         print(f"failed: {r.net.name}: {(r.result.error.splitlines() or [''])[0]}",
@@ -384,7 +384,7 @@ def table_deviation(a_path: str, b_path: str) -> dict:
         from costmodels.errors import TableError
 
         raise TableError(f"{a_path} and {b_path}: no architecture in common; compare two "
-                         "campaigns of the same cells")
+                         "campaigns of the same networks")
     x = np.array([a[k] for k in common])
     y = np.array([b[k] for k in common])
     dev = np.abs(x - y) / ((x + y) / 2)
@@ -441,7 +441,7 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
 
     if not args.tables and not args.db:
         raise InputError("measure-quality needs two tables or --db; give A.csv B.csv (two "
-                         "campaigns of the same cells) or --db STORE")
+                         "campaigns of the same networks) or --db STORE")
     if args.tables and len(args.tables) != 2:
         raise InputError(f"measure-quality takes two tables, got {len(args.tables)}; give "
                          "A.csv B.csv")
@@ -457,7 +457,7 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
     if "deviation" in doc:
         d = doc["deviation"]
         tau = f", Kendall tau {d['kendall']:.3f}" if d["kendall"] is not None else ""
-        print(f"per-cell deviation over {d['cells']} cells: median {100 * d['median']:.2f}%, "
+        print(f"per-network deviation over {d['cells']} networks: median {100 * d['median']:.2f}%, "
               f"p90 {100 * d['p90']:.2f}%, max {100 * d['max']:.2f}%; B/A geometric mean "
               f"{d['mean_ratio']:.4f}{tau}")
         if d["only_a"] or d["only_b"]:
@@ -553,7 +553,7 @@ def register(sub) -> None:
                        formatter_class=Formatter, epilog=QUALITY_EPILOG,
                        description="Measured quality of campaigns.")
     p.add_argument("tables", nargs="*", metavar="TABLE.csv",
-                   help="two latency tables of the same cells")
+                   help="two latency tables of the same networks")
     p.add_argument("--db", help="a measurement store: round-to-round CV and campaign drift")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_measure_quality)
