@@ -221,6 +221,21 @@ def test_an_unnamed_input_shape_fixes_a_folders_open_models_only(tmp_path, capsy
     assert mm["dyn"] == pytest.approx(4 * mm["small"])                     # batch 4
     assert main(["info", str(d / "small.onnx"), "--input-shape", "4x3x16x16"]) == 2  # one file
     assert "contradicts" in capsys.readouterr().err
+    # in a folder a shape fixes only what a model leaves open: a 32-pixel model with a
+    # dynamic batch takes the batch and keeps its size (it was a contradiction error)
+    m32 = tiny_model(size=32)
+    del m32.graph.value_info[:]
+    for vi in (m32.graph.input[0], m32.graph.output[0]):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "N"
+    onnx.save(m32, d / "dyn32.onnx")
+    for shape in ("4x3x16x16", "x=4x3x16x16"):
+        assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", shape,
+                     "-o", str(out)]) == 0
+        t = read_table(out, space=f"models:{d}")
+        mm = dict(zip(t.arch_str, t.latency_ms, strict=True))
+        assert not t.failed and mm["dyn32"] == pytest.approx(4 * mm["big"])
 
 
 def test_a_folder_model_with_a_fixed_batch_is_named_when_batch_is_given(tmp_path, capsys):

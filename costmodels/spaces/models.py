@@ -260,7 +260,7 @@ def import_model_file(path: str, batch: int = 1,
         # others are imported as they are (a mixed folder needs no per-model flags).
         proto = load_model_proto(path)
         inputs = _graph_inputs(proto, dynamic_only=True)  # a static input keeps its shape
-        named = {k: v for k, v in input_shapes.items() if k in inputs}
+        named = {k: _keep_static(proto, k, v) for k, v in input_shapes.items() if k in inputs}
         if named:
             return _import_named(path, proto, named, batch)
     elif input_shapes and isinstance(input_shapes, Mapping):
@@ -271,7 +271,11 @@ def import_model_file(path: str, batch: int = 1,
         # dynamic model needs one flag)
         proto = load_model_proto(path)
         if _graph_inputs(proto, dynamic_only=True):
-            return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
+            names = [vi.name for vi in proto.graph.input
+                     if vi.name not in {t.name for t in proto.graph.initializer}]
+            shapes = [_keep_static(proto, n, s) for n, s in zip(names, input_shapes,
+                                                                   strict=False)]
+            return import_onnx(path, input_shapes=shapes), ShapesFrom("--input-shape")
     elif input_shapes:
         return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
     try:
@@ -332,6 +336,21 @@ def batch_note(how: ShapesFrom, batch: int) -> str:
         return ""
     return (f"note: {', '.join(how.batch_inputs)}: not named by --input-shape, so its "
             f"leading dimension is --batch {batch}")
+
+
+def _keep_static(proto: Any, name: str, shape: Shape) -> Shape:
+    """``shape`` for input ``name`` of a folder's model, its static dimensions kept: a
+    folder-wide --input-shape fixes what a model leaves open, so a model of 64 x 64 pixels
+    with a dynamic batch takes the batch from it and keeps its size (it was refused as a
+    contradiction, and a folder could not hold it beside a model of open size)."""
+    vi = next((v for v in proto.graph.input if v.name == name), None)
+    if vi is None or not vi.type.HasField("tensor_type"):
+        return tuple(shape)
+    dims = vi.type.tensor_type.shape.dim
+    if len(dims) != len(shape):
+        return tuple(shape)  # the import names the rank it needs
+    return tuple(int(d.dim_value) if d.HasField("dim_value") and d.dim_value > 0 else int(g)
+                 for d, g in zip(dims, shape, strict=True))
 
 
 def _nested_model_folders(root: Path) -> list[str]:
