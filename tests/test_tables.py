@@ -118,6 +118,17 @@ def test_a_folder_names_the_files_it_skips_once(tmp_path, capsys):
     assert capsys.readouterr().err == ""
 
 
+def test_a_model_name_with_an_edge_space_is_skipped_by_name(tmp_path, capsys):
+    """' lead.onnx' could be listed but not named in a table (CSV fields are stripped): it
+    is skipped with a warning that says to rename it."""
+    folder = tmp_path / "zoo"
+    folder.mkdir()
+    for name in (" lead", "ok"):
+        (folder / f"{name}.onnx").write_bytes(nb201.build_onnx(1).SerializeToString())
+    assert list(ModelsSpace(folder).archs()) == ["ok"]
+    assert "' lead.onnx'" in capsys.readouterr().err
+
+
 def test_archs_output_reads_back_with_a_comma_in_a_model_name(tmp_path, capsys):
     from costmodels.cli import main
 

@@ -53,7 +53,7 @@ class ModelsSpace(SearchSpace):
         self.spec = f"models:{self.root}"
         self.input_shapes = input_shapes
         files = {}
-        skipped = []
+        skipped, spaced = [], []
         for p in sorted(root.glob("*.onnx")):
             try:
                 p.name.encode("utf-8")
@@ -69,11 +69,21 @@ class ModelsSpace(SearchSpace):
             if real.parent != self.root or not real.is_file():
                 skipped.append(p.name)  # a link out of the folder, or not a regular file
                 continue
+            if p.stem != p.stem.strip() or not p.stem or any(ch in p.stem for ch in "\n\r"):
+                spaced.append(p.name)  # a name tables cannot hold (CSV fields are stripped)
+                continue
             files[p.stem] = real
+        if spaced and (self.root, "spaced") not in _WARNED_SKIPS:
+            _WARNED_SKIPS.add((self.root, "spaced"))
+            print(f"warning: models:{folder}: skipped {len(spaced)} .onnx whose name begins or "
+                  f"ends with a space or holds a line break ({', '.join(map(repr, spaced[:3]))}"
+                  f"); a table cannot name such a model: rename it", file=sys.stderr)
         if not files:
             why = (f"; skipped {len(skipped)} that are links out of the folder, broken links "
                    f"or not regular files (first: {skipped[0]}): copy the models in"
                    if skipped else "")
+            if spaced:
+                why += f"; skipped {len(spaced)} whose name begins or ends with a space"
             raise UnknownSpace(f"models:{folder}: no .onnx files in that folder{why}")
         nested = _nested_model_folders(root)
         if nested and (self.root, "nested") not in _WARNED_SKIPS:
