@@ -121,6 +121,8 @@ def test_a_folder_names_the_files_it_skips_once(tmp_path, capsys):
 def test_a_model_name_with_an_edge_space_is_skipped_by_name(tmp_path, capsys):
     """' lead.onnx' could be listed but not named in a table (CSV fields are stripped): it
     is skipped with a warning that says to rename it."""
+    from costmodels.spaces.models import ModelsSpace
+
     folder = tmp_path / "zoo"
     folder.mkdir()
     for name in (" lead", "ok"):
