@@ -966,6 +966,11 @@ _PARAM_DTYPES = {1, 2, 3, 4, 5, 6, 10, 11, 16, *range(17, 29)}
 _STATE_OPERANDS = {"LSTM": (4, 5, 6), "GRU": (4, 5), "RNN": (4, 5)}
 
 
+# ops whose constant operands are conditions or fill values, never a module's parameters
+_SELECT_OPS = frozenset({"Where", "Equal", "Greater", "GreaterOrEqual", "Less", "LessOrEqual",
+                         "And", "Or", "Xor", "Not", "IsNaN", "IsInf"})
+
+
 def _source_params(graph: Any) -> dict[str, int]:
     """Parameters held by each original constant: its element count if it is a weight
     type (floating point or a quantized integer) with more than one element; 0 for
@@ -975,7 +980,10 @@ def _source_params(graph: Any) -> dict[str, int]:
     counts), for the ones and zeros of an ``InstanceNormalization`` between two reshapes
     (the identity affine inside torch's GroupNorm export, an initializer in the dynamo
     exporter's file), and for a recurrent layer's all-zero initial state or sequence
-    lengths (:data:`_STATE_OPERANDS`)."""
+    lengths (:data:`_STATE_OPERANDS`); nor an operand of a selection or comparison
+    (:data:`_SELECT_OPS`: ``torch.where``'s fill of zeros) or a tensor holding infinities
+    or its type's extreme values (an additive attention mask; torch's parameters are
+    ordinary numbers)."""
     import numpy as np
     from onnx import numpy_helper
 
@@ -1001,6 +1009,17 @@ def _source_params(graph: Any) -> dict[str, int]:
                     fl = list(a.floats)
                     trivial = all(f == 1 for f in fl) or not any(fl)
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
+    for node in graph.node:  # fill values and masks: not parameters of any torch module
+        for t in node.input:
+            if t not in inits or not out.get(t):
+                continue
+            if node.op_type in _SELECT_OPS:  # torch.where(c, h, zeros_like(h)): a fill
+                out[t] = 0
+            elif inits[t].data_type in (1, 10, 11, 16):
+                arr = numpy_helper.to_array(inits[t])
+                big = np.finfo(arr.dtype).max / 2  # an additive mask of -inf or the type's
+                if not np.all(np.abs(arr) < big):  # lowest value (causal SDPA)
+                    out[t] = 0
     reshape_inputs = {n.input[0] for n in graph.node if n.op_type == "Reshape" and n.input}
     for node in graph.node:  # the identity affine of torch's GroupNorm export
         if (node.op_type == "InstanceNormalization" and len(node.input) == 3
