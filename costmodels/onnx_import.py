@@ -297,7 +297,10 @@ def _opset(proto: Any) -> int:
                default=0)
 
 
-def _check(proto: Any, source: str, ops: bool = True) -> None:
+IF_LATER = "if-later"  # `ops` of _check: an If may hold a constant condition (inlined later)
+
+
+def _check(proto: Any, source: str, ops: bool | str = True) -> None:
     import onnx
 
     opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
@@ -317,7 +320,7 @@ def _check(proto: Any, source: str, ops: bool = True) -> None:
     for i, node in enumerate(proto.graph.node if ops else ()):
         if node.domain not in _DEFAULT_DOMAINS:
             continue  # refused by name when its layer is read (unless it only folds)
-        if node.op_type in CONTROL_FLOW_OPS:
+        if node.op_type in CONTROL_FLOW_OPS and not (ops == IF_LATER and node.op_type == "If"):
             raise UnsupportedOperator(_node_name(node, i), node.op_type, source)
         try:
             schema = onnx.defs.get_schema(node.op_type, opset, "")
@@ -508,7 +511,7 @@ def _check_wiring(graph: Any, source: str) -> None:
                                   "the file may be truncated: export it again")
 
 
-def _load(model: Any, ops: bool = True) -> tuple[Any, str, str | None]:
+def _load(model: Any, ops: bool | str = True) -> tuple[Any, str, str | None]:
     """(a copy of the ModelProto, a name for messages, the file path or None); ``ops``:
     refuse control flow (:func:`load_model_proto`)."""
     import onnx
@@ -613,6 +616,100 @@ def _shown(dims: Sequence[Any]) -> str:
 
 
 # ------------------------------------------------------------------ folding and inference
+def _inline_constant_ifs(graph: Any, source: str) -> None:
+    """Replace (in place) each ``If`` whose condition folding made a constant by the nodes
+    of the branch it takes (its outputs through ``Identity`` nodes, which runtimes drop);
+    an ``If`` on a runtime value is refused by name, as every control-flow op is. The
+    TorchScript exporter writes ``nn.LocalResponseNorm`` with an ``If`` on the input's
+    rank, a constant once shapes are known."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    inits = {t.name: t for t in graph.initializer}
+    made = {t for n in graph.node for t in n.output} | set(inits) | {vi.name for vi in graph.input}
+    out = []
+    for i, node in enumerate(graph.node):
+        if node.op_type != "If" or node.domain not in _DEFAULT_DOMAINS:
+            out.append(node)
+            continue
+        cond = inits.get(node.input[0]) if node.input else None
+        try:
+            value = (numpy_helper.to_array(cond) if cond is not None
+                     else _shape_condition(graph, node.input[0]) if node.input else None)
+        except Exception:  # noqa: BLE001 - refused below, by name
+            value = None
+        branch = next((a.g for a in node.attribute if a.name == (
+            "then_branch" if value is not None and value.size == 1 and bool(np.ravel(value)[0])
+            else "else_branch")), None)
+        clash = branch is not None and (
+            {t for n in branch.node for t in n.output} | {t.name for t in branch.initializer}
+        ) & made
+        if value is None or value.size != 1 or branch is None or clash \
+                or len(branch.output) != len(node.output):
+            raise UnsupportedOperator(_node_name(node, i), node.op_type, source)
+        graph.initializer.extend(branch.initializer)
+        out.extend(branch.node)
+        out.extend(helper.make_node("Identity", [b.name], [o], name=f"{_node_name(node, i)}/{k}")
+                   for k, (b, o) in enumerate(zip(branch.output, node.output, strict=True)))
+    if any(n.op_type == "If" for n in graph.node):
+        copies = [type(n)() for n in out]
+        for c, n in zip(copies, out, strict=True):
+            c.CopyFrom(n)
+        del graph.node[:]
+        graph.node.extend(copies)
+
+
+def _shape_condition(graph: Any, cond: str) -> Any:
+    """The value of tensor ``cond`` when it depends on the graph inputs' shapes alone (every
+    path from an input passes a ``Shape`` or ``Size``), computed with ONNX Runtime on the
+    nodes it needs; None when it depends on input values."""
+    import numpy as np
+    import onnxruntime as ort
+    from onnx import helper
+
+    producer = {t: n for n in graph.node for t in n.output if t}
+    inits = {t.name for t in graph.initializer}
+    inputs = {vi.name: vi for vi in graph.input if vi.name not in inits}
+    need: list = []
+    seen: set[tuple[str, bool]] = set()
+    read: set[str] = set()
+    stack = [(cond, False)]  # (tensor, reached through a Shape/Size: its values unused)
+    while stack:
+        t, shaped = stack.pop()
+        if (t, shaped) in seen or t in inits or not t:
+            continue
+        seen.add((t, shaped))
+        if t in inputs:
+            if not shaped:
+                return None  # a value of an input reaches the condition
+            read.add(t)
+            continue
+        node = producer.get(t)
+        if node is None or node.op_type in CONTROL_FLOW_OPS:
+            return None
+        need.append(node)
+        stack.extend((i, shaped or node.op_type in ("Shape", "Size")) for i in node.input)
+    order = [n for n in graph.node if any(n is m for m in need)]
+    used = {t for n in order for t in n.input}
+    model = helper.make_model(
+        helper.make_graph(order, "cond", [inputs[n] for n in sorted(read)],
+                          [helper.make_tensor_value_info(cond, 9, None)],  # If: bool
+                          [t for t in graph.initializer if t.name in used]),
+        opset_imports=[helper.make_opsetid("", 17)])
+    feeds = {}
+    for name in sorted(read):
+        tt = inputs[name].type.tensor_type
+        shape = [d.dim_value for d in tt.shape.dim]
+        if any(d <= 0 for d in shape):
+            return None
+        feeds[name] = np.zeros(shape, helper.tensor_dtype_to_np_dtype(tt.elem_type))
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(model.SerializeToString(), opts,
+                                providers=["CPUExecutionProvider"])
+    return np.asarray(sess.run([cond], feeds)[0])
+
+
 MAX_FOLD_ELEMENTS = 2 ** 26  # a constant the folder computes: 256 MB of float32
 MAX_FOLD_MACS = 2 ** 32       # a constant product the folder computes (seconds of work)
 
@@ -1136,7 +1233,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     shape), ``folding`` (what folded constants) and ``constant_nodes`` (nodes that
     only compute constants: folded away or weight preparation, not layers).
     """
-    proto, source, path = _load(model)
+    proto, source, path = _load(model, ops=IF_LATER)
     init_names = {t.name for t in proto.graph.initializer}
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     # did the given shapes decide anything (an open dimension, an input without a shape)?
@@ -1152,6 +1249,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         folded, how, n_folded, fold_failed = _fold(proto)
         _check_fold_failures(proto.graph, fold_failed, source)
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
+    _inline_constant_ifs(folded.graph, source)
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})
     uniform = _uniform_constants(proto.graph)

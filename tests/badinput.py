@@ -201,7 +201,11 @@ def tiny_model(dynamic: bool = False, with_if: bool = False):
                                                                        np.float32)))
             return helper.make_graph([c], name, [], [helper.make_tensor_value_info(
                 f"{name}_out", TensorProto.FLOAT, [1, 8, 1, 1])])
-        inits.append(numpy_helper.from_array(np.array(True), "flag"))
+        # the condition is a runtime value (the input's sign): an If on a constant or on
+        # shapes alone is its branch, and imports
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "zero"))
+        nodes[:0] = [helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+                     helper.make_node("Greater", ["s", "zero"], ["flag"], name="sign")]
         nodes[-1] = helper.make_node("GlobalAveragePool", ["r"], ["g"], name="gap")
         nodes += [helper.make_node("If", ["flag"], ["b"], name="choose_branch",
                                    then_branch=branch("then", 1.0),

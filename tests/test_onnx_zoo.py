@@ -172,6 +172,14 @@ def test_control_flow_names_the_node(tmp_path, capsys, op):
     assert err.startswith("error: ") and "flow" in err and "Traceback" not in err
 
 
+def test_an_if_on_a_constant_condition_is_its_branch():
+    """An If whose condition is known before anything runs (a constant, or the input's
+    shape: TorchScript's LocalResponseNorm tests the rank so) is the branch it takes, as
+    ONNX Runtime folds it; one on a runtime value is refused (the test above)."""
+    net = import_onnx(helper_models.control_flow_model("If", constant=True))
+    assert [la.op for la in net.layers if la.op != "Identity"] == ["Relu"]
+
+
 def test_contradicting_input_shape_is_an_error(zoo, capsys):
     d, _ = zoo
     with pytest.raises(OnnxImportError, match="contradicts.*static dimension 2 of input 'input'"):

@@ -212,8 +212,10 @@ def write_all(directory: Path) -> dict[str, Entry]:
     return entries
 
 
-def control_flow_model(op: str) -> onnx.ModelProto:
-    """A model with one ``If`` or ``Loop`` node named ``flow`` (for the error tests)."""
+def control_flow_model(op: str, constant: bool = False) -> onnx.ModelProto:
+    """A model with one ``If`` or ``Loop`` node named ``flow`` (for the error tests); the
+    ``If``'s condition is the sign of the input's sum (a runtime value), or with
+    ``constant`` an initializer (a branch the import inlines)."""
     then_g = helper.make_graph([helper.make_node("Relu", ["x"], ["t"], name="then_relu")],
                                "then", [], [_vi("t", [1, 4])])
     else_g = helper.make_graph([helper.make_node("Neg", ["x"], ["e"], name="else_neg")],
@@ -221,8 +223,13 @@ def control_flow_model(op: str) -> onnx.ModelProto:
     inits = [numpy_helper.from_array(np.array(True), "cond"),
              numpy_helper.from_array(np.array(3, np.int64), "trips")]
     if op == "If":
-        node = helper.make_node("If", ["cond"], ["y"], name="flow", then_branch=then_g,
-                                else_branch=else_g)
+        pre = [] if constant else [
+            helper.make_node("ReduceSum", ["x"], ["s"], keepdims=0, name="sum"),
+            helper.make_node("Greater", ["s", "zero"], ["pos"], name="sign")]
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "zero"))
+        node = helper.make_node("If", ["cond" if constant else "pos"], ["y"], name="flow",
+                                then_branch=then_g, else_branch=else_g)
+        return _model([*pre, node], [_vi("x", [1, 4])], [_vi("y", [1, 4])], inits, 17, 8, "if")
     else:
         body = helper.make_graph(
             [helper.make_node("Identity", ["c_in"], ["c_out"], name="body_cond"),
