@@ -172,14 +172,8 @@ def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp
 
     static = tmp_path / "static.onnx"
     onnx.save(tiny_model(), static)
-    m = tiny_model()
-    del m.graph.value_info[:]
-    for vi in (m.graph.input[0], m.graph.output[0]):
-        dim = vi.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = "N"
     dyn = tmp_path / "dyn.onnx"
-    onnx.save(m, dyn)
+    onnx.save(_dynamic_batch(tiny_model()), dyn)
 
     def macs(path, *extra):
         assert main(["info", str(path), "--json", *extra]) == 0
@@ -191,6 +185,16 @@ def test_batch_sets_a_single_onnx_files_dynamic_batch_and_warns_when_ignored(tmp
     assert four == 4 * one and "warning" not in err1 + err4
     same, err = macs(static, "--batch", "4")
     assert same == one and "--batch 4 ignored" in err and "'x'" in err
+
+
+def _dynamic_batch(m):
+    """``m`` (a measure.testing.tiny_model) with its batch dimension left open ("N")."""
+    del m.graph.value_info[:]
+    for vi in (m.graph.input[0], m.graph.output[0]):
+        dim = vi.type.tensor_type.shape.dim[0]
+        dim.Clear()
+        dim.dim_param = "N"
+    return m
 
 
 def test_an_unnamed_input_shape_fixes_a_folders_open_models_only(tmp_path, capsys):
@@ -205,13 +209,7 @@ def test_an_unnamed_input_shape_fixes_a_folders_open_models_only(tmp_path, capsy
     d.mkdir()
     onnx.save(tiny_model(size=32), d / "big.onnx")
     onnx.save(tiny_model(size=16), d / "small.onnx")
-    m = tiny_model(size=16)
-    del m.graph.value_info[:]
-    for vi in (m.graph.input[0], m.graph.output[0]):
-        dim = vi.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = "N"
-    onnx.save(m, d / "dyn.onnx")
+    onnx.save(_dynamic_batch(tiny_model(size=16)), d / "dyn.onnx")
     out = tmp_path / "f.csv"
     assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", "4x3x16x16",
                  "-o", str(out)]) == 0
@@ -223,13 +221,7 @@ def test_an_unnamed_input_shape_fixes_a_folders_open_models_only(tmp_path, capsy
     assert "contradicts" in capsys.readouterr().err
     # in a folder a shape fixes only what a model leaves open: a 32-pixel model with a
     # dynamic batch takes the batch and keeps its size (it was a contradiction error)
-    m32 = tiny_model(size=32)
-    del m32.graph.value_info[:]
-    for vi in (m32.graph.input[0], m32.graph.output[0]):
-        dim = vi.type.tensor_type.shape.dim[0]
-        dim.Clear()
-        dim.dim_param = "N"
-    onnx.save(m32, d / "dyn32.onnx")
+    onnx.save(_dynamic_batch(tiny_model(size=32)), d / "dyn32.onnx")
     for shape in ("4x3x16x16", "x=4x3x16x16"):
         assert main(["estimate", "flops", "--space", f"models:{d}", "--input-shape", shape,
                      "-o", str(out)]) == 0
