@@ -283,8 +283,9 @@ def import_model_file(path: str, batch: int = 1,
         if _graph_inputs(proto, dynamic_only=True):
             names = [vi.name for vi in proto.graph.input
                      if vi.name not in {t.name for t in proto.graph.initializer}]
-            shapes = [_keep_static(proto, n, s) for n, s in zip(names, input_shapes,
-                                                                   strict=False)]
+            shapes = ([_keep_static(proto, n, s) for n, s in zip(names, input_shapes,
+                                                                    strict=True)]
+                      if len(names) == len(input_shapes) else input_shapes)  # import names it
             return import_onnx(path, input_shapes=shapes), ShapesFrom("--input-shape")
     elif input_shapes:
         return import_onnx(path, input_shapes=input_shapes), ShapesFrom("--input-shape")
