@@ -327,8 +327,8 @@ def _others_active(path: Path) -> bool:
 def _anchor_of(entry: Any) -> float | None:
     """The anchor (ms) an anchor-file entry holds, None for a missing or unusable one."""
     if isinstance(entry, dict) and isinstance(entry.get("anchor_ms"), (int, float)) \
-            and entry["anchor_ms"] > 0:
-        return float(entry["anchor_ms"])
+            and not isinstance(entry["anchor_ms"], bool) and 1e-6 < entry["anchor_ms"] < 3.6e6:
+        return float(entry["anchor_ms"])  # a panel's time: not 1e300 or 1e-300 (hand-edited)
     return None
 
 

@@ -128,6 +128,20 @@ def test_calibration_terms_are_applied(tmp_path):
     assert cal.latency_ms == pytest.approx(bare.latency_ms + 0.5 + 0.001 * bare.meta["kernels"])
 
 
+@pytest.mark.parametrize("term,value", [("scale", 1e300), ("intercept_ms", 1e300),
+                                        ("scale", 0.0)])
+def test_calibration_terms_out_of_range_are_refused(tmp_path, term, value):
+    """A hand-edited fit (intercept 1e300 gave 1e300 ms per network) is refused by name."""
+    import json
+
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    cal = {"intercept_ms": 0.5, "per_kernel_ms": 0.001, "scale": 1.0, term: value}
+    with LutFile(path) as lut:
+        lut.set_meta("calibration", json.dumps(cal))
+    with pytest.raises(ModelFileError, match=f"{term} .*outside"):
+        LookupTable(path)
+
+
 @pytest.mark.parametrize("content", [b"", b"garbage, not a database" * 10,
                                      b"SQLite format 3\x00" + b"\x00" * 200])
 def test_corrupt_file_is_refused_untouched(tmp_path, content):

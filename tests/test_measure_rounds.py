@@ -312,3 +312,13 @@ def test_a_models_file_key_covers_its_external_weights(tmp_path):
     data[:4] = bytes(4)
     (tmp_path / "w.bin").write_bytes(bytes(data))
     assert key() != before
+
+
+def test_an_anchor_edited_to_an_absurd_time_is_not_used():
+    """An anchor file entry of 1e300 or 1e-300 ms (edited by hand) put every corrected
+    figure at 1e296 ms or 0; it is unusable, like a missing one."""
+    from measure.rounds import _anchor_of
+
+    assert _anchor_of({"anchor_ms": 0.25}) == 0.25
+    for bad in (1e300, 1e-300, True, "0.25", -1.0):
+        assert _anchor_of({"anchor_ms": bad}) is None

@@ -195,6 +195,13 @@ class LutFile(SchemaFile):
              if k in cal and not (isinstance(cal[k], (int, float))
                                   and not isinstance(cal[k], bool)
                                   and math.isfinite(cal[k]))), None)
+        # a fit on end-to-end times of real networks: an intercept or per-kernel term within
+        # an hour, a scale of kernel sums within 1e-3..1e3 (a hand-edited 1e300 gave 1e300 ms)
+        bounds = {"intercept_ms": (-MAX_KERNEL_MS, MAX_KERNEL_MS),
+                  "per_kernel_ms": (-MAX_KERNEL_MS, MAX_KERNEL_MS), "scale": (1e-3, 1e3)}
+        bad = bad or next((f"{k} {cal[k]!r}, outside {lo:g}..{hi:g}"
+                           for k, (lo, hi) in bounds.items()
+                           if k in cal and not lo <= cal[k] <= hi), None)
         if bad:
             raise ModelFileError(f"{self.path}: its calibration (meta 'calibration') has {bad} "
                                  "(edited by hand, or corrupt); refit it with `costmodels lut "
