@@ -305,6 +305,10 @@ def open_space(args: argparse.Namespace):
     spec = getattr(args, "space", None)
     space = get_space("nb201" if spec is None else spec, input_shapes=shapes)
     args.dataset = space.check_dataset(getattr(args, "dataset", None))
+    if shapes and not space.spec.startswith("models:"):  # it was ignored without a word
+        print(f"note: --input-shape applies to ONNX models (a models:DIR folder or a .onnx "
+              f"file); the networks of {space.spec} are built at their dataset's size "
+              "(--dataset) and --batch", file=sys.stderr)
     return space
 
 

@@ -488,6 +488,13 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
     assert [r.split(",")[1] for r in rows] == ["x", "x.onnx"] and rows[0][-5:] != rows[1][-5:]
 
 
+def test_input_shape_on_a_generated_space_is_noted(tmp_path, capsys):
+    """--input-shape does not size NB201 networks: a note says so (it was ignored)."""
+    assert main(["estimate", "flops", "--sample", "2", "--input-shape", "1x3x64x64",
+                 "-o", str(tmp_path / "o.csv")]) == 0
+    assert "note: --input-shape applies to ONNX models" in capsys.readouterr().err
+
+
 def test_sample_with_archs_samples_the_listed_ones(tmp_path, capsys):
     """--sample N with --archs FILE: N of the listed architectures (it used all of them
     without a word); more than listed is an error."""
