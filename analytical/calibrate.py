@@ -535,17 +535,11 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                                                       log)}
         log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
     stream = ops["elementwise"]["memory_efficiency"]
-    # transcendental element-wise ops: a rate of elements (one op each) against the peak
-    launch, rate = _fit(pts["transcendental"], secs["transcendental"], "flops")
-    ops["transcendental"] = {"launch_us": launch * 1e6,
-                             "compute_efficiency": _efficiency("transcendental", "compute",
-                                                               rate, peak * 1e9, raw, log),
-                             "memory_efficiency": stream}
-    log(f"transcendental: launch {launch * 1e6:.2f} us, {rate / 1e9:.2f} G elements/s "
-        f"({'/'.join(TRANSCENDENTAL_CHAIN)} chains)")
-    for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw"):
-        # fitted on FLOPs; a byte rate fitted on compute-bound runs would understate the
-        # memory roof, so they stream at the element-wise efficiency
+    for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw",
+                 "transcendental"):
+        # fitted on FLOPs (a transcendental op: one per element); a byte rate fitted on
+        # compute-bound runs would understate the memory roof, so they stream at the
+        # element-wise efficiency
         launch, rate = _fit(pts[name], secs[name], "flops")
         ops[name] = {"launch_us": launch * 1e6,
                      "compute_efficiency": _efficiency(name, "compute", rate, peak * 1e9, raw,

@@ -362,10 +362,8 @@ def _check_fusion_field(doc: dict[str, Any], path: Path) -> None:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(1 << 22)  # a spec is a few kB; no TOML of 4 MB is one
-        text = raw.decode("utf-8")
-        return tomllib.loads(text)
+        raw = Path(path).read_bytes()
+        return tomllib.loads(raw.decode("utf-8"))
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # the line, not a byte offset, tells where

@@ -149,16 +149,17 @@ def section(quick: bool = False, work: str | Path | None = None) -> str:
     _run(["measure-space", *space, "--runtime", "ort", "--db", str(work / "runs.sqlite"),
           "-o", str(truth), *reps], steps)
     _run(["lut", "build", *space, "--runtime", "ort", "--db", str(lut), *reps], steps)
-    if not spec.exists() or "llc_" not in spec.read_text() \
-            or "[ops.transcendental]" not in spec.read_text():
+    if not spec.exists() or any(part not in spec.read_text()
+                                for part in ("llc_", "[ops.transcendental]")):
         _run(["roofline", "calibrate", "-o", str(spec)], steps)
+    text = spec.read_text()
     # the same calibration without its last-level cache (every kernel over the L2 at DRAM's
     # rate), and without that, its NCHW conv classes, transcendental class, run overhead and
     # post passes too (the roofline of 2026-12-06): the baselines of the rows above them
     two = work / "roofline-l2.toml"
-    two.write_text(_strip(spec.read_text(), ("llc_",), (), "local-l2"))
+    two.write_text(_strip(text, ("llc_",), (), "local-l2"))
     old = work / "roofline-v1.toml"
-    old.write_text(_strip(spec.read_text(), ("llc_", "run_overhead_us", "post_pass_ops"),
+    old.write_text(_strip(text, ("llc_", "run_overhead_us", "post_pass_ops"),
                           ("[ops.conv_nchw]", "[ops.depthwise_nchw]",
                            "[ops.transcendental]"), "local-v1"))
     backends = ["flops", f"lut:{lut}", f"roofline:{spec}", f"roofline:{two}",

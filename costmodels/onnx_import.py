@@ -47,6 +47,7 @@ raises :class:`~costmodels.errors.UnsupportedOperator` naming the node.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import math
 import os
@@ -454,13 +455,15 @@ def _sort_nodes(graph: Any, known: set[str], producer: dict[str, int]) -> bool:
                 heapq.heappush(ready, u)
     if len(order) != len(nodes):  # a node reads itself: left to the checks to name
         return False
-    moved = [nodes[i] for i in order]
-    copies = [type(n)() for n in moved]
-    for c, n in zip(copies, moved, strict=True):
-        c.CopyFrom(n)
-    del nodes[:]
-    nodes.extend(copies)
+    _set_nodes(graph, [nodes[i] for i in order])
     return True
+
+
+def _set_nodes(graph: Any, nodes: Sequence[Any]) -> None:
+    """Make ``nodes`` (some of them the graph's own) the graph's node list, in order."""
+    nodes = list(nodes)  # extend copies each message, so the old ones may be dropped first
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 def _check_wiring(graph: Any, source: str) -> None:
@@ -652,11 +655,7 @@ def _inline_constant_ifs(graph: Any, source: str) -> None:
         out.extend(helper.make_node("Identity", [b.name], [o], name=f"{_node_name(node, i)}/{k}")
                    for k, (b, o) in enumerate(zip(branch.output, node.output, strict=True)))
     if any(n.op_type == "If" for n in graph.node):
-        copies = [type(n)() for n in out]
-        for c, n in zip(copies, out, strict=True):
-            c.CopyFrom(n)
-        del graph.node[:]
-        graph.node.extend(copies)
+        _set_nodes(graph, out)
 
 
 def _shape_condition(graph: Any, cond: str) -> Any:
@@ -756,12 +755,8 @@ def _check_fold_sizes(proto: Any, source: str) -> None:
                         f"({macs:.3g} MACs, over the {MAX_FOLD_MACS:.3g} costmodels folds); "
                         "no model needs that: export it again")
         for t in node.output:
-            shape = shapes.get(t)
-            if shape is None or not shape.dim:
-                continue
-            dims = [d.dim_value if d.HasField("dim_value") else 0 for d in shape.dim]
-            n = math.prod(dims)
-            if n > MAX_FOLD_ELEMENTS:
+            dims = _static_dims(shapes.get(t))
+            if dims and (n := math.prod(dims)) > MAX_FOLD_ELEMENTS:
                 raise OnnxImportError(
                     f"{source}: node {_node_name(node, i)!r} ({node.op_type}) computes a "
                     f"constant of {'x'.join(map(str, dims))} ({n:.3g} elements, over the "
@@ -821,8 +816,7 @@ def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
     out = onnx.ModelProto()
     out.CopyFrom(proto)
     keep = [n for i, n in enumerate(proto.graph.node) if i not in removed]
-    del out.graph.node[:]
-    out.graph.node.extend(keep)
+    _set_nodes(out.graph, keep)
     have = {t.name for t in proto.graph.initializer}
     produced = {t for n in keep for t in n.output}
     needed = {t for n in keep for t in n.input} | {vi.name for vi in proto.graph.output}
@@ -1243,9 +1237,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     folded, how, n_folded, fold_failed = _fold(proto)
     if fold_failed:
         dead = _check_fold_failures(proto.graph, fold_failed, source)
-        keep = [n for i, n in enumerate(proto.graph.node) if i not in dead]
-        del proto.graph.node[:]
-        proto.graph.node.extend(keep)
+        _set_nodes(proto.graph, [n for i, n in enumerate(proto.graph.node) if i not in dead])
         folded, how, n_folded, fold_failed = _fold(proto)
         _check_fold_failures(proto.graph, fold_failed, source)
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
@@ -1285,6 +1277,16 @@ def _readers(layers: Sequence[Layer], outputs: Sequence[str]) -> dict[str, list[
     return users
 
 
+def _sole_reader(layers: Sequence[Layer], users: Mapping[str, list[int]], i: int | None,
+                 op: str) -> int | None:
+    """The one layer reading layer ``i``'s output when it is an ``op`` (None when ``i`` is
+    None, when others read that output too, or when it is a graph output)."""
+    if i is None or not layers[i].outputs:
+        return None
+    u = users.get(layers[i].outputs[0], [])
+    return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
+
+
 def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
                ) -> tuple[list[Layer], int]:
     """Layers with each exact GELU written out as ``x * 0.5 * (1 + erf(x / sqrt 2))`` (``Div
@@ -1292,11 +1294,7 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
     dynamo exporters write it below opset 20) as one ``Gelu`` layer, and how many were
     (ONNX Runtime's GeluFusion; opset 20 writes one ``Gelu``). The constants' values are
     not in the IR: the pattern is the ops, their single-use chain and scalar constants."""
-    users = _readers(layers, outputs)
-
-    def only(i: int, op: str) -> int | None:
-        u = users.get(layers[i].outputs[0], []) if layers[i].outputs else []
-        return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
+    only = functools.partial(_sole_reader, layers, _readers(layers, outputs))
 
     def scalar(i: int) -> bool:
         return len(layers[i].inputs) == 1 and tuple(layers[i].weight_shapes) in (((),), ((1,),))
@@ -1308,7 +1306,7 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
             continue
         x = la.inputs[0]
         erf = only(dv, "Erf")
-        add = only(erf, "Add") if erf is not None else None
+        add = only(erf, "Add")
         m1 = only(add, "Mul") if add is not None and scalar(add) else None
         if m1 is None:
             continue
@@ -1345,12 +1343,7 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
     by the next op alone, the reductions over the last axis, gamma (and beta) of its size.
     """
     users = _readers(layers, outputs)
-
-    def only(i: int, op: str) -> int | None:
-        """The one layer reading layer ``i``'s output, when it is an ``op``."""
-        u = users.get(layers[i].outputs[0], []) if layers[i].outputs else []
-        return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
-
+    only = functools.partial(_sole_reader, layers, users)
     drop: set[int] = set()
     put: dict[int, Layer] = {}
     for r1, la in enumerate(layers):
@@ -1369,8 +1362,8 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
         if len(readers) != 2 or pw is None or dv is None:
             continue
         r2 = only(pw, "ReduceMean")
-        eps = only(r2, "Add") if r2 is not None else None
-        sq = only(eps, "Sqrt") if eps is not None else None
+        eps = only(r2, "Add")
+        sq = only(eps, "Sqrt")
         if sq is None or only(sq, "Div") != dv or layers[dv].inputs != (
                 layers[sub].outputs[0], layers[sq].outputs[0]):
             continue

@@ -293,16 +293,15 @@ def pin_prior(spec: str) -> str:
     return f"{name}:{arg}"
 
 
-def prior_files_sha256(specs: Sequence[str], content: bool = True) -> dict[str, str]:
-    """{file: digest} of the files that the pinned ``specs`` read: :func:`content_sha256`
-    (``content``), or the SHA-256 of the bytes (what models saved before recorded)."""
+def prior_files_sha256(specs: Sequence[str]) -> dict[str, str]:
+    """{file: :func:`content_sha256`} of the files that the pinned ``specs`` read."""
     from costmodels.registry import split_spec
 
     out = {}
     for spec in specs:
         path = Path((split_spec(spec)[1] or "").partition("?")[0])
         if path.is_absolute() and path.is_file():
-            out[str(path)] = content_sha256(path) if content else P.file_sha256(path)
+            out[str(path)] = content_sha256(path)
     return out
 
 
@@ -335,7 +334,7 @@ def content_sha256(path: Path) -> str:
 _LOADING: set[str] = set()  # saved hybrids being loaded (a prior that loops back to one)
 
 
-def check_booster_json(path: Path, n_features: int | None = None) -> None:
+def check_booster_json(path: Path) -> None:
     """Refuse a booster file whose trees XGBoost would walk out of bounds (it reads them
     unchecked: a child index that loops back crashed the process with SIGSEGV): every
     tree's arrays hold ``num_nodes`` entries, a node's children are both leaves (-1) or
@@ -351,8 +350,8 @@ def check_booster_json(path: Path, n_features: int | None = None) -> None:
         trees = learner["gradient_booster"]["model"]["trees"]
     except (OSError, ValueError, KeyError, TypeError, RecursionError):
         raise bad("not an XGBoost model JSON with learner, num_feature and trees") from None
-    if not isinstance(trees, list) or (n_features is not None and n_feat != n_features):
-        raise bad(f"its trees read {n_feat} features, the model's schema {n_features}")
+    if not isinstance(trees, list):
+        raise bad("its trees are not a list")
     for ti, t in enumerate(trees):
         try:
             n = int(t["tree_param"]["num_nodes"])
@@ -374,12 +373,12 @@ def check_booster_json(path: Path, n_features: int | None = None) -> None:
                           f"of range ({n} nodes, {n_feat} features)")
 
 
-def load_booster(path: Path, params: dict, n_features: int | None = None):
+def load_booster(path: Path, params: dict):
     """An ``XGBRegressor`` read from XGBoost's own JSON (checked first:
     :func:`check_booster_json`); :class:`ModelFileError` if unreadable."""
     import xgboost as xgb
 
-    check_booster_json(path, n_features)
+    check_booster_json(path)
     booster = xgb.XGBRegressor(**params)
     try:
         booster.load_model(str(path))

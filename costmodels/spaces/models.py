@@ -119,11 +119,9 @@ class ModelsSpace(SearchSpace):
             return self._names[i]
         if not isinstance(text, str):
             raise UnknownArchitecture(text, "expected a model name (a file stem)")
-        name = text.strip() if text.strip() in self._pos else text
-        if name not in self._pos and name.strip().endswith(".onnx"):
-            name = Path(name.strip()).stem  # a file name for its stem (x.onnx.onnx is x.onnx)
-        elif name not in self._pos:
-            name = name.strip()
+        name = text.strip()  # no model's name begins or ends with a space (they are skipped)
+        if name not in self._pos and name.endswith(".onnx"):
+            name = Path(name).stem  # a file name for its stem (x.onnx.onnx is x.onnx)
         if name not in self._pos:
             shown = ", ".join(self._names[:5]) + (", ..." if self.size > 5 else "")
             raise UnknownArchitecture(text, f"no {name}.onnx in {self.root} (it has: {shown})",
