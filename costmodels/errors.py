@@ -71,6 +71,15 @@ class TableError(CostModelError, ValueError):
     """A latency table (CSV) that is malformed: names the file, row and field."""
 
 
+class DuplicateRowError(TableError):
+    """A table lists one network twice; ``where`` is the place (``FILE:LINE: architecture
+    A appears twice``) without the advice, for a command that gives its own."""
+
+    def __init__(self, where: str, advice: str) -> None:
+        super().__init__(f"{where}; {advice}")
+        self.where = where
+
+
 class NotCovered(CostModelError, KeyError):
     """A backend that answers for some networks only (a table, a LUT) has no answer here."""
 

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from costmodels.errors import (
+    DuplicateRowError,
     NotCovered,
     TableError,
     UnknownArchitecture,
@@ -336,8 +337,9 @@ def read_table(path: str | Path, *, duplicates: str = "error", space="nb201",
         en = (_number(row["energy_mj"], path, line, "energy_mj", positive=True)
               if has_energy and (row.get("energy_mj") or "") != "" else math.nan)
         if s in rows and duplicates == "error":
-            raise TableError(f"{path}:{line}: architecture {s} appears twice; pass "
-                             "--duplicates mean (average repeats) or --duplicates first")
+            raise DuplicateRowError(f"{path}:{line}: architecture {s} appears twice",
+                                    "pass --duplicates mean (average repeats) or "
+                                    "--duplicates first")
         rows.setdefault(s, []).append((idx, lat, en))
     if skipped and not rows:  # no row is this folder's: a table of another space
         raise TableError(first_absent)

@@ -406,16 +406,14 @@ def _read_latencies(path: str) -> dict[str, float]:
     """arch_str -> latency_ms of the rows that have one (error rows are skipped), read by
     the toolkit's one table reader (its number, empty-field and truncation checks); a
     network listed twice is refused (which of its figures would be compared?)."""
-    from costmodels.errors import TableError
+    from costmodels.errors import DuplicateRowError, TableError
     from costmodels.tables import read_table
 
     try:
         t = read_table(path, space=None)
-    except TableError as exc:
-        if "appears twice" in str(exc):
-            raise TableError(str(exc).split("; pass --duplicates")[0] + "; measure-quality "
-                             "compares one figure per network: keep one row of it") from None
-        raise
+    except DuplicateRowError as exc:
+        raise TableError(f"{exc.where}; measure-quality compares one figure per network: "
+                         "keep one row of it") from None
     return dict(zip(t.arch_str, (float(v) for v in t.latency_ms), strict=True))
 
 

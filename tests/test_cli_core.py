@@ -477,7 +477,7 @@ def test_bad_inputs_of_the_second_probe_are_one_error_line(tmp_path, capsys, mon
     # measure-quality reads tables with the shared reader: a repeated row is refused
     t = tmp_path / "t.csv"
     t.write_text("arch_index,arch_str,latency_ms\n,a,1.0\n,a,3.0\n,b,2.0\n")
-    refused(["measure-quality", str(t), str(t)], "appears twice")
+    refused(["measure-quality", str(t), str(t)], "appears twice; measure-quality compares one figure")
     # a folder holding x.onnx and x.onnx.onnx: two models, not one listed twice
     f = tmp_path / "dbl"
     f.mkdir()
