@@ -315,6 +315,9 @@ def open_space(args: argparse.Namespace):
 def selected_archs(args: argparse.Namespace):
     """``(space, arch_strs)`` chosen by --space / --archs / --sample (all by default)."""
     space = open_space(args)
+    if getattr(args, "seed", 0) and not getattr(args, "sample", None):  # it was ignored
+        print(f"note: --seed {args.seed} seeds --sample only; without --sample every "
+              "architecture is used", file=sys.stderr)
     if getattr(args, "archs", None) is not None:  # '' is a mistake, not "all of them"
         listed = read_arch_list(args.archs, space)
         n = getattr(args, "sample", None)

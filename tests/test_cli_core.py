@@ -510,3 +510,11 @@ def test_sample_with_archs_samples_the_listed_ones(tmp_path, capsys):
     assert main(["estimate", "flops", "--archs", str(listing), "--sample", "7",
                  "-o", str(out)]) == 2
     assert "lists 6 architectures" in capsys.readouterr().err
+
+
+def test_seed_without_sample_is_noted(capsys):
+    """--seed without --sample changes nothing: said in a note (it was ignored silently)."""
+    assert main(["archs", "--seed", "3", "--sample", "2"]) == 0
+    assert "note: --seed" not in capsys.readouterr().err
+    assert main(["archs", "--seed", "3"]) == 0
+    assert "note: --seed 3 seeds --sample only" in capsys.readouterr().err
