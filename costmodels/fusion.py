@@ -52,7 +52,7 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from costmodels.errors import ModelFileError, special_file
-from costmodels.network import DTYPE_BYTES, Layer, Network, Shape
+from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, numel
 
 RULES_FORMAT = "costmodels-fusion-rules"
 RULES_SCHEMA = 1
@@ -372,6 +372,29 @@ class LayoutRules:
 
 
 @dataclass(frozen=True)
+class QDQRules:
+    """How the runtime runs a model quantized in the QDQ format (``qdq`` of a rules file).
+
+    ``fuse``: an op whose activation inputs all come from ``DequantizeLinear`` and whose
+    only reader is a ``QuantizeLinear`` runs as one quantized kernel (ORT's ``QLinearConv``,
+    ``QLinearAdd``, ``QGemm`` ...), keyed ``DequantizeLinear+OP+QuantizeLinear``; ``drop``:
+    such an op runs on the quantized tensor itself (its DQ and Q are dropped);
+    ``remove_if_uint8``: such an op disappears when the tensors are uint8 (a ReLU the
+    quantization's clamp already does). Only activations of ``dtypes`` (``activation_dtypes``,
+    default uint8) are rewritten. ``channels_last``: fused kernels of these ops run
+    in NHWC, ``channels_last_follow``: ops that stay in NHWC on NHWC inputs; a 4-D tensor
+    that crosses between NHWC and NCHW costs a ``Transpose``.
+    """
+
+    fuse: frozenset[str]
+    drop: frozenset[str]
+    dtypes: frozenset[str] = frozenset({"uint8"})  # activation types the rewrite applies to
+    remove_if_uint8: frozenset[str] = frozenset()
+    channels_last: frozenset[str] = frozenset()
+    channels_last_follow: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True)
 class FusionRules:
     """Parsed rules of one runtime; ``doc`` is the JSON text they came from (stored in a LUT)."""
 
@@ -384,6 +407,7 @@ class FusionRules:
     fusion: tuple[FusionRule, ...]
     doc: str
     name: str = ""
+    qdq: QDQRules | None = None
 
     @property
     def hash(self) -> str:
@@ -447,6 +471,17 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         if not isinstance(cse, dict):
             raise TypeError(f"field 'cse' must be an object with 'ops' and "
                             f"'scalar_constant_ops', not {cse!r:.60}")
+        q = d.get("qdq")
+        if q is not None and not isinstance(q, dict):
+            raise TypeError(f"field 'qdq' must be an object, not {q!r:.60}")
+        qdq = None if not q else QDQRules(
+            fuse=_names(q.get("fuse", ()), "qdq.fuse"),
+            drop=_names(q.get("drop", ()), "qdq.drop"),
+            dtypes=_names(q.get("activation_dtypes", ["uint8"]), "qdq.activation_dtypes"),
+            remove_if_uint8=_names(q.get("remove_if_uint8", ()), "qdq.remove_if_uint8"),
+            channels_last=_names(q.get("channels_last", ()), "qdq.channels_last"),
+            channels_last_follow=_names(q.get("channels_last_follow", ()),
+                                        "qdq.channels_last_follow"))
         prune = d.get("prune_dead", False)
         if not isinstance(prune, bool):
             raise TypeError(f"field 'prune_dead' must be true or false, not {prune!r:.60}")
@@ -455,7 +490,7 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             cse_ops=_names(cse.get("ops", ()), "cse.ops"),
             cse_scalar_ops=_names(cse.get("scalar_constant_ops", ()), "cse.scalar_constant_ops"),
             prune_dead=prune, layout=layout, fusion=fusion,
-            doc=text, name=str(d.get("name", d["runtime"])))
+            doc=text, name=str(d.get("name", d["runtime"])), qdq=qdq)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
@@ -608,11 +643,16 @@ def _blocked(shape: Shape, block: int) -> Shape:
 def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     """The kernels ``rules.runtime`` executes for ``net``, in execution order."""
     kept, outputs = _simplify(net, rules)
+    q = rules.qdq
+    quantized: dict[str, tuple[str, tuple[Layer, ...]]] = {}
+    if q is not None:
+        kept, outputs, quantized = _quantized(kept, outputs, q)
     uses = Counter(t for _, ins in kept for t in ins)
     uses.update(outputs)
     lay = rules.layout
     layout: dict[str, str] = {name: "nchw" for name, _ in net.inputs}
     shape_of: dict[str, Shape] = dict(net.inputs)
+    dtype_of: dict[str, str] = {}
     # open kernels that may still absorb, by the tensor they output
     open_by_out: dict[str, _Open] = {}
     order: list[_Open | Kernel] = []
@@ -627,16 +667,51 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         reordered.add((t, to))
         order.append(Kernel(KernelKey((op,), (ins,), out), (), to))
 
+    def convert(t: str, src: str, to: str, shape: Shape) -> None:
+        """Kernels that bring tensor ``t`` (NCHW ``shape``) from layout ``src`` to ``to``,
+        one of them NHWC: a Transpose, through NCHW."""
+        if src == "nchwc":
+            reorder(t, "nchw", shape)
+        done = (t, "transposed to " + ("nhwc" if to == "nhwc" else "nchw"))
+        if done not in reordered and len(shape) == 4:
+            reordered.add(done)
+            nhwc = (shape[0], *shape[2:], shape[1])
+            ins, out, perm = ((shape, nhwc, "0x2x3x1") if to == "nhwc"
+                              else (nhwc, shape, "0x3x1x2"))
+            order.append(Kernel(KernelKey(("Transpose",), (ins,), out,
+                                          dtype=dtype_of.get(t, "float32"),
+                                          attrs=(("perm", perm),)), (), to))
+        if to == "nchwc":
+            reorder(t, "nchwc", shape)
+
     for layer, ins in kept:
         out = layer.outputs[0] if layer.outputs else layer.name
         shape_of[out] = layer.output_shape
+        dtype_of[out] = _out_dtype(layer) or layer.dtype
+        if layer.name in quantized:
+            kind, covered = quantized[layer.name]
+            here = "nhwc" if ((kind == "fuse" and layer.op in q.channels_last) or _follows_nhwc(
+                layer, ins, layout, q)) else "nchw"
+            for t, s in zip(ins, layer.input_shapes, strict=False):
+                src = layout.get(t, "nchw")
+                if src != here:
+                    convert(t, src, here, shape_of.get(t, s))
+            layout.update(dict.fromkeys(layer.outputs, here))  # every output of a Split
+            order.append(_quantized_kernel(layer, kind, covered, here))
+            continue
         if (not open_by_out.keys().isdisjoint(ins)
                 and _absorb(layer, ins, out, open_by_out, uses, layout)):
             continue
         here = _layout_of(layer, ins, layout, lay)
-        if lay is not None:
+        if q is not None and here == "nchw" and _follows_nhwc(layer, ins, layout, q):
+            here = "nhwc"
+        if lay is not None or q is not None:
             for t, s in zip(ins, layer.input_shapes, strict=False):
                 src = layout.get(t, "nchw")
+                if "nhwc" in (src, here):
+                    if src != here:
+                        convert(t, src, here, shape_of.get(t, s))
+                    continue
                 if (lay.version >= 2 and here == "nchwc" and src == "nchwc"
                         and layer.op in lay.plain_input_ok and layer.groups == 1
                         and len(s) > 1 and s[1] < lay.block):
@@ -652,7 +727,7 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
                           and (s[1] % lay.block != 0 if lay.version < 2
                                else layer.groups == 1 and s[1] < lay.block)):
                     reorder(t, "nchwc", shape_of.get(t, s))
-        layout[out] = here
+        layout.update(dict.fromkeys(layer.outputs or (out,), here))
         rule = rules.anchor_rule(layer.op, here)
         if rule is None or not rule.chain:
             order.append(_single(layer, here))
@@ -663,7 +738,127 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     for t in outputs:
         if layout.get(t) == "nchwc":
             reorder(t, "nchw", shape_of[t])
+        elif layout.get(t) == "nhwc":
+            convert(t, "nhwc", "nchw", shape_of[t])
     return [k.kernel() if isinstance(k, _Open) else k for k in order]
+
+
+def _follows_nhwc(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
+                  q: QDQRules) -> bool:
+    """Whether ``layer`` stays channels-last: an op of ``channels_last_follow`` with a 4-D
+    output whose activation inputs all are (a reduction to 2-D reads an NCHW tensor)."""
+    return (layer.op in q.channels_last_follow and len(layer.output_shape) == 4 and bool(ins)
+            and all(layout.get(t) == "nhwc" for t in ins))
+
+
+_QDTYPES = ("uint8", "int8")
+
+
+def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q: QDQRules
+               ) -> tuple[list[tuple[Layer, tuple[str, ...]]], list[str],
+                          dict[str, tuple[str, tuple[Layer, ...]]]]:
+    """The QDQ rewrite (:class:`QDQRules`): ``DequantizeLinear -> OP -> QuantizeLinear``
+    groups become one layer on the quantized tensors (``OP`` on uint8/int8, reading the
+    DQs' inputs, writing the Q's output) or, for ``remove_if_uint8`` ops, nothing.
+
+    Returns the layers kept, the graph outputs and, for each rewritten layer's name, its
+    kind (``fuse`` or ``drop``) and the IR layers it covers (the op first). A DQ whose every
+    reader was rewritten goes with them; one that also feeds a float op stays for it.
+    """
+    prod = {t: i for i, (layer, _) in enumerate(kept) for t in layer.outputs}
+    readers: dict[str, list[int]] = {}
+    for i, (_, ins) in enumerate(kept):
+        for t in ins:
+            readers.setdefault(t, []).append(i)
+    graph_out = set(outputs)
+
+    def dq_dtype(j: int | None) -> str:
+        if j is None:
+            return ""
+        layer, ins = kept[j]
+        ok = layer.op == "DequantizeLinear" and len(ins) == 1 and layer.dtype in q.dtypes
+        return layer.dtype if ok else ""
+
+    def q_readers(layer: Layer) -> list[int] | None:
+        """The QuantizeLinear that is the one reader of each output of ``layer``, or None."""
+        qs = []
+        for t in layer.outputs:
+            rs = readers.get(t, [])
+            if t in graph_out or len(rs) != 1 or kept[rs[0]][0].op != "QuantizeLinear":
+                return None
+            qs.append(rs[0])
+        return qs
+
+    match: dict[int, tuple[str, list[int], list[int], str]] = {}
+    for i, (layer, ins) in enumerate(kept):
+        kind = ("fuse" if layer.op in q.fuse else "drop" if layer.op in q.drop
+                else "remove" if layer.op in q.remove_if_uint8 else "")
+        if not kind or not ins or not layer.outputs or (len(layer.outputs) > 1
+                                                         and kind != "drop"):
+            continue
+        srcs = [prod.get(t) for t in ins]
+        dts = {dq_dtype(j) for j in srcs}
+        qs = q_readers(layer)
+        if len(dts) != 1 or "" in dts or qs is None:
+            continue
+        dt = dts.pop()
+        if kind == "remove" and dt != "uint8":
+            continue
+        n_w = sum(numel(w) for w in layer.weight_shapes)
+        if kind == "fuse" and n_w and layer.bytes_weights >= 2 * n_w:
+            continue  # float weights: the runtime fuses only quantized (DQ'd) ones
+        if layer.op in _INTERPOLATING and any(t > 1 for t in layer.kernel):
+            continue  # an interpolating resize stays float between its DQ and Q
+        match[i] = (kind, [j for j in srcs if j is not None], qs, dt)
+    gone = {qi for _, _, qs, _ in match.values() for qi in qs}
+    for _, srcs, _, _ in match.values():
+        for j in srcs:
+            t = kept[j][0].outputs[0]
+            if t not in graph_out and all(r in match for r in readers.get(t, [])):
+                gone.add(j)
+    alias: dict[str, str] = {}
+    out_kept: list[tuple[Layer, tuple[str, ...]]] = []
+    groups: dict[str, tuple[str, tuple[Layer, ...]]] = {}
+    for i, (layer, ins) in enumerate(kept):
+        if i in gone:
+            continue
+        ins = tuple(alias.get(t, t) for t in ins)
+        if i not in match:
+            out_kept.append((layer, ins))
+            if dq_dtype(i):
+                # the runtime gives each float reader a DQ of its own (EnsureUniqueDQ...)
+                rest = [r for r in readers.get(layer.outputs[0], []) if r not in match]
+                out_kept.extend((layer._replace(name=f"{layer.name}/duplicated_{n}",
+                                                outputs=(f"{layer.outputs[0]}/duplicated_{n}",)),
+                                 ins) for n in range(1, len(rest)))
+            continue
+        kind, srcs, qs, dt = match[i]
+        qlayers = [kept[qi][0] for qi in qs]
+        new_ins = tuple(alias.get(kept[j][1][0], kept[j][1][0]) for j in srcs)
+        if kind == "remove":
+            alias[qlayers[0].outputs[0]] = new_ins[0]
+            continue
+        x = layer._replace(inputs=new_ins, outputs=tuple(ql.outputs[0] for ql in qlayers),
+                           dtype=dt, bytes_in=sum(numel(s) for s in layer.input_shapes),
+                           bytes_out=layer.bytes_out // max(DTYPE_BYTES.get(layer.dtype, 4), 1),
+                           out_dtype="")
+        groups[x.name] = (kind, (x, *(kept[j][0] for j in srcs), *qlayers))
+        out_kept.append((x, new_ins))
+    return out_kept, [alias.get(t, t) for t in outputs], groups
+
+
+_INTERPOLATING = frozenset({"Resize", "Upsample"})
+
+
+def _quantized_kernel(x: Layer, kind: str, covered: tuple[Layer, ...], layout: str) -> Kernel:
+    """The kernel of a rewritten QDQ group: ``DequantizeLinear+OP+QuantizeLinear`` on the
+    quantized dtype (``fuse``), or the op alone on it (``drop``)."""
+    if kind == "drop":
+        return _single(x, layout)._replace(layers=covered)
+    key = KernelKey(("DequantizeLinear", x.op, "QuantizeLinear"), x.input_shapes,
+                    x.output_shape, x.weight_shapes, x.kernel, x.stride, x.pads, x.dilation,
+                    x.groups, x.dtype, op_attrs(x))
+    return Kernel(key, covered, layout)
 
 
 def _aligned(shape: Shape, lay: LayoutRules) -> bool:

@@ -464,3 +464,136 @@ def test_committed_fbnet_lut_plans_with_its_stored_rules():
     for arch in archs:
         net = space.build_network(arch, "cifar100")
         assert lut.estimate(net).latency_ms > 0
+
+
+def _qdq_model(zero_point_dtype):
+    """A model quantized in the QDQ format (as onnxruntime.quantization writes it): a conv,
+    ReLU, max-pool, 1x1 conv + residual Add, depthwise conv, a float HardSigmoid between a
+    DQ and a Q, a bilinear and a nearest Resize, a Split whose parts are each quantized, a
+    channel Concat, global pool and Gemm head; weights int8, biases int32."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    zdt = np.dtype(zero_point_dtype)
+    nodes, inits = [], []
+    n = helper.make_node
+
+    def const(name, arr):
+        inits.append(numpy_helper.from_array(arr, name))
+        return name
+
+    const("s", np.array(0.05, np.float32))
+    const("sb", np.array(0.0025, np.float32))
+    const("z", np.array(0, zdt))
+    const("zw", np.array(0, np.int8))
+    const("zb", np.array(0, np.int32))
+    count = [0]
+
+    def fresh(prefix):
+        count[0] += 1
+        return f"{prefix}{count[0]}"
+
+    def qdq(x):
+        q, d = fresh("q"), fresh("d")
+        nodes.extend([n("QuantizeLinear", [x, "s", "z"], [q]),
+                      n("DequantizeLinear", [q, "s", "z"], [d])])
+        return d
+
+    def conv(x, cin, cout, k=3, group=1, stride=1):
+        w = const(fresh("w"), rng.integers(-4, 4, (cout, cin // group, k, k)).astype(np.int8))
+        b = const(fresh("b"), rng.integers(-4, 4, cout).astype(np.int32))
+        wd, bd, y = fresh("wd"), fresh("bd"), fresh("c")
+        nodes.extend([n("DequantizeLinear", [w, "s", "zw"], [wd]),
+                      n("DequantizeLinear", [b, "sb", "zb"], [bd]),
+                      n("Conv", [x, wd, bd], [y], pads=[k // 2] * 4, group=group,
+                        strides=[stride, stride])])
+        return y
+
+    def op(kind, ins, **attrs):
+        y = fresh("o")
+        nodes.append(n(kind, ins, [y], **attrs))
+        return y
+
+    x = qdq("x")
+    y = qdq(conv(x, 16, 32))
+    y = qdq(op("Relu", [y]))
+    y = qdq(op("MaxPool", [y], kernel_shape=[2, 2], strides=[2, 2]))
+    y = qdq(op("Add", [y, qdq(conv(y, 32, 32, 1))]))
+    y = qdq(conv(y, 32, 32, 3, group=32))
+    y = qdq(op("HardSigmoid", [y]))
+    const("up", np.array([1, 1, 2, 2], np.float32))
+    lin = qdq(op("Resize", [y, "", "up"], mode="linear"))
+    near = qdq(op("Resize", [y, "", "up"], mode="nearest"))
+    y = qdq(op("Add", [lin, near]))
+    const("parts", np.array([16, 16], np.int64))
+    a, b = fresh("sp"), fresh("sp")
+    nodes.append(n("Split", [y, "parts"], [a, b], axis=1))
+    y = qdq(op("Concat", [qdq(b), qdq(a)], axis=1))
+    y = qdq(conv(y, 32, 32, 3, stride=2))
+    y = qdq(op("GlobalAveragePool", [y]))
+    const("shape", np.array([1, 32], np.int64))
+    y = qdq(op("Reshape", [y, "shape"]))
+    fw = const("fw", rng.integers(-4, 4, (10, 32)).astype(np.int8))
+    fb = const("fb", rng.integers(-4, 4, 10).astype(np.int32))
+    nodes.extend([n("DequantizeLinear", [fw, "s", "zw"], ["fwd"]),
+                  n("DequantizeLinear", [fb, "sb", "zb"], ["fbd"]),
+                  n("Gemm", [y, "fwd", "fbd"], ["logits"], transB=1)])
+    nodes.append(n("Identity", [qdq("logits")], ["y"]))
+    return _graph_model(nodes, (1, 16, 32, 32), inits)
+
+
+def _ort_kernel_name(op: str) -> str:
+    """ORT's quantized op named as the planner keys it (QLinearConv -> q:Conv)."""
+    if op == "QGemm":
+        return "q:Gemm"
+    if op.startswith("QLinear"):
+        return "q:" + op[len("QLinear"):]
+    return {"NhwcMaxPool": "MaxPool"}.get(op, op)
+
+
+def _plan_kernel_name(ops: tuple[str, ...]) -> str:
+    if len(ops) == 3 and ops[0] == "DequantizeLinear" and ops[2] == "QuantizeLinear":
+        return "q:" + ops[1]
+    return "+".join(ops)
+
+
+def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_rules):
+    """A QDQ model (uint8 activations): each fused op is one quantized kernel (QLinearConv,
+    QLinearAdd, QGemm ...), data movement runs on the quantized tensor, a ReLU vanishes,
+    float ops keep their DQ and Q, and the NHWC region costs one Transpose at each end:
+    the planner's kernels are ORT's nodes, one for one. Int8 activations are not
+    rewritten (ORT fuses them less regularly on x86): each Q and DQ stays a kernel."""
+    from costmodels.onnx_import import import_onnx
+
+    i8 = kernels(import_onnx(_qdq_model("int8")), ort_rules)
+    assert not any(k.ops[0] == "DequantizeLinear" and len(k.ops) == 3 for k in i8)
+    model = _qdq_model("uint8")
+    theirs = Counter(_ort_kernel_name(op) for op in _ort_node_ops(model, tmp_path))
+    ks = kernels(import_onnx(model), ort_rules)
+    mine = Counter(_plan_kernel_name(k.ops) for k in ks)
+    assert mine == theirs
+    assert theirs["q:Conv"] == 4 and theirs["Transpose"] == 2  # the test exercises them
+    # without the qdq rules every Q and DQ is a kernel of its own
+    plain = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_rules.doc).items()
+                                        if k != "qdq"}))
+    assert sum(k.ops == ("QuantizeLinear",) for k in kernels(import_onnx(model), plain)) > 15
+
+
+def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules):
+    """The LUT's one-kernel model of each quantized kernel of the QDQ model runs as ORT's
+    one quantized node, and its wrappers (the NHWC Transposes) are what ORT adds."""
+    import onnx
+
+    from costmodels.onnx_import import import_onnx
+    from measure.lut.kernel_onnx import kernel_model, wrappers
+
+    keys = {k.text: k.key for k in kernels(import_onnx(_qdq_model("uint8")), ort_rules)
+            if k.ops[0] == "DequantizeLinear" and len(k.ops) == 3}
+    assert len(keys) >= 8
+    for text, key in keys.items():
+        ops = _ort_node_ops(kernel_model(key), tmp_path)
+        fused = [op for op in ops if op != "Transpose"]
+        assert [_ort_kernel_name(op) for op in fused] == [_plan_kernel_name(key.ops)], text
+        assert ops.count("Transpose") == len(wrappers(key, ort_rules)), text
+    assert onnx.checker.check_model(kernel_model(next(iter(keys.values())))) is None

@@ -28,7 +28,7 @@ import numpy as np
 
 from costmodels.errors import CostModelError
 from costmodels.fusion import BINARY_OPS, FusionRules, KernelKey, kernels
-from costmodels.network import Network, Shape, make_layer, recurrence
+from costmodels.network import DTYPE_BYTES, Network, Shape, make_layer, numel, recurrence
 from costmodels.ops import RESIZE_TAPS, RNN_GATES
 
 NCHWC_DOMAIN = "com.microsoft.nchwc"
@@ -781,10 +781,75 @@ def _absorbed(b: _Builder, op: str, cur: str, takes: int, shapes: list[Shape], i
     return b.node(op, ins, out)
 
 
+def _is_qdq(key: KernelKey) -> bool:
+    """A quantized kernel of the QDQ rules: ``DequantizeLinear+OP+QuantizeLinear`` on uint8/int8."""
+    return (len(key.ops) == 3 and key.ops[0] == "DequantizeLinear"
+            and key.ops[2] == "QuantizeLinear" and key.dtype in ("uint8", "int8"))
+
+
+def _plan_qdq(key: KernelKey, seed: int) -> KernelPlan:
+    """``OP``'s float one-kernel model between quantized tensors: each activation input a
+    ``DequantizeLinear`` of a uint8/int8 input, each float constant a ``DequantizeLinear``
+    of an int8 one (a Conv's or Gemm's bias int32), the output quantized. ONNX Runtime
+    fuses it into its ``QLinear*`` kernel as it does in a QDQ model."""
+    q = key.dtype
+    p = plan(key._replace(ops=(key.ops[1],), dtype="float32"), seed)
+    p.key = key
+    scale, bias_scale = "qdq_scale", "qdq_bias_scale"  # a bias's is input x weight scale
+    for name, v in ((scale, 0.05), (bias_scale, 0.05 * 0.05)):
+        p.consts[name] = np.array(v, np.float32)
+        p.shapes[name], p.dtypes[name] = (), "float32"
+    zps: dict[str, str] = {}
+
+    def zp(dt: str) -> str:
+        if dt not in zps:
+            zps[dt] = f"qdq_zp_{dt}"
+            p.consts[zps[dt]] = np.array(0, _NP[dt])
+            p.shapes[zps[dt]], p.dtypes[zps[dt]] = (), dt
+        return zps[dt]
+
+    front: list[PlanNode] = []
+    rename: dict[str, str] = {}
+    for x in p.inputs:  # graph input x (now quantized) -> DequantizeLinear -> x_f
+        rename[x] = f"{x}_f"
+        p.shapes[rename[x]], p.dtypes[rename[x]] = p.shapes[x], "float32"
+        p.dtypes[x] = q
+        front.append(PlanNode(f"dq_{x}", "DequantizeLinear", [x, scale, zp(q)], [rename[x]]))
+    # a matrix product's weights are int8 (its bias int32); an element-wise op's constant
+    # operand is quantized as its activations are (QLinearAdd takes one type)
+    mac = key.ops[1] in ("Conv", "Gemm", "MatMul")
+    bias_int32 = key.ops[1] in ("Conv", "Gemm")
+    for n in p.nodes:
+        for t in n.inputs:
+            if t in p.consts and t not in rename and p.dtypes[t] == "float32" \
+                    and t not in (scale, bias_scale) and n.kernel:
+                dt = ("int32" if bias_int32 and len(p.shapes[t]) == 1
+                      else "int8" if mac else q)
+                arr = p.consts[t]
+                p.consts[t] = np.clip(np.round(arr / 0.05), 0 if dt == "uint8" else -8,
+                                      8).astype(_NP[dt])
+                p.dtypes[t] = dt
+                rename[t] = f"{t}_f"
+                p.shapes[rename[t]], p.dtypes[rename[t]] = p.shapes[t], "float32"
+                front.append(PlanNode(f"dq_{t}", "DequantizeLinear",
+                                      [t, bias_scale if dt == "int32" else scale, zp(dt)],
+                                      [rename[t]]))
+        n.inputs = [rename.get(t, t) for t in n.inputs]
+    last = p.nodes[-1]
+    y = last.outputs[0]
+    out = f"{y}_q"
+    p.shapes[out], p.dtypes[out] = p.shapes[y], q
+    p.nodes = front + p.nodes + [PlanNode("q_out", "QuantizeLinear", [y, scale, zp(q)], [out])]
+    p.outputs = [out]
+    return p
+
+
 def plan(key: KernelKey, seed: int = 0) -> KernelPlan:
     """The one-kernel model of ``key`` as a :class:`KernelPlan` (raises :class:`KernelBuildError`)."""
     if not key.ops or not key.ops[0]:
         raise KernelBuildError(f"kernel key {key.text!r} names no op")
+    if _is_qdq(key):
+        return _plan_qdq(key, seed)
     b = _Builder(key, seed)
     arity = key.arity
     if len(arity) != len(key.ops) or sum(arity) != len(key.input_shapes):
@@ -833,12 +898,22 @@ def kernel_model(key: KernelKey, seed: int = 0, opset: int = OPSET):
 def plan_network(p: KernelPlan) -> Network:
     """The IR of a plan (graph inputs ``x0``, ...; layer names as the nodes')."""
     layers = []
+    # a DequantizeLinear of a constant is the quantized constant (the importer folds it)
+    folded = {n.outputs[0]: n.inputs[0] for n in p.nodes
+              if n.op == "DequantizeLinear" and n.inputs[0] in p.consts}
     for n in p.nodes:
-        acts = [t for t in n.inputs if t and t not in p.consts]
-        weights = [p.shapes[t] for t in n.inputs if t and t in p.consts]
+        if n.outputs[0] in folded:
+            continue
+        ins = [folded.get(t, t) for t in n.inputs]
+        acts = [t for t in ins if t and t not in p.consts]
+        consts = [t for t in ins if t and t in p.consts]
+        out = _first(n.outputs)
+        dtype = p.dtypes[acts[0]] if acts else p.dtypes[out]
         layers.append(make_layer(n.name, n.op, acts, n.outputs, [p.shapes[t] for t in acts],
-                                 p.shapes[_first(n.outputs)], weights,
-                                 dtype=p.dtypes[_first(n.outputs)],
+                                 p.shapes[out], [p.shapes[t] for t in consts],
+                                 dtype=dtype, out_dtype=p.dtypes[out],
+                                 bytes_weights=sum(numel(p.shapes[t]) * DTYPE_BYTES.get(
+                                     p.dtypes[t], 4) for t in consts),
                                  **n.ir))
     return Network(f"kernel:{p.key.text}", tuple((t, p.shapes[t]) for t in p.inputs),
                    tuple(layers), tuple(p.outputs))
