@@ -138,3 +138,46 @@ def test_any_onnx_network(tmp_path, tiny_onnx):
     assert est.latency_ms > 0 and est.meta["kernels"] == rep.unique_kernels
     with pytest.raises(MissingKernel):  # it knows nothing of NAS-Bench-201's kernels
         LookupTable(db).estimate(nb201.build_network(1462))
+
+
+def test_interrupted_remeasure_keeps_a_usable_lut_and_is_carried_on(tmp_path, monkeypatch):
+    """--remeasure drops an old figure only once its new one is in: a build interrupted
+    (Ctrl-C) after a few kernels keeps every entry and calibration point (it had wiped the
+    LUT at the start, 74 entries and 20 points to 0 and 0), and the next build, even
+    without --remeasure, measures again what predates the remeasure, then drops what it
+    did not need."""
+    from costmodels.spaces import get_space, nb201
+    from measure.lut import build as B
+    from measure.lut.model import LookupTable
+    from measure.lut.table import LutFile
+
+    db = str(tmp_path / "lut.sqlite")
+    build_nb201(db, CELLS, config=CONFIG, calibrate=2)
+    with LutFile(db, readonly=True) as lut:
+        before = {e.key: e.measured_at for e in lut.entries()}
+        points = len(lut.points())
+    real = B._store
+    stored = []
+
+    def interrupted(lut, text, *args, **kw):
+        if len(stored) == 3:
+            raise KeyboardInterrupt
+        stored.append(text)
+        return real(lut, text, *args, **kw)
+
+    monkeypatch.setattr(B, "_store", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        B.build_space(db, get_space("nb201"), [nb201.SPACE[i] for i in CELLS], "cifar10", 1,
+                      CONFIG, calibrate=2, remeasure=True)
+    monkeypatch.setattr(B, "_store", real)
+    with LutFile(db, readonly=True) as lut:
+        assert {e.key for e in lut.entries()} == set(before)  # nothing lost
+        assert len(lut.points()) == points and lut.get_meta(B.REMEASURE_META)
+        since = lut.get_meta(B.REMEASURE_META)
+    assert LookupTable(db).estimate(nb201.build_network(CELLS[0])).latency_ms > 0
+    rep = build_nb201(db, CELLS, config=CONFIG, calibrate=2)  # no --remeasure: carried on
+    assert rep.remeasure_since == since and rep.measured == len(before) - 3
+    with LutFile(db, readonly=True) as lut:
+        assert not lut.get_meta(B.REMEASURE_META)
+        assert all(e.measured_at >= since for e in lut.entries())
+        assert all(p.measured_at >= since for p in lut.points()) and len(lut.points()) == points

@@ -67,6 +67,11 @@ class BuildReport(BuildCounts):
     unique_kernels: int = 0
     uncostable: list[str] = field(default_factory=list)  # "network: error" not planned at all
     seconds: dict = field(default_factory=dict)
+    remeasure_since: str = ""  # the start of the remeasure this build did or carried on
+
+
+# meta key: the UTC start of a --remeasure not finished yet ('' when none)
+REMEASURE_META = "remeasure_since"
 
 
 def measurer(config: MeasureConfig) -> Callable[[object], MeasureResult]:
@@ -193,8 +198,9 @@ def time_models(models: Sequence, names: Sequence[str], config: MeasureConfig,
 
 def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
                  config: MeasureConfig, report: BuildReport,
-                 progress: Progress | None = None) -> None:
-    """Measure every key not yet usable in ``lut``; committed window by window.
+                 progress: Progress | None = None, since: str = "") -> None:
+    """Measure every key not yet usable in ``lut`` (or measured before ``since``, a
+    remeasure's start); committed window by window.
 
     Adds the keys the measurements need besides the kernels themselves: each
     one-kernel model's wrappers and the empty run at each output shape. A key
@@ -215,7 +221,7 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
         key = parse_key(text)
         keys.setdefault(null_key(key.output_shape, key.dtype),
                         parse_key(null_key(key.output_shape, key.dtype)))
-    have = lut.keys(ok_only=True)
+    have = lut.keys(ok_only=True, since=since)
     todo = [k for k in keys if k not in have]
     report.reused = len(keys) - len(todo)
     models: list = []
@@ -302,7 +308,7 @@ def _legacy_name(net: Network) -> str:
 
 def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
                    config: MeasureConfig, progress: Progress | None = None,
-                   report: BuildReport | None = None) -> None:
+                   report: BuildReport | None = None, since: str = "") -> None:
     """Measure whole networks end to end; stored as calibration points with their kernels.
 
     The ONNX of each comes from :func:`costmodels.spaces.onnx_for`; its kernel
@@ -312,7 +318,7 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
     from costmodels.spaces import onnx_for
     from measure.lut.calibrate import point_kernels, record_point_kernels
 
-    have = {p.name for p in lut.points()}
+    have = {p.name for p in lut.points() if p.measured_at >= since}
     lists = point_kernels(lut)
 
     def stored(net: Network) -> bool:
@@ -369,8 +375,14 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
     report = BuildReport(path=path, networks=len(nets))
     t0 = time.perf_counter()
     with open_or_create(path, rules, config) as lut:
-        if remeasure:
-            lut.clear_measurements()
+        # --remeasure: what was measured before this moment is measured again, and only
+        # then dropped, so an interrupted remeasure leaves a usable LUT that the next
+        # build (with or without --remeasure) carries on
+        since = lut.get_meta(REMEASURE_META) or ""
+        if remeasure and not since:
+            since = now()
+            lut.set_meta(REMEASURE_META, since)
+        report.remeasure_since = since
         keys, parsed, counts = index_networks(nets, rules, progress)
         if space_index is not None:
             lut.put_index(*space_index, rules.hash, keys, counts)
@@ -378,11 +390,16 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
         report.unique_kernels = len(keys)
         uses = dict(zip(keys, (counts > 0).sum(axis=0).tolist(), strict=True))
         t1 = time.perf_counter()
-        measure_keys(lut, parsed, uses, config, report, progress)
+        measure_keys(lut, parsed, uses, config, report, progress, since=since)
         report.seconds["measure"] = time.perf_counter() - t1
         t2 = time.perf_counter()
         if calibrate > 0 and len(nets):
-            _calibrate(lut, nets, keys, counts, rules, config, calibrate, progress, report)
+            _calibrate(lut, nets, keys, counts, rules, config, calibrate, progress, report,
+                       since=since)
+        elif since:
+            lut.drop_older_than(since)
+        if since:
+            lut.set_meta(REMEASURE_META, "")
         report.seconds["calibrate"] = time.perf_counter() - t2
     report.seconds["total"] = time.perf_counter() - t0
     return report
@@ -390,7 +407,7 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
 
 def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: np.ndarray,
                rules: FusionRules, config: MeasureConfig, n: int,
-               progress: Progress | None, report: BuildReport) -> None:
+               progress: Progress | None, report: BuildReport, since: str = "") -> None:
     from measure.lut.calibrate import refit
     from measure.lut.model import LookupTable
 
@@ -399,7 +416,9 @@ def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: n
     ok = ~(counts[:, np.isnan(vec)] > 0).any(axis=1) if len(keys) else np.ones(len(nets), bool)
     sums = counts @ np.nan_to_num(vec) if len(keys) else np.zeros(len(nets))
     picks = calibration_picks(sums, ok, n)
-    measure_points(lut, [nets[i] for i in picks], rules, config, progress, report)
+    measure_points(lut, [nets[i] for i in picks], rules, config, progress, report, since)
+    if since:  # a finished remeasure: what it did not measure again goes
+        lut.drop_older_than(since)
     refresh_point_kernels(lut, nets, rules)
     report.calibration = refit(lut)
 

@@ -257,9 +257,12 @@ class LutFile(SchemaFile):
         raise ModelFileError(f"{self.path}: entry {shown!r} has {what} (edited by hand, or "
                              "corrupt); rebuild the LUT or `lut import` the entry again")
 
-    def keys(self, ok_only: bool = True) -> set[str]:
-        q = "SELECT key FROM entries" + (" WHERE ok = 1" if ok_only else "")
-        return {r[0] for r in self._con.execute(q)}
+    def keys(self, ok_only: bool = True, since: str = "") -> set[str]:
+        """Keys of the entries (usable ones only with ``ok_only``; measured at or after
+        ``since``, a UTC timestamp, when given)."""
+        where = (["ok = 1"] if ok_only else []) + (["measured_at >= ?"] if since else [])
+        q = "SELECT key FROM entries" + (" WHERE " + " AND ".join(where) if where else "")
+        return {r[0] for r in self._con.execute(q, (since,) if since else ())}
 
     def values(self) -> dict[str, float]:
         """key -> median_ms of the usable (ok) entries."""
@@ -273,13 +276,14 @@ class LutFile(SchemaFile):
     def __len__(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
-    def clear_measurements(self) -> None:
-        """Drop every entry, calibration point and the calibration (keeps the space index)."""
+    def drop_older_than(self, since: str) -> int:
+        """Drop the entries and calibration points measured before ``since`` (what a
+        finished ``--remeasure`` did not measure again); how many rows went."""
         with self._db.transaction() as con:
-            con.execute("DELETE FROM entries")
-            con.execute("DELETE FROM calibration_points")
-            con.execute("UPDATE meta SET value = '' WHERE key = 'calibration'")
-        self._db.meta["calibration"] = ""
+            n = con.execute("DELETE FROM entries WHERE measured_at < ?", (since,)).rowcount
+            n += con.execute("DELETE FROM calibration_points WHERE measured_at < ?",
+                             (since,)).rowcount
+        return n
 
     # ------------------------------------------------------------------ calibration
     def put_point(self, p: CalibrationPoint) -> None:
