@@ -381,6 +381,9 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
         since = lut.get_meta(REMEASURE_META) or ""
         if remeasure and not since:
             since = now()
+            while lut.latest() >= since:  # timestamps are in seconds: start after the last
+                time.sleep(0.1)
+                since = now()
             lut.set_meta(REMEASURE_META, since)
         report.remeasure_since = since
         keys, parsed, counts = index_networks(nets, rules, progress)

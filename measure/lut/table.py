@@ -276,6 +276,13 @@ class LutFile(SchemaFile):
     def __len__(self) -> int:
         return int(self._con.execute("SELECT COUNT(*) FROM entries").fetchone()[0])
 
+    def latest(self) -> str:
+        """The newest ``measured_at`` of the entries and calibration points ('' if none)."""
+        row = self._con.execute(
+            "SELECT max(t) FROM (SELECT max(measured_at) AS t FROM entries UNION ALL "
+            "SELECT max(measured_at) FROM calibration_points)").fetchone()
+        return row[0] or ""
+
     def drop_older_than(self, since: str) -> int:
         """Drop the entries and calibration points measured before ``since`` (what a
         finished ``--remeasure`` did not measure again); how many rows went."""
