@@ -52,6 +52,12 @@ class Parser(argparse.ArgumentParser):
         sys.stderr.write(f"error: {message} (see `{self.prog} --help`)\n")
         raise SystemExit(2)
 
+    def _print_message(self, message: str, file=None) -> None:
+        """argparse's, without swallowing a failed write (``--help > /dev/full`` exited 0
+        having written nothing): the failure reaches :func:`main`'s one error line."""
+        if message:
+            (file or sys.stderr).write(message)
+
 
 # ----------------------------------------------------------------------------- value types
 def positive_int(text: str) -> int:
@@ -788,10 +794,63 @@ def _unexpected(exc: Exception) -> int:
     return 1
 
 
+class _Stdout:
+    """sys.stdout for the length of a command: a write or flush that fails (a full disk
+    behind ``> file``) names standard output, not the command's other files."""
+
+    def __init__(self, stream) -> None:
+        self._stream = stream
+
+    def _guard(self, fn, *a):
+        try:
+            return fn(*a)
+        except BrokenPipeError:
+            raise
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, "standard output") from None
+
+    def write(self, text: str) -> int:
+        return self._guard(self._stream.write, text)
+
+    def flush(self) -> None:
+        self._guard(self._stream.flush)
+
+    def __getattr__(self, name: str):
+        return getattr(self._stream, name)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI. User mistakes print one ``error:`` line and return 2; never a traceback."""
     import os
 
+    # started with stdout or stderr closed (>&-, 2>&-): what goes there goes nowhere
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    if sys.stdout is None:
+        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
+    real = sys.stdout
+    sys.stdout = _Stdout(real)
+    try:
+        return _main(argv)
+    finally:
+        if isinstance(sys.stdout, _Stdout):
+            sys.stdout = real
+
+
+def _flushed(code: int) -> int:
+    """``code``, once stdout is flushed: a help text or table that could not be written
+    (``> /dev/full``) is an error, not a silent exit 0."""
+    try:
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return code
+    except OSError as exc:
+        print(f"error: standard output: {exc.strerror or exc}{_os_hint(exc)}", file=sys.stderr)
+        return 2
+    return code
+
+
+def _main(argv: Sequence[str] | None) -> int:
     try:
         parser = build_parser()  # imports the plug-ins' modules: a Ctrl-C lands here first
         args, extra = parser.parse_known_args(argv)
@@ -799,21 +858,25 @@ def main(argv: Sequence[str] | None = None) -> int:
             _command_parser(parser, sys.argv[1:] if argv is None else list(argv)).error(
                 f"unrecognized arguments: {' '.join(extra)}")
     except SystemExit as exc:
-        return int(exc.code or 0) if isinstance(exc.code, int) else 2
+        return _flushed(int(exc.code or 0) if isinstance(exc.code, int) else 2)
+    except OSError as exc:  # the help text could not be written
+        print(f"error: {exc.filename or 'standard output'}: {exc.strerror or exc}"
+              f"{_os_hint(exc)}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("interrupted before any work", file=sys.stderr)
         return 130
     if not getattr(args, "func", None):
         return needs_command(parser)(args)
-    if sys.stdout is None:  # started with stdout closed (>&-): what it prints goes nowhere
-        sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - for the life of the process
     _Terminated.seen = False
     previous = _on_sigterm()
     try:
         _INPUT_FILES.clear()
         _INPUT_FILES.update(_input_files(args))
         check_distinct_outputs(args)
-        return int(args.func(args) or 0)
+        code = int(args.func(args) or 0)
+        sys.stdout.flush()  # a table or CSV that cannot all be written is an error here
+        return code
     except CostModelError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

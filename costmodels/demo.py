@@ -165,12 +165,11 @@ def _slug(space: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from rich.console import Console
-
     from costmodels.cli import check_output_dir, main, open_space
     from costmodels.harness.report import WRITES
+    from costmodels.progress import console as progress_console
 
-    console = Console(stderr=True)
+    console = progress_console(stderr=True)
     out = check_output_dir(args.out, "--out", writes=WRITES)  # compare's files, before any work
     space = open_space(args)           # validates --space / --dataset before any work
     sample = args.sample

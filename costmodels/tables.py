@@ -380,9 +380,17 @@ def atomic_output(path: str | Path, mode: str = "w", **open_kw: Any) -> Iterator
     # a short name: the target's own may already be near the 255-byte limit
     tmp = target.with_name(f".costmodels-{os.getpid()}-{secrets.token_hex(4)}.tmp")
     try:
-        with open(tmp, mode, **open_kw) as fh:
+        target.parent.mkdir(parents=True, exist_ok=True)  # as every command's outputs do
+        fh = open(tmp, mode, **open_kw)  # noqa: SIM115 - closed below
+    except OSError as exc:  # named by the file asked for, not the temporary one
+        raise OSError(exc.errno, exc.strerror, str(path)) from None
+    try:
+        with fh:
             yield fh
-        os.replace(tmp, target)
+        try:
+            os.replace(tmp, target)
+        except OSError as exc:
+            raise OSError(exc.errno, exc.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 

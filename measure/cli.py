@@ -290,6 +290,9 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
         from costmodels.errors import InputError
         raise InputError("--devices needs --rpc-tracker HOST:PORT and --rpc-key (a farm of "
                          "boards); a local campaign uses this machine")
+    from measure.rounds import check_anchors
+
+    check_anchors(config)
     with MeasureStore(args.db) as store:  # created (or migrated) only now
         jobs = space_jobs(space, archs, args.dataset, args.batch)
         if args.representatives:

@@ -64,6 +64,9 @@ def cmd_build(args: argparse.Namespace) -> int:
     else:
         space, archs = selected_archs(args)
     dataset = space.check_dataset(args.dataset)
+    from measure.rounds import check_anchors
+
+    check_anchors(config)  # before the LUT file is created
     t0 = time.perf_counter()
     with progress("lut build") as bar:
         rep = build_space(args.db, space, archs, dataset, args.batch, config,

@@ -225,6 +225,15 @@ def _read_anchors(path: Path) -> dict[str, Any]:
     return doc["anchors"]
 
 
+def check_anchors(config: MeasureConfig) -> None:
+    """Refuse a bad machine anchor file (a folder, a pipe, a foreign or corrupt file) now,
+    before a command creates its store or LUT: it would be refused at the first
+    measurement, leaving a new, empty file behind."""
+    path = anchors_path()
+    if path is not None and config.drift_ref:
+        _read_anchors(path)
+
+
 def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> float | None:
     """The machine's anchor (ms) of the reference panel for ``config``, None if unset.
 

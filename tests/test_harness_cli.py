@@ -135,3 +135,31 @@ def test_generated_models_run_in_onnxruntime(tmp_path):
         x = np.random.default_rng(0).random(sess.get_inputs()[0].shape, dtype=np.float32)
         (y,) = sess.run(None, {"input": x})
         assert y.shape == (1, 10) and np.isfinite(y).all()
+
+
+def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypatch):
+    """The report's files are written into a staging folder and moved in whole: a run that
+    fails while writing (a full disk, Ctrl-C) leaves the older run's files, byte-identical,
+    and no new file beside them (it had left a new metrics.csv beside the old report.md);
+    a finished run replaces them all, and a report file it does not write (an older run's
+    models.png here) is not left behind."""
+    from costmodels.harness import report
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=30)
+    out = tmp_path / "rep"
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 0
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert "predictions.csv" in before
+
+    def full(*_a, **_k):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(report, "plot_scatter", full)
+    assert main(["compare", "--truth", truth.source, "flops", "params", "-o", str(out)]) == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+    monkeypatch.undo()
+    (out / "models.png").write_bytes(b"an older run's")
+    assert main(["compare", "--truth", truth.source, "flops", "params", "-o", str(out)]) == 0
+    assert not (out / "models.png").exists() and (out / "predictions.csv").is_file()
+    assert "params" in (out / "report.md").read_text()

@@ -68,14 +68,12 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
     """
     import time
 
-    from rich.console import Console
-
     from costmodels.harness.compare import compare, compare_models
     from costmodels.harness.report import print_table, write_report
     from costmodels.progress import console as progress_console
     from costmodels.tables import read_table
 
-    err = Console(stderr=True)
+    err = progress_console(stderr=True)
     t0 = time.perf_counter()
 
     def say(name: str) -> None:
@@ -102,9 +100,10 @@ def run(truth: str | Path, backends: Sequence[Any], out_dir: str | Path, *,
         say(f"models in {models_dir}")
         models = compare_models(models_dir, result.results, truth=models_truth, notes=notes,
                                 on_progress=say, input_shapes=input_shapes)
-    print_table(result, console or progress_console())
+    # the report first: a closed or full stdout then loses the table only
     files = write_report(result, out_dir, fingerprint=fingerprint or machine_line(),
                          curve_csvs=curve_csvs, models=models, truth_table=table, title=title)
+    print_table(result, console or progress_console())
     err.print(f"wrote {', '.join(str(p) for p in files.values())} "
               f"in {time.perf_counter() - t0:.1f} s", highlight=False)
     return result, models, files

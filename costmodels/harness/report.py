@@ -656,9 +656,51 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
 
     ``fingerprint``: one line describing the machine (CPU, cores, runtime
     versions), printed under the date. Returns {what: path} of the files written.
+
+    The files are written into a staging folder beside ``out_dir`` and moved in only when
+    all of them are whole (:func:`_publish`): an interrupted or failed run (a full disk,
+    Ctrl-C) leaves the folder as it was, not new files beside an older run's.
     """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    import os
+    import secrets
+    import shutil
+
+    final = Path(out_dir)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    out = final.parent / f".{final.name}.costmodels-{os.getpid()}-{secrets.token_hex(4)}.tmp"
+    out.mkdir()
+    try:
+        files = _write_report_files(result, out, fingerprint=fingerprint,
+                                    curve_csvs=curve_csvs, models=models,
+                                    truth_table=truth_table, title=title)
+        _publish(out, final)
+    finally:
+        shutil.rmtree(out, ignore_errors=True)
+    return {k: final / v.name for k, v in files.items()}
+
+
+def _publish(stage: Path, final: Path) -> None:
+    """Move a finished report from ``stage`` into ``final``: as one rename when ``final``
+    does not exist yet, else file by file (each rename atomic), report.md last, and an
+    older run's files that this run does not write removed first."""
+    import os
+
+    if not final.exists():
+        os.replace(stage, final)
+        stage.mkdir()  # the caller removes it
+        return
+    written = {p.name for p in stage.iterdir()}
+    for name in WRITES:  # a report folder's files: one run's, not two runs' mixed
+        if name not in written:
+            (final / name).unlink(missing_ok=True)
+    for name in sorted(written, key=lambda n: n == "report.md"):
+        target = final / name
+        os.replace(stage / name, target.resolve() if target.is_symlink() else target)
+
+
+def _write_report_files(result: ComparisonResult, out: Path, *, fingerprint, curve_csvs,
+                        models, truth_table, title) -> dict[str, Path]:
+    """The report's files, written into ``out`` (the staging folder of :func:`write_report`)."""
     ranked = result.ranked()
     files: dict[str, Path] = {"metrics": write_metrics_csv(result, out / "metrics.csv")}
     if truth_table is not None:
