@@ -472,7 +472,7 @@ def _qdq_model(zero_point_dtype):
     DQ and a Q, a bilinear and a nearest Resize, a Split whose parts are each quantized, a
     channel Concat, global pool and Gemm head; weights int8, biases int32."""
     import numpy as np
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
     zdt = np.dtype(zero_point_dtype)
