@@ -5,7 +5,8 @@ A campaign is a list of :class:`Job` (networks of any search space, or ONNX file
 Jobs are measured in windows (:mod:`measure.rounds`: each window built once and timed
 in shuffled rounds), and each window's rows are committed when it ends. Networks
 already stored for this config on this device are skipped -- checked again before
-every window, so two campaigns on one store share the work -- and rerunning the same
+every window, and each process walks the windows in an order of its own, so two
+campaigns on one store split the work -- and rerunning the same
 command after a crash or a SIGKILL continues with what is missing. A network that
 fails (cannot be built, crashes its worker, times out) is stored as failed with its
 error and the campaign goes on; ``retry_failed`` measures stored failures again.
@@ -419,7 +420,7 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
     anchor = _anchor(store, config, ch, dh)
     bar = _Progress(show_progress, config, len(keys), skipped)
     try:
-        for lo in range(0, len(todo), max(1, window)):
+        for lo in _window_order(len(todo), window):
             chunk = pending(todo[lo:lo + window], store, ch, dh, retry_failed)
             skipped += len(todo[lo:lo + window]) - len(chunk)  # stored meanwhile by another
             if not chunk:
@@ -445,6 +446,22 @@ def run_campaign(jobs: Sequence[Job], config: MeasureConfig, store: MeasureStore
     return CampaignSummary(len(keys), skipped, measured, failed, time.perf_counter() - t0, ch,
                            dh, records, campaign_id, camp and camp["drift"],
                            camp and camp["reference_drift"])
+
+
+def _window_order(n: int, window: int) -> list[int]:
+    """The first job of each window, in an order of this process's own (seeded by its pid):
+    a second campaign on the same store walks the windows in another order and skips what
+    the first stored meanwhile, so the two split the work (walking them in one order, both
+    measured every window, each at the other's pace). A window is the same jobs whatever
+    the order, and its figures are corrected for drift."""
+    import os
+
+    import numpy as np
+
+    starts = list(range(0, n, max(1, window)))
+    if len(starts) < 2:
+        return starts
+    return [starts[i] for i in np.random.default_rng(os.getpid()).permutation(len(starts))]
 
 
 class _Progress:

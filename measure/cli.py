@@ -35,7 +35,7 @@ machine's anchor level (--figure corrected, the default), or as timed (--figure 
 --no-drift-correct drops the panel), or the fastest timed run (--figure min: on a machine
 that other work disturbs, the figure of sub-millisecond networks that repeats best; the
 runs are stored, so one store exports every figure). Resumable: rerun the same command after an interruption (even
-kill -9) and it measures only what is missing; two runs on one --db share the work. A
+kill -9) and it measures only what is missing; two runs on one --db split the work. A
 network that fails is a row with an empty latency_ms and an error column. The fingerprint,
 the figure and the measured quality are written beside the table (truth.fingerprint.json).
 """

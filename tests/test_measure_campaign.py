@@ -109,3 +109,20 @@ def test_between_process_spread_reports_per_cell_figures():
         assert len(cell["medians_ms"]) == 2 and not cell["failures"]
         assert cell["spread"] >= 0 and cell["cv_within"] >= 0
     assert rep["median_spread"] is not None
+
+
+def test_two_processes_walk_the_windows_in_other_orders(monkeypatch):
+    """Each process walks a campaign's windows in an order of its own (seeded by its pid),
+    so two campaigns on one store split the work (in one order both measured every
+    window: 60 + 60 networks for 60, in 38 s against 14 s alone; now 35 + 35 in 15 s)."""
+    import os
+
+    from measure.campaign import _window_order
+
+    orders = []
+    for pid in (101, 202):
+        monkeypatch.setattr(os, "getpid", lambda pid=pid: pid)
+        orders.append(_window_order(60, 5))
+    assert all(sorted(o) == list(range(0, 60, 5)) for o in orders)
+    assert orders[0] != orders[1] and orders[0][0] != orders[1][0]
+    assert _window_order(3, 5) == [0] and _window_order(0, 5) == []
