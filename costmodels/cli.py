@@ -517,7 +517,16 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from costmodels.tables import atomic_output
 
-    out = check_output(args.output, "-o")
+    # a binary file: an earlier export is overwritten, a database is not
+    out = check_output(args.output, "-o", text=False)
+    if out.is_file():
+        with out.open("rb") as fh:
+            if fh.read(16) == b"SQLite format 3\x00":
+                from costmodels.errors import InputError
+
+                raise InputError(f"-o {args.output}: exists and is a database (a store or a "
+                                 "LUT?), not a model this command writes; give another file "
+                                 "name (nothing was written)")
     space = open_space(args)
     arch = space.parse(args.arch)
     model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)

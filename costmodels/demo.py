@@ -221,6 +221,8 @@ def run(args: argparse.Namespace) -> int:
         console.print(f"$ costmodels {shlex.join(argv)}", style="dim", highlight=False)
         t = time.perf_counter()
         rc = main(argv)
+        if rc in (130, 143):  # interrupted: the step said so in one line; a rerun resumes
+            return rc
         console.print(f"step {i} took {time.perf_counter() - t:.0f} s", style="dim")
         if rc == 1 and argv[0] == "measure-space":
             truth = argv[argv.index("-o") + 1]

@@ -28,10 +28,42 @@ _OPT_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
                "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
 
 
-def session_options(config: MeasureConfig):
-    """SessionOptions for the protocol: pinned thread counts, sequential, chosen opt level."""
+_QUIETED = False
+
+
+def _quiet_ort():
+    """onnxruntime, with its process-wide logger at errors only. Its environment warns when
+    it is created (under a read-only HOME: "Failed to persist telemetry device ID"), before
+    any setting applies, so that one creation runs with stderr on /dev/null."""
+    global _QUIETED
+    import os
+    import sys
+
     import onnxruntime as ort
 
+    if _QUIETED:
+        return ort
+    _QUIETED = True
+    try:
+        sys.stderr.flush()
+        saved = os.dup(2)
+    except (OSError, ValueError, AttributeError):  # stderr closed: nothing to keep quiet
+        ort.set_default_logger_severity(3)
+        return ort
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        ort.set_default_logger_severity(3)
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+    return ort
+
+
+def session_options(config: MeasureConfig):
+    """SessionOptions for the protocol: pinned thread counts, sequential, chosen opt level."""
+    ort = _quiet_ort()
     so = ort.SessionOptions()
     so.intra_op_num_threads = config.threads
     so.inter_op_num_threads = 1

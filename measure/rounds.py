@@ -349,6 +349,8 @@ def adopt_anchor(config: MeasureConfig, results: Sequence[MeasureResult],
     if math.isnan(report.anchor_ms):
         return list(results), None
     anchor = machine_anchor(config, report.anchor_ms)
+    if anchor is None:  # no anchor file ($COSTMODELS_ANCHORS=''): the call's own level
+        return list(results), report.anchor_ms
     return rescale(results, anchor / report.anchor_ms), anchor
 
 

@@ -565,3 +565,16 @@ def test_outputs_in_missing_folders_and_bad_anchor_files(tmp_path, monkeypatch, 
     assert main(["measure-space", "--sample", "2", "--db", str(db), "-o",
                  str(tmp_path / "t.csv"), "--repeat", "2", "--rounds", "2"]) == 2
     assert "anchor file is a folder" in capsys.readouterr().err and not db.exists()
+
+
+def test_export_overwrites_its_own_model_not_a_database(tmp_path, capsys):
+    """`export -o x.onnx` twice: the second overwrites the first (it was refused as "a
+    binary file"); a database at -o is refused and left byte-identical."""
+    out = tmp_path / "x.onnx"
+    assert main(["export", "1462", "-o", str(out)]) == 0
+    assert main(["export", "1462", "-o", str(out)]) == 0
+    db = tmp_path / "d.sqlite"
+    db.write_bytes(b"SQLite format 3\x00" + b"\x01" * 100)
+    assert main(["export", "1462", "-o", str(db)]) == 2
+    assert "is a database" in capsys.readouterr().err
+    assert db.read_bytes() == b"SQLite format 3\x00" + b"\x01" * 100

@@ -303,3 +303,14 @@ def test_a_model_tvm_cannot_build_says_it_is_tvm_and_names_ort(tiny_onnx, capsys
     assert err.count("\n") == 1 and "InternalError" in err and "--runtime ort" in err
     assert main(["measure", str(tiny_onnx), "--runtime", "ort"]) == 2
     assert "--runtime ort" not in capsys.readouterr().err
+
+
+def test_measure_without_an_anchor_file(monkeypatch, capsys):
+    """$COSTMODELS_ANCHORS='' (no anchor file: each call its own level) with `measure`: its
+    figure, not an internal error (None / float in adopt_anchor)."""
+    from costmodels.cli import main
+
+    monkeypatch.setenv("COSTMODELS_ANCHORS", "")
+    assert main(["measure", "1462", "--repeat", "3", "--rounds", "2",
+                 "--min-round-s", "0"]) == 0
+    assert "internal error" not in capsys.readouterr().err
