@@ -779,6 +779,25 @@ def _init_shape(graph: Any, name: str) -> list[int] | None:
     return list(t.dims) if t is not None else None
 
 
+MAX_FOLD_PASSES = 8  # constant folding is repeated while a pass folds something
+
+
+def _foldable_left(graph: Any) -> bool:
+    """Whether another folding pass may fold more: a ``Shape``/``Size`` is left (its input's
+    shape may be static now), or a node that reads constants only (initializers and
+    ``Constant`` outputs). A cheap test: a further onnxslim pass copies every weight."""
+    const = {t.name for t in graph.initializer}
+    for n in graph.node:
+        if n.op_type in ("Shape", "Size"):
+            return True
+        if n.op_type == "Constant":
+            const.update(n.output)
+        elif n.input and all(not t or t in const for t in n.input) \
+                and not n.op_type.startswith("Random"):
+            return True
+    return False
+
+
 def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
     """Constant-fold with onnxslim; the original graph with folded nodes replaced.
 
@@ -1241,6 +1260,17 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         folded, how, n_folded, fold_failed = _fold(proto)
         _check_fold_failures(proto.graph, fold_failed, source)
         how += f"; {len(dead)} dead nodes dropped first (ONNX Runtime cannot run them)"
+    # onnxslim does not fold everything in one pass (a TorchScript Swin at opset 17 kept
+    # shape arithmetic until a second pass: its Reshape had no known shape): again while a
+    # pass folds something
+    for _ in range(MAX_FOLD_PASSES - 1):
+        if not n_folded or not _foldable_left(folded.graph):
+            break
+        _check_fold_sizes(folded, source)
+        again, _, n_folded, failed = _fold(folded)
+        if failed:  # what ONNX Runtime cannot run stays as the first passes left it
+            break
+        folded = again
     _inline_constant_ifs(folded.graph, source)
     params = _source_params(proto.graph)
     prov = _provenance(proto.graph, {t.name for t in folded.graph.initializer})

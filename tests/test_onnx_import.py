@@ -780,3 +780,40 @@ def test_fills_and_attention_masks_are_not_parameters():
          c(np.random.default_rng(0).normal(size=(4, 4)).astype(f), "bias")])
     net = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
     assert net.params == 16
+
+
+def test_folding_is_repeated_while_a_pass_folds_something(monkeypatch):
+    """onnxslim does not always fold everything in one pass (a TorchScript Swin at opset 17
+    kept shape arithmetic until a second pass, and its Reshape had no known shape: the
+    model was refused): the import folds again while a pass folds something and foldable
+    nodes are left. Here the first pass is made to fold too little."""
+    import numpy as np
+    from onnx import TensorProto, helper, numpy_helper
+
+    from costmodels import onnx_import as oi
+
+    n = helper.make_node
+    nodes = [n("Shape", ["x"], ["s"]), n("Gather", ["s", "i0"], ["b"], axis=0),
+             n("Unsqueeze", ["b", "ax0"], ["bu"]), n("Concat", ["bu", "m1"], ["shp"], axis=0),
+             n("Reshape", ["x", "shp"], ["y"]), n("Relu", ["y"], ["z"])]
+    inits = [numpy_helper.from_array(np.array(v, np.int64), k)
+             for k, v in (("i0", 0), ("ax0", [0]), ("m1", [-1]))]
+    g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                                     [2, 8, 4, 4])],
+                          [helper.make_tensor_value_info("z", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    whole = import_onnx(model)
+    real, calls = oi._fold, []
+
+    def lazy(proto):
+        calls.append(1)
+        if len(calls) == 1:  # a first pass that folds one node and leaves the rest
+            return proto, "onnxslim (partial)", 1, []
+        return real(proto)
+
+    monkeypatch.setattr(oi, "_fold", lazy)
+    again = import_onnx(model)
+    assert len(calls) == 2
+    assert [la.op for la in again.layers] == [la.op for la in whole.layers] == ["Reshape", "Relu"]
+    assert again.layers[0].output_shape == (2, 128)
