@@ -1506,6 +1506,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         if vi.name not in info or dims is not None:  # a shapeless output keeps its shape
             info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
+    neutral = _neutral_constants(graph)
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
@@ -1553,7 +1554,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                                   "output: an ONNX node must name at least one (an empty "
                                   "name marks an optional output left out)")
         try:
-            layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
+            layers.append(_layer(node, node_name, consts, info, shape_of, params_of, neutral))
         except OnnxImportError as exc:
             if source and not str(exc).startswith(source):
                 raise OnnxImportError(f"{source}: {exc}") from None  # name the file
@@ -1561,10 +1562,35 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     return layers, n_const
 
 
+# an element-wise op by this constant leaves its other operand as it is (the constant second
+# for Sub and Div): ONNX Runtime's NoopElimination removes it, when it broadcasts nothing
+_NEUTRAL = {"Add": (0.0, (0, 1)), "Sub": (0.0, (1,)), "Mul": (1.0, (0, 1)), "Div": (1.0, (1,))}
+
+
+def _neutral_constants(graph: Any) -> dict[str, float]:
+    """Constants (initializers, ``Constant`` values, folded tensors) of a float type whose
+    elements are all 0 or all 1: name -> that value."""
+    import numpy as np
+    from onnx import TensorProto, numpy_helper
+
+    out = {}
+    for name, t in _stored_tensors(graph):
+        if t.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
+                               TensorProto.BFLOAT16) or math.prod(t.dims) > 1 << 20:
+            continue
+        try:
+            arr = numpy_helper.to_array(t)
+        except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
+            continue
+        if arr.size and arr.flat[0] in (0.0, 1.0) and np.all(arr == arr.flat[0]):
+            out[name] = float(arr.flat[0])
+    return out
+
+
 def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
            info: Mapping[str, tuple[list, int]],
            shape_of: Callable[[str, str, str], Shape],
-           params_of: Callable[[str], int]) -> Layer:
+           params_of: Callable[[str], int], neutral: Mapping[str, float] = {}) -> Layer:
     op = node.op_type
     positions = _DATA_INPUTS.get(op, tuple(range(len(node.input))))
     data = [node.input[p] for p in positions if p < len(node.input) and node.input[p]]
@@ -1579,6 +1605,11 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
 
     dtype = dtype_of(acts[0]) if acts else dtype_of(outs[0])
     out_dtype = dtype_of(outs[0])
+    if (op in _NEUTRAL and len(acts) == 1 and len(wts) == 1 and len(node.input) == 2
+            and neutral.get(wts[0]) == _NEUTRAL[op][0]
+            and list(node.input).index(wts[0]) in _NEUTRAL[op][1]
+            and tuple(in_shapes[0]) == tuple(out_shape) and out_dtype == dtype):
+        op = "Identity"  # x + 0, x * 1: no work (its constant still counts as parameters)
     kw: dict[str, Any] = {}
     a = _attrs(node)
     if op in MAC_OPS:

@@ -597,3 +597,49 @@ def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules)
         assert [_ort_kernel_name(op) for op in fused] == [_plan_kernel_name(key.ops)], text
         assert ops.count("Transpose") == len(wrappers(key, ort_rules)), text
     assert onnx.checker.check_model(kernel_model(next(iter(keys.values())))) is None
+
+
+@pytest.mark.parametrize("neutral", ["none", "add0", "mul1", "sub0_first"])
+def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_rules):
+    """MobileOne's block (TorchScript): conv branches summed with a BatchNormalization of
+    the input, then (+ 0, as its export writes) a ReLU. ORT runs the BatchNormalization as a
+    1x1 depthwise NCHWc conv that absorbs the sum and the ReLU, and removes x + 0 and x * 1
+    (NoopElimination; 0 - x is a negation and stays): the planner's kernels are ORT's
+    (it had planned the BatchNormalization, the Add, the + 0 and the ReLU each alone). The
+    one-kernel model of the fused BatchNormalization runs as ORT's one conv."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+    from measure.lut.kernel_onnx import kernel_model, wrappers
+
+    rng = np.random.default_rng(0)
+    n = helper.make_node
+    nodes = [n("Conv", ["x", "w1"], ["c1"]), n("Conv", ["c1", "w2"], ["c2"]),
+             n("Conv", ["c1", "w3"], ["c3"], pads=[1, 1, 1, 1]), n("Add", ["c2", "c3"], ["s"]),
+             n("BatchNormalization", ["c1", "g", "b", "m", "v"], ["bn"]),
+             n("Add", ["s", "bn"], ["a"])]
+    last = "a"
+    if neutral != "none":
+        op, value, ins = {"add0": ("Add", 0.0, ["a", "k"]), "mul1": ("Mul", 1.0, ["k", "a"]),
+                          "sub0_first": ("Sub", 0.0, ["k", "a"])}[neutral]
+        nodes.append(n(op, ins, ["a2"]))
+        last = "a2"
+    nodes.append(n("Relu", [last], ["y"]))
+    inits = [_w(rng, "w1", (32, 32, 1, 1)), _w(rng, "w2", (32, 32, 1, 1)),
+             _w(rng, "w3", (32, 32, 3, 3)), _w(rng, "b", (32,)), _w(rng, "m", (32,)),
+             numpy_helper.from_array(np.full(32, 1.2, np.float32), "g"),
+             numpy_helper.from_array(np.full(32, 0.8, np.float32), "v"),
+             numpy_helper.from_array(np.float32({"mul1": 1.0}.get(neutral, 0.0)), "k")]
+    model = _graph_model(nodes, (1, 32, 16, 16), inits)
+    theirs = Counter(_ort_node_ops(model, tmp_path))
+    ks = kernels(import_onnx(model), ort_rules)
+    assert sum(theirs.values()) == len(ks)
+    assert theirs["Conv"] == sum(k.ops[0] in ("Conv", "BatchNormalization") for k in ks)
+    if neutral != "sub0_first":
+        assert theirs["Conv"] == 4 and "BatchNormalization+Add+Relu" in {"+".join(k.ops)
+                                                                         for k in ks}
+    bn = next(k for k in ks if k.ops[0] == "BatchNormalization")
+    ops = _ort_node_ops(kernel_model(bn.key), tmp_path)
+    assert ops.count("Conv") + ops.count("BatchNormalization") == 1 and "Relu" not in ops
+    assert len(ops) - 1 == len(wrappers(bn.key, ort_rules))

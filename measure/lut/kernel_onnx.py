@@ -265,10 +265,13 @@ def _pool(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
 
 
 def _batchnorm(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """A BatchNormalization; one that absorbs ops (only blocked ones do: ORT runs them as a
+    1x1 depthwise NCHWc conv) reads its input through the residual's 1x1 op, in NCHWc."""
     c = shapes[0][1] if shapes and len(shapes[0]) > 1 else 1
     ws = key.weight_shapes or ((c,),) * 4
-    ins = _acts(b, shapes) + [b.weight(s, "anchor", kind="positive" if j in (0, 3) else "normal")
-                              for j, s in enumerate(ws)]
+    x = [_residual(b, shapes[0], 0)] if len(key.ops) > 1 and shapes else _acts(b, shapes)
+    ins = x + [b.weight(s, "anchor", kind="positive" if j in (0, 3) else "normal")
+               for j, s in enumerate(ws)]
     return b.node("BatchNormalization", ins, key.output_shape)
 
 
