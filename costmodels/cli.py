@@ -920,5 +920,17 @@ def _main(argv: Sequence[str] | None) -> int:
             signal.signal(signal.SIGTERM, previous)
 
 
+def entry() -> None:
+    """The ``costmodels`` command: :func:`main`, then exit with its code. A Ctrl-C or SIGTERM
+    that lands once the work is done (the outputs written) no longer turns the exit code
+    into a signal's."""
+    import signal
+
+    code = main()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, signal.SIG_IGN)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -1277,7 +1277,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     uniform = _uniform_constants(proto.graph)
     _tie_transposed(proto.graph, prov, uniform)
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
-    layers, n_const = _layers(inferred.graph, source, prov, params, uniform)
+    layers, n_const, noops = _layers(inferred.graph, source, prov, params, uniform)
     if not layers:
         raise OnnxImportError(f"{source}: every node of the graph computes a constant "
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "
@@ -1287,6 +1287,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     layers, n_ln = fuse_layer_norms(layers, outputs)
     layers, n_gelu = fuse_gelus(layers, outputs)
     layers, n_hswish = fuse_hard_swishes(layers, outputs)
+    layers = elide_noops(layers, noops)  # after the fusions: a layer norm's * 1 and + 0
     meta = {"source": path, "opset": _opset(proto),
             "input_shapes": {k: list(v) for k, v in final_inputs.items()},
             "folding": how, "constant_nodes": n_folded + n_const}
@@ -1492,8 +1493,9 @@ def _constants(graph: Any) -> dict[str, _Const]:
 
 def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             params: Mapping[str, int], per_layer: set[str] = frozenset()
-            ) -> tuple[list[Layer], int]:
-    """The graph's layers, and how many nodes were constant (weight preparation).
+            ) -> tuple[list[Layer], int, set[str]]:
+    """The graph's layers, how many nodes were constant (weight preparation), and the names
+    of the layers that do nothing (:func:`_is_noop`).
 
     ``prov`` maps constant tensors to the original constants they come from (updated
     here for the weight-preparation nodes met); ``params`` is what each of those holds;
@@ -1507,6 +1509,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
     neutral = _neutral_constants(graph)
+    noops = set()
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
@@ -1554,12 +1557,14 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                                   "output: an ONNX node must name at least one (an empty "
                                   "name marks an optional output left out)")
         try:
-            layers.append(_layer(node, node_name, consts, info, shape_of, params_of, neutral))
+            layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
+            if _is_noop(node, layers[-1], neutral):
+                noops.add(node_name)
         except OnnxImportError as exc:
             if source and not str(exc).startswith(source):
                 raise OnnxImportError(f"{source}: {exc}") from None  # name the file
             raise
-    return layers, n_const
+    return layers, n_const, noops
 
 
 # an element-wise op by this constant leaves its other operand as it is (the constant second
@@ -1587,10 +1592,28 @@ def _neutral_constants(graph: Any) -> dict[str, float]:
     return out
 
 
+def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float]) -> bool:
+    """x + 0, x - 0, x * 1, x / 1 by a constant that broadcasts nothing (ORT removes it)."""
+    if layer.op not in _NEUTRAL or len(layer.inputs) != 1 or len(node.input) != 2:
+        return False
+    value, positions = _NEUTRAL[layer.op]
+    k = next((i for i, t in enumerate(node.input) if t in neutral), None)
+    return (k in positions and neutral[node.input[k]] == value and len(layer.input_shapes) == 1
+            and tuple(layer.input_shapes[0]) == tuple(layer.output_shape)
+            and not layer.out_dtype)
+
+
+def elide_noops(layers: Sequence[Layer], noops: set[str]) -> list[Layer]:
+    """The layers with those named in ``noops`` (:func:`_is_noop`) as ``Identity`` layers
+    (their constant still counts as parameters), after the fusions that read such a
+    layer as part of a pattern (a layer norm's ``* gamma`` of ones, ``+ beta`` of zeros)."""
+    return [la._replace(op="Identity", elem_ops=0) if la.name in noops else la for la in layers]
+
+
 def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
            info: Mapping[str, tuple[list, int]],
            shape_of: Callable[[str, str, str], Shape],
-           params_of: Callable[[str], int], neutral: Mapping[str, float] = {}) -> Layer:
+           params_of: Callable[[str], int]) -> Layer:
     op = node.op_type
     positions = _DATA_INPUTS.get(op, tuple(range(len(node.input))))
     data = [node.input[p] for p in positions if p < len(node.input) and node.input[p]]
@@ -1605,11 +1628,6 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
 
     dtype = dtype_of(acts[0]) if acts else dtype_of(outs[0])
     out_dtype = dtype_of(outs[0])
-    if (op in _NEUTRAL and len(acts) == 1 and len(wts) == 1 and len(node.input) == 2
-            and neutral.get(wts[0]) == _NEUTRAL[op][0]
-            and list(node.input).index(wts[0]) in _NEUTRAL[op][1]
-            and tuple(in_shapes[0]) == tuple(out_shape) and out_dtype == dtype):
-        op = "Identity"  # x + 0, x * 1: no work (its constant still counts as parameters)
     kw: dict[str, Any] = {}
     a = _attrs(node)
     if op in MAC_OPS:

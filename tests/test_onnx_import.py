@@ -712,10 +712,11 @@ def test_a_zero_length_slice_is_an_empty_tensor_not_an_unknown_shape():
     assert input_specs(helper.make_model(z))[0][1] == (1, 0, 4, 4)
 
 
-def _decomposed(kind: str, native: bool, reused: bool = False):
+def _decomposed(kind: str, native: bool, reused: bool = False, fresh: bool = False):
     """x (1x10x64) through a layer norm or an exact GELU, written out in element-wise ops as
     the TorchScript exporter does below opset 17/20, or as the one op (``native``);
-    ``reused``: an intermediate is also a graph output (not fusable)."""
+    ``reused``: an intermediate is also a graph output (not fusable); ``fresh``: the layer
+    norm's gamma all ones and beta all zeros, as an untrained model has them."""
     rng = np.random.default_rng(0)
     n, c = helper.make_node, numpy_helper.from_array
     x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 64])
@@ -735,7 +736,9 @@ def _decomposed(kind: str, native: bool, reused: bool = False):
         nodes = [n("Div", ["x", "r2"], ["d"]), n("Erf", ["d"], ["e"]), n("Add", ["e", "one"], ["a"]),
                  n("Mul", ["x", "a"], ["m"]), n("Mul", ["m", "half"], ["y"])]
         inits, opset = [c(f(1.4142135), "r2"), c(f(1.0), "one"), c(f(0.5), "half")], 13
-    if kind == "ln":
+    if kind == "ln" and fresh:
+        inits += [c(np.ones(64, f), "g"), c(np.zeros(64, f), "b")]
+    elif kind == "ln":
         inits += [c(rng.normal(size=64).astype(f), "g"), c(rng.normal(size=64).astype(f), "b")]
     outs = [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 64])]
     if reused:
@@ -762,6 +765,32 @@ def test_a_written_out_layer_norm_or_gelu_is_one_layer_as_the_op_is(kind, op):
     assert roof.estimate(out).latency_ms == pytest.approx(roof.estimate(one).latency_ms)
     kept = import_onnx(_decomposed(kind, False, reused=True))
     assert op not in [la.op for la in kept.layers] and "fused" not in kept.meta
+    # an untrained layer norm (gamma of ones, beta of zeros): still one layer, though
+    # * 1 and + 0 alone are no-ops (its ViT had read 25 layer norms as 125 layers)
+    fresh = import_onnx(_decomposed(kind, False, fresh=True))
+    assert [la.op for la in fresh.layers] == [op] and fresh.params == out.params
+
+
+def test_adding_zero_or_multiplying_by_one_is_no_work():
+    """x + 0, x - 0, x * 1 and x / 1 by a constant that broadcasts nothing are Identity
+    layers (ORT's NoopElimination removes them; its constant still counts as parameters);
+    0 - x, 1 / x, x + 1 and a broadcasting x + 0 are work."""
+    f = np.float32
+    cases = [("Add", ["x", "k"], 0, (8,)), ("Add", ["k", "x"], 0, ()), ("Sub", ["x", "k"], 0, ()),
+             ("Mul", ["k", "x"], 1, (8,)), ("Div", ["x", "k"], 1, ()),
+             ("Sub", ["k", "x"], 0, ()), ("Div", ["k", "x"], 1, ()), ("Add", ["x", "k"], 1, ()),
+             ("Add", ["x", "k"], 0, (2, 4, 8))]
+    ops = []
+    for op, ins, v, shape in cases:
+        g = helper.make_graph([helper.make_node(op, ins, ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              [numpy_helper.from_array(np.full(shape, v, f), "k")])
+        net = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
+        ops.append(net.layers[0].op)
+        if shape == (8,):
+            assert net.params == 8
+    assert ops == ["Identity"] * 5 + ["Sub", "Div", "Add", "Add"]
 
 
 def test_fills_and_attention_masks_are_not_parameters():
