@@ -20,6 +20,10 @@ interprets them:
    ``constant_operand``: the absorbed op's other operands must be constants;
    ``other_input_layout``: the absorbed op's other input must be in that layout;
    ``pick``: which producer absorbs an op both inputs could absorb).
+6. ``qdq`` (before 4 and 5): a model quantized in the QDQ format, as the runtime runs it
+   (:class:`QDQRules`: ``DequantizeLinear -> op -> QuantizeLinear`` as one quantized
+   kernel keyed ``DequantizeLinear+OP+QuantizeLinear``, data movement on the quantized
+   tensor, quantized convs channels-last with a ``Transpose`` where a tensor crosses).
 
 A kernel is named by its :class:`KernelKey`: the op sequence fused into it, the
 shapes of its activation inputs and of its output, the anchor op's weight
@@ -143,7 +147,8 @@ class Kernel(NamedTuple):
     """One kernel of a network as the runtime executes it.
 
     ``layers``: the IR layers it covers, anchor first (empty for a layout reorder
-    the runtime inserts); ``layout``: ``"nchwc"`` or ``"nchw"``.
+    the runtime inserts); ``layout``: ``"nchwc"``, ``"nchw"`` or (a quantized region)
+    ``"nhwc"``.
     """
 
     key: KernelKey
@@ -669,11 +674,11 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
 
     def convert(t: str, src: str, to: str, shape: Shape) -> None:
         """Kernels that bring tensor ``t`` (NCHW ``shape``) from layout ``src`` to ``to``,
-        one of them NHWC: a Transpose, through NCHW."""
+        through NCHW: a reorder from or to NCHWc, a Transpose from or to NHWC."""
         if src == "nchwc":
             reorder(t, "nchw", shape)
         done = (t, "transposed to " + ("nhwc" if to == "nhwc" else "nchw"))
-        if done not in reordered and len(shape) == 4:
+        if "nhwc" in (src, to) and done not in reordered and len(shape) == 4:
             reordered.add(done)
             nhwc = (shape[0], *shape[2:], shape[1])
             ins, out, perm = ((shape, nhwc, "0x2x3x1") if to == "nhwc"
@@ -749,9 +754,6 @@ def _follows_nhwc(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
     output whose activation inputs all are (a reduction to 2-D reads an NCHW tensor)."""
     return (layer.op in q.channels_last_follow and len(layer.output_shape) == 4 and bool(ins)
             and all(layout.get(t) == "nhwc" for t in ins))
-
-
-_QDTYPES = ("uint8", "int8")
 
 
 def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q: QDQRules
