@@ -672,7 +672,7 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         reordered.add((t, to))
         order.append(Kernel(KernelKey((op,), (ins,), out), (), to))
 
-    def convert(t: str, src: str, to: str, shape: Shape) -> None:
+    def convert(t: str, src: str, to: str, shape: Shape, dtype: str = "float32") -> None:
         """Kernels that bring tensor ``t`` (NCHW ``shape``) from layout ``src`` to ``to``,
         through NCHW: a reorder from or to NCHWc, a Transpose from or to NHWC."""
         if src == "nchwc":
@@ -684,7 +684,7 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
             ins, out, perm = ((shape, nhwc, "0x2x3x1") if to == "nhwc"
                               else (nhwc, shape, "0x3x1x2"))
             order.append(Kernel(KernelKey(("Transpose",), (ins,), out,
-                                          dtype=dtype_of.get(t, "float32"),
+                                          dtype=dtype_of.get(t, dtype),
                                           attrs=(("perm", perm),)), (), to))
         if to == "nchwc":
             reorder(t, "nchwc", shape)
@@ -699,8 +699,8 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
                 layer, ins, layout, q)) else "nchw"
             for t, s in zip(ins, layer.input_shapes, strict=False):
                 src = layout.get(t, "nchw")
-                if src != here:
-                    convert(t, src, here, shape_of.get(t, s))
+                if src != here:  # a graph input is of the quantized kernel's type
+                    convert(t, src, here, shape_of.get(t, s), layer.dtype)
             layout.update(dict.fromkeys(layer.outputs, here))  # every output of a Split
             order.append(_quantized_kernel(layer, kind, covered, here))
             continue
@@ -850,13 +850,19 @@ def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q:
 
 
 _INTERPOLATING = frozenset({"Resize", "Upsample"})
+# quantized ops the runtime runs as another kernel in a channels-last region (ORT's
+# NhwcMaxPool): their key says so (``a=layout:nhwc``)
+_NHWC_KERNELS = frozenset({"MaxPool"})
 
 
 def _quantized_kernel(x: Layer, kind: str, covered: tuple[Layer, ...], layout: str) -> Kernel:
     """The kernel of a rewritten QDQ group: ``DequantizeLinear+OP+QuantizeLinear`` on the
     quantized dtype (``fuse``), or the op alone on it (``drop``)."""
     if kind == "drop":
-        return _single(x, layout)._replace(layers=covered)
+        k = _single(x, layout)._replace(layers=covered)
+        if layout == "nhwc" and x.op in _NHWC_KERNELS:  # another kernel than in NCHW
+            k = k._replace(key=k.key._replace(attrs=k.key.attrs + (("layout", "nhwc"),)))
+        return k
     key = KernelKey(("DequantizeLinear", x.op, "QuantizeLinear"), x.input_shapes,
                     x.output_shape, x.weight_shapes, x.kernel, x.stride, x.pads, x.dilation,
                     x.groups, x.dtype, op_attrs(x))
@@ -872,6 +878,8 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
                lay: LayoutRules | None) -> str:
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
+    if layer.dtype in ("uint8", "int8") and lay.version >= 2:
+        return "nchw"  # ORT's blocked kernels are float ones (a uint8 max-pool is not)
     v2 = lay.version >= 2
     if v2 and layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
             and layer.input_shapes[0][1] % lay.block:

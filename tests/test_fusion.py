@@ -597,6 +597,13 @@ def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules)
         assert [_ort_kernel_name(op) for op in fused] == [_plan_kernel_name(key.ops)], text
         assert ops.count("Transpose") == len(wrappers(key, ort_rules)), text
     assert onnx.checker.check_model(kernel_model(next(iter(keys.values())))) is None
+    # the uint8 max-pool of the channels-last region: ORT's NhwcMaxPool (its NCHW uint8
+    # MaxPool, which the entry had measured, is 50x slower), in no float layout of its own
+    pool = next(k for k in kernels(import_onnx(_qdq_model("uint8")), ort_rules)
+                if k.ops == ("MaxPool",))
+    assert pool.layout == "nhwc" and pool.key.attr("layout") == "nhwc"
+    assert _ort_node_ops(kernel_model(pool.key), tmp_path) == ["NhwcMaxPool"]
+    assert wrappers(pool.key, ort_rules) == []
 
 
 @pytest.mark.parametrize("neutral", ["none", "add0", "mul1", "sub0_first"])

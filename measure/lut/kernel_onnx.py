@@ -261,6 +261,13 @@ def _pool(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
                  for i in range(nd)]
         if list(key.output_shape[2:]) != floor:
             attrs["ceil_mode"] = 1
+    if op == "MaxPool" and key.attr("layout") == "nhwc" and len(x) == 4:
+        # a quantized max-pool inside a channels-last region: ORT's NhwcMaxPool on the
+        # NHWC tensor (its NCHW uint8 MaxPool is another kernel, 50x slower)
+        nhwc = [(s[0], *s[2:], s[1]) for s in (x, tuple(key.output_shape))]
+        attrs.pop("dilations", None)
+        return b.node("NhwcMaxPool", [b.input(nhwc[0])], nhwc[1], attrs=attrs,
+                      domain="com.microsoft", ir=_ir(key))
     return b.node(op, _acts(b, shapes), key.output_shape, attrs=attrs, ir=_ir(key))
 
 
@@ -890,8 +897,8 @@ def kernel_model(key: KernelKey, seed: int = 0, opset: int = OPSET):
                               [info(t) for t in p.outputs], inits)
     opset = max([opset] + [MIN_OPSET.get(n.op, 0) for n in p.nodes])
     opsets = [helper.make_opsetid("", opset)]
-    if any(n.domain == NCHWC_DOMAIN for n in p.nodes):
-        opsets.append(helper.make_opsetid(NCHWC_DOMAIN, 1))
+    for domain in sorted({n.domain for n in p.nodes} - {""}):
+        opsets.append(helper.make_opsetid(domain, 1))
     model = helper.make_model(graph, opset_imports=opsets, producer_name="costmodels-lut")
     model.ir_version = min(model.ir_version, 8)
     model.doc_string = key.text
