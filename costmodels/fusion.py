@@ -413,6 +413,7 @@ class FusionRules:
     doc: str
     name: str = ""
     qdq: QDQRules | None = None
+    slices_to_split: bool = False  # Slices that cut one tensor into parts run as one Split
 
     @property
     def hash(self) -> str:
@@ -490,12 +491,17 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         prune = d.get("prune_dead", False)
         if not isinstance(prune, bool):
             raise TypeError(f"field 'prune_dead' must be true or false, not {prune!r:.60}")
+        to_split = d.get("slices_to_split", False)
+        if not isinstance(to_split, bool):
+            raise TypeError(f"field 'slices_to_split' must be true or false, not "
+                            f"{to_split!r:.60}")
         return FusionRules(
             runtime=str(d["runtime"]), eliminate=_names(d.get("eliminate", ()), "eliminate"),
             cse_ops=_names(cse.get("ops", ()), "cse.ops"),
             cse_scalar_ops=_names(cse.get("scalar_constant_ops", ()), "cse.scalar_constant_ops"),
             prune_dead=prune, layout=layout, fusion=fusion,
-            doc=text, name=str(d.get("name", d["runtime"])), qdq=qdq)
+            doc=text, name=str(d.get("name", d["runtime"])), qdq=qdq,
+            slices_to_split=to_split)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
@@ -648,6 +654,8 @@ def _blocked(shape: Shape, block: int) -> Shape:
 def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     """The kernels ``rules.runtime`` executes for ``net``, in execution order."""
     kept, outputs = _simplify(net, rules)
+    if rules.slices_to_split:
+        kept = _slices_to_split(kept)
     q = rules.qdq
     quantized: dict[str, tuple[str, tuple[Layer, ...]]] = {}
     if q is not None:
@@ -746,6 +754,36 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         elif layout.get(t) == "nhwc":
             convert(t, "nhwc", "nchw", shape_of[t])
     return [k.kernel() if isinstance(k, _Open) else k for k in order]
+
+
+def _slices_to_split(kept: list[tuple[Layer, tuple[str, ...]]]
+                     ) -> list[tuple[Layer, tuple[str, ...]]]:
+    """Slices that cut one tensor into parts along one axis, the parts' sizes adding up to
+    the axis (ShuffleNet's channel split), as one ``Split`` layer where the first of them
+    was (ORT's GatherSliceToSplitFusion). The IR keeps no Slice starts: parts whose sizes
+    add up are taken to be the whole tensor, cut once."""
+    groups: dict[tuple[str, int], list[int]] = {}
+    for i, (layer, ins) in enumerate(kept):
+        if layer.op != "Slice" or len(ins) != 1 or len(layer.outputs) != 1:
+            continue
+        src, out = tuple(layer.input_shapes[0]), tuple(layer.output_shape)
+        axes = [a for a, (d, e) in enumerate(zip(src, out, strict=False)) if d != e]
+        if len(src) == len(out) and len(axes) == 1:
+            groups.setdefault((ins[0], axes[0]), []).append(i)
+    merged: dict[int, Layer] = {}
+    gone: set[int] = set()
+    for (_, axis), idx in groups.items():
+        layers = [kept[i][0] for i in idx]
+        if len(idx) < 2 or sum(la.output_shape[axis] for la in layers) != \
+                layers[0].input_shapes[0][axis]:
+            continue
+        merged[idx[0]] = layers[0]._replace(
+            op="Split", outputs=tuple(la.outputs[0] for la in layers),
+            bytes_out=sum(la.bytes_out for la in layers), weight_shapes=(), bytes_weights=0)
+        gone.update(idx[1:])
+    if not merged:
+        return kept
+    return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]
 
 
 def _follows_nhwc(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],

@@ -650,3 +650,30 @@ def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_rules
     ops = _ort_node_ops(kernel_model(bn.key), tmp_path)
     assert ops.count("Conv") + ops.count("BatchNormalization") == 1 and "Relu" not in ops
     assert len(ops) - 1 == len(wrappers(bn.key, ort_rules))
+
+
+@pytest.mark.parametrize("spans,axis", [([(0, 16), (16, 32)], 1), ([(0, 8), (8, 20), (20, 32)], 1),
+                                        ([(16, 32), (0, 16)], 1), ([(0, 4), (4, 8)], 2),
+                                        ([(0, 8), (8, 16)], 1), ([(0, 16)], 1)])
+def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path, ort_rules):
+    """ShuffleNet's channel split, as the TorchScript exporter writes it (two Slices of one
+    tensor): ORT runs one Split (GatherSliceToSplitFusion) when the parts make up the axis,
+    in any order; parts that leave some out stay Slices. The planner's kernels are ORT's
+    (a ShuffleNetV2 x0.5 planned 26 Slices where ORT runs 13 Splits)."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+
+    n = helper.make_node
+    nodes, inits = [n("Relu", ["x"], ["r"])], []
+    for i, (a, b) in enumerate(spans):
+        inits += [numpy_helper.from_array(np.array([v], np.int64), f"{k}{i}")
+                  for k, v in (("s", a), ("e", b), ("a", axis))]
+        nodes += [n("Slice", ["r", f"s{i}", f"e{i}", f"a{i}"], [f"p{i}"]),
+                  n("Sigmoid", [f"p{i}"], [f"q{i}"])]
+    nodes.append(n("Concat", [f"q{i}" for i in range(len(spans))], ["y"], axis=axis))
+    model = _graph_model(nodes, (1, 32, 8, 8), inits)
+    theirs = Counter(_ort_node_ops(model, tmp_path))
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules))
+    assert mine == theirs
