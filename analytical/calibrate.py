@@ -92,7 +92,11 @@ RNN_SIZES = ((1, 32), (1, 128), (8, 64), (8, 256))
 RNN_STEPS = 64
 OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
                        "depthwise_nchw", "gemm", "pool", "global_pool", "elementwise",
-                       "transcendental", "recurrent")
+                       "transcendental", "recurrent", "conv_int8", "depthwise_int8",
+                       "gemm_int8")
+# the int8 matrix-product chains (tokens, width): GEMM_CHAINS and a transformer's size
+GEMM_INT8_CHAINS = (*GEMM_CHAINS, (197, 384))
+INT8_MEASURED = ("conv_int8", "depthwise_int8", "gemm_int8")
 # the ops of the ``transcendental`` benchmark chains, in turn (Gelu: opset 20)
 TRANSCENDENTAL_CHAIN = ("Gelu", "Erf")
 
@@ -118,6 +122,7 @@ class Calibration:
     llc_bandwidth_gbps: float = 0.0   # 0: no last-level cache found
     llc_bytes: int = 0
     run_overhead_us: float = 0.0
+    int8_peak_gflops: float = 0.0  # best int8 (QDQ) benchmark point; 0: not measured
 
     def bandwidth_gbps(self, nbytes: float) -> float:
         """The roof streams of ``nbytes`` are priced at (as :class:`RooflineSpec` does)."""
@@ -229,6 +234,74 @@ def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu") -> Point:
     nbytes = 4 * (2 * c * h * h + c * cin * k * k + c)
     return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
                  {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
+
+
+def _qdq(nodes: list, inits: list, x: str, name: str) -> str:
+    """``x`` quantized and back (uint8, scale 0.05, zero point 0): the DQ's output."""
+    from onnx import helper
+
+    nodes += [helper.make_node("QuantizeLinear", [x, "s", "z"], [f"{name}_q"]),
+              helper.make_node("DequantizeLinear", [f"{name}_q", "s", "z"], [f"{name}_d"])]
+    return f"{name}_d"
+
+
+def _qdq_consts(rng) -> list:
+    """The scales and zero points of the QDQ chains (a bias's scale is input x weight)."""
+    from onnx import numpy_helper
+
+    return [numpy_helper.from_array(np.float32(0.05), "s"),
+            numpy_helper.from_array(np.uint8(0), "z"), numpy_helper.from_array(np.int8(0), "zw"),
+            numpy_helper.from_array(np.float32(0.0025), "sb"),
+            numpy_helper.from_array(np.int32(0), "zb")]
+
+
+def _int8_weight(nodes: list, inits: list, name: str, shape, rng, bias: bool = False) -> str:
+    """A DequantizeLinear of an int8 weight (an int32 bias): how a QDQ model stores them."""
+    from onnx import helper, numpy_helper
+
+    dt, scale, zp = (np.int32, "sb", "zb") if bias else (np.int8, "s", "zw")
+    inits.append(numpy_helper.from_array(rng.integers(-8, 8, shape).astype(dt), name))
+    nodes.append(helper.make_node("DequantizeLinear", [name, scale, zp], [f"{name}_d"]))
+    return f"{name}_d"
+
+
+def qdq_conv_chain(c: int, h: int, k: int, groups: int) -> Point:
+    """``CHAIN`` convs quantized in the QDQ format (uint8 activations, int8 weights, int32
+    biases; ONNX Runtime runs QLinearConv chains, channels-last) on a 1 x c x h x h map."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], _qdq_consts(rng)
+    cin = c // groups
+    x = _qdq(nodes, inits, "x", "in")
+    for i in range(CHAIN):
+        w = _int8_weight(nodes, inits, f"w{i}", (c, cin, k, k), rng)
+        b = _int8_weight(nodes, inits, f"b{i}", (c,), rng, bias=True)
+        nodes.append(helper.make_node("Conv", [x, w, b], [f"c{i}"], kernel_shape=[k, k],
+                                      pads=[k // 2] * 4, group=groups))
+        x = _qdq(nodes, inits, f"c{i}", f"c{i}")
+    shape = (1, c, h, h)
+    macs = h * h * c * cin * k * k
+    nbytes = 2 * c * h * h + c * cin * k * k + 4 * c
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
+
+
+def qdq_matmul_chain(m: int, k: int) -> Point:
+    """``CHAIN`` MatMuls quantized in the QDQ format (ONNX Runtime: QLinearMatMul) of an
+    m x k activation by int8 k x k weights."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits = [], _qdq_consts(rng)
+    x = _qdq(nodes, inits, "a", "in")
+    for i in range(CHAIN):
+        w = _int8_weight(nodes, inits, f"w{i}", (k, k), rng)
+        nodes.append(helper.make_node("MatMul", [x, w], [f"y{i}"]))
+        x = _qdq(nodes, inits, f"y{i}", f"y{i}")
+    feeds = {"a": rng.normal(size=(1, m, k)).astype(np.float32)}
+    return Point(_graph(nodes, [("a", (1, m, k))], [(x, (1, m, k))], inits), feeds, CHAIN,
+                 2.0 * m * k * k, float(2 * m * k + k * k))
 
 
 def matmul_point(m: int, k: int, n: int) -> Point:
@@ -348,6 +421,9 @@ def benchmark_points() -> dict[str, list[Point]]:
         "elementwise": [add_chain(c, h) for c, h in SIZES],
         "transcendental": [transcendental_chain(c, h) for c, h in SIZES],
         "recurrent": [lstm_point(b, h) for b, h in RNN_SIZES],
+        "conv_int8": [qdq_conv_chain(c, h, 3, 1) for c, h in SIZES],
+        "depthwise_int8": [qdq_conv_chain(c, h, 3, c) for c, h in SIZES],
+        "gemm_int8": [qdq_matmul_chain(m, k) for m, k in GEMM_INT8_CHAINS],
     }
 
 
@@ -535,14 +611,19 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
                                                       log)}
         log(f"{name}: launch {launch * 1e6:.2f} us, {brate / 1e9:.1f} GB/s")
     stream = ops["elementwise"]["memory_efficiency"]
+    # the int8 roof: the best rate of the quantized benchmarks (VNNI: several times the float
+    # peak), which the int8 classes' efficiencies are fractions of
+    int8_peak = max(p.flops / t for name in INT8_MEASURED
+                    for p, t in zip(pts[name], secs[name], strict=True)) / 1e9
     for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw",
-                 "transcendental"):
+                 "transcendental", *INT8_MEASURED):
         # fitted on FLOPs (a transcendental op: one per element); a byte rate fitted on
         # compute-bound runs would understate the memory roof, so they stream at the
         # element-wise efficiency
         launch, rate = _fit(pts[name], secs[name], "flops")
+        roof = int8_peak if name in INT8_MEASURED else peak
         ops[name] = {"launch_us": launch * 1e6,
-                     "compute_efficiency": _efficiency(name, "compute", rate, peak * 1e9, raw,
+                     "compute_efficiency": _efficiency(name, "compute", rate, roof * 1e9, raw,
                                                        log),
                      "memory_efficiency": stream}
         log(f"{name}: launch {launch * 1e6:.2f} us, {rate / 1e9:.1f} GFLOP/s")
@@ -578,7 +659,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     log(f"recurrent: {launch * 1e6:.2f} us per step beyond its GEMM, gates at "
         f"{rate / 1e9:.2f} G elements/s")
     return Calibration(peak, dram, cache, levels.cache_bytes, ops, cpu_name(), ort.__version__,
-                       time.perf_counter() - t0, raw, llc, llc_b, run_us)
+                       time.perf_counter() - t0, raw, llc, llc_b, run_us, int8_peak)
 
 
 def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None = None) -> str:
@@ -611,6 +692,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
            "the L3 rate"] if cal.llc_bytes else []),
         f"run_overhead_us = {cal.run_overhead_us:.3f}   # one ORT run beyond its ops (ReLU chains "
         f"of 1 and {CHAIN} ops on 4 floats)",
+        *([f"int8_peak_gflops = {cal.int8_peak_gflops:.3f}   # best quantized (QDQ) benchmark "
+           "chain: the int8 classes' roof"] if cal.int8_peak_gflops else []),
         f"fusion = {json.dumps(base.fusion)}   # graph optimiser: the rules of the {base.name} spec",
         f"post_pass_ops = {json.dumps(list(base.post_pass_ops))}   # fused activations applied "
         f"over the conv's output: from the {base.name} spec",
@@ -622,7 +705,11 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"# (compute) and classifier heads (1, K, N) for (K, N) in {GEMV_SHAPES} (memory);",
         f"# recurrent: one step of forward LSTMs ({RNN_STEPS} steps) at (batch, hidden) in "
         f"{RNN_SIZES}; transcendental: chains of {CHAIN} {'/'.join(TRANSCENDENTAL_CHAIN)} at "
-        "the conv sizes (one element = one op).",
+        "the conv sizes (one element = one op);",
+        f"# conv_int8/depthwise_int8/gemm_int8: the conv and depthwise chains and MatMul chains "
+        f"at {GEMM_INT8_CHAINS},",
+        "# quantized in the QDQ format (uint8 activations, int8 weights: ORT's QLinearConv /",
+        "# QLinearMatMul; their efficiency is against int8_peak_gflops).",
     ]
     for cls in (c for c in OP_CLASSES_MEASURED if c in cal.ops):
         o = cal.ops[cls]

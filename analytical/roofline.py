@@ -51,7 +51,13 @@ OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "el
 # Classes a spec may add; absent, a layer of the class is costed as the one named here.
 OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": "conv",
                     "depthwise_nchw": "depthwise", "grouped_nchw": "grouped",
-                    "transcendental": "elementwise"}
+                    "transcendental": "elementwise", "conv_int8": "conv",
+                    "depthwise_int8": "depthwise", "gemm_int8": "gemm"}
+# A kernel on uint8/int8 tensors (a QDQ model's QLinearConv / QLinearMatMul, or a QOperator
+# one's) computes in integers: these classes, when the spec has them (the float class else).
+INT8_CLASSES = {"conv": "conv_int8", "conv1x1": "conv_int8", "grouped": "conv_int8",
+                "depthwise": "depthwise_int8", "gemm": "gemm_int8"}
+_INT8 = frozenset(INT8_CLASSES.values())  # their roof: the spec's int8_peak_gflops
 # Element-wise ops whose function is costly per element: compute-bound on a CPU (ONNX
 # Runtime's Gelu takes ~6x and its Erf ~5x a Relu's time on the same tensor), the
 # ``transcendental`` class where the spec has it (one element = one op). Sigmoid and Tanh
@@ -180,14 +186,18 @@ class RooflineModel(BaseCostModel):
         s = self.spec
         c = self.class_cost(cls)
         bw = s.bandwidth_gbps(nbytes)
-        return (flops / (s.peak_gflops * 1e6 * c.compute_efficiency),
+        peak = (s.int8_peak_gflops if cls in _INT8 and cls in s.ops and s.int8_peak_gflops
+                else s.peak_gflops)
+        return (flops / (peak * 1e6 * c.compute_efficiency),
                 nbytes * c.traffic_factor / (bw * 1e6 * c.memory_efficiency),
                 c.launch_us * 1e-3)
 
     def _figures(self, k: Kernel) -> tuple[float, str, dict]:
         cls, flops, nbytes = kernel_work(k)
         pad = 1.0
-        if k.layout == "nchw" and cls in NCHW_CLASSES and self.rules.layout is not None:
+        if k.key.dtype in ("uint8", "int8") and INT8_CLASSES.get(cls) in self.spec.ops:
+            cls = INT8_CLASSES[cls]
+        elif k.layout == "nchw" and cls in NCHW_CLASSES and self.rules.layout is not None:
             cls = NCHW_CLASSES[cls]
         elif k.layout == "nchwc" and k.layers and k.layers[0].op == "Conv":
             pad = block_padding(k.layers[0], self.rules.layout.block)

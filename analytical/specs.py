@@ -70,6 +70,8 @@ class RooflineSpec:
     ``cache_bandwidth_gbps`` when a kernel's bytes fit in ``cache_bytes``, else
     ``llc_bandwidth_gbps`` when they fit in ``llc_bytes`` (an optional last-level
     cache; 0, the default, means none), else ``dram_bandwidth_gbps``.
+    ``int8_peak_gflops``: the roof of the int8 classes (``conv_int8`` ...: a quantized
+    model's kernels; 0, the default, means ``peak_gflops``).
     ``run_overhead_us`` is paid once per run of a network (the runtime's own call: feeds,
     outputs, scheduling; default 0). ``post_pass_ops``: ops a kernel absorbs (fused
     activations) but applies as one more pass over its output, each costing the output's
@@ -96,6 +98,8 @@ class RooflineSpec:
     llc_bandwidth_gbps: float = field(default=0.0, metadata=_pos(ge=0))
     llc_bytes: int = field(default=0, metadata=_pos(ge=0))
     run_overhead_us: float = field(default=0.0, metadata=_pos(ge=0, le=1e6))
+    # the roof of the int8 classes (conv_int8, ...): 0, the default, means peak_gflops
+    int8_peak_gflops: float = field(default=0.0, metadata=_pos(ge=0))
     post_pass_ops: tuple[str, ...] = ()
     calibration: dict[str, Any] = field(default_factory=dict)
 
@@ -103,6 +107,9 @@ class RooflineSpec:
         if 0 < self.llc_bandwidth_gbps < 1e-3:
             raise ValueError(f"field 'llc_bandwidth_gbps' must be 0 (no such level) or >= "
                              f"0.001 (got {self.llc_bandwidth_gbps})")
+        if 0 < self.int8_peak_gflops < 1e-3:
+            raise ValueError(f"field 'int8_peak_gflops' must be 0 (none) or >= 0.001 (got "
+                             f"{self.int8_peak_gflops})")
         if self.llc_bytes and not self.llc_bandwidth_gbps:
             raise ValueError(f"field 'llc_bytes' is set ({self.llc_bytes}) but "
                              "'llc_bandwidth_gbps' is not: give both or neither")
