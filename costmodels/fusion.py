@@ -483,7 +483,8 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         qdq = None if not q else QDQRules(
             fuse=_names(q.get("fuse", ()), "qdq.fuse"),
             drop=_names(q.get("drop", ()), "qdq.drop"),
-            dtypes=_names(q.get("activation_dtypes", ["uint8"]), "qdq.activation_dtypes"),
+            dtypes=_names(q.get("activation_dtypes", ["uint8"]), "qdq.activation_dtypes",
+                          "type names (uint8, int8)"),
             remove_if_uint8=_names(q.get("remove_if_uint8", ()), "qdq.remove_if_uint8"),
             channels_last=_names(q.get("channels_last", ()), "qdq.channels_last"),
             channels_last_follow=_names(q.get("channels_last_follow", ()),
@@ -515,10 +516,10 @@ def _count(v: Any, field: str, most: int) -> int:
     return v
 
 
-def _names(v: Any, field: str) -> frozenset[str]:
+def _names(v: Any, field: str, what: str = "op names") -> frozenset[str]:
     """A list of op names (a string alone would be read as its letters)."""
     if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) for x in v):
-        raise TypeError(f"field {field!r} must be a list of op names, not {v!r:.60}")
+        raise TypeError(f"field {field!r} must be a list of {what}, not {v!r:.60}")
     return frozenset(v)
 
 

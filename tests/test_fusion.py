@@ -143,6 +143,16 @@ def test_rules_are_data_and_validated(tmp_path):
     doc["fusion"][0]["anchor"] = ["Conv"]  # a list where an op name goes (found by fuzzing)
     with pytest.raises(ModelFileError, match="'fusion\\[\\].anchor' must be a string"):
         rules_from_json(json.dumps(doc))
+    for field, value, says in (("qdq", "yes", "'qdq' must be an object"),
+                               ("slices_to_split", "yes", "must be true or false")):
+        doc = json.loads(load_rules("ort").doc)
+        doc[field] = value
+        with pytest.raises(ModelFileError, match=says):
+            rules_from_json(json.dumps(doc))
+    doc = json.loads(load_rules("ort").doc)
+    doc["qdq"]["activation_dtypes"] = [8]
+    with pytest.raises(ModelFileError, match="list of type names"):
+        rules_from_json(json.dumps(doc))
     with pytest.raises(ModelFileError, match="no fusion rules named 'nosuchruntime'"):
         load_rules("nosuchruntime")
     with pytest.raises(ModelFileError, match="cannot read"):
