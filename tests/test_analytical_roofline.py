@@ -465,3 +465,21 @@ def test_quantized_kernels_take_the_int8_classes_where_the_spec_has_them(tmp_pat
     conv_f = [c for c in float_only.estimate(q).per_layer
               if c.op == "DequantizeLinear+Conv+QuantizeLinear"]
     assert sum(c.meta["compute_ms"] for c in conv) < 0.5 * sum(c.meta["compute_ms"] for c in conv_f)
+
+
+def test_int8_peak_round_trips_and_is_checked(tmp_path):
+    """A calibration's int8 roof and classes round-trip through its spec; the roof is 0
+    (none: the float peak) or a rate, not 1e-9 (a typo's 1e12 ms)."""
+    ops = dict(_fake_calibration().ops)
+    ops["conv_int8"] = {"launch_us": 2.0, "compute_efficiency": 0.9, "memory_efficiency": 0.7}
+    cal = replace(_fake_calibration(), ops=ops, int8_peak_gflops=400.0)
+    spec = load_spec(str(write_spec(cal, tmp_path / "q.toml")), RooflineSpec)
+    assert spec.int8_peak_gflops == 400.0 and spec.ops["conv_int8"].compute_efficiency == 0.9
+    model = RooflineModel(spec)
+    assert model._roof("conv_int8", 4e9, 0)[0] == pytest.approx(4e9 / (400e6 * 0.9))
+    assert model._roof("conv", 4e9, 0)[0] == pytest.approx(4e9 / (100e6 * 0.8))
+    bad = tmp_path / "bad.toml"
+    bad.write_text((tmp_path / "q.toml").read_text().replace("int8_peak_gflops = 400.000",
+                                                             "int8_peak_gflops = 1e-9"))
+    with pytest.raises(SpecError, match="'int8_peak_gflops' must be 0"):
+        load_spec(str(bad), RooflineSpec)
