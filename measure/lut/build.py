@@ -381,7 +381,9 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
         since = lut.get_meta(REMEASURE_META) or ""
         if remeasure and not since:
             since = now()
-            while lut.latest() >= since:  # timestamps are in seconds: start after the last
+            for _ in range(30):  # timestamps are in seconds: start after the newest (at most
+                if lut.latest() < since:  # 3 s: a timestamp from the future is not waited for)
+                    break
                 time.sleep(0.1)
                 since = now()
             lut.set_meta(REMEASURE_META, since)
