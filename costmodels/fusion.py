@@ -806,6 +806,8 @@ def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q:
     kind (``fuse`` or ``drop``) and the IR layers it covers (the op first). A DQ whose every
     reader was rewritten goes with them; one that also feeds a float op stays for it.
     """
+    if not any(layer.op == "DequantizeLinear" for layer, _ in kept):  # a float model
+        return kept, outputs, {}
     prod = {t: i for i, (layer, _) in enumerate(kept) for t in layer.outputs}
     readers: dict[str, list[int]] = {}
     for i, (_, ins) in enumerate(kept):
