@@ -1277,7 +1277,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     uniform = _uniform_constants(proto.graph)
     _tie_transposed(proto.graph, prov, uniform)
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
-    layers, n_const, noops = _layers(inferred.graph, source, prov, params, uniform)
+    layers, n_const, marks = _layers(inferred.graph, source, prov, params, uniform)
     if not layers:
         raise OnnxImportError(f"{source}: every node of the graph computes a constant "
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "
@@ -1286,8 +1286,8 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     outputs = tuple(vi.name for vi in proto.graph.output)
     layers, n_ln = fuse_layer_norms(layers, outputs)
     layers, n_gelu = fuse_gelus(layers, outputs)
-    layers, n_hswish = fuse_hard_swishes(layers, outputs)
-    layers = elide_noops(layers, noops)  # after the fusions: a layer norm's * 1 and + 0
+    layers, n_hswish = fuse_hard_swishes(layers, outputs, marks["swish_sigmoid"])
+    layers = elide_noops(layers, marks["noop"])  # after the fusions: a layer norm's * 1, + 0
     meta = {"source": path, "opset": _opset(proto),
             "input_shapes": {k: list(v) for k, v in final_inputs.items()},
             "folding": how, "constant_nodes": n_folded + n_const}
@@ -1361,18 +1361,27 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
     return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
 
 
-def fuse_hard_swishes(layers: Sequence[Layer], outputs: Sequence[str] = ()
-                      ) -> tuple[list[Layer], int]:
+def _is_swish_sigmoid(node: Any) -> bool:
+    """A HardSigmoid of hard swish's slope and offset (alpha 1/6, beta 1/2; ONNX's default
+    alpha is 0.2)."""
+    a = _attrs(node)
+    return abs(float(a.get("alpha", 0.2)) - 1 / 6) < 1e-6 and float(a.get("beta", 0.5)) == 0.5
+
+
+def fuse_hard_swishes(layers: Sequence[Layer], outputs: Sequence[str] = (),
+                      sigmoids: set[str] | None = None) -> tuple[list[Layer], int]:
     """Layers with each ``x * HardSigmoid(x)`` (how torch exports ``nn.Hardswish`` below
     opset 14) as one ``HardSwish`` layer, and how many were: ONNX Runtime runs both files
     alike (a conv absorbs either), so a MobileNetV3 costs the same whichever opset wrote it
     (its opset-13 file read 16% more on the roofline). The HardSigmoid is read by the Mul
-    alone, and the Mul reads exactly x and it."""
+    alone, the Mul reads exactly x and it, and (when ``sigmoids`` names them) it has hard
+    swish's slope: ``x * HardSigmoid(x)`` of another slope is not a hard swish."""
     only = functools.partial(_sole_reader, layers, _readers(layers, outputs))
     drop: set[int] = set()
     put: dict[int, Layer] = {}
     for h, la in enumerate(layers):
-        if la.op != "HardSigmoid" or len(la.inputs) != 1 or la.weight_shapes:
+        if la.op != "HardSigmoid" or len(la.inputs) != 1 or la.weight_shapes or (
+                sigmoids is not None and la.name not in sigmoids):
             continue
         x, m = la.inputs[0], only(h, "Mul")
         if m is None or m in drop or sorted(layers[m].inputs) != sorted((x, la.outputs[0])) \
@@ -1493,9 +1502,11 @@ def _constants(graph: Any) -> dict[str, _Const]:
 
 def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             params: Mapping[str, int], per_layer: set[str] = frozenset()
-            ) -> tuple[list[Layer], int, set[str]]:
-    """The graph's layers, how many nodes were constant (weight preparation), and the names
-    of the layers that do nothing (:func:`_is_noop`).
+            ) -> tuple[list[Layer], int, dict[str, set[str]]]:
+    """The graph's layers, how many nodes were constant (weight preparation), and names of
+    layers the IR cannot tell apart by itself: ``noop`` those that do nothing
+    (:func:`_is_noop`), ``swish_sigmoid`` the HardSigmoids of hard swish's slope
+    (:func:`_is_swish_sigmoid`).
 
     ``prov`` maps constant tensors to the original constants they come from (updated
     here for the weight-preparation nodes met); ``params`` is what each of those holds;
@@ -1509,7 +1520,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
     neutral = _neutral_constants(graph)
-    noops = set()
+    marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set()}
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
@@ -1559,12 +1570,14 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         try:
             layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
             if _is_noop(node, layers[-1], neutral):
-                noops.add(node_name)
+                marks["noop"].add(node_name)
+            elif node.op_type == "HardSigmoid" and _is_swish_sigmoid(node):
+                marks["swish_sigmoid"].add(node_name)
         except OnnxImportError as exc:
             if source and not str(exc).startswith(source):
                 raise OnnxImportError(f"{source}: {exc}") from None  # name the file
             raise
-    return layers, n_const, noops
+    return layers, n_const, marks
 
 
 # an element-wise op by this constant leaves its other operand as it is (the constant second

@@ -83,8 +83,8 @@ def cmd_build(args: argparse.Namespace) -> int:
           f"{dt:.1f} s", file=sys.stderr)
     if rep.remeasure_since and not args.remeasure:
         print(f"note: carried on the --remeasure begun at {rep.remeasure_since} (interrupted "
-              "then): every kernel and calibration point measured before it was measured "
-              "again", file=sys.stderr)
+              "then): the kernels of these networks measured before it were measured again, "
+              "and the calibration points", file=sys.stderr)
     if rep.calibration:
         c = rep.calibration
         print(f"calibration on {c['n_points']} networks: intercept {c['intercept_ms']:.4f} ms, "
@@ -324,10 +324,11 @@ def register(sub) -> None:
     p.add_argument("--calibrate", type=nonneg_int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
     p.add_argument("--remeasure", action="store_true",
-                   help="measure every kernel and calibration point of --db again (e.g. "
-                        "after a noisy build); the old figures stay until their new ones are "
-                        "in, so an interrupted remeasure leaves a usable LUT and the next "
-                        "build carries it on")
+                   help="measure the kernels of these networks and the calibration points "
+                        "of --db again (e.g. after a noisy build); each old figure stays until "
+                        "its new one is in, so an interrupted remeasure leaves a usable LUT "
+                        "and the next build carries it on; kernels of other networks keep "
+                        "theirs")
     p.set_defaults(func=cmd_build)
 
     p = lsub.add_parser("show", help="summary of a LUT file (runtime, device, CVs, calibration)",

@@ -858,9 +858,9 @@ def test_hard_swish_written_out_is_one_layer():
 
     from costmodels.fusion import kernels, load_rules
 
-    def model(written_out: bool, extra_reader: bool = False):
+    def model(written_out: bool, extra_reader: bool = False, alpha: float = 1 / 6):
         n = helper.make_node
-        act = ([n("HardSigmoid", ["c"], ["h"], alpha=1 / 6), n("Mul", ["c", "h"], ["a"])]
+        act = ([n("HardSigmoid", ["c"], ["h"], alpha=alpha), n("Mul", ["c", "h"], ["a"])]
                if written_out else [n("HardSwish", ["c"], ["a"])])
         tail = [n("Conv", ["a", "w2"], ["y"])] + ([n("Add", ["h", "y"], ["y2"])]
                                                  if extra_reader else [])
@@ -883,3 +883,5 @@ def test_hard_swish_written_out_is_one_layer():
     assert [k.text for k in kernels(old, rules)] == [k.text for k in kernels(new, rules)]
     kept = model(True, extra_reader=True)
     assert "HardSigmoid" in [la.op for la in kept.layers]
+    # ONNX's default slope 0.2 times x is not a hard swish
+    assert "HardSwish" not in [la.op for la in model(True, alpha=0.2).layers]

@@ -375,9 +375,11 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
     report = BuildReport(path=path, networks=len(nets))
     t0 = time.perf_counter()
     with open_or_create(path, rules, config) as lut:
-        # --remeasure: what was measured before this moment is measured again, and only
-        # then dropped, so an interrupted remeasure leaves a usable LUT that the next
-        # build (with or without --remeasure) carries on
+        # --remeasure: the kernels of these networks measured before this moment are
+        # measured again, each old figure replaced only by its new one, so an interrupted
+        # remeasure leaves a usable LUT that the next build (with or without --remeasure)
+        # carries on; kernels of other networks keep theirs; the calibration points
+        # measured before are dropped once this build has measured its own
         since = lut.get_meta(REMEASURE_META) or ""
         if remeasure and not since:
             since = now()
@@ -402,7 +404,7 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
             _calibrate(lut, nets, keys, counts, rules, config, calibrate, progress, report,
                        since=since)
         elif since:
-            lut.drop_older_than(since)
+            lut.drop_points_older_than(since)
         if since:
             lut.set_meta(REMEASURE_META, "")
         report.seconds["calibrate"] = time.perf_counter() - t2
@@ -422,8 +424,8 @@ def _calibrate(lut: LutFile, nets: Sequence[Network], keys: list[str], counts: n
     sums = counts @ np.nan_to_num(vec) if len(keys) else np.zeros(len(nets))
     picks = calibration_picks(sums, ok, n)
     measure_points(lut, [nets[i] for i in picks], rules, config, progress, report, since)
-    if since:  # a finished remeasure: what it did not measure again goes
-        lut.drop_older_than(since)
+    if since:  # a finished remeasure: end-to-end times of the kernels measured before go
+        lut.drop_points_older_than(since)
     refresh_point_kernels(lut, nets, rules)
     report.calibration = refit(lut)
 

@@ -283,14 +283,12 @@ class LutFile(SchemaFile):
             "SELECT max(measured_at) FROM calibration_points)").fetchone()
         return row[0] or ""
 
-    def drop_older_than(self, since: str) -> int:
-        """Drop the entries and calibration points measured before ``since`` (what a
-        finished ``--remeasure`` did not measure again); how many rows went."""
+    def drop_points_older_than(self, since: str) -> int:
+        """Drop the calibration points measured before ``since`` (end-to-end times of a
+        remeasured LUT's old kernels); how many went."""
         with self._db.transaction() as con:
-            n = con.execute("DELETE FROM entries WHERE measured_at < ?", (since,)).rowcount
-            n += con.execute("DELETE FROM calibration_points WHERE measured_at < ?",
-                             (since,)).rowcount
-        return n
+            return con.execute("DELETE FROM calibration_points WHERE measured_at < ?",
+                               (since,)).rowcount
 
     # ------------------------------------------------------------------ calibration
     def put_point(self, p: CalibrationPoint) -> None:
