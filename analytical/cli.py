@@ -62,7 +62,14 @@ def register(sub) -> None:
 
     c = rsub.add_parser("calibrate", help="measure this CPU (peak, bandwidth, per-op costs) "
                                           "-> roofline spec TOML", formatter_class=Formatter,
-                        epilog=CALIBRATE_EPILOG)
+                        epilog=CALIBRATE_EPILOG,
+                        description="Micro-benchmarks through ONNX Runtime (no network is "
+                                    "fitted): the float peak, cache and DRAM bandwidths, the "
+                                    "run overhead, and per op class (convs, depthwise, "
+                                    "grouped, GEMM, pools, element-wise, transcendental, "
+                                    "LSTM steps, and int8 convs, depthwise convs and MatMuls "
+                                    "quantized in the QDQ format, with their own int8 peak) "
+                                    "a launch cost and efficiencies.")
     c.add_argument("-o", "--output", help="spec TOML to write (default: the local spec path)")
     c.add_argument("--name", default="local", help="spec name written into the file")
     c.add_argument("--cpu", default="auto", type=cpu_choice,
