@@ -285,10 +285,16 @@ class LutFile(SchemaFile):
 
     def drop_points_older_than(self, since: str) -> int:
         """Drop the calibration points measured before ``since`` (end-to-end times of a
-        remeasured LUT's old kernels); how many went."""
+        remeasured LUT's old kernels), and the calibration fitted on them (a build that
+        calibrates fits it again); how many went."""
         with self._db.transaction() as con:
-            return con.execute("DELETE FROM calibration_points WHERE measured_at < ?",
-                               (since,)).rowcount
+            n = con.execute("DELETE FROM calibration_points WHERE measured_at < ?",
+                            (since,)).rowcount
+            if n:
+                con.execute("UPDATE meta SET value = '' WHERE key = 'calibration'")
+        if n:
+            self._db.meta["calibration"] = ""
+        return n
 
     # ------------------------------------------------------------------ calibration
     def put_point(self, p: CalibrationPoint) -> None:
