@@ -53,7 +53,7 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -737,12 +737,8 @@ def _check_fold_sizes(proto: Any, source: str) -> None:
         return
     shapes = {vi.name: vi.type.tensor_type.shape for vi in inferred.graph.value_info
               if vi.type.HasField("tensor_type")}
-    const = {t.name for t in proto.graph.initializer}
-    for i, node in enumerate(proto.graph.node):
+    for i, node in _constant_nodes(proto.graph):
         ins = [t for t in node.input if t]
-        if node.op_type != "Constant" and not (ins and all(t in const for t in ins)):
-            continue  # reads a graph input: not folded
-        const.update(t for t in node.output if t)
         if node.op_type in ("MatMul", "Gemm") and len(ins) >= 2:
             a, b = (_static_dims(shapes.get(t) or _init_shape(proto.graph, t)) for t in ins[:2])
             if a and b and len(a) >= 2 and len(b) >= 2:
@@ -782,20 +778,25 @@ def _init_shape(graph: Any, name: str) -> list[int] | None:
 MAX_FOLD_PASSES = 8  # constant folding is repeated while a pass folds something
 
 
+def _constant_nodes(graph: Any) -> Iterator[tuple[int, Any]]:
+    """(position, node) of the nodes that compute constants, in order: ``Constant`` nodes
+    and those whose inputs are all initializers or earlier constants (what folding runs)."""
+    const = {t.name for t in graph.initializer}
+    for i, node in enumerate(graph.node):
+        ins = [t for t in node.input if t]
+        if node.op_type != "Constant" and not (ins and all(t in const for t in ins)):
+            continue  # reads a graph input: not folded
+        const.update(t for t in node.output if t)
+        yield i, node
+
+
 def _foldable_left(graph: Any) -> bool:
     """Whether another folding pass may fold more: a ``Shape``/``Size`` is left (its input's
     shape may be static now), or a node that reads constants only (initializers and
     ``Constant`` outputs). A cheap test: a further onnxslim pass copies every weight."""
-    const = {t.name for t in graph.initializer}
-    for n in graph.node:
-        if n.op_type in ("Shape", "Size"):
-            return True
-        if n.op_type == "Constant":
-            const.update(n.output)
-        elif n.input and all(not t or t in const for t in n.input) \
-                and not n.op_type.startswith("Random"):
-            return True
-    return False
+    return any(n.op_type in ("Shape", "Size") for n in graph.node) or any(
+        n.op_type != "Constant" and not n.op_type.startswith("Random")
+        for _, n in _constant_nodes(graph))
 
 
 def _fold(proto: Any) -> tuple[Any, str, int, list[str]]:
@@ -1003,19 +1004,27 @@ def _uniform_constants(graph: Any) -> set[str]:
     it (torch counts each layer's own); a tied weight of varied values (a shared
     embedding) is one parameter however many layers read it.
     """
+    return set(_equal_valued(graph, _PARAM_DTYPES, min_size=2))
+
+
+def _equal_valued(graph: Any, dtypes: Container[int], min_size: int = 1,
+                  max_size: int | None = None) -> dict[str, Any]:
+    """Stored constants (:func:`_stored_tensors`) of one of ``dtypes`` and ``min_size`` to
+    ``max_size`` elements whose elements are all equal: name -> that value."""
     import numpy as np
     from onnx import numpy_helper
 
-    out = set()
+    out = {}
     for name, t in _stored_tensors(graph):
-        if t.data_type not in _PARAM_DTYPES or math.prod(t.dims) <= 1:
+        n = math.prod(t.dims)
+        if t.data_type not in dtypes or n < min_size or (max_size is not None and n > max_size):
             continue
         try:
             arr = numpy_helper.to_array(t)
         except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
             continue
-        if arr.size > 1 and np.all(arr == arr.flat[0]):
-            out.add(name)
+        if arr.size >= min_size and np.all(arr == arr.flat[0]):
+            out[name] = arr.flat[0]
     return out
 
 
@@ -1319,6 +1328,15 @@ def _sole_reader(layers: Sequence[Layer], users: Mapping[str, list[int]], i: int
     return u[0] if len(u) == 1 and u[0] >= 0 and layers[u[0]].op == op else None
 
 
+def _fused(layers: Sequence[Layer], drop: set[int], put: Mapping[int, Layer]
+           ) -> tuple[list[Layer], int]:
+    """``layers`` less those in ``drop``, each fused layer (``put``) where its last part was;
+    and how many were fused."""
+    if not put:
+        return list(layers), 0
+    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
+
+
 def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
                ) -> tuple[list[Layer], int]:
     """Layers with each exact GELU written out as ``x * 0.5 * (1 + erf(x / sqrt 2))`` (``Div
@@ -1356,9 +1374,7 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
         drop.update(part)
         put[m2] = make_layer(la.name, "Gelu", (x,), layers[m2].outputs, (shape,), shape,
                              dtype=la.dtype)
-    if not put:
-        return list(layers), 0
-    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
+    return _fused(layers, drop, put)
 
 
 def _is_swish_sigmoid(node: Any) -> bool:
@@ -1392,9 +1408,7 @@ def fuse_hard_swishes(layers: Sequence[Layer], outputs: Sequence[str] = (),
         drop.update((h, m))
         put[m] = make_layer(la.name, "HardSwish", (x,), layers[m].outputs, (shape,), shape,
                             dtype=la.dtype)
-    if not put:
-        return list(layers), 0
-    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
+    return _fused(layers, drop, put)
 
 
 def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
@@ -1455,9 +1469,7 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
             tuple(a.weight_shapes[0] for a in affine), dtype=la.dtype,
             bytes_weights=sum(a.bytes_weights for a in affine),
             weight_params=tuple(a.params for a in affine))
-    if not put:
-        return list(layers), 0
-    return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
+    return _fused(layers, drop, put)
 
 
 # No runtime here runs a tensor this large (2**36 elements: 256 GiB of float32); a shape
@@ -1588,21 +1600,11 @@ _NEUTRAL = {"Add": (0.0, (0, 1)), "Sub": (0.0, (1,)), "Mul": (1.0, (0, 1)), "Div
 def _neutral_constants(graph: Any) -> dict[str, float]:
     """Constants (initializers, ``Constant`` values, folded tensors) of a float type whose
     elements are all 0 or all 1: name -> that value."""
-    import numpy as np
-    from onnx import TensorProto, numpy_helper
+    from onnx import TensorProto
 
-    out = {}
-    for name, t in _stored_tensors(graph):
-        if t.data_type not in (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE,
-                               TensorProto.BFLOAT16) or math.prod(t.dims) > 1 << 20:
-            continue
-        try:
-            arr = numpy_helper.to_array(t)
-        except Exception:  # noqa: BLE001 - data the import refuses elsewhere, by name
-            continue
-        if arr.size and arr.flat[0] in (0.0, 1.0) and np.all(arr == arr.flat[0]):
-            out[name] = float(arr.flat[0])
-    return out
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    return {name: float(v) for name, v in _equal_valued(graph, floats, max_size=1 << 20).items()
+            if v in (0.0, 1.0)}
 
 
 def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float]) -> bool:
