@@ -448,9 +448,7 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         raise ModelFileError(f"{source}: not a costmodels fusion-rules file of schema "
                              f"{RULES_SCHEMA} (format={fmt!r}, schema={schema!r})")
     try:
-        lay = d.get("layout")
-        if lay and not isinstance(lay, dict):
-            raise TypeError(f"field 'layout' must be an object, not {lay!r:.60}")
+        lay = _object(d.get("layout"), "layout")
         layout = None if not lay else LayoutRules(
             block=_count(lay["block"], "layout.block", 1 << 12),
             always=_names(lay["always"], "layout.always"),
@@ -477,9 +475,7 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
         if not isinstance(cse, dict):
             raise TypeError(f"field 'cse' must be an object with 'ops' and "
                             f"'scalar_constant_ops', not {cse!r:.60}")
-        q = d.get("qdq")
-        if q is not None and not isinstance(q, dict):
-            raise TypeError(f"field 'qdq' must be an object, not {q!r:.60}")
+        q = _object(d.get("qdq"), "qdq")
         qdq = None if not q else QDQRules(
             fuse=_names(q.get("fuse", ()), "qdq.fuse"),
             drop=_names(q.get("drop", ()), "qdq.drop"),
@@ -489,13 +485,8 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             channels_last=_names(q.get("channels_last", ()), "qdq.channels_last"),
             channels_last_follow=_names(q.get("channels_last_follow", ()),
                                         "qdq.channels_last_follow"))
-        prune = d.get("prune_dead", False)
-        if not isinstance(prune, bool):
-            raise TypeError(f"field 'prune_dead' must be true or false, not {prune!r:.60}")
-        to_split = d.get("slices_to_split", False)
-        if not isinstance(to_split, bool):
-            raise TypeError(f"field 'slices_to_split' must be true or false, not "
-                            f"{to_split!r:.60}")
+        prune = _flag(d.get("prune_dead", False), "prune_dead")
+        to_split = _flag(d.get("slices_to_split", False), "slices_to_split")
         return FusionRules(
             runtime=str(d["runtime"]), eliminate=_names(d.get("eliminate", ()), "eliminate"),
             cse_ops=_names(cse.get("ops", ()), "cse.ops"),
@@ -506,6 +497,19 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
+
+
+def _object(v: Any, field: str) -> dict | None:
+    """An optional JSON object (absent, null or empty: the field is off)."""
+    if v is not None and not isinstance(v, dict):
+        raise TypeError(f"field {field!r} must be an object, not {v!r:.60}")
+    return v or None
+
+
+def _flag(v: Any, field: str) -> bool:
+    if not isinstance(v, bool):
+        raise TypeError(f"field {field!r} must be true or false, not {v!r:.60}")
+    return v
 
 
 def _count(v: Any, field: str, most: int) -> int:
@@ -701,7 +705,8 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     for layer, ins in kept:
         out = layer.outputs[0] if layer.outputs else layer.name
         shape_of[out] = layer.output_shape
-        dtype_of[out] = _out_dtype(layer) or layer.dtype
+        if quantized:  # the dtypes of a quantized region's Transposes (a float model has none)
+            dtype_of[out] = _out_dtype(layer) or layer.dtype
         if layer.name in quantized:
             kind, covered = quantized[layer.name]
             here = "nhwc" if ((kind == "fuse" and layer.op in q.channels_last) or _follows_nhwc(
@@ -725,6 +730,8 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
                 if "nhwc" in (src, here):
                     if src != here:
                         convert(t, src, here, shape_of.get(t, s))
+                    continue
+                if lay is None:  # qdq rules without a blocked layout
                     continue
                 if (lay.version >= 2 and here == "nchwc" and src == "nchwc"
                         and layer.op in lay.plain_input_ok and layer.groups == 1

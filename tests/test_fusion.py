@@ -588,6 +588,11 @@ def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_rules):
     plain = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_rules.doc).items()
                                         if k != "qdq"}))
     assert sum(k.ops == ("QuantizeLinear",) for k in kernels(import_onnx(model), plain)) > 15
+    # qdq rules without a blocked layout (a runtime without NCHWc) plan it too
+    no_layout = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_rules.doc).items()
+                                            if k != "layout"}))
+    assert Counter(_plan_kernel_name(k.ops) for k in kernels(import_onnx(model), no_layout)) \
+        == mine
 
 
 def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules):
