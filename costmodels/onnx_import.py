@@ -980,12 +980,18 @@ def _folded_nodes(graph: Any, made: Mapping[str, Any], survivors: set[str]) -> s
 
 def _provenance(graph: Any, folded: set[str]) -> dict[str, frozenset[str]]:
     """For every constant tensor, the original initializers and Constant tensors it is
-    computed from (to count parameters once, not once per broadcast element)."""
+    computed from (to count parameters once, not once per broadcast element).
+
+    A ``Shape`` or ``Size`` reads no values, so what is computed from it and constants is
+    followed too: a dynamic-axes export's position table read at ``Range(Shape(x))`` folds
+    once the input shapes are fixed, and is still that table's parameters."""
     prov: dict[str, frozenset[str]] = {t.name: frozenset({t.name}) for t in graph.initializer}
     for node in graph.node:
         outs = [t for t in node.output if t]
         if node.op_type == "Constant":
             prov.update({t: frozenset({t}) for t in outs})
+        elif node.op_type in ("Shape", "Size") and node.domain in _DEFAULT_DOMAINS:
+            prov.update({t: frozenset() for t in outs})
         elif outs and (all(t in folded for t in outs)
                        or all(t in prov for t in node.input if t)):
             src = frozenset().union(*(prov.get(t, frozenset()) for t in _param_inputs(node)))
@@ -1096,7 +1102,9 @@ def _source_params(graph: Any) -> dict[str, int]:
     int64/bool shape data, for scalars (scales, epsilons, mask fill values) and for a
     ``Constant`` node of all ones or all zeros (what an exporter writes for an identity
     affine; trained weights are initializers, and an untrained initializer of ones still
-    counts), for the ones and zeros of an ``InstanceNormalization`` between two reshapes
+    counts; unless the file keeps its weights in ``Constant`` nodes, as paddle2onnx does
+    without folding: more of varied values there than initializers; then they count as
+    initializers do), for the ones and zeros of an ``InstanceNormalization`` between two reshapes
     (the identity affine inside torch's GroupNorm export, an initializer in the dynamo
     exporter's file), and for a recurrent layer's all-zero initial state or sequence
     lengths (:data:`_STATE_OPERANDS`); nor an operand of a selection or comparison
@@ -1115,18 +1123,25 @@ def _source_params(graph: Any) -> dict[str, int]:
             t = inits.get(node.input[i]) if i < len(node.input) else None
             if t is not None and not np.any(numpy_helper.to_array(t)):
                 out[t.name] = 0
+    # weights stored in Constant nodes (more weight-typed tensors of varied values there
+    # than initializers): their ones and zeros are untrained weights, as an initializer's are
+    varied = [t for name, t in _stored_tensors(graph) if name not in inits
+              and t.data_type in _PARAM_DTYPES and math.prod(t.dims) > 1]
+    varied = [a for a in map(numpy_helper.to_array, varied) if np.any(a != a.flat[0])]
+    in_constants = len(varied) > sum(t.data_type in _PARAM_DTYPES and math.prod(t.dims) > 1
+                                     for t in graph.initializer)
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for a in node.attribute:
                 if a.name == "value":
                     arr = numpy_helper.to_array(a.t)
                     n = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
-                    if n > 1 and (np.all(arr == 1) or not np.any(arr)):
+                    if n > 1 and not in_constants and (np.all(arr == 1) or not np.any(arr)):
                         n = 0  # an exporter's identity scale or zero shift
                     out[node.output[0]] = n if n > 1 else 0
                 elif a.name == "value_floats":
                     fl = list(a.floats)
-                    trivial = all(f == 1 for f in fl) or not any(fl)
+                    trivial = not in_constants and (all(f == 1 for f in fl) or not any(fl))
                     out[node.output[0]] = len(fl) if len(fl) > 1 and not trivial else 0
     for node in graph.node:  # fill values and masks: not parameters of any torch module
         for t in node.input:
@@ -1286,7 +1301,8 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     uniform = _uniform_constants(proto.graph)
     _tie_transposed(proto.graph, prov, uniform)
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
-    layers, n_const, marks = _layers(inferred.graph, source, prov, params, uniform)
+    layers, n_const, marks = _layers(inferred.graph, source, prov, params, uniform,
+                                     given=bool(input_shapes) and open_dims)
     if not layers:
         raise OnnxImportError(f"{source}: every node of the graph computes a constant "
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "
@@ -1494,6 +1510,11 @@ def _check_sizes(layers: Sequence[Layer], source: str) -> None:
                     "strides, repeats, shapes) and --input-shape")
 
 
+def _static(dims: Any) -> bool:
+    """Are these dimensions (:func:`_dims`) all known sizes?"""
+    return dims is not None and all(isinstance(d, int) and d >= 0 for d in dims)
+
+
 def _constants(graph: Any) -> dict[str, _Const]:
     consts: dict[str, _Const] = {}
     for t in graph.initializer:
@@ -1513,7 +1534,7 @@ def _constants(graph: Any) -> dict[str, _Const]:
 
 
 def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
-            params: Mapping[str, int], per_layer: set[str] = frozenset()
+            params: Mapping[str, int], per_layer: set[str] = frozenset(), given: bool = False
             ) -> tuple[list[Layer], int, dict[str, set[str]]]:
     """The graph's layers, how many nodes were constant (weight preparation), and names of
     layers the IR cannot tell apart by itself: ``noop`` those that do nothing
@@ -1524,6 +1545,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     here for the weight-preparation nodes met); ``params`` is what each of those holds;
     ``per_layer``: those that are a parameter of every layer that reads them
     (:func:`_uniform_constants`), where any other counts once, in the first layer.
+    ``given``: the dynamic inputs were fixed by the caller (what an unknown shape then
+    suggests).
     """
     info: dict[str, tuple[list, int]] = {}
     for vi in list(graph.value_info) + list(graph.input) + list(graph.output):
@@ -1539,8 +1562,10 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         if dims is None or any(not isinstance(d, int) or d < 0 for d in dims):
             raise OnnxImportError(
                 f"{source}: node {node_name!r} ({op}): the shape of tensor {tensor!r} is not "
-                "known after folding and shape inference; fix the dynamic inputs with "
-                "--input-shape")
+                "known after folding and shape inference, with every model input fixed: "
+                + ("are the --input-shape sizes within what the model allows (e.g. a "
+                   "sequence no longer than its position table)?" if given else
+                   "it depends on values computed at run time, which the IR cannot cost"))
         return tuple(int(d) for d in dims)
 
     layers: list[Layer] = []
@@ -1563,6 +1588,16 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         this_layer.clear()
         node_name = _node_name(node, i)
         ins = [t for t in node.input if t]
+        if (node.op_type in ("Shape", "Size") and node.domain in _DEFAULT_DOMAINS and ins
+                and _static(info.get(ins[0], (None, 0))[0])):
+            # reads no values: a constant once its input's shape is known (ONNX Runtime
+            # folds it; what is left of it is a branch nobody reads, which it then drops)
+            n_const += 1
+            for out in (t for t in node.output if t):
+                consts[out] = _Const((len(info[ins[0]][0]),) if node.op_type == "Shape"
+                                     else (), 8)
+                prov[out] = frozenset()
+            continue
         if ins and all(t in consts for t in ins):  # weight preparation (Identity, Cast, ...)
             n_const += 1
             keep = node.op_type == "DequantizeLinear"  # runtimes fuse it: int8 stays int8

@@ -243,6 +243,17 @@ def test_a_folder_model_with_a_fixed_batch_is_named_when_batch_is_given(tmp_path
                  "-o", str(tmp_path / "f.csv")]) == 0
     err = capsys.readouterr().err
     assert "fixed.onnx" in err and "keeps its own batch 1" in err
+    # an unnamed --input-shape of another batch leaves it too (a probe's folder mixed
+    # batches in one CSV without a word); one of its batch says nothing
+    from costmodels.spaces import models as M
+
+    for shape, said in (("1x3x16x16", False), ("2x3x16x16", True)):
+        M._WARNED_BATCH.clear()
+        assert main(["estimate", "flops", "--space", f"models:{folder2}", "--input-shape",
+                     shape, "-o", str(tmp_path / "f.csv")]) == 0
+        err = capsys.readouterr().err
+        assert ("--input-shape 2x3x16x16: fixed.onnx" in err and "keeps its own batch 1" in err
+                ) == said, err
 
 
 def test_outputs_that_are_not_files_are_refused_before_any_work(tmp_path, capsys):

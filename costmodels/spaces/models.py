@@ -168,10 +168,14 @@ class ModelsSpace(SearchSpace):
                     "source": str(self._files[name]), "shapes_from": str(how),
                     "space_input_shapes": self.input_shapes_state()}
             self._cache[key] = dataclasses.replace(net, name=name, meta=meta)
-            if batch != 1 and how == "model" and meta["batch"] != batch \
-                    and self.root not in _WARNED_BATCH:
+            flag, want = f"--batch {batch}", batch
+            shapes = self.input_shapes
+            if shapes and not isinstance(shapes, Mapping) and shapes[0]:  # unnamed: its batch
+                flag, want = "--input-shape " + "x".join(map(str, shapes[0])), shapes[0][0]
+            if (want != 1 or flag != f"--batch {batch}") and how == "model" \
+                    and meta["batch"] != want and self.root not in _WARNED_BATCH:
                 _WARNED_BATCH.add(self.root)
-                print(f"warning: --batch {batch}: {name}.onnx (and any other model of "
+                print(f"warning: {flag}: {name}.onnx (and any other model of "
                       f"models:{self.root} that fixes its batch) keeps its own batch "
                       f"{meta['batch']}; its row is at that batch. Export it with a dynamic "
                       "batch axis to change it", file=sys.stderr)
