@@ -66,17 +66,26 @@ def _ceilings(targets) -> dict[str, dict | None]:
     return {t.table.device: noise_ceiling(t.table) for t in targets}
 
 
+def _nb201_index(table) -> np.ndarray | None:
+    """The table's NB201 cell indices, or None off NB201's index (or under 100 rows)."""
+    from costmodels.spaces import nb201
+
+    idx = np.asarray(table.arch_index, dtype=int)
+    if len(idx) < 100 or idx.min() < 0 or idx.max() >= nb201.NUM_ARCHS:
+        return None
+    return idx
+
+
 def _all_cells_fit(table) -> float | None:
     """Spearman of the additive family's basis (:func:`predictors.additive.count_basis`, 14
     numbers) fitted by least squares on *every* cell of the target and scored on those same
     cells: what that model class ranks with all the data instead of k cells (15,625 cells,
     14 numbers: in-sample, hardly optimistic). None off NB201's index."""
     from costmodels.harness import metrics
-    from costmodels.spaces import nb201
     from predictors import additive as A
 
-    idx = np.asarray(table.arch_index, dtype=int)
-    if len(idx) < 100 or idx.min() < 0 or idx.max() >= nb201.NUM_ARCHS:
+    idx = _nb201_index(table)
+    if idx is None:
         return None
     b = A.count_basis()[idx]
     c = np.linalg.lstsq(b, table.latency_ms, rcond=None)[0]
@@ -92,11 +101,10 @@ def _all_cells_cv(table, folds: int = 5) -> float | None:
     import xgboost as xgb
 
     from costmodels.harness import metrics
-    from costmodels.spaces import nb201
     from predictors.transfer import cell_basis
 
-    idx = np.asarray(table.arch_index, dtype=int)
-    if len(idx) < 100 or idx.min() < 0 or idx.max() >= nb201.NUM_ARCHS:
+    idx = _nb201_index(table)
+    if idx is None:
         return None
     x, y = cell_basis()[idx], np.log(table.latency_ms)
     pred = np.empty(len(y))
