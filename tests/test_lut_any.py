@@ -282,7 +282,9 @@ def test_overhead_fit_has_no_negative_term():
 
 
 def test_best_effort_never_subtracts(tmp_path, nets):
-    """A negative intercept (as an old LUT may have) is not taken off a partial sum."""
+    """A negative intercept (as an old LUT may have) is not taken off a partial sum; a
+    scale below 1 is applied to it (the raw partial sum exceeded the complete estimate of
+    a probe's network: not the lower bound it is said to be)."""
     from measure.lut.model import LookupTable
     from measure.lut.table import Entry, LutFile
 
@@ -300,6 +302,18 @@ def test_best_effort_never_subtracts(tmp_path, nets):
                 LookupTable(path, best_effort=True).estimate_many([net])[0]):
         assert est.latency_ms >= est.meta["kernel_sum_ms"] == pytest.approx(0.05)
         assert est.meta["lower_bound"] and len(est.meta["missing_kernels"]) == len(set(ks)) - 1
+    with LutFile(path) as lut:  # every kernel but one, a scale below 1
+        for t in ks[1:-1]:
+            lut.put(Entry(t, t.split("|")[0], median_ms=0.05, cv=0.01, count=3))
+        lut.set_meta("calibration", json.dumps({"intercept_ms": 0.01, "per_kernel_ms": 0.001,
+                                                "scale": 0.5}))
+    partial = LookupTable(path, best_effort=True).estimate(net)
+    with LutFile(path) as lut:
+        lut.put(Entry(ks[-1], ks[-1].split("|")[0], median_ms=0.05, cv=0.01, count=3))
+    full = LookupTable(path).estimate(net)
+    assert partial.meta["lower_bound"] and partial.meta["missing_kernels"] == (ks[-1],)
+    assert partial.latency_ms == pytest.approx(full.latency_ms - 0.5 * 0.05)
+    assert partial.latency_ms < full.latency_ms < partial.meta["kernel_sum_ms"] + 0.05
 
 
 def test_lut_built_on_a_model_folder_estimates_it(tmp_path, model_dir, nets):

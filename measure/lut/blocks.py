@@ -532,9 +532,10 @@ class BlockLookupTable(FileModel):
         sum_ms = sum(c.latency_ms for c in per_layer)
         cal = self.calibration_.get(f"{dataset}@{batch}")
         latency = cal["scale"] * sum_ms + cal["intercept_ms"] if cal else sum_ms
-        return Estimate(latency_ms=latency, per_layer=tuple(per_layer),
+        flags = {"lower_bound": True} if missing else {}  # each missing part at 0
+        return Estimate(latency_ms=max(latency, 0.0), per_layer=tuple(per_layer),
                         meta={"backend": "blocklut", "path": self.path, "sum_ms": sum_ms,
-                              "calibrated": bool(cal),
+                              "calibrated": bool(cal), **flags,
                               "runtime": self.runtime_, "raw_sum_ms": raw_sum,
                               "missing": len(missing), "missing_keys": tuple(sorted(missing)),
                               "device": self.fingerprint_.get("cpu_model", "")})

@@ -8,10 +8,12 @@ without an entry raises :class:`MissingKernel` listing the keys; with
 ``best_effort=True`` the estimate leaves them out and lists them in
 ``Estimate.meta['missing_kernels']`` (never a silent zero).
 
-Never negative, never below what is known: with kernels missing, the overhead
-terms are added only where they add (``latency = sum + max(overhead, 0)``: a
-fitted negative intercept is not taken off a partial sum; ``meta['lower_bound']``
-says the figure is a lower bound); a complete network whose calibrated figure
+Never negative, never above what the complete network would give: with kernels
+missing, the figure is the calibration applied to the known sum with every missing
+kernel at 0 and negative terms left out (``scale * sum + max(intercept, 0) +
+max(per_kernel, 0) * n``: a fitted negative intercept is not taken off a partial sum,
+and a scale below 1 is not left off it, which made a partial sum exceed the complete
+estimate; ``meta['lower_bound']`` says the figure is a lower bound); a complete network whose calibrated figure
 would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
 (``meta['clamped']``). Overhead fits made now never have negative terms
 (:func:`measure.lut.calibrate.fit`); LUTs calibrated before may.
@@ -234,11 +236,13 @@ class LookupTable(FileModel):
         """(latency in ms, flags) of a network with kernel sum ``s`` over ``n`` kernels.
 
         Complete: the calibrated figure, clamped at ``MIN_KERNEL_MS * n``. With
-        kernels missing: the known sum plus the overhead only where it adds.
+        kernels missing: the calibrated figure with each missing kernel at 0 and no
+        negative term, a lower bound of the complete one.
         """
-        lat = self.intercept_ms_ + self.scale_ * s + self.per_kernel_ms_ * n
         if missing:
-            return s + max(lat - s, 0.0), {"lower_bound": True}
+            return (max(self.scale_, 0.0) * s + max(self.intercept_ms_, 0.0)
+                    + max(self.per_kernel_ms_, 0.0) * n), {"lower_bound": True}
+        lat = self.intercept_ms_ + self.scale_ * s + self.per_kernel_ms_ * n
         floor = MIN_KERNEL_MS * max(n, 1)
         if lat < floor:
             return floor, {"clamped": True}
