@@ -19,7 +19,12 @@ interprets them:
    along single-use edges, in order (``repeat``: may occur several times;
    ``constant_operand``: the absorbed op's other operands must be constants;
    ``other_input_layout``: the absorbed op's other input must be in that layout;
-   ``pick``: which producer absorbs an op both inputs could absorb).
+   ``pick``: which producer absorbs an op both inputs could absorb;
+   ``gemm_bias``: the absorbed Add must be what ONNX Runtime's MatMulAddFusion turns
+   into a ``Gemm``'s C: the anchor a matrix product by a 2-D matrix, the Add's other
+   operand a bias of the output's last size, or on a 2-D product any operand that
+   broadcasts to it; ``max_rank``: the absorbed op's output has at most that rank;
+   ``after_previous``: only right after the previous step absorbed an op).
 6. ``qdq`` (before 4 and 5): a model quantized in the QDQ format, as the runtime runs it
    (:class:`QDQRules`: ``DequantizeLinear -> op -> QuantizeLinear`` as one quantized
    kernel keyed ``DequantizeLinear+OP+QuantizeLinear``, data movement on the quantized
@@ -352,6 +357,9 @@ class ChainStep:
     constant_operand: bool = False
     other_input_layout: str = ""
     pick: str = "first"
+    gemm_bias: bool = False
+    max_rank: int = 0  # 0: any
+    after_previous: bool = False
 
 
 @dataclass(frozen=True)
@@ -468,7 +476,13 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
                                        bool(s.get("constant_operand", False)),
                                        _text(s.get("other_input_layout", ""),
                                              "fusion[].chain[].other_input_layout"),
-                                       _text(s.get("pick", "first"), "fusion[].chain[].pick"))
+                                       _text(s.get("pick", "first"), "fusion[].chain[].pick"),
+                                       _flag(s.get("gemm_bias", False),
+                                             "fusion[].chain[].gemm_bias"),
+                                       (_count(s["max_rank"], "fusion[].chain[].max_rank", 64)
+                                        if "max_rank" in s else 0),
+                                       _flag(s.get("after_previous", False),
+                                             "fusion[].chain[].after_previous"))
                              for s in r.get("chain", ())))
             for r in d.get("fusion", ()))
         cse = d.get("cse") or {}
@@ -625,7 +639,9 @@ class _Open:
         chain = self.chain
         for i in range(self.pos, len(chain)):
             step = chain[i]
-            if layer.op in step.ops and not (step.constant_operand and len(layer.inputs) != 1):
+            if (layer.op in step.ops and not (step.constant_operand and len(layer.inputs) != 1)
+                    and not (step.max_rank and len(layer.output_shape) > step.max_rank)
+                    and not (step.after_previous and (i != self.pos or len(self.layers) < 2))):
                 return i
         return -1
 
@@ -981,6 +997,35 @@ def _channel_concat(shapes: list[tuple[int, ...]], out: Shape) -> bool:
             and sum(s[1] for s in shapes) == out[1])
 
 
+def _gemm_bias(anchor: Layer, add: Layer, j: int) -> bool:
+    """Does ONNX Runtime's MatMulAddFusion make ``anchor`` (a MatMul) and ``add`` (reading
+    it as input ``j``) one ``Gemm``? Checked on ORT 1.32: the product's second operand is
+    2-D; on a 2-D product the other operand is ``(N,)`` or a 2-D one that broadcasts to
+    it (a residual too); on any other rank only a bias ``(N,)`` (the product is reshaped
+    to 2-D around the Gemm); a scalar or ``(1,)`` stays an Add."""
+    out = anchor.output_shape
+    if anchor.op != "MatMul" or add.output_shape != out or not out:
+        return False
+    acts, wts = anchor.input_shapes, anchor.weight_shapes
+    if len(acts) == 2:
+        b = acts[1]
+    elif len(acts) == 1 and len(wts) == 1:  # x @ W, or W @ x (what gives the output)
+        a, w = acts[0], wts[0]
+        b = w if len(w) >= 2 and a and a[-1] == w[-2] and w[-1] == out[-1] else a
+    else:
+        return False
+    if len(b) != 2:
+        return False
+    other = [s for i, s in enumerate(add.input_shapes) if i != j] + list(add.weight_shapes)
+    if len(other) != 1:
+        return False
+    c, n = other[0], out[-1]
+    if tuple(c) == (n,):
+        return True
+    return len(out) == 2 and len(c) == 2 and all(x in (1, y) for x, y in zip(c, out,
+                                                                           strict=True))
+
+
 def _absorb(layer: Layer, ins: tuple[str, ...], out: str, open_by_out: dict[str, _Open],
             uses: Counter, layout: dict[str, str]) -> bool:
     """Fuse ``layer`` into the open kernel producing one of its inputs, if the rules allow."""
@@ -995,6 +1040,8 @@ def _absorb(layer: Layer, ins: tuple[str, ...], out: str, open_by_out: dict[str,
         rule = k.chain[step]
         if rule.other_input_layout and any(layout.get(u) != rule.other_input_layout
                                            for i, u in enumerate(ins) if i != j):
+            continue
+        if rule.gemm_bias and not _gemm_bias(k.anchor, layer, j):
             continue
         cands.append((j, t, k, step, rule))
     if not cands:

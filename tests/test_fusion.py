@@ -149,6 +149,12 @@ def test_rules_are_data_and_validated(tmp_path):
         doc[field] = value
         with pytest.raises(ModelFileError, match=says):
             rules_from_json(json.dumps(doc))
+    for field, value, says in (("max_rank", 0, "'fusion\\[\\].chain\\[\\].max_rank' must be a whole"),
+                               ("gemm_bias", "yes", "gemm_bias' must be true or false")):
+        doc = json.loads(load_rules("ort").doc)
+        doc["fusion"][2]["chain"][0][field] = value
+        with pytest.raises(ModelFileError, match=says):
+            rules_from_json(json.dumps(doc))
     doc = json.loads(load_rules("ort").doc)
     doc["qdq"]["activation_dtypes"] = [8]
     with pytest.raises(ModelFileError, match="list of type names"):
@@ -692,3 +698,53 @@ def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path,
     theirs = Counter(_ort_node_ops(model, tmp_path))
     mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules))
     assert mine == theirs
+
+
+@pytest.mark.parametrize("x_shape,other,act,gemms", [
+    ((4, 64), (32,), None, 1), ((1, 8, 64), (32,), None, 1), ((64,), (32,), None, 1),
+    ((1, 1, 8, 64), (32,), None, 1), ((4, 64), (4, 1), None, 1), ((4, 64), (1, 32), None, 1),
+    ((4, 64), "residual", None, 1), ((1, 8, 64), "residual", None, 0),
+    ((1, 8, 64), (1, 32), None, 0), ((1, 8, 64), (), None, 0), ((4, 64), (1,), None, 0),
+    ((4, 64), (32,), "Relu", 1), ((4, 64), (32,), "Softplus", 1), ((4, 64), (32,), "Clip", 1),
+    ((1, 8, 64), (32,), "Relu", 1), ((4, 64), None, "Relu", 0)])
+def test_matmul_add_and_activation_plan_the_gemms_ort_runs(x_shape, other, act, gemms,
+                                                           tmp_path, ort_rules):
+    """MatMulAddFusion and GemmActivationFusion, as ORT 1.32 applies them (a TF probe's
+    Dense layers at a dynamic batch, MatMul + Add, were planned as two kernels where ORT
+    runs one Gemm): the planned MatMul+Add kernels are ORT's Gemm/FusedGemm nodes, and
+    an activation is in a kernel of its own exactly when ORT left it apart."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+
+    rng = np.random.default_rng(0)
+    inits = [_w(rng, "w", (64, 32))]
+    nodes = [helper.make_node("MatMul", ["x", "w"], ["m"])]
+    src = "m"
+    if other is not None:
+        if other == "residual":  # the product plus another product of x: an activation
+            inits.append(_w(rng, "w2", (64, 32)))
+            nodes.append(helper.make_node("MatMul", ["x", "w2"], ["r"]))
+            nodes.append(helper.make_node("Add", ["m", "r"], ["s"]))
+        else:
+            inits.append(numpy_helper.from_array(
+                np.asarray(rng.normal(size=other), np.float32), "b"))
+            nodes.append(helper.make_node("Add", ["m", "b"], ["s"]))
+        src = "s"
+    if act:
+        extra = []
+        if act == "Clip":
+            inits += [numpy_helper.from_array(np.array(v, np.float32), n)
+                      for n, v in (("lo", 0), ("hi", 6))]
+            extra = ["lo", "hi"]
+        nodes.append(helper.make_node(act, [src, *extra], ["y"]))
+    else:
+        nodes[-1].output[0] = "y"
+    model = _graph_model(nodes, x_shape, inits)
+    theirs = _ort_node_ops(model, tmp_path)
+    assert sum(op in ("Gemm", "FusedGemm") for op in theirs) == gemms, theirs  # ORT itself
+    ks = kernels(import_onnx(model), ort_rules)
+    assert sum(k.ops[:2] == ("MatMul", "Add") for k in ks) == gemms
+    if act:
+        assert (act in theirs) == any(k.ops == (act,) for k in ks), (theirs, ops_of(ks))

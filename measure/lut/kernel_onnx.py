@@ -783,6 +783,8 @@ def _absorbed(b: _Builder, op: str, cur: str, takes: int, shapes: list[Shape], i
                 for j in range(4)]
     elif takes:
         ins += [_residual(b, s, i) for s in shapes]
+    elif op == "Add" and b.key.ops[0] == "MatMul":  # a Gemm's bias (MatMulAddFusion)
+        ins.append(b.weight((out[-1],), f"n{i}"))
     elif op in BINARY_OPS:  # a constant operand (ConvMulFusion / ConvAddFusion)
         value = 0.0 if op == "Mul" else 1.0
         ins.append(b.const(np.array(value, dtype=_NP.get(b.key.dtype, np.float32)), f"n{i}"))
