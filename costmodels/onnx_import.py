@@ -1107,7 +1107,8 @@ def _source_params(graph: Any) -> dict[str, int]:
     initializers do), for the ones and zeros of an ``InstanceNormalization`` between two reshapes
     (the identity affine inside torch's GroupNorm export, an initializer in the dynamo
     exporter's file), and for a recurrent layer's all-zero initial state or sequence
-    lengths (:data:`_STATE_OPERANDS`); nor an operand of a selection or comparison
+    lengths (:data:`_STATE_OPERANDS`) and the all-zero recurrence half of its bias; nor an
+    operand of a selection or comparison
     (:data:`_SELECT_OPS`: ``torch.where``'s fill of zeros) or a tensor holding infinities
     or its type's extreme values (an additive attention mask; torch's parameters are
     ordinary numbers)."""
@@ -1123,6 +1124,15 @@ def _source_params(graph: Any) -> dict[str, int]:
             t = inits.get(node.input[i]) if i < len(node.input) else None
             if t is not None and not np.any(numpy_helper.to_array(t)):
                 out[t.name] = 0
+        b = inits.get(node.input[3]) if (node.op_type in _STATE_OPERANDS
+                                         and len(node.input) > 3) else None
+        if b is not None and out.get(b.name):
+            # B = [Wb, Rb]: a framework with one bias per gate (Keras, through tf2onnx)
+            # fills Rb with zeros; those are not parameters of its layer
+            arr = numpy_helper.to_array(b)
+            half = arr.shape[-1] // 2 if arr.ndim else 0
+            if half and not np.any(arr[..., half:]) and np.any(arr[..., :half]):
+                out[b.name] = arr.size // 2
     # weights stored in Constant nodes (more weight-typed tensors of varied values there
     # than initializers): their ones and zeros are untrained weights, as an initializer's are
     varied = [t for name, t in _stored_tensors(graph) if name not in inits

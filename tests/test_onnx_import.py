@@ -419,6 +419,21 @@ def test_a_learned_recurrent_initial_state_is_parameters():
     assert import_onnx(m).params == 4 * h * i + 4 * h * h + 8 * h + b * h
 
 
+def test_an_all_zero_recurrence_bias_half_is_not_parameters():
+    """tf2onnx writes Keras's one bias per gate as Wb and fills Rb with zeros: a probe's
+    BiLSTM counted 256 parameters where Keras has 232. Both halves count when both are
+    learned (torch's b_ih and b_hh)."""
+    h, i = 4, 3
+    bias = np.concatenate([np.full(4 * h, 0.5), np.zeros(4 * h)]).astype(np.float32)[None]
+    for b_arr, want in ((bias, 4 * h), (np.full((1, 8 * h), 0.5, np.float32), 8 * h)):
+        inits = [_w("W", (1, 4 * h, i)), _w("R", (1, 4 * h, h)),
+                 numpy_helper.from_array(b_arr, "B")]
+        m = _model([helper.make_node("LSTM", ["x", "W", "R", "B"], ["y"], name="lstm",
+                                     hidden_size=h)],
+                   [_vi("x", [5, 2, i])], [_vi("y", [5, 1, 2, h])], inits)
+        assert import_onnx(m).params == 4 * h * i + 4 * h * h + want
+
+
 def test_every_output_of_a_layer_counts_in_its_bytes_out():
     """Split's parts and MaxPool's int64 indices are written too (the roofline's memory
     term reads bytes_out)."""
