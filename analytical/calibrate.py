@@ -80,6 +80,7 @@ SIZES = ((8, 8), (32, 16), (64, 32))   # (channels, height = width) of the conv/
 # the same with 2 more channels: not a multiple of 4, so ONNX Runtime cannot reorder the
 # tensors to its blocked NCHWc layout and runs the convs in plain NCHW (the *_nchw classes)
 SIZES_NCHW = tuple((c + 2, h) for c, h in SIZES)
+SIZES_3D = ((8, 8), (16, 12), (32, 16))    # (channels, depth = height = width) of 3-D convs
 PEAK_SIZES = (256, 512, 1024)           # square MatMuls for the peak
 # (tokens, in features, out features): ViT-S/B, Swin and ConvNeXt-style projections and MLPs
 GEMM_SHAPES = ((49, 96, 384), (197, 384, 384), (197, 768, 768), (197, 768, 3072))
@@ -91,7 +92,8 @@ GEMV_SHAPES = ((512, 1000), (1024, 1000), (2048, 1000))
 RNN_SIZES = ((1, 32), (1, 128), (8, 64), (8, 256))
 RNN_STEPS = 64
 OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
-                       "depthwise_nchw", "gemm", "pool", "global_pool", "elementwise",
+                       "depthwise_nchw", "conv_transpose", "conv3d", "gemm", "pool",
+                       "global_pool", "elementwise",
                        "transcendental", "recurrent", "conv_int8", "depthwise_int8",
                        "gemm_int8")
 # the int8 matrix-product chains (tokens, width): GEMM_CHAINS and a transformer's size
@@ -232,6 +234,47 @@ def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu") -> Point:
     shape = (1, c, h, h)
     macs = h * h * c * cin * k * k
     nbytes = 4 * (2 * c * h * h + c * cin * k * k + c)
+    return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
+
+
+def conv_transpose_fan(c: int, h: int, k: int = 3) -> Point:
+    """``CHAIN`` transposed convs (k x k, stride 2, pads 1, output padding 1: the upsampler
+    that doubles a 1 x c x h x h map, as torch's and Keras's 'same' write it), each reading
+    the input: ONNX Runtime runs them as a GEMM and a col2im scatter, not its blocked conv
+    (stride 1 runs ~1.2x faster per FLOP, k=4 a little slower)."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, outs = [], [], []
+    shape, up = (1, c, h, h), (1, c, 2 * h, 2 * h)
+    for i in range(CHAIN):
+        inits.append(_init(f"w{i}", (c, c, k, k), rng))
+        nodes.append(helper.make_node("ConvTranspose", ["x", f"w{i}"], [f"y{i}"],
+                                      kernel_shape=[k, k], strides=[2, 2], pads=[1] * 4,
+                                      output_padding=[1, 1]))
+        outs.append((f"y{i}", up))
+    macs = h * h * c * c * k * k  # each input pixel through the kernel
+    nbytes = 4 * (c * h * h + 4 * c * h * h + c * c * k * k)
+    return Point(_graph(nodes, [("x", shape)], outs, inits),
+                 {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
+
+
+def conv3d_chain(c: int, h: int, k: int = 3) -> Point:
+    """``CHAIN`` 3-D convs (k x k x k, the size kept) + Relu on 1 x c x h x h x h."""
+    from onnx import helper
+
+    rng = np.random.default_rng(0)
+    nodes, inits, x = [], [], "x"
+    for i in range(CHAIN):
+        inits += [_init(f"w{i}", (c, c, k, k, k), rng), _init(f"b{i}", (c,), rng)]
+        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
+                                      kernel_shape=[k] * 3, pads=[k // 2] * 6))
+        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"y{i}"]))
+        x = f"y{i}"
+    shape = (1, c, h, h, h)
+    macs = h ** 3 * c * c * k ** 3
+    nbytes = 4 * (2 * c * h ** 3 + c * c * k ** 3 + c)
     return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
                  {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
 
@@ -413,6 +456,8 @@ def benchmark_points() -> dict[str, list[Point]]:
         "grouped": conv(3, lambda c: max(c // 8, 1)),
         "conv_nchw": [conv_chain(c, h, 3, 1) for c, h in SIZES_NCHW],
         "depthwise_nchw": [conv_chain(c, h, 3, c) for c, h in SIZES_NCHW],
+        "conv_transpose": [conv_transpose_fan(c, h) for c, h in SIZES],
+        "conv3d": [conv3d_chain(c, h) for c, h in SIZES_3D],
         "gemm": [matmul_point(*s) for s in GEMM_SHAPES]
         + [matmul_chain(m, k) for m, k in GEMM_CHAINS],
         "gemv": [matmul_point(1, k, n) for k, n in GEMV_SHAPES],
@@ -616,7 +661,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     int8_peak = max(p.flops / t for name in INT8_MEASURED
                     for p, t in zip(pts[name], secs[name], strict=True)) / 1e9
     for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw",
-                 "transcendental", *INT8_MEASURED):
+                 "conv_transpose", "conv3d", "transcendental", *INT8_MEASURED):
         # fitted on FLOPs (a transcendental op: one per element); a byte rate fitted on
         # compute-bound runs would understate the memory roof, so they stream at the
         # element-wise efficiency

@@ -52,7 +52,8 @@ OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "el
 OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": "conv",
                     "depthwise_nchw": "depthwise", "grouped_nchw": "grouped",
                     "transcendental": "elementwise", "conv_int8": "conv",
-                    "depthwise_int8": "depthwise", "gemm_int8": "gemm"}
+                    "depthwise_int8": "depthwise", "gemm_int8": "gemm",
+                    "conv_transpose": "conv", "conv3d": "conv"}
 # A kernel on uint8/int8 tensors (a QDQ model's QLinearConv / QLinearMatMul, or a QOperator
 # one's) computes in integers: these classes, when the spec has them (the float class else).
 INT8_CLASSES = {"conv": "conv_int8", "conv1x1": "conv_int8", "grouped": "conv_int8",
@@ -88,10 +89,15 @@ def local_spec_path() -> Path:
 
 def op_class(layer: Layer) -> str:
     """The spec's op class of a layer, from :func:`costmodels.ops.op_class`: convolutions
-    by groups and kernel (``depthwise``, ``grouped``, ``conv1x1``, ``conv``), Gemm and
-    MatMul ``gemm``, pools, views, ``transcendental`` element-wise ops
+    by groups and kernel (``depthwise``, ``grouped``, ``conv1x1``, ``conv``; a transposed
+    one ``conv_transpose``, a 3-D one ``conv3d``: each ``conv`` where the spec lacks it),
+    Gemm and MatMul ``gemm``, pools, views, ``transcendental`` element-wise ops
     (:data:`TRANSCENDENTAL_OPS`); every other op streams like an ``elementwise`` one."""
     cls = ops_class(layer)
+    if cls == "conv" and layer.op == "ConvTranspose":  # ONNX Runtime's col2im path
+        return "conv_transpose"
+    if cls == "conv" and len(layer.kernel) == 3:  # a volume: no blocked kernel for it
+        return "conv3d"
     if cls == "conv":
         return "conv1x1" if layer.kernel and numel(layer.kernel) == 1 else "conv"
     if layer.op in TRANSCENDENTAL_OPS:
