@@ -25,6 +25,8 @@ interprets them:
    operand a bias of the output's last size, or on a 2-D product any operand that
    broadcasts to it; ``max_rank``: the absorbed op's output has at most that rank;
    ``after_previous``: only right after the previous step absorbed an op).
+7. ``slices_to_split``: Slices that cut one tensor into parts run as one ``Split``;
+   ``quick_gelu``: ``x * Sigmoid(x)`` runs as one ``QuickGelu`` (both before 4 to 6).
 6. ``qdq`` (before 4 and 5): a model quantized in the QDQ format, as the runtime runs it
    (:class:`QDQRules`: ``DequantizeLinear -> op -> QuantizeLinear`` as one quantized
    kernel keyed ``DequantizeLinear+OP+QuantizeLinear``, data movement on the quantized
@@ -53,6 +55,7 @@ import hashlib
 import json
 import math
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -422,6 +425,7 @@ class FusionRules:
     name: str = ""
     qdq: QDQRules | None = None
     slices_to_split: bool = False  # Slices that cut one tensor into parts run as one Split
+    quick_gelu: bool = False  # x * Sigmoid(x) runs as one QuickGelu (SiLU, swish)
 
     @property
     def hash(self) -> str:
@@ -501,13 +505,14 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
                                         "qdq.channels_last_follow"))
         prune = _flag(d.get("prune_dead", False), "prune_dead")
         to_split = _flag(d.get("slices_to_split", False), "slices_to_split")
+        quick_gelu = _flag(d.get("quick_gelu", False), "quick_gelu")
         return FusionRules(
             runtime=str(d["runtime"]), eliminate=_names(d.get("eliminate", ()), "eliminate"),
             cse_ops=_names(cse.get("ops", ()), "cse.ops"),
             cse_scalar_ops=_names(cse.get("scalar_constant_ops", ()), "cse.scalar_constant_ops"),
             prune_dead=prune, layout=layout, fusion=fusion,
             doc=text, name=str(d.get("name", d["runtime"])), qdq=qdq,
-            slices_to_split=to_split)
+            slices_to_split=to_split, quick_gelu=quick_gelu)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ModelFileError(f"{source}: malformed fusion rules ({type(exc).__name__}: {exc})"
                              ) from None
@@ -677,6 +682,8 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     kept, outputs = _simplify(net, rules)
     if rules.slices_to_split:
         kept = _slices_to_split(kept)
+    if rules.quick_gelu:
+        kept = _quick_gelus(kept, outputs)
     q = rules.qdq
     quantized: dict[str, tuple[str, tuple[Layer, ...]]] = {}
     if q is not None:
@@ -805,6 +812,38 @@ def _slices_to_split(kept: list[tuple[Layer, tuple[str, ...]]]
             op="Split", outputs=tuple(la.outputs[0] for la in layers),
             bytes_out=sum(la.bytes_out for la in layers), weight_shapes=(), bytes_weights=0)
         gone.update(idx[1:])
+    if not merged:
+        return kept
+    return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]
+
+
+def _quick_gelus(kept: list[tuple[Layer, tuple[str, ...]]], outputs: Sequence[str]
+                 ) -> list[tuple[Layer, tuple[str, ...]]]:
+    """``Mul(x, Sigmoid(x))`` (SiLU, swish; the Sigmoid read by that Mul alone) as one
+    ``QuickGelu`` layer where the Sigmoid was (ORT's QuickGeluFusion, alpha 1)."""
+    made = {layer.outputs[0]: i for i, (layer, _) in enumerate(kept)
+            if layer.op == "Sigmoid" and len(layer.outputs) == 1}
+    if not made:
+        return kept
+    readers = Counter(t for _, ins in kept for t in ins)
+    readers.update(outputs)
+    merged: dict[int, Layer] = {}
+    gone: set[int] = set()
+    for j, (mul, ins) in enumerate(kept):
+        if mul.op != "Mul" or len(ins) != 2 or mul.weight_shapes:
+            continue
+        for a, b in (ins, ins[::-1]):
+            i = made.get(b)
+            if i is None or i in merged or readers[b] != 1:
+                continue
+            sig, sig_ins = kept[i]
+            if sig_ins != (a,) or sig.output_shape != mul.output_shape:
+                continue
+            merged[i] = sig._replace(op="QuickGelu", outputs=mul.outputs,
+                                     elem_ops=sig.elem_ops + mul.elem_ops,
+                                     bytes_out=mul.bytes_out)
+            gone.add(j)
+            break
     if not merged:
         return kept
     return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]

@@ -748,3 +748,39 @@ def test_matmul_add_and_activation_plan_the_gemms_ort_runs(x_shape, other, act, 
     assert sum(k.ops[:2] == ("MatMul", "Add") for k in ks) == gemms
     if act:
         assert (act in theirs) == any(k.ops == (act,) for k in ks), (theirs, ops_of(ks))
+
+
+@pytest.mark.parametrize("shape,conv,second_reader", [
+    ((1, 16, 8, 8), True, False), ((4, 64), False, False), ((1, 8, 64), False, False),
+    ((1, 8, 64), False, True)])
+def test_silu_plans_the_quick_gelu_ort_runs(shape, conv, second_reader, tmp_path, ort_rules):
+    """x * Sigmoid(x) is one QuickGelu in ORT (QuickGeluFusion; a TF probe's EfficientNet
+    had 49), blocked after a blocked conv; a Sigmoid that something else reads too stays.
+    Its one-kernel LUT model is that QuickGelu, with no wrapper."""
+    import numpy as np
+    from onnx import helper
+
+    from costmodels.onnx_import import import_onnx
+    from measure.lut.kernel_onnx import kernel_model, wrappers
+
+    rng = np.random.default_rng(0)
+    inits, nodes, x = [], [], "x"
+    if conv:
+        inits.append(_w(rng, "w", (16, 16, 3, 3)))
+        nodes.append(helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4))
+        x = "c"
+    nodes += [helper.make_node("Sigmoid", [x], ["s"]), helper.make_node("Mul", [x, "s"], ["m"])]
+    nodes.append(helper.make_node("Add", ["m", "s"], ["y"]) if second_reader
+                 else helper.make_node("Relu", ["m"], ["y"]))
+    model = _graph_model(nodes, shape, inits)
+    theirs = _ort_node_ops(model, tmp_path)
+    ks = kernels(import_onnx(model), ort_rules)
+    mine = [k.ops[0] for k in ks if k.ops[0] in ("QuickGelu", "Sigmoid", "Mul")]
+    assert mine == [op for op in theirs if op in ("QuickGelu", "Sigmoid", "Mul")], theirs
+    assert ("QuickGelu" in mine) == (not second_reader)
+    if conv:
+        assert [k.layout for k in ks if k.ops == ("QuickGelu",)] == ["nchwc"]
+    for k in ks:
+        if k.ops == ("QuickGelu",):
+            assert _ort_node_ops(kernel_model(k.key), tmp_path) == ["QuickGelu"]
+            assert wrappers(k.key, ort_rules) == []

@@ -723,6 +723,12 @@ def _lrn(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     return b.node("LRN", _acts(b, shapes[:1]), key.output_shape, attrs={"size": size})
 
 
+def _quick_gelu(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """ONNX Runtime's fused ``x * Sigmoid(x)`` (its contrib op, alpha 1)."""
+    return b.node("QuickGelu", _acts(b, shapes), key.output_shape, attrs={"alpha": 1.0},
+                  domain="com.microsoft")
+
+
 def _generic(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """Any other op: its activation inputs, then its constants, no attributes."""
     return b.node(key.ops[0], _acts(b, shapes) + _weights(b, key), key.output_shape)
@@ -743,6 +749,7 @@ ANCHORS: dict[str, AnchorFn] = {
     "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
     "CumSum": _cumsum, "ScatterND": _scatter_nd, "DynamicQuantizeLinear": _dynamic_quantize,
     "GatherElements": _gather_elements, "LRN": _lrn, "OneHot": _one_hot,
+    "QuickGelu": _quick_gelu,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},
 }
