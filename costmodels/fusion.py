@@ -25,12 +25,12 @@ interprets them:
    operand a bias of the output's last size, or on a 2-D product any operand that
    broadcasts to it; ``max_rank``: the absorbed op's output has at most that rank;
    ``after_previous``: only right after the previous step absorbed an op).
-7. ``slices_to_split``: Slices that cut one tensor into parts run as one ``Split``;
-   ``quick_gelu``: ``x * Sigmoid(x)`` runs as one ``QuickGelu`` (both before 4 to 6).
 6. ``qdq`` (before 4 and 5): a model quantized in the QDQ format, as the runtime runs it
    (:class:`QDQRules`: ``DequantizeLinear -> op -> QuantizeLinear`` as one quantized
    kernel keyed ``DequantizeLinear+OP+QuantizeLinear``, data movement on the quantized
    tensor, quantized convs channels-last with a ``Transpose`` where a tensor crosses).
+7. ``slices_to_split``: Slices that cut one tensor into parts run as one ``Split``;
+   ``quick_gelu``: ``x * Sigmoid(x)`` runs as one ``QuickGelu`` (both before 4 to 6).
 
 A kernel is named by its :class:`KernelKey`: the op sequence fused into it, the
 shapes of its activation inputs and of its output, the anchor op's weight
