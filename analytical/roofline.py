@@ -324,7 +324,17 @@ def from_spec(arg: str | None) -> RooflineModel:
             raise SpecError(f"roofline:local is this machine's calibrated spec, {local}, and it "
                             "does not exist yet: run `costmodels roofline calibrate`")
         arg = str(local)
-    return RooflineModel(load_spec(arg or default_spec(), RooflineSpec))
+    from analytical.specs import SpecError, resolve_spec_path
+
+    arg = arg or default_spec()
+    spec = load_spec(arg, RooflineSpec)
+    try:
+        return RooflineModel(spec)
+    except SpecError as exc:  # a copied spec keeps its name: say which file is at fault
+        path = resolve_spec_path(arg)
+        if path.stem == spec.name:
+            raise
+        raise SpecError(f"{path}: {exc}") from None
 
 
 def default_spec() -> str:

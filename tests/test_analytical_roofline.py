@@ -535,3 +535,18 @@ def test_a_quick_gelu_costs_half_a_gelu_per_element():
     assert q.meta["op_class"] == g.meta["op_class"] == "transcendental"
     assert q.meta["flops"] == g.meta["flops"] // 2
     assert q.meta["compute_ms"] == pytest.approx(g.meta["compute_ms"] / 2)
+
+
+def test_a_copied_spec_with_a_misspelt_class_names_its_file(tmp_path):
+    """A shipped spec copied and edited keeps its ``name``: the error named only the
+    shipped spec (``epyc_2c: ...``), not the file at fault; the file is left as it was."""
+    from analytical.roofline import from_spec
+
+    src = Path(__file__).resolve().parents[1] / "analytical" / "specs" / "epyc_2c.toml"
+    bad = tmp_path / "mine.toml"
+    bad.write_text(src.read_text().replace("[ops.conv3d]", "[ops.conv3D]"))
+    before = bad.read_bytes()
+    with pytest.raises(SpecError, match=r"mine\.toml: epyc_2c: .*conv3D \(did you mean "
+                                        r"'conv3d'\?\)"):
+        from_spec(str(bad))
+    assert bad.read_bytes() == before
