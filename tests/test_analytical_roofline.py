@@ -550,3 +550,32 @@ def test_a_copied_spec_with_a_misspelt_class_names_its_file(tmp_path):
                                         r"'conv3d'\?\)"):
         from_spec(str(bad))
     assert bad.read_bytes() == before
+
+
+def test_a_matrix_products_fused_bias_is_a_pass_over_its_output():
+    """MatMul + bias Add is one Gemm in ONNX Runtime, which copies the bias into the output
+    first: the fused kernel costs that pass (the two kernels it replaced priced the Add as
+    one), and a Relu the 2-D Gemm absorbs one more."""
+    from onnx import helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+
+    rng = np.random.default_rng(0)
+
+    def est(act):
+        nodes = [helper.make_node("MatMul", ["x", "w"], ["m"]),
+                 helper.make_node("Add", ["m", "b"], ["a" if act else "y"])]
+        if act:
+            nodes.append(helper.make_node("Relu", ["a"], ["y"]))
+        g = helper.make_graph(nodes, "g", [helper.make_tensor_value_info("x", 1, (197, 384))],
+                              [helper.make_tensor_value_info("y", 1, None)],
+                              [numpy_helper.from_array(rng.random((384, 384), np.float32), "w"),
+                               numpy_helper.from_array(rng.random(384, np.float32), "b")])
+        m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+        return RooflineModel(load_spec("epyc_2c", RooflineSpec)).estimate(import_onnx(m))
+
+    (one,) = [c for c in est(False).per_layer if c.op == "MatMul+Add"]
+    (two,) = [c for c in est(True).per_layer if c.op == "MatMul+Add+Relu"]
+    assert "Add" not in load_spec("epyc_2c", RooflineSpec).post_pass_ops
+    assert one.meta["post_pass_ms"] > 0
+    assert two.meta["post_pass_ms"] == pytest.approx(2 * one.meta["post_pass_ms"])
