@@ -1604,7 +1604,9 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             # folds it; what is left of it is a branch nobody reads, which it then drops)
             n_const += 1
             for out in (t for t in node.output if t):
-                consts[out] = _Const((len(info[ins[0]][0]),) if node.op_type == "Shape"
+                dims = info.get(out, (None, 0))[0]  # a Shape's start/end may cut it
+                consts[out] = _Const(tuple(dims) if _static(dims) else
+                                     (len(info[ins[0]][0]),) if node.op_type == "Shape"
                                      else (), 8)
                 prov[out] = frozenset()
             continue
