@@ -8,13 +8,13 @@ without an entry raises :class:`MissingKernel` listing the keys; with
 ``best_effort=True`` the estimate leaves them out and lists them in
 ``Estimate.meta['missing_kernels']`` (never a silent zero).
 
-Never negative, never above what the complete network would give: with kernels
-missing, the figure is the calibration applied to the known sum with every missing
-kernel at 0 and negative terms left out (``scale * sum + max(intercept, 0) +
-max(per_kernel, 0) * n``: a fitted negative intercept is not taken off a partial sum,
-and a scale below 1 is not left off it, which made a partial sum exceed the complete
-estimate; ``meta['lower_bound']`` says the figure is a lower bound); a complete network whose calibrated figure
-would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
+Never negative; with kernels missing, the figure is the calibration applied to the
+known sum with every missing kernel at 0 and negative terms left out (``scale * sum +
+max(intercept, 0) + max(per_kernel, 0) * n``: a fitted negative intercept is not taken
+off a partial sum, and a scale below 1 is not left off it, which made a partial sum
+exceed the complete estimate), so it is a lower bound of the complete figure wherever
+the terms are non-negative, as in every LUT calibrated now (``meta['lower_bound']``
+says so); a complete network whose calibrated figure would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
 (``meta['clamped']``). Overhead fits made now never have negative terms
 (:func:`measure.lut.calibrate.fit`); LUTs calibrated before may.
 
