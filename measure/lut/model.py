@@ -14,8 +14,8 @@ max(intercept, 0) + max(per_kernel, 0) * n``: a fitted negative intercept is not
 off a partial sum, and a scale below 1 is not left off it, which made a partial sum
 exceed the complete estimate), so it is a lower bound of the complete figure wherever
 the terms are non-negative, as in every LUT calibrated now (``meta['lower_bound']``
-says so); a complete network whose calibrated figure would fall below ``MIN_KERNEL_MS`` per kernel is clamped there
-(``meta['clamped']``). Overhead fits made now never have negative terms
+says so); a complete network whose calibrated figure would fall below
+``MIN_KERNEL_MS`` per kernel is clamped there (``meta['clamped']``). Overhead fits made now never have negative terms
 (:func:`measure.lut.calibrate.fit`); LUTs calibrated before may.
 
 NAS-Bench-201 cells are estimated from the LUT's space index (per-cell kernel
