@@ -86,10 +86,9 @@ def cmd_build(args: argparse.Namespace) -> int:
               "then): the kernels of these networks measured before it were measured again, "
               "and the calibration points", file=sys.stderr)
     if rep.calibration:
-        c = rep.calibration
-        print(f"calibration on {c['n_points']} networks: intercept {c['intercept_ms']:.4f} ms, "
-              f"per kernel {c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} "
-              f"(fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
+        from measure.lut.calibrate import describe
+
+        print(f"calibration: {describe(rep.calibration)}", file=sys.stderr)
     for line in rep.uncostable[:10]:
         print(f"not built: {line}", file=sys.stderr)
     for line in rep.failed[:10]:
@@ -185,9 +184,9 @@ def cmd_show(args: argparse.Namespace) -> int:
         if k != "calibration":
             console.print(f"[bold]{k}[/]: {v}")
     if cal:
-        console.print(f"[bold]calibration[/]: intercept {cal['intercept_ms']:.4f} ms, per kernel "
-                      f"{cal['per_kernel_ms'] * 1000:.2f} us, scale {cal['scale']:.3f}, "
-                      f"{cal['n_points']} points, fit MAPE {cal['mape'] * 100:.1f}%")
+        from measure.lut.calibrate import describe
+
+        console.print("[bold]calibration[/]: " + describe(cal))
     if args.entries:
         t = Table(title="entries (raw one-kernel times)")
         for col in ("key", "median us", "p10 us", "p90 us", "CV", "runs", "uses", "ok"):
@@ -296,9 +295,9 @@ def cmd_refit(args: argparse.Namespace) -> int:
                          "build --calibrate N`")
     with LutFile(args.lut) as lut:  # fitted once, above; only kept here
         store_calibration(lut, c)
-    print(f"{args.lut}: intercept {c['intercept_ms']:.4f} ms, per kernel "
-          f"{c['per_kernel_ms'] * 1000:.2f} us, scale {c['scale']:.3f} on {c['n_points']} "
-          f"networks (fit MAPE {c['mape'] * 100:.1f}%)", file=sys.stderr)
+    from measure.lut.calibrate import describe
+
+    print(f"{args.lut}: {describe(c)}", file=sys.stderr)
     return 0
 
 
