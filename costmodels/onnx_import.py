@@ -1565,6 +1565,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
             info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
     neutral = _neutral_constants(graph)
+    graph_inputs = {vi.name for vi in graph.input}
     marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set()}
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
@@ -1628,7 +1629,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                                   "name marks an optional output left out)")
         try:
             layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
-            if _is_noop(node, layers[-1], neutral):
+            if _is_noop(node, layers[-1], neutral, consts, graph_inputs):
                 marks["noop"].add(node_name)
             elif node.op_type == "HardSigmoid" and _is_swish_sigmoid(node):
                 marks["swish_sigmoid"].add(node_name)
@@ -1654,13 +1655,19 @@ def _neutral_constants(graph: Any) -> dict[str, float]:
             if v in (0.0, 1.0)}
 
 
-def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float]) -> bool:
-    """x + 0, x - 0, x * 1, x / 1 by a constant that broadcasts nothing (ORT removes it)."""
+def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float],
+             consts: Mapping[str, _Const], graph_inputs: Container[str]) -> bool:
+    """x + 0, x - 0, x * 1, x / 1 by a one-element constant that broadcasts nothing, on a
+    tensor that is not a graph input: what ORT 1.32's NoopElimination removes (checked on
+    its optimised graph: a per-channel constant of zeros or ones stays, as does an op
+    reading a graph input directly, a Keras model's input normalisation)."""
     if layer.op not in _NEUTRAL or len(layer.inputs) != 1 or len(node.input) != 2:
         return False
     value, positions = _NEUTRAL[layer.op]
     k = next((i for i, t in enumerate(node.input) if t in neutral), None)
     return (k in positions and neutral[node.input[k]] == value and len(layer.input_shapes) == 1
+            and math.prod(consts[node.input[k]].shape) == 1
+            and layer.inputs[0] not in graph_inputs
             and tuple(layer.input_shapes[0]) == tuple(layer.output_shape)
             and not layer.out_dtype)
 
