@@ -586,3 +586,19 @@ def test_calibration_weighs_every_network_alike_and_never_makes_the_fit_worse():
     rec = fit([1.0, 2.0, 4.0], [10, 10, 10], [1.5, 3.0, 6.0], terms=("scale",))
     assert rec["scale"] == pytest.approx(1.5) and rec["mape"] < 1e-9
     assert not rec.get("kept_uncalibrated")
+
+
+def test_a_where_kernel_is_measured_on_a_mask_not_on_coin_tosses():
+    """A random condition made ORT's Where 3-6x slower than in the network it came from
+    (an attention mask, or IsNaN of a softmax: all false), its branches mispredicted; a
+    bool input or constant is a mask now: the first half of the last axis True."""
+    from measure.inputs import random_inputs, structured_mask
+    from measure.lut.kernel_onnx import plan
+
+    m = structured_mask((2, 3, 5))
+    assert m.dtype == bool and m[..., :3].all() and not m[..., 3:].any()
+    assert structured_mask(()).shape == ()
+    feeds = random_inputs([("c", (1, 4), np.dtype(bool))])
+    assert feeds["c"].tolist() == [[True, True, False, False]]
+    p = plan(parse_key("Where|in=1x4x8x8|out=1x4x8x8|w=1x4x8x8;1x4x8x8|dt=float32"))
+    assert p.dtypes[p.inputs[0]] == "bool"  # the condition: an input, fed a mask

@@ -119,7 +119,9 @@ class _Builder:
             info = np.iinfo(np_dt)
             arr = self.rng.integers(max(info.min, -8), min(info.max, 8) + 1, size=shape)
         elif np_dt is np.bool_:
-            arr = self.rng.random(shape) < 0.5
+            from measure.inputs import structured_mask
+
+            arr = structured_mask(shape)
         elif kind == "positive":
             arr = self.rng.uniform(0.5, 1.5, shape)
         else:
