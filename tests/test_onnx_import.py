@@ -791,9 +791,10 @@ def test_a_written_out_layer_norm_or_gelu_is_one_layer_as_the_op_is(kind, op):
 
 
 def test_adding_zero_or_multiplying_by_one_is_no_work():
-    """x + 0, x - 0, x * 1 and x / 1 by a constant that broadcasts nothing are Identity
-    layers (ORT's NoopElimination removes them; its constant still counts as parameters);
-    0 - x, 1 / x, x + 1 and a broadcasting x + 0 are work."""
+    """x + 0, x - 0, x * 1 and x / 1 by a one-element constant are Identity layers (ORT's
+    NoopElimination removes them; its constant still counts as parameters); 0 - x, 1 / x,
+    x + 1, a broadcasting x + 0 and one by a constant of several zeros or ones (ORT keeps
+    those: checked in tests/test_fusion.py) are work."""
     f = np.float32
     cases = [("Add", ["x", "k"], 0, (8,)), ("Add", ["k", "x"], 0, ()), ("Sub", ["x", "k"], 0, ()),
              ("Mul", ["k", "x"], 1, (8,)), ("Div", ["x", "k"], 1, ()),
@@ -801,15 +802,17 @@ def test_adding_zero_or_multiplying_by_one_is_no_work():
              ("Add", ["x", "k"], 0, (2, 4, 8))]
     ops = []
     for op, ins, v, shape in cases:
-        g = helper.make_graph([helper.make_node(op, ins, ["y"])], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [4, 8])],
+        g = helper.make_graph([helper.make_node("Relu", ["in"], ["x"]),  # not on an input
+                               helper.make_node(op, ins, ["y"])], "g",
+                              [helper.make_tensor_value_info("in", TensorProto.FLOAT, [4, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               [numpy_helper.from_array(np.full(shape, v, f), "k")])
         net = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)]))
-        ops.append(net.layers[0].op)
+        ops.append(net.layers[1].op)
         if shape == (8,):
             assert net.params == 8
-    assert ops == ["Identity"] * 5 + ["Sub", "Div", "Add", "Add"]
+    assert ops == ["Add", "Identity", "Identity", "Mul", "Identity", "Sub", "Div", "Add",
+                   "Add"]
 
 
 def test_fills_and_attention_masks_are_not_parameters():
