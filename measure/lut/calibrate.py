@@ -93,7 +93,7 @@ def describe(c: dict) -> str:
         text += f"; bare kernel sums {c['raw_mape'] * 100:.1f}%"
     text += ")"
     if c.get("kept_uncalibrated"):
-        text += ("; every fit missed them by more than the bare sums do, so the LUT stays "
+        text += ("; the fit missed them by more than the bare sums do, so the LUT stays "
                  "uncalibrated")
     return text
 
