@@ -213,9 +213,10 @@ class Point:
     nbytes: float
 
 
-def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu") -> Point:
+def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu", dims: int = 2
+               ) -> Point:
     """``CHAIN`` convs (k x k, ``groups``) + ``act`` (``Relu``, or ``Clip`` to [0, 6]: ReLU6)
-    on a 1 x c x h x h map."""
+    on a 1 x c x h x h map (``dims`` 3: k x k x k convs on a 1 x c x h x h x h volume)."""
     from onnx import helper, numpy_helper
 
     rng = np.random.default_rng(0)
@@ -225,15 +226,16 @@ def conv_chain(c: int, h: int, k: int, groups: int, act: str = "Relu") -> Point:
         inits += [numpy_helper.from_array(np.float32(0.0), "lo"),
                   numpy_helper.from_array(np.float32(6.0), "hi")]
     for i in range(CHAIN):
-        inits += [_init(f"w{i}", (c, cin, k, k), rng), _init(f"b{i}", (c,), rng)]
+        inits += [_init(f"w{i}", (c, cin, *(k,) * dims), rng), _init(f"b{i}", (c,), rng)]
         nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
-                                      kernel_shape=[k, k], pads=[k // 2] * 4, group=groups))
+                                      kernel_shape=[k] * dims, pads=[k // 2] * (2 * dims),
+                                      group=groups))
         nodes.append(helper.make_node(act, [f"c{i}", "lo", "hi"] if act == "Clip"
                                       else [f"c{i}"], [f"y{i}"]))
         x = f"y{i}"
-    shape = (1, c, h, h)
-    macs = h * h * c * cin * k * k
-    nbytes = 4 * (2 * c * h * h + c * cin * k * k + c)
+    shape = (1, c, *(h,) * dims)
+    macs = h ** dims * c * cin * k ** dims
+    nbytes = 4 * (2 * c * h ** dims + c * cin * k ** dims + c)
     return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
                  {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
 
@@ -262,21 +264,7 @@ def conv_transpose_fan(c: int, h: int, k: int = 3) -> Point:
 
 def conv3d_chain(c: int, h: int, k: int = 3) -> Point:
     """``CHAIN`` 3-D convs (k x k x k, the size kept) + Relu on 1 x c x h x h x h."""
-    from onnx import helper
-
-    rng = np.random.default_rng(0)
-    nodes, inits, x = [], [], "x"
-    for i in range(CHAIN):
-        inits += [_init(f"w{i}", (c, c, k, k, k), rng), _init(f"b{i}", (c,), rng)]
-        nodes.append(helper.make_node("Conv", [x, f"w{i}", f"b{i}"], [f"c{i}"],
-                                      kernel_shape=[k] * 3, pads=[k // 2] * 6))
-        nodes.append(helper.make_node("Relu", [f"c{i}"], [f"y{i}"]))
-        x = f"y{i}"
-    shape = (1, c, h, h, h)
-    macs = h ** 3 * c * c * k ** 3
-    nbytes = 4 * (2 * c * h ** 3 + c * c * k ** 3 + c)
-    return Point(_graph(nodes, [("x", shape)], [(x, shape)], inits),
-                 {"x": np.ones(shape, np.float32)}, CHAIN, 2.0 * macs, float(nbytes))
+    return conv_chain(c, h, k, 1, dims=3)
 
 
 def _qdq(nodes: list, inits: list, x: str, name: str) -> str:

@@ -55,7 +55,7 @@ import hashlib
 import json
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 from importlib import resources
@@ -787,6 +787,15 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
     return [k.kernel() if isinstance(k, _Open) else k for k in order]
 
 
+def _replaced(kept: list[tuple[Layer, tuple[str, ...]]], merged: Mapping[int, Layer],
+              gone: set[int]) -> list[tuple[Layer, tuple[str, ...]]]:
+    """``kept`` with the layers at ``merged``'s positions replaced and those in ``gone``
+    left out (a rewrite of several layers into one)."""
+    if not merged:
+        return kept
+    return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]
+
+
 def _slices_to_split(kept: list[tuple[Layer, tuple[str, ...]]]
                      ) -> list[tuple[Layer, tuple[str, ...]]]:
     """Slices that cut one tensor into parts along one axis, the parts' sizes adding up to
@@ -812,9 +821,7 @@ def _slices_to_split(kept: list[tuple[Layer, tuple[str, ...]]]
             op="Split", outputs=tuple(la.outputs[0] for la in layers),
             bytes_out=sum(la.bytes_out for la in layers), weight_shapes=(), bytes_weights=0)
         gone.update(idx[1:])
-    if not merged:
-        return kept
-    return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]
+    return _replaced(kept, merged, gone)
 
 
 def _quick_gelus(kept: list[tuple[Layer, tuple[str, ...]]], outputs: Sequence[str]
@@ -844,9 +851,7 @@ def _quick_gelus(kept: list[tuple[Layer, tuple[str, ...]]], outputs: Sequence[st
                                      bytes_out=mul.bytes_out)
             gone.add(j)
             break
-    if not merged:
-        return kept
-    return [(merged.get(i, layer), ins) for i, (layer, ins) in enumerate(kept) if i not in gone]
+    return _replaced(kept, merged, gone)
 
 
 def _follows_nhwc(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],

@@ -1133,22 +1133,23 @@ def _source_params(graph: Any) -> dict[str, int]:
             half = arr.shape[-1] // 2 if arr.ndim else 0
             if half and not np.any(arr[..., half:]) and np.any(arr[..., :half]):
                 out[b.name] = arr.size // 2
+    # the weights of Constant nodes (a weight type, more than one element), decoded once
+    weights = {name: numpy_helper.to_array(t) for name, t in _stored_tensors(graph)
+               if name not in inits and t.data_type in _PARAM_DTYPES
+               and math.prod(t.dims) > 1}
     # weights stored in Constant nodes (more weight-typed tensors of varied values there
     # than initializers): their ones and zeros are untrained weights, as an initializer's are
-    varied = [t for name, t in _stored_tensors(graph) if name not in inits
-              and t.data_type in _PARAM_DTYPES and math.prod(t.dims) > 1]
-    varied = [a for a in map(numpy_helper.to_array, varied) if np.any(a != a.flat[0])]
-    in_constants = len(varied) > sum(t.data_type in _PARAM_DTYPES and math.prod(t.dims) > 1
-                                     for t in graph.initializer)
+    in_constants = sum(bool(np.any(a != a.flat[0])) for a in weights.values()) > sum(
+        t.data_type in _PARAM_DTYPES and math.prod(t.dims) > 1 for t in graph.initializer)
     for node in graph.node:
         if node.op_type == "Constant" and node.output:
             for a in node.attribute:
                 if a.name == "value":
-                    arr = numpy_helper.to_array(a.t)
-                    n = int(arr.size) if a.t.data_type in _PARAM_DTYPES else 0
-                    if n > 1 and not in_constants and (np.all(arr == 1) or not np.any(arr)):
+                    arr = weights.get(node.output[0])
+                    n = 0 if arr is None else int(arr.size)
+                    if n and not in_constants and (np.all(arr == 1) or not np.any(arr)):
                         n = 0  # an exporter's identity scale or zero shift
-                    out[node.output[0]] = n if n > 1 else 0
+                    out[node.output[0]] = n
                 elif a.name == "value_floats":
                     fl = list(a.floats)
                     trivial = not in_constants and (all(f == 1 for f in fl) or not any(fl))
@@ -1570,7 +1571,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
-        if dims is None or any(not isinstance(d, int) or d < 0 for d in dims):
+        if not _static(dims):
             raise OnnxImportError(
                 f"{source}: node {node_name!r} ({op}): the shape of tensor {tensor!r} is not "
                 "known after folding and shape inference, with every model input fixed: "
@@ -1629,7 +1630,7 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                                   "name marks an optional output left out)")
         try:
             layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
-            if _is_noop(node, layers[-1], neutral, consts, graph_inputs):
+            if _is_noop(node, layers[-1], neutral, graph_inputs):
                 marks["noop"].add(node_name)
             elif node.op_type == "HardSigmoid" and _is_swish_sigmoid(node):
                 marks["swish_sigmoid"].add(node_name)
@@ -1646,27 +1647,27 @@ _NEUTRAL = {"Add": (0.0, (0, 1)), "Sub": (0.0, (1,)), "Mul": (1.0, (0, 1)), "Div
 
 
 def _neutral_constants(graph: Any) -> dict[str, float]:
-    """Constants (initializers, ``Constant`` values, folded tensors) of a float type whose
-    elements are all 0 or all 1: name -> that value."""
+    """One-element constants (initializers, ``Constant`` values, folded tensors) of a float
+    type holding 0 or 1: name -> that value (only such a constant makes a no-op)."""
     from onnx import TensorProto
 
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-    return {name: float(v) for name, v in _equal_valued(graph, floats, max_size=1 << 20).items()
+    return {name: float(v) for name, v in _equal_valued(graph, floats, max_size=1).items()
             if v in (0.0, 1.0)}
 
 
 def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float],
-             consts: Mapping[str, _Const], graph_inputs: Container[str]) -> bool:
-    """x + 0, x - 0, x * 1, x / 1 by a one-element constant that broadcasts nothing, on a
-    tensor that is not a graph input: what ORT 1.32's NoopElimination removes (checked on
-    its optimised graph: a per-channel constant of zeros or ones stays, as does an op
-    reading a graph input directly, a Keras model's input normalisation)."""
+             graph_inputs: Container[str]) -> bool:
+    """x + 0, x - 0, x * 1, x / 1 by a one-element constant (``neutral``:
+    :func:`_neutral_constants`) that broadcasts nothing, on a tensor that is not a graph
+    input: what ORT 1.32's NoopElimination removes (checked on its optimised graph: a
+    per-channel constant of zeros or ones stays, as does an op reading a graph input
+    directly, a Keras model's input normalisation)."""
     if layer.op not in _NEUTRAL or len(layer.inputs) != 1 or len(node.input) != 2:
         return False
     value, positions = _NEUTRAL[layer.op]
     k = next((i for i, t in enumerate(node.input) if t in neutral), None)
     return (k in positions and neutral[node.input[k]] == value and len(layer.input_shapes) == 1
-            and math.prod(consts[node.input[k]].shape) == 1
             and layer.inputs[0] not in graph_inputs
             and tuple(layer.input_shapes[0]) == tuple(layer.output_shape)
             and not layer.out_dtype)
