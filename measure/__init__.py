@@ -17,8 +17,11 @@ RUNTIMES = ("ort", "tvm")
 
 
 def measure(model, config: MeasureConfig = DEFAULT_CONFIG,
-            inputs: dict[str, Any] | None = None) -> MeasureResult:
+            inputs: dict[str, Any] | None = None, bind_outputs: bool = False) -> MeasureResult:
     """Measure an ONNX model (ModelProto, bytes or path) with ``config.runtime``.
+
+    ``bind_outputs``: ONNX Runtime writes the outputs into buffers allocated once
+    (:func:`measure.ort.burst_timer`; how a lookup table times one kernel).
 
     With ``config.isolate`` it runs in a fresh worker process killed after
     ``config.timeout_s``. Never raises for a bad model: ``ok=False`` and ``error``.
@@ -29,11 +32,11 @@ def measure(model, config: MeasureConfig = DEFAULT_CONFIG,
                              "use isolate=False or let the worker draw them from config.seed")
         from measure.worker import measure_isolated
 
-        return measure_isolated(model, config)
+        return measure_isolated(model, config, bind_outputs)
     if config.runtime == "ort":
         from measure.ort import measure_model
 
-        return measure_model(model, config, inputs)
+        return measure_model(model, config, inputs, bind_outputs)
     if config.runtime == "tvm":
         from measure.tvm import measure_model_tvm
 

@@ -324,9 +324,11 @@ def measure_jobs(jobs: Sequence[Job], config: MeasureConfig, anchor_ms: float | 
 
 
 def measure_models(models: Sequence[Any], config: MeasureConfig, names: Sequence[str],
-                   anchor_ms: float | None = None) -> tuple[list[MeasureResult], WindowReport]:
+                   anchor_ms: float | None = None, bind_outputs: bool = False
+                   ) -> tuple[list[MeasureResult], WindowReport]:
     """Prepare and time one window in this process, pinned (a model given as a failure
-    result stays one). Results carry the fingerprint."""
+    result stays one). Results carry the fingerprint. ``bind_outputs``: see
+    :func:`measure.ort.burst_timer`."""
     from measure.rounds import measure_window, prepare, reference_panel
     from measure.timing import pinned
 
@@ -339,7 +341,7 @@ def measure_models(models: Sequence[Any], config: MeasureConfig, names: Sequence
 
                 items.append(Prepared(n, failure=m))
             else:
-                items.append(prepare(m, config, n))
+                items.append(prepare(m, config, n, bind_outputs))
         panel = reference_panel(config)
         try:
             results, report = measure_window(items, config, panel, anchor_ms)

@@ -71,7 +71,8 @@ def cmd_build(args: argparse.Namespace) -> int:
     with progress("lut build") as bar:
         rep = build_space(args.db, space, archs, dataset, args.batch, config,
                           calibrate=args.calibrate, rules=rules,
-                          remeasure=args.remeasure, progress=_progress_callback(bar))
+                          remeasure=args.remeasure, outputs=args.outputs,
+                          progress=_progress_callback(bar))
     dt = time.perf_counter() - t0
     built = (f"{rep.networks - len(rep.uncostable)} of {rep.networks} networks (the others "
              "not built, below)" if rep.uncostable else f"{rep.networks} networks")
@@ -145,6 +146,7 @@ def _rules_name(path: str, text: str) -> str | None:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
+    from measure.lut.keys import outputs_bound
     from measure.lut.table import LutFile
 
     with LutFile(args.lut, readonly=True) as lut:
@@ -167,7 +169,11 @@ def cmd_show(args: argparse.Namespace) -> int:
         "kernels_used": sum(1 for e in entries if e.uses and e.uses > 0), "ok": len(ok),
         "failed": len(entries) - len(ok), "noisy": sum(e.noisy for e in ok),
         "cv_median": cvs[len(cvs) // 2] if cvs else None, "cv_max": cvs[-1] if cvs else None,
-        "calibration_points": len(points), "calibration": cal,
+        "calibration_points": len(points),
+        # how the one-kernel models were timed, so which empty run each entry loses
+        "kernel_outputs": ("bound (the empty call taken off)" if outputs_bound(meta) else
+                           "returned (the empty run at each output shape taken off)"),
+        "calibration": cal,
     }
     if args.json:
         if args.entries:
@@ -236,10 +242,27 @@ def _open_for_write(path: str, runtime: str, rules_name: str):
 
 
 def cmd_import(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from costmodels.errors import ModelFileError
+    from measure.lut.keys import BOUND, OUTPUTS_META, entries_protocol, outputs_bound
     from measure.lut.table import merge_entries, read_csv
 
     entries = read_csv(args.csv)
+    try:
+        bound = entries_protocol(e.source for e in entries)
+    except ValueError as exc:
+        raise ModelFileError(f"{args.csv}: {exc}; import each kind into its own --db") from None
+    new = not Path(args.db).exists()
     with _open_for_write(args.db, args.runtime, args.rules) as lut:
+        if new and bound:  # an export of a LUT timed with bound outputs stays one
+            lut.set_meta(OUTPUTS_META, BOUND)
+        elif bound is not None and bound != outputs_bound(lut.meta()):
+            raise ModelFileError(
+                f"{args.csv}: its entries were timed with "
+                f"{'bound' if bound else 'returned'} outputs, {args.db}'s with "
+                f"{'returned' if bound else 'bound'} ones (`lut show`, kernel_outputs), so "
+                "they take different empty runs off; import into a new --db")
         baseline = any(k.startswith("Null|") for k in lut.keys())
         stats = merge_entries(lut, entries, args.policy)
     print(f"{args.db}: {stats['added']} added, {stats['replaced']} replaced, {stats['kept']} "
@@ -322,6 +345,15 @@ def register(sub) -> None:
                         "path (default: the runtime's)")
     p.add_argument("--calibrate", type=nonneg_int, default=30, metavar="N",
                    help="networks measured end to end to fit the overhead terms (0: none)")
+    p.add_argument("--outputs", choices=("bound", "returned"), default=None,
+                   help="how a new LUT times its one-kernel models (ONNX Runtime): 'bound' "
+                        "(the default), each run writing into output buffers allocated once, "
+                        "as a kernel's outputs live in the runtime's reused memory inside a "
+                        "network, and only the empty call taken off; 'returned', each run's "
+                        "outputs handed back as new arrays and the empty run at the kernel's "
+                        "output shape taken off (how LUTs were built before 2026-12-07; for "
+                        "comparisons). An existing --db keeps its own (`lut show`, "
+                        "kernel_outputs)")
     p.add_argument("--remeasure", action="store_true",
                    help="measure the kernels of these networks and the calibration points "
                         "of --db again (e.g. after a noisy build); each old figure stays until "

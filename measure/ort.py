@@ -115,30 +115,62 @@ def _ort_dtype(type_str: str) -> np.dtype:
 
 
 def burst_timer(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
-                inputs: dict[str, np.ndarray] | None = None):
+                inputs: dict[str, np.ndarray] | None = None, bind_outputs: bool = False):
     """A built session -> ``burst(warmup, runs) -> Sample`` (one untimed check run first).
 
     With one intra-op thread ORT runs the graph in the calling thread, so preempted runs
     are seen and replaced (``config.drop_preempted``). Raises if the model cannot run.
+
+    ``bind_outputs``: every run writes into the same output buffers, allocated once
+    (:func:`bound_run`), instead of new arrays handed back to Python: what a kernel's output
+    costs inside a network, where the runtime's arena reuses its buffers. A one-kernel
+    model for a lookup table is timed so (:mod:`measure.lut.build`); a whole network is
+    timed as a user runs it (``sess.run``).
     """
     sess = built.artifact
     feed = inputs if inputs is not None else session_inputs(
         sess, config.seed, (built.meta or {}).get("index_bounds"))
     outputs = [o.name for o in sess.get_outputs()]
-    sess.run(outputs, feed)  # fail here, untimed, if the model cannot run
+    first = sess.run(outputs, feed)  # fail here, untimed, if the model cannot run
     drop = config.drop_preempted and config.threads == 1
+    call = bound_run(sess, feed, outputs, first) if bind_outputs else (
+        lambda: sess.run(outputs, feed))
 
     def burst(warmup: int, runs: int) -> Sample:
-        return timed_runs(lambda: sess.run(outputs, feed), warmup, runs, drop=drop)
+        return timed_runs(call, warmup, runs, drop=drop)
 
     return burst
 
 
+def bound_run(sess, feed: dict[str, np.ndarray], outputs: list[str], first: list):
+    """A call that runs ``sess`` on ``feed`` with its outputs bound to buffers allocated
+    once, shaped as the check run's ``first`` outputs (ORT's I/O binding): no output
+    array is allocated, or first written (page faults), or handed to Python per run."""
+    ort = _quiet_ort()
+    binding = sess.io_binding()
+    keep = []  # the arrays behind the bound values live as long as the call
+    for name, value in feed.items():
+        arr = np.ascontiguousarray(value)
+        keep.append(arr)
+        binding.bind_cpu_input(name, arr)
+    for name, value in zip(outputs, first, strict=True):
+        arr = np.empty_like(np.asarray(value))
+        keep.append(arr)
+        binding.bind_ortvalue_output(name, ort.OrtValue.ortvalue_from_numpy(arr))
+
+    def call():
+        sess.run_with_iobinding(binding)
+        return keep
+
+    return call
+
+
 def prepare(model, config: MeasureConfig = DEFAULT_CONFIG, name: str = "",
-            inputs: dict[str, np.ndarray] | None = None, built: BuildResult | None = None):
+            inputs: dict[str, np.ndarray] | None = None, built: BuildResult | None = None,
+            bind_outputs: bool = False):
     """Build (unless ``built`` is given) and check one model for the interleaved scheduler:
     a :class:`measure.rounds.Prepared`. Never raises: a model that cannot be built or run is
-    a prepared failure."""
+    a prepared failure. ``bind_outputs``: see :func:`burst_timer`."""
     from measure.rounds import Prepared
 
     built = built if built is not None else build(model, config)
@@ -146,7 +178,7 @@ def prepare(model, config: MeasureConfig = DEFAULT_CONFIG, name: str = "",
     if not built.ok:
         return Prepared(name, failure=MeasureResult.failure(built.error, RUNTIME, meta=meta))
     try:
-        burst = burst_timer(built, config, inputs)
+        burst = burst_timer(built, config, inputs, bind_outputs)
     except Exception as exc:  # noqa: BLE001 - a model that cannot run is data
         return Prepared(name, failure=MeasureResult.failure(f"run failed: {error_text(exc)}",
                                                             RUNTIME, meta=meta))
@@ -154,12 +186,13 @@ def prepare(model, config: MeasureConfig = DEFAULT_CONFIG, name: str = "",
 
 
 def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
-        inputs: dict[str, np.ndarray] | None = None) -> MeasureResult:
+        inputs: dict[str, np.ndarray] | None = None, bind_outputs: bool = False
+        ) -> MeasureResult:
     """Runner: the interleaved-rounds protocol on one built session (the caller pins).
-    Never raises."""
+    Never raises. ``bind_outputs``: see :func:`burst_timer`."""
     from measure.rounds import adopt_anchor, machine_anchor, measure_window, reference_panel
 
-    item = prepare(None, config, inputs=inputs, built=built)
+    item = prepare(None, config, inputs=inputs, built=built, bind_outputs=bind_outputs)
     panel = reference_panel(config) if item.burst is not None else []
     anchor = machine_anchor(config) if panel else None
     try:
@@ -175,7 +208,8 @@ def run(built: BuildResult, config: MeasureConfig = DEFAULT_CONFIG,
 
 
 def measure_model(model, config: MeasureConfig = DEFAULT_CONFIG,
-                  inputs: dict[str, Any] | None = None) -> MeasureResult:
+                  inputs: dict[str, Any] | None = None, bind_outputs: bool = False
+                  ) -> MeasureResult:
     """Measure an ONNX model (ModelProto, bytes or path) with ONNX Runtime.
 
     Fixed random inputs from ``config.seed`` unless ``inputs`` is given; timed in
@@ -188,7 +222,7 @@ def measure_model(model, config: MeasureConfig = DEFAULT_CONFIG,
         config = replace(config, runtime=RUNTIME)
     fp = fingerprint(config)
     with pinned(config.pin_cpu, config.threads) as cpus:
-        res = run(build(model, config), config, inputs)
+        res = run(build(model, config), config, inputs, bind_outputs)
     return replace(res, fingerprint=fp, meta={**res.meta, "pinned_cpus": sorted(cpus or [])})
 
 

@@ -111,12 +111,15 @@ class WindowReport:
                 "seconds": round(self.seconds, 2)}
 
 
-def prepare(model, config: MeasureConfig, name: str = "") -> Prepared:
-    """Build ``model`` for ``config.runtime``; never raises (a failure is data)."""
+def prepare(model, config: MeasureConfig, name: str = "",
+            bind_outputs: bool = False) -> Prepared:
+    """Build ``model`` for ``config.runtime``; never raises (a failure is data).
+    ``bind_outputs``: ONNX Runtime's runs write into buffers allocated once
+    (:func:`measure.ort.burst_timer`); other runtimes keep their outputs anyway."""
     if config.runtime == "ort":
         from measure.ort import prepare as prepare_ort
 
-        return prepare_ort(model, config, name=name)
+        return prepare_ort(model, config, name=name, bind_outputs=bind_outputs)
 
     def whole() -> MeasureResult:
         from measure import measure
@@ -493,15 +496,15 @@ def _round_factors(results: Sequence[MeasureResult | None], live: Sequence[int]
 
 def measure_many(models: Sequence[Any], config: MeasureConfig, names: Sequence[str] | None = None,
                  window: int = DEFAULT_WINDOW, anchor_ms: float | None = None,
-                 on_window: Callable[[list[MeasureResult], WindowReport], None] | None = None
-                 ) -> list[MeasureResult]:
+                 on_window: Callable[[list[MeasureResult], WindowReport], None] | None = None,
+                 bind_outputs: bool = False) -> list[MeasureResult]:
     """Time ONNX models (proto, bytes or path) with the interleaved scheduler.
 
     Windows of ``window`` models are built, timed in ``config.rounds`` rounds and freed;
     the process is pinned to ``config.pin_cpu`` throughout. Never raises for a bad model
     (its result has ``ok=False``). ``anchor_ms``: the drift reference's anchor (None: the
     machine's, :func:`machine_anchor`, or set by the first window); ``on_window(results,
-    report)`` is called after each window.
+    report)`` is called after each window. ``bind_outputs``: see :func:`prepare`.
     """
     from measure.fingerprint import fingerprint
 
@@ -514,7 +517,7 @@ def measure_many(models: Sequence[Any], config: MeasureConfig, names: Sequence[s
         panel = reference_panel(config)
         try:
             for lo in range(0, len(models), max(1, window)):
-                chunk = [prepare(m, config, n) for m, n in
+                chunk = [prepare(m, config, n, bind_outputs) for m, n in
                          zip(models[lo:lo + window], names[lo:lo + window], strict=True)]
                 try:
                     res, report = measure_window(chunk, config, panel, anchor_ms)

@@ -42,14 +42,16 @@ def result_from_json(doc: dict) -> MeasureResult:
     return MeasureResult(**kw)
 
 
-def measure_isolated(model, config: MeasureConfig) -> MeasureResult:
-    """Measure ``model`` in a fresh worker process; a timeout or crash is a failure record."""
+def measure_isolated(model, config: MeasureConfig, bind_outputs: bool = False) -> MeasureResult:
+    """Measure ``model`` in a fresh worker process; a timeout or crash is a failure record.
+    ``bind_outputs``: see :func:`measure.ort.burst_timer`."""
     try:
         data = as_bytes(model)
     except Exception as exc:  # noqa: BLE001
         return MeasureResult.failure(f"build failed: {type(exc).__name__}: {exc}",
                                      config.runtime)
-    [res], _ = _run_worker([data], replace(config, isolate=False), ["model"], None)
+    [res], _ = _run_worker([data], replace(config, isolate=False), ["model"], None,
+                           bind_outputs)
     return res
 
 
@@ -75,7 +77,8 @@ def measure_window_isolated(models: Sequence[bytes | MeasureResult], config: Mea
 
 
 def _run_worker(models: Sequence[bytes], config: MeasureConfig, names: Sequence[str],
-                anchor_ms: float | None) -> tuple[list[MeasureResult], WindowReport]:
+                anchor_ms: float | None, bind_outputs: bool = False
+                ) -> tuple[list[MeasureResult], WindowReport]:
     timeout = config.timeout_s * len(models)
     with tempfile.TemporaryDirectory(prefix="costmodels-worker-") as tmp:
         paths = []
@@ -84,7 +87,8 @@ def _run_worker(models: Sequence[bytes], config: MeasureConfig, names: Sequence[
             Path(paths[-1]).write_bytes(data)
         job, out_path = Path(tmp) / "job.json", Path(tmp) / "result.json"
         job.write_text(json.dumps({"models": paths, "names": list(names),
-                                   "config": config.to_dict(), "anchor_ms": anchor_ms}))
+                                   "config": config.to_dict(), "anchor_ms": anchor_ms,
+                                   "bind_outputs": bind_outputs}))
         cmd = [sys.executable, "-m", "measure.worker", str(job), str(out_path)]
         roots = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in roots if p)}
@@ -134,7 +138,8 @@ def main(argv: list[str]) -> int:
     if config.runtime == "ort":
         from measure.campaign import measure_models
 
-        results, report = measure_models(job["models"], config, job["names"], job["anchor_ms"])
+        results, report = measure_models(job["models"], config, job["names"], job["anchor_ms"],
+                                         bool(job.get("bind_outputs")))
     else:  # runtimes without a burst timer: each model measured whole by its runner
         from measure import measure
 

@@ -71,6 +71,7 @@ def test_build_resume_and_estimate(tmp_path):
 
 def test_cli_build_show_export_import_merge(tmp_path, capsys):
     from measure import lut_cli
+    from measure.lut.keys import NULL_KEY
 
     parser = argparse.ArgumentParser()
     lut_cli.register(parser.add_subparsers())
@@ -90,6 +91,12 @@ def test_cli_build_show_export_import_merge(tmp_path, capsys):
     shown = json.loads(capsys.readouterr().out)
     assert shown["runtime"] == "ort" and shown["ok"] == shown["entries"] > 10
     assert shown["kernels_used"] == unique <= shown["entries"]  # build's count, helpers apart
+    # outputs bound: one empty run, the call itself, not one per output shape
+    assert shown["kernel_outputs"].startswith("bound")
+    assert run("lut", "show", db, "--json", "--entries") == 0
+    listed = json.loads(capsys.readouterr().out)["entries_list"]
+    assert [e["key"] for e in listed if e["key"].startswith("Null|")] == [NULL_KEY]
+    assert all(e["source"].endswith(":bound") for e in listed)
     assert run("lut", "export", db, "-o", str(tmp_path / "lut.csv")) == 0
     assert run("lut", "import", str(tmp_path / "lut.csv"), "--db", str(tmp_path / "b.sqlite")) == 0
     assert run("lut", "merge", "--into", str(tmp_path / "b.sqlite"), db) == 0

@@ -341,3 +341,73 @@ def test_a_corrupt_page_is_named_not_an_internal_error(tmp_path):
         with LutFile(path, readonly=True) as lut:
             list(lut.entries())
             lut.points()
+
+
+def test_bound_outputs_take_only_the_empty_call_off(tmp_path):
+    """A LUT whose one-kernel models were timed with bound outputs (every ONNX Runtime
+    build now) takes the one-element empty run off each entry; one timed with returned
+    outputs (LUTs built before) the empty run at the kernel's output shape."""
+    from measure.lut.keys import BOUND, NULL_KEY, OUTPUTS_META, null_key
+    from measure.lut.model import kernel_values
+
+    rules = load_rules("ort")
+    net = nb201.build_network(ARCHS[0])
+    k = kernels(net, rules)[0]
+    shaped = null_key(k.key.output_shape, k.key.dtype)
+    raw = {k.text: 1.0, NULL_KEY: 0.01, shaped: 0.4}
+    assert kernel_values(raw, rules)[k.text] == pytest.approx(0.6)
+    assert kernel_values(raw, rules, bound=True)[k.text] == pytest.approx(0.99)
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    with LutFile(path) as lut:
+        for key, v in ((NULL_KEY, 0.01), (shaped, 0.4)):
+            lut.put(Entry(key, "Null", median_ms=v, cv=0.01, count=100))
+        lut.put(Entry(k.text, "+".join(k.ops), median_ms=1.0, cv=0.01, count=100))
+    assert LookupTable(path).values_[k.text] == pytest.approx(0.6, abs=1e-3)  # less wrappers
+    with LutFile(path) as lut:
+        lut.set_meta(OUTPUTS_META, BOUND)
+    model = LookupTable(path)
+    assert model.outputs_bound_ and model.values_[k.text] == pytest.approx(0.99, abs=1e-3)
+
+
+def test_luts_timed_two_ways_do_not_mix(tmp_path, capsys):
+    """merge and import refuse entries timed with the other output protocol, naming it,
+    and leave the file byte-identical; an export of a bound LUT imports as one."""
+    import argparse
+    from dataclasses import replace
+
+    from measure import lut_cli
+    from measure.lut.keys import BOUND, OUTPUTS_META, entries_protocol
+
+    a, _ = make_lut(tmp_path / "a.sqlite")
+    b, _ = make_lut(tmp_path / "b.sqlite")
+    with LutFile(b) as lut:
+        lut.set_meta(OUTPUTS_META, BOUND)
+        for e in list(lut.entries()):
+            lut.put(replace(e, source="measured:ort:rounds=10:bound"))
+    before = Path(a).read_bytes()
+    with LutFile(a) as dst, LutFile(b, readonly=True) as src:
+        with pytest.raises(ModelFileError, match="kernel_outputs differs.*bound outputs"):
+            merge_luts(dst, src)
+    assert Path(a).read_bytes() == before
+    with LutFile(b, readonly=True) as lut:
+        export_csv(lut, tmp_path / "b.csv")
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+
+    def run(*argv):
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    with LutFile(a) as lut:  # a's entries say how they were timed: returned outputs
+        for e in list(lut.entries()):
+            lut.put(replace(e, source="measured:ort:rounds=10"))
+    before = Path(a).read_bytes()
+    with pytest.raises(ModelFileError, match="b.csv: its entries were timed with bound"):
+        run("lut", "import", str(tmp_path / "b.csv"), "--db", a)
+    assert Path(a).read_bytes() == before
+    assert run("lut", "import", str(tmp_path / "b.csv"), "--db", str(tmp_path / "c.sqlite")) == 0
+    with LutFile(tmp_path / "c.sqlite", readonly=True) as lut:
+        assert lut.get_meta(OUTPUTS_META) == BOUND
+    assert entries_protocol(["", "from another tool"]) is None
+    with pytest.raises(ValueError, match="two ways"):
+        entries_protocol(["measured:ort:rounds=10", "measured:ort:rounds=10:bound"])

@@ -94,6 +94,27 @@ def test_tvm_unsupported_operator_is_recorded_as_build_failure():
     assert measure(tiny_model("Celu"), FAST).ok  # ONNX Runtime runs it
 
 
+def test_bound_outputs_run_the_same_model_into_buffers_allocated_once():
+    """With ``bind_outputs`` every run writes the same output arrays (no new array per run):
+    the values are what ``sess.run`` returns, and the protocol reaches the isolated worker."""
+    from measure.ort import bound_run, build, prepare, session_inputs
+
+    built = build(tiny_model(), FAST)
+    sess = built.artifact
+    feed = session_inputs(sess, 0)
+    names = [o.name for o in sess.get_outputs()]
+    want = sess.run(names, feed)
+    call = bound_run(sess, feed, names, want)
+    first = call()
+    outs = [a for a in first if a.shape == want[0].shape and a.dtype == want[0].dtype]
+    assert outs and np.array_equal(outs[-1], want[0])
+    assert all(x is y for x, y in zip(call(), first, strict=True))  # the same buffers
+    item = prepare(tiny_model(), FAST, bind_outputs=True)
+    assert item.burst is not None and len(item.burst(1, 3).times_ms) == 3
+    cfg = MeasureConfig(warmup=1, repeat=5, isolate=True, min_round_s=0)
+    _check_stats(measure(tiny_model(), cfg, bind_outputs=True), 5, cfg)
+
+
 def test_isolated_worker_and_timeout():
     cfg = MeasureConfig(warmup=1, repeat=5, isolate=True, min_round_s=0)
     res = measure(tiny_model(), cfg)

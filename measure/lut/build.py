@@ -12,7 +12,10 @@ Steps (each resumable: what is in the file is not measured again):
    one :class:`MeasureConfig`, committed window by window; a key that cannot be built or run is stored as a failed entry with
    its reason. Also measured: the empty run (``NULL_KEY``) and the wrappers each
    one-kernel model carries (reorders), which :func:`measure.lut.model.kernel_values`
-   takes off;
+   takes off. With ONNX Runtime a one-kernel model's outputs are bound to buffers
+   allocated once (:func:`measure.ort.burst_timer`), as a kernel's outputs live in the
+   runtime's reused arena inside a network (the LUT's ``kernel_outputs`` meta says so);
+   LUTs built before, and other runtimes, take off the empty run at each output shape;
 3. calibrate: measure networks of the same set end to end (``onnx_for(net)``:
    the space's ONNX or the imported file), spread over the range of kernel sums,
    and fit the per-network overhead terms (:func:`measure.lut.calibrate.fit`).
@@ -39,7 +42,14 @@ from costmodels.fusion import (
 )
 from costmodels.network import Network
 from measure.config import MeasureConfig, MeasureResult
-from measure.lut.keys import NULL_KEY, null_key
+from measure.lut.keys import (
+    BOUND,
+    BOUND_SOURCE,
+    NULL_KEY,
+    OUTPUTS_META,
+    null_key,
+    outputs_bound,
+)
 from measure.lut.table import CalibrationPoint, Entry, LutFile, now
 
 Progress = Callable[[str, int, int], None]  # (stage, done, total)
@@ -74,11 +84,12 @@ class BuildReport(BuildCounts):
 REMEASURE_META = "remeasure_since"
 
 
-def measurer(config: MeasureConfig) -> Callable[[object], MeasureResult]:
+def measurer(config: MeasureConfig, bind_outputs: bool = False
+             ) -> Callable[[object], MeasureResult]:
     """The measurement layer's dispatcher for ``config`` (runtime, isolation, RPC)."""
     from measure import measure
 
-    return lambda model: measure(model, config)
+    return lambda model: measure(model, config, bind_outputs=bind_outputs)
 
 
 def index_networks(nets: Sequence[Network], rules: FusionRules,
@@ -117,7 +128,8 @@ def settings_differences(stored: dict[str, object], config: MeasureConfig) -> se
             if k not in ("isolate", "timeout_s") and stored.get(k) != v}
 
 
-def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutFile:
+def open_or_create(path: str, rules: FusionRules, config: MeasureConfig,
+                   outputs: str | None = None) -> LutFile:
     """Resume the LUT at ``path`` or create it.
 
     The file is checked read-only first, so a refused file is left byte-identical.
@@ -127,15 +139,27 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutF
     are measurements of one-kernel models named by their keys, true under any
     rules of that runtime; what depends on the rules (the stored rules, the space
     index, the calibration points' kernel lists, the fit) is redone by this build.
+
+    ``outputs``: how a new ONNX Runtime LUT times its one-kernel models, ``"bound"`` (the
+    default) or ``"returned"`` (:data:`measure.lut.keys.OUTPUTS_META`); a file asked for
+    the other way than it was built is refused.
     """
+    if outputs not in (None, BOUND, "returned"):
+        raise ValueError(f"outputs must be 'bound' or 'returned', not {outputs!r}")
     from pathlib import Path
 
     from measure.fingerprint import fingerprint
 
     cfg = config.to_dict()
     if not Path(path).exists():
-        return LutFile.create(path, config.runtime, rules.doc, rules.hash, fingerprint(config),
-                              cfg)
+        if outputs == BOUND and config.runtime != "ort":
+            raise ModelFileError(f"--outputs bound is for ONNX Runtime LUTs; {config.runtime} "
+                                 "keeps its outputs in place anyway")
+        lut = LutFile.create(path, config.runtime, rules.doc, rules.hash, fingerprint(config),
+                             cfg)
+        if config.runtime == "ort" and outputs != "returned":
+            lut.set_meta(OUTPUTS_META, BOUND)
+        return lut
     with LutFile(path, readonly=True) as ro:
         runtime, meta = ro.runtime, ro.meta()
     stored = json.loads(meta.get("config") or "{}")
@@ -147,6 +171,11 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutF
         raise ModelFileError(f"{path}: built for runtime {runtime!r} with rules "
                              f"{stored_name or '?'!r}; this build uses {config.runtime!r} with "
                              f"rules {rules.name!r}. Use another --db")
+    way = BOUND if outputs_bound(meta) else "returned"
+    if outputs is not None and outputs != way:
+        raise ModelFileError(f"{path}: its one-kernel models were timed with {way} outputs "
+                             f"(`lut show`, kernel_outputs), not {outputs}; build into another "
+                             "--db")
     diff = settings_differences(stored, config) if stored else set()
     if diff:
         raise ModelFileError(f"{path}: measured with other settings ({', '.join(sorted(diff))}"
@@ -160,14 +189,14 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig) -> LutF
 
 def time_models(models: Sequence, names: Sequence[str], config: MeasureConfig,
                 on_result: Callable[[str, MeasureResult], None], stage: str = "measure",
-                progress: Progress | None = None) -> None:
+                progress: Progress | None = None, bind_outputs: bool = False) -> None:
     """Time ONNX models with the measurement layer's protocol; ``on_result`` as each lands.
 
     ONNX Runtime in-process: :func:`measure.rounds.measure_many` (windows of models
     interleaved over ``config.rounds`` rounds, results handed over after each window, so
     an interrupted build keeps them). Isolated or other runtimes: one by one through
     :func:`measure.measure`. A model given as a failed :class:`MeasureResult` is passed
-    through.
+    through. ``bind_outputs``: see :func:`measure.ort.burst_timer`.
     """
     todo = [(n, m) for n, m in zip(names, models, strict=True)
             if not isinstance(m, MeasureResult)]
@@ -176,7 +205,7 @@ def time_models(models: Sequence, names: Sequence[str], config: MeasureConfig,
             on_result(n, m)
     done = 0
     if config.isolate or config.runtime != "ort":
-        run = measurer(config)
+        run = measurer(config, bind_outputs)
         for n, m in todo:
             on_result(n, run(m))
             done += 1
@@ -193,7 +222,8 @@ def time_models(models: Sequence, names: Sequence[str], config: MeasureConfig,
         if progress:
             progress(stage, done, len(todo))
 
-    measure_many([m for _, m in todo], config, [n for n, _ in todo], on_window=window)
+    measure_many([m for _, m in todo], config, [n for n, _ in todo], on_window=window,
+                 bind_outputs=bind_outputs)
 
 
 def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
@@ -203,8 +233,9 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
     remeasure's start); committed window by window.
 
     Adds the keys the measurements need besides the kernels themselves: each
-    one-kernel model's wrappers and the empty run at each output shape. A key
-    that no model can be built for is stored as a failed entry with the reason.
+    one-kernel model's wrappers and the empty run (``NULL_KEY``; with outputs not bound,
+    a LUT built before, also the one at each output shape). A key that no model can be
+    built for is stored as a failed entry with the reason.
     """
     from measure.lut.kernel_onnx import KernelBuildError, kernel_model, wrappers
 
@@ -217,7 +248,9 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
                 keys.setdefault(w, parse_key(w))
         except KernelBuildError as exc:
             unbuildable[text] = str(exc)
-    for text in list(keys) + [NULL_KEY]:
+    bound = outputs_bound(lut.meta())
+    keys.setdefault(NULL_KEY, parse_key(NULL_KEY))
+    for text in ([] if bound else list(keys)):
         key = parse_key(text)
         keys.setdefault(null_key(key.output_shape, key.dtype),
                         parse_key(null_key(key.output_shape, key.dtype)))
@@ -233,8 +266,9 @@ def measure_keys(lut: LutFile, keys: dict[str, KernelKey], uses: dict[str, int],
         except KernelBuildError as exc:
             models.append(MeasureResult.failure(f"model: {exc}", config.runtime))
     time_models(models, todo, config,
-                lambda text, res: _store(lut, text, keys[text], res, uses, config, report),
-                "measure", progress)
+                lambda text, res: _store(lut, text, keys[text], res, uses, config, report,
+                                         bound),
+                "measure", progress, bind_outputs=bound)
 
 
 def _figures(res: MeasureResult) -> tuple[float, float, float]:
@@ -247,10 +281,11 @@ def _figures(res: MeasureResult) -> tuple[float, float, float]:
 
 
 def _store(lut: LutFile, text: str, key: KernelKey, res: MeasureResult, uses: dict[str, int],
-           config: MeasureConfig, report: BuildReport) -> None:
+           config: MeasureConfig, report: BuildReport, bound: bool = False) -> None:
     rounds = res.meta.get("rounds", config.rounds) if res.ok else 0
     med, p10, p90 = _figures(res)
     fig = ":drift-corrected" if res.ok and res.figure_name != "raw" else ""
+    fig += BOUND_SOURCE if bound else ""
     lut.put(Entry(key=text, ops="+".join(key.ops), ok=res.ok, median_ms=med,
                   p10_ms=p10, p90_ms=p90, cv=res.cv, count=res.repeat,
                   noisy=res.noisy, uses=uses.get(text, 0), error=res.error,
@@ -360,7 +395,7 @@ def measure_points(lut: LutFile, nets: Sequence[Network], rules: FusionRules,
 def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None = None, *,
               calibrate: int = 30, rules: FusionRules | None = None,
               remeasure: bool = False, space_index: tuple[str, str, int] | None = None,
-              progress: Progress | None = None) -> BuildReport:
+              progress: Progress | None = None, outputs: str | None = None) -> BuildReport:
     """Build (or resume) the LUT at ``path`` with the kernels of ``nets`` (any IR networks).
 
     Timing follows ``config`` (its interleaved ``rounds``, :mod:`measure.rounds`).
@@ -368,13 +403,14 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
     fit (0: none), spread over their kernel sums. ``remeasure``: drop the stored
     measurements first. ``space_index=(space, dataset, batch)``: ``nets`` are a
     whole space in its standard order; their kernel counts are stored so that
-    the LUT estimates the space as one matrix product.
+    the LUT estimates the space as one matrix product. ``outputs``: see
+    :func:`open_or_create`.
     """
     config = config or MeasureConfig()
     rules = rules or load_rules(config.runtime)
     report = BuildReport(path=path, networks=len(nets))
     t0 = time.perf_counter()
-    with open_or_create(path, rules, config) as lut:
+    with open_or_create(path, rules, config, outputs) as lut:
         # --remeasure: the kernels of these networks measured before this moment are
         # measured again, each old figure replaced only by its new one, so an interrupted
         # remeasure leaves a usable LUT that the next build (with or without --remeasure)

@@ -36,23 +36,25 @@ from costmodels.errors import InputError, MissingKernel
 from costmodels.fusion import FusionRules, Kernel, kernels, parse_key, rules_from_json
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Network
-from measure.lut.keys import NULL_KEY, null_key
+from measure.lut.keys import NULL_KEY, null_key, outputs_bound
 from measure.lut.table import LutFile
 
 MIN_KERNEL_MS = 1e-4  # 0.1 us: the floor of a kernel's time once the overheads are taken off
 INDEX_DATASETS = ("cifar10", "cifar100", "ImageNet16-120")  # NB201 space indexes looked up
 
 
-def kernel_values(raw: dict[str, float], rules: FusionRules) -> dict[str, float]:
+def kernel_values(raw: dict[str, float], rules: FusionRules,
+                  bound: bool = False) -> dict[str, float]:
     """Per-kernel times (ms) from one-kernel measurements (ms).
 
-    Each measurement carried one empty run at its output shape (``null_key``, else
-    ``NULL_KEY``) and its wrappers (:func:`measure.lut.kernel_onnx.wrappers`), so
-    ``value(k) = raw(k) - null - sum(value(w) for w in wrappers(k))`` (wrappers
-    resolved the same way), floored at ``MIN_KERNEL_MS``. Without a null entry
-    (an imported table of kernel times) the values are used as they are; a key
-    no one-kernel model can be built for (imported from elsewhere) has no
-    wrappers to take off.
+    Each measurement carried one empty run and its wrappers
+    (:func:`measure.lut.kernel_onnx.wrappers`), so ``value(k) = raw(k) - null -
+    sum(value(w) for w in wrappers(k))`` (wrappers resolved the same way), floored at
+    ``MIN_KERNEL_MS``. The empty run is ``NULL_KEY`` (the call alone) when the outputs
+    were ``bound`` (:data:`measure.lut.keys.OUTPUTS_META`), else the one at the kernel's
+    output shape (``null_key``, else ``NULL_KEY``). Without a null entry (an imported
+    table of kernel times) the values are used as they are; a key no one-kernel model
+    can be built for (imported from elsewhere) has no wrappers to take off.
     """
     from measure.lut.kernel_onnx import KernelBuildError, wrappers
 
@@ -69,7 +71,8 @@ def kernel_values(raw: dict[str, float], rules: FusionRules) -> dict[str, float]
                     extra = sum(value(w, depth + 1) for w in wrappers(key, rules) if w in raw)
                 except KernelBuildError:
                     extra = 0.0
-            null = raw.get(null_key(key.output_shape, key.dtype), raw[NULL_KEY])
+            null = raw[NULL_KEY] if bound else raw.get(null_key(key.output_shape, key.dtype),
+                                                        raw[NULL_KEY])
             out[text] = max(raw[text] - null - extra, MIN_KERNEL_MS)
         return out[text]
 
@@ -131,7 +134,8 @@ class LookupTable(FileModel):
         self.runtime_ = meta.get("runtime", "")
         self.rules_ = rules_from_json(meta.get("rules", ""), f"{self.path} (stored rules)")
         self.raw_values_ = lut.values()
-        self.values_ = kernel_values(self.raw_values_, self.rules_)
+        self.outputs_bound_ = outputs_bound(meta)
+        self.values_ = kernel_values(self.raw_values_, self.rules_, self.outputs_bound_)
         cal = lut.calibration if self.calibrated else {}
         if self.calibrated and not cal and self.rules_.name != "naive" \
                 and str(self.path) not in _WARNED_UNCALIBRATED:

@@ -512,10 +512,19 @@ def merge_luts(dst: LutFile, src: LutFile, policy: str = "lower-cv") -> dict[str
     Refuses (``ModelFileError``, nothing written) LUTs of another runtime, other
     fusion rules or another device: their numbers do not mix.
     """
+    from measure.lut.keys import outputs_bound
+
     for name in ("runtime", "rules_hash"):
         if dst.get_meta(name) != src.get_meta(name):
             raise ModelFileError(f"cannot merge {src.path} into {dst.path}: {name} differs "
                                  f"({src.get_meta(name)!r} vs {dst.get_meta(name)!r})")
+    ways = [("bound" if outputs_bound(f.meta()) else "returned") for f in (src, dst)]
+    if ways[0] != ways[1]:
+        raise ModelFileError(f"cannot merge {src.path} into {dst.path}: kernel_outputs differs "
+                             f"({ways[0]} vs {ways[1]}): one timed its one-kernel models with "
+                             "bound outputs, the other with returned ones, so they take "
+                             "different empty runs off; build the older one again into a new "
+                             "--db")
     a, b = dst.fingerprint, src.fingerprint
     for name in ("cpu_model", "cores", "runtime_version"):
         if a.get(name) and b.get(name) and a.get(name) != b.get(name):
