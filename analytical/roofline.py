@@ -43,7 +43,7 @@ from analytical.specs import RooflineSpec, load_spec
 from costmodels.fusion import Kernel, kernels, load_rules
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import DTYPE_BYTES, Layer, Network, numel, recurrence
-from costmodels.ops import RNN_OPS
+from costmodels.ops import RNN_OPS, SOFTMAX_OPS
 from costmodels.ops import op_class as ops_class
 
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
@@ -59,15 +59,41 @@ OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": 
 INT8_CLASSES = {"conv": "conv_int8", "conv1x1": "conv_int8", "grouped": "conv_int8",
                 "depthwise": "depthwise_int8", "gemm": "gemm_int8"}
 _INT8 = frozenset(INT8_CLASSES.values())  # their roof: the spec's int8_peak_gflops
-# Element-wise ops whose function is costly per element: compute-bound on a CPU (ONNX
-# Runtime's Gelu takes ~6x and its Erf ~5x a Relu's time on the same tensor), the
-# ``transcendental`` class where the spec has it (one element = one op). Sigmoid and Tanh
-# (~3x, and most often fused into a conv as a post pass) stay element-wise passes.
-TRANSCENDENTAL_OPS = frozenset({"Gelu", "Erf", "QuickGelu"})
-# Their work per output element, in the class's unit (a Gelu's or an Erf's element, which
-# the class is calibrated on): ORT's QuickGelu (x * sigmoid(x), fused) takes about its
-# Sigmoid's time, 3.6x a ReLU pass where Gelu takes 8x and Erf 6.5x on this project's CPU
-TRANSCENDENTAL_WORK = {"QuickGelu": 0.5}
+# Element-wise ops whose function is costly per element: compute-bound on a CPU, the
+# ``transcendental`` class where the spec has it (``elementwise`` else). Its unit is one
+# element of the chain ``roofline calibrate`` times it on (Gelu and Erf in turn); each op's
+# work per output element in that unit is TRANSCENDENTAL_WORK, measured with ONNX Runtime on
+# this project's CPU as eight nodes of the op reading one input against eight of Gelu and of
+# Erf, at 0.2 M and 1.2 M elements (bench/bench_elementwise.py, the mean of the two; a ReLU
+# is 0.2-0.4 of a unit): ORT computes Softplus, Mish, Shrink, Cosh, Sinh, Tan and Asinh
+# element by element without vector code, 11-37x a Gelu's element; Log, Sin, Cos and the Elu
+# family take ~3x; Sigmoid, Tanh and QuickGelu (x * sigmoid(x), fused) half of one. Where
+# such an op is absorbed into another op's kernel (a conv's fused Sigmoid), its work joins
+# that kernel's FLOPs.
+TRANSCENDENTAL_WORK = {
+    "Gelu": 1.0, "Erf": 1.0, "QuickGelu": 0.5, "Sigmoid": 0.54, "Tanh": 0.5, "HardSwish": 0.77,
+    "Softsign": 0.39, "Sqrt": 0.58, "Reciprocal": 0.37, "Exp": 0.33, "Floor": 0.57,
+    "Ceil": 0.63, "Round": 0.47, "LeakyRelu": 0.38, "HardSigmoid": 0.33, "Sign": 1.9,
+    "Acos": 1.1, "Atan": 1.7, "Log": 3.2, "Sin": 3.5, "Cos": 3.0, "Elu": 3.4, "Selu": 3.5,
+    "Celu": 3.8, "Shrink": 10.9, "Cosh": 15.8, "Tan": 22.9, "Softplus": 19.2, "Mish": 20.2,
+    "Sinh": 28.7, "Asinh": 37.2}
+# Softmax-like ops (exp, sum and divide over a row): a unit's fixed part per element plus a
+# part per row, SOFTMAX_WORK = (per element, per row) -- 0.4 + 27 / row length (0.88 units at
+# rows of 56, 0.63 at 197, 0.46 at 384 on this project's CPU)
+SOFTMAX_WORK = (0.4, 27.0)
+TRANSCENDENTAL_OPS = frozenset(TRANSCENDENTAL_WORK) | SOFTMAX_OPS
+
+
+def transcendental_work(layer: Layer) -> int | None:
+    """A transcendental layer's work in the class's unit (None for other layers)."""
+    n = numel(layer.output_shape)
+    if layer.op in SOFTMAX_OPS:  # the IR keeps no axis: the last one (exports' -1, mostly)
+        row = layer.output_shape[-1] if layer.output_shape else 1
+        return round(n * (SOFTMAX_WORK[0] + SOFTMAX_WORK[1] / max(row, 1)))
+    work = TRANSCENDENTAL_WORK.get(layer.op)
+    return None if work is None else round(n * work)
+
+
 GEMM_ANCHORS = frozenset({"MatMul", "Gemm"})  # their absorbed ops are passes of their own
 # A conv the planner leaves in plain NCHW under rules with a blocked layout (its channels
 # cannot be reordered) runs the runtime's generic path: these classes, when the spec has them.
@@ -124,8 +150,8 @@ def kernel_work(k: Kernel) -> tuple[str, int, int]:
     if not k.layers:
         return "reorder", 0, act
     return (op_class(k.layers[0]),
-            sum(round(numel(x.output_shape) * TRANSCENDENTAL_WORK[x.op])
-                if x.op in TRANSCENDENTAL_WORK else 2 * x.macs + x.elem_ops for x in k.layers),
+            sum(w if (w := transcendental_work(x)) is not None else 2 * x.macs + x.elem_ops
+                for x in k.layers),
             act + sum(x.bytes_weights for x in k.layers))
 
 

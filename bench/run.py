@@ -250,6 +250,8 @@ SECTIONS = {
     "fbnet": (fbnet_here, "every estimator on this CPU's FBNet truth"),
     "models": (_module_section("bench_models"), "a folder of real-size user models"),
     "recurrent": (_module_section("bench_recurrent"), "the roofline on LSTM/GRU/RNN layers"),
+    "elementwise": (_module_section("bench_elementwise"),
+                    "the roofline on costly element-wise ops (Softplus, Log, Softmax ...)"),
     "lut": (_module_section("bench_lut"), "LUT on the test zoo, query cost"),
     "curves": (lambda q: curves_here(ROOT / "bench", q), "sample-efficiency curves here"),
     "fewshot": (_module_section("bench_fewshot"), "few-shot transfer vs HELP"),

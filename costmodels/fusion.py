@@ -10,7 +10,8 @@ interprets them:
 1. ``eliminate``: ops the runtime removes (their consumers read their input).
 2. ``cse``: identical weight-free nodes on the same inputs are merged
    (``scalar_constant_ops``: ops whose only constant is a scalar, e.g. NB201's
-   ``Mul(x, 0)`` zero nodes, are merged too; the IR keeps no constant values).
+   ``Mul(x, 0)`` zero nodes, are merged too; the IR keeps no constant values), except
+   a node whose output is a graph output (ONNX Runtime keeps each of those).
 3. ``prune_dead``: drop nodes no graph output depends on.
 4. ``layout``: which ops run in the blocked NCHWc layout (``always``; ``follow``
    = only when every input already is); a ``ReorderInput``/``ReorderOutput``
@@ -591,6 +592,7 @@ def _simplify(net: Network, rules: FusionRules) -> tuple[list[tuple[Layer, tuple
     kept: list[tuple[Layer, tuple[str, ...]]] = []
     seen: dict[tuple, str] = {}
     eliminate, cse, cse_scalar = rules.eliminate, rules.cse_ops, rules.cse_scalar_ops
+    graph_outputs = frozenset(net.outputs)  # ONNX Runtime's CSE keeps a node that makes one
     for layer in net.layers:
         ins = layer.inputs
         if not alias.keys().isdisjoint(ins):
@@ -605,7 +607,7 @@ def _simplify(net: Network, rules: FusionRules) -> tuple[list[tuple[Layer, tuple
                 and not layer.weight_shapes[0]):
             sig = (op, ins, layer[_ATTRS])
             hit = seen.get(sig)
-            if hit is not None:
+            if hit is not None and out not in graph_outputs:
                 alias[out] = hit
                 continue
             seen[sig] = out

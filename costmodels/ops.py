@@ -63,10 +63,12 @@ NORM_OPS = frozenset({"BatchNormalization", "InstanceNormalization", "LayerNorma
 SOFTMAX_OPS = frozenset({"Softmax", "LogSoftmax", "Hardmax"})
 ACTIVATION_OPS = frozenset({
     "Relu", "LeakyRelu", "PRelu", "Elu", "Selu", "Celu", "Gelu", "Erf", "Sigmoid", "HardSigmoid",
-    "HardSwish", "Swish", "Tanh", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Clip"})
+    "HardSwish", "Swish", "Tanh", "Softplus", "Softsign", "Mish", "ThresholdedRelu", "Clip",
+    "Shrink"})
 ELEMENTWISE_OPS = frozenset(ACTIVATION_OPS | {
     "Add", "Sub", "Mul", "Div", "Pow", "Mod", "Neg", "Abs", "Reciprocal", "Sqrt", "Exp", "Log",
-    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Floor", "Ceil", "Round",
+    "Sin", "Cos", "Tan", "Asin", "Acos", "Atan", "Sinh", "Cosh", "Asinh", "Acosh", "Atanh",
+    "Floor", "Ceil", "Round",
     "Sign", "Not", "And", "Or", "Xor", "BitShift", "Equal", "Less", "Greater", "LessOrEqual",
     "GreaterOrEqual", "IsNaN", "IsInf", "Where", "Min", "Max", "Mean", "Sum", "CumSum",
     "Resize", "Upsample"})

@@ -180,6 +180,34 @@ def test_op_classes():
     assert op_class(_op("a", "Add", ["x", "y"])) == "elementwise"
 
 
+def test_costly_element_wise_ops_are_priced_by_their_work():
+    """An op ONNX Runtime computes element by element (Softplus: ~19 Gelu elements each) costs
+    its work in the spec's transcendental class; a Sigmoid half a unit; a Softmax's work per
+    element falls with its row length; a ReLU stays one element-wise pass."""
+    from analytical.roofline import TRANSCENDENTAL_WORK, transcendental_work
+
+    epyc = RooflineModel(load_spec("epyc_2c", RooflineSpec))
+    big = (1, 64, 56, 56)
+
+    def one(op, shape=big):
+        layer = make_layer("y", op, ["x"], ["y"], [shape], shape)
+        net = Network("t", (("x", shape),), (layer,), ("y",))
+        [k] = [c for c in epyc.estimate(net).per_layer if c.op == op]
+        return k, layer
+
+    relu, _ = one("Relu")
+    soft, layer = one("Softplus")
+    sig, _ = one("Sigmoid")
+    assert relu.meta["op_class"] == "elementwise"
+    assert soft.meta["op_class"] == sig.meta["op_class"] == "transcendental"
+    assert transcendental_work(layer) == round(TRANSCENDENTAL_WORK["Softplus"] * numel(big))
+    assert soft.latency_ms > 15 * relu.latency_ms and soft.latency_ms > 20 * sig.latency_ms
+    short, long_ = (transcendental_work(make_layer("s", "Softmax", ["x"], ["s"], [sh], sh))
+                    for sh in ((1, 4, 64, 56), (1, 4, 64, 384)))
+    assert short / (4 * 64 * 56) > 1.5 * long_ / (4 * 64 * 384)
+    assert transcendental_work(_op("r", "Relu", ["x"])) is None
+
+
 def test_fused_kernels_match_ort_on_nb201():
     """ONNX Runtime (ORT_ENABLE_ALL) turns the all-3x3 cell network's 340 nodes into 106
     (reorders included); the roofline costs the same 106 kernels."""

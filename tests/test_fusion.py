@@ -83,6 +83,16 @@ def test_identical_relus_are_merged_then_fused(ort_rules):
     assert not any(k.ops == ("Relu",) for k in ks)
 
 
+def test_identical_nodes_that_are_graph_outputs_are_kept(ort_rules):
+    """ONNX Runtime's CSE keeps every node whose output is a graph output (eight Sigmoid(x)
+    outputs stay eight nodes in its optimised graph); internal twins are merged."""
+    n = Network("hand", (("x", X),), (unary("s1", "Sigmoid", "x"), unary("s2", "Sigmoid", "x")),
+                ("s1", "s2"))
+    assert ops_of(kernels(n, ort_rules)) == [("Sigmoid",), ("Sigmoid",)]
+    inner = net(unary("s1", "Sigmoid", "x"), unary("s2", "Sigmoid", "x"), add("a", "s1", "s2"))
+    assert ops_of(kernels(inner, ort_rules)).count(("Sigmoid",)) == 1
+
+
 def test_add_fuses_into_first_conv_only_when_other_input_is_blocked(ort_rules):
     n = net(conv("c1", "x"), bn("b1", "c1"), conv("c2", "x"), bn("b2", "c2"),
             add("a", "b1", "b2"), unary("r", "Relu", "a"))
