@@ -258,8 +258,28 @@ def _load_external(proto: Any, base: Path, source: str) -> None:
         if target.exists() and not target.is_file():  # a FIFO blocked the read forever
             raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is not "
                                   "a regular file (a folder, a pipe or a device)")
+        need = _tensor_bytes(t)
         try:
             offset, length = int(info.get("offset", 0)), info.get("length")
+            size = target.stat().st_size
+            if offset < 0 or (length is not None and int(length) < 0):
+                raise ValueError
+        except (OSError, ValueError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) else "bad offset or length"
+            raise OnnxImportError(f"{source}: tensor {t.name!r}: cannot read external data "
+                                  f"{loc!r} ({why}); copy the weight file beside the model"
+                                  ) from None
+        want = int(length) if length is not None else max(size - offset, 0)
+        if need is not None and want != need:  # checked before reading: a length of 100 GB
+            raise OnnxImportError(f"{source}: tensor {t.name!r} ({'x'.join(map(str, t.dims))}) "
+                                  f"needs {need} bytes, but its external data {loc!r} has "
+                                  f"{want} at offset {offset}; export the model and its "
+                                  "weights again")
+        if offset + want > size:
+            raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is "
+                                  f"{size} bytes, shorter than the {offset + want} recorded "
+                                  "(truncated weight file?)")
+        try:
             with target.open("rb") as fh:
                 fh.seek(offset)
                 raw = fh.read(int(length)) if length is not None else fh.read()
@@ -271,7 +291,6 @@ def _load_external(proto: Any, base: Path, source: str) -> None:
         if length is not None and len(raw) != int(length):
             raise OnnxImportError(f"{source}: tensor {t.name!r}: external data {loc!r} is "
                                   "shorter than recorded (truncated weight file?)")
-        need = _tensor_bytes(t)
         if need is not None and len(raw) != need:
             raise OnnxImportError(f"{source}: tensor {t.name!r} ({'x'.join(map(str, t.dims))}) "
                                   f"needs {need} bytes, but its external data {loc!r} gives "
@@ -394,8 +413,6 @@ def _check_initializer_sizes(graph: Any, source: str) -> None:
             got = (len(t.float_data) + len(t.int32_data) + len(t.int64_data)
                    + len(t.double_data) + len(t.uint64_data))
             need, unit = math.prod(t.dims), "values"
-            if got == 0:
-                continue  # no data at all: an empty tensor, or one a runtime fills
         if got != need:
             raise OnnxImportError(f"{source}: {what} ({shape}) needs {need} "
                                   f"{unit} but holds {got}; its dims and data disagree: export "
@@ -1313,7 +1330,8 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     _tie_transposed(proto.graph, prov, uniform)
     inferred = _infer(folded, source, given=bool(input_shapes) and open_dims)
     layers, n_const, marks = _layers(inferred.graph, source, prov, params, uniform,
-                                     given=bool(input_shapes) and open_dims)
+                                     given=bool(input_shapes) and open_dims,
+                                     opset=_opset(proto))
     if not layers:
         raise OnnxImportError(f"{source}: every node of the graph computes a constant "
                               f"(its {len(proto.graph.node)} node(s) read no graph input): "
@@ -1544,9 +1562,50 @@ def _constants(graph: Any) -> dict[str, _Const]:
     return consts
 
 
+def _check_types(node: Any, node_name: str, elem_of: Callable[[str], int], opset: int,
+                 source: str) -> None:
+    """Refuse a node whose inputs break its op's type constraints, as ONNX Runtime refuses the
+    model (a float Conv with a float64, int8 or complex weight): two inputs that must share
+    a type and do not, or an input of a type the op does not take. Types not known, and ops
+    whose schema is not found at ``opset``, are not checked."""
+    from onnx import TensorProto, defs
+
+    try:
+        schema = defs.get_schema(node.op_type, opset, node.domain or "")
+    except Exception:  # noqa: BLE001 - no schema: nothing to check against
+        return
+    formal = list(schema.inputs)
+    if not formal:
+        return
+    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    seen: dict[str, tuple[str, int]] = {}
+    for k, t in enumerate(node.input):
+        if not t:
+            continue
+        f = formal[min(k, len(formal) - 1)]
+        if k >= len(formal) and not f.is_homogeneous:
+            continue
+        et = elem_of(t)
+        if not et:
+            continue
+        name = TensorProto.DataType.Name(et).lower()
+        if f.type_str in allowed and f"tensor({name})" not in allowed[f.type_str]:
+            raise OnnxImportError(
+                f"{source}: node {node_name!r} ({node.op_type}): input {t!r} is of type {name}, "
+                f"which {node.op_type} does not take there (ONNX Runtime refuses such a model; "
+                "export it again with one floating-point type)")
+        first = seen.setdefault(f.type_str, (t, et))
+        if f.type_str in allowed and first[1] != et:
+            other = TensorProto.DataType.Name(first[1]).lower()
+            raise OnnxImportError(
+                f"{source}: node {node_name!r} ({node.op_type}): inputs {first[0]!r} ({other}) "
+                f"and {t!r} ({name}) must be of one type (ONNX Runtime refuses such a model; "
+                "export it again with one floating-point type)")
+
+
 def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
-            params: Mapping[str, int], per_layer: set[str] = frozenset(), given: bool = False
-            ) -> tuple[list[Layer], int, dict[str, set[str]]]:
+            params: Mapping[str, int], per_layer: set[str] = frozenset(), given: bool = False,
+            opset: int = 0) -> tuple[list[Layer], int, dict[str, set[str]]]:
     """The graph's layers, how many nodes were constant (weight preparation), and names of
     layers the IR cannot tell apart by itself: ``noop`` those that do nothing
     (:func:`_is_noop`), ``swish_sigmoid`` the HardSigmoids of hard swish's slope
@@ -1565,6 +1624,11 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         if vi.name not in info or dims is not None:  # a shapeless output keeps its shape
             info[vi.name] = (dims, vi.type.tensor_type.elem_type)
     consts = _constants(graph)
+    init_types = {t.name: t.data_type for t in graph.initializer}
+
+    def elem_of(t: str) -> int:
+        return info[t][1] if t in info and info[t][1] else init_types.get(t, 0)
+
     neutral = _neutral_constants(graph)
     graph_inputs = {vi.name for vi in graph.input}
     marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set()}
@@ -1629,6 +1693,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                                   "output: an ONNX node must name at least one (an empty "
                                   "name marks an optional output left out)")
         try:
+            if opset:
+                _check_types(node, node_name, elem_of, opset, source)
             layers.append(_layer(node, node_name, consts, info, shape_of, params_of))
             if _is_noop(node, layers[-1], neutral, graph_inputs):
                 marks["noop"].add(node_name)

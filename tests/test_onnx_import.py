@@ -369,6 +369,54 @@ def test_external_data_shorter_than_its_tensor_is_named(tmp_path):
         import_onnx(tmp_path / "short.onnx")
 
 
+def test_a_recorded_length_no_file_holds_is_refused_before_reading(tmp_path):
+    """A recorded length of 100 GB (or one past the file's end) is named before a byte is
+    read: it was an out-of-memory error that named no file."""
+    for offset, length, name in ((0, 99999999999, "huge"), (8, 432, "past")):
+        w = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=(4, 3, 3, 3),
+                             data_location=onnx.TensorProto.EXTERNAL)
+        for k, v in (("location", "w.bin"), ("offset", offset), ("length", length)):
+            e = w.external_data.add()
+            e.key, e.value = k, str(v)
+        m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+                   [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 6, 6])], [w])
+        onnx.save(m, tmp_path / f"{name}.onnx")
+    (tmp_path / "w.bin").write_bytes(b"\0" * 432)
+    with pytest.raises(OnnxImportError, match=r"huge.onnx: tensor 'w' .*needs 432 bytes, but "
+                                              r"its external data 'w.bin' has 99999999999"):
+        import_onnx(tmp_path / "huge.onnx")
+    with pytest.raises(OnnxImportError, match=r"past.onnx: tensor 'w': external data 'w.bin' is "
+                                              r"432 bytes, shorter than the 440 recorded"):
+        import_onnx(tmp_path / "past.onnx")
+
+
+def test_an_initializer_with_a_shape_and_no_data_is_named():
+    """Dims of 65536x65536x3x3 and no data: named, not an internal error from NumPy."""
+    w = onnx.TensorProto(name="w", data_type=onnx.TensorProto.FLOAT, dims=(64, 3, 3, 3))
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 64, 6, 6])], [w])
+    with pytest.raises(OnnxImportError, match=r"initializer 'w' \(64x3x3x3\) needs 1728 "
+                                              r"values but holds 0"):
+        import_onnx(m)
+
+
+@pytest.mark.parametrize("dtype,match", [
+    (onnx.TensorProto.DOUBLE, r"inputs 'x' \(float\) and 'w' \(double\) must be of one type"),
+    (onnx.TensorProto.INT8, r"input 'w' is of type int8, which Conv does not take"),
+    (onnx.TensorProto.COMPLEX64, r"input 'w' is of type complex64, which Conv does not take")])
+def test_inputs_that_break_the_ops_type_constraints_are_refused(dtype, match):
+    """ONNX Runtime refuses a float Conv with a float64, int8 or complex weight; so does the
+    importer, naming the node and the input (it was costed as a float32 conv)."""
+    import numpy as np
+
+    arr = np.ones((4, 3, 3, 3), onnx.helper.tensor_dtype_to_np_dtype(dtype))
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", [1, 4, 6, 6])],
+               [onnx.numpy_helper.from_array(arr, "w")])
+    with pytest.raises(OnnxImportError, match=r"node 'c' \(Conv\): " + match):
+        import_onnx(m)
+
+
 def test_a_zero_sized_input_dimension_is_read_as_dynamic_and_said_so():
     """Converters write 0 or -1 for a dynamic size: it is read as dynamic everywhere (a
     leading one takes --batch), and where it must be given the error says why."""
