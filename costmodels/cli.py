@@ -217,6 +217,33 @@ def needs_command(parser: argparse.ArgumentParser):
     return run
 
 
+EXPORT_MARK = "costmodels.export"  # metadata key `export` writes: what it may overwrite
+
+
+def check_overwrite_model(path: Path, what: str, producers: Sequence[str] = (),
+                          advice: str = "give another file name") -> None:
+    """Refuse an existing file at ``path`` unless it is a model this command wrote before
+    (metadata ``EXPORT_MARK``, or a ``producer_name`` in ``producers``): another model, a
+    table or a database there would be replaced. Raises :class:`InputError`; reads only the
+    file's header fields, never its external data."""
+    from costmodels.errors import InputError
+
+    if not path.is_file():
+        return
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+        ours = (any(p.key == EXPORT_MARK for p in proto.metadata_props)
+                or proto.producer_name in producers)
+    except Exception:  # noqa: BLE001 - not a model at all: not ours either
+        ours = False
+    if not ours:
+        raise InputError(f"{what} {path}: exists and is not a model this command wrote (a "
+                         f"model of yours, a table or a database?); {advice}, or remove it "
+                         "first (nothing was written)")
+
+
 def check_output_dir(path: str | Path, what: str = "output folder",
                      writes: Sequence[str] = ()) -> Path:
     """Fail before any work if folder ``path`` cannot be created or written, or if one of
@@ -517,16 +544,10 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from costmodels.tables import atomic_output
 
-    # a binary file: an earlier export is overwritten, a database is not
+    # a binary file: an earlier export is overwritten, nothing else (a database, a table,
+    # a model of the user's)
     out = check_output(args.output, "-o", text=False)
-    if out.is_file():
-        with out.open("rb") as fh:
-            if fh.read(16) == b"SQLite format 3\x00":
-                from costmodels.errors import InputError
-
-                raise InputError(f"-o {args.output}: exists and is a database (a store or a "
-                                 "LUT?), not a model this command writes; give another file "
-                                 "name (nothing was written)")
+    check_overwrite_model(out, "-o")
     space = open_space(args)
     arch = space.parse(args.arch)
     model = space.build_onnx(arch, args.dataset, args.batch, seed=args.seed)
@@ -535,6 +556,8 @@ def cmd_export(args: argparse.Namespace) -> int:
               "with its own weights (its inputs fixed to the shapes it is costed at)",
               file=sys.stderr)
     out.parent.mkdir(parents=True, exist_ok=True)
+    mark = model.metadata_props.add()
+    mark.key, mark.value = EXPORT_MARK, f"{space.spec} {arch}"
     with atomic_output(out, "wb") as fh:
         fh.write(model.SerializeToString())
     print(f"wrote {args.output} ({arch}{', ' + args.dataset if args.dataset else ''})",

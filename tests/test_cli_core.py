@@ -580,12 +580,32 @@ def test_outputs_in_missing_folders_and_bad_anchor_files(tmp_path, monkeypatch, 
 
 def test_export_overwrites_its_own_model_not_a_database(tmp_path, capsys):
     """`export -o x.onnx` twice: the second overwrites the first (it was refused as "a
-    binary file"); a database at -o is refused and left byte-identical."""
+    binary file"); a database, a table or a model it did not write at -o is refused and left
+    byte-identical, and so is a user's model under one of gen-models' names."""
+    import onnx
+
+    from measure.testing import tiny_model
+
     out = tmp_path / "x.onnx"
     assert main(["export", "1462", "-o", str(out)]) == 0
     assert main(["export", "1462", "-o", str(out)]) == 0
+    mine, table = tmp_path / "mine.onnx", tmp_path / "t.csv"
+    onnx.save(tiny_model(), mine)
+    table.write_text("arch_index,latency_ms\n1,2.0\n")
+    (tmp_path / "zoo").mkdir()
+    theirs = tmp_path / "zoo" / "resnet_w16_r32.onnx"
+    onnx.save(tiny_model(), theirs)
+    for path, argv in ((mine, ["export", "1462", "-o", str(mine)]),
+                       (table, ["export", "1462", "-o", str(table)]),
+                       (theirs, ["gen-models", "-o", str(tmp_path / "zoo")])):
+        before = path.read_bytes()
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert "is not a model this command wrote" in capsys.readouterr().err
+        assert path.read_bytes() == before
+    assert sorted(p.name for p in (tmp_path / "zoo").iterdir()) == ["resnet_w16_r32.onnx"]
     db = tmp_path / "d.sqlite"
     db.write_bytes(b"SQLite format 3\x00" + b"\x01" * 100)
     assert main(["export", "1462", "-o", str(db)]) == 2
-    assert "is a database" in capsys.readouterr().err
+    assert "is not a model this command wrote" in capsys.readouterr().err
     assert db.read_bytes() == b"SQLite format 3\x00" + b"\x01" * 100

@@ -25,6 +25,7 @@ import numpy as np
 __all__ = ["ZOO", "build_model", "generate_models"]
 
 OPSET = 17
+PRODUCER = "costmodels.harness.models"  # the producer_name of every model it writes
 
 
 class _Graph:
@@ -125,7 +126,7 @@ class _Graph:
             [helper.make_tensor_value_info(out, TensorProto.FLOAT, list(self.shape[out]))],
             initializer=self.inits)
         m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)],
-                              producer_name="costmodels.harness.models")
+                              producer_name=PRODUCER)
         m.ir_version = 8
         checker.check_model(m)
         return m
