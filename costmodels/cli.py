@@ -134,13 +134,15 @@ def _input_files(args) -> set[Path]:
     return found
 
 
-def check_output(path: str | Path, what: str = "output file", text: bool = True) -> Path:
+def check_output(path: str | Path, what: str = "output file", text: bool = True,
+                 json_ok: bool = False) -> Path:
     """Fail before any work if ``path`` cannot be written (a file, not a directory).
 
     Creates nothing: checks that the file (if it exists) is a writable regular
     file, not one of the command's inputs and (``text``: the command writes a text file)
-    not a binary file such as a model or a database, and that its nearest existing parent
-    is a writable directory.
+    not a binary file such as a model or a database, nor (unless ``json_ok``: the command
+    writes JSON) a JSON document such as a fitted model's manifest, and that its nearest
+    existing parent is a writable directory.
     """
     import os
     import stat
@@ -185,6 +187,10 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True)
                 raise InputError(f"{what} {path}: exists and is a binary file (a model or a "
                                  "database?), not a text file this command writes; give "
                                  "another file name (nothing was written)")
+            if not json_ok and head.lstrip(b"\xef\xbb\xbf \t\r\n")[:1] == b"{":
+                raise InputError(f"{what} {path}: exists and holds a JSON document (a fitted "
+                                 "model's manifest, a fingerprint?), not a table this command "
+                                 "writes; give another file name (nothing was written)")
         if not os.access(p, os.W_OK):
             raise InputError(f"{what} {path}: not writable (permission denied)")
         return p

@@ -278,7 +278,7 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
         raise _bad("--window", args.window, "an integer >= 1")
     out = check_output(args.output, "latency table (-o)")
     side = sidecar_path(out)
-    check_output(side, "fingerprint sidecar")
+    check_output(side, "fingerprint sidecar", json_ok=True)
     check_output(args.db, "measurement store (--db)", text=False)
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
     space, archs = selected_archs(args)  # --space / --archs / --sample read and checked

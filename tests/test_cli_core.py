@@ -609,3 +609,16 @@ def test_export_overwrites_its_own_model_not_a_database(tmp_path, capsys):
     assert main(["export", "1462", "-o", str(db)]) == 2
     assert "is not a model this command wrote" in capsys.readouterr().err
     assert db.read_bytes() == b"SQLite format 3\x00" + b"\x01" * 100
+
+
+def test_a_table_is_not_written_over_a_json_document(tmp_path, capsys):
+    """`estimate -o DIR/manifest.json` wrote a CSV over a fitted model's manifest: a JSON
+    document at a table's -o is refused and left byte-identical; a table is overwritten."""
+    manifest = tmp_path / "manifest.json"
+    manifest.write_text('\n  {"schema": "costmodels.model"}\n')
+    argv = ["estimate", "flops", "--space", "nb201", "--sample", "2", "-o"]
+    assert main([*argv, str(manifest)]) == 2
+    assert "holds a JSON document" in capsys.readouterr().err
+    assert manifest.read_text() == '\n  {"schema": "costmodels.model"}\n'
+    out = tmp_path / "e.csv"
+    assert main([*argv, str(out)]) == 0 and main([*argv, str(out)]) == 0
