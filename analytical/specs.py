@@ -370,7 +370,7 @@ def _check_fusion_field(doc: dict[str, Any], path: Path) -> None:
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
         raw = Path(path).read_bytes()
-        return tomllib.loads(raw.decode("utf-8"))
+        return tomllib.loads(raw.decode("utf-8-sig"))  # a BOM, as tables accept one
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec: {exc.strerror}") from None
     except UnicodeDecodeError as exc:  # the line, not a byte offset, tells where
@@ -379,6 +379,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
                         "save the spec as UTF-8") from None
     except tomllib.TOMLDecodeError as exc:
         raise SpecError(f"{path.name}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise SpecError(f"{path.name}: not a spec: its tables or arrays are nested thousands "
+                        "deep") from None
 
 
 def build(cls: type[T], doc: dict[str, Any], source: str, prefix: str = "") -> T:
@@ -447,7 +450,18 @@ def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
         ok = isinstance(value, tp)
     if not ok:
         raise SpecError(f"{source}: field {name!r} must be {tp.__name__} (got {value!r})")
+    if tp is str and control_characters(value):
+        raise SpecError(f"{source}: field {name!r} holds control characters (a newline, a "
+                        f"terminal escape: {value!r:.60}); write it on one line of plain text")
     return value
+
+
+def control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (newline, tab, ESC, ...): printed, one
+    rewrites what the terminal shows."""
+    import unicodedata
+
+    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 # A field that must be positive is also held to a physical range: a clock of 1e-300 MHz gave

@@ -71,6 +71,17 @@ def positive_int(text: str) -> int:
     return v
 
 
+def one_line(text: str) -> str:
+    """argparse type: text without control characters (a newline or a terminal escape,
+    which would rewrite the terminal when the text is printed back)."""
+    import unicodedata
+
+    if any(unicodedata.category(c) == "Cc" for c in text):
+        raise argparse.ArgumentTypeError(f"holds control characters ({text!r:.60}); give "
+                                         "one line of plain text")
+    return text
+
+
 def nonneg_int(text: str) -> int:
     """argparse type: an integer >= 0."""
     try:

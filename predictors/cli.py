@@ -96,7 +96,7 @@ Writes arch_index,arch_str: the --archs file of measure-space.
 
 def register(sub) -> None:
     """Add ``fit``, ``fewshot`` and ``select`` to the ``costmodels`` command line."""
-    from costmodels.cli import Formatter, add_space_args, positive_int, seed_int
+    from costmodels.cli import Formatter, add_space_args, one_line, positive_int, seed_int
 
     p = sub.add_parser("select", help="which K networks to measure on a new device (for fit "
                        "fewshot/transfer)", formatter_class=Formatter, epilog=SELECT_EPILOG,
@@ -136,7 +136,8 @@ def register(sub) -> None:
                    help="use only N rows of --train, drawn with --seed")
     p.add_argument("--seed", type=seed_int, default=0, help="seed of --limit and of the model")
     _add_duplicates(p, "--train or a --source table")
-    p.add_argument("--device", help="target device name for the manifest (default: from the "
+    p.add_argument("--device", type=one_line,
+                   help="target device name for the manifest (default: from the "
                                     "--train file name)")
     add_space_args(p, archs=False)
     p.add_argument("-o", "--output", required=True, metavar="MODEL_DIR",

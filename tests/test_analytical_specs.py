@@ -113,3 +113,21 @@ def test_roofline_default_spec(monkeypatch, tmp_path):
     local.write_text((spec_dir() / "cortex_a72.toml").read_text())
     monkeypatch.setenv("COSTMODELS_ROOFLINE_SPEC", str(local))
     assert create("roofline").name == "roofline:cortex_a72"
+
+
+def test_a_name_with_a_terminal_escape_a_bom_and_deep_nesting(tmp_path):
+    """A string field with a newline or an escape sequence (printed back, it rewrote the
+    terminal) is refused; a UTF-8 BOM is read past, as tables do; a document nested
+    thousands deep is named, not a RecursionError."""
+    p = _write_bad(tmp_path, "x86_generic", 'name = "x86_generic"',
+                   'name = "evil\\n\\u001b[31mred"')
+    with pytest.raises(SpecError, match=r"field 'name' holds control characters"):
+        load_spec(str(p), RooflineSpec)
+    src = (spec_dir() / "x86_generic.toml").read_bytes()
+    bom = tmp_path / "bom.toml"
+    bom.write_bytes(b"\xef\xbb\xbf" + src)
+    assert load_spec(str(bom), RooflineSpec).name == load_spec("x86_generic", RooflineSpec).name
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(SpecError, match="nested thousands deep"):
+        load_spec(str(deep), RooflineSpec)

@@ -622,3 +622,15 @@ def test_a_table_is_not_written_over_a_json_document(tmp_path, capsys):
     assert manifest.read_text() == '\n  {"schema": "costmodels.model"}\n'
     out = tmp_path / "e.csv"
     assert main([*argv, str(out)]) == 0 and main([*argv, str(out)]) == 0
+
+
+@pytest.mark.parametrize("argv", [
+    ["fit", "gbdt", "--train", "t.csv", "--device", "x\x1b[2J", "-o", "m"],
+    ["compare", "--truth", "t.csv", "flops", "--fingerprint", "a\nb", "-o", "r"]])
+def test_free_text_flags_refuse_control_characters(argv, tmp_path, capsys, monkeypatch):
+    """Text a command prints back (the manifest's device, the report's machine line) holds
+    no newline or terminal escape: refused by the argument parser, before any work."""
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == 2
+    assert "holds control characters" in capsys.readouterr().err
+    assert not list(tmp_path.iterdir())

@@ -35,7 +35,7 @@ Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from costmodels.cli import Formatter, add_space_args, positive_int, seed_int
+    from costmodels.cli import Formatter, add_space_args, one_line, positive_int, seed_int
 
     p = sub.add_parser("compare", help="rank estimators against measured latency -> report",
                        formatter_class=Formatter, epilog=COMPARE_EPILOG,
@@ -67,7 +67,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
     p.add_argument("--models-truth", default="measure:ort", metavar="SPEC",
                    help="backend that measures the --models networks")
-    p.add_argument("--fingerprint", metavar="TEXT",
+    p.add_argument("--fingerprint", metavar="TEXT", type=one_line,
                    help="machine line for the report; unset: this machine's, from the measure "
                         "package")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="report folder")
