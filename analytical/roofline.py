@@ -358,6 +358,9 @@ def from_spec(arg: str | None) -> RooflineModel:
         arg = str(local)
     from analytical.specs import SpecError, resolve_spec_path
 
+    if arg is not None and not arg.strip():
+        raise SpecError("roofline: names no spec after the colon; give one (`costmodels "
+                        "roofline specs` lists them), or say `roofline` for the default")
     arg = arg or default_spec()
     spec = load_spec(arg, RooflineSpec)
     try:

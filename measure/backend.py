@@ -155,7 +155,10 @@ def _convert(value: str, typ: Any) -> Any:
 
 def from_spec(arg: str | None) -> MeasureModel:
     """Registry factory: ``measure:ort``, ``measure:tvm``, with ``,key=value`` options."""
+    from measure.rounds import check_anchors
+
     runtime, config, db = parse_options(arg)
+    check_anchors(config)  # a corrupt anchor file: refused now, not in every row
     if db:  # a store that is not ours (or holds triggers) is refused now, not per network
         from measure.sqlite import inspect
         from measure.store import SCHEMA

@@ -220,8 +220,10 @@ def _model_for(args: argparse.Namespace):
 
 def cmd_measure(args: argparse.Namespace) -> int:
     from measure import measure
+    from measure.rounds import check_anchors
 
     config = config_from_args(args)
+    check_anchors(config)  # a corrupt anchor file: refused before a session is built
     model, net = _model_for(args)
     res = measure(model, config)
     doc = {**res.summary(), "model": str(args.model)}

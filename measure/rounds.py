@@ -59,6 +59,10 @@ PANEL_CELLS = (
 )
 ANCHORS_ENV = "COSTMODELS_ANCHORS"
 ANCHORS_SCHEMA = "costmodels.anchors"
+ANCHORS_VERSION = 1
+#: the anchors a file may hold (ms): the panel takes about a millisecond on one core, so a
+#: value outside this range (0, -1, 1e300, 1e-300) was edited by hand or is corrupt
+ANCHOR_RANGE_MS = (1e-3, 1e4)
 DEFAULT_WINDOW = 20
 
 
@@ -225,7 +229,39 @@ def _read_anchors(path: Path) -> dict[str, Any]:
         raise InputError(f"{path}: not a costmodels anchor file (no \"schema\": "
                          f"\"{ANCHORS_SCHEMA}\"); it was left as it is: delete it or point "
                          f"${ANCHORS_ENV} elsewhere")
+    _check_anchor_doc(path, doc)
     return doc["anchors"]
+
+
+def _check_anchor_doc(path: Path, doc: dict[str, Any]) -> None:
+    """Refuse an anchor file of an unknown version or with an entry that holds no usable
+    anchor: it would be silently replaced (a new level for every later corrected figure) and
+    the file rewritten. Raises InputError naming the file and the entry's field."""
+    from costmodels.errors import InputError, short_repr
+
+    keep = (f"it was left as it is: delete it (the next measurement sets new anchors) or "
+            f"point ${ANCHORS_ENV} elsewhere")
+    version = doc.get("version", ANCHORS_VERSION)
+    if version != ANCHORS_VERSION or isinstance(version, bool):
+        newer = isinstance(version, int) and not isinstance(version, bool) \
+            and version > ANCHORS_VERSION
+        what = (f"written by a newer costmodels; it was left as it is: measure with that "
+                f"one, or point ${ANCHORS_ENV} elsewhere for this one" if newer
+                else f"edited by hand or corrupt; {keep}")
+        raise InputError(f"{path}: \"version\" is {short_repr(version)}, not "
+                         f"{ANCHORS_VERSION} (the anchor file version this costmodels reads): "
+                         f"{what}")
+    lo, hi = ANCHOR_RANGE_MS
+    for key, entry in doc["anchors"].items():
+        if not isinstance(entry, dict):
+            raise InputError(f"{path}: anchor {short_repr(key)} is {short_repr(entry)}, not an "
+                             f"object with \"anchor_ms\"; edited by hand or corrupt: {keep}")
+        if _anchor_of(entry) is None:
+            value = entry.get("anchor_ms")
+            raise InputError(f"{path}: anchor {short_repr(key)}: anchor_ms is "
+                             f"{short_repr(value)}, not a time in ms (the reference panel's "
+                             f"time, between {lo:g} and {hi:g} ms); edited by hand or corrupt: "
+                             f"{keep}")
 
 
 def check_anchors(config: MeasureConfig) -> None:
@@ -254,8 +290,8 @@ def machine_anchor(config: MeasureConfig, candidate_ms: float | None = None) -> 
     found = _anchor_of(anchors.get(key))
     if found is not None:
         return found
-    if candidate_ms is None or not candidate_ms > 0:
-        return None
+    if candidate_ms is None or _anchor_of({"anchor_ms": candidate_ms}) is None:
+        return None  # no panel level, or none a later read would accept: not recorded
     try:
         return _set_anchor(path, key, config, float(candidate_ms))
     except OSError as exc:  # a read-only cache must not cost the measurement
@@ -338,8 +374,9 @@ def _others_active(path: Path) -> bool:
 
 def _anchor_of(entry: Any) -> float | None:
     """The anchor (ms) an anchor-file entry holds, None for a missing or unusable one."""
+    lo, hi = ANCHOR_RANGE_MS
     if isinstance(entry, dict) and isinstance(entry.get("anchor_ms"), (int, float)) \
-            and not isinstance(entry["anchor_ms"], bool) and 1e-6 < entry["anchor_ms"] < 3.6e6:
+            and not isinstance(entry["anchor_ms"], bool) and lo <= entry["anchor_ms"] <= hi:
         return float(entry["anchor_ms"])  # a panel's time: not 1e300 or 1e-300 (hand-edited)
     return None
 
@@ -384,7 +421,7 @@ def _set_anchor(path: Path, key: str, config: MeasureConfig, candidate_ms: float
                         "runtime_version": fp.get("runtime_version"),
                         "threads": config.threads, "panel": PANEL_VERSION}
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"schema": ANCHORS_SCHEMA, "version": 1,
+        tmp.write_text(json.dumps({"schema": ANCHORS_SCHEMA, "version": ANCHORS_VERSION,
                                    "anchors": anchors}, indent=1, sort_keys=True) + "\n",
                        encoding="utf-8")
         os.replace(tmp, path)

@@ -244,6 +244,10 @@ def _normalise(raw: dict[str, str], cols: list[str], name: str = "costmodels.lut
 
 def _refuse_foreign(path: Path, schema: Schema, name: str, tables: set[str], views: set[str],
                     user_version: int) -> None:
+    if name.replace("costmodels-", "costmodels.", 1) == schema.name:  # ours, in the old layout
+        raise ModelFileError(f"{path}: a {schema.what} of the first layout that lacks tables it "
+                             f"needs (it has {', '.join(sorted(tables)) or 'none'}): damaged or "
+                             f"edited by hand; the file was not modified; {schema.hint}")
     if name.startswith(SCHEMA_PREFIX) or name.startswith("costmodels-"):
         use = (" (a block LUT: estimate and compare read it as blocklut:PATH)"
                if "blocklut" in name else "")

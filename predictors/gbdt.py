@@ -32,6 +32,13 @@ from predictors.base import Predictor, PredictorError, check_training_data
 from predictors.linear import Ridge, ridge_loo
 
 CLASS = "predictors.gbdt.GBDTModel"
+#: the backends a prior may name: estimators that compute a latency (analytical models) or
+#: look it up (latency tables, LUTs, saved models, whose own priors are checked likewise).
+#: Not ``measure`` (it runs the networks and writes its store): a model's priors are
+#: created again whenever it is loaded, so a manifest naming it would measure on ``estimate``
+PRIOR_BACKENDS = ("flops", "params", "roofline", "eyeriss", "fpga", "table", "lut", "blocklut",
+                  "gbdt", "hybrid", "gnn", "transfer", "fewshot")
+MAX_PRIORS = 64
 
 
 class GBDTModel(Predictor):
@@ -123,6 +130,9 @@ class GBDTModel(Predictor):
     def fit(self, nets: Sequence[Network], latencies_ms: Sequence[float]) -> GBDTModel:
         y = check_training_data(nets, latencies_ms)
         margin = None
+        why = prior_problem(self.prior)
+        if why:
+            raise PredictorError(f"prior: {why}")
         if self.prior:
             self.priors_ = None
             # What each prior spec names now (a path made absolute, a bare `roofline` the
@@ -218,6 +228,13 @@ class GBDTModel(Predictor):
     def load(cls, model_dir: str | Path) -> GBDTModel:
 
         model, doc, d = P.restore(cls, model_dir, cls.class_name())
+        # the priors are created below (and at every estimate): checked before anything runs
+        why = prior_problem(model.prior, saved=True)
+        if why is None and cls is HybridModel and not model.prior:
+            why = "is empty; a hybrid corrects at least one prior estimator"
+        if why:
+            raise ModelFileError(f"{d / P.MANIFEST}: field 'params.prior' {why}; the file was "
+                                 "edited: fit the model again")
         model.booster_ = load_booster(P.model_file(d, doc, "model.json"), model._booster_params())
         arrays = P.load_arrays(P.model_file(d, doc, "arrays.npz"))
         where = d / "arrays.npz"
@@ -235,7 +252,17 @@ class GBDTModel(Predictor):
             if "prior_coef" not in arrays or arrays["prior_coef"].ndim != 1:
                 raise ModelFileError(f"{where} lacks prior_coef as a list of numbers; fit the "
                                      "model again")
-            model.prior_coef_ = arrays["prior_coef"]
+            coef = arrays["prior_coef"]
+            if len(coef) != len(model.prior) + 1:
+                raise ModelFileError(
+                    f"{where}: array 'prior_coef' holds {len(coef)} numbers, not "
+                    f"{len(model.prior) + 1} (one per prior of 'params.prior' in "
+                    f"{d / P.MANIFEST}, {len(model.prior)}, and an intercept); the files were "
+                    "edited: fit the model again")
+            if not np.isfinite(coef).all():
+                raise ModelFileError(f"{where}: array 'prior_coef' holds a non-finite number; "
+                                     "the file was edited: fit the model again")
+            model.prior_coef_ = coef.astype(np.float64)
             model.priors_ = None
             here = str(d.resolve())
             if here in _LOADING:  # a prior that is (or leads back to) this model
@@ -259,9 +286,14 @@ class GBDTModel(Predictor):
             content = isinstance(state.get("prior_content_sha256"), dict)
             stored = state.get("prior_content_sha256" if content else "prior_sha256")
             if isinstance(stored, dict):
+                from costmodels.registry import split_spec
+
                 digest = content_sha256 if content else P.file_sha256
-                changed = [f for f, h in stored.items()
-                           if not Path(f).is_file() or digest(Path(f)) != h]
+                # only the files the priors read: not any file the manifest names
+                named = {str(Path(arg.partition("?")[0])) for arg in
+                         (split_spec(spec)[1] for spec in model.prior) if arg}
+                changed = [f for f, h in stored.items() if f in named
+                           and (not Path(f).is_file() or digest(Path(f)) != h)]
                 if changed:
                     print(f"warning: {d}: the prior file {changed[0]} changed since this model "
                           f"was fitted (its {'content' if content else 'bytes'} differ"
@@ -269,6 +301,32 @@ class GBDTModel(Predictor):
                           "model again to learn the correction to it as it is now",
                           file=sys.stderr)
         return P.finish_restore(model, doc)
+
+
+def prior_problem(prior: object, saved: bool = False) -> str | None:
+    """What is wrong with ``prior`` (a model's prior specs), None if nothing: a list (a
+    tuple too unless ``saved``) of at most :data:`MAX_PRIORS` non-empty strings, each a spec
+    of a backend of :data:`PRIOR_BACKENDS`. The text follows the field's name in an error."""
+    from costmodels.errors import short_repr
+    from costmodels.registry import split_spec
+
+    kinds = (list,) if saved else (list, tuple)
+    if not isinstance(prior, kinds):
+        return (f"is {short_repr(prior)}, not a list of backend specs "
+                f"{'(a JSON list of strings)' if saved else '(one --prior SPEC each)'}")
+    if len(prior) > MAX_PRIORS:
+        return f"lists {len(prior)} specs, more than {MAX_PRIORS}"
+    for i, spec in enumerate(prior):
+        if not isinstance(spec, str) or not spec.strip():
+            return f"entry {i} is {short_repr(spec)}, not a backend spec (a non-empty string)"
+        name = split_spec(spec)[0]
+        if name not in PRIOR_BACKENDS:
+            hint = ("; to correct measurements, measure once (`costmodels measure-space`) and "
+                    "give the table it writes as a prior" if name == "measure" else "")
+            return (f"entry {i} is {short_repr(spec)}: a prior must be an estimator that "
+                    "computes or looks up a latency without running networks or writing "
+                    f"files, a spec of one of the backends {', '.join(PRIOR_BACKENDS)}{hint}")
+    return None
 
 
 def pin_prior(spec: str) -> str:

@@ -334,9 +334,22 @@ class LutFile(SchemaFile):
             "rules_hash=?", (space, dataset, batch, rules_hash)).fetchone()
         if row is None:
             return None
-        keys = json.loads(row[0])
-        counts = np.frombuffer(zlib.decompress(row[1]), dtype=np.uint16)
-        return keys, counts.reshape(-1, len(keys)) if keys else counts.reshape(0, 0)
+        where = (f"{self.path}: space_index row ({space}, {dataset}, batch {batch})")
+        try:
+            keys = json.loads(row[0])
+            if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+                raise ValueError("not a list of kernel keys")
+        except (ValueError, TypeError) as exc:
+            raise ModelFileError(f"{where}: field 'keys' is not what costmodels writes ({exc})"
+                                 "; rebuild the LUT's index with `costmodels lut build`"
+                                 ) from None
+        try:
+            counts = np.frombuffer(zlib.decompress(row[1]), dtype=np.uint16)
+            return keys, counts.reshape(-1, len(keys)) if keys else counts.reshape(0, 0)
+        except (zlib.error, TypeError, ValueError) as exc:
+            raise ModelFileError(f"{where}: field 'counts' is not what costmodels writes ({exc}"
+                                 "); rebuild the LUT's index with `costmodels lut build`"
+                                 ) from None
 
     def index_rows(self) -> list[tuple]:
         """Every space-index row as stored (for merging)."""
