@@ -95,7 +95,7 @@ OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
                        "depthwise_nchw", "conv_transpose", "conv3d", "gemm", "pool",
                        "global_pool", "elementwise",
                        "transcendental", "recurrent", "conv_int8", "depthwise_int8",
-                       "gemm_int8")
+                       "gemm_int8", "conv_integer")
 # the int8 matrix-product chains (tokens, width): GEMM_CHAINS and a transformer's size
 GEMM_INT8_CHAINS = (*GEMM_CHAINS, (197, 384))
 INT8_MEASURED = ("conv_int8", "depthwise_int8", "gemm_int8")
@@ -186,11 +186,11 @@ def time_model(model, feeds: dict[str, np.ndarray], repeats: int = 15, warmup: i
 def _graph(nodes, inputs, outputs, inits, opset: int = 17):
     from onnx import TensorProto, helper
 
-    def vi(name, shape):
-        return helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape))
+    def vi(name, shape, elem=TensorProto.FLOAT):
+        return helper.make_tensor_value_info(name, elem, list(shape))
 
-    g = helper.make_graph(nodes, "calib", [vi(n, s) for n, s in inputs],
-                          [vi(n, s) for n, s in outputs], inits)
+    g = helper.make_graph(nodes, "calib", [vi(*v) for v in inputs],
+                          [vi(*v) for v in outputs], inits)
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
     m.ir_version = 8
     return m
@@ -265,6 +265,28 @@ def conv_transpose_fan(c: int, h: int, k: int = 3) -> Point:
 def conv3d_chain(c: int, h: int, k: int = 3) -> Point:
     """``CHAIN`` 3-D convs (k x k x k, the size kept) + Relu on 1 x c x h x h x h."""
     return conv_chain(c, h, k, 1, dims=3)
+
+
+def conv_integer_fan(c: int, h: int, k: int = 3) -> Point:
+    """``CHAIN`` ConvIntegers (dynamic quantization's conv: uint8 activations, int8 weights,
+    int32 out; the size kept by padding, as exported convs are, which ONNX Runtime runs
+    about 4x slower than unpadded) reading one 1 x c x h x h map quantized once."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    shape = (1, c, h, h)
+    nodes = [helper.make_node("DynamicQuantizeLinear", ["x"], ["xq", "xs", "xz"])]
+    inits = []
+    for i in range(CHAIN):
+        inits.append(numpy_helper.from_array(rng.integers(-8, 8, (c, c, k, k)).astype(np.int8),
+                                             f"w{i}"))
+        nodes.append(helper.make_node("ConvInteger", ["xq", f"w{i}", "xz"], [f"y{i}"],
+                                      kernel_shape=[k, k], pads=[k // 2] * 4))
+    outs = [(f"y{i}", shape, TensorProto.INT32) for i in range(CHAIN)]
+    macs = h * h * c * c * k * k
+    return Point(_graph(nodes, [("x", shape)], outs, inits),
+                 {"x": rng.normal(size=shape).astype(np.float32)}, CHAIN, 2.0 * macs,
+                 float(5 * c * h * h + c * c * k * k))
 
 
 def _qdq(nodes: list, inits: list, x: str, name: str) -> str:
@@ -455,6 +477,7 @@ def benchmark_points() -> dict[str, list[Point]]:
         "transcendental": [transcendental_chain(c, h) for c, h in SIZES],
         "recurrent": [lstm_point(b, h) for b, h in RNN_SIZES],
         "conv_int8": [qdq_conv_chain(c, h, 3, 1) for c, h in SIZES],
+        "conv_integer": [conv_integer_fan(c, h) for c, h in SIZES],
         "depthwise_int8": [qdq_conv_chain(c, h, 3, c) for c, h in SIZES],
         "gemm_int8": [qdq_matmul_chain(m, k) for m, k in GEMM_INT8_CHAINS],
     }
@@ -649,7 +672,7 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     int8_peak = max(p.flops / t for name in INT8_MEASURED
                     for p, t in zip(pts[name], secs[name], strict=True)) / 1e9
     for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw",
-                 "conv_transpose", "conv3d", "transcendental", *INT8_MEASURED):
+                 "conv_transpose", "conv3d", "conv_integer", "transcendental", *INT8_MEASURED):
         # fitted on FLOPs (a transcendental op: one per element); a byte rate fitted on
         # compute-bound runs would understate the memory roof, so they stream at the
         # element-wise efficiency
@@ -742,7 +765,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"# conv_int8/depthwise_int8/gemm_int8: the conv and depthwise chains and MatMul chains "
         f"at {GEMM_INT8_CHAINS},",
         "# quantized in the QDQ format (uint8 activations, int8 weights: ORT's QLinearConv /",
-        "# QLinearMatMul; their efficiency is against int8_peak_gflops).",
+        "# QLinearMatMul; their efficiency is against int8_peak_gflops); conv_integer: fans of",
+        f"# {CHAIN} padded 3x3 ConvIntegers (dynamic quantization's conv) at the conv sizes.",
     ]
     for cls in (c for c in OP_CLASSES_MEASURED if c in cal.ops):
         o = cal.ops[cls]

@@ -53,7 +53,7 @@ OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": 
                     "depthwise_nchw": "depthwise", "grouped_nchw": "grouped",
                     "transcendental": "elementwise", "conv_int8": "conv",
                     "depthwise_int8": "depthwise", "gemm_int8": "gemm",
-                    "conv_transpose": "conv", "conv3d": "conv"}
+                    "conv_transpose": "conv", "conv3d": "conv", "conv_integer": "conv_nchw"}
 # A kernel on uint8/int8 tensors (a QDQ model's QLinearConv / QLinearMatMul, or a QOperator
 # one's) computes in integers: these classes, when the spec has them (the float class else).
 INT8_CLASSES = {"conv": "conv_int8", "conv1x1": "conv_int8", "grouped": "conv_int8",
@@ -121,10 +121,14 @@ def local_spec_path() -> Path:
 def op_class(layer: Layer) -> str:
     """The spec's op class of a layer, from :func:`costmodels.ops.op_class`: convolutions
     by groups and kernel (``depthwise``, ``grouped``, ``conv1x1``, ``conv``; a transposed
-    one ``conv_transpose``, a 3-D one ``conv3d``: each ``conv`` where the spec lacks it),
+    one ``conv_transpose``, a 3-D one ``conv3d``: each ``conv`` where the spec lacks it;
+    dynamic quantization's ``ConvInteger`` ``conv_integer``, ONNX Runtime's im2col path
+    without a blocked or int8 kernel, ``conv_nchw`` where the spec lacks it),
     Gemm and MatMul ``gemm``, pools, views, ``transcendental`` element-wise ops
     (:data:`TRANSCENDENTAL_OPS`); every other op streams like an ``elementwise`` one."""
     cls = ops_class(layer)
+    if layer.op == "ConvInteger":  # not QLinearConv's int8 kernel: ~4x a float conv padded
+        return "conv_integer"
     if cls == "conv" and layer.op == "ConvTranspose":  # ONNX Runtime's col2im path
         return "conv_transpose"
     if cls == "conv" and len(layer.kernel) == 3:  # a volume: no blocked kernel for it

@@ -178,6 +178,13 @@ def test_op_classes():
     mm = make_layer("m", "MatMul", ["x", "y"], ["m"], [(1, 4, 8), (1, 8, 4)], (1, 4, 4))
     assert op_class(mm) == "gemm"
     assert op_class(_op("a", "Add", ["x", "y"])) == "elementwise"
+    # dynamic quantization's conv: ONNX Runtime's slow im2col path, not QLinearConv's kernel
+    ci = make_layer("c", "ConvInteger", ["x"], ["c"], [SHAPE], SHAPE, [(8, 8, 3, 3)],
+                    kernel=(3, 3), pads=(1, 1, 1, 1), dtype="uint8")
+    assert op_class(ci) == "conv_integer"
+    epyc = RooflineModel(load_spec("epyc_2c", RooflineSpec))
+    assert epyc.class_cost("conv_integer") is epyc.spec.ops["conv_integer"]
+    assert RooflineModel(XEON).class_cost("conv_integer") is XEON.ops["conv"]  # via conv_nchw
 
 
 def test_costly_element_wise_ops_are_priced_by_their_work():
