@@ -49,7 +49,13 @@ import numpy as np
 from analytical.specs import EyerissSpec, PredictorSpec, load_spec, spec_kind
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Layer, Network, numel
-from costmodels.ops import CONV_OPS, GLOBAL_POOL_OPS, MAC_OPS, POOL_OPS, VIEW_OPS
+from costmodels.ops import CONV_OPS, GLOBAL_POOL_OPS, MAC_OPS, POOL_OPS, QUANT_OPS, VIEW_OPS
+
+# Ops the accelerator does not run: views alias their input, and a QDQ model's Quantize/
+# DequantizeLinear only name the fixed-point precision the accelerator computes at anyway
+# (its spec's word size), so they alias theirs too (each was a pass over DRAM: a model
+# quantized for such a chip read 2-4x slower than its float original)
+FREE_OPS = VIEW_OPS | QUANT_OPS
 
 LEVELS = ("mac", "spad", "noc", "glb", "dram")
 DEFAULT_SPEC = "eyeriss"
@@ -293,7 +299,7 @@ class EyerissModel(BaseCostModel):
 
     def placement(self, layer: Layer) -> str:
         s = self.spec
-        if layer.op in VIEW_OPS:
+        if layer.op in FREE_OPS:
             return "view"
         if layer.op in MAC_OPS:
             return "pe_array"
@@ -410,7 +416,7 @@ def activation_dram_bytes(layers: Sequence[Layer], outputs: Sequence[str],
     alias: dict[str, str] = {}
     last: dict[str, int] = {}
     for j, layer in enumerate(layers):
-        if layer.op in VIEW_OPS and layer.inputs and layer.outputs:
+        if layer.op in FREE_OPS and layer.inputs and layer.outputs:
             t = layer.inputs[0]
             alias[layer.outputs[0]] = alias.get(t, t)
             continue
@@ -422,7 +428,7 @@ def activation_dram_bytes(layers: Sequence[Layer], outputs: Sequence[str],
     used = 0.0
     act = [0.0] * len(layers)
     for j, layer in enumerate(layers):
-        if (layer.op in VIEW_OPS and layer.inputs) or not layer.outputs:
+        if (layer.op in FREE_OPS and layer.inputs) or not layer.outputs:
             continue
         ins = [alias.get(t, t) for t in layer.inputs]
         for t in ins:

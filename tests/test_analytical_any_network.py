@@ -241,3 +241,37 @@ def test_einsum_macs_are_the_pairwise_left_to_right_products(equation, shapes, o
     assert einsum_macs(equation, shapes, out) == expected
     if len(terms) == 2:
         assert expected == math.prod(out) * shapes[0][-1]
+
+
+@pytest.mark.parametrize("backend", ["fpga", "eyeriss:eyeriss_rs"])
+def test_accelerators_cost_a_qdq_model_as_its_float_original(backend):
+    """A QDQ conv (Quantize/DequantizeLinear around it, an int8 weight) on a fixed-point
+    accelerator costs what the float conv does: the Q/DQ nodes only name the precision the
+    chip computes at (each was a pass over DRAM, a quantized model 2-4x slower)."""
+    rng = np.random.default_rng(0)
+    w = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+            for n, s in (("x", [1, 8, 16, 16]), ("y", [1, 16, 16, 16])))
+
+    def model(nodes, inits):
+        m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return import_onnx(m)
+
+    plain = model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
+                  [numpy_helper.from_array(w, "w")])
+    consts = [numpy_helper.from_array(np.float32(0.05), "s"),
+              numpy_helper.from_array(np.uint8(128), "z"),
+              numpy_helper.from_array(np.int8(0), "zw"),
+              numpy_helper.from_array((w * 100).astype(np.int8), "wq")]
+    qdq = model([helper.make_node("QuantizeLinear", ["x", "s", "z"], ["xq"]),
+                 helper.make_node("DequantizeLinear", ["xq", "s", "z"], ["xd"]),
+                 helper.make_node("DequantizeLinear", ["wq", "s", "zw"], ["wd"]),
+                 helper.make_node("Conv", ["xd", "wd"], ["c"], pads=[1] * 4),
+                 helper.make_node("QuantizeLinear", ["c", "s", "z"], ["cq"]),
+                 helper.make_node("DequantizeLinear", ["cq", "s", "z"], ["y"])], consts)
+    model_ = create(backend)
+    a, b = model_.estimate(plain), model_.estimate(qdq)
+    assert b.latency_ms == pytest.approx(a.latency_ms, rel=1e-9)
+    assert b.energy_mj == pytest.approx(a.energy_mj, rel=1e-9)
