@@ -94,7 +94,7 @@ def _migrate_1(con: sqlite3.Connection) -> None:
 
 
 SCHEMA = Schema(SCHEMA_NAME, SCHEMA_VERSION, _DDL, what="measurement store",
-                hint="pass another --db path (a new file is created)",
+                hint="pass another --db path (`measure-space` creates a new store there)",
                 migrations={1: _migrate_1}, readable=frozenset({1}))
 
 
