@@ -65,7 +65,8 @@ from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from costmodels.errors import ModelFileError, special_file
-from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, numel
+from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer, numel
+from costmodels.ops import MAC_OPS
 
 RULES_FORMAT = "costmodels-fusion-rules"
 RULES_SCHEMA = 1
@@ -401,6 +402,13 @@ class QDQRules:
     default uint8) are rewritten. ``channels_last``: fused kernels of these ops run
     in NHWC, ``channels_last_follow``: ops that stay in NHWC on NHWC inputs; a 4-D tensor
     that crosses between NHWC and NCHW costs a ``Transpose``.
+
+    ``int8_to_uint8`` (ONNX Runtime on x86, whose quantized kernels take uint8 activations:
+    its ``QDQS8ToU8Transformer``): an int8 tensor written by a ``QuantizeLinear`` runs as
+    uint8 when it is not a graph output, its only reader is one ``DequantizeLinear`` and that
+    DQ has at most one reader (a graph output counts); other int8 tensors stay int8. A group
+    is rewritten only when its inputs and output are of one type after that, and an int8
+    group of a ``uint8_only`` op (Conv, MatMul: no int8 kernel there) stays float.
     """
 
     fuse: frozenset[str]
@@ -409,6 +417,8 @@ class QDQRules:
     remove_if_uint8: frozenset[str] = frozenset()
     channels_last: frozenset[str] = frozenset()
     channels_last_follow: frozenset[str] = frozenset()
+    int8_to_uint8: bool = False
+    uint8_only: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -503,7 +513,9 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             remove_if_uint8=_names(q.get("remove_if_uint8", ()), "qdq.remove_if_uint8"),
             channels_last=_names(q.get("channels_last", ()), "qdq.channels_last"),
             channels_last_follow=_names(q.get("channels_last_follow", ()),
-                                        "qdq.channels_last_follow"))
+                                        "qdq.channels_last_follow"),
+            int8_to_uint8=_flag(q.get("int8_to_uint8", False), "qdq.int8_to_uint8"),
+            uint8_only=_names(q.get("uint8_only", ()), "qdq.uint8_only"))
         prune = _flag(d.get("prune_dead", False), "prune_dead")
         to_split = _flag(d.get("slices_to_split", False), "slices_to_split")
         quick_gelu = _flag(d.get("quick_gelu", False), "quick_gelu")
@@ -743,6 +755,8 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
             layout.update(dict.fromkeys(layer.outputs, here))  # every output of a Split
             order.append(_quantized_kernel(layer, kind, covered, here))
             continue
+        if q is not None and dequantized_weights(layer):
+            order.extend(_weight_dequantizers(layer))
         if (not open_by_out.keys().isdisjoint(ins)
                 and _absorb(layer, ins, out, open_by_out, uses, layout)):
             continue
@@ -787,6 +801,19 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
         elif layout.get(t) == "nhwc":
             convert(t, "nhwc", "nchw", shape_of[t])
     return [k.kernel() if isinstance(k, _Open) else k for k in order]
+
+
+def _weight_dequantizers(layer: Layer) -> list[Kernel]:
+    """The ``DequantizeLinear`` kernels a float layer of a QDQ model runs on its quantized
+    weights at every inference (ONNX Runtime does not fold them): one per weight, int8 (a
+    1-D one, a bias, int32)."""
+    out = []
+    for k, w in enumerate(layer.weight_shapes):
+        dq = make_layer(f"{layer.name}/weight_dq{k}", "DequantizeLinear", [],
+                        [f"{layer.name}/weight{k}"], [w], w, (),
+                        dtype="int32" if len(w) == 1 else "int8", out_dtype=layer.dtype)
+        out.append(_single(dq, "nchw"))
+    return out
 
 
 def _replaced(kept: list[tuple[Layer, tuple[str, ...]]], merged: Mapping[int, Layer],
@@ -884,12 +911,33 @@ def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q:
             readers.setdefault(t, []).append(i)
     graph_out = set(outputs)
 
+    def n_readers(t: str) -> int:
+        return len(readers.get(t, [])) + (t in graph_out)
+
+    def converted(t: str) -> bool:
+        """Whether int8 tensor ``t`` runs as uint8 (``int8_to_uint8``): a Q's output read
+        by one DQ alone, which has at most one reader itself."""
+        p, rs = prod.get(t), readers.get(t, [])
+        return (q.int8_to_uint8 and p is not None and kept[p][0].op == "QuantizeLinear"
+                and t not in graph_out and len(rs) == 1
+                and kept[rs[0]][0].op == "DequantizeLinear"
+                and n_readers(kept[rs[0]][0].outputs[0]) <= 1)
+
     def dq_dtype(j: int | None) -> str:
+        """The type a DQ's quantized input runs as ("" for no DQ of ``q.dtypes``)."""
         if j is None:
             return ""
         layer, ins = kept[j]
         ok = layer.op == "DequantizeLinear" and len(ins) == 1 and layer.dtype in q.dtypes
-        return layer.dtype if ok else ""
+        if not ok:
+            return ""
+        return "uint8" if layer.dtype == "int8" and converted(ins[0]) else layer.dtype
+
+    def q_dtype(i: int) -> str:
+        """The type a QuantizeLinear's output runs as."""
+        layer = kept[i][0]
+        dt = layer.out_dtype or layer.dtype
+        return "uint8" if dt == "int8" and converted(layer.outputs[0]) else dt
 
     def q_readers(layer: Layer) -> list[int] | None:
         """The QuantizeLinear that is the one reader of each output of ``layer``, or None."""
@@ -914,6 +962,14 @@ def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q:
         if len(dts) != 1 or "" in dts or qs is None:
             continue
         dt = dts.pop()
+        if any(q_dtype(qi) != dt for qi in qs):
+            continue  # mixed types: the runtime runs the op in float
+        if (layer.weight_shapes and layer.op not in MAC_OPS
+                and any(kept[j][0].dtype != dt for j in srcs if j is not None)):
+            continue  # a quantized constant operand (an Add's bias) keeps the int8 of the
+            # model's activations, while the converted ones run as uint8: mixed, float
+        if kind == "fuse" and dt == "int8" and layer.op in q.uint8_only:
+            continue
         if kind == "remove" and dt != "uint8":
             continue
         n_w = sum(numel(w) for w in layer.weight_shapes)
@@ -984,12 +1040,22 @@ def _aligned(shape: Shape, lay: LayoutRules) -> bool:
     return len(shape) > 1 and shape[1] % lay.channel_alignment == 0
 
 
+def dequantized_weights(layer: Layer) -> bool:
+    """Whether a float layer reads quantized weights (a QDQ model's op left in float: the
+    importer keeps its weights' int8 bytes), which the runtime dequantizes at every run."""
+    n = sum(numel(w) for w in layer.weight_shapes)
+    item = DTYPE_BYTES.get(layer.dtype, 4)
+    return bool(n) and item >= 2 and layer.bytes_weights < item * n
+
+
 def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
                lay: LayoutRules | None) -> str:
     if lay is None or len(layer.output_shape) != 4:
         return "nchw"
     if layer.dtype in ("uint8", "int8") and lay.version >= 2:
         return "nchw"  # ORT's blocked kernels are float ones (a uint8 max-pool is not)
+    if lay.version >= 2 and dequantized_weights(layer):
+        return "nchw"  # weights a DequantizeLinear makes at run time: not constant, no NCHWc
     v2 = lay.version >= 2
     if v2 and layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
             and layer.input_shapes[0][1] % lay.block:
