@@ -409,6 +409,10 @@ class QDQRules:
     DQ has at most one reader (a graph output counts); other int8 tensors stay int8. A group
     is rewritten only when its inputs and output are of one type after that, and an int8
     group of a ``uint8_only`` op (Conv, MatMul: no int8 kernel there) stays float.
+    ``dequantize_weights``: a float op that reads quantized weights runs a
+    ``DequantizeLinear`` of each at every inference and, its weights not constant, no
+    blocked layout (rules files without the field, as LUTs stored them before, plan as
+    they did).
     """
 
     fuse: frozenset[str]
@@ -419,6 +423,7 @@ class QDQRules:
     channels_last_follow: frozenset[str] = frozenset()
     int8_to_uint8: bool = False
     uint8_only: frozenset[str] = frozenset()
+    dequantize_weights: bool = False
 
 
 @dataclass(frozen=True)
@@ -515,7 +520,9 @@ def rules_from_json(text: str, source: str = "<rules>") -> FusionRules:
             channels_last_follow=_names(q.get("channels_last_follow", ()),
                                         "qdq.channels_last_follow"),
             int8_to_uint8=_flag(q.get("int8_to_uint8", False), "qdq.int8_to_uint8"),
-            uint8_only=_names(q.get("uint8_only", ()), "qdq.uint8_only"))
+            uint8_only=_names(q.get("uint8_only", ()), "qdq.uint8_only"),
+            dequantize_weights=_flag(q.get("dequantize_weights", False),
+                                     "qdq.dequantize_weights"))
         prune = _flag(d.get("prune_dead", False), "prune_dead")
         to_split = _flag(d.get("slices_to_split", False), "slices_to_split")
         quick_gelu = _flag(d.get("quick_gelu", False), "quick_gelu")
@@ -755,12 +762,14 @@ def kernels(net: Network, rules: FusionRules) -> list[Kernel]:
             layout.update(dict.fromkeys(layer.outputs, here))  # every output of a Split
             order.append(_quantized_kernel(layer, kind, covered, here))
             continue
-        if q is not None and dequantized_weights(layer):
+        dequantized = q is not None and q.dequantize_weights and dequantized_weights(layer)
+        if dequantized:
             order.extend(_weight_dequantizers(layer))
         if (not open_by_out.keys().isdisjoint(ins)
                 and _absorb(layer, ins, out, open_by_out, uses, layout)):
             continue
-        here = _layout_of(layer, ins, layout, lay)
+        # weights a DequantizeLinear makes at run time are not constant: no blocked layout
+        here = "nchw" if dequantized else _layout_of(layer, ins, layout, lay)
         if q is not None and here == "nchw" and _follows_nhwc(layer, ins, layout, q):
             here = "nhwc"
         if lay is not None or q is not None:
@@ -1054,8 +1063,6 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
         return "nchw"
     if layer.dtype in ("uint8", "int8") and lay.version >= 2:
         return "nchw"  # ORT's blocked kernels are float ones (a uint8 max-pool is not)
-    if lay.version >= 2 and dequantized_weights(layer):
-        return "nchw"  # weights a DequantizeLinear makes at run time: not constant, no NCHWc
     v2 = lay.version >= 2
     if v2 and layer.op in _POOLS and layer.input_shapes and len(layer.input_shapes[0]) == 4 \
             and layer.input_shapes[0][1] % lay.block:

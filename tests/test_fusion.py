@@ -824,3 +824,23 @@ def test_neutral_ops_are_elided_exactly_where_ort_removes_them(op, cshape, on_in
     theirs = _ort_node_ops(model, tmp_path)
     ks = kernels(import_onnx(model), ort_rules)
     assert (op in theirs) == any(op in k.ops for k in ks), (theirs, ops_of(ks))
+
+
+def test_rules_without_the_int8_fields_plan_a_qdq_model_as_before(ort_rules):
+    """A LUT plans with the rules stored in it: ort.json as stored before the int8 fields
+    (activation_dtypes uint8 only, no int8_to_uint8, uint8_only, dequantize_weights) leaves
+    int8 groups unfused and adds no weight dequantizers, as LUTs built then planned."""
+    from costmodels.onnx_import import import_onnx
+
+    doc = json.loads(ort_rules.doc)
+    for field in ("int8_to_uint8", "uint8_only", "dequantize_weights"):
+        del doc["qdq"][field]
+    doc["qdq"]["activation_dtypes"] = ["uint8"]
+    old = rules_from_json(json.dumps(doc))
+    i8 = import_onnx(_qdq_model("int8"))
+    before = kernels(i8, old)
+    assert not any(k.ops[0] == "DequantizeLinear" and len(k.ops) == 3 for k in before)
+    assert not any(k.layers and k.layers[0].name.endswith("/weight_dq0") for k in before)
+    now = kernels(i8, ort_rules)
+    assert any(k.ops[0] == "DequantizeLinear" and len(k.ops) == 3 for k in now)
+    assert any(k.layers and k.layers[0].name.endswith("/weight_dq0") for k in now)
