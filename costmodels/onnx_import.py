@@ -1562,22 +1562,34 @@ def _constants(graph: Any) -> dict[str, _Const]:
     return consts
 
 
+@functools.lru_cache(maxsize=1024)
+def _type_constraints(op: str, opset: int, domain: str) -> tuple[list, dict] | None:
+    """An op's formal inputs and its type constraints at ``opset`` (None: no schema)."""
+    from onnx import defs
+
+    try:
+        schema = defs.get_schema(op, opset, domain)
+    except Exception:  # noqa: BLE001 - no schema: nothing to check against
+        return None
+    formal = list(schema.inputs)
+    if not formal:
+        return None
+    return formal, {c.type_param_str: frozenset(c.allowed_type_strs)
+                    for c in schema.type_constraints}
+
+
 def _check_types(node: Any, node_name: str, elem_of: Callable[[str], int], opset: int,
                  source: str) -> None:
     """Refuse a node whose inputs break its op's type constraints, as ONNX Runtime refuses the
     model (a float Conv with a float64, int8 or complex weight): two inputs that must share
     a type and do not, or an input of a type the op does not take. Types not known, and ops
     whose schema is not found at ``opset``, are not checked."""
-    from onnx import TensorProto, defs
+    from onnx import TensorProto
 
-    try:
-        schema = defs.get_schema(node.op_type, opset, node.domain or "")
-    except Exception:  # noqa: BLE001 - no schema: nothing to check against
+    found = _type_constraints(node.op_type, opset, node.domain or "")
+    if found is None:
         return
-    formal = list(schema.inputs)
-    if not formal:
-        return
-    allowed = {c.type_param_str: set(c.allowed_type_strs) for c in schema.type_constraints}
+    formal, allowed = found
     seen: dict[str, tuple[str, int]] = {}
     for k, t in enumerate(node.input):
         if not t:
