@@ -16,7 +16,8 @@ double-buffered tiles fit the usable BRAM::
     cycles         = max(compute_cycles, DDR bytes / DDR bytes per cycle) + overhead
 
 (``tiles = ceil(E/Tr) * ceil(F/Tc)``; double buffering overlaps transfer and compute).
-Feature maps live in DDR between layers. Ops in ``fused_post_ops`` (ReLU, folded BN)
+Feature maps live in DDR between layers. Ops in ``fused_post_ops`` (ReLU, folded BN), and
+an ``Add`` of a constant (a bias an old converter wrote apart from its conv or MatMul),
 ride on the array's load/store path: no cycles, vector-op energy. Pooling and
 element-wise ops run on a ``vector_lanes`` unit: ``max(ops / lanes, DDR bytes / rate)``.
 
@@ -48,6 +49,14 @@ from costmodels.ops import MAC_OPS, QUANT_OPS, VIEW_OPS
 # (its spec's word size), so they alias theirs too (each was a pass over DRAM: a model
 # quantized for such a chip read 2-4x slower than its float original)
 FREE_OPS = VIEW_OPS | QUANT_OPS
+
+
+def _bias_add(layer: Layer) -> bool:
+    """An ``Add`` of one activation and a constant: a bias, applied on the array's store
+    path like a folded BN (a conv with its bias apart cost +46% as a vector pass, a MatMul
+    and its Add twice its Gemm)."""
+    return (layer.op in ("Add", "Sub") and len(layer.input_shapes) == 1
+            and len(layer.weight_shapes) == 1)
 
 DEFAULT_SPEC = "zc706_hwnas"
 
@@ -146,7 +155,7 @@ class FpgaModel(BaseCostModel):
             return LayerTime("view", 0.0, 0.0, 0.0, 0.0, 0.0, (), 0.0)
         if layer.op in MAC_OPS:
             return conv_time(conv_shape(layer), self.spec)
-        if layer.op in self.spec.fused_post_ops:
+        if layer.op in self.spec.fused_post_ops or _bias_add(layer):
             ops = float(max(layer.elem_ops, numel(layer.output_shape)))
             return LayerTime("fused", 0.0, 0.0, 0.0, 0.0, ops, (), 0.0)
         return vector_time(layer, self.spec)

@@ -214,6 +214,9 @@ def _macs(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
     return out_elems * (a[-1] if a else 1)  # MatMul family: A is [..., M, K] or (K,)
 
 
+VARIADIC_OPS = frozenset({"Sum", "Mean", "Max", "Min"})  # element-wise over n operands
+
+
 def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
               kernel: Shape, operands: int | None = None) -> int:
     """Non-MAC arithmetic of a layer (conventions in the module docstring); ``operands``:
@@ -236,6 +239,9 @@ def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
         return 3 * out_elems
     if op in DATA_MOVEMENT_OPS:
         return 0
+    if op in VARIADIC_OPS:  # one op per element for each operand past the first
+        n = operands if operands is not None else len(input_shapes)
+        return max(n - 1, 1) * out_elems + (out_elems if op == "Mean" else 0)
     return out_elems
 
 

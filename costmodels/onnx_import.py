@@ -1288,6 +1288,25 @@ def with_input_shapes(model: Any, input_shapes: Mapping[str, Shape] | Sequence[S
     return proto
 
 
+def _initializer_inputs_typed(graph: Any) -> None:
+    """An initializer also listed as a graph input (IR 3 files list every weight there) with
+    no shape or a symbolic one takes its own dims and type, as ONNX Runtime reads it (shape
+    inference took the input's missing shape, and every layer after it was unknown)."""
+    inits = {t.name: t for t in graph.initializer}
+    for vi in graph.input:
+        t = inits.get(vi.name)
+        if t is None or not vi.type.HasField("tensor_type"):
+            continue
+        tt = vi.type.tensor_type
+        dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+        if tt.HasField("shape") and dims == list(t.dims):
+            continue
+        tt.elem_type = t.data_type
+        tt.shape.Clear()
+        for d in t.dims:
+            tt.shape.dim.add().dim_value = d
+
+
 def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
                 name: str | None = None) -> Network:
     """Read an ONNX model (path, bytes or ModelProto) into a :class:`Network`.
@@ -1300,6 +1319,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     """
     proto, source, path = _load(model, ops=IF_LATER)
     init_names = {t.name for t in proto.graph.initializer}
+    _initializer_inputs_typed(proto.graph)
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     # did the given shapes decide anything (an open dimension, an input without a shape)?
     open_dims = any(has_open_dims(vi) for vi in graph_inputs)

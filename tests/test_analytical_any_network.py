@@ -275,3 +275,29 @@ def test_accelerators_cost_a_qdq_model_as_its_float_original(backend):
     a, b = model_.estimate(plain), model_.estimate(qdq)
     assert b.latency_ms == pytest.approx(a.latency_ms, rel=1e-9)
     assert b.energy_mj == pytest.approx(a.energy_mj, rel=1e-9)
+
+
+def test_fpga_applies_a_separate_bias_add_as_it_does_a_conv_bias():
+    """A conv whose bias an old converter wrote as its own Add costs what the conv with the
+    bias does (the Add rides on the store path); a residual Add of two activations does not."""
+    rng = np.random.default_rng(0)
+    w = numpy_helper.from_array(rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32), "w")
+    b = numpy_helper.from_array(rng.normal(0, 0.1, (16,)).astype(np.float32), "b")
+    b3 = numpy_helper.from_array(rng.normal(0, 0.1, (1, 16, 1, 1)).astype(np.float32), "b3")
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+            for n, s in (("x", [1, 8, 16, 16]), ("y", [1, 16, 16, 16])))
+
+    def model(nodes, inits):
+        m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17)])
+        m.ir_version = 8
+        return import_onnx(m)
+
+    fused = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4)], [w, b])
+    apart = model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+                   helper.make_node("Add", ["c", "b3"], ["y"])], [w, b3])
+    twice = model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
+                   helper.make_node("Add", ["c", "c"], ["y"])], [w])
+    fpga = create("fpga")
+    assert fpga.estimate(apart).latency_ms == pytest.approx(fpga.estimate(fused).latency_ms)
+    assert fpga.estimate(twice).latency_ms > 1.2 * fpga.estimate(fused).latency_ms

@@ -1030,3 +1030,28 @@ def test_weights_kept_in_constant_nodes_count_even_when_all_ones_or_zeros():
     w = numpy_helper.from_array(rng.normal(size=(4, 3, 3, 3)).astype(np.float32), "w")
     net = import_onnx(_model(nodes[1:], [_vi("x", [1, 3, 8, 8])], [_vi("y", None)], [w]))
     assert net.params == 4 * 3 * 9
+
+
+@pytest.mark.parametrize("declared", [None, ["n", 3, 3, 3]])
+def test_an_initializer_listed_as_an_input_without_its_shape_takes_its_own(declared):
+    """IR 3 files list every weight among the graph inputs; one listed with no shape (or a
+    symbolic one) left every layer after it unknown. ONNX Runtime reads the initializer's
+    dims: so does the importer."""
+    m = _model([helper.make_node("Conv", ["x", "w"], ["y"], name="c")],
+               [_vi("x", [1, 3, 8, 8]), helper.make_tensor_value_info("w", TensorProto.FLOAT,
+                                                                       declared)],
+               [_vi("y", [1, 4, 6, 6])], [_w("w", (4, 3, 3, 3))])
+    [conv] = import_onnx(m).layers
+    assert conv.weight_shapes == ((4, 3, 3, 3),) and conv.macs == 4 * 27 * 36
+
+
+def test_a_variadic_sum_counts_an_op_per_extra_operand():
+    """Sum and Mean of three inputs: two adds per element (Mean one divide more), not one."""
+    from costmodels.network import make_layer
+
+    shape = (1, 8, 4, 4)
+    n = 8 * 16
+    for op, per in (("Sum", 2), ("Mean", 3), ("Max", 2)):
+        assert make_layer("s", op, ["a", "b", "c"], ["s"], [shape] * 3, shape).elem_ops \
+            == per * n
+    assert make_layer("a", "Add", ["a", "b"], ["s"], [shape] * 2, shape).elem_ops == n
