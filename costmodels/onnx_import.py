@@ -320,9 +320,75 @@ def _opset(proto: Any) -> int:
 IF_LATER = "if-later"  # `ops` of _check: an If may hold a constant condition (inlined later)
 
 
+# Experimental ops of the first opsets that ONNX has since dropped (their schemas are gone,
+# so nothing infers their shapes), which old exports such as the Model Zoo's tiny-YOLOv2
+# still hold and ONNX Runtime still runs: each is rewritten into the standard ops that
+# compute the same (:func:`_rewrite_experimental`)
+EXPERIMENTAL_OPS = frozenset({"ImageScaler", "Scale", "Crop"})
+
+
+def _rewrite_experimental(proto: Any) -> None:
+    """``ImageScaler`` (``x * scale + bias[c]``) as a Mul and an Add, ``Scale`` as a Mul and
+    ``Crop`` (``border`` = left, top, right, bottom; ``scale`` = height, width kept) as a
+    Slice of the two spatial axes, with their constants as initializers, in place."""
+    import numpy as np
+    from onnx import helper, numpy_helper
+
+    g = proto.graph
+    if not any(n.op_type in EXPERIMENTAL_OPS and n.domain in _DEFAULT_DOMAINS for n in g.node):
+        return
+    opset = _opset(proto)
+    taken = {t for n in g.node for t in (*n.input, *n.output)} | {t.name for t in g.initializer}
+
+    def const(base: str, arr: Any) -> str:
+        name, k = base, 1
+        while name in taken:
+            name, k = f"{base}_{k}", k + 1
+        taken.add(name)
+        t = numpy_helper.from_array(arr, name)
+        g.initializer.append(t)
+        if proto.ir_version < 4:  # IR 3 lists every initializer among the graph inputs
+            g.input.append(helper.make_tensor_value_info(name, t.data_type, list(t.dims)))
+        return name
+
+    nodes = []
+    for i, n in enumerate(g.node):
+        if n.op_type not in EXPERIMENTAL_OPS or n.domain not in _DEFAULT_DOMAINS \
+                or not n.input or not n.output:
+            nodes.append(n)
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        name, x, y = _node_name(n, i), n.input[0], n.output[0]
+        if n.op_type in ("Scale", "ImageScaler"):
+            scale = const(f"{name}/scale", np.array(a.get("scale", 1.0), np.float32))
+            bias = a.get("bias") if n.op_type == "ImageScaler" else None
+            mid = f"{y}/scaled" if bias else y
+            nodes.append(helper.make_node("Mul", [x, scale], [mid], name=f"{name}/mul"))
+            if bias:
+                b = const(f"{name}/bias", np.array(bias, np.float32).reshape(1, -1, 1, 1))
+                nodes.append(helper.make_node("Add", [mid, b], [y], name=f"{name}/add"))
+            continue
+        left, top, right, bottom = (list(a.get("border", [])) + [0, 0, 0, 0])[:4]
+        kept = list(a.get("scale", []))
+        big = 2 ** 62
+        starts = [top, left]
+        ends = ([top + kept[0], left + kept[1]] if len(kept) == 2
+                else [-bottom if bottom else big, -right if right else big])
+        if opset < 10:
+            nodes.append(helper.make_node("Slice", [x], [y], name=name, axes=[2, 3],
+                                          starts=starts, ends=ends))
+        else:
+            ins = [const(f"{name}/{k}", np.array(v, np.int64))
+                   for k, v in (("starts", starts), ("ends", ends), ("axes", [2, 3]))]
+            nodes.append(helper.make_node("Slice", [x, *ins], [y], name=name))
+    del g.node[:]
+    g.node.extend(nodes)
+
+
 def _check(proto: Any, source: str, ops: bool | str = True) -> None:
     import onnx
 
+    _rewrite_experimental(proto)
     opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
     if proto.ir_version > onnx.IR_VERSION:
         raise OnnxImportError(f"{source}: ONNX IR version {proto.ir_version} is newer than "

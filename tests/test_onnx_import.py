@@ -1055,3 +1055,22 @@ def test_a_variadic_sum_counts_an_op_per_extra_operand():
         assert make_layer("s", op, ["a", "b", "c"], ["s"], [shape] * 3, shape).elem_ops \
             == per * n
     assert make_layer("a", "Add", ["a", "b"], ["s"], [shape] * 2, shape).elem_ops == n
+
+
+def test_experimental_ops_of_old_exports_are_read_as_the_ops_they_compute():
+    """ImageScaler, Scale and Crop (dropped from ONNX, still in old exports such as the Model
+    Zoo's tiny-YOLOv2 and run by ONNX Runtime): a Mul and an Add, a Mul, a Slice, at IR 3
+    (initializers listed among the inputs) and opset 8."""
+    nodes = [helper.make_node("ImageScaler", ["x"], ["s"], name="s", scale=1 / 255,
+                              bias=[0.1, 0.2, 0.3]),
+             helper.make_node("Scale", ["s"], ["t"], name="t", scale=0.5),
+             helper.make_node("Crop", ["t"], ["c"], name="c", border=[1, 2, 3, 4]),
+             helper.make_node("Conv", ["c", "w"], ["y"], name="y")]
+    m = _model(nodes, [_vi("x", [1, 3, 16, 16]), _vi("w", [4, 3, 3, 3])],
+               [_vi("y", [1, 4, 8, 10])], [_w("w", (4, 3, 3, 3))], opset=8)
+    m.ir_version = 3
+    net = import_onnx(m)
+    assert [la.op for la in net.layers] == ["Mul", "Add", "Mul", "Slice", "Conv"]
+    assert net.layers[3].output_shape == (1, 3, 10, 12)  # 16 - 2 - 4 rows, 16 - 1 - 3 columns
+    assert net.layers[1].weight_shapes == ((1, 3, 1, 1),)
+    assert net.layers[-1].output_shape == (1, 4, 8, 10)
