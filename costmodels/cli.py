@@ -188,6 +188,7 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True,
         if p.resolve() in _INPUT_FILES:
             raise InputError(f"{what} {path}: is one of this command's inputs; give another "
                              "file name (nothing was written)")
+        _check_png(p, what)
         if text:
             try:
                 with p.open("rb") as fh:
@@ -232,6 +233,24 @@ def needs_command(parser: argparse.ArgumentParser):
               f"`{parser.prog} --help`)", file=sys.stderr)
         return 2
     return run
+
+
+def _check_png(p: Path, what: str) -> None:
+    """A figure (``.png``) is written only over a PNG image: a file of another kind there is
+    someone's (a ``.png`` holding text was replaced by a plot)."""
+    from costmodels.errors import InputError
+
+    if p.suffix.lower() != ".png" or not p.is_file():
+        return
+    try:
+        with p.open("rb") as fh:
+            head = fh.read(8)
+    except OSError:
+        return
+    if head != b"\x89PNG\r\n\x1a\n":
+        raise InputError(f"{what} {p}: exists and is not a PNG image, which this command would "
+                         "write there; give another name, or move that file (nothing was "
+                         "written)")
 
 
 EXPORT_MARK = "costmodels.export"  # metadata key `export` writes: what it may overwrite
@@ -284,6 +303,7 @@ def check_output_dir(path: str | Path, what: str = "output folder",
             if (p / name).resolve() in _INPUT_FILES:
                 raise InputError(f"{what} {path}: this command writes {name} there, which is "
                                  "one of its inputs; give another folder (nothing was written)")
+            _check_png(p / name, what)
         return p
     check_output(p, what)
     return p
@@ -399,7 +419,7 @@ def selected_indices(args: argparse.Namespace) -> list[int]:
 
 def read_arch_list(path: str, space=None) -> list[str]:
     """Canonical arch strings from a CSV with an ``arch_str`` or ``arch_index`` column."""
-    from costmodels.errors import TableError, UnknownArchitecture
+    from costmodels.errors import TableError, UnknownArchitecture, short_repr
     from costmodels.spaces import get_space
     from costmodels.tables import iter_csv
 
@@ -416,7 +436,11 @@ def read_arch_list(path: str, space=None) -> list[str]:
         if not text:
             raise TableError(f"{path}:{line}: empty arch_str and arch_index")
         if not row.get("arch_str") and not text.isdigit():
-            raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: {text!r}")
+            raise TableError(f"{path}:{line}: field 'arch_index' is not an integer: "
+                             f"{short_repr(text)}")
+        if not row.get("arch_str") and len(text) > 18:  # past any space's size (and int())
+            raise TableError(f"{path}:{line}: field 'arch_index' is {len(text)} digits long, "
+                             "past any space's size")
         try:
             arch = space.parse(int(text) if text.isdigit() and not row.get("arch_str")
                                else text)

@@ -253,8 +253,23 @@ def cmd_import(args: argparse.Namespace) -> int:
         bound = entries_protocol(e.source for e in entries)
     except ValueError as exc:
         raise ModelFileError(f"{args.csv}: {exc}; import each kind into its own --db") from None
+    if not entries:
+        raise ModelFileError(f"{args.csv}: holds no entries (a header alone); nothing to "
+                             "import")
+    runtimes = {e.source.split(":")[1] for e in entries
+                if e.source.startswith("measured:") and e.source.count(":") >= 1}
     new = not Path(args.db).exists()
+    if new and runtimes and runtimes != {args.runtime}:  # refused before the file is made
+        raise ModelFileError(
+            f"{args.csv}: its entries were measured with {', '.join(sorted(runtimes))} "
+            f"(their source column), not {args.runtime}: their kernels differ; import with "
+            f"--runtime {sorted(runtimes)[0]}")
     with _open_for_write(args.db, args.runtime, args.rules) as lut:
+        if runtimes and runtimes != {lut.runtime}:
+            raise ModelFileError(
+                f"{args.csv}: its entries were measured with {', '.join(sorted(runtimes))} "
+                f"(their source column), {args.db} is a LUT of {lut.runtime}: their kernels "
+                "differ; import into a LUT of that runtime (--runtime)")
         if new and bound:  # an export of a LUT timed with bound outputs stays one
             lut.set_meta(OUTPUTS_META, BOUND)
         elif bound is not None and bound != outputs_bound(lut.meta()):

@@ -634,3 +634,18 @@ def test_free_text_flags_refuse_control_characters(argv, tmp_path, capsys, monke
     assert main(argv) == 2
     assert "holds control characters" in capsys.readouterr().err
     assert not list(tmp_path.iterdir())
+
+
+def test_a_plot_is_not_written_over_a_file_that_is_no_png(tmp_path, capsys):
+    """fewshot -o X.csv writes X.png beside it: a X.png holding something else is refused and
+    left as it is (it was replaced by the plot)."""
+    precious = tmp_path / "curve.png"
+    precious.write_text("precious")
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    assert main(["fewshot", "--target", str(root / "datasets/nb201/xeon-2c-ort-cifar10.csv"),
+                 "--model", "flops", "--samples", "5", "--seeds", "1",
+                 "-o", str(tmp_path / "curve.csv")]) == 2
+    assert "is not a PNG image" in capsys.readouterr().err
+    assert precious.read_text() == "precious" and not (tmp_path / "curve.csv").exists()

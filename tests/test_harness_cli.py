@@ -159,7 +159,7 @@ def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     monkeypatch.undo()
-    (out / "models.png").write_bytes(b"an older run's")
+    (out / "models.png").write_bytes(b"\x89PNG\r\n\x1a\n an older run's")
     assert main(["compare", "--truth", truth.source, "flops", "params", "-o", str(out)]) == 0
     assert not (out / "models.png").exists() and (out / "predictions.csv").is_file()
     assert "params" in (out / "report.md").read_text()

@@ -280,3 +280,20 @@ def test_a_lut_calibrated_on_scored_networks_is_noted(tmp_path):
     notes = {r.name: r.note for r in res.results}
     assert [n for n in notes.values() if "end-to-end times of 6 of the scored" in n]
     assert "end-to-end" not in notes["flops"]
+
+
+def test_models_folder_skips_a_link_out_of_it_as_the_space_does(tmp_path):
+    """compare --models read a .onnx link out of the folder after warning it was skipped
+    (and failed on what it pointed at): it reads the files the models: space holds."""
+    import onnx
+
+    from costmodels.harness.compare import load_models
+    from measure.testing import tiny_model
+
+    folder = tmp_path / "m"
+    folder.mkdir()
+    onnx.save(tiny_model(), folder / "a.onnx")
+    (tmp_path / "notes.txt").write_text("not a model")
+    (folder / "p.onnx").symlink_to(tmp_path / "notes.txt")
+    names, nets = load_models(folder)
+    assert names == ["a"] and len(nets) == 1

@@ -411,3 +411,43 @@ def test_luts_timed_two_ways_do_not_mix(tmp_path, capsys):
     assert entries_protocol(["", "from another tool"]) is None
     with pytest.raises(ValueError, match="two ways"):
         entries_protocol(["measured:ort:rounds=10", "measured:ort:rounds=10:bound"])
+
+
+def test_a_lut_of_another_device_is_not_extended_by_a_build(tmp_path):
+    """`lut build --db` on a LUT another device measured is refused, left as it is (it was
+    extended with this machine's kernels under the other device's name); merge refuses the
+    same LUT."""
+    from measure.config import MeasureConfig
+    from measure.lut.build import open_or_create
+
+    path, _ = make_lut(tmp_path / "other.sqlite", cpu="Intel Xeon Platinum")
+    before = Path(path).read_bytes()
+    with pytest.raises(ModelFileError, match="measured on another device"):
+        open_or_create(path, load_rules("ort"), MeasureConfig())
+    assert Path(path).read_bytes() == before
+
+
+def test_lut_import_refuses_another_runtimes_entries_and_an_empty_table(tmp_path):
+    """A CSV whose source column says tvm is not imported into an ORT LUT (nor a new file
+    made for it), and a header-only CSV imports nothing rather than an empty LUT."""
+    import argparse
+
+    from measure import lut_cli
+
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+
+    def run(*argv):
+        args = parser.parse_args(list(argv))
+        return args.func(args)
+
+    net = nb201.build_network(ARCHS[0])
+    k = kernels(net, load_rules("ort"))[0]
+    (tmp_path / "tvm.csv").write_text(f"key,median_ms,source\n{k.text},0.5,measured:tvm:x\n")
+    with pytest.raises(ModelFileError, match="measured with tvm .*, not ort"):
+        run("lut", "import", str(tmp_path / "tvm.csv"), "--db", str(tmp_path / "n.sqlite"))
+    assert not (tmp_path / "n.sqlite").exists()
+    (tmp_path / "empty.csv").write_text("key,median_ms\n")
+    with pytest.raises(ModelFileError, match="holds no entries"):
+        run("lut", "import", str(tmp_path / "empty.csv"), "--db", str(tmp_path / "e.sqlite"))
+    assert not (tmp_path / "e.sqlite").exists()

@@ -112,3 +112,20 @@ def test_sample_is_seeded_and_distinct():
     s = nb201.SPACE.sample(100, seed=3)
     assert s == nb201.SPACE.sample(100, seed=3) and len(set(s)) == 100
     assert s != nb201.SPACE.sample(100, seed=4)
+
+
+def test_a_very_long_arch_string_is_refused_at_once():
+    """A 25 KB arch string took a minute in the parsing regex (backtracking); refused now by
+    its length, in no time, and a well-formed one still parses."""
+    import time
+
+    from costmodels.errors import UnknownArchitecture
+    from costmodels.spaces import nb201
+
+    t = time.perf_counter()
+    with pytest.raises(UnknownArchitecture, match="25,500 characters"):
+        nb201.parse_arch("|nor_conv_3x3~0|+" * 1500)
+    with pytest.raises(UnknownArchitecture):
+        nb201.parse_arch("|" + "a|+|" * 60 + "b|")
+    assert time.perf_counter() - t < 5  # a hang guard, not a timing claim
+    assert nb201.parse_arch(nb201.SPACE[1462]) == nb201.parse_arch(nb201.SPACE[1462])

@@ -378,14 +378,22 @@ class ModelsResult:
 
 
 def load_models(folder: str | Path, input_shapes: Any = None) -> tuple[list[str], list[Network]]:
-    """Every ``*.onnx`` in ``folder`` (sorted) imported into the IR."""
+    """Every ``*.onnx`` in ``folder`` (sorted) imported into the IR: the files a
+    ``models:`` space of the folder holds (a link out of the folder, a broken link or a
+    special file is skipped with a warning, never read)."""
+    from costmodels.errors import UnknownSpace
     from costmodels.onnx_import import import_onnx
+    from costmodels.spaces.models import ModelsSpace
 
-    paths = sorted(Path(folder).glob("*.onnx"))
-    if not paths:
+    try:
+        space = ModelsSpace(folder)
+    except UnknownSpace:
+        space = None
+    if space is None or not space.size:
         raise FileNotFoundError(f"{folder}: no .onnx models there; write the generated set with "
                                 f"`costmodels gen-models -o {folder}`")
-    return [p.stem for p in paths], [import_onnx(str(p), input_shapes=input_shapes) for p in paths]
+    names = list(space.archs())
+    return names, [import_onnx(str(space.path(n)), input_shapes=input_shapes) for n in names]
 
 
 def compare_models(folder: str | Path,

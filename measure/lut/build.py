@@ -171,6 +171,12 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig,
         raise ModelFileError(f"{path}: built for runtime {runtime!r} with rules "
                              f"{stored_name or '?'!r}; this build uses {config.runtime!r} with "
                              f"rules {rules.name!r}. Use another --db")
+    theirs, here = json.loads(meta.get("fingerprint") or "{}"), fingerprint(config)
+    for name in ("cpu_model", "cores", "runtime_version"):  # what `lut merge` refuses too
+        if theirs.get(name) and here.get(name) and theirs[name] != here[name]:
+            raise ModelFileError(f"{path}: measured on another device ({name} "
+                                 f"{theirs[name]!r}, here {here[name]!r}); its entries would "
+                                 "mix with this machine's: build into another --db")
     way = BOUND if outputs_bound(meta) else "returned"
     if outputs is not None and outputs != way:
         raise ModelFileError(f"{path}: its one-kernel models were timed with {way} outputs "
