@@ -318,10 +318,16 @@ def cmd_merge(args: argparse.Namespace) -> int:
 
 def cmd_refit(args: argparse.Namespace) -> int:
     from costmodels.errors import InputError
-    from measure.lut.calibrate import refit, store_calibration
+    from measure.lut.calibrate import DEFAULT_TERMS, refit, store_calibration
     from measure.lut.table import LutFile
 
-    terms = tuple(args.terms.split(","))
+    terms = tuple(t.strip() for t in args.terms.split(","))
+    bad = sorted({t for t in terms if t not in DEFAULT_TERMS})
+    if bad or not terms or len(set(terms)) != len(terms):
+        why = (f"unknown term(s) {', '.join(map(repr, bad))}" if bad
+               else "a term named twice")
+        raise InputError(f"--terms {args.terms!r}: {why}; give some of "
+                         f"{', '.join(DEFAULT_TERMS)}, each once (nothing was written)")
     with LutFile(args.lut, readonly=True) as lut:  # nothing to fit: fail with the file untouched
         n_points = len(lut.points())
         c = refit(lut, terms, store=False)

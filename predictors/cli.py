@@ -417,6 +417,9 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     if with_sources and not args.source:
         raise PredictorError(f"--model {args.model} needs --source TABLE.csv (other devices' "
                              "tables)")
+    if args.source and not with_sources:  # as `fit` refuses it: it was silently ignored
+        raise PredictorError(f"--source is for --model fewshot or transfer, not {args.model} "
+                             "(which fits on the target's samples alone)")
     t0 = time.perf_counter()
     from costmodels.tables import read_table
 

@@ -649,3 +649,13 @@ def test_a_plot_is_not_written_over_a_file_that_is_no_png(tmp_path, capsys):
                  "-o", str(tmp_path / "curve.csv")]) == 2
     assert "is not a PNG image" in capsys.readouterr().err
     assert precious.read_text() == "precious" and not (tmp_path / "curve.csv").exists()
+
+
+def test_fewshot_refuses_sources_a_model_does_not_use(tmp_path, capsys):
+    """`fewshot --model gbdt --source T` ignored the sources (fit refuses the same)."""
+    from pathlib import Path
+
+    table = str(Path(__file__).resolve().parents[1] / "datasets/nb201/xeon-2c-ort-cifar10.csv")
+    assert main(["fewshot", "--target", table, "--model", "gbdt", "--source", table,
+                 "--samples", "5", "--seeds", "1", "-o", str(tmp_path / "c.csv")]) == 2
+    assert "--source is for --model fewshot or transfer" in capsys.readouterr().err

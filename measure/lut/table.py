@@ -450,10 +450,13 @@ def read_csv(path: str | Path) -> list[Entry]:
                 raise ValueError(f"p10_ms {p10}, p90_ms {p90}, cv {cv}: {spread}")
             if row.get("ops") and row["ops"] != "+".join(key.ops):
                 raise ValueError(f"ops {row['ops']!r} is not the key's ({'+'.join(key.ops)!r})")
+            noisy = _opt(row, "noisy", 0)
+            if noisy not in (0, 1):
+                raise ValueError(f"field 'noisy' is {noisy:g}: 0 or 1 (a flag)")
             out.append(Entry(
                 key=key.text, ops="+".join(key.ops), ok=True, median_ms=med,
                 p10_ms=p10, p90_ms=p90, cv=cv, count=count, uses=uses,
-                noisy=bool(int(_opt(row, "noisy", 0))),
+                noisy=bool(noisy),
                 source=row.get("source") or f"csv:{path.name}", measured_at=now()))
         except (ValueError, KeyError) as exc:
             raise ModelFileError(f"{path}:{line}: {exc}") from None
