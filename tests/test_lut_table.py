@@ -451,3 +451,22 @@ def test_lut_import_refuses_another_runtimes_entries_and_an_empty_table(tmp_path
     with pytest.raises(ModelFileError, match="holds no entries"):
         run("lut", "import", str(tmp_path / "empty.csv"), "--db", str(tmp_path / "e.sqlite"))
     assert not (tmp_path / "e.sqlite").exists()
+
+
+@pytest.mark.parametrize("terms", ["foo", "", "intercept,intercept"])
+def test_refit_checks_its_terms_before_anything(tmp_path, terms):
+    """`lut refit --terms` was checked only where the LUT held enough points: on one without
+    them a bad list was taken and the file rewritten."""
+    import argparse
+
+    from costmodels.errors import InputError
+    from measure import lut_cli
+
+    parser = argparse.ArgumentParser()
+    lut_cli.register(parser.add_subparsers())
+    path, _ = make_lut(tmp_path / "a.sqlite")
+    before = Path(path).read_bytes()
+    args = parser.parse_args(["lut", "refit", "--terms", terms, path])
+    with pytest.raises(InputError, match="--terms"):
+        args.func(args)
+    assert Path(path).read_bytes() == before
