@@ -95,7 +95,7 @@ OP_CLASSES_MEASURED = ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw",
                        "depthwise_nchw", "conv_transpose", "conv3d", "gemm", "pool",
                        "global_pool", "elementwise",
                        "transcendental", "recurrent", "conv_int8", "depthwise_int8",
-                       "gemm_int8", "conv_integer")
+                       "gemm_int8", "conv_integer", "pool_int8")
 # the int8 matrix-product chains (tokens, width): GEMM_CHAINS and a transformer's size
 GEMM_INT8_CHAINS = (*GEMM_CHAINS, (197, 384))
 INT8_MEASURED = ("conv_int8", "depthwise_int8", "gemm_int8")
@@ -397,6 +397,24 @@ def pool_chain(c: int, h: int) -> Point:
                  {"x": np.ones(shape, np.float32)}, CHAIN, 9.0 * c * h * h, 8.0 * c * h * h)
 
 
+def pool_int8_chain(c: int, h: int) -> Point:
+    """``CHAIN`` 3x3 MaxPools on a uint8 NCHW map (a QDQ model's pool outside the
+    channels-last region: ONNX Runtime's plain uint8 kernel, ~20x its float NCHWc pool)."""
+    from onnx import TensorProto, helper
+
+    nodes, x = [], "x"
+    for i in range(CHAIN):
+        nodes.append(helper.make_node("MaxPool", [x], [f"y{i}"], kernel_shape=[3, 3],
+                                      pads=[1] * 4, strides=[1, 1]))
+        x = f"y{i}"
+    shape = (1, c, h, h)
+    rng = np.random.default_rng(0)
+    return Point(_graph(nodes, [("x", shape, TensorProto.UINT8)],
+                        [(x, shape, TensorProto.UINT8)], []),
+                 {"x": rng.integers(0, 255, shape).astype(np.uint8)}, CHAIN,
+                 9.0 * c * h * h, 2.0 * c * h * h)
+
+
 def add_chain(c: int, h: int) -> Point:
     from onnx import helper
 
@@ -472,6 +490,7 @@ def benchmark_points() -> dict[str, list[Point]]:
         + [matmul_chain(m, k) for m, k in GEMM_CHAINS],
         "gemv": [matmul_point(1, k, n) for k, n in GEMV_SHAPES],
         "pool": [pool_chain(c, h) for c, h in SIZES],
+        "pool_int8": [pool_int8_chain(c, h) for c, h in SIZES],
         "global_pool": [gap_fan(c, h) for c, h in SIZES],
         "elementwise": [add_chain(c, h) for c, h in SIZES],
         "transcendental": [transcendental_chain(c, h) for c, h in SIZES],
@@ -672,7 +691,8 @@ def calibrate(cpu: int | str | None = "auto", repeats: int = 15,
     int8_peak = max(p.flops / t for name in INT8_MEASURED
                     for p, t in zip(pts[name], secs[name], strict=True)) / 1e9
     for name in ("conv", "conv1x1", "depthwise", "grouped", "conv_nchw", "depthwise_nchw",
-                 "conv_transpose", "conv3d", "conv_integer", "transcendental", *INT8_MEASURED):
+                 "conv_transpose", "conv3d", "conv_integer", "pool_int8", "transcendental",
+                 *INT8_MEASURED):
         # fitted on FLOPs (a transcendental op: one per element); a byte rate fitted on
         # compute-bound runs would understate the memory roof, so they stream at the
         # element-wise efficiency
@@ -766,7 +786,8 @@ def spec_toml(cal: Calibration, name: str = "local", base: RooflineSpec | None =
         f"at {GEMM_INT8_CHAINS},",
         "# quantized in the QDQ format (uint8 activations, int8 weights: ORT's QLinearConv /",
         "# QLinearMatMul; their efficiency is against int8_peak_gflops); conv_integer: fans of",
-        f"# {CHAIN} padded 3x3 ConvIntegers (dynamic quantization's conv) at the conv sizes.",
+        f"# {CHAIN} padded 3x3 ConvIntegers (dynamic quantization's conv) at the conv sizes;",
+        f"# pool_int8: chains of {CHAIN} 3x3 MaxPools on uint8 NCHW maps (one tap = one op).",
     ]
     for cls in (c for c in OP_CLASSES_MEASURED if c in cal.ops):
         o = cal.ops[cls]

@@ -53,7 +53,8 @@ OPTIONAL_CLASSES = {"grouped": "conv", "recurrent": "elementwise", "conv_nchw": 
                     "depthwise_nchw": "depthwise", "grouped_nchw": "grouped",
                     "transcendental": "elementwise", "conv_int8": "conv",
                     "depthwise_int8": "depthwise", "gemm_int8": "gemm",
-                    "conv_transpose": "conv", "conv3d": "conv", "conv_integer": "conv_nchw"}
+                    "conv_transpose": "conv", "conv3d": "conv", "conv_integer": "conv_nchw",
+                    "pool_int8": "pool"}
 # A kernel on uint8/int8 tensors (a QDQ model's QLinearConv / QLinearMatMul, or a QOperator
 # one's) computes in integers: these classes, when the spec has them (the float class else).
 INT8_CLASSES = {"conv": "conv_int8", "conv1x1": "conv_int8", "grouped": "conv_int8",
@@ -240,6 +241,10 @@ class RooflineModel(BaseCostModel):
         pad = 1.0
         if k.key.dtype in ("uint8", "int8") and INT8_CLASSES.get(cls) in self.spec.ops:
             cls = INT8_CLASSES[cls]
+        elif (k.key.dtype in ("uint8", "int8") and cls == "pool" and k.layout != "nhwc"
+              and "pool_int8" in self.spec.ops):
+            cls = "pool_int8"  # ORT's plain uint8/int8 pool: ~20x its float one; NhwcMaxPool
+            # (channels-last region) is as fast as a float pool
         elif k.layout == "nchw" and cls in NCHW_CLASSES and self.rules.layout is not None:
             cls = NCHW_CLASSES[cls]
         elif k.layout == "nchwc" and k.layers and k.layers[0].op == "Conv":

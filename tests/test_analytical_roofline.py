@@ -614,3 +614,18 @@ def test_a_matrix_products_fused_bias_is_a_pass_over_its_output():
     assert "Add" not in load_spec("epyc_2c", RooflineSpec).post_pass_ops
     assert one.meta["post_pass_ms"] > 0
     assert two.meta["post_pass_ms"] == pytest.approx(2 * one.meta["post_pass_ms"])
+
+
+def test_a_quantized_pool_outside_the_channels_last_region_is_priced_as_ort_runs_it():
+    """A uint8 MaxPool in NCHW is ONNX Runtime's plain integer kernel, ~20x its float pool:
+    the spec's pool_int8 class where it has one (epyc_2c), the float pool class else."""
+    shape, out = (1, 32, 16, 16), (1, 32, 16, 16)
+    pool = make_layer("p", "MaxPool", ["x"], ["p"], [shape], out, kernel=(3, 3), stride=(1, 1),
+                      pads=(1, 1, 1, 1), dtype="uint8")
+    net = Network("t", (("x", shape),), (pool,), ("p",))
+    epyc = RooflineModel(load_spec("epyc_2c", RooflineSpec))
+    [k] = [c for c in epyc.estimate(net).per_layer if c.op == "MaxPool"]
+    assert k.meta["op_class"] == "pool_int8" and k.meta["layout"] == "nchw"
+    [f] = [c for c in RooflineModel(XEON).estimate(net).per_layer if c.op == "MaxPool"]
+    assert f.meta["op_class"] == "pool"
+    assert k.latency_ms > 10 * f.latency_ms
