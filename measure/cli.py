@@ -450,6 +450,7 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
                          "A.csv B.csv")
     doc: dict = {}
     if args.tables:
+        _warn_unlike_tables(*args.tables)
         doc["deviation"] = table_deviation(*args.tables)
     if args.db:
         doc["store"] = store_quality(args.db)
@@ -478,6 +479,30 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
 
 
 # ----------------------------------------------------------------------------- helpers
+def _warn_unlike_tables(a: str, b: str) -> None:
+    """One warning line when two tables compared as campaigns of the same networks are one
+    file, or their sidecars say another space, dataset or batch (compare and fit warn so)."""
+    from pathlib import Path
+
+    from costmodels.tables import read_sidecar
+
+    try:
+        same = Path(a).resolve() == Path(b).resolve()
+    except (OSError, RuntimeError):
+        same = False
+    if same:
+        print(f"warning: {a} is compared with itself: its deviation is 0 by construction",
+              file=sys.stderr)
+        return
+    sa, sb = read_sidecar(a), read_sidecar(b)
+    for key in ("space", "dataset", "batch"):
+        if sa.get(key) is not None and sb.get(key) is not None and sa[key] != sb[key]:
+            print(f"warning: {a} and {b} were measured at different {key}s ({sa[key]!r} and "
+                  f"{sb[key]!r}, their sidecars say): the same arch strings are other "
+                  "networks, so their deviation is not the measurement's", file=sys.stderr)
+            return
+
+
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f}%"
 

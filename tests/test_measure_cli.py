@@ -314,3 +314,23 @@ def test_measure_without_an_anchor_file(monkeypatch, capsys):
     assert main(["measure", "1462", "--repeat", "3", "--rounds", "2",
                  "--min-round-s", "0"]) == 0
     assert "internal error" not in capsys.readouterr().err
+
+
+def test_measure_quality_warns_on_tables_of_other_networks(tmp_path, capsys):
+    """Two tables whose sidecars name different datasets (or one table twice) are not two
+    campaigns of the same networks: a warning says so (compare and fit warn the same)."""
+    import json
+
+    from costmodels.cli import main
+
+    rows = "arch_index,arch_str,latency_ms\n" + "".join(
+        f"{i},{s},{1 + i / 10}\n" for i, s in enumerate(
+            ["|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|"
+             "nor_conv_3x3~2|", "|none~0|+|none~0|none~1|+|none~0|none~1|skip_connect~2|"]))
+    for name, ds in (("a", "cifar10"), ("b", "cifar100")):
+        (tmp_path / f"{name}.csv").write_text(rows)
+        (tmp_path / f"{name}.fingerprint.json").write_text(json.dumps({"dataset": ds}))
+    assert main(["measure-quality", str(tmp_path / "a.csv"), str(tmp_path / "b.csv")]) == 0
+    assert "different datasets ('cifar10' and 'cifar100'" in capsys.readouterr().err
+    assert main(["measure-quality", str(tmp_path / "a.csv"), str(tmp_path / "a.csv")]) == 0
+    assert "compared with itself" in capsys.readouterr().err
