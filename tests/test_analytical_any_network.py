@@ -243,6 +243,16 @@ def test_einsum_macs_are_the_pairwise_left_to_right_products(equation, shapes, o
         assert expected == math.prod(out) * shapes[0][-1]
 
 
+def _conv_graph(nodes, inits):
+    """A graph of ``nodes`` from x (1x8x16x16) to y (1x16x16x16), imported."""
+    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
+            for n, s in (("x", [1, 8, 16, 16]), ("y", [1, 16, 16, 16])))
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return import_onnx(m)
+
+
 @pytest.mark.parametrize("backend", ["fpga", "eyeriss:eyeriss_rs"])
 def test_accelerators_cost_a_qdq_model_as_its_float_original(backend):
     """A QDQ conv (Quantize/DequantizeLinear around it, an int8 weight) on a fixed-point
@@ -250,15 +260,7 @@ def test_accelerators_cost_a_qdq_model_as_its_float_original(backend):
     chip computes at (each was a pass over DRAM, a quantized model 2-4x slower)."""
     rng = np.random.default_rng(0)
     w = rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32)
-    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-            for n, s in (("x", [1, 8, 16, 16]), ("y", [1, 16, 16, 16])))
-
-    def model(nodes, inits):
-        m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return import_onnx(m)
-
+    model = _conv_graph
     plain = model([helper.make_node("Conv", ["x", "w"], ["y"], pads=[1] * 4)],
                   [numpy_helper.from_array(w, "w")])
     consts = [numpy_helper.from_array(np.float32(0.05), "s"),
@@ -284,15 +286,7 @@ def test_fpga_applies_a_separate_bias_add_as_it_does_a_conv_bias():
     w = numpy_helper.from_array(rng.normal(0, 0.1, (16, 8, 3, 3)).astype(np.float32), "w")
     b = numpy_helper.from_array(rng.normal(0, 0.1, (16,)).astype(np.float32), "b")
     b3 = numpy_helper.from_array(rng.normal(0, 0.1, (1, 16, 1, 1)).astype(np.float32), "b3")
-    x, y = (helper.make_tensor_value_info(n, TensorProto.FLOAT, s)
-            for n, s in (("x", [1, 8, 16, 16]), ("y", [1, 16, 16, 16])))
-
-    def model(nodes, inits):
-        m = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
-                              opset_imports=[helper.make_opsetid("", 17)])
-        m.ir_version = 8
-        return import_onnx(m)
-
+    model = _conv_graph
     fused = model([helper.make_node("Conv", ["x", "w", "b"], ["y"], pads=[1] * 4)], [w, b])
     apart = model([helper.make_node("Conv", ["x", "w"], ["c"], pads=[1] * 4),
                    helper.make_node("Add", ["c", "b3"], ["y"])], [w, b3])
