@@ -659,3 +659,15 @@ def test_fewshot_refuses_sources_a_model_does_not_use(tmp_path, capsys):
     assert main(["fewshot", "--target", table, "--model", "gbdt", "--source", table,
                  "--samples", "5", "--seeds", "1", "-o", str(tmp_path / "c.csv")]) == 2
     assert "--source is for --model fewshot or transfer" in capsys.readouterr().err
+
+
+def test_a_huge_arch_index_and_an_empty_roofline_spec_are_user_errors(tmp_path, capsys):
+    """A 5,000-digit arch_index was an internal error (int() refuses that many digits);
+    `roofline:` with nothing after the colon fell back to the default spec silently."""
+    archs = tmp_path / "a.csv"
+    archs.write_text("arch_index\n" + "9" * 5000 + "\n")
+    assert main(["archs", "--archs", str(archs)]) == 2
+    assert "is 5000 digits long" in capsys.readouterr().err
+    assert main(["estimate", "roofline:", "--space", "nb201", "--sample", "2",
+                 "-o", str(tmp_path / "e.csv")]) == 2
+    assert "names no spec after the colon" in capsys.readouterr().err

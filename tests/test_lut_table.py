@@ -470,3 +470,26 @@ def test_refit_checks_its_terms_before_anything(tmp_path, terms):
     with pytest.raises(InputError, match="--terms"):
         args.func(args)
     assert Path(path).read_bytes() == before
+
+
+def test_a_noisy_flag_that_is_no_flag_and_a_damaged_space_index_are_named(tmp_path):
+    """lut import took a noisy value of 7; a LUT whose space index blob or keys were damaged
+    said 'Error -3 while decompressing data' (or a JSONDecodeError) without naming either."""
+    net = nb201.build_network(ARCHS[0])
+    k = kernels(net, load_rules("ort"))[0]
+    (tmp_path / "n.csv").write_text(f"key,median_ms,noisy\n{k.text},0.5,7\n")
+    with pytest.raises(ModelFileError, match=r"n.csv:2: field 'noisy' is 7"):
+        read_csv(tmp_path / "n.csv")
+    path, keys = make_lut(tmp_path / "a.sqlite")
+    rules = load_rules("ort")
+    with LutFile(path) as lut:
+        lut.put_index("nb201", "cifar10", 1, rules.hash, sorted(keys),
+                      np.ones((2, len(keys)), np.uint16))
+    for column, value, field in (("counts", b"not zlib", "counts"), ("keys", "{", "keys")):
+        con = sqlite3.connect(path)
+        con.execute(f"UPDATE space_index SET {column}=?", (value,))
+        con.commit()
+        con.close()
+        with LutFile(path, readonly=True) as lut, pytest.raises(
+                ModelFileError, match=f"space_index row .*field '{field}' is not what"):
+            lut.get_index("nb201", "cifar10", 1, rules.hash)
