@@ -450,8 +450,8 @@ def cmd_measure_quality(args: argparse.Namespace) -> int:
                          "A.csv B.csv")
     doc: dict = {}
     if args.tables:
+        doc["deviation"] = table_deviation(*args.tables)  # bad tables: refused first
         _warn_unlike_tables(*args.tables)
-        doc["deviation"] = table_deviation(*args.tables)
     if args.db:
         doc["store"] = store_quality(args.db)
     if args.json:
