@@ -57,7 +57,7 @@ from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from costmodels.errors import OnnxImportError, UnsupportedOperator, read_capped
+from costmodels.errors import OnnxImportError, UnsupportedOperator, read_capped, short_repr
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer, numel
 from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
 
@@ -327,24 +327,32 @@ IF_LATER = "if-later"  # `ops` of _check: an If may hold a constant condition (i
 EXPERIMENTAL_OPS = frozenset({"ImageScaler", "Scale", "Crop"})
 
 
-def _rewrite_experimental(proto: Any) -> None:
+def _rewrite_experimental(proto: Any, source: str) -> None:
     """``ImageScaler`` (``x * scale + bias[c]``) as a Mul and an Add, ``Scale`` as a Mul and
     ``Crop`` (``border`` = left, top, right, bottom; ``scale`` = height, width kept) as a
-    Slice of the two spatial axes, with their constants as initializers, in place."""
+    Slice of the two spatial axes, with their constants as initializers, in place. Only
+    below opset 10, where ONNX Runtime still runs them; attributes it would refuse are
+    refused, naming the node."""
     import numpy as np
     from onnx import helper, numpy_helper
 
     g = proto.graph
-    if not any(n.op_type in EXPERIMENTAL_OPS and n.domain in _DEFAULT_DOMAINS for n in g.node):
-        return
     opset = _opset(proto)
-    taken = {t for n in g.node for t in (*n.input, *n.output)} | {t.name for t in g.initializer}
+    if opset >= 10 or not any(n.op_type in EXPERIMENTAL_OPS and n.domain in _DEFAULT_DOMAINS
+                              for n in g.node):
+        return
+    taken = ({t for n in g.node for t in (*n.input, *n.output)}
+             | {t.name for t in g.initializer} | {vi.name for vi in g.input})
 
-    def const(base: str, arr: Any) -> str:
+    def fresh(base: str) -> str:
         name, k = base, 1
         while name in taken:
             name, k = f"{base}_{k}", k + 1
         taken.add(name)
+        return name
+
+    def const(base: str, arr: Any) -> str:
+        name = fresh(base)
         t = numpy_helper.from_array(arr, name)
         g.initializer.append(t)
         if proto.ir_version < 4:  # IR 3 lists every initializer among the graph inputs
@@ -359,10 +367,14 @@ def _rewrite_experimental(proto: Any) -> None:
             continue
         a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
         name, x, y = _node_name(n, i), n.input[0], n.output[0]
+        why = _experimental_attrs_problem(n.op_type, a)
+        if why:
+            raise OnnxImportError(f"{source}: node {name!r} ({n.op_type}): {why} (ONNX Runtime "
+                                  "refuses it); export the model again")
         if n.op_type in ("Scale", "ImageScaler"):
             scale = const(f"{name}/scale", np.array(a.get("scale", 1.0), np.float32))
             bias = a.get("bias") if n.op_type == "ImageScaler" else None
-            mid = f"{y}/scaled" if bias else y
+            mid = fresh(f"{y}/scaled") if bias else y
             nodes.append(helper.make_node("Mul", [x, scale], [mid], name=f"{name}/mul"))
             if bias:
                 b = const(f"{name}/bias", np.array(bias, np.float32).reshape(1, -1, 1, 1))
@@ -385,10 +397,32 @@ def _rewrite_experimental(proto: Any) -> None:
     g.node.extend(nodes)
 
 
+def _experimental_attrs_problem(op: str, a: Mapping[str, Any]) -> str:
+    """What is wrong with an experimental op's attributes ("" if nothing)."""
+    def number(v: Any) -> bool:
+        return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+    if "scale" in a and op in ("Scale", "ImageScaler") and not number(a["scale"]):
+        return f"attribute 'scale' is {short_repr(a['scale'])}, not a number"
+    if op == "ImageScaler" and "bias" in a and not (
+            isinstance(a["bias"], list) and a["bias"] and all(map(number, a["bias"]))):
+        return f"attribute 'bias' is {short_repr(a['bias'])}, not a list of numbers"
+    if op == "Crop":
+        border, kept = a.get("border"), a.get("scale")
+        if not (isinstance(border, list) and len(border) == 4
+                and all(isinstance(v, int) and v >= 0 for v in border)):
+            return (f"attribute 'border' is {short_repr(border)}, not 4 sizes >= 0 (left, top, "
+                    "right, bottom)")
+        if kept is not None and not (isinstance(kept, list) and len(kept) == 2
+                                     and all(isinstance(v, int) and v > 0 for v in kept)):
+            return f"attribute 'scale' is {short_repr(kept)}, not 2 sizes > 0 (height, width)"
+    return ""
+
+
 def _check(proto: Any, source: str, ops: bool | str = True) -> None:
     import onnx
 
-    _rewrite_experimental(proto)
+    _rewrite_experimental(proto, source)
     opset, newest = _opset(proto), onnx.defs.onnx_opset_version()
     if proto.ir_version > onnx.IR_VERSION:
         raise OnnxImportError(f"{source}: ONNX IR version {proto.ir_version} is newer than "
@@ -1354,16 +1388,16 @@ def with_input_shapes(model: Any, input_shapes: Mapping[str, Shape] | Sequence[S
     return proto
 
 
-def _initializer_inputs_typed(graph: Any) -> None:
+def _initializer_inputs_typed(graph: Any, ir_version: int = 8) -> None:
     """An initializer also listed as a graph input (IR 3 files list every weight there) with
     no shape or a symbolic one takes its own dims and type, as ONNX Runtime reads it (shape
     inference took the input's missing shape, and every layer after it was unknown)."""
     inits = {t.name: t for t in graph.initializer}
     for vi in graph.input:
         t = inits.get(vi.name)
-        if t is None or not vi.type.HasField("tensor_type"):
+        if t is None or (vi.type.WhichOneof("value") not in (None, "tensor_type")):
             continue
-        tt = vi.type.tensor_type
+        tt = vi.type.tensor_type  # an entry without a type gets the initializer's
         dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
         if tt.HasField("shape") and dims == list(t.dims):
             continue
@@ -1371,6 +1405,13 @@ def _initializer_inputs_typed(graph: Any) -> None:
         tt.shape.Clear()
         for d in t.dims:
             tt.shape.dim.add().dim_value = d
+    if ir_version < 4:  # IR 3 lists every initializer among the inputs; ORT reads one that is
+        # not listed too, and ONNX's shape inference then needs the entry
+        from onnx import helper
+
+        listed = {vi.name for vi in graph.input}
+        graph.input.extend(helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+                           for t in graph.initializer if t.name not in listed)
 
 
 def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] | None = None,
@@ -1385,7 +1426,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     """
     proto, source, path = _load(model, ops=IF_LATER)
     init_names = {t.name for t in proto.graph.initializer}
-    _initializer_inputs_typed(proto.graph)
+    _initializer_inputs_typed(proto.graph, proto.ir_version)
     graph_inputs = [vi for vi in proto.graph.input if vi.name not in init_names]
     # did the given shapes decide anything (an open dimension, an input without a shape)?
     open_dims = any(has_open_dims(vi) for vi in graph_inputs)

@@ -94,7 +94,7 @@ def read_sidecar(path: str | Path) -> dict:
         if not side.is_file() or side.stat().st_size > 1 << 20:
             return {}
         doc = json.loads(side.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
+    except (OSError, ValueError, RecursionError):  # RecursionError: nested thousands deep
         return {}
     return doc if isinstance(doc, dict) else {}
 

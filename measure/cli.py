@@ -497,7 +497,8 @@ def _warn_unlike_tables(a: str, b: str) -> None:
     sa, sb = read_sidecar(a), read_sidecar(b)
     for key in ("space", "dataset", "batch"):
         if sa.get(key) is not None and sb.get(key) is not None and sa[key] != sb[key]:
-            print(f"warning: {a} and {b} were measured at different {key}s ({sa[key]!r} and "
+            plural = {"batch": "batch sizes"}.get(key, f"{key}s")
+            print(f"warning: {a} and {b} were measured at different {plural} ({sa[key]!r} and "
                   f"{sb[key]!r}, their sidecars say): the same arch strings are other "
                   "networks, so their deviation is not the measurement's", file=sys.stderr)
             return

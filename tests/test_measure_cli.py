@@ -334,3 +334,13 @@ def test_measure_quality_warns_on_tables_of_other_networks(tmp_path, capsys):
     assert "different datasets ('cifar10' and 'cifar100'" in capsys.readouterr().err
     assert main(["measure-quality", str(tmp_path / "a.csv"), str(tmp_path / "a.csv")]) == 0
     assert "compared with itself" in capsys.readouterr().err
+
+
+def test_a_sidecar_nested_thousands_deep_is_read_as_none(tmp_path):
+    """A sidecar JSON nested 100,000 deep was an internal error (RecursionError) in
+    measure-quality; the sidecar reader never fails."""
+    from costmodels.tables import read_sidecar
+
+    (tmp_path / "a.csv").write_text("arch_index,arch_str,latency_ms\n")
+    (tmp_path / "a.fingerprint.json").write_text("[" * 100_000)
+    assert read_sidecar(tmp_path / "a.csv") == {}

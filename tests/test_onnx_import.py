@@ -1074,3 +1074,30 @@ def test_experimental_ops_of_old_exports_are_read_as_the_ops_they_compute():
     assert net.layers[3].output_shape == (1, 3, 10, 12)  # 16 - 2 - 4 rows, 16 - 1 - 3 columns
     assert net.layers[1].weight_shapes == ((1, 3, 1, 1),)
     assert net.layers[-1].output_shape == (1, 4, 8, 10)
+
+
+@pytest.mark.parametrize("op,attrs,match", [
+    ("ImageScaler", {"scale": 1.0, "bias": ["a", "b", "c"]}, "attribute 'bias' is"),
+    ("Crop", {"border": [1, 1]}, "attribute 'border' is"),
+    ("Crop", {"border": [-1, 1, 1, 1]}, "attribute 'border' is"),
+    ("Crop", {"border": [1, 1, 1, 1], "scale": [2, 2, 2]}, "attribute 'scale' is")])
+def test_experimental_ops_with_attributes_ort_refuses_are_named(op, attrs, match):
+    """An old op whose attributes ONNX Runtime refuses is refused naming the node (a bias of
+    strings was an internal error; a negative border was costed)."""
+    m = _model([helper.make_node(op, ["x"], ["y"], name="n", **attrs)],
+               [_vi("x", [1, 3, 8, 8])], [_vi("y", None)], opset=8)
+    with pytest.raises(OnnxImportError, match=rf"node 'n' \({op}\): {match}"):
+        import_onnx(m)
+
+
+def test_experimental_rewrite_names_clash_with_nothing_and_ir3_lists_its_weights():
+    """The rewrite's own tensors take free names (a model already holding 'y/scaled' was
+    blamed for it), and an IR 3 file whose initializer is not among the inputs imports."""
+    nodes = [helper.make_node("Relu", ["x"], ["y/scaled"], name="r"),
+             helper.make_node("ImageScaler", ["y/scaled"], ["y"], name="s", scale=0.5,
+                              bias=[0.1, 0.2, 0.3]),
+             helper.make_node("Conv", ["y", "w"], ["z"], name="c")]
+    m = _model(nodes, [_vi("x", [1, 3, 8, 8])], [_vi("z", [1, 4, 6, 6])],
+               [_w("w", (4, 3, 3, 3))], opset=8)
+    m.ir_version = 3
+    assert [la.op for la in import_onnx(m).layers] == ["Relu", "Mul", "Add", "Conv"]
