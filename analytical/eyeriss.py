@@ -51,10 +51,10 @@ from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Layer, Network, numel
 from costmodels.ops import CONV_OPS, GLOBAL_POOL_OPS, MAC_OPS, POOL_OPS, QUANT_OPS, VIEW_OPS
 
-# Ops the accelerator does not run: views alias their input, and a QDQ model's Quantize/
-# DequantizeLinear only name the fixed-point precision the accelerator computes at anyway
-# (its spec's word size), so they alias theirs too (each was a pass over DRAM: a model
-# quantized for such a chip read 2-4x slower than its float original)
+# Ops the accelerators (this one and analytical.fpga) do not run: views alias their input,
+# and a QDQ model's Quantize/DequantizeLinear only name the fixed-point precision the
+# accelerator computes at anyway (its spec's word size), so they alias theirs too (each was
+# a pass over DRAM: a model quantized for such a chip read 2-4x slower than its float one)
 FREE_OPS = VIEW_OPS | QUANT_OPS
 
 LEVELS = ("mac", "spad", "noc", "glb", "dram")

@@ -38,17 +38,11 @@ from typing import NamedTuple
 
 import numpy as np
 
-from analytical.eyeriss import ConvShape, NotMappable, conv_shape
+from analytical.eyeriss import FREE_OPS, ConvShape, NotMappable, conv_shape
 from analytical.specs import FpgaSpec, load_spec
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import Layer, Network, numel
-from costmodels.ops import MAC_OPS, QUANT_OPS, VIEW_OPS
-
-# Ops the accelerator does not run: views alias their input, and a QDQ model's Quantize/
-# DequantizeLinear only name the fixed-point precision the accelerator computes at anyway
-# (its spec's word size), so they alias theirs too (each was a pass over DRAM: a model
-# quantized for such a chip read 2-4x slower than its float original)
-FREE_OPS = VIEW_OPS | QUANT_OPS
+from costmodels.ops import MAC_OPS
 
 
 def _bias_add(layer: Layer) -> bool:

@@ -29,7 +29,7 @@ from dataclasses import MISSING, dataclass, field, fields, is_dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from costmodels.errors import CostModelError, special_file
+from costmodels.errors import CostModelError, control_characters, special_file
 
 SCHEMA_VERSION = 1
 T = TypeVar("T")
@@ -455,13 +455,6 @@ def _convert(tp: Any, value: Any, source: str, name: str) -> Any:
                         f"terminal escape: {value!r:.60}); write it on one line of plain text")
     return value
 
-
-def control_characters(text: str) -> bool:
-    """Whether ``text`` holds a control character (newline, tab, ESC, ...): printed, one
-    rewrites what the terminal shows."""
-    import unicodedata
-
-    return any(unicodedata.category(c) == "Cc" for c in text)
 
 
 # A field that must be positive is also held to a physical range: a clock of 1e-300 MHz gave

@@ -55,10 +55,9 @@ def before():
     """The roofline's element-wise work as it was: only Gelu, Erf, QuickGelu transcendental."""
     import analytical.roofline as r
 
-    saved = r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS, r.SOFTMAX_WORK
+    saved = r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS
     r.TRANSCENDENTAL_WORK = {"Gelu": 1.0, "Erf": 1.0, "QuickGelu": 0.5}
     r.TRANSCENDENTAL_OPS = frozenset(r.TRANSCENDENTAL_WORK)
-    r.SOFTMAX_WORK = None
     old = r.transcendental_work
 
     def work(layer):
@@ -70,7 +69,7 @@ def before():
     try:
         yield
     finally:
-        r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS, r.SOFTMAX_WORK = saved
+        r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS = saved
         r.transcendental_work = old
 
 

@@ -74,9 +74,9 @@ def positive_int(text: str) -> int:
 def one_line(text: str) -> str:
     """argparse type: text without control characters (a newline or a terminal escape,
     which would rewrite the terminal when the text is printed back)."""
-    import unicodedata
+    from costmodels.errors import control_characters
 
-    if any(unicodedata.category(c) == "Cc" for c in text):
+    if control_characters(text):
         raise argparse.ArgumentTypeError(f"holds control characters ({text!r:.60}); give "
                                          "one line of plain text")
     return text

@@ -120,6 +120,14 @@ def short_repr(value: object) -> str:
     return shown if len(shown) <= 160 else f"{shown[:120]}... ({len(str(value))} characters)"
 
 
+def control_characters(text: str) -> bool:
+    """Whether ``text`` holds a control character (newline, tab, ESC, ...): printed, one
+    rewrites what the terminal shows."""
+    import unicodedata
+
+    return any(unicodedata.category(c) == "Cc" for c in text)
+
+
 def first_line(text: str, limit: int = 400) -> str:
     """The first line of an error text, its middle cut where longer than ``limit`` (the
     advice is at its end)."""

@@ -164,9 +164,9 @@ def _number(value: str, path: str, line: int, fld: str, *, positive: bool) -> fl
         raise TableError(f"{path}:{line}: field {fld!r} is {value!r}; every latency must be a "
                          "finite number (drop or re-measure that cell)")
     if positive and x <= 0:
-        what = "energies" if "energy" in fld else "latencies"
+        what, one = ("energies", "energy") if "energy" in fld else ("latencies", "latency")
         raise TableError(f"{path}:{line}: field {fld!r} is {x}, but {what} must be > 0 "
-                         f"(a zero or negative {what[:-3] + 'y'} is a measurement error)")
+                         f"(a zero or negative {one} is a measurement error)")
     if x and abs(x) < MIN_VALUE:
         raise TableError(f"{path}:{line}: field {fld!r} is {x:g}, less than {MIN_VALUE:g} "
                          "(a femtosecond in ms): not a measurement; check the units and that "

@@ -245,7 +245,13 @@ def cmd_import(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from costmodels.errors import ModelFileError
-    from measure.lut.keys import BOUND, OUTPUTS_META, entries_protocol, outputs_bound
+    from measure.lut.keys import (
+        BOUND,
+        OUTPUTS_META,
+        entries_protocol,
+        measured_runtimes,
+        outputs_bound,
+    )
     from measure.lut.table import merge_entries, read_csv
 
     entries = read_csv(args.csv)
@@ -256,20 +262,15 @@ def cmd_import(args: argparse.Namespace) -> int:
     if not entries:
         raise ModelFileError(f"{args.csv}: holds no entries (a header alone); nothing to "
                              "import")
-    runtimes = {e.source.split(":")[1] for e in entries
-                if e.source.startswith("measured:") and e.source.count(":") >= 1}
-    new = not Path(args.db).exists()
-    if new and runtimes and runtimes != {args.runtime}:  # refused before the file is made
+    # an existing --db is opened only when it is of --runtime: one check covers both
+    runtimes = measured_runtimes(e.source for e in entries)
+    if runtimes and runtimes != {args.runtime}:  # refused before any file is made
         raise ModelFileError(
             f"{args.csv}: its entries were measured with {', '.join(sorted(runtimes))} "
             f"(their source column), not {args.runtime}: their kernels differ; import with "
             f"--runtime {sorted(runtimes)[0]}")
+    new = not Path(args.db).exists()
     with _open_for_write(args.db, args.runtime, args.rules) as lut:
-        if runtimes and runtimes != {lut.runtime}:
-            raise ModelFileError(
-                f"{args.csv}: its entries were measured with {', '.join(sorted(runtimes))} "
-                f"(their source column), {args.db} is a LUT of {lut.runtime}: their kernels "
-                "differ; import into a LUT of that runtime (--runtime)")
         if new and bound:  # an export of a LUT timed with bound outputs stays one
             lut.set_meta(OUTPUTS_META, BOUND)
         elif bound is not None and bound != outputs_bound(lut.meta()):

@@ -43,6 +43,12 @@ def outputs_bound(meta: dict[str, str]) -> bool:
     return meta.get(OUTPUTS_META, "") == BOUND
 
 
+def measured_runtimes(sources) -> set[str]:
+    """The runtimes measured entries name in their ``source`` fields
+    (``measured:<runtime>:...``, as ``lut build`` writes them)."""
+    return {s.split(":")[1] for s in sources if s.startswith("measured:")}
+
+
 def entries_protocol(sources) -> bool | None:
     """How measured entries were timed, from their ``source`` fields: True (bound outputs),
     False (returned), None when none says (a table from another tool). Raises ValueError
