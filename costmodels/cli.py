@@ -146,7 +146,7 @@ def _input_files(args) -> set[Path]:
 
 
 def check_output(path: str | Path, what: str = "output file", text: bool = True,
-                 json_ok: bool = False) -> Path:
+                 json_ok: bool = False, png_ours_only: bool = False) -> Path:
     """Fail before any work if ``path`` cannot be written (a file, not a directory).
 
     Creates nothing: checks that the file (if it exists) is a writable regular
@@ -188,7 +188,7 @@ def check_output(path: str | Path, what: str = "output file", text: bool = True,
         if p.resolve() in _INPUT_FILES:
             raise InputError(f"{what} {path}: is one of this command's inputs; give another "
                              "file name (nothing was written)")
-        _check_png(p, what)
+        _check_png(p, what, png_ours_only)
         if text:
             try:
                 with p.open("rb") as fh:
@@ -235,31 +235,62 @@ def needs_command(parser: argparse.ArgumentParser):
     return run
 
 
-def _check_png(p: Path, what: str) -> None:
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def png_software(p: Path) -> str | None:
+    """The ``Software`` text of PNG file ``p`` ('' if it has none), or None if ``p`` is not
+    a PNG that can be read. Reads the chunks before the image data only."""
+    import struct
+
+    try:
+        with p.open("rb") as fh:
+            if fh.read(8) != PNG_SIGNATURE:
+                return None
+            for _ in range(64):
+                head = fh.read(8)
+                if len(head) < 8:
+                    return ""
+                size, kind = struct.unpack(">I4s", head)
+                if kind in (b"IDAT", b"IEND") or size > 1 << 20:
+                    return ""
+                body = fh.read(size + 4)[:size]
+                if kind == b"tEXt" and body.startswith(b"Software\0"):
+                    return body[9:].decode("latin-1")
+    except OSError:
+        return None
+    return ""
+
+
+def _check_png(p: Path, what: str, ours_only: bool = False) -> None:
     """A figure (``.png``) is written only over a PNG image: a file of another kind there is
-    someone's (a ``.png`` holding text was replaced by a plot)."""
+    someone's (a ``.png`` holding text was replaced by a plot). ``ours_only``: the command
+    names the figure itself (beside its ``-o``), so only a figure costmodels wrote is
+    replaced, not an image of the user's."""
     from costmodels.errors import InputError
+    from costmodels.harness.report import PNG_SOFTWARE
 
     if p.suffix.lower() != ".png" or not p.is_file():
         return
-    try:
-        with p.open("rb") as fh:
-            head = fh.read(8)
-    except OSError:
-        return
-    if head != b"\x89PNG\r\n\x1a\n":
+    soft = png_software(p)
+    if soft is None:
         raise InputError(f"{what} {p}: exists and is not a PNG image, which this command would "
                          "write there; give another name, or move that file (nothing was "
                          "written)")
+    if ours_only and PNG_SOFTWARE not in soft:
+        raise InputError(f"{what} {p}: exists and is an image costmodels did not write "
+                         f"(Software: {soft[:60] or 'none'}); this command writes its figure "
+                         "there: give another -o, or move that image (nothing was written)")
 
 
 EXPORT_MARK = "costmodels.export"  # metadata key `export` writes: what it may overwrite
 
 
 def check_overwrite_model(path: Path, what: str, producers: Sequence[str] = (),
-                          advice: str = "give another file name") -> None:
+                          advice: str = "give another file name",
+                          marks: Sequence[str] = (EXPORT_MARK,)) -> None:
     """Refuse an existing file at ``path`` unless it is a model this command wrote before
-    (metadata ``EXPORT_MARK``, or a ``producer_name`` in ``producers``): another model, a
+    (a metadata key in ``marks``, or a ``producer_name`` in ``producers``): another model, a
     table or a database there would be replaced. Raises :class:`InputError`; reads only the
     file's header fields, never its external data."""
     from costmodels.errors import InputError
@@ -270,7 +301,7 @@ def check_overwrite_model(path: Path, what: str, producers: Sequence[str] = (),
         import onnx
 
         proto = onnx.load(str(path), load_external_data=False)
-        ours = (any(p.key == EXPORT_MARK for p in proto.metadata_props)
+        ours = (any(p.key in marks for p in proto.metadata_props)
                 or proto.producer_name in producers)
     except Exception:  # noqa: BLE001 - not a model at all: not ours either
         ours = False

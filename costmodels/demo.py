@@ -165,12 +165,12 @@ def _slug(space: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from costmodels.cli import check_output_dir, main, open_space
-    from costmodels.harness.report import WRITES
+    from costmodels.cli import main, open_space
+    from costmodels.harness.report import check_report_dir
     from costmodels.progress import console as progress_console
 
     console = progress_console(stderr=True)
-    out = check_output_dir(args.out, "--out", writes=WRITES)  # compare's files, before any work
+    out = check_report_dir(args.out, "--out")  # compare's files, before any work
     space = open_space(args)           # validates --space / --dataset before any work
     sample = args.sample
     if sample is None and space.size is None:

@@ -409,7 +409,8 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from predictors.base import PredictorError
 
     check_output(args.output, "-o")
-    check_output(Path(args.output).with_suffix(".png"), "-o's plot", text=False)
+    check_output(Path(args.output).with_suffix(".png"), "-o's plot", text=False,
+                 png_ours_only=True)
     with_sources = args.model in ("transfer", "fewshot")
     if args.priors and not with_sources:
         raise PredictorError(f"--priors is for --model fewshot or transfer, not {args.model}")

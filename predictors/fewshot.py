@@ -208,7 +208,7 @@ def write_curve(rows: Sequence[dict], path: str | Path) -> Path:
 
 def plot_curve(rows: Sequence[dict], png: str | Path) -> Path:
     """Spearman and ±10% accuracy against k (log axis), one line per model/target/select."""
-    from costmodels.harness.report import pyplot
+    from costmodels.harness.report import pyplot, save_png
 
     plt = pyplot()
     fig, axes = plt.subplots(1, 2, figsize=(10, 4))
@@ -229,7 +229,7 @@ def plot_curve(rows: Sequence[dict], png: str | Path) -> Path:
     axes[0].legend(fontsize=7)
     fig.tight_layout()
     png = Path(png)
-    fig.savefig(png, dpi=120)
+    save_png(fig, png, 120)
     plt.close(fig)
     return png
 

@@ -651,6 +651,26 @@ def test_a_plot_is_not_written_over_a_file_that_is_no_png(tmp_path, capsys):
     assert precious.read_text() == "precious" and not (tmp_path / "curve.csv").exists()
 
 
+def test_a_plot_is_written_over_its_own_figure_only(tmp_path, capsys):
+    """fewshot -o X.csv names X.png itself: an image there that costmodels did not write
+    (a PNG of the user's) is refused, byte-identical; its own figure is replaced."""
+    from pathlib import Path
+
+    from test_harness_cli import _user_plot
+
+    root = Path(__file__).resolve().parents[1]
+    argv = ["fewshot", "--target", str(root / "datasets/nb201/xeon-2c-ort-cifar10.csv"),
+            "--model", "flops", "--samples", "5", "--seeds", "1",
+            "-o", str(tmp_path / "curve.csv")]
+    before = _user_plot(tmp_path / "curve.png")
+    assert main(argv) == 2
+    assert "an image costmodels did not write" in capsys.readouterr().err
+    assert (tmp_path / "curve.png").read_bytes() == before
+    assert not (tmp_path / "curve.csv").exists()
+    (tmp_path / "curve.png").unlink()
+    assert main(argv) == 0 and main(argv) == 0  # the second run replaces its own figure
+
+
 def test_fewshot_refuses_sources_a_model_does_not_use(tmp_path, capsys):
     """`fewshot --model gbdt --source T` ignored the sources (fit refuses the same)."""
     from pathlib import Path

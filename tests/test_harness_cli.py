@@ -159,7 +159,77 @@ def test_a_failed_report_leaves_the_folder_as_it_was(tmp_path, capsys, monkeypat
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     monkeypatch.undo()
-    (out / "models.png").write_bytes(b"\x89PNG\r\n\x1a\n an older run's")
+    (out / "models.png").write_bytes((out / "scatter.png").read_bytes())  # an older run's
     assert main(["compare", "--truth", truth.source, "flops", "params", "-o", str(out)]) == 0
     assert not (out / "models.png").exists() and (out / "predictions.csv").is_file()
     assert "params" in (out / "report.md").read_text()
+
+
+def _user_plot(path):
+    """A PNG as a user's own matplotlib script saves it (Software: Matplotlib ...)."""
+    from costmodels.harness.report import pyplot
+
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(2, 2))
+    ax.plot([0, 1], [1, 0])
+    fig.savefig(path)
+    plt.close(fig)
+    return path.read_bytes()
+
+
+@pytest.mark.parametrize("name", ["scatter.png", "metrics.csv", "report.md"])
+def test_compare_leaves_a_folder_of_someone_elses_files_alone(tmp_path, capsys, name):
+    """-o DIR holding a file of the user's under a name the report writes (their own plot,
+    table or notes) is refused, all of it byte-identical; other files there do not matter."""
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=30)
+    out = tmp_path / "mine"
+    out.mkdir()
+    (out / "notes.txt").write_text("mine")
+    if name.endswith(".png"):
+        _user_plot(out / name)
+    else:
+        (out / name).write_text("backend,score\nmine,1\n" if name.endswith(".csv")
+                                else "# my notes\n")
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: -o {out}: holds {name}") and "nothing was written" in err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    (out / name).unlink()
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 0
+    assert (out / "notes.txt").read_text() == "mine"
+
+
+def test_compare_replaces_a_report_written_before_the_mark(tmp_path, capsys):
+    """A report folder of an earlier version (report.md without the mark line, figures
+    saved as plain Matplotlib PNGs) is still ours: replaced, not refused."""
+    from costmodels.harness.report import REPORT_MARK
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=30)
+    out = tmp_path / "rep"
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 0
+    text = (out / "report.md").read_text()
+    assert text.rstrip().endswith(REPORT_MARK)
+    (out / "report.md").write_text(text.replace(REPORT_MARK, ""))
+    _user_plot(out / "scatter.png")
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 0
+    (out / "report.md").write_text("# my notes\n")  # not a report: the plain figure is not ours
+    _user_plot(out / "scatter.png")
+    before = (out / "scatter.png").read_bytes()
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 2
+    assert (out / "scatter.png").read_bytes() == before
+
+
+def test_gen_models_leaves_an_exported_model_alone(tmp_path, capsys):
+    """`export` marks its models as its own; gen-models replaces only models it wrote, not
+    an exported architecture saved under one of the zoo's names."""
+    from costmodels.harness.models import ZOO
+
+    zoo = tmp_path / "zoo"
+    zoo.mkdir()
+    mine = zoo / f"{next(iter(ZOO))}.onnx"
+    assert main(["export", "0", "-o", str(mine)]) == 0
+    before = mine.read_bytes()
+    assert main(["gen-models", "-o", str(zoo)]) == 2
+    assert "is not a model this command wrote" in capsys.readouterr().err
+    assert mine.read_bytes() == before and [p.name for p in zoo.iterdir()] == [mine.name]

@@ -198,3 +198,17 @@ def test_interrupted_remeasure_keeps_a_usable_lut_and_is_carried_on(tmp_path, mo
         kept = [k for k in others if after[k] < since]  # the other cell's own kernels
         assert kept and all(after[k] == others[k] for k in kept)
         assert all(p.measured_at >= since for p in lut.points()) and len(lut.points()) == points
+
+
+@pytest.mark.parametrize("outputs", ["bound", "returned"])
+def test_outputs_flag_is_for_onnx_runtime_only(tmp_path, capsys, outputs):
+    """`--outputs` picks how ONNX Runtime's one-kernel models are timed; with TVM it meant
+    nothing and `returned` was accepted silently: refused, before any file is made."""
+    from costmodels.cli import main
+
+    db = tmp_path / "lut.sqlite"
+    assert main(["lut", "build", "--archs", str(_arch_csv(tmp_path)), "--db", str(db),
+                 "--runtime", "tvm", "--outputs", outputs]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: --outputs {outputs} is for ONNX Runtime LUTs"), err
+    assert not db.exists()

@@ -493,3 +493,17 @@ def test_a_noisy_flag_that_is_no_flag_and_a_damaged_space_index_are_named(tmp_pa
         with LutFile(path, readonly=True) as lut, pytest.raises(
                 ModelFileError, match=f"space_index row .*field '{field}' is not what"):
             lut.get_index("nb201", "cifar10", 1, rules.hash)
+
+
+def test_import_refuses_a_kernel_of_an_unknown_op(tmp_path):
+    """A key whose op no ONNX domain defines and costmodels does not build (a typo, a
+    lower-case op type) could never match a network's kernel: refused, naming its line."""
+    from measure.lut.table import known_op, read_csv
+
+    assert known_op("Conv") and known_op("QuickGelu") and known_op("Null")
+    assert not known_op("conv") and not known_op("Addd")
+    good = "Relu|in=1x8x4x4|out=1x8x4x4|dt=float32"
+    path = tmp_path / "l.csv"
+    path.write_text(f"key,median_ms\n{good},0.01\nrelu{good[4:]},0.02\n")
+    with pytest.raises(ModelFileError, match=r"l\.csv:3: .*'relu' is no ONNX operator"):
+        read_csv(path)

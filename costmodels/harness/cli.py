@@ -109,11 +109,11 @@ def _check_backend_files(specs) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
-    from costmodels.cli import check_output_dir, open_space
+    from costmodels.cli import open_space
     from costmodels.harness import run
-    from costmodels.harness.report import WRITES
+    from costmodels.harness.report import check_report_dir
 
-    check_output_dir(args.output, "-o", writes=WRITES)
+    check_report_dir(args.output, "-o")
     space = open_space(args)
     from costmodels.tables import iter_csv, read_table, sidecar_mismatch
 
@@ -199,7 +199,7 @@ def cmd_gen_models(args: argparse.Namespace) -> int:
     check_output_dir(args.output, "-o")
     for name in ZOO:  # a file of the user's under one of the zoo's names is not replaced
         check_overwrite_model(Path(args.output) / f"{name}.onnx", "-o", (PRODUCER,),
-                              "write the models into another folder")
+                              "write the models into another folder", marks=())
     paths = generate_models(args.output, seed=args.seed)
     print(f"wrote {len(paths)} models to {args.output}: {', '.join(p.stem for p in paths)}",
           file=sys.stderr)

@@ -311,6 +311,18 @@ def write_predictions_csv(result: ComparisonResult, truth_latency: np.ndarray,
 
 
 # ----------------------------------------------------------------------------- figures
+PNG_SOFTWARE = "costmodels"  # in the Software text of every figure costmodels writes
+
+
+def save_png(fig, path: str | Path, dpi: int) -> None:
+    """Save ``fig`` as a PNG whose Software text says costmodels wrote it: a later run
+    replaces only such a file where it writes a figure of its own naming."""
+    import matplotlib
+
+    fig.savefig(path, dpi=dpi, metadata={
+        "Software": f"{PNG_SOFTWARE} (Matplotlib {matplotlib.__version__})"})
+
+
 def pyplot():
     """matplotlib's pyplot on the file-only Agg backend, its font lookup quiet: a stale font
     cache (one written by a since-deleted environment) makes it log a ``findfont`` line per
@@ -403,7 +415,7 @@ def plot_scatter(results: Sequence[BackendResult], path: str | Path, *, device: 
         handle.set_alpha(1)
     fig.suptitle(f"Estimated vs measured latency on {device} (each dot a network)", fontsize=11)
     fig.tight_layout(rect=(0, 0.05, 1, 0.96))
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
     return Path(path)
 
@@ -433,7 +445,7 @@ def plot_rank_bars(results: Sequence[BackendResult], path: str | Path, *, device
     ax.legend(loc="upper right", fontsize=8)
     ax.grid(True, axis="y", alpha=0.3)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
     return Path(path)
 
@@ -442,6 +454,50 @@ CURVE_METRICS = ("spearman", "kendall", "mape", "acc10")
 # What write_report writes into its folder (checked against the command's inputs first).
 WRITES = ("report.md", "metrics.csv", "predictions.csv", "rank_correlation.png", "scatter.png",
           "sample_efficiency.png", "models.png")
+REPORT_MARK = "<!-- written by costmodels compare -->"  # report.md's last line
+_CSV_HEADS = {"metrics.csv": "backend,spec,n_total,",
+              "predictions.csv": "arch_index,arch_str,latency_ms"}
+
+
+def check_report_dir(path: str | Path, what: str) -> Path:
+    """Fail before any work unless folder ``path`` can take a report: a new folder, or one
+    whose files of the report's names (:data:`WRITES`) an earlier report wrote. A file of
+    someone else's under one of those names would be replaced (or, not written this time,
+    removed): it is named, and nothing is written."""
+    from costmodels.cli import check_output, check_output_dir, png_software
+    from costmodels.errors import InputError
+
+    out = check_output_dir(path, what, writes=WRITES)
+    if not out.is_dir():
+        return out
+    present = [n for n in WRITES if (out / n).exists() or (out / n).is_symlink()]
+    for name in present:
+        check_output(out / name, what, text=not name.endswith(".png"))
+
+    def head(name: str, n: int) -> str:
+        try:
+            with (out / name).open("rb") as fh:
+                return fh.read(n).decode("utf-8", "replace")
+        except OSError:
+            return ""
+
+    report = "report.md" in present and (
+        REPORT_MARK in head("report.md", 1 << 22)
+        or "\n## Which estimator to use\n" in head("report.md", 1 << 22))  # before the mark
+    for name in present:
+        if name == "report.md":
+            ours = report
+        elif name.endswith(".png"):
+            soft = png_software(out / name) or ""
+            ours = PNG_SOFTWARE in soft or (report and soft.startswith("Matplotlib"))
+        else:
+            ours = head(name, 200).lstrip("\ufeff").startswith(_CSV_HEADS[name])
+        if not ours:
+            raise InputError(f"{what} {path}: holds {name}, which a report writes (or, "
+                             "not written this time, removes), and an earlier costmodels "
+                             "report did not write it; give another folder, or move that "
+                             "file (nothing was written)")
+    return out
 
 
 def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
@@ -538,7 +594,7 @@ def plot_curves(curve_csvs: Sequence[str | Path], path: str | Path, *, device: s
     fig.suptitle("Sample efficiency of learned predictors" + (f" on {device}" if device else "")
                  + " (line: mean over seeds; band: ±1 std)", fontsize=11)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
     return Path(path)
 
@@ -570,7 +626,7 @@ def plot_models(models: ModelsResult, path: str | Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    save_png(fig, path, 110)
     plt.close(fig)
     return Path(path)
 
@@ -754,6 +810,7 @@ def _write_report_files(result: ComparisonResult, out: Path, *, fingerprint, cur
             lines += [f"![{caption}]({figs[key].name})", ""]
     if models:
         lines += _models_section(models, figs.get("models"), result)
+    lines += ["", REPORT_MARK]
     with atomic_output(out / "report.md") as fh:
         fh.write("\n".join(lines) + "\n")
     files["report"] = out / "report.md"

@@ -151,10 +151,11 @@ def open_or_create(path: str, rules: FusionRules, config: MeasureConfig,
     from measure.fingerprint import fingerprint
 
     cfg = config.to_dict()
+    if outputs is not None and config.runtime != "ort":
+        raise ModelFileError(f"--outputs {outputs} is for ONNX Runtime LUTs; a "
+                             f"{config.runtime} kernel keeps its outputs in place, timed one "
+                             "way only (leave --outputs out)")
     if not Path(path).exists():
-        if outputs == BOUND and config.runtime != "ort":
-            raise ModelFileError(f"--outputs bound is for ONNX Runtime LUTs; {config.runtime} "
-                                 "keeps its outputs in place anyway")
         lut = LutFile.create(path, config.runtime, rules.doc, rules.hash, fingerprint(config),
                              cfg)
         if config.runtime == "ort" and outputs != "returned":

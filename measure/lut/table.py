@@ -400,6 +400,17 @@ def export_csv(lut: LutFile, path: str | Path) -> int:
     return len(rows)
 
 
+def known_op(op: str) -> bool:
+    """Whether ``op`` can name a kernel: an ONNX operator (any domain onnx knows) or one
+    costmodels builds (its pseudo-kernels and ONNX Runtime's contrib ops,
+    :data:`measure.lut.kernel_onnx.ANCHORS`)."""
+    import onnx.defs
+
+    from measure.lut.kernel_onnx import ANCHORS
+
+    return op in ANCHORS or onnx.defs.has(op) or onnx.defs.has(op, "ai.onnx.ml")
+
+
 def read_csv(path: str | Path) -> list[Entry]:
     """Entries from a CSV of the exported form; only ``key`` and ``median_ms`` are required.
 
@@ -428,6 +439,11 @@ def read_csv(path: str | Path) -> list[Entry]:
                 raise ValueError(f"the row has {given} fields, the header {len(cols)} (a "
                                  "field missing, or a quote left open)")
             key = parse_key(row["key"])
+            if unknown := [op for op in key.ops if not known_op(op)]:
+                raise ValueError(f"kernel {key.text[:80]!r}: {unknown[0]!r} is no ONNX "
+                                 "operator nor one of costmodels' kernels (check its "
+                                 "spelling: op types are case-sensitive); no network's "
+                                 "kernel would ever match it")
             med = float(row["median_ms"])
             if not math.isfinite(med) or med <= 0 or med > MAX_KERNEL_MS:
                 raise ValueError(f"median_ms must be a positive number of ms up to "
