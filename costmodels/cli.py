@@ -122,27 +122,50 @@ _OUTPUT_ARGS = frozenset({"output", "out", "db", "work_dir", "png"})
 
 def _input_files(args) -> set[Path]:
     """Existing files named by the parsed arguments (a ``models:DIR`` folder's ``.onnx``
-    files too), resolved; the output arguments are left out."""
+    files too), resolved, and those they read in turn: the files a saved model's priors
+    name (its manifest's ``params.prior``) and the local roofline spec a bare ``roofline``
+    reads. The output arguments are left out."""
     found: set[Path] = set()
     for key, value in vars(args).items():
         if key in _OUTPUT_ARGS or key == "func":
             continue
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if not isinstance(v, (str, Path)):
-                continue
-            spec = str(v).partition(":")[2]  # a backend spec: lut:PATH?uncalibrated
-            for cand in {str(v), spec, spec.partition("?")[0]} - {""}:
-                try:
-                    p = Path(cand).expanduser()
-                    if p.is_file():
-                        found.add(p.resolve())
-                    elif p.is_dir():
-                        # a saved model's folder (gbdt:DIR) is all input; else its models
-                        pattern = "*" if (p / "manifest.json").is_file() else "*.onnx"
-                        found.update(f.resolve() for f in p.glob(pattern) if f.is_file())
-                except (OSError, RuntimeError, ValueError):
-                    continue
+            if isinstance(v, (str, Path)):
+                _add_inputs(str(v), found, depth=0)
+    try:
+        from analytical.roofline import local_spec_path
+
+        if (local := local_spec_path()).is_file():
+            found.add(local.resolve())
+    except (OSError, RuntimeError, ValueError):
+        pass
     return found
+
+
+def _add_inputs(v: str, found: set[Path], depth: int) -> None:
+    """Add to ``found`` the files that argument or backend spec ``v`` names (a saved
+    model's folder: all of its files, and what its priors name, 4 levels deep at most)."""
+    import json
+
+    spec = v.partition(":")[2]  # a backend spec: lut:PATH?uncalibrated
+    for cand in {v, spec, spec.partition("?")[0]} - {""}:
+        try:
+            p = Path(cand).expanduser()
+            if p.is_file():
+                found.add(p.resolve())
+            elif p.is_dir():
+                # a saved model's folder (gbdt:DIR) is all input; else its models
+                manifest = p / "manifest.json"
+                pattern = "*" if manifest.is_file() else "*.onnx"
+                found.update(f.resolve() for f in p.glob(pattern) if f.is_file())
+                if manifest.is_file() and depth < 4 and manifest.stat().st_size < 1 << 24:
+                    prior = (json.loads(manifest.read_text(encoding="utf-8"))
+                             .get("params", {}).get("prior"))
+                    for s in prior if isinstance(prior, list) else []:
+                        if isinstance(s, str):
+                            _add_inputs(s, found, depth + 1)
+        except (OSError, RuntimeError, ValueError, AttributeError, RecursionError):
+            continue
 
 
 def check_output(path: str | Path, what: str = "output file", text: bool = True,

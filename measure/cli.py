@@ -261,6 +261,8 @@ def cmd_measure(args: argparse.Namespace) -> int:
 
 # ----------------------------------------------------------------------------- measure-space
 def cmd_measure_space(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from costmodels.cli import check_output, selected_archs
     from costmodels.tables import sidecar_path
     from measure.campaign import expand, representatives, run_campaign, space_jobs
@@ -282,6 +284,12 @@ def cmd_measure_space(args: argparse.Namespace) -> int:
     side = sidecar_path(out)
     check_output(side, "fingerprint sidecar", json_ok=True)
     check_output(args.db, "measurement store (--db)", text=False)
+    if Path(args.db).resolve() == side.resolve():
+        from costmodels.errors import InputError
+
+        raise InputError(f"--db {args.db}: is the fingerprint sidecar the table -o "
+                         f"{args.output} gets beside it; give the store another name "
+                         "(nothing was written)")
     inspect(args.db, STORE_SCHEMA)  # a foreign, corrupt or empty file: refused, untouched
     space, archs = selected_archs(args)  # --space / --archs / --sample read and checked
     if args.representatives == "space":  # a space without the rule: before the store exists

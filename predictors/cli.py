@@ -408,6 +408,11 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from predictors import fewshot
     from predictors.base import PredictorError
 
+    if Path(args.output).suffix.lower() == ".png":  # the table and its plot in one file
+        raise PredictorError(f"-o {args.output}: names the curve's CSV table; its plot is "
+                             "written beside it with the suffix .png, so give a name such as "
+                             f"{Path(args.output).with_suffix('.csv').name} (nothing was "
+                             "written)")
     check_output(args.output, "-o")
     check_output(Path(args.output).with_suffix(".png"), "-o's plot", text=False,
                  png_ours_only=True)

@@ -293,7 +293,7 @@ class GBDTModel(Predictor):
                 named = {str(Path(arg.partition("?")[0])) for arg in
                          (split_spec(spec)[1] for spec in model.prior) if arg}
                 changed = [f for f, h in stored.items() if f in named
-                           and (not Path(f).is_file() or digest(Path(f)) != h)]
+                           and (not Path(f).exists() or digest(Path(f)) != h)]
                 if changed:
                     print(f"warning: {d}: the prior file {changed[0]} changed since this model "
                           f"was fitted (its {'content' if content else 'bytes'} differ"
@@ -344,7 +344,7 @@ def pin_prior(spec: str) -> str:
         return spec.strip()
     base, q, query = arg.partition("?")
     path = Path(base).expanduser()
-    if path.is_file():
+    if path.is_file() or path.is_dir():  # a LUT, a spec, a table; a saved model's folder
         arg = os.path.abspath(path) + q + query
     if name == "table" and arg.lower().endswith(".csv"):
         return arg  # a .csv path names a table by itself
@@ -358,7 +358,7 @@ def prior_files_sha256(specs: Sequence[str]) -> dict[str, str]:
     out = {}
     for spec in specs:
         path = Path((split_spec(spec)[1] or "").partition("?")[0])
-        if path.is_absolute() and path.is_file():
+        if path.is_absolute() and (path.is_file() or path.is_dir()):
             out[str(path)] = content_sha256(path)
     return out
 
@@ -372,6 +372,12 @@ def content_sha256(path: Path) -> str:
     import hashlib
     import sqlite3
 
+    if path.is_dir():  # a saved model's folder: the files a model is loaded from
+        h = hashlib.sha256()
+        for name in P.MODEL_FILES:
+            if (path / name).is_file():
+                h.update(f"{name}\0{P.file_sha256(path / name)}\n".encode())
+        return h.hexdigest()
     with open(path, "rb") as f:
         if f.read(16) != b"SQLite format 3\x00":
             return P.file_sha256(path)

@@ -243,6 +243,19 @@ def _table(rows: Sequence[Sequence[object]], header: str = "arch_index,arch_str,
     return header + "\n" + "".join(",".join(map(str, r)) + "\n" for r in rows)
 
 
+def _photo_png() -> bytes:
+    """A 1x1 grey PNG as an image tool writes it (no Software text): a user's picture."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body)))
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 1, 1, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(b"\x00\x80")) + chunk(b"IEND", b""))
+
+
 def make_fixtures(d: Path) -> None:
     """Write every input the cases use into folder ``d`` (cheap: no fitting, no measuring)."""
     import onnx
@@ -337,6 +350,19 @@ def make_fixtures(d: Path) -> None:
         "format": "costmodels-fusion-rules", "schema": 1, "name": "x", "runtime": "any",
         "eliminate": [], "cse": 5, "prune_dead": False, "layout": None, "fusion": []}))
     (d / "curve_cols.csv").write_text(_table(good))
+    (d / "curve_k_huge.csv").write_text("k,seed,spearman\n99999999999999999999999,0,0.9\n")
+    (d / "curve_rho7.csv").write_text("k,seed,spearman\n5,0,7\n10,0,0.9\n")
+    # -- files of the user's where a command writes under its own names
+    png = _photo_png()
+    (d / "photo").mkdir()
+    (d / "photo" / "c.png").write_bytes(png)
+    (d / "photo" / "scatter.png").write_bytes(png)
+    (d / "rep_dir").mkdir()
+    (d / "rep_dir" / "metrics.csv").mkdir()  # a folder where the report writes a file
+    (d / "rep_notes").mkdir()
+    (d / "rep_notes" / "report.md").write_text("# my notes\n")
+    (d / "zoo_dir").mkdir()
+    (d / "zoo_dir" / "resnet_w16_r32.onnx").mkdir()
     (d / "rep_lut").mkdir()
     shutil.copy(LUT, d / "rep_lut" / "metrics.csv")  # a LUT under a name compare writes
     m = tiny_model()

@@ -456,6 +456,27 @@ CASES += [
       "ro_store.sqlite"),
     C("lut-read-only", "lut import {d}/lut_entries.csv --db {d}/ro_lut.sqlite", "ro_lut.sqlite"),
     C("out-unwritable-dir", "estimate flops --sample 1 -o {d}/ro_dir/o.csv", "ro_dir"),
+    # ------------------------------------------------------------------ probe of 2026-12-08
+    C("fewshot-o-is-png", "fewshot --target {d}/good.csv --model flops --samples 5 --seeds 1 "
+      "-o {d}/c.png", "c.png", ".csv"),
+    C("fewshot-plot-is-a-photo", "fewshot --target {d}/good.csv --model flops --samples 5 "
+      "--seeds 1 -o {d}/photo/c.csv", "c.png", "did not write"),
+    C("compare-o-holds-a-photo", "compare --truth {d}/good.csv flops -o {d}/photo",
+      "scatter.png"),
+    C("compare-o-holds-notes", "compare --truth {d}/good.csv flops -o {d}/rep_notes",
+      "report.md"),
+    C("compare-o-file-is-a-folder", "compare --truth {d}/good.csv flops -o {d}/rep_dir",
+      "metrics.csv", "directory"),
+    C("gen-models-name-is-a-folder", "gen-models -o {d}/zoo_dir", "resnet_w16_r32.onnx",
+      "directory"),
+    C("campaign-db-is-the-sidecar", f"measure-space {SAMPLE1} --db {{d}}/t.fingerprint.json "
+      "-o {d}/t.csv", "t.fingerprint.json", "sidecar"),
+    C("compare-curve-k-huge", "compare --truth {d}/good.csv flops --curve {d}/curve_k_huge.csv "
+      "-o {d}/r", "curve_k_huge.csv:2", "k must"),
+    C("compare-curve-rho-7", "compare --truth {d}/good.csv flops --curve {d}/curve_rho7.csv "
+      "-o {d}/r", "curve_rho7.csv:2", "spearman"),
+    C("lut-build-tvm-outputs", f"lut build {SAMPLE1} --runtime tvm --outputs returned "
+      "--db {d}/l.sqlite", "--outputs"),
 ]
 
 

@@ -96,6 +96,50 @@ def test_a_saved_hybrid_reads_the_prior_files_it_was_fitted_with(data, tmp_path,
     assert f"prior file {fit_dir / 'spec.toml'} changed" in capsys.readouterr().err
 
 
+def test_a_saved_model_prior_is_pinned_like_a_file(data, tmp_path, monkeypatch, capsys):
+    """A prior that is a saved model's folder (gbdt:DIR), given by a relative path, is
+    pinned at the fit as a file is: loaded from another folder, the hybrid reads the same
+    model, not another of that name there; refitted since, it is named in a warning."""
+    nets, y = data
+    fit_dir, other = tmp_path / "fit", tmp_path / "other"
+    fit_dir.mkdir()
+    other.mkdir()
+    make("gbdt").fit(nets[:30], y[:30]).save(fit_dir / "g")
+    make("gbdt").fit(nets[:30], 10 * y[:30]).save(other / "g")  # same name, other numbers
+    monkeypatch.chdir(fit_dir)
+    hyb = make("hybrid", prior=["gbdt:g"]).fit(nets[:30], y[:30])
+    want = hyb.predict(nets[30:60])
+    hyb.save(tmp_path / "m")
+    monkeypatch.chdir(other)
+    again = load(str(tmp_path / "m"))
+    assert again.prior == [f"gbdt:{fit_dir / 'g'}"]
+    np.testing.assert_array_equal(again.predict(nets[30:60]), want)
+    assert "changed" not in capsys.readouterr().err
+    make("gbdt").fit(nets[:30], 2 * y[:30]).save(fit_dir / "g")
+    load(str(tmp_path / "m"))
+    assert f"prior file {fit_dir / 'g'} changed" in capsys.readouterr().err
+
+
+def test_an_output_is_never_a_file_a_saved_model_reads(data, tmp_path, monkeypatch, capsys):
+    """-o naming a file the command reads only through a saved model's manifest (a
+    hybrid's prior spec), or the local roofline spec a bare `roofline` reads, is refused,
+    byte-identical: neither is named on the command line."""
+    from costmodels.cli import main
+
+    nets, y = data
+    spec = tmp_path / "spec.toml"
+    shutil.copy(ROOT / "analytical" / "specs" / "xeon_2c.toml", spec)
+    make("hybrid", prior=[f"roofline:{spec}"]).fit(nets[:20], y[:20]).save(tmp_path / "m")
+    before = spec.read_bytes()
+    assert main(["estimate", f"hybrid:{tmp_path / 'm'}", "--sample", "2",
+                 "-o", str(spec)]) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    monkeypatch.setenv("COSTMODELS_ROOFLINE_SPEC", str(spec))
+    assert main(["estimate", "roofline", "--sample", "2", "-o", str(spec)]) == 2
+    assert "is one of this command's inputs" in capsys.readouterr().err
+    assert spec.read_bytes() == before
+
+
 def test_a_lut_prior_rewritten_with_the_same_rows_is_not_changed(data, tmp_path, capsys):
     """A LUT prior is compared by its rows, not its bytes: SQLite rewriting the file without
     changing a row (a `lut build` that measured nothing, a VACUUM) raises no warning; a

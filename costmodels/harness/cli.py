@@ -193,12 +193,15 @@ def _check_fitting_options(backends: list[str], args: argparse.Namespace) -> Non
 def cmd_gen_models(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from costmodels.cli import check_output_dir, check_overwrite_model
+    from costmodels.cli import check_output, check_output_dir, check_overwrite_model
     from costmodels.harness.models import PRODUCER, ZOO, generate_models
 
     check_output_dir(args.output, "-o")
     for name in ZOO:  # a file of the user's under one of the zoo's names is not replaced
-        check_overwrite_model(Path(args.output) / f"{name}.onnx", "-o", (PRODUCER,),
+        path = Path(args.output) / f"{name}.onnx"
+        if path.exists() or path.is_symlink():  # a folder there, a link to nowhere
+            check_output(path, "-o", text=False)
+        check_overwrite_model(path, "-o", (PRODUCER,),
                               "write the models into another folder", marks=())
     paths = generate_models(args.output, seed=args.seed)
     print(f"wrote {len(paths)} models to {args.output}: {', '.join(p.stem for p in paths)}",

@@ -177,6 +177,30 @@ def display_name(spec: str) -> str:
     return f"{name}:{Path(arg).name}" if sep and ("/" in arg or "\\" in arg) else spec
 
 
+def display_names(specs: Sequence[str]) -> list[str]:
+    """:func:`display_name` of each spec, made distinct: specs whose shortened names
+    collide (``a/est.csv`` and ``b/est.csv``) keep as many of their folders as tell them
+    apart, and a spec given twice is numbered."""
+    names = [display_name(s) for s in specs]
+    for depth in range(1, 8):
+        clash = {n for n in names if names.count(n) > 1}
+        if not clash:
+            return names
+        for i, spec in enumerate(specs):
+            if names[i] in clash:
+                name, sep, arg = spec.partition(":")
+                path = Path(arg if sep and name in _backend_names() else spec)
+                tail = "/".join(path.parts[-depth - 1:])
+                names[i] = f"{name}:{tail}" if sep and name in _backend_names() else tail
+    twice = {n for n in names if names.count(n) > 1}
+    seen: dict[str, int] = {}
+    for i, n in enumerate(names):
+        if n in twice:
+            seen[n] = seen.get(n, 0) + 1
+            names[i] = f"{n} ({seen[n]})"
+    return names
+
+
 def _backend_names() -> tuple[str, ...]:
     from costmodels.registry import BACKENDS
     return tuple(BACKENDS)
@@ -242,8 +266,9 @@ def compare(truth: LatencyTable, backends: Sequence[str | CostModel],
     notes = dict(notes or {})
 
     results = []
+    shown = iter(display_names([s for s in backends if isinstance(s, str)]))
     for spec in backends:
-        label = display_name(spec) if isinstance(spec, str) else _spec_name(spec)
+        label = next(shown) if isinstance(spec, str) else _spec_name(spec)
         if on_progress:
             on_progress(label)
         learned = _is_learned(spec, train_samples is not None)
@@ -422,6 +447,7 @@ def compare_models(folder: str | Path,
     scored_nets = [nets[i] for i in scored]
     notes = dict(notes or {})
     results = []
+    shown = iter(display_names([s for s in backends if isinstance(s, str)]))
     for spec in backends:
         prior = None
         if isinstance(spec, BackendResult):  # a backend built (maybe fitted) by compare()
@@ -431,7 +457,7 @@ def compare_models(folder: str | Path,
         elif isinstance(spec, tuple):  # (label, fitted model)
             label, spec = spec
         else:
-            label = display_name(spec) if isinstance(spec, str) else _spec_name(spec)
+            label = next(shown) if isinstance(spec, str) else _spec_name(spec)
         if on_progress:
             on_progress(label)
         res = BackendResult(spec=spec if isinstance(spec, str) else label, name=label,

@@ -500,6 +500,25 @@ def check_report_dir(path: str | Path, what: str) -> Path:
     return out
 
 
+MAX_CURVE_K = 10**9  # networks measured for training: a count, not any integer
+# the range of each curve metric, and how an error says it
+_CURVE_RANGES = {"spearman": (-1.0, 1.0, "a correlation, from -1 to 1"),
+                 "kendall": (-1.0, 1.0, "a correlation, from -1 to 1"),
+                 "mape": (0.0, math.inf, "a percentage >= 0"),
+                 "acc10": (0.0, 1.0, "a share, from 0 to 1")}
+
+
+def _curve_value_problem(column: str, v: float) -> str | None:
+    """What is wrong with ``v`` as column ``column`` of a curve row (outside its metric's
+    range; a spread below 0; a seed count that is no whole number >= 1), None if nothing."""
+    if column == "seeds":
+        return None if v >= 1 and v == int(v) else "a count of seeds, a whole number >= 1"
+    if column.endswith("_std"):
+        return None if v >= 0 else "a spread, >= 0"
+    low, high, what = _CURVE_RANGES[column]
+    return None if low <= v <= high else what
+
+
 def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, float, int]]]]:
     """A few-shot curve CSV -> {line label: {k: {metric: (mean, std, seeds)}}}.
 
@@ -531,10 +550,13 @@ def read_curve(path: str | Path) -> dict[str, dict[int, dict[str, tuple[float, f
             # nan: undefined (a rank correlation of constant predictions); left out
             vals = {c: v for c, v in vals.items() if not math.isnan(v)}
             k = float(row["k"])
-            if not (np.isfinite(k) and k >= 1 and k == int(k)) \
+            if not (np.isfinite(k) and 1 <= k <= MAX_CURVE_K and k == int(k)) \
                     or not all(np.isfinite(v) for v in vals.values()):
-                raise ValueError("k must be a whole number >= 1 and every metric finite, or "
-                                 "nan where undefined")
+                raise ValueError(f"k must be a whole number from 1 to {MAX_CURVE_K:,} and "
+                                 "every metric finite, or nan where undefined")
+            for c, v in vals.items():
+                if why := _curve_value_problem(c, v):
+                    raise ValueError(f"{c} is {v:g}, where it is {why}")
             raw.setdefault(label, {}).setdefault(int(k), []).append(vals)
         except (ValueError, TypeError) as exc:
             raise InputError(f"{path}:{line}: not a few-shot curve row ({exc})"[:300]) from None
