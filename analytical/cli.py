@@ -98,11 +98,19 @@ def register(sub) -> None:
     p.set_defaults(func=needs_command(p))
 
 
+MAX_REPEATS = 100_000
+
+
 def cmd_calibrate(args: argparse.Namespace) -> int:
     from analytical.calibrate import calibrate, write_spec
     from analytical.roofline import local_spec_path
     from costmodels.cli import check_output
 
+    if args.repeats > MAX_REPEATS:  # each timing repeats about 3 x this many runs
+        from costmodels.errors import InputError
+
+        raise InputError(f"--repeats {args.repeats}: at most {MAX_REPEATS:,} (the default, "
+                         "25, takes a few seconds)")
     out = args.output or str(local_spec_path())
     check_output(out, "spec file (-o)")  # before seconds of measuring
     cpu = None if args.cpu == "none" else args.cpu

@@ -1642,9 +1642,24 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
 MAX_TENSOR_ELEMENTS = 2 ** 36
 
 
+_SAME_ELEMENTS = frozenset({"Reshape", "Flatten", "Squeeze", "Unsqueeze"})
+
+
 def _check_sizes(layers: Sequence[Layer], source: str) -> None:
-    """Refuse a layer with a tensor over :data:`MAX_TENSOR_ELEMENTS`, naming it."""
+    """Refuse a layer with a tensor over :data:`MAX_TENSOR_ELEMENTS`, or a reshape whose
+    output holds another number of values than its input (a target shape fixed in the file
+    for another input size: ONNX Runtime refuses to run it), naming it."""
     for layer in layers:
+        if layer.op in _SAME_ELEMENTS and layer.input_shapes \
+                and numel(layer.input_shapes[0]) != numel(layer.output_shape):
+            dims = ["x".join(map(str, s)) for s in (layer.input_shapes[0], layer.output_shape)]
+            raise OnnxImportError(
+                f"{source}: node {layer.name!r} ({layer.op}) makes {dims[1][:60]} "
+                f"({numel(layer.output_shape):,} values) of an input of {dims[0][:60]} "
+                f"({numel(layer.input_shapes[0]):,} values): a shape fixed in the file for "
+                "another input size (exported at another size?), which ONNX Runtime refuses "
+                "to run; give the input shape the model was exported with, or export it with "
+                "that dimension dynamic")
         for what, shape in (*(("input", s) for s in layer.input_shapes),
                             ("output", layer.output_shape),
                             *(("weight", s) for s in layer.weight_shapes)):

@@ -116,18 +116,28 @@ def _bad(flag: str, value, want: str):
 def check_measure_args(args: argparse.Namespace) -> None:
     """Every timing option in range, before any work (one ``error:`` line naming the flag)."""
     from costmodels.cli import SEED_MAX
-    from measure.config import MAX_RETRIES, MAX_ROUNDS, MAX_RUNS
+    from measure.config import (
+        MAX_RETRIES,
+        MAX_ROUND_S,
+        MAX_ROUNDS,
+        MAX_RUNS,
+        MAX_SECONDS,
+        MAX_THREADS,
+    )
 
     runs = f"at most {MAX_RUNS:,}"
     ranges = (("--repeat", args.repeat, 1, MAX_RUNS, f"an integer >= 1, {runs}"),
               ("--warmup", args.warmup, 0, MAX_RUNS, f"an integer >= 0, {runs}"),
-              ("--threads", args.threads, 1, math.inf, "an integer >= 1"),
+              ("--threads", args.threads, 1, MAX_THREADS,
+               f"an integer >= 1, at most {MAX_THREADS} (more than the CPUs only slows the "
+               "timing down)"),
               ("--rounds", args.rounds, 1, MAX_ROUNDS, f"an integer >= 1, at most {MAX_ROUNDS:,}"),
               ("--round-warmup", args.round_warmup, 0, MAX_RUNS, f"an integer >= 0, {runs}"),
               ("--max-retries", args.max_retries, 0, MAX_RETRIES,
                f"an integer >= 0, at most {MAX_RETRIES}"),
               ("--trials", args.trials, 0, 10 ** 7, "an integer >= 0, at most 10,000,000"),
-              ("--min-round-s", args.min_round_s, 0, math.inf, "seconds >= 0"),
+              ("--min-round-s", args.min_round_s, 0, MAX_ROUND_S,
+               f"seconds >= 0, at most {MAX_ROUND_S:.0f}"),
               ("--input-seed", args.input_seed, 0, SEED_MAX, "an integer 0 to 2**32 - 1"))
     for flag, value, low, high, want in ranges:
         if not low <= value <= high:
@@ -135,6 +145,8 @@ def check_measure_args(args: argparse.Namespace) -> None:
     for flag, value in (("--timeout", args.timeout), ("--max-cv", args.max_cv)):
         if not value > 0:
             raise _bad(flag, value, "a number > 0")
+    if not args.timeout <= MAX_SECONDS:
+        raise _bad("--timeout", args.timeout, f"seconds > 0, at most {MAX_SECONDS:.0f}")
     if getattr(args, "batch", 1) is not None and getattr(args, "batch", 1) < 1:
         raise _bad("--batch", args.batch, "an integer >= 1")
     if args.pin_cpu is not None and args.pin_cpu != -1:

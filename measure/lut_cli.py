@@ -45,11 +45,11 @@ def cmd_build(args: argparse.Namespace) -> int:
     from costmodels.fusion import load_rules
     from costmodels.progress import progress
     from measure.cli import config_from_args
-    from measure.lut.build import build_space
+    from measure.lut.build import build_space, host_rules
 
     check_output(args.db, "--db", text=False)
     config = config_from_args(args)
-    rules = load_rules(args.rules or config.runtime)
+    rules = host_rules(load_rules(args.rules or config.runtime), config)
     if args.archs is None and not args.sample:
         from costmodels.cli import open_space
 
@@ -228,11 +228,17 @@ def _open_for_write(path: str, runtime: str, rules_name: str):
     except ModelFileError as exc:  # say which option named them
         raise ModelFileError(f"{'--rules' if rules_name else '--runtime'} "
                              f"{rules_name or runtime}: {exc}") from None
+    shipped = rules.hash
+    if runtime == "ort":  # the keys as `lut build` plans them here (this machine's block)
+        from measure.config import MeasureConfig
+        from measure.lut.build import host_rules
+
+        rules = host_rules(rules, MeasureConfig())
     if not Path(path).exists():
         return LutFile.create(path, runtime, rules.doc, rules.hash, {"source": "import"}, {})
     with LutFile(path, readonly=True) as lut:  # refused with the file untouched
         have = (lut.runtime, lut.get_meta("rules_hash"))
-    if have != (runtime, rules.hash):
+    if have[0] != runtime or have[1] not in (rules.hash, shipped):
         raise ModelFileError(f"{path}: a LUT for runtime {have[0]!r} with fusion rules "
                              f"{have[1]}; it cannot take entries for {runtime!r} with rules "
                              f"{rules.hash} (the rules shipped now; its kernel keys would not "

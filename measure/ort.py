@@ -61,6 +61,48 @@ def _quiet_ort():
     return ort
 
 
+_BLOCK: list[int | None] = []  # ort_nchwc_block's answer, once per process
+
+
+def ort_nchwc_block() -> int | None:
+    """The channel block of ONNX Runtime's NCHWc layout on this machine (MLAS: 16 with
+    AVX-512F, 8 with AVX2), None where it does not block (no NCHWc kernels). Read from the
+    graph ORT optimises for one 3x3 convolution of 8 channels (the padded output channels
+    of its NCHWc weight); a few milliseconds, once per process."""
+    if _BLOCK:
+        return _BLOCK[0]
+    import os
+    import tempfile
+
+    import onnx
+    from onnx import TensorProto, helper
+
+    ort = _quiet_ort()
+    w = helper.make_tensor("W", TensorProto.FLOAT, [8, 8, 3, 3], np.zeros(576, np.float32))
+    graph = helper.make_graph(
+        [helper.make_node("Conv", ["X", "W"], ["Y"], pads=[1, 1, 1, 1])], "block",
+        [helper.make_tensor_value_info("X", TensorProto.FLOAT, [1, 8, 8, 8])],
+        [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 8, 8, 8])], [w])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    block = None
+    with tempfile.TemporaryDirectory() as d:
+        so = session_options(DEFAULT_CONFIG)
+        so.optimized_model_filepath = os.path.join(d, "optimized.onnx")
+        try:
+            ort.InferenceSession(model.SerializeToString(), so,
+                                 providers=["CPUExecutionProvider"])
+            done = onnx.load(so.optimized_model_filepath)
+        except Exception:  # noqa: BLE001 - no answer: the rules keep their own block
+            done = None
+        inits = {t.name: list(t.dims) for t in done.graph.initializer} if done else {}
+        for node in done.graph.node if done else []:
+            if node.domain == "com.microsoft.nchwc" and node.op_type == "Conv":
+                dims = inits.get(node.input[1]) if len(node.input) > 1 else None
+                block = dims[0] if dims and dims[0] in (4, 8, 16, 32) else None
+    _BLOCK.append(block)
+    return block
+
+
 def session_options(config: MeasureConfig):
     """SessionOptions for the protocol: pinned thread counts, sequential, chosen opt level."""
     ort = _quiet_ort()

@@ -59,7 +59,7 @@ CASES: list[Case] = [
     C("timeout-0", f"measure {{d}}/tiny.onnx --isolate --timeout 0 {QUICK}", "timeout"),
     C("timeout-inf", f"measure {{d}}/tiny.onnx --isolate --timeout inf {QUICK}", "timeout"),
     C("min-round-s-inf", "measure {d}/tiny.onnx --min-round-s inf --repeat 2 --warmup 0",
-      "min_round_s"),
+      "--min-round-s"),
     C("threads-1000", f"measure {{d}}/tiny.onnx --threads 1000 {QUICK}", "threads", "256"),
     C("seed-neg", "archs --sample 2 --seed -1", "--seed"),
     C("seed-neg-fit", "fit gbdt --train {d}/good.csv --seed -3 -o {d}/m", "--seed"),

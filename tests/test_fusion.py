@@ -56,6 +56,16 @@ def ort_rules():
     return load_rules("ort")
 
 
+@pytest.fixture(scope="module")
+def ort_here():
+    """The ort rules as a LUT built on this machine plans with them (its NCHWc block: 16
+    with AVX-512, 8 with AVX2): what a test compares with ONNX Runtime's graph here."""
+    from measure.config import MeasureConfig
+    from measure.lut.build import host_rules
+
+    return host_rules(load_rules("ort"), MeasureConfig())
+
+
 def test_conv_bn_relu_is_one_kernel_and_identity_is_removed(ort_rules):
     n = net(conv("c", "x"), bn("b", "c"), unary("r", "Relu", "b"), unary("i", "Identity", "r"),
             conv("c2", "i"))
@@ -200,7 +210,7 @@ def test_key_text_round_trip():
     "|nor_conv_1x1~0|+|skip_connect~0|avg_pool_3x3~1|+|skip_connect~0|avg_pool_3x3~1|skip_connect~2|",
     "|nor_conv_3x3~0|+|none~0|none~1|+|none~0|none~1|none~2|",
 ])
-def test_ort_rules_match_what_ort_executes(arch, tmp_path, ort_rules):
+def test_ort_rules_match_what_ort_executes(arch, tmp_path, ort_here):
     """The kernels of a cell equal the nodes of ORT's optimized graph (op, Sum input, Relu)."""
     import onnx
     import onnxruntime as ort
@@ -224,7 +234,7 @@ def test_ort_rules_match_what_ort_executes(arch, tmp_path, ort_rules):
         else:
             theirs[(node.op_type,)] += 1
     mine = Counter()
-    for k in kernels(nb201.build_network(arch), ort_rules):
+    for k in kernels(nb201.build_network(arch), ort_here):
         if k.ops[0] == "Conv" or (k.ops[0] == "BatchNormalization" and k.layout == "nchwc"):
             mine[("Conv", "Add" in k.ops, "Relu" in k.ops)] += 1
         else:
@@ -278,7 +288,7 @@ def _ort_node_ops(model, tmp_path) -> list[str]:
     ("Clip", False, True), ("HardSigmoid", False, True), ("LeakyRelu", False, True),
     ("Sigmoid", False, True), ("Tanh", False, True), ("Clip", True, False),
     ("Sigmoid", True, True)])
-def test_conv_activation_fusion_matches_ort(act, after_add, fused, tmp_path, ort_rules):
+def test_conv_activation_fusion_matches_ort(act, after_add, fused, tmp_path, ort_here):
     """Conv (+ residual Add) + activation: one kernel exactly when ORT runs one Conv."""
     import numpy as np
     from onnx import TensorProto, helper, numpy_helper
@@ -305,7 +315,7 @@ def test_conv_activation_fusion_matches_ort(act, after_add, fused, tmp_path, ort
     model.ir_version = 8
     theirs = _ort_node_ops(model, tmp_path)
     assert (act not in theirs) == fused  # ORT itself, as the rules claim
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     mine = [k.ops for k in ks if k.ops[0] == "Conv"][-1]
     assert (act in mine) == fused
     assert [k for k in ks if k.ops[0] not in ("Conv", "ReorderInput", "ReorderOutput")] == (
@@ -332,7 +342,7 @@ def test_roofline_and_lut_plan_identical_kernels(arch):
 
 @pytest.mark.parametrize("mid,between", [(33, "Relu"), (36, "Relu"), (48, "Relu"), (33, "Add"),
                                          (36, "Add"), (33, "MaxPool")])
-def test_layout_reorders_match_ort_at_unaligned_channels(mid, between, tmp_path, ort_rules):
+def test_layout_reorders_match_ort_at_unaligned_channels(mid, between, tmp_path, ort_here):
     """Conv -> (Relu | Add | MaxPool) -> Conv with a middle tensor of ``mid`` channels: the
     reorders ORT inserts (none can take 33 channels) are the planner's."""
     import numpy as np
@@ -357,7 +367,7 @@ def test_layout_reorders_match_ort_at_unaligned_channels(mid, between, tmp_path,
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     theirs = Counter(op for op in _ort_node_ops(model, tmp_path) if op.startswith("Reorder"))
-    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_here)
                    if k.ops[0].startswith("Reorder"))
     assert mine == theirs
 
@@ -383,7 +393,7 @@ def _w(rng, name, shape):
 @pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat",
                                    "residual_44", "hardswish_se", "grouped_4_per_group",
                                    "resize", "maxpool_24"])
-def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
+def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_here):
     """The reorders ORT inserts in blocks of real mobile networks are the planner's: SiLU
     (x * sigmoid(x)) and squeeze-excitation (EfficientNet: the equal-shape Mul stays
     blocked, the broadcasting one does not), a depthwise conv after a conv left in NCHW
@@ -467,7 +477,7 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_rules):
         x = (1, 32, 16, 16)
     model = _graph_model(nodes, x, inits)
     theirs = Counter(op for op in _ort_node_ops(model, tmp_path) if op.startswith("Reorder"))
-    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules)
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_here)
                    if k.ops[0].startswith("Reorder"))
     assert mine == theirs
 
@@ -585,7 +595,7 @@ def _plan_kernel_name(ops: tuple[str, ...]) -> str:
 
 
 @pytest.mark.parametrize("dtype", ["uint8", "int8"])
-def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_rules, dtype):
+def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_here, dtype):
     """A QDQ model: each fused op is one quantized kernel (QLinearConv, QLinearAdd, QGemm
     ...), data movement runs on the quantized tensor, a ReLU vanishes, float ops keep their
     DQ and Q (and dequantize their int8 weights at every run, in NCHW: not constant, no
@@ -597,7 +607,7 @@ def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_rules, dtype):
 
     model = _qdq_model(dtype)
     theirs = Counter(_ort_kernel_name(op) for op in _ort_node_ops(model, tmp_path))
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     mine = Counter(_plan_kernel_name(k.ops) for k in ks)
     assert mine == theirs
     if dtype == "int8":  # a residual Add reads a DQ twice-read link: int8 there, float
@@ -606,17 +616,17 @@ def test_qdq_model_plans_the_kernels_ort_runs(tmp_path, ort_rules, dtype):
         return
     assert theirs["q:Conv"] == 4 and theirs["Transpose"] == 2  # the test exercises them
     # without the qdq rules every Q and DQ is a kernel of its own
-    plain = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_rules.doc).items()
+    plain = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_here.doc).items()
                                         if k != "qdq"}))
     assert sum(k.ops == ("QuantizeLinear",) for k in kernels(import_onnx(model), plain)) > 15
     # qdq rules without a blocked layout (a runtime without NCHWc) plan it too
-    no_layout = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_rules.doc).items()
+    no_layout = rules_from_json(json.dumps({k: v for k, v in json.loads(ort_here.doc).items()
                                             if k != "layout"}))
     assert Counter(_plan_kernel_name(k.ops) for k in kernels(import_onnx(model), no_layout)) \
         == mine
 
 
-def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules):
+def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_here):
     """The LUT's one-kernel model of each quantized kernel of the QDQ model runs as ORT's
     one quantized node, and its wrappers (the NHWC Transposes) are what ORT adds."""
     import onnx
@@ -625,26 +635,26 @@ def test_qdq_kernels_build_as_the_quantized_kernel_ort_runs(tmp_path, ort_rules)
     from measure.lut.kernel_onnx import kernel_model, wrappers
 
     keys = {k.text: k.key for dt in ("uint8", "int8")
-            for k in kernels(import_onnx(_qdq_model(dt)), ort_rules)
+            for k in kernels(import_onnx(_qdq_model(dt)), ort_here)
             if k.ops[0] == "DequantizeLinear" and len(k.ops) == 3}
     assert len(keys) >= 8
     for text, key in keys.items():
         ops = _ort_node_ops(kernel_model(key), tmp_path)
         fused = [op for op in ops if op != "Transpose"]
         assert [_ort_kernel_name(op) for op in fused] == [_plan_kernel_name(key.ops)], text
-        assert ops.count("Transpose") == len(wrappers(key, ort_rules)), text
+        assert ops.count("Transpose") == len(wrappers(key, ort_here)), text
     assert onnx.checker.check_model(kernel_model(next(iter(keys.values())))) is None
     # the uint8 max-pool of the channels-last region: ORT's NhwcMaxPool (its NCHW uint8
     # MaxPool, which the entry had measured, is 50x slower), in no float layout of its own
-    pool = next(k for k in kernels(import_onnx(_qdq_model("uint8")), ort_rules)
+    pool = next(k for k in kernels(import_onnx(_qdq_model("uint8")), ort_here)
                 if k.ops == ("MaxPool",))
     assert pool.layout == "nhwc" and pool.key.attr("layout") == "nhwc"
     assert _ort_node_ops(kernel_model(pool.key), tmp_path) == ["NhwcMaxPool"]
-    assert wrappers(pool.key, ort_rules) == []
+    assert wrappers(pool.key, ort_here) == []
 
 
 @pytest.mark.parametrize("neutral", ["none", "add0", "mul1", "sub0_first"])
-def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_rules):
+def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_here):
     """MobileOne's block (TorchScript): conv branches summed with a BatchNormalization of
     the input, then (+ 0, as its export writes) a ReLU. ORT runs the BatchNormalization as a
     1x1 depthwise NCHWc conv that absorbs the sum and the ReLU, and removes x + 0 and x * 1
@@ -677,7 +687,7 @@ def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_rules
              numpy_helper.from_array(np.float32({"mul1": 1.0}.get(neutral, 0.0)), "k")]
     model = _graph_model(nodes, (1, 32, 16, 16), inits)
     theirs = Counter(_ort_node_ops(model, tmp_path))
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     assert sum(theirs.values()) == len(ks)
     assert theirs["Conv"] == sum(k.ops[0] in ("Conv", "BatchNormalization") for k in ks)
     if neutral != "sub0_first":
@@ -686,13 +696,13 @@ def test_mobileone_block_plans_the_kernels_ort_runs(neutral, tmp_path, ort_rules
     bn = next(k for k in ks if k.ops[0] == "BatchNormalization")
     ops = _ort_node_ops(kernel_model(bn.key), tmp_path)
     assert ops.count("Conv") + ops.count("BatchNormalization") == 1 and "Relu" not in ops
-    assert len(ops) - 1 == len(wrappers(bn.key, ort_rules))
+    assert len(ops) - 1 == len(wrappers(bn.key, ort_here))
 
 
 @pytest.mark.parametrize("spans,axis", [([(0, 16), (16, 32)], 1), ([(0, 8), (8, 20), (20, 32)], 1),
                                         ([(16, 32), (0, 16)], 1), ([(0, 4), (4, 8)], 2),
                                         ([(0, 8), (8, 16)], 1), ([(0, 16)], 1)])
-def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path, ort_rules):
+def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path, ort_here):
     """ShuffleNet's channel split, as the TorchScript exporter writes it (two Slices of one
     tensor): ORT runs one Split (GatherSliceToSplitFusion) when the parts make up the axis,
     in any order; parts that leave some out stay Slices. The planner's kernels are ORT's
@@ -712,7 +722,7 @@ def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path,
     nodes.append(n("Concat", [f"q{i}" for i in range(len(spans))], ["y"], axis=axis))
     model = _graph_model(nodes, (1, 32, 8, 8), inits)
     theirs = Counter(_ort_node_ops(model, tmp_path))
-    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_rules))
+    mine = Counter(k.ops[0] for k in kernels(import_onnx(model), ort_here))
     assert mine == theirs
 
 
@@ -724,7 +734,7 @@ def test_slices_cutting_a_tensor_into_parts_are_one_split(spans, axis, tmp_path,
     ((4, 64), (32,), "Relu", 1), ((4, 64), (32,), "Softplus", 1), ((4, 64), (32,), "Clip", 1),
     ((1, 8, 64), (32,), "Relu", 1), ((4, 64), None, "Relu", 0)])
 def test_matmul_add_and_activation_plan_the_gemms_ort_runs(x_shape, other, act, gemms,
-                                                           tmp_path, ort_rules):
+                                                           tmp_path, ort_here):
     """MatMulAddFusion and GemmActivationFusion, as ORT 1.32 applies them (a TF probe's
     Dense layers at a dynamic batch, MatMul + Add, were planned as two kernels where ORT
     runs one Gemm): the planned MatMul+Add kernels are ORT's Gemm/FusedGemm nodes, and
@@ -760,7 +770,7 @@ def test_matmul_add_and_activation_plan_the_gemms_ort_runs(x_shape, other, act, 
     model = _graph_model(nodes, x_shape, inits)
     theirs = _ort_node_ops(model, tmp_path)
     assert sum(op in ("Gemm", "FusedGemm") for op in theirs) == gemms, theirs  # ORT itself
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     assert sum(k.ops[:2] == ("MatMul", "Add") for k in ks) == gemms
     if act:
         assert (act in theirs) == any(k.ops == (act,) for k in ks), (theirs, ops_of(ks))
@@ -769,7 +779,7 @@ def test_matmul_add_and_activation_plan_the_gemms_ort_runs(x_shape, other, act, 
 @pytest.mark.parametrize("shape,conv,second_reader", [
     ((1, 16, 8, 8), True, False), ((4, 64), False, False), ((1, 8, 64), False, False),
     ((1, 8, 64), False, True)])
-def test_silu_plans_the_quick_gelu_ort_runs(shape, conv, second_reader, tmp_path, ort_rules):
+def test_silu_plans_the_quick_gelu_ort_runs(shape, conv, second_reader, tmp_path, ort_here):
     """x * Sigmoid(x) is one QuickGelu in ORT (QuickGeluFusion; a TF probe's EfficientNet
     had 49), blocked after a blocked conv; a Sigmoid that something else reads too stays.
     Its one-kernel LUT model is that QuickGelu, with no wrapper."""
@@ -790,7 +800,7 @@ def test_silu_plans_the_quick_gelu_ort_runs(shape, conv, second_reader, tmp_path
                  else helper.make_node("Relu", ["m"], ["y"]))
     model = _graph_model(nodes, shape, inits)
     theirs = _ort_node_ops(model, tmp_path)
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     mine = [k.ops[0] for k in ks if k.ops[0] in ("QuickGelu", "Sigmoid", "Mul")]
     assert mine == [op for op in theirs if op in ("QuickGelu", "Sigmoid", "Mul")], theirs
     assert ("QuickGelu" in mine) == (not second_reader)
@@ -799,14 +809,14 @@ def test_silu_plans_the_quick_gelu_ort_runs(shape, conv, second_reader, tmp_path
     for k in ks:
         if k.ops == ("QuickGelu",):
             assert _ort_node_ops(kernel_model(k.key), tmp_path) == ["QuickGelu"]
-            assert wrappers(k.key, ort_rules) == []
+            assert wrappers(k.key, ort_here) == []
 
 
 @pytest.mark.parametrize("op,cshape,on_input", [
     ("Add", (), False), ("Mul", (1,), False), ("Sub", (1, 3, 1, 1), False),
     ("Div", (1, 3, 8, 8), False), ("Add", (), True), ("Mul", (1, 3, 1, 1), True)])
 def test_neutral_ops_are_elided_exactly_where_ort_removes_them(op, cshape, on_input, tmp_path,
-                                                               ort_rules):
+                                                               ort_here):
     """ORT's NoopElimination removes x+0, x-0, x*1, x/1 only by a one-element constant and
     not on a graph input: a TF probe's Keras input normalisation (per-channel zeros and
     ones on the input) was elided, though ORT runs both ops (0.56 ms each there)."""
@@ -822,7 +832,7 @@ def test_neutral_ops_are_elided_exactly_where_ort_removes_them(op, cshape, on_in
     nodes += [helper.make_node(op, [src, "c"], ["a"]), helper.make_node("Sigmoid", ["a"], ["y"])]
     model = _graph_model(nodes, (1, 3, 8, 8), [c])
     theirs = _ort_node_ops(model, tmp_path)
-    ks = kernels(import_onnx(model), ort_rules)
+    ks = kernels(import_onnx(model), ort_here)
     assert (op in theirs) == any(op in k.ops for k in ks), (theirs, ops_of(ks))
 
 

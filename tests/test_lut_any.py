@@ -242,15 +242,20 @@ def test_planner_gives_any_layer_a_key(layer):
 
 # ----------------------------------------------------------------------------- one-kernel models
 def test_every_kernel_of_the_folder_builds_and_runs_in_ort(nets):
-    """Each kernel kind as its own model: ORT runs it and its output has the key's shape."""
-    seen = {k.text: k.key for net in nets.values() for k in kernels(net, RULES)}
+    """Each kernel kind as its own model: ORT runs it and its output has the key's shape
+    (planned as a LUT built here plans, at this machine's NCHWc block)."""
+    from measure.config import MeasureConfig
+    from measure.lut.build import host_rules
+
+    here = host_rules(RULES, MeasureConfig())
+    seen = {k.text: k.key for net in nets.values() for k in kernels(net, here)}
     kinds = {"+".join(k.ops) for k in seen.values()}
     assert {"Concat", "Split", "Resize", "Transpose", "MatMul", "Gemm", "LayerNormalization",
             "Softmax", "LSTM", "GRU", "RNN", "TopK", "Gather", "CumSum", "ScatterND"} <= kinds
     for key in seen.values():
         shapes = _run_once(kernel_model(key))
         assert shapes[0] == key.output_shape, key.text
-        assert all(parse_key(w) for w in wrappers(key, RULES))
+        assert all(parse_key(w) for w in wrappers(key, here))
 
 
 def test_fused_kernel_plans_place_each_input(nets):
@@ -450,13 +455,15 @@ def _one_node_model(node, inputs, inits=(), opset=17, domain_opsets=()):
 
 @pytest.mark.parametrize("case", ["matmul-weight-first", "einsum-weight-middle",
                                   "einsum-weight-first", "dynamic-quantize",
-                                  "gather-elements", "lrn", "one-hot", "small-embedding"])
+                                  "gather-elements", "lrn", "one-hot", "small-embedding",
+                                  "scatter-elements"])
 def test_kernels_the_probe_could_not_build_now_build_and_run(case):
     """One-kernel models of exports a model probe met (each failed to build or to run
     before): a constant-first MatMul and Einsum (operands in the equation's order),
     DynamicQuantizeLinear (three outputs), GatherElements (int64 indices), LRN (its size),
     OneHot (its depth and values inputs), an embedding table of 2 rows (BERT's token types:
-    the random indices must stay below 2)."""
+    the random indices must stay below 2), ScatterElements of constant indices (torch's
+    index_add: they were built as float)."""
     from onnx import TensorProto, helper, numpy_helper
 
     from costmodels.fusion import kernels, load_rules
@@ -493,6 +500,11 @@ def test_kernels_the_probe_could_not_build_now_build_and_run(case):
                             [("x", TensorProto.INT64, [1, 16])],
                             [numpy_helper.from_array(np.array([16], np.int64), "depth"),
                              numpy_helper.from_array(np.array([0, 1], np.float32), "vals")])
+    elif case == "scatter-elements":  # torch's index_add: constant int64 indices
+        idx = numpy_helper.from_array(rng.integers(0, 10, (1, 3, 32)).astype(np.int64), "i")
+        m = _one_node_model(helper.make_node("ScatterElements", ["x", "i", "v"], ["y"], axis=1,
+                                             reduction="add"),
+                            [("x", f, [1, 10, 32]), ("v", f, [1, 3, 32])], [idx], opset=16)
     elif case == "small-embedding":
         m = _one_node_model(helper.make_node("Gather", ["emb", "ids"], ["y"]),
                             [("ids", TensorProto.INT64, [1, 24])], [w("emb", 2, 16)])
@@ -549,8 +561,12 @@ def test_a_models_calibration_point_is_its_network_not_its_file_name(tmp_path):
         with LutFile(db, readonly=True) as lut:
             return lut.points(), point_kernels(lut)
 
-    def listed(net) -> dict:
-        return dict(Counter(k.text for k in kernels(net, load_rules("ort"))))
+    def listed(net) -> dict:  # planned as the build plans: at this machine's NCHWc block
+        from measure.config import MeasureConfig
+        from measure.lut.build import host_rules
+
+        rules = host_rules(load_rules("ort"), MeasureConfig())
+        return dict(Counter(k.text for k in kernels(net, rules)))
 
     points, lists = build()
     assert len(points) == 2
@@ -602,3 +618,47 @@ def test_a_where_kernel_is_measured_on_a_mask_not_on_coin_tosses():
     assert feeds["c"].tolist() == [[True, True, False, False]]
     p = plan(parse_key("Where|in=1x4x8x8|out=1x4x8x8|w=1x4x8x8;1x4x8x8|dt=float32"))
     assert p.dtypes[p.inputs[0]] == "bool"  # the condition: an input, fed a mask
+
+
+def test_the_lut_plans_with_the_nchwc_block_of_this_machine(tmp_path):
+    """ORT's NCHWc block is 16 with AVX-512 and 8 with AVX2; the shipped rules say 16. A
+    LUT built here plans with this machine's block (read from the graph ORT optimises), so
+    a conv of 8 output channels gets a reorder ORT runs: at block 16 on an AVX2 machine the
+    kernel was a 16-channel buffer reordered to 8 channels, which ORT refuses."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    from costmodels.onnx_import import import_onnx
+    from measure.config import MeasureConfig
+    from measure.lut.build import host_rules
+    from measure.ort import build, burst_timer, ort_nchwc_block
+
+    block = ort_nchwc_block()
+    try:
+        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags"))
+    except (OSError, StopIteration):
+        flags = ""
+    if "avx512f" in flags.split():
+        assert block == 16
+    elif "avx2" in flags.split():
+        assert block == 8
+    rules = host_rules(RULES, MeasureConfig())
+    assert rules.layout.block == (block or RULES.layout.block) and rules.name == RULES.name
+    assert host_rules(rules, MeasureConfig()) is rules
+    tvm = load_rules("tvm")
+    assert host_rules(tvm, MeasureConfig(runtime="tvm")) is tvm
+    rng = np.random.default_rng(0)
+    g = helper.make_graph(
+        [helper.make_node("Conv", ["x", "w1"], ["a"], pads=[1, 1, 1, 1]),
+         helper.make_node("Relu", ["a"], ["b"]),
+         helper.make_node("Conv", ["b", "w2"], ["y"], pads=[1, 1, 1, 1])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 3, 16, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8, 16, 16])],
+        [numpy_helper.from_array(rng.standard_normal((16, 3, 3, 3)).astype(np.float32), "w1"),
+         numpy_helper.from_array(rng.standard_normal((8, 16, 3, 3)).astype(np.float32), "w2")])
+    net = import_onnx(helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)]))
+    planned = [k.key for k in kernels(net, rules)]
+    assert any(k.ops == ("ReorderOutput",) for k in planned)
+    for key in planned:
+        built = build(kernel_model(key))
+        assert built.ok, (key.text, built.error)
+        burst_timer(built)

@@ -1101,3 +1101,19 @@ def test_experimental_rewrite_names_clash_with_nothing_and_ir3_lists_its_weights
                [_w("w", (4, 3, 3, 3))], opset=8)
     m.ir_version = 3
     assert [la.op for la in import_onnx(m).layers] == ["Relu", "Mul", "Add", "Conv"]
+
+
+def test_a_reshape_fixed_for_another_input_size_is_refused():
+    """An export at sequence length 12 with the axis declared dynamic, its Reshape target
+    fixed at 12: imported at length 16, the values do not add up (ONNX Runtime refuses to
+    run it; the MACs were counted at 12 with no word). At 12 it imports."""
+    shape = numpy_helper.from_array(np.array([12, 2, 16], np.int64), "shape")
+    g = helper.make_graph([helper.make_node("Reshape", ["x", "shape"], ["r"], name="split_heads"),
+                           helper.make_node("Relu", ["r"], ["y"])], "g",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["s", 1, 32])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], [shape])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    assert import_onnx(model, {"x": (12, 1, 32)}).layers
+    with pytest.raises(OnnxImportError, match=r"'split_heads' \(Reshape\) makes 12x2x16 "
+                                              r"\(384 values\) of an input of 16x1x32"):
+        import_onnx(model, {"x": (16, 1, 32)})

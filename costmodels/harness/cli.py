@@ -34,6 +34,9 @@ Writes OUT/report.md, metrics.csv, predictions.csv and PNG figures.
 """
 
 
+MODELS_TRUTH = "measure:ort"  # what measures compare's --models networks by default
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     from costmodels.cli import Formatter, add_space_args, one_line, positive_int, seed_int
 
@@ -65,7 +68,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="few-shot curve CSV to plot (as `costmodels fewshot -o` writes it, "
                         "or one row per k and seed: k,seed,spearman,...); repeatable")
     p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
-    p.add_argument("--models-truth", default="measure:ort", metavar="SPEC",
+    p.add_argument("--models-truth", default=MODELS_TRUTH, metavar="SPEC",
                    help="backend that measures the --models networks")
     p.add_argument("--fingerprint", metavar="TEXT", type=one_line,
                    help="machine line for the report; unset: this machine's, from the measure "
@@ -174,6 +177,21 @@ def _check_fitting_options(backends: list[str], args: argparse.Namespace) -> Non
     from costmodels.errors import InputError
     from costmodels.registry import LEARNED_BACKENDS
 
+    twice = next((b for i, b in enumerate(args.backends) if b in args.backends[:i]), None)
+    if twice:
+        raise InputError(f"backend {twice} is listed twice; list each once (its two rows "
+                         "would share one predictions column)")
+    if args.source and not {"transfer", "fewshot"} & set(backends):
+        raise InputError("--source is for the transfer and fewshot backends, which compare "
+                         "fits on other devices' tables; neither is listed (a fitted model, "
+                         "transfer:DIR, keeps its own sources)")
+    if args.prior and "hybrid" not in backends:
+        raise InputError("--prior is for the hybrid backend, which compare fits to correct "
+                         "those estimators; hybrid is not listed (a fitted model, hybrid:DIR, "
+                         "keeps its own priors)")
+    if args.models_truth != MODELS_TRUTH and not args.models:
+        raise InputError(f"--models-truth {args.models_truth}: measures the --models "
+                         "networks; give --models DIR too, or leave it out")
     for b in backends:
         if b not in LEARNED_BACKENDS:
             continue

@@ -84,6 +84,28 @@ class BuildReport(BuildCounts):
 REMEASURE_META = "remeasure_since"
 
 
+def host_rules(rules: FusionRules, config: MeasureConfig) -> FusionRules:
+    """``rules`` with the channel block of their blocked layout set to the one this
+    machine's ONNX Runtime uses (:func:`measure.ort.ort_nchwc_block`: 16 with AVX-512, 8
+    with AVX2): a LUT times its kernels here, and a reorder planned at another block is a
+    kernel ORT refuses to run (a 16-channel buffer for 8 channels), or one it never runs
+    (a pool of 8 channels, blocked at 8, planned in NCHW at 16). The LUT stores the rules
+    it was built with, so its estimates elsewhere plan with this block. Rules of another
+    runtime, without a blocked layout, or of a remote device are returned as they are."""
+    if config.runtime != "ort" or config.rpc_tracker or rules.layout is None:
+        return rules
+    from measure.ort import ort_nchwc_block
+
+    block = ort_nchwc_block()
+    if block is None or block == rules.layout.block:
+        return rules
+    doc = json.loads(rules.doc)
+    doc["layout"]["block"] = block
+    doc["doc"] = (f"{doc.get('doc', '')} [layout.block {block}: the NCHWc channel block of "
+                  "ONNX Runtime on the machine this LUT was built on]")
+    return rules_from_json(json.dumps(doc, indent=1), f"{rules.name} rules at block {block}")
+
+
 def measurer(config: MeasureConfig, bind_outputs: bool = False
              ) -> Callable[[object], MeasureResult]:
     """The measurement layer's dispatcher for ``config`` (runtime, isolation, RPC)."""
@@ -414,7 +436,7 @@ def build_lut(path: str, nets: Sequence[Network], config: MeasureConfig | None =
     :func:`open_or_create`.
     """
     config = config or MeasureConfig()
-    rules = rules or load_rules(config.runtime)
+    rules = host_rules(rules or load_rules(config.runtime), config)
     report = BuildReport(path=path, networks=len(nets))
     t0 = time.perf_counter()
     with open_or_create(path, rules, config, outputs) as lut:

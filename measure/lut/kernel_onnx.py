@@ -708,6 +708,34 @@ def _gather_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     return b.node("GatherElements", [x, b.const(idx, "idx")], out, attrs={"axis": axis})
 
 
+def _scatter_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
+    """ScatterElements: data (the output's shape), int64 indices and updates of one shape
+    (random valid indices, along the first axis where they differ from the data, else axis
+    0); the indices are the constant operand where one is (exports fold them), each other
+    operand an input or a constant as the key has it."""
+    out = tuple(key.output_shape)
+    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    data = next((p for p in pool if p[0] == out), None)
+    if data is None or len(pool) != 3:
+        raise KernelBuildError(f"ScatterElements: operands {pool} are not data, indices and "
+                               f"updates of the output's shape {out}")
+    pool.remove(data)
+    ind = next((p for p in pool if not p[1]), pool[0])
+    pool.remove(ind)
+    upd = pool[0]
+    if ind[0] != upd[0] or len(ind[0]) != len(out):
+        raise KernelBuildError(f"ScatterElements: indices {ind[0]} and updates {upd[0]} are "
+                               f"not of one shape of rank {len(out)}")
+    axis = next((i for i, (d, o) in enumerate(zip(ind[0], out, strict=True)) if d != o), 0)
+    idx = b.rng.integers(0, max(out[axis], 1), size=ind[0]).astype(np.int64)
+
+    def operand(p, prefix):
+        return b.input(p[0]) if p[1] else b.weight(p[0], prefix)
+
+    return b.node("ScatterElements", [operand(data, "data"), b.const(idx, "idx"),
+                                      operand(upd, "upd")], out, attrs={"axis": axis})
+
+
 def _one_hot(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """OneHot: int64 indices, a constant depth (the output's new axis) and (off, on) values."""
     x, out = tuple(shapes[0]) if shapes else (), tuple(key.output_shape)
@@ -750,7 +778,7 @@ ANCHORS: dict[str, AnchorFn] = {
     "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
     "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
     "CumSum": _cumsum, "ScatterND": _scatter_nd, "DynamicQuantizeLinear": _dynamic_quantize,
-    "GatherElements": _gather_elements, "LRN": _lrn, "OneHot": _one_hot,
+    "GatherElements": _gather_elements, "ScatterElements": _scatter_elements, "LRN": _lrn, "OneHot": _one_hot,
     "QuickGelu": _quick_gelu,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},

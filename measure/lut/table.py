@@ -444,7 +444,7 @@ def read_csv(path: str | Path) -> list[Entry]:
                                  "operator nor one of costmodels' kernels (check its "
                                  "spelling: op types are case-sensitive); no network's "
                                  "kernel would ever match it")
-            med = float(row["median_ms"])
+            med = _opt(row, "median_ms")
             if not math.isfinite(med) or med <= 0 or med > MAX_KERNEL_MS:
                 raise ValueError(f"median_ms must be a positive number of ms up to "
                                  f"{MAX_KERNEL_MS:g}, got {med}")
@@ -457,7 +457,8 @@ def read_csv(path: str | Path) -> list[Entry]:
                    for c, v in (("p10_ms", p10), ("p90_ms", p90), ("cv", cv))):
                 raise ValueError("p10_ms, p90_ms and cv must be finite numbers where given")
             count, uses = _opt(row, "count", 0), _opt(row, "uses", 0)
-            if not (0 <= count < 2 ** 62 and 0 <= uses < 2 ** 62):  # an SQLite integer
+            if not (0 <= count < 2 ** 62 and 0 <= uses < 2 ** 62  # an SQLite integer
+                    and count == int(count) and uses == int(uses)):
                 raise ValueError(f"count and uses must be whole numbers from 0 to 2**62 (got "
                                  f"{count:.3g}, {uses:.3g})")
             count, uses = int(count), int(uses)
@@ -492,8 +493,15 @@ MAX_KERNEL_MS = 3.6e6
 
 
 def _opt(row: dict, name: str, default: float = math.nan) -> float:
+    """Field ``name`` of a CSV row as a number (``default`` when empty or absent); a
+    ValueError naming the field otherwise."""
     v = row.get(name)
-    return float(v) if v not in (None, "") else default
+    if v in (None, ""):
+        return default
+    try:
+        return float(v)
+    except ValueError:
+        raise ValueError(f"field {name!r} is {v[:40]!r}, not a number") from None
 
 
 def merge_entries(dst: LutFile, src: Iterable[Entry], policy: str = "lower-cv") -> dict[str, int]:
