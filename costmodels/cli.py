@@ -290,11 +290,11 @@ def _check_png(p: Path, what: str, ours_only: bool = False) -> None:
     someone's (a ``.png`` holding text was replaced by a plot). ``ours_only``: the command
     names the figure itself (beside its ``-o``), so only a figure costmodels wrote is
     replaced, not an image of the user's."""
+    if p.suffix.lower() != ".png" or not p.is_file():
+        return
     from costmodels.errors import InputError
     from costmodels.harness.report import PNG_SOFTWARE
 
-    if p.suffix.lower() != ".png" or not p.is_file():
-        return
     soft = png_software(p)
     if soft is None:
         raise InputError(f"{what} {p}: exists and is not a PNG image, which this command would "

@@ -59,7 +59,14 @@ from typing import Any, NamedTuple
 
 from costmodels.errors import OnnxImportError, UnsupportedOperator, read_capped, short_repr
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer, numel
-from costmodels.ops import CONTROL_FLOW_OPS, CONV_OPS, MAC_OPS, RESIZE_TAPS, SUPPORTED_OPS
+from costmodels.ops import (
+    CONTROL_FLOW_OPS,
+    CONV_OPS,
+    ELEMENTWISE_OPS,
+    MAC_OPS,
+    RESIZE_TAPS,
+    SUPPORTED_OPS,
+)
 
 __all__ = ["SUPPORTED_OPS", "import_onnx", "load_model_proto", "parse_input_shapes",
            "with_input_shapes"]
@@ -1471,6 +1478,28 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
         inputs=tuple(final_inputs.items()), layers=tuple(layers), outputs=outputs, meta=meta)
 
 
+def _permuted(layers: Sequence[Layer], made: Mapping[str, int],
+              users: Mapping[str, list[int]], x: str, transposed_after: bool) -> bool:
+    """Whether ONNX Runtime's transpose optimizer pushes a Transpose into a written-out
+    layer norm reading tensor ``x`` (so its LayerNormFusion no longer matches; checked on
+    its optimised graph): ``x`` is a Transpose's output, or (``transposed_after``: a
+    Transpose reads the norm's output) one reached from ``x`` up a chain of one-input
+    element-wise layers, each (but ``x``'s) read by the next alone, which the two
+    Transposes then cancel through."""
+    i = made.get(x)
+    if i is None:
+        return False
+    if layers[i].op == "Transpose":
+        return True
+    while transposed_after and i is not None and layers[i].op in ELEMENTWISE_OPS \
+            and len(layers[i].inputs) == 1 \
+            and (layers[i].outputs[0] == x or len(users.get(layers[i].outputs[0], [])) == 1):
+        i = made.get(layers[i].inputs[0])
+        if i is not None and layers[i].op == "Transpose":
+            return True
+    return False
+
+
 def _readers(layers: Sequence[Layer], outputs: Sequence[str]) -> dict[str, list[int]]:
     """Tensor -> the layers reading it (-1 for a graph output)."""
     users: dict[str, list[int]] = {}
@@ -1503,12 +1532,15 @@ def _fused(layers: Sequence[Layer], drop: set[int], put: Mapping[int, Layer]
 
 def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
                ) -> tuple[list[Layer], int]:
-    """Layers with each exact GELU written out as ``x * 0.5 * (1 + erf(x / sqrt 2))`` (``Div
-    -> Erf -> Add -> Mul -> Mul``, the constant factor first or last, as the TorchScript and
-    dynamo exporters write it below opset 20) as one ``Gelu`` layer, and how many were
-    (ONNX Runtime's GeluFusion; opset 20 writes one ``Gelu``). The constants' values are
-    not in the IR: the pattern is the ops, their single-use chain and scalar constants."""
+    """Layers with each exact GELU written out as ONNX Runtime's GeluFusion finds it
+    (``Div -> Erf -> Add``, then ``x * (1 + erf)`` by 0.5, as the TorchScript exporter
+    writes it, or ``(x * 0.5) * (1 + erf)``) as one ``Gelu`` layer, and how many were
+    (opset 20 writes one ``Gelu``). ``x * (0.5 * (1 + erf))``, the dynamo exporter's order
+    below opset 20, stays five layers: ORT 1.32 runs it unfused (checked on its optimised
+    graph at opsets 13, 17 and 18). The constants' values are not in the IR: the pattern
+    is the ops, their single-use chain and scalar constants."""
     only = functools.partial(_sole_reader, layers, _readers(layers, outputs))
+    made = {t: i for i, la in enumerate(layers) for t in la.outputs}
 
     def scalar(i: int) -> bool:
         return len(layers[i].inputs) == 1 and tuple(layers[i].weight_shapes) in (((),), ((1,),))
@@ -1522,16 +1554,19 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
         erf = only(dv, "Erf")
         add = only(erf, "Add")
         m1 = only(add, "Mul") if add is not None and scalar(add) else None
-        if m1 is None:
-            continue
-        if scalar(m1):  # 1 + erf scaled by 0.5 first, then times x
+        if m1 is None or scalar(m1):  # 0.5 * (1 + erf) first, then times x (the dynamo
+            continue                  # exporter's order): ORT runs its five ops
+        a_out = layers[add].outputs[0]
+        if set(layers[m1].inputs) == {x, a_out}:  # x * (1 + erf), then by 0.5
             m2 = only(m1, "Mul")
-            ok = m2 is not None and set(layers[m2].inputs) == {x, layers[m1].outputs[0]}
-        else:           # x * (1 + erf) first, then by 0.5
-            m2 = only(m1, "Mul")
-            ok = (set(layers[m1].inputs) == {x, layers[add].outputs[0]} and m2 is not None
-                  and scalar(m2))
-        part = [dv, erf, add, m1, m2]
+            ok = m2 is not None and scalar(m2)
+            part = [dv, erf, add, m1, m2]
+        else:  # (x * 0.5) * (1 + erf)
+            half = next((made.get(t) for t in layers[m1].inputs if t != a_out), None)
+            m2 = m1
+            ok = (half is not None and layers[half].op == "Mul" and scalar(half)
+                  and tuple(layers[half].inputs) == (x,) and only(half, "Mul") == m1)
+            part = [dv, erf, add, half, m1]
         if not ok or any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
             continue
         shape = tuple(la.input_shapes[0])
@@ -1586,10 +1621,14 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
     Runtime fuses the former into the latter (LayerNormFusion). One layer either way, so a
     network costs the same whichever exporter wrote it (a BERT encoder's roofline read 39%
     more from the opset-13 file). Only the whole pattern is fused: every intermediate read
-    by the next op alone, the reductions over the last axis, gamma (and beta) of its size.
+    by the next op alone, the reductions over the last axis, gamma (and beta) of its size;
+    and not where ORT's transpose optimizer pushes a permute into the ops (:func:`_permuted`:
+    a norm reading a Transpose, or ``x.permute -> layer norm -> permute back`` with
+    element-wise ops between, ConvNeXt's channel norm), which it then runs unfused.
     """
     users = _readers(layers, outputs)
     only = functools.partial(_sole_reader, layers, users)
+    made = {t: i for i, la in enumerate(layers) for t in la.outputs}
     drop: set[int] = set()
     put: dict[int, Layer] = {}
     for r1, la in enumerate(layers):
@@ -1627,6 +1666,8 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
         part = [r1, sub, pw, r2, eps, sq, dv, mul] + ([add] if add is not None else [])
         if any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
             continue
+        if _permuted(layers, made, users, x, only(last, "Transpose") is not None):
+            continue  # ORT pushes a permute into the ops: LayerNormFusion no longer matches
         drop.update(part)
         put[last] = make_layer(
             la.name, "LayerNormalization", (x,), layers[last].outputs, (shape,), shape,

@@ -180,6 +180,17 @@ def check_measure_args(args: argparse.Namespace) -> None:
     if args.runtime != "tvm" and tvm_only:
         print(f"warning: {', '.join(tvm_only)} only apply to --runtime tvm; ignored with "
               f"--runtime {args.runtime}", file=sys.stderr)
+    ignored = [why for given, why in (
+        (args.rpc_key and not args.rpc_tracker,
+         "--rpc-key names a device at an RPC tracker: ignored without --rpc-tracker"),
+        (args.timeout != MeasureConfig.timeout_s and not args.isolate and not args.rpc_tracker,
+         "--timeout limits a run in its own process or on a board: ignored without "
+         "--isolate or --rpc-tracker"),
+        (args.graph_opt != MeasureConfig.graph_opt and args.runtime != "ort",
+         f"--graph-opt sets ONNX Runtime's optimisation level: ignored with --runtime "
+         f"{args.runtime}")) if given]
+    for why in ignored:
+        print(f"warning: {why}", file=sys.stderr)
 
 
 def config_from_args(args: argparse.Namespace):

@@ -1117,3 +1117,77 @@ def test_a_reshape_fixed_for_another_input_size_is_refused():
     with pytest.raises(OnnxImportError, match=r"'split_heads' \(Reshape\) makes 12x2x16 "
                                               r"\(384 values\) of an input of 16x1x32"):
         import_onnx(model, {"x": (16, 1, 32)})
+
+
+@pytest.mark.parametrize("order,fused", [("x_first", True), ("half_of_x", True),
+                                         ("half_of_sum", False), ("sum_then_half", False)])
+def test_a_written_out_gelu_is_one_layer_where_ort_fuses_it(order, fused, tmp_path):
+    """ONNX Runtime's GeluFusion takes x * (1 + erf) then * 0.5 (TorchScript's order) and
+    (x * 0.5) * (1 + erf), not x * (0.5 * (1 + erf)) (the dynamo exporter's order below
+    opset 20: five kernels, as ORT runs them). Checked here against ORT's optimised graph."""
+    import onnxruntime as ort
+
+    n, c, f = helper.make_node, numpy_helper.from_array, np.float32
+    head = [n("Div", ["x", "r2"], ["d"]), n("Erf", ["d"], ["e"]), n("Add", ["e", "one"], ["a"])]
+    tail = {"x_first": [n("Mul", ["x", "a"], ["m"]), n("Mul", ["m", "half"], ["y"])],
+            "half_of_x": [n("Mul", ["x", "half"], ["h"]), n("Mul", ["h", "a"], ["y"])],
+            "half_of_sum": [n("Mul", ["half", "a"], ["h"]), n("Mul", ["x", "h"], ["y"])],
+            "sum_then_half": [n("Mul", ["a", "half"], ["h"]), n("Mul", ["h", "x"], ["y"])]}
+    g = helper.make_graph(head + tail[order], "gelu",
+                          [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 64])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 64])],
+                          [c(f(1.4142135), "r2"), c(f(1.0), "one"), c(f(0.5), "half")])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
+    so = ort.SessionOptions()
+    so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+    so.log_severity_level = 3
+    ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+    ran = [node.op_type for node in onnx.load(so.optimized_model_filepath).graph.node]
+    ops = [la.op for la in import_onnx(model).layers]
+    assert (ran == ["Gelu"]) == fused
+    assert ops == (["Gelu"] if fused else ["Div", "Erf", "Add", "Mul", "Mul"])
+
+
+def test_a_layer_norm_written_out_between_permutes_stays_its_ops(tmp_path):
+    """permute -> written-out layer norm -> permute back (ConvNeXt's channel norm exported
+    below opset 17): ORT pushes the permutes into the ops and runs the nine unfused
+    (checked here on its optimised graph), so the importer keeps them, with a Relu between
+    too; one read by a Relu instead of the permute back is one LayerNormalization, as ORT
+    fuses it."""
+    import onnxruntime as ort
+
+    n, c, f = helper.make_node, numpy_helper.from_array, np.float32
+    rng = np.random.default_rng(0)
+    ln = [n("ReduceMean", ["t"], ["m"], axes=[-1]), n("Sub", ["t", "m"], ["d"]),
+          n("Pow", ["d", "two"], ["p"]), n("ReduceMean", ["p"], ["v"], axes=[-1]),
+          n("Add", ["v", "eps"], ["a"]), n("Sqrt", ["a"], ["s"]), n("Div", ["d", "s"], ["q"]),
+          n("Mul", ["q", "g"], ["sc"]), n("Add", ["sc", "b"], ["l"])]
+    inits = [c(f(2.0), "two"), c(f(1e-5), "eps"), c(rng.random(16, f), "g"),
+             c(rng.random(16, f), "b")]
+
+    def both(pre, post):
+        g = helper.make_graph(pre + ln + post, "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT,
+                                                             [1, 16, 8, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+                              inits)
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        so = ort.SessionOptions()
+        so.optimized_model_filepath = str(tmp_path / "opt.onnx")
+        so.log_severity_level = 3
+        ort.InferenceSession(model.SerializeToString(), so, providers=["CPUExecutionProvider"])
+        ran = [node.op_type for node in onnx.load(so.optimized_model_filepath).graph.node]
+        return ran, [la.op for la in import_onnx(model).layers]
+
+    ran, ops = both([n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1])],
+                    [n("Transpose", ["l"], ["y"], perm=[0, 3, 1, 2])])
+    assert "LayerNormalization" not in ran and "LayerNormalization" not in ops
+    assert ops == ["Transpose"] + [node.op_type for node in ln] + ["Transpose"]
+    nine = [node.op_type for node in ln]
+    ran, ops = both([n("Transpose", ["x"], ["r"], perm=[0, 2, 3, 1]), n("Relu", ["r"], ["t"])],
+                    [n("Transpose", ["l"], ["y"], perm=[0, 3, 1, 2])])
+    assert "LayerNormalization" not in ran and ops == ["Transpose", "Relu", *nine, "Transpose"]
+    ran, ops = both([n("Transpose", ["x"], ["r"], perm=[0, 2, 3, 1]), n("Relu", ["r"], ["t"])],
+                    [n("Relu", ["l"], ["y"])])
+    assert "LayerNormalization" in ran and ops == ["Transpose", "Relu", "LayerNormalization",
+                                                    "Relu"]
