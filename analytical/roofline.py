@@ -83,6 +83,29 @@ TRANSCENDENTAL_WORK = {
 # rows of 56, 0.63 at 197, 0.46 at 384 on this project's CPU)
 SOFTMAX_WORK = (0.4, 27.0)
 TRANSCENDENTAL_OPS = frozenset(TRANSCENDENTAL_WORK) | SOFTMAX_OPS
+# An interpolating Resize run in NCHW (ORT's plain Resize: a cubic one always, a linear one
+# where the layout leaves it unblocked) computes its taps' weights per output element: work
+# per output element of a 2-D resize in the transcendental unit, by taps per axis (nearest
+# 1, linear 2, cubic 4), measured as the table above (bench/bench_elementwise.py, 2x
+# upsamplings, half_pixel; nearest asymmetric; two runs on the AMD EPYC of 2026-12-07,
+# where the table's other ops read 0.6-0.9 of their figures: nearest 0.77, linear 1.75-1.94,
+# cubic 93-106, at 0.8, 1.8-2.0 and 96-107 ns an output element; a cubic one with
+# align_corners takes up to 1.7x that, and the IR keeps no coordinate mode); scaled by the
+# resized axes / 2. ORT's blocked Upsample (nearest, linear) streams like any element-wise
+# op.
+RESIZE_WORK = {1: 0.75, 2: 1.8, 4: 100.0}
+
+
+def resize_work(k: Kernel) -> int | None:
+    """An interpolating resize's work in the transcendental class's unit where ORT runs
+    its plain (NCHW) Resize (:data:`RESIZE_WORK`), None for any other kernel."""
+    la = k.layers[0] if k.layers else None
+    if la is None or la.op not in ("Resize", "Upsample") or k.layout == "nchwc" \
+            or not la.input_shapes:
+        return None
+    axes = sum(i != o for i, o in zip(la.input_shapes[0], la.output_shape, strict=False))
+    work = RESIZE_WORK.get(max(la.kernel, default=1))  # a nearest one keeps no taps
+    return None if work is None or not axes else round(numel(la.output_shape) * work * axes / 2)
 
 
 def transcendental_work(layer: Layer) -> int | None:
@@ -253,6 +276,8 @@ class RooflineModel(BaseCostModel):
             fig = self._recurrence_figures(k, flops, nbytes)
             if fig is not None:
                 return fig
+        if work := resize_work(k):
+            cls, flops = "transcendental", work
         compute_ms, memory_ms, launch_ms = self._roof(cls, flops * pad, nbytes)
         post_ms = self._post_pass_ms(k)
         return (max(compute_ms, memory_ms) + post_ms + launch_ms,

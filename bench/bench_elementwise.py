@@ -10,7 +10,8 @@ by a roofline calibrated in the same run, two ways:
 
 * **now**: the ops' own work (``TRANSCENDENTAL_WORK``; Softmax by its row length);
 * **before** (the baseline, the roofline of 2026-12-07): only Gelu, Erf and QuickGelu in the
-  ``transcendental`` class, every other op one element-wise pass.
+  ``transcendental`` class, every other op one element-wise pass (a Resize too: the
+  ``Resize:*`` rows, one plain NCHW Resize node of each mode, ``RESIZE_WORK`` now).
 
     python bench/bench_elementwise.py [--quick]
 """
@@ -31,20 +32,37 @@ REFERENCE = ("Relu",)
 SOFTMAX_ROWS = (56, 197, 384)
 
 
+RESIZES = {"Resize:nearest": (1, 16, 64, 64), "Resize:linear": (1, 16, 64, 64),
+           "Resize:cubic": (1, 8, 32, 32)}  # a 2x upsampling of each input, half_pixel
+
+
+def out_shape(op: str, shape: tuple[int, ...]) -> tuple[int, ...]:
+    return shape[:2] + tuple(2 * d for d in shape[2:]) if op in RESIZES else shape
+
+
 def model(op: str, shape: tuple[int, ...], n: int):
     """``n`` nodes of ``op``, each reading the input, each an output."""
-    from onnx import TensorProto, helper
+    from onnx import TensorProto, helper, numpy_helper
 
     kw = {"axis": -1} if op in ("Softmax", "LogSoftmax") else {}
-    if op == "QuickGelu":  # x * Sigmoid(x), as exported: ONNX Runtime and the planner fuse it
+    inits = []
+    if op in RESIZES:
+        mode = op.split(":")[1]
+        inits = [numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
+        nodes = [helper.make_node("Resize", ["x", "", "sc"], [f"y{i}"], mode=mode,
+                                  coordinate_transformation_mode="asymmetric"
+                                  if mode == "nearest" else "half_pixel") for i in range(n)]
+    elif op == "QuickGelu":  # x * Sigmoid(x), as exported: ONNX Runtime and the planner fuse it
         nodes = [n for i in range(n) for n in (
             helper.make_node("Sigmoid", ["x"], [f"s{i}"]),
             helper.make_node("Mul", ["x", f"s{i}"], [f"y{i}"]))]
     else:
         nodes = [helper.make_node(op, ["x"], [f"y{i}"], **kw) for i in range(n)]
     graph = helper.make_graph(
-        nodes, op.lower(), [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
-        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, shape) for i in range(n)])
+        nodes, op.lower().replace(":", "_"),
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, shape)],
+        [helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, out_shape(op, shape))
+         for i in range(n)], inits)
     proto = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 20)])
     proto.ir_version = 9
     return proto
@@ -55,7 +73,8 @@ def before():
     """The roofline's element-wise work as it was: only Gelu, Erf, QuickGelu transcendental."""
     import analytical.roofline as r
 
-    saved = r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS
+    saved = r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS, r.RESIZE_WORK
+    r.RESIZE_WORK = {}  # a resize streamed as one element-wise pass
     r.TRANSCENDENTAL_WORK = {"Gelu": 1.0, "Erf": 1.0, "QuickGelu": 0.5}
     r.TRANSCENDENTAL_OPS = frozenset(r.TRANSCENDENTAL_WORK)
     old = r.transcendental_work
@@ -69,13 +88,18 @@ def before():
     try:
         yield
     finally:
-        r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS = saved
+        r.TRANSCENDENTAL_WORK, r.TRANSCENDENTAL_OPS, r.RESIZE_WORK = saved
         r.transcendental_work = old
 
 
 def section(quick: bool = False) -> str:
     from analytical.calibrate import calibrate, write_spec
-    from analytical.roofline import SOFTMAX_WORK, TRANSCENDENTAL_WORK, RooflineModel
+    from analytical.roofline import (
+        RESIZE_WORK,
+        SOFTMAX_WORK,
+        TRANSCENDENTAL_WORK,
+        RooflineModel,
+    )
     from analytical.specs import RooflineSpec, load_spec
     from costmodels.onnx_import import import_onnx
     from measure import MeasureConfig
@@ -89,6 +113,7 @@ def section(quick: bool = False) -> str:
     shapes = [(1, 64, 56, 56)] if quick else [(1, 64, 56, 56), (1, 8, 384, 384)]
     cases = [(op, s) for s in shapes for op in (*REFERENCE, *TRANSCENDENTAL_WORK)]
     cases += [("Softmax", (1, 4, 2 ** 16 // r, r)) for r in SOFTMAX_ROWS]
+    cases += list(RESIZES.items())
     config = MeasureConfig(runtime="ort", repeat=30 if quick else 60, rounds=5,
                            min_round_s=0.02 if quick else 0.1)
     models, names = [], []
@@ -103,7 +128,7 @@ def section(quick: bool = False) -> str:
     per_elem = {}
     for i, (op, s) in enumerate(cases):
         one, many = res[2 * i].median_ms, res[2 * i + 1].median_ms
-        per_elem[op, s] = (many - one) / ((BRANCHES - 1) * math.prod(s))
+        per_elem[op, s] = (many - one) / ((BRANCHES - 1) * math.prod(out_shape(op, s)))
     units = {s: (per_elem["Gelu", s] + per_elem["Erf", s]) / 2 for s in shapes}
     now_model = RooflineModel(spec)
     rows, errs_now, errs_before = [], [], []
@@ -111,7 +136,9 @@ def section(quick: bool = False) -> str:
         unit = units.get(s, np.mean(list(units.values())))  # Softmax's: the shapes' mean
         work = per_elem[op, s] / unit
         shipped = (SOFTMAX_WORK[0] + SOFTMAX_WORK[1] / s[-1] if op == "Softmax"
-                   else TRANSCENDENTAL_WORK.get(op, float("nan")))
+                   else RESIZE_WORK.get({"nearest": 1, "linear": 2, "cubic": 4}[op[7:]],
+                                        float("nan"))
+                   if op in RESIZES else TRANSCENDENTAL_WORK.get(op, float("nan")))
         net = import_onnx(model(op, s, BRANCHES))
         truth = res[cases.index((op, s)) * 2 + 1].median_ms
         now = now_model.estimate(net).latency_ms
@@ -119,7 +146,8 @@ def section(quick: bool = False) -> str:
             was = RooflineModel(spec).estimate(net).latency_ms
         errs_now.append(math.log(now / truth))
         errs_before.append(math.log(was / truth))
-        label = f"{op} (rows of {s[-1]})" if op == "Softmax" else op
+        label = (f"{op} (rows of {s[-1]})" if op == "Softmax" else
+                 f"{op} (2x, per output element)" if op in RESIZES else op)
         rows.append(f"| {label} | {'x'.join(map(str, s))} | {per_elem[op, s] * 1e6:.2f} | "
                     f"{work:.2f} | {shipped:.2f} | {truth:.3f} | {now:.3f} ({now / truth:.2f}x) "
                     f"| {was:.3f} ({was / truth:.2f}x) |")

@@ -1088,6 +1088,8 @@ def _layout_of(layer: Layer, ins: tuple[str, ...], layout: dict[str, str],
             if not _channel_concat(shapes, layer.output_shape) or any(
                     s[1] % lay.block for s in shapes):
                 return "nchw"
+        elif layer.op in _INTERPOLATING and any(t > 2 for t in layer.kernel):
+            return "nchw"  # ORT's blocked Upsample is nearest or linear: a cubic one not
         elif len(set(shapes)) > 1 or (layer.op in _BINARY and layer.weight_shapes):
             # ORT's blocked Add/Sum/Mul take blocked tensors of equal shapes only: one that
             # broadcasts, or has a constant operand (x * 0), runs in NCHW

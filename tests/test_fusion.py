@@ -392,7 +392,8 @@ def _w(rng, name, shape):
 
 @pytest.mark.parametrize("block", ["silu_se", "depthwise_after_nchw", "channel_concat",
                                    "residual_44", "hardswish_se", "grouped_4_per_group",
-                                   "resize", "maxpool_24"])
+                                   "resize", "resize_linear", "resize_cubic",
+                                   "maxpool_24"])
 def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_here):
     """The reorders ORT inserts in blocks of real mobile networks are the planner's: SiLU
     (x * sigmoid(x)) and squeeze-excitation (EfficientNet: the equal-shape Mul stays
@@ -402,7 +403,8 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_here):
     conv reads an NCHW input only when it has fewer channels than the block: here ORT
     reorders the 44-channel inputs), MobileNetV3's HardSwish (fused into the conv) and
     squeeze-excitation, ResNeXt's grouped conv of 4 channels per group (NCHW), a UNet's
-    Resize as torch exports it (blocked), a MaxPool of 24 channels (NCHW: a pool stays
+    Resize as torch exports it (blocked; a linear one too, a cubic one in NCHW: ORT's
+    blocked Upsample is nearest or linear), a MaxPool of 24 channels (NCHW: a pool stays
     blocked only on whole blocks of channels)."""
     import numpy as np
     from onnx import helper, numpy_helper
@@ -450,6 +452,14 @@ def test_layouts_of_mobile_blocks_match_ort(block, tmp_path, ort_here):
         nodes = [n("Conv", ["x", "w1"], ["c"]), n("Resize", ["c", "", "sc"], ["u"],
                                                    mode="nearest", nearest_mode="floor",
                                                    coordinate_transformation_mode="asymmetric"),
+                 n("Conv", ["u", "w2"], ["y"])]
+        inits = [_w(rng, "w1", (32, 32, 1, 1)), _w(rng, "w2", (32, 32, 1, 1)),
+                 numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
+        x = (1, 32, 16, 16)
+    elif block in ("resize_linear", "resize_cubic"):  # blocked linear, NCHW cubic
+        nodes = [n("Conv", ["x", "w1"], ["c"]),
+                 n("Resize", ["c", "", "sc"], ["u"], mode=block.split("_")[1],
+                   coordinate_transformation_mode="half_pixel"),
                  n("Conv", ["u", "w2"], ["y"])]
         inits = [_w(rng, "w1", (32, 32, 1, 1)), _w(rng, "w2", (32, 32, 1, 1)),
                  numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "sc")]
