@@ -197,8 +197,11 @@ class Rows:
 
     @classmethod
     def restore(cls, state: dict | None, keys: np.ndarray | None) -> Rows:
-        """The rows of a saved model (:meth:`state` and its ``row_keys`` array, if any)."""
+        """The rows of a saved model (:meth:`state` and its ``row_keys`` array, if any); a
+        ValueError when the state is no JSON object (a manifest edited by hand)."""
         state = state or {}
+        if not isinstance(state, dict):
+            raise ValueError(f"state.rows is {type(state).__name__}, not an object")
         if keys is None:
             return cls(dataset=state.get("dataset"), batch=int(state.get("batch") or 1))
         return cls([str(k) for k in keys], str(state["space"]), state.get("dataset"),

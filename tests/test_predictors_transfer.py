@@ -141,3 +141,20 @@ def test_prepare_reuses_given_networks_and_checks_their_count(synthetic):
     np.testing.assert_array_equal(given.source_lat, built.source_lat)
     with pytest.raises(ValueError, match="networks for a target table"):
         fewshot.prepare(target, sources, nets=built.nets[:-1])
+
+
+def test_a_saved_transfer_whose_rows_state_is_no_object_is_refused(tmp_path, synthetic):
+    """state.rows edited to a string (the checksum recomputed, as anyone can): one error
+    naming the manifest, not an AttributeError."""
+    from badinput import edit_manifest
+
+    from costmodels.errors import ModelFileError
+
+    target, sources = synthetic
+    nets = [nb201.build_network(int(i)) for i in target.arch_index[:30]]
+    est = make("transfer", sources=sources, device="target", residual="none")
+    est.fit(nets[:20], target.latency_ms[:20]).save(tmp_path / "tr")
+    edit_manifest(tmp_path / "tr", tmp_path / "bad",
+                  lambda doc: doc["state"].update(rows="evil"), reseal=True)
+    with pytest.raises(ModelFileError, match="state.rows is str, not an object"):
+        load(str(tmp_path / "bad"))
