@@ -60,6 +60,34 @@ def committed_lut(dataset: str) -> Path | None:
     return None
 
 
+CHECK_CELLS = (1462, 5374, 8843, 11472, 13714, 15208)  # NB201 cells, a mix of op kinds
+LUT_AGREES = (0.8, 1.25)  # a committed LUT's estimate / the time measured here, geomean
+
+
+def lut_reads_here(path: Path, dataset: str) -> float:
+    """The geometric mean of LUT ``path``'s estimate over the time measured here of
+    :data:`CHECK_CELLS` (the measurement layer's default protocol, a few seconds). A LUT
+    measured on a machine of this CPU name, cores and runtime can still be another part:
+    an "AMD EPYC" of 512 KiB of L2 per core ran the committed LUT's cells 1.45x slower
+    than the one it was measured on (its estimates read 0.69x in the demo's report)."""
+    import math
+
+    from costmodels.spaces import nb201, onnx_for
+    from measure.config import MeasureConfig
+    from measure.lut.model import LookupTable
+    from measure.rounds import measure_many
+    from measure.timing import pinned
+
+    nets = [nb201.build_network(i, dataset) for i in CHECK_CELLS]
+    est = [e.latency_ms for e in LookupTable(path).estimate_many(nets)]
+    config = MeasureConfig()
+    with pinned(config.pin_cpu, config.threads):
+        res = measure_many([onnx_for(n) for n in nets], config, [str(i) for i in CHECK_CELLS])
+    ratios = [e / r.median_ms for e, r in zip(est, res, strict=True)
+              if r.ok and r.median_ms > 0 and e > 0]
+    return math.exp(sum(map(math.log, ratios)) / len(ratios)) if ratios else math.nan
+
+
 def _usable_lut(path: Path) -> bool:
     """Was the LUT at ``path`` measured on a machine of this kind (CPU model, cores,
     architecture, runtime and its version; not the OS kernel build) with today's settings?"""
@@ -197,10 +225,18 @@ def run(args: argparse.Namespace) -> int:
     lut = Path(next(a for title, argv in plan if title == "build the lookup table"
                     for a in argv if a.endswith(".sqlite")))
     seed_lut = None if lut.exists() or space.name != "nb201" else committed_lut(args.dataset)
+    misread = False
+    if seed_lut:
+        reads = lut_reads_here(seed_lut, args.dataset)
+        if not LUT_AGREES[0] <= reads <= LUT_AGREES[1]:
+            console.print(f"{seed_lut} reads {len(CHECK_CELLS)} cells at {reads:.2f}x their "
+                          "time measured here (another part under the same CPU name?): "
+                          "not used; the LUT step measures every kernel", highlight=False)
+            seed_lut, misread = None, True
     if seed_lut:
         shutil.copyfile(seed_lut, lut)
         console.print(f"starting the LUT from {seed_lut} (measured on this device and runtime)")
-    elif not lut.exists() and space.name == "nb201":
+    elif not lut.exists() and space.name == "nb201" and not misread:
         from measure.fingerprint import device_slug
 
         dirs = datasets_dirs()

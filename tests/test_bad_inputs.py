@@ -456,7 +456,7 @@ CASES += [
       "ro_store.sqlite"),
     C("lut-read-only", "lut import {d}/lut_entries.csv --db {d}/ro_lut.sqlite", "ro_lut.sqlite"),
     C("out-unwritable-dir", "estimate flops --sample 1 -o {d}/ro_dir/o.csv", "ro_dir"),
-    # ------------------------------------------------------------------ probe of 2026-12-08
+    # ------------------------------------------------------------------ second probe of 2026-12-07
     C("fewshot-o-is-png", "fewshot --target {d}/good.csv --model flops --samples 5 --seeds 1 "
       "-o {d}/c.png", "c.png", ".csv"),
     C("fewshot-plot-is-a-photo", "fewshot --target {d}/good.csv --model flops --samples 5 "

@@ -133,3 +133,49 @@ def test_a_rerun_with_another_split_drops_the_lut_points_of_networks_now_scored(
     train = set(read_arch_list(cal[cal.index("--archs") + 1], get_space(f"models:{folder}")))
     with LutFile(lut, readonly=True) as f:
         assert {p.arch_str for p in f.points()} == train and len(train) == 2
+
+
+@pytest.mark.parametrize("reads,seeded", [(1.05, True), (0.69, False)])
+def test_a_committed_lut_that_misreads_this_machine_is_not_used(tmp_path, monkeypatch,
+                                                               reads, seeded):
+    """A committed LUT of this CPU name, cores and runtime is copied in only when it reads
+    a few cells here within 0.8-1.25x of their measured time: an "AMD EPYC" of another part
+    read them at 0.69x (the LUT's MAPE 31% in the demo's report), and then the LUT step
+    measures every kernel."""
+    import shutil
+
+    src = Path(__file__).resolve().parents[1] / "datasets" / "nb201" / \
+        "epyc-2c-ort-cifar10-lut.sqlite"
+    committed = tmp_path / "committed.sqlite"
+    shutil.copyfile(src, committed)
+    ran: list = []
+    monkeypatch.setattr("costmodels.cli.main", lambda argv: ran.append(list(argv)) or 0)
+    monkeypatch.setattr(demo, "committed_lut", lambda dataset: committed)
+    monkeypatch.setattr(demo, "lut_reads_here", lambda path, dataset: reads)
+    monkeypatch.setattr(demo, "_write_train_archs", lambda *a: None)
+    args = argparse.Namespace(out=str(tmp_path / "r"), space="nb201", dataset="cifar10",
+                              input_shape=None, sample=20, train=5, seed=0,
+                              truth=str(_truth(tmp_path)))
+    assert demo.run(args) == 0
+    lut = tmp_path / "r" / "work" / "lut-nb201-cifar10.sqlite"
+    assert lut.exists() == seeded
+
+
+def _truth(tmp_path):
+    from costmodels.spaces import nb201
+
+    path = tmp_path / "truth.csv"
+    write_table(str(path), list(range(20)), [nb201.SPACE[i] for i in range(20)],
+                [1.0 + i / 10 for i in range(20)])
+    return path
+
+
+def test_a_committed_lut_reads_this_machine_within_a_sane_factor():
+    """lut_reads_here measures the check cells here (a few seconds) and divides the LUT's
+    estimates by them: whatever part this is, the committed LUT of an x86 server core reads
+    them within 5x (a factor of 0 or nan is a broken check)."""
+    path = Path(__file__).resolve().parents[1] / "datasets" / "nb201" / \
+        "epyc-2c-ort-cifar10-lut.sqlite"
+    if not path.exists():
+        pytest.skip(f"{path} not committed")
+    assert 0.2 < demo.lut_reads_here(path, "cifar10") < 5
