@@ -354,7 +354,13 @@ def check_output_dir(path: str | Path, what: str = "output folder",
         if not os.access(p, os.W_OK | os.X_OK):
             raise InputError(f"{what} {path}: not writable (permission denied)")
         for name in writes:
-            if (p / name).resolve() in _INPUT_FILES:
+            try:
+                real = (p / name).resolve()
+            except (OSError, RuntimeError):  # a link that loops
+                raise InputError(f"{what} {path}: {name} there is a symbolic link that loops; "
+                                 "this command writes that file: remove the link or give "
+                                 "another folder (nothing was written)") from None
+            if real in _INPUT_FILES:
                 raise InputError(f"{what} {path}: this command writes {name} there, which is "
                                  "one of its inputs; give another folder (nothing was written)")
             _check_png(p / name, what)

@@ -1464,7 +1464,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
                               "nothing runs per inference, so there is nothing to cost")
     _check_sizes(layers, source)
     outputs = tuple(vi.name for vi in proto.graph.output)
-    layers, n_ln = fuse_layer_norms(layers, outputs)
+    layers, n_ln = fuse_layer_norms(layers, outputs, _opset(proto))
     layers, n_gelu = fuse_gelus(layers, outputs)
     layers, n_hswish = fuse_hard_swishes(layers, outputs, marks["swish_sigmoid"])
     layers = elide_noops(layers, marks["noop"])  # after the fusions: a layer norm's * 1, + 0
@@ -1610,8 +1610,8 @@ def fuse_hard_swishes(layers: Sequence[Layer], outputs: Sequence[str] = (),
     return _fused(layers, drop, put)
 
 
-def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
-                     ) -> tuple[list[Layer], int]:
+def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = (),
+                     opset: int | None = None) -> tuple[list[Layer], int]:
     """Layers with each layer norm written out in element-wise ops as one
     ``LayerNormalization`` layer, and how many were.
 
@@ -1622,9 +1622,11 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
     network costs the same whichever exporter wrote it (a BERT encoder's roofline read 39%
     more from the opset-13 file). Only the whole pattern is fused: every intermediate read
     by the next op alone, the reductions over the last axis, gamma (and beta) of its size;
-    and not where ORT's transpose optimizer pushes a permute into the ops (:func:`_permuted`:
-    a norm reading a Transpose, or ``x.permute -> layer norm -> permute back`` with
-    element-wise ops between, ConvNeXt's channel norm), which it then runs unfused.
+    and not, below opset 17 (``opset``, the model's), where ORT's transpose optimizer pushes
+    a permute into the ops (:func:`_permuted`: a norm reading a Transpose, or ``x.permute ->
+    layer norm -> permute back`` with element-wise ops between, ConvNeXt's channel norm),
+    which it then runs unfused; from opset 17, where LayerNormalization is an ONNX op, ORT
+    fuses those too (checked on its optimised graph at opsets 13, 17 and 18).
     """
     users = _readers(layers, outputs)
     only = functools.partial(_sole_reader, layers, users)
@@ -1666,7 +1668,8 @@ def fuse_layer_norms(layers: Sequence[Layer], outputs: Sequence[str] = ()
         part = [r1, sub, pw, r2, eps, sq, dv, mul] + ([add] if add is not None else [])
         if any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
             continue
-        if _permuted(layers, made, users, x, only(last, "Transpose") is not None):
+        if opset is not None and opset < 17 \
+                and _permuted(layers, made, users, x, only(last, "Transpose") is not None):
             continue  # ORT pushes a permute into the ops: LayerNormFusion no longer matches
         drop.update(part)
         put[last] = make_layer(

@@ -408,7 +408,7 @@ def cmd_fewshot(args: argparse.Namespace) -> int:
     from predictors import fewshot
     from predictors.base import PredictorError
 
-    if Path(args.output).suffix.lower() == ".png":  # the table and its plot in one file
+    if Path(args.output).name.lower().endswith(".png"):  # the table and its plot in one
         raise PredictorError(f"-o {args.output}: names the curve's CSV table; its plot is "
                              "written beside it with the suffix .png, so give a name such as "
                              f"{Path(args.output).with_suffix('.csv').name} (nothing was "

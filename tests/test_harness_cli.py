@@ -233,3 +233,50 @@ def test_gen_models_leaves_an_exported_model_alone(tmp_path, capsys):
     assert main(["gen-models", "-o", str(zoo)]) == 2
     assert "is not a model this command wrote" in capsys.readouterr().err
     assert mine.read_bytes() == before and [p.name for p in zoo.iterdir()] == [mine.name]
+
+
+@pytest.mark.parametrize("case", ["table_as_predictions", "mark_not_last", "heading_only",
+                                  "link_loop", "link_to_file"])
+def test_compare_is_not_fooled_into_replacing_a_users_file(tmp_path, capsys, case):
+    """A latency table saved as predictions.csv (its header starts like the report's), notes
+    that quote the mark line or the report's heading, and links at a report name are the
+    user's: refused, byte-identical, one error line (a link that loops was an internal
+    error)."""
+    from costmodels.harness.report import REPORT_MARK
+
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=30)
+    out = tmp_path / "mine"
+    out.mkdir()
+    other = tmp_path / "elsewhere.csv"
+    other.write_text("mine\n")
+    if case == "table_as_predictions":
+        (out / "predictions.csv").write_bytes(open(truth.source, "rb").read())
+    elif case == "mark_not_last":
+        (out / "report.md").write_text(f"# my notes\n{REPORT_MARK}\nmore of my notes\n")
+    elif case == "heading_only":
+        (out / "report.md").write_text("# my notes\n\n## Which estimator to use\n\nflops\n")
+    elif case == "link_loop":
+        (out / "metrics.csv").symlink_to("metrics.csv")
+    else:
+        (out / "metrics.csv").symlink_to(other)
+    before = {p.name: (p.readlink() if p.is_symlink() else p.read_bytes())
+              for p in out.iterdir()}
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: -o {out}") and "internal error" not in err, err
+    assert {p.name: (p.readlink() if p.is_symlink() else p.read_bytes())
+            for p in out.iterdir()} == before
+    assert other.read_text() == "mine\n"
+
+
+def test_a_report_folder_given_as_a_link_is_written_where_it_points(tmp_path, capsys):
+    """-o LINK to a folder: staged beside the folder the link names (one disk, so each
+    file is renamed in), and the files land there."""
+    truth = make_truth(tmp_path / "nb201_fake.csv", n=30)
+    real = tmp_path / "real"
+    real.mkdir()
+    (tmp_path / "link").symlink_to(real)
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(tmp_path / "link")]) == 0
+    assert (real / "report.md").is_file() and (tmp_path / "link").is_symlink()
+    assert main(["compare", "--truth", truth.source, "flops", "-o", str(tmp_path / "link")]) == 0
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]

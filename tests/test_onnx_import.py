@@ -1165,13 +1165,13 @@ def test_a_layer_norm_written_out_between_permutes_stays_its_ops(tmp_path):
     inits = [c(f(2.0), "two"), c(f(1e-5), "eps"), c(rng.random(16, f), "g"),
              c(rng.random(16, f), "b")]
 
-    def both(pre, post):
+    def both(pre, post, opset=13):
         g = helper.make_graph(pre + ln + post, "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT,
                                                              [1, 16, 8, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
                               inits)
-        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+        model = helper.make_model(g, opset_imports=[helper.make_opsetid("", opset)])
         so = ort.SessionOptions()
         so.optimized_model_filepath = str(tmp_path / "opt.onnx")
         so.log_severity_level = 3
@@ -1191,3 +1191,7 @@ def test_a_layer_norm_written_out_between_permutes_stays_its_ops(tmp_path):
                     [n("Relu", ["l"], ["y"])])
     assert "LayerNormalization" in ran and ops == ["Transpose", "Relu", "LayerNormalization",
                                                     "Relu"]
+    # at opset 17, where LayerNormalization is an ONNX op, ORT fuses the permuted one too
+    ran, ops = both([n("Transpose", ["x"], ["t"], perm=[0, 2, 3, 1])],
+                    [n("Transpose", ["l"], ["y"], perm=[0, 3, 1, 2])], opset=17)
+    assert ran == ops == ["Transpose", "LayerNormalization", "Transpose"]

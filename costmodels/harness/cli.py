@@ -68,8 +68,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="few-shot curve CSV to plot (as `costmodels fewshot -o` writes it, "
                         "or one row per k and seed: k,seed,spearman,...); repeatable")
     p.add_argument("--models", metavar="DIR", help="also score the ONNX models in DIR")
-    p.add_argument("--models-truth", default=MODELS_TRUTH, metavar="SPEC",
-                   help="backend that measures the --models networks")
+    p.add_argument("--models-truth", default=None, metavar="SPEC",
+                   help=f"backend that measures the --models networks (default: "
+                        f"{MODELS_TRUTH})")
     p.add_argument("--fingerprint", metavar="TEXT", type=one_line,
                    help="machine line for the report; unset: this machine's, from the measure "
                         "package")
@@ -117,6 +118,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from costmodels.harness.report import check_report_dir
 
     check_report_dir(args.output, "-o")
+    if args.models_truth is not None and not args.models:
+        from costmodels.errors import InputError
+
+        raise InputError(f"--models-truth {args.models_truth}: measures the --models "
+                         "networks; give --models DIR too, or leave it out")
+    args.models_truth = args.models_truth or MODELS_TRUTH
     space = open_space(args)
     from costmodels.tables import iter_csv, read_table, sidecar_mismatch
 
@@ -189,9 +196,6 @@ def _check_fitting_options(backends: list[str], args: argparse.Namespace) -> Non
         raise InputError("--prior is for the hybrid backend, which compare fits to correct "
                          "those estimators; hybrid is not listed (a fitted model, hybrid:DIR, "
                          "keeps its own priors)")
-    if args.models_truth != MODELS_TRUTH and not args.models:
-        raise InputError(f"--models-truth {args.models_truth}: measures the --models "
-                         "networks; give --models DIR too, or leave it out")
     for b in backends:
         if b not in LEARNED_BACKENDS:
             continue

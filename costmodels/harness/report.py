@@ -472,26 +472,38 @@ def check_report_dir(path: str | Path, what: str) -> Path:
         return out
     present = [n for n in WRITES if (out / n).exists() or (out / n).is_symlink()]
     for name in present:
+        if (out / name).is_symlink():  # written through, it could land on another disk
+            raise InputError(f"{what} {path}: {name} there is a symbolic link; a report "
+                             "writes its files in its folder: remove the link or give "
+                             "another folder (nothing was written)")
         check_output(out / name, what, text=not name.endswith(".png"))
 
-    def head(name: str, n: int) -> str:
+    def read(name: str, tail: bool = False) -> str:
         try:
             with (out / name).open("rb") as fh:
-                return fh.read(n).decode("utf-8", "replace")
+                if tail:
+                    fh.seek(max(fh.seek(0, 2) - 4096, 0))
+                return fh.read(4096).decode("utf-8", "replace")
         except OSError:
             return ""
 
-    report = "report.md" in present and (
-        REPORT_MARK in head("report.md", 1 << 22)
-        or "\n## Which estimator to use\n" in head("report.md", 1 << 22))  # before the mark
+    marked = "report.md" in present and \
+        read("report.md", tail=True).rstrip().rsplit("\n", 1)[-1].strip() == REPORT_MARK
+    text = read("report.md") if "report.md" in present and not marked else ""
+    # a report of an earlier version (no mark): its title, machine and ranking lines
+    legacy = text.startswith("# ") and all(
+        h in text for h in ("\n- ground truth: `", "\n## Ranking (by Kendall"))
     for name in present:
         if name == "report.md":
-            ours = report
-        elif name.endswith(".png"):
+            ours = marked or legacy
+        elif name.endswith(".png"):  # a plain Matplotlib figure only beside an old report
             soft = png_software(out / name) or ""
-            ours = PNG_SOFTWARE in soft or (report and soft.startswith("Matplotlib"))
+            ours = PNG_SOFTWARE in soft or (legacy and soft.startswith("Matplotlib"))
         else:
-            ours = head(name, 200).lstrip("\ufeff").startswith(_CSV_HEADS[name])
+            head = read(name).lstrip("\ufeff").split("\n", 1)[0].strip().split(",")
+            ours = ",".join(head).startswith(_CSV_HEADS[name]) and (
+                name != "predictions.csv" or (len(head) > 3 and all(
+                    c.endswith("_ms") for c in head[3:])))  # a table has no backend columns
         if not ours:
             raise InputError(f"{what} {path}: holds {name}, which a report writes (or, "
                              "not written this time, removes), and an earlier costmodels "
@@ -743,7 +755,9 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
     import secrets
     import shutil
 
-    final = Path(out_dir)
+    final = shown = Path(out_dir)
+    if final.is_symlink():  # staged beside the folder the link names: one disk, renames
+        final = final.resolve()
     final.parent.mkdir(parents=True, exist_ok=True)
     out = final.parent / f".{final.name}.costmodels-{os.getpid()}-{secrets.token_hex(4)}.tmp"
     out.mkdir()
@@ -754,7 +768,7 @@ def write_report(result: ComparisonResult, out_dir: str | Path, *,
         _publish(out, final)
     finally:
         shutil.rmtree(out, ignore_errors=True)
-    return {k: final / v.name for k, v in files.items()}
+    return {k: shown / v.name for k, v in files.items()}
 
 
 def _publish(stage: Path, final: Path) -> None:
