@@ -582,6 +582,18 @@ def shipped_rules() -> list[str]:
     return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".json"))
 
 
+def with_block(rules: FusionRules, block: int, why: str) -> FusionRules:
+    """``rules`` with their blocked layout's channel block set to ``block`` (a new doc and
+    hash; ``why`` appended to the doc text); as they are without a blocked layout or when
+    the block is already that."""
+    if rules.layout is None or rules.layout.block == block:
+        return rules
+    doc = json.loads(rules.doc)
+    doc["layout"]["block"] = block
+    doc["doc"] = f"{doc.get('doc', '')} [layout.block {block}: {why}]"
+    return rules_from_json(json.dumps(doc, indent=1), f"{rules.name} rules at block {block}")
+
+
 def load_rules(name_or_path: str | Path) -> FusionRules:
     """Shipped rules by name (``"ort"``, ``"tvm"``, ... see :func:`shipped_rules`) or a JSON path."""
     p = Path(name_or_path)

@@ -39,6 +39,7 @@ from costmodels.fusion import (
     load_rules,
     parse_key,
     rules_from_json,
+    with_block,
 )
 from costmodels.network import Network
 from measure.config import MeasureConfig, MeasureResult
@@ -97,13 +98,10 @@ def host_rules(rules: FusionRules, config: MeasureConfig) -> FusionRules:
     from measure.ort import ort_nchwc_block
 
     block = ort_nchwc_block()
-    if block is None or block == rules.layout.block:
+    if block is None:
         return rules
-    doc = json.loads(rules.doc)
-    doc["layout"]["block"] = block
-    doc["doc"] = (f"{doc.get('doc', '')} [layout.block {block}: the NCHWc channel block of "
-                  "ONNX Runtime on the machine this LUT was built on]")
-    return rules_from_json(json.dumps(doc, indent=1), f"{rules.name} rules at block {block}")
+    return with_block(rules, block, "the NCHWc channel block of ONNX Runtime on the machine "
+                      "this LUT was built on")
 
 
 def measurer(config: MeasureConfig, bind_outputs: bool = False
