@@ -69,55 +69,51 @@ def test_fit_hybrid_cli(tmp_path, capsys):
     assert "needs prior estimators: --prior" in capsys.readouterr().err
 
 
-def test_a_saved_hybrid_reads_the_prior_files_it_was_fitted_with(data, tmp_path, monkeypatch,
-                                                                    capsys):
-    """A relative prior path is pinned at the fit: loaded from another folder, the model
-    reads the same file, not one of that name there; a prior file whose bytes changed since
-    is named in a warning (its estimates move with it)."""
-    nets, y = data
+def _prior_file(data, folder, variant: int) -> tuple[str, str]:
+    """A roofline spec file in ``folder`` (variant 0: xeon_2c's numbers, 1: another spec's,
+    2: edited after the fit): (its relative prior spec, its name)."""
     specs = ROOT / "analytical" / "specs"
-    fit_dir, other = tmp_path / "fit", tmp_path / "other"
-    fit_dir.mkdir()
-    other.mkdir()
-    shutil.copy(specs / "xeon_2c.toml", fit_dir / "spec.toml")
-    shutil.copy(specs / "x86_generic.toml", other / "spec.toml")  # same name, other numbers
-    monkeypatch.chdir(fit_dir)
-    hyb = make("hybrid", prior=["roofline:spec.toml"]).fit(nets[:30], y[:30])
-    want = hyb.predict(nets[30:60])
-    hyb.save(tmp_path / "m")
-    monkeypatch.chdir(other)
-    again = load(str(tmp_path / "m"))
-    assert again.prior == [f"roofline:{fit_dir / 'spec.toml'}"]
-    np.testing.assert_array_equal(again.predict(nets[30:60]), want)
-    assert "changed" not in capsys.readouterr().err
-    with open(fit_dir / "spec.toml", "a") as fh:
-        fh.write("\n# edited after the fit\n")
-    load(str(tmp_path / "m"))
-    assert f"prior file {fit_dir / 'spec.toml'} changed" in capsys.readouterr().err
+    if variant == 2:
+        with open(folder / "spec.toml", "a") as fh:
+            fh.write("\n# edited after the fit\n")
+    else:
+        shutil.copy(specs / ("xeon_2c.toml", "x86_generic.toml")[variant], folder / "spec.toml")
+    return "roofline:spec.toml", "spec.toml"
 
 
-def test_a_saved_model_prior_is_pinned_like_a_file(data, tmp_path, monkeypatch, capsys):
-    """A prior that is a saved model's folder (gbdt:DIR), given by a relative path, is
-    pinned at the fit as a file is: loaded from another folder, the hybrid reads the same
-    model, not another of that name there; refitted since, it is named in a warning."""
+def _prior_model(data, folder, variant: int) -> tuple[str, str]:
+    """A saved gbdt model's folder in ``folder``, fitted on the latencies times 1, 10 or 2
+    (variant 0, 1: another model of that name, 2: refitted after the fit)."""
+    nets, y = data
+    make("gbdt").fit(nets[:30], (1, 10, 2)[variant] * y[:30]).save(folder / "g")
+    return "gbdt:g", "g"
+
+
+@pytest.mark.parametrize("prior", [_prior_file, _prior_model])
+def test_a_saved_hybrid_reads_the_priors_it_was_fitted_with(data, tmp_path, monkeypatch,
+                                                            capsys, prior):
+    """A relative prior path, a file or a saved model's folder (gbdt:DIR), is pinned at the
+    fit: loaded from another folder, the model reads the same prior, not one of that name
+    there; a prior whose content changed since (a file edited, a model refitted) is named
+    in a warning (its estimates move with it)."""
     nets, y = data
     fit_dir, other = tmp_path / "fit", tmp_path / "other"
     fit_dir.mkdir()
     other.mkdir()
-    make("gbdt").fit(nets[:30], y[:30]).save(fit_dir / "g")
-    make("gbdt").fit(nets[:30], 10 * y[:30]).save(other / "g")  # same name, other numbers
+    spec, name = prior(data, fit_dir, 0)
+    prior(data, other, 1)  # same name, other numbers
     monkeypatch.chdir(fit_dir)
-    hyb = make("hybrid", prior=["gbdt:g"]).fit(nets[:30], y[:30])
+    hyb = make("hybrid", prior=[spec]).fit(nets[:30], y[:30])
     want = hyb.predict(nets[30:60])
     hyb.save(tmp_path / "m")
     monkeypatch.chdir(other)
     again = load(str(tmp_path / "m"))
-    assert again.prior == [f"gbdt:{fit_dir / 'g'}"]
+    assert again.prior == [f"{spec.split(':')[0]}:{fit_dir / name}"]
     np.testing.assert_array_equal(again.predict(nets[30:60]), want)
     assert "changed" not in capsys.readouterr().err
-    make("gbdt").fit(nets[:30], 2 * y[:30]).save(fit_dir / "g")
+    prior(data, fit_dir, 2)
     load(str(tmp_path / "m"))
-    assert f"prior file {fit_dir / 'g'} changed" in capsys.readouterr().err
+    assert f"prior file {fit_dir / name} changed" in capsys.readouterr().err
 
 
 def test_an_output_is_never_a_file_a_saved_model_reads(data, tmp_path, monkeypatch, capsys):
