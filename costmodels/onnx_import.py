@@ -1465,7 +1465,7 @@ def import_onnx(model: Any, input_shapes: Mapping[str, Shape] | Sequence[Shape] 
     _check_sizes(layers, source)
     outputs = tuple(vi.name for vi in proto.graph.output)
     layers, n_ln = fuse_layer_norms(layers, outputs, _opset(proto))
-    layers, n_gelu = fuse_gelus(layers, outputs)
+    layers, n_gelu = fuse_gelus(layers, outputs, marks["gelu_constant"])
     layers, n_hswish = fuse_hard_swishes(layers, outputs, marks["swish_sigmoid"])
     layers = elide_noops(layers, marks["noop"])  # after the fusions: a layer norm's * 1, + 0
     meta = {"source": path, "opset": _opset(proto),
@@ -1530,15 +1530,17 @@ def _fused(layers: Sequence[Layer], drop: set[int], put: Mapping[int, Layer]
     return [put.get(i, la) for i, la in enumerate(layers) if i not in drop or i in put], len(put)
 
 
-def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
-               ) -> tuple[list[Layer], int]:
+def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = (),
+               constants: Container[str] | None = None) -> tuple[list[Layer], int]:
     """Layers with each exact GELU written out as ONNX Runtime's GeluFusion finds it
     (``Div -> Erf -> Add``, then ``x * (1 + erf)`` by 0.5, as the TorchScript exporter
     writes it, or ``(x * 0.5) * (1 + erf)``) as one ``Gelu`` layer, and how many were
     (opset 20 writes one ``Gelu``). ``x * (0.5 * (1 + erf))``, the dynamo exporter's order
     below opset 20, stays five layers: ORT 1.32 runs it unfused (checked on its optimised
     graph at opsets 13, 17 and 18). The constants' values are not in the IR: the pattern
-    is the ops, their single-use chain and scalar constants."""
+    is the ops, their single-use chain and scalar constants, and (``constants``: the names
+    of the layers whose constant is right, :func:`_is_gelu_constant`) the Div by sqrt 2,
+    the Add of 1 and the Mul by 0.5 (``x / 2`` or ``3 + erf`` is not a GELU)."""
     only = functools.partial(_sole_reader, layers, _readers(layers, outputs))
     made = {t: i for i, la in enumerate(layers) for t in la.outputs}
 
@@ -1568,6 +1570,10 @@ def fuse_gelus(layers: Sequence[Layer], outputs: Sequence[str] = ()
                   and tuple(layers[half].inputs) == (x,) and only(half, "Mul") == m1)
             part = [dv, erf, add, half, m1]
         if not ok or any(p in drop for p in part) or len({layers[p].dtype for p in part}) != 1:
+            continue
+        if constants is not None and not all(
+                layers[p].name in constants for p in part if layers[p].op != "Erf"
+                and not (layers[p].op == "Mul" and len(layers[p].inputs) == 2)):
             continue
         shape = tuple(la.input_shapes[0])
         drop.update(part)
@@ -1820,8 +1826,9 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
         return info[t][1] if t in info and info[t][1] else init_types.get(t, 0)
 
     neutral = _neutral_constants(graph)
+    scalars = _scalar_constants(graph)
     graph_inputs = {vi.name for vi in graph.input}
-    marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set()}
+    marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set(), "gelu_constant": set()}
 
     def shape_of(tensor: str, node_name: str, op: str) -> Shape:
         dims = info.get(tensor, (None, 0))[0]
@@ -1890,6 +1897,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
                 marks["noop"].add(node_name)
             elif node.op_type == "HardSigmoid" and _is_swish_sigmoid(node):
                 marks["swish_sigmoid"].add(node_name)
+            if _is_gelu_constant(node, scalars):
+                marks["gelu_constant"].add(node_name)
         except OnnxImportError as exc:
             if source and not str(exc).startswith(source):
                 raise OnnxImportError(f"{source}: {exc}") from None  # name the file
@@ -1900,6 +1909,27 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
 # an element-wise op by this constant leaves its other operand as it is (the constant second
 # for Sub and Div): ONNX Runtime's NoopElimination removes it, when it broadcasts nothing
 _NEUTRAL = {"Add": (0.0, (0, 1)), "Sub": (0.0, (1,)), "Mul": (1.0, (0, 1)), "Div": (1.0, (1,))}
+
+
+def _scalar_constants(graph: Any) -> dict[str, float]:
+    """One-element float constants (initializers, ``Constant`` values): name -> value."""
+    from onnx import TensorProto
+
+    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
+    return {name: float(v) for name, v in _equal_valued(graph, floats, max_size=1).items()}
+
+
+# the constant of each op of an exact GELU written out, as ORT's GeluFusion checks it
+_GELU_CONSTANTS = {"Div": math.sqrt(2.0), "Add": 1.0, "Mul": 0.5}
+
+
+def _is_gelu_constant(node: Any, scalars: Mapping[str, float]) -> bool:
+    """Whether ``node`` is a Div by sqrt 2, an Add of 1 or a Mul by 0.5 (one-element
+    constants): the constant parts of an exact GELU (:func:`fuse_gelus`)."""
+    want = _GELU_CONSTANTS.get(node.op_type)
+    return want is not None and len(node.input) == 2 and any(
+        t in scalars and math.isclose(scalars[t], want, rel_tol=1e-3)
+        for t in node.input[1 if node.op_type == "Div" else 0:])
 
 
 def _neutral_constants(graph: Any) -> dict[str, float]:

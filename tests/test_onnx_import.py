@@ -1119,12 +1119,15 @@ def test_a_reshape_fixed_for_another_input_size_is_refused():
         import_onnx(model, {"x": (16, 1, 32)})
 
 
-@pytest.mark.parametrize("order,fused", [("x_first", True), ("half_of_x", True),
-                                         ("half_of_sum", False), ("sum_then_half", False)])
-def test_a_written_out_gelu_is_one_layer_where_ort_fuses_it(order, fused, tmp_path):
+@pytest.mark.parametrize("order,constants,fused", [
+    ("x_first", {}, True), ("half_of_x", {}, True), ("half_of_sum", {}, False),
+    ("sum_then_half", {}, False), ("x_first", {"r2": 2.0}, False),
+    ("x_first", {"one": 3.0}, False), ("half_of_x", {"half": 7.0}, False)])
+def test_a_written_out_gelu_is_one_layer_where_ort_fuses_it(order, constants, fused, tmp_path):
     """ONNX Runtime's GeluFusion takes x * (1 + erf) then * 0.5 (TorchScript's order) and
     (x * 0.5) * (1 + erf), not x * (0.5 * (1 + erf)) (the dynamo exporter's order below
-    opset 20: five kernels, as ORT runs them). Checked here against ORT's optimised graph."""
+    opset 20: five kernels, as ORT runs them), nor the pattern with other constants (x / 2,
+    3 + erf, x * 7). Checked here against ORT's optimised graph."""
     import onnxruntime as ort
 
     n, c, f = helper.make_node, numpy_helper.from_array, np.float32
@@ -1133,10 +1136,11 @@ def test_a_written_out_gelu_is_one_layer_where_ort_fuses_it(order, fused, tmp_pa
             "half_of_x": [n("Mul", ["x", "half"], ["h"]), n("Mul", ["h", "a"], ["y"])],
             "half_of_sum": [n("Mul", ["half", "a"], ["h"]), n("Mul", ["x", "h"], ["y"])],
             "sum_then_half": [n("Mul", ["a", "half"], ["h"]), n("Mul", ["h", "x"], ["y"])]}
+    values = {"r2": 1.4142135, "one": 1.0, "half": 0.5, **constants}
     g = helper.make_graph(head + tail[order], "gelu",
                           [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 10, 64])],
                           [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 10, 64])],
-                          [c(f(1.4142135), "r2"), c(f(1.0), "one"), c(f(0.5), "half")])
+                          [c(f(v), k) for k, v in values.items()])
     model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     so = ort.SessionOptions()
     so.optimized_model_filepath = str(tmp_path / "opt.onnx")
