@@ -89,7 +89,8 @@ def micro(quick: bool = False) -> list[str]:
 
 def reorders(models: Path) -> list[str]:
     """The layout reorders ORT's optimised graph holds against those the fusion planner
-    inserts, per model of the folder (what the roofline and the LUT cost as ``reorder``)."""
+    inserts, per model of the folder (what the roofline and the LUT cost as ``reorder``),
+    planned as a LUT built here plans them: at this machine's NCHWc block."""
     import tempfile
     from collections import Counter
 
@@ -98,9 +99,13 @@ def reorders(models: Path) -> list[str]:
 
     from costmodels.fusion import kernels, load_rules
     from costmodels.spaces import get_space
+    from measure.config import MeasureConfig
+    from measure.lut.build import host_rules
 
-    rules, space = load_rules("ort"), get_space(f"models:{models}")
-    lines = ["#### Layout reorders: ONNX Runtime's optimised graph against the planner", "",
+    rules = host_rules(load_rules("ort"), MeasureConfig())
+    space = get_space(f"models:{models}")
+    lines = ["#### Layout reorders: ONNX Runtime's optimised graph against the planner "
+             f"(at this machine's NCHWc block, {rules.layout.block})", "",
              "| model | ORT ReorderInput / ReorderOutput | planner | |", "|---|---|---|---|"]
     with tempfile.TemporaryDirectory() as tmp:
         for name in space.archs():
