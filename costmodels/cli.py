@@ -127,26 +127,30 @@ def _input_files(args) -> set[Path]:
     reads. The output arguments are left out."""
     found: set[Path] = set()
     for key, value in vars(args).items():
-        if key in _OUTPUT_ARGS or key == "func":
-            continue
+        if key in _OUTPUT_ARGS or key == "func" or key.endswith("command"):  # the subcommand
+            continue                                  # names (`roofline calibrate`): no files
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, (str, Path)):
                 _add_inputs(str(v), found, depth=0)
-    try:
-        from analytical.roofline import local_spec_path
-
-        if (local := local_spec_path()).is_file():
-            found.add(local.resolve())
-    except (OSError, RuntimeError, ValueError):
-        pass
     return found
 
 
 def _add_inputs(v: str, found: set[Path], depth: int) -> None:
     """Add to ``found`` the files that argument or backend spec ``v`` names (a saved
-    model's folder: all of its files, and what its priors name, 4 levels deep at most)."""
+    model's folder: all of its files, and what its priors name, 4 levels deep at most; a
+    bare ``roofline``: the local calibrated spec it loads, which only it reads, so that
+    ``roofline calibrate`` may still write it)."""
     import json
 
+    if v.strip() == "roofline":
+        try:
+            from analytical.roofline import local_spec_path
+
+            if (local := local_spec_path()).is_file():
+                found.add(local.resolve())
+        except (OSError, RuntimeError, ValueError):
+            pass
+        return
     spec = v.partition(":")[2]  # a backend spec: lut:PATH?uncalibrated
     for cand in {v, spec, spec.partition("?")[0]} - {""}:
         try:

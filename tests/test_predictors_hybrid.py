@@ -134,6 +134,13 @@ def test_an_output_is_never_a_file_a_saved_model_reads(data, tmp_path, monkeypat
     assert main(["estimate", "roofline", "--sample", "2", "-o", str(spec)]) == 2
     assert "is one of this command's inputs" in capsys.readouterr().err
     assert spec.read_bytes() == before
+    # only a bare `roofline` reads it: `roofline calibrate` (its writer) and a command
+    # with another backend may still name it
+    from costmodels.cli import _input_files, build_parser
+
+    for argv in (["roofline", "calibrate"], ["roofline", "calibrate", "-o", str(spec)],
+                 ["estimate", "flops", "--sample", "2", "-o", str(spec)]):
+        assert spec.resolve() not in _input_files(build_parser().parse_args(argv)), argv
 
 
 def test_a_lut_prior_rewritten_with_the_same_rows_is_not_changed(data, tmp_path, capsys):
