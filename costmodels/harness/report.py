@@ -272,6 +272,12 @@ def _has_disconnected(result) -> bool:
                for r in getattr(result, "results", ()) if hasattr(r, "connected"))
 
 
+# the leading columns of metrics.csv and predictions.csv (check_report_dir knows them by these)
+METRICS_HEAD = ("backend", "spec", "n_total", "n_covered", "coverage", "build_measurements",
+                "build_s", "query_us", "fitted", "calibrated", "first_error", "note")
+PREDICTIONS_HEAD = ("arch_index", "arch_str", "latency_ms")
+
+
 def write_metrics_csv(result: ComparisonResult | ModelsResult, path: str | Path) -> Path:
     """One row per backend: coverage, costs, flags and every metric of :func:`metrics.summary`."""
     path = Path(path)
@@ -279,12 +285,10 @@ def write_metrics_csv(result: ComparisonResult | ModelsResult, path: str | Path)
     if _has_disconnected(result):  # NB201 cells with no path: the metrics without them too
         keys += [f"{k}_connected" for k in metrics.METRIC_KEYS]
     keys += sorted({k for r in result.results for k in r.metrics if k.startswith("energy_")})
-    head = ["backend", "spec", "n_total", "n_covered", "coverage", "build_measurements",
-            "build_s", "query_us", "fitted", "calibrated", "first_error", "note"]
     key = "kendall" if isinstance(result, ComparisonResult) else "spearman"
     with atomic_output(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(head + keys)
+        w.writerow([*METRICS_HEAD, *keys])
         for r in result.ranked(key):
             w.writerow([r.name, r.spec, r.n_total, r.n_covered, f"{r.coverage:.4f}",
                         "" if r.build_measurements is None else r.build_measurements,
@@ -302,7 +306,7 @@ def write_predictions_csv(result: ComparisonResult, truth_latency: np.ndarray,
     cols = {r.name: r.by_row() for r in result.results}
     with atomic_output(path, "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["arch_index", "arch_str", "latency_ms"] + [f"{n}_ms" for n in cols])
+        w.writerow([*PREDICTIONS_HEAD, *(f"{n}_ms" for n in cols)])
         for row in result.test_rows.tolist():
             idx = int(arch_index[row])
             w.writerow(["" if idx < 0 else idx, arch_str[row], repr(float(truth_latency[row]))]
@@ -455,8 +459,6 @@ CURVE_METRICS = ("spearman", "kendall", "mape", "acc10")
 WRITES = ("report.md", "metrics.csv", "predictions.csv", "rank_correlation.png", "scatter.png",
           "sample_efficiency.png", "models.png")
 REPORT_MARK = "<!-- written by costmodels compare -->"  # report.md's last line
-_CSV_HEADS = {"metrics.csv": "backend,spec,n_total,",
-              "predictions.csv": "arch_index,arch_str,latency_ms"}
 
 
 def check_report_dir(path: str | Path, what: str) -> Path:
@@ -487,6 +489,9 @@ def check_report_dir(path: str | Path, what: str) -> Path:
         except OSError:
             return ""
 
+    def csv_head(name: str) -> list[str]:
+        return read(name).lstrip("\ufeff").split("\n", 1)[0].strip().split(",")
+
     marked = "report.md" in present and \
         read("report.md", tail=True).rstrip().rsplit("\n", 1)[-1].strip() == REPORT_MARK
     text = read("report.md") if "report.md" in present and not marked else ""
@@ -499,11 +504,12 @@ def check_report_dir(path: str | Path, what: str) -> Path:
         elif name.endswith(".png"):  # a plain Matplotlib figure only beside an old report
             soft = png_software(out / name) or ""
             ours = PNG_SOFTWARE in soft or (legacy and soft.startswith("Matplotlib"))
-        else:
-            head = read(name).lstrip("\ufeff").split("\n", 1)[0].strip().split(",")
-            ours = ",".join(head).startswith(_CSV_HEADS[name]) and (
-                name != "predictions.csv" or (len(head) > 3 and all(
-                    c.endswith("_ms") for c in head[3:])))  # a table has no backend columns
+        elif name == "metrics.csv":  # its first columns (an older report had fewer after)
+            ours = tuple(csv_head(name)[:3]) == METRICS_HEAD[:3]
+        else:  # a latency table starts so too, but holds no backend's _ms columns
+            head = csv_head(name)
+            ours = tuple(head[:3]) == PREDICTIONS_HEAD and len(head) > 3 and all(
+                c.endswith("_ms") for c in head[3:])
         if not ours:
             raise InputError(f"{what} {path}: holds {name}, which a report writes (or, "
                              "not written this time, removes), and an earlier costmodels "
