@@ -12,6 +12,7 @@ carrying the error text.
 
 from __future__ import annotations
 
+import functools
 import time
 from dataclasses import replace
 from typing import Any
@@ -61,16 +62,12 @@ def _quiet_ort():
     return ort
 
 
-_BLOCK: list[int | None] = []  # ort_nchwc_block's answer, once per process
-
-
+@functools.cache  # once per process
 def ort_nchwc_block() -> int | None:
     """The channel block of ONNX Runtime's NCHWc layout on this machine (MLAS: 16 with
     AVX-512F, 8 with AVX2), None where it does not block (no NCHWc kernels). Read from the
     graph ORT optimises for one 3x3 convolution of 8 channels (the padded output channels
     of its NCHWc weight); a few milliseconds, once per process."""
-    if _BLOCK:
-        return _BLOCK[0]
     import os
     import tempfile
 
@@ -99,7 +96,6 @@ def ort_nchwc_block() -> int | None:
         if node.domain == "com.microsoft.nchwc" and node.op_type == "Conv":
             dims = inits.get(node.input[1]) if len(node.input) > 1 else None
             block = dims[0] if dims and dims[0] in (4, 8, 16, 32) else None
-    _BLOCK.append(block)
     return block
 
 
