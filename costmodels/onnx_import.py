@@ -1825,8 +1825,8 @@ def _layers(graph: Any, source: str, prov: dict[str, frozenset[str]],
     def elem_of(t: str) -> int:
         return info[t][1] if t in info and info[t][1] else init_types.get(t, 0)
 
-    neutral = _neutral_constants(graph)
     scalars = _scalar_constants(graph)
+    neutral = {name: v for name, v in scalars.items() if v in (0.0, 1.0)}  # make no-ops
     graph_inputs = {vi.name for vi in graph.input}
     marks: dict[str, set[str]] = {"noop": set(), "swish_sigmoid": set(), "gelu_constant": set()}
 
@@ -1912,7 +1912,9 @@ _NEUTRAL = {"Add": (0.0, (0, 1)), "Sub": (0.0, (1,)), "Mul": (1.0, (0, 1)), "Div
 
 
 def _scalar_constants(graph: Any) -> dict[str, float]:
-    """One-element float constants (initializers, ``Constant`` values): name -> value."""
+    """One-element constants (initializers, ``Constant`` values, folded tensors) of a float
+    type: name -> value (those of 0 or 1 make no-ops, :func:`_is_noop`; others a GELU's
+    parts, :func:`_is_gelu_constant`)."""
     from onnx import TensorProto
 
     floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
@@ -1932,20 +1934,10 @@ def _is_gelu_constant(node: Any, scalars: Mapping[str, float]) -> bool:
         for t in node.input[1 if node.op_type == "Div" else 0:])
 
 
-def _neutral_constants(graph: Any) -> dict[str, float]:
-    """One-element constants (initializers, ``Constant`` values, folded tensors) of a float
-    type holding 0 or 1: name -> that value (only such a constant makes a no-op)."""
-    from onnx import TensorProto
-
-    floats = (TensorProto.FLOAT, TensorProto.FLOAT16, TensorProto.DOUBLE, TensorProto.BFLOAT16)
-    return {name: float(v) for name, v in _equal_valued(graph, floats, max_size=1).items()
-            if v in (0.0, 1.0)}
-
-
 def _is_noop(node: Any, layer: Layer, neutral: Mapping[str, float],
              graph_inputs: Container[str]) -> bool:
-    """x + 0, x - 0, x * 1, x / 1 by a one-element constant (``neutral``:
-    :func:`_neutral_constants`) that broadcasts nothing, on a tensor that is not a graph
+    """x + 0, x - 0, x * 1, x / 1 by a one-element constant (``neutral``: those of
+    :func:`_scalar_constants` holding 0 or 1) that broadcasts nothing, on a tensor that is not a graph
     input: what ORT 1.32's NoopElimination removes (checked on its optimised graph: a
     per-channel constant of zeros or ones stays, as does an op reading a graph input
     directly, a Keras model's input normalisation)."""
