@@ -43,7 +43,7 @@ from analytical.specs import RooflineSpec, load_spec
 from costmodels.fusion import Kernel, kernels, load_rules
 from costmodels.interface import BaseCostModel, Estimate, LayerCost
 from costmodels.network import DTYPE_BYTES, Layer, Network, numel, recurrence
-from costmodels.ops import RNN_OPS, SOFTMAX_OPS
+from costmodels.ops import RESIZE_OPS, RNN_OPS, SOFTMAX_OPS
 from costmodels.ops import op_class as ops_class
 
 OP_CLASSES = ("conv", "conv1x1", "depthwise", "gemm", "pool", "global_pool", "elementwise",
@@ -100,7 +100,7 @@ def resize_work(k: Kernel) -> int | None:
     """An interpolating resize's work in the transcendental class's unit where ORT runs
     its plain (NCHW) Resize (:data:`RESIZE_WORK`), None for any other kernel."""
     la = k.layers[0] if k.layers else None
-    if la is None or la.op not in ("Resize", "Upsample") or k.layout == "nchwc" \
+    if la is None or la.op not in RESIZE_OPS or k.layout == "nchwc" \
             or not la.input_shapes:
         return None
     axes = sum(i != o for i, o in zip(la.input_shapes[0], la.output_shape, strict=False))

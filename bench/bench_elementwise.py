@@ -102,6 +102,7 @@ def section(quick: bool = False) -> str:
     )
     from analytical.specs import RooflineSpec, load_spec
     from costmodels.onnx_import import import_onnx
+    from costmodels.ops import RESIZE_TAPS
     from measure import MeasureConfig
     from measure.rounds import measure_many
 
@@ -136,8 +137,7 @@ def section(quick: bool = False) -> str:
         unit = units.get(s, np.mean(list(units.values())))  # Softmax's: the shapes' mean
         work = per_elem[op, s] / unit
         shipped = (SOFTMAX_WORK[0] + SOFTMAX_WORK[1] / s[-1] if op == "Softmax"
-                   else RESIZE_WORK.get({"nearest": 1, "linear": 2, "cubic": 4}[op[7:]],
-                                        float("nan"))
+                   else RESIZE_WORK.get(RESIZE_TAPS[op[7:]], float("nan"))
                    if op in RESIZES else TRANSCENDENTAL_WORK.get(op, float("nan")))
         net = import_onnx(model(op, s, BRANCHES))
         truth = res[cases.index((op, s)) * 2 + 1].median_ms

@@ -66,7 +66,7 @@ from urllib.parse import quote, unquote
 
 from costmodels.errors import ModelFileError, special_file
 from costmodels.network import DTYPE_BYTES, Layer, Network, Shape, make_layer, numel
-from costmodels.ops import MAC_OPS
+from costmodels.ops import MAC_OPS, RESIZE_OPS
 
 RULES_FORMAT = "costmodels-fusion-rules"
 RULES_SCHEMA = 1
@@ -1036,7 +1036,7 @@ def _quantized(kept: list[tuple[Layer, tuple[str, ...]]], outputs: list[str], q:
     return out_kept, [alias.get(t, t) for t in outputs], groups
 
 
-_INTERPOLATING = frozenset({"Resize", "Upsample"})
+_INTERPOLATING = RESIZE_OPS
 # quantized ops the runtime runs as another kernel in a channels-last region (ORT's
 # NhwcMaxPool): their key says so (``a=layout:nhwc``)
 _NHWC_KERNELS = frozenset({"MaxPool"})

@@ -35,6 +35,7 @@ from costmodels.ops import (
     MAC_OPS,
     NORM_OPS,
     POOL_OPS,
+    RESIZE_OPS,
     RNN_GATES,
     RNN_OPS,
     SOFTMAX_OPS,
@@ -227,7 +228,7 @@ def _elem_ops(op: str, input_shapes: Sequence[Shape], output_shape: Shape,
         return numel(input_shapes[0])
     if op in MAC_OPS:
         return 0
-    if op in POOL_OPS or op in ("Resize", "Upsample", "LRN"):  # window / taps
+    if op in POOL_OPS or op in RESIZE_OPS or op == "LRN":  # window / taps
         return out_elems * numel(kernel)
     if op in GLOBAL_POOL_OPS:
         return numel(input_shapes[0]) if input_shapes else out_elems

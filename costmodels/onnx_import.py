@@ -64,6 +64,7 @@ from costmodels.ops import (
     CONV_OPS,
     ELEMENTWISE_OPS,
     MAC_OPS,
+    RESIZE_OPS,
     RESIZE_TAPS,
     SUPPORTED_OPS,
 )
@@ -1996,7 +1997,7 @@ def _layer(node: Any, node_name: str, consts: Mapping[str, _Const],
             a["equation"])
     elif op == "LRN":  # its window, as pooling keeps one: the cost grows with it
         kw["kernel"] = (int(a.get("size", 1)),)
-    elif op in ("Resize", "Upsample") and in_shapes:
+    elif op in RESIZE_OPS and in_shapes:
         kw["kernel"] = resize_taps(a.get("mode", b"nearest"), in_shapes[0], out_shape)
     extra_out = 0  # the other outputs' bytes (Split's parts, MaxPool's indices, LSTM's states)
     for t in outs[1:]:

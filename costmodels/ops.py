@@ -42,6 +42,7 @@ RNN_GATES = {"LSTM": 4, "GRU": 3, "RNN": 1}
 # Resize/Upsample: interpolation taps per resized axis of each ONNX mode (kept as the
 # layer's kernel); Upsample before opset 10 also says "bilinear" for "linear"
 RESIZE_TAPS = {"nearest": 1, "linear": 2, "cubic": 4}
+RESIZE_OPS = frozenset({"Resize", "Upsample"})
 MAC_OPS = frozenset(CONV_OPS | MATMUL_OPS | RNN_OPS | {"Gemm"})
 
 VIEW_OPS = frozenset({"Identity", "Dropout", "Reshape", "Flatten", "Squeeze", "Unsqueeze"})
