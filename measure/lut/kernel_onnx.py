@@ -660,11 +660,21 @@ def _cumsum(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     return b.node("CumSum", [b.input(shapes[0]), axis], key.output_shape)
 
 
+def _operands(key: KernelKey, shapes: list[Shape]) -> list[tuple[Shape, bool]]:
+    """A kernel's operands as (shape, is an input): its activations, then its constants."""
+    return [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+
+
+def _operand(b: _Builder, p: tuple[Shape, bool], prefix: str) -> str:
+    """Operand ``p`` of :func:`_operands` in the model: an input, or a weight named ``prefix``."""
+    return b.input(p[0]) if p[1] else b.weight(p[0], prefix)
+
+
 def _scatter_nd(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """ScatterND: data (the output's shape), int64 indices (last axis <= its rank, random
     valid rows), updates; each an input or a constant as the key has it."""
     out = tuple(key.output_shape)
-    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    pool = _operands(key, shapes)
     data = next((p for p in pool if p[0] == out), None)
     if data is None:
         raise KernelBuildError(f"ScatterND: no operand has the output's shape {out}")
@@ -679,11 +689,8 @@ def _scatter_nd(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     idx = np.stack([b.rng.integers(0, max(out[j], 1), size=ind[0][:-1]) for j in range(q)],
                    axis=-1).astype(np.int64)
 
-    def operand(p, prefix):
-        return b.input(p[0]) if p[1] else b.weight(p[0], prefix)
-
-    return b.node("ScatterND", [operand(data, "data"), b.const(idx, "idx"),
-                                operand(upd, "upd")], out)
+    return b.node("ScatterND", [_operand(b, data, "data"), b.const(idx, "idx"),
+                                _operand(b, upd, "upd")], out)
 
 
 def _dynamic_quantize(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
@@ -696,7 +703,7 @@ def _gather_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     """GatherElements: data and int64 indices of the output's shape (random valid ones, along
     the first axis where they differ from the data, else axis 0)."""
     out = tuple(key.output_shape)
-    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    pool = _operands(key, shapes)
     if len(pool) != 2:
         raise KernelBuildError(f"GatherElements: needs data and indices (got {pool})")
     (data, dact), (ind, iact) = pool if pool[1][0] == out else pool[::-1]
@@ -704,7 +711,7 @@ def _gather_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
         raise KernelBuildError(f"GatherElements: no operand of {pool} is indices of {out}")
     axis = next((i for i, (d, o) in enumerate(zip(data, out, strict=True)) if d != o), 0)
     idx = b.rng.integers(0, max(data[axis], 1), size=out).astype(np.int64)
-    x = b.input(data) if dact else b.weight(data, "data")
+    x = _operand(b, (data, dact), "data")
     return b.node("GatherElements", [x, b.const(idx, "idx")], out, attrs={"axis": axis})
 
 
@@ -714,7 +721,7 @@ def _scatter_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     0); the indices are the constant operand where one is (exports fold them), each other
     operand an input or a constant as the key has it."""
     out = tuple(key.output_shape)
-    pool = [(tuple(s), True) for s in shapes] + [(tuple(s), False) for s in key.weight_shapes]
+    pool = _operands(key, shapes)
     data = next((p for p in pool if p[0] == out), None)
     if data is None or len(pool) != 3:
         raise KernelBuildError(f"ScatterElements: operands {pool} are not data, indices and "
@@ -729,11 +736,8 @@ def _scatter_elements(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
     axis = next((i for i, (d, o) in enumerate(zip(ind[0], out, strict=True)) if d != o), 0)
     idx = b.rng.integers(0, max(out[axis], 1), size=ind[0]).astype(np.int64)
 
-    def operand(p, prefix):
-        return b.input(p[0]) if p[1] else b.weight(p[0], prefix)
-
-    return b.node("ScatterElements", [operand(data, "data"), b.const(idx, "idx"),
-                                      operand(upd, "upd")], out, attrs={"axis": axis})
+    return b.node("ScatterElements", [_operand(b, data, "data"), b.const(idx, "idx"),
+                                      _operand(b, upd, "upd")], out, attrs={"axis": axis})
 
 
 def _one_hot(b: _Builder, key: KernelKey, shapes: list[Shape]) -> str:
@@ -778,7 +782,8 @@ ANCHORS: dict[str, AnchorFn] = {
     "QLinearConv": _qlinear_conv, "QLinearMatMul": _qlinear_matmul, "MatMulInteger": _integer,
     "ConvInteger": _integer, "LSTM": _rnn, "GRU": _rnn, "RNN": _rnn, "TopK": _topk,
     "CumSum": _cumsum, "ScatterND": _scatter_nd, "DynamicQuantizeLinear": _dynamic_quantize,
-    "GatherElements": _gather_elements, "ScatterElements": _scatter_elements, "LRN": _lrn, "OneHot": _one_hot,
+    "GatherElements": _gather_elements, "ScatterElements": _scatter_elements, "LRN": _lrn,
+    "OneHot": _one_hot,
     "QuickGelu": _quick_gelu,
     **{op: _compare for op in _COMPARE}, **{op: _logic for op in _LOGIC},
     **{op: _reduce for op in _REDUCE},
